@@ -1,0 +1,304 @@
+//! The scenario ABI: what crosses the boundary between a scenario module and the
+//! fusi host.
+//!
+//! This module is the one definition of that boundary. The host (`fusi-node`)
+//! and the guest side of this SDK both use these types and constants, so they
+//! cannot drift apart; docs/scenario-abi.md describes the same thing in prose
+//! for authors who target the ABI from another language.
+//!
+//! Plain numbers cross as wasm values. Everything else crosses as bytes in guest
+//! memory: strings as UTF-8 `(ptr, len)` pairs, structured values (an HTTP
+//! request and its response) as CBOR. Values that the host returns are left in a
+//! per-VU *result buffer*; the guest learns their length from the call, then
+//! copies them into its own memory with [`imports::RESULT_READ`]. The host never
+//! calls into the guest's allocator.
+
+use serde::{Deserialize, Serialize};
+
+/// The ABI version this SDK speaks. A host refuses a module whose
+/// [`exports::ABI_VERSION`] export returns any other number.
+pub const ABI_VERSION: u32 = 1;
+
+/// The wasm import module that holds every host function.
+pub const IMPORT_MODULE: &str = "fusi";
+
+/// Names of the functions a scenario module exports.
+pub mod exports {
+    /// `() -> i32`, required: returns [`super::ABI_VERSION`].
+    pub const ABI_VERSION: &str = "fusi_abi_version";
+    /// `() -> ()`, required: one iteration of the scenario.
+    pub const ITERATION: &str = "iteration";
+    /// `() -> ()`, optional: runs once per run, before any VU starts.
+    pub const SETUP: &str = "setup";
+    /// `() -> ()`, optional: runs once in each VU, before its first iteration.
+    pub const INIT: &str = "init";
+    /// `() -> ()`, optional: runs once per run, after the last iteration.
+    pub const TEARDOWN: &str = "teardown";
+    /// The linear memory the host reads arguments from and writes results to.
+    pub const MEMORY: &str = "memory";
+}
+
+/// Names of the host functions in the [`super::IMPORT_MODULE`] module.
+///
+/// Signatures use wasm types: `i32` pointers and lengths, `i64` integers, `f64`
+/// metric values.
+pub mod imports {
+    /// `(req_ptr: i32, req_len: i32) -> i32`: sends the CBOR
+    /// [`super::HttpRequest`], waits for the answer, and leaves the CBOR
+    /// [`super::HttpResponse`] in the result buffer. Returns its length.
+    /// Network failures are reported in the response, never as a trap.
+    pub const HTTP_REQUEST: &str = "http_request";
+    /// `(ptr: i32, len: i32) -> i32`: copies up to `len` bytes of the result
+    /// buffer to `ptr`, empties the buffer and returns the number copied.
+    pub const RESULT_READ: &str = "result_read";
+    /// `(ms: i64) -> ()`: sleeps; the VU yields while it waits.
+    pub const SLEEP_MS: &str = "sleep_ms";
+    /// `(name_ptr: i32, name_len: i32, passed: i32) -> ()`: records a check.
+    pub const CHECK: &str = "check";
+    /// `(name_ptr: i32, name_len: i32) -> ()`: enters a group; groups nest.
+    pub const GROUP_ENTER: &str = "group_enter";
+    /// `() -> ()`: leaves the innermost group.
+    pub const GROUP_EXIT: &str = "group_exit";
+    /// `(key_ptr, key_len, value_ptr, value_len: i32) -> ()`: sets a VU tag
+    /// that is added to every metric this VU records from now on.
+    pub const TAG_SET: &str = "tag_set";
+    /// `(key_ptr: i32, key_len: i32) -> ()`: removes a VU tag.
+    pub const TAG_REMOVE: &str = "tag_remove";
+    /// `(kind: i32, name_ptr: i32, name_len: i32, value: f64) -> ()`: adds a
+    /// sample to a custom metric; `kind` is a [`super::MetricKind`] code.
+    pub const METRIC_ADD: &str = "metric_add";
+    /// `() -> i64`: this VU's id, from 1, unique within the run.
+    pub const VU_ID: &str = "vu_id";
+    /// `() -> i64`: this VU's iteration number, from 0.
+    pub const ITERATION_NUMBER: &str = "iteration_number";
+    /// `(key_ptr: i32, key_len: i32) -> i32`: looks up a run parameter
+    /// (`--env K=V`). Returns -1 when it is not set, else the length of the
+    /// UTF-8 value left in the result buffer.
+    pub const ENV_GET: &str = "env_get";
+    /// `(level: i32, ptr: i32, len: i32) -> ()`: logs a UTF-8 message;
+    /// level 0 error, 1 warn, 2 info, 3 debug.
+    pub const LOG: &str = "log";
+}
+
+/// The kind of a custom metric, as passed to [`imports::METRIC_ADD`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// A sum (code 0): requests, bytes, anything counted.
+    Counter,
+    /// A distribution (code 1): latencies and sizes, kept in an HdrHistogram.
+    Trend,
+    /// A fraction of non-zero samples (code 2): error rates, check results.
+    Rate,
+    /// A level that goes up and down (code 3): VUs in use.
+    Gauge,
+}
+
+impl MetricKind {
+    /// The wire code of this kind.
+    pub fn code(self) -> i32 {
+        match self {
+            MetricKind::Counter => 0,
+            MetricKind::Trend => 1,
+            MetricKind::Rate => 2,
+            MetricKind::Gauge => 3,
+        }
+    }
+
+    /// The kind for a wire code, if it is one.
+    pub fn from_code(code: i32) -> Option<MetricKind> {
+        match code {
+            0 => Some(MetricKind::Counter),
+            1 => Some(MetricKind::Trend),
+            2 => Some(MetricKind::Rate),
+            3 => Some(MetricKind::Gauge),
+            _ => None,
+        }
+    }
+}
+
+/// An HTTP request, as the guest hands it to [`imports::HTTP_REQUEST`] (CBOR).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ... (any token).
+    pub method: String,
+    /// An absolute `http://` or `https://` URL.
+    pub url: String,
+    /// Header names and values, in order; a name may repeat.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The request body; empty for none.
+    #[serde(default, with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Gives up after this many milliseconds; `None` uses the host's default
+    /// (60 s), and the iteration timeout always applies.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Extra tags for this request's metrics. A `name` tag replaces the URL in
+    /// metric tags, which keeps URLs with ids from making one series each.
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+}
+
+/// The answer to an [`HttpRequest`], as the host returns it (CBOR).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HttpResponse {
+    /// The HTTP status, or 0 when no response arrived (see `error`).
+    pub status: u16,
+    /// `HTTP/1.1` or `HTTP/2`; empty when no response arrived.
+    #[serde(default)]
+    pub protocol: String,
+    /// Response header names (lower case) and values, in order.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The whole response body.
+    #[serde(default, with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Where the time went.
+    #[serde(default)]
+    pub timings: Timings,
+    /// Why no response arrived, if none did.
+    #[serde(default)]
+    pub error: Option<HttpError>,
+}
+
+/// Per-request timings in microseconds, in the order they happen.
+///
+/// Phases that did not happen (no new connection, no TLS) are 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Timings {
+    /// Resolving the host name.
+    pub dns_us: u64,
+    /// Establishing the TCP connection.
+    pub connect_us: u64,
+    /// The TLS handshake.
+    pub tls_us: u64,
+    /// Writing the request.
+    pub sending_us: u64,
+    /// From the request written to the first byte of the response (TTFB).
+    pub waiting_us: u64,
+    /// Reading the response body.
+    pub receiving_us: u64,
+    /// `sending + waiting + receiving`: k6's `http_req_duration`.
+    pub duration_us: u64,
+    /// Everything, connection setup included.
+    pub total_us: u64,
+}
+
+/// Why a request got no response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpError {
+    /// What class of failure it was.
+    pub kind: ErrorKind,
+    /// A human-readable description.
+    pub message: String,
+}
+
+/// Classes of request failure. They are also the `kind` tag of the `errors`
+/// metric, next to `status_4xx` and `status_5xx` for answered requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The host name did not resolve.
+    Dns,
+    /// The connection was refused.
+    Refused,
+    /// The request or connection timed out.
+    Timeout,
+    /// The connection was reset or closed mid-request.
+    Reset,
+    /// The TLS handshake failed.
+    Tls,
+    /// Another connect failure (unreachable network, no route).
+    Connect,
+    /// The URL, method or a header was invalid.
+    InvalidRequest,
+    /// The peer broke the HTTP protocol.
+    Protocol,
+    /// The run stopped while the request was in flight.
+    Aborted,
+}
+
+impl ErrorKind {
+    /// The tag value used in metrics and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Dns => "dns",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Connect => "connect",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Aborted => "aborted",
+        }
+    }
+}
+
+/// Encodes a value as CBOR, the encoding of every structured ABI value.
+pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail, and every ABI type serializes.
+    if ciborium::into_writer(value, &mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Decodes a CBOR value; the error says what was wrong with the bytes.
+pub fn from_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    ciborium::from_reader(bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_and_response_round_trip_through_cbor() {
+        let req = HttpRequest {
+            method: "POST".into(),
+            url: "http://127.0.0.1:1/x".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: vec![7; 10_000],
+            timeout_ms: Some(1500),
+            tags: vec![("name".into(), "x".into())],
+        };
+        assert_eq!(from_cbor::<HttpRequest>(&to_cbor(&req)), Ok(req));
+        let resp = HttpResponse {
+            status: 201,
+            protocol: "HTTP/1.1".into(),
+            headers: vec![("a".into(), "b".into())],
+            body: vec![1; 5000],
+            timings: Timings {
+                total_us: 9,
+                ..Timings::default()
+            },
+            error: Some(HttpError {
+                kind: ErrorKind::Timeout,
+                message: "slow".into(),
+            }),
+        };
+        assert_eq!(from_cbor::<HttpResponse>(&to_cbor(&resp)), Ok(resp));
+    }
+
+    #[test]
+    fn metric_kind_codes_round_trip() {
+        for kind in [
+            MetricKind::Counter,
+            MetricKind::Trend,
+            MetricKind::Rate,
+            MetricKind::Gauge,
+        ] {
+            assert_eq!(MetricKind::from_code(kind.code()), Some(kind));
+        }
+        assert_eq!(MetricKind::from_code(9), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(from_cbor::<HttpRequest>(&[0xff, 0x00, 0x13]).is_err());
+        assert!(from_cbor::<HttpResponse>(&[]).is_err());
+    }
+}

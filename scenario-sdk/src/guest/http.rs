@@ -1,0 +1,184 @@
+//! HTTP requests from a scenario.
+//!
+//! Each VU owns its connections: they are kept alive between requests and
+//! iterations and reopened when the server closes them, the way a browser or
+//! an API client behaves. A network failure does not panic: it comes back as
+//! a [`Response`] with status 0 and an [`Response::error`].
+//!
+//! ```ignore
+//! let res = http::get("http://127.0.0.1:8080/hello");
+//! let res = Request::post("http://127.0.0.1:8080/items")
+//!     .json(&serde_json::json!({"name": "fusi"}))
+//!     .tag("name", "create item")
+//!     .send();
+//! ```
+
+use std::time::Duration;
+
+use super::sys;
+use crate::abi::{self, ErrorKind, HttpError, HttpRequest, HttpResponse, Timings};
+
+/// Sends a GET request.
+pub fn get(url: &str) -> Response {
+    Request::get(url).send()
+}
+
+/// Sends a DELETE request.
+pub fn delete(url: &str) -> Response {
+    Request::new("DELETE", url).send()
+}
+
+/// Sends a POST request with a body (no content type is set).
+pub fn post(url: &str, body: impl Into<Vec<u8>>) -> Response {
+    Request::post(url).body(body).send()
+}
+
+/// A request under construction.
+#[derive(Debug, Clone)]
+#[must_use = "a request does nothing until .send()"]
+pub struct Request {
+    inner: HttpRequest,
+}
+
+impl Request {
+    /// A request with any method.
+    pub fn new(method: &str, url: &str) -> Self {
+        Request {
+            inner: HttpRequest {
+                method: method.to_owned(),
+                url: url.to_owned(),
+                ..HttpRequest::default()
+            },
+        }
+    }
+
+    /// A GET request.
+    pub fn get(url: &str) -> Self {
+        Request::new("GET", url)
+    }
+
+    /// A POST request.
+    pub fn post(url: &str) -> Self {
+        Request::new("POST", url)
+    }
+
+    /// A PUT request.
+    pub fn put(url: &str) -> Self {
+        Request::new("PUT", url)
+    }
+
+    /// A PATCH request.
+    pub fn patch(url: &str) -> Self {
+        Request::new("PATCH", url)
+    }
+
+    /// Adds a header (names may repeat).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.inner.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.inner.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body and the `content-type: application/json` header.
+    pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> Self {
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        self.header("content-type", "application/json").body(body)
+    }
+
+    /// Gives up after `timeout` (default 60 s; the iteration timeout always applies).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.inner.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Tags this request's metrics. `name` is special: it replaces the URL in
+    /// the metrics, so that `/items/1` and `/items/2` count as one series.
+    pub fn tag(mut self, key: &str, value: &str) -> Self {
+        self.inner.tags.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sends the request and waits for the whole response.
+    pub fn send(self) -> Response {
+        let bytes = abi::to_cbor(&self.inner);
+        // SAFETY: the pointer and length describe a live Vec.
+        let len = unsafe { sys::http_request(bytes.as_ptr(), bytes.len()) };
+        let raw = sys::take_result(usize::try_from(len).unwrap_or(0));
+        let inner = abi::from_cbor(&raw).unwrap_or_else(|e| HttpResponse {
+            error: Some(HttpError {
+                kind: ErrorKind::Protocol,
+                message: format!("the host's response did not decode: {e}"),
+            }),
+            ..HttpResponse::default()
+        });
+        Response { inner }
+    }
+}
+
+/// A response, or the reason there is none.
+#[derive(Debug, Clone)]
+pub struct Response {
+    inner: HttpResponse,
+}
+
+impl Response {
+    /// The status code; 0 when no response arrived.
+    pub fn status(&self) -> u16 {
+        self.inner.status
+    }
+
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub fn protocol(&self) -> &str {
+        &self.inner.protocol
+    }
+
+    /// The first value of a header (names are compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All headers, names in lower case.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.inner.headers
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.inner.body
+    }
+
+    /// The body as text (invalid UTF-8 is replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.inner.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.inner.body)
+    }
+
+    /// Where the time went.
+    pub fn timings(&self) -> Timings {
+        self.inner.timings
+    }
+
+    /// Why there is no response, if there is none.
+    pub fn error(&self) -> Option<&HttpError> {
+        self.inner.error.as_ref()
+    }
+
+    /// True for a status in 200..=399, which is also what fusi counts as a
+    /// non-failed request in `http_req_failed`.
+    pub fn ok(&self) -> bool {
+        (200..400).contains(&self.inner.status)
+    }
+}

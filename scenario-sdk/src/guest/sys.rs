@@ -1,0 +1,27 @@
+//! The raw host imports, exactly as docs/scenario-abi.md lists them.
+
+#[link(wasm_import_module = "fusi")]
+unsafe extern "C" {
+    pub fn http_request(req_ptr: *const u8, req_len: usize) -> i32;
+    pub fn result_read(ptr: *mut u8, len: usize) -> i32;
+    pub fn sleep_ms(ms: i64);
+    pub fn check(name_ptr: *const u8, name_len: usize, passed: i32);
+    pub fn group_enter(name_ptr: *const u8, name_len: usize);
+    pub fn group_exit();
+    pub fn tag_set(key_ptr: *const u8, key_len: usize, value_ptr: *const u8, value_len: usize);
+    pub fn tag_remove(key_ptr: *const u8, key_len: usize);
+    pub fn metric_add(kind: i32, name_ptr: *const u8, name_len: usize, value: f64);
+    pub fn vu_id() -> i64;
+    pub fn iteration_number() -> i64;
+    pub fn env_get(key_ptr: *const u8, key_len: usize) -> i32;
+    pub fn log(level: i32, ptr: *const u8, len: usize);
+}
+
+/// Copies `len` bytes out of the host's result buffer.
+pub fn take_result(len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    // SAFETY: buf is a live, writable allocation of exactly `len` bytes.
+    let got = unsafe { result_read(buf.as_mut_ptr(), len) };
+    buf.truncate(usize::try_from(got).unwrap_or(0));
+    buf
+}

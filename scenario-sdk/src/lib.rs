@@ -1,0 +1,71 @@
+//! # fusi-sdk: write fusi load-test scenarios in Rust
+//!
+//! A scenario is a small crate, built as a `cdylib` for `wasm32-wasip1`, that
+//! fusi runs in every virtual user (VU). It defines what one iteration does;
+//! the executor given on the command line decides how many VUs run it, how
+//! often and for how long.
+//!
+//! ```ignore
+//! use fusi_sdk::prelude::*;
+//!
+//! fn iteration() {
+//!     let res = http::get("http://127.0.0.1:8080/hello");
+//!     check("status is 200", res.status() == 200);
+//!     sleep(Duration::from_millis(100));
+//! }
+//!
+//! fusi_sdk::scenario!(iteration = iteration);
+//! ```
+//!
+//! The entry points are plain functions named in [`scenario!`]: `iteration`
+//! (required), and optionally `setup` (once per run), `init` (once per VU) and
+//! `teardown` (once per run). A panic fails the current iteration; the VU
+//! goes on.
+//!
+//! The [`abi`] module is the one definition of what crosses between a
+//! scenario and the host; the host uses it too. Everything else here compiles
+//! only for `wasm32`, because it calls host functions that exist only inside
+//! fusi.
+
+pub mod abi;
+
+#[cfg(target_arch = "wasm32")]
+mod guest;
+#[cfg(target_arch = "wasm32")]
+pub use guest::*;
+
+/// Declares a scenario's entry points and the ABI version export.
+///
+/// ```ignore
+/// fusi_sdk::scenario!(iteration = my_iteration);
+/// fusi_sdk::scenario!(init = per_vu_init, iteration = my_iteration, teardown = done);
+/// ```
+///
+/// Each name is a `fn()` in scope. `setup`, `init` and `teardown` are
+/// optional; `iteration` is required. Use the macro once per crate.
+#[macro_export]
+macro_rules! scenario {
+    ($($entry:ident = $func:path),+ $(,)?) => {
+        #[unsafe(export_name = "fusi_abi_version")]
+        pub extern "C" fn __fusi_export_abi_version() -> i32 {
+            $crate::abi::ABI_VERSION as i32
+        }
+        $( $crate::scenario!(@entry $entry $func); )+
+    };
+    (@entry iteration $func:path) => {
+        #[unsafe(export_name = "iteration")]
+        pub extern "C" fn __fusi_export_iteration() { $func() }
+    };
+    (@entry setup $func:path) => {
+        #[unsafe(export_name = "setup")]
+        pub extern "C" fn __fusi_export_setup() { $func() }
+    };
+    (@entry init $func:path) => {
+        #[unsafe(export_name = "init")]
+        pub extern "C" fn __fusi_export_init() { $func() }
+    };
+    (@entry teardown $func:path) => {
+        #[unsafe(export_name = "teardown")]
+        pub extern "C" fn __fusi_export_teardown() { $func() }
+    };
+}
