@@ -1,1 +1,18 @@
+//! # fusi-node
+//!
+//! The library behind the `fusi-node` binary: a load generator that runs
+//! WebAssembly scenarios against HTTP targets and reports exact latency.
+//!
+//! - [`core`]: sans-IO logic: run specs, execution segments, schedules,
+//!   metric series, shards and the report merge.
+//! - [`engine`]: wasmtime host, VUs, executors, the HTTP client and the
+//!   recorder that seals measurements into shards.
+//! - [`local`]: a run on this machine, which is a mesh of one: the same spec,
+//!   share, shards and report that a mesh run uses.
+//! - [`cli`]: the command line; `main.rs` only calls it.
 
+pub mod cli;
+pub mod core;
+pub mod engine;
+pub mod local;
+pub mod summary;

@@ -1,0 +1,387 @@
+//! The `fusi-node` command line: parse, turn flags into a [`RunSpec`], call
+//! the library, print. `main.rs` only calls [`main`].
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::core::report::Report;
+use crate::core::shard::Shard;
+use crate::core::spec::{Executor, Rate, RunSpec, Stage, parse_duration, parse_rate, parse_stages};
+use crate::engine::executor::Progress;
+use crate::local::{self, Observer};
+use crate::summary;
+
+const ABOUT: &str = "fusi: a distributed load generator with no central server.
+
+Runs WebAssembly scenarios (written with the fusi Rust SDK, built for
+wasm32-wasip1) against HTTP targets and reports exact latency percentiles.";
+
+#[derive(Parser, Debug)]
+#[command(name = "fusi-node", version, about = ABOUT, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a scenario on this machine and print the end-of-test summary.
+    #[command(after_long_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Build a scenario crate (or a workspace of them) into .wasm modules.
+    #[command(after_long_help = BUILD_EXAMPLES)]
+    Build(BuildArgs),
+}
+
+const RUN_EXAMPLES: &str = "\
+Executors (k6 names). Without --executor, fusi picks one from the flags:
+  --stages              ramping-vus            the number of looping VUs follows the stages
+  --rate                constant-arrival-rate  starts RATE iterations whatever the target does
+  --iterations          shared-iterations      VUs share N iterations
+  --vus/--duration      constant-vus           N VUs loop for the duration
+  (nothing)             shared-iterations      1 VU, 1 iteration: a smoke test
+  per-vu-iterations and ramping-arrival-rate need --executor.
+
+Arrival-rate executors measure every iteration from the instant it was
+scheduled, so a slow target shows up as latency instead of hiding as a lower
+request rate; iterations with no free VU are counted as dropped_iterations.
+
+Durations: 500ms, 30s, 5m, 1h, 1m30s. Rates: 500/s, 30/m, 10/100ms.
+
+Examples:
+  fusi-node run hello.wasm --vus 50 --duration 30s --env TARGET=http://127.0.0.1:8080
+  fusi-node run hello.wasm --stages 10s:100,30s:100,10s:0
+  fusi-node run arrival.wasm --rate 500/s --duration 1m --vus 50 --max-vus 500
+  fusi-node run arrival.wasm --executor ramping-arrival-rate --stages 30s:1000,1m:1000 --max-vus 500
+  fusi-node run api_flow.wasm --iterations 1000 --vus 20 --out summary.json
+
+Exit status: 0 when the run completed, 1 when it could not run, 2 for bad flags.";
+
+const BUILD_EXAMPLES: &str = "\
+Runs `cargo build --release --target wasm32-wasip1` in DIR and prints the path
+of each .wasm module it produced. The target must be installed once:
+  rustup target add wasm32-wasip1
+
+Examples:
+  fusi-node build scenarios/hello
+  fusi-node build scenarios            # every example scenario";
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The scenario module (.wasm).
+    scenario: PathBuf,
+    /// Executor; see below for the one picked when this is left out.
+    #[arg(long, value_enum)]
+    executor: Option<ExecutorName>,
+    /// VUs (closed executors), or pre-allocated VUs (arrival-rate executors).
+    #[arg(long)]
+    vus: Option<u32>,
+    /// How long the run lasts (or, with --iterations, at most lasts).
+    #[arg(long, value_parser = duration_arg)]
+    duration: Option<Duration>,
+    /// Iterations: shared by all VUs, or per VU with --executor per-vu-iterations.
+    #[arg(long)]
+    iterations: Option<u64>,
+    /// Arrival rate, for example 500/s; implies constant-arrival-rate.
+    #[arg(long, value_parser = rate_arg)]
+    rate: Option<Rate>,
+    /// Ramp stages DURATION:TARGET,..., for example 10s:100,30s:100,10s:0.
+    /// Targets are VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
+    #[arg(long, value_parser = stages_arg)]
+    stages: Option<Vec<Stage>>,
+    /// Starting VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
+    #[arg(long, default_value_t = 0.0)]
+    start: f64,
+    /// The most VUs an arrival-rate executor may use [default: the larger of --vus and 100].
+    #[arg(long)]
+    max_vus: Option<u32>,
+    /// A run parameter for the scenario, KEY=VALUE; repeatable.
+    #[arg(long = "env", short = 'e', value_parser = env_arg)]
+    env: Vec<(String, String)>,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// An iteration that runs longer fails with reason `timeout`.
+    #[arg(long, value_parser = duration_arg, default_value = "60s")]
+    iteration_timeout: Duration,
+    /// After the executor ends, in-flight iterations may finish for this long.
+    #[arg(long, value_parser = duration_arg, default_value = "30s")]
+    graceful_stop: Duration,
+    /// The most memory one VU's scenario instance may use, in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    vu_memory_mib: u64,
+    /// Accept any TLS certificate (for self-signed test targets).
+    #[arg(long)]
+    insecure_skip_tls_verify: bool,
+    /// No live progress line, even on a terminal.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// A scenario crate, or a workspace of them.
+    dir: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ExecutorName {
+    ConstantVus,
+    RampingVus,
+    PerVuIterations,
+    SharedIterations,
+    ConstantArrivalRate,
+    RampingArrivalRate,
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.0)
+}
+
+fn rate_arg(s: &str) -> Result<Rate, String> {
+    parse_rate(s).map_err(|e| e.0)
+}
+
+fn stages_arg(s: &str) -> Result<Vec<Stage>, String> {
+    parse_stages(s).map_err(|e| e.0)
+}
+
+fn env_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "invalid --env {s:?}: write KEY=VALUE, for example TARGET=http://127.0.0.1:8080"
+        )),
+    }
+}
+
+impl RunArgs {
+    /// The executor the flags describe; the error names the flag to fix.
+    fn executor(&self) -> anyhow::Result<Executor> {
+        use ExecutorName::*;
+        let name = self.executor.unwrap_or(if self.stages.is_some() {
+            RampingVus
+        } else if self.rate.is_some() {
+            ConstantArrivalRate
+        } else if self.duration.is_some() && self.iterations.is_none() {
+            ConstantVus
+        } else {
+            SharedIterations
+        });
+        let open = matches!(name, ConstantArrivalRate | RampingArrivalRate);
+        if self.rate.is_some() && name != ConstantArrivalRate {
+            bail!(
+                "--rate applies to constant-arrival-rate only; for {name:?} drop it (ramping-arrival-rate takes --stages)"
+            );
+        }
+        if self.stages.is_some() && !matches!(name, RampingVus | RampingArrivalRate) {
+            bail!("--stages applies to ramping-vus and ramping-arrival-rate only");
+        }
+        if self.max_vus.is_some() && !open {
+            bail!("--max-vus applies to arrival-rate executors only; use --vus");
+        }
+        if self.iterations.is_some() && !matches!(name, SharedIterations | PerVuIterations) {
+            bail!("--iterations applies to shared-iterations and per-vu-iterations only");
+        }
+        let need = |flag: &str| anyhow::anyhow!("{} needs {flag}", kebab(name));
+        let vus = self.vus.unwrap_or(1);
+        let max_duration = self.duration.unwrap_or(Duration::from_secs(600));
+        let pre = self.vus.unwrap_or(10);
+        let max_vus = self.max_vus.unwrap_or(pre.max(100)).max(pre);
+        Ok(match name {
+            ConstantVus => Executor::ConstantVus {
+                vus,
+                duration: self.duration.ok_or_else(|| need("--duration"))?,
+            },
+            RampingVus => Executor::RampingVus {
+                start_vus: self.start.max(0.0) as u32,
+                stages: self.stages.clone().ok_or_else(|| need("--stages"))?,
+            },
+            PerVuIterations => Executor::PerVuIterations {
+                vus,
+                iterations: self.iterations.unwrap_or(1),
+                max_duration,
+            },
+            SharedIterations => Executor::SharedIterations {
+                vus,
+                iterations: self.iterations.unwrap_or(1),
+                max_duration,
+            },
+            ConstantArrivalRate => Executor::ConstantArrivalRate {
+                rate: self.rate.ok_or_else(|| need("--rate"))?,
+                duration: self.duration.ok_or_else(|| need("--duration"))?,
+                pre_allocated_vus: pre,
+                max_vus,
+            },
+            RampingArrivalRate => Executor::RampingArrivalRate {
+                start_rate: self.start,
+                time_unit: Duration::from_secs(1),
+                stages: self.stages.clone().ok_or_else(|| need("--stages"))?,
+                pre_allocated_vus: pre,
+                max_vus,
+            },
+        })
+    }
+
+    fn spec(&self) -> anyhow::Result<RunSpec> {
+        let executor = self.executor()?;
+        executor.validate()?;
+        let mut spec = RunSpec::new(String::new(), executor);
+        spec.env = local::env_map(&self.env);
+        spec.iteration_timeout = self.iteration_timeout;
+        spec.graceful_stop = self.graceful_stop;
+        spec.vu_memory_limit = self.vu_memory_mib << 20;
+        spec.insecure_skip_tls_verify = self.insecure_skip_tls_verify;
+        Ok(spec)
+    }
+}
+
+fn kebab(name: ExecutorName) -> String {
+    name.to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// Prints a progress line per shard on a terminal.
+struct LiveProgress {
+    enabled: bool,
+}
+
+impl Observer for LiveProgress {
+    fn on_shard(&mut self, shard: &Shard, report: &Report, progress: &Progress) {
+        if !self.enabled {
+            return;
+        }
+        let s = report.summary("");
+        let last = s
+            .timeline
+            .iter()
+            .find(|p| p.t_s * 1000.0 == shard.start_ms as f64);
+        let errors: u64 = s.errors.values().sum();
+        let vus = progress
+            .active_vus
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let line = summary::progress_line(
+            shard.end_ms as f64 / 1000.0,
+            vus,
+            last.map(|p| p.rps).unwrap_or(0.0),
+            last.map(|p| p.p95_ms).unwrap_or(0.0),
+            errors,
+            s.iterations.dropped,
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = args.spec()?;
+    let wasm = std::fs::read(&args.scenario)
+        .with_context(|| format!("cannot read the scenario {}", args.scenario.display()))?;
+    let mut observer = LiveProgress {
+        enabled: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let summary = local::run(wasm, spec, &mut observer).await?;
+    if observer.enabled {
+        eprintln!();
+    }
+    let name = args
+        .scenario
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    print!("{}", summary::render(&summary, &name));
+    if let Some(path) = &args.out {
+        let json = serde_json::to_vec_pretty(&summary).context("cannot encode the summary")?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let manifest = args.dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        bail!(
+            "{} has no Cargo.toml: give the directory of a scenario crate",
+            args.dir.display()
+        );
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo: is it on PATH?")?;
+    if !output.status.success() {
+        bail!(
+            "cargo build failed for {}; if it says the wasm32-wasip1 target is missing, run \
+             `rustup target add wasm32-wasip1`",
+            args.dir.display()
+        );
+    }
+    let mut built = Vec::new();
+    for line in output.stdout.split(|b| *b == b'\n') {
+        let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        for file in msg["filenames"].as_array().into_iter().flatten() {
+            if let Some(f) = file.as_str().filter(|f| f.ends_with(".wasm")) {
+                built.push(f.to_owned());
+            }
+        }
+    }
+    if built.is_empty() {
+        bail!(
+            "cargo built no .wasm module in {}: a scenario crate needs `crate-type = [\"cdylib\"]` under [lib]",
+            args.dir.display()
+        );
+    }
+    for f in built {
+        println!("{}", Path::new(&f).display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the command line; the process exit code comes back.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Cmd::Build(args) => build(&args),
+        Cmd::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+            .and_then(|rt| rt.block_on(run(args))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The sans-IO core: plain, deterministic logic with no sockets, no tokio and
+//! no wall clock.
+//!
+//! Everything here takes data and the current time as arguments and returns
+//! data, so it runs the same under tests, under a simulator and in a node. The
+//! engine and (later) the network layer only translate between this and the
+//! outside world.
+
+pub mod metrics;
+pub mod report;
+pub mod schedule;
+pub mod segment;
+pub mod shard;
+pub mod spec;

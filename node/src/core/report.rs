@@ -1,0 +1,603 @@
+//! The report: every shard of a run merged into one exact summary.
+//!
+//! [`Report`] takes shards in any order, any number of times, from any number
+//! of nodes, and always holds the same merge of the distinct ones (a shard is
+//! identified by node and sequence number). Percentiles come from merged
+//! HdrHistograms, never from averaged percentiles. Memory grows with the
+//! number of series and of intervals, not of samples: totals per series, and
+//! per interval a handful of counters and one latency histogram.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::metrics::{SeriesKey, SeriesSet, Value, from_trend_units, names};
+use super::shard::Shard;
+
+/// Merged shards of one run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    run_id: String,
+    totals: SeriesSet,
+    timeline: BTreeMap<u64, Interval>,
+    seen: BTreeSet<(String, u64)>,
+    /// Per node: the shard count announced by its last shard.
+    announced: BTreeMap<String, u64>,
+    end_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Interval {
+    end_ms: u64,
+    series: SeriesSet,
+}
+
+/// Metrics kept per interval for the timeline.
+const TIMELINE_METRICS: [&str; 6] = [
+    names::HTTP_REQS,
+    names::HTTP_REQ_FAILED,
+    names::HTTP_REQ_DURATION,
+    names::ITERATIONS,
+    names::DROPPED_ITERATIONS,
+    names::VUS,
+];
+
+impl Report {
+    /// An empty report for a run.
+    pub fn new(run_id: &str) -> Report {
+        Report {
+            run_id: run_id.to_owned(),
+            totals: SeriesSet::new(),
+            timeline: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            announced: BTreeMap::new(),
+            end_ms: 0,
+        }
+    }
+
+    /// Merges a shard. Returns false, and changes nothing, if the shard is of
+    /// another run or was merged before.
+    pub fn add(&mut self, shard: &Shard) -> bool {
+        if shard.run_id != self.run_id || !self.seen.insert((shard.node.clone(), shard.seq)) {
+            return false;
+        }
+        if shard.last {
+            self.announced.insert(shard.node.clone(), shard.seq + 1);
+        }
+        self.end_ms = self.end_ms.max(shard.end_ms);
+        let interval = self
+            .timeline
+            .entry(shard.start_ms)
+            .or_insert_with(|| Interval {
+                end_ms: shard.end_ms,
+                series: SeriesSet::new(),
+            });
+        interval.end_ms = interval.end_ms.max(shard.end_ms);
+        for metric in TIMELINE_METRICS {
+            // Per interval, tags are folded away: one value per metric.
+            if let Some(v) = shard.series.fold(metric, |_| true) {
+                let _ = interval.series.merge(&SeriesKey::new(metric, []), &v);
+            }
+        }
+        let _ = self.totals.merge_all(&shard.series);
+        true
+    }
+
+    /// The merged totals, per series.
+    pub fn totals(&self) -> &SeriesSet {
+        &self.totals
+    }
+
+    /// How complete the report is.
+    pub fn completeness(&self) -> Completeness {
+        let nodes: BTreeSet<&String> = self.seen.iter().map(|(n, _)| n).collect();
+        let finished = nodes.iter().all(|n| self.announced.contains_key(*n));
+        Completeness {
+            nodes: nodes.len(),
+            shards_received: self.seen.len() as u64,
+            shards_announced: finished.then(|| self.announced.values().sum()),
+        }
+    }
+
+    /// The summary of everything merged so far.
+    pub fn summary(&self, executor: &str) -> Summary {
+        let t = &self.totals;
+        let secs = (self.end_ms as f64 / 1000.0).max(1e-3);
+        let counter = |metric: &str| match t.fold(metric, |_| true) {
+            Some(Value::Counter(c)) => c,
+            _ => 0.0,
+        };
+        let requests = counter(names::HTTP_REQS) as u64;
+        let (failed, _) = rate(t.fold(names::HTTP_REQ_FAILED, |_| true));
+        let mut by_status = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        let mut iterations_failed = BTreeMap::new();
+        let mut checks: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut groups: BTreeMap<String, Value> = BTreeMap::new();
+        let mut custom: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in t.iter() {
+            match (k.metric.as_str(), v) {
+                (names::HTTP_REQS, Value::Counter(c)) => {
+                    let status = k.tag("status").unwrap_or("0").to_owned();
+                    *by_status.entry(status).or_insert(0) += *c as u64;
+                }
+                (names::ERRORS, Value::Counter(c)) => {
+                    let kind = k.tag("kind").unwrap_or("other").to_owned();
+                    *errors.entry(kind).or_insert(0) += *c as u64;
+                }
+                (names::ITERATIONS_FAILED, Value::Counter(c)) => {
+                    let reason = k.tag("reason").unwrap_or("other").to_owned();
+                    *iterations_failed.entry(reason).or_insert(0) += *c as u64;
+                }
+                (names::CHECKS, Value::Rate { passes, fails }) => {
+                    let name = k.tag("check").unwrap_or("").to_owned();
+                    let e = checks.entry(name).or_insert((0, 0));
+                    e.0 += passes;
+                    e.1 += fails;
+                }
+                (names::GROUP_DURATION, _) => {
+                    let name = k.tag("group").unwrap_or("").to_owned();
+                    merge_into(&mut groups, name, v);
+                }
+                (m, _) if !is_builtin(m) => merge_into(&mut custom, m.to_owned(), v),
+                _ => {}
+            }
+        }
+        let phases = [
+            ("blocked", names::HTTP_REQ_BLOCKED),
+            ("connecting", names::HTTP_REQ_CONNECTING),
+            ("tls_handshaking", names::HTTP_REQ_TLS_HANDSHAKING),
+            ("sending", names::HTTP_REQ_SENDING),
+            ("waiting", names::HTTP_REQ_WAITING),
+            ("receiving", names::HTTP_REQ_RECEIVING),
+        ]
+        .into_iter()
+        .map(|(label, m)| (label.to_owned(), percentiles(t.fold(m, |_| true).as_ref())))
+        .collect();
+        let iterations = counter(names::ITERATIONS) as u64;
+        let vus_max = match t.fold(names::VUS_MAX, |_| true) {
+            Some(Value::Gauge { max, .. }) if max.is_finite() => max as u64,
+            _ => 0,
+        };
+        Summary {
+            run_id: self.run_id.clone(),
+            executor: executor.to_owned(),
+            duration_s: self.end_ms as f64 / 1000.0,
+            completeness: self.completeness(),
+            http: HttpSummary {
+                requests,
+                rps: requests as f64 / secs,
+                failed,
+                failed_rate: if requests == 0 {
+                    0.0
+                } else {
+                    failed as f64 / requests as f64
+                },
+                data_sent: counter(names::DATA_SENT) as u64,
+                data_received: counter(names::DATA_RECEIVED) as u64,
+                duration: percentiles(t.fold(names::HTTP_REQ_DURATION, |_| true).as_ref()),
+                phases,
+                by_status,
+            },
+            errors,
+            iterations: IterationSummary {
+                completed: iterations,
+                rate: iterations as f64 / secs,
+                failed: iterations_failed,
+                dropped: counter(names::DROPPED_ITERATIONS) as u64,
+                duration: percentiles(t.fold(names::ITERATION_DURATION, |_| true).as_ref()),
+            },
+            checks: checks
+                .into_iter()
+                .map(|(name, (passes, fails))| CheckSummary {
+                    name,
+                    passes,
+                    fails,
+                })
+                .collect(),
+            groups: groups
+                .into_iter()
+                .map(|(name, v)| GroupSummary {
+                    name,
+                    duration: percentiles(Some(&v)),
+                })
+                .collect(),
+            custom: custom
+                .into_iter()
+                .map(|(name, v)| (name, MetricSummary::of(&v)))
+                .collect(),
+            vus_max,
+            timeline: self.timeline(),
+        }
+    }
+
+    fn timeline(&self) -> Vec<TimelinePoint> {
+        self.timeline
+            .iter()
+            .map(|(start, iv)| {
+                let get = |m: &str| iv.series.get(&SeriesKey::new(m, []));
+                let count = |m: &str| match get(m) {
+                    Some(Value::Counter(c)) => *c as u64,
+                    _ => 0,
+                };
+                let secs = (iv.end_ms.saturating_sub(*start) as f64 / 1000.0).max(1e-3);
+                let requests = count(names::HTTP_REQS);
+                let lat = percentiles(get(names::HTTP_REQ_DURATION));
+                TimelinePoint {
+                    t_s: *start as f64 / 1000.0,
+                    requests,
+                    rps: requests as f64 / secs,
+                    failed: rate(get(names::HTTP_REQ_FAILED).cloned()).0,
+                    p50_ms: lat.p50,
+                    p95_ms: lat.p95,
+                    p99_ms: lat.p99,
+                    iterations: count(names::ITERATIONS),
+                    dropped: count(names::DROPPED_ITERATIONS),
+                    vus: match get(names::VUS) {
+                        Some(Value::Gauge { max, .. }) if max.is_finite() => *max as u64,
+                        _ => 0,
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+fn merge_into(map: &mut BTreeMap<String, Value>, name: String, v: &Value) {
+    match map.get_mut(&name) {
+        Some(acc) => {
+            let _ = acc.merge(v);
+        }
+        None => {
+            map.insert(name, v.clone());
+        }
+    }
+}
+
+/// Whether a metric name is one of the built-in metrics.
+pub fn is_builtin(metric: &str) -> bool {
+    use names::*;
+    [
+        HTTP_REQS,
+        HTTP_REQ_DURATION,
+        HTTP_REQ_BLOCKED,
+        HTTP_REQ_CONNECTING,
+        HTTP_REQ_TLS_HANDSHAKING,
+        HTTP_REQ_SENDING,
+        HTTP_REQ_WAITING,
+        HTTP_REQ_RECEIVING,
+        HTTP_REQ_FAILED,
+        ERRORS,
+        DATA_SENT,
+        DATA_RECEIVED,
+        ITERATIONS,
+        ITERATION_DURATION,
+        ITERATIONS_FAILED,
+        DROPPED_ITERATIONS,
+        CHECKS,
+        GROUP_DURATION,
+        VUS,
+        VUS_MAX,
+    ]
+    .contains(&metric)
+}
+
+fn rate(v: Option<Value>) -> (u64, u64) {
+    match v {
+        Some(Value::Rate { passes, fails }) => (passes, fails),
+        _ => (0, 0),
+    }
+}
+
+/// How much of the run a report holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Completeness {
+    /// Nodes heard from.
+    pub nodes: usize,
+    /// Distinct shards merged.
+    pub shards_received: u64,
+    /// Shards the nodes said they sent, once every node has sent its last one.
+    pub shards_announced: Option<u64>,
+}
+
+impl Completeness {
+    /// Whether every announced shard is here.
+    pub fn is_complete(&self) -> bool {
+        self.shards_announced == Some(self.shards_received)
+    }
+}
+
+/// The end-of-test summary, as printed and as written by `--out`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The run.
+    pub run_id: String,
+    /// The executor's k6 name.
+    pub executor: String,
+    /// From the start instant to the last measurement, seconds.
+    pub duration_s: f64,
+    /// How much of the run this summary holds.
+    pub completeness: Completeness,
+    /// HTTP requests.
+    pub http: HttpSummary,
+    /// Failed requests by kind: transport errors and `status_4xx`/`status_5xx`.
+    pub errors: BTreeMap<String, u64>,
+    /// Iterations.
+    pub iterations: IterationSummary,
+    /// Checks, by name.
+    pub checks: Vec<CheckSummary>,
+    /// Groups, by path.
+    pub groups: Vec<GroupSummary>,
+    /// Custom metrics, by name.
+    pub custom: BTreeMap<String, MetricSummary>,
+    /// The most VUs initialized at once.
+    pub vus_max: u64,
+    /// Per interval.
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// HTTP totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpSummary {
+    /// Requests made.
+    pub requests: u64,
+    /// Requests per second over the run.
+    pub rps: f64,
+    /// Requests without a 2xx/3xx response.
+    pub failed: u64,
+    /// `failed / requests`.
+    pub failed_rate: f64,
+    /// Bytes sent.
+    pub data_sent: u64,
+    /// Bytes received.
+    pub data_received: u64,
+    /// `http_req_duration`.
+    pub duration: Percentiles,
+    /// The phases of a request.
+    pub phases: BTreeMap<String, Percentiles>,
+    /// Requests by status code (`0`: no response).
+    pub by_status: BTreeMap<String, u64>,
+}
+
+/// Iteration totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct IterationSummary {
+    /// Iterations that returned normally.
+    pub completed: u64,
+    /// Completed iterations per second.
+    pub rate: f64,
+    /// Iterations that failed, by reason (`trap`, `timeout`, ...).
+    pub failed: BTreeMap<String, u64>,
+    /// Arrivals with no free VU.
+    pub dropped: u64,
+    /// `iteration_duration` of completed iterations.
+    pub duration: Percentiles,
+}
+
+/// One check's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckSummary {
+    /// The check's name.
+    pub name: String,
+    /// Times it held.
+    pub passes: u64,
+    /// Times it failed.
+    pub fails: u64,
+}
+
+/// One group's timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSummary {
+    /// `::outer::inner`.
+    pub name: String,
+    /// Time spent in it.
+    pub duration: Percentiles,
+}
+
+/// A custom metric.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MetricSummary {
+    /// A sum.
+    Counter {
+        /// The sum.
+        total: f64,
+    },
+    /// A distribution.
+    Trend(Percentiles),
+    /// A fraction.
+    Rate {
+        /// Non-zero samples.
+        passes: u64,
+        /// Zero samples.
+        fails: u64,
+    },
+    /// A level.
+    Gauge {
+        /// The lowest value.
+        min: f64,
+        /// The highest value.
+        max: f64,
+        /// The last value.
+        last: f64,
+    },
+}
+
+impl MetricSummary {
+    fn of(v: &Value) -> MetricSummary {
+        match v {
+            Value::Counter(total) => MetricSummary::Counter { total: *total },
+            Value::Trend(_) => MetricSummary::Trend(percentiles(Some(v))),
+            Value::Rate { passes, fails } => MetricSummary::Rate {
+                passes: *passes,
+                fails: *fails,
+            },
+            Value::Gauge { min, max, last } => MetricSummary::Gauge {
+                min: *min,
+                max: *max,
+                last: *last,
+            },
+        }
+    }
+}
+
+/// A distribution's key points, in the metric's unit (ms for durations).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// The smallest.
+    pub min: f64,
+    /// The mean.
+    pub mean: f64,
+    /// The median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+/// Percentiles of a trend value; zeros for anything else.
+pub fn percentiles(v: Option<&Value>) -> Percentiles {
+    match v {
+        Some(Value::Trend(h)) if !h.is_empty() => of_histogram(h),
+        _ => Percentiles::default(),
+    }
+}
+
+fn of_histogram(h: &Histogram<u64>) -> Percentiles {
+    let q = |p: f64| from_trend_units(h.value_at_quantile(p));
+    Percentiles {
+        count: h.len(),
+        min: from_trend_units(h.min()),
+        mean: h.mean() / 1000.0,
+        p50: q(0.50),
+        p90: q(0.90),
+        p95: q(0.95),
+        p99: q(0.99),
+        p999: q(0.999),
+        max: from_trend_units(h.max()),
+    }
+}
+
+/// One interval of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelinePoint {
+    /// Interval start, seconds since the start instant.
+    pub t_s: f64,
+    /// Requests made.
+    pub requests: u64,
+    /// Requests per second.
+    pub rps: f64,
+    /// Failed requests.
+    pub failed: u64,
+    /// Median `http_req_duration`, ms.
+    pub p50_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Iterations completed.
+    pub iterations: u64,
+    /// Iterations dropped.
+    pub dropped: u64,
+    /// VUs running (the most seen).
+    pub vus: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fusi_sdk::abi::MetricKind;
+
+    fn shard(node: &str, seq: u64, last: bool, latencies: &[f64]) -> Shard {
+        let mut series = SeriesSet::new();
+        let ok = SeriesKey::new(names::HTTP_REQS, [("status".into(), "200".into())]);
+        let dur = SeriesKey::new(names::HTTP_REQ_DURATION, [("status".into(), "200".into())]);
+        let failed = SeriesKey::new(names::HTTP_REQ_FAILED, []);
+        for l in latencies {
+            let _ = series.add(&ok, MetricKind::Counter, 1.0);
+            let _ = series.add(&dur, MetricKind::Trend, *l);
+            let _ = series.add(&failed, MetricKind::Rate, 0.0);
+        }
+        let check = SeriesKey::new(names::CHECKS, [("check".into(), "ok".into())]);
+        let _ = series.add(&check, MetricKind::Rate, 1.0);
+        Shard {
+            run_id: "r".into(),
+            node: node.into(),
+            seq,
+            start_ms: seq * 1000,
+            end_ms: (seq + 1) * 1000,
+            last,
+            series,
+        }
+    }
+
+    #[test]
+    fn any_order_and_duplicates_give_the_same_summary() {
+        let shards = vec![
+            shard("a", 0, false, &[1.0, 2.0, 3.0]),
+            shard("a", 1, true, &[50.0]),
+            shard("b", 0, false, &[4.0; 10]),
+            shard("b", 1, true, &[]),
+        ];
+        let mut forward = Report::new("r");
+        for s in &shards {
+            assert!(forward.add(s));
+        }
+        let mut backward = Report::new("r");
+        for s in shards.iter().rev().chain(shards.iter()) {
+            backward.add(s);
+        }
+        let f = serde_json::to_string(&forward.summary("x")).unwrap_or_default();
+        let b = serde_json::to_string(&backward.summary("x")).unwrap_or_default();
+        assert_eq!(f, b);
+        let s = forward.summary("x");
+        assert_eq!(s.http.requests, 14);
+        assert_eq!(s.http.duration.count, 14);
+        // Three significant digits: within 0.1 %.
+        assert!(
+            (s.http.duration.max - 50.0).abs() <= 0.05,
+            "{}",
+            s.http.duration.max
+        );
+        assert!(
+            (s.http.duration.p50 - 4.0).abs() <= 0.004,
+            "{}",
+            s.http.duration.p50
+        );
+        assert_eq!(s.checks[0].passes, 4);
+        assert_eq!(s.timeline.len(), 2);
+        assert_eq!(s.timeline[0].requests, 13);
+        assert!(s.completeness.is_complete());
+    }
+
+    #[test]
+    fn completeness_waits_for_every_last_shard() {
+        let mut r = Report::new("r");
+        r.add(&shard("a", 0, false, &[1.0]));
+        r.add(&shard("b", 1, true, &[1.0]));
+        let c = r.completeness();
+        assert_eq!(c.nodes, 2);
+        assert_eq!(c.shards_announced, None);
+        r.add(&shard("a", 1, true, &[1.0]));
+        let c = r.completeness();
+        assert_eq!((c.shards_received, c.shards_announced), (3, Some(4)));
+        assert!(!c.is_complete());
+    }
+
+    #[test]
+    fn shards_of_other_runs_are_ignored() {
+        let mut r = Report::new("other");
+        assert!(!r.add(&shard("a", 0, true, &[1.0])));
+        assert_eq!(r.summary("x").http.requests, 0);
+    }
+}

@@ -1,0 +1,167 @@
+//! Execution segments: how a run's load is cut into exact shares.
+//!
+//! A segment is a half-open slice `[start, end)` of the unit interval, with
+//! rational ends. A node whose segment is `[a, b)` runs
+//! `floor(n·b) − floor(n·a)` of any `n` things (VUs, iterations, arrivals), so
+//! the shares of segments that tile `[0, 1)` sum to exactly `n` for every `n`:
+//! no VU or iteration is lost or doubled by rounding. For an arrival schedule,
+//! global iteration `i` belongs to the one segment whose count steps up between
+//! `i` and `i + 1` (see [`ExecutionSegment::owns`]), so nodes interleave
+//! evenly instead of taking turns in blocks.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A slice `[start/denominator, end/denominator)` of the whole load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExecutionSegment {
+    start: u64,
+    end: u64,
+    denominator: u64,
+}
+
+/// A segment whose ends are not `0 <= start <= end <= denominator`, `denominator > 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid execution segment {start}/{denominator}..{end}/{denominator}")]
+pub struct InvalidSegment {
+    start: u64,
+    end: u64,
+    denominator: u64,
+}
+
+impl ExecutionSegment {
+    /// The whole load: `[0, 1)`.
+    pub const WHOLE: ExecutionSegment = ExecutionSegment {
+        start: 0,
+        end: 1,
+        denominator: 1,
+    };
+
+    /// `[start/denominator, end/denominator)`.
+    pub fn new(start: u64, end: u64, denominator: u64) -> Result<Self, InvalidSegment> {
+        if denominator == 0 || start > end || end > denominator {
+            return Err(InvalidSegment {
+                start,
+                end,
+                denominator,
+            });
+        }
+        Ok(ExecutionSegment {
+            start,
+            end,
+            denominator,
+        })
+    }
+
+    /// Cuts `[0, 1)` into consecutive segments proportional to `weights`.
+    /// Zero weights get empty segments; all-zero weights get nothing.
+    pub fn split(weights: &[u64]) -> Vec<ExecutionSegment> {
+        let denominator: u64 = weights.iter().sum::<u64>().max(1);
+        let mut at = 0;
+        weights
+            .iter()
+            .map(|w| {
+                let seg = ExecutionSegment {
+                    start: at,
+                    end: at + w,
+                    denominator,
+                };
+                at += w;
+                seg
+            })
+            .collect()
+    }
+
+    fn floor_at(&self, numerator: u64, n: u64) -> u64 {
+        // n·numerator/denominator with no overflow; the result is at most n.
+        ((u128::from(n) * u128::from(numerator)) / u128::from(self.denominator)) as u64
+    }
+
+    /// This segment's share of `n` things: `floor(n·end) − floor(n·start)`.
+    pub fn scale(&self, n: u64) -> u64 {
+        self.floor_at(self.end, n) - self.floor_at(self.start, n)
+    }
+
+    /// How many of the first `n` things come before this segment's own:
+    /// `floor(n·start)`. With [`scale`](Self::scale) it numbers VUs uniquely.
+    pub fn offset(&self, n: u64) -> u64 {
+        self.floor_at(self.start, n)
+    }
+
+    /// Whether this segment runs global item `i` (from 0) of a sequence.
+    pub fn owns(&self, i: u64) -> bool {
+        self.scale(i + 1) > self.scale(i)
+    }
+
+    /// The segment's size as a fraction of the whole.
+    pub fn fraction(&self) -> f64 {
+        (self.end - self.start) as f64 / self.denominator as f64
+    }
+
+    /// Whether this is the whole load.
+    pub fn is_whole(&self) -> bool {
+        self.start == 0 && self.end == self.denominator
+    }
+}
+
+impl fmt::Display for ExecutionSegment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}..{}/{}",
+            self.start, self.denominator, self.end, self.denominator
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_sum_exactly_for_every_n() {
+        let segs = ExecutionSegment::split(&[60, 30, 10, 7, 0, 1]);
+        for n in 0..2000u64 {
+            let total: u64 = segs.iter().map(|s| s.scale(n)).sum();
+            assert_eq!(total, n, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn each_item_has_exactly_one_owner() {
+        let segs = ExecutionSegment::split(&[3, 5, 2]);
+        let mut counts = [0u64; 3];
+        for i in 0..1000u64 {
+            let owners: Vec<usize> = (0..3).filter(|&k| segs[k].owns(i)).collect();
+            assert_eq!(owners.len(), 1, "item {i}");
+            counts[owners[0]] += 1;
+        }
+        assert_eq!(counts, [300, 500, 200]);
+    }
+
+    #[test]
+    fn offsets_number_vus_without_overlap() {
+        let segs = ExecutionSegment::split(&[1, 1, 1]);
+        let n = 10;
+        let mut next = 0;
+        for s in &segs {
+            assert_eq!(s.offset(n), next);
+            next += s.scale(n);
+        }
+        assert_eq!(next, n);
+    }
+
+    #[test]
+    fn whole_and_invalid() {
+        assert!(ExecutionSegment::WHOLE.is_whole());
+        assert_eq!(ExecutionSegment::WHOLE.scale(17), 17);
+        assert!(ExecutionSegment::new(2, 1, 3).is_err());
+        assert!(ExecutionSegment::new(0, 4, 3).is_err());
+        assert!(ExecutionSegment::new(0, 0, 0).is_err());
+        assert_eq!(
+            ExecutionSegment::new(1, 2, 4).map(|s| s.fraction()),
+            Ok(0.25)
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! Shards: one node's measurements for one interval of one run, and their
+//! wire format.
+//!
+//! A node seals a shard every interval (1 s by default) and a last one when
+//! its share ends; the last shard says how many the node sent, so a report
+//! can say how complete it is. A shard is keyed by `(run, node, seq)` and its
+//! content never changes, so receiving one twice is harmless.
+//!
+//! This module is the one definition of the shard encoding (CBOR, histograms
+//! as HdrHistogram V2 bytes); docs/wire-protocol.md describes it. Decoding is
+//! bounded: a shard from a peer cannot make this node allocate much more than
+//! its own size.
+
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{SeriesKey, SeriesSet, Value};
+
+/// The shard format this node writes and reads.
+pub const SHARD_FORMAT: u32 = 1;
+/// The largest encoded shard accepted.
+pub const MAX_SHARD_BYTES: usize = 8 << 20;
+/// The most series one shard may carry.
+pub const MAX_SERIES_PER_SHARD: usize = 20_000;
+/// HdrHistogram's V2 (uncompressed) cookie.
+const V2_COOKIE: u32 = 0x1c84_9313;
+/// The most histogram memory one decoded shard may claim.
+const MAX_HISTOGRAM_BYTES: u64 = 256 << 20;
+
+/// One node's measurements for one interval.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    /// The run.
+    pub run_id: String,
+    /// The node that measured.
+    pub node: String,
+    /// 0, 1, 2, ... per node and run.
+    pub seq: u64,
+    /// Interval start, milliseconds since the run's start instant.
+    pub start_ms: u64,
+    /// Interval end, milliseconds since the run's start instant.
+    pub end_ms: u64,
+    /// Set on the node's last shard of the run: it sent `seq + 1` shards.
+    pub last: bool,
+    /// The measurements.
+    pub series: SeriesSet,
+}
+
+/// Why bytes are not a shard.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// Too many bytes.
+    #[error("shard of {0} bytes is over the {MAX_SHARD_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Not CBOR of the expected shape.
+    #[error("shard is not valid CBOR: {0}")]
+    Cbor(String),
+    /// A format this node does not read.
+    #[error(
+        "shard format {0} is not supported (this node reads format {SHARD_FORMAT}); upgrade the node"
+    )]
+    Format(u32),
+    /// Inconsistent content.
+    #[error("shard is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireShard {
+    format: u32,
+    run_id: String,
+    node: String,
+    seq: u64,
+    start_ms: u64,
+    end_ms: u64,
+    last: bool,
+    series: Vec<WireSeries>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireSeries {
+    metric: String,
+    tags: Vec<(String, String)>,
+    value: WireValue,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WireValue {
+    Counter(f64),
+    Trend(#[serde(with = "serde_bytes")] Vec<u8>),
+    Rate { passes: u64, fails: u64 },
+    Gauge { min: f64, max: f64, last: f64 },
+}
+
+impl Shard {
+    /// Encodes the shard (CBOR).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut ser = V2Serializer::new();
+        let mut series: Vec<WireSeries> = self
+            .series
+            .iter()
+            .map(|(k, v)| WireSeries {
+                metric: k.metric.clone(),
+                tags: k.tags.clone(),
+                value: match v {
+                    Value::Counter(c) => WireValue::Counter(*c),
+                    Value::Trend(h) => {
+                        let mut bytes = Vec::new();
+                        // Serializing into a Vec only fails for histograms
+                        // too large to exist; an empty trend is the fallback.
+                        let _ = ser.serialize(h, &mut bytes);
+                        WireValue::Trend(bytes)
+                    }
+                    Value::Rate { passes, fails } => WireValue::Rate {
+                        passes: *passes,
+                        fails: *fails,
+                    },
+                    Value::Gauge { min, max, last } => WireValue::Gauge {
+                        min: *min,
+                        max: *max,
+                        last: *last,
+                    },
+                },
+            })
+            .collect();
+        // A stable order, so equal shards encode to equal bytes.
+        series.sort_by(|a, b| (&a.metric, &a.tags).cmp(&(&b.metric, &b.tags)));
+        let wire = WireShard {
+            format: SHARD_FORMAT,
+            run_id: self.run_id.clone(),
+            node: self.node.clone(),
+            seq: self.seq,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            last: self.last,
+            series,
+        };
+        let mut out = Vec::new();
+        // Writing CBOR into a Vec cannot fail for these plain types.
+        let _ = ciborium::into_writer(&wire, &mut out);
+        out
+    }
+
+    /// Decodes and validates a shard.
+    pub fn decode(bytes: &[u8]) -> Result<Shard, ShardError> {
+        if bytes.len() > MAX_SHARD_BYTES {
+            return Err(ShardError::TooLarge(bytes.len()));
+        }
+        let wire: WireShard =
+            ciborium::from_reader(bytes).map_err(|e| ShardError::Cbor(e.to_string()))?;
+        if wire.format != SHARD_FORMAT {
+            return Err(ShardError::Format(wire.format));
+        }
+        if wire.end_ms < wire.start_ms {
+            return Err(ShardError::Invalid(format!(
+                "interval ends ({} ms) before it starts ({} ms)",
+                wire.end_ms, wire.start_ms
+            )));
+        }
+        if wire.series.len() > MAX_SERIES_PER_SHARD {
+            return Err(ShardError::Invalid(format!(
+                "{} series, more than {MAX_SERIES_PER_SHARD}",
+                wire.series.len()
+            )));
+        }
+        let mut de = Deserializer::new();
+        let mut budget = MAX_HISTOGRAM_BYTES;
+        let mut series = SeriesSet::new();
+        for s in wire.series {
+            let key = SeriesKey::new(&s.metric, s.tags);
+            let value = match s.value {
+                WireValue::Counter(c) => Value::Counter(c),
+                WireValue::Rate { passes, fails } => Value::Rate { passes, fails },
+                WireValue::Gauge { min, max, last } => Value::Gauge { min, max, last },
+                WireValue::Trend(bytes) => {
+                    let claim = histogram_claim(&bytes).ok_or_else(|| {
+                        ShardError::Invalid(format!("{}: bad histogram header", key.metric))
+                    })?;
+                    budget = budget.checked_sub(claim).ok_or_else(|| {
+                        ShardError::Invalid("histograms claim too much memory".into())
+                    })?;
+                    let mut h: hdrhistogram::Histogram<u64> = de
+                        .deserialize(&mut &bytes[..])
+                        .map_err(|e| ShardError::Invalid(format!("{}: {e:?}", key.metric)))?;
+                    h.auto(true);
+                    Value::Trend(h)
+                }
+            };
+            series
+                .merge(&key, &value)
+                .map_err(|e| ShardError::Invalid(format!("{}: {e}", key.metric)))?;
+        }
+        Ok(Shard {
+            run_id: wire.run_id,
+            node: wire.node,
+            seq: wire.seq,
+            start_ms: wire.start_ms,
+            end_ms: wire.end_ms,
+            last: wire.last,
+            series,
+        })
+    }
+}
+
+/// Roughly how many bytes a V2 histogram will allocate when decoded, from its
+/// header, or `None` if the header is not one fusi writes (at most 3
+/// significant digits). This bounds what a hostile peer can make us allocate.
+fn histogram_claim(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..40)?;
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    // Plain V2 only: a compressed one could inflate to anything.
+    if be32(0) != V2_COOKIE {
+        return None;
+    }
+    let sigfig = be32(12);
+    if sigfig > 3 {
+        return None;
+    }
+    let mut highest = [0u8; 8];
+    highest.copy_from_slice(&header[24..32]);
+    let highest = u64::from_be_bytes(highest).max(2);
+    // Each power of two above the sub-bucket range adds 1024 counters of 8 bytes.
+    let buckets = u64::from(64 - highest.leading_zeros()).saturating_sub(10) + 2;
+    Some(buckets * 1024 * 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fusi_sdk::abi::MetricKind;
+
+    fn sample_shard() -> Shard {
+        let mut series = SeriesSet::new();
+        let lat = SeriesKey::new(
+            "http_req_duration",
+            [("status".to_string(), "200".to_string())],
+        );
+        for i in 0..5000 {
+            let _ = series.add(&lat, MetricKind::Trend, f64::from(i % 400) * 0.37);
+        }
+        let _ = series.add(
+            &SeriesKey::new("http_reqs", []),
+            MetricKind::Counter,
+            5000.0,
+        );
+        let _ = series.add(&SeriesKey::new("checks", []), MetricKind::Rate, 1.0);
+        let _ = series.add(&SeriesKey::new("vus", []), MetricKind::Gauge, 7.0);
+        Shard {
+            run_id: "r1".into(),
+            node: "n1".into(),
+            seq: 3,
+            start_ms: 3000,
+            end_ms: 4000,
+            last: false,
+            series,
+        }
+    }
+
+    #[test]
+    fn round_trip_is_exact_and_stable() {
+        let shard = sample_shard();
+        let bytes = shard.encode();
+        let back = Shard::decode(&bytes).expect("decodes");
+        assert_eq!(back.seq, 3);
+        assert_eq!(back.series.len(), shard.series.len());
+        for (k, v) in shard.series.iter() {
+            assert_eq!(back.series.get(k), Some(v), "{k:?}");
+        }
+        assert_eq!(back.encode(), bytes, "re-encoding gives the same bytes");
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors() {
+        let bytes = sample_shard().encode();
+        for cut in [0, 1, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Shard::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..300 {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let _ = Shard::decode(&junk);
+        }
+        assert!(matches!(
+            Shard::decode(&vec![0u8; MAX_SHARD_BYTES + 1]),
+            Err(ShardError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn hostile_histogram_headers_are_refused() {
+        let mut series = SeriesSet::new();
+        let _ = series.add(&SeriesKey::new("t", []), MetricKind::Trend, 1.0);
+        let shard = Shard {
+            series,
+            ..sample_shard()
+        };
+        let mut bytes = shard.encode();
+        // Find the V2 cookie and raise the significant digits to 5.
+        let at = bytes
+            .windows(4)
+            .position(|w| w == V2_COOKIE.to_be_bytes())
+            .expect("V2 cookie present");
+        bytes[at + 15] = 5;
+        assert!(matches!(Shard::decode(&bytes), Err(ShardError::Invalid(_))));
+    }
+}

@@ -1,0 +1,529 @@
+//! What a run is: the spec a user submits, the same for a run on one machine
+//! and a run across a mesh.
+//!
+//! A [`RunSpec`] names the scenario module by its sha256 and describes the
+//! *whole* load (all VUs, the whole rate). Each node runs the share of it that
+//! its [`ExecutionSegment`](super::segment::ExecutionSegment) selects, so the
+//! spec never changes with the number of nodes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::segment::ExecutionSegment;
+
+/// Everything needed to run a load test, independent of where it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The scenario module's sha256, lower-case hex.
+    pub module_sha256: String,
+    /// How load is generated.
+    pub executor: Executor,
+    /// Run parameters (`--env K=V`), visible to the scenario.
+    pub env: BTreeMap<String, String>,
+    /// One iteration fails after this long (default 60 s).
+    #[serde(with = "millis")]
+    pub iteration_timeout: Duration,
+    /// How long in-flight iterations may finish after the executor's end (default 30 s).
+    #[serde(with = "millis")]
+    pub graceful_stop: Duration,
+    /// The most memory one VU's scenario instance may use, in bytes.
+    pub vu_memory_limit: u64,
+    /// Accept any TLS certificate (self-signed targets).
+    pub insecure_skip_tls_verify: bool,
+}
+
+impl RunSpec {
+    /// The defaults for everything but the module and the executor.
+    pub fn new(module_sha256: String, executor: Executor) -> RunSpec {
+        RunSpec {
+            module_sha256,
+            executor,
+            env: BTreeMap::new(),
+            iteration_timeout: Duration::from_secs(60),
+            graceful_stop: Duration::from_secs(30),
+            vu_memory_limit: 64 << 20,
+            insecure_skip_tls_verify: false,
+        }
+    }
+}
+
+/// A target arrival rate: `iterations` started per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Iterations per time unit.
+    pub iterations: f64,
+    /// The time unit.
+    #[serde(with = "millis")]
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Iterations per second.
+    pub fn per_second(self) -> f64 {
+        if self.per.is_zero() {
+            0.0
+        } else {
+            self.iterations / self.per.as_secs_f64()
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.iterations, format_duration(self.per))
+    }
+}
+
+/// One stage of a ramp: move linearly to `target` over `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// How long the stage lasts.
+    #[serde(with = "millis")]
+    pub duration: Duration,
+    /// VUs (ramping-vus) or iterations per time unit (ramping-arrival-rate)
+    /// reached at the end of the stage.
+    pub target: f64,
+}
+
+/// How load is generated, named as in k6.
+///
+/// Closed-model executors (`constant-vus`, `ramping-vus`, `per-vu-iterations`,
+/// `shared-iterations`) keep a number of VUs busy: a slow target slows the
+/// load down. Open-model executors (`constant-arrival-rate`,
+/// `ramping-arrival-rate`) start iterations on a schedule whatever the target
+/// does, and measure each from its scheduled start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Executor {
+    /// `vus` VUs loop over iterations for `duration`.
+    ConstantVus {
+        /// VUs, across all nodes.
+        vus: u32,
+        /// How long.
+        #[serde(with = "millis")]
+        duration: Duration,
+    },
+    /// The number of looping VUs follows `stages`, from `start_vus`.
+    RampingVus {
+        /// VUs at the start.
+        start_vus: u32,
+        /// The ramp.
+        stages: Vec<Stage>,
+    },
+    /// Each of `vus` VUs runs `iterations` iterations.
+    PerVuIterations {
+        /// VUs, across all nodes.
+        vus: u32,
+        /// Iterations per VU.
+        iterations: u64,
+        /// Gives up after this long.
+        #[serde(with = "millis")]
+        max_duration: Duration,
+    },
+    /// `vus` VUs share `iterations` iterations, each taking the next one.
+    SharedIterations {
+        /// VUs, across all nodes.
+        vus: u32,
+        /// Iterations in all.
+        iterations: u64,
+        /// Gives up after this long.
+        #[serde(with = "millis")]
+        max_duration: Duration,
+    },
+    /// Starts `rate` iterations for `duration`.
+    ConstantArrivalRate {
+        /// The arrival rate, across all nodes.
+        rate: Rate,
+        /// How long.
+        #[serde(with = "millis")]
+        duration: Duration,
+        /// VUs initialized before the start.
+        pre_allocated_vus: u32,
+        /// At most this many VUs.
+        max_vus: u32,
+    },
+    /// The arrival rate follows `stages` (targets in iterations per `time_unit`).
+    RampingArrivalRate {
+        /// Iterations per `time_unit` at the start.
+        start_rate: f64,
+        /// The unit of `start_rate` and the stage targets.
+        #[serde(with = "millis")]
+        time_unit: Duration,
+        /// The ramp.
+        stages: Vec<Stage>,
+        /// VUs initialized before the start.
+        pre_allocated_vus: u32,
+        /// At most this many VUs.
+        max_vus: u32,
+    },
+}
+
+impl Executor {
+    /// The k6 name of this executor.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Executor::ConstantVus { .. } => "constant-vus",
+            Executor::RampingVus { .. } => "ramping-vus",
+            Executor::PerVuIterations { .. } => "per-vu-iterations",
+            Executor::SharedIterations { .. } => "shared-iterations",
+            Executor::ConstantArrivalRate { .. } => "constant-arrival-rate",
+            Executor::RampingArrivalRate { .. } => "ramping-arrival-rate",
+        }
+    }
+
+    /// How long the executor schedules work, before the graceful stop.
+    pub fn duration(&self) -> Duration {
+        match self {
+            Executor::ConstantVus { duration, .. }
+            | Executor::ConstantArrivalRate { duration, .. } => *duration,
+            Executor::RampingVus { stages, .. } | Executor::RampingArrivalRate { stages, .. } => {
+                stages.iter().map(|s| s.duration).sum()
+            }
+            Executor::PerVuIterations { max_duration, .. }
+            | Executor::SharedIterations { max_duration, .. } => *max_duration,
+        }
+    }
+
+    /// The most VUs this executor can use, across all nodes.
+    pub fn max_vus(&self) -> u32 {
+        match self {
+            Executor::ConstantVus { vus, .. }
+            | Executor::PerVuIterations { vus, .. }
+            | Executor::SharedIterations { vus, .. } => *vus,
+            Executor::RampingVus { start_vus, stages } => stages
+                .iter()
+                .map(|s| s.target.max(0.0).ceil() as u32)
+                .fold(*start_vus, u32::max),
+            Executor::ConstantArrivalRate {
+                pre_allocated_vus,
+                max_vus,
+                ..
+            }
+            | Executor::RampingArrivalRate {
+                pre_allocated_vus,
+                max_vus,
+                ..
+            } => (*max_vus).max(*pre_allocated_vus),
+        }
+    }
+
+    /// VUs initialized before the start, across all nodes.
+    pub fn initial_vus(&self) -> u32 {
+        match self {
+            Executor::ConstantArrivalRate {
+                pre_allocated_vus, ..
+            }
+            | Executor::RampingArrivalRate {
+                pre_allocated_vus, ..
+            } => *pre_allocated_vus,
+            other => other.max_vus(),
+        }
+    }
+
+    /// Checks the numbers; the error says which one is wrong and how to fix it.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        const MAX_VUS: u32 = 1_000_000;
+        let bad = |what: String| Err(SpecError(what));
+        if self.max_vus() > MAX_VUS {
+            return bad(format!(
+                "{} VUs is more than the {MAX_VUS} one run may use",
+                self.max_vus()
+            ));
+        }
+        if self.duration().is_zero() {
+            return bad(
+                "the run has no duration: give --duration (for example 30s) or --stages".into(),
+            );
+        }
+        match self {
+            Executor::ConstantVus { vus: 0, .. }
+            | Executor::PerVuIterations { vus: 0, .. }
+            | Executor::SharedIterations { vus: 0, .. } => bad("--vus must be at least 1".into()),
+            Executor::PerVuIterations { iterations: 0, .. }
+            | Executor::SharedIterations { iterations: 0, .. } => {
+                bad("--iterations must be at least 1".into())
+            }
+            Executor::SharedIterations {
+                vus, iterations, ..
+            } if u64::from(*vus) > *iterations => bad(format!(
+                "{vus} VUs cannot share {iterations} iterations: give at most as many VUs as iterations"
+            )),
+            Executor::RampingVus { stages, .. } | Executor::RampingArrivalRate { stages, .. }
+                if stages.is_empty() =>
+            {
+                bad("ramping executors need --stages, for example 10s:100,30s:100,10s:0".into())
+            }
+            Executor::RampingVus { stages, .. } | Executor::RampingArrivalRate { stages, .. }
+                if stages
+                    .iter()
+                    .any(|s| !(s.target.is_finite() && s.target >= 0.0)) =>
+            {
+                bad("stage targets must be finite and not negative".into())
+            }
+            Executor::ConstantArrivalRate { rate, max_vus, .. } => {
+                if !(rate.iterations.is_finite() && rate.iterations > 0.0) || rate.per.is_zero() {
+                    bad(format!("--rate {rate} must be positive, for example 500/s"))
+                } else if *max_vus == 0 {
+                    bad(
+                        "arrival-rate executors need at least one VU: give --vus or --max-vus"
+                            .into(),
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            Executor::RampingArrivalRate {
+                start_rate,
+                time_unit,
+                max_vus,
+                ..
+            } => {
+                if !(start_rate.is_finite() && *start_rate >= 0.0) || time_unit.is_zero() {
+                    bad("the start rate must be finite and not negative, with a time unit".into())
+                } else if *max_vus == 0 {
+                    bad(
+                        "arrival-rate executors need at least one VU: give --vus or --max-vus"
+                            .into(),
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A spec that cannot run; the message names the problem and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+/// What one node runs of a [`RunSpec`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Share {
+    /// The run this share belongs to.
+    pub run_id: String,
+    /// The node that runs it.
+    pub node: String,
+    /// Its slice of the load.
+    pub segment: ExecutionSegment,
+    /// The first VU id of this share; ids are unique across the run.
+    pub first_vu_id: u64,
+}
+
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or combinations such as
+/// `1m30s`. A bare number is refused, because its unit would be a guess.
+pub fn parse_duration(text: &str) -> Result<Duration, SpecError> {
+    let text = text.trim();
+    let err = |why: &str| {
+        SpecError(format!(
+            "invalid duration {text:?}: {why}; use a number with a unit, for example 500ms, 30s, 5m, 1h or 1m30s"
+        ))
+    };
+    if text.is_empty() {
+        return Err(err("it is empty"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| err("a number has no unit"))?;
+        if digits == 0 {
+            return Err(err("expected a number"));
+        }
+        let value: f64 = rest[..digits].parse().map_err(|_| err("bad number"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err("unknown unit")),
+        };
+        rest = &rest[unit_len..];
+        let part = Duration::try_from_secs_f64(value * scale).map_err(|_| err("out of range"))?;
+        total = total.checked_add(part).ok_or_else(|| err("out of range"))?;
+    }
+    if total > Duration::from_secs(7 * 24 * 3600) {
+        return Err(err("longer than a week"));
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".into()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Parses a rate: `500/s`, `30/m`, `10/100ms`, or `500` (per second).
+pub fn parse_rate(text: &str) -> Result<Rate, SpecError> {
+    let err = |why: &str| {
+        SpecError(format!(
+            "invalid rate {text:?}: {why}; use iterations per time unit, for example 500/s or 30/1m"
+        ))
+    };
+    let (count, unit) = text.trim().split_once('/').unwrap_or((text.trim(), "s"));
+    let iterations: f64 = count.trim().parse().map_err(|_| err("bad number"))?;
+    if !(iterations.is_finite() && iterations > 0.0) {
+        return Err(err("it must be positive"));
+    }
+    let unit = unit.trim();
+    let per = match unit {
+        "s" | "m" | "h" => parse_duration(&format!("1{unit}")),
+        _ => parse_duration(unit),
+    }
+    .map_err(|_| err("bad time unit"))?;
+    if per.is_zero() {
+        return Err(err("the time unit is zero"));
+    }
+    Ok(Rate { iterations, per })
+}
+
+/// Parses stages: `10s:100,30s:100,10s:0` (duration:target, comma-separated).
+pub fn parse_stages(text: &str) -> Result<Vec<Stage>, SpecError> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|stage| {
+            let err = |why: String| {
+                SpecError(format!(
+                    "invalid stage {stage:?}: {why}; write DURATION:TARGET, for example 30s:100"
+                ))
+            };
+            let (d, t) = stage.split_once(':').ok_or_else(|| err("no ':'".into()))?;
+            let duration = parse_duration(d).map_err(|e| err(e.0))?;
+            let target: f64 = t
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("{t:?} is not a number")))?;
+            if !(target.is_finite() && target >= 0.0) {
+                return Err(err("the target must not be negative".into()));
+            }
+            Ok(Stage { duration, target })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|stages| {
+            if stages.is_empty() {
+                Err(SpecError(format!(
+                    "invalid stages {text:?}: none given; for example 10s:100,30s:100,10s:0"
+                )))
+            } else {
+                Ok(stages)
+            }
+        })
+}
+
+/// Serializes a `Duration` as integer milliseconds.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "30", "s", "10x", "-1s", "1e9h", "1..2s", "ms5"] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.0.contains("for example"), "{e}");
+        }
+    }
+
+    #[test]
+    fn durations_format_back() {
+        for text in ["500ms", "30s", "5m", "1h", "0s"] {
+            assert_eq!(
+                format_duration(parse_duration(text).unwrap_or_default()),
+                text
+            );
+        }
+    }
+
+    #[test]
+    fn rates_parse() {
+        let r = parse_rate("500/s").expect("rate");
+        assert_eq!(r.per_second(), 500.0);
+        assert_eq!(parse_rate("30/m").expect("rate").per_second(), 0.5);
+        assert_eq!(parse_rate("10/100ms").expect("rate").per_second(), 100.0);
+        assert_eq!(parse_rate("200").expect("rate").per_second(), 200.0);
+        for bad in ["", "x/s", "0/s", "-5/s", "5/0s", "5/parsec"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stages_parse() {
+        let s = parse_stages("10s:100,30s:100,10s:0").expect("stages");
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].target, 100.0);
+        assert_eq!(s[2].duration, Duration::from_secs(10));
+        for bad in ["", "10s", "10s:x", "x:10", "10s:-1"] {
+            assert!(parse_stages(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let e = Executor::ConstantVus {
+            vus: 0,
+            duration: Duration::from_secs(1),
+        };
+        assert!(e.validate().expect_err("0 vus").0.contains("--vus"));
+        let e = Executor::SharedIterations {
+            vus: 10,
+            iterations: 5,
+            max_duration: Duration::from_secs(1),
+        };
+        assert!(e.validate().is_err());
+        let e = Executor::RampingVus {
+            start_vus: 0,
+            stages: vec![
+                Stage {
+                    duration: Duration::from_secs(1),
+                    target: 7.0,
+                },
+                Stage {
+                    duration: Duration::from_secs(1),
+                    target: 3.0,
+                },
+            ],
+        };
+        assert_eq!(e.max_vus(), 7);
+        assert_eq!(e.duration(), Duration::from_secs(2));
+        assert!(e.validate().is_ok());
+    }
+}

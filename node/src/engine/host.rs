@@ -1,0 +1,364 @@
+//! The host functions a scenario imports from the `fusi` module.
+//!
+//! Each one validates what the guest passes (bounds, UTF-8, CBOR, sizes): a
+//! broken or hostile scenario gets a trap that fails its iteration, never a
+//! panic in the node. The names and signatures are those of
+//! [`fusi_sdk::abi::imports`], the one definition of the ABI.
+
+use std::time::Duration;
+
+use fusi_sdk::abi::{self, ErrorKind, HttpRequest, MetricKind, imports};
+use tokio::time::Instant;
+use wasmtime::{Caller, Extern, Linker};
+
+use super::vu::{HostTrap, VuState};
+use crate::core::metrics::{SeriesKey, names};
+
+/// Every import the host provides, for telling a newer module's imports apart.
+pub const IMPORTS: [&str; 13] = [
+    imports::HTTP_REQUEST,
+    imports::RESULT_READ,
+    imports::SLEEP_MS,
+    imports::CHECK,
+    imports::GROUP_ENTER,
+    imports::GROUP_EXIT,
+    imports::TAG_SET,
+    imports::TAG_REMOVE,
+    imports::METRIC_ADD,
+    imports::VU_ID,
+    imports::ITERATION_NUMBER,
+    imports::ENV_GET,
+    imports::LOG,
+];
+
+/// The largest request a scenario may hand to `http_request`.
+const MAX_REQUEST_BYTES: u32 = 64 << 20;
+/// The longest name, tag key or tag value.
+const MAX_NAME: u32 = 1024;
+/// The most VU tags.
+const MAX_TAGS: usize = 32;
+/// The longest log message kept.
+const MAX_LOG: u32 = 64 << 10;
+/// Tags the host sets itself; a scenario may not set them as VU tags.
+const RESERVED_TAGS: [&str; 6] = ["name", "method", "status", "group", "check", "kind"];
+
+type HostResult<T> = wasmtime::Result<T>;
+
+fn abi_error(what: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(HostTrap::Abi(what.into()))
+}
+
+fn read(
+    caller: &mut Caller<'_, VuState>,
+    ptr: u32,
+    len: u32,
+    max: u32,
+    what: &str,
+) -> HostResult<Vec<u8>> {
+    if len > max {
+        return Err(abi_error(format!(
+            "{what} is {len} bytes, more than the {max} allowed"
+        )));
+    }
+    let memory = match caller.get_export(abi::exports::MEMORY) {
+        Some(Extern::Memory(m)) => m,
+        _ => return Err(abi_error("the module exports no memory")),
+    };
+    let start = ptr as usize;
+    let end = start + len as usize;
+    memory
+        .data(&caller)
+        .get(start..end)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| {
+            abi_error(format!(
+                "{what} at {ptr}+{len} is outside the module's memory"
+            ))
+        })
+}
+
+fn read_str(
+    caller: &mut Caller<'_, VuState>,
+    ptr: u32,
+    len: u32,
+    what: &str,
+) -> HostResult<String> {
+    let bytes = read(caller, ptr, len, MAX_NAME, what)?;
+    String::from_utf8(bytes).map_err(|_| abi_error(format!("{what} is not UTF-8")))
+}
+
+fn valid_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Registers every host function.
+pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
+    let m = abi::IMPORT_MODULE;
+
+    linker.func_wrap_async(
+        m,
+        imports::HTTP_REQUEST,
+        |mut caller: Caller<'_, VuState>, (ptr, len): (u32, u32)| {
+            Box::new(async move {
+                let bytes = read(&mut caller, ptr, len, MAX_REQUEST_BYTES, "the request")?;
+                let req: HttpRequest = abi::from_cbor(&bytes)
+                    .map_err(|e| abi_error(format!("the request is not valid CBOR: {e}")))?;
+                let state = caller.data_mut();
+                let stop = state.run.stop.clone();
+                let deadline = state.deadline;
+                let (resp, exchange) = state.http.send(&req, deadline, &stop).await;
+                match resp.error.as_ref().map(|e| e.kind) {
+                    Some(ErrorKind::Aborted) => {
+                        return Err(wasmtime::Error::new(HostTrap::Stopped));
+                    }
+                    Some(ErrorKind::Timeout) if Instant::now() >= deadline => {
+                        state
+                            .run
+                            .recorder
+                            .http(&state.base_tags(), &req.tags, &resp, &exchange);
+                        return Err(wasmtime::Error::new(HostTrap::Timeout));
+                    }
+                    _ => {}
+                }
+                state
+                    .run
+                    .recorder
+                    .http(&state.base_tags(), &req.tags, &resp, &exchange);
+                state.result = abi::to_cbor(&resp);
+                Ok(i32::try_from(state.result.len()).unwrap_or(i32::MAX))
+            })
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::RESULT_READ,
+        |mut caller: Caller<'_, VuState>, ptr: u32, len: u32| -> HostResult<i32> {
+            let result = std::mem::take(&mut caller.data_mut().result);
+            let n = result.len().min(len as usize);
+            let memory = match caller.get_export(abi::exports::MEMORY) {
+                Some(Extern::Memory(m)) => m,
+                _ => return Err(abi_error("the module exports no memory")),
+            };
+            memory
+                .write(&mut caller, ptr as usize, &result[..n])
+                .map_err(|_| {
+                    abi_error(format!(
+                        "result_read at {ptr}+{n} is outside the module's memory"
+                    ))
+                })?;
+            Ok(i32::try_from(n).unwrap_or(i32::MAX))
+        },
+    )?;
+
+    linker.func_wrap_async(
+        m,
+        imports::SLEEP_MS,
+        |caller: Caller<'_, VuState>, (ms,): (i64,)| {
+            Box::new(async move {
+                let state = caller.data();
+                let stop = state.run.stop.clone();
+                let deadline = state.deadline;
+                let wanted = Duration::from_millis(u64::try_from(ms).unwrap_or(0).min(86_400_000));
+                let wake = Instant::now() + wanted;
+                let (until, on_time) = if wake > deadline {
+                    (deadline, false)
+                } else {
+                    (wake, true)
+                };
+                tokio::select! {
+                    () = stop.cancelled() => Err(wasmtime::Error::new(HostTrap::Stopped)),
+                    () = tokio::time::sleep_until(until) => {
+                        if on_time { Ok(()) } else { Err(wasmtime::Error::new(HostTrap::Timeout)) }
+                    }
+                }
+            })
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::CHECK,
+        |mut caller: Caller<'_, VuState>, ptr: u32, len: u32, passed: i32| -> HostResult<()> {
+            let name = read_str(&mut caller, ptr, len, "the check name")?;
+            let state = caller.data();
+            let mut tags = state.base_tags();
+            tags.push(("check".into(), name));
+            let passed = f64::from(u8::from(passed != 0));
+            state.run.recorder.add(
+                SeriesKey::new(names::CHECKS, tags),
+                MetricKind::Rate,
+                passed,
+            );
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::GROUP_ENTER,
+        |mut caller: Caller<'_, VuState>, ptr: u32, len: u32| -> HostResult<()> {
+            let name = read_str(&mut caller, ptr, len, "the group name")?;
+            if name.is_empty() || name.contains("::") {
+                return Err(abi_error(format!(
+                    "invalid group name {name:?}: it must be non-empty and contain no '::'"
+                )));
+            }
+            let state = caller.data_mut();
+            if state.groups.len() >= 16 {
+                return Err(abi_error("groups nest more than 16 deep"));
+            }
+            let path = format!("{}::{name}", state.group_path());
+            state.groups.push((path, Instant::now()));
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(m, imports::GROUP_EXIT, |mut caller: Caller<'_, VuState>| {
+        let state = caller.data_mut();
+        if let Some((path, started)) = state.groups.pop() {
+            let mut tags: Vec<(String, String)> = state
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            tags.push(("group".into(), path));
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            state.run.recorder.add(
+                SeriesKey::new(names::GROUP_DURATION, tags),
+                MetricKind::Trend,
+                ms,
+            );
+        }
+    })?;
+
+    linker.func_wrap(
+        m,
+        imports::TAG_SET,
+        |mut caller: Caller<'_, VuState>, kp: u32, kl: u32, vp: u32, vl: u32| -> HostResult<()> {
+            let key = read_str(&mut caller, kp, kl, "the tag key")?;
+            let value = read_str(&mut caller, vp, vl, "the tag value")?;
+            if key.is_empty() || RESERVED_TAGS.contains(&key.as_str()) {
+                return Err(abi_error(format!(
+                    "the tag key {key:?} is empty or reserved (reserved: {})",
+                    RESERVED_TAGS.join(", ")
+                )));
+            }
+            let tags = &mut caller.data_mut().tags;
+            if tags.len() >= MAX_TAGS && !tags.contains_key(&key) {
+                return Err(abi_error(format!("a VU may set at most {MAX_TAGS} tags")));
+            }
+            tags.insert(key, value);
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::TAG_REMOVE,
+        |mut caller: Caller<'_, VuState>, kp: u32, kl: u32| -> HostResult<()> {
+            let key = read_str(&mut caller, kp, kl, "the tag key")?;
+            caller.data_mut().tags.remove(&key);
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::METRIC_ADD,
+        |mut caller: Caller<'_, VuState>, kind: i32, ptr: u32, len: u32, value: f64| -> HostResult<()> {
+            let kind = MetricKind::from_code(kind).ok_or_else(|| abi_error(format!("unknown metric kind {kind}")))?;
+            let name = read_str(&mut caller, ptr, len, "the metric name")?;
+            if !valid_metric_name(&name) || crate::core::report::is_builtin(&name) {
+                return Err(abi_error(format!(
+                    "invalid metric name {name:?}: use letters, digits, '_' and '.', not starting with a digit, \
+                     and not the name of a built-in metric"
+                )));
+            }
+            let state = caller.data();
+            state.run.recorder.add(SeriesKey::new(&name, state.base_tags()), kind, value);
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(m, imports::VU_ID, |caller: Caller<'_, VuState>| -> i64 {
+        i64::try_from(caller.data().vu_id).unwrap_or(i64::MAX)
+    })?;
+
+    linker.func_wrap(
+        m,
+        imports::ITERATION_NUMBER,
+        |caller: Caller<'_, VuState>| -> i64 {
+            i64::try_from(caller.data().iteration).unwrap_or(i64::MAX)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::ENV_GET,
+        |mut caller: Caller<'_, VuState>, ptr: u32, len: u32| -> HostResult<i32> {
+            let key = read_str(&mut caller, ptr, len, "the env key")?;
+            let state = caller.data_mut();
+            match state.run.env.get(&key) {
+                Some(v) => {
+                    state.result = v.clone().into_bytes();
+                    Ok(i32::try_from(state.result.len()).unwrap_or(i32::MAX))
+                }
+                None => Ok(-1),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::LOG,
+        |mut caller: Caller<'_, VuState>, level: i32, ptr: u32, len: u32| -> HostResult<()> {
+            let bytes = read(
+                &mut caller,
+                ptr,
+                len.min(MAX_LOG),
+                MAX_LOG,
+                "the log message",
+            )?;
+            let msg = String::from_utf8_lossy(&bytes);
+            let vu = caller.data().vu_id;
+            match level {
+                0 => tracing::error!(target: "scenario", vu, "{msg}"),
+                1 => tracing::warn!(target: "scenario", vu, "{msg}"),
+                2 => tracing::info!(target: "scenario", vu, "{msg}"),
+                _ => tracing::debug!(target: "scenario", vu, "{msg}"),
+            }
+            Ok(())
+        },
+    )?;
+
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_are_checked() {
+        assert!(valid_metric_name("items_created"));
+        assert!(valid_metric_name("cache.hit"));
+        for bad in ["", "1x", "has space", "dash-ed", &"x".repeat(200)] {
+            assert!(!valid_metric_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_import_list_matches_the_sdk() {
+        // Every import the SDK declares must be provided, and only once.
+        let mut seen = IMPORTS.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), IMPORTS.len());
+    }
+}

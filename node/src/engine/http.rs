@@ -1,0 +1,678 @@
+//! The HTTP client on the measurement path.
+//!
+//! Each VU owns an [`HttpClient`], and each client owns its connections, one
+//! per origin, the way oha does it: a deterministic number of connections
+//! (one per VU and origin), kept alive across requests and iterations, and
+//! reopened when the server closes them. No shared pool races connects
+//! against idle connections, and nothing retries behind the scenario's back.
+//!
+//! HTTPS goes through rustls (ring provider), and ALPN picks HTTP/2 or
+//! HTTP/1.1. Every request reports DNS, connect, TLS, waiting (time to first
+//! byte) and receiving times, and the bytes that crossed the socket.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, HttpResponse, Timings};
+use http::header::{HOST, HeaderName, HeaderValue, USER_AGENT};
+use http::{Method, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Requests without a timeout of their own give up after this long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest response body kept; larger bodies are read and counted but
+/// truncated, so one response cannot exhaust memory.
+pub const MAX_BODY: usize = 32 << 20;
+
+const USER_AGENT_VALUE: &str = concat!("fusi/", env!("CARGO_PKG_VERSION"));
+
+/// TLS settings shared by every VU of a run (one session cache).
+#[derive(Clone)]
+pub struct TlsSettings {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl TlsSettings {
+    /// Web PKI roots, or no verification at all when `insecure`.
+    pub fn new(insecure: bool) -> Result<TlsSettings, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let mut config = if insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(insecure::AcceptAny(provider)))
+                .with_no_client_auth()
+        } else {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsSettings {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// What a request did besides its response: for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    /// Bytes written to the socket for this request (headers included).
+    pub bytes_sent: u64,
+    /// Bytes read from the socket for this request (headers included).
+    pub bytes_received: u64,
+    /// The `name` tag: the request's own, or the URL without its query.
+    pub name: String,
+    /// The method, upper case.
+    pub method: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Origin {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+struct Connection {
+    sender: Sender,
+    meter: Arc<Meter>,
+}
+
+/// One VU's HTTP client: its own connections, one per origin.
+pub struct HttpClient {
+    tls: TlsSettings,
+    connections: HashMap<Origin, Connection>,
+}
+
+/// A failure with its class, before it becomes an ABI [`HttpError`].
+struct Failure(ErrorKind, String);
+
+impl HttpClient {
+    /// A client with no connections yet.
+    pub fn new(tls: TlsSettings) -> HttpClient {
+        HttpClient {
+            tls,
+            connections: HashMap::new(),
+        }
+    }
+
+    /// Open connections (for tests and gauges).
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Drops every connection.
+    pub fn close_all(&mut self) {
+        self.connections.clear();
+    }
+
+    /// Sends a request and reads the whole response, giving up at `deadline`
+    /// or when `stop` is cancelled. Failures come back inside the response.
+    pub async fn send(
+        &mut self,
+        req: &HttpRequest,
+        deadline: Instant,
+        stop: &CancellationToken,
+    ) -> (HttpResponse, Exchange) {
+        let mut exchange = Exchange {
+            method: req.method.to_ascii_uppercase(),
+            name: req
+                .tags
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| strip_query(&req.url).to_owned()),
+            ..Exchange::default()
+        };
+        let own = req
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let deadline = deadline.min(Instant::now() + own);
+        let mut timings = Timings::default();
+        let started = Instant::now();
+        let result = tokio::select! {
+            biased;
+            () = stop.cancelled() => Err(Failure(ErrorKind::Aborted, "the run stopped".into())),
+            r = tokio::time::timeout_at(deadline, self.exchange(req, &mut timings, &mut exchange)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(Failure(ErrorKind::Timeout, format!(
+                    "no complete response within {} ms", deadline.saturating_duration_since(started).as_millis()
+                ))),
+            },
+        };
+        timings.total_us = micros(started.elapsed());
+        match result {
+            Ok(mut resp) => {
+                resp.timings = timings;
+                (resp, exchange)
+            }
+            Err(Failure(kind, message)) => {
+                // The connection may be half-used; never reuse it.
+                if let Ok(origin) = origin_of(&req.url) {
+                    self.connections.remove(&origin);
+                }
+                let resp = HttpResponse {
+                    timings,
+                    error: Some(HttpError { kind, message }),
+                    ..HttpResponse::default()
+                };
+                (resp, exchange)
+            }
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        req: &HttpRequest,
+        timings: &mut Timings,
+        exchange: &mut Exchange,
+    ) -> Result<HttpResponse, Failure> {
+        let uri: Uri = req.url.parse().map_err(|e| {
+            Failure(
+                ErrorKind::InvalidRequest,
+                format!("invalid URL {:?}: {e}", req.url),
+            )
+        })?;
+        let origin = origin_of(&req.url)?;
+        let method =
+            Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                Failure(
+                    ErrorKind::InvalidRequest,
+                    format!("invalid method {:?}", req.method),
+                )
+            })?;
+        let tls = self.tls.clone();
+        let reusable = match self.connections.remove(&origin) {
+            Some(mut c) => c.ready().await.then_some(c),
+            None => None,
+        };
+        let conn = match reusable {
+            Some(c) => c,
+            None => connect(&origin, &tls, timings).await?,
+        };
+        let conn = self.connections.entry(origin.clone()).or_insert(conn);
+        let (sent0, recv0) = conn.meter.totals();
+
+        let is_h2 = matches!(conn.sender, Sender::H2(_));
+        let target = if is_h2 {
+            uri.clone()
+        } else {
+            uri.path_and_query()
+                .map(|pq| pq.as_str())
+                .unwrap_or("/")
+                .parse()
+                .map_err(|_| Failure(ErrorKind::InvalidRequest, "invalid path".into()))?
+        };
+        let mut builder = http::Request::builder().method(method).uri(target);
+        if let Some(headers) = builder.headers_mut() {
+            if !is_h2 {
+                let host = uri.authority().map(|a| a.as_str()).unwrap_or(&origin.host);
+                if let Ok(v) = HeaderValue::from_str(host) {
+                    headers.insert(HOST, v);
+                }
+            }
+            headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+            for (name, value) in &req.headers {
+                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    Failure(
+                        ErrorKind::InvalidRequest,
+                        format!("invalid header name {name:?}"),
+                    )
+                })?;
+                let value = HeaderValue::from_str(value).map_err(|_| {
+                    Failure(
+                        ErrorKind::InvalidRequest,
+                        format!("invalid value for header {name}"),
+                    )
+                })?;
+                if name == HOST || name == USER_AGENT {
+                    headers.insert(name, value);
+                } else {
+                    headers.append(name, value);
+                }
+            }
+        }
+        let request = builder
+            .body(Full::new(Bytes::copy_from_slice(&req.body)))
+            .map_err(|e| Failure(ErrorKind::InvalidRequest, e.to_string()))?;
+
+        let sent_at = Instant::now();
+        let response = match &mut conn.sender {
+            Sender::H1(s) => s.send_request(request).await,
+            Sender::H2(s) => s.send_request(request).await,
+        }
+        .map_err(classify_hyper)?;
+        let first_byte = Instant::now();
+        timings.waiting_us = micros(first_byte - sent_at);
+
+        let (parts, mut body) = response.into_parts();
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(classify_hyper)?;
+            if let Ok(chunk) = frame.into_data() {
+                let room = MAX_BODY.saturating_sub(data.len());
+                data.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+        }
+        timings.receiving_us = micros(first_byte.elapsed());
+        timings.duration_us = timings.sending_us + timings.waiting_us + timings.receiving_us;
+        let (sent1, recv1) = conn.meter.totals();
+        exchange.bytes_sent = sent1 - sent0;
+        exchange.bytes_received = recv1 - recv0;
+        Ok(HttpResponse {
+            status: parts.status.as_u16(),
+            protocol: if is_h2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: data,
+            timings: Timings::default(),
+            error: None,
+        })
+    }
+}
+
+impl Connection {
+    /// Whether the connection can take another request.
+    async fn ready(&mut self) -> bool {
+        match &mut self.sender {
+            Sender::H1(s) => s.ready().await.is_ok(),
+            Sender::H2(s) => s.ready().await.is_ok(),
+        }
+    }
+}
+
+fn strip_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+fn origin_of(url: &str) -> Result<Origin, Failure> {
+    let uri: Uri = url.parse().map_err(|e| {
+        Failure(
+            ErrorKind::InvalidRequest,
+            format!("invalid URL {url:?}: {e}"),
+        )
+    })?;
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(Failure(
+                ErrorKind::InvalidRequest,
+                format!("invalid URL {url:?}: only http:// and https:// URLs are supported"),
+            ));
+        }
+    };
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| {
+        Failure(
+            ErrorKind::InvalidRequest,
+            format!("invalid URL {url:?}: no host"),
+        )
+    })?;
+    Ok(Origin {
+        https,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+    })
+}
+
+async fn connect(
+    origin: &Origin,
+    tls: &TlsSettings,
+    timings: &mut Timings,
+) -> Result<Connection, Failure> {
+    let t = Instant::now();
+    let addrs: Vec<SocketAddr> = match origin.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, origin.port)],
+        Err(_) => tokio::net::lookup_host((origin.host.as_str(), origin.port))
+            .await
+            .map_err(|e| {
+                Failure(
+                    ErrorKind::Dns,
+                    format!("cannot resolve {}: {e}", origin.host),
+                )
+            })?
+            .collect(),
+    };
+    timings.dns_us = micros(t.elapsed());
+    let t = Instant::now();
+    let mut last = None;
+    let mut tcp = None;
+    for addr in &addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = match (tcp, last) {
+        (Some(s), _) => s,
+        (None, Some(e)) => {
+            let kind = match e.kind() {
+                io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
+                io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                io::ErrorKind::ConnectionReset => ErrorKind::Reset,
+                _ => ErrorKind::Connect,
+            };
+            return Err(Failure(
+                kind,
+                format!("cannot connect to {}:{}: {e}", origin.host, origin.port),
+            ));
+        }
+        (None, None) => {
+            return Err(Failure(
+                ErrorKind::Dns,
+                format!("{} resolved to no address", origin.host),
+            ));
+        }
+    };
+    timings.connect_us = micros(t.elapsed());
+    let _ = tcp.set_nodelay(true);
+    let meter = Arc::new(Meter::default());
+    let io = Metered {
+        inner: tcp,
+        meter: meter.clone(),
+    };
+    let sender = if origin.https {
+        let t = Instant::now();
+        let name = ServerName::try_from(origin.host.clone()).map_err(|e| {
+            Failure(
+                ErrorKind::InvalidRequest,
+                format!("invalid TLS server name: {e}"),
+            )
+        })?;
+        let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+            .connect(name, io)
+            .await
+            .map_err(|e| {
+                Failure(
+                    ErrorKind::Tls,
+                    format!("TLS handshake with {} failed: {e}", origin.host),
+                )
+            })?;
+        timings.tls_us = micros(t.elapsed());
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        handshake(TokioIo::new(stream), h2).await?
+    } else {
+        handshake(TokioIo::new(io), false).await?
+    };
+    Ok(Connection { sender, meter })
+}
+
+async fn handshake<T>(io: TokioIo<T>, h2: bool) -> Result<Sender, Failure>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(16 << 20)
+            .handshake(io)
+            .await
+            .map_err(classify_hyper)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = http1::handshake(io).await.map_err(classify_hyper)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H1(sender))
+    }
+}
+
+fn classify_hyper(e: hyper::Error) -> Failure {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            let kind = match io.kind() {
+                io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
+                _ => ErrorKind::Reset,
+            };
+            return Failure(kind, format!("{e}: {io}"));
+        }
+        source = s.source();
+    }
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_parse() || e.is_user() {
+        ErrorKind::Protocol
+    } else {
+        // Closed, canceled or incomplete: the connection went away.
+        ErrorKind::Reset
+    };
+    Failure(kind, e.to_string())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Bytes through one connection, both ways.
+#[derive(Default)]
+struct Meter {
+    written: AtomicU64,
+    read: AtomicU64,
+}
+
+impl Meter {
+    fn totals(&self) -> (u64, u64) {
+        (
+            self.written.load(Ordering::Relaxed),
+            self.read.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A socket that counts what crosses it.
+struct Metered<S> {
+    inner: S,
+    meter: Arc<Meter>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.meter.read.fetch_add(n, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.meter.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.meter.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// `--insecure-skip-tls-verify`: a verifier that accepts any certificate but
+/// still checks handshake signatures.
+mod insecure {
+    use std::sync::Arc;
+
+    use rustls::DigitallySignedStruct;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    #[derive(Debug)]
+    pub struct AcceptAny(pub Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_parse_and_reject_bad_urls() {
+        let o = origin_of("http://127.0.0.1:8080/x?y").ok().expect("origin");
+        assert_eq!(
+            (o.https, o.host.as_str(), o.port),
+            (false, "127.0.0.1", 8080)
+        );
+        let o = origin_of("https://[::1]/").ok().expect("origin");
+        assert_eq!((o.https, o.host.as_str(), o.port), (true, "::1", 443));
+        for bad in ["", "ftp://x/", "not a url", "http:///nohost", "/relative"] {
+            assert!(origin_of(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_drop_the_query() {
+        assert_eq!(strip_query("http://h/p?q=1#f"), "http://h/p");
+        assert_eq!(strip_query("http://h/p"), "http://h/p");
+    }
+
+    #[tokio::test]
+    async fn refused_and_invalid_are_classified() {
+        let mut client = HttpClient::new(TlsSettings::new(false).expect("tls"));
+        let stop = CancellationToken::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Port 1 on loopback: nothing listens there.
+        let req = HttpRequest {
+            method: "GET".into(),
+            url: "http://127.0.0.1:1/".into(),
+            ..HttpRequest::default()
+        };
+        let (resp, _) = client.send(&req, deadline, &stop).await;
+        assert_eq!(resp.status, 0);
+        assert_eq!(resp.error.map(|e| e.kind), Some(ErrorKind::Refused));
+        let req = HttpRequest {
+            method: "GET".into(),
+            url: "gopher://x".into(),
+            ..HttpRequest::default()
+        };
+        let (resp, _) = client.send(&req, deadline, &stop).await;
+        assert_eq!(resp.error.map(|e| e.kind), Some(ErrorKind::InvalidRequest));
+        let req = HttpRequest {
+            method: "G E T".into(),
+            url: "http://127.0.0.1:1/".into(),
+            ..HttpRequest::default()
+        };
+        let (resp, _) = client.send(&req, deadline, &stop).await;
+        assert_eq!(resp.error.map(|e| e.kind), Some(ErrorKind::InvalidRequest));
+    }
+}

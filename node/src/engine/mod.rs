@@ -1,0 +1,15 @@
+//! The engine: everything that touches wasmtime, hyper and the clock.
+//!
+//! - [`module`]: validate and compile a scenario, check its ABI.
+//! - [`host`]: the host functions a scenario imports.
+//! - [`vu`]: one virtual user: a Store, an instance, its connections.
+//! - [`http`]: the per-VU HTTP client.
+//! - [`executor`]: turn a share of a run into iterations over time.
+//! - [`recorder`]: collect samples and seal them into per-interval shards.
+
+pub mod executor;
+pub mod host;
+pub mod http;
+pub mod module;
+pub mod recorder;
+pub mod vu;

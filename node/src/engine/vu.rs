@@ -1,0 +1,383 @@
+//! A virtual user: one wasmtime Store and instance of the scenario, its own
+//! HTTP connections, tags and iteration counter.
+//!
+//! A VU runs one iteration at a time. Whatever the scenario does wrong in an
+//! iteration (a trap, a panic, an endless loop, memory without bound), that
+//! iteration fails with a reason and the VU goes on with a fresh instance of
+//! the module, because a trapped instance may hold broken state. Its HTTP
+//! connections survive the swap.
+//!
+//! Endless loops are cut by epoch interruption: every [`EPOCH_TICK`] the
+//! running guest either yields to tokio (so other VUs keep running on the
+//! same thread) or, past its iteration deadline, traps.
+//!
+//! [`EPOCH_TICK`]: super::module::EPOCH_TICK
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fusi_sdk::abi::{MetricKind, exports};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use wasmtime::{Instance, ResourceLimiter, Store, TypedFunc, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use super::http::{HttpClient, TlsSettings};
+use super::module::ScenarioModule;
+use super::recorder::Recorder;
+use crate::core::metrics::{SeriesKey, names};
+
+/// What every VU of a run shares.
+pub struct RunContext {
+    /// Where measurements go.
+    pub recorder: Arc<Recorder>,
+    /// Run parameters.
+    pub env: BTreeMap<String, String>,
+    /// Cancelled at the hard stop: in-flight iterations are interrupted.
+    pub stop: CancellationToken,
+    /// TLS settings for every VU's client.
+    pub tls: TlsSettings,
+    /// How long one iteration may take.
+    pub iteration_timeout: Duration,
+    /// The most linear memory one instance may have, in bytes.
+    pub memory_limit: u64,
+    /// Iteration failures so far, to log only the first few.
+    pub failures_logged: AtomicU64,
+}
+
+/// Why a host function stopped the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum HostTrap {
+    /// The iteration ran past its timeout.
+    #[error("the iteration ran past its timeout")]
+    Timeout,
+    /// The run stopped.
+    #[error("the run stopped")]
+    Stopped,
+    /// The guest broke the ABI.
+    #[error("scenario ABI violation: {0}")]
+    Abi(String),
+}
+
+/// Per-instance memory cap that remembers whether it was hit.
+struct Limits {
+    max_memory: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = desired <= self.max_memory;
+        self.hit |= !ok;
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The host-side state of one VU, inside its Store.
+pub struct VuState {
+    pub(super) wasi: WasiP1Ctx,
+    limits: Limits,
+    pub(super) vu_id: u64,
+    pub(super) iteration: u64,
+    /// What the last host call left for `result_read`.
+    pub(super) result: Vec<u8>,
+    /// Open groups: full path and start.
+    pub(super) groups: Vec<(String, Instant)>,
+    pub(super) tags: BTreeMap<String, String>,
+    pub(super) http: HttpClient,
+    pub(super) run: Arc<RunContext>,
+    /// The current call must finish by then.
+    pub(super) deadline: Instant,
+}
+
+impl VuState {
+    /// `::outer::inner`, or empty outside any group.
+    pub(super) fn group_path(&self) -> &str {
+        self.groups.last().map(|(p, _)| p.as_str()).unwrap_or("")
+    }
+
+    /// The VU's tags plus its group: the tags of every sample it records.
+    pub(super) fn base_tags(&self) -> Vec<(String, String)> {
+        let mut tags: Vec<(String, String)> = self
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let group = self.group_path();
+        if !group.is_empty() {
+            tags.push(("group".into(), group.to_owned()));
+        }
+        tags
+    }
+}
+
+/// How an iteration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned.
+    Completed,
+    /// It failed; the reason is the `reason` tag of `iterations_failed`.
+    Failed(&'static str),
+    /// The run stopped while it was running.
+    Interrupted,
+}
+
+/// A VU that could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("VU {vu}: {message}")]
+pub struct VuError {
+    /// Which VU.
+    pub vu: u64,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// One virtual user.
+pub struct Vu {
+    id: u64,
+    module: Arc<ScenarioModule>,
+    store: Store<VuState>,
+    instance: Instance,
+    iteration_fn: TypedFunc<(), ()>,
+}
+
+impl Vu {
+    /// Instantiates the module for VU `id` and runs its `init`.
+    pub async fn new(
+        module: Arc<ScenarioModule>,
+        run: Arc<RunContext>,
+        id: u64,
+    ) -> Result<Vu, VuError> {
+        let http = HttpClient::new(run.tls.clone());
+        Vu::instantiate(module, run, id, 0, http, true).await
+    }
+
+    /// An instance for the once-per-run entry points (`setup`, `teardown`)
+    /// and the ABI check: VU id 0, and no `init`.
+    pub async fn for_lifecycle(
+        module: Arc<ScenarioModule>,
+        run: Arc<RunContext>,
+    ) -> Result<Vu, VuError> {
+        let http = HttpClient::new(run.tls.clone());
+        Vu::instantiate(module, run, 0, 0, http, false).await
+    }
+
+    async fn instantiate(
+        module: Arc<ScenarioModule>,
+        run: Arc<RunContext>,
+        id: u64,
+        iteration: u64,
+        http: HttpClient,
+        run_init: bool,
+    ) -> Result<Vu, VuError> {
+        let err = |message: String| VuError { vu: id, message };
+        let env: Vec<(&String, &String)> = run.env.iter().collect();
+        let wasi = WasiCtxBuilder::new()
+            .inherit_stdout()
+            .inherit_stderr()
+            .envs(&env)
+            .args(&["scenario"])
+            .build_p1();
+        let state = VuState {
+            wasi,
+            limits: Limits {
+                max_memory: usize::try_from(run.memory_limit).unwrap_or(usize::MAX),
+                hit: false,
+            },
+            vu_id: id,
+            iteration,
+            result: Vec::new(),
+            groups: Vec::new(),
+            tags: BTreeMap::new(),
+            http,
+            deadline: Instant::now() + run.iteration_timeout,
+            run,
+        };
+        let mut store = Store::new(module.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.run.stop.is_cancelled() {
+                Err(wasmtime::Error::new(HostTrap::Stopped))
+            } else if Instant::now() >= state.deadline {
+                Err(wasmtime::Error::new(HostTrap::Timeout))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let instance = module
+            .pre()
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| err(format!("cannot instantiate the scenario: {e:#}")))?;
+        let iteration_fn = instance
+            .get_typed_func::<(), ()>(&mut store, exports::ITERATION)
+            .map_err(|e| err(format!("{e:#}")))?;
+        let mut vu = Vu {
+            id,
+            module: module.clone(),
+            store,
+            instance,
+            iteration_fn,
+        };
+        if run_init && module.has_init() {
+            let init = instance
+                .get_typed_func::<(), ()>(&mut vu.store, exports::INIT)
+                .map_err(|e| err(format!("{e:#}")))?;
+            vu.arm();
+            init.call_async(&mut vu.store, ())
+                .await
+                .map_err(|e| err(format!("`init` failed: {e:#}")))?;
+        }
+        Ok(vu)
+    }
+
+    /// The module's ABI version, from its `fusi_abi_version` export.
+    pub async fn abi_version(&mut self) -> Result<i64, String> {
+        let f = self
+            .instance
+            .get_typed_func::<(), i32>(&mut self.store, exports::ABI_VERSION)
+            .map_err(|e| format!("{e:#}"))?;
+        self.arm();
+        f.call_async(&mut self.store, ())
+            .await
+            .map(i64::from)
+            .map_err(|e| format!("`{}` failed: {e:#}", exports::ABI_VERSION))
+    }
+
+    /// This VU's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn arm(&mut self) {
+        let timeout = self.store.data().run.iteration_timeout;
+        self.store.data_mut().deadline = Instant::now() + timeout;
+    }
+
+    /// Runs a once-per-run entry point (`setup` or `teardown`) in this VU.
+    pub async fn call_entry(&mut self, name: &str) -> Result<(), String> {
+        let f = self
+            .instance
+            .get_typed_func::<(), ()>(&mut self.store, name)
+            .map_err(|e| format!("{e:#}"))?;
+        self.arm();
+        f.call_async(&mut self.store, ())
+            .await
+            .map_err(|e| format!("`{name}` failed: {e:#}"))
+    }
+
+    /// Runs one iteration and records it. `scheduled` is when it was meant
+    /// to start: iteration_duration counts from there, so waiting for a free
+    /// VU is not hidden.
+    pub async fn iterate(self, scheduled: Instant) -> (Option<Vu>, Outcome) {
+        let mut vu = self;
+        vu.arm();
+        let result = vu.iteration_fn.call_async(&mut vu.store, ()).await;
+        let run = vu.store.data().run.clone();
+        let outcome = match &result {
+            Ok(()) => Outcome::Completed,
+            Err(e) => vu.classify(e),
+        };
+        let tags = vu.store.data().base_tags();
+        match outcome {
+            Outcome::Completed => {
+                let ms = scheduled.elapsed().as_secs_f64() * 1000.0;
+                run.recorder.add(
+                    SeriesKey::new(names::ITERATIONS, tags.clone()),
+                    MetricKind::Counter,
+                    1.0,
+                );
+                run.recorder.add(
+                    SeriesKey::new(names::ITERATION_DURATION, tags),
+                    MetricKind::Trend,
+                    ms,
+                );
+            }
+            Outcome::Failed(_) | Outcome::Interrupted => {
+                let reason = match outcome {
+                    Outcome::Failed(r) => r,
+                    _ => "interrupted",
+                };
+                run.recorder.add(
+                    SeriesKey::new(
+                        names::ITERATIONS_FAILED,
+                        [("reason".to_owned(), reason.to_owned())],
+                    ),
+                    MetricKind::Counter,
+                    1.0,
+                );
+                if outcome != Outcome::Interrupted
+                    && run.failures_logged.fetch_add(1, Ordering::Relaxed) < 5
+                {
+                    if let Err(e) = &result {
+                        tracing::warn!(vu = vu.id, reason, "iteration failed: {e:#}");
+                    }
+                }
+            }
+        }
+        vu.store.data_mut().iteration += 1;
+        if outcome == Outcome::Completed {
+            return (Some(vu), outcome);
+        }
+        if run.stop.is_cancelled() {
+            return (None, outcome);
+        }
+        // The instance may be broken: start the VU afresh, keeping its connections.
+        let Vu {
+            id, module, store, ..
+        } = vu;
+        let state = store.into_data();
+        match Vu::instantiate(
+            module,
+            state.run.clone(),
+            id,
+            state.iteration,
+            state.http,
+            true,
+        )
+        .await
+        {
+            Ok(vu) => (Some(vu), outcome),
+            Err(e) => {
+                tracing::error!("{e}; the VU stops");
+                (None, outcome)
+            }
+        }
+    }
+
+    fn classify(&self, e: &wasmtime::Error) -> Outcome {
+        if let Some(trap) = e.downcast_ref::<HostTrap>() {
+            return match trap {
+                HostTrap::Timeout => Outcome::Failed("timeout"),
+                HostTrap::Stopped => Outcome::Interrupted,
+                HostTrap::Abi(_) => Outcome::Failed("abi"),
+            };
+        }
+        if e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() {
+            return Outcome::Failed("exit");
+        }
+        if self.store.data().limits.hit {
+            return Outcome::Failed("memory");
+        }
+        Outcome::Failed("trap")
+    }
+}

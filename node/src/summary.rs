@@ -1,0 +1,249 @@
+//! The end-of-test summary and the live progress line, as text.
+//!
+//! The layout follows k6's end-of-test summary, because that is what users
+//! read fluently: one metric per line, dotted leaders, percentiles inline.
+
+use std::fmt::Write as _;
+
+use crate::core::report::{Percentiles, Summary};
+
+/// A duration in milliseconds, with a unit that keeps 3-4 digits.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0}µs", ms * 1000.0)
+    } else if ms < 1000.0 {
+        format!("{ms:.2}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// A byte count with a binary unit.
+pub fn fmt_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn latency(p: &Percentiles) -> String {
+    if p.count == 0 {
+        return "no samples".into();
+    }
+    format!(
+        "min={} p50={} p90={} p95={} p99={} p99.9={} max={}",
+        fmt_ms(p.min),
+        fmt_ms(p.p50),
+        fmt_ms(p.p90),
+        fmt_ms(p.p95),
+        fmt_ms(p.p99),
+        fmt_ms(p.p999),
+        fmt_ms(p.max)
+    )
+}
+
+fn line(out: &mut String, indent: usize, label: &str, value: &str) {
+    let width = 34usize.saturating_sub(indent);
+    let dots = width.saturating_sub(label.chars().count() + 1);
+    let _ = writeln!(out, "{:indent$}{label} {}: {value}", "", ".".repeat(dots));
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Renders the end-of-test summary.
+pub fn render(s: &Summary, scenario: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  scenario: {scenario}   executor: {}   run: {}   duration: {:.1}s",
+        s.executor, s.run_id, s.duration_s
+    );
+    let _ = writeln!(out);
+    let h = &s.http;
+    line(
+        &mut out,
+        2,
+        "http_reqs",
+        &format!("{}  {:.1}/s", h.requests, h.rps),
+    );
+    line(
+        &mut out,
+        2,
+        "http_req_failed",
+        &format!(
+            "{:.2}%  {} of {}",
+            h.failed_rate * 100.0,
+            h.failed,
+            h.requests
+        ),
+    );
+    line(&mut out, 2, "http_req_duration", &latency(&h.duration));
+    for (phase, p) in &h.phases {
+        if p.count > 0 && p.max > 0.0 {
+            line(&mut out, 4, phase, &latency(p));
+        }
+    }
+    if !h.by_status.is_empty() {
+        line(&mut out, 2, "status", &counts(&h.by_status));
+    }
+    line(
+        &mut out,
+        2,
+        "errors",
+        &if s.errors.is_empty() {
+            "none".to_owned()
+        } else {
+            counts(&s.errors)
+        },
+    );
+    line(
+        &mut out,
+        2,
+        "data",
+        &format!(
+            "sent {}  received {}",
+            fmt_bytes(h.data_sent),
+            fmt_bytes(h.data_received)
+        ),
+    );
+    let i = &s.iterations;
+    line(
+        &mut out,
+        2,
+        "iterations",
+        &format!("{}  {:.1}/s", i.completed, i.rate),
+    );
+    line(&mut out, 2, "iteration_duration", &latency(&i.duration));
+    if !i.failed.is_empty() {
+        line(&mut out, 2, "iterations_failed", &counts(&i.failed));
+    }
+    line(&mut out, 2, "dropped_iterations", &i.dropped.to_string());
+    line(&mut out, 2, "vus_max", &s.vus_max.to_string());
+    if !s.checks.is_empty() {
+        let passes: u64 = s.checks.iter().map(|c| c.passes).sum();
+        let fails: u64 = s.checks.iter().map(|c| c.fails).sum();
+        let pct = if passes + fails == 0 {
+            0.0
+        } else {
+            passes as f64 * 100.0 / (passes + fails) as f64
+        };
+        line(
+            &mut out,
+            2,
+            "checks",
+            &format!("{pct:.2}%  ✓ {passes}  ✗ {fails}"),
+        );
+        for c in &s.checks {
+            let mark = if c.fails == 0 { "✓" } else { "✗" };
+            let _ = writeln!(
+                out,
+                "      {mark} {}  ({} passed, {} failed)",
+                c.name, c.passes, c.fails
+            );
+        }
+    }
+    for g in &s.groups {
+        line(
+            &mut out,
+            2,
+            &format!("group {}", g.name),
+            &latency(&g.duration),
+        );
+    }
+    for (name, m) in &s.custom {
+        let value = match m {
+            crate::core::report::MetricSummary::Counter { total } => format!("{total}"),
+            crate::core::report::MetricSummary::Trend(p) => format!(
+                "min={:.3} p50={:.3} p95={:.3} p99={:.3} max={:.3} (n={})",
+                p.min, p.p50, p.p95, p.p99, p.max, p.count
+            ),
+            crate::core::report::MetricSummary::Rate { passes, fails } => {
+                let total = passes + fails;
+                let pct = if total == 0 {
+                    0.0
+                } else {
+                    *passes as f64 * 100.0 / total as f64
+                };
+                format!("{pct:.2}%  {passes} of {total}")
+            }
+            crate::core::report::MetricSummary::Gauge { min, max, last } => {
+                format!("last={last} min={min} max={max}")
+            }
+        };
+        line(&mut out, 2, name, &value);
+    }
+    let c = &s.completeness;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  report: {} of {} shards from {} node{}{}",
+        c.shards_received,
+        c.shards_announced
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into()),
+        c.nodes,
+        if c.nodes == 1 { "" } else { "s" },
+        if c.is_complete() {
+            " (complete)"
+        } else {
+            " (INCOMPLETE)"
+        }
+    );
+    out
+}
+
+/// One progress line: elapsed, VUs, requests/s and p95 of the last interval,
+/// errors so far.
+pub fn progress_line(
+    elapsed_s: f64,
+    vus: u64,
+    rps: f64,
+    p95_ms: f64,
+    errors: u64,
+    dropped: u64,
+) -> String {
+    let mut s = format!(
+        "[{elapsed_s:>7.1}s] vus {vus:>5}  reqs/s {rps:>9.1}  p95 {:>9}  errors {errors}",
+        fmt_ms(p95_ms)
+    );
+    if dropped > 0 {
+        let _ = write!(s, "  dropped {dropped}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_read_well() {
+        assert_eq!(fmt_ms(0.25), "250µs");
+        assert_eq!(fmt_ms(50.0), "50.00ms");
+        assert_eq!(fmt_ms(1500.0), "1.50s");
+        assert_eq!(fmt_bytes(10), "10 B");
+        assert_eq!(fmt_bytes(2048), "2.0 KiB");
+    }
+
+    #[test]
+    fn an_empty_summary_renders() {
+        let report = crate::core::report::Report::new("r");
+        let text = render(&report.summary("constant-vus"), "x.wasm");
+        assert!(text.contains("http_reqs"));
+        assert!(text.contains("INCOMPLETE") || text.contains("complete"));
+    }
+}
