@@ -1,1 +1,67 @@
+//! fusi's local testnet: an HTTP target server with knobs.
+//!
+//! Tests, benchmarks and the demo need a server that misbehaves on request
+//! and keeps honest counts, so that what the load generator reports can be
+//! checked against what was actually received. [`Target`] is that server; it
+//! runs in-process on a tokio runtime (or on its own thread with
+//! [`spawn_target`]) and, by default, only on loopback.
+//!
+//! # Routes
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `GET /`, `GET /hello` | `200 hello\n` (text/plain) |
+//! | `POST /items` with a JSON body | `201 {"id": N, "item": <body>}`; invalid JSON: 400 |
+//! | `GET /items/{id}` | `200 {"id": N, "item": ...}`, or 404 |
+//! | `/status/{code}`, any method | that status, `200..=599`; else 400 |
+//! | `/delay/{ms}`, any method | `200` after `ms` milliseconds (at most 60 000; else 400) |
+//! | `GET /bytes/{n}` | `n` bytes (at most 10 MiB; else 400) |
+//! | `/echo`, any method | JSON `{"method", "path", "query", "version", "headers", "body_len"}` |
+//! | `GET /__fusi/stats` | the [`Stats`] as JSON (`DELETE` also resets them); never counted |
+//! | anything else | 404 (405 for a known path with the wrong method) |
+//!
+//! Request bodies above 16 MiB are answered with 413. The items store keeps
+//! the newest 10 000 items (and at most 64 MiB of them).
+//!
+//! # Knobs
+//!
+//! Every counted request goes through, in order: the [`StallWindow`] (held
+//! until the window ends), the [`Latency`], then error injection (a fraction
+//! `error_rate` answered with `error_status`), then its route. Requests in
+//! flight when the stall window opens are also held before they are answered.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use fusi_testnet::{Latency, Target, TargetConfig};
+//!
+//! let target = Target::start(TargetConfig {
+//!     latency: Latency::Fixed(Duration::from_millis(20)),
+//!     error_rate: 0.1,
+//!     ..Default::default()
+//! })
+//! .await?;
+//! println!("hit {}/hello", target.url());
+//! // ... run load ...
+//! assert!(target.stats().requests > 0);
+//! target.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
+mod blocking;
+mod config;
+mod duration;
+mod precise;
+mod server;
+mod stats;
+
+pub use blocking::{TargetHandle, spawn_target};
+pub use config::{Latency, StallWindow, TargetConfig};
+pub use duration::parse_duration;
+pub use server::{
+    MAX_BODY_BYTES, MAX_BYTES, MAX_DELAY_MS, MAX_ITEM_BYTES, MAX_ITEMS, STATS_PATH, Target,
+};
+pub use stats::Stats;

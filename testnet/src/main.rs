@@ -1,1 +1,243 @@
-fn main(){}
+//! `fusi-testnet`: run fusi's local test servers from the command line.
+//!
+//! Scripts and the demo start a target as a separate process, so its
+//! interface is meant for machines as much as for people: one line on stdout
+//! with the URL once it is listening, the final counters as one JSON line on
+//! stdout when it stops, and logs on stderr.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use fusi_testnet::{Latency, StallWindow, Target, TargetConfig, parse_duration};
+use tracing_subscriber::EnvFilter;
+
+/// fusi's local testnet: servers to point the load generator at.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fusi-testnet",
+    version,
+    propagate_version = true,
+    after_help = "Run `fusi-testnet target --help` for the target's knobs and examples."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an HTTP target server with latency, stall and error knobs.
+    ///
+    /// Serves HTTP/1.1 and cleartext HTTP/2 on one port. Routes: GET / and
+    /// /hello, POST /items, GET /items/{id}, /status/{code}, /delay/{ms},
+    /// GET /bytes/{len}, /echo, and GET /__fusi/stats (counters as JSON, not
+    /// counted; DELETE resets them).
+    ///
+    /// Prints `target listening on http://ADDR` on stdout once listening, and
+    /// the final counters as one JSON line on stdout after SIGINT or SIGTERM.
+    /// Logs go to stderr (RUST_LOG sets the level; default info).
+    #[command(after_help = TARGET_EXAMPLES)]
+    Target(TargetArgs),
+}
+
+const TARGET_EXAMPLES: &str = "\
+Examples:
+  fusi-testnet target
+  fusi-testnet target --listen 127.0.0.1:8080 --latency 50ms
+  fusi-testnet target --latency 20ms..80ms --error-rate 0.1 --error-status 500
+  fusi-testnet target --stall-after 2s --stall-for 1s";
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+
+    /// Allow a --listen address that is not loopback. The target is an
+    /// unauthenticated test server: keep it off the network unless you mean it.
+    #[arg(long)]
+    allow_non_loopback: bool,
+
+    /// Latency added to every request: `none`, a duration (`50ms`) or a
+    /// uniform range (`20ms..80ms`).
+    #[arg(long, value_name = "LATENCY", default_value = "none", value_parser = parse_latency)]
+    latency: Latency,
+
+    /// Open a stall window this long after start (e.g. `2s`); requests are
+    /// held until it ends. Needs --stall-for.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "stall_for")]
+    stall_after: Option<Duration>,
+
+    /// How long the stall window lasts (e.g. `1s`). Needs --stall-after.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "stall_after")]
+    stall_for: Option<Duration>,
+
+    /// Fraction of requests, 0.0 to 1.0, answered with --error-status.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_rate)]
+    error_rate: f64,
+
+    /// Status of injected errors (200..=599).
+    #[arg(long, value_name = "CODE", default_value_t = 503,
+          value_parser = clap::value_parser!(u16).range(200..=599))]
+    error_status: u16,
+}
+
+fn parse_latency(s: &str) -> Result<Latency, String> {
+    s.parse().map_err(|e: anyhow::Error| format!("{e:#}"))
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| format!("{e:#}"))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number; expected a fraction such as 0.1"))?;
+    if rate.is_finite() && (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{s} is out of range: expected a fraction in 0.0..=1.0"
+        ))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let result = match cli.command {
+        Command::Target(args) => run_target(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fusi-testnet: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_target(args: TargetArgs) -> anyhow::Result<()> {
+    let stall = match (args.stall_after, args.stall_for) {
+        (Some(after), Some(duration)) => Some(StallWindow { after, duration }),
+        _ => None,
+    };
+    let cfg = TargetConfig {
+        listen: args.listen,
+        latency: args.latency,
+        stall,
+        error_rate: args.error_rate,
+        error_status: args.error_status,
+        allow_non_loopback: args.allow_non_loopback,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    runtime.block_on(async move {
+        let target = Target::start(cfg).await?;
+        {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "target listening on {}", target.url())
+                .and_then(|()| stdout.flush())
+                .context("writing to stdout")?;
+        }
+        let signal = wait_for_signal().await?;
+        tracing::info!("received {signal}; shutting down");
+        // Taken after shutdown so that requests cut short by it are included.
+        let stats = target.shutdown().await;
+        let line = serde_json::to_string(&stats).context("encoding the stats")?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .context("writing to stdout")?;
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere); returns its name.
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            _ = sigint.recv() => Ok("SIGINT"),
+            _ = sigterm.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn target_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "fusi-testnet",
+            "target",
+            "--latency",
+            "20ms..80ms",
+            "--stall-after",
+            "2s",
+            "--stall-for",
+            "1m30s",
+            "--error-rate",
+            "0.1",
+        ])
+        .expect("valid flags");
+        let Command::Target(args) = cli.command;
+        assert_eq!(
+            args.latency,
+            Latency::Uniform {
+                min: Duration::from_millis(20),
+                max: Duration::from_millis(80)
+            }
+        );
+        assert_eq!(args.stall_for, Some(Duration::from_secs(90)));
+        assert_eq!(args.error_status, 503);
+
+        for bad in [
+            &["--latency", "50"][..],
+            &["--stall-after", "2s"],
+            &["--error-rate", "1.5"],
+            &["--error-status", "99"],
+            &["--listen", "localhost"],
+        ] {
+            let argv = ["fusi-testnet", "target"]
+                .into_iter()
+                .chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+}

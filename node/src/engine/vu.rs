@@ -329,7 +329,7 @@ impl Vu {
                     && run.failures_logged.fetch_add(1, Ordering::Relaxed) < 5
                 {
                     if let Err(e) = &result {
-                        tracing::warn!(vu = vu.id, reason, "iteration failed: {e:#}");
+                        tracing::warn!(vu = vu.id, reason, "iteration failed: {}", e.root_cause());
                     }
                 }
             }

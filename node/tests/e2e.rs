@@ -1,0 +1,506 @@
+//! End-to-end tests: the real `fusi-node` binary runs real WebAssembly
+//! scenarios against the real fusi-testnet target server on loopback, and
+//! what it reports is checked against what the target counted.
+//!
+//! The runs share two cores, and several assert on timing, so they run one at
+//! a time (see [`serial`]). The example scenarios are built on first use.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use fusi_testnet::{Latency, StallWindow, TargetConfig, TargetHandle, spawn_target};
+use serde_json::Value;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the example scenarios once per test process and returns the path
+/// of one module.
+fn scenario(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = repo().join("scenarios");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
+            .arg(root.join("Cargo.toml"))
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building the scenarios failed (is the wasm32-wasip1 target installed? \
+                 `rustup target add wasm32-wasip1`):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(root.join("target/wasm32-wasip1/release"))
+    });
+    match dir {
+        Ok(dir) => dir.join(format!("{name}.wasm")),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+struct Run {
+    output: Output,
+    summary: Option<Value>,
+    took: Duration,
+}
+
+impl Run {
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn summary(&self) -> &Value {
+        match &self.summary {
+            Some(s) => s,
+            None => panic!(
+                "no summary; exit {:?}\nstdout:\n{}\nstderr:\n{}",
+                self.output.status,
+                String::from_utf8_lossy(&self.output.stdout),
+                self.stderr()
+            ),
+        }
+    }
+}
+
+fn fusi(args: &[&str]) -> Run {
+    let out_file = tempfile_path("summary.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusi-node"));
+    cmd.args(args);
+    let wants_summary = args.first() == Some(&"run");
+    if wants_summary {
+        cmd.arg("--out").arg(&out_file);
+    }
+    let started = Instant::now();
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start fusi-node: {e}"));
+    let took = started.elapsed();
+    let summary = std::fs::read(&out_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let _ = std::fs::remove_file(&out_file);
+    Run {
+        output,
+        summary,
+        took,
+    }
+}
+
+fn tempfile_path(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("fusi-e2e-{}-{n}-{name}", std::process::id()))
+}
+
+fn target(cfg: TargetConfig) -> TargetHandle {
+    spawn_target(cfg).unwrap_or_else(|e| panic!("cannot start the target: {e}"))
+}
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {v}"))
+}
+
+fn check<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check {name:?} in {}", summary["checks"]))
+}
+
+#[test]
+fn sdk_and_host_agree_on_every_abi_call() {
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let url = t.url();
+    let run = fusi(&[
+        "run",
+        scenario("abi_probe").to_str().unwrap_or_default(),
+        "--executor",
+        "per-vu-iterations",
+        "--vus",
+        "2",
+        "--iterations",
+        "3",
+        "--env",
+        &format!("TARGET={url}"),
+    ]);
+    let s = run.summary();
+    for name in [
+        "env TARGET is set",
+        "missing env is None",
+        "std::env sees --env",
+        "vu id starts at 1",
+        "iteration number is per VU",
+        "echo status 200",
+        "echo protocol",
+        "echo saw the body",
+        "echo saw the method",
+        "header lookup",
+        "timings add up",
+        "refused is an error",
+    ] {
+        let c = check(s, name);
+        assert_eq!(
+            (c["passes"].as_u64(), c["fails"].as_u64()),
+            (Some(6), Some(0)),
+            "check {name}: {c}"
+        );
+    }
+    let c = check(s, "always fails");
+    assert_eq!(
+        (c["passes"].as_u64(), c["fails"].as_u64()),
+        (Some(0), Some(6))
+    );
+    assert_eq!(num(s, &["iterations", "completed"]), 6.0);
+    assert_eq!(num(s, &["custom", "probe_counter", "total"]), 15.0);
+    assert_eq!(num(s, &["custom", "probe_trend", "count"]), 6.0);
+    assert!((num(s, &["custom", "probe_trend", "p50"]) - 42.0).abs() < 0.05);
+    assert_eq!(num(s, &["custom", "probe_rate", "passes"]), 6.0);
+    assert_eq!(num(s, &["custom", "probe_rate", "fails"]), 6.0);
+    let groups: Vec<&str> = s["groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(|g| g["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(groups, vec!["::outer", "::outer::inner"]);
+    assert_eq!(
+        num(s, &["http", "requests"]),
+        12.0,
+        "6 echoes and 6 refused"
+    );
+    assert_eq!(num(s, &["errors", "refused"]), 6.0);
+    assert_eq!(t.stats().requests, 6, "the target saw the echoes");
+    assert!(
+        num(s, &["http", "data_sent"]) > 6.0 * 5000.0,
+        "5000-byte bodies were sent"
+    );
+}
+
+#[test]
+fn p50_matches_the_targets_added_latency() {
+    let _g = serial();
+    let t = target(TargetConfig {
+        latency: Latency::Fixed(Duration::from_millis(50)),
+        ..TargetConfig::default()
+    });
+    let run = fusi(&[
+        "run",
+        scenario("hello").to_str().unwrap_or_default(),
+        "--vus",
+        "10",
+        "--duration",
+        "3s",
+        "--env",
+        &format!("TARGET={}", t.url()),
+    ]);
+    let s = run.summary();
+    let p50 = num(s, &["http", "duration", "p50"]);
+    assert!(
+        (p50 - 50.0).abs() <= 2.0,
+        "p50 {p50} ms is not within 2 ms of 50 ms"
+    );
+    let stats = t.stats();
+    assert_eq!(
+        num(s, &["http", "requests"]) as u64,
+        stats.requests,
+        "summary vs target count"
+    );
+    assert_eq!(stats.connections, 10, "one keep-alive connection per VU");
+    assert_eq!(num(s, &["http", "failed"]), 0.0);
+}
+
+#[test]
+fn constant_arrival_rate_delivers_its_iterations() {
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let run = fusi(&[
+        "run",
+        scenario("arrival").to_str().unwrap_or_default(),
+        "--rate",
+        "200/s",
+        "--duration",
+        "5s",
+        "--vus",
+        "20",
+        "--max-vus",
+        "50",
+        "--env",
+        &format!("TARGET={}", t.url()),
+    ]);
+    let s = run.summary();
+    let done = num(s, &["iterations", "completed"]);
+    assert!(
+        (980.0..=1020.0).contains(&done),
+        "{done} iterations, expected 1000 ± 2%"
+    );
+    assert_eq!(num(s, &["http", "requests"]) as u64, t.stats().requests);
+}
+
+#[test]
+fn a_stall_shows_in_p99_and_drops_iterations() {
+    let _g = serial();
+    let t = target(TargetConfig {
+        stall: Some(StallWindow {
+            after: Duration::from_millis(1500),
+            duration: Duration::from_secs(1),
+        }),
+        ..TargetConfig::default()
+    });
+    let run = fusi(&[
+        "run",
+        scenario("arrival").to_str().unwrap_or_default(),
+        "--rate",
+        "100/s",
+        "--duration",
+        "4s",
+        "--vus",
+        "5",
+        "--max-vus",
+        "10",
+        "--env",
+        &format!("TARGET={}", t.url()),
+    ]);
+    let s = run.summary();
+    let p99 = num(s, &["iterations", "duration", "p99"]);
+    assert!(
+        p99 >= 500.0,
+        "iteration p99 {p99} ms does not show a 1 s stall"
+    );
+    let max = num(s, &["http", "duration", "max"]);
+    assert!(
+        max >= 800.0,
+        "request max {max} ms does not show a 1 s stall"
+    );
+    let dropped = num(s, &["iterations", "dropped"]);
+    assert!(
+        dropped >= 10.0,
+        "only {dropped} dropped iterations while 10 VUs were stalled for 1 s at 100/s"
+    );
+    let done = num(s, &["iterations", "completed"]);
+    assert!(
+        done + dropped >= 390.0,
+        "{done} done + {dropped} dropped should account for ~400 arrivals"
+    );
+}
+
+#[test]
+fn a_looping_scenario_is_cut_at_its_timeout() {
+    let _g = serial();
+    let run = fusi(&[
+        "run",
+        scenario("misbehave").to_str().unwrap_or_default(),
+        "--vus",
+        "2",
+        "--duration",
+        "2s",
+        "--iteration-timeout",
+        "300ms",
+        "--env",
+        "MODE=loop",
+    ]);
+    let s = run.summary();
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let timeouts = num(s, &["iterations", "failed", "timeout"]);
+    assert!(
+        timeouts >= 4.0,
+        "{timeouts} timeouts: 2 VUs looping for 2 s at 300 ms each"
+    );
+    assert!(
+        run.took < Duration::from_secs(30),
+        "the run took {:?}",
+        run.took
+    );
+}
+
+#[test]
+fn panics_and_memory_hogs_fail_iterations_not_the_node() {
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    for (mode, reason) in [("panic", "trap"), ("oom", "memory")] {
+        let run = fusi(&[
+            "run",
+            scenario("misbehave").to_str().unwrap_or_default(),
+            "--vus",
+            "2",
+            "--duration",
+            "1s",
+            "--vu-memory-mib",
+            "16",
+            "--env",
+            &format!("MODE={mode}"),
+            "--env",
+            "EVERY=2",
+            "--env",
+            &format!("TARGET={}", t.url()),
+        ]);
+        let s = run.summary();
+        assert!(run.output.status.success(), "{mode}: {}", run.stderr());
+        assert!(
+            num(s, &["iterations", "failed", reason]) >= 2.0,
+            "{mode}: {}",
+            s["iterations"]
+        );
+        assert!(
+            num(s, &["iterations", "completed"]) >= 2.0,
+            "{mode}: the VUs went on"
+        );
+        assert_eq!(
+            check(s, "status is 200")["fails"].as_u64(),
+            Some(0),
+            "{mode}"
+        );
+    }
+}
+
+/// A hand-assembled module exporting `iteration`, `memory` and a
+/// `fusi_abi_version` that returns `version`.
+fn module_with_abi(version: u8) -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.extend([0x01, 0x08, 0x02, 0x60, 0x00, 0x00, 0x60, 0x00, 0x01, 0x7f]); // types () -> (), () -> i32
+    m.extend([0x03, 0x03, 0x02, 0x00, 0x01]); // two functions
+    m.extend([0x05, 0x03, 0x01, 0x00, 0x01]); // one memory page
+    m.extend([0x07, 0x29, 0x03]); // three exports
+    m.push(9);
+    m.extend(b"iteration");
+    m.extend([0x00, 0x00]);
+    m.push(16);
+    m.extend(b"fusi_abi_version");
+    m.extend([0x00, 0x01]);
+    m.push(6);
+    m.extend(b"memory");
+    m.extend([0x02, 0x00]);
+    m.extend([
+        0x0a, 0x09, 0x02, 0x02, 0x00, 0x0b, 0x04, 0x00, 0x41, version, 0x0b,
+    ]);
+    m
+}
+
+fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = tempfile_path(name);
+    std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", p.display()));
+    p
+}
+
+fn fails_with(args: &[&str], code: i32, needle: &str) {
+    let run = fusi(args);
+    let err = run.stderr();
+    assert_eq!(run.output.status.code(), Some(code), "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let _g = serial();
+    let not_wasm = write_temp("not.wasm", b"#!/bin/sh\necho hi\n");
+    fails_with(
+        &["run", not_wasm.to_str().unwrap_or_default()],
+        1,
+        "not a WebAssembly module",
+    );
+    let empty = write_temp("empty.wasm", b"\0asm\x01\0\0\0");
+    fails_with(
+        &["run", empty.to_str().unwrap_or_default()],
+        1,
+        "exports no `iteration`",
+    );
+    let truncated = write_temp("trunc.wasm", &module_with_abi(1)[..20]);
+    fails_with(
+        &["run", truncated.to_str().unwrap_or_default()],
+        1,
+        "does not compile",
+    );
+    let v2 = write_temp("v2.wasm", &module_with_abi(2));
+    fails_with(
+        &["run", v2.to_str().unwrap_or_default()],
+        1,
+        "ABI version 2",
+    );
+    let v1 = write_temp("v1.wasm", &module_with_abi(1));
+    let ok = fusi(&["run", v1.to_str().unwrap_or_default(), "--iterations", "3"]);
+    assert!(
+        ok.output.status.success(),
+        "a minimal valid module runs: {}",
+        ok.stderr()
+    );
+    assert_eq!(num(ok.summary(), &["iterations", "completed"]), 3.0);
+    let v1 = v1.to_str().unwrap_or_default();
+    fails_with(
+        &["run", "/no/such/file.wasm"],
+        1,
+        "cannot read the scenario",
+    );
+    fails_with(&["run", v1, "--duration", "30"], 2, "for example");
+    fails_with(&["run", v1, "--duration", "soon"], 2, "invalid duration");
+    fails_with(&["run", v1, "--rate", "fast"], 2, "invalid rate");
+    fails_with(&["run", v1, "--stages", "10s"], 2, "invalid stage");
+    fails_with(&["run", v1, "--env", "NOEQUALS"], 2, "KEY=VALUE");
+    fails_with(&["run", v1, "--vus", "-3"], 2, "error");
+    fails_with(
+        &["run", v1, "--vus", "0", "--duration", "1s"],
+        1,
+        "--vus must be at least 1",
+    );
+    fails_with(&["run", v1, "--rate", "10/s"], 1, "needs --duration");
+    fails_with(
+        &["run", v1, "--max-vus", "5", "--duration", "1s"],
+        1,
+        "--max-vus applies",
+    );
+    for p in [not_wasm, empty, truncated, v2] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn an_unreachable_target_is_counted_not_fatal() {
+    let _g = serial();
+    let run = fusi(&[
+        "run",
+        scenario("hello").to_str().unwrap_or_default(),
+        "--vus",
+        "2",
+        "--duration",
+        "1s",
+        "--env",
+        "TARGET=http://127.0.0.1:1",
+    ]);
+    let s = run.summary();
+    assert!(run.output.status.success());
+    let refused = num(s, &["errors", "refused"]);
+    assert!(refused > 0.0);
+    assert_eq!(num(s, &["http", "failed"]), refused);
+    let bad = fusi(&[
+        "run",
+        scenario("hello").to_str().unwrap_or_default(),
+        "--iterations",
+        "2",
+        "--env",
+        "TARGET=notaurl",
+    ]);
+    assert_eq!(num(bad.summary(), &["errors", "invalid_request"]), 2.0);
+}

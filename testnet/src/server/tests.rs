@@ -1,0 +1,453 @@
+//! In-process tests of the target, over real loopback connections.
+
+use std::future::Future;
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::{Latency, StallWindow, Stats, Target, TargetConfig, spawn_target};
+
+/// Every test is bounded, whatever goes wrong.
+async fn bounded<T>(fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("test timed out"),
+    }
+}
+
+/// A minimal HTTP/1.1 client over one connection.
+struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Client {
+    async fn connect(target: &Target) -> Client {
+        let stream = TcpStream::connect(target.addr()).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Client {
+            sender,
+            host: target.addr().to_string(),
+        }
+    }
+
+    async fn send(&mut self, method: Method, path: &str, body: &[u8]) -> (StatusCode, Bytes) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.host)
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .expect("request");
+        self.sender.ready().await.expect("connection ready");
+        let resp = self.sender.send_request(req).await.expect("response");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, body)
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, Bytes) {
+        self.send(Method::GET, path, b"").await
+    }
+}
+
+/// One request on a fresh connection.
+async fn get(target: &Target, path: &str) -> (StatusCode, Bytes) {
+    Client::connect(target).await.get(path).await
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).expect("JSON body")
+}
+
+async fn start(cfg: TargetConfig) -> Target {
+    Target::start(cfg).await.expect("start target")
+}
+
+#[tokio::test]
+async fn routes_answer_and_stats_count_them() {
+    bounded(async {
+        let target = start(TargetConfig::default()).await;
+        assert!(target.url().starts_with("http://127.0.0.1:"));
+        let mut c = Client::connect(&target).await;
+
+        assert_eq!(c.get("/").await, (StatusCode::OK, Bytes::from("hello\n")));
+        assert_eq!(
+            c.get("/hello").await,
+            (StatusCode::OK, Bytes::from("hello\n"))
+        );
+
+        let (status, body) = c.send(Method::POST, "/items", br#"{"a": [1, 2]}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(
+            json(&body),
+            serde_json::json!({"id": 1, "item": {"a": [1, 2]}})
+        );
+        let (status, body) = c.send(Method::POST, "/items", b"7").await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(json(&body), serde_json::json!({"id": 2, "item": 7}));
+        let (status, body) = c.send(Method::POST, "/items", b"{nope").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(json(&body)["error"].is_string());
+
+        let (status, body) = c.get("/items/1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            json(&body),
+            serde_json::json!({"id": 1, "item": {"a": [1, 2]}})
+        );
+        assert_eq!(c.get("/items/3").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(c.get("/items/x").await.0, StatusCode::BAD_REQUEST);
+
+        assert_eq!(c.get("/status/418").await.0, StatusCode::IM_A_TEAPOT);
+        let (status, body) = c.get("/status/204").await;
+        assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
+        assert_eq!(c.get("/status/99").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(c.get("/status/600").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(c.get("/status/abc").await.0, StatusCode::BAD_REQUEST);
+
+        let (status, body) = c.get("/bytes/1000").await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 1000));
+        assert_eq!(c.get("/bytes/0").await, (StatusCode::OK, Bytes::new()));
+        assert_eq!(c.get("/bytes/99999999999").await.0, StatusCode::BAD_REQUEST);
+
+        assert_eq!(c.get("/delay/1").await.0, StatusCode::OK);
+        assert_eq!(c.get("/delay/60001").await.0, StatusCode::BAD_REQUEST);
+
+        let (status, body) = c.send(Method::PUT, "/echo?x=1", b"abc").await;
+        assert_eq!(status, StatusCode::OK);
+        let echo = json(&body);
+        assert_eq!(echo["method"], "PUT");
+        assert_eq!(echo["path"], "/echo");
+        assert_eq!(echo["query"], "x=1");
+        assert_eq!(echo["body_len"], 3);
+        assert_eq!(echo["headers"]["host"], target.addr().to_string());
+
+        assert_eq!(c.get("/nope").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            c.send(Method::DELETE, "/hello", b"").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+
+        let stats = target.stats();
+        assert_eq!(stats.requests, 21);
+        assert_eq!(stats.connections, 1);
+        assert_eq!(stats.by_status.values().sum::<u64>(), stats.requests);
+        assert_eq!(stats.by_status.get(&200), Some(&7));
+        assert_eq!(stats.by_status.get(&201), Some(&2));
+        assert_eq!(stats.by_status.get(&400), Some(&7));
+        assert_eq!(stats.by_status.get(&404), Some(&2));
+        assert_eq!(stats.errors_injected, 0);
+        assert_eq!(stats.stalled, 0);
+        assert_eq!(stats.bytes_received, 13 + 1 + 5 + 3);
+        assert!(stats.bytes_sent >= 1000 + 2 * 6);
+
+        // The stats endpoint reports the same, and is not counted, neither
+        // on a new connection nor on a counted one.
+        let (status, body) = get(&target, "/__fusi/stats").await;
+        assert_eq!(status, StatusCode::OK);
+        let served: Stats = serde_json::from_slice(&body).expect("stats JSON");
+        assert_eq!(served, stats);
+        assert_eq!(c.get("/__fusi/stats").await.0, StatusCode::OK);
+        assert_eq!(target.stats(), stats);
+
+        target.reset_stats();
+        assert_eq!(target.stats(), Stats::default());
+        // The same connection is counted again after a reset.
+        c.get("/").await;
+        let after = target.stats();
+        assert_eq!((after.requests, after.connections), (1, 1));
+
+        let (status, body) = c.send(Method::DELETE, "/__fusi/stats", b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            serde_json::from_slice::<Stats>(&body).expect("stats"),
+            after
+        );
+        assert_eq!(target.stats(), Stats::default());
+
+        let last = target.shutdown().await;
+        assert_eq!(last, Stats::default());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn latency_is_added() {
+    bounded(async {
+        let fixed = Duration::from_millis(150);
+        let target = start(TargetConfig {
+            latency: Latency::Fixed(fixed),
+            ..Default::default()
+        })
+        .await;
+        let mut c = Client::connect(&target).await;
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            assert_eq!(c.get("/hello").await.0, StatusCode::OK);
+            assert!(t0.elapsed() >= fixed, "{:?}", t0.elapsed());
+        }
+        // Knobs do not apply to the stats endpoint.
+        let t0 = Instant::now();
+        assert_eq!(c.get("/__fusi/stats").await.0, StatusCode::OK);
+        assert!(t0.elapsed() < fixed, "{:?}", t0.elapsed());
+        target.shutdown().await;
+
+        let (min, max) = (Duration::from_millis(60), Duration::from_millis(90));
+        let target = start(TargetConfig {
+            latency: Latency::Uniform { min, max },
+            ..Default::default()
+        })
+        .await;
+        let t0 = Instant::now();
+        assert_eq!(get(&target, "/").await.0, StatusCode::OK);
+        assert!(t0.elapsed() >= min, "{:?}", t0.elapsed());
+        target.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stall_window_holds_arriving_and_in_flight_requests() {
+    bounded(async {
+        let after = Duration::from_millis(200);
+        let duration = Duration::from_millis(400);
+        let target = start(TargetConfig {
+            stall: Some(StallWindow { after, duration }),
+            ..Default::default()
+        })
+        .await;
+        let started = Instant::now();
+        let window_end = started + after + duration;
+
+        // In flight when the window opens: answered only when it closes.
+        let mut early = Client::connect(&target).await;
+        let in_flight = tokio::spawn(async move { early.get("/delay/300").await });
+        // Before the window: not held.
+        assert_eq!(get(&target, "/").await.0, StatusCode::OK);
+        assert_eq!(target.stats().stalled, 0);
+
+        tokio::time::sleep_until(started + after + Duration::from_millis(50)).await;
+        let mut c = Client::connect(&target).await;
+        assert_eq!(c.get("/hello").await.0, StatusCode::OK);
+        assert!(
+            Instant::now() >= window_end,
+            "arriving request was not held"
+        );
+        // The stats endpoint is never held.
+        assert!(c.get("/__fusi/stats").await.0 == StatusCode::OK);
+
+        assert_eq!(in_flight.await.expect("task").0, StatusCode::OK);
+        assert!(
+            Instant::now() >= window_end,
+            "in-flight request was not held"
+        );
+
+        // After the window: not held.
+        let t0 = Instant::now();
+        assert_eq!(c.get("/").await.0, StatusCode::OK);
+        assert!(t0.elapsed() < Duration::from_millis(200));
+
+        let stats = target.shutdown().await;
+        assert_eq!(stats.stalled, 2);
+        assert_eq!(stats.requests, 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn error_rate_one_injects_every_time() {
+    bounded(async {
+        let target = start(TargetConfig {
+            error_rate: 1.0,
+            error_status: 429,
+            ..Default::default()
+        })
+        .await;
+        let mut c = Client::connect(&target).await;
+        for path in ["/", "/items/1", "/nope", "/status/200"] {
+            let (status, body) = c.get(path).await;
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+            assert_eq!(body, Bytes::from("injected error\n"));
+        }
+        // Error injection does not apply to the stats endpoint either.
+        assert_eq!(c.get("/__fusi/stats").await.0, StatusCode::OK);
+        let stats = target.shutdown().await;
+        assert_eq!(stats.requests, 4);
+        assert_eq!(stats.errors_injected, 4);
+        assert_eq!(stats.by_status.get(&429), Some(&4));
+        assert_eq!(stats.by_status.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn error_rate_zero_and_half() {
+    bounded(async {
+        let target = start(TargetConfig {
+            error_rate: 0.5,
+            ..Default::default()
+        })
+        .await;
+        let mut c = Client::connect(&target).await;
+        for _ in 0..200 {
+            c.get("/").await;
+        }
+        let stats = target.shutdown().await;
+        let injected = stats.errors_injected;
+        // Binomial(200, 0.5): 60..=140 is more than 8 standard deviations.
+        assert!((60..=140).contains(&injected), "{injected}");
+        assert_eq!(stats.by_status.get(&503), Some(&injected));
+        assert_eq!(stats.by_status.get(&200), Some(&(200 - injected)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_cuts_long_requests_short() {
+    bounded(async {
+        let target = start(TargetConfig::default()).await;
+        let mut c = Client::connect(&target).await;
+        let slow = tokio::spawn(async move { c.get("/delay/60000").await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = Instant::now();
+        let stats = target.shutdown().await;
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!(slow.await.expect("task").0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(stats.by_status.get(&503), Some(&1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_config_is_rejected() {
+    let bad = TargetConfig {
+        error_rate: 2.0,
+        ..Default::default()
+    };
+    assert!(Target::start(bad).await.is_err());
+    let open = TargetConfig {
+        listen: "0.0.0.0:0".parse().expect("literal address"),
+        ..Default::default()
+    };
+    let err = Target::start(open).await.expect_err("non-loopback refused");
+    assert!(format!("{err:#}").contains("non-loopback"));
+}
+
+#[tokio::test]
+async fn body_limit() {
+    use super::read_body;
+    let headers = http::HeaderMap::new();
+    let ok = read_body(Full::new(Bytes::from("0123456789")), &headers, 10).await;
+    assert_eq!(ok.expect("within limit"), Bytes::from("0123456789"));
+    let over = read_body(Full::new(Bytes::from("0123456789X")), &headers, 10).await;
+    let rejected = over.expect_err("over limit");
+    assert_eq!(rejected.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(rejected.bytes_read, 11);
+
+    let mut declared = http::HeaderMap::new();
+    declared.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from_static("11"),
+    );
+    let rejected = read_body(Full::new(Bytes::new()), &declared, 10)
+        .await
+        .expect_err("declared over limit");
+    assert_eq!(rejected.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(rejected.bytes_read, 0);
+}
+
+#[test]
+fn items_are_bounded_and_ids_stay_consecutive() {
+    let mut items = super::Items::default();
+    for i in 0..super::MAX_ITEMS + 5 {
+        let id = items.insert(Bytes::from(i.to_string()));
+        assert_eq!(id, u64::try_from(i).expect("small") + 1);
+    }
+    assert_eq!(items.items.len(), super::MAX_ITEMS);
+    assert_eq!(items.get(5), None);
+    assert_eq!(items.get(6), Some(Bytes::from("5")));
+    assert_eq!(items.get(10_005), Some(Bytes::from("10004")));
+    assert_eq!(items.get(10_006), None);
+    assert_eq!(items.get(0), None);
+}
+
+#[test]
+fn spawn_target_serves_sync_tests() {
+    let target = spawn_target(TargetConfig::default()).expect("spawn target");
+    assert!(target.url().starts_with("http://127.0.0.1:"));
+    let raw_get = |path: &str| -> String {
+        let mut stream = std::net::TcpStream::connect(target.addr()).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            target.addr()
+        )
+        .expect("write");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("read");
+        reply
+    };
+    let reply = raw_get("/hello");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nhello\n"), "{reply}");
+    assert!(raw_get("/__fusi/stats").contains("\"requests\":1"));
+
+    let stats = target.stats();
+    assert_eq!((stats.requests, stats.connections), (1, 1));
+    target.reset_stats();
+    assert_eq!(target.stats(), Stats::default());
+
+    let addr = target.addr();
+    drop(target);
+    // Dropping the handle stopped the server.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn spawn_target_reports_bad_config() {
+    let bad = TargetConfig {
+        error_status: 42,
+        ..Default::default()
+    };
+    assert!(spawn_target(bad).is_err());
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_works() {
+    bounded(async {
+        let target = start(TargetConfig::default()).await;
+        let stream = TcpStream::connect(target.addr()).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        for _ in 0..3 {
+            let req = Request::builder()
+                .uri(format!("{}/echo", target.url()))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let resp = sender.send_request(req).await.expect("response");
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(json(&body)["version"], "HTTP/2.0");
+        }
+        let stats = target.shutdown().await;
+        assert_eq!((stats.requests, stats.connections), (3, 1));
+    })
+    .await;
+}

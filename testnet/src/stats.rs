@@ -1,0 +1,142 @@
+//! What the target has seen, so tests can check the load generator's claims.
+//!
+//! A load generator reports what it *thinks* it sent; the target's counters
+//! are the independent ground truth. They are lock-free atomics so that
+//! counting does not become the bottleneck a benchmark measures.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of the target's counters.
+///
+/// Requests to the `/__fusi/stats` endpoint are never counted, and a
+/// connection is counted once it carries its first counted request, so
+/// observing the target does not change what it reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests answered (every counted response, injected errors included).
+    pub requests: u64,
+    /// Connections that carried at least one counted request.
+    pub connections: u64,
+    /// Responses by status code.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Responses replaced by an injected error (`error_rate`).
+    pub errors_injected: u64,
+    /// Requests held by the stall window.
+    pub stalled: u64,
+    /// Request body bytes read (headers not included).
+    pub bytes_received: u64,
+    /// Response body bytes produced (headers not included).
+    pub bytes_sent: u64,
+}
+
+/// Status codes are `100..=999` in `http::StatusCode`; index by code.
+const STATUS_SLOTS: usize = 1000;
+
+/// The live counters behind [`Stats`].
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) errors_injected: AtomicU64,
+    pub(crate) stalled: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    by_status: Box<[AtomicU64]>,
+    /// Bumped by every reset, so a connection counted before a reset is
+    /// counted again when it carries a request after it.
+    epoch: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            errors_injected: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            epoch: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Per-connection memory of when the connection was last counted.
+#[derive(Debug)]
+pub(crate) struct ConnCounted(AtomicU64);
+
+impl Default for ConnCounted {
+    fn default() -> Self {
+        ConnCounted(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl Counters {
+    /// Counts the connection unless it was already counted since the last
+    /// reset.
+    pub(crate) fn count_connection(&self, conn: &ConnCounted) {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if conn.0.swap(epoch, Ordering::Relaxed) != epoch {
+            add(&self.connections, 1);
+        }
+    }
+
+    /// Counts one response with this status and body length.
+    pub(crate) fn count_response(&self, status: u16, body_len: u64) {
+        add(&self.requests, 1);
+        add(&self.bytes_sent, body_len);
+        if let Some(slot) = self.by_status.get(usize::from(status)) {
+            add(slot, 1);
+        }
+    }
+
+    /// Takes a snapshot.
+    pub(crate) fn snapshot(&self) -> Stats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            requests: load(&self.requests),
+            connections: load(&self.connections),
+            by_status: self
+                .by_status
+                .iter()
+                .enumerate()
+                .filter_map(|(code, n)| {
+                    let n = load(n);
+                    let code = u16::try_from(code).ok()?;
+                    (n > 0).then_some((code, n))
+                })
+                .collect(),
+            errors_injected: load(&self.errors_injected),
+            stalled: load(&self.stalled),
+            bytes_received: load(&self.bytes_received),
+            bytes_sent: load(&self.bytes_sent),
+        }
+    }
+
+    /// Sets every counter to zero.
+    pub(crate) fn reset(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        for c in [
+            &self.requests,
+            &self.connections,
+            &self.errors_injected,
+            &self.stalled,
+            &self.bytes_received,
+            &self.bytes_sent,
+        ]
+        .into_iter()
+        .chain(self.by_status.iter())
+        {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
