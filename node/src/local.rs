@@ -177,10 +177,10 @@ pub async fn run(
     }
     let _ = sealer.await;
 
-    if module.has_teardown() {
-        if let Err(e) = lifecycle.call_entry(abi::exports::TEARDOWN).await {
-            tracing::warn!("the scenario's {e}");
-        }
+    if module.has_teardown()
+        && let Err(e) = lifecycle.call_entry(abi::exports::TEARDOWN).await
+    {
+        tracing::warn!("the scenario's {e}");
     }
     Ok(report.summary(spec.executor.name()))
 }

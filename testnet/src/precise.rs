@@ -33,9 +33,11 @@ impl Ord for Entry {
     }
 }
 
-fn timer() -> Option<&'static std::sync::Mutex<Sender<(Instant, oneshot::Sender<()>)>>> {
-    static TIMER: OnceLock<Option<std::sync::Mutex<Sender<(Instant, oneshot::Sender<()>)>>>> =
-        OnceLock::new();
+/// A sleeper: its deadline and how to wake it.
+type Wake = (Instant, oneshot::Sender<()>);
+
+fn timer() -> Option<&'static std::sync::Mutex<Sender<Wake>>> {
+    static TIMER: OnceLock<Option<std::sync::Mutex<Sender<Wake>>>> = OnceLock::new();
     TIMER
         .get_or_init(|| {
             let (tx, rx) = channel();
@@ -48,7 +50,7 @@ fn timer() -> Option<&'static std::sync::Mutex<Sender<(Instant, oneshot::Sender<
         .as_ref()
 }
 
-fn run(rx: Receiver<(Instant, oneshot::Sender<()>)>) {
+fn run(rx: Receiver<Wake>) {
     let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
     let mut seq = 0u64;
     loop {

@@ -327,10 +327,9 @@ impl Vu {
                 );
                 if outcome != Outcome::Interrupted
                     && run.failures_logged.fetch_add(1, Ordering::Relaxed) < 5
+                    && let Err(e) = &result
                 {
-                    if let Err(e) = &result {
-                        tracing::warn!(vu = vu.id, reason, "iteration failed: {}", e.root_cause());
-                    }
+                    tracing::warn!(vu = vu.id, reason, "iteration failed: {}", e.root_cause());
                 }
             }
         }

@@ -16,7 +16,10 @@ fn iteration() {
     let base = env("TARGET").unwrap_or_default();
     check("env TARGET is set", !base.is_empty());
     check("missing env is None", env("FUSI_NO_SUCH_VAR").is_none());
-    check("std::env sees --env", std::env::var("TARGET").ok().as_deref() == Some(base.as_str()));
+    check(
+        "std::env sees --env",
+        std::env::var("TARGET").ok().as_deref() == Some(base.as_str()),
+    );
     check("vu id starts at 1", vu_id() >= 1);
     check("iteration number is per VU", iteration_number() < 1000);
     group("outer", || {
@@ -32,11 +35,17 @@ fn iteration() {
             check("echo saw the body", v["body_len"] == 5000);
             check("echo saw the method", v["method"] == "POST");
             check("header lookup", res.header("Content-Type").is_some());
-            check("timings add up", res.timings().total_us >= res.timings().duration_us);
+            check(
+                "timings add up",
+                res.timings().total_us >= res.timings().duration_us,
+            );
         });
     });
     let bad = http::get("http://127.0.0.1:1/refused");
-    check("refused is an error", bad.status() == 0 && bad.error().is_some());
+    check(
+        "refused is an error",
+        bad.status() == 0 && bad.error().is_some(),
+    );
     PROBE_COUNTER.add(2.5);
     PROBE_TREND.add(42.0);
     PROBE_RATE.add(true);

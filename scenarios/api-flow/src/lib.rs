@@ -26,7 +26,9 @@ fn iteration() {
     let payload = json!({ "vu": vu_id(), "iteration": iteration_number(), "name": "fusi" });
 
     let created = group("create", || {
-        let res = Request::post(&format!("{base}/items")).json(&payload).send();
+        let res = Request::post(&format!("{base}/items"))
+            .json(&payload)
+            .send();
         check("created: status is 201", res.status() == 201);
         res.json::<Created>().ok()
     });

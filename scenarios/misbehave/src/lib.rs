@@ -7,8 +7,11 @@
 use fusi_sdk::prelude::*;
 
 fn iteration() {
-    let every: u64 = env("EVERY").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
-    if iteration_number() % every == 0 {
+    let every: u64 = env("EVERY")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    if iteration_number().is_multiple_of(every) {
         match env("MODE").as_deref() {
             Some("loop") => {
                 let mut x: u64 = 0;
