@@ -93,7 +93,7 @@ struct RunArgs {
     /// Ramp stages DURATION:TARGET,..., for example 10s:100,30s:100,10s:0.
     /// Targets are VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
     #[arg(long, value_parser = stages_arg)]
-    stages: Option<Vec<Stage>>,
+    stages: Option<Stages>,
     /// Starting VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
     #[arg(long, default_value_t = 0.0)]
     start: f64,
@@ -147,8 +147,12 @@ fn rate_arg(s: &str) -> Result<Rate, String> {
     parse_rate(s).map_err(|e| e.0)
 }
 
-fn stages_arg(s: &str) -> Result<Vec<Stage>, String> {
-    parse_stages(s).map_err(|e| e.0)
+/// Stages as one flag value (clap would read `Vec<Stage>` as repeated values).
+#[derive(Debug, Clone)]
+struct Stages(Vec<Stage>);
+
+fn stages_arg(s: &str) -> Result<Stages, String> {
+    parse_stages(s).map(Stages).map_err(|e| e.0)
 }
 
 fn env_arg(s: &str) -> Result<(String, String), String> {
@@ -200,7 +204,11 @@ impl RunArgs {
             },
             RampingVus => Executor::RampingVus {
                 start_vus: self.start.max(0.0) as u32,
-                stages: self.stages.clone().ok_or_else(|| need("--stages"))?,
+                stages: self
+                    .stages
+                    .clone()
+                    .map(|s| s.0)
+                    .ok_or_else(|| need("--stages"))?,
             },
             PerVuIterations => Executor::PerVuIterations {
                 vus,
@@ -221,7 +229,11 @@ impl RunArgs {
             RampingArrivalRate => Executor::RampingArrivalRate {
                 start_rate: self.start,
                 time_unit: Duration::from_secs(1),
-                stages: self.stages.clone().ok_or_else(|| need("--stages"))?,
+                stages: self
+                    .stages
+                    .clone()
+                    .map(|s| s.0)
+                    .ok_or_else(|| need("--stages"))?,
                 pre_allocated_vus: pre,
                 max_vus,
             },
@@ -383,5 +395,84 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn spec(args: &[&str]) -> anyhow::Result<RunSpec> {
+        let mut all = vec!["fusi-node", "run", "x.wasm"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            Cmd::Run(run) => run.spec(),
+            Cmd::Build(_) => bail!("not a run"),
+        }
+    }
+
+    #[test]
+    fn executors_are_picked_from_the_flags() {
+        let name = |args: &[&str]| spec(args).map(|s| s.executor.name()).unwrap_or("error");
+        assert_eq!(name(&[]), "shared-iterations");
+        assert_eq!(name(&["--vus", "5", "--duration", "1s"]), "constant-vus");
+        assert_eq!(name(&["--stages", "1s:5,1s:0"]), "ramping-vus");
+        assert_eq!(
+            name(&["--rate", "10/s", "--duration", "1s"]),
+            "constant-arrival-rate"
+        );
+        assert_eq!(
+            name(&["--iterations", "10", "--vus", "2"]),
+            "shared-iterations"
+        );
+        assert_eq!(
+            name(&[
+                "--executor",
+                "per-vu-iterations",
+                "--iterations",
+                "3",
+                "--vus",
+                "2"
+            ]),
+            "per-vu-iterations"
+        );
+        assert_eq!(
+            name(&["--executor", "ramping-arrival-rate", "--stages", "1s:10"]),
+            "ramping-arrival-rate"
+        );
+        assert_eq!(
+            name(&["--executor", "constant-vus", "--rate", "1/s"]),
+            "error"
+        );
+        assert_eq!(name(&["--executor", "constant-vus"]), "error");
+    }
+
+    #[test]
+    fn flags_reach_the_spec() {
+        let s = spec(&[
+            "--vus",
+            "3",
+            "--duration",
+            "2s",
+            "-e",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--iteration-timeout",
+            "500ms",
+            "--vu-memory-mib",
+            "8",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.env.get("B").map(String::as_str), Some("x=y"));
+        assert_eq!(s.iteration_timeout, Duration::from_millis(500));
+        assert_eq!(s.vu_memory_limit, 8 << 20);
+        assert_eq!(s.executor.max_vus(), 3);
     }
 }

@@ -504,3 +504,112 @@ fn an_unreachable_target_is_counted_not_fatal() {
     ]);
     assert_eq!(num(bad.summary(), &["errors", "invalid_request"]), 2.0);
 }
+
+#[test]
+fn ramping_executors_follow_their_stages() {
+    let _g = serial();
+    let t = target(TargetConfig {
+        latency: Latency::Fixed(Duration::from_millis(10)),
+        ..TargetConfig::default()
+    });
+    let target_env = format!("TARGET={}", t.url());
+    let run = fusi(&[
+        "run",
+        scenario("hello").to_str().unwrap_or_default(),
+        "--stages",
+        "1s:4,1s:4,1s:0",
+        "--env",
+        &target_env,
+    ]);
+    let s = run.summary();
+    assert_eq!(s["executor"], "ramping-vus");
+    assert_eq!(num(s, &["vus_max"]), 4.0);
+    let vus: Vec<u64> = s["timeline"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|p| p["vus"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(vus.iter().any(|v| *v == 4), "4 VUs at the plateau: {vus:?}");
+    // 4 VUs at ~10 ms per request for ~2 of the 3 seconds (ramps are half-full).
+    let reqs = num(s, &["http", "requests"]);
+    assert!((150.0..=1300.0).contains(&reqs), "{reqs} requests");
+    assert!(
+        !run.stderr().contains('\r'),
+        "no progress line when stderr is not a terminal"
+    );
+
+    let run = fusi(&[
+        "run",
+        scenario("arrival").to_str().unwrap_or_default(),
+        "--executor",
+        "ramping-arrival-rate",
+        "--stages",
+        "1s:100,1s:100",
+        "--vus",
+        "5",
+        "--max-vus",
+        "20",
+        "--env",
+        &target_env,
+    ]);
+    let s = run.summary();
+    assert_eq!(s["executor"], "ramping-arrival-rate");
+    let done = num(s, &["iterations", "completed"]) + num(s, &["iterations", "dropped"]);
+    // 50 arrivals while ramping 0 -> 100/s over 1 s, then 100.
+    assert!(
+        (145.0..=155.0).contains(&done),
+        "{done} arrivals, expected 150"
+    );
+}
+
+#[test]
+fn https_negotiates_http2_and_times_the_handshake() {
+    let _g = serial();
+    let t = target(TargetConfig {
+        tls: true,
+        ..TargetConfig::default()
+    });
+    assert!(t.url().starts_with("https://"));
+    let target_env = format!("TARGET={}", t.url());
+    let run = fusi(&[
+        "run",
+        scenario("abi_probe").to_str().unwrap_or_default(),
+        "--executor",
+        "per-vu-iterations",
+        "--vus",
+        "2",
+        "--iterations",
+        "3",
+        "--insecure-skip-tls-verify",
+        "--env",
+        &target_env,
+        "--env",
+        "PROTO=HTTP/2",
+    ]);
+    let s = run.summary();
+    for name in ["echo status 200", "echo protocol", "echo saw the body"] {
+        let c = check(s, name);
+        assert_eq!(
+            (c["passes"].as_u64(), c["fails"].as_u64()),
+            (Some(6), Some(0)),
+            "check {name}: {c}"
+        );
+    }
+    let tls = &s["http"]["phases"]["tls_handshaking"];
+    assert!(num(tls, &["max"]) > 0.0, "a TLS handshake was timed: {tls}");
+    assert_eq!(
+        t.stats().connections,
+        2,
+        "one connection per VU, reused across iterations"
+    );
+
+    // Without --insecure-skip-tls-verify the self-signed certificate is refused.
+    let run = fusi(&[
+        "run",
+        scenario("hello").to_str().unwrap_or_default(),
+        "--iterations",
+        "2",
+        "--env",
+        &target_env,
+    ]);
+    assert_eq!(num(run.summary(), &["errors", "tls"]), 2.0);
+}

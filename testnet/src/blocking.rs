@@ -15,6 +15,9 @@ use tokio::sync::oneshot;
 use crate::stats::Counters;
 use crate::{Stats, Target, TargetConfig};
 
+/// What the target thread reports once it is listening.
+type Started = (SocketAddr, Arc<Counters>, Option<Vec<u8>>);
+
 /// A [`Target`] running on a background thread; see [`spawn_target`].
 ///
 /// Dropping the handle shuts the server down and waits for its thread.
@@ -22,6 +25,7 @@ use crate::{Stats, Target, TargetConfig};
 pub struct TargetHandle {
     addr: SocketAddr,
     counters: Arc<Counters>,
+    certificate_der: Option<Vec<u8>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -36,7 +40,7 @@ pub struct TargetHandle {
 /// An invalid configuration, a failure to bind, or a failure to create the
 /// thread or the runtime.
 pub fn spawn_target(cfg: TargetConfig) -> anyhow::Result<TargetHandle> {
-    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<(SocketAddr, Arc<Counters>)>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<Started>>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = thread::Builder::new()
         .name("fusi-testnet-target".to_owned())
@@ -62,7 +66,11 @@ pub fn spawn_target(cfg: TargetConfig) -> anyhow::Result<TargetHandle> {
                     }
                 };
                 if ready_tx
-                    .send(Ok((target.addr(), target.counters())))
+                    .send(Ok((
+                        target.addr(),
+                        target.counters(),
+                        target.certificate_der(),
+                    )))
                     .is_err()
                 {
                     // The caller is gone; nobody will use the target.
@@ -76,7 +84,7 @@ pub fn spawn_target(cfg: TargetConfig) -> anyhow::Result<TargetHandle> {
         })
         .context("spawning the target thread")?;
 
-    let (addr, counters) = match ready_rx.recv() {
+    let (addr, counters, certificate_der) = match ready_rx.recv() {
         Ok(Ok(started)) => started,
         Ok(Err(e)) => {
             let _ = thread.join();
@@ -91,6 +99,7 @@ pub fn spawn_target(cfg: TargetConfig) -> anyhow::Result<TargetHandle> {
     Ok(TargetHandle {
         addr,
         counters,
+        certificate_der,
         stop: Some(stop_tx),
         thread: Some(thread),
     })
@@ -102,9 +111,17 @@ impl TargetHandle {
         self.addr
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    /// The base URL, e.g. `http://127.0.0.1:41234`, or
+    /// `https://127.0.0.1:41234` in TLS mode.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        crate::tls::url(self.addr, self.certificate_der.is_some())
+    }
+
+    /// In TLS mode, the DER encoding of the server's self-signed
+    /// certificate, for a client to trust; `None` without TLS. See
+    /// [`Target::certificate_der`].
+    pub fn certificate_der(&self) -> Option<Vec<u8>> {
+        self.certificate_der.clone()
     }
 
     /// A snapshot of the counters.

@@ -137,6 +137,12 @@ pub struct TargetConfig {
     /// test server with an unauthenticated, memory-holding API, so by default
     /// it refuses to be reachable from other machines.
     pub allow_non_loopback: bool,
+    /// Serve HTTPS instead of plain HTTP: a fresh self-signed certificate
+    /// for `localhost` and `127.0.0.1` is made at start, and HTTP/2 or
+    /// HTTP/1.1 is chosen by ALPN (`h2`, `http/1.1`). The URL then starts
+    /// with `https://`; [`Target::certificate_der`](crate::Target::certificate_der)
+    /// gives the certificate for a client to trust. Default `false`.
+    pub tls: bool,
 }
 
 impl Default for TargetConfig {
@@ -148,6 +154,7 @@ impl Default for TargetConfig {
             error_rate: 0.0,
             error_status: 503,
             allow_non_loopback: false,
+            tls: false,
         }
     }
 }

@@ -6,6 +6,11 @@
 //! runs in-process on a tokio runtime (or on its own thread with
 //! [`spawn_target`]) and, by default, only on loopback.
 //!
+//! It speaks HTTP/1.1 and cleartext HTTP/2 on one port, or, with
+//! [`TargetConfig::tls`], HTTPS with HTTP/2 or HTTP/1.1 chosen by ALPN and a
+//! fresh self-signed certificate ([`Target::certificate_der`]) that a test
+//! client can trust.
+//!
 //! # Routes
 //!
 //! | Route | Answer |
@@ -57,6 +62,7 @@ mod duration;
 mod precise;
 mod server;
 mod stats;
+mod tls;
 
 pub use blocking::{TargetHandle, spawn_target};
 pub use config::{Latency, StallWindow, TargetConfig};

@@ -32,13 +32,16 @@ struct Cli {
 enum Command {
     /// Run an HTTP target server with latency, stall and error knobs.
     ///
-    /// Serves HTTP/1.1 and cleartext HTTP/2 on one port. Routes: GET / and
-    /// /hello, POST /items, GET /items/{id}, /status/{code}, /delay/{ms},
+    /// Serves HTTP/1.1 and cleartext HTTP/2 on one port; with --tls, HTTPS
+    /// instead (HTTP/2 or HTTP/1.1 chosen by ALPN) with a fresh self-signed
+    /// certificate for localhost and 127.0.0.1. Routes: GET / and /hello,
+    /// POST /items, GET /items/{id}, /status/{code}, /delay/{ms},
     /// GET /bytes/{len}, /echo, and GET /__fusi/stats (counters as JSON, not
     /// counted; DELETE resets them).
     ///
-    /// Prints `target listening on http://ADDR` on stdout once listening, and
-    /// the final counters as one JSON line on stdout after SIGINT or SIGTERM.
+    /// Prints `target listening on http://ADDR` (`https://` with --tls) on
+    /// stdout once listening, and the final counters as one JSON line on
+    /// stdout after SIGINT or SIGTERM.
     /// Logs go to stderr (RUST_LOG sets the level; default info).
     #[command(after_help = TARGET_EXAMPLES)]
     Target(TargetArgs),
@@ -49,7 +52,8 @@ Examples:
   fusi-testnet target
   fusi-testnet target --listen 127.0.0.1:8080 --latency 50ms
   fusi-testnet target --latency 20ms..80ms --error-rate 0.1 --error-status 500
-  fusi-testnet target --stall-after 2s --stall-for 1s";
+  fusi-testnet target --stall-after 2s --stall-for 1s
+  fusi-testnet target --tls";
 
 #[derive(Debug, Args)]
 struct TargetArgs {
@@ -61,6 +65,11 @@ struct TargetArgs {
     /// unauthenticated test server: keep it off the network unless you mean it.
     #[arg(long)]
     allow_non_loopback: bool,
+
+    /// Serve HTTPS with a fresh self-signed certificate (for localhost and
+    /// 127.0.0.1); HTTP/2 or HTTP/1.1 is chosen by ALPN.
+    #[arg(long)]
+    tls: bool,
 
     /// Latency added to every request: `none`, a duration (`50ms`) or a
     /// uniform range (`20ms..80ms`).
@@ -142,6 +151,7 @@ fn run_target(args: TargetArgs) -> anyhow::Result<()> {
         error_rate: args.error_rate,
         error_status: args.error_status,
         allow_non_loopback: args.allow_non_loopback,
+        tls: args.tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -226,6 +236,11 @@ mod tests {
         );
         assert_eq!(args.stall_for, Some(Duration::from_secs(90)));
         assert_eq!(args.error_status, 503);
+        assert!(!args.tls);
+
+        let cli = Cli::try_parse_from(["fusi-testnet", "target", "--tls"]).expect("valid flags");
+        let Command::Target(args) = cli.command;
+        assert!(args.tls);
 
         for bad in [
             &["--latency", "50"][..],

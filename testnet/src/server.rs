@@ -4,6 +4,8 @@
 //! whose counters they can trust, running in-process and on loopback only.
 //! It speaks HTTP/1.1 and cleartext HTTP/2 (detected per connection), so both
 //! client paths of the generator can be exercised against the same routes.
+//! With `tls` set it speaks HTTPS instead: HTTP/2 when the client picks `h2`
+//! by ALPN, HTTP/1.1 otherwise, with a fresh self-signed certificate.
 //!
 //! Each counted request goes through the knobs in a fixed order: the stall
 //! window, then the added latency, then error injection, then its route. The
@@ -27,14 +29,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rand::Rng as _;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::TargetConfig;
 use crate::stats::{ConnCounted, Counters, Stats, add};
+use crate::tls::{HANDSHAKE_TIMEOUT, Tls};
 
 /// Largest request body read; larger bodies get `413 Payload Too Large`.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -62,6 +67,7 @@ type Resp = Response<Full<Bytes>>;
 #[derive(Debug)]
 pub struct Target {
     addr: SocketAddr,
+    tls: Option<Tls>,
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -69,14 +75,21 @@ pub struct Target {
 
 impl Target {
     /// Validates `cfg`, binds its address and starts serving on the current
-    /// tokio runtime. The stall window's clock starts now.
+    /// tokio runtime. The stall window's clock starts now. With `cfg.tls`, a
+    /// fresh self-signed certificate is generated first (see
+    /// [`certificate_der`](Self::certificate_der)).
     ///
     /// # Errors
     ///
-    /// An invalid configuration (see [`TargetConfig::validate`]) or a failure
-    /// to bind.
+    /// An invalid configuration (see [`TargetConfig::validate`]), a failure
+    /// to make the certificate, or a failure to bind.
     pub async fn start(cfg: TargetConfig) -> anyhow::Result<Target> {
         cfg.validate()?;
+        let tls = if cfg.tls {
+            Some(Tls::self_signed().context("setting up TLS")?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding target to {}", cfg.listen))?;
@@ -91,15 +104,22 @@ impl Target {
         });
         info!(
             %addr,
+            tls = tls.is_some(),
             latency = %shared.cfg.latency,
             stall = ?shared.cfg.stall,
             error_rate = shared.cfg.error_rate,
             error_status = shared.cfg.error_status,
             "target listening"
         );
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            tls.as_ref().map(|tls| tls.acceptor.clone()),
+            Arc::clone(&shared),
+            shutdown_rx,
+        ));
         Ok(Target {
             addr,
+            tls,
             shared,
             shutdown_tx,
             task,
@@ -111,9 +131,17 @@ impl Target {
         self.addr
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    /// The base URL, e.g. `http://127.0.0.1:41234`, or
+    /// `https://127.0.0.1:41234` in TLS mode.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        crate::tls::url(self.addr, self.tls.is_some())
+    }
+
+    /// In TLS mode, the DER encoding of the self-signed certificate the
+    /// server presents (valid for `localhost` and `127.0.0.1`), for a client
+    /// to trust; `None` without TLS.
+    pub fn certificate_der(&self) -> Option<Vec<u8>> {
+        self.tls.as_ref().map(|tls| tls.cert_der.to_vec())
     }
 
     /// The configuration the server runs with.
@@ -214,6 +242,7 @@ async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -234,6 +263,7 @@ async fn accept_loop(
                     conns.spawn(serve_connection(
                         Arc::clone(&builder),
                         stream,
+                        tls.clone(),
                         peer,
                         Arc::clone(&shared),
                         shutdown.clone(),
@@ -266,13 +296,58 @@ async fn accept_loop(
     info!("target stopped");
 }
 
+/// Serves one accepted connection, after a TLS handshake in TLS mode.
+///
+/// A failed handshake (a plain-HTTP client, an untrusted certificate, no
+/// common ALPN protocol, a client that says nothing) only ends the
+/// connection: it carried no request, so nothing is counted.
 async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Some(acceptor) = tls else {
+        return serve_http(builder, stream, peer, shared, shutdown).await;
+    };
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(%peer, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake timed out after {HANDSHAKE_TIMEOUT:?}");
+                return;
+            }
+        },
+        () = shutdown_signalled(&mut shutdown) => return,
+    };
+    let alpn = stream
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .map(String::from_utf8_lossy);
+    debug!(%peer, ?alpn, "TLS handshake done");
+    // The auto builder detects HTTP/2 by its preface, which a client that
+    // negotiated `h2` sends; anything else is served as HTTP/1.1.
+    serve_http(builder, stream, peer, shared, shutdown).await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection until it ends or shutdown.
+async fn serve_http<I>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let counted = Arc::new(ConnCounted::default());
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);

@@ -30,7 +30,8 @@ fn iteration() {
                 .tag("name", "probe echo")
                 .send();
             check("echo status 200", res.status() == 200);
-            check("echo protocol", res.protocol() == "HTTP/1.1");
+            let proto = env("PROTO").unwrap_or_else(|| "HTTP/1.1".to_owned());
+            check("echo protocol", res.protocol() == proto);
             let v: serde_json::Value = res.json().unwrap_or_default();
             check("echo saw the body", v["body_len"] == 5000);
             check("echo saw the method", v["method"] == "POST");

@@ -451,3 +451,198 @@ async fn http2_prior_knowledge_works() {
     })
     .await;
 }
+
+/// A TLS client that trusts only `target`'s self-signed certificate and
+/// offers `alpn`; returns the established TLS stream.
+async fn tls_connect(
+    target: &Target,
+    server_name: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let cert = target
+        .certificate_der()
+        .expect("TLS target has a certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(cert))
+        .expect("certificate is a valid trust anchor");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+    let tcp = TcpStream::connect(target.addr()).await.expect("connect");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+fn tls_config() -> TargetConfig {
+    TargetConfig {
+        tls: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn tls_h2_is_negotiated_by_alpn() {
+    bounded(async {
+        let target = start(tls_config()).await;
+        assert!(
+            target.url().starts_with("https://127.0.0.1:"),
+            "{}",
+            target.url()
+        );
+
+        let tls = tls_connect(&target, "127.0.0.1", &[b"h2", b"http/1.1"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+
+        let send = |path: &str| {
+            Request::builder()
+                .uri(format!("{}{path}", target.url()))
+                .body(Full::new(Bytes::new()))
+                .expect("request")
+        };
+        let resp = sender.send_request(send("/hello")).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body, Bytes::from("hello\n"));
+
+        let resp = sender.send_request(send("/echo")).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(json(&body)["version"], "HTTP/2.0");
+
+        let stats = target.shutdown().await;
+        assert_eq!((stats.requests, stats.connections), (2, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_http1_when_alpn_offers_only_http1() {
+    bounded(async {
+        let target = start(tls_config()).await;
+        // The certificate is valid for `localhost` too.
+        let tls = tls_connect(&target, "localhost", &[b"http/1.1"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let mut c = Client {
+            sender,
+            host: format!("localhost:{}", target.addr().port()),
+        };
+        assert_eq!(
+            c.get("/hello").await,
+            (StatusCode::OK, Bytes::from("hello\n"))
+        );
+        let (status, body) = c.get("/echo").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json(&body)["version"], "HTTP/1.1");
+
+        // No ALPN at all is HTTP/1.1 too.
+        let tls = tls_connect(&target, "127.0.0.1", &[]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let mut c = Client {
+            sender,
+            host: target.addr().to_string(),
+        };
+        assert_eq!(c.get("/").await.0, StatusCode::OK);
+
+        let stats = target.shutdown().await;
+        assert_eq!((stats.requests, stats.connections), (3, 2));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_handshake_failures_are_not_counted() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    bounded(async {
+        let target = start(tls_config()).await;
+
+        // Plain HTTP to the TLS port: the handshake fails and the connection
+        // is closed, with at most a TLS alert as the answer.
+        let mut plain = TcpStream::connect(target.addr()).await.expect("connect");
+        plain
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut reply = Vec::new();
+        // A reset instead of a clean close is fine too.
+        let _ = plain.read_to_end(&mut reply).await;
+        assert!(!reply.starts_with(b"HTTP/"), "{reply:?}");
+
+        // A client that connects and hangs up without a word.
+        drop(TcpStream::connect(target.addr()).await.expect("connect"));
+
+        // The server keeps serving TLS clients.
+        let tls = tls_connect(&target, "127.0.0.1", &[b"h2"]).await;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(format!("{}/hello", target.url()))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+
+        // A client that connects and never sends a byte does not delay shutdown.
+        let _silent = TcpStream::connect(target.addr()).await.expect("connect");
+        let t0 = Instant::now();
+        let stats = target.shutdown().await;
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!((stats.requests, stats.connections), (1, 1));
+        assert_eq!(stats.by_status.get(&200), Some(&1));
+    })
+    .await;
+}
+
+#[test]
+fn spawned_tls_target_exposes_its_certificate() {
+    let plain = spawn_target(TargetConfig::default()).expect("spawn target");
+    assert_eq!(plain.certificate_der(), None);
+    drop(plain);
+
+    let target = spawn_target(tls_config()).expect("spawn TLS target");
+    assert!(
+        target.url().starts_with("https://127.0.0.1:"),
+        "{}",
+        target.url()
+    );
+    let der = target.certificate_der().expect("certificate");
+    // A DER SEQUENCE.
+    assert_eq!(der.first(), Some(&0x30));
+}
+
+#[tokio::test]
+async fn plain_target_has_no_certificate() {
+    let target = start(TargetConfig::default()).await;
+    assert_eq!(target.certificate_der(), None);
+    assert!(target.url().starts_with("http://"));
+    target.shutdown().await;
+}
