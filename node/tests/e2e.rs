@@ -528,7 +528,7 @@ fn ramping_executors_follow_their_stages() {
         .as_array()
         .map(|t| t.iter().filter_map(|p| p["vus"].as_u64()).collect())
         .unwrap_or_default();
-    assert!(vus.iter().any(|v| *v == 4), "4 VUs at the plateau: {vus:?}");
+    assert!(vus.contains(&4), "4 VUs at the plateau: {vus:?}");
     // 4 VUs at ~10 ms per request for ~2 of the 3 seconds (ramps are half-full).
     let reqs = num(s, &["http", "requests"]);
     assert!((150.0..=1300.0).contains(&reqs), "{reqs} requests");

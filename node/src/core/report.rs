@@ -10,9 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::Serialize;
 
-use super::metrics::{SeriesKey, SeriesSet, Value, from_trend_units, names};
+use super::metrics::{SeriesKey, SeriesSet, Value, from_trend_units, names, new_histogram};
 use super::shard::Shard;
 
 /// Merged shards of one run.
@@ -27,17 +28,38 @@ pub struct Report {
     end_ms: u64,
 }
 
+/// One interval of the timeline: a few counters, and the merged request
+/// latency kept as HdrHistogram V2 bytes (a few KiB, where the live
+/// histogram would take tens), so an hour-long run stays small.
 #[derive(Debug, Clone)]
 struct Interval {
     end_ms: u64,
     series: SeriesSet,
+    latency_v2: Vec<u8>,
 }
 
-/// Metrics kept per interval for the timeline.
-const TIMELINE_METRICS: [&str; 6] = [
+impl Interval {
+    fn add_latency(&mut self, h: &Histogram<u64>) {
+        let mut merged = self.latency();
+        let _ = merged.add(h);
+        self.latency_v2.clear();
+        // Serializing into a Vec cannot fail for a histogram that exists.
+        let _ = V2Serializer::new().serialize(&merged, &mut self.latency_v2);
+    }
+
+    fn latency(&self) -> Histogram<u64> {
+        let mut h = Deserializer::new()
+            .deserialize(&mut &self.latency_v2[..])
+            .unwrap_or_else(|_| new_histogram());
+        h.auto(true);
+        h
+    }
+}
+
+/// Counters kept per interval for the timeline (besides latency).
+const TIMELINE_METRICS: [&str; 5] = [
     names::HTTP_REQS,
     names::HTTP_REQ_FAILED,
-    names::HTTP_REQ_DURATION,
     names::ITERATIONS,
     names::DROPPED_ITERATIONS,
     names::VUS,
@@ -72,6 +94,7 @@ impl Report {
             .or_insert_with(|| Interval {
                 end_ms: shard.end_ms,
                 series: SeriesSet::new(),
+                latency_v2: Vec::new(),
             });
         interval.end_ms = interval.end_ms.max(shard.end_ms);
         for metric in TIMELINE_METRICS {
@@ -79,6 +102,9 @@ impl Report {
             if let Some(v) = shard.series.fold(metric, |_| true) {
                 let _ = interval.series.merge(&SeriesKey::new(metric, []), &v);
             }
+        }
+        if let Some(Value::Trend(h)) = shard.series.fold(names::HTTP_REQ_DURATION, |_| true) {
+            interval.add_latency(&h);
         }
         let _ = self.totals.merge_all(&shard.series);
         true
@@ -223,7 +249,7 @@ impl Report {
                 };
                 let secs = (iv.end_ms.saturating_sub(*start) as f64 / 1000.0).max(1e-3);
                 let requests = count(names::HTTP_REQS);
-                let lat = percentiles(get(names::HTTP_REQ_DURATION));
+                let lat = percentiles(Some(&Value::Trend(iv.latency())));
                 TimelinePoint {
                     t_s: *start as f64 / 1000.0,
                     requests,
