@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 use crate::core::metrics::{Value, names};
 use crate::core::report::{Report, percentiles};
@@ -43,8 +44,9 @@ const RUN_EXAMPLES: &str = "\
 Executors (k6 names). Without --executor, fusi picks one from the flags:
   --stages              ramping-vus            the number of looping VUs follows the stages
   --rate                constant-arrival-rate  starts RATE iterations whatever the target does
-  --iterations          shared-iterations      VUs share N iterations
-  --vus/--duration      constant-vus           N VUs loop for the duration
+  --iterations          shared-iterations      --vus VUs (default 1) share N iterations
+  --duration            constant-vus           --vus VUs (default 1) loop for the duration
+  --vus alone           shared-iterations      each VU runs one iteration
   (nothing)             shared-iterations      1 VU, 1 iteration: a smoke test
   per-vu-iterations and ramping-arrival-rate need --executor.
 
@@ -61,7 +63,9 @@ Examples:
   fusi-node run arrival.wasm --executor ramping-arrival-rate --stages 30s:1000,1m:1000 --max-vus 500
   fusi-node run api_flow.wasm --iterations 1000 --vus 20 --out summary.json
 
-Exit status: 0 when the run completed, 1 when it could not run, 2 for bad flags.";
+Exit status: 0 when the run completed; 1 when it could not run (an unusable
+module, or flags that do not fit together); 2 when a flag's value does not parse.
+Ctrl-C stops the run early, prints the summary of what was measured and exits 130.";
 
 const BUILD_EXAMPLES: &str = "\
 Runs `cargo build --release --target wasm32-wasip1` in DIR and prints the path
@@ -193,6 +197,18 @@ impl RunArgs {
         if self.iterations.is_some() && !matches!(name, SharedIterations | PerVuIterations) {
             bail!("--iterations applies to shared-iterations and per-vu-iterations only");
         }
+        if self.duration.is_some() && matches!(name, RampingVus | RampingArrivalRate) {
+            bail!(
+                "{} takes its length from --stages; drop --duration",
+                kebab(name)
+            );
+        }
+        if self.vus.is_some() && name == RampingVus {
+            bail!("ramping-vus starts from --start VUs and follows --stages; drop --vus");
+        }
+        if self.start != 0.0 && !matches!(name, RampingVus | RampingArrivalRate) {
+            bail!("--start applies to ramping-vus and ramping-arrival-rate only");
+        }
         let need = |flag: &str| anyhow::anyhow!("{} needs {flag}", kebab(name));
         let vus = self.vus.unwrap_or(1);
         let max_duration = self.duration.unwrap_or(Duration::from_secs(600));
@@ -218,7 +234,7 @@ impl RunArgs {
             },
             SharedIterations => Executor::SharedIterations {
                 vus,
-                iterations: self.iterations.unwrap_or(1),
+                iterations: self.iterations.unwrap_or(u64::from(vus)),
                 max_duration,
             },
             ConstantArrivalRate => Executor::ConstantArrivalRate {
@@ -314,7 +330,20 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         errors: 0,
         dropped: 0,
     };
-    let summary = local::run(wasm, spec, &mut observer).await?;
+    let interrupt = CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\ninterrupted: stopping the run and printing what was measured (Ctrl-C again quits at once)"
+            );
+            on_signal.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let summary = local::run(wasm, spec, &mut observer, interrupt.clone()).await?;
     if observer.enabled {
         eprintln!();
     }
@@ -327,6 +356,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.out {
         let json = serde_json::to_vec_pretty(&summary).context("cannot encode the summary")?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if interrupt.is_cancelled() {
+        return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -392,7 +424,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,scenario=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -466,6 +498,16 @@ mod tests {
             "error"
         );
         assert_eq!(name(&["--executor", "constant-vus"]), "error");
+        assert_eq!(name(&["--vus", "4"]), "shared-iterations");
+        assert_eq!(
+            spec(&["--vus", "4"])
+                .map(|s| s.executor.max_vus())
+                .unwrap_or(0),
+            4
+        );
+        assert_eq!(name(&["--stages", "1s:5", "--duration", "3s"]), "error");
+        assert_eq!(name(&["--stages", "1s:5", "--vus", "3"]), "error");
+        assert_eq!(name(&["--duration", "1s", "--start", "3"]), "error");
     }
 
     #[test]

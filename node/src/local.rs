@@ -66,10 +66,13 @@ pub fn new_run_id() -> String {
 }
 
 /// Runs `spec` with the module `wasm` on this machine and returns the summary.
+/// Cancelling `interrupt` ends the run early (Ctrl-C): in-flight iterations
+/// are interrupted, and the summary of what was measured comes back.
 pub async fn run(
     wasm: Vec<u8>,
     mut spec: RunSpec,
     observer: &mut dyn Observer,
+    interrupt: CancellationToken,
 ) -> Result<Summary, RunError> {
     spec.executor.validate()?;
     let module = tokio::task::spawn_blocking(move || ScenarioModule::compile(&wasm))
@@ -122,6 +125,13 @@ pub async fn run(
     };
     let progress = Arc::new(Progress::default());
     let run_ctx = context(CancellationToken::new());
+    let stop = run_ctx.stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = interrupt.cancelled() => stop.cancel(),
+            () = stop.cancelled() => {}
+        }
+    });
     let prepared = ShareRunner::new(module.clone(), run_ctx, &spec, share, progress.clone())
         .prepare()
         .await
@@ -169,6 +179,13 @@ pub async fn run(
                 if let Err(e) = r {
                     tracing::error!("the executor failed: {e}");
                 }
+                // teardown runs before the last shard is sealed, so what it
+                // measures is in the report.
+                if module.has_teardown()
+                    && let Err(e) = lifecycle.call_entry(abi::exports::TEARDOWN).await
+                {
+                    tracing::warn!("the scenario's {e}");
+                }
                 if let Some(tx) = done_tx.take() {
                     let _ = tx.send(());
                 }
@@ -176,12 +193,6 @@ pub async fn run(
         }
     }
     let _ = sealer.await;
-
-    if module.has_teardown()
-        && let Err(e) = lifecycle.call_entry(abi::exports::TEARDOWN).await
-    {
-        tracing::warn!("the scenario's {e}");
-    }
     Ok(report.summary(spec.executor.name()))
 }
 

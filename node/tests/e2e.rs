@@ -334,6 +334,77 @@ fn a_looping_scenario_is_cut_at_its_timeout() {
 }
 
 #[test]
+fn a_wasi_sleep_past_the_timeout_is_cut_too() {
+    let _g = serial();
+    let run = fusi(&[
+        "run",
+        scenario("misbehave").to_str().unwrap_or_default(),
+        "--vus",
+        "1",
+        "--iterations",
+        "2",
+        "--iteration-timeout",
+        "300ms",
+        "--env",
+        "MODE=wasi-sleep",
+    ]);
+    let s = run.summary();
+    assert_eq!(num(s, &["iterations", "failed", "timeout"]), 2.0);
+    assert!(
+        run.took < Duration::from_secs(20),
+        "the run took {:?}",
+        run.took
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_still_reports() {
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let out_file = tempfile_path("interrupted.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fusi-node"))
+        .args([
+            "run",
+            scenario("hello").to_str().unwrap_or_default(),
+            "--vus",
+            "2",
+            "--duration",
+            "60s",
+        ])
+        .arg("--env")
+        .arg(format!("TARGET={}", t.url()))
+        .arg("--out")
+        .arg(&out_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start fusi-node: {e}"));
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill -INT failed");
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    let summary: Value = std::fs::read(&out_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("no summary written after Ctrl-C"));
+    let _ = std::fs::remove_file(&out_file);
+    assert!(num(&summary, &["http", "requests"]) > 0.0);
+    assert_eq!(
+        num(&summary, &["http", "requests"]) as u64,
+        t.stats().requests
+    );
+}
+
+#[test]
 fn panics_and_memory_hogs_fail_iterations_not_the_node() {
     let _g = serial();
     let t = target(TargetConfig::default());

@@ -215,8 +215,6 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The peer broke the HTTP protocol.
     Protocol,
-    /// The run stopped while the request was in flight.
-    Aborted,
 }
 
 impl ErrorKind {
@@ -231,7 +229,6 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::Protocol => "protocol",
-            ErrorKind::Aborted => "aborted",
         }
     }
 }

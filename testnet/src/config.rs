@@ -110,7 +110,8 @@ impl fmt::Display for Latency {
 /// event loop) while keeping its connections open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StallWindow {
-    /// When the window opens, measured from the start of the server.
+    /// When the window opens, measured from the server's first counted
+    /// request (so it lands inside a run however long the client takes to start).
     pub after: Duration,
     /// How long the window stays open.
     pub duration: Duration,

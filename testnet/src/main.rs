@@ -76,7 +76,7 @@ struct TargetArgs {
     #[arg(long, value_name = "LATENCY", default_value = "none", value_parser = parse_latency)]
     latency: Latency,
 
-    /// Open a stall window this long after start (e.g. `2s`); requests are
+    /// Open a stall window this long after the first request (e.g. `2s`); requests are
     /// held until it ends. Needs --stall-for.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "stall_for")]
     stall_after: Option<Duration>,

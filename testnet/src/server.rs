@@ -96,7 +96,7 @@ impl Target {
         let addr = listener.local_addr().context("reading the bound address")?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            started: Instant::now(),
+            first_request: OnceLock::new(),
             counters: Arc::new(Counters::default()),
             items: Mutex::new(Items::default()),
             shutdown: shutdown_rx.clone(),
@@ -189,7 +189,8 @@ impl Target {
 #[derive(Debug)]
 struct Shared {
     cfg: TargetConfig,
-    started: Instant,
+    /// When the first counted request arrived.
+    first_request: OnceLock<Instant>,
     counters: Arc<Counters>,
     items: Mutex<Items>,
     shutdown: watch::Receiver<bool>,
@@ -197,9 +198,12 @@ struct Shared {
 
 impl Shared {
     /// The stall window, as instants, if one is configured and representable.
+    /// It is timed from the first counted request, so a test's stall lands
+    /// inside its run however long the client took to start.
     fn stall_window(&self) -> Option<(Instant, Instant)> {
         let stall = self.cfg.stall?;
-        let start = self.started.checked_add(stall.after)?;
+        let first = *self.first_request.get()?;
+        let start = first.checked_add(stall.after)?;
         let end = start.checked_add(stall.duration)?;
         Some((start, end))
     }
@@ -397,6 +401,7 @@ async fn respond_with_knobs(
     parts: &http::request::Parts,
     body: Result<Bytes, BodyRejected>,
 ) -> Resp {
+    let _ = shared.first_request.set(Instant::now());
     let mut stalled = false;
     if let Some(end) = shared.stalled_until() {
         stalled = true;

@@ -276,12 +276,17 @@ impl SeriesSet {
         }
     }
 
-    /// Merges every series of another set.
+    /// Merges every series of another set. A series whose kind does not
+    /// match is skipped (the first such mismatch is returned); the others
+    /// are still merged.
     pub fn merge_all(&mut self, other: &SeriesSet) -> Result<(), KindMismatch> {
+        let mut first = Ok(());
         for (k, v) in &other.series {
-            self.merge(k, v)?;
+            if let Err(e) = self.merge(k, v) {
+                first = first.and(Err(e));
+            }
         }
-        Ok(())
+        first
     }
 
     /// Number of series.

@@ -141,6 +141,7 @@ impl Prepared {
                     tasks.spawn(ramped(runner.clone(), vu, index as u64, rx, end));
                 }
                 let seg = runner.share.segment;
+                let stop = runner.run.stop.clone();
                 tasks.spawn(async move {
                     loop {
                         let now = Instant::now();
@@ -150,7 +151,7 @@ impl Prepared {
                             now.saturating_duration_since(start),
                         );
                         tx.send_replace(seg.scale(global.floor().max(0.0) as u64));
-                        if now >= end {
+                        if now >= end || stop.is_cancelled() {
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -227,6 +228,7 @@ async fn ramped(
             tokio::select! {
                 r = target.changed() => if r.is_err() { break },
                 () = tokio::time::sleep_until(end) => break,
+                () = runner.run.stop.cancelled() => break,
             }
             continue;
         }

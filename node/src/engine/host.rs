@@ -109,13 +109,12 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 let req: HttpRequest = abi::from_cbor(&bytes)
                     .map_err(|e| abi_error(format!("the request is not valid CBOR: {e}")))?;
                 let state = caller.data_mut();
-                let stop = state.run.stop.clone();
+                if state.run.stop.is_cancelled() {
+                    return Err(wasmtime::Error::new(HostTrap::Stopped));
+                }
                 let deadline = state.deadline;
-                let (resp, exchange) = state.http.send(&req, deadline, &stop).await;
+                let (resp, exchange) = state.http.send(&req, deadline).await;
                 match resp.error.as_ref().map(|e| e.kind) {
-                    Some(ErrorKind::Aborted) => {
-                        return Err(wasmtime::Error::new(HostTrap::Stopped));
-                    }
                     Some(ErrorKind::Timeout) if Instant::now() >= deadline => {
                         state
                             .run

@@ -30,7 +30,6 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Requests without a timeout of their own give up after this long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -128,14 +127,13 @@ impl HttpClient {
         self.connections.clear();
     }
 
-    /// Sends a request and reads the whole response, giving up at `deadline`
-    /// or when `stop` is cancelled. Failures come back inside the response.
-    pub async fn send(
-        &mut self,
-        req: &HttpRequest,
-        deadline: Instant,
-        stop: &CancellationToken,
-    ) -> (HttpResponse, Exchange) {
+    /// Sends a request and reads the whole response, giving up at
+    /// `deadline`. Failures come back inside the response.
+    ///
+    /// A stopping run does not abort a request in flight: it completes (or
+    /// times out) and is recorded, so the report counts every request the
+    /// target answered.
+    pub async fn send(&mut self, req: &HttpRequest, deadline: Instant) -> (HttpResponse, Exchange) {
         let mut exchange = Exchange {
             method: req.method.to_ascii_uppercase(),
             name: req
@@ -154,15 +152,20 @@ impl HttpClient {
         let deadline = deadline.min(Instant::now() + own);
         let mut timings = Timings::default();
         let started = Instant::now();
-        let result = tokio::select! {
-            biased;
-            () = stop.cancelled() => Err(Failure(ErrorKind::Aborted, "the run stopped".into())),
-            r = tokio::time::timeout_at(deadline, self.exchange(req, &mut timings, &mut exchange)) => match r {
-                Ok(r) => r,
-                Err(_) => Err(Failure(ErrorKind::Timeout, format!(
-                    "no complete response within {} ms", deadline.saturating_duration_since(started).as_millis()
-                ))),
-            },
+        let result = match tokio::time::timeout_at(
+            deadline,
+            self.exchange(req, &mut timings, &mut exchange),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Failure(
+                ErrorKind::Timeout,
+                format!(
+                    "no complete response within {} ms",
+                    deadline.saturating_duration_since(started).as_millis()
+                ),
+            )),
         };
         timings.total_us = micros(started.elapsed());
         match result {
@@ -649,7 +652,6 @@ mod tests {
     #[tokio::test]
     async fn refused_and_invalid_are_classified() {
         let mut client = HttpClient::new(TlsSettings::new(false).expect("tls"));
-        let stop = CancellationToken::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         // Port 1 on loopback: nothing listens there.
         let req = HttpRequest {
@@ -657,7 +659,7 @@ mod tests {
             url: "http://127.0.0.1:1/".into(),
             ..HttpRequest::default()
         };
-        let (resp, _) = client.send(&req, deadline, &stop).await;
+        let (resp, _) = client.send(&req, deadline).await;
         assert_eq!(resp.status, 0);
         assert_eq!(resp.error.map(|e| e.kind), Some(ErrorKind::Refused));
         let req = HttpRequest {
@@ -665,14 +667,14 @@ mod tests {
             url: "gopher://x".into(),
             ..HttpRequest::default()
         };
-        let (resp, _) = client.send(&req, deadline, &stop).await;
+        let (resp, _) = client.send(&req, deadline).await;
         assert_eq!(resp.error.map(|e| e.kind), Some(ErrorKind::InvalidRequest));
         let req = HttpRequest {
             method: "G E T".into(),
             url: "http://127.0.0.1:1/".into(),
             ..HttpRequest::default()
         };
-        let (resp, _) = client.send(&req, deadline, &stop).await;
+        let (resp, _) = client.send(&req, deadline).await;
         assert_eq!(resp.error.map(|e| e.kind), Some(ErrorKind::InvalidRequest));
     }
 }

@@ -41,6 +41,12 @@ pub enum LoadError {
     /// An entry point with the wrong signature.
     #[error("the export `{0}` must be a function with no parameters and no results")]
     BadEntryPoint(String),
+    /// An ABI version export of the wrong type.
+    #[error(
+        "the export `{}` must be a function with no parameters that returns an i32",
+        exports::ABI_VERSION
+    )]
+    BadAbiVersion,
     /// No ABI version export.
     #[error(
         "the module exports no `{}` function, so it was not built with the fusi SDK (or declares no ABI \
@@ -120,7 +126,7 @@ impl ScenarioModule {
                 if f.params().len() == 0
                     && f.results().len() == 1
                     && matches!(f.results().next(), Some(ValType::I32)) => {}
-            Some(_) => return Err(LoadError::BadEntryPoint(exports::ABI_VERSION.to_owned())),
+            Some(_) => return Err(LoadError::BadAbiVersion),
             None => return Err(LoadError::NoAbiVersion),
         }
         if !matches!(

@@ -30,6 +30,10 @@ use super::module::ScenarioModule;
 use super::recorder::Recorder;
 use crate::core::metrics::{SeriesKey, names};
 
+/// How long after its deadline (or the hard stop) an iteration stuck in a
+/// host call that ignores them is cut.
+const BACKSTOP: Duration = Duration::from_secs(1);
+
 /// What every VU of a run shares.
 pub struct RunContext {
     /// Where measurements go.
@@ -291,11 +295,25 @@ impl Vu {
     pub async fn iterate(self, scheduled: Instant) -> (Option<Vu>, Outcome) {
         let mut vu = self;
         vu.arm();
-        let result = vu.iteration_fn.call_async(&mut vu.store, ()).await;
         let run = vu.store.data().run.clone();
+        let deadline = vu.store.data().deadline;
+        // The epoch callback and fusi's own host calls honour the deadline
+        // and the stop; a host call that does not (a WASI sleep) is cut here,
+        // a moment later, by dropping the call, which wasmtime unwinds.
+        let call = vu.iteration_fn.call_async(&mut vu.store, ());
+        let result = tokio::select! {
+            r = call => Some(r),
+            () = tokio::time::sleep_until(deadline + BACKSTOP) => None,
+            () = async {
+                run.stop.cancelled().await;
+                tokio::time::sleep(BACKSTOP).await;
+            } => None,
+        };
         let outcome = match &result {
-            Ok(()) => Outcome::Completed,
-            Err(e) => vu.classify(e),
+            Some(Ok(())) => Outcome::Completed,
+            Some(Err(e)) => vu.classify(e),
+            None if run.stop.is_cancelled() => Outcome::Interrupted,
+            None => Outcome::Failed("timeout"),
         };
         let tags = vu.store.data().base_tags();
         match outcome {
@@ -327,9 +345,20 @@ impl Vu {
                 );
                 if outcome != Outcome::Interrupted
                     && run.failures_logged.fetch_add(1, Ordering::Relaxed) < 5
-                    && let Err(e) = &result
                 {
-                    tracing::warn!(vu = vu.id, reason, "iteration failed: {}", e.root_cause());
+                    match &result {
+                        Some(Err(e)) => tracing::warn!(
+                            vu = vu.id,
+                            reason,
+                            "iteration failed: {}",
+                            e.root_cause()
+                        ),
+                        _ => tracing::warn!(
+                            vu = vu.id,
+                            reason,
+                            "iteration cut: it ran past its deadline in a host call"
+                        ),
+                    }
                 }
             }
         }

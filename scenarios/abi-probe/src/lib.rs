@@ -8,6 +8,14 @@ static PROBE_COUNTER: Counter = Counter::new("probe_counter");
 static PROBE_TREND: Trend = Trend::new("probe_trend");
 static PROBE_RATE: Rate = Rate::new("probe_rate");
 
+fn setup() {
+    check("setup runs as VU 0", vu_id() == 0);
+}
+
+fn teardown() {
+    check("teardown runs as VU 0", vu_id() == 0);
+}
+
 fn init() {
     tag("probe", "yes");
 }
@@ -56,4 +64,9 @@ fn iteration() {
     check("always fails", false);
 }
 
-fusi_sdk::scenario!(init = init, iteration = iteration);
+fusi_sdk::scenario!(
+    setup = setup,
+    init = init,
+    iteration = iteration,
+    teardown = teardown
+);

@@ -1,6 +1,7 @@
 //! Test scenario: misbehaves on purpose, as `MODE` says, so that tests can
 //! check that the node survives it. `MODE=loop` spins forever, `panic`
-//! panics, `oom` allocates without bound, `sleep` sleeps an hour. Every
+//! panics, `oom` allocates without bound, `sleep` sleeps an hour (and
+//! `wasi-sleep` too, through WASI instead of the fusi host). Every
 //! `EVERY`-th iteration misbehaves (default 1: all of them); the others GET
 //! `$TARGET/hello` when `TARGET` is set.
 
@@ -28,6 +29,7 @@ fn iteration() {
                 }
             }
             Some("sleep") => sleep(Duration::from_secs(3600)),
+            Some("wasi-sleep") => std::thread::sleep(Duration::from_secs(3600)),
             _ => {}
         }
     }
