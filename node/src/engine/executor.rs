@@ -281,7 +281,7 @@ async fn dispatch(runner: Arc<ShareRunner>, vus: Vec<Vu>, start: Instant, tasks:
                 runner
                     .run
                     .recorder
-                    .add(dropped_key.clone(), MetricKind::Counter, 1.0);
+                    .add(0, dropped_key.clone(), MetricKind::Counter, 1.0);
                 if total < max_vus {
                     let index = total;
                     total += 1;

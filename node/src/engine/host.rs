@@ -114,20 +114,20 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 }
                 let deadline = state.deadline;
                 let (resp, exchange) = state.http.send(&req, deadline).await;
-                match resp.error.as_ref().map(|e| e.kind) {
-                    Some(ErrorKind::Timeout) if Instant::now() >= deadline => {
-                        state
-                            .run
-                            .recorder
-                            .http(&state.base_tags(), &req.tags, &resp, &exchange);
-                        return Err(wasmtime::Error::new(HostTrap::Timeout));
-                    }
-                    _ => {}
+                state.run.recorder.http(
+                    state.vu_id,
+                    state.base_tags(),
+                    &req.tags,
+                    &resp,
+                    &exchange,
+                );
+                let cut = resp
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.kind == ErrorKind::Timeout);
+                if cut && Instant::now() >= deadline {
+                    return Err(wasmtime::Error::new(HostTrap::Timeout));
                 }
-                state
-                    .run
-                    .recorder
-                    .http(&state.base_tags(), &req.tags, &resp, &exchange);
                 state.result = abi::to_cbor(&resp);
                 Ok(i32::try_from(state.result.len()).unwrap_or(i32::MAX))
             })
@@ -186,10 +186,11 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, VuState>, ptr: u32, len: u32, passed: i32| -> HostResult<()> {
             let name = read_str(&mut caller, ptr, len, "the check name")?;
             let state = caller.data();
-            let mut tags = state.base_tags();
+            let mut tags = state.base_tags().to_vec();
             tags.push(("check".into(), name));
             let passed = f64::from(u8::from(passed != 0));
             state.run.recorder.add(
+                state.vu_id,
                 SeriesKey::new(names::CHECKS, tags),
                 MetricKind::Rate,
                 passed,
@@ -209,26 +210,22 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 )));
             }
             let state = caller.data_mut();
-            if state.groups.len() >= 16 {
+            if state.group_depth() >= 16 {
                 return Err(abi_error("groups nest more than 16 deep"));
             }
             let path = format!("{}::{name}", state.group_path());
-            state.groups.push((path, Instant::now()));
+            state.enter_group(path);
             Ok(())
         },
     )?;
 
     linker.func_wrap(m, imports::GROUP_EXIT, |mut caller: Caller<'_, VuState>| {
         let state = caller.data_mut();
-        if let Some((path, started)) = state.groups.pop() {
-            let mut tags: Vec<(String, String)> = state
-                .tags
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            tags.push(("group".into(), path));
+        if let Some((path, started)) = state.exit_group() {
+            let tags = state.tags_with_group(&path);
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             state.run.recorder.add(
+                state.vu_id,
                 SeriesKey::new(names::GROUP_DURATION, tags),
                 MetricKind::Trend,
                 ms,
@@ -248,11 +245,11 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     RESERVED_TAGS.join(", ")
                 )));
             }
-            let tags = &mut caller.data_mut().tags;
-            if tags.len() >= MAX_TAGS && !tags.contains_key(&key) {
+            let state = caller.data_mut();
+            if state.tags().len() >= MAX_TAGS && !state.tags().contains_key(&key) {
                 return Err(abi_error(format!("a VU may set at most {MAX_TAGS} tags")));
             }
-            tags.insert(key, value);
+            state.set_tag(key, value);
             Ok(())
         },
     )?;
@@ -262,7 +259,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         imports::TAG_REMOVE,
         |mut caller: Caller<'_, VuState>, kp: u32, kl: u32| -> HostResult<()> {
             let key = read_str(&mut caller, kp, kl, "the tag key")?;
-            caller.data_mut().tags.remove(&key);
+            caller.data_mut().remove_tag(&key);
             Ok(())
         },
     )?;
@@ -280,7 +277,10 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 )));
             }
             let state = caller.data();
-            state.run.recorder.add(SeriesKey::new(&name, state.base_tags()), kind, value);
+            state
+                .run
+                .recorder
+                .add(state.vu_id, SeriesKey::new(&name, state.base_tags().to_vec()), kind, value);
             Ok(())
         },
     )?;

@@ -215,7 +215,9 @@ impl HttpClient {
         };
         let conn = match reusable {
             Some(c) => c,
-            None => connect(&origin, &tls, timings).await?,
+            // Boxed: the connect future (TLS state included) is large, and would
+            // otherwise be copied around with every request's future.
+            None => Box::pin(connect(&origin, &tls, timings)).await?,
         };
         let conn = self.connections.entry(origin.clone()).or_insert(conn);
         let (sent0, recv0) = conn.meter.totals();

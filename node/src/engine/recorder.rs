@@ -5,18 +5,22 @@
 //! [`Shard`](crate::core::shard::Shard) and starts a fresh set, so memory is
 //! bounded by the series of one interval, never by the number of samples.
 //!
-//! One short mutex guards the current interval. It is held for a few hash
-//! lookups per request; the lock is never held across an await.
+//! Samples go to one of 16 lanes (by VU id), each behind its own short mutex,
+//! so VUs on different threads rarely wait for each other; a lock is never
+//! held across an await. The HTTP metrics of a request (count, failure,
+//! seven timings) live together under its tag set: one lookup per request.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fusi_sdk::abi::{HttpResponse, MetricKind};
+use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::core::metrics::{SeriesKey, SeriesSet, names};
+use crate::core::metrics::{SeriesKey, SeriesSet, Value, names, new_histogram};
 use crate::core::shard::Shard;
 use crate::engine::executor::Progress;
 use crate::engine::http::Exchange;
@@ -25,11 +29,103 @@ use crate::engine::http::Exchange;
 /// one `overflow` series per metric (and a warning is logged once).
 pub const MAX_SERIES_PER_INTERVAL: usize = 10_000;
 
-/// Collects samples for the current interval.
+/// Independent lanes, so VUs on different threads rarely share a lock.
+const LANES: usize = 16;
+
+/// The HTTP metrics of one tag set, kept together so a request costs one
+/// lookup instead of one per metric.
 #[derive(Default)]
+struct HttpSeries {
+    requests: u64,
+    failed: u64,
+    /// duration, blocked, connecting, tls, sending, waiting, receiving
+    timings: Option<[Histogram<u64>; 7]>,
+}
+
+const TIMING_METRICS: [&str; 7] = [
+    names::HTTP_REQ_DURATION,
+    names::HTTP_REQ_BLOCKED,
+    names::HTTP_REQ_CONNECTING,
+    names::HTTP_REQ_TLS_HANDSHAKING,
+    names::HTTP_REQ_SENDING,
+    names::HTTP_REQ_WAITING,
+    names::HTTP_REQ_RECEIVING,
+];
+
+/// One lane's samples of the current interval.
+#[derive(Default)]
+struct Lane {
+    series: SeriesSet,
+    /// HTTP metrics by sorted tag set.
+    http: HashMap<Vec<(String, String)>, HttpSeries>,
+    /// `errors` by (kind, name).
+    errors: HashMap<(&'static str, String), u64>,
+    sent: u64,
+    received: u64,
+}
+
+impl Lane {
+    fn series_count(&self) -> usize {
+        self.series.len() + self.http.len() * 9 + self.errors.len()
+    }
+
+    /// Moves everything into `out` as plain series.
+    fn drain_into(&mut self, out: &mut SeriesSet) {
+        let _ = out.merge_all(&self.series.take());
+        for (tags, h) in self.http.drain() {
+            let key = |metric: &str| SeriesKey {
+                metric: metric.to_owned(),
+                tags: tags.clone(),
+            };
+            let _ = out.merge(&key(names::HTTP_REQS), &Value::Counter(h.requests as f64));
+            let _ = out.merge(
+                &key(names::HTTP_REQ_FAILED),
+                &Value::Rate {
+                    passes: h.failed,
+                    fails: h.requests - h.failed,
+                },
+            );
+            if let Some(timings) = h.timings {
+                for (metric, hist) in TIMING_METRICS.iter().zip(timings) {
+                    let _ = out.merge(&key(metric), &Value::Trend(hist));
+                }
+            }
+        }
+        for ((kind, name), n) in self.errors.drain() {
+            let key = SeriesKey::new(
+                names::ERRORS,
+                [
+                    ("kind".to_owned(), kind.to_owned()),
+                    ("name".to_owned(), name),
+                ],
+            );
+            let _ = out.merge(&key, &Value::Counter(n as f64));
+        }
+        for (metric, bytes) in [
+            (names::DATA_SENT, &mut self.sent),
+            (names::DATA_RECEIVED, &mut self.received),
+        ] {
+            if *bytes > 0 {
+                let _ = out.merge(&SeriesKey::new(metric, []), &Value::Counter(*bytes as f64));
+                *bytes = 0;
+            }
+        }
+    }
+}
+
+/// Collects samples for the current interval.
 pub struct Recorder {
-    current: Mutex<SeriesSet>,
+    lanes: Vec<Mutex<Lane>>,
     warned_overflow: AtomicBool,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            lanes: (0..LANES).map(|_| Mutex::new(Lane::default())).collect(),
+            warned_overflow: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Recorder {
@@ -38,31 +134,35 @@ impl Recorder {
         Recorder::default()
     }
 
-    /// Adds one sample.
-    pub fn add(&self, key: SeriesKey, kind: MetricKind, value: f64) {
-        let mut set = self.lock();
-        Self::add_locked(&mut set, &self.warned_overflow, key, kind, value);
+    fn lane(&self, lane: u64) -> std::sync::MutexGuard<'_, Lane> {
+        let i = (lane % LANES as u64) as usize;
+        // A panic while holding the lock cannot leave a Lane invalid, so a
+        // poisoned lock is still usable.
+        self.lanes[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add_locked(
-        set: &mut SeriesSet,
-        warned: &AtomicBool,
-        key: SeriesKey,
-        kind: MetricKind,
-        value: f64,
-    ) {
-        let key = if set.len() >= MAX_SERIES_PER_INTERVAL && set.get(&key).is_none() {
-            if !warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "more than {MAX_SERIES_PER_INTERVAL} metric series in one second; new tag sets are merged \
-                     into an `overflow` series: give requests with ids in their URL a `name` tag"
-                );
-            }
+    fn overflowing(&self, lane: &Lane) -> bool {
+        if lane.series_count() < MAX_SERIES_PER_INTERVAL / LANES {
+            return false;
+        }
+        if !self.warned_overflow.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "more than {MAX_SERIES_PER_INTERVAL} metric series in one second; new tag sets are merged \
+                 into an `overflow` series: give requests with ids in their URL a `name` tag"
+            );
+        }
+        true
+    }
+
+    /// Adds one sample; `lane` spreads VUs over locks (use the VU id).
+    pub fn add(&self, lane: u64, key: SeriesKey, kind: MetricKind, value: f64) {
+        let mut l = self.lane(lane);
+        let key = if l.series.get(&key).is_none() && self.overflowing(&l) {
             SeriesKey::new(&key.metric, [("overflow".to_owned(), "true".to_owned())])
         } else {
             key
         };
-        if let Err(e) = set.add(&key, kind, value) {
+        if let Err(e) = l.series.add(&key, kind, value) {
             tracing::warn!(metric = %key.metric, "sample dropped: {e}");
         }
     }
@@ -70,84 +170,70 @@ impl Recorder {
     /// Records one HTTP request with all its metrics.
     pub fn http(
         &self,
+        lane: u64,
         base_tags: &[(String, String)],
         req_tags: &[(String, String)],
         resp: &HttpResponse,
         ex: &Exchange,
     ) {
         let failed = !(200..400).contains(&resp.status);
-        let mut tags: Vec<(String, String)> = base_tags.to_vec();
+        let mut tags: Vec<(String, String)> =
+            Vec::with_capacity(base_tags.len() + req_tags.len() + 3);
+        tags.extend_from_slice(base_tags);
         tags.extend(req_tags.iter().filter(|(k, _)| k != "name").cloned());
         tags.push(("method".into(), ex.method.clone()));
         tags.push(("name".into(), ex.name.clone()));
         tags.push(("status".into(), resp.status.to_string()));
-        let key = |metric: &str| SeriesKey::new(metric, tags.iter().cloned());
-        let ms = |us: u64| us as f64 / 1000.0;
-        let t = &resp.timings;
+        let tags = SeriesKey::new("", tags).tags;
         let error_kind = match (&resp.error, resp.status) {
             (Some(e), _) => Some(e.kind.as_str()),
             (None, 400..=499) => Some("status_4xx"),
             (None, 500..=599) => Some("status_5xx"),
             _ => None,
         };
-        let mut set = self.lock();
-        let w = &self.warned_overflow;
-        Self::add_locked(&mut set, w, key(names::HTTP_REQS), MetricKind::Counter, 1.0);
-        Self::add_locked(
-            &mut set,
-            w,
-            key(names::HTTP_REQ_FAILED),
-            MetricKind::Rate,
-            f64::from(u8::from(failed)),
-        );
+        let mut l = self.lane(lane);
+        let tags = if !l.http.contains_key(&tags) && self.overflowing(&l) {
+            vec![("overflow".to_owned(), "true".to_owned())]
+        } else {
+            tags
+        };
+        let h = l.http.entry(tags).or_default();
+        h.requests += 1;
+        h.failed += u64::from(failed);
         if resp.error.is_none() {
-            for (metric, us) in [
-                (names::HTTP_REQ_DURATION, t.duration_us),
-                (names::HTTP_REQ_BLOCKED, t.dns_us),
-                (names::HTTP_REQ_CONNECTING, t.connect_us),
-                (names::HTTP_REQ_TLS_HANDSHAKING, t.tls_us),
-                (names::HTTP_REQ_SENDING, t.sending_us),
-                (names::HTTP_REQ_WAITING, t.waiting_us),
-                (names::HTTP_REQ_RECEIVING, t.receiving_us),
-            ] {
-                Self::add_locked(&mut set, w, key(metric), MetricKind::Trend, ms(us));
+            let t = &resp.timings;
+            let hists = h
+                .timings
+                .get_or_insert_with(|| std::array::from_fn(|_| new_histogram()));
+            for (hist, us) in hists.iter_mut().zip([
+                t.duration_us,
+                t.dns_us,
+                t.connect_us,
+                t.tls_us,
+                t.sending_us,
+                t.waiting_us,
+                t.receiving_us,
+            ]) {
+                // Microseconds are the trend units of a millisecond metric.
+                if hist.record(us).is_err() {
+                    hist.saturating_record(us);
+                }
             }
         }
         if let Some(kind) = error_kind {
-            let k = SeriesKey::new(
-                names::ERRORS,
-                [
-                    ("kind".to_owned(), kind.to_owned()),
-                    ("name".to_owned(), ex.name.clone()),
-                ],
-            );
-            Self::add_locked(&mut set, w, k, MetricKind::Counter, 1.0);
+            *l.errors.entry((kind, ex.name.clone())).or_insert(0) += 1;
         }
-        Self::add_locked(
-            &mut set,
-            w,
-            SeriesKey::new(names::DATA_SENT, []),
-            MetricKind::Counter,
-            ex.bytes_sent as f64,
-        );
-        Self::add_locked(
-            &mut set,
-            w,
-            SeriesKey::new(names::DATA_RECEIVED, []),
-            MetricKind::Counter,
-            ex.bytes_received as f64,
-        );
+        l.sent += ex.bytes_sent;
+        l.received += ex.bytes_received;
     }
 
     /// Takes the current interval's series, leaving a fresh set.
     pub fn seal(&self) -> SeriesSet {
-        self.lock().take()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SeriesSet> {
-        // A panic while holding the lock cannot leave a SeriesSet invalid, so
-        // a poisoned lock is still usable.
-        self.current.lock().unwrap_or_else(|p| p.into_inner())
+        let mut out = SeriesSet::new();
+        for lane in 0..LANES as u64 {
+            self.lane(lane).drain_into(&mut out);
+        }
+        out
     }
 }
 
@@ -236,9 +322,9 @@ mod tests {
             status: 503,
             ..HttpResponse::default()
         };
-        r.http(&[], &[], &ok, &ex);
-        r.http(&[], &[], &err, &ex);
-        r.http(&[], &[], &five, &ex);
+        r.http(1, &[], &[], &ok, &ex);
+        r.http(2, &[], &[], &err, &ex);
+        r.http(3, &[], &[], &five, &ex);
         let set = r.seal();
         assert_eq!(
             set.fold(names::HTTP_REQS, |_| true),
@@ -276,13 +362,18 @@ mod tests {
         let r = Recorder::new();
         for i in 0..MAX_SERIES_PER_INTERVAL + 50 {
             r.add(
+                i as u64,
                 SeriesKey::new("m", [("id".to_owned(), i.to_string())]),
                 MetricKind::Counter,
                 1.0,
             );
         }
         let set = r.seal();
-        assert_eq!(set.len(), MAX_SERIES_PER_INTERVAL + 1);
+        assert_eq!(
+            set.len(),
+            MAX_SERIES_PER_INTERVAL + 1,
+            "the cap, plus one overflow series"
+        );
         let overflow = SeriesKey::new("m", [("overflow".to_owned(), "true".to_owned())]);
         assert_eq!(set.get(&overflow), Some(&Value::Counter(50.0)));
     }

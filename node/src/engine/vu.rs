@@ -103,8 +103,11 @@ pub struct VuState {
     /// What the last host call left for `result_read`.
     pub(super) result: Vec<u8>,
     /// Open groups: full path and start.
-    pub(super) groups: Vec<(String, Instant)>,
-    pub(super) tags: BTreeMap<String, String>,
+    groups: Vec<(String, Instant)>,
+    tags: BTreeMap<String, String>,
+    /// `tags` plus the current group, sorted: kept up to date, because every
+    /// sample the VU records carries them.
+    base: Vec<(String, String)>,
     pub(super) http: HttpClient,
     pub(super) run: Arc<RunContext>,
     /// The current call must finish by then.
@@ -118,17 +121,61 @@ impl VuState {
     }
 
     /// The VU's tags plus its group: the tags of every sample it records.
-    pub(super) fn base_tags(&self) -> Vec<(String, String)> {
+    pub(super) fn base_tags(&self) -> &[(String, String)] {
+        &self.base
+    }
+
+    /// The VU's tags with `group` set to `path`.
+    pub(super) fn tags_with_group(&self, path: &str) -> Vec<(String, String)> {
         let mut tags: Vec<(String, String)> = self
             .tags
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let group = self.group_path();
-        if !group.is_empty() {
-            tags.push(("group".into(), group.to_owned()));
+        if !path.is_empty() {
+            tags.push(("group".into(), path.to_owned()));
         }
+        tags.sort();
         tags
+    }
+
+    fn refresh_base(&mut self) {
+        self.base = self.tags_with_group(self.group_path());
+    }
+
+    /// Open groups.
+    pub(super) fn group_depth(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Enters a group whose full path is `path`.
+    pub(super) fn enter_group(&mut self, path: String) {
+        self.groups.push((path, Instant::now()));
+        self.refresh_base();
+    }
+
+    /// Leaves the innermost group: its path and when it was entered.
+    pub(super) fn exit_group(&mut self) -> Option<(String, Instant)> {
+        let g = self.groups.pop();
+        self.refresh_base();
+        g
+    }
+
+    /// The VU's own tags.
+    pub(super) fn tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
+    }
+
+    /// Sets a VU tag.
+    pub(super) fn set_tag(&mut self, key: String, value: String) {
+        self.tags.insert(key, value);
+        self.refresh_base();
+    }
+
+    /// Removes a VU tag.
+    pub(super) fn remove_tag(&mut self, key: &str) {
+        self.tags.remove(key);
+        self.refresh_base();
     }
 }
 
@@ -210,6 +257,7 @@ impl Vu {
             result: Vec::new(),
             groups: Vec::new(),
             tags: BTreeMap::new(),
+            base: Vec::new(),
             http,
             deadline: Instant::now() + run.iteration_timeout,
             run,
@@ -315,20 +363,20 @@ impl Vu {
             None if run.stop.is_cancelled() => Outcome::Interrupted,
             None => Outcome::Failed("timeout"),
         };
-        let tags = vu.store.data().base_tags();
+        let lane = vu.id;
         match outcome {
             Outcome::Completed => {
                 let ms = scheduled.elapsed().as_secs_f64() * 1000.0;
-                run.recorder.add(
-                    SeriesKey::new(names::ITERATIONS, tags.clone()),
-                    MetricKind::Counter,
-                    1.0,
-                );
-                run.recorder.add(
-                    SeriesKey::new(names::ITERATION_DURATION, tags),
-                    MetricKind::Trend,
-                    ms,
-                );
+                let tags = vu.store.data().base_tags();
+                // Base tags are sorted and unique already.
+                let key = |metric: &str| SeriesKey {
+                    metric: metric.to_owned(),
+                    tags: tags.to_vec(),
+                };
+                run.recorder
+                    .add(lane, key(names::ITERATIONS), MetricKind::Counter, 1.0);
+                run.recorder
+                    .add(lane, key(names::ITERATION_DURATION), MetricKind::Trend, ms);
             }
             Outcome::Failed(_) | Outcome::Interrupted => {
                 let reason = match outcome {
@@ -336,6 +384,7 @@ impl Vu {
                     _ => "interrupted",
                 };
                 run.recorder.add(
+                    lane,
                     SeriesKey::new(
                         names::ITERATIONS_FAILED,
                         [("reason".to_owned(), reason.to_owned())],
