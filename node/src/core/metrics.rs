@@ -10,10 +10,9 @@
 //! the built-in durations, which are in milliseconds) with three significant
 //! digits, in auto-resizing histograms.
 
-use std::collections::HashMap;
-
 use fusi_sdk::abi::MetricKind;
 use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
 
 /// Built-in metric names, as k6 users know them.
 pub mod names {
@@ -232,9 +231,12 @@ impl Value {
 }
 
 /// Series accumulated over one interval (or a whole run).
+///
+/// Keys hash with FxHash: series names and tags are short, and the set is
+/// bounded (the recorder caps series per interval, shards cap series too).
 #[derive(Debug, Clone, Default)]
 pub struct SeriesSet {
-    series: HashMap<SeriesKey, Value>,
+    series: FxHashMap<SeriesKey, Value>,
 }
 
 impl SeriesSet {

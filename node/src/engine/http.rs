@@ -194,20 +194,13 @@ impl HttpClient {
         timings: &mut Timings,
         exchange: &mut Exchange,
     ) -> Result<HttpResponse, Failure> {
-        let uri: Uri = req.url.parse().map_err(|e| {
+        let (uri, origin) = parse_url(&req.url)?;
+        let method = Method::from_bytes(exchange.method.as_bytes()).map_err(|_| {
             Failure(
                 ErrorKind::InvalidRequest,
-                format!("invalid URL {:?}: {e}", req.url),
+                format!("invalid method {:?}", req.method),
             )
         })?;
-        let origin = origin_of(&req.url)?;
-        let method =
-            Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                Failure(
-                    ErrorKind::InvalidRequest,
-                    format!("invalid method {:?}", req.method),
-                )
-            })?;
         let tls = self.tls.clone();
         let reusable = match self.connections.remove(&origin) {
             Some(mut c) => c.ready().await.then_some(c),
@@ -323,6 +316,10 @@ fn strip_query(url: &str) -> &str {
 }
 
 fn origin_of(url: &str) -> Result<Origin, Failure> {
+    parse_url(url).map(|(_, origin)| origin)
+}
+
+fn parse_url(url: &str) -> Result<(Uri, Origin), Failure> {
     let uri: Uri = url.parse().map_err(|e| {
         Failure(
             ErrorKind::InvalidRequest,
@@ -345,14 +342,15 @@ fn origin_of(url: &str) -> Result<Origin, Failure> {
             format!("invalid URL {url:?}: no host"),
         )
     })?;
-    Ok(Origin {
+    let origin = Origin {
         https,
         host: host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
         port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
-    })
+    };
+    Ok((uri, origin))
 }
 
 async fn connect(

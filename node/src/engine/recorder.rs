@@ -10,13 +10,13 @@
 //! held across an await. The HTTP metrics of a request (count, failure,
 //! seven timings) live together under its tag set: one lookup per request.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fusi_sdk::abi::{HttpResponse, MetricKind};
 use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -57,16 +57,18 @@ const TIMING_METRICS: [&str; 7] = [
 struct Lane {
     series: SeriesSet,
     /// HTTP metrics by sorted tag set.
-    http: HashMap<Vec<(String, String)>, HttpSeries>,
+    http: FxHashMap<Vec<(String, String)>, HttpSeries>,
+    /// Completed iterations and their durations, by the VU's tags.
+    iterations: FxHashMap<Vec<(String, String)>, (u64, Histogram<u64>)>,
     /// `errors` by (kind, name).
-    errors: HashMap<(&'static str, String), u64>,
+    errors: FxHashMap<(&'static str, String), u64>,
     sent: u64,
     received: u64,
 }
 
 impl Lane {
     fn series_count(&self) -> usize {
-        self.series.len() + self.http.len() * 9 + self.errors.len()
+        self.series.len() + self.http.len() * 9 + self.iterations.len() * 2 + self.errors.len()
     }
 
     /// Moves everything into `out` as plain series.
@@ -90,6 +92,14 @@ impl Lane {
                     let _ = out.merge(&key(metric), &Value::Trend(hist));
                 }
             }
+        }
+        for (tags, (n, hist)) in self.iterations.drain() {
+            let key = |metric: &str| SeriesKey {
+                metric: metric.to_owned(),
+                tags: tags.clone(),
+            };
+            let _ = out.merge(&key(names::ITERATIONS), &Value::Counter(n as f64));
+            let _ = out.merge(&key(names::ITERATION_DURATION), &Value::Trend(hist));
         }
         for ((kind, name), n) in self.errors.drain() {
             let key = SeriesKey::new(
@@ -164,6 +174,30 @@ impl Recorder {
         };
         if let Err(e) = l.series.add(&key, kind, value) {
             tracing::warn!(metric = %key.metric, "sample dropped: {e}");
+        }
+    }
+
+    /// Records a completed iteration that took `ms` from its scheduled
+    /// start; `tags` must be sorted with unique keys (a VU's base tags are).
+    pub fn iteration(&self, lane: u64, tags: &[(String, String)], ms: f64) {
+        let mut l = self.lane(lane);
+        let entry = match l.iterations.get_mut(tags) {
+            Some(e) => e,
+            None => {
+                let tags = if self.overflowing(&l) {
+                    vec![("overflow".to_owned(), "true".to_owned())]
+                } else {
+                    tags.to_vec()
+                };
+                l.iterations
+                    .entry(tags)
+                    .or_insert_with(|| (0, new_histogram()))
+            }
+        };
+        entry.0 += 1;
+        let v = crate::core::metrics::trend_units(ms);
+        if entry.1.record(v).is_err() {
+            entry.1.saturating_record(v);
         }
     }
 
