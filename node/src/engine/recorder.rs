@@ -52,6 +52,9 @@ const TIMING_METRICS: [&str; 7] = [
     names::HTTP_REQ_RECEIVING,
 ];
 
+/// Completed iterations of one tag set: how many, and their durations.
+type IterationSeries = (u64, Histogram<u64>);
+
 /// One lane's samples of the current interval.
 #[derive(Default)]
 struct Lane {
@@ -59,7 +62,7 @@ struct Lane {
     /// HTTP metrics by sorted tag set.
     http: FxHashMap<Vec<(String, String)>, HttpSeries>,
     /// Completed iterations and their durations, by the VU's tags.
-    iterations: FxHashMap<Vec<(String, String)>, (u64, Histogram<u64>)>,
+    iterations: FxHashMap<Vec<(String, String)>, IterationSeries>,
     /// `errors` by (kind, name).
     errors: FxHashMap<(&'static str, String), u64>,
     sent: u64,
