@@ -285,7 +285,8 @@ struct LiveProgress {
 
 impl Observer for LiveProgress {
     fn on_shard(&mut self, shard: &Shard, _report: &Report, progress: &Progress) {
-        if !self.enabled {
+        // The last shard covers only the tail of a second: its rate would mislead.
+        if !self.enabled || shard.last {
             return;
         }
         // Only this shard is read: the line costs the same in hour ten as in

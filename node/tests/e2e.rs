@@ -684,3 +684,22 @@ fn https_negotiates_http2_and_times_the_handshake() {
     ]);
     assert_eq!(num(run.summary(), &["errors", "tls"]), 2.0);
 }
+
+#[test]
+fn build_wraps_cargo_and_prints_the_module() {
+    let _g = serial();
+    // The scenarios are built already (by `scenario`), so this is quick.
+    let hello = scenario("hello");
+    let dir = repo().join("scenarios/hello");
+    let run = fusi(&["build", dir.to_str().unwrap_or_default()]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(printed.len(), 1, "{stdout}");
+    assert!(printed[0].ends_with("hello.wasm"), "{stdout}");
+    assert_eq!(
+        std::fs::canonicalize(printed[0]).ok(),
+        std::fs::canonicalize(&hello).ok()
+    );
+    fails_with(&["build", "/no/such/dir"], 1, "has no Cargo.toml");
+}
