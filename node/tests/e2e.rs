@@ -159,6 +159,7 @@ fn sdk_and_host_agree_on_every_abi_call() {
         "echo saw the method",
         "header lookup",
         "timings add up",
+        "reconnected after close",
         "refused is an error",
     ] {
         let c = check(s, name);
@@ -186,11 +187,22 @@ fn sdk_and_host_agree_on_every_abi_call() {
     assert_eq!(groups, vec!["::outer", "::outer::inner"]);
     assert_eq!(
         num(s, &["http", "requests"]),
-        12.0,
-        "6 echoes and 6 refused"
+        18.0,
+        "6 echoes, 6 closing requests and 6 refused"
     );
     assert_eq!(num(s, &["errors", "refused"]), 6.0);
-    assert_eq!(t.stats().requests, 6, "the target saw the echoes");
+    let stats = t.stats();
+    assert_eq!(
+        stats.requests, 12,
+        "the target saw the echoes and the closing requests"
+    );
+    let c = check(s, "connection: close is answered");
+    assert_eq!(c["passes"].as_u64(), Some(6), "{c}");
+    // Each iteration ends with a closed connection, so each one reconnects.
+    assert_eq!(
+        stats.connections, 6,
+        "one connection per iteration after `connection: close`"
+    );
     assert!(
         num(s, &["http", "data_sent"]) > 6.0 * 5000.0,
         "5000-byte bodies were sent"

@@ -360,18 +360,22 @@ async fn connect(
 ) -> Result<Connection, Failure> {
     let t = Instant::now();
     let addrs: Vec<SocketAddr> = match origin.host.parse::<std::net::IpAddr>() {
+        // An IP address needs no lookup: blocked stays 0.
         Ok(ip) => vec![SocketAddr::new(ip, origin.port)],
-        Err(_) => tokio::net::lookup_host((origin.host.as_str(), origin.port))
-            .await
-            .map_err(|e| {
-                Failure(
-                    ErrorKind::Dns,
-                    format!("cannot resolve {}: {e}", origin.host),
-                )
-            })?
-            .collect(),
+        Err(_) => {
+            let found = tokio::net::lookup_host((origin.host.as_str(), origin.port))
+                .await
+                .map_err(|e| {
+                    Failure(
+                        ErrorKind::Dns,
+                        format!("cannot resolve {}: {e}", origin.host),
+                    )
+                })?
+                .collect();
+            timings.dns_us = micros(t.elapsed());
+            found
+        }
     };
-    timings.dns_us = micros(t.elapsed());
     let t = Instant::now();
     let mut last = None;
     let mut tcp = None;

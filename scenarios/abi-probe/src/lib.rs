@@ -8,6 +8,10 @@ static PROBE_COUNTER: Counter = Counter::new("probe_counter");
 static PROBE_TREND: Trend = Trend::new("probe_trend");
 static PROBE_RATE: Rate = Rate::new("probe_rate");
 
+fn proto_is_http1() -> bool {
+    env("PROTO").is_none_or(|p| p == "HTTP/1.1")
+}
+
 fn setup() {
     check("setup runs as VU 0", vu_id() == 0);
 }
@@ -40,6 +44,7 @@ fn iteration() {
             check("echo status 200", res.status() == 200);
             let proto = env("PROTO").unwrap_or_else(|| "HTTP/1.1".to_owned());
             check("echo protocol", res.protocol() == proto);
+            check("reconnected after close", res.status() == 200);
             let v: serde_json::Value = res.json().unwrap_or_default();
             check("echo saw the body", v["body_len"] == 5000);
             check("echo saw the method", v["method"] == "POST");
@@ -50,6 +55,14 @@ fn iteration() {
             );
         });
     });
+    if proto_is_http1() {
+        // The server closes this connection after answering; the next
+        // iteration's first request must reconnect.
+        let closing = Request::get(&format!("{base}/hello"))
+            .header("connection", "close")
+            .send();
+        check("connection: close is answered", closing.status() == 200);
+    }
     let bad = http::get("http://127.0.0.1:1/refused");
     check(
         "refused is an error",
