@@ -6,6 +6,8 @@
 //! engine and (later) the network layer only translate between this and the
 //! outside world.
 
+pub mod clock;
+pub mod membership;
 pub mod metrics;
 pub mod report;
 pub mod schedule;

@@ -1,0 +1,306 @@
+//! Clock offsets between nodes, NTP style, as a pure state machine.
+//!
+//! A node asks a peer for the time: it notes `t1` when it sends, the peer
+//! notes `t2` on receipt and `t3` when it answers, and the node notes `t4` on
+//! receipt (each in its own wall clock). Then (RFC 5905 §8)
+//!
+//! - offset `θ = ((t2 − t1) + (t3 − t4)) / 2`, the peer's clock minus ours;
+//! - delay `δ = (t4 − t1) − (t3 − t2)`, the round trip without the peer's work.
+//!
+//! Whatever the split of `δ` between the two directions, the true offset lies
+//! in `θ ± δ/2`. Queueing only ever adds delay, so the sample with the smallest
+//! `δ` among recent ones carries the least error (NTP's clock filter,
+//! Cristian's algorithm). [`ClockFilter`] keeps the recent samples of one peer
+//! and answers with that one. Samples older than its window age out, so the
+//! estimate follows drift when exchanges are repeated.
+//!
+//! Time here is numbers passed in: wall-clock nanoseconds for the four
+//! timestamps, and a monotonic "now" for ageing. No clock is read.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The four timestamps of one exchange, in nanoseconds of each side's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange {
+    /// Request sent (our clock).
+    pub t1: i64,
+    /// Request received (the peer's clock).
+    pub t2: i64,
+    /// Answer sent (the peer's clock).
+    pub t3: i64,
+    /// Answer received (our clock).
+    pub t4: i64,
+}
+
+/// What one exchange says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// The peer's clock minus ours, ns.
+    pub offset_ns: i64,
+    /// The round trip, ns (never negative).
+    pub delay_ns: i64,
+    /// When the sample was taken, on our monotonic clock.
+    pub at: Duration,
+}
+
+impl Exchange {
+    /// The sample of this exchange, taken at `at`; `None` if the timestamps
+    /// are impossible (the answer came before the question, or the peer
+    /// answered before it was asked), which a broken or hostile peer can send.
+    pub fn sample(&self, at: Duration) -> Option<Sample> {
+        let Exchange { t1, t2, t3, t4 } = *self;
+        let round_trip = t4.checked_sub(t1)?;
+        let held = t3.checked_sub(t2)?;
+        if round_trip < 0 || held < 0 || held > round_trip {
+            return None;
+        }
+        let offset = (i128::from(t2) - i128::from(t1) + i128::from(t3) - i128::from(t4)) / 2;
+        Some(Sample {
+            offset_ns: i64::try_from(offset).ok()?,
+            delay_ns: round_trip - held,
+            at,
+        })
+    }
+}
+
+/// The current estimate of one peer's clock offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Estimate {
+    /// The peer's clock minus ours, ns.
+    pub offset_ns: i64,
+    /// The true offset is within `offset_ns ± bound_ns` (half the delay).
+    pub bound_ns: i64,
+    /// The round trip of the sample used, ns.
+    pub delay_ns: i64,
+    /// Samples the estimate was chosen from.
+    pub samples: usize,
+}
+
+/// Recent samples of one peer, and the best of them.
+#[derive(Debug, Clone)]
+pub struct ClockFilter {
+    samples: VecDeque<Sample>,
+    capacity: usize,
+    max_age: Duration,
+}
+
+impl ClockFilter {
+    /// Keeps at most `capacity` samples, none older than `max_age`.
+    pub fn new(capacity: usize, max_age: Duration) -> ClockFilter {
+        ClockFilter {
+            samples: VecDeque::with_capacity(capacity.max(1)),
+            capacity: capacity.max(1),
+            max_age,
+        }
+    }
+
+    /// Adds a sample; the oldest one goes when the filter is full.
+    pub fn add(&mut self, sample: Sample) {
+        if self.samples.len() == self.capacity {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(sample);
+    }
+
+    /// The minimum-delay sample among those not older than the window at
+    /// `now`, or `None` without any.
+    pub fn estimate(&self, now: Duration) -> Option<Estimate> {
+        let fresh = self
+            .samples
+            .iter()
+            .filter(|s| now.saturating_sub(s.at) <= self.max_age);
+        let count = fresh.clone().count();
+        fresh.min_by_key(|s| s.delay_ns).map(|best| Estimate {
+            offset_ns: best.offset_ns,
+            bound_ns: (best.delay_ns + 1) / 2,
+            delay_ns: best.delay_ns,
+            samples: count,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic xorshift generator for the simulations.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    /// One exchange with a peer whose clock is `offset` ahead, `forward` and
+    /// `back` one-way delays and `held` processing time, sent at true time `t`.
+    fn exchange(t: i64, offset: i64, forward: i64, back: i64, held: i64) -> Exchange {
+        let t1 = t;
+        let t2 = t + forward + offset;
+        let t3 = t2 + held;
+        let t4 = t3 - offset + back;
+        Exchange { t1, t2, t3, t4 }
+    }
+
+    #[test]
+    fn symmetric_paths_give_the_exact_offset() {
+        let s = exchange(1_000, 5_000_000, 30_000, 30_000, 7_000)
+            .sample(Duration::ZERO)
+            .expect("valid");
+        assert_eq!(s.offset_ns, 5_000_000);
+        assert_eq!(s.delay_ns, 60_000);
+    }
+
+    #[test]
+    fn asymmetry_widens_the_bound_as_the_arithmetic_predicts() {
+        // 70 ms one way, 10 ms back: θ = (70 − 10) / 2 = 30 ms off, δ/2 = 40 ms.
+        let s = exchange(0, 0, 70_000_000, 10_000_000, 0)
+            .sample(Duration::ZERO)
+            .expect("valid");
+        assert_eq!(s.offset_ns, 30_000_000);
+        assert_eq!(s.delay_ns, 80_000_000);
+        let mut f = ClockFilter::new(8, Duration::from_secs(60));
+        f.add(s);
+        let e = f.estimate(Duration::ZERO).expect("one sample");
+        assert_eq!(e.bound_ns, 40_000_000);
+        assert!(
+            e.offset_ns.abs() <= e.bound_ns,
+            "the true offset (0) is inside the bound"
+        );
+    }
+
+    #[test]
+    fn the_true_offset_is_always_inside_the_bound() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..200 {
+            let offset = rng.below(2_000_000_000) as i64 - 1_000_000_000;
+            let mut f = ClockFilter::new(32, Duration::from_secs(30));
+            for i in 0..40u64 {
+                // 30-90 ms base each way plus up to 50 ms of queueing, asymmetric.
+                let forward =
+                    30_000_000 + rng.below(60_000_000) as i64 + rng.below(50_000_000) as i64;
+                let back = 30_000_000 + rng.below(60_000_000) as i64;
+                let held = rng.below(1_000_000) as i64;
+                let t = 1_700_000_000_000_000_000 + i as i64 * 1_000_000_000;
+                let s = exchange(t, offset, forward, back, held)
+                    .sample(Duration::from_secs(i))
+                    .expect("valid");
+                f.add(s);
+                let e = f.estimate(Duration::from_secs(i)).expect("samples");
+                assert!(
+                    (e.offset_ns - offset).abs() <= e.bound_ns,
+                    "offset {offset}: estimate {} ± {}",
+                    e.offset_ns,
+                    e.bound_ns
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_minimum_delay_sample_wins() {
+        let mut f = ClockFilter::new(8, Duration::from_secs(60));
+        for (i, (fwd, back)) in [(50, 5), (2, 2), (40, 1)].into_iter().enumerate() {
+            f.add(
+                exchange(0, 1_000, fwd * 1000, back * 1000, 0)
+                    .sample(Duration::from_secs(i as u64))
+                    .expect("valid"),
+            );
+        }
+        let e = f.estimate(Duration::from_secs(3)).expect("samples");
+        assert_eq!((e.offset_ns, e.delay_ns, e.samples), (1_000, 4_000, 3));
+    }
+
+    #[test]
+    fn old_samples_age_out_so_drift_is_followed() {
+        let mut f = ClockFilter::new(64, Duration::from_secs(10));
+        // A great sample, then the peer's clock drifts by 1 ms; later samples
+        // are noisier but newer.
+        f.add(
+            exchange(0, 0, 1_000, 1_000, 0)
+                .sample(Duration::from_secs(0))
+                .expect("valid"),
+        );
+        for i in 1..=20u64 {
+            f.add(
+                exchange(0, 1_000_000, 50_000, 50_000, 0)
+                    .sample(Duration::from_secs(i))
+                    .expect("valid"),
+            );
+        }
+        let e = f.estimate(Duration::from_secs(20)).expect("samples");
+        assert_eq!(e.offset_ns, 1_000_000, "the stale sample no longer counts");
+        assert_eq!(e.samples, 11);
+        assert!(
+            f.estimate(Duration::from_secs(100)).is_none(),
+            "everything aged out"
+        );
+    }
+
+    #[test]
+    fn impossible_timestamps_are_refused() {
+        let at = Duration::ZERO;
+        assert!(
+            Exchange {
+                t1: 10,
+                t2: 5,
+                t3: 4,
+                t4: 20
+            }
+            .sample(at)
+            .is_none(),
+            "answered before asked"
+        );
+        assert!(
+            Exchange {
+                t1: 10,
+                t2: 0,
+                t3: 100,
+                t4: 20
+            }
+            .sample(at)
+            .is_none(),
+            "held longer than the round trip"
+        );
+        assert!(
+            Exchange {
+                t1: 10,
+                t2: 0,
+                t3: 0,
+                t4: 5
+            }
+            .sample(at)
+            .is_none(),
+            "received before sent"
+        );
+        assert!(
+            Exchange {
+                t1: i64::MIN,
+                t2: 0,
+                t3: 0,
+                t4: i64::MAX
+            }
+            .sample(at)
+            .is_none(),
+            "overflow"
+        );
+        assert!(
+            Exchange {
+                t1: -5,
+                t2: i64::MAX,
+                t3: i64::MAX,
+                t4: 5
+            }
+            .sample(at)
+            .is_some()
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! Who is in the mesh, as a pure state machine.
+//!
+//! Every node gossips a [`Heartbeat`] every second. [`Membership`] takes the
+//! heartbeats it hears and the passing of (virtual) time, and says who joined,
+//! who went quiet, who came back and who left:
+//!
+//! - a member is **suspected** after [`MembershipConfig::suspect_after`]
+//!   without a heartbeat (3 missed heartbeats by default);
+//! - it is **removed** after [`MembershipConfig::remove_after`] (10 s);
+//! - a heartbeat from a removed member makes it **join** again.
+//!
+//! Gossip may deliver heartbeats late, twice or out of order, so each carries
+//! `(boot, seq)`: the sender's start time and a counter. An older pair than
+//! the newest seen is ignored; a newer `boot` is a restart of the same node.
+//! A heartbeat of a protocol version newer than this node's is refused (and
+//! the caller logs it once), so old nodes do not act on fields they do not
+//! understand.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The membership protocol version this node speaks.
+pub const PROTOCOL: u32 = 1;
+
+/// A node's announcement of itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Protocol version of the sender.
+    pub protocol: u32,
+    /// The sender's peer id.
+    pub id: String,
+    /// Its human name.
+    pub name: String,
+    /// Its region, for load shares and latency emulation.
+    pub region: String,
+    /// When the sender started (its wall clock, ns): a restart increases it.
+    pub boot: u64,
+    /// Counts up with every heartbeat of one boot.
+    pub seq: u64,
+    /// CPU cores.
+    pub cores: u32,
+    /// The most VUs it will run.
+    pub vu_limit: u32,
+    /// Its software version.
+    pub version: String,
+    /// CPU use, 0..=1 per core summed.
+    pub cpu: f32,
+    /// Open sockets.
+    pub sockets: u32,
+    /// Addresses it listens on (multiaddrs).
+    pub listen: Vec<String>,
+}
+
+/// A member as this node sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Its latest heartbeat.
+    pub heartbeat: Heartbeat,
+    /// When it was last heard from (monotonic).
+    pub last_seen: Duration,
+    /// Whether it has gone quiet.
+    pub suspect: bool,
+}
+
+/// A change in membership, to log and act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new member (or a removed one, back).
+    Joined(String),
+    /// A member restarted (a newer boot).
+    Restarted(String),
+    /// A member missed its heartbeats.
+    Suspected(String),
+    /// A suspected member was heard from again.
+    Recovered(String),
+    /// A member was silent too long and is gone.
+    Left(String),
+}
+
+/// Timing of failure detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// Silence before a member is suspected.
+    pub suspect_after: Duration,
+    /// Silence before a member is removed.
+    pub remove_after: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            suspect_after: Duration::from_millis(3_500),
+            remove_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a heartbeat was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A protocol this node does not speak.
+    #[error("heartbeat of protocol version {0} from {1}; this node speaks {PROTOCOL}: upgrade it")]
+    FutureProtocol(u32, String),
+    /// An empty or oversized id.
+    #[error("heartbeat with an invalid peer id")]
+    BadId,
+}
+
+/// The members one node knows, itself excluded.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    me: String,
+    config: MembershipConfig,
+    members: BTreeMap<String, Member>,
+}
+
+impl Membership {
+    /// Membership as seen by node `me`.
+    pub fn new(me: &str, config: MembershipConfig) -> Membership {
+        Membership {
+            me: me.to_owned(),
+            config,
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// Takes a heartbeat heard at `now`.
+    pub fn on_heartbeat(&mut self, hb: Heartbeat, now: Duration) -> Result<Option<Event>, Refused> {
+        if hb.protocol > PROTOCOL {
+            return Err(Refused::FutureProtocol(hb.protocol, hb.id));
+        }
+        if hb.id.is_empty() || hb.id.len() > 128 {
+            return Err(Refused::BadId);
+        }
+        if hb.id == self.me {
+            return Ok(None);
+        }
+        let id = hb.id.clone();
+        match self.members.get_mut(&id) {
+            None => {
+                self.members.insert(
+                    id.clone(),
+                    Member {
+                        heartbeat: hb,
+                        last_seen: now,
+                        suspect: false,
+                    },
+                );
+                Ok(Some(Event::Joined(id)))
+            }
+            Some(m) => {
+                let old = (m.heartbeat.boot, m.heartbeat.seq);
+                if (hb.boot, hb.seq) <= old {
+                    return Ok(None);
+                }
+                let restarted = hb.boot > old.0;
+                let was_suspect = m.suspect;
+                m.heartbeat = hb;
+                m.last_seen = now;
+                m.suspect = false;
+                Ok(if restarted {
+                    Some(Event::Restarted(id))
+                } else if was_suspect {
+                    Some(Event::Recovered(id))
+                } else {
+                    None
+                })
+            }
+        }
+    }
+
+    /// Advances time: suspects and removes silent members.
+    pub fn tick(&mut self, now: Duration) -> Vec<Event> {
+        let mut events = Vec::new();
+        let config = self.config;
+        self.members.retain(|id, m| {
+            let silent = now.saturating_sub(m.last_seen);
+            if silent > config.remove_after {
+                events.push(Event::Left(id.clone()));
+                return false;
+            }
+            if silent > config.suspect_after && !m.suspect {
+                m.suspect = true;
+                events.push(Event::Suspected(id.clone()));
+            }
+            true
+        });
+        events
+    }
+
+    /// The members, by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// One member.
+    pub fn get(&self, id: &str) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// How many members (not suspected ones included).
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether no other node is known.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(id: usize, boot: u64, seq: u64) -> Heartbeat {
+        Heartbeat {
+            protocol: PROTOCOL,
+            id: format!("node-{id}"),
+            name: format!("n{id}"),
+            region: if id.is_multiple_of(2) { "fra" } else { "nrt" }.into(),
+            boot,
+            seq,
+            cores: 2,
+            vu_limit: 1000,
+            version: "test".into(),
+            cpu: 0.0,
+            sockets: 0,
+            listen: vec![],
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn join_suspect_recover_leave_restart() {
+        let mut m = Membership::new("node-0", MembershipConfig::default());
+        assert_eq!(
+            m.on_heartbeat(hb(1, 1, 0), secs(0.0)),
+            Ok(Some(Event::Joined("node-1".into())))
+        );
+        assert_eq!(
+            m.on_heartbeat(hb(0, 1, 0), secs(0.0)),
+            Ok(None),
+            "itself is not a member"
+        );
+        assert_eq!(m.on_heartbeat(hb(1, 1, 1), secs(1.0)), Ok(None));
+        assert!(
+            m.tick(secs(4.0)).is_empty(),
+            "3 s of silence is not yet 3 missed heartbeats"
+        );
+        assert_eq!(m.tick(secs(4.6)), vec![Event::Suspected("node-1".into())]);
+        assert!(m.tick(secs(5.0)).is_empty(), "suspected once");
+        assert_eq!(
+            m.on_heartbeat(hb(1, 1, 0), secs(5.0)),
+            Ok(None),
+            "a stale heartbeat changes nothing"
+        );
+        assert!(m.get("node-1").is_some_and(|x| x.suspect));
+        assert_eq!(
+            m.on_heartbeat(hb(1, 1, 5), secs(5.0)),
+            Ok(Some(Event::Recovered("node-1".into())))
+        );
+        assert_eq!(
+            m.tick(secs(15.1)),
+            vec![Event::Left("node-1".into())],
+            "10 s of silence"
+        );
+        assert!(m.is_empty());
+        assert_eq!(
+            m.on_heartbeat(hb(1, 1, 9), secs(16.0)),
+            Ok(Some(Event::Joined("node-1".into())))
+        );
+        assert_eq!(
+            m.on_heartbeat(hb(1, 2, 0), secs(17.0)),
+            Ok(Some(Event::Restarted("node-1".into())))
+        );
+    }
+
+    #[test]
+    fn future_protocols_and_bad_ids_are_refused() {
+        let mut m = Membership::new("me", MembershipConfig::default());
+        let mut future = hb(1, 1, 1);
+        future.protocol = PROTOCOL + 1;
+        assert!(matches!(
+            m.on_heartbeat(future, secs(0.0)),
+            Err(Refused::FutureProtocol(2, _))
+        ));
+        let mut bad = hb(1, 1, 1);
+        bad.id = String::new();
+        assert_eq!(m.on_heartbeat(bad, secs(0.0)), Err(Refused::BadId));
+        assert!(m.is_empty());
+    }
+
+    /// A deterministic xorshift generator for the simulation.
+    struct Rng(u64);
+    impl Rng {
+        fn chance(&mut self, p: f64) -> bool {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % 1_000_000) as f64 / 1_000_000.0 < p
+        }
+    }
+
+    /// Hundreds of nodes gossiping under virtual time, with message loss and
+    /// a partition that heals.
+    #[test]
+    fn hundreds_of_members_with_loss_and_a_partition() {
+        const N: usize = 300;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut views: Vec<Membership> = (0..N)
+            .map(|i| Membership::new(&format!("node-{i}"), MembershipConfig::default()))
+            .collect();
+        let mut left = vec![0usize; N];
+        // Heartbeats every second, 20 % lost; nodes start staggered within 1 s.
+        let mut seq = 0u64;
+        let side = |i: usize| i < N / 2;
+        let mut t = 0.0;
+        while t < 60.0 {
+            let partitioned = (20.0..40.0).contains(&t);
+            for from in 0..N {
+                let beat = hb(from, 1, seq);
+                for (to, view) in views.iter_mut().enumerate() {
+                    if to == from || rng.chance(0.2) || (partitioned && side(from) != side(to)) {
+                        continue;
+                    }
+                    let at = secs(t + (from as f64 / N as f64));
+                    let _ = view.on_heartbeat(beat.clone(), at);
+                }
+            }
+            seq += 1;
+            t += 1.0;
+            for (i, view) in views.iter_mut().enumerate() {
+                left[i] += view
+                    .tick(secs(t))
+                    .iter()
+                    .filter(|e| matches!(e, Event::Left(_)))
+                    .count();
+            }
+            if (t - 10.0).abs() < 1e-9 {
+                assert!(
+                    views.iter().all(|v| v.len() == N - 1),
+                    "everyone knows everyone after 10 s, even with direct gossip only"
+                );
+                assert_eq!(left.iter().sum::<usize>(), 0, "20 % loss removes nobody");
+            }
+            if (t - 35.0).abs() < 1e-9 {
+                for (i, v) in views.iter().enumerate() {
+                    let same_side = if side(i) { N / 2 } else { N - N / 2 };
+                    assert_eq!(
+                        v.len(),
+                        same_side - 1,
+                        "node {i} sees only its side of the partition"
+                    );
+                }
+            }
+        }
+        assert!(
+            views.iter().all(|v| v.len() == N - 1),
+            "the healed mesh knows everyone again"
+        );
+        assert!(
+            left.iter().all(|l| *l >= N / 2 - 1),
+            "each node saw the other side leave"
+        );
+    }
+}
