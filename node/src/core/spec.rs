@@ -223,6 +223,29 @@ impl Executor {
         }
     }
 
+    /// The highest arrival rate, in iterations per second, of an arrival-rate
+    /// executor; `None` for closed executors.
+    pub fn peak_rate_per_second(&self) -> Option<f64> {
+        match self {
+            Executor::ConstantArrivalRate { rate, .. } => Some(rate.per_second()),
+            Executor::RampingArrivalRate {
+                start_rate,
+                time_unit,
+                stages,
+                ..
+            } => {
+                let unit = time_unit.as_secs_f64();
+                let peak = stages.iter().map(|s| s.target).fold(*start_rate, f64::max);
+                Some(if unit > 0.0 {
+                    peak / unit
+                } else {
+                    f64::INFINITY
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Checks the numbers; the error says which one is wrong and how to fix it.
     pub fn validate(&self) -> Result<(), SpecError> {
         const MAX_VUS: u32 = 1_000_000;
@@ -231,6 +254,17 @@ impl Executor {
             return bad(format!(
                 "{} VUs is more than the {MAX_VUS} one run may use",
                 self.max_vus()
+            ));
+        }
+        // The dispatcher counts every scheduled arrival, kept or dropped, so
+        // an absurd rate would keep it busy long past the run's end.
+        const MAX_RATE: f64 = 1_000_000.0;
+        if let Some(peak) = self.peak_rate_per_second()
+            && peak > MAX_RATE
+        {
+            return bad(format!(
+                "an arrival rate of {peak:.0}/s is more than the {MAX_RATE:.0}/s one run may schedule; \
+                 lower --rate or the stage targets"
             ));
         }
         if self.duration().is_zero() {
@@ -523,6 +557,22 @@ mod tests {
             ],
         };
         assert_eq!(e.max_vus(), 7);
+        let too_fast = Executor::ConstantArrivalRate {
+            rate: Rate {
+                iterations: 1e9,
+                per: Duration::from_secs(1),
+            },
+            duration: Duration::from_secs(2),
+            pre_allocated_vus: 1,
+            max_vus: 1,
+        };
+        assert!(
+            too_fast
+                .validate()
+                .expect_err("too fast")
+                .0
+                .contains("--rate")
+        );
         assert_eq!(e.duration(), Duration::from_secs(2));
         assert!(e.validate().is_ok());
     }
