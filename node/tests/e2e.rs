@@ -549,7 +549,11 @@ fn bad_input_gets_a_clear_error() {
         "--vus must be at least 1",
     );
     fails_with(&["run", v1, "--rate", "10/s"], 1, "needs --duration");
-    fails_with(&["run", v1, "--rate", "1e12/s", "--duration", "1s"], 1, "one run may schedule");
+    fails_with(
+        &["run", v1, "--rate", "1e12/s", "--duration", "1s"],
+        1,
+        "one run may schedule",
+    );
     fails_with(
         &["run", v1, "--max-vus", "5", "--duration", "1s"],
         1,
