@@ -9,10 +9,16 @@
 //!   recorder that seals measurements into shards.
 //! - [`local`]: a run on this machine, which is a mesh of one: the same spec,
 //!   share, shards and report that a mesh run uses.
+//! - [`net`]: the libp2p edge of a node, driving the mesh core.
+//! - [`api`]: the local HTTP API the CLI talks to.
+//! - [`store`]: what a node keeps in its data directory.
 //! - [`cli`]: the command line; `main.rs` only calls it.
 
+pub mod api;
 pub mod cli;
 pub mod core;
 pub mod engine;
 pub mod local;
+pub mod net;
+pub mod store;
 pub mod summary;

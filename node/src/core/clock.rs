@@ -105,6 +105,16 @@ impl ClockFilter {
         self.samples.push_back(sample);
     }
 
+    /// Samples held (fresh or not).
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether no sample is held.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
     /// The minimum-delay sample among those not older than the window at
     /// `now`, or `None` without any.
     pub fn estimate(&self, now: Duration) -> Option<Estimate> {

@@ -7,10 +7,13 @@
 //! outside world.
 
 pub mod clock;
+pub mod latency;
 pub mod membership;
+pub mod mesh;
 pub mod metrics;
 pub mod report;
 pub mod schedule;
 pub mod segment;
 pub mod shard;
 pub mod spec;
+pub mod wire;

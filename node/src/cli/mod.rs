@@ -18,6 +18,8 @@ use crate::engine::executor::Progress;
 use crate::local::{self, Observer};
 use crate::summary;
 
+mod mesh;
+
 const ABOUT: &str = "fusi: a distributed load generator with no central server.
 
 Runs WebAssembly scenarios (written with the fusi Rust SDK, built for
@@ -38,6 +40,15 @@ enum Cmd {
     /// Build a scenario crate (or a workspace of them) into .wasm modules.
     #[command(after_long_help = BUILD_EXAMPLES)]
     Build(BuildArgs),
+    /// Start a long-running node that joins (or starts) a mesh.
+    #[command(after_long_help = mesh::UP_EXAMPLES)]
+    Up(mesh::UpArgs),
+    /// Write a new mesh key: nodes talk only to nodes with the same key.
+    Keygen(mesh::KeygenArgs),
+    /// List the members of the mesh, as a running node sees them.
+    Peers(mesh::ApiArgs),
+    /// Describe a running node.
+    Status(mesh::ApiArgs),
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -422,20 +433,31 @@ fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
 /// Runs the command line; the process exit code comes back.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A node logs who joins and leaves; a run logs only what its scenario says.
+    let default_filter = match cli.command {
+        Cmd::Up(_) => "warn,fusi_node=info",
+        _ => "warn,scenario=info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,scenario=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Cmd::Build(args) => build(&args),
-        Cmd::Run(args) => tokio::runtime::Builder::new_multi_thread()
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")
-            .and_then(|rt| rt.block_on(run(args))),
+    };
+    let result = match cli.command {
+        Cmd::Build(args) => build(&args),
+        Cmd::Keygen(args) => mesh::keygen(&args),
+        Cmd::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
+        Cmd::Up(args) => runtime().and_then(|rt| rt.block_on(mesh::up(args))),
+        Cmd::Peers(args) => runtime().and_then(|rt| rt.block_on(mesh::peers(args))),
+        Cmd::Status(args) => runtime().and_then(|rt| rt.block_on(mesh::status(args))),
     };
     match result {
         Ok(code) => code,
@@ -461,7 +483,7 @@ mod tests {
         all.extend_from_slice(args);
         match Cli::try_parse_from(all)?.command {
             Cmd::Run(run) => run.spec(),
-            Cmd::Build(_) => bail!("not a run"),
+            _ => bail!("not a run"),
         }
     }
 

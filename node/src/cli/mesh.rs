@@ -1,0 +1,443 @@
+//! The mesh commands: `up`, `keygen`, `peers`, `status`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, DEFAULT_API, PeersView, StatusView};
+use crate::core::latency::LatencyMap;
+use crate::core::wire::{MAX_NAME_LEN, validate_region};
+use crate::net::{self, NodeConfig, meshkey};
+
+pub const UP_EXAMPLES: &str = "\
+A node runs until Ctrl-C or SIGTERM. Start one on each host with the same mesh
+key; every node but the first names any one node already up with --bootstrap,
+and learns the rest from it.
+
+  fusi-node keygen mesh.key          # once; copy the file to every host
+  fusi-node up --mesh-key mesh.key --region fra
+  fusi-node up --mesh-key mesh.key --region nrt \\
+      --bootstrap /ip4/10.0.0.5/tcp/7400/p2p/12D3KooW...
+
+The first node prints its address (`p2p listening on ...`), and `fusi-node
+status` shows it later. On a LAN, --mdns finds nodes without --bootstrap.
+
+The node keeps its identity in --data-dir, so its peer id survives restarts.
+The local API (for `fusi-node peers`, `status`) listens on --api, loopback only.
+
+Testing flags: --emulate-latency delays every message from a node of another
+region, in user space (for rehearsing geography on one machine; the testnet
+sets it): `fra-nrt=120ms` both ways, `fra>nrt=70ms` one way.";
+
+/// `fusi-node up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Where to listen for other nodes (a multiaddr); repeatable.
+    #[arg(long, value_parser = listen_arg, default_value = "/ip4/0.0.0.0/tcp/7400")]
+    listen: Vec<Multiaddr>,
+    /// A node already in the mesh, for example /ip4/10.0.0.5/tcp/7400/p2p/12D3KooW...;
+    /// repeatable. Retried with backoff until one answers.
+    #[arg(long, value_parser = dial_arg)]
+    bootstrap: Vec<Multiaddr>,
+    /// Find nodes on the local network by multicast DNS.
+    #[arg(long)]
+    mdns: bool,
+    /// This node's region (a-z, 0-9, '-'); runs split load by region.
+    #[arg(long, default_value = "local", value_parser = region_arg)]
+    region: String,
+    /// This node's name [default: the host name].
+    #[arg(long, value_parser = name_arg)]
+    name: Option<String>,
+    /// Where the node keeps its identity and data [default: $XDG_DATA_HOME/fusi-node,
+    /// or ~/.local/share/fusi-node].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The local API address (loopback only; port 0 picks one).
+    #[arg(long, env = "FUSI_API", value_parser = api_arg, default_value = DEFAULT_API)]
+    api: SocketAddr,
+    /// The mesh key file (from `fusi-node keygen`): only nodes with the same key connect.
+    #[arg(long, required_unless_present = "insecure_open")]
+    mesh_key: Option<PathBuf>,
+    /// Run without a mesh key: any host that reaches --listen may join. Not for real use.
+    #[arg(long, conflicts_with = "mesh_key")]
+    insecure_open: bool,
+    /// Emulated one-way latency between regions (testing): fra-nrt=120ms,fra>nrt=70ms.
+    #[arg(long, value_parser = latency_arg)]
+    emulate_latency: Option<Latency>,
+    /// The local address that load traffic leaves from (for example 127.0.2.1 on a testnet).
+    #[arg(long)]
+    source_ip: Option<IpAddr>,
+    /// The most VUs this node will run.
+    #[arg(long, default_value_t = 20_000)]
+    max_vus: u32,
+}
+
+/// `fusi-node keygen`.
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Where to write the new mesh key (never overwritten).
+    file: PathBuf,
+}
+
+/// `fusi-node peers` and `fusi-node status`.
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    /// The node to ask: its API address.
+    #[arg(long, env = "FUSI_API", value_parser = api_arg, default_value = DEFAULT_API)]
+    api: SocketAddr,
+    /// Print the JSON the node sent.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Latency(String, LatencyMap);
+
+fn latency_arg(s: &str) -> Result<Latency, String> {
+    LatencyMap::parse(s).map(|map| Latency(s.to_owned(), map))
+}
+
+fn region_arg(s: &str) -> Result<String, String> {
+    validate_region(s).map(|()| s.to_owned())
+}
+
+fn name_arg(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) {
+        return Err(format!(
+            "a name is 1 to {MAX_NAME_LEN} bytes of printable text"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn api_arg(s: &str) -> Result<SocketAddr, String> {
+    let trimmed = s.trim_start_matches("http://").trim_end_matches('/');
+    trimmed.parse().map_err(|_| {
+        format!("{s:?} is not an API address; write IP:PORT, for example {DEFAULT_API}")
+    })
+}
+
+fn multiaddr(s: &str) -> Result<Multiaddr, String> {
+    s.parse::<Multiaddr>().map_err(|e| {
+        format!("{s:?} is not a multiaddr ({e}); write for example /ip4/10.0.0.5/tcp/7400")
+    })
+}
+
+fn listen_arg(s: &str) -> Result<Multiaddr, String> {
+    let addr = multiaddr(s)?;
+    let mut parts = addr.iter();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Protocol::Ip4(_) | Protocol::Ip6(_)), Some(Protocol::Tcp(_)), None) => Ok(addr),
+        _ => Err(format!(
+            "{s:?}: a node listens on TCP at an IP address, for example /ip4/0.0.0.0/tcp/7400"
+        )),
+    }
+}
+
+fn dial_arg(s: &str) -> Result<Multiaddr, String> {
+    let addr = multiaddr(s)?;
+    let mut parts = addr.iter();
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (
+            Some(Protocol::Ip4(_) | Protocol::Ip6(_)),
+            Some(Protocol::Tcp(_)),
+            None | Some(Protocol::P2p(_)),
+            None,
+        ) => Ok(addr),
+        (Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)), ..) => Err(format!(
+            "{s:?}: host names are not resolved; give the node's IP address, as in /ip4/10.0.0.5/tcp/7400"
+        )),
+        _ => Err(format!(
+            "{s:?}: write IP, TCP port and (optionally) peer id, as in /ip4/10.0.0.5/tcp/7400/p2p/12D3KooW..."
+        )),
+    }
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("fusi-node"));
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(home).join(".local/share/fusi-node"));
+    }
+    anyhow::bail!("no home directory to keep the node's data in; pass --data-dir DIR")
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().chars().take(MAX_NAME_LEN).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "fusi-node".to_owned())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn signalled() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `fusi-node up`: runs a node until a signal.
+pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mesh_key = match &args.mesh_key {
+        Some(path) => Some(meshkey::read(path)?),
+        None => {
+            eprintln!(
+                "warning: --insecure-open: this mesh has no key. Any host that reaches this node's --listen \
+                 address can join it and, once runs exist, make it send traffic. Use --mesh-key FILE \
+                 (make one with `fusi-node keygen FILE`)."
+            );
+            None
+        }
+    };
+    let config = NodeConfig {
+        listen: args.listen,
+        bootstrap: args.bootstrap,
+        mdns: args.mdns,
+        name: args.name.unwrap_or_else(host_name),
+        region: args.region,
+        data_dir: match args.data_dir {
+            Some(dir) => dir,
+            None => default_data_dir()?,
+        },
+        api: args.api,
+        mesh_key,
+        emulate_latency: args.emulate_latency.map(|Latency(text, map)| (text, map)),
+        source_ip: args.source_ip,
+        vu_limit: args.max_vus,
+    };
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        signalled().await;
+        on_signal.cancel();
+    });
+    net::run(config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fusi-node keygen`.
+pub fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    let key = meshkey::generate(&args.file)?;
+    println!(
+        "wrote a new mesh key to {} (fingerprint {}); copy it to every node and start each with --mesh-key {}",
+        args.file.display(),
+        key.fingerprint(),
+        args.file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short_id(id: &str) -> String {
+    if id.len() <= 16 {
+        return id.to_owned();
+    }
+    format!("{}…{}", &id[..8], &id[id.len() - 6..])
+}
+
+fn ms(value: Option<f64>) -> String {
+    value
+        .map(|v| format!("{v:.2} ms"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Renders `fusi-node peers` as a table.
+pub fn render_peers(view: &PeersView) -> String {
+    if view.peers.is_empty() {
+        return "no other members yet\n".to_owned();
+    }
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "REGION".to_owned(),
+        "ADDRESS".to_owned(),
+        "RTT".to_owned(),
+        "CLOCK OFFSET".to_owned(),
+        "LAST SEEN".to_owned(),
+        "ID".to_owned(),
+    ]];
+    for p in &view.peers {
+        let offset = match (p.offset_ms, p.bound_ms) {
+            (Some(o), Some(b)) => format!("{o:+.3} ± {b:.3} ms"),
+            _ => "-".into(),
+        };
+        let mut seen = format!("{:.1} s ago", p.last_seen_ms as f64 / 1000.0);
+        if p.suspect {
+            seen.push_str(" (suspect)");
+        }
+        rows.push([
+            p.name.clone(),
+            p.region.clone(),
+            p.addresses.first().cloned().unwrap_or_else(|| "-".into()),
+            ms(p.rtt_ms),
+            offset,
+            seen,
+            short_id(&p.id),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders `fusi-node status`.
+pub fn render_status(s: &StatusView) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12} {v}\n"));
+    line("name", s.name.clone());
+    line("id", s.id.clone());
+    line("region", s.region.clone());
+    line("version", s.version.clone());
+    line("uptime", format!("{:.0} s", s.uptime_s));
+    line(
+        "mesh",
+        match &s.key_fingerprint {
+            Some(f) => format!("{} (key fingerprint {f})", s.mesh),
+            None => format!("{} (no mesh key: anyone who reaches it may join)", s.mesh),
+        },
+    );
+    line(
+        "members",
+        format!("{} ({} connected)", s.members, s.connected),
+    );
+    line(
+        "capacity",
+        format!("{} cores, up to {} VUs", s.cores, s.vu_limit),
+    );
+    line(
+        "health",
+        format!("cpu {:.0} %, {} sockets", s.cpu * 100.0, s.sockets),
+    );
+    for addr in &s.listen {
+        line("listening", format!("{addr}/p2p/{}", s.id));
+    }
+    if let Some(l) = &s.emulated_latency {
+        line("emulating", format!("latency {l}"));
+    }
+    if let Some(ip) = &s.source_ip {
+        line("load from", ip.clone());
+    }
+    line("data dir", s.data_dir.clone());
+    out
+}
+
+/// `fusi-node peers`.
+pub async fn peers(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let view: PeersView = api::client::get(args.api, "/v1/peers").await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).context("encoding")?
+        );
+    } else {
+        print!("{}", render_peers(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fusi-node status`.
+pub async fn status(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let view: StatusView = api::client::get(args.api, "/v1/status").await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).context("encoding")?
+        );
+    } else {
+        print!("{}", render_status(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked_with_a_fix_in_the_message() {
+        assert!(listen_arg("/ip4/127.0.0.1/tcp/0").is_ok());
+        assert!(listen_arg("/ip4/127.0.0.1/udp/1/quic-v1").is_err());
+        assert!(dial_arg("/ip4/10.0.0.5/tcp/7400").is_ok());
+        assert!(
+            dial_arg(
+                "/ip4/10.0.0.5/tcp/7400/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+            )
+            .is_ok()
+        );
+        assert!(
+            dial_arg("/dns4/example.com/tcp/7400")
+                .unwrap_err()
+                .contains("IP address")
+        );
+        assert!(
+            dial_arg("10.0.0.5:7400")
+                .unwrap_err()
+                .contains("/ip4/10.0.0.5/tcp/7400")
+        );
+        assert_eq!(
+            api_arg("http://127.0.0.1:7401/"),
+            Ok("127.0.0.1:7401".parse().unwrap())
+        );
+        assert!(api_arg("localhost").is_err());
+        assert!(region_arg("Frankfurt").is_err());
+        assert!(name_arg(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn the_peers_table_lines_up() {
+        let peer = api::PeerView {
+            id: "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
+            name: "fra-2".into(),
+            region: "fra".into(),
+            version: "0.1.0".into(),
+            addresses: vec!["/ip4/127.0.1.2/tcp/4000".into()],
+            connected: true,
+            suspect: false,
+            last_seen_ms: 400,
+            rtt_ms: Some(0.31),
+            offset_ms: Some(0.012),
+            bound_ms: Some(0.15),
+            clock_samples: 8,
+            cores: 2,
+            vu_limit: 100,
+            cpu: 0.1,
+            sockets: 3,
+        };
+        let table = render_peers(&PeersView { peers: vec![peer] });
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].contains("+0.012 ± 0.150 ms"), "{table}");
+        assert_eq!(lines[0].find("REGION"), lines[1].find("fra "));
+        assert!(render_peers(&PeersView { peers: vec![] }).contains("no other members"));
+    }
+}

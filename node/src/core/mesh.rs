@@ -1,0 +1,503 @@
+//! One node's view of the mesh, as a state machine with no I/O.
+//!
+//! [`MeshCore`] ties together what a running node does every moment it is up:
+//!
+//! - it announces itself with a [`Heartbeat`] every second;
+//! - it keeps [`Membership`] from the heartbeats it hears;
+//! - it keeps a [`ClockFilter`] per member, fed by NTP-style exchanges that
+//!   it schedules: a quick burst after a member joins, then a steady pace, so
+//!   the estimate is ready soon and follows drift later;
+//! - it dials the bootstrap addresses until one answers (with backoff), and
+//!   every member it learns of but is not connected to.
+//!
+//! The network layer (`crate::net`) feeds it what happened (a heartbeat, a
+//! clock answer, a connection) with the current monotonic time, calls
+//! [`MeshCore::tick`] often, and carries out the [`Action`]s it returns. Time
+//! is a `Duration` since the node started; no clock is read here, so the same
+//! code runs under the simulator with hundreds of nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::core::clock::{ClockFilter, Estimate, Exchange};
+use crate::core::membership::{Event, Heartbeat, Member, Membership, MembershipConfig, PROTOCOL};
+
+/// What this node says about itself in every heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalNode {
+    /// Its peer id.
+    pub id: String,
+    /// Its human name.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// When it started (wall clock, ns since the Unix epoch).
+    pub boot: u64,
+    /// CPU cores.
+    pub cores: u32,
+    /// The most VUs it will run.
+    pub vu_limit: u32,
+    /// Software version.
+    pub version: String,
+}
+
+/// This node's current load, measured by the caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Health {
+    /// CPU use, summed over cores (1.0 = one core busy).
+    pub cpu: f32,
+    /// Open sockets.
+    pub sockets: u32,
+}
+
+/// Timings of the mesh core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// Between two heartbeats.
+    pub heartbeat_every: Duration,
+    /// Failure detection.
+    pub membership: MembershipConfig,
+    /// Between clock exchanges with a member while its first samples come in.
+    pub clock_fast: Duration,
+    /// How many samples are gathered at the fast pace.
+    pub clock_fast_samples: u32,
+    /// Between clock exchanges with a member after that.
+    pub clock_every: Duration,
+    /// Samples kept per member.
+    pub clock_window: usize,
+    /// Samples older than this are forgotten, so estimates follow drift.
+    pub clock_max_age: Duration,
+    /// First wait before dialing an address again.
+    pub redial_min: Duration,
+    /// Longest wait before dialing an address again.
+    pub redial_max: Duration,
+    /// How long a member that left is still dialed now and then, so that
+    /// the two sides of a healed partition find each other again.
+    pub forget_after: Duration,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            heartbeat_every: Duration::from_secs(1),
+            membership: MembershipConfig::default(),
+            clock_fast: Duration::from_millis(200),
+            clock_fast_samples: 8,
+            clock_every: Duration::from_secs(2),
+            clock_window: 32,
+            clock_max_age: Duration::from_secs(60),
+            redial_min: Duration::from_secs(1),
+            redial_max: Duration::from_secs(30),
+            forget_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Something for the network layer to do (or to log).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Gossip this heartbeat on the members topic.
+    Publish(Heartbeat),
+    /// Start a clock exchange with this member.
+    AskClock {
+        /// The member's peer id.
+        peer: String,
+    },
+    /// Dial a member that this node is not connected to.
+    DialPeer {
+        /// Its peer id.
+        peer: String,
+        /// Where it listens.
+        addrs: Vec<String>,
+    },
+    /// Dial a bootstrap address (again).
+    DialBootstrap {
+        /// Which bootstrap address, by its position in the list.
+        index: usize,
+        /// The address.
+        addr: String,
+    },
+    /// Membership changed: log it.
+    Membership(Event),
+}
+
+/// Why a heartbeat was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatRefused {
+    /// Signed by one peer, claiming to be another.
+    #[error("heartbeat signed by {source_id} claims to come from {claimed}")]
+    Forged {
+        /// The peer that signed it.
+        source_id: String,
+        /// The id it claims.
+        claimed: String,
+    },
+    /// Refused by membership (a future protocol, a bad id).
+    #[error(transparent)]
+    Membership(#[from] crate::core::membership::Refused),
+}
+
+/// A member with what this node measured about it.
+#[derive(Debug, Clone)]
+pub struct PeerSnapshot<'a> {
+    /// The member and its latest heartbeat.
+    pub member: &'a Member,
+    /// The clock estimate, once there is a sample.
+    pub clock: Option<Estimate>,
+    /// The round trip of the latest clock exchange, ns.
+    pub last_rtt_ns: Option<i64>,
+    /// Whether a connection to it is open.
+    pub connected: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Redial {
+    next_at: Duration,
+    backoff: Duration,
+}
+
+impl Redial {
+    fn new(now: Duration, min: Duration) -> Redial {
+        Redial {
+            next_at: now,
+            backoff: min,
+        }
+    }
+
+    /// Whether a dial is due; if so, schedules the next one further out.
+    fn due(&mut self, now: Duration, max: Duration) -> bool {
+        if now < self.next_at {
+            return false;
+        }
+        self.next_at = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(max);
+        true
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PeerClock {
+    filter: ClockFilter,
+    next_at: Duration,
+    last_rtt_ns: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct Departed {
+    addrs: Vec<String>,
+    redial: Redial,
+    until: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum BootstrapState {
+    Dialing(Redial),
+    Connected,
+}
+
+#[derive(Debug, Clone)]
+struct Bootstrap {
+    addr: String,
+    state: BootstrapState,
+}
+
+/// One node's mesh state: membership, clocks, dialing.
+#[derive(Debug)]
+pub struct MeshCore {
+    me: LocalNode,
+    config: MeshConfig,
+    membership: Membership,
+    seq: u64,
+    next_heartbeat: Duration,
+    listen: Vec<String>,
+    clocks: BTreeMap<String, PeerClock>,
+    redials: BTreeMap<String, Redial>,
+    departed: BTreeMap<String, Departed>,
+    connected: BTreeSet<String>,
+    bootstraps: Vec<Bootstrap>,
+}
+
+impl MeshCore {
+    /// A node that starts at `now`, dialing `bootstraps` until one answers.
+    pub fn new(me: LocalNode, config: MeshConfig, bootstraps: Vec<String>, now: Duration) -> Self {
+        MeshCore {
+            membership: Membership::new(&me.id, config.membership),
+            me,
+            config,
+            seq: 0,
+            next_heartbeat: now,
+            listen: Vec::new(),
+            clocks: BTreeMap::new(),
+            redials: BTreeMap::new(),
+            departed: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            bootstraps: bootstraps
+                .into_iter()
+                .map(|addr| Bootstrap {
+                    addr,
+                    state: BootstrapState::Dialing(Redial::new(now, config.redial_min)),
+                })
+                .collect(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &LocalNode {
+        &self.me
+    }
+
+    /// Sets the addresses this node listens on, for its heartbeats.
+    pub fn set_listen(&mut self, addrs: Vec<String>) {
+        self.listen = addrs;
+    }
+
+    /// The addresses in this node's heartbeats.
+    pub fn listen(&self) -> &[String] {
+        &self.listen
+    }
+
+    /// Advances time to `now`: heartbeats, failure detection, clock
+    /// exchanges and dials that are due.
+    pub fn tick(&mut self, now: Duration, health: Health) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if now >= self.next_heartbeat {
+            self.seq += 1;
+            // Keep the pace without drifting, but never send a burst to catch up.
+            self.next_heartbeat = (self.next_heartbeat + self.config.heartbeat_every)
+                .max(now + self.config.heartbeat_every / 2);
+            actions.push(Action::Publish(self.heartbeat(health)));
+        }
+        let listen_of: BTreeMap<String, Vec<String>> = self
+            .membership
+            .members()
+            .filter(|m| m.suspect)
+            .map(|m| (m.heartbeat.id.clone(), m.heartbeat.listen.clone()))
+            .collect();
+        for event in self.membership.tick(now) {
+            if let Event::Left(id) = &event {
+                self.clocks.remove(id);
+                self.redials.remove(id);
+                if let Some(addrs) = listen_of.get(id).filter(|a| !a.is_empty()) {
+                    self.departed.insert(
+                        id.clone(),
+                        Departed {
+                            addrs: addrs.clone(),
+                            redial: Redial::new(now, self.config.redial_min),
+                            until: now + self.config.forget_after,
+                        },
+                    );
+                }
+            }
+            actions.push(Action::Membership(event));
+        }
+        self.departed.retain(|_, d| now < d.until);
+        for (id, d) in &mut self.departed {
+            if !self.connected.contains(id) && d.redial.due(now, self.config.redial_max) {
+                actions.push(Action::DialPeer {
+                    peer: id.clone(),
+                    addrs: d.addrs.clone(),
+                });
+            }
+        }
+        if self.connected.is_empty() {
+            // Cut off from everyone: go back to the bootstrap addresses.
+            for b in &mut self.bootstraps {
+                if matches!(b.state, BootstrapState::Connected) {
+                    b.state = BootstrapState::Dialing(Redial::new(now, self.config.redial_min));
+                }
+            }
+        }
+        for (index, b) in self.bootstraps.iter_mut().enumerate() {
+            if let BootstrapState::Dialing(redial) = &mut b.state
+                && redial.due(now, self.config.redial_max)
+            {
+                actions.push(Action::DialBootstrap {
+                    index,
+                    addr: b.addr.clone(),
+                });
+            }
+        }
+        for member in self.membership.members() {
+            let id = &member.heartbeat.id;
+            if self.connected.contains(id) {
+                if !self.clocks.contains_key(id) {
+                    self.clocks.insert(
+                        id.clone(),
+                        PeerClock {
+                            filter: ClockFilter::new(
+                                self.config.clock_window,
+                                self.config.clock_max_age,
+                            ),
+                            next_at: now,
+                            last_rtt_ns: None,
+                        },
+                    );
+                }
+                let Some(clock) = self.clocks.get_mut(id) else {
+                    continue;
+                };
+                if now >= clock.next_at {
+                    // Fast until enough answers came back (questions may be
+                    // lost, or refused while the peer has not heard of us).
+                    let pace = if clock.filter.len() < self.config.clock_fast_samples as usize {
+                        self.config.clock_fast
+                    } else {
+                        self.config.clock_every
+                    };
+                    clock.next_at = now + pace;
+                    actions.push(Action::AskClock { peer: id.clone() });
+                }
+            } else if !member.heartbeat.listen.is_empty() {
+                if !self.redials.contains_key(id) {
+                    self.redials
+                        .insert(id.clone(), Redial::new(now, self.config.redial_min));
+                }
+                let due = self
+                    .redials
+                    .get_mut(id)
+                    .is_some_and(|r| r.due(now, self.config.redial_max));
+                if due {
+                    actions.push(Action::DialPeer {
+                        peer: id.clone(),
+                        addrs: member.heartbeat.listen.clone(),
+                    });
+                }
+            }
+        }
+        actions
+    }
+
+    fn heartbeat(&self, health: Health) -> Heartbeat {
+        Heartbeat {
+            protocol: PROTOCOL,
+            id: self.me.id.clone(),
+            name: self.me.name.clone(),
+            region: self.me.region.clone(),
+            boot: self.me.boot,
+            seq: self.seq,
+            cores: self.me.cores,
+            vu_limit: self.me.vu_limit,
+            version: self.me.version.clone(),
+            cpu: health.cpu,
+            sockets: health.sockets,
+            listen: self.listen.clone(),
+        }
+    }
+
+    /// Takes a heartbeat that gossip delivered, signed by `source`.
+    pub fn on_heartbeat(
+        &mut self,
+        source: &str,
+        hb: Heartbeat,
+        now: Duration,
+    ) -> Result<Option<Event>, HeartbeatRefused> {
+        if hb.id != source {
+            return Err(HeartbeatRefused::Forged {
+                source_id: source.to_owned(),
+                claimed: hb.id,
+            });
+        }
+        let event = self.membership.on_heartbeat(hb, now)?;
+        if let Some(Event::Joined(id)) = &event {
+            self.departed.remove(id);
+        }
+        if let Some(Event::Restarted(id)) = &event {
+            // A new process: its old samples and dial backoff no longer apply.
+            self.clocks.remove(id);
+            self.redials.remove(id);
+        }
+        Ok(event)
+    }
+
+    /// Whether to answer a clock question from `peer`: only members are
+    /// answered, so that every answer is timed with the asker's region known
+    /// (which latency emulation needs) and strangers learn nothing.
+    pub fn may_answer_clock(&self, peer: &str) -> bool {
+        self.membership.get(peer).is_some()
+    }
+
+    /// Takes a completed clock exchange with `peer`. Returns `false` if its
+    /// timestamps are impossible (and so it was dropped).
+    pub fn on_clock_answer(&mut self, peer: &str, exchange: Exchange, now: Duration) -> bool {
+        let Some(clock) = self.clocks.get_mut(peer) else {
+            return true;
+        };
+        match exchange.sample(now) {
+            Some(sample) => {
+                clock.last_rtt_ns = Some(sample.delay_ns);
+                clock.filter.add(sample);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A first connection to `peer` opened.
+    pub fn on_connected(&mut self, peer: &str) {
+        self.connected.insert(peer.to_owned());
+        self.redials.remove(peer);
+    }
+
+    /// The last connection to `peer` closed.
+    pub fn on_disconnected(&mut self, peer: &str) {
+        self.connected.remove(peer);
+    }
+
+    /// A bootstrap dial connected.
+    pub fn on_bootstrap_connected(&mut self, index: usize) {
+        if let Some(b) = self.bootstraps.get_mut(index) {
+            b.state = BootstrapState::Connected;
+        }
+    }
+
+    /// When the bootstrap address at `index` will be dialed next, if it is
+    /// still being dialed (for the log line of a failure).
+    pub fn bootstrap_retry_at(&self, index: usize) -> Option<Duration> {
+        match &self.bootstraps.get(index)?.state {
+            BootstrapState::Dialing(redial) => Some(redial.next_at),
+            BootstrapState::Connected => None,
+        }
+    }
+
+    /// The region of a member, if known.
+    pub fn region_of(&self, peer: &str) -> Option<&str> {
+        self.membership
+            .get(peer)
+            .map(|m| m.heartbeat.region.as_str())
+    }
+
+    /// Whether a connection to `peer` is open.
+    pub fn is_connected(&self, peer: &str) -> bool {
+        self.connected.contains(peer)
+    }
+
+    /// How many peers this node has a connection to.
+    pub fn connected_count(&self) -> usize {
+        self.connected.len()
+    }
+
+    /// The clock estimate of a member at `now`.
+    pub fn clock(&self, peer: &str, now: Duration) -> Option<Estimate> {
+        self.clocks.get(peer)?.filter.estimate(now)
+    }
+
+    /// Every member with what this node measured of it, by peer id.
+    pub fn peers(&self, now: Duration) -> Vec<PeerSnapshot<'_>> {
+        self.membership
+            .members()
+            .map(|member| {
+                let id = &member.heartbeat.id;
+                let clock = self.clocks.get(id);
+                PeerSnapshot {
+                    member,
+                    clock: clock.and_then(|c| c.filter.estimate(now)),
+                    last_rtt_ns: clock.and_then(|c| c.last_rtt_ns),
+                    connected: self.connected.contains(id),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

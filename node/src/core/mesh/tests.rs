@@ -1,0 +1,434 @@
+//! The mesh core under virtual time: many nodes, skewed clocks, asymmetric
+//! paths, message loss, a partition that heals.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::*;
+
+/// A deterministic xorshift generator.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+}
+
+const EPOCH_NS: i64 = 1_800_000_000_000_000_000;
+const MS: i64 = 1_000_000;
+
+fn region(i: usize) -> String {
+    format!("r{}", i % 3)
+}
+
+/// One-way base delay between regions: asymmetric between r0 and r1.
+fn base_delay_ns(from: &str, to: &str) -> i64 {
+    match (from, to) {
+        _ if from == to => MS / 2,
+        ("r0", "r1") => 30 * MS,
+        ("r1", "r0") => 10 * MS,
+        _ => 5 * MS,
+    }
+}
+
+#[derive(Debug)]
+enum Msg {
+    Heartbeat(Heartbeat),
+    ClockReq { t1: i64 },
+    ClockResp { t1: i64, t2: i64, t3: i64 },
+    Connect,
+}
+
+struct Sim {
+    nodes: Vec<MeshCore>,
+    offsets: Vec<i64>,
+    side_b: Vec<bool>,
+    partitioned: bool,
+    loss: f64,
+    rng: Rng,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize, usize)>>,
+    payloads: Vec<Option<Msg>>,
+    seq: u64,
+    sent: Vec<u64>,
+    now: Duration,
+    /// Open connections.
+    links: Vec<Vec<bool>>,
+    /// Connected component of each node: gossip reaches the nodes of the
+    /// publisher's component, relayed over connections.
+    component: Vec<usize>,
+}
+
+impl Sim {
+    fn new(n: usize, loss: f64, seed: u64) -> Sim {
+        let mut rng = Rng(seed);
+        let offsets = (0..n)
+            .map(|_| rng.below(100 * MS as u64) as i64 - 50 * MS)
+            .collect::<Vec<_>>();
+        let nodes = (0..n)
+            .map(|i| {
+                let me = LocalNode {
+                    id: format!("n{i:04}"),
+                    name: format!("node-{i}"),
+                    region: region(i),
+                    boot: 1,
+                    cores: 2,
+                    vu_limit: 1000,
+                    version: "test".into(),
+                };
+                let boot = if i == 0 {
+                    vec![]
+                } else {
+                    vec!["/sim/0".into()]
+                };
+                let config = MeshConfig {
+                    redial_max: Duration::from_secs(8),
+                    ..MeshConfig::default()
+                };
+                let mut core = MeshCore::new(me, config, boot, Duration::ZERO);
+                core.set_listen(vec![format!("/sim/{i}")]);
+                core
+            })
+            .collect();
+        Sim {
+            nodes,
+            offsets,
+            side_b: (0..n).map(|i| i % 2 == 1).collect(),
+            partitioned: false,
+            loss,
+            rng,
+            queue: BinaryHeap::new(),
+            payloads: Vec::new(),
+            seq: 0,
+            sent: vec![0; n],
+            now: Duration::ZERO,
+            links: vec![vec![false; n]; n],
+            component: (0..n).collect(),
+        }
+    }
+
+    fn wall(&self, node: usize, at: Duration) -> i64 {
+        EPOCH_NS + at.as_nanos() as i64 + self.offsets[node]
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        !self.partitioned || self.side_b[a] == self.side_b[b]
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: Msg) {
+        self.sent[from] += 1;
+        if !self.reachable(from, to) || self.rng.chance(self.loss) {
+            return;
+        }
+        let delay = base_delay_ns(&region(from), &region(to)) + self.rng.below(MS as u64) as i64;
+        let at = self.now + Duration::from_nanos(delay as u64);
+        self.seq += 1;
+        self.payloads.push(Some(msg));
+        self.queue
+            .push(Reverse((at, self.payloads.len() as u64 - 1, from, to)));
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, msg: Msg) {
+        let now = self.now;
+        let from_id = format!("n{from:04}");
+        match msg {
+            Msg::Heartbeat(hb) => {
+                self.nodes[to]
+                    .on_heartbeat(&from_id, hb, now)
+                    .expect("valid heartbeat");
+            }
+            Msg::ClockReq { t1 } => {
+                if self.nodes[to].may_answer_clock(&from_id) {
+                    let t2 = self.wall(to, now);
+                    let t3 = t2 + 50_000;
+                    self.send(to, from, Msg::ClockResp { t1, t2, t3 });
+                }
+            }
+            Msg::ClockResp { t1, t2, t3 } => {
+                let t4 = self.wall(to, now);
+                let ok = self.nodes[to].on_clock_answer(&from_id, Exchange { t1, t2, t3, t4 }, now);
+                assert!(ok, "a consistent exchange is taken");
+            }
+            Msg::Connect => {
+                if self.reachable(from, to) {
+                    let to_id = format!("n{to:04}");
+                    self.nodes[from].on_connected(&to_id);
+                    self.nodes[to].on_connected(&from_id);
+                    self.links[from][to] = true;
+                    self.links[to][from] = true;
+                    if from != 0 && to == 0 {
+                        self.nodes[from].on_bootstrap_connected(0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, i: usize, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Publish(hb) => {
+                    if self.nodes[i].connected_count() == 0 {
+                        continue;
+                    }
+                    for j in 0..self.nodes.len() {
+                        if j != i && self.component[j] == self.component[i] {
+                            self.send(i, j, Msg::Heartbeat(hb.clone()));
+                        }
+                    }
+                }
+                Action::AskClock { peer } => {
+                    let j: usize = peer[1..].parse().expect("sim id");
+                    let t1 = self.wall(i, self.now);
+                    self.send(i, j, Msg::ClockReq { t1 });
+                }
+                Action::DialPeer { peer, .. } => {
+                    let j: usize = peer[1..].parse().expect("sim id");
+                    self.send(i, j, Msg::Connect);
+                }
+                Action::DialBootstrap { .. } => self.send(i, 0, Msg::Connect),
+                Action::Membership(_) => {}
+            }
+        }
+    }
+
+    /// Runs until `until`, ticking every node every 100 ms.
+    fn run_until(&mut self, until: Duration) {
+        let step = Duration::from_millis(100);
+        while self.now < until {
+            let next_tick = self.now + step;
+            while let Some(Reverse((at, idx, from, to))) = self.queue.peek().copied() {
+                if at > next_tick {
+                    break;
+                }
+                self.queue.pop();
+                self.now = at.max(self.now);
+                if let Some(msg) = self.payloads[idx as usize].take() {
+                    self.deliver(from, to, msg);
+                }
+            }
+            self.now = next_tick;
+            self.components();
+            for i in 0..self.nodes.len() {
+                let actions = self.nodes[i].tick(self.now, Health::default());
+                self.act(i, actions);
+            }
+        }
+    }
+
+    fn components(&mut self) {
+        let n = self.nodes.len();
+        let mut component = vec![usize::MAX; n];
+        for start in 0..n {
+            if component[start] != usize::MAX {
+                continue;
+            }
+            let mut stack = vec![start];
+            component[start] = start;
+            while let Some(a) = stack.pop() {
+                for (b, linked) in self.links[a].iter().enumerate() {
+                    if *linked && component[b] == usize::MAX {
+                        component[b] = start;
+                        stack.push(b);
+                    }
+                }
+            }
+        }
+        self.component = component;
+    }
+
+    fn partition(&mut self, on: bool) {
+        self.partitioned = on;
+        if on {
+            let n = self.nodes.len();
+            for a in 0..n {
+                for b in 0..n {
+                    if self.side_b[a] != self.side_b[b] {
+                        let id = format!("n{b:04}");
+                        self.nodes[a].on_disconnected(&id);
+                        self.links[a][b] = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn knows(&self, a: usize, b: usize) -> bool {
+        self.nodes[a].region_of(&format!("n{b:04}")).is_some()
+    }
+}
+
+#[test]
+fn two_hundred_nodes_converge_estimate_clocks_and_survive_a_partition() {
+    let n = 200;
+    let mut sim = Sim::new(n, 0.1, 0x5eed_1234_abcd_ef01);
+
+    // Everyone dials node 0 only, and learns the rest from gossip.
+    sim.run_until(Duration::from_secs(8));
+    for a in 0..n {
+        assert_eq!(
+            sim.nodes[a].peers(sim.now).len(),
+            n - 1,
+            "node {a} knows everyone"
+        );
+    }
+    let converged_at = sim.now;
+
+    // Every clock estimate holds the true offset within its bound, and the
+    // asymmetric pair is off by half the asymmetry, as NTP predicts.
+    let mut estimates = 0;
+    for a in 0..n {
+        for b in 0..n {
+            if a == b {
+                continue;
+            }
+            let Some(est) = sim.nodes[a].clock(&format!("n{b:04}"), sim.now) else {
+                panic!(
+                    "node {a} has no clock estimate of {b}: connected {} {}, knows {} {}",
+                    sim.nodes[a].is_connected(&format!("n{b:04}")),
+                    sim.nodes[b].is_connected(&format!("n{a:04}")),
+                    sim.knows(a, b),
+                    sim.knows(b, a)
+                );
+            };
+            estimates += 1;
+            let truth = sim.offsets[b] - sim.offsets[a];
+            let error = est.offset_ns - truth;
+            assert!(
+                error.abs() <= est.bound_ns,
+                "{a}->{b}: error {error} ns outside ±{} ns",
+                est.bound_ns
+            );
+            let (ra, rb) = (region(a), region(b));
+            let asymmetry = base_delay_ns(&ra, &rb) - base_delay_ns(&rb, &ra);
+            // θ − truth = (forth − back) / 2, with up to 1 ms of jitter each way.
+            assert!(
+                (error - asymmetry / 2).abs() <= MS,
+                "{a}->{b}: error {error} ns, expected {} ns",
+                asymmetry / 2
+            );
+        }
+    }
+    assert_eq!(estimates, n * (n - 1));
+
+    // A partition into two halves: each side removes the other within the
+    // removal time, and keeps its own.
+    sim.run_until(Duration::from_secs(10));
+    sim.partition(true);
+    let removal = MembershipConfig::default().remove_after;
+    sim.run_until(Duration::from_secs(10) + removal + Duration::from_millis(1_500));
+    for a in 0..n {
+        for b in 0..n {
+            if a != b {
+                let same_side = sim.side_b[a] == sim.side_b[b];
+                assert_eq!(
+                    sim.knows(a, b),
+                    same_side,
+                    "{a} knows {b} during the partition"
+                );
+            }
+        }
+    }
+
+    // Heal: nodes keep dialing the members they lost (with backoff, here at
+    // most every 8 s), reconnect, and rejoin from gossip.
+    sim.partition(false);
+    let healed = sim.now;
+    sim.run_until(healed + Duration::from_secs(10));
+    for a in 0..n {
+        assert_eq!(
+            sim.nodes[a].peers(sim.now).len(),
+            n - 1,
+            "node {a} after the heal"
+        );
+    }
+
+    // Messages per node per second stay linear in the mesh size: one
+    // heartbeat to each member, and a clock question to each every 2 s.
+    let per_node_per_s = sim.sent.iter().sum::<u64>() as f64 / n as f64 / sim.now.as_secs_f64();
+    assert!(
+        per_node_per_s < 3.0 * n as f64,
+        "{per_node_per_s} messages per node per second"
+    );
+    assert!(converged_at <= Duration::from_secs(8));
+}
+
+#[test]
+fn forged_heartbeats_are_refused_and_strangers_get_no_clock() {
+    let me = LocalNode {
+        id: "a".into(),
+        name: "a".into(),
+        region: "fra".into(),
+        boot: 1,
+        cores: 1,
+        vu_limit: 1,
+        version: "t".into(),
+    };
+    let mut core = MeshCore::new(me, MeshConfig::default(), vec![], Duration::ZERO);
+    let mut hb = core.heartbeat(Health::default());
+    hb.id = "b".into();
+    assert!(matches!(
+        core.on_heartbeat("c", hb.clone(), Duration::ZERO),
+        Err(HeartbeatRefused::Forged { .. })
+    ));
+    assert!(!core.may_answer_clock("b"));
+    assert_eq!(
+        core.on_heartbeat("b", hb.clone(), Duration::ZERO),
+        Ok(Some(Event::Joined("b".into())))
+    );
+    assert!(core.may_answer_clock("b"));
+    hb.protocol = PROTOCOL + 1;
+    hb.seq += 1;
+    assert!(matches!(
+        core.on_heartbeat("b", hb, Duration::ZERO),
+        Err(HeartbeatRefused::Membership(_))
+    ));
+}
+
+#[test]
+fn bootstrap_dials_back_off_and_resume_when_isolated() {
+    let me = LocalNode {
+        id: "a".into(),
+        name: "a".into(),
+        region: "fra".into(),
+        boot: 1,
+        cores: 1,
+        vu_limit: 1,
+        version: "t".into(),
+    };
+    let mut core = MeshCore::new(me, MeshConfig::default(), vec!["/x".into()], Duration::ZERO);
+    let mut dials = Vec::new();
+    for ms in (0..70_000).step_by(100) {
+        let now = Duration::from_millis(ms);
+        for a in core.tick(now, Health::default()) {
+            if let Action::DialBootstrap { .. } = a {
+                dials.push(ms);
+            }
+        }
+    }
+    // 0, 1, 3, 7, 15, 31 s, then every 30 s: 61 s.
+    assert_eq!(dials, vec![0, 1_000, 3_000, 7_000, 15_000, 31_000, 61_000]);
+    core.on_connected("b");
+    core.on_bootstrap_connected(0);
+    let quiet = (700..800).any(|s| {
+        core.tick(Duration::from_millis(s * 100), Health::default())
+            .iter()
+            .any(|a| matches!(a, Action::DialBootstrap { .. }))
+    });
+    assert!(!quiet, "no bootstrap dial while connected");
+    core.on_disconnected("b");
+    let again = core.tick(Duration::from_secs(81), Health::default());
+    assert!(
+        again
+            .iter()
+            .any(|a| matches!(a, Action::DialBootstrap { .. }))
+    );
+}

@@ -1,0 +1,345 @@
+//! The mesh's messages between nodes, defined once, and their CBOR encoding.
+//!
+//! Two kinds of traffic cross the mesh:
+//!
+//! - **gossip** (libp2p gossipsub), best effort, to every node: on
+//!   [`MEMBERS_TOPIC`], one [`Heartbeat`] per node per second;
+//! - **request-response** ([`RPC_PROTOCOL`]), one answer per question, to one
+//!   peer: a [`Request`] and its [`Response`].
+//!
+//! Every payload is CBOR (ciborium) and is decoded here and only here, with a
+//! size bound checked before a byte is parsed and field bounds checked after.
+//! Bytes from a peer are untrusted: each decoder returns a [`WireError`] that
+//! names what was wrong, never panics, and never allocates more than its bound.
+//! Unknown fields are ignored, so a newer node may add fields without breaking
+//! older ones; a changed meaning gets a new protocol number instead (see
+//! docs/wire-protocol.md).
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::core::membership::Heartbeat;
+
+/// The gossipsub topic of heartbeats.
+pub const MEMBERS_TOPIC: &str = "fusi/1/members";
+
+/// The request-response protocol name.
+pub const RPC_PROTOCOL: &str = "/fusi/rpc/1";
+
+/// The largest gossip message any node sends or accepts (gossipsub's
+/// `max_transmit_size`). It must be the same on every node: gossipsub drops
+/// larger messages silently at the receiver.
+pub const MAX_GOSSIP_BYTES: usize = 1 << 20;
+
+/// The largest heartbeat accepted.
+pub const MAX_HEARTBEAT_BYTES: usize = 16 << 10;
+
+/// The largest request or response accepted over [`RPC_PROTOCOL`].
+pub const MAX_RPC_BYTES: usize = 64 << 10;
+
+/// Longest node name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest region name, in bytes.
+pub const MAX_REGION_LEN: usize = 32;
+/// Most listen addresses in a heartbeat.
+pub const MAX_LISTEN_ADDRS: usize = 16;
+/// Longest listen address, in bytes.
+pub const MAX_ADDR_LEN: usize = 256;
+
+/// Why bytes from a peer were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// More bytes than the bound of that message.
+    #[error("{what} of {len} bytes is over the {max}-byte limit")]
+    TooLarge {
+        /// The kind of message.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Not CBOR of the expected shape (garbage, truncated, wrong types).
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// The kind of message.
+        what: &'static str,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// Well-formed CBOR with a field out of its bounds.
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        /// The kind of message.
+        what: &'static str,
+        /// Which field, and why.
+        detail: String,
+    },
+}
+
+/// A question to one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// What time is it? `t1` is the asker's wall clock (ns since the Unix
+    /// epoch) when it sent the question.
+    Clock {
+        /// The asker's send time.
+        t1: i64,
+    },
+}
+
+/// An answer from one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The clock answer: `t1` echoed, `t2` when the question arrived and `t3`
+    /// when the answer left, in the answerer's wall clock (ns).
+    Clock {
+        /// Echoed from the request.
+        t1: i64,
+        /// Receive time at the answerer.
+        t2: i64,
+        /// Send time at the answerer.
+        t3: i64,
+    },
+    /// The peer would not answer, and says why (for example: the asker is not
+    /// yet a member it knows).
+    Refused {
+        /// Why, for the asker's log.
+        reason: String,
+    },
+}
+
+/// Encodes any wire message. Encoding our own types cannot fail for lack of
+/// input validity; a failure would be a bug, so it is reported, not hidden.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    if let Err(e) = ciborium::into_writer(message, &mut out) {
+        tracing::error!("encoding a wire message failed: {e}");
+        out.clear();
+    }
+    out
+}
+
+fn decode_bounded<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    max: usize,
+) -> Result<T, WireError> {
+    if bytes.len() > max {
+        return Err(WireError::TooLarge {
+            what,
+            len: bytes.len(),
+            max,
+        });
+    }
+    ciborium::from_reader(bytes).map_err(|e| WireError::Malformed {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn check_len(what: &'static str, field: &str, value: &str, max: usize) -> Result<(), WireError> {
+    if value.len() > max {
+        return Err(WireError::Invalid {
+            what,
+            detail: format!("{field} is {} bytes, more than {max}", value.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Decodes a heartbeat from gossip and checks its fields' bounds.
+pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
+    const WHAT: &str = "heartbeat";
+    let hb: Heartbeat = decode_bounded(bytes, WHAT, MAX_HEARTBEAT_BYTES)?;
+    check_len(WHAT, "id", &hb.id, 128)?;
+    check_len(WHAT, "name", &hb.name, MAX_NAME_LEN)?;
+    check_len(WHAT, "version", &hb.version, 64)?;
+    if let Err(e) = validate_region(&hb.region) {
+        return Err(WireError::Invalid {
+            what: WHAT,
+            detail: e,
+        });
+    }
+    if hb.listen.len() > MAX_LISTEN_ADDRS {
+        return Err(WireError::Invalid {
+            what: WHAT,
+            detail: format!(
+                "{} listen addresses, more than {MAX_LISTEN_ADDRS}",
+                hb.listen.len()
+            ),
+        });
+    }
+    for addr in &hb.listen {
+        check_len(WHAT, "a listen address", addr, MAX_ADDR_LEN)?;
+    }
+    if !hb.cpu.is_finite() || hb.cpu < 0.0 {
+        return Err(WireError::Invalid {
+            what: WHAT,
+            detail: format!("cpu is {}", hb.cpu),
+        });
+    }
+    Ok(hb)
+}
+
+/// Decodes a request-response question.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
+    decode_bounded(bytes, "request", MAX_RPC_BYTES)
+}
+
+/// Decodes a request-response answer.
+pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
+    let response: Response = decode_bounded(bytes, "response", MAX_RPC_BYTES)?;
+    if let Response::Refused { reason } = &response {
+        check_len("response", "reason", reason, 1024)?;
+    }
+    Ok(response)
+}
+
+/// Checks a region name: 1 to 32 of `a-z`, `0-9` and `-`. Regions appear in
+/// flags, file names and reports, so they are kept plain.
+pub fn validate_region(region: &str) -> Result<(), String> {
+    let plain = region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if region.is_empty() || region.len() > MAX_REGION_LEN || !plain {
+        return Err(format!(
+            "region {region:?} is not 1 to {MAX_REGION_LEN} of a-z, 0-9 and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::membership::PROTOCOL;
+
+    fn heartbeat() -> Heartbeat {
+        Heartbeat {
+            protocol: PROTOCOL,
+            id: "12D3KooWExample".into(),
+            name: "fra-1".into(),
+            region: "fra".into(),
+            boot: 1_700_000_000_000_000_000,
+            seq: 42,
+            cores: 16,
+            vu_limit: 20_000,
+            version: "0.1.0".into(),
+            cpu: 0.25,
+            sockets: 12,
+            listen: vec!["/ip4/127.0.1.1/tcp/7400".into()],
+        }
+    }
+
+    /// A deterministic xorshift generator.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let hb = heartbeat();
+        assert_eq!(decode_heartbeat(&encode(&hb)), Ok(hb));
+        let req = Request::Clock { t1: -5 };
+        assert_eq!(decode_request(&encode(&req)), Ok(req));
+        for resp in [
+            Response::Clock {
+                t1: 1,
+                t2: 2,
+                t3: 3,
+            },
+            Response::Refused {
+                reason: "not a member".into(),
+            },
+        ] {
+            assert_eq!(decode_response(&encode(&resp)), Ok(resp));
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_future_protocols_still_decode() {
+        #[derive(Serialize)]
+        struct Newer {
+            #[serde(flatten)]
+            hb: Heartbeat,
+            gpu: u32,
+        }
+        let mut hb = heartbeat();
+        hb.protocol = PROTOCOL + 1;
+        let bytes = encode(&Newer {
+            hb: hb.clone(),
+            gpu: 8,
+        });
+        assert_eq!(decode_heartbeat(&bytes), Ok(hb));
+    }
+
+    #[test]
+    fn every_truncation_and_random_bytes_are_errors_not_panics() {
+        let hb = encode(&heartbeat());
+        for cut in 0..hb.len() {
+            assert!(decode_heartbeat(&hb[..cut]).is_err(), "cut at {cut}");
+        }
+        let resp = encode(&Response::Clock {
+            t1: 1,
+            t2: 2,
+            t3: 3,
+        });
+        for cut in 0..resp.len() {
+            assert!(decode_response(&resp[..cut]).is_err());
+            assert!(decode_request(&resp[..cut]).is_err());
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for len in 0..2_000 {
+            let bytes: Vec<u8> = (0..len % 300).map(|_| rng.next() as u8).collect();
+            let _ = decode_heartbeat(&bytes);
+            let _ = decode_request(&bytes);
+            let _ = decode_response(&bytes);
+        }
+        // Random mutations of a valid heartbeat: decoded or refused, never a panic.
+        for _ in 0..5_000 {
+            let mut bytes = hb.clone();
+            let i = (rng.next() as usize) % bytes.len();
+            bytes[i] = rng.next() as u8;
+            if let Ok(decoded) = decode_heartbeat(&bytes) {
+                assert!(decoded.name.len() <= MAX_NAME_LEN);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_and_out_of_bounds_messages_are_refused() {
+        let big = vec![0u8; MAX_HEARTBEAT_BYTES + 1];
+        assert!(matches!(
+            decode_heartbeat(&big),
+            Err(WireError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode_request(&vec![0u8; MAX_RPC_BYTES + 1]),
+            Err(WireError::TooLarge { .. })
+        ));
+        let mut hb = heartbeat();
+        hb.name = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(matches!(
+            decode_heartbeat(&encode(&hb)),
+            Err(WireError::Invalid { .. })
+        ));
+        let mut hb = heartbeat();
+        hb.region = "Frankfurt am Main".into();
+        assert!(decode_heartbeat(&encode(&hb)).is_err());
+        let mut hb = heartbeat();
+        hb.listen = vec!["/ip4/127.0.0.1/tcp/1".into(); MAX_LISTEN_ADDRS + 1];
+        assert!(decode_heartbeat(&encode(&hb)).is_err());
+        let mut hb = heartbeat();
+        hb.cpu = f32::NAN;
+        assert!(decode_heartbeat(&encode(&hb)).is_err());
+        // A CBOR string that claims more bytes than there are.
+        let lying = [0xa1, 0x62, b'i', b'd', 0x7a, 0xff, 0xff, 0xff, 0xff];
+        assert!(decode_heartbeat(&lying).is_err());
+    }
+}

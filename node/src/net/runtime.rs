@@ -1,0 +1,637 @@
+//! A node's event loop.
+//!
+//! One task owns the swarm and the [`MeshCore`]. It waits for whichever comes
+//! first: a swarm event, a tick (every 50 ms), an API query, a delayed inbound
+//! message, or shutdown. So the core is only ever touched from one place, and
+//! needs no locks.
+//!
+//! **Latency emulation.** With a [`LatencyMap`] (the testnet's
+//! `--emulate-latency`), every message received from a node of another region
+//! (a heartbeat, a clock question, a clock answer) is held for the one-way
+//! delay of that pair of regions before the node looks at it, and its receive
+//! timestamp is taken after the wait. So a clock exchange between `fra` and
+//! `nrt` sees `fra>nrt` on the way out and `nrt>fra` on the way back, as it
+//! would between real hosts. Clock questions are answered for members only,
+//! so the asker's region is always known when a question is timed.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::pnet::PreSharedKey;
+use libp2p::request_response::{self, InboundFailure, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, mdns};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::api::{self, PeerView, PeersView, Query, StatusView};
+use crate::core::clock::Exchange;
+use crate::core::latency::LatencyMap;
+use crate::core::membership::{Event, Heartbeat};
+use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore};
+use crate::core::wire::{self, MEMBERS_TOPIC, Request, Response};
+use crate::net::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use crate::net::health::HealthProbe;
+use crate::store::DataDir;
+
+/// How a node is started (`fusi-node up`).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Nodes to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover nodes on the LAN.
+    pub mdns: bool,
+    /// Name shown to others.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Where the node keeps its identity (and later, its runs).
+    pub data_dir: PathBuf,
+    /// Local API address (loopback).
+    pub api: SocketAddr,
+    /// The mesh key; `None` is an open mesh.
+    pub mesh_key: Option<PreSharedKey>,
+    /// Emulated latency between regions: its text, and the map.
+    pub emulate_latency: Option<(String, LatencyMap)>,
+    /// Source address of load traffic.
+    pub source_ip: Option<IpAddr>,
+    /// The most VUs this node will run.
+    pub vu_limit: u32,
+}
+
+/// A message from a peer, possibly held back by latency emulation.
+enum Inbound {
+    Heartbeat {
+        source: PeerId,
+        hb: Heartbeat,
+    },
+    Request {
+        peer: PeerId,
+        request: Request,
+        channel: ResponseChannel<Response>,
+    },
+    Response {
+        peer: PeerId,
+        request_id: OutboundRequestId,
+        response: Response,
+    },
+}
+
+/// Remembers which problems were logged, so each is logged once.
+struct LogOnce(HashSet<String>);
+
+impl LogOnce {
+    fn first(&mut self, key: String) -> bool {
+        if self.0.len() > 10_000 {
+            self.0.clear();
+        }
+        self.0.insert(key)
+    }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch, for clock exchanges only.
+fn wall_ns() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+const KEY_HINT: &str = "if that node runs, check that both use the same mesh key (compare the fingerprints in `fusi-node status`)";
+
+struct Node {
+    swarm: Swarm<Behaviour>,
+    core: MeshCore,
+    started: Instant,
+    topic: gossipsub::IdentTopic,
+    peer_id: PeerId,
+    latency: Option<LatencyMap>,
+    pending: HashMap<OutboundRequestId, (PeerId, i64)>,
+    bootstrap_dials: HashMap<ConnectionId, usize>,
+    labels: HashMap<String, String>,
+    once: LogOnce,
+    delayed: mpsc::UnboundedSender<Inbound>,
+    health: Health,
+    config: NodeConfig,
+    data_dir: String,
+}
+
+/// Runs a node until `shutdown` is cancelled.
+pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = DataDir::open(&config.data_dir)?;
+    let key = store.identity()?;
+    let peer_id = key.public().to_peer_id();
+    let mut swarm = build_swarm(key, config.mesh_key, config.mdns)?;
+    let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {MEMBERS_TOPIC}: {e}"))?;
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr}: {e}; pick another address with --listen")
+        })?;
+    }
+    let listener = api::server::bind(config.api).await?;
+    let api_addr = listener.local_addr()?;
+    let (query_tx, mut query_rx) = mpsc::channel(64);
+    tokio::spawn(api::server::serve(listener, query_tx, shutdown.clone()));
+
+    println!("peer id: {peer_id}");
+    println!("api listening on http://{api_addr}");
+    info!(%peer_id, name = %config.name, region = %config.region, "node started");
+
+    let me = LocalNode {
+        id: peer_id.to_string(),
+        name: config.name.clone(),
+        region: config.region.clone(),
+        boot: u64::try_from(wall_ns()).unwrap_or(0),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        vu_limit: config.vu_limit,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let bootstrap = config.bootstrap.iter().map(|a| a.to_string()).collect();
+    let (delayed_tx, mut delayed_rx) = mpsc::unbounded_channel();
+    let mut node = Node {
+        swarm,
+        core: MeshCore::new(me, MeshConfig::default(), bootstrap, Duration::ZERO),
+        started: Instant::now(),
+        topic,
+        peer_id,
+        latency: config.emulate_latency.as_ref().map(|(_, map)| map.clone()),
+        pending: HashMap::new(),
+        bootstrap_dials: HashMap::new(),
+        labels: HashMap::new(),
+        once: LogOnce(HashSet::new()),
+        delayed: delayed_tx,
+        health: Health::default(),
+        data_dir: store.path().display().to_string(),
+        config,
+    };
+    let mut probe = HealthProbe::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut health_every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => node.tick(),
+            _ = health_every.tick() => node.health = probe.sample(),
+            Some(query) = query_rx.recv() => node.answer(query),
+            Some(inbound) = delayed_rx.recv() => node.handle(inbound),
+            event = node.swarm.select_next_some() => node.on_swarm(event),
+        }
+    }
+    info!("node stopping");
+    drop(store);
+    Ok(())
+}
+
+impl Node {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn warn_once(&mut self, key: String, message: impl FnOnce() -> String) {
+        if self.once.first(key) {
+            warn!("{}", message());
+        }
+    }
+
+    fn label(&self, id: &str) -> String {
+        self.labels
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_owned())
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        for action in self.core.tick(now, self.health) {
+            self.act(action);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Publish(hb) => {
+                let bytes = wire::encode(&hb);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes)
+                {
+                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                    Err(e) => self.warn_once(format!("publish:{e}"), || {
+                        format!("cannot publish a heartbeat: {e}")
+                    }),
+                }
+            }
+            Action::AskClock { peer } => {
+                let Ok(peer_id) = peer.parse::<PeerId>() else {
+                    return;
+                };
+                let t1 = wall_ns();
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_request(&peer_id, Request::Clock { t1 });
+                self.pending.insert(id, (peer_id, t1));
+            }
+            Action::DialPeer { peer, addrs } => {
+                let Ok(peer_id) = peer.parse::<PeerId>() else {
+                    return;
+                };
+                let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                let opts = DialOpts::peer_id(peer_id)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    debug!(%peer, "dial: {e}");
+                }
+            }
+            Action::DialBootstrap { index, addr } => {
+                let Ok(ma) = addr.parse::<Multiaddr>() else {
+                    return;
+                };
+                let opts = match ma.iter().last() {
+                    Some(Protocol::P2p(id)) => DialOpts::peer_id(id)
+                        .addresses(vec![ma])
+                        .condition(PeerCondition::Always)
+                        .build(),
+                    _ => DialOpts::unknown_peer_id().address(ma).build(),
+                };
+                let cid = opts.connection_id();
+                self.bootstrap_dials.insert(cid, index);
+                if let Err(e) = self.swarm.dial(opts) {
+                    self.bootstrap_dials.remove(&cid);
+                    self.bootstrap_failed(index, &addr, &e.to_string());
+                }
+            }
+            Action::Membership(event) => self.log_membership(event),
+        }
+    }
+
+    fn bootstrap_failed(&mut self, index: usize, addr: &str, error: &str) {
+        let retry = self
+            .core
+            .bootstrap_retry_at(index)
+            .map(|at| at.saturating_sub(self.now()).as_secs_f64())
+            .unwrap_or(0.0);
+        warn!(
+            "cannot reach the bootstrap node {addr}: {error}; retrying in {retry:.0} s ({KEY_HINT})"
+        );
+    }
+
+    fn log_membership(&mut self, event: Event) {
+        match event {
+            Event::Joined(id) => info!("member joined: {}", self.label(&id)),
+            Event::Restarted(id) => info!("member restarted: {}", self.label(&id)),
+            Event::Suspected(id) => {
+                info!("member suspected (missed heartbeats): {}", self.label(&id))
+            }
+            Event::Recovered(id) => info!("member heard from again: {}", self.label(&id)),
+            Event::Left(id) => {
+                info!("member left: {}", self.label(&id));
+                self.labels.remove(&id);
+            }
+        }
+    }
+
+    /// Takes a message from `from_region`, now or after its emulated delay.
+    fn receive(&mut self, from_region: Option<&str>, inbound: Inbound) {
+        let delay = match (&self.latency, from_region) {
+            (Some(map), Some(from)) => map.delay(from, &self.config.region),
+            _ => Duration::ZERO,
+        };
+        if delay.is_zero() {
+            self.handle(inbound);
+        } else {
+            let tx = self.delayed.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(inbound);
+            });
+        }
+    }
+
+    fn handle(&mut self, inbound: Inbound) {
+        let now = self.now();
+        match inbound {
+            Inbound::Heartbeat { source, hb } => {
+                let label = format!("{} ({}) {}", hb.name, hb.region, hb.id);
+                let id = source.to_string();
+                match self.core.on_heartbeat(&id, hb, now) {
+                    Ok(event) => {
+                        self.labels.insert(id, label);
+                        if let Some(event) = event {
+                            self.log_membership(event);
+                        }
+                    }
+                    Err(e) => self.warn_once(format!("heartbeat:{id}:{e}"), || {
+                        format!("refused a heartbeat from {id}: {e}")
+                    }),
+                }
+            }
+            Inbound::Request {
+                peer,
+                request: Request::Clock { t1 },
+                channel,
+            } => {
+                let t2 = wall_ns();
+                let response = if self.core.may_answer_clock(&peer.to_string()) {
+                    Response::Clock {
+                        t1,
+                        t2,
+                        t3: wall_ns(),
+                    }
+                } else {
+                    Response::Refused {
+                        reason: "not a member yet: no heartbeat of yours has arrived".into(),
+                    }
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, response);
+            }
+            Inbound::Response {
+                peer,
+                request_id,
+                response,
+            } => {
+                let t4 = wall_ns();
+                let Some((_, sent_t1)) = self.pending.remove(&request_id) else {
+                    return;
+                };
+                match response {
+                    Response::Clock { t1, t2, t3 } if t1 == sent_t1 => {
+                        let exchange = Exchange { t1, t2, t3, t4 };
+                        if !self.core.on_clock_answer(&peer.to_string(), exchange, now) {
+                            self.warn_once(format!("clock:{peer}"), || {
+                                format!("dropped a clock answer from {peer} with impossible timestamps")
+                            });
+                        }
+                    }
+                    Response::Clock { .. } => self.warn_once(format!("clock-echo:{peer}"), || {
+                        format!("dropped a clock answer from {peer} that echoes a time this node did not send")
+                    }),
+                    Response::Refused { reason } => debug!(%peer, "clock question refused: {reason}"),
+                }
+            }
+        }
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                println!("p2p listening on {address}/p2p/{}", self.peer_id);
+                let mut listen = self.core.listen().to_vec();
+                listen.push(address.to_string());
+                self.core.set_listen(listen);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let gone = address.to_string();
+                let listen = self
+                    .core
+                    .listen()
+                    .iter()
+                    .filter(|a| **a != gone)
+                    .cloned()
+                    .collect();
+                self.core.set_listen(listen);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
+                    info!(peer = %peer_id, "joined the mesh through a bootstrap node");
+                    self.core.on_bootstrap_connected(index);
+                }
+                if num_established.get() == 1 {
+                    debug!(peer = %peer_id, "connected");
+                    self.core.on_connected(&peer_id.to_string());
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                self.bootstrap_dials.remove(&connection_id);
+                if num_established == 0 {
+                    debug!(peer = %peer_id, "disconnected");
+                    self.core.on_disconnected(&peer_id.to_string());
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
+                    let addr = self
+                        .config
+                        .bootstrap
+                        .get(index)
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
+                    self.bootstrap_failed(index, &addr, &error.to_string());
+                } else {
+                    debug!(peer = ?peer_id, "dial failed: {error}");
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                let ip = send_back_addr
+                    .iter()
+                    .find_map(|p| match p {
+                        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+                        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+                        _ => None,
+                    })
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default();
+                self.warn_once(format!("incoming:{ip}"), || {
+                    format!(
+                        "refused a connection from {send_back_addr}: {error}; a node with another mesh key \
+                         (or none) fails like this, and so does anything that is not a fusi node ({KEY_HINT})"
+                    )
+                });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            })) => self.on_gossip(propagation_source, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if peer == self.peer_id || self.core.is_connected(&peer.to_string()) {
+                        continue;
+                    }
+                    debug!(%peer, %addr, "found by mDNS");
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(vec![addr])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, propagation_source: PeerId, message: gossipsub::Message) {
+        if message.topic != self.topic.hash() {
+            return;
+        }
+        let Some(source) = message.source else {
+            return;
+        };
+        match wire::decode_heartbeat(&message.data) {
+            Ok(hb) => {
+                let via = propagation_source.to_string();
+                let region = self
+                    .core
+                    .region_of(&via)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| hb.region.clone());
+                self.receive(Some(&region), Inbound::Heartbeat { source, hb });
+            }
+            Err(e) => self.warn_once(format!("gossip:{source}"), || {
+                format!("dropped a heartbeat from {source} (via {propagation_source}): {e}")
+            }),
+        }
+    }
+
+    fn on_rpc(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => {
+                let region = self.core.region_of(&peer.to_string()).map(str::to_owned);
+                let inbound = match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => Inbound::Request {
+                        peer,
+                        request,
+                        channel,
+                    },
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => Inbound::Response {
+                        peer,
+                        request_id,
+                        response,
+                    },
+                };
+                self.receive(region.as_deref(), inbound);
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.pending.remove(&request_id);
+                debug!(%peer, "clock question failed: {error}");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                if let InboundFailure::Io(e) = &error {
+                    let e = e.to_string();
+                    self.warn_once(format!("rpc:{peer}"), || {
+                        format!("dropped a malformed request from {peer}: {e}")
+                    });
+                } else {
+                    debug!(%peer, "inbound request failed: {error}");
+                }
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn answer(&mut self, query: Query) {
+        let now = self.now();
+        match query {
+            Query::Status(reply) => {
+                let me = self.core.me();
+                let _ = reply.send(StatusView {
+                    id: me.id.clone(),
+                    name: me.name.clone(),
+                    region: me.region.clone(),
+                    version: me.version.clone(),
+                    uptime_s: now.as_secs_f64(),
+                    listen: self.core.listen().to_vec(),
+                    mesh: if self.config.mesh_key.is_some() {
+                        "private".into()
+                    } else {
+                        "open".into()
+                    },
+                    key_fingerprint: self.config.mesh_key.map(|k| k.fingerprint().to_string()),
+                    members: self.core.peers(now).len(),
+                    connected: self.core.connected_count(),
+                    cores: me.cores,
+                    vu_limit: me.vu_limit,
+                    cpu: self.health.cpu,
+                    sockets: self.health.sockets,
+                    emulated_latency: self.config.emulate_latency.as_ref().map(|(t, _)| t.clone()),
+                    source_ip: self.config.source_ip.map(|ip| ip.to_string()),
+                    data_dir: self.data_dir.clone(),
+                });
+            }
+            Query::Peers(reply) => {
+                let ms = |ns: i64| ns as f64 / 1e6;
+                let peers = self
+                    .core
+                    .peers(now)
+                    .into_iter()
+                    .map(|p| {
+                        let hb = &p.member.heartbeat;
+                        PeerView {
+                            id: hb.id.clone(),
+                            name: hb.name.clone(),
+                            region: hb.region.clone(),
+                            version: hb.version.clone(),
+                            addresses: hb.listen.clone(),
+                            connected: p.connected,
+                            suspect: p.member.suspect,
+                            last_seen_ms: now.saturating_sub(p.member.last_seen).as_millis() as u64,
+                            rtt_ms: p.last_rtt_ns.map(ms),
+                            offset_ms: p.clock.map(|c| ms(c.offset_ns)),
+                            bound_ms: p.clock.map(|c| ms(c.bound_ns)),
+                            clock_samples: p.clock.map(|c| c.samples).unwrap_or(0),
+                            cores: hb.cores,
+                            vu_limit: hb.vu_limit,
+                            cpu: hb.cpu,
+                            sockets: hb.sockets,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(PeersView { peers });
+            }
+        }
+    }
+}

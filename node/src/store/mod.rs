@@ -1,0 +1,148 @@
+//! What a node keeps on disk, in its data directory.
+//!
+//! - `identity.key`: the node's ed25519 key (libp2p protobuf encoding), made
+//!   on first start and kept, so the node's peer id survives restarts;
+//! - `node.lock`: held (an advisory file lock) while a node runs, so two
+//!   nodes never share one directory and with it one peer id.
+//!
+//! Later issues add runs, modules and shards here.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use libp2p::identity::Keypair;
+
+/// A failure to use the data directory, with the path and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory or a file in it could not be made, read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another process holds the directory.
+    #[error(
+        "another fusi-node is using the data directory {0}; stop it, or give this node its own --data-dir"
+    )]
+    Locked(PathBuf),
+    /// The identity file exists but is not a key.
+    #[error("{0} is not a fusi-node identity key ({1}); move it away to start with a new peer id")]
+    BadIdentity(PathBuf, String),
+}
+
+/// An open, locked data directory.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates the directory if needed and locks it for this process.
+    pub fn open(path: &Path) -> Result<DataDir, StoreError> {
+        let io = |action, source| StoreError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        };
+        fs::create_dir_all(path).map_err(|e| io("cannot create the data directory", e))?;
+        let lock_path = path.join("node.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("cannot open the lock file in", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(path.to_owned())),
+            Err(fs::TryLockError::Error(e)) => return Err(io("cannot lock", e)),
+        }
+        Ok(DataDir {
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The node's identity: read from `identity.key`, or made and saved
+    /// (readable by this user only) on first start.
+    pub fn identity(&self) -> Result<Keypair, StoreError> {
+        let file = self.path.join("identity.key");
+        match fs::read(&file) {
+            Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+                .map_err(|e| StoreError::BadIdentity(file, e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Keypair::generate_ed25519();
+                let bytes = key
+                    .to_protobuf_encoding()
+                    .map_err(|e| StoreError::BadIdentity(file.clone(), e.to_string()))?;
+                write_private(&file, &bytes).map_err(|source| StoreError::Io {
+                    action: "cannot write the identity key",
+                    path: file,
+                    source,
+                })?;
+                Ok(key)
+            }
+            Err(source) => Err(StoreError::Io {
+                action: "cannot read the identity key",
+                path: file,
+                source,
+            }),
+        }
+    }
+}
+
+/// Writes a new file that only this user may read (mode 0600 on Unix).
+/// Refuses to replace an existing file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fusi-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn the_identity_survives_a_reopen_and_the_directory_is_exclusive() {
+        let dir = temp("identity");
+        let first = {
+            let store = DataDir::open(&dir).unwrap();
+            assert!(matches!(DataDir::open(&dir), Err(StoreError::Locked(_))));
+            store.identity().unwrap().public().to_peer_id()
+        };
+        let store = DataDir::open(&dir).unwrap();
+        assert_eq!(store.identity().unwrap().public().to_peer_id(), first);
+        drop(store);
+        fs::write(dir.join("identity.key"), b"garbage").unwrap();
+        let store = DataDir::open(&dir).unwrap();
+        let err = store.identity().unwrap_err().to_string();
+        assert!(err.contains("not a fusi-node identity key"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
