@@ -21,7 +21,7 @@ use crate::core::segment::ExecutionSegment;
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, Share, SpecError};
 use crate::engine::executor::{Progress, ShareRunner};
-use crate::engine::http::TlsSettings;
+use crate::engine::http::ClientSettings;
 use crate::engine::module::{LoadError, ScenarioModule};
 use crate::engine::recorder::{Recorder, seal_every};
 use crate::engine::vu::{RunContext, Vu};
@@ -73,6 +73,7 @@ pub async fn run(
     mut spec: RunSpec,
     observer: &mut dyn Observer,
     interrupt: CancellationToken,
+    source_ip: Option<std::net::IpAddr>,
 ) -> Result<Summary, RunError> {
     spec.executor.validate()?;
     let module = tokio::task::spawn_blocking(move || ScenarioModule::compile(&wasm))
@@ -83,8 +84,9 @@ pub async fn run(
     let run_id = new_run_id();
 
     let recorder = Arc::new(Recorder::new());
-    let tls = TlsSettings::new(spec.insecure_skip_tls_verify)
-        .map_err(|e| RunError::Start(format!("TLS setup failed: {e}")))?;
+    let tls = ClientSettings::new(spec.insecure_skip_tls_verify)
+        .map_err(|e| RunError::Start(format!("TLS setup failed: {e}")))?
+        .with_source_ip(source_ip);
     let context = |stop: CancellationToken| {
         Arc::new(RunContext {
             recorder: recorder.clone(),

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use fusi_testnet::{Latency, StallWindow, TargetConfig, TargetHandle, spawn_target};
 use serde_json::Value;
 
+#[path = "e2e/mesh.rs"]
+mod mesh;
+
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())

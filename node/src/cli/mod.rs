@@ -137,6 +137,10 @@ struct RunArgs {
     /// No live progress line, even on a terminal.
     #[arg(long, short)]
     quiet: bool,
+    /// The local address connections leave from (for example 127.0.2.1, to
+    /// play a region of a testnet whose target delays by source range).
+    #[arg(long)]
+    source_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -355,7 +359,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let summary = local::run(wasm, spec, &mut observer, interrupt.clone()).await?;
+    let summary = local::run(wasm, spec, &mut observer, interrupt.clone(), args.source_ip).await?;
     if observer.enabled {
         eprintln!();
     }

@@ -6,7 +6,9 @@
 //!
 //! - a member is **suspected** after [`MembershipConfig::suspect_after`]
 //!   without a heartbeat (3 missed heartbeats by default);
-//! - it is **removed** after [`MembershipConfig::remove_after`] (10 s);
+//! - it is **removed** after [`MembershipConfig::remove_after`] (9 s of
+//!   silence; heartbeats come every second, so a node that dies is gone from
+//!   every list at most 10 s after its death);
 //! - a heartbeat from a removed member makes it **join** again.
 //!
 //! Gossip may deliver heartbeats late, twice or out of order, so each carries
@@ -92,7 +94,7 @@ impl Default for MembershipConfig {
     fn default() -> Self {
         MembershipConfig {
             suspect_after: Duration::from_millis(3_500),
-            remove_after: Duration::from_secs(10),
+            remove_after: Duration::from_secs(9),
         }
     }
 }
@@ -266,9 +268,14 @@ mod tests {
             Ok(Some(Event::Recovered("node-1".into())))
         );
         assert_eq!(
-            m.tick(secs(15.1)),
+            m.tick(secs(13.9)),
+            vec![Event::Suspected("node-1".into())],
+            "8.9 s of silence: suspected, not yet removed"
+        );
+        assert_eq!(
+            m.tick(secs(14.1)),
             vec![Event::Left("node-1".into())],
-            "10 s of silence"
+            "9 s of silence"
         );
         assert!(m.is_empty());
         assert_eq!(

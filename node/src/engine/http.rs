@@ -41,13 +41,21 @@ const USER_AGENT_VALUE: &str = concat!("fusi/", env!("CARGO_PKG_VERSION"));
 
 /// TLS settings shared by every VU of a run (one session cache).
 #[derive(Clone)]
-pub struct TlsSettings {
+pub struct ClientSettings {
     config: Arc<rustls::ClientConfig>,
+    source_ip: Option<std::net::IpAddr>,
 }
 
-impl TlsSettings {
+impl ClientSettings {
+    /// Makes connections leave from `ip` (a local address), as the nodes of
+    /// one testnet region do from their own loopback range.
+    pub fn with_source_ip(mut self, ip: Option<std::net::IpAddr>) -> ClientSettings {
+        self.source_ip = ip;
+        self
+    }
+
     /// Web PKI roots, or no verification at all when `insecure`.
-    pub fn new(insecure: bool) -> Result<TlsSettings, rustls::Error> {
+    pub fn new(insecure: bool) -> Result<ClientSettings, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
@@ -63,7 +71,8 @@ impl TlsSettings {
             builder.with_root_certificates(roots).with_no_client_auth()
         };
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TlsSettings {
+        Ok(ClientSettings {
+            source_ip: None,
             config: Arc::new(config),
         })
     }
@@ -148,7 +157,7 @@ struct Connection {
 
 /// One VU's HTTP client: its own connections, one per origin.
 pub struct HttpClient {
-    tls: TlsSettings,
+    tls: ClientSettings,
     connections: HashMap<Origin, Connection>,
 }
 
@@ -157,7 +166,7 @@ struct Failure(ErrorKind, String);
 
 impl HttpClient {
     /// A client with no connections yet.
-    pub fn new(tls: TlsSettings) -> HttpClient {
+    pub fn new(tls: ClientSettings) -> HttpClient {
         HttpClient {
             tls,
             connections: HashMap::new(),
@@ -390,9 +399,23 @@ fn parse_url(url: &str) -> Result<(Uri, Origin), Failure> {
     Ok((uri, origin))
 }
 
+/// Connects to `addr`, from `source` when given.
+async fn connect_from(addr: SocketAddr, source: Option<std::net::IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
 async fn connect(
     origin: &Origin,
-    tls: &TlsSettings,
+    tls: &ClientSettings,
     timings: &mut Timings,
 ) -> Result<Connection, Failure> {
     let t = Instant::now();
@@ -417,7 +440,7 @@ async fn connect(
     let mut last = None;
     let mut tcp = None;
     for addr in &addrs {
-        match TcpStream::connect(addr).await {
+        match connect_from(*addr, tls.source_ip).await {
             Ok(s) => {
                 tcp = Some(s);
                 break;
@@ -692,7 +715,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_and_invalid_are_classified() {
-        let mut client = HttpClient::new(TlsSettings::new(false).expect("tls"));
+        let mut client = HttpClient::new(ClientSettings::new(false).expect("tls"));
         let deadline = Instant::now() + Duration::from_secs(5);
         // Port 1 on loopback: nothing listens there.
         let req = HttpRequest {

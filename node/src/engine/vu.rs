@@ -25,7 +25,7 @@ use wasmtime::{Instance, ResourceLimiter, Store, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::http::{HttpClient, TlsSettings};
+use super::http::{ClientSettings, HttpClient};
 use super::module::ScenarioModule;
 use super::recorder::Recorder;
 use crate::core::metrics::{SeriesKey, names};
@@ -43,7 +43,7 @@ pub struct RunContext {
     /// Cancelled at the hard stop: in-flight iterations are interrupted.
     pub stop: CancellationToken,
     /// TLS settings for every VU's client.
-    pub tls: TlsSettings,
+    pub tls: ClientSettings,
     /// How long one iteration may take.
     pub iteration_timeout: Duration,
     /// The most linear memory one instance may have, in bytes.

@@ -1,0 +1,224 @@
+//! The mesh, end to end: real `fusi-node up` processes on loopback, started
+//! by fusi-testnet's [`Mesh`], checked through their local APIs.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fusi_testnet::{ExtraNode, KeyChoice, Mesh, MeshConfig, get_json};
+use serde_json::Value;
+
+use super::serial;
+
+fn node_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fusi-node"))
+}
+
+fn peers(api: SocketAddr) -> Vec<Value> {
+    match get_json(api, "/v1/peers") {
+        Ok(v) => v["peers"].as_array().cloned().unwrap_or_default(),
+        Err(e) => panic!("GET /v1/peers on {api}: {e:#}"),
+    }
+}
+
+fn listed(api: SocketAddr) -> Vec<String> {
+    peers(api)
+        .iter()
+        .filter_map(|p| p["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Polls `ok` every 100 ms until it holds or `timeout` passes; returns when.
+fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if ok() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stderr_of(mesh: &Mesh, index: usize) -> String {
+    mesh.stderr_tail(index).join("\n")
+}
+
+#[test]
+fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
+    let _serial = serial();
+    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 2), ("ewr", 1)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let nodes = mesh.nodes().to_vec();
+    let all_listed = |nodes: &[fusi_testnet::MeshNode]| {
+        nodes.iter().all(|n| {
+            let seen = listed(n.api);
+            nodes
+                .iter()
+                .all(|m| m.index == n.index || seen.contains(&m.peer_id))
+        })
+    };
+
+    // All five list each other within 5 s of the last start.
+    let took = wait_for(Duration::from_secs(5), || all_listed(&nodes));
+    assert!(
+        took.is_some(),
+        "not converged within 5 s: {:#?}",
+        nodes
+            .iter()
+            .map(|n| (n.name.clone(), listed(n.api)))
+            .collect::<Vec<_>>()
+    );
+    eprintln!("5 nodes converged {took:?} after the last start");
+
+    // Nodes with another key, or none, never appear; the one with a fresh key
+    // also tries an unreachable bootstrap address, retried and logged.
+    let stranger = mesh
+        .start_node(ExtraNode {
+            key: KeyChoice::Fresh,
+            extra_args: vec!["--bootstrap".into(), "/ip4/127.0.0.1/tcp/9".into()],
+            ..ExtraNode::new("fra")
+        })
+        .expect("the stranger starts");
+    let open = mesh
+        .start_node(ExtraNode {
+            key: KeyChoice::Open,
+            ..ExtraNode::new("nrt")
+        })
+        .expect("the open node starts");
+    // Garbage bytes at a node's p2p port.
+    let p2p_port: u16 = nodes[0]
+        .p2p
+        .split('/')
+        .nth(4)
+        .and_then(|p| p.parse().ok())
+        .expect("a tcp port in the p2p address");
+    let mut garbage = TcpStream::connect((nodes[0].ip, p2p_port)).expect("connect to p2p");
+    let _ = garbage.write_all(&[0xde; 4096]);
+    drop(garbage);
+    std::thread::sleep(Duration::from_secs(4));
+    let outsiders = [
+        mesh.nodes()[stranger].peer_id.clone(),
+        mesh.nodes()[open].peer_id.clone(),
+    ];
+    for n in &nodes {
+        let seen = listed(n.api);
+        assert!(
+            outsiders.iter().all(|o| !seen.contains(o)),
+            "{} lists an outsider: {seen:?}",
+            n.name
+        );
+        assert_eq!(seen.len(), 4, "{} lists {seen:?}", n.name);
+    }
+    assert!(listed(mesh.nodes()[stranger].api).is_empty());
+    assert!(listed(mesh.nodes()[open].api).is_empty());
+    let stranger_log = stderr_of(&mesh, stranger);
+    assert!(
+        stranger_log.contains("cannot reach the bootstrap node /ip4/127.0.0.1/tcp/9")
+            && stranger_log.contains("retrying in"),
+        "{stranger_log}"
+    );
+    let first_log = stderr_of(&mesh, 0);
+    assert!(
+        first_log.contains("refused a connection from"),
+        "{first_log}"
+    );
+    assert!(mesh.poll_exits().is_empty(), "a node died");
+
+    // On loopback the offsets are under 1 ms, each within its bound.
+    for n in &nodes {
+        for p in peers(n.api) {
+            let offset = p["offset_ms"].as_f64().expect("an offset");
+            let bound = p["bound_ms"].as_f64().expect("a bound");
+            assert!(
+                offset.abs() < 1.0,
+                "{} sees {}: offset {offset} ms",
+                n.name,
+                p["name"]
+            );
+            assert!(
+                offset.abs() <= bound + 1e-6,
+                "{} sees {}: 0 is outside {offset} ± {bound} ms",
+                n.name,
+                p["name"]
+            );
+        }
+    }
+
+    // A killed node is reported gone within 10 s.
+    let victim = 4;
+    let victim_id = nodes[victim].peer_id.clone();
+    mesh.kill(victim).expect("kill");
+    let gone = wait_for(Duration::from_secs(12), || {
+        nodes[..victim]
+            .iter()
+            .all(|n| !listed(n.api).contains(&victim_id))
+    });
+    eprintln!("the killed node was reported gone after {gone:?}");
+    assert!(
+        gone.is_some_and(|t| t <= Duration::from_secs(10)),
+        "gone after {gone:?}"
+    );
+
+    // Restarted, it comes back with the same peer id.
+    mesh.restart(victim).expect("restart");
+    assert_eq!(mesh.nodes()[victim].peer_id, victim_id);
+    let back = wait_for(Duration::from_secs(10), || {
+        nodes[..victim]
+            .iter()
+            .all(|n| listed(n.api).contains(&victim_id))
+    });
+    assert!(back.is_some(), "the restarted node did not come back");
+}
+
+#[test]
+fn emulated_latency_bounds_clock_estimates_as_ntp_predicts() {
+    let _serial = serial();
+    let mut config = MeshConfig::new(node_bin(), &[("fra", 1), ("nrt", 1), ("ewr", 1)]);
+    // fra and nrt: 60 ms each way. fra and ewr: 90 ms out, 30 ms back.
+    config.latency = Some("fra-nrt=60ms,fra>ewr=90ms,ewr>fra=30ms".into());
+    let mesh = Mesh::start(config).expect("the testnet starts");
+    let [fra, nrt, ewr] = [0, 1, 2].map(|i| mesh.nodes()[i].clone());
+    let view = |from: &fusi_testnet::MeshNode, of: &fusi_testnet::MeshNode| {
+        peers(from.api)
+            .into_iter()
+            .find(|p| p["id"] == of.peer_id.as_str())
+    };
+    let ready = wait_for(Duration::from_secs(30), || {
+        [(&fra, &nrt), (&fra, &ewr), (&ewr, &fra), (&nrt, &ewr)]
+            .iter()
+            .all(|(a, b)| view(a, b).is_some_and(|p| p["clock_samples"].as_u64() >= Some(8)))
+    });
+    assert!(ready.is_some(), "no clock estimates after 30 s");
+    let estimate = |a, b| {
+        let p = view(a, b).expect("listed");
+        let (o, bound) = (
+            p["offset_ms"].as_f64().expect("offset"),
+            p["bound_ms"].as_f64().expect("bound"),
+        );
+        // On one machine the true offset is zero: it must lie inside.
+        assert!(o.abs() <= bound + 1e-6, "0 outside {o} ± {bound} ms");
+        (o, bound)
+    };
+    // Symmetric 60 ms: θ near 0, bound at least half the 120 ms round trip.
+    let (o, bound) = estimate(&fra, &nrt);
+    assert!(o.abs() < 5.0 && bound >= 60.0, "fra→nrt {o} ± {bound} ms");
+    // Asymmetric 90/30 ms: θ = (90 − 30) / 2 = +30 ms from fra, −30 ms from
+    // ewr, and the bound (≥ 60 ms) still holds the true offset.
+    let (o, bound) = estimate(&fra, &ewr);
+    assert!(
+        (o - 30.0).abs() < 5.0 && bound >= 60.0,
+        "fra→ewr {o} ± {bound} ms"
+    );
+    let (o, bound) = estimate(&ewr, &fra);
+    assert!(
+        (o + 30.0).abs() < 5.0 && bound >= 60.0,
+        "ewr→fra {o} ± {bound} ms"
+    );
+    // No delay configured between nrt and ewr.
+    let (o, bound) = estimate(&nrt, &ewr);
+    assert!(o.abs() < 5.0 && bound < 10.0, "nrt→ewr {o} ± {bound} ms");
+}
