@@ -2,12 +2,13 @@
 //!
 //! A load generator is only as trustworthy as the tests that exercise it
 //! against misbehaving servers, so the target can be told to be slow
-//! ([`Latency`]), to freeze for a while ([`StallWindow`]) and to fail a
-//! fraction of requests (`error_rate`). The knobs are plain data so that tests
+//! ([`Latency`]), slower still for some clients ([`SourceLatency`]), to
+//! freeze for a while ([`StallWindow`]) and to fail a fraction of requests
+//! (`error_rate`). The knobs are plain data so that tests
 //! can build them with struct literals and `..Default::default()`.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use anyhow::{Context as _, bail, ensure};
 use http::StatusCode;
 use rand::Rng as _;
 
-use crate::parse_duration;
+use crate::{Ipv4Cidr, parse_duration};
 
 /// Extra latency added to every counted request before it is answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,6 +103,44 @@ impl fmt::Display for Latency {
     }
 }
 
+/// Extra latency for requests from a range of client addresses.
+///
+/// A local testnet sends each simulated region's load from its own loopback
+/// range (`127.0.R.0/24`), so a source latency per range makes the target
+/// look near to one region and far from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceLatency {
+    /// The client addresses it applies to.
+    pub from: Ipv4Cidr,
+    /// The latency added, on top of [`TargetConfig::latency`].
+    pub latency: Latency,
+}
+
+/// Parses `RANGE=LATENCY`, as accepted by the `--latency-from` flag: an
+/// [`Ipv4Cidr`] and a [`Latency`], e.g. `127.0.2.0/24=60ms` or
+/// `127.0.3.0/24=20ms..80ms`.
+impl FromStr for SourceLatency {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let s = s.trim();
+        let Some((from, latency)) = s.split_once('=') else {
+            bail!("`{s}` is not RANGE=LATENCY: write e.g. 127.0.2.0/24=60ms");
+        };
+        let source = SourceLatency {
+            from: from.parse()?,
+            latency: latency.parse()?,
+        };
+        Ok(source)
+    }
+}
+
+impl fmt::Display for SourceLatency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.from, self.latency)
+    }
+}
+
 /// A period during which the target answers nothing.
 ///
 /// Requests that arrive during the window, and requests already in flight
@@ -127,6 +166,11 @@ pub struct TargetConfig {
     pub listen: SocketAddr,
     /// Latency added to every counted request.
     pub latency: Latency,
+    /// Latency added, on top of [`latency`](Self::latency), to counted
+    /// requests from a range of client addresses. The first entry whose
+    /// range holds the client's address applies; clients in no range get
+    /// none. Default: empty.
+    pub source_latency: Vec<SourceLatency>,
     /// An optional period during which requests are held.
     pub stall: Option<StallWindow>,
     /// Fraction of counted requests, `0.0..=1.0`, answered with
@@ -151,6 +195,7 @@ impl Default for TargetConfig {
         TargetConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             latency: Latency::None,
+            source_latency: Vec::new(),
             stall: None,
             error_rate: 0.0,
             error_status: 503,
@@ -173,6 +218,12 @@ impl TargetConfig {
             );
         }
         self.latency.validate()?;
+        for source in &self.source_latency {
+            source
+                .latency
+                .validate()
+                .with_context(|| format!("latency for clients in {}", source.from))?;
+        }
         ensure!(
             self.error_rate.is_finite() && (0.0..=1.0).contains(&self.error_rate),
             "error rate {} is out of range: expected a fraction in 0.0..=1.0",
@@ -185,6 +236,16 @@ impl TargetConfig {
             self.error_status
         );
         Ok(())
+    }
+
+    /// The extra latency for a client at `peer`: that of the first
+    /// [`source_latency`](Self::source_latency) entry whose range holds it,
+    /// else [`Latency::None`].
+    pub fn source_latency_for(&self, peer: IpAddr) -> Latency {
+        self.source_latency
+            .iter()
+            .find(|source| source.from.contains(peer))
+            .map_or(Latency::None, |source| source.latency)
     }
 }
 
@@ -223,6 +284,50 @@ mod tests {
         }
         let inverted = Latency::Uniform { min: max, max: min };
         assert_eq!(inverted.sample(), max);
+    }
+
+    #[test]
+    fn source_latency_parses() -> anyhow::Result<()> {
+        let source: SourceLatency = "127.0.2.0/24=60ms".parse()?;
+        assert_eq!(source.from, "127.0.2.0/24".parse()?);
+        assert_eq!(source.latency, Latency::Fixed(Duration::from_millis(60)));
+        assert_eq!(source.to_string(), "127.0.2.0/24=60ms");
+        let range: SourceLatency = " 127.0.3.1=20ms..=80ms ".parse()?;
+        assert_eq!(range.to_string(), "127.0.3.1/32=20ms..80ms");
+
+        let err = |s: &str| match s.parse::<SourceLatency>() {
+            Ok(source) => panic!("`{s}` should be rejected, got {source}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err("127.0.2.0/24").contains("RANGE=LATENCY"));
+        assert!(err("127.0.2.0/33=60ms").contains("prefix length 33 is above 32"));
+        assert!(err("127.0.2.0/24=60").contains("`60ms`"));
+        assert!(err("fra=60ms").contains("127.0.2.0/24"));
+        assert!(err("127.0.2.0/24=80ms..20ms").contains("inverted"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_first_matching_source_range_wins() -> anyhow::Result<()> {
+        let cfg = TargetConfig {
+            source_latency: vec![
+                "127.0.2.1/32=5ms".parse()?,
+                "127.0.2.0/24=60ms".parse()?,
+                "127.0.0.0/8=1s".parse()?,
+            ],
+            ..Default::default()
+        };
+        let at = |ip: &str| ip.parse().map(|ip| cfg.source_latency_for(ip));
+        assert_eq!(at("127.0.2.1")?, Latency::Fixed(Duration::from_millis(5)));
+        assert_eq!(at("127.0.2.2")?, Latency::Fixed(Duration::from_millis(60)));
+        assert_eq!(at("127.0.0.1")?, Latency::Fixed(Duration::from_secs(1)));
+        assert_eq!(at("10.0.0.1")?, Latency::None);
+        assert_eq!(at("::1")?, Latency::None);
+        assert_eq!(
+            TargetConfig::default().source_latency_for(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            Latency::None
+        );
+        Ok(())
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! fusi's local testnet: an HTTP target server with knobs.
+//! fusi's local testnet: an HTTP target server with knobs, and a local mesh
+//! of `fusi-node` processes.
 //!
 //! Tests, benchmarks and the demo need a server that misbehaves on request
 //! and keeps honest counts, so that what the load generator reports can be
@@ -10,6 +11,12 @@
 //! [`TargetConfig::tls`], HTTPS with HTTP/2 or HTTP/1.1 chosen by ALPN and a
 //! fresh self-signed certificate ([`Target::certificate_der`]) that a test
 //! client can trust.
+//!
+//! [`Mesh`] starts `fusi-node up` processes on loopback, one
+//! `127.0.R.0/24` address range per simulated region, for the mesh's
+//! integration tests and `fusi-testnet up`; [`get_json`] reads their local
+//! APIs. A target can add latency per client range ([`SourceLatency`]), so
+//! that it looks near to one region and far from another.
 //!
 //! # Routes
 //!
@@ -31,7 +38,8 @@
 //! # Knobs
 //!
 //! Every counted request goes through, in order: the [`StallWindow`] (held
-//! until the window ends), the [`Latency`], then error injection (a fraction
+//! until the window ends), the [`Latency`] (plus the [`SourceLatency`] of the
+//! client's address range, if any), then error injection (a fraction
 //! `error_rate` answered with `error_status`), then its route. Requests in
 //! flight when the stall window opens are also held before they are answered.
 //!
@@ -57,16 +65,24 @@
 //! ```
 
 mod blocking;
+mod cidr;
 mod config;
 mod duration;
+mod mesh;
 mod precise;
 mod server;
 mod stats;
 mod tls;
 
 pub use blocking::{TargetHandle, spawn_target};
-pub use config::{Latency, StallWindow, TargetConfig};
+pub use cidr::Ipv4Cidr;
+pub use config::{Latency, SourceLatency, StallWindow, TargetConfig};
 pub use duration::parse_duration;
+pub use mesh::{
+    ExtraNode, KeyChoice, LOGS_ENV, MAX_NODES_PER_REGION, MAX_REGION_LEN, MAX_REGIONS, Mesh,
+    MeshConfig, MeshNode, STARTUP_TIMEOUT, STDERR_TAIL_LINES, STOP_GRACE, get_json, region_range,
+    validate_region,
+};
 pub use server::{
     MAX_BODY_BYTES, MAX_BYTES, MAX_DELAY_MS, MAX_ITEM_BYTES, MAX_ITEMS, STATS_PATH, Target,
 };

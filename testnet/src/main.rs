@@ -3,7 +3,10 @@
 //! Scripts and the demo start a target as a separate process, so its
 //! interface is meant for machines as much as for people: one line on stdout
 //! with the URL once it is listening, the final counters as one JSON line on
-//! stdout when it stops, and logs on stderr.
+//! stdout when it stops, and logs on stderr. `fusi-testnet up` starts a
+//! local mesh of `fusi-node` processes (see `up.rs`).
+
+mod up;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use fusi_testnet::{Latency, StallWindow, Target, TargetConfig, parse_duration};
+use fusi_testnet::{Latency, SourceLatency, StallWindow, Target, TargetConfig, parse_duration};
 use tracing_subscriber::EnvFilter;
 
 /// fusi's local testnet: servers to point the load generator at.
@@ -21,7 +24,8 @@ use tracing_subscriber::EnvFilter;
     name = "fusi-testnet",
     version,
     propagate_version = true,
-    after_help = "Run `fusi-testnet target --help` for the target's knobs and examples."
+    after_help = "Run `fusi-testnet target --help` for the target's knobs, \
+                  `fusi-testnet up --help` for the local mesh."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +49,26 @@ enum Command {
     /// Logs go to stderr (RUST_LOG sets the level; default info).
     #[command(after_help = TARGET_EXAMPLES)]
     Target(TargetArgs),
+
+    /// Start a local mesh of fusi-node processes on loopback, one address
+    /// range per region, and optionally a target.
+    ///
+    /// Region R (1-based, in --regions order) gets the loopback range
+    /// 127.0.R.0/24: its node i is named REGION-i, listens for peers on
+    /// 127.0.R.i and sends its load from 127.0.R.i, so a target can tell
+    /// the regions apart. All of 127.0.0.0/8 is local on Linux. Every node's
+    /// local API is on 127.0.0.1 with a free port. The first node starts
+    /// alone, the others bootstrap from it; all share a fresh pre-shared
+    /// mesh key.
+    ///
+    /// Prints a table of the nodes (name, region, IP, API address, peer
+    /// address), the mesh key file and, with --target, the target's URL,
+    /// then runs until SIGINT (Ctrl-C) or SIGTERM, and stops every node.
+    /// A node that exits on its own is reported on stderr. Set
+    /// FUSI_TESTNET_LOGS=1 to see every node's output on stderr, prefixed
+    /// with [name]; RUST_LOG is passed on to the nodes.
+    #[command(after_help = up::EXAMPLES)]
+    Up(up::UpArgs),
 }
 
 const TARGET_EXAMPLES: &str = "\
@@ -53,6 +77,7 @@ Examples:
   fusi-testnet target --listen 127.0.0.1:8080 --latency 50ms
   fusi-testnet target --latency 20ms..80ms --error-rate 0.1 --error-status 500
   fusi-testnet target --stall-after 2s --stall-for 1s
+  fusi-testnet target --latency 5ms --latency-from 127.0.2.0/24=60ms,127.0.3.0/24=120ms
   fusi-testnet target --tls";
 
 #[derive(Debug, Args)]
@@ -76,6 +101,15 @@ struct TargetArgs {
     #[arg(long, value_name = "LATENCY", default_value = "none", value_parser = parse_latency)]
     latency: Latency,
 
+    /// Extra latency for clients in an IPv4 range, added to --latency:
+    /// RANGE=LATENCY, e.g. `127.0.2.0/24=60ms` or `127.0.3.0/24=20ms..80ms`.
+    /// Repeat the flag or separate entries with commas; the first range
+    /// that holds the client's address applies. In `fusi-testnet up`,
+    /// region R sends from 127.0.R.0/24.
+    #[arg(long, value_name = "RANGE=LATENCY", value_delimiter = ',',
+          value_parser = parse_source_latency)]
+    latency_from: Vec<SourceLatency>,
+
     /// Open a stall window this long after the first request (e.g. `2s`); requests are
     /// held until it ends. Needs --stall-for.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "stall_for")]
@@ -96,6 +130,10 @@ struct TargetArgs {
 }
 
 fn parse_latency(s: &str) -> Result<Latency, String> {
+    s.parse().map_err(|e: anyhow::Error| format!("{e:#}"))
+}
+
+fn parse_source_latency(s: &str) -> Result<SourceLatency, String> {
     s.parse().map_err(|e: anyhow::Error| format!("{e:#}"))
 }
 
@@ -129,6 +167,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Target(args) => run_target(args),
+        Command::Up(args) => up::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,6 +186,7 @@ fn run_target(args: TargetArgs) -> anyhow::Result<()> {
     let cfg = TargetConfig {
         listen: args.listen,
         latency: args.latency,
+        source_latency: args.latency_from,
         stall,
         error_rate: args.error_rate,
         error_status: args.error_status,
@@ -158,6 +198,7 @@ fn run_target(args: TargetArgs) -> anyhow::Result<()> {
         .build()
         .context("building the tokio runtime")?;
     runtime.block_on(async move {
+        let mut signals = Signals::new()?;
         let target = Target::start(cfg).await?;
         {
             let mut stdout = std::io::stdout().lock();
@@ -165,7 +206,7 @@ fn run_target(args: TargetArgs) -> anyhow::Result<()> {
                 .and_then(|()| stdout.flush())
                 .context("writing to stdout")?;
         }
-        let signal = wait_for_signal().await?;
+        let signal = signals.recv().await;
         tracing::info!("received {signal}; shutting down");
         // Taken after shutdown so that requests cut short by it are included.
         let stats = target.shutdown().await;
@@ -179,24 +220,49 @@ fn run_target(args: TargetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere); returns its name.
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), caught from the moment this is
+/// made, so that a signal during a slow startup still leads to a clean
+/// shutdown. Needs a tokio runtime context.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        tokio::select! {
-            _ = sigint.recv() => Ok("SIGINT"),
-            _ = sigterm.recv() => Ok("SIGTERM"),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+                terminate: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
+
+    /// Waits for the next signal; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!("waiting for Ctrl-C failed: {e}");
+                std::future::pending::<()>().await;
+            }
+            "Ctrl-C"
+        }
     }
 }
 
@@ -226,7 +292,9 @@ mod tests {
             "0.1",
         ])
         .expect("valid flags");
-        let Command::Target(args) = cli.command;
+        let Command::Target(args) = cli.command else {
+            panic!("parsed as another command")
+        };
         assert_eq!(
             args.latency,
             Latency::Uniform {
@@ -239,11 +307,39 @@ mod tests {
         assert!(!args.tls);
 
         let cli = Cli::try_parse_from(["fusi-testnet", "target", "--tls"]).expect("valid flags");
-        let Command::Target(args) = cli.command;
+        let Command::Target(args) = cli.command else {
+            panic!("parsed as another command")
+        };
         assert!(args.tls);
+
+        let cli = Cli::try_parse_from([
+            "fusi-testnet",
+            "target",
+            "--latency-from",
+            "127.0.2.0/24=60ms,127.0.3.0/24=20ms..80ms",
+            "--latency-from",
+            "127.0.4.7=1s",
+        ])
+        .expect("valid flags");
+        let Command::Target(args) = cli.command else {
+            panic!("parsed as another command")
+        };
+        let ranges: Vec<String> = args.latency_from.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            ranges,
+            [
+                "127.0.2.0/24=60ms",
+                "127.0.3.0/24=20ms..80ms",
+                "127.0.4.7/32=1s"
+            ]
+        );
 
         for bad in [
             &["--latency", "50"][..],
+            &["--latency-from", "127.0.2.0/24"],
+            &["--latency-from", "127.0.2.0/33=60ms"],
+            &["--latency-from", "127.0.2.0/24=60"],
+            &["--latency-from", "fra=60ms"],
             &["--stall-after", "2s"],
             &["--error-rate", "1.5"],
             &["--error-status", "99"],

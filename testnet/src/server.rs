@@ -8,13 +8,14 @@
 //! by ALPN, HTTP/1.1 otherwise, with a fresh self-signed certificate.
 //!
 //! Each counted request goes through the knobs in a fixed order: the stall
-//! window, then the added latency, then error injection, then its route. The
+//! window, then the added latency (the same for everyone, plus that of the
+//! client's source range), then error injection, then its route. The
 //! response is counted when it is produced. The `/__fusi/stats` endpoint
 //! bypasses all of that so that looking at the target does not disturb it.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -106,6 +107,13 @@ impl Target {
             %addr,
             tls = tls.is_some(),
             latency = %shared.cfg.latency,
+            source_latency = %shared
+                .cfg
+                .source_latency
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             stall = ?shared.cfg.stall,
             error_rate = shared.cfg.error_rate,
             error_status = shared.cfg.error_status,
@@ -223,6 +231,13 @@ impl Shared {
             () = crate::precise::sleep_until(deadline) => true,
             () = shutdown_signalled(&mut shutdown) => false,
         }
+    }
+
+    /// The latency to add to one request from `peer`: the common one plus
+    /// that of the client's source range.
+    fn latency_for(&self, peer: IpAddr) -> Duration {
+        let common = self.cfg.latency.sample();
+        common.saturating_add(self.cfg.source_latency_for(peer).sample())
     }
 
     /// Sleeps for `duration`; returns `false` if the server began to shut
@@ -356,7 +371,7 @@ async fn serve_http<I>(
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         let counted = Arc::clone(&counted);
-        async move { Ok::<_, Infallible>(handle(&shared, &counted, req).await) }
+        async move { Ok::<_, Infallible>(handle(&shared, &counted, peer.ip(), req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -373,7 +388,12 @@ async fn serve_http<I>(
 }
 
 /// Answers one request: the statistics endpoint, or a counted request.
-async fn handle(shared: &Shared, counted: &ConnCounted, req: Request<Incoming>) -> Resp {
+async fn handle(
+    shared: &Shared,
+    counted: &ConnCounted,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Resp {
     if req.uri().path() == STATS_PATH {
         return stats_endpoint(shared, req.method());
     }
@@ -387,7 +407,7 @@ async fn handle(shared: &Shared, counted: &ConnCounted, req: Request<Incoming>) 
     };
     add(&shared.counters.bytes_received, len_u64(body_len));
 
-    let resp = respond_with_knobs(shared, &parts, body).await;
+    let resp = respond_with_knobs(shared, &parts, body, peer).await;
     let body_len = resp.body().size_hint().exact().unwrap_or(0);
     shared
         .counters
@@ -400,6 +420,7 @@ async fn respond_with_knobs(
     shared: &Shared,
     parts: &http::request::Parts,
     body: Result<Bytes, BodyRejected>,
+    peer: IpAddr,
 ) -> Resp {
     let _ = shared.first_request.set(Instant::now());
     let mut stalled = false;
@@ -410,7 +431,7 @@ async fn respond_with_knobs(
             return shutting_down();
         }
     }
-    if !shared.pause(shared.cfg.latency.sample()).await {
+    if !shared.pause(shared.latency_for(peer)).await {
         return shutting_down();
     }
 

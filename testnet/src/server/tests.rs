@@ -2,16 +2,17 @@
 
 use std::future::Future;
 use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use crate::{Latency, StallWindow, Stats, Target, TargetConfig, spawn_target};
+use crate::{Latency, SourceLatency, StallWindow, Stats, Target, TargetConfig, spawn_target};
 
 /// Every test is bounded, whatever goes wrong.
 async fn bounded<T>(fut: impl Future<Output = T>) -> T {
@@ -30,6 +31,24 @@ struct Client {
 impl Client {
     async fn connect(target: &Target) -> Client {
         let stream = TcpStream::connect(target.addr()).await.expect("connect");
+        Client::handshake(target, stream).await
+    }
+
+    /// Connects from `source` (any port), as a region's load would.
+    async fn connect_from(target: &Target, source: Ipv4Addr) -> Client {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind the client to its source address");
+        let stream = socket.connect(target.addr()).await.expect("connect");
+        assert_eq!(
+            stream.local_addr().expect("local address").ip(),
+            IpAddr::V4(source)
+        );
+        Client::handshake(target, stream).await
+    }
+
+    async fn handshake(target: &Target, stream: TcpStream) -> Client {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
@@ -210,6 +229,39 @@ async fn latency_is_added() {
         let t0 = Instant::now();
         assert_eq!(get(&target, "/").await.0, StatusCode::OK);
         assert!(t0.elapsed() >= min, "{:?}", t0.elapsed());
+        target.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn source_latency_applies_to_its_range_only() {
+    bounded(async {
+        let common = Duration::from_millis(20);
+        let extra = Duration::from_millis(200);
+        let target = start(TargetConfig {
+            latency: Latency::Fixed(common),
+            source_latency: vec![SourceLatency {
+                from: "127.0.2.0/24".parse().expect("literal range"),
+                latency: Latency::Fixed(extra),
+            }],
+            ..Default::default()
+        })
+        .await;
+
+        let mut far = Client::connect_from(&target, Ipv4Addr::new(127, 0, 2, 1)).await;
+        let mut near = Client::connect_from(&target, Ipv4Addr::LOCALHOST).await;
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            assert_eq!(far.get("/hello").await.0, StatusCode::OK);
+            assert!(t0.elapsed() >= common + extra, "{:?}", t0.elapsed());
+
+            let t0 = Instant::now();
+            assert_eq!(near.get("/hello").await.0, StatusCode::OK);
+            let took = t0.elapsed();
+            assert!(common <= took && took < common + extra, "{took:?}");
+        }
+        assert_eq!(target.stats().requests, 4);
         target.shutdown().await;
     })
     .await;
