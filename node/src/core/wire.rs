@@ -76,6 +76,18 @@ pub enum WireError {
     },
 }
 
+impl WireError {
+    /// The kind of problem, without details: a key for logging each kind
+    /// once per peer.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WireError::TooLarge { .. } => "too large",
+            WireError::Malformed { .. } => "malformed",
+            WireError::Invalid { .. } => "invalid",
+        }
+    }
+}
+
 /// A question to one peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {

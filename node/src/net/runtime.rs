@@ -521,7 +521,7 @@ impl Node {
                     .unwrap_or_else(|| hb.region.clone());
                 self.receive(Some(&region), Inbound::Heartbeat { source, hb });
             }
-            Err(e) => self.warn_once(format!("gossip:{source}"), || {
+            Err(e) => self.warn_once(format!("gossip:{source}:{}", e.kind()), || {
                 format!("dropped a heartbeat from {source} (via {propagation_source}): {e}")
             }),
         }

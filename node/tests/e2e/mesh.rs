@@ -222,3 +222,128 @@ fn emulated_latency_bounds_clock_estimates_as_ntp_predicts() {
     let (o, bound) = estimate(&nrt, &ewr);
     assert!(o.abs() < 5.0 && bound < 10.0, "nrt→ewr {o} ± {bound} ms");
 }
+
+/// A peer that has the mesh key but sends garbage, oversized, forged and
+/// future-protocol heartbeats: every one is dropped and logged once with the
+/// peer id, none makes it a member or changes another member, and the node
+/// stays up.
+#[test]
+fn a_rogue_peer_with_the_key_can_neither_crash_nor_fool_a_node() {
+    use fusi_node::core::membership::{Heartbeat, PROTOCOL};
+    use fusi_node::core::wire::{self, MEMBERS_TOPIC};
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{Multiaddr, gossipsub};
+
+    let _serial = serial();
+    let mut mesh = Mesh::start(MeshConfig::new(node_bin(), &[("fra", 2)])).expect("testnet");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("converged");
+    let nodes = mesh.nodes().to_vec();
+    let key = fusi_node::net::meshkey::read(mesh.key_file()).expect("mesh key");
+    let rogue_key = libp2p::identity::Keypair::generate_ed25519();
+    let rogue = rogue_key.public().to_peer_id().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut swarm = fusi_node::net::behaviour::build_swarm(rogue_key, Some(key), false)
+            .expect("rogue swarm");
+        let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .expect("subscribe");
+        let target: Multiaddr = nodes[0].p2p.parse().expect("p2p address");
+        swarm.dial(target).expect("dial");
+        // Wait until the node has subscribed us, so publishing reaches it.
+        let subscribed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let SwarmEvent::Behaviour(
+                    fusi_node::net::behaviour::BehaviourEvent::Gossipsub(
+                        gossipsub::Event::Subscribed { .. },
+                    ),
+                ) = swarm.select_next_some().await
+                {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(subscribed.is_ok(), "the node never subscribed the rogue");
+        let heartbeat = |id: &str, protocol: u32, name: &str| Heartbeat {
+            protocol,
+            id: id.to_owned(),
+            name: name.to_owned(),
+            region: "fra".into(),
+            boot: u64::MAX / 2,
+            seq: 1,
+            cores: 1,
+            vu_limit: 1,
+            version: "rogue".into(),
+            cpu: 0.0,
+            sockets: 0,
+            listen: vec![],
+        };
+        let mut oversized = heartbeat(&rogue, PROTOCOL, "big");
+        oversized.version = "v".repeat(20_000);
+        let messages = [
+            vec![0xff; 64],
+            vec![0xff; 64],
+            wire::encode(&oversized),
+            wire::encode(&heartbeat(&nodes[1].peer_id, PROTOCOL, "forged")),
+            wire::encode(&heartbeat(&rogue, 99, "future")),
+            wire::encode(&heartbeat(&rogue, 99, "future")),
+        ];
+        for bytes in messages {
+            let published = swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), bytes);
+            assert!(published.is_ok(), "publish: {published:?}");
+            // Drive the swarm a little between messages.
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                loop {
+                    swarm.select_next_some().await;
+                }
+            })
+            .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                swarm.select_next_some().await;
+            }
+        })
+        .await;
+    });
+    drop(runtime);
+
+    assert!(mesh.poll_exits().is_empty(), "a node died");
+    let seen = peers(nodes[0].api);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["id"], nodes[1].peer_id.as_str());
+    assert_eq!(
+        seen[0]["name"],
+        nodes[1].name.as_str(),
+        "the forgery changed nothing"
+    );
+    let log = stderr_of(&mesh, 0);
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        count(&format!("dropped a heartbeat from {rogue}")),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        count(&format!(
+            "refused a heartbeat from {rogue}: heartbeat signed by {rogue} claims"
+        )),
+        1,
+        "{log}"
+    );
+    assert_eq!(count("protocol version 99"), 1, "{log}");
+    assert!(log.contains("over the 16384-byte limit"), "{log}");
+}
