@@ -62,7 +62,7 @@ pub struct UpArgs {
     #[arg(long, env = "FUSI_API", value_parser = api_arg, default_value = DEFAULT_API)]
     api: SocketAddr,
     /// The mesh key file (from `fusi-node keygen`): only nodes with the same key connect.
-    #[arg(long, required_unless_present = "insecure_open")]
+    #[arg(long)]
     mesh_key: Option<PathBuf>,
     /// Run without a mesh key: any host that reaches --listen may join. Not for real use.
     #[arg(long, conflicts_with = "mesh_key")]
@@ -198,6 +198,11 @@ async fn signalled() {
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mesh_key = match &args.mesh_key {
         Some(path) => Some(meshkey::read(path)?),
+        None if !args.insecure_open => anyhow::bail!(
+            "a node needs --mesh-key FILE: make a key once with `fusi-node keygen mesh.key`, copy the \
+             file to every host, and start each node with --mesh-key mesh.key (or pass \
+             --insecure-open for an open mesh, which any host that reaches it may join)"
+        ),
         None => {
             eprintln!(
                 "warning: --insecure-open: this mesh has no key. Any host that reaches this node's --listen \

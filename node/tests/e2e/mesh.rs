@@ -347,3 +347,70 @@ fn a_rogue_peer_with_the_key_can_neither_crash_nor_fool_a_node() {
     assert_eq!(count("protocol version 99"), 1, "{log}");
     assert!(log.contains("over the 16384-byte limit"), "{log}");
 }
+
+#[test]
+fn up_and_keygen_refuse_bad_flags_with_the_fix() {
+    use super::{fails_with, tempfile_path, write_temp};
+    let _serial = serial();
+    let dir = tempfile_path("up-data");
+    let dir = dir.to_str().expect("utf-8 temp path");
+    let local = ["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"];
+    let with = |extra: &[&'static str]| {
+        let mut args = vec!["up", "--data-dir", dir];
+        args.extend_from_slice(&local);
+        args.extend_from_slice(extra);
+        args
+    };
+    fails_with(&with(&[]), 1, "fusi-node keygen mesh.key");
+    fails_with(
+        &[
+            "up",
+            "--data-dir",
+            dir,
+            "--insecure-open",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "10.1.2.3:7401",
+        ],
+        1,
+        "not a loopback address",
+    );
+    fails_with(
+        &with(&[
+            "--insecure-open",
+            "--bootstrap",
+            "/dns4/example.com/tcp/7400",
+        ]),
+        2,
+        "give the node's IP address",
+    );
+    fails_with(
+        &with(&["--insecure-open", "--region", "Frankfurt"]),
+        2,
+        "a-z, 0-9",
+    );
+    fails_with(
+        &with(&["--insecure-open", "--emulate-latency", "fra-fra=10ms"]),
+        2,
+        "pairs a region with itself",
+    );
+    fails_with(
+        &with(&["--insecure-open", "--listen", "/ip4/127.0.0.1/udp/0"]),
+        2,
+        "listens on TCP",
+    );
+    let garbage = write_temp("garbage.key", b"not a key");
+    let garbage = garbage.to_str().expect("utf-8 temp path");
+    fails_with(
+        &["up", "--data-dir", dir, "--mesh-key", garbage],
+        1,
+        "is not a mesh key",
+    );
+    fails_with(&["keygen", garbage], 1, "never overwritten");
+    fails_with(
+        &["peers", "--api", "127.0.0.1:9"],
+        1,
+        "cannot reach a fusi-node API",
+    );
+}
