@@ -70,7 +70,8 @@ pub struct UpArgs {
     /// Emulated one-way latency between regions (testing): fra-nrt=120ms,fra>nrt=70ms.
     #[arg(long, value_parser = latency_arg)]
     emulate_latency: Option<Latency>,
-    /// The local address that load traffic leaves from (for example 127.0.2.1 on a testnet).
+    /// The local address this node's load traffic leaves from (for example 127.0.2.1 on a
+    /// testnet), once runs go through the mesh; shown by `status`.
     #[arg(long)]
     source_ip: Option<IpAddr>,
     /// The most VUs this node will run.
