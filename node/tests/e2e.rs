@@ -21,6 +21,13 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// scripts/test builds the tests through clippy-driver (see there); the
+/// scenario builds these tests start need no linting again.
+fn without_clippy(cmd: &mut Command) {
+    cmd.env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS");
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -32,7 +39,9 @@ fn scenario(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let root = repo().join("scenarios");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
+        let mut cmd = Command::new(cargo);
+        without_clippy(&mut cmd);
+        let out = cmd
             .args([
                 "build",
                 "--release",
@@ -86,6 +95,7 @@ fn fusi(args: &[&str]) -> Run {
     let out_file = tempfile_path("summary.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusi-node"));
     cmd.args(args);
+    without_clippy(&mut cmd);
     let wants_summary = args.first() == Some(&"run");
     if wants_summary {
         cmd.arg("--out").arg(&out_file);
