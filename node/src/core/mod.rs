@@ -6,8 +6,10 @@
 //! engine and (later) the network layer only translate between this and the
 //! outside world.
 
+pub mod assign;
 pub mod clock;
 pub mod latency;
+pub mod leader;
 pub mod membership;
 pub mod mesh;
 pub mod metrics;

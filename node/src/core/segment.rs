@@ -73,6 +73,34 @@ impl ExecutionSegment {
             .collect()
     }
 
+    /// Cuts this segment into consecutive sub-segments proportional to
+    /// `weights`, with exact rational ends (the denominator grows by the sum
+    /// of the weights); `None` if that would overflow. Zero weights get empty
+    /// segments; all-zero weights leave this segment to no one.
+    pub fn subdivide(&self, weights: &[u64]) -> Option<Vec<ExecutionSegment>> {
+        let total = weights
+            .iter()
+            .try_fold(0u64, |sum, w| sum.checked_add(*w))?
+            .max(1);
+        let denominator = self.denominator.checked_mul(total)?;
+        let base = self.start.checked_mul(total)?;
+        let width = self.end - self.start;
+        let mut before = 0u64;
+        weights
+            .iter()
+            .map(|w| {
+                let start = base.checked_add(width.checked_mul(before)?)?;
+                before = before.checked_add(*w)?;
+                let end = base.checked_add(width.checked_mul(before)?)?;
+                Some(ExecutionSegment {
+                    start,
+                    end,
+                    denominator,
+                })
+            })
+            .collect()
+    }
+
     fn floor_at(&self, numerator: u64, n: u64) -> u64 {
         // n·numerator/denominator with no overflow; the result is at most n.
         ((u128::from(n) * u128::from(numerator)) / u128::from(self.denominator)) as u64
