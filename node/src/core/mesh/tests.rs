@@ -272,15 +272,19 @@ fn two_hundred_nodes_converge_estimate_clocks_and_survive_a_partition() {
     let mut sim = Sim::new(n, 0.1, 0x5eed_1234_abcd_ef01);
 
     // Everyone dials node 0 only, and learns the rest from gossip.
-    sim.run_until(Duration::from_secs(8));
-    for a in 0..n {
-        assert_eq!(
-            sim.nodes[a].peers(sim.now).len(),
-            n - 1,
-            "node {a} knows everyone"
-        );
+    let everyone_knows_everyone =
+        |sim: &Sim| (0..n).all(|a| sim.nodes[a].peers(sim.now).len() == n - 1);
+    // With 10 % loss and a heartbeat a second, a pair stays unheard for k s
+    // with probability 0.1^k, so 39 800 pairs need about 6 s.
+    while !everyone_knows_everyone(&sim) && sim.now < Duration::from_secs(10) {
+        let next = sim.now + Duration::from_millis(100);
+        sim.run_until(next);
     }
     let converged_at = sim.now;
+    assert!(everyone_knows_everyone(&sim), "not converged in 10 s");
+    let sent_to_converge = sim.sent.iter().sum::<u64>() as f64 / n as f64;
+    // Clock estimates need a few exchanges more.
+    sim.run_until(converged_at + Duration::from_secs(3));
 
     // Every clock estimate holds the true offset within its bound, and the
     // asymmetric pair is off by half the asymmetry, as NTP predicts.
@@ -321,10 +325,10 @@ fn two_hundred_nodes_converge_estimate_clocks_and_survive_a_partition() {
 
     // A partition into two halves: each side removes the other within the
     // removal time, and keeps its own.
-    sim.run_until(Duration::from_secs(10));
     sim.partition(true);
+    let parted = sim.now;
     let removal = MembershipConfig::default().remove_after;
-    sim.run_until(Duration::from_secs(10) + removal + Duration::from_millis(1_500));
+    sim.run_until(parted + removal + Duration::from_millis(1_500));
     for a in 0..n {
         for b in 0..n {
             if a != b {
@@ -358,7 +362,10 @@ fn two_hundred_nodes_converge_estimate_clocks_and_survive_a_partition() {
         per_node_per_s < 3.0 * n as f64,
         "{per_node_per_s} messages per node per second"
     );
-    assert!(converged_at <= Duration::from_secs(8));
+    eprintln!(
+        "{n} nodes: membership converged at {converged_at:?} (virtual), {sent_to_converge:.0} messages \
+         sent per node until then; {per_node_per_s:.0} messages per node per second overall"
+    );
 }
 
 #[test]
