@@ -174,7 +174,18 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().chars().take(MAX_NAME_LEN).collect::<String>())
+        .map(|h| {
+            // At most MAX_NAME_LEN bytes, cut on a character boundary, or
+            // peers would refuse this node's heartbeats.
+            let mut name = String::new();
+            for c in h.trim().chars().filter(|c| !c.is_control()) {
+                if name.len() + c.len_utf8() > MAX_NAME_LEN {
+                    break;
+                }
+                name.push(c);
+            }
+            name
+        })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "fusi-node".to_owned())
 }
