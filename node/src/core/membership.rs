@@ -53,6 +53,11 @@ pub struct Heartbeat {
     pub sockets: u32,
     /// Addresses it listens on (multiaddrs).
     pub listen: Vec<String>,
+    /// The sender is shutting down: drop it now rather than after the
+    /// silence of [`MembershipConfig::remove_after`]. Absent (false) in
+    /// heartbeats of nodes that predate it.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// A member as this node sees it.
@@ -79,6 +84,8 @@ pub enum Event {
     Recovered(String),
     /// A member was silent too long and is gone.
     Left(String),
+    /// A member said it is shutting down, and is gone.
+    Stopped(String),
 }
 
 /// Timing of failure detection.
@@ -110,12 +117,18 @@ pub enum Refused {
     BadId,
 }
 
+/// How long a member that said it stops is remembered, so that its older
+/// heartbeats, still travelling through gossip, do not bring it back.
+const STOPPED_MEMORY: Duration = Duration::from_secs(60);
+
 /// The members one node knows, itself excluded.
 #[derive(Debug, Clone)]
 pub struct Membership {
     me: String,
     config: MembershipConfig,
     members: BTreeMap<String, Member>,
+    /// Members that said they stop: their last `(boot, seq)`, and when.
+    stopped: BTreeMap<String, ((u64, u64), Duration)>,
 }
 
 impl Membership {
@@ -125,6 +138,7 @@ impl Membership {
             me: me.to_owned(),
             config,
             members: BTreeMap::new(),
+            stopped: BTreeMap::new(),
         }
     }
 
@@ -140,6 +154,16 @@ impl Membership {
             return Ok(None);
         }
         let id = hb.id.clone();
+        if let Some((last, _)) = self.stopped.get(&id) {
+            if (hb.boot, hb.seq) <= *last {
+                return Ok(None);
+            }
+            self.stopped.remove(&id);
+        }
+        if hb.leaving {
+            self.stopped.insert(id.clone(), ((hb.boot, hb.seq), now));
+            return Ok(self.members.remove(&id).map(|_| Event::Stopped(id)));
+        }
         match self.members.get_mut(&id) {
             None => {
                 self.members.insert(
@@ -177,6 +201,8 @@ impl Membership {
     pub fn tick(&mut self, now: Duration) -> Vec<Event> {
         let mut events = Vec::new();
         let config = self.config;
+        self.stopped
+            .retain(|_, (_, at)| now.saturating_sub(*at) < STOPPED_MEMORY);
         self.members.retain(|id, m| {
             let silent = now.saturating_sub(m.last_seen);
             if silent > config.remove_after {
@@ -231,6 +257,7 @@ mod tests {
             cpu: 0.0,
             sockets: 0,
             listen: vec![],
+            leaving: false,
         }
     }
 
@@ -285,6 +312,34 @@ mod tests {
         assert_eq!(
             m.on_heartbeat(hb(1, 2, 0), secs(17.0)),
             Ok(Some(Event::Restarted("node-1".into())))
+        );
+    }
+
+    #[test]
+    fn a_member_that_says_it_stops_is_gone_at_once_and_stays_gone() {
+        let mut m = Membership::new("node-0", MembershipConfig::default());
+        assert_eq!(
+            m.on_heartbeat(hb(1, 1, 5), secs(0.0)),
+            Ok(Some(Event::Joined("node-1".into())))
+        );
+        let mut bye = hb(1, 1, 6);
+        bye.leaving = true;
+        assert_eq!(
+            m.on_heartbeat(bye.clone(), secs(1.0)),
+            Ok(Some(Event::Stopped("node-1".into())))
+        );
+        assert!(m.is_empty());
+        assert_eq!(m.on_heartbeat(bye, secs(1.1)), Ok(None), "said once");
+        assert_eq!(
+            m.on_heartbeat(hb(1, 1, 5), secs(1.2)),
+            Ok(None),
+            "an older heartbeat still in flight does not bring it back"
+        );
+        assert!(m.tick(secs(30.0)).is_empty());
+        assert_eq!(
+            m.on_heartbeat(hb(1, 2, 0), secs(31.0)),
+            Ok(Some(Event::Joined("node-1".into()))),
+            "a restart joins again"
         );
     }
 

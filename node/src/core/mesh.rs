@@ -381,7 +381,17 @@ impl MeshCore {
             cpu: health.cpu,
             sockets: health.sockets,
             listen: self.listen.clone(),
+            leaving: false,
         }
+    }
+
+    /// The last heartbeat of a node that is shutting down: members drop it
+    /// at once instead of after its silence.
+    pub fn leave(&mut self, health: Health) -> Action {
+        self.seq += 1;
+        let mut hb = self.heartbeat(health);
+        hb.leaving = true;
+        Action::Publish(hb)
     }
 
     /// Takes a heartbeat that gossip delivered, signed by `source`.
@@ -398,13 +408,17 @@ impl MeshCore {
             });
         }
         let event = self.membership.on_heartbeat(hb, now)?;
-        if let Some(Event::Joined(id)) = &event {
-            self.departed.remove(id);
-        }
-        if let Some(Event::Restarted(id)) = &event {
+        match &event {
+            Some(Event::Joined(id)) => {
+                self.departed.remove(id);
+            }
             // A new process: its old samples and dial backoff no longer apply.
-            self.clocks.remove(id);
-            self.redials.remove(id);
+            // A stopped one is not dialed again: it will dial when it returns.
+            Some(Event::Restarted(id) | Event::Stopped(id)) => {
+                self.clocks.remove(id);
+                self.redials.remove(id);
+            }
+            _ => {}
         }
         Ok(event)
     }

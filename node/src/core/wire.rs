@@ -240,6 +240,7 @@ mod tests {
             cpu: 0.25,
             sockets: 12,
             listen: vec!["/ip4/127.0.1.1/tcp/7400".into()],
+            leaving: false,
         }
     }
 

@@ -194,11 +194,30 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     info!("node stopping");
+    node.say_goodbye().await;
     drop(store);
     Ok(())
 }
 
 impl Node {
+    /// Publishes a last heartbeat that says this node stops, and keeps the
+    /// swarm going briefly so that it leaves (best effort: gossip has no
+    /// acknowledgements, and members that miss it drop this node after its
+    /// silence anyway).
+    async fn say_goodbye(&mut self) {
+        if self.core.connected_count() == 0 {
+            return;
+        }
+        let action = self.core.leave(self.health);
+        self.act(action);
+        let _ = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                let _ = self.swarm.select_next_some().await;
+            }
+        })
+        .await;
+    }
+
     fn now(&self) -> Duration {
         self.started.elapsed()
     }
@@ -306,7 +325,11 @@ impl Node {
             }
             Event::Recovered(id) => info!("member heard from again: {}", self.label(&id)),
             Event::Left(id) => {
-                info!("member left: {}", self.label(&id));
+                info!("member left (silent for too long): {}", self.label(&id));
+                self.labels.remove(&id);
+            }
+            Event::Stopped(id) => {
+                info!("member left (shut down): {}", self.label(&id));
                 self.labels.remove(&id);
             }
         }

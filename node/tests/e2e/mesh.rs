@@ -172,6 +172,20 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
             .all(|n| listed(n.api).contains(&victim_id))
     });
     assert!(back.is_some(), "the restarted node did not come back");
+
+    // A node stopped cleanly (SIGTERM) says so, and is gone at once.
+    let leaver = 3;
+    let leaver_id = nodes[leaver].peer_id.clone();
+    let status = mesh.stop(leaver).expect("stop");
+    assert!(status.success(), "a clean stop exits 0: {status:?}");
+    let gone = wait_for(Duration::from_secs(3), || {
+        nodes[..leaver]
+            .iter()
+            .all(|n| !listed(n.api).contains(&leaver_id))
+    });
+    eprintln!("the stopped node was dropped after {gone:?}");
+    assert!(gone.is_some(), "a stopped node was still listed after 3 s");
+    assert!(stderr_of(&mesh, 0).contains("member left (shut down)"));
 }
 
 #[test]
@@ -287,6 +301,7 @@ fn a_rogue_peer_with_the_key_can_neither_crash_nor_fool_a_node() {
             cpu: 0.0,
             sockets: 0,
             listen: vec![],
+            leaving: false,
         };
         let mut oversized = heartbeat(&rogue, PROTOCOL, "big");
         oversized.version = "v".repeat(20_000);
