@@ -5,13 +5,18 @@
 //! - `node.lock`: held (an advisory file lock) while a node runs, so two
 //!   nodes never share one directory and with it one peer id.
 //!
-//! Later issues add runs, modules and shards here.
+//! - `modules/<sha256>.wasm`: scenario modules by hash ([`modules`]; used by
+//!   distributed runs, which come next).
+//!
+//! Later issues add runs and shards here.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use libp2p::identity::Keypair;
+
+pub mod modules;
 
 /// A failure to use the data directory, with the path and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,22 @@ pub enum StoreError {
         "another fusi-node is using the data directory {0}; stop it, or give this node its own --data-dir"
     )]
     Locked(PathBuf),
+    /// More bytes than a stored thing may have.
+    #[error("{what} of {len} bytes is over the {max}-byte limit")]
+    TooLarge {
+        /// What.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A name that cannot be a stored thing's.
+    #[error(transparent)]
+    BadName(#[from] modules::BadModuleName),
+    /// A stored file whose bytes no longer match its hash.
+    #[error("{0} does not match its hash: the file was changed or damaged; remove it")]
+    Corrupt(PathBuf),
     /// The identity file exists but is not a key.
     #[error("{0} is not a fusi-node identity key ({1}); move it away to start with a new peer id")]
     BadIdentity(PathBuf, String),

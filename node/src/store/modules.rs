@@ -1,0 +1,154 @@
+//! Scenario modules on disk, named by the sha256 of their bytes.
+//!
+//! A run names its module by hash, and every node taking part gets the bytes
+//! from a peer (distributed runs) and keeps them here, as
+//! `modules/<sha256>.wasm`. The name is checked to be 64 lower-case hex
+//! digits before it touches a path (names come from peers), a write goes to
+//! a temporary file renamed into place (a crash never leaves half a module
+//! under a valid name), and a read checks the hash again (a corrupted file is
+//! reported, not run).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::engine::module::sha256_hex;
+use crate::store::StoreError;
+
+/// The largest module kept.
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
+
+/// A module name that is not a sha256 in lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a module name: a module is named by 64 lower-case hex digits of its sha256")]
+pub struct BadModuleName(pub String);
+
+/// Checks a module name.
+pub fn check_name(sha256: &str) -> Result<(), BadModuleName> {
+    let hex = sha256
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if sha256.len() != 64 || !hex {
+        return Err(BadModuleName(sha256.chars().take(80).collect()));
+    }
+    Ok(())
+}
+
+/// The modules of one data directory.
+#[derive(Debug, Clone)]
+pub struct ModuleStore {
+    dir: PathBuf,
+}
+
+impl ModuleStore {
+    /// The store under `data_dir/modules`, created if needed.
+    pub fn open(data_dir: &Path) -> Result<ModuleStore, StoreError> {
+        let dir = data_dir.join("modules");
+        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            action: "cannot create the module directory",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(ModuleStore { dir })
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}.wasm"))
+    }
+
+    /// Keeps `bytes`, and returns their name. Keeping the same bytes twice
+    /// is a no-op; a damaged copy is replaced.
+    pub fn put(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(StoreError::TooLarge {
+                what: "module",
+                len: bytes.len(),
+                max: MAX_MODULE_BYTES,
+            });
+        }
+        let name = sha256_hex(bytes);
+        if let Ok(Some(_)) = self.get(&name) {
+            return Ok(name);
+        }
+        let path = self.path(&name);
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let io = |action, source| StoreError::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        fs::write(&tmp, bytes).map_err(|e| io("cannot write the module", e))?;
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io("cannot move the module into place", e)
+        })?;
+        Ok(name)
+    }
+
+    /// The module named `sha256`, checked against its name; `None` when it
+    /// is not here.
+    pub fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_name(sha256).map_err(StoreError::BadName)?;
+        let path = self.path(sha256);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "cannot read the module",
+                    path,
+                    source,
+                });
+            }
+        };
+        if sha256_hex(&bytes) != sha256 {
+            return Err(StoreError::Corrupt(path));
+        }
+        Ok(Some(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_are_kept_by_hash_checked_and_names_from_outside_are_refused() {
+        let dir = std::env::temp_dir().join(format!("fusi-modules-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = ModuleStore::open(&dir).unwrap();
+        let name = store.put(b"\0asm module bytes").unwrap();
+        assert_eq!(store.put(b"\0asm module bytes").unwrap(), name);
+        assert_eq!(
+            store.get(&name).unwrap().as_deref(),
+            Some(&b"\0asm module bytes"[..])
+        );
+        let absent = "0".repeat(64);
+        assert_eq!(store.get(&absent).unwrap(), None);
+        for bad in [
+            "../../etc/passwd",
+            "",
+            &"A".repeat(64),
+            &"0".repeat(63),
+            &"0".repeat(65),
+        ] {
+            assert!(
+                matches!(store.get(bad), Err(StoreError::BadName(_))),
+                "{bad}"
+            );
+        }
+        fs::write(
+            dir.join("modules").join(format!("{name}.wasm")),
+            b"tampered",
+        )
+        .unwrap();
+        assert!(matches!(store.get(&name), Err(StoreError::Corrupt(_))));
+        assert_eq!(store.put(b"\0asm module bytes").unwrap(), name);
+        assert!(
+            store.get(&name).unwrap().is_some(),
+            "put repairs a damaged copy"
+        );
+        let big = vec![0u8; MAX_MODULE_BYTES + 1];
+        assert!(matches!(store.put(&big), Err(StoreError::TooLarge { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
