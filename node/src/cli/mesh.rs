@@ -15,6 +15,7 @@ use crate::core::latency::LatencyMap;
 use crate::core::wire::{MAX_NAME_LEN, validate_region};
 use crate::net::{self, NodeConfig, meshkey};
 
+/// The long help of `fusi-node up`: how a mesh starts.
 pub const UP_EXAMPLES: &str = "\
 A node runs until Ctrl-C or SIGTERM. Start one on each host with the same mesh
 key; every node but the first names any one node already up with --bootstrap,
@@ -97,6 +98,7 @@ pub struct ApiArgs {
     json: bool,
 }
 
+/// `--emulate-latency`: its text (shown by `status`) and the parsed map.
 #[derive(Debug, Clone)]
 pub struct Latency(String, LatencyMap);
 

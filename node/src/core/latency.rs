@@ -81,11 +81,6 @@ impl LatencyMap {
             .copied()
             .unwrap_or_default()
     }
-
-    /// Whether no pair has a delay.
-    pub fn is_empty(&self) -> bool {
-        self.delays.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -65,10 +65,11 @@ impl Leadership {
         Some((term, self.ranking[term].as_str()))
     }
 
-    /// Takes a message of `term` from a leader: `true` if it is to be obeyed
-    /// (its term is the highest seen), `false` if it is stale.
-    pub fn observe(&mut self, term: usize) -> bool {
-        if term >= self.ranking.len() || term < self.term {
+    /// Takes a message of `term` from the leader `from`: `true` if it is to
+    /// be obeyed (`from` holds that rank, and no higher term was seen),
+    /// `false` if it is stale or from a node that does not hold that term.
+    pub fn observe(&mut self, term: usize, from: &str) -> bool {
+        if self.ranking.get(term).map(String::as_str) != Some(from) || term < self.term {
             return false;
         }
         self.term = term;
@@ -128,14 +129,24 @@ mod tests {
         // The first comes back: leadership does not move back.
         alive.insert(first.clone());
         assert_eq!(view.leader(&alive).map(|(t, _)| t), Some(1));
-        assert!(!view.observe(0), "the replaced leader's orders are stale");
-        assert!(view.observe(1));
+        assert!(
+            !view.observe(0, &first),
+            "the replaced leader's orders are stale"
+        );
+        assert!(view.observe(1, &second));
         // A node that missed the change learns it from a term-1 message.
         let mut late = Leadership::new("run-7", &nodes);
-        assert!(late.observe(0));
-        assert!(late.observe(1));
-        assert!(!late.observe(0));
-        assert!(!late.observe(99), "a term past the ranking is refused");
+        assert!(late.observe(0, &first));
+        assert!(
+            !late.observe(1, &first),
+            "a term claimed by a node that does not hold it"
+        );
+        assert!(late.observe(1, &second));
+        assert!(!late.observe(0, &first));
+        assert!(
+            !late.observe(99, &second),
+            "a term past the ranking is refused"
+        );
         // Nobody alive: no leader.
         assert_eq!(view.leader(&BTreeSet::new()), None);
     }

@@ -115,7 +115,15 @@ pub enum Refused {
     /// An empty or oversized id.
     #[error("heartbeat with an invalid peer id")]
     BadId,
+    /// Already [`MAX_MEMBERS`] members.
+    #[error("heartbeat of a new member {0}, but this node already keeps {MAX_MEMBERS} members")]
+    Full(String),
 }
+
+/// The most members a node keeps: a peer with the mesh key could otherwise
+/// announce identities without end. Heartbeats of new ids beyond it are
+/// refused.
+pub const MAX_MEMBERS: usize = 4096;
 
 /// How long a member that said it stops is remembered, so that its older
 /// heartbeats, still travelling through gossip, do not bring it back.
@@ -129,6 +137,8 @@ pub struct Membership {
     members: BTreeMap<String, Member>,
     /// Members that said they stop: their last `(boot, seq)`, and when.
     stopped: BTreeMap<String, ((u64, u64), Duration)>,
+    /// Members removed by the last [`Membership::tick`].
+    removed: Vec<Member>,
 }
 
 impl Membership {
@@ -139,6 +149,7 @@ impl Membership {
             config,
             members: BTreeMap::new(),
             stopped: BTreeMap::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -161,8 +172,15 @@ impl Membership {
             self.stopped.remove(&id);
         }
         if hb.leaving {
-            self.stopped.insert(id.clone(), ((hb.boot, hb.seq), now));
-            return Ok(self.members.remove(&id).map(|_| Event::Stopped(id)));
+            // Only members are remembered as stopped: strangers' goodbyes
+            // would otherwise fill the memory.
+            return Ok(self.members.remove(&id).map(|_| {
+                self.stopped.insert(id.clone(), ((hb.boot, hb.seq), now));
+                Event::Stopped(id)
+            }));
+        }
+        if !self.members.contains_key(&id) && self.members.len() >= MAX_MEMBERS {
+            return Err(Refused::Full(id));
         }
         match self.members.get_mut(&id) {
             None => {
@@ -203,10 +221,12 @@ impl Membership {
         let config = self.config;
         self.stopped
             .retain(|_, (_, at)| now.saturating_sub(*at) < STOPPED_MEMORY);
+        let mut removed = Vec::new();
         self.members.retain(|id, m| {
             let silent = now.saturating_sub(m.last_seen);
             if silent > config.remove_after {
                 events.push(Event::Left(id.clone()));
+                removed.push(m.clone());
                 return false;
             }
             if silent > config.suspect_after && !m.suspect {
@@ -215,7 +235,14 @@ impl Membership {
             }
             true
         });
+        self.removed = removed;
         events
+    }
+
+    /// The members the last [`tick`](Self::tick) removed, with their last
+    /// heartbeats.
+    pub fn take_removed(&mut self) -> Vec<Member> {
+        std::mem::take(&mut self.removed)
     }
 
     /// The members, by id.

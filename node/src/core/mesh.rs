@@ -21,6 +21,10 @@ use std::time::Duration;
 
 use crate::core::clock::{ClockFilter, Estimate, Exchange};
 use crate::core::membership::{Event, Heartbeat, Member, Membership, MembershipConfig, PROTOCOL};
+use crate::core::wire::{MAX_ADDR_LEN, MAX_LISTEN_ADDRS};
+
+/// The most members that left a node keeps dialing.
+const MAX_DEPARTED: usize = 1024;
 
 /// What this node says about itself in every heartbeat.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,9 +136,23 @@ pub enum HeartbeatRefused {
         /// The id it claims.
         claimed: String,
     },
-    /// Refused by membership (a future protocol, a bad id).
+    /// Refused by membership (a future protocol, a bad id, too many members).
     #[error(transparent)]
     Membership(#[from] crate::core::membership::Refused),
+}
+
+impl HeartbeatRefused {
+    /// The kind of refusal, without details: a key for logging each kind
+    /// once per peer.
+    pub fn kind(&self) -> &'static str {
+        use crate::core::membership::Refused;
+        match self {
+            HeartbeatRefused::Forged { .. } => "forged",
+            HeartbeatRefused::Membership(Refused::FutureProtocol(..)) => "future protocol",
+            HeartbeatRefused::Membership(Refused::BadId) => "bad id",
+            HeartbeatRefused::Membership(Refused::Full(_)) => "full",
+        }
+    }
 }
 
 /// A member with what this node measured about it.
@@ -267,26 +285,37 @@ impl MeshCore {
                 .max(now + self.config.heartbeat_every / 2);
             actions.push(Action::Publish(self.heartbeat(health)));
         }
-        let listen_of: BTreeMap<String, Vec<String>> = self
-            .membership
-            .members()
-            .filter(|m| m.suspect)
-            .map(|m| (m.heartbeat.id.clone(), m.heartbeat.listen.clone()))
-            .collect();
-        for event in self.membership.tick(now) {
+        let events = self.membership.tick(now);
+        for member in self.membership.take_removed() {
+            let id = &member.heartbeat.id;
+            // Only members this node was connected to are dialed again: an
+            // identity heard of only through gossip chooses the addresses it
+            // announces, and must not make the mesh dial them for minutes.
+            let was_connected = self.clocks.contains_key(id);
+            if was_connected && !member.heartbeat.listen.is_empty() {
+                if self.departed.len() >= MAX_DEPARTED
+                    && let Some(oldest) = self
+                        .departed
+                        .iter()
+                        .min_by_key(|(_, d)| d.until)
+                        .map(|(k, _)| k.clone())
+                {
+                    self.departed.remove(&oldest);
+                }
+                self.departed.insert(
+                    id.clone(),
+                    Departed {
+                        addrs: member.heartbeat.listen.clone(),
+                        redial: Redial::new(now, self.config.redial_min),
+                        until: now + self.config.forget_after,
+                    },
+                );
+            }
+        }
+        for event in events {
             if let Event::Left(id) = &event {
                 self.clocks.remove(id);
                 self.redials.remove(id);
-                if let Some(addrs) = listen_of.get(id).filter(|a| !a.is_empty()) {
-                    self.departed.insert(
-                        id.clone(),
-                        Departed {
-                            addrs: addrs.clone(),
-                            redial: Redial::new(now, self.config.redial_min),
-                            until: now + self.config.forget_after,
-                        },
-                    );
-                }
             }
             actions.push(Action::Membership(event));
         }
@@ -380,9 +409,28 @@ impl MeshCore {
             version: self.me.version.clone(),
             cpu: health.cpu,
             sockets: health.sockets,
-            listen: self.listen.clone(),
+            listen: self.advertised(),
             leaving: false,
         }
+    }
+
+    /// The listen addresses to announce: at most [`MAX_LISTEN_ADDRS`], and
+    /// no loopback ones unless there is nothing else (a testnet), since a
+    /// peer on another host that dials them reaches itself.
+    fn advertised(&self) -> Vec<String> {
+        let loopback = |a: &&String| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/");
+        let outside: Vec<&String> = self.listen.iter().filter(|a| !loopback(a)).collect();
+        let chosen = if outside.is_empty() {
+            self.listen.iter().collect()
+        } else {
+            outside
+        };
+        chosen
+            .into_iter()
+            .filter(|a| a.len() <= MAX_ADDR_LEN)
+            .take(MAX_LISTEN_ADDRS)
+            .cloned()
+            .collect()
     }
 
     /// The last heartbeat of a node that is shutting down: members drop it

@@ -149,11 +149,19 @@ fn decode_bounded<T: DeserializeOwned>(
     })
 }
 
+/// Checks a text field from a peer: its length, and no control characters
+/// (it is printed on terminals and in logs).
 fn check_len(what: &'static str, field: &str, value: &str, max: usize) -> Result<(), WireError> {
     if value.len() > max {
         return Err(WireError::Invalid {
             what,
             detail: format!("{field} is {} bytes, more than {max}", value.len()),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(WireError::Invalid {
+            what,
+            detail: format!("{field} holds control characters"),
         });
     }
     Ok(())
@@ -351,6 +359,12 @@ mod tests {
         let mut hb = heartbeat();
         hb.cpu = f32::NAN;
         assert!(decode_heartbeat(&encode(&hb)).is_err());
+        let mut hb = heartbeat();
+        hb.name = "fra-1\x1b[2J".into();
+        assert!(
+            decode_heartbeat(&encode(&hb)).is_err(),
+            "escape sequences are refused"
+        );
         // A CBOR string that claims more bytes than there are.
         let lying = [0xa1, 0x62, b'i', b'd', 0x7a, 0xff, 0xff, 0xff, 0xff];
         assert!(decode_heartbeat(&lying).is_err());

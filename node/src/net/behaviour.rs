@@ -6,7 +6,9 @@
 //!   that the mesh key does not close.
 //! - gossipsub: heartbeats (and, later, run lifecycle and shards). Every
 //!   message is signed by its author (`Strict`), so the author's peer id is
-//!   known and a heartbeat cannot speak for another node. The size limit is
+//!   known and a heartbeat cannot speak for another node. Messages are
+//!   validated by the node before gossipsub forwards them: what does not
+//!   decode, or claims another author, is rejected at the first hop. The size limit is
 //!   [`MAX_GOSSIP_BYTES`] on every node, since gossipsub drops larger
 //!   messages silently at the receiver. The first heartbeat comes after 100 ms
 //!   rather than the default 5 s, so the mesh forms quickly.
@@ -80,6 +82,9 @@ pub fn build_swarm(
                 .heartbeat_initial_delay(Duration::from_millis(100))
                 .max_transmit_size(MAX_GOSSIP_BYTES)
                 .validation_mode(gossipsub::ValidationMode::Strict)
+                // A message is forwarded only once this node has decoded and
+                // accepted it, so a peer's garbage stops at its first hop.
+                .validate_messages()
                 .build()
                 .map_err(|e| format!("gossipsub configuration: {e}"))?;
             let gossipsub = gossipsub::Behaviour::new(

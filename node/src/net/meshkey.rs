@@ -22,6 +22,7 @@ pub fn read(path: &Path) -> anyhow::Result<PreSharedKey> {
             path.display()
         )
     })?;
+    warn_if_readable_by_others(path);
     text.trim_end()
         .parse::<PreSharedKey>()
         .or_else(|_| text.parse::<PreSharedKey>())
@@ -31,6 +32,23 @@ pub fn read(path: &Path) -> anyhow::Result<PreSharedKey> {
                 path.display()
             )
         })
+}
+
+/// Warns when others than the owner may read a key file.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "the mesh key {} can be read by other users; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
 }
 
 /// Makes a fresh random key and writes it to `path` (mode 0600); refuses to

@@ -17,6 +17,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -71,6 +73,7 @@ pub struct NodeConfig {
 enum Inbound {
     Heartbeat {
         source: PeerId,
+        via: PeerId,
         hb: Heartbeat,
     },
     Request {
@@ -105,6 +108,9 @@ fn wall_ns() -> i64 {
     }
 }
 
+/// The most messages latency emulation holds at once.
+const MAX_DELAYED: usize = 10_000;
+
 const KEY_HINT: &str = "if that node runs, check that both use the same mesh key (compare the fingerprints in `fusi-node status`)";
 
 struct Node {
@@ -119,6 +125,7 @@ struct Node {
     labels: HashMap<String, String>,
     once: LogOnce,
     delayed: mpsc::UnboundedSender<Inbound>,
+    delayed_in_flight: Arc<AtomicUsize>,
     health: Health,
     config: NodeConfig,
     data_dir: String,
@@ -175,6 +182,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         labels: HashMap::new(),
         once: LogOnce(HashSet::new()),
         delayed: delayed_tx,
+        delayed_in_flight: Arc::new(AtomicUsize::new(0)),
         health: Health::default(),
         data_dir: store.path().display().to_string(),
         config,
@@ -343,10 +351,17 @@ impl Node {
         };
         if delay.is_zero() {
             self.handle(inbound);
+        } else if self.delayed_in_flight.load(Ordering::Relaxed) >= MAX_DELAYED {
+            self.warn_once("delayed-full".to_owned(), || {
+                format!("latency emulation holds {MAX_DELAYED} messages; dropping more")
+            });
         } else {
             let tx = self.delayed.clone();
+            let in_flight = self.delayed_in_flight.clone();
+            in_flight.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
                 let _ = tx.send(inbound);
             });
         }
@@ -355,18 +370,23 @@ impl Node {
     fn handle(&mut self, inbound: Inbound) {
         let now = self.now();
         match inbound {
-            Inbound::Heartbeat { source, hb } => {
+            Inbound::Heartbeat { source, via, hb } => {
                 let label = format!("{} ({}) {}", hb.name, hb.region, hb.id);
                 let id = source.to_string();
                 match self.core.on_heartbeat(&id, hb, now) {
                     Ok(event) => {
-                        self.labels.insert(id, label);
+                        // Labels only for members: strangers must not grow it.
+                        if self.core.region_of(&id).is_some() {
+                            self.labels.insert(id, label);
+                        }
                         if let Some(event) = event {
                             self.log_membership(event);
                         }
                     }
-                    Err(e) => self.warn_once(format!("heartbeat:{id}:{e}"), || {
-                        format!("refused a heartbeat from {id}: {e}")
+                    // Keyed by the connected peer that relayed it, not by the
+                    // author, which a peer with the key can mint without end.
+                    Err(e) => self.warn_once(format!("heartbeat:{via}:{}", e.kind()), || {
+                        format!("refused a heartbeat from {id} (via {via}): {e}")
                     }),
                 }
             }
@@ -506,9 +526,9 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
-            })) => self.on_gossip(propagation_source, message),
+            })) => self.on_gossip(propagation_source, message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
@@ -527,26 +547,61 @@ impl Node {
         }
     }
 
-    fn on_gossip(&mut self, propagation_source: PeerId, message: gossipsub::Message) {
+    fn on_gossip(
+        &mut self,
+        propagation_source: PeerId,
+        message_id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let verdict = self.judge_gossip(propagation_source, message);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, verdict);
+    }
+
+    /// Decodes a gossip message, passes it on, and says whether gossipsub
+    /// may forward it.
+    fn judge_gossip(
+        &mut self,
+        propagation_source: PeerId,
+        message: gossipsub::Message,
+    ) -> gossipsub::MessageAcceptance {
         if message.topic != self.topic.hash() {
-            return;
+            return gossipsub::MessageAcceptance::Ignore;
         }
         let Some(source) = message.source else {
-            return;
+            return gossipsub::MessageAcceptance::Reject;
         };
         match wire::decode_heartbeat(&message.data) {
             Ok(hb) => {
+                let verdict = if hb.id == source.to_string() {
+                    gossipsub::MessageAcceptance::Accept
+                } else {
+                    gossipsub::MessageAcceptance::Reject
+                };
                 let via = propagation_source.to_string();
                 let region = self
                     .core
                     .region_of(&via)
                     .map(str::to_owned)
                     .unwrap_or_else(|| hb.region.clone());
-                self.receive(Some(&region), Inbound::Heartbeat { source, hb });
+                self.receive(
+                    Some(&region),
+                    Inbound::Heartbeat {
+                        source,
+                        via: propagation_source,
+                        hb,
+                    },
+                );
+                verdict
             }
-            Err(e) => self.warn_once(format!("gossip:{source}:{}", e.kind()), || {
-                format!("dropped a heartbeat from {source} (via {propagation_source}): {e}")
-            }),
+            Err(e) => {
+                self.warn_once(format!("gossip:{propagation_source}:{}", e.kind()), || {
+                    format!("dropped a heartbeat from {source} (via {propagation_source}): {e}")
+                });
+                gossipsub::MessageAcceptance::Reject
+            }
         }
     }
 

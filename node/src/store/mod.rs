@@ -108,11 +108,16 @@ impl DataDir {
                 let bytes = key
                     .to_protobuf_encoding()
                     .map_err(|e| StoreError::BadIdentity(file.clone(), e.to_string()))?;
-                write_private(&file, &bytes).map_err(|source| StoreError::Io {
-                    action: "cannot write the identity key",
-                    path: file,
-                    source,
-                })?;
+                // Written aside and renamed, so a crash never leaves half a key.
+                let tmp = self.path.join(".identity.key.tmp");
+                let _ = fs::remove_file(&tmp);
+                write_private(&tmp, &bytes)
+                    .and_then(|()| fs::rename(&tmp, &file))
+                    .map_err(|source| StoreError::Io {
+                        action: "cannot write the identity key",
+                        path: file,
+                        source,
+                    })?;
                 Ok(key)
             }
             Err(source) => Err(StoreError::Io {

@@ -439,3 +439,69 @@ fn bootstrap_dials_back_off_and_resume_when_isolated() {
             .any(|a| matches!(a, Action::DialBootstrap { .. }))
     );
 }
+
+#[test]
+fn heartbeats_announce_at_most_sixteen_addresses_and_no_loopback_beside_others() {
+    let me = LocalNode {
+        id: "a".into(),
+        name: "a".into(),
+        region: "fra".into(),
+        boot: 1,
+        cores: 1,
+        vu_limit: 1,
+        version: "t".into(),
+    };
+    let mut core = MeshCore::new(me, MeshConfig::default(), vec![], Duration::ZERO);
+    let mut addrs = vec!["/ip4/127.0.0.1/tcp/7400".to_owned()];
+    addrs.extend((0..30).map(|i| format!("/ip4/10.0.0.{i}/tcp/7400")));
+    core.set_listen(addrs);
+    let hb = core.heartbeat(Health::default());
+    assert_eq!(hb.listen.len(), 16);
+    assert!(hb.listen.iter().all(|a| !a.starts_with("/ip4/127.")));
+    // The encoded heartbeat stays inside what peers accept.
+    assert!(crate::core::wire::decode_heartbeat(&crate::core::wire::encode(&hb)).is_ok());
+    core.set_listen(vec!["/ip4/127.0.2.1/tcp/1".into()]);
+    assert_eq!(
+        core.heartbeat(Health::default()).listen,
+        vec!["/ip4/127.0.2.1/tcp/1".to_owned()],
+        "a loopback-only testnet still announces its addresses"
+    );
+}
+
+#[test]
+fn a_flood_of_identities_is_bounded() {
+    use crate::core::membership::MAX_MEMBERS;
+    let me = LocalNode {
+        id: "me".into(),
+        name: "me".into(),
+        region: "fra".into(),
+        boot: 1,
+        cores: 1,
+        vu_limit: 1,
+        version: "t".into(),
+    };
+    let mut core = MeshCore::new(me, MeshConfig::default(), vec![], Duration::ZERO);
+    let template = core.heartbeat(Health::default());
+    let mut refused = 0;
+    for i in 0..MAX_MEMBERS + 10 {
+        let mut hb = template.clone();
+        hb.id = format!("fake-{i}");
+        hb.listen = vec!["/ip4/192.0.2.1/tcp/80".into()];
+        if core
+            .on_heartbeat(&hb.id.clone(), hb, Duration::ZERO)
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 10);
+    assert_eq!(core.peers(Duration::ZERO).len(), MAX_MEMBERS);
+    // None was ever connected: once they fall silent, none is dialed again.
+    let _ = core.tick(Duration::from_secs(10), Health::default());
+    assert!(core.peers(Duration::from_secs(10)).is_empty());
+    let later = core.tick(Duration::from_secs(20), Health::default());
+    assert!(
+        !later.iter().any(|a| matches!(a, Action::DialPeer { .. })),
+        "identities heard only through gossip are not dialed after they leave"
+    );
+}
