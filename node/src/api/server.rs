@@ -93,6 +93,20 @@ fn host_is_local<B>(req: &Request<B>) -> bool {
             .unwrap_or(false)
 }
 
+/// Sends a query to the event loop and answers with its reply as JSON.
+async fn ask<T: Serialize>(
+    queries: &mpsc::Sender<Query>,
+    query: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Response<Full<Bytes>> {
+    let (tx, rx) = oneshot::channel();
+    if queries.send(query(tx)).await.is_ok()
+        && let Ok(view) = rx.await
+    {
+        return json(StatusCode::OK, &view);
+    }
+    error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down")
+}
+
 async fn handle(
     req: Request<Incoming>,
     queries: mpsc::Sender<Query>,
@@ -109,28 +123,9 @@ async fn handle(
             "only GET is supported here",
         ));
     }
-    let unavailable = || error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
     Ok(match req.uri().path() {
-        "/v1/status" => {
-            let (tx, rx) = oneshot::channel();
-            match queries.send(Query::Status(tx)).await {
-                Ok(()) => match rx.await {
-                    Ok(view) => json(StatusCode::OK, &view),
-                    Err(_) => unavailable(),
-                },
-                Err(_) => unavailable(),
-            }
-        }
-        "/v1/peers" => {
-            let (tx, rx) = oneshot::channel();
-            match queries.send(Query::Peers(tx)).await {
-                Ok(()) => match rx.await {
-                    Ok(view) => json(StatusCode::OK, &view),
-                    Err(_) => unavailable(),
-                },
-                Err(_) => unavailable(),
-            }
-        }
+        "/v1/status" => ask(&queries, Query::Status).await,
+        "/v1/peers" => ask(&queries, Query::Peers).await,
         other => error(
             StatusCode::NOT_FOUND,
             &format!("no route {other}; try /v1/status or /v1/peers"),

@@ -163,23 +163,13 @@ pub fn assign(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testutil::Rng;
 
     fn node(id: &str, region: &str, capacity: u32) -> Candidate {
         Candidate {
             id: id.into(),
             region: region.into(),
             capacity,
-        }
-    }
-
-    /// A deterministic xorshift generator.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
         }
     }
 

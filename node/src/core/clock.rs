@@ -135,20 +135,7 @@ impl ClockFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A deterministic xorshift generator for the simulations.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
+    use crate::core::testutil::Rng;
 
     /// One exchange with a peer whose clock is `offset` ahead, `forward` and
     /// `back` one-way delays and `held` processing time, sent at true time `t`.

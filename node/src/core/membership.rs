@@ -269,6 +269,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testutil::Rng;
 
     fn hb(id: usize, boot: u64, seq: u64) -> Heartbeat {
         Heartbeat {
@@ -383,17 +384,6 @@ mod tests {
         bad.id = String::new();
         assert_eq!(m.on_heartbeat(bad, secs(0.0)), Err(Refused::BadId));
         assert!(m.is_empty());
-    }
-
-    /// A deterministic xorshift generator for the simulation.
-    struct Rng(u64);
-    impl Rng {
-        fn chance(&mut self, p: f64) -> bool {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % 1_000_000) as f64 / 1_000_000.0 < p
-        }
     }
 
     /// Hundreds of nodes gossiping under virtual time, with message loss and

@@ -18,4 +18,6 @@ pub mod schedule;
 pub mod segment;
 pub mod shard;
 pub mod spec;
+#[cfg(test)]
+mod testutil;
 pub mod wire;

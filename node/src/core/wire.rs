@@ -233,6 +233,7 @@ pub fn validate_region(region: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::core::membership::PROTOCOL;
+    use crate::core::testutil::Rng;
 
     fn heartbeat() -> Heartbeat {
         Heartbeat {
@@ -249,17 +250,6 @@ mod tests {
             sockets: 12,
             listen: vec!["/ip4/127.0.1.1/tcp/7400".into()],
             leaving: false,
-        }
-    }
-
-    /// A deterministic xorshift generator.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
         }
     }
 

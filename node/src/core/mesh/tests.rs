@@ -5,23 +5,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::*;
-
-/// A deterministic xorshift generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
-    }
-}
+use crate::core::testutil::Rng;
 
 const EPOCH_NS: i64 = 1_800_000_000_000_000_000;
 const MS: i64 = 1_000_000;
@@ -266,6 +250,20 @@ impl Sim {
     }
 }
 
+/// One node in `fra`, dialing `bootstraps`, at time zero.
+fn lone(id: &str, bootstraps: Vec<String>) -> MeshCore {
+    let me = LocalNode {
+        id: id.into(),
+        name: id.into(),
+        region: "fra".into(),
+        boot: 1,
+        cores: 1,
+        vu_limit: 1,
+        version: "t".into(),
+    };
+    MeshCore::new(me, MeshConfig::default(), bootstraps, Duration::ZERO)
+}
+
 #[test]
 fn two_hundred_nodes_converge_estimate_clocks_and_survive_a_partition() {
     let n = 200;
@@ -370,16 +368,7 @@ fn two_hundred_nodes_converge_estimate_clocks_and_survive_a_partition() {
 
 #[test]
 fn forged_heartbeats_are_refused_and_strangers_get_no_clock() {
-    let me = LocalNode {
-        id: "a".into(),
-        name: "a".into(),
-        region: "fra".into(),
-        boot: 1,
-        cores: 1,
-        vu_limit: 1,
-        version: "t".into(),
-    };
-    let mut core = MeshCore::new(me, MeshConfig::default(), vec![], Duration::ZERO);
+    let mut core = lone("a", vec![]);
     let mut hb = core.heartbeat(Health::default());
     hb.id = "b".into();
     assert!(matches!(
@@ -402,16 +391,7 @@ fn forged_heartbeats_are_refused_and_strangers_get_no_clock() {
 
 #[test]
 fn bootstrap_dials_back_off_and_resume_when_isolated() {
-    let me = LocalNode {
-        id: "a".into(),
-        name: "a".into(),
-        region: "fra".into(),
-        boot: 1,
-        cores: 1,
-        vu_limit: 1,
-        version: "t".into(),
-    };
-    let mut core = MeshCore::new(me, MeshConfig::default(), vec!["/x".into()], Duration::ZERO);
+    let mut core = lone("a", vec!["/x".into()]);
     let mut dials = Vec::new();
     for ms in (0..70_000).step_by(100) {
         let now = Duration::from_millis(ms);
@@ -442,16 +422,7 @@ fn bootstrap_dials_back_off_and_resume_when_isolated() {
 
 #[test]
 fn heartbeats_announce_at_most_sixteen_addresses_and_no_loopback_beside_others() {
-    let me = LocalNode {
-        id: "a".into(),
-        name: "a".into(),
-        region: "fra".into(),
-        boot: 1,
-        cores: 1,
-        vu_limit: 1,
-        version: "t".into(),
-    };
-    let mut core = MeshCore::new(me, MeshConfig::default(), vec![], Duration::ZERO);
+    let mut core = lone("a", vec![]);
     let mut addrs = vec!["/ip4/127.0.0.1/tcp/7400".to_owned()];
     addrs.extend((0..30).map(|i| format!("/ip4/10.0.0.{i}/tcp/7400")));
     core.set_listen(addrs);
@@ -471,16 +442,7 @@ fn heartbeats_announce_at_most_sixteen_addresses_and_no_loopback_beside_others()
 #[test]
 fn a_flood_of_identities_is_bounded() {
     use crate::core::membership::MAX_MEMBERS;
-    let me = LocalNode {
-        id: "me".into(),
-        name: "me".into(),
-        region: "fra".into(),
-        boot: 1,
-        cores: 1,
-        vu_limit: 1,
-        version: "t".into(),
-    };
-    let mut core = MeshCore::new(me, MeshConfig::default(), vec![], Duration::ZERO);
+    let mut core = lone("me", vec![]);
     let template = core.heartbeat(Health::default());
     let mut refused = 0;
     for i in 0..MAX_MEMBERS + 10 {
