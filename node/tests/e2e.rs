@@ -78,6 +78,10 @@ impl Run {
         String::from_utf8_lossy(&self.output.stderr).into_owned()
     }
 
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
     fn summary(&self) -> &Value {
         match &self.summary {
             Some(s) => s,

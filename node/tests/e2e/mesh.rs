@@ -74,6 +74,25 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
     );
     eprintln!("5 nodes converged {took:?} after the last start");
 
+    // The CLI's views of a node: `status` and `peers`, human and JSON.
+    let api = nodes[0].api.to_string();
+    let status = super::fusi(&["status", "--api", &api]);
+    let text = status.stdout();
+    assert!(status.output.status.success(), "{}", status.stderr());
+    assert!(
+        text.contains(&nodes[0].peer_id) && text.contains("private (key fingerprint"),
+        "{text}"
+    );
+    let table = super::fusi(&["peers", "--api", &api]).stdout();
+    assert_eq!(table.lines().count(), 5, "a header and 4 peers:\n{table}");
+    assert!(
+        table.contains("nrt-2") && table.contains("CLOCK OFFSET"),
+        "{table}"
+    );
+    let json = super::fusi(&["peers", "--json", "--api", &api]).stdout();
+    let parsed: Value = serde_json::from_str(&json).expect("peers --json is JSON");
+    assert_eq!(parsed["peers"].as_array().map(Vec::len), Some(4));
+
     // Nodes with another key, or none, never appear; the one with a fresh key
     // also tries an unreachable bootstrap address, retried and logged.
     let stranger = mesh
