@@ -370,32 +370,32 @@ pub fn render_status(s: &StatusView) -> String {
     out
 }
 
-/// `fusi-node peers`.
-pub async fn peers(args: ApiArgs) -> anyhow::Result<ExitCode> {
-    let view: PeersView = api::client::get(args.api, "/v1/peers").await?;
+/// Asks the node at `--api` for `path` and prints the view, rendered or as JSON.
+async fn show<T: serde::Serialize + serde::de::DeserializeOwned>(
+    args: ApiArgs,
+    path: &str,
+    render: fn(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    let view: T = api::client::get(args.api, path).await?;
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&view).context("encoding")?
         );
     } else {
-        print!("{}", render_peers(&view));
+        print!("{}", render(&view));
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `fusi-node peers`.
+pub async fn peers(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    show::<PeersView>(args, "/v1/peers", render_peers).await
+}
+
 /// `fusi-node status`.
 pub async fn status(args: ApiArgs) -> anyhow::Result<ExitCode> {
-    let view: StatusView = api::client::get(args.api, "/v1/status").await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&view).context("encoding")?
-        );
-    } else {
-        print!("{}", render_status(&view));
-    }
-    Ok(ExitCode::SUCCESS)
+    show::<StatusView>(args, "/v1/status", render_status).await
 }
 
 #[cfg(test)]
