@@ -7,7 +7,14 @@
 //!
 //! - `GET /v1/status`: this node ([`StatusView`]);
 //! - `GET /v1/peers`: the other members, as this node sees them
-//!   ([`PeersView`]).
+//!   ([`PeersView`]);
+//! - `POST /v1/runs`: submit a run ([`SubmitRequest`], CBOR, because it
+//!   carries the scenario module), answered with a [`SubmitView`];
+//! - `GET /v1/runs`: the runs this node knows ([`RunsView`]);
+//! - `GET /v1/runs/{id}`: one run, its nodes and their shares ([`RunView`]);
+//! - `POST /v1/runs/{id}/stop`: stop a run on every node;
+//! - `GET /v1/runs/{id}/report`: the run and its merged summary
+//!   ([`ReportView`]).
 //!
 //! The views are defined here once and used by both ends.
 
@@ -15,6 +22,11 @@ pub mod client;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::core::assign::RegionWeight;
+use crate::core::report::Summary;
+use crate::core::spec::RunSpec;
 
 /// The default API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7401";
@@ -102,11 +114,119 @@ pub struct PeersView {
     pub peers: Vec<PeerView>,
 }
 
+/// A run submitted to a node (`POST /v1/runs`, CBOR).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// The run; its `module_sha256` may be empty (the node fills it in).
+    pub spec: RunSpec,
+    /// The scenario module.
+    #[serde(with = "serde_bytes")]
+    pub module: Vec<u8>,
+    /// `--region` weights; `None` splits by capacity alone.
+    pub weights: Option<Vec<RegionWeight>>,
+    /// `--nodes`: at most this many nodes take part.
+    pub nodes: Option<u32>,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitView {
+    /// The new run's id.
+    pub run_id: String,
+}
+
+/// One run, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    /// The run id.
+    pub id: String,
+    /// `proposed`, `assigned`, `armed`, `running`, `complete`, `stopped` or `failed`.
+    pub phase: String,
+    /// Why it failed, or who stopped it.
+    pub reason: Option<String>,
+    /// The executor's name.
+    pub executor: String,
+    /// The scenario module's sha256.
+    pub module_sha256: String,
+    /// The node the run was submitted to.
+    pub proposer: String,
+    /// The leader, as this node sees it, and its term.
+    pub leader: Option<String>,
+    /// The leader's term (its rank for this run).
+    pub term: u32,
+    /// `--region` weights, as given.
+    pub weights: Option<String>,
+    /// The start instant in the leader's clock, Unix milliseconds.
+    pub t0_unix_ms: Option<f64>,
+    /// Seconds since T0 (negative before it), in this node's clock.
+    pub elapsed_s: Option<f64>,
+    /// How long the executor runs (at most).
+    pub duration_s: f64,
+    /// The spread of the nodes' real starts, in the leader's clock.
+    pub start_skew_ms: Option<f64>,
+    /// The largest clock error bound among the nodes that started.
+    pub clock_bound_ms: Option<f64>,
+    /// The nodes taking part (after assignment), or the candidates (before).
+    pub nodes: Vec<RunNodeView>,
+}
+
+/// One node of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunNodeView {
+    /// Peer id.
+    pub id: String,
+    /// Name, when known.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Its fraction of the load, `[start, end)` of `[0, 1)`.
+    pub segment: Option<(f64, f64)>,
+    /// The VUs it runs at most.
+    pub vus: u64,
+    /// `candidate`, `assigned`, `ready`, `refused`, `started`, `done`, `interrupted` or `lost`.
+    pub state: String,
+    /// Why it refused.
+    pub refused: Option<String>,
+    /// When it really started, relative to T0, in the leader's clock.
+    pub start_offset_ms: Option<f64>,
+    /// The clock error bound of that start time.
+    pub bound_ms: Option<f64>,
+    /// Shards it said it sent (once done).
+    pub shards: Option<u64>,
+}
+
+/// The runs a node knows, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunsView {
+    /// The runs.
+    pub runs: Vec<RunView>,
+}
+
+/// A run and its merged summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportView {
+    /// The run.
+    pub run: RunView,
+    /// What the shards this node holds say.
+    pub summary: Summary,
+}
+
 /// What the API asks of the node's event loop.
 #[derive(Debug)]
 pub enum Query {
     /// `GET /v1/status`.
-    Status(tokio::sync::oneshot::Sender<StatusView>),
+    Status(oneshot::Sender<StatusView>),
     /// `GET /v1/peers`.
-    Peers(tokio::sync::oneshot::Sender<PeersView>),
+    Peers(oneshot::Sender<PeersView>),
+    /// `POST /v1/runs`, after the module was checked to compile: its
+    /// sha256 is in `spec.module_sha256`. An error names the problem.
+    Submit(SubmitRequest, oneshot::Sender<Result<SubmitView, String>>),
+    /// `GET /v1/runs`.
+    Runs(oneshot::Sender<RunsView>),
+    /// `GET /v1/runs/{id}`; `None` for an unknown run.
+    Run(String, oneshot::Sender<Option<RunView>>),
+    /// `POST /v1/runs/{id}/stop`; an error names the problem.
+    Stop(String, oneshot::Sender<Result<RunView, String>>),
+    /// `GET /v1/runs/{id}/report`; `None` for an unknown run.
+    Report(String, oneshot::Sender<Option<ReportView>>),
 }

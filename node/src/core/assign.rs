@@ -16,12 +16,14 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::core::segment::ExecutionSegment;
 use crate::core::spec::Share;
 use crate::core::wire::validate_region;
 
 /// A node that may take part in a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
     /// Its peer id.
     pub id: String,
@@ -32,7 +34,7 @@ pub struct Candidate {
 }
 
 /// A region's weight in `--region`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionWeight {
     /// The region.
     pub region: String,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::metrics::{SeriesKey, SeriesSet, Value, from_trend_units, names, new_histogram};
 use super::shard::Shard;
@@ -317,7 +317,7 @@ fn rate(v: Option<Value>) -> (u64, u64) {
 }
 
 /// How much of the run a report holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completeness {
     /// Nodes heard from.
     pub nodes: usize,
@@ -335,7 +335,7 @@ impl Completeness {
 }
 
 /// The end-of-test summary, as printed and as written by `--out`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// The run.
     pub run_id: String,
@@ -364,7 +364,7 @@ pub struct Summary {
 }
 
 /// HTTP totals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HttpSummary {
     /// Requests made.
     pub requests: u64,
@@ -387,7 +387,7 @@ pub struct HttpSummary {
 }
 
 /// Iteration totals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IterationSummary {
     /// Iterations that returned normally.
     pub completed: u64,
@@ -402,7 +402,7 @@ pub struct IterationSummary {
 }
 
 /// One check's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckSummary {
     /// The check's name.
     pub name: String,
@@ -413,7 +413,7 @@ pub struct CheckSummary {
 }
 
 /// One group's timing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupSummary {
     /// `::outer::inner`.
     pub name: String,
@@ -422,7 +422,7 @@ pub struct GroupSummary {
 }
 
 /// A custom metric.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MetricSummary {
     /// A sum.
@@ -469,7 +469,7 @@ impl MetricSummary {
 }
 
 /// A distribution's key points, in the metric's unit (ms for durations).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples.
     pub count: u64,
@@ -515,7 +515,7 @@ fn of_histogram(h: &Histogram<u64>) -> Percentiles {
 }
 
 /// One interval of the timeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TimelinePoint {
     /// Interval start, seconds since the start instant.
     pub t_s: f64,

@@ -33,6 +33,11 @@ pub struct RunSpec {
     pub vu_memory_limit: u64,
     /// Accept any TLS certificate (self-signed targets).
     pub insecure_skip_tls_verify: bool,
+    /// The hosts the run sends to, as `host` or `host:port` (`--target`):
+    /// a node started with `--allow-target` refuses a run that names a
+    /// host outside its list, or none.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 impl RunSpec {
@@ -46,6 +51,7 @@ impl RunSpec {
             graceful_stop: Duration::from_secs(30),
             vu_memory_limit: 64 << 20,
             insecure_skip_tls_verify: false,
+            targets: Vec::new(),
         }
     }
 }

@@ -710,6 +710,21 @@ impl Node {
                     .collect();
                 let _ = reply.send(PeersView { peers });
             }
+            Query::Submit(_, reply) => {
+                let _ = reply.send(Err("runs are not wired into the node yet".into()));
+            }
+            Query::Runs(reply) => {
+                let _ = reply.send(api::RunsView { runs: Vec::new() });
+            }
+            Query::Run(_, reply) => {
+                let _ = reply.send(None);
+            }
+            Query::Stop(_, reply) => {
+                let _ = reply.send(Err("runs are not wired into the node yet".into()));
+            }
+            Query::Report(_, reply) => {
+                let _ = reply.send(None);
+            }
         }
     }
 }
