@@ -14,6 +14,7 @@ pub mod membership;
 pub mod mesh;
 pub mod metrics;
 pub mod report;
+pub mod runs;
 pub mod schedule;
 pub mod segment;
 pub mod shard;

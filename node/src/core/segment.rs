@@ -54,6 +54,34 @@ impl ExecutionSegment {
         })
     }
 
+    /// Whether the ends are consistent: a segment decoded from a peer is
+    /// checked with this before use.
+    pub fn is_valid(&self) -> bool {
+        Self::new(self.start, self.end, self.denominator).is_ok()
+    }
+
+    /// `(start, end)` as fractions of the whole, for display.
+    pub fn bounds(&self) -> (f64, f64) {
+        let d = self.denominator.max(1) as f64;
+        (self.start as f64 / d, self.end as f64 / d)
+    }
+
+    /// Whether `next` starts where this one ends (exactly, as rationals).
+    pub fn adjoins(&self, next: &ExecutionSegment) -> bool {
+        u128::from(self.end) * u128::from(next.denominator)
+            == u128::from(next.start) * u128::from(self.denominator)
+    }
+
+    /// Whether it starts at 0.
+    pub fn starts_at_zero(&self) -> bool {
+        self.start == 0
+    }
+
+    /// Whether it ends at 1.
+    pub fn ends_at_one(&self) -> bool {
+        self.end == self.denominator
+    }
+
     /// Cuts `[0, 1)` into consecutive segments proportional to `weights`.
     /// Zero weights get empty segments; all-zero weights get nothing.
     pub fn split(weights: &[u64]) -> Vec<ExecutionSegment> {

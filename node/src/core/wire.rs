@@ -17,10 +17,19 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::core::assign::{Candidate, RegionWeight};
 use crate::core::membership::Heartbeat;
+use crate::core::segment::ExecutionSegment;
+use crate::core::spec::RunSpec;
 
 /// The gossipsub topic of heartbeats.
 pub const MEMBERS_TOPIC: &str = "fusi/1/members";
+
+/// The gossipsub topic of run lifecycle messages ([`RunMessage`]).
+pub const RUNS_TOPIC: &str = "fusi/1/runs";
+
+/// The gossipsub topic of metric shards ([`crate::core::shard::Shard`]).
+pub const SHARDS_TOPIC: &str = "fusi/1/shards";
 
 /// The request-response protocol name.
 pub const RPC_PROTOCOL: &str = "/fusi/rpc/1";
@@ -33,8 +42,21 @@ pub const MAX_GOSSIP_BYTES: usize = 1 << 20;
 /// The largest heartbeat accepted.
 pub const MAX_HEARTBEAT_BYTES: usize = 16 << 10;
 
-/// The largest request or response accepted over [`RPC_PROTOCOL`].
+/// The largest request or response accepted over [`RPC_PROTOCOL`], but
+/// for a module answer.
 pub const MAX_RPC_BYTES: usize = 64 << 10;
+
+/// The largest module answer accepted: the module bound and the envelope.
+pub const MAX_MODULE_RESPONSE_BYTES: usize = crate::store::modules::MAX_MODULE_BYTES + 4096;
+
+/// The largest run message accepted.
+pub const MAX_RUN_MESSAGE_BYTES: usize = 256 << 10;
+
+/// The version of the run messages; a node ignores other versions.
+pub const RUN_PROTOCOL: u32 = 1;
+
+/// The most candidates a proposal may name.
+pub const MAX_CANDIDATES: usize = 4096;
 
 /// Longest node name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -97,6 +119,11 @@ pub enum Request {
         /// The asker's send time.
         t1: i64,
     },
+    /// Send me the scenario module with this sha256 (lower-case hex).
+    Module {
+        /// The module's name.
+        sha256: String,
+    },
 }
 
 /// An answer from one peer.
@@ -112,12 +139,247 @@ pub enum Response {
         /// Send time at the answerer.
         t3: i64,
     },
+    /// The module asked for; the asker checks its sha256.
+    Module {
+        /// The module.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// The peer would not answer, and says why (for example: the asker is not
     /// yet a member it knows).
     Refused {
         /// Why, for the asker's log.
         reason: String,
     },
+}
+
+/// A message about one run, on [`RUNS_TOPIC`]. Its author is the
+/// gossip message's signed source, never a field inside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEnvelope {
+    /// [`RUN_PROTOCOL`].
+    pub protocol: u32,
+    /// The run id.
+    pub run: String,
+    /// What is said about it.
+    pub body: RunMessage,
+}
+
+/// Identifies one assignment of a run: the term of the leader that made it
+/// and that leader's version counter.
+pub type PlanId = (u32, u32);
+
+/// The run lifecycle, one message per step (see docs/wire-protocol.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMessage {
+    /// From the node a run was submitted to: the run, and who may take part.
+    Propose(Proposal),
+    /// From the leader: who runs which share.
+    Assign(Plan),
+    /// From a node of the plan: module fetched and compiled, VUs initialized.
+    Ready {
+        /// The plan it is ready for.
+        plan: PlanId,
+    },
+    /// From a node: it will not take part, and why.
+    Refuse {
+        /// Why (shown in the run's status).
+        reason: String,
+    },
+    /// From the leader: start the plan at `t0_ns`, in the leader's wall
+    /// clock (ns since the Unix epoch).
+    Arm {
+        /// The leader's term.
+        term: u32,
+        /// The plan to start.
+        plan: PlanId,
+        /// The start instant.
+        t0_ns: i64,
+    },
+    /// From a node: when it really started, in the leader's clock, and the
+    /// error bound of that translation.
+    Started {
+        /// Start, ns since the Unix epoch, leader's clock.
+        at_ns: i64,
+        /// Clock error bound, ns.
+        bound_ns: i64,
+    },
+    /// From a node: its share ended; it sent `shards` shards.
+    Done {
+        /// Shards sent.
+        shards: u64,
+        /// The share did not run to its end (the node restarted).
+        interrupted: bool,
+    },
+    /// From any node: stop the run everywhere.
+    Stop,
+    /// From the leader: the run is over.
+    Finish(Finish),
+}
+
+/// A run as submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The whole load.
+    pub spec: RunSpec,
+    /// `--region` weights.
+    pub weights: Option<Vec<RegionWeight>>,
+    /// `--nodes`.
+    pub nodes: Option<u32>,
+    /// The members that may take part, fixed at submission: a node that
+    /// joins later does not take part.
+    pub candidates: Vec<Candidate>,
+}
+
+/// Who runs what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The term of the leader sending it.
+    pub term: u32,
+    /// Which plan this is (a new leader may resend an earlier one).
+    pub id: PlanId,
+    /// One share per node, tiling the load.
+    pub shares: Vec<Assigned>,
+}
+
+/// One node's share in a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assigned {
+    /// The node.
+    pub node: String,
+    /// Its slice of the load.
+    pub segment: ExecutionSegment,
+    /// Its first VU id.
+    pub first_vu_id: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    /// The term of the leader declaring it.
+    pub term: u32,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Nodes of the plan that were lost (their data is kept up to the loss).
+    pub lost: Vec<String>,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every node of the plan is done or lost.
+    Complete,
+    /// Someone stopped it.
+    Stopped {
+        /// The node that was asked to stop it.
+        by: String,
+    },
+    /// It could not run.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Checks a run id: 1 to 64 of ASCII letters, digits, `-` and `_`. Run
+/// ids name directories and appear in URLs.
+pub fn validate_run_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "run id {:?} is not 1 to 64 of ASCII letters, digits, - and _",
+            id.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes a run message from gossip and checks its bounds and shape.
+pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
+    const WHAT: &str = "run message";
+    let invalid = |detail: String| WireError::Invalid { what: WHAT, detail };
+    let env: RunEnvelope = decode_bounded(bytes, WHAT, MAX_RUN_MESSAGE_BYTES)?;
+    if env.protocol != RUN_PROTOCOL {
+        return Err(invalid(format!(
+            "protocol {} (this node speaks {RUN_PROTOCOL}); upgrade the older node",
+            env.protocol
+        )));
+    }
+    validate_run_id(&env.run).map_err(invalid)?;
+    match &env.body {
+        RunMessage::Propose(p) => {
+            p.spec.executor.validate().map_err(|e| invalid(e.0))?;
+            if p.candidates.is_empty() || p.candidates.len() > MAX_CANDIDATES {
+                return Err(invalid(format!(
+                    "{} candidates (1 to {MAX_CANDIDATES})",
+                    p.candidates.len()
+                )));
+            }
+            for c in &p.candidates {
+                check_len(WHAT, "a candidate id", &c.id, 128)?;
+                validate_region(&c.region).map_err(invalid)?;
+            }
+            for w in p.weights.iter().flatten() {
+                validate_region(&w.region).map_err(invalid)?;
+                if w.weight == 0 || w.weight > crate::core::assign::MAX_WEIGHT {
+                    return Err(invalid(format!("region weight {}", w.weight)));
+                }
+            }
+            if p.spec.targets.len() > 64 {
+                return Err(invalid("more than 64 targets".into()));
+            }
+            for t in &p.spec.targets {
+                check_len(WHAT, "a target", t, 256)?;
+            }
+            if crate::store::modules::check_name(&p.spec.module_sha256).is_err() {
+                return Err(invalid("the module name is not a sha256".into()));
+            }
+        }
+        RunMessage::Assign(plan) => {
+            if plan.shares.is_empty() || plan.shares.len() > MAX_CANDIDATES {
+                return Err(invalid(format!("{} shares", plan.shares.len())));
+            }
+            for s in &plan.shares {
+                check_len(WHAT, "a node id", &s.node, 128)?;
+                if !s.segment.is_valid() {
+                    return Err(invalid("an invalid segment".into()));
+                }
+            }
+            let tiles = plan
+                .shares
+                .first()
+                .is_some_and(|s| s.segment.starts_at_zero())
+                && plan.shares.last().is_some_and(|s| s.segment.ends_at_one())
+                && plan
+                    .shares
+                    .windows(2)
+                    .all(|w| w[0].segment.adjoins(&w[1].segment));
+            if !tiles {
+                return Err(invalid("the shares do not tile the load".into()));
+            }
+        }
+        RunMessage::Refuse { reason } => check_len(WHAT, "reason", reason, 1024)?,
+        RunMessage::Finish(f) => {
+            if let Outcome::Failed { reason } | Outcome::Stopped { by: reason } = &f.outcome {
+                check_len(WHAT, "reason", reason, 1024)?;
+            }
+            if f.lost.len() > MAX_CANDIDATES {
+                return Err(invalid("too many lost nodes".into()));
+            }
+        }
+        RunMessage::Ready { .. }
+        | RunMessage::Arm { .. }
+        | RunMessage::Started { .. }
+        | RunMessage::Done { .. }
+        | RunMessage::Stop => {}
+    }
+    Ok(env)
 }
 
 /// Encodes any wire message. Encoding our own types cannot fail for lack of
@@ -206,9 +468,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
     decode_bounded(bytes, "request", MAX_RPC_BYTES)
 }
 
-/// Decodes a request-response answer.
+/// Decodes a request-response answer. Module answers may be larger than
+/// others: `max` is [`MAX_MODULE_RESPONSE_BYTES`] for the codec, which
+/// cannot know the question.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
-    let response: Response = decode_bounded(bytes, "response", MAX_RPC_BYTES)?;
+    let response: Response = decode_bounded(bytes, "response", MAX_MODULE_RESPONSE_BYTES)?;
+    if !matches!(response, Response::Module { .. }) && bytes.len() > MAX_RPC_BYTES {
+        return Err(WireError::TooLarge {
+            what: "response",
+            len: bytes.len(),
+            max: MAX_RPC_BYTES,
+        });
+    }
     if let Response::Refused { reason } = &response {
         check_len("response", "reason", reason, 1024)?;
     }

@@ -8,17 +8,15 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response::Codec;
 
-use crate::core::wire::{self, MAX_RPC_BYTES, Request, Response};
+use crate::core::wire::{self, MAX_MODULE_RESPONSE_BYTES, MAX_RPC_BYTES, Request, Response};
 
 /// Reads and writes [`Request`]s and [`Response`]s.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WireCodec;
 
-async fn read_bounded<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+async fn read_bounded<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    io.take(MAX_RPC_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .await?;
+    io.take(max as u64 + 1).read_to_end(&mut bytes).await?;
     Ok(bytes)
 }
 
@@ -36,7 +34,7 @@ impl Codec for WireCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Request> {
-        wire::decode_request(&read_bounded(io).await?).map_err(invalid)
+        wire::decode_request(&read_bounded(io, MAX_RPC_BYTES).await?).map_err(invalid)
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -44,7 +42,7 @@ impl Codec for WireCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Response> {
-        wire::decode_response(&read_bounded(io).await?).map_err(invalid)
+        wire::decode_response(&read_bounded(io, MAX_MODULE_RESPONSE_BYTES).await?).map_err(invalid)
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

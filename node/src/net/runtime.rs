@@ -413,6 +413,14 @@ impl Node {
                     .rpc
                     .send_response(channel, response);
             }
+            Inbound::Request { channel, .. } => {
+                let _ = self.swarm.behaviour_mut().rpc.send_response(
+                    channel,
+                    Response::Refused {
+                        reason: "not yet".into(),
+                    },
+                );
+            }
             Inbound::Response {
                 peer,
                 request_id,
@@ -435,6 +443,7 @@ impl Node {
                         format!("dropped a clock answer from {peer} that echoes a time this node did not send")
                     }),
                     Response::Refused { reason } => debug!(%peer, "clock question refused: {reason}"),
+                    Response::Module { .. } => {}
                 }
             }
         }

@@ -1,0 +1,1275 @@
+//! The run state machine: what every node knows and does about each run.
+//!
+//! A run goes Proposed → Assigned → Armed → Running → Complete (or Stopped,
+//! or Failed). Every node holds the same record of a run, built from the
+//! [`RunMessage`]s on the runs topic, and plays up to three parts in it:
+//!
+//! - **the proposer**, the node a run was submitted to, fixes the
+//!   candidates (the members it sees alive, so a node that joins later
+//!   takes no part) and proposes the run;
+//! - **the leader**, computed alike on every node ([`Leadership`]: the first
+//!   candidate alive in a rendezvous ranking, its term = its rank), assigns
+//!   shares ([`assign`]), waits until every node of the plan is ready, picks
+//!   the start instant T0 in its own clock, and declares the run finished
+//!   when every node is done or lost;
+//! - **a worker**, each node of the plan, prepares its share (fetches and
+//!   compiles the module, initializes VUs), starts at T0 translated through
+//!   its clock offset to the leader, and says when it really started and
+//!   when it is done.
+//!
+//! Gossip is best effort, so every node re-sends what it is responsible for
+//! once a second until the run is finished, and every message is idempotent.
+//! A node obeys a leader's message only if its term is the highest it has
+//! seen for that run. A leader that takes over before T0 makes a new plan
+//! when the old one names a node that is gone or refused; after T0 it never
+//! changes the plan, it only waits for the nodes to finish or be lost.
+//!
+//! No I/O happens here: the runtime calls in with what happened and the
+//! time, and carries out the [`RunAction`]s that come back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::assign::{self, Candidate};
+#[cfg(doc)]
+use crate::core::leader::Leadership;
+use crate::core::leader::ranking;
+use crate::core::spec::Share;
+use crate::core::wire::{
+    Assigned, Finish, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage,
+};
+
+/// What the mesh tells the run state machine.
+pub trait MeshView {
+    /// Whether `peer` is a member in good standing (heard from recently).
+    /// This node always is.
+    fn alive(&self, peer: &str) -> bool;
+    /// `peer`'s wall clock minus this node's, and the error bound, in ns;
+    /// `(0, 0)` for this node.
+    fn offset(&self, peer: &str) -> Option<(i64, i64)>;
+}
+
+/// The current time, both ways: `now` (monotonic, for timers) and `wall_ns`
+/// (this node's wall clock, for T0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    /// Monotonic time.
+    pub now: Duration,
+    /// Wall clock, ns since the Unix epoch.
+    pub wall_ns: i64,
+}
+
+/// Timers of the run state machine.
+#[derive(Debug, Clone)]
+pub struct RunsConfig {
+    /// How often a node re-sends what it is responsible for.
+    pub republish: Duration,
+    /// The least time between arming and T0.
+    pub arm_lead: Duration,
+    /// How long a node of the plan may take to get ready.
+    pub ready_timeout: Duration,
+    /// How long after its expected end a node that says nothing is lost.
+    pub done_grace: Duration,
+    /// How long a leader re-sends the finish.
+    pub finish_republish_for: Duration,
+    /// The most runs kept; the oldest finished ones go first.
+    pub keep_runs: usize,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        RunsConfig {
+            republish: Duration::from_secs(1),
+            arm_lead: Duration::from_millis(300),
+            ready_timeout: Duration::from_secs(60),
+            done_grace: Duration::from_secs(15),
+            finish_republish_for: Duration::from_secs(10),
+            keep_runs: 200,
+        }
+    }
+}
+
+/// What the runtime is to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunAction {
+    /// Send a message on the runs topic.
+    Publish(RunEnvelope),
+    /// Prepare this node's share: get the module (from these peers, in
+    /// order, unless it is cached), compile it, check the targets, initialize
+    /// the VUs; then call [`RunsCore::prepared`] or [`RunsCore::refused`].
+    /// Replaces any share of that run prepared before.
+    Prepare {
+        /// The run.
+        run: String,
+        /// The plan the share belongs to.
+        plan: PlanId,
+        /// The spec.
+        spec: Box<crate::core::spec::RunSpec>,
+        /// The share.
+        share: Share,
+        /// Peers that have the module.
+        sources: Vec<String>,
+    },
+    /// Start the prepared share at this instant of this node's wall clock,
+    /// then call [`RunsCore::started`], and [`RunsCore::finished`] at its end.
+    Start {
+        /// The run.
+        run: String,
+        /// When, ns since the Unix epoch, this node's clock.
+        at_wall_ns: i64,
+    },
+    /// Drop a prepared share, or stop a running one (it then reports
+    /// [`RunsCore::finished`]).
+    Stop {
+        /// The run.
+        run: String,
+    },
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Submitted, no plan yet.
+    Proposed,
+    /// A plan, nodes getting ready.
+    Assigned,
+    /// T0 is set and not yet reached.
+    Armed,
+    /// Past T0.
+    Running,
+    /// Every node is done or lost.
+    Complete,
+    /// Stopped on request.
+    Stopped,
+    /// Could not run.
+    Failed,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Proposed => "proposed",
+            Phase::Assigned => "assigned",
+            Phase::Armed => "armed",
+            Phase::Running => "running",
+            Phase::Complete => "complete",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+/// This node's own part in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Local {
+    #[default]
+    Idle,
+    Preparing(PlanId),
+    Prepared(PlanId),
+    Refused,
+    Started,
+    Stopping,
+    Finished,
+}
+
+/// The arm of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Armed {
+    /// The arming leader's term.
+    pub term: u32,
+    /// The plan started.
+    pub plan: PlanId,
+    /// T0, ns since the Unix epoch, in the arming leader's clock.
+    pub t0_ns: i64,
+    /// The leader whose clock T0 is in.
+    pub by: String,
+}
+
+/// Everything a node knows about one run. Serializable, so it survives a
+/// restart (the runtime stores it in the data dir).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    /// The run id.
+    pub id: String,
+    /// The node it was submitted to.
+    pub proposer: String,
+    /// The run as submitted.
+    pub proposal: Proposal,
+    /// The leader's term, as far as this node has seen.
+    pub term: u32,
+    /// The latest plan obeyed.
+    pub plan: Option<Plan>,
+    /// Nodes ready, and for which plan.
+    pub ready: BTreeMap<String, PlanId>,
+    /// Nodes that refused, and why.
+    pub refused: BTreeMap<String, String>,
+    /// The arm obeyed.
+    pub armed: Option<Armed>,
+    /// Real starts, in the leader's clock: (at, bound), ns.
+    pub started: BTreeMap<String, (i64, i64)>,
+    /// Nodes done: (shards sent, interrupted).
+    pub done: BTreeMap<String, (u64, bool)>,
+    /// The node a stop was asked of.
+    pub stop_by: Option<String>,
+    /// How it ended.
+    pub finish: Option<Finish>,
+    /// When this node learned of the run (wall clock, ns).
+    pub seen_wall_ns: i64,
+    local: Local,
+    #[serde(skip)]
+    timers: Timers,
+    #[serde(skip)]
+    ranked: std::sync::OnceLock<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Timers {
+    plan_at: Duration,
+    last_publish: Option<Duration>,
+    stop_at: Option<Duration>,
+    finished_at: Option<Duration>,
+}
+
+impl Run {
+    /// Where the run is, at this node's wall clock `wall_ns`.
+    pub fn phase(&self, wall_ns: i64, view: &dyn MeshView) -> Phase {
+        if let Some(f) = &self.finish {
+            return match f.outcome {
+                Outcome::Complete => Phase::Complete,
+                Outcome::Stopped { .. } => Phase::Stopped,
+                Outcome::Failed { .. } => Phase::Failed,
+            };
+        }
+        match (&self.armed, &self.plan) {
+            (Some(a), _) => {
+                if wall_ns >= self.local_t0(a, view) {
+                    Phase::Running
+                } else {
+                    Phase::Armed
+                }
+            }
+            (None, Some(_)) => Phase::Assigned,
+            (None, None) => Phase::Proposed,
+        }
+    }
+
+    /// T0 in this node's wall clock.
+    pub fn local_t0(&self, armed: &Armed, view: &dyn MeshView) -> i64 {
+        let (offset, _) = view.offset(&armed.by).unwrap_or((0, 0));
+        armed.t0_ns.saturating_sub(offset)
+    }
+
+    /// The leader this node obeys, given who is alive.
+    pub fn leader(&self, view: &dyn MeshView) -> Option<String> {
+        self.leader_term(view).map(|(_, p)| p.to_owned())
+    }
+
+    /// The leader and its term: the first candidate alive in the ranking,
+    /// at or after the highest term seen ([`Leadership`], without its
+    /// copies: this runs on every tick).
+    fn leader_term(&self, view: &dyn MeshView) -> Option<(u32, &str)> {
+        let ranked = self.ranked();
+        (self.term as usize..ranked.len())
+            .find(|&t| view.alive(&ranked[t]))
+            .map(|t| (t as u32, ranked[t].as_str()))
+    }
+
+    fn ranked(&self) -> &[String] {
+        self.ranked.get_or_init(|| {
+            let ids: Vec<String> = self
+                .proposal
+                .candidates
+                .iter()
+                .map(|c| c.id.clone())
+                .collect();
+            ranking(&self.id, &ids)
+        })
+    }
+
+    /// The start skew: the spread of the real starts, in the leader's
+    /// clock, and the largest error bound among them (ns).
+    pub fn start_skew(&self) -> Option<(i64, i64)> {
+        let starts = self.started.values();
+        let min = starts.clone().map(|s| s.0).min()?;
+        let max = starts.clone().map(|s| s.0).max()?;
+        let bound = starts.map(|s| s.1).max()?;
+        Some((max - min, bound))
+    }
+
+    /// The nodes of the armed plan (or the current one) that are lost: not
+    /// done, and not alive, or named lost by the finish.
+    pub fn lost(&self, view: &dyn MeshView) -> Vec<String> {
+        if let Some(f) = &self.finish {
+            return f.lost.clone();
+        }
+        let Some(plan) = &self.plan else {
+            return Vec::new();
+        };
+        plan.shares
+            .iter()
+            .filter(|s| !self.done.contains_key(&s.node) && !view.alive(&s.node))
+            .map(|s| s.node.clone())
+            .collect()
+    }
+
+    /// The share of `node` in the current plan.
+    pub fn share_of(&self, node: &str) -> Option<&Assigned> {
+        self.plan.as_ref()?.shares.iter().find(|s| s.node == node)
+    }
+
+    fn envelope(&self, body: RunMessage) -> RunEnvelope {
+        RunEnvelope {
+            protocol: RUN_PROTOCOL,
+            run: self.id.clone(),
+            body,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+}
+
+/// Why a message about a run was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunRefused {
+    /// A leader's message from a node that does not lead the run, or of a
+    /// lower term than one already seen.
+    #[error("{0} does not lead this run at that term (stale or forged)")]
+    NotLeader(String),
+    /// A message about a run this node does not know (yet).
+    #[error("unknown run (its proposal has not arrived)")]
+    UnknownRun,
+    /// A proposal whose author is not among its candidates, or that
+    /// conflicts with one already known.
+    #[error("{0}")]
+    BadProposal(String),
+    /// A plan that does not fit the proposal.
+    #[error("{0}")]
+    BadPlan(String),
+}
+
+/// Every run this node knows.
+#[derive(Debug)]
+pub struct RunsCore {
+    me: String,
+    config: RunsConfig,
+    runs: BTreeMap<String, Run>,
+    dirty: BTreeSet<String>,
+    /// Messages about runs whose proposal has not arrived (gossip does not
+    /// keep order): replayed when it does.
+    early: Vec<(Duration, String, RunEnvelope)>,
+}
+
+/// How long after a run's expected end (or a stop) a node that is gone is
+/// declared lost.
+const LOST_AFTER_END: Duration = Duration::from_secs(3);
+
+/// The most early messages kept, and for how long.
+const MAX_EARLY: usize = 1024;
+const EARLY_FOR: Duration = Duration::from_secs(10);
+
+impl RunsCore {
+    /// The runs of node `me`.
+    pub fn new(me: String, config: RunsConfig) -> RunsCore {
+        RunsCore {
+            me,
+            config,
+            runs: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            early: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// A run.
+    pub fn get(&self, id: &str) -> Option<&Run> {
+        self.runs.get(id)
+    }
+
+    /// Every run, newest first.
+    pub fn all(&self) -> Vec<&Run> {
+        let mut runs: Vec<&Run> = self.runs.values().collect();
+        runs.sort_by(|a, b| b.seen_wall_ns.cmp(&a.seen_wall_ns).then(a.id.cmp(&b.id)));
+        runs
+    }
+
+    /// The runs changed since the last call, to be stored.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// Submits a run to this node: it proposes it to the mesh.
+    /// `candidates` are the members this node sees alive, itself included.
+    pub fn submit(
+        &mut self,
+        id: String,
+        proposal: Proposal,
+        at: At,
+        view: &dyn MeshView,
+    ) -> Result<Vec<RunAction>, String> {
+        if self.runs.contains_key(&id) {
+            return Err(format!("a run {id} exists already"));
+        }
+        if !proposal.candidates.iter().any(|c| c.id == self.me) {
+            return Err("this node is not among the candidates".into());
+        }
+        let env = RunEnvelope {
+            protocol: RUN_PROTOCOL,
+            run: id,
+            body: RunMessage::Propose(proposal),
+        };
+        let me = self.me.clone();
+        self.on_message(&me, env, at).map_err(|e| e.to_string())?;
+        Ok(self.tick(at, view))
+    }
+
+    /// Asks for a run to stop on every node.
+    pub fn stop(
+        &mut self,
+        id: &str,
+        at: At,
+        view: &dyn MeshView,
+    ) -> Result<Vec<RunAction>, String> {
+        let Some(run) = self.runs.get(id) else {
+            return Err(format!("no run {id} on this node"));
+        };
+        if run.is_finished() {
+            return Err(format!("run {id} is over already"));
+        }
+        let env = run.envelope(RunMessage::Stop);
+        let me = self.me.clone();
+        self.on_message(&me, env.clone(), at)
+            .map_err(|e| e.to_string())?;
+        let mut actions = vec![RunAction::Publish(env)];
+        actions.extend(self.tick(at, view));
+        Ok(actions)
+    }
+
+    /// Takes a message from `from` (the gossip message's signed source).
+    /// Returns whether it changed anything; an error says why it was not
+    /// taken (for the log).
+    pub fn on_message(&mut self, from: &str, env: RunEnvelope, at: At) -> Result<bool, RunRefused> {
+        if let RunMessage::Propose(proposal) = env.body {
+            let id = env.run;
+            let new = self.on_proposal(from, id.clone(), proposal, at)?;
+            if new {
+                let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early)
+                    .into_iter()
+                    .partition(|(_, _, e)| e.run == id);
+                self.early = later;
+                for (_, from, env) in now {
+                    let _ = self.on_message(&from, env, at);
+                }
+            }
+            return Ok(new);
+        }
+        let id = env.run.clone();
+        let Some(run) = self.runs.get_mut(&id) else {
+            self.early
+                .retain(|(t, _, _)| at.now.saturating_sub(*t) < EARLY_FOR);
+            if self.early.len() < MAX_EARLY {
+                self.early.push((at.now, from.to_owned(), env));
+            }
+            return Err(RunRefused::UnknownRun);
+        };
+        let changed = match env.body {
+            RunMessage::Propose(_) => false,
+            RunMessage::Assign(plan) => {
+                obey(run, plan.term, from)?;
+                check_plan(&run.proposal, &plan)?;
+                if run.armed.is_some() || run.plan.as_ref() == Some(&plan) {
+                    false
+                } else {
+                    let newer = run
+                        .plan
+                        .as_ref()
+                        .is_none_or(|p| (plan.term, plan.id) > (p.term, p.id));
+                    if newer {
+                        run.plan = Some(plan);
+                        run.timers.plan_at = at.now;
+                    }
+                    newer
+                }
+            }
+            RunMessage::Ready { plan } => run.ready.insert(from.to_owned(), plan) != Some(plan),
+            RunMessage::Refuse { reason } => {
+                run.refused.insert(from.to_owned(), reason.clone()) != Some(reason)
+            }
+            RunMessage::Arm { term, plan, t0_ns } => {
+                obey(run, term, from)?;
+                if let Some(armed) = &run.armed {
+                    // A leader that took over re-arms the same plan, with
+                    // the same instant in its own clock.
+                    if armed.plan == plan && term > armed.term {
+                        run.armed = Some(Armed {
+                            term,
+                            plan,
+                            t0_ns,
+                            by: from.to_owned(),
+                        });
+                        true
+                    } else {
+                        false
+                    }
+                } else if run.plan.as_ref().map(|p| p.id) != Some(plan) {
+                    return Err(RunRefused::BadPlan(
+                        "an arm for a plan this node does not hold".into(),
+                    ));
+                } else {
+                    run.armed = Some(Armed {
+                        term,
+                        plan,
+                        t0_ns,
+                        by: from.to_owned(),
+                    });
+                    true
+                }
+            }
+            RunMessage::Started { at_ns, bound_ns } => {
+                run.started.insert(from.to_owned(), (at_ns, bound_ns)) != Some((at_ns, bound_ns))
+            }
+            RunMessage::Done {
+                shards,
+                interrupted,
+            } => {
+                run.done.insert(from.to_owned(), (shards, interrupted))
+                    != Some((shards, interrupted))
+            }
+            RunMessage::Stop => {
+                if run.stop_by.is_some() || run.is_finished() {
+                    false
+                } else {
+                    run.stop_by = Some(from.to_owned());
+                    run.timers.stop_at = Some(at.now);
+                    true
+                }
+            }
+            RunMessage::Finish(finish) => {
+                obey(run, finish.term, from)?;
+                if run.finish.is_some() {
+                    false
+                } else {
+                    run.finish = Some(finish);
+                    true
+                }
+            }
+        };
+        if changed {
+            self.dirty.insert(id);
+        }
+        Ok(changed)
+    }
+
+    fn on_proposal(
+        &mut self,
+        from: &str,
+        id: String,
+        proposal: Proposal,
+        at: At,
+    ) -> Result<bool, RunRefused> {
+        if let Some(run) = self.runs.get(&id) {
+            return if run.proposal == proposal {
+                Ok(false)
+            } else {
+                Err(RunRefused::BadProposal(format!(
+                    "a different proposal for run {id}, which is known already"
+                )))
+            };
+        }
+        // Relayed proposals are fine (a leader re-sends the proposal), but
+        // the proposer must be a candidate: the first author is recorded.
+        if !proposal.candidates.iter().any(|c| c.id == from) {
+            return Err(RunRefused::BadProposal(format!(
+                "proposal for run {id} from {from}, which is not among its candidates"
+            )));
+        }
+        self.runs.insert(
+            id.clone(),
+            Run {
+                id: id.clone(),
+                proposer: from.to_owned(),
+                proposal,
+                term: 0,
+                plan: None,
+                ready: BTreeMap::new(),
+                refused: BTreeMap::new(),
+                armed: None,
+                started: BTreeMap::new(),
+                done: BTreeMap::new(),
+                stop_by: None,
+                finish: None,
+                seen_wall_ns: at.wall_ns,
+                local: Local::Idle,
+                timers: Timers::default(),
+                ranked: std::sync::OnceLock::new(),
+            },
+        );
+        self.forget_old();
+        self.dirty.insert(id);
+        Ok(true)
+    }
+
+    /// Keeps at most `keep_runs` runs: the oldest finished ones go.
+    fn forget_old(&mut self) {
+        while self.runs.len() > self.config.keep_runs {
+            let oldest = self
+                .runs
+                .values()
+                .filter(|r| r.is_finished())
+                .min_by_key(|r| r.seen_wall_ns)
+                .map(|r| r.id.clone());
+            match oldest {
+                Some(id) => {
+                    self.runs.remove(&id);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The share of this node's run was prepared for `plan`.
+    pub fn prepared(
+        &mut self,
+        id: &str,
+        plan: PlanId,
+        at: At,
+        view: &dyn MeshView,
+    ) -> Vec<RunAction> {
+        let me = self.me.clone();
+        let Some(run) = self.runs.get_mut(id) else {
+            return Vec::new();
+        };
+        if run.local != Local::Preparing(plan) {
+            return Vec::new();
+        }
+        run.local = Local::Prepared(plan);
+        run.ready.insert(me, plan);
+        self.dirty.insert(id.to_owned());
+        let mut actions = vec![RunAction::Publish(run.envelope(RunMessage::Ready { plan }))];
+        actions.extend(self.tick(at, view));
+        actions
+    }
+
+    /// This node will not take part in a run, for `reason`.
+    pub fn refused(
+        &mut self,
+        id: &str,
+        reason: String,
+        at: At,
+        view: &dyn MeshView,
+    ) -> Vec<RunAction> {
+        let me = self.me.clone();
+        let Some(run) = self.runs.get_mut(id) else {
+            return Vec::new();
+        };
+        run.local = Local::Refused;
+        run.refused.insert(me, reason.clone());
+        self.dirty.insert(id.to_owned());
+        let mut actions = vec![RunAction::Publish(
+            run.envelope(RunMessage::Refuse { reason }),
+        )];
+        actions.extend(self.tick(at, view));
+        actions
+    }
+
+    /// This node's share really started at `wall_ns` (its own clock).
+    pub fn started(&mut self, id: &str, wall_ns: i64, view: &dyn MeshView) -> Vec<RunAction> {
+        let me = self.me.clone();
+        let Some(run) = self.runs.get_mut(id) else {
+            return Vec::new();
+        };
+        let by = run.armed.as_ref().map(|a| a.by.clone()).unwrap_or_default();
+        let (offset, bound) = view.offset(&by).unwrap_or((0, i64::MAX / 4));
+        let entry = (wall_ns.saturating_add(offset), bound);
+        run.started.insert(me, entry);
+        self.dirty.insert(id.to_owned());
+        vec![RunAction::Publish(run.envelope(RunMessage::Started {
+            at_ns: entry.0,
+            bound_ns: entry.1,
+        }))]
+    }
+
+    /// This node's share ended, after sending `shards` shards.
+    pub fn finished(&mut self, id: &str, shards: u64, interrupted: bool) -> Vec<RunAction> {
+        let me = self.me.clone();
+        let Some(run) = self.runs.get_mut(id) else {
+            return Vec::new();
+        };
+        run.local = Local::Finished;
+        run.done.insert(me, (shards, interrupted));
+        self.dirty.insert(id.to_owned());
+        vec![RunAction::Publish(run.envelope(RunMessage::Done {
+            shards,
+            interrupted,
+        }))]
+    }
+
+    /// Takes back a run stored before a restart. A share this node was
+    /// running is gone with the old process: the run hears it as
+    /// interrupted. Returns the runs whose share was interrupted; the
+    /// runtime reports them [`RunsCore::finished`] with the shards it holds.
+    pub fn restore(&mut self, mut run: Run, at: At) -> Option<String> {
+        run.timers = Timers {
+            plan_at: at.now,
+            ..Timers::default()
+        };
+        let interrupted = !run.is_finished()
+            && matches!(
+                run.local,
+                Local::Started | Local::Stopping | Local::Prepared(_) | Local::Preparing(_)
+            )
+            && !run.done.contains_key(&self.me)
+            && run.armed.is_some();
+        if !run.is_finished() && !interrupted {
+            run.local = Local::Idle;
+        }
+        let id = run.id.clone();
+        self.runs.insert(id.clone(), run);
+        self.forget_old();
+        interrupted.then_some(id)
+    }
+
+    /// Drives every run: leads, works, re-sends. Call every few tens of ms.
+    pub fn tick(&mut self, at: At, view: &dyn MeshView) -> Vec<RunAction> {
+        let mut actions = Vec::new();
+        let ids: Vec<String> = self.runs.keys().cloned().collect();
+        for id in ids {
+            let Some(mut run) = self.runs.remove(&id) else {
+                continue;
+            };
+            let before = (
+                run.term,
+                run.plan.clone(),
+                run.armed.clone(),
+                run.finish.clone(),
+                run.local,
+            );
+            self.drive(&mut run, at, view, &mut actions);
+            if before
+                != (
+                    run.term,
+                    run.plan.clone(),
+                    run.armed.clone(),
+                    run.finish.clone(),
+                    run.local,
+                )
+            {
+                self.dirty.insert(id.clone());
+            }
+            self.runs.insert(id, run);
+        }
+        actions
+    }
+
+    fn drive(&self, run: &mut Run, at: At, view: &dyn MeshView, out: &mut Vec<RunAction>) {
+        let resend = run
+            .timers
+            .last_publish
+            .is_none_or(|t| at.now.saturating_sub(t) >= self.config.republish);
+        if resend {
+            run.timers.last_publish = Some(at.now);
+        }
+        if let Some(done_at) = run.timers.finished_at
+            && run.is_finished()
+        {
+            if resend && at.now.saturating_sub(done_at) < self.config.finish_republish_for {
+                if let Some(f) = &run.finish
+                    && self.leads(run, view)
+                {
+                    out.push(RunAction::Publish(
+                        run.envelope(RunMessage::Finish(f.clone())),
+                    ));
+                }
+            }
+            self.work(run, view, out);
+            return;
+        }
+        if run.is_finished() {
+            run.timers.finished_at = Some(at.now);
+            self.work(run, view, out);
+            return;
+        }
+        let leader = run.leader_term(view).map(|(t, p)| (t, p.to_owned()));
+        // Only the node taking over raises its term by itself; the others
+        // raise theirs when they hear the new leader.
+        let leads = leader.as_ref().is_some_and(|(_, l)| *l == self.me);
+        if resend {
+            self.resend(run, leads, out);
+        }
+        if let Some((term, _)) = leader
+            && leads
+        {
+            run.term = run.term.max(term);
+            self.lead(run, term, at, view, resend, out);
+        }
+        self.work(run, view, out);
+    }
+
+    fn leads(&self, run: &Run, view: &dyn MeshView) -> bool {
+        run.leader(view).as_deref() == Some(self.me.as_str())
+    }
+
+    /// The leader's part.
+    fn lead(
+        &self,
+        run: &mut Run,
+        term: u32,
+        at: At,
+        view: &dyn MeshView,
+        resend: bool,
+        out: &mut Vec<RunAction>,
+    ) {
+        if let Some(by) = run.stop_by.clone()
+            && run.armed.is_none()
+        {
+            self.finish(run, term, Outcome::Stopped { by }, Vec::new(), at, out);
+            return;
+        }
+        let Some(armed) = run.armed.clone() else {
+            self.plan_and_arm(run, term, at, view, resend, out);
+            return;
+        };
+        // After T0 the plan stays: wait until every node is done or lost.
+        let Some(mut plan) = run.plan.clone().filter(|p| p.id == armed.plan) else {
+            return;
+        };
+        if armed.term < term {
+            // Took over after the arm: the same plan and instant, under
+            // this node's term, so every node hears who leads now.
+            let t0_ns = run.local_t0(&armed, view);
+            plan.term = term;
+            run.plan = Some(plan.clone());
+            run.armed = Some(Armed {
+                term,
+                plan: plan.id,
+                t0_ns,
+                by: self.me.clone(),
+            });
+            out.push(RunAction::Publish(
+                run.envelope(RunMessage::Assign(plan.clone())),
+            ));
+            out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
+                term,
+                plan: plan.id,
+                t0_ns,
+            })));
+        }
+        // A node that is gone is lost once the run should have ended (it
+        // may only be cut off, and come back with its Done); one that is
+        // there but silent, after a grace.
+        let end = run
+            .local_t0(&armed, view)
+            .saturating_add(duration_ns(run.proposal.spec.executor.duration()))
+            .saturating_add(duration_ns(run.proposal.spec.graceful_stop));
+        let stopped_for = run.timers.stop_at.map(|s| at.now.saturating_sub(s));
+        let gone_is_lost = at.wall_ns > end.saturating_add(duration_ns(LOST_AFTER_END))
+            || stopped_for.is_some_and(|d| d > LOST_AFTER_END);
+        let silent_is_lost = at.wall_ns > end.saturating_add(duration_ns(self.config.done_grace))
+            || stopped_for
+                .is_some_and(|d| d > run.proposal.spec.graceful_stop + self.config.done_grace);
+        let mut lost = Vec::new();
+        for share in &plan.shares {
+            if run.done.contains_key(&share.node) {
+                continue;
+            }
+            let gone = !view.alive(&share.node);
+            if (gone && gone_is_lost) || silent_is_lost {
+                lost.push(share.node.clone());
+            } else {
+                return;
+            }
+        }
+        let outcome = match run.stop_by.clone() {
+            Some(by) => Outcome::Stopped { by },
+            None => Outcome::Complete,
+        };
+        self.finish(run, term, outcome, lost, at, out);
+    }
+
+    fn plan_and_arm(
+        &self,
+        run: &mut Run,
+        term: u32,
+        at: At,
+        view: &dyn MeshView,
+        resend: bool,
+        out: &mut Vec<RunAction>,
+    ) {
+        // Nodes that did not get ready in time are treated as refusing.
+        if let Some(plan) = &run.plan
+            && at.now.saturating_sub(run.timers.plan_at) > self.config.ready_timeout
+        {
+            let slow: Vec<String> = plan
+                .shares
+                .iter()
+                .filter(|s| run.ready.get(&s.node) != Some(&plan.id))
+                .map(|s| s.node.clone())
+                .collect();
+            for node in slow {
+                run.refused.entry(node).or_insert_with(|| {
+                    format!("not ready within {} s", self.config.ready_timeout.as_secs())
+                });
+            }
+        }
+        let usable = |node: &str| view.alive(node) && !run.refused.contains_key(node);
+        let plan_ok = run
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.shares.iter().all(|s| usable(&s.node)));
+        if !plan_ok {
+            let eligible: Vec<Candidate> = run
+                .proposal
+                .candidates
+                .iter()
+                .filter(|c| usable(&c.id))
+                .cloned()
+                .collect();
+            let eligible = select(&run.id, eligible, &run.proposal);
+            let max_vus = u64::from(run.proposal.spec.executor.max_vus());
+            match assign::assign(&run.id, &eligible, run.proposal.weights.as_deref(), max_vus) {
+                Ok(shares) => {
+                    let version = run
+                        .plan
+                        .as_ref()
+                        .filter(|p| p.id.0 == term)
+                        .map(|p| p.id.1 + 1)
+                        .unwrap_or(1);
+                    let plan = Plan {
+                        term,
+                        id: (term, version),
+                        shares: shares
+                            .into_iter()
+                            .map(|s| Assigned {
+                                node: s.node,
+                                segment: s.segment,
+                                first_vu_id: s.first_vu_id,
+                            })
+                            .collect(),
+                    };
+                    let plan = if plan.shares.is_empty() {
+                        None
+                    } else {
+                        Some(plan)
+                    };
+                    match plan {
+                        Some(plan) => {
+                            run.plan = Some(plan.clone());
+                            run.timers.plan_at = at.now;
+                            out.push(RunAction::Publish(run.envelope(RunMessage::Assign(plan))));
+                        }
+                        None => self.fail(run, term, "no node can take a share".into(), at, out),
+                    }
+                }
+                Err(e) => {
+                    let mut reason = e.to_string();
+                    if !run.refused.is_empty() {
+                        let refusals: Vec<String> = run
+                            .refused
+                            .iter()
+                            .map(|(n, r)| format!("{n}: {r}"))
+                            .collect();
+                        reason = format!("{reason}; refused by {}", refusals.join("; "));
+                    }
+                    self.fail(run, term, reason, at, out);
+                }
+            }
+            return;
+        }
+        let Some(plan) = run.plan.clone() else {
+            return;
+        };
+        if plan.term < term {
+            // A new leader adopts the plan it found, under its own term.
+            let adopted = Plan {
+                term,
+                ..plan.clone()
+            };
+            run.plan = Some(adopted.clone());
+            out.push(RunAction::Publish(
+                run.envelope(RunMessage::Assign(adopted)),
+            ));
+            return;
+        }
+        let all_ready = plan
+            .shares
+            .iter()
+            .all(|s| run.ready.get(&s.node) == Some(&plan.id));
+        if !all_ready {
+            if resend {
+                out.push(RunAction::Publish(run.envelope(RunMessage::Assign(plan))));
+            }
+            return;
+        }
+        // T0 far enough ahead for the arm to reach everyone: the lead, and
+        // twice the largest clock bound (a bound is at least half the round trip).
+        let slowest = plan
+            .shares
+            .iter()
+            .filter_map(|s| view.offset(&s.node).map(|o| o.1))
+            .max()
+            .unwrap_or(0)
+            .clamp(0, 2_000_000_000);
+        let t0_ns = at
+            .wall_ns
+            .saturating_add(duration_ns(self.config.arm_lead))
+            .saturating_add(2 * slowest);
+        run.armed = Some(Armed {
+            term,
+            plan: plan.id,
+            t0_ns,
+            by: self.me.clone(),
+        });
+        out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
+            term,
+            plan: plan.id,
+            t0_ns,
+        })));
+    }
+
+    fn fail(&self, run: &mut Run, term: u32, reason: String, at: At, out: &mut Vec<RunAction>) {
+        self.finish(run, term, Outcome::Failed { reason }, Vec::new(), at, out);
+    }
+
+    fn finish(
+        &self,
+        run: &mut Run,
+        term: u32,
+        outcome: Outcome,
+        lost: Vec<String>,
+        at: At,
+        out: &mut Vec<RunAction>,
+    ) {
+        let finish = Finish {
+            term,
+            outcome,
+            lost,
+        };
+        run.finish = Some(finish.clone());
+        run.timers.finished_at = Some(at.now);
+        out.push(RunAction::Publish(run.envelope(RunMessage::Finish(finish))));
+    }
+
+    /// The worker's part.
+    fn work(&self, run: &mut Run, view: &dyn MeshView, out: &mut Vec<RunAction>) {
+        let stop = RunAction::Stop {
+            run: run.id.clone(),
+        };
+        if run.is_finished() || run.stop_by.is_some() {
+            match run.local {
+                Local::Preparing(_) | Local::Prepared(_) => {
+                    run.local = Local::Idle;
+                    out.push(stop);
+                }
+                Local::Started => {
+                    // `finished` follows.
+                    run.local = Local::Stopping;
+                    out.push(stop);
+                }
+                _ => {}
+            }
+            return;
+        }
+        let mine = run.share_of(&self.me).cloned();
+        let plan_id = run.plan.as_ref().map(|p| p.id);
+        match (&run.armed, mine, plan_id) {
+            (Some(armed), Some(_), Some(id)) if armed.plan == id => match run.local {
+                Local::Prepared(p) if p == id => {
+                    let at_wall_ns = run.local_t0(armed, view);
+                    run.local = Local::Started;
+                    out.push(RunAction::Start {
+                        run: run.id.clone(),
+                        at_wall_ns,
+                    });
+                }
+                Local::Idle => self.prepare(run, id, out),
+                _ => {}
+            },
+            (Some(_), _, _) => {
+                // Armed without this node: drop anything prepared.
+                if matches!(run.local, Local::Preparing(_) | Local::Prepared(_)) {
+                    run.local = Local::Idle;
+                    out.push(stop);
+                }
+            }
+            (None, Some(_), Some(id)) => match run.local {
+                Local::Idle => self.prepare(run, id, out),
+                Local::Preparing(p) | Local::Prepared(p) if p != id => self.prepare(run, id, out),
+                _ => {}
+            },
+            (None, None, _) => {
+                if matches!(run.local, Local::Preparing(_) | Local::Prepared(_)) {
+                    run.local = Local::Idle;
+                    out.push(stop);
+                }
+            }
+            (None, Some(_), None) => {}
+        }
+    }
+
+    fn prepare(&self, run: &mut Run, plan: PlanId, out: &mut Vec<RunAction>) {
+        let Some(mine) = run.share_of(&self.me).cloned() else {
+            return;
+        };
+        run.local = Local::Preparing(plan);
+        // The proposer has the module; then anyone ready has it cached.
+        let mut sources = vec![run.proposer.clone()];
+        for node in run.ready.keys() {
+            if !sources.contains(node) && *node != self.me {
+                sources.push(node.clone());
+            }
+        }
+        sources.retain(|s| *s != self.me);
+        out.push(RunAction::Prepare {
+            run: run.id.clone(),
+            plan,
+            spec: Box::new(run.proposal.spec.clone()),
+            share: Share {
+                run_id: run.id.clone(),
+                node: self.me.clone(),
+                segment: mine.segment,
+                first_vu_id: mine.first_vu_id,
+            },
+            sources,
+        });
+    }
+
+    /// What this node re-sends once a second, until the run is finished.
+    fn resend(&self, run: &Run, leads: bool, out: &mut Vec<RunAction>) {
+        // The proposal, until a plan exists (the proposer) or the run is
+        // over (its leader), so a node that missed it can still follow.
+        if leads || (run.proposer == self.me && run.plan.is_none()) {
+            out.push(RunAction::Publish(
+                run.envelope(RunMessage::Propose(run.proposal.clone())),
+            ));
+        }
+        if let Some(a) = &run.armed
+            && a.by == self.me
+        {
+            if let Some(plan) = &run.plan {
+                out.push(RunAction::Publish(
+                    run.envelope(RunMessage::Assign(plan.clone())),
+                ));
+            }
+            out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
+                term: a.term,
+                plan: a.plan,
+                t0_ns: a.t0_ns,
+            })));
+        }
+        if let Some(plan) = run.ready.get(&self.me)
+            && run.armed.is_none()
+        {
+            out.push(RunAction::Publish(
+                run.envelope(RunMessage::Ready { plan: *plan }),
+            ));
+        }
+        if let Some(reason) = run.refused.get(&self.me)
+            && run.armed.is_none()
+        {
+            out.push(RunAction::Publish(run.envelope(RunMessage::Refuse {
+                reason: reason.clone(),
+            })));
+        }
+        if let Some((at_ns, bound_ns)) = run.started.get(&self.me) {
+            out.push(RunAction::Publish(run.envelope(RunMessage::Started {
+                at_ns: *at_ns,
+                bound_ns: *bound_ns,
+            })));
+        }
+        if let Some((shards, interrupted)) = run.done.get(&self.me) {
+            out.push(RunAction::Publish(run.envelope(RunMessage::Done {
+                shards: *shards,
+                interrupted: *interrupted,
+            })));
+        }
+        if run.stop_by.as_deref() == Some(self.me.as_str()) {
+            out.push(RunAction::Publish(run.envelope(RunMessage::Stop)));
+        }
+    }
+}
+
+/// Obeys a leader's message of `term` from `from`, or says why not: as
+/// [`Leadership::observe`], `from` must hold that rank, and no higher term
+/// may have been seen.
+fn obey(run: &mut Run, term: u32, from: &str) -> Result<(), RunRefused> {
+    if run.ranked().get(term as usize).map(String::as_str) != Some(from) || term < run.term {
+        return Err(RunRefused::NotLeader(from.to_owned()));
+    }
+    run.term = term;
+    Ok(())
+}
+
+/// Checks that a plan only names candidates, each once.
+fn check_plan(proposal: &Proposal, plan: &Plan) -> Result<(), RunRefused> {
+    let mut seen = BTreeSet::new();
+    for s in &plan.shares {
+        if !proposal.candidates.iter().any(|c| c.id == s.node) || !seen.insert(&s.node) {
+            return Err(RunRefused::BadPlan(format!(
+                "the plan names {} twice, or a node that is not a candidate",
+                s.node
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// With `--nodes N`, the N candidates that take part: one per weighted
+/// region first, then by rank, so every node picks the same ones.
+fn select(run_id: &str, eligible: Vec<Candidate>, proposal: &Proposal) -> Vec<Candidate> {
+    let Some(n) = proposal.nodes.map(|n| n as usize) else {
+        return eligible;
+    };
+    if eligible.len() <= n {
+        return eligible;
+    }
+    let ids: Vec<String> = eligible.iter().map(|c| c.id.clone()).collect();
+    let ranked = ranking(run_id, &ids);
+    let by_id: BTreeMap<&str, &Candidate> = eligible.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut chosen: Vec<String> = Vec::new();
+    for w in proposal.weights.iter().flatten() {
+        if chosen.len() >= n {
+            break;
+        }
+        if let Some(id) = ranked
+            .iter()
+            .find(|id| by_id.get(id.as_str()).is_some_and(|c| c.region == w.region))
+        {
+            chosen.push(id.clone());
+        }
+    }
+    let in_weighted = |c: &Candidate| {
+        proposal
+            .weights
+            .as_ref()
+            .is_none_or(|ws| ws.iter().any(|w| w.region == c.region))
+    };
+    for id in &ranked {
+        if chosen.len() >= n {
+            break;
+        }
+        if !chosen.contains(id) && by_id.get(id.as_str()).is_some_and(|c| in_weighted(c)) {
+            chosen.push(id.clone());
+        }
+    }
+    eligible
+        .into_iter()
+        .filter(|c| chosen.contains(&c.id))
+        .collect()
+}
+
+fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

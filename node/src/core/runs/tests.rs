@@ -1,0 +1,686 @@
+//! The run state machine under virtual time: nodes exchange run messages
+//! through a simulated gossip with loss and partitions, workers take time to
+//! prepare and run, and nodes crash.
+
+use super::*;
+use crate::core::assign::RegionWeight;
+use crate::core::spec::{Executor, RunSpec};
+use crate::core::testutil::Rng;
+use crate::core::wire;
+
+const TICK: Duration = Duration::from_millis(10);
+const SUSPECT_AFTER: Duration = Duration::from_millis(3500);
+const PREPARE_TAKES: Duration = Duration::from_millis(150);
+
+#[derive(Default, Clone)]
+struct Worker {
+    prepared_at: Option<(Duration, PlanId)>,
+    start_at: Option<Duration>,
+    started: Option<Duration>,
+    finished: bool,
+    stop_seen_at: Option<Duration>,
+}
+
+struct SimNode {
+    id: String,
+    region: String,
+    core: RunsCore,
+    skew_ns: i64,
+    crashed_at: Option<Duration>,
+    workers: BTreeMap<String, Worker>,
+    refuse: Option<String>,
+}
+
+/// What a node sees of the others.
+struct View<'a> {
+    me: usize,
+    sim: &'a Sim,
+}
+
+impl MeshView for View<'_> {
+    fn alive(&self, peer: &str) -> bool {
+        let Some(j) = self.sim.index(peer) else {
+            return false;
+        };
+        if j == self.me {
+            return true;
+        }
+        let silent_since = match (self.sim.nodes[j].crashed_at, self.sim.cut_since(self.me, j)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        silent_since.is_none_or(|t| self.sim.now.saturating_sub(t) < SUSPECT_AFTER)
+    }
+
+    fn offset(&self, peer: &str) -> Option<(i64, i64)> {
+        let j = self.sim.index(peer)?;
+        if j == self.me {
+            return Some((0, 0));
+        }
+        Some((
+            self.sim.nodes[j].skew_ns - self.sim.nodes[self.me].skew_ns,
+            1_000_000,
+        ))
+    }
+}
+
+struct Sim {
+    nodes: Vec<SimNode>,
+    now: Duration,
+    rng: Rng,
+    loss: u64,
+    /// Node index → side, while a partition lasts, and since when.
+    partition: Option<(Vec<u8>, Duration)>,
+    in_flight: Vec<(Duration, usize, String, RunEnvelope)>,
+    sent: u64,
+    by_id: std::collections::HashMap<String, usize>,
+}
+
+impl Sim {
+    fn new(regions: &[(&str, usize)], loss_percent: u64, seed: u64) -> Sim {
+        let mut rng = Rng(seed);
+        let mut nodes = Vec::new();
+        for (region, count) in regions {
+            for i in 0..*count {
+                let id = format!("{region}-{i:03}-{:x}", rng.next() % 0xffff);
+                nodes.push(SimNode {
+                    core: RunsCore::new(id.clone(), RunsConfig::default()),
+                    id,
+                    region: (*region).to_owned(),
+                    skew_ns: (rng.next() % 100_000_000) as i64 - 50_000_000,
+                    crashed_at: None,
+                    workers: BTreeMap::new(),
+                    refuse: None,
+                });
+            }
+        }
+        Sim {
+            by_id: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.id.clone(), i))
+                .collect(),
+            nodes,
+            now: Duration::from_secs(100),
+            rng,
+            loss: loss_percent,
+            partition: None,
+            in_flight: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Calls `f` with node `i`'s core and its view of the others.
+    fn with_core<T>(&mut self, i: usize, f: impl FnOnce(&mut RunsCore, At, &View) -> T) -> T {
+        let placeholder = RunsCore::new(String::new(), RunsConfig::default());
+        let mut core = std::mem::replace(&mut self.nodes[i].core, placeholder);
+        let at = self.at(i);
+        let out = f(&mut core, at, &View { me: i, sim: self });
+        self.nodes[i].core = core;
+        out
+    }
+
+    fn index(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    fn cut_since(&self, a: usize, b: usize) -> Option<Duration> {
+        let (sides, since) = self.partition.as_ref()?;
+        (sides[a] != sides[b]).then_some(*since)
+    }
+
+    fn at(&self, i: usize) -> At {
+        let true_ns = i64::try_from(self.now.as_nanos()).unwrap_or(i64::MAX);
+        At {
+            now: self.now,
+            wall_ns: 1_700_000_000_000_000_000 + true_ns + self.nodes[i].skew_ns,
+        }
+    }
+
+    fn true_of_wall(&self, i: usize, wall_ns: i64) -> Duration {
+        let ns = wall_ns - 1_700_000_000_000_000_000 - self.nodes[i].skew_ns;
+        Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(0))
+    }
+
+    fn submit(&mut self, i: usize, spec: RunSpec, weights: Option<Vec<RegionWeight>>) -> String {
+        let candidates = self
+            .nodes
+            .iter()
+            .filter(|n| n.crashed_at.is_none())
+            .map(|n| Candidate {
+                id: n.id.clone(),
+                region: n.region.clone(),
+                capacity: 100,
+            })
+            .collect();
+        let proposal = Proposal {
+            spec,
+            weights,
+            nodes: None,
+            candidates,
+        };
+        let id = format!("r{}", self.rng.next() % 1_000_000);
+        let actions = self.with_core(i, |core, at, view| {
+            core.submit(id.clone(), proposal, at, view)
+        });
+        let actions = actions.unwrap_or_else(|e| panic!("submit: {e}"));
+        self.carry_out(i, actions);
+        id
+    }
+
+    fn carry_out(&mut self, i: usize, actions: Vec<RunAction>) {
+        for action in actions {
+            match action {
+                RunAction::Publish(env) => {
+                    // Messages survive their encoding, as on the wire.
+                    let bytes = wire::encode(&env);
+                    let env = wire::decode_run(&bytes).unwrap_or_else(|e| panic!("{e}: {env:?}"));
+                    self.sent += 1;
+                    for j in 0..self.nodes.len() {
+                        if j == i || self.cut_since(i, j).is_some() {
+                            continue;
+                        }
+                        if self.rng.next() % 100 < self.loss {
+                            continue;
+                        }
+                        let delay = Duration::from_millis(1 + self.rng.next() % 20);
+                        self.in_flight.push((
+                            self.now + delay,
+                            j,
+                            self.nodes[i].id.clone(),
+                            env.clone(),
+                        ));
+                    }
+                }
+                RunAction::Prepare { run, plan, .. } => {
+                    let w = self.nodes[i].workers.entry(run).or_default();
+                    w.prepared_at = Some((self.now + PREPARE_TAKES, plan));
+                }
+                RunAction::Start { run, at_wall_ns } => {
+                    let start = self.true_of_wall(i, at_wall_ns);
+                    let w = self.nodes[i].workers.entry(run).or_default();
+                    w.start_at = Some(start);
+                }
+                RunAction::Stop { run } => {
+                    let w = self.nodes[i].workers.entry(run).or_default();
+                    w.stop_seen_at.get_or_insert(self.now);
+                    w.prepared_at = None;
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        self.now += TICK;
+        let due: Vec<_> = {
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(|m| m.0 <= now);
+            self.in_flight = later;
+            due
+        };
+        for (_, j, from, env) in due {
+            if self.nodes[j].crashed_at.is_some() {
+                continue;
+            }
+            let at = self.at(j);
+            let _ = self.nodes[j].core.on_message(&from, env, at);
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].crashed_at.is_some() {
+                continue;
+            }
+            self.run_workers(i);
+            let actions = self.with_core(i, |core, at, view| core.tick(at, view));
+            self.carry_out(i, actions);
+        }
+    }
+
+    /// The simulated engine: prepare takes a while, a share runs for the
+    /// executor's duration from its start, a stop ends it.
+    fn run_workers(&mut self, i: usize) {
+        let runs: Vec<String> = self.nodes[i].workers.keys().cloned().collect();
+        for run in runs {
+            let w = self.nodes[i].workers[&run].clone();
+            if let Some((when, plan)) = w.prepared_at
+                && when <= self.now
+            {
+                if let Some(w) = self.nodes[i].workers.get_mut(&run) {
+                    w.prepared_at = None;
+                }
+                let actions = match self.nodes[i].refuse.clone() {
+                    Some(reason) => {
+                        self.with_core(i, |core, at, view| core.refused(&run, reason, at, view))
+                    }
+                    None => self.with_core(i, |core, at, view| core.prepared(&run, plan, at, view)),
+                };
+                self.carry_out(i, actions);
+            }
+            if let Some(start) = w.start_at
+                && w.started.is_none()
+                && start <= self.now
+            {
+                if let Some(w) = self.nodes[i].workers.get_mut(&run) {
+                    w.started = Some(self.now);
+                }
+                let actions =
+                    self.with_core(i, |core, at, view| core.started(&run, at.wall_ns, view));
+                self.carry_out(i, actions);
+            }
+            let duration = self.nodes[i]
+                .core
+                .get(&run)
+                .map(|r| r.proposal.spec.executor.duration())
+                .unwrap_or_default();
+            let ended = w.started.is_some_and(|s| self.now >= s + duration)
+                || w.stop_seen_at.is_some() && w.started.is_some();
+            if ended && !w.finished {
+                if let Some(w) = self.nodes[i].workers.get_mut(&run) {
+                    w.finished = true;
+                }
+                let actions = self.nodes[i].core.finished(&run, 3, false);
+                self.carry_out(i, actions);
+            }
+        }
+    }
+
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            self.step();
+            if done(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &SimNode)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.crashed_at.is_none())
+    }
+
+    fn all_finished(&self, run: &str) -> bool {
+        self.live()
+            .all(|(_, n)| n.core.get(run).is_some_and(|r| r.finish.is_some()))
+    }
+
+    fn phase_everywhere(&self, run: &str) -> Vec<Phase> {
+        self.live()
+            .map(|(i, n)| {
+                let view = View { me: i, sim: self };
+                n.core
+                    .get(run)
+                    .map(|r| r.phase(self.at(i).wall_ns, &view))
+                    .unwrap_or(Phase::Proposed)
+            })
+            .collect()
+    }
+
+    fn leader_everywhere(&self, run: &str) -> BTreeSet<Option<String>> {
+        self.live()
+            .map(|(i, n)| {
+                let view = View { me: i, sim: self };
+                n.core.get(run).and_then(|r| r.leader(&view))
+            })
+            .collect()
+    }
+
+    fn leader_index(&self, run: &str) -> usize {
+        let leaders = self.leader_everywhere(run);
+        let leader = leaders.iter().next().cloned().flatten().unwrap_or_default();
+        self.index(&leader).unwrap_or(0)
+    }
+
+    fn plans(&self, run: &str) -> BTreeSet<String> {
+        self.live()
+            .map(|(_, n)| {
+                format!(
+                    "{:?}",
+                    n.core
+                        .get(run)
+                        .and_then(|r| r.plan.as_ref().map(|p| (&p.id, &p.shares)))
+                )
+            })
+            .collect()
+    }
+
+    fn finish_of(&self, run: &str) -> Finish {
+        self.live()
+            .find_map(|(_, n)| n.core.get(run).and_then(|r| r.finish.clone()))
+            .unwrap_or_else(|| panic!("run {run} has no finish"))
+    }
+}
+
+fn spec(vus: u32, secs: u64) -> RunSpec {
+    let mut spec = RunSpec::new(
+        "ab".repeat(32),
+        Executor::ConstantVus {
+            vus,
+            duration: Duration::from_secs(secs),
+        },
+    );
+    spec.graceful_stop = Duration::from_secs(1);
+    spec
+}
+
+fn vus_of(sim: &Sim, run: &str, vus: u64) -> Vec<u64> {
+    let r = sim.nodes[0]
+        .core
+        .get(run)
+        .unwrap_or_else(|| panic!("no run"));
+    r.plan
+        .as_ref()
+        .map(|p| p.shares.iter().map(|s| s.segment.scale(vus)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn three_nodes_run_with_one_leader_one_plan_and_one_start() {
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 7);
+    let run = sim.submit(0, spec(7, 5), None);
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        s.phase_everywhere(&run)
+            .iter()
+            .all(|p| *p == Phase::Running)
+    }));
+    assert_eq!(sim.leader_everywhere(&run).len(), 1);
+    assert_eq!(sim.plans(&run).len(), 1);
+    let mut counts = vus_of(&sim, &run, 7);
+    counts.sort();
+    assert_eq!(counts, vec![2, 2, 3]);
+    // Every node started at the same true instant (the virtual clocks are
+    // skewed by up to ±50 ms, and the offsets are known exactly here).
+    let starts: BTreeSet<Option<Duration>> = sim
+        .nodes
+        .iter()
+        .map(|n| n.workers.get(&run).and_then(|w| w.started))
+        .collect();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    let r = sim.nodes[1]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    let (skew, _) = r.start_skew().unwrap_or((i64::MAX, 0));
+    assert!(skew <= TICK.as_nanos() as i64, "skew {skew} ns");
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
+    assert_eq!(sim.finish_of(&run).outcome, Outcome::Complete);
+    assert!(sim.finish_of(&run).lost.is_empty());
+}
+
+#[test]
+fn region_weights_split_exactly_and_a_region_without_nodes_fails_clearly() {
+    let mut sim = Sim::new(&[("fra", 1), ("nrt", 1), ("ewr", 1)], 0, 11);
+    let weights = assign::parse_region_weights("fra=33,nrt=33,ewr=34").ok();
+    let run = sim.submit(2, spec(100, 2), weights);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
+    let r = sim.nodes[0]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    let by_region: BTreeMap<String, u64> = r
+        .plan
+        .iter()
+        .flat_map(|p| &p.shares)
+        .map(|s| {
+            let region = sim.nodes[sim.index(&s.node).unwrap_or(0)].region.clone();
+            (region, s.segment.scale(100))
+        })
+        .collect();
+    assert_eq!(by_region.get("fra"), Some(&33));
+    assert_eq!(by_region.get("nrt"), Some(&33));
+    assert_eq!(by_region.get("ewr"), Some(&34));
+
+    let weights = assign::parse_region_weights("fra=50,sin=50").ok();
+    let run = sim.submit(0, spec(10, 2), weights);
+    assert!(sim.run_until(Duration::from_secs(3), |s| s.all_finished(&run)));
+    match sim.finish_of(&run).outcome {
+        Outcome::Failed { reason } => {
+            assert!(reason.contains("region sin"), "{reason}");
+            assert!(reason.contains("drop sin from --region"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn two_hundred_nodes_with_loss_and_a_healed_partition_agree_and_complete() {
+    let mut sim = Sim::new(&[("fra", 80), ("nrt", 70), ("ewr", 50)], 10, 0xfeed);
+    let run = sim.submit(17, spec(10_000, 20), None);
+    // Loss delays some: each message is re-sent every second.
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| s
+            .phase_everywhere(&run)
+            .iter()
+            .all(|p| *p == Phase::Running)),
+        "{:?}",
+        sim.phase_everywhere(&run)
+    );
+    let before = sim.sent;
+    // Cut a third of the mesh off (the leader on the big side) for 6 s
+    // during the run, then heal.
+    let leader = sim.leader_index(&run);
+    let sides: Vec<u8> = (0..sim.nodes.len())
+        .map(|i| u8::from(i % 3 == 0 && i != leader))
+        .collect();
+    sim.partition = Some((sides, sim.now));
+    sim.run_until(Duration::from_secs(6), |_| false);
+    sim.partition = None;
+    assert!(
+        sim.run_until(Duration::from_secs(40), |s| s.all_finished(&run)),
+        "{:?}",
+        sim.phase_everywhere(&run)
+    );
+    let leaders = sim.leader_everywhere(&run);
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    assert_eq!(sim.plans(&run).len(), 1);
+    let finish = sim.finish_of(&run);
+    assert_eq!(finish.outcome, Outcome::Complete);
+    assert!(finish.lost.is_empty(), "{:?}", finish.lost);
+    let vus: u64 = vus_of(&sim, &run, 10_000).iter().sum();
+    assert_eq!(vus, 10_000);
+    // Every node's share ran once, and they started together.
+    for (_, n) in sim.live() {
+        let w = n
+            .workers
+            .get(&run)
+            .unwrap_or_else(|| panic!("{} did not run", n.id));
+        assert!(w.finished && w.started.is_some(), "{}", n.id);
+    }
+    let per_node_per_s = (sim.sent - before) as f64 / 200.0 / 46.0;
+    assert!(
+        per_node_per_s < 10.0,
+        "{per_node_per_s} messages per node per second"
+    );
+}
+
+#[test]
+fn a_leader_lost_before_the_start_is_replaced_and_the_run_completes_without_it() {
+    let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 3);
+    let run = sim.submit(0, spec(50, 3), None);
+    assert!(sim.run_until(Duration::from_millis(100), |s| {
+        s.phase_everywhere(&run)
+            .iter()
+            .all(|p| *p == Phase::Assigned)
+    }));
+    let old = sim.leader_index(&run);
+    let old_id = sim.nodes[old].id.clone();
+    sim.nodes[old].crashed_at = Some(sim.now);
+    assert!(sim.run_until(Duration::from_secs(15), |s| s.all_finished(&run)));
+    let leaders = sim.leader_everywhere(&run);
+    assert_eq!(leaders.len(), 1);
+    assert_ne!(
+        leaders.iter().next().cloned().flatten(),
+        Some(old_id.clone())
+    );
+    assert_eq!(sim.finish_of(&run).outcome, Outcome::Complete);
+    let plan_nodes: Vec<String> = sim.nodes[(old + 1) % 5]
+        .core
+        .get(&run)
+        .and_then(|r| r.plan.clone())
+        .map(|p| p.shares.into_iter().map(|s| s.node).collect())
+        .unwrap_or_default();
+    assert_eq!(plan_nodes.len(), 4);
+    assert!(!plan_nodes.contains(&old_id));
+    assert_eq!(vus_of(&sim, &run, 50).iter().sum::<u64>(), 50);
+}
+
+#[test]
+fn a_leader_or_worker_lost_mid_run_is_marked_lost_and_the_run_completes() {
+    for kill_leader in [true, false] {
+        let mut sim = Sim::new(&[("fra", 2), ("nrt", 2)], 0, 5);
+        let run = sim.submit(1, spec(40, 6), None);
+        assert!(sim.run_until(Duration::from_secs(3), |s| {
+            s.phase_everywhere(&run)
+                .iter()
+                .all(|p| *p == Phase::Running)
+        }));
+        sim.run_until(Duration::from_secs(1), |_| false);
+        let leader = sim.leader_index(&run);
+        let victim = if kill_leader {
+            leader
+        } else {
+            (leader + 1) % 4
+        };
+        let victim_id = sim.nodes[victim].id.clone();
+        sim.nodes[victim].crashed_at = Some(sim.now);
+        assert!(sim.run_until(Duration::from_secs(20), |s| s.all_finished(&run)));
+        let finish = sim.finish_of(&run);
+        assert_eq!(finish.outcome, Outcome::Complete);
+        assert_eq!(finish.lost, vec![victim_id.clone()]);
+        if kill_leader {
+            assert!(finish.term > 0, "a new leader finished the run");
+        }
+        assert_eq!(sim.leader_everywhere(&run).len(), 1);
+    }
+}
+
+#[test]
+fn a_stop_from_any_node_reaches_every_worker_within_a_second() {
+    let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 9);
+    let run = sim.submit(0, spec(50, 60), None);
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        s.phase_everywhere(&run)
+            .iter()
+            .all(|p| *p == Phase::Running)
+    }));
+    let asked = sim.now;
+    let actions = sim
+        .with_core(3, |core, at, view| core.stop(&run, at, view))
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.carry_out(3, actions);
+    assert!(
+        sim.run_until(Duration::from_secs(1), |s| s.nodes.iter().all(|n| n
+            .workers
+            .get(&run)
+            .is_some_and(|w| w.stop_seen_at.is_some())))
+    );
+    assert!(sim.now - asked < Duration::from_secs(1));
+    assert!(sim.run_until(Duration::from_secs(3), |s| s.all_finished(&run)));
+    assert_eq!(
+        sim.finish_of(&run).outcome,
+        Outcome::Stopped {
+            by: sim.nodes[3].id.clone()
+        }
+    );
+}
+
+#[test]
+fn refusing_nodes_get_no_share_and_if_all_refuse_the_run_fails_naming_them() {
+    let mut sim = Sim::new(&[("fra", 3)], 0, 13);
+    sim.nodes[1].refuse = Some("target 10.0.0.1:80 is not in --allow-target".into());
+    let run = sim.submit(0, spec(9, 2), None);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
+    assert_eq!(sim.finish_of(&run).outcome, Outcome::Complete);
+    let r = sim.nodes[2]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    assert!(r.refused.contains_key(&sim.nodes[1].id));
+    assert!(r.share_of(&sim.nodes[1].id).is_none());
+    assert_eq!(vus_of(&sim, &run, 9).iter().sum::<u64>(), 9);
+
+    for n in &mut sim.nodes {
+        n.refuse = Some("not allowed".into());
+    }
+    let run = sim.submit(0, spec(9, 2), None);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
+    match sim.finish_of(&run).outcome {
+        Outcome::Failed { reason } => assert!(reason.contains("not allowed"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn orders_from_a_node_that_does_not_lead_are_refused() {
+    let mut sim = Sim::new(&[("fra", 3)], 0, 17);
+    let run = sim.submit(0, spec(3, 60), None);
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        s.phase_everywhere(&run)
+            .iter()
+            .all(|p| *p == Phase::Running)
+    }));
+    let leader = sim.leader_index(&run);
+    let rogue = (leader + 1) % 3;
+    let rogue_id = sim.nodes[rogue].id.clone();
+    let target = (leader + 2) % 3;
+    let at = sim.at(target);
+    let finish = RunEnvelope {
+        protocol: RUN_PROTOCOL,
+        run: run.clone(),
+        body: RunMessage::Finish(Finish {
+            term: 0,
+            outcome: Outcome::Complete,
+            lost: vec![],
+        }),
+    };
+    let refused = sim.nodes[target].core.on_message(&rogue_id, finish, at);
+    assert!(
+        matches!(refused, Err(RunRefused::NotLeader(_))),
+        "{refused:?}"
+    );
+    let unknown = RunEnvelope {
+        protocol: RUN_PROTOCOL,
+        run: "nope".into(),
+        body: RunMessage::Stop,
+    };
+    assert_eq!(
+        sim.nodes[target].core.on_message(&rogue_id, unknown, at),
+        Err(RunRefused::UnknownRun)
+    );
+}
+
+#[test]
+fn a_run_survives_its_encoding_and_a_restart_hears_the_share_interrupted() {
+    let mut sim = Sim::new(&[("fra", 2)], 0, 19);
+    let run = sim.submit(0, spec(2, 60), None);
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.workers.get(&run).is_some_and(|w| w.started.is_some()))
+    }));
+    let stored = sim.nodes[1]
+        .core
+        .get(&run)
+        .cloned()
+        .unwrap_or_else(|| panic!("no run"));
+    let bytes = wire::encode(&stored);
+    let back: Run = ciborium::from_reader(bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+    let mut fresh = RunsCore::new(sim.nodes[1].id.clone(), RunsConfig::default());
+    let at = sim.at(1);
+    assert_eq!(fresh.restore(back, at), Some(run.clone()));
+    let actions = fresh.finished(&run, 4, true);
+    assert!(matches!(
+        &actions[..],
+        [RunAction::Publish(RunEnvelope {
+            body: RunMessage::Done {
+                shards: 4,
+                interrupted: true
+            },
+            ..
+        })]
+    ));
+}
