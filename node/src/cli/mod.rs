@@ -769,4 +769,153 @@ mod tests {
         assert_eq!(s.vu_memory_limit, 8 << 20);
         assert_eq!(s.executor.max_vus(), 3);
     }
+
+    /// `fusi-node run x.wasm ARGS`, with no --api unless ARGS name one (so
+    /// that a FUSI_API in the test's environment does not count).
+    fn run_args(args: &[&str]) -> anyhow::Result<RunArgs> {
+        let mut all = vec!["fusi-node", "run", "x.wasm"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            Cmd::Run(mut run) => {
+                if !args.contains(&"--api") {
+                    run.api = None;
+                }
+                Ok(run)
+            }
+            _ => bail!("not a run"),
+        }
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        match run_args(args) {
+            Ok(run) => panic!("{args:?} parsed: {run:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn mesh_flags_are_refused_with_local_and_checked() {
+        let e = refusal(&["--local", "--region", "fra=1"]);
+        assert!(e.contains("--local") && e.contains("--region"), "{e}");
+        let e = refusal(&["--nodes", "2", "--local"]);
+        assert!(e.contains("--local") && e.contains("--nodes"), "{e}");
+        refusal(&["--nodes", "0"]);
+        refusal(&["--nodes", "4097"]);
+        assert!(run_args(&["--nodes", "4096"]).is_ok());
+        assert!(refusal(&["--region", "fra"]).contains("REGION=WEIGHT"));
+        let run = run_args(&["--region", "fra=60,nrt=40"]).unwrap_or_else(|e| panic!("{e}"));
+        let weights: Vec<(String, u64)> = run
+            .region
+            .map(|w| w.0.into_iter().map(|w| (w.region, w.weight)).collect())
+            .unwrap_or_default();
+        assert_eq!(weights, [("fra".to_owned(), 60), ("nrt".to_owned(), 40)]);
+    }
+
+    #[test]
+    fn targets_come_from_the_flag_or_from_env_urls() {
+        let s = spec(&[
+            "-e",
+            "TARGET=http://127.0.0.1:8080",
+            "-e",
+            "SHOP=https://Shop.Example.com/cart?x=1",
+            "-e",
+            "AGAIN=http://127.0.0.1:8080/other",
+            "-e",
+            "NAME=not a url",
+            "-e",
+            "MAIL=mailto:a@example.com",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.targets, ["127.0.0.1:8080", "shop.example.com"]);
+        let s = spec(&[
+            "-e",
+            "TARGET=http://127.0.0.1:8080",
+            "--target",
+            "10.0.0.7:81",
+            "--target",
+            "https://a.example:8443/p",
+            "--target",
+            "[::1]:9000",
+            "--target",
+            "b.example",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.targets,
+            ["10.0.0.7:81", "a.example:8443", "[::1]:9000", "b.example"]
+        );
+        for bad in [
+            "ftp://x.example",
+            "x.example/path",
+            "",
+            "u@x.example",
+            "x:port",
+        ] {
+            assert!(target_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_run_goes_to_a_node_or_here_by_the_rules() {
+        let place = |args: &[&str], answers: bool| -> Result<Place, String> {
+            run_args(args)
+                .and_then(|run| run.place(answers))
+                .map_err(|e| e.to_string())
+        };
+        let default = default_api().unwrap_or_else(|e| panic!("{e}"));
+        let other: SocketAddr = ([127, 0, 0, 1], 7402).into();
+        assert_eq!(place(&[], true), Ok(Place::Node(default)));
+        assert_eq!(place(&[], false), Ok(Place::Fallback));
+        assert_eq!(place(&["--local"], true), Ok(Place::Here));
+        assert_eq!(
+            place(&["--local", "--api", "127.0.0.1:7402"], true),
+            Ok(Place::Here)
+        );
+        assert_eq!(
+            place(&["--api", "127.0.0.1:7402"], true),
+            Ok(Place::Node(other))
+        );
+        let e = place(&["--api", "127.0.0.1:7402"], false).expect_err("no node");
+        assert!(
+            e.contains("127.0.0.1:7402") && e.contains("fusi-node up") && e.contains("--local"),
+            "{e}"
+        );
+        let e = place(&["--region", "fra=1", "--nodes", "3"], false).expect_err("no mesh");
+        assert!(
+            e.contains("--region and --nodes") && e.contains("fusi-node up"),
+            "{e}"
+        );
+        assert!(place(&["--nodes", "3"], true).is_ok());
+        let e = place(&["--source-ip", "127.0.2.1"], true).expect_err("a node");
+        assert!(
+            e.contains("a node's --source-ip applies to mesh runs"),
+            "{e}"
+        );
+        assert_eq!(
+            place(&["--source-ip", "127.0.2.1"], false),
+            Ok(Place::Fallback)
+        );
+        assert_eq!(
+            place(&["--source-ip", "127.0.2.1", "--local"], true),
+            Ok(Place::Here)
+        );
+    }
+
+    #[test]
+    fn the_run_commands_parse() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["fusi-node"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|cli| cli.command)
+        };
+        assert!(matches!(parse(&["runs"]), Ok(Cmd::Runs(_))));
+        assert!(matches!(parse(&["runs", "r1a-2_b"]), Ok(Cmd::Runs(_))));
+        assert!(parse(&["runs", "r1/../x"]).is_err());
+        assert!(matches!(parse(&["stop", "r1"]), Ok(Cmd::Stop(_))));
+        assert!(parse(&["stop"]).is_err());
+        assert!(matches!(
+            parse(&["report", "r1", "--json", "--out", "s.json"]),
+            Ok(Cmd::Report(_))
+        ));
+    }
 }

@@ -568,3 +568,150 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     write_out(args.out.as_deref(), &report.summary)?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, region: &str, state: &str, segment: Option<(f64, f64)>) -> RunNodeView {
+        RunNodeView {
+            id: format!("12D3KooW{name}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+            name: name.into(),
+            region: region.into(),
+            segment,
+            vus: segment
+                .map(|(a, b)| ((b - a) * 100.0).round() as u64)
+                .unwrap_or(0),
+            state: state.into(),
+            refused: None,
+            start_offset_ms: None,
+            bound_ms: None,
+            shards: None,
+        }
+    }
+
+    fn run() -> RunView {
+        let mut fra = node("fra-1", "fra", "done", Some((0.0, 0.6)));
+        fra.start_offset_ms = Some(0.4);
+        fra.bound_ms = Some(0.15);
+        let mut nrt = node("nrt-1", "nrt", "lost", Some((0.6, 1.0)));
+        nrt.start_offset_ms = Some(-1.25);
+        let mut ewr = node("", "ewr", "refused", None);
+        ewr.refused = Some("its --allow-target list does not name 10.0.0.7:80".into());
+        RunView {
+            id: "r18c2f0a9".into(),
+            phase: "complete".into(),
+            reason: None,
+            executor: "constant-vus".into(),
+            module_sha256: "ab".repeat(32),
+            proposer: fra.id.clone(),
+            leader: Some(fra.id.clone()),
+            term: 0,
+            weights: Some("fra=60,nrt=40".into()),
+            t0_unix_ms: Some(1.7e12),
+            elapsed_s: Some(95.0),
+            duration_s: 60.0,
+            start_skew_ms: Some(1.65),
+            clock_bound_ms: Some(0.15),
+            nodes: vec![fra, nrt, ewr],
+        }
+    }
+
+    /// Where `text` starts in `line`, in characters (ids hold a '…').
+    fn column(line: &str, text: &str) -> Option<usize> {
+        line.find(text).map(|at| line[..at].chars().count())
+    }
+
+    #[test]
+    fn the_runs_table_lines_up() {
+        let mut running = run();
+        running.id = "r2".into();
+        running.phase = "running".into();
+        running.elapsed_s = Some(12.34);
+        running.leader = Some("12D3KooWsomeoneelsewhoisnotinthisrun".into());
+        let mut armed = run();
+        armed.id = "r3".into();
+        armed.phase = "armed".into();
+        armed.elapsed_s = Some(-2.0);
+        let table = render_runs(&RunsView {
+            runs: vec![armed, running, run()],
+        });
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("RUN"), "{table}");
+        assert!(lines[1].ends_with("starts in 2.0s"), "{table}");
+        assert!(lines[2].contains("12D3KooW…hisrun"), "{table}");
+        assert!(lines[2].ends_with("12.3s of 1m00s"), "{table}");
+        assert!(
+            lines[3].contains("fra-1") && lines[3].ends_with("1m35s ago"),
+            "{table}"
+        );
+        assert_eq!(column(lines[0], "PHASE"), column(lines[3], "complete"));
+        assert_eq!(column(lines[0], "AGE"), column(lines[2], "12.3s"));
+        assert!(render_runs(&RunsView { runs: vec![] }).contains("no runs yet"));
+    }
+
+    #[test]
+    fn one_run_shows_its_nodes() {
+        let text = render_run(&run());
+        assert!(text.contains("leader       fra-1 (term 0)"), "{text}");
+        assert!(
+            text.contains("skew 1.65 ms (clock bound ±0.15 ms)"),
+            "{text}"
+        );
+        let nodes: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("NODE"))
+            .collect();
+        assert_eq!(nodes.len(), 4, "{text}");
+        assert!(
+            nodes[1].contains("60.0%") && nodes[1].contains("+0.40 ± 0.15 ms"),
+            "{text}"
+        );
+        assert!(nodes[2].contains("-1.25 ms"), "{text}");
+        assert!(nodes[3].starts_with("12D3KooW…xxxxxx"), "{text}");
+        assert!(nodes[3].ends_with("does not name 10.0.0.7:80"), "{text}");
+        assert_eq!(column(nodes[0], "STATE"), column(nodes[3], "refused"));
+    }
+
+    #[test]
+    fn the_assignment_and_the_header_name_every_node() {
+        let assignment = render_assignment(&run());
+        assert_eq!(assignment.lines().count(), 3, "{assignment}");
+        assert!(
+            assignment.contains("nrt-1  nrt     40.0%  40"),
+            "{assignment}"
+        );
+        let mut failed = run();
+        failed.phase = "failed".into();
+        failed.reason = Some("every node refused".into());
+        let header = render_header(&failed);
+        assert!(
+            header.contains("run r18c2f0a9: failed (every node refused)"),
+            "{header}"
+        );
+        assert!(
+            header.contains("nodes: 2 took part: fra-1 (fra), nrt-1 (nrt)"),
+            "{header}"
+        );
+        assert!(
+            header.contains("lost (stopped answering): nrt-1 (nrt)"),
+            "{header}"
+        );
+        assert!(
+            header.contains("refused: 12D3KooW…xxxxxx (ewr): its --allow-target"),
+            "{header}"
+        );
+        assert!(
+            header.contains("start: skew 1.65 ms (clock bound ±0.15 ms)"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn run_ids_are_checked_before_a_node_is_asked() {
+        assert!(run_id_arg("r18c2f0a9").is_ok());
+        assert!(run_id_arg("../status").is_err());
+        assert!(run_id_arg("").is_err());
+    }
+}
