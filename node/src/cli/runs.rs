@@ -714,4 +714,67 @@ mod tests {
         assert!(run_id_arg("../status").is_err());
         assert!(run_id_arg("").is_err());
     }
+
+    /// Serves the API on a free loopback port for an event loop that has
+    /// one run, `running` until it is stopped; the receiver hears of the stop.
+    async fn node_with_a_running_run() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+        use crate::api::{Query, server};
+        let listener = server::bind(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let (queries, mut rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(server::serve(listener, queries, CancellationToken::new()));
+        let (stopped, heard) = tokio::sync::oneshot::channel();
+        let mut stopped = Some(stopped);
+        tokio::spawn(async move {
+            let mut view = run();
+            view.phase = "running".into();
+            view.start_skew_ms = None;
+            while let Some(query) = rx.recv().await {
+                match query {
+                    Query::Run(_, reply) => drop(reply.send(Some(view.clone()))),
+                    Query::Stop(_, reply) => {
+                        if let Some(stopped) = stopped.take() {
+                            let _ = stopped.send(());
+                        }
+                        view.phase = "stopped".into();
+                        view.reason = Some("stopped by the CLI".into());
+                        drop(reply.send(Ok(view.clone())));
+                    }
+                    Query::Report(id, reply) => drop(reply.send(Some(ReportView {
+                        run: view.clone(),
+                        summary: crate::core::report::Report::new(&id).summary("constant-vus"),
+                    }))),
+                    _ => {}
+                }
+            }
+        });
+        (addr, heard)
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_run_is_stopped_on_the_node_and_followed_to_its_end() {
+        let (api, stopped) = node_with_a_running_run().await;
+        let mut poller = Poller {
+            api,
+            id: "r18c2f0a9".into(),
+            failing_since: None,
+        };
+        let interrupt = CancellationToken::new();
+        interrupt.cancel();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            follow(&mut poller, true, &interrupt),
+        )
+        .await
+        .expect("the run ends")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let report: ReportView = poller
+            .get_until("/v1/runs/r18c2f0a9/report")
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(report.run.phase, "stopped");
+        assert!(stopped.await.is_ok(), "the node was asked to stop the run");
+    }
 }
