@@ -381,7 +381,8 @@ impl Poller {
     }
 }
 
-/// The live progress line of a mesh run, from its report.
+/// The live progress line of a mesh run, from its report: requests/s since
+/// the last report, p95 of the latest interval merged so far.
 #[derive(Default)]
 struct LiveProgress {
     /// When the last report was read, and its request total.
@@ -406,7 +407,7 @@ impl LiveProgress {
             report.run.elapsed_s.unwrap_or(0.0).max(0.0),
             latest.map(|p| p.vus).unwrap_or(0),
             rps,
-            s.http.duration.p95,
+            latest.map(|p| p.p95_ms).unwrap_or(s.http.duration.p95),
             s.errors.values().sum(),
             s.iterations.dropped,
         );
