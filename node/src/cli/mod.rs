@@ -240,7 +240,8 @@ fn region_arg(s: &str) -> Result<Weights, String> {
     parse_region_weights(s).map(Weights)
 }
 
-/// `host` or `host:port` of an http(s) URL (the port when it names one).
+/// `host` or `host:port` of an http(s) URL (the port when it is not the
+/// scheme's default: `http://h:80` is `h`).
 fn url_host(url: &url::Url) -> Option<String> {
     if !matches!(url.scheme(), "http" | "https") {
         return None;
