@@ -1,13 +1,14 @@
 //! Serves the local API: each request becomes a [`Query`] to the node's
-//! event loop, whose answer is sent back as JSON.
+//! event loop, whose answer is sent back as JSON. Errors come back as
+//! `{"error": MESSAGE}` with a status that says what kind of problem it is.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
@@ -15,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::Query;
+use super::{Query, SubmitRequest};
+use crate::engine::module::ScenarioModule;
+use crate::store::modules::MAX_MODULE_BYTES;
 
 /// Binds the API address; it must be a loopback address.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -93,44 +96,246 @@ fn host_is_local<B>(req: &Request<B>) -> bool {
             .unwrap_or(false)
 }
 
-/// Sends a query to the event loop and answers with its reply as JSON.
-async fn ask<T: Serialize>(
+/// Sends a query to the event loop and waits for its answer; the error is
+/// the response to send when the node is shutting down.
+async fn ask<T>(
     queries: &mpsc::Sender<Query>,
     query: impl FnOnce(oneshot::Sender<T>) -> Query,
-) -> Response<Full<Bytes>> {
+) -> Result<T, Response<Full<Bytes>>> {
     let (tx, rx) = oneshot::channel();
     if queries.send(query(tx)).await.is_ok()
-        && let Ok(view) = rx.await
+        && let Ok(answer) = rx.await
     {
-        return json(StatusCode::OK, &view);
+        return Ok(answer);
     }
-    error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down")
+    Err(error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the node is shutting down",
+    ))
 }
 
-async fn handle(
-    req: Request<Incoming>,
+/// The largest `POST /v1/runs` body: the biggest module and room for the spec.
+pub const MAX_SUBMIT_BYTES: usize = MAX_MODULE_BYTES + (1 << 20);
+
+/// The longest run id the API accepts.
+pub const MAX_RUN_ID_LEN: usize = 64;
+
+/// Whether `id` can be a run id: 1 to [`MAX_RUN_ID_LEN`] ASCII letters,
+/// digits, `-` and `_`.
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_RUN_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What a request asks for, once its method and path were checked.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Status,
+    Peers,
+    Submit,
+    Runs,
+    Run(String),
+    Stop(String),
+    Report(String),
+}
+
+/// A request refused before it reaches the node: the status and why.
+type Refusal = (StatusCode, String);
+
+/// Maps a method and path to a [`Route`].
+fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
+    let parts: Vec<&str> = path
+        .strip_prefix("/v1/")
+        .map(|rest| rest.split('/').collect())
+        .unwrap_or_default();
+    let (route, allowed) = match parts.as_slice() {
+        ["status"] => (Route::Status, Method::GET),
+        ["peers"] => (Route::Peers, Method::GET),
+        ["runs"] if method == Method::POST => (Route::Submit, Method::POST),
+        ["runs"] => (Route::Runs, Method::GET),
+        ["runs", id, rest @ ..] => {
+            if !valid_run_id(id) {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{id:?} is not a run id: a run id is 1 to {MAX_RUN_ID_LEN} ASCII letters, digits, \
+                         '-' and '_' (`fusi-node runs` lists them)"
+                    ),
+                ));
+            }
+            let id = (*id).to_owned();
+            match rest {
+                [] => (Route::Run(id), Method::GET),
+                ["stop"] => (Route::Stop(id), Method::POST),
+                ["report"] => (Route::Report(id), Method::GET),
+                _ => return Err(no_route(path)),
+            }
+        }
+        _ => return Err(no_route(path)),
+    };
+    if method != allowed {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} takes {allowed}, not {method}"),
+        ));
+    }
+    Ok(route)
+}
+
+fn no_route(path: &str) -> Refusal {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {path}; the API serves /v1/status, /v1/peers, /v1/runs, /v1/runs/ID, \
+             /v1/runs/ID/stop and /v1/runs/ID/report"
+        ),
+    )
+}
+
+/// Reads a body of at most `limit` bytes.
+async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, Refusal>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the submission is larger than {} MiB: a scenario module may be at most {} MiB; \
+                 build it with --release, or strip it",
+                limit >> 20,
+                MAX_MODULE_BYTES >> 20
+            ),
+        )),
+        Err(e) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+/// `POST /v1/runs`: decode, check the module compiles and the executor is
+/// sound, then hand the run to the event loop.
+async fn submit<B>(body: B, queries: &mpsc::Sender<Query>) -> Response<Full<Bytes>>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let bytes = match read_limited(body, MAX_SUBMIT_BYTES).await {
+        Ok(bytes) => bytes,
+        Err((status, message)) => return error(status, &message),
+    };
+    let mut request: SubmitRequest = match ciborium::from_reader(bytes.as_ref()) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "the submission is not a CBOR SubmitRequest ({e}); submit with `fusi-node run` \
+                     of the same version as the node"
+                ),
+            );
+        }
+    };
+    if let Err(e) = request.spec.executor.validate() {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    let module = std::mem::take(&mut request.module);
+    let compiled = tokio::task::spawn_blocking(move || {
+        ScenarioModule::compile(&module).map(|m| (m.sha256().to_owned(), module))
+    })
+    .await;
+    match compiled {
+        Ok(Ok((sha256, module))) => {
+            request.spec.module_sha256 = sha256;
+            request.module = module;
+        }
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("compiling the module failed inside the node: {e}"),
+            );
+        }
+    }
+    match ask(queries, |tx| Query::Submit(request, tx)).await {
+        Ok(Ok(view)) => json(StatusCode::OK, &view),
+        Ok(Err(message)) => error(StatusCode::BAD_REQUEST, &message),
+        Err(response) => response,
+    }
+}
+
+fn no_run(id: &str) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no run {id} on this node; `fusi-node runs` lists the runs it knows"),
+    )
+}
+
+/// Answers `Ok` as JSON and `None` as 404.
+fn found<T: Serialize>(id: &str, answer: Option<T>) -> Response<Full<Bytes>> {
+    match answer {
+        Some(view) => json(StatusCode::OK, &view),
+        None => no_run(id),
+    }
+}
+
+/// `POST /v1/runs/{id}/stop`: 404 for an unknown run, 409 when it cannot
+/// be stopped (it already ended).
+async fn stop(id: String, queries: &mpsc::Sender<Query>) -> Response<Full<Bytes>> {
+    match ask(queries, |tx| Query::Run(id.clone(), tx)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return no_run(&id),
+        Err(response) => return response,
+    }
+    match ask(queries, |tx| Query::Stop(id, tx)).await {
+        Ok(Ok(view)) => json(StatusCode::OK, &view),
+        Ok(Err(message)) => error(StatusCode::CONFLICT, &message),
+        Err(response) => response,
+    }
+}
+
+async fn handle<B>(
+    req: Request<B>,
     queries: mpsc::Sender<Query>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if !host_is_local(&req) {
         return Ok(error(
             StatusCode::FORBIDDEN,
             "the fusi-node API answers loopback hosts only",
         ));
     }
-    if req.method() != Method::GET {
-        return Ok(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET is supported here",
-        ));
-    }
-    Ok(match req.uri().path() {
-        "/v1/status" => ask(&queries, Query::Status).await,
-        "/v1/peers" => ask(&queries, Query::Peers).await,
-        other => error(
-            StatusCode::NOT_FOUND,
-            &format!("no route {other}; try /v1/status or /v1/peers"),
-        ),
+    let route = match route(req.method(), req.uri().path()) {
+        Ok(route) => route,
+        Err((status, message)) => return Ok(error(status, &message)),
+    };
+    Ok(match route {
+        Route::Status => reply(ask(&queries, Query::Status).await),
+        Route::Peers => reply(ask(&queries, Query::Peers).await),
+        Route::Submit => submit(req.into_body(), &queries).await,
+        Route::Runs => reply(ask(&queries, Query::Runs).await),
+        Route::Run(id) => ask(&queries, |tx| Query::Run(id.clone(), tx))
+            .await
+            .map_or_else(|response| response, |view| found(&id, view)),
+        Route::Stop(id) => stop(id, &queries).await,
+        Route::Report(id) => ask(&queries, |tx| Query::Report(id.clone(), tx))
+            .await
+            .map_or_else(|response| response, |view| found(&id, view)),
     })
+}
+
+/// The answer as JSON, or the response that says why there is none.
+fn reply<T: Serialize>(answer: Result<T, Response<Full<Bytes>>>) -> Response<Full<Bytes>> {
+    answer.map_or_else(|response| response, |view| json(StatusCode::OK, &view))
 }
 
 #[cfg(test)]
@@ -152,5 +357,136 @@ mod tests {
         for bad in ["evil.example:7401", "10.0.0.1:7401", "example.com"] {
             assert!(!host_is_local(&with_host(bad)), "{bad}");
         }
+    }
+
+    #[test]
+    fn routes_check_method_and_run_id() {
+        let status = |m: Method, p: &str| match route(&m, p) {
+            Ok(_) => StatusCode::OK,
+            Err((status, _)) => status,
+        };
+        assert_eq!(route(&Method::POST, "/v1/runs").ok(), Some(Route::Submit));
+        assert_eq!(route(&Method::GET, "/v1/runs").ok(), Some(Route::Runs));
+        assert_eq!(
+            route(&Method::POST, "/v1/runs/r1a-b_2/stop").ok(),
+            Some(Route::Stop("r1a-b_2".into()))
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/runs/r1/report").ok(),
+            Some(Route::Report("r1".into()))
+        );
+        assert_eq!(
+            status(Method::GET, "/v1/runs/r1/stop"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            status(Method::DELETE, "/v1/runs"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            status(Method::POST, "/v1/status"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(status(Method::GET, "/v1/runs/r1/x"), StatusCode::NOT_FOUND);
+        assert_eq!(status(Method::GET, "/v2/status"), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status(Method::GET, "/v1/runs/a%2Fb"),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(Method::GET, "/v1/runs//report"),
+            StatusCode::BAD_REQUEST
+        );
+        let long = format!("/v1/runs/{}", "a".repeat(MAX_RUN_ID_LEN + 1));
+        assert_eq!(status(Method::GET, &long), StatusCode::BAD_REQUEST);
+        assert!(valid_run_id(&"a".repeat(MAX_RUN_ID_LEN)));
+        assert!(!valid_run_id("r1.2"));
+    }
+
+    async fn body_text(response: Response<Full<Bytes>>) -> String {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_with_413() {
+        let small = Full::new(Bytes::from_static(b"12345"));
+        assert_eq!(
+            read_limited(small, 5).await.ok(),
+            Some(Bytes::from_static(b"12345"))
+        );
+        let big = Full::new(Bytes::from_static(b"123456"));
+        let (status, message) = read_limited(big, 5).await.expect_err("over the limit");
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(message.contains("at most 64 MiB"), "{message}");
+    }
+
+    /// Answers the queries `handle` sends as a node without runs would.
+    fn node_without_runs() -> mpsc::Sender<Query> {
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(query) = rx.recv().await {
+                match query {
+                    Query::Run(_, reply) => drop(reply.send(None)),
+                    Query::Runs(reply) => drop(reply.send(crate::api::RunsView { runs: vec![] })),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        });
+        tx
+    }
+
+    async fn send(method: Method, path: &str, body: impl Into<Bytes>) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:7401")
+            .body(Full::new(body.into()))
+            .unwrap_or_default();
+        let Ok(response) = handle(request, node_without_runs()).await;
+        (response.status(), body_text(response).await)
+    }
+
+    #[tokio::test]
+    async fn requests_reach_the_event_loop_or_fail_with_a_reason() {
+        let (status, text) = send(Method::GET, "/v1/runs/r9", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(text.contains("no run r9 on this node"), "{text}");
+        let (status, text) = send(Method::POST, "/v1/runs/r9/stop", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+        let (status, text) = send(Method::GET, "/v1/runs", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("\"runs\""), "{text}");
+        let (status, text) = send(Method::POST, "/v1/runs", "not cbor").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("SubmitRequest"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_unusable_module_is_refused_before_the_event_loop() {
+        let spec = crate::core::spec::RunSpec::new(
+            String::new(),
+            crate::core::spec::Executor::SharedIterations {
+                vus: 1,
+                iterations: 1,
+                max_duration: std::time::Duration::from_secs(1),
+            },
+        );
+        let request = SubmitRequest {
+            spec,
+            module: b"not wasm".to_vec(),
+            weights: None,
+            nodes: None,
+        };
+        let mut body = Vec::new();
+        ciborium::into_writer(&request, &mut body).unwrap_or_default();
+        let (status, text) = send(Method::POST, "/v1/runs", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("not a WebAssembly module"), "{text}");
     }
 }

@@ -87,15 +87,16 @@ pub struct KeygenArgs {
     file: PathBuf,
 }
 
-/// `fusi-node peers` and `fusi-node status`.
+/// `fusi-node peers` and `fusi-node status`, and the node to ask of the
+/// run commands.
 #[derive(Args, Debug)]
 pub struct ApiArgs {
     /// The node to ask: its API address.
     #[arg(long, env = "FUSI_API", value_parser = api_arg, default_value = DEFAULT_API)]
-    api: SocketAddr,
+    pub(super) api: SocketAddr,
     /// Print the JSON the node sent.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// `--emulate-latency`: its text (shown by `status`) and the parsed map.
@@ -119,7 +120,7 @@ fn name_arg(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-fn api_arg(s: &str) -> Result<SocketAddr, String> {
+pub(super) fn api_arg(s: &str) -> Result<SocketAddr, String> {
     let trimmed = s.trim_start_matches("http://").trim_end_matches('/');
     trimmed.parse().map_err(|_| {
         format!("{s:?} is not an API address; write IP:PORT, for example {DEFAULT_API}")
@@ -264,7 +265,8 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn short_id(id: &str) -> String {
+/// A peer id short enough for a table column.
+pub(super) fn short_id(id: &str) -> String {
     if id.len() <= 16 {
         return id.to_owned();
     }
@@ -310,17 +312,27 @@ pub fn render_peers(view: &PeersView) -> String {
             short_id(&p.id),
         ]);
     }
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    table(&rows)
+}
+
+/// Lays out rows (the first is the header) in columns two spaces apart.
+pub(super) fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            let width = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(width),
+                None => widths.push(width),
+            }
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let line: Vec<String> = row
+            .as_ref()
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
@@ -371,7 +383,7 @@ pub fn render_status(s: &StatusView) -> String {
 }
 
 /// Asks the node at `--api` for `path` and prints the view, rendered or as JSON.
-async fn show<T: serde::Serialize + serde::de::DeserializeOwned>(
+pub(super) async fn show<T: serde::Serialize + serde::de::DeserializeOwned>(
     args: ApiArgs,
     path: &str,
     render: fn(&T) -> String,

@@ -2,6 +2,7 @@
 //! the library, print. `main.rs` only calls [`main`].
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
@@ -10,8 +11,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{self, DEFAULT_API};
+use crate::core::assign::{RegionWeight, parse_region_weights};
 use crate::core::metrics::{Value, names};
-use crate::core::report::{Report, percentiles};
+use crate::core::report::{Report, Summary, percentiles};
 use crate::core::shard::Shard;
 use crate::core::spec::{Executor, Rate, RunSpec, Stage, parse_duration, parse_rate, parse_stages};
 use crate::engine::executor::Progress;
@@ -19,6 +22,7 @@ use crate::local::{self, Observer};
 use crate::summary;
 
 mod mesh;
+mod runs;
 
 const ABOUT: &str = "fusi: a distributed load generator with no central server.
 
@@ -34,9 +38,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run a scenario on this machine and print the end-of-test summary.
+    /// Run a scenario, across the mesh of a running node or on this machine, and
+    /// print the end-of-test summary.
     #[command(after_long_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// List the runs a node knows, or show one run and its nodes.
+    #[command(after_long_help = runs::RUNS_EXAMPLES)]
+    Runs(runs::RunsArgs),
+    /// Stop a run on every node.
+    #[command(after_long_help = runs::STOP_EXAMPLES)]
+    Stop(runs::StopArgs),
+    /// Print a run's merged report; any node of the mesh can.
+    #[command(after_long_help = runs::REPORT_EXAMPLES)]
+    Report(runs::ReportArgs),
     /// Build a scenario crate (or a workspace of them) into .wasm modules.
     #[command(after_long_help = BUILD_EXAMPLES)]
     Build(BuildArgs),
@@ -52,6 +66,24 @@ enum Cmd {
 }
 
 const RUN_EXAMPLES: &str = "\
+Where the run goes:
+  --local              on this machine (a mesh of one), even when a node is up;
+                       --api and FUSI_API are then ignored
+  --api ADDR           to the node whose API is at ADDR (or FUSI_API), which
+                       splits it across its mesh; an error if none answers there
+  (neither)            to the node at 127.0.0.1:7401 if one answers, otherwise on
+                       this machine (saying so on stderr)
+--region and --nodes need a mesh. --source-ip applies to runs on this machine;
+a mesh run leaves from each node's own address (`fusi-node up --source-ip`).
+
+Targets: a run names the hosts it sends to, so that every node can check them
+before it sends traffic. --target names them (a URL, or HOST[:PORT]); without
+--target, every --env value that is an http:// or https:// URL names one:
+--env TARGET=http://127.0.0.1:8080 targets 127.0.0.1:8080.
+
+A mesh run prints its id, the share of each node and the spread of their
+starts to stderr, then the summary merged from every node's measurements.
+
 Executors (k6 names). Without --executor, fusi picks one from the flags:
   --stages              ramping-vus            the number of looping VUs follows the stages
   --rate                constant-arrival-rate  starts RATE iterations whatever the target does
@@ -73,10 +105,16 @@ Examples:
   fusi-node run arrival.wasm --rate 500/s --duration 1m --vus 50 --max-vus 500
   fusi-node run arrival.wasm --executor ramping-arrival-rate --stages 30s:1000,1m:1000 --max-vus 500
   fusi-node run api_flow.wasm --iterations 1000 --vus 20 --out summary.json
+  fusi-node run hello.wasm --vus 3000 --duration 5m --region fra=60,nrt=30,ewr=10 \\
+      --target https://shop.example.com
+  fusi-node run hello.wasm --vus 100 --duration 1m --nodes 4 --api 127.0.0.1:7402
+  fusi-node run hello.wasm --vus 5 --duration 10s --local
 
 Exit status: 0 when the run completed; 1 when it could not run (an unusable
-module, or flags that do not fit together); 2 when a flag's value does not parse.
-Ctrl-C stops the run early, prints the summary of what was measured and exits 130.";
+module, flags that do not fit together, no node where --api points), or when a
+mesh run failed or someone else stopped it; 2 when a flag's value does not parse.
+Ctrl-C stops the run early (on every node of a mesh run), prints the summary of
+what was measured and exits 130; a second Ctrl-C quits at once.";
 
 const BUILD_EXAMPLES: &str = "\
 Runs `cargo build --release --target wasm32-wasip1` in DIR and prints the path
@@ -138,9 +176,28 @@ struct RunArgs {
     #[arg(long, short)]
     quiet: bool,
     /// The local address connections leave from (for example 127.0.2.1, to
-    /// play a region of a testnet whose target delays by source range).
+    /// play a region of a testnet whose target delays by source range); runs
+    /// on this machine only.
     #[arg(long)]
     source_ip: Option<std::net::IpAddr>,
+    /// The API of the node to run on, across its mesh [default: 127.0.0.1:7401
+    /// when a node answers there, else this machine].
+    #[arg(long, env = "FUSI_API", value_parser = mesh::api_arg)]
+    api: Option<SocketAddr>,
+    /// Run on this machine, even when a node is up.
+    #[arg(long, conflicts_with_all = ["region", "nodes"])]
+    local: bool,
+    /// Split the load by region, REGION=WEIGHT,..., for example
+    /// fra=60,nrt=30,ewr=10 (needs a mesh) [default: by each node's capacity].
+    #[arg(long, value_parser = region_arg)]
+    region: Option<Weights>,
+    /// At most this many nodes take part (needs a mesh).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    nodes: Option<u32>,
+    /// A host the run sends to: a URL or HOST[:PORT]; repeatable [default: the
+    /// host of every --env value that is an http(s) URL].
+    #[arg(long = "target", value_parser = target_arg)]
+    targets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +230,55 @@ struct Stages(Vec<Stage>);
 
 fn stages_arg(s: &str) -> Result<Stages, String> {
     parse_stages(s).map(Stages).map_err(|e| e.0)
+}
+
+/// `--region` weights as one flag value.
+#[derive(Debug, Clone)]
+struct Weights(Vec<RegionWeight>);
+
+fn region_arg(s: &str) -> Result<Weights, String> {
+    parse_region_weights(s).map(Weights)
+}
+
+/// `host` or `host:port` of an http(s) URL (the port when it is not the
+/// scheme's default: `http://h:80` is `h`).
+fn url_host(url: &url::Url) -> Option<String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = url.host_str().filter(|h| !h.is_empty())?;
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
+}
+
+fn target_arg(s: &str) -> Result<String, String> {
+    let fix = "write a URL or HOST[:PORT], for example https://shop.example.com or 10.0.0.7:8080";
+    let bare = !s.contains("://");
+    let url = url::Url::parse(&if bare {
+        format!("http://{s}")
+    } else {
+        s.to_owned()
+    })
+    .map_err(|e| format!("invalid --target {s:?} ({e}); {fix}"))?;
+    if bare && (url.path() != "/" || url.query().is_some() || s.contains('@')) {
+        return Err(format!("invalid --target {s:?}; {fix}"));
+    }
+    url_host(&url).ok_or_else(|| format!("--target {s:?} is not an http(s) host; {fix}"))
+}
+
+/// The hosts of the `--env` values that are http(s) URLs, each once.
+fn targets_from_env(env: &[(String, String)]) -> Vec<String> {
+    let mut targets: Vec<String> = Vec::new();
+    for (_, value) in env {
+        if let Some(host) = url::Url::parse(value).ok().as_ref().and_then(url_host)
+            && !targets.contains(&host)
+        {
+            targets.push(host);
+        }
+    }
+    targets
 }
 
 fn env_arg(s: &str) -> Result<(String, String), String> {
@@ -281,8 +387,71 @@ impl RunArgs {
         spec.graceful_stop = self.graceful_stop;
         spec.vu_memory_limit = self.vu_memory_mib << 20;
         spec.insecure_skip_tls_verify = self.insecure_skip_tls_verify;
+        spec.targets = if self.targets.is_empty() {
+            targets_from_env(&self.env)
+        } else {
+            self.targets.clone()
+        };
         Ok(spec)
     }
+
+    /// Where the run goes, given whether a node answers at `--api` (or the
+    /// default address); the error says which flag to change.
+    fn place(&self, node_answers: bool) -> anyhow::Result<Place> {
+        if self.local {
+            return Ok(Place::Here);
+        }
+        let place = match self.api {
+            Some(api) if node_answers => Place::Node(api),
+            Some(api) => bail!(
+                "no fusi-node answers at {api} (from --api or FUSI_API): start one there with \
+                 `fusi-node up`, or run on this machine with --local"
+            ),
+            None if node_answers => Place::Node(default_api()?),
+            None => {
+                let flags: Vec<&str> = [
+                    ("--region", self.region.is_some()),
+                    ("--nodes", self.nodes.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(flag, given)| given.then_some(flag))
+                .collect();
+                if !flags.is_empty() {
+                    let flags = flags.join(" and ");
+                    bail!(
+                        "splitting a run with {flags} needs a mesh, and no fusi-node answers at {DEFAULT_API}: \
+                         start one with `fusi-node up`, point --api at one, or drop {flags}"
+                    );
+                }
+                Place::Fallback
+            }
+        };
+        if let (Place::Node(api), Some(ip)) = (&place, self.source_ip) {
+            bail!(
+                "--source-ip {ip} applies to runs on this machine, and this run goes to the node at \
+                 {api}: a node's --source-ip applies to mesh runs (`fusi-node up --source-ip`); \
+                 drop --source-ip, or add --local"
+            );
+        }
+        Ok(place)
+    }
+}
+
+/// Where a run goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    /// This machine, as asked (`--local`).
+    Here,
+    /// This machine, because no node answers at the default address.
+    Fallback,
+    /// The node with this API address, and its mesh.
+    Node(SocketAddr),
+}
+
+fn default_api() -> anyhow::Result<SocketAddr> {
+    DEFAULT_API
+        .parse()
+        .with_context(|| format!("the default API address {DEFAULT_API} does not parse"))
 }
 
 fn kebab(name: ExecutorName) -> String {
@@ -338,7 +507,59 @@ impl Observer for LiveProgress {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Flags that do not fit together fail before any node is asked.
     let spec = args.spec()?;
+    let node_answers = !args.local && api::client::probe(args.api.unwrap_or(default_api()?)).await;
+    match args.place(node_answers)? {
+        Place::Node(api) => runs::run_on(api, &args, spec).await,
+        Place::Fallback => {
+            eprintln!("no fusi-node at {DEFAULT_API}: running on this machine (a mesh of one)");
+            run_here(&args, spec).await
+        }
+        Place::Here => run_here(&args, spec).await,
+    }
+}
+
+/// A token cancelled by the first Ctrl-C, after `message` is printed; a
+/// second Ctrl-C ends the process with status 130.
+fn cancel_on_ctrl_c(message: String) -> CancellationToken {
+    let interrupt = CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\n{message}");
+            on_signal.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    interrupt
+}
+
+/// The scenario's file name, for the summary's header.
+fn scenario_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Writes `--out`: the summary as JSON.
+fn write_out(path: Option<&Path>, summary: &Summary) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let json = serde_json::to_vec_pretty(summary).context("cannot encode the summary")?;
+        std::fs::write(path, json).with_context(|| {
+            format!(
+                "cannot write the summary to {}: check that its directory exists and is writable",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A run on this machine: a mesh of one.
+async fn run_here(args: &RunArgs, spec: RunSpec) -> anyhow::Result<ExitCode> {
     let wasm = std::fs::read(&args.scenario)
         .with_context(|| format!("cannot read the scenario {}", args.scenario.display()))?;
     let mut observer = LiveProgress {
@@ -346,33 +567,19 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         errors: 0,
         dropped: 0,
     };
-    let interrupt = CancellationToken::new();
-    let on_signal = interrupt.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\ninterrupted: stopping the run and printing what was measured (Ctrl-C again quits at once)"
-            );
-            on_signal.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
+    let interrupt = cancel_on_ctrl_c(
+        "interrupted: stopping the run and printing what was measured (Ctrl-C again quits at once)"
+            .to_owned(),
+    );
     let summary = local::run(wasm, spec, &mut observer, interrupt.clone(), args.source_ip).await?;
     if observer.enabled {
         eprintln!();
     }
-    let name = args
-        .scenario
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    print!("{}", summary::render(&summary, &name));
-    if let Some(path) = &args.out {
-        let json = serde_json::to_vec_pretty(&summary).context("cannot encode the summary")?;
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    print!(
+        "{}",
+        summary::render(&summary, &scenario_name(&args.scenario))
+    );
+    write_out(args.out.as_deref(), &summary)?;
     if interrupt.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
@@ -463,6 +670,9 @@ pub fn main() -> ExitCode {
         Cmd::Up(args) => runtime().and_then(|rt| rt.block_on(mesh::up(args))),
         Cmd::Peers(args) => runtime().and_then(|rt| rt.block_on(mesh::peers(args))),
         Cmd::Status(args) => runtime().and_then(|rt| rt.block_on(mesh::status(args))),
+        Cmd::Runs(args) => runtime().and_then(|rt| rt.block_on(runs::runs(args))),
+        Cmd::Stop(args) => runtime().and_then(|rt| rt.block_on(runs::stop(args))),
+        Cmd::Report(args) => runtime().and_then(|rt| rt.block_on(runs::report(args))),
     };
     match result {
         Ok(code) => code,
@@ -559,5 +769,154 @@ mod tests {
         assert_eq!(s.iteration_timeout, Duration::from_millis(500));
         assert_eq!(s.vu_memory_limit, 8 << 20);
         assert_eq!(s.executor.max_vus(), 3);
+    }
+
+    /// `fusi-node run x.wasm ARGS`, with no --api unless ARGS name one (so
+    /// that a FUSI_API in the test's environment does not count).
+    fn run_args(args: &[&str]) -> anyhow::Result<RunArgs> {
+        let mut all = vec!["fusi-node", "run", "x.wasm"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            Cmd::Run(mut run) => {
+                if !args.contains(&"--api") {
+                    run.api = None;
+                }
+                Ok(run)
+            }
+            _ => bail!("not a run"),
+        }
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        match run_args(args) {
+            Ok(run) => panic!("{args:?} parsed: {run:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn mesh_flags_are_refused_with_local_and_checked() {
+        let e = refusal(&["--local", "--region", "fra=1"]);
+        assert!(e.contains("--local") && e.contains("--region"), "{e}");
+        let e = refusal(&["--nodes", "2", "--local"]);
+        assert!(e.contains("--local") && e.contains("--nodes"), "{e}");
+        refusal(&["--nodes", "0"]);
+        refusal(&["--nodes", "4097"]);
+        assert!(run_args(&["--nodes", "4096"]).is_ok());
+        assert!(refusal(&["--region", "fra"]).contains("REGION=WEIGHT"));
+        let run = run_args(&["--region", "fra=60,nrt=40"]).unwrap_or_else(|e| panic!("{e}"));
+        let weights: Vec<(String, u64)> = run
+            .region
+            .map(|w| w.0.into_iter().map(|w| (w.region, w.weight)).collect())
+            .unwrap_or_default();
+        assert_eq!(weights, [("fra".to_owned(), 60), ("nrt".to_owned(), 40)]);
+    }
+
+    #[test]
+    fn targets_come_from_the_flag_or_from_env_urls() {
+        let s = spec(&[
+            "-e",
+            "TARGET=http://127.0.0.1:8080",
+            "-e",
+            "SHOP=https://Shop.Example.com/cart?x=1",
+            "-e",
+            "AGAIN=http://127.0.0.1:8080/other",
+            "-e",
+            "NAME=not a url",
+            "-e",
+            "MAIL=mailto:a@example.com",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.targets, ["127.0.0.1:8080", "shop.example.com"]);
+        let s = spec(&[
+            "-e",
+            "TARGET=http://127.0.0.1:8080",
+            "--target",
+            "10.0.0.7:81",
+            "--target",
+            "https://a.example:8443/p",
+            "--target",
+            "[::1]:9000",
+            "--target",
+            "b.example",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.targets,
+            ["10.0.0.7:81", "a.example:8443", "[::1]:9000", "b.example"]
+        );
+        for bad in [
+            "ftp://x.example",
+            "x.example/path",
+            "",
+            "u@x.example",
+            "x:port",
+        ] {
+            assert!(target_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_run_goes_to_a_node_or_here_by_the_rules() {
+        let place = |args: &[&str], answers: bool| -> Result<Place, String> {
+            run_args(args)
+                .and_then(|run| run.place(answers))
+                .map_err(|e| e.to_string())
+        };
+        let default = default_api().unwrap_or_else(|e| panic!("{e}"));
+        let other: SocketAddr = ([127, 0, 0, 1], 7402).into();
+        assert_eq!(place(&[], true), Ok(Place::Node(default)));
+        assert_eq!(place(&[], false), Ok(Place::Fallback));
+        assert_eq!(place(&["--local"], true), Ok(Place::Here));
+        assert_eq!(
+            place(&["--local", "--api", "127.0.0.1:7402"], true),
+            Ok(Place::Here)
+        );
+        assert_eq!(
+            place(&["--api", "127.0.0.1:7402"], true),
+            Ok(Place::Node(other))
+        );
+        let e = place(&["--api", "127.0.0.1:7402"], false).expect_err("no node");
+        assert!(
+            e.contains("127.0.0.1:7402") && e.contains("fusi-node up") && e.contains("--local"),
+            "{e}"
+        );
+        let e = place(&["--region", "fra=1", "--nodes", "3"], false).expect_err("no mesh");
+        assert!(
+            e.contains("--region and --nodes") && e.contains("fusi-node up"),
+            "{e}"
+        );
+        assert!(place(&["--nodes", "3"], true).is_ok());
+        let e = place(&["--source-ip", "127.0.2.1"], true).expect_err("a node");
+        assert!(
+            e.contains("a node's --source-ip applies to mesh runs"),
+            "{e}"
+        );
+        assert_eq!(
+            place(&["--source-ip", "127.0.2.1"], false),
+            Ok(Place::Fallback)
+        );
+        assert_eq!(
+            place(&["--source-ip", "127.0.2.1", "--local"], true),
+            Ok(Place::Here)
+        );
+    }
+
+    #[test]
+    fn the_run_commands_parse() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["fusi-node"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|cli| cli.command)
+        };
+        assert!(matches!(parse(&["runs"]), Ok(Cmd::Runs(_))));
+        assert!(matches!(parse(&["runs", "r1a-2_b"]), Ok(Cmd::Runs(_))));
+        assert!(parse(&["runs", "r1/../x"]).is_err());
+        assert!(matches!(parse(&["stop", "r1"]), Ok(Cmd::Stop(_))));
+        assert!(parse(&["stop"]).is_err());
+        assert!(matches!(
+            parse(&["report", "r1", "--json", "--out", "s.json"]),
+            Ok(Cmd::Report(_))
+        ));
     }
 }

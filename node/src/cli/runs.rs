@@ -1,0 +1,781 @@
+//! The run commands that go through a node: `run` on a mesh, `runs`,
+//! `stop` and `report`.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::mesh::{self, ApiArgs, short_id, table};
+use super::{RunArgs, cancel_on_ctrl_c, scenario_name, write_out};
+use crate::api::server::valid_run_id;
+use crate::api::{ReportView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView, client};
+use crate::core::spec::RunSpec;
+use crate::summary;
+
+/// The long help of `fusi-node runs`.
+pub const RUNS_EXAMPLES: &str = "\
+Without RUN, lists the runs the node knows, newest first: their phase,
+executor, nodes, leader and age. With RUN, shows that run: each node's state,
+share of the load, VUs, when it really started (relative to the planned start,
+with the clock error bound) and, for a node that refused, why.
+
+Examples:
+  fusi-node runs
+  fusi-node runs r18c2f0a9b3d4e5f6
+  fusi-node runs --json --api 127.0.0.1:7402
+
+Exit status: 0 when the node answered; 1 when no node answers at --api, or
+it does not know RUN.";
+
+/// The long help of `fusi-node stop`.
+pub const STOP_EXAMPLES: &str = "\
+Asks the node to stop the run on every node taking part. Each one ends its
+iterations, sends what it measured, and the run ends in phase `stopped`;
+`fusi-node report RUN` then shows what was measured.
+
+Examples:
+  fusi-node stop r18c2f0a9b3d4e5f6
+  fusi-node stop r18c2f0a9b3d4e5f6 --api 127.0.0.1:7402
+
+Exit status: 0 when the stop was sent; 1 when no node answers at --api, it
+does not know RUN, or the run has already ended.";
+
+/// The long help of `fusi-node report`.
+pub const REPORT_EXAMPLES: &str = "\
+Prints the run's nodes and the summary merged from the measurements the node
+holds; every node of the mesh holds them all once the run is over, so any node
+prints the same report. The report line at the bottom says whether every
+node's measurements arrived.
+
+Examples:
+  fusi-node report r18c2f0a9b3d4e5f6
+  fusi-node report r18c2f0a9b3d4e5f6 --out summary.json
+  fusi-node report r18c2f0a9b3d4e5f6 --json | jq .summary.http
+
+Exit status: 0 when the report was printed, whatever the run's outcome; 1 when
+no node answers at --api, or it does not know RUN.";
+
+/// `fusi-node runs`.
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    /// A run id: show this run and its nodes.
+    #[arg(value_parser = run_id_arg)]
+    run: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// `fusi-node stop`.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// The run to stop.
+    #[arg(value_parser = run_id_arg)]
+    run: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// `fusi-node report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run.
+    #[arg(value_parser = run_id_arg)]
+    run: String,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn run_id_arg(s: &str) -> Result<String, String> {
+    if valid_run_id(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a run id: ids are letters, digits, '-' and '_', as `fusi-node runs` lists them"
+        ))
+    }
+}
+
+/// How often a mesh run is polled.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How often the live progress line is refreshed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long the node may fail to answer before the CLI gives up.
+const POLL_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether a phase is one a run ends in.
+fn ended(phase: &str) -> bool {
+    matches!(phase, "complete" | "stopped" | "failed")
+}
+
+/// A node's name for a table, or its short id when it has none.
+fn label(node: &RunNodeView) -> String {
+    if node.name.is_empty() {
+        short_id(&node.id)
+    } else {
+        node.name.clone()
+    }
+}
+
+fn share(node: &RunNodeView) -> String {
+    node.segment
+        .map(|(start, end)| format!("{:.1}%", (end - start) * 100.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Seconds as `12.3s`, `5m07s` or `2h05m`.
+fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0);
+    if s < 60.0 {
+        return format!("{s:.1}s");
+    }
+    let whole = s as u64;
+    if whole < 3600 {
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    } else {
+        format!("{}h{:02}m", whole / 3600, whole % 3600 / 60)
+    }
+}
+
+/// How far along a run is: `starts in 2.0s`, `12.3s of 1m00s`, `5m07s ago`.
+fn age(run: &RunView) -> String {
+    match run.elapsed_s {
+        None => "-".into(),
+        Some(e) if e < 0.0 => format!("starts in {}", fmt_secs(-e)),
+        Some(e) if ended(&run.phase) => format!("{} ago", fmt_secs(e)),
+        Some(e) => format!("{} of {}", fmt_secs(e), fmt_secs(run.duration_s)),
+    }
+}
+
+/// The leader's name when it is one of the run's nodes, else its short id.
+fn leader(run: &RunView) -> String {
+    match &run.leader {
+        None => "-".into(),
+        Some(id) => run
+            .nodes
+            .iter()
+            .find(|n| &n.id == id)
+            .map(label)
+            .unwrap_or_else(|| short_id(id)),
+    }
+}
+
+fn strings<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| (*c).to_owned()).collect()
+}
+
+/// Renders `fusi-node runs`.
+pub fn render_runs(view: &RunsView) -> String {
+    if view.runs.is_empty() {
+        return "no runs yet; start one with `fusi-node run SCENARIO.wasm`\n".to_owned();
+    }
+    let mut rows = vec![strings([
+        "RUN", "PHASE", "EXECUTOR", "NODES", "LEADER", "AGE",
+    ])];
+    for run in &view.runs {
+        rows.push(vec![
+            run.id.clone(),
+            run.phase.clone(),
+            run.executor.clone(),
+            run.nodes.len().to_string(),
+            leader(run),
+            age(run),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Renders `fusi-node runs RUN`: the run, then its nodes.
+pub fn render_run(run: &RunView) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(out, "{k:<12} {v}");
+    };
+    line("run", run.id.clone());
+    line(
+        "phase",
+        match &run.reason {
+            Some(reason) => format!("{} ({reason})", run.phase),
+            None => run.phase.clone(),
+        },
+    );
+    line("executor", run.executor.clone());
+    line("module", run.module_sha256.clone());
+    line("submitted", format!("to {}", short_id(&run.proposer)));
+    line("leader", format!("{} (term {})", leader(run), run.term));
+    if let Some(weights) = &run.weights {
+        line("regions", weights.clone());
+    }
+    line("age", age(run));
+    if let Some(skew) = start_line(run) {
+        line("start", skew);
+    }
+    out.push('\n');
+    out.push_str(&render_nodes(run));
+    out
+}
+
+/// The nodes of a run, with their state, share, VUs and start.
+fn render_nodes(run: &RunView) -> String {
+    if run.nodes.is_empty() {
+        return "no nodes yet\n".to_owned();
+    }
+    let mut rows = vec![strings([
+        "NODE", "REGION", "STATE", "SHARE", "VUS", "START", "NOTE",
+    ])];
+    for node in &run.nodes {
+        let start = match (node.start_offset_ms, node.bound_ms) {
+            (Some(offset), Some(bound)) => format!("{offset:+.2} ± {bound:.2} ms"),
+            (Some(offset), None) => format!("{offset:+.2} ms"),
+            _ => "-".into(),
+        };
+        rows.push(vec![
+            label(node),
+            node.region.clone(),
+            node.state.clone(),
+            share(node),
+            node.vus.to_string(),
+            start,
+            node.refused.clone().unwrap_or_default(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// The assignment, printed once a mesh run has one.
+fn render_assignment(run: &RunView) -> String {
+    let mut rows = vec![strings(["NODE", "REGION", "SHARE", "VUS"])];
+    for node in run.nodes.iter().filter(|n| n.segment.is_some()) {
+        rows.push(vec![
+            label(node),
+            node.region.clone(),
+            share(node),
+            node.vus.to_string(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `skew X ms (clock bound ±Y ms)`, once the run started.
+fn start_line(run: &RunView) -> Option<String> {
+    let skew = run.start_skew_ms?;
+    Some(match run.clock_bound_ms {
+        Some(bound) => format!("skew {skew:.2} ms (clock bound ±{bound:.2} ms)"),
+        None => format!("skew {skew:.2} ms"),
+    })
+}
+
+/// The lines above a mesh run's summary: who took part, who did not and
+/// why, and how close together the nodes started.
+pub fn render_header(run: &RunView) -> String {
+    let mut out = String::new();
+    let in_state = |states: &[&str]| -> Vec<&RunNodeView> {
+        run.nodes
+            .iter()
+            .filter(|n| states.contains(&n.state.as_str()))
+            .collect()
+    };
+    let names = |nodes: &[&RunNodeView]| -> String {
+        nodes
+            .iter()
+            .map(|n| format!("{} ({})", label(n), n.region))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out);
+    let _ = write!(out, "  run {}: {}", run.id, run.phase);
+    if let Some(reason) = &run.reason {
+        let _ = write!(out, " ({reason})");
+    }
+    let _ = writeln!(out);
+    let took_part = in_state(&[
+        "assigned",
+        "ready",
+        "started",
+        "done",
+        "interrupted",
+        "lost",
+    ]);
+    let _ = writeln!(
+        out,
+        "  nodes: {} took part: {}",
+        took_part.len(),
+        names(&took_part)
+    );
+    for (state, what) in [
+        ("lost", "lost (stopped answering)"),
+        ("interrupted", "interrupted"),
+    ] {
+        let nodes = in_state(&[state]);
+        if !nodes.is_empty() {
+            let _ = writeln!(out, "  {what}: {}", names(&nodes));
+        }
+    }
+    for node in in_state(&["refused"]) {
+        let _ = writeln!(
+            out,
+            "  refused: {} ({}): {}",
+            label(node),
+            node.region,
+            node.refused.as_deref().unwrap_or("no reason given")
+        );
+    }
+    if let Some(start) = start_line(run) {
+        let _ = writeln!(out, "  start: {start}");
+    }
+    out
+}
+
+/// Polls one node for one run, and gives up once it has failed to answer
+/// for [`POLL_GRACE`].
+struct Poller {
+    api: SocketAddr,
+    id: String,
+    failing_since: Option<Instant>,
+}
+
+impl Poller {
+    /// `path` from the node; `None` after an error that is still within the grace.
+    async fn get<T: DeserializeOwned>(&mut self, path: &str) -> anyhow::Result<Option<T>> {
+        match client::get(self.api, path).await {
+            Ok(view) => {
+                self.failing_since = None;
+                Ok(Some(view))
+            }
+            Err(e) => {
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < POLL_GRACE {
+                    return Ok(None);
+                }
+                Err(e.context(format!(
+                    "the node at {} stopped answering about run {} for {} s (did it die?); the run \
+                     goes on in the mesh: `fusi-node report {}` on another node shows it",
+                    self.api,
+                    self.id,
+                    POLL_GRACE.as_secs(),
+                    self.id
+                )))
+            }
+        }
+    }
+
+    /// Like [`Poller::get`], but waits and retries until an answer or the end of the grace.
+    async fn get_until<T: DeserializeOwned>(&mut self, path: &str) -> anyhow::Result<T> {
+        loop {
+            if let Some(view) = self.get(path).await? {
+                return Ok(view);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+/// The live progress line of a mesh run, from its report: requests/s since
+/// the last report, p95 of the latest interval merged so far.
+#[derive(Default)]
+struct LiveProgress {
+    /// When the last report was read, and its request total.
+    last: Option<(Instant, u64)>,
+    shown: bool,
+}
+
+impl LiveProgress {
+    fn show(&mut self, report: &ReportView) {
+        let s = &report.summary;
+        let now = Instant::now();
+        let latest = s.timeline.last();
+        let rps = match self.last {
+            Some((then, requests)) => {
+                s.http.requests.saturating_sub(requests) as f64
+                    / now.duration_since(then).as_secs_f64().max(1e-3)
+            }
+            None => latest.map(|p| p.rps).unwrap_or(0.0),
+        };
+        self.last = Some((now, s.http.requests));
+        let line = summary::progress_line(
+            report.run.elapsed_s.unwrap_or(0.0).max(0.0),
+            latest.map(|p| p.vus).unwrap_or(0),
+            rps,
+            latest.map(|p| p.p95_ms).unwrap_or(s.http.duration.p95),
+            s.errors.values().sum(),
+            s.iterations.dropped,
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    /// Ends the line, so that what follows starts on its own.
+    fn finish(&mut self) {
+        if std::mem::take(&mut self.shown) {
+            eprintln!();
+        }
+    }
+}
+
+/// Follows a submitted run until it ends: prints its assignment and start
+/// to stderr, the live progress line when `live`, and stops it on every
+/// node when `interrupt` is cancelled.
+async fn follow(
+    poller: &mut Poller,
+    live: bool,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<()> {
+    let run_path = format!("/v1/runs/{}", poller.id);
+    let report_path = format!("{run_path}/report");
+    let mut stop_sent = false;
+    let mut shown_assignment = false;
+    let mut shown_start = false;
+    let mut progress = LiveProgress::default();
+    let mut next_progress = Instant::now();
+    loop {
+        tokio::select! {
+            () = interrupt.cancelled(), if !stop_sent => {
+                stop_sent = true;
+                if let Err(e) = client::post::<RunView>(poller.api, &format!("{run_path}/stop")).await {
+                    eprintln!("warning: could not stop run {}: {e:#}", poller.id);
+                }
+                continue;
+            }
+            () = tokio::time::sleep(POLL_EVERY) => {}
+        }
+        let Some(run) = poller.get::<RunView>(&run_path).await? else {
+            continue;
+        };
+        if !shown_assignment && run.nodes.iter().any(|n| n.segment.is_some()) {
+            shown_assignment = true;
+            progress.finish();
+            eprint!("{}", render_assignment(&run));
+        }
+        if !shown_start && let Some(start) = start_line(&run) {
+            shown_start = true;
+            progress.finish();
+            eprintln!("started: {start}");
+        }
+        if ended(&run.phase) {
+            progress.finish();
+            return Ok(());
+        }
+        if live && run.phase == "running" && Instant::now() >= next_progress {
+            next_progress = Instant::now() + PROGRESS_EVERY;
+            if let Some(report) = poller.get::<ReportView>(&report_path).await? {
+                progress.show(&report);
+            }
+        }
+    }
+}
+
+/// `fusi-node run` on a mesh: submits the run to the node at `api`,
+/// follows it, and prints its merged summary.
+pub(super) async fn run_on(
+    api: SocketAddr,
+    args: &RunArgs,
+    spec: RunSpec,
+) -> anyhow::Result<ExitCode> {
+    let module = std::fs::read(&args.scenario)
+        .with_context(|| format!("cannot read the scenario {}", args.scenario.display()))?;
+    let request = SubmitRequest {
+        spec,
+        module,
+        weights: args.region.clone().map(|w| w.0),
+        nodes: args.nodes,
+    };
+    let submitted: SubmitView = client::post_cbor(api, "/v1/runs", &request).await?;
+    let id = submitted.run_id;
+    eprintln!("run {id} submitted to {api}");
+    let interrupt = cancel_on_ctrl_c(format!(
+        "interrupted: stopping run {id} on every node and printing what was measured \
+         (Ctrl-C again quits at once)"
+    ));
+    let mut poller = Poller {
+        api,
+        id: id.clone(),
+        failing_since: None,
+    };
+    let live = !args.quiet && std::io::stderr().is_terminal();
+    follow(&mut poller, live, &interrupt).await?;
+    let report: ReportView = poller.get_until(&format!("/v1/runs/{id}/report")).await?;
+    print!("{}", render_header(&report.run));
+    print!(
+        "{}",
+        summary::render(&report.summary, &scenario_name(&args.scenario))
+    );
+    write_out(args.out.as_deref(), &report.summary)?;
+    let run = &report.run;
+    let reason = run.reason.as_deref().unwrap_or("no reason given");
+    Ok(match run.phase.as_str() {
+        "complete" => ExitCode::SUCCESS,
+        "stopped" if interrupt.is_cancelled() => ExitCode::from(130),
+        "stopped" => {
+            eprintln!("error: run {id} was stopped before it completed: {reason}");
+            ExitCode::FAILURE
+        }
+        _ => {
+            eprintln!("error: run {id} failed: {reason}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// `fusi-node runs [RUN]`.
+pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    match &args.run {
+        Some(id) => mesh::show::<RunView>(args.api, &format!("/v1/runs/{id}"), render_run).await,
+        None => mesh::show::<RunsView>(args.api, "/v1/runs", render_runs).await,
+    }
+}
+
+/// `fusi-node stop RUN`.
+pub async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
+    let run: RunView = client::post(args.api.api, &format!("/v1/runs/{}/stop", args.run)).await?;
+    if args.api.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run).context("encoding")?
+        );
+    } else {
+        println!("stopping {} on every node", run.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fusi-node report RUN`.
+pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let report: ReportView =
+        client::get(args.api.api, &format!("/v1/runs/{}/report", args.run)).await?;
+    if args.api.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding")?
+        );
+    } else {
+        let sha = &report.run.module_sha256;
+        let module = format!("module {}", sha.get(..12).unwrap_or(sha));
+        print!("{}", render_header(&report.run));
+        print!("{}", summary::render(&report.summary, &module));
+    }
+    write_out(args.out.as_deref(), &report.summary)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, region: &str, state: &str, segment: Option<(f64, f64)>) -> RunNodeView {
+        RunNodeView {
+            id: format!("12D3KooW{name}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+            name: name.into(),
+            region: region.into(),
+            segment,
+            vus: segment
+                .map(|(a, b)| ((b - a) * 100.0).round() as u64)
+                .unwrap_or(0),
+            state: state.into(),
+            refused: None,
+            start_offset_ms: None,
+            bound_ms: None,
+            shards: None,
+        }
+    }
+
+    fn run() -> RunView {
+        let mut fra = node("fra-1", "fra", "done", Some((0.0, 0.6)));
+        fra.start_offset_ms = Some(0.4);
+        fra.bound_ms = Some(0.15);
+        let mut nrt = node("nrt-1", "nrt", "lost", Some((0.6, 1.0)));
+        nrt.start_offset_ms = Some(-1.25);
+        let mut ewr = node("", "ewr", "refused", None);
+        ewr.refused = Some("its --allow-target list does not name 10.0.0.7:80".into());
+        RunView {
+            id: "r18c2f0a9".into(),
+            phase: "complete".into(),
+            reason: None,
+            executor: "constant-vus".into(),
+            module_sha256: "ab".repeat(32),
+            proposer: fra.id.clone(),
+            leader: Some(fra.id.clone()),
+            term: 0,
+            weights: Some("fra=60,nrt=40".into()),
+            t0_unix_ms: Some(1.7e12),
+            elapsed_s: Some(95.0),
+            duration_s: 60.0,
+            start_skew_ms: Some(1.65),
+            clock_bound_ms: Some(0.15),
+            nodes: vec![fra, nrt, ewr],
+        }
+    }
+
+    /// Where `text` starts in `line`, in characters (ids hold a '…').
+    fn column(line: &str, text: &str) -> Option<usize> {
+        line.find(text).map(|at| line[..at].chars().count())
+    }
+
+    #[test]
+    fn the_runs_table_lines_up() {
+        let mut running = run();
+        running.id = "r2".into();
+        running.phase = "running".into();
+        running.elapsed_s = Some(12.34);
+        running.leader = Some("12D3KooWsomeoneelsewhoisnotinthisrun".into());
+        let mut armed = run();
+        armed.id = "r3".into();
+        armed.phase = "armed".into();
+        armed.elapsed_s = Some(-2.0);
+        let table = render_runs(&RunsView {
+            runs: vec![armed, running, run()],
+        });
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("RUN"), "{table}");
+        assert!(lines[1].ends_with("starts in 2.0s"), "{table}");
+        assert!(lines[2].contains("12D3KooW…hisrun"), "{table}");
+        assert!(lines[2].ends_with("12.3s of 1m00s"), "{table}");
+        assert!(
+            lines[3].contains("fra-1") && lines[3].ends_with("1m35s ago"),
+            "{table}"
+        );
+        assert_eq!(column(lines[0], "PHASE"), column(lines[3], "complete"));
+        assert_eq!(column(lines[0], "AGE"), column(lines[2], "12.3s"));
+        assert!(render_runs(&RunsView { runs: vec![] }).contains("no runs yet"));
+    }
+
+    #[test]
+    fn one_run_shows_its_nodes() {
+        let text = render_run(&run());
+        assert!(text.contains("leader       fra-1 (term 0)"), "{text}");
+        assert!(
+            text.contains("skew 1.65 ms (clock bound ±0.15 ms)"),
+            "{text}"
+        );
+        let nodes: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("NODE"))
+            .collect();
+        assert_eq!(nodes.len(), 4, "{text}");
+        assert!(
+            nodes[1].contains("60.0%") && nodes[1].contains("+0.40 ± 0.15 ms"),
+            "{text}"
+        );
+        assert!(nodes[2].contains("-1.25 ms"), "{text}");
+        assert!(nodes[3].starts_with("12D3KooW…xxxxxx"), "{text}");
+        assert!(nodes[3].ends_with("does not name 10.0.0.7:80"), "{text}");
+        assert_eq!(column(nodes[0], "STATE"), column(nodes[3], "refused"));
+    }
+
+    #[test]
+    fn the_assignment_and_the_header_name_every_node() {
+        let assignment = render_assignment(&run());
+        assert_eq!(assignment.lines().count(), 3, "{assignment}");
+        assert!(
+            assignment.contains("nrt-1  nrt     40.0%  40"),
+            "{assignment}"
+        );
+        let mut failed = run();
+        failed.phase = "failed".into();
+        failed.reason = Some("every node refused".into());
+        let header = render_header(&failed);
+        assert!(
+            header.contains("run r18c2f0a9: failed (every node refused)"),
+            "{header}"
+        );
+        assert!(
+            header.contains("nodes: 2 took part: fra-1 (fra), nrt-1 (nrt)"),
+            "{header}"
+        );
+        assert!(
+            header.contains("lost (stopped answering): nrt-1 (nrt)"),
+            "{header}"
+        );
+        assert!(
+            header.contains("refused: 12D3KooW…xxxxxx (ewr): its --allow-target"),
+            "{header}"
+        );
+        assert!(
+            header.contains("start: skew 1.65 ms (clock bound ±0.15 ms)"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn run_ids_are_checked_before_a_node_is_asked() {
+        assert!(run_id_arg("r18c2f0a9").is_ok());
+        assert!(run_id_arg("../status").is_err());
+        assert!(run_id_arg("").is_err());
+    }
+
+    /// Serves the API on a free loopback port for an event loop that has
+    /// one run, `running` until it is stopped; the receiver hears of the stop.
+    async fn node_with_a_running_run() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+        use crate::api::{Query, server};
+        let listener = server::bind(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let (queries, mut rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(server::serve(listener, queries, CancellationToken::new()));
+        let (stopped, heard) = tokio::sync::oneshot::channel();
+        let mut stopped = Some(stopped);
+        tokio::spawn(async move {
+            let mut view = run();
+            view.phase = "running".into();
+            view.start_skew_ms = None;
+            while let Some(query) = rx.recv().await {
+                match query {
+                    Query::Run(_, reply) => drop(reply.send(Some(view.clone()))),
+                    Query::Stop(_, reply) => {
+                        if let Some(stopped) = stopped.take() {
+                            let _ = stopped.send(());
+                        }
+                        view.phase = "stopped".into();
+                        view.reason = Some("stopped by the CLI".into());
+                        drop(reply.send(Ok(view.clone())));
+                    }
+                    Query::Report(id, reply) => drop(reply.send(Some(ReportView {
+                        run: view.clone(),
+                        summary: crate::core::report::Report::new(&id).summary("constant-vus"),
+                    }))),
+                    _ => {}
+                }
+            }
+        });
+        (addr, heard)
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_run_is_stopped_on_the_node_and_followed_to_its_end() {
+        let (api, stopped) = node_with_a_running_run().await;
+        let mut poller = Poller {
+            api,
+            id: "r18c2f0a9".into(),
+            failing_since: None,
+        };
+        let interrupt = CancellationToken::new();
+        interrupt.cancel();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            follow(&mut poller, true, &interrupt),
+        )
+        .await
+        .expect("the run ends")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let report: ReportView = poller
+            .get_until("/v1/runs/r18c2f0a9/report")
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(report.run.phase, "stopped");
+        assert!(stopped.await.is_ok(), "the node was asked to stop the run");
+    }
+}
