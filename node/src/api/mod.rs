@@ -220,7 +220,10 @@ pub enum Query {
     Peers(oneshot::Sender<PeersView>),
     /// `POST /v1/runs`, after the module was checked to compile: its
     /// sha256 is in `spec.module_sha256`. An error names the problem.
-    Submit(SubmitRequest, oneshot::Sender<Result<SubmitView, String>>),
+    Submit(
+        Box<SubmitRequest>,
+        oneshot::Sender<Result<SubmitView, String>>,
+    ),
     /// `GET /v1/runs`.
     Runs(oneshot::Sender<RunsView>),
     /// `GET /v1/runs/{id}`; `None` for an unknown run.

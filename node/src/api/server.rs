@@ -263,7 +263,7 @@ where
             );
         }
     }
-    match ask(queries, |tx| Query::Submit(request, tx)).await {
+    match ask(queries, |tx| Query::Submit(Box::new(request), tx)).await {
         Ok(Ok(view)) => json(StatusCode::OK, &view),
         Ok(Err(message)) => error(StatusCode::BAD_REQUEST, &message),
         Err(response) => response,

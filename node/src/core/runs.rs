@@ -782,14 +782,14 @@ impl RunsCore {
         if let Some(done_at) = run.timers.finished_at
             && run.is_finished()
         {
-            if resend && at.now.saturating_sub(done_at) < self.config.finish_republish_for {
-                if let Some(f) = &run.finish
-                    && self.leads(run, view)
-                {
-                    out.push(RunAction::Publish(
-                        run.envelope(RunMessage::Finish(f.clone())),
-                    ));
-                }
+            if resend
+                && at.now.saturating_sub(done_at) < self.config.finish_republish_for
+                && let Some(f) = &run.finish
+                && self.leads(run, view)
+            {
+                out.push(RunAction::Publish(
+                    run.envelope(RunMessage::Finish(f.clone())),
+                ));
             }
             self.work(run, view, out);
             return;
