@@ -9,6 +9,8 @@
 //!   recorder that seals measurements into shards.
 //! - [`local`]: a run on this machine, which is a mesh of one: the same spec,
 //!   share, shards and report that a mesh run uses.
+//! - [`worker`]: one node's share of a run, from the module to its last
+//!   shard; the same on a mesh node and in a local run.
 //! - [`net`]: the libp2p edge of a node, driving the mesh core.
 //! - [`api`]: the local HTTP API the CLI talks to.
 //! - [`store`]: what a node keeps in its data directory.
@@ -22,3 +24,4 @@ pub mod local;
 pub mod net;
 pub mod store;
 pub mod summary;
+pub mod worker;

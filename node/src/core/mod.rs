@@ -6,6 +6,7 @@
 //! engine and (later) the network layer only translate between this and the
 //! outside world.
 
+pub mod allow;
 pub mod assign;
 pub mod clock;
 pub mod latency;

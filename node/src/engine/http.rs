@@ -44,6 +44,7 @@ const USER_AGENT_VALUE: &str = concat!("fusi/", env!("CARGO_PKG_VERSION"));
 pub struct ClientSettings {
     config: Arc<rustls::ClientConfig>,
     source_ip: Option<std::net::IpAddr>,
+    allow: Option<Arc<crate::core::allow::AllowList>>,
 }
 
 impl ClientSettings {
@@ -51,6 +52,17 @@ impl ClientSettings {
     /// one testnet region do from their own loopback range.
     pub fn with_source_ip(mut self, ip: Option<std::net::IpAddr>) -> ClientSettings {
         self.source_ip = ip;
+        self
+    }
+
+    /// Refuses connections to hosts outside `allow` (the node's
+    /// `--allow-target`): a scenario that sends elsewhere than the run
+    /// declared gets `connect` errors, and no traffic leaves.
+    pub fn with_allow(
+        mut self,
+        allow: Option<Arc<crate::core::allow::AllowList>>,
+    ) -> ClientSettings {
+        self.allow = allow;
         self
     }
 
@@ -73,6 +85,7 @@ impl ClientSettings {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ClientSettings {
             source_ip: None,
+            allow: None,
             config: Arc::new(config),
         })
     }
@@ -436,6 +449,18 @@ async fn connect(
             found
         }
     };
+    if let Some(allow) = &tls.allow
+        && !allow.allows_host(&origin.host)
+        && !(!addrs.is_empty() && addrs.iter().all(|a| allow.allows_ip(a.ip())))
+    {
+        return Err(Failure(
+            ErrorKind::Connect,
+            format!(
+                "{}:{} is not in this node's --allow-target list ({allow})",
+                origin.host, origin.port
+            ),
+        ));
+    }
     let t = Instant::now();
     let mut last = None;
     let mut tcp = None;

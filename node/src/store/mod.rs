@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use libp2p::identity::Keypair;
 
 pub mod modules;
+pub mod runs;
 
 /// A failure to use the data directory, with the path and the fix.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,142 @@
+//! Runs on disk: what a node knows of each run, and the shards it holds,
+//! so both survive a restart.
+//!
+//! ```text
+//! DATA_DIR/runs/<run id>/run.cbor                 the run's record (core::runs::Run)
+//! DATA_DIR/runs/<run id>/shards/<node>.<seq>.cbor one shard, as received
+//! ```
+//!
+//! A shard is written once, under a name made of its key, so storing it
+//! twice changes nothing. The record is rewritten whole, aside and renamed,
+//! so a crash leaves the old one or the new one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::StoreError;
+use crate::core::runs::Run;
+use crate::core::shard::Shard;
+use crate::core::wire;
+
+/// The largest run record read back.
+const MAX_RECORD_BYTES: u64 = 16 << 20;
+
+/// The runs directory of a data dir.
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    dir: PathBuf,
+}
+
+impl RunStore {
+    /// Opens (creates) `DATA_DIR/runs`.
+    pub fn open(data_dir: &Path) -> Result<RunStore, StoreError> {
+        let dir = data_dir.join("runs");
+        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            action: "cannot create the runs directory",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(RunStore { dir })
+    }
+
+    fn run_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
+        wire::validate_run_id(id).map_err(|_| StoreError::Corrupt(self.dir.join("?")))?;
+        Ok(self.dir.join(id))
+    }
+
+    /// Writes a run's record.
+    pub fn save_run(&self, run: &Run) -> Result<(), StoreError> {
+        let dir = self.run_dir(&run.id)?;
+        let path = dir.join("run.cbor");
+        let io = |action, source| StoreError::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(|e| io("cannot create the run directory", e))?;
+        let tmp = dir.join(format!(".run.{}.tmp", std::process::id()));
+        fs::write(&tmp, wire::encode(run)).map_err(|e| io("cannot write the run", e))?;
+        fs::rename(&tmp, &path).map_err(|e| io("cannot move the run into place", e))
+    }
+
+    /// Stores a shard's bytes, once. Returns whether it was new.
+    pub fn save_shard(&self, shard: &Shard, bytes: &[u8]) -> Result<bool, StoreError> {
+        let dir = self.run_dir(&shard.run_id)?.join("shards");
+        let path = dir.join(format!("{}.{}.cbor", safe(&shard.node), shard.seq));
+        if path.exists() {
+            return Ok(false);
+        }
+        let io = |action, source| StoreError::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(|e| io("cannot create the shards directory", e))?;
+        let tmp = dir.join(format!(".shard.{}.tmp", std::process::id()));
+        fs::write(&tmp, bytes).map_err(|e| io("cannot write a shard", e))?;
+        fs::rename(&tmp, &path).map_err(|e| io("cannot move a shard into place", e))?;
+        Ok(true)
+    }
+
+    /// Every run stored, with its shards. Unreadable entries are skipped
+    /// and named in the second list, so one bad file never stops a node.
+    pub fn load(&self) -> (Vec<(Run, Vec<Shard>)>, Vec<String>) {
+        let mut runs = Vec::new();
+        let mut problems = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return (runs, problems);
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let record = dir.join("run.cbor");
+            let run: Run = match read_bounded(&record)
+                .and_then(|b| ciborium::from_reader(b.as_slice()).map_err(|e| e.to_string()))
+            {
+                Ok(run) => run,
+                Err(e) => {
+                    problems.push(format!("{}: {e}", record.display()));
+                    continue;
+                }
+            };
+            let mut shards = Vec::new();
+            if let Ok(files) = fs::read_dir(dir.join("shards")) {
+                for file in files.flatten() {
+                    let path = file.path();
+                    if path.extension().is_none_or(|e| e != "cbor") {
+                        continue;
+                    }
+                    match read_bounded(&path)
+                        .and_then(|b| Shard::decode(&b).map_err(|e| e.to_string()))
+                    {
+                        Ok(s) if s.run_id == run.id => shards.push(s),
+                        Ok(_) => {
+                            problems.push(format!("{}: a shard of another run", path.display()))
+                        }
+                        Err(e) => problems.push(format!("{}: {e}", path.display())),
+                    }
+                }
+            }
+            runs.push((run, shards));
+        }
+        (runs, problems)
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.len() > MAX_RECORD_BYTES {
+        return Err(format!(
+            "{} bytes, over the {MAX_RECORD_BYTES}-byte limit",
+            meta.len()
+        ));
+    }
+    fs::read(path).map_err(|e| e.to_string())
+}
+
+/// A peer id as a file name: it is base58, but it came from the wire.
+fn safe(node: &str) -> String {
+    node.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(128)
+        .collect()
+}

@@ -1,0 +1,296 @@
+//! One node's share of a run, from the module's bytes to its last shard.
+//!
+//! The same worker runs a share on a node of a mesh and the whole load of
+//! a local run (a mesh of one): it compiles the module, checks its ABI, runs
+//! `setup`, initializes the share's VUs, then waits. When told the start
+//! instant it runs the executor from that instant, seals a shard every
+//! interval, runs `teardown`, and says how many shards it sent. Everything
+//! it has to say goes out as [`WorkerEvent`]s on one channel, so the node's
+//! event loop stays the only owner of the node's state.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fusi_sdk::abi;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::shard::Shard;
+use crate::core::spec::{RunSpec, Share};
+use crate::core::wire::PlanId;
+use crate::engine::executor::{Progress, ShareRunner};
+use crate::engine::http::ClientSettings;
+use crate::engine::module::{LoadError, ScenarioModule};
+use crate::engine::recorder::{Recorder, seal_every};
+use crate::engine::vu::{RunContext, Vu};
+
+/// How often measurements are sealed into a shard.
+pub const SHARD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a worker reports.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// VUs initialized; waiting for the start.
+    Prepared {
+        /// The run.
+        run: String,
+        /// The plan prepared for.
+        plan: PlanId,
+    },
+    /// The share cannot run.
+    Failed {
+        /// The run.
+        run: String,
+        /// The plan.
+        plan: PlanId,
+        /// Why, naming the problem.
+        reason: String,
+    },
+    /// The executor started, at this wall-clock instant (ns since the Unix epoch).
+    Started {
+        /// The run.
+        run: String,
+        /// When.
+        wall_ns: i64,
+    },
+    /// One interval's measurements.
+    Shard(Box<Shard>),
+    /// The share ended after sending this many shards.
+    Finished {
+        /// The run.
+        run: String,
+        /// Shards sent.
+        shards: u64,
+    },
+}
+
+/// What a worker runs.
+pub struct ShareJob {
+    /// The plan the share belongs to.
+    pub plan: PlanId,
+    /// The run.
+    pub spec: RunSpec,
+    /// This node's share.
+    pub share: Share,
+    /// The compiled module.
+    pub module: Arc<ScenarioModule>,
+    /// HTTP client settings (source address, allow list, TLS).
+    pub settings: ClientSettings,
+}
+
+/// The event loop's handle on a worker.
+pub struct WorkerHandle {
+    cancel: CancellationToken,
+    start: Option<oneshot::Sender<Instant>>,
+    /// Live numbers of the share.
+    pub progress: Arc<Progress>,
+}
+
+impl WorkerHandle {
+    /// Starts the prepared share at `at`; false if it was started before.
+    pub fn start(&mut self, at: Instant) -> bool {
+        match self.start.take() {
+            Some(tx) => tx.send(at).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Drops a prepared share, or ends a running one (in-flight iterations
+    /// are interrupted; the last shard and `Finished` follow).
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch.
+pub fn wall_ns() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Compiles a module off the async threads.
+pub async fn compile(wasm: Vec<u8>) -> Result<Arc<ScenarioModule>, LoadError> {
+    tokio::task::spawn_blocking(move || ScenarioModule::compile(&wasm))
+        .await
+        .map_err(|e| LoadError::Start(format!("compiling the module panicked: {e}")))?
+        .map(Arc::new)
+}
+
+/// Spawns a worker for `job`; its events go to `events`.
+pub fn spawn(job: ShareJob, events: mpsc::UnboundedSender<WorkerEvent>) -> WorkerHandle {
+    let cancel = CancellationToken::new();
+    let (start_tx, start_rx) = oneshot::channel();
+    let progress = Arc::new(Progress::default());
+    tokio::spawn(work(
+        job,
+        events,
+        cancel.clone(),
+        start_rx,
+        progress.clone(),
+    ));
+    WorkerHandle {
+        cancel,
+        start: Some(start_tx),
+        progress,
+    }
+}
+
+async fn work(
+    job: ShareJob,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    cancel: CancellationToken,
+    start_rx: oneshot::Receiver<Instant>,
+    progress: Arc<Progress>,
+) {
+    let run_id = job.share.run_id.clone();
+    let fail = |reason: String| WorkerEvent::Failed {
+        run: run_id.clone(),
+        plan: job.plan,
+        reason,
+    };
+    let recorder = Arc::new(Recorder::new());
+    let spec = &job.spec;
+    let context = |stop: CancellationToken| {
+        Arc::new(RunContext {
+            recorder: recorder.clone(),
+            env: spec.env.clone(),
+            stop,
+            tls: job.settings.clone(),
+            iteration_timeout: spec.iteration_timeout,
+            memory_limit: spec.vu_memory_limit,
+            failures_logged: AtomicU64::new(0),
+        })
+    };
+    // setup, teardown and the ABI check run in their own instance, with
+    // their own stop token: the run's is cancelled when its share ends.
+    let lifecycle_ctx = context(CancellationToken::new());
+    let mut lifecycle = match Vu::for_lifecycle(job.module.clone(), lifecycle_ctx).await {
+        Ok(vu) => vu,
+        Err(e) => {
+            let _ = events.send(fail(e.to_string()));
+            return;
+        }
+    };
+    match lifecycle.abi_version().await {
+        Ok(v) if v == i64::from(abi::ABI_VERSION) => {}
+        Ok(v) => {
+            let _ = events.send(fail(LoadError::AbiMismatch(v).to_string()));
+            return;
+        }
+        Err(e) => {
+            let _ = events.send(fail(LoadError::Start(e).to_string()));
+            return;
+        }
+    }
+    if job.module.has_setup()
+        && let Err(e) = lifecycle.call_entry(abi::exports::SETUP).await
+    {
+        let _ = events.send(fail(format!("the scenario's {e}")));
+        return;
+    }
+    let run_ctx = context(CancellationToken::new());
+    let stop = run_ctx.stop.clone();
+    let runner = ShareRunner::new(
+        job.module.clone(),
+        run_ctx,
+        spec,
+        job.share.clone(),
+        progress.clone(),
+    );
+    let prepared = tokio::select! {
+        () = cancel.cancelled() => return,
+        p = runner.prepare() => match p {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = events.send(fail(e.to_string()));
+                return;
+            }
+        },
+    };
+    let _ = events.send(WorkerEvent::Prepared {
+        run: run_id.clone(),
+        plan: job.plan,
+    });
+    let start = tokio::select! {
+        () = cancel.cancelled() => return,
+        at = start_rx => match at {
+            Ok(at) => at,
+            Err(_) => return,
+        },
+    };
+    tokio::select! {
+        () = cancel.cancelled() => return,
+        () = tokio::time::sleep_until(start) => {}
+    }
+    let _ = events.send(WorkerEvent::Started {
+        run: run_id.clone(),
+        wall_ns: wall_ns(),
+    });
+    tracing::info!(run = %run_id, executor = spec.executor.name(), vus = prepared.vus(), "share starting");
+    let on_cancel = cancel.clone();
+    let stop_run = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = on_cancel.cancelled() => stop_run.cancel(),
+            () = stop_run.cancelled() => {}
+        }
+    });
+    let (shard_tx, mut shard_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let sealer = tokio::spawn(seal_every(
+        recorder.clone(),
+        progress.clone(),
+        (run_id.clone(), job.share.node.clone()),
+        start,
+        SHARD_INTERVAL,
+        shard_tx,
+        done_rx,
+    ));
+    let mut running = tokio::spawn(prepared.run(start));
+    let mut finished = false;
+    let mut done_tx = Some(done_tx);
+    let mut sent = 0u64;
+    loop {
+        tokio::select! {
+            shard = shard_rx.recv() => match shard {
+                Some(shard) => {
+                    sent += 1;
+                    let _ = events.send(WorkerEvent::Shard(Box::new(shard)));
+                }
+                None => break,
+            },
+            r = &mut running, if !finished => {
+                finished = true;
+                if let Err(e) = r {
+                    tracing::error!("the executor failed: {e}");
+                }
+                // teardown runs before the last shard is sealed, so what it
+                // measures is in the report.
+                if job.module.has_teardown()
+                    && let Err(e) = lifecycle.call_entry(abi::exports::TEARDOWN).await
+                {
+                    tracing::warn!("the scenario's {e}");
+                }
+                if let Some(tx) = done_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+    let _ = sealer.await;
+    stop.cancel();
+    let _ = events.send(WorkerEvent::Finished {
+        run: run_id,
+        shards: sent,
+    });
+}
