@@ -21,7 +21,7 @@ use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, SpecError};
 use crate::engine::executor::Progress;
 use crate::engine::http::ClientSettings;
-use crate::engine::module::LoadError;
+use crate::engine::module::{LoadError, sha256_hex};
 use crate::worker::{self, ShareJob, WorkerEvent};
 /// The node name of a local run.
 pub const LOCAL_NODE: &str = "local";
@@ -71,8 +71,7 @@ pub async fn run(
     source_ip: Option<std::net::IpAddr>,
 ) -> Result<Summary, RunError> {
     spec.executor.validate()?;
-    let module = worker::compile(wasm).await?;
-    spec.module_sha256 = module.sha256().to_owned();
+    spec.module_sha256 = sha256_hex(&wasm);
     let run_id = new_run_id();
     let settings = ClientSettings::new(spec.insecure_skip_tls_verify)
         .map_err(|e| RunError::Start(format!("TLS setup failed: {e}")))?
@@ -95,7 +94,7 @@ pub async fn run(
             plan: (0, 1),
             spec: spec.clone(),
             share,
-            module,
+            wasm,
             settings,
         },
         events_tx,

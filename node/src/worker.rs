@@ -74,8 +74,8 @@ pub struct ShareJob {
     pub spec: RunSpec,
     /// This node's share.
     pub share: Share,
-    /// The compiled module.
-    pub module: Arc<ScenarioModule>,
+    /// The module's bytes (compiled by the worker, off the event loop).
+    pub wasm: Vec<u8>,
     /// HTTP client settings (source address, allow list, TLS).
     pub settings: ClientSettings,
 }
@@ -158,6 +158,13 @@ async fn work(
         plan: job.plan,
         reason,
     };
+    let module = match compile(job.wasm).await {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = events.send(fail(e.to_string()));
+            return;
+        }
+    };
     let recorder = Arc::new(Recorder::new());
     let spec = &job.spec;
     let context = |stop: CancellationToken| {
@@ -174,7 +181,7 @@ async fn work(
     // setup, teardown and the ABI check run in their own instance, with
     // their own stop token: the run's is cancelled when its share ends.
     let lifecycle_ctx = context(CancellationToken::new());
-    let mut lifecycle = match Vu::for_lifecycle(job.module.clone(), lifecycle_ctx).await {
+    let mut lifecycle = match Vu::for_lifecycle(module.clone(), lifecycle_ctx).await {
         Ok(vu) => vu,
         Err(e) => {
             let _ = events.send(fail(e.to_string()));
@@ -192,7 +199,7 @@ async fn work(
             return;
         }
     }
-    if job.module.has_setup()
+    if module.has_setup()
         && let Err(e) = lifecycle.call_entry(abi::exports::SETUP).await
     {
         let _ = events.send(fail(format!("the scenario's {e}")));
@@ -201,7 +208,7 @@ async fn work(
     let run_ctx = context(CancellationToken::new());
     let stop = run_ctx.stop.clone();
     let runner = ShareRunner::new(
-        job.module.clone(),
+        module.clone(),
         run_ctx,
         spec,
         job.share.clone(),
@@ -276,7 +283,7 @@ async fn work(
                 }
                 // teardown runs before the last shard is sealed, so what it
                 // measures is in the report.
-                if job.module.has_teardown()
+                if module.has_teardown()
                     && let Err(e) = lifecycle.call_entry(abi::exports::TEARDOWN).await
                 {
                     tracing::warn!("the scenario's {e}");

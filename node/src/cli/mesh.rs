@@ -72,12 +72,18 @@ pub struct UpArgs {
     #[arg(long, value_parser = latency_arg)]
     emulate_latency: Option<Latency>,
     /// The local address this node's load traffic leaves from (for example 127.0.2.1 on a
-    /// testnet), once runs go through the mesh; shown by `status`.
+    /// testnet); shown by `status`.
     #[arg(long)]
     source_ip: Option<IpAddr>,
-    /// The most VUs this node will run.
-    #[arg(long, default_value_t = 20_000)]
+    /// The most VUs this node will run; within a region, shares follow it.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_vus: u32,
+    /// Take part only in runs whose targets are all in this list, and refuse
+    /// connections elsewhere: host names, IP addresses or CIDRs
+    /// (`--allow-target 10.0.0.0/8 --allow-target api.example.com`). Without
+    /// it, runs from the mesh may target any host.
+    #[arg(long = "allow-target", value_name = "HOST_OR_CIDR", num_args = 1..)]
+    allow_target: Vec<String>,
 }
 
 /// `fusi-node keygen`.
@@ -227,7 +233,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let allow_target = if args.allow_target.is_empty() {
+        None
+    } else {
+        Some(crate::core::allow::AllowList::parse(&args.allow_target).map_err(anyhow::Error::msg)?)
+    };
     let config = NodeConfig {
+        allow_target,
         listen: args.listen,
         bootstrap: args.bootstrap,
         mdns: args.mdns,

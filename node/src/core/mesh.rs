@@ -521,6 +521,11 @@ impl MeshCore {
         }
     }
 
+    /// A member, if known.
+    pub fn member(&self, peer: &str) -> Option<&crate::core::membership::Member> {
+        self.membership.get(peer)
+    }
+
     /// The region of a member, if known.
     pub fn region_of(&self, peer: &str) -> Option<&str> {
         self.membership

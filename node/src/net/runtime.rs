@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
@@ -67,6 +67,8 @@ pub struct NodeConfig {
     pub source_ip: Option<IpAddr>,
     /// The most VUs this node will run.
     pub vu_limit: u32,
+    /// `--allow-target`: the hosts runs may target; `None` allows any.
+    pub allow_target: Option<crate::core::allow::AllowList>,
 }
 
 /// A message from a peer, possibly held back by latency emulation.
@@ -86,6 +88,15 @@ enum Inbound {
         request_id: OutboundRequestId,
         response: Response,
     },
+    Run {
+        source: PeerId,
+        env: wire::RunEnvelope,
+    },
+    Shard {
+        source: PeerId,
+        shard: Box<crate::core::shard::Shard>,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Remembers which problems were logged, so each is logged once.
@@ -100,13 +111,9 @@ impl LogOnce {
     }
 }
 
-/// Wall-clock nanoseconds since the Unix epoch, for clock exchanges only.
-fn wall_ns() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
-    }
-}
+use crate::worker::wall_ns;
+
+mod runs;
 
 /// The most messages latency emulation holds at once.
 const MAX_DELAYED: usize = 10_000;
@@ -129,6 +136,7 @@ struct Node {
     health: Health,
     config: NodeConfig,
     data_dir: String,
+    runs: runs::Runs,
 }
 
 /// Runs a node until `shutdown` is cancelled.
@@ -138,11 +146,21 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(key, config.mesh_key, config.mdns)?;
     let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| anyhow::anyhow!("cannot subscribe to {MEMBERS_TOPIC}: {e}"))?;
+    for name in [MEMBERS_TOPIC, wire::RUNS_TOPIC, wire::SHARDS_TOPIC] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&gossipsub::IdentTopic::new(name))
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to {name}: {e}"))?;
+    }
+    let (worker_tx, mut worker_rx) = mpsc::unbounded_channel();
+    let runs = runs::Runs::open(
+        &peer_id.to_string(),
+        store.path(),
+        config.allow_target.clone(),
+        config.source_ip,
+        worker_tx,
+    )?;
     for addr in &config.listen {
         swarm.listen_on(addr.clone()).map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr}: {e}; pick another address with --listen")
@@ -186,7 +204,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         health: Health::default(),
         data_dir: store.path().display().to_string(),
         config,
+        runs,
     };
+    node.restore_runs();
     let mut probe = HealthProbe::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,6 +218,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             _ = health_every.tick() => node.health = probe.sample(),
             Some(query) = query_rx.recv() => node.answer(query),
             Some(inbound) = delayed_rx.recv() => node.handle(inbound),
+            Some(event) = worker_rx.recv() => node.on_worker(event),
             event = node.swarm.select_next_some() => node.on_swarm(event),
         }
     }
@@ -248,6 +269,7 @@ impl Node {
         for action in self.core.tick(now, self.health) {
             self.act(action);
         }
+        self.runs_tick();
     }
 
     fn act(&mut self, action: Action) {
@@ -413,20 +435,26 @@ impl Node {
                     .rpc
                     .send_response(channel, response);
             }
-            Inbound::Request { channel, .. } => {
-                let _ = self.swarm.behaviour_mut().rpc.send_response(
-                    channel,
-                    Response::Refused {
-                        reason: "not yet".into(),
-                    },
-                );
-            }
+            Inbound::Request {
+                peer,
+                request: Request::Module { sha256 },
+                channel,
+            } => self.answer_module(peer, &sha256, channel),
+            Inbound::Run { source, env } => self.on_run_message(source, env),
+            Inbound::Shard {
+                source,
+                shard,
+                bytes,
+            } => self.on_shard(source, *shard, bytes),
             Inbound::Response {
                 peer,
                 request_id,
                 response,
             } => {
                 let t4 = wall_ns();
+                let Some(response) = self.on_module_response(request_id, peer, response) else {
+                    return;
+                };
                 let Some((_, sent_t1)) = self.pending.remove(&request_id) else {
                     return;
                 };
@@ -443,7 +471,7 @@ impl Node {
                         format!("dropped a clock answer from {peer} that echoes a time this node did not send")
                     }),
                     Response::Refused { reason } => debug!(%peer, "clock question refused: {reason}"),
-                    Response::Module { .. } => {}
+                    Response::Module { .. } => debug!(%peer, "a module nobody asked for"),
                 }
             }
         }
@@ -576,12 +604,18 @@ impl Node {
         propagation_source: PeerId,
         message: gossipsub::Message,
     ) -> gossipsub::MessageAcceptance {
-        if message.topic != self.topic.hash() {
-            return gossipsub::MessageAcceptance::Ignore;
-        }
         let Some(source) = message.source else {
             return gossipsub::MessageAcceptance::Reject;
         };
+        if message.topic == self.runs.runs_topic.hash() {
+            return self.judge_run(propagation_source, source, &message.data);
+        }
+        if message.topic == self.runs.shards_topic.hash() {
+            return self.judge_shard(propagation_source, source, &message.data);
+        }
+        if message.topic != self.topic.hash() {
+            return gossipsub::MessageAcceptance::Ignore;
+        }
         match wire::decode_heartbeat(&message.data) {
             Ok(hb) => {
                 let verdict = if hb.id == source.to_string() {
@@ -608,6 +642,73 @@ impl Node {
             Err(e) => {
                 self.warn_once(format!("gossip:{propagation_source}:{}", e.kind()), || {
                     format!("dropped a heartbeat from {source} (via {propagation_source}): {e}")
+                });
+                gossipsub::MessageAcceptance::Reject
+            }
+        }
+    }
+
+    /// Run messages are taken from members only: a run must come through
+    /// the private mesh from a node that is part of it.
+    fn judge_run(
+        &mut self,
+        via: PeerId,
+        source: PeerId,
+        data: &[u8],
+    ) -> gossipsub::MessageAcceptance {
+        let Some(region) = self.core.region_of(&source.to_string()).map(str::to_owned) else {
+            debug!(%source, "a run message from a node that is not a member (yet)");
+            return gossipsub::MessageAcceptance::Ignore;
+        };
+        match wire::decode_run(data) {
+            Ok(env) => {
+                let region = self
+                    .core
+                    .region_of(&via.to_string())
+                    .map(str::to_owned)
+                    .unwrap_or(region);
+                self.receive(Some(&region), Inbound::Run { source, env });
+                gossipsub::MessageAcceptance::Accept
+            }
+            Err(e) => {
+                self.warn_once(format!("run-gossip:{via}:{}", e.kind()), || {
+                    format!("dropped a run message from {source} (via {via}): {e}")
+                });
+                gossipsub::MessageAcceptance::Reject
+            }
+        }
+    }
+
+    /// Shards, likewise from members only.
+    fn judge_shard(
+        &mut self,
+        via: PeerId,
+        source: PeerId,
+        data: &[u8],
+    ) -> gossipsub::MessageAcceptance {
+        let Some(region) = self.core.region_of(&source.to_string()).map(str::to_owned) else {
+            return gossipsub::MessageAcceptance::Ignore;
+        };
+        match crate::core::shard::Shard::decode(data) {
+            Ok(shard) => {
+                let region = self
+                    .core
+                    .region_of(&via.to_string())
+                    .map(str::to_owned)
+                    .unwrap_or(region);
+                self.receive(
+                    Some(&region),
+                    Inbound::Shard {
+                        source,
+                        shard: Box::new(shard),
+                        bytes: data.to_vec(),
+                    },
+                );
+                gossipsub::MessageAcceptance::Accept
+            }
+            Err(e) => {
+                self.warn_once(format!("shard-gossip:{via}"), || {
+                    format!("dropped a shard from {source} (via {via}): {e}")
                 });
                 gossipsub::MessageAcceptance::Reject
             }
@@ -643,8 +744,10 @@ impl Node {
                 error,
                 ..
             } => {
-                self.pending.remove(&request_id);
-                debug!(%peer, "clock question failed: {error}");
+                if !self.on_fetch_failure(request_id, error.to_string()) {
+                    self.pending.remove(&request_id);
+                    debug!(%peer, "clock question failed: {error}");
+                }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 if let InboundFailure::Io(e) = &error {
@@ -719,21 +822,7 @@ impl Node {
                     .collect();
                 let _ = reply.send(PeersView { peers });
             }
-            Query::Submit(_, reply) => {
-                let _ = reply.send(Err("runs are not wired into the node yet".into()));
-            }
-            Query::Runs(reply) => {
-                let _ = reply.send(api::RunsView { runs: Vec::new() });
-            }
-            Query::Run(_, reply) => {
-                let _ = reply.send(None);
-            }
-            Query::Stop(_, reply) => {
-                let _ = reply.send(Err("runs are not wired into the node yet".into()));
-            }
-            Query::Report(_, reply) => {
-                let _ = reply.send(None);
-            }
+            other => self.answer_runs(other),
         }
     }
 }

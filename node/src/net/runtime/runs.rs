@@ -1,0 +1,723 @@
+//! The runs side of a node's event loop: it drives [`RunsCore`] and carries
+//! out what it asks (gossip, module fetches, workers), keeps the shards of
+//! every run in the data dir and merged in memory, and answers the API's
+//! questions about runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::request_response::{OutboundRequestId, ResponseChannel};
+use libp2p::{PeerId, gossipsub};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::Node;
+use crate::api::{ReportView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView};
+use crate::core::allow::AllowList;
+use crate::core::assign::Candidate;
+use crate::core::mesh::MeshCore;
+use crate::core::report::Report;
+use crate::core::runs::{At, MeshView, RunAction, RunRefused, RunsConfig, RunsCore};
+use crate::core::shard::Shard;
+use crate::core::spec::{RunSpec, Share};
+use crate::core::wire::{
+    self, MAX_GOSSIP_BYTES, Outcome, PlanId, Proposal, RUNS_TOPIC, Request, Response, RunEnvelope,
+    SHARDS_TOPIC,
+};
+use crate::engine::http::ClientSettings;
+use crate::engine::module::sha256_hex;
+use crate::local::new_run_id;
+use crate::store::modules::ModuleStore;
+use crate::store::runs::RunStore;
+use crate::worker::{self, ShareJob, WorkerEvent, WorkerHandle, wall_ns};
+
+/// The most VUs a node's heartbeat may claim as its capacity: a peer with
+/// the key cannot draw a whole run to itself by claiming more.
+pub const MAX_CAPACITY: u32 = 1_000_000;
+
+/// A module being fetched for a share.
+struct Fetch {
+    run: String,
+    plan: PlanId,
+    spec: Box<RunSpec>,
+    share: Share,
+    left: Vec<String>,
+    tried: Vec<String>,
+}
+
+/// What the event loop keeps for runs.
+pub(super) struct Runs {
+    core: RunsCore,
+    store: RunStore,
+    modules: ModuleStore,
+    workers: HashMap<String, WorkerHandle>,
+    started: std::collections::HashSet<String>,
+    reports: HashMap<String, Report>,
+    fetches: HashMap<OutboundRequestId, Fetch>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    allow: Option<Arc<AllowList>>,
+    source_ip: Option<std::net::IpAddr>,
+    pub(super) runs_topic: gossipsub::IdentTopic,
+    pub(super) shards_topic: gossipsub::IdentTopic,
+}
+
+/// The mesh, as the run state machine sees it.
+struct View<'a> {
+    core: &'a MeshCore,
+    now: Duration,
+}
+
+impl MeshView for View<'_> {
+    fn alive(&self, peer: &str) -> bool {
+        peer == self.core.me().id || self.core.member(peer).is_some_and(|m| !m.suspect)
+    }
+
+    fn offset(&self, peer: &str) -> Option<(i64, i64)> {
+        if peer == self.core.me().id {
+            return Some((0, 0));
+        }
+        self.core
+            .clock(peer, self.now)
+            .map(|e| (e.offset_ns, e.bound_ns))
+    }
+}
+
+impl Runs {
+    /// The runs of node `me`, with what its data dir holds.
+    pub(super) fn open(
+        me: &str,
+        data_dir: &std::path::Path,
+        allow: Option<AllowList>,
+        source_ip: Option<std::net::IpAddr>,
+        events: mpsc::UnboundedSender<WorkerEvent>,
+    ) -> anyhow::Result<Runs> {
+        Ok(Runs {
+            core: RunsCore::new(me.to_owned(), RunsConfig::default()),
+            store: RunStore::open(data_dir)?,
+            modules: ModuleStore::open(data_dir)?,
+            workers: HashMap::new(),
+            started: std::collections::HashSet::new(),
+            reports: HashMap::new(),
+            fetches: HashMap::new(),
+            events,
+            allow: allow.map(Arc::new),
+            source_ip,
+            runs_topic: gossipsub::IdentTopic::new(RUNS_TOPIC),
+            shards_topic: gossipsub::IdentTopic::new(SHARDS_TOPIC),
+        })
+    }
+}
+
+impl Node {
+    fn at(&self) -> At {
+        At {
+            now: self.now(),
+            wall_ns: wall_ns(),
+        }
+    }
+
+    /// Takes back the runs and shards of the data dir; a share that was
+    /// running when the node went down is reported interrupted.
+    pub(super) fn restore_runs(&mut self) {
+        let (stored, problems) = self.runs.store.load();
+        for p in problems {
+            warn!("skipped a stored run file: {p}");
+        }
+        let me = self.core.me().id.clone();
+        let mut interrupted = Vec::new();
+        for (run, shards) in stored {
+            let id = run.id.clone();
+            let mut report = Report::new(&id);
+            let mut mine = 0;
+            for s in &shards {
+                report.add(s);
+                if s.node == me {
+                    mine += 1;
+                }
+            }
+            self.runs.reports.insert(id.clone(), report);
+            let at = self.at();
+            if let Some(id) = self.runs.core.restore(run, at) {
+                interrupted.push((id, mine));
+            }
+        }
+        for (id, shards) in interrupted {
+            info!(run = %id, "this node's share of run {id} was interrupted by a restart");
+            let actions = self.runs.core.finished(&id, shards, true);
+            self.run_actions(actions);
+        }
+        if !self.runs.core.all().is_empty() {
+            info!("{} runs restored from the data dir", self.runs.core.all().len());
+        }
+    }
+
+    pub(super) fn runs_tick(&mut self) {
+        let at = self.at();
+        let view = View {
+            core: &self.core,
+            now: at.now,
+        };
+        let actions = self.runs.core.tick(at, &view);
+        self.run_actions(actions);
+        for id in self.runs.core.take_dirty() {
+            if let Some(run) = self.runs.core.get(&id)
+                && let Err(e) = self.runs.store.save_run(run)
+            {
+                self.warn_once(format!("save-run:{id}"), || {
+                    format!("cannot store run {id}: {e}")
+                });
+            }
+        }
+    }
+
+    fn publish(&mut self, topic: gossipsub::IdentTopic, bytes: Vec<u8>, what: &str) {
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_)
+            | Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
+            | Err(gossipsub::PublishError::Duplicate) => {}
+            Err(e) => self.warn_once(format!("publish-{what}:{e}"), || {
+                format!("cannot publish a {what}: {e}")
+            }),
+        }
+    }
+
+    fn run_actions(&mut self, actions: Vec<RunAction>) {
+        for action in actions {
+            match action {
+                RunAction::Publish(env) => {
+                    let topic = self.runs.runs_topic.clone();
+                    self.publish(topic, wire::encode(&env), "run message");
+                }
+                RunAction::Prepare {
+                    run,
+                    plan,
+                    spec,
+                    share,
+                    sources,
+                } => self.prepare(run, plan, spec, share, sources),
+                RunAction::Start { run, at_wall_ns } => {
+                    let wait = at_wall_ns.saturating_sub(wall_ns()).max(0);
+                    let at = tokio::time::Instant::now()
+                        + Duration::from_nanos(u64::try_from(wait).unwrap_or(0));
+                    let started = self
+                        .runs
+                        .workers
+                        .get_mut(&run)
+                        .is_some_and(|handle| handle.start(at));
+                    if started {
+                        self.runs.started.insert(run.clone());
+                        info!(run = %run, "share starts in {:.1} ms", wait as f64 / 1e6);
+                    } else {
+                        warn!(run = %run, "told to start a share that is not prepared");
+                    }
+                }
+                RunAction::Stop { run } => {
+                    if self.runs.started.contains(&run) {
+                        if let Some(handle) = self.runs.workers.get(&run) {
+                            handle.stop();
+                        }
+                    } else {
+                        self.runs.workers.remove(&run);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gets the module (cached, or from a peer), then hands the share to a worker.
+    fn prepare(
+        &mut self,
+        run: String,
+        plan: PlanId,
+        spec: Box<RunSpec>,
+        share: Share,
+        sources: Vec<String>,
+    ) {
+        self.runs.workers.remove(&run);
+        if let Some(allow) = &self.runs.allow
+            && let Err(reason) = allow.check_targets(&spec.targets)
+        {
+            warn!(run = %run, "refusing run {run}: {reason}");
+            self.refuse(&run, reason);
+            return;
+        }
+        match self.runs.modules.get(&spec.module_sha256) {
+            Ok(Some(wasm)) => self.spawn_worker(run, plan, *spec, share, wasm),
+            Ok(None) => {
+                let fetch = Fetch {
+                    run,
+                    plan,
+                    spec,
+                    share,
+                    left: sources,
+                    tried: Vec::new(),
+                };
+                self.fetch_next(fetch, None);
+            }
+            Err(e) => self.refuse(&run, format!("cannot read the module cache: {e}")),
+        }
+    }
+
+    fn refuse(&mut self, run: &str, reason: String) {
+        let at = self.at();
+        let view = View {
+            core: &self.core,
+            now: at.now,
+        };
+        let actions = self.runs.core.refused(run, reason, at, &view);
+        self.run_actions(actions);
+    }
+
+    /// Asks the next peer for a module; refuses the run when none is left.
+    fn fetch_next(&mut self, mut fetch: Fetch, problem: Option<String>) {
+        loop {
+            let Some(peer) = (!fetch.left.is_empty()).then(|| fetch.left.remove(0)) else {
+                let reason = format!(
+                    "cannot fetch the scenario module {} from {}{}",
+                    fetch.spec.module_sha256,
+                    if fetch.tried.is_empty() {
+                        "any node (none has it)".to_owned()
+                    } else {
+                        fetch.tried.join(", ")
+                    },
+                    problem.map(|p| format!(": {p}")).unwrap_or_default()
+                );
+                let run = fetch.run.clone();
+                self.refuse(&run, reason);
+                return;
+            };
+            let Ok(peer_id) = peer.parse::<PeerId>() else {
+                continue;
+            };
+            fetch.tried.push(peer.clone());
+            let id = self.swarm.behaviour_mut().rpc.send_request(
+                &peer_id,
+                Request::Module {
+                    sha256: fetch.spec.module_sha256.clone(),
+                },
+            );
+            debug!(run = %fetch.run, %peer, "fetching the module");
+            self.runs.fetches.insert(id, fetch);
+            return;
+        }
+    }
+
+    fn spawn_worker(&mut self, run: String, plan: PlanId, spec: RunSpec, share: Share, wasm: Vec<u8>) {
+        let settings = match ClientSettings::new(spec.insecure_skip_tls_verify) {
+            Ok(s) => s
+                .with_source_ip(self.runs.source_ip)
+                .with_allow(self.runs.allow.clone()),
+            Err(e) => {
+                self.refuse(&run, format!("TLS setup failed: {e}"));
+                return;
+            }
+        };
+        let handle = worker::spawn(
+            ShareJob {
+                plan,
+                spec,
+                share,
+                wasm,
+                settings,
+            },
+            self.runs.events.clone(),
+        );
+        self.runs.started.remove(&run);
+        self.runs.workers.insert(run, handle);
+    }
+
+    /// Whether a response belongs to a module fetch; if so, it is handled.
+    pub(super) fn on_module_response(
+        &mut self,
+        request_id: OutboundRequestId,
+        peer: PeerId,
+        response: Response,
+    ) -> Option<Response> {
+        let Some(fetch) = self.runs.fetches.remove(&request_id) else {
+            return Some(response);
+        };
+        match response {
+            Response::Module { bytes } if sha256_hex(&bytes) == fetch.spec.module_sha256 => {
+                if let Err(e) = self.runs.modules.put(&bytes) {
+                    warn!("cannot cache the module {}: {e}", fetch.spec.module_sha256);
+                }
+                info!(run = %fetch.run, %peer, "module fetched ({} bytes)", bytes.len());
+                let Fetch {
+                    run,
+                    plan,
+                    spec,
+                    share,
+                    ..
+                } = fetch;
+                self.spawn_worker(run, plan, *spec, share, bytes);
+            }
+            Response::Module { .. } => {
+                self.warn_once(format!("module-hash:{peer}"), || {
+                    format!("{peer} sent a module whose sha256 is not the one asked for; trying another node")
+                });
+                self.fetch_next(fetch, Some(format!("{peer} sent other bytes")));
+            }
+            Response::Refused { reason } => self.fetch_next(fetch, Some(reason)),
+            Response::Clock { .. } => self.fetch_next(fetch, Some("a clock answer".into())),
+        }
+        None
+    }
+
+    /// A module fetch failed on the way.
+    pub(super) fn on_fetch_failure(&mut self, request_id: OutboundRequestId, error: String) -> bool {
+        match self.runs.fetches.remove(&request_id) {
+            Some(fetch) => {
+                self.fetch_next(fetch, Some(error));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers a module request from a member.
+    pub(super) fn answer_module(&mut self, peer: PeerId, sha256: &str, channel: ResponseChannel<Response>) {
+        let response = if !self.core.may_answer_clock(&peer.to_string()) {
+            Response::Refused {
+                reason: "not a member yet".into(),
+            }
+        } else {
+            match self.runs.modules.get(sha256) {
+                Ok(Some(bytes)) => Response::Module { bytes },
+                Ok(None) => Response::Refused {
+                    reason: format!("no module {sha256} here"),
+                },
+                Err(e) => Response::Refused {
+                    reason: e.to_string(),
+                },
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, response);
+    }
+
+    pub(super) fn on_worker(&mut self, event: WorkerEvent) {
+        let at = self.at();
+        match event {
+            WorkerEvent::Prepared { run, plan } => {
+                let view = View {
+                    core: &self.core,
+                    now: at.now,
+                };
+                let actions = self.runs.core.prepared(&run, plan, at, &view);
+                self.run_actions(actions);
+            }
+            WorkerEvent::Failed { run, reason, .. } => {
+                warn!(run = %run, "this node cannot run its share: {reason}");
+                self.runs.workers.remove(&run);
+                self.refuse(&run, reason);
+            }
+            WorkerEvent::Started { run, wall_ns } => {
+                let view = View {
+                    core: &self.core,
+                    now: at.now,
+                };
+                let actions = self.runs.core.started(&run, wall_ns, &view);
+                self.run_actions(actions);
+            }
+            WorkerEvent::Shard(shard) => {
+                let bytes = shard.encode();
+                if bytes.len() > MAX_GOSSIP_BYTES {
+                    self.warn_once(format!("shard-size:{}", shard.run_id), || {
+                        format!(
+                            "a shard of run {} is {} bytes, over the {MAX_GOSSIP_BYTES}-byte gossip limit; \
+                             it is kept here but not sent (too many tagged series)",
+                            shard.run_id,
+                            bytes.len()
+                        )
+                    });
+                } else {
+                    let topic = self.runs.shards_topic.clone();
+                    self.publish(topic, bytes.clone(), "shard");
+                }
+                self.keep_shard(&shard, &bytes);
+            }
+            WorkerEvent::Finished { run, shards } => {
+                info!(run = %run, "share done ({shards} shards)");
+                self.runs.workers.remove(&run);
+                self.runs.started.remove(&run);
+                let actions = self.runs.core.finished(&run, shards, false);
+                self.run_actions(actions);
+            }
+        }
+    }
+
+    fn keep_shard(&mut self, shard: &Shard, bytes: &[u8]) {
+        if let Err(e) = self.runs.store.save_shard(shard, bytes) {
+            self.warn_once(format!("save-shard:{}", shard.run_id), || {
+                format!("cannot store a shard of run {}: {e}", shard.run_id)
+            });
+        }
+        self.runs
+            .reports
+            .entry(shard.run_id.clone())
+            .or_insert_with(|| Report::new(&shard.run_id))
+            .add(shard);
+    }
+
+    /// A run message from `source` (gossip's signed author).
+    pub(super) fn on_run_message(&mut self, source: PeerId, env: RunEnvelope) {
+        let at = self.at();
+        let from = source.to_string();
+        let kind = match &env.body {
+            wire::RunMessage::Propose(_) => "propose",
+            _ => "other",
+        };
+        match self.runs.core.on_message(&from, env, at) {
+            Ok(_) | Err(RunRefused::UnknownRun) => {}
+            Err(e @ RunRefused::NotLeader(_)) => debug!("run message from {from} not obeyed: {e}"),
+            Err(e) => self.warn_once(format!("run:{from}:{kind}"), || {
+                format!("refused a run message from {from}: {e}")
+            }),
+        }
+    }
+
+    /// A shard from `source`: kept if it is that node's, of a run it takes part in.
+    pub(super) fn on_shard(&mut self, source: PeerId, shard: Shard, bytes: Vec<u8>) {
+        let from = source.to_string();
+        let problem = if shard.node != from {
+            Some(format!("it claims to be from {}", shard.node))
+        } else {
+            match self.runs.core.get(&shard.run_id) {
+                None => Some(format!("run {} is unknown here", shard.run_id)),
+                Some(run) if run.share_of(&from).is_none() => {
+                    Some(format!("{from} has no share in run {}", shard.run_id))
+                }
+                Some(_) if shard.end_ms < shard.start_ms => Some("its interval ends before it starts".into()),
+                Some(_) => None,
+            }
+        };
+        match problem {
+            Some(p) => self.warn_once(format!("shard:{from}"), || {
+                format!("refused a shard from {from}: {p}")
+            }),
+            None => self.keep_shard(&shard, &bytes),
+        }
+    }
+
+    /// Submits a run from the API.
+    pub(super) fn submit(&mut self, req: SubmitRequest) -> Result<SubmitView, String> {
+        let sha = self
+            .runs
+            .modules
+            .put(&req.module)
+            .map_err(|e| format!("cannot keep the module: {e}"))?;
+        if sha != req.spec.module_sha256 {
+            return Err("the module's sha256 does not match the spec".into());
+        }
+        let at = self.at();
+        let me = self.core.me();
+        let mut candidates = vec![Candidate {
+            id: me.id.clone(),
+            region: me.region.clone(),
+            capacity: me.vu_limit.min(MAX_CAPACITY),
+        }];
+        for p in self.core.peers(at.now) {
+            if p.member.suspect {
+                continue;
+            }
+            let hb = &p.member.heartbeat;
+            candidates.push(Candidate {
+                id: hb.id.clone(),
+                region: hb.region.clone(),
+                capacity: hb.vu_limit.min(MAX_CAPACITY),
+            });
+        }
+        let proposal = Proposal {
+            spec: req.spec,
+            weights: req.weights,
+            nodes: req.nodes,
+            candidates,
+        };
+        let id = new_run_id();
+        let view = View {
+            core: &self.core,
+            now: at.now,
+        };
+        let actions = self.runs.core.submit(id.clone(), proposal, at, &view)?;
+        info!(run = %id, "run {id} submitted here");
+        self.run_actions(actions);
+        Ok(SubmitView { run_id: id })
+    }
+
+    pub(super) fn stop_run(&mut self, id: &str) -> Result<RunView, String> {
+        let at = self.at();
+        let view = View {
+            core: &self.core,
+            now: at.now,
+        };
+        let actions = self.runs.core.stop(id, at, &view)?;
+        info!(run = %id, "stop asked here");
+        self.run_actions(actions);
+        self.run_view(id).ok_or_else(|| format!("no run {id}"))
+    }
+
+    pub(super) fn runs_view(&self) -> RunsView {
+        RunsView {
+            runs: self
+                .runs
+                .core
+                .all()
+                .into_iter()
+                .filter_map(|r| self.run_view(&r.id))
+                .collect(),
+        }
+    }
+
+    pub(super) fn report_view(&self, id: &str) -> Option<ReportView> {
+        let run = self.run_view(id)?;
+        let summary = match self.runs.reports.get(id) {
+            Some(r) => r.summary(&run.executor),
+            None => Report::new(id).summary(&run.executor),
+        };
+        Some(ReportView { run, summary })
+    }
+
+    fn name_of(&self, id: &str) -> String {
+        if id == self.core.me().id {
+            return self.core.me().name.clone();
+        }
+        match self.core.member(id) {
+            Some(m) => m.heartbeat.name.clone(),
+            None => id.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect(),
+        }
+    }
+
+    pub(super) fn run_view(&self, id: &str) -> Option<RunView> {
+        let run = self.runs.core.get(id)?;
+        let at = self.at();
+        let view = View {
+            core: &self.core,
+            now: at.now,
+        };
+        let phase = run.phase(at.wall_ns, &view);
+        let reason = run.finish.as_ref().and_then(|f| match &f.outcome {
+            Outcome::Complete => None,
+            Outcome::Stopped { by } => Some(format!("stopped through {}", self.name_of(by))),
+            Outcome::Failed { reason } => Some(reason.clone()),
+        });
+        let max_vus = u64::from(run.proposal.spec.executor.max_vus());
+        let lost = run.lost(&view);
+        let t0 = run.armed.as_ref().map(|a| a.t0_ns);
+        let node_view = |id: &str, segment: Option<crate::core::segment::ExecutionSegment>| {
+            let region = run
+                .proposal
+                .candidates
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.region.clone())
+                .unwrap_or_default();
+            let started = run.started.get(id);
+            let done = run.done.get(id);
+            let state = if lost.iter().any(|l| l == id) {
+                "lost"
+            } else if let Some((_, true)) = done {
+                "interrupted"
+            } else if done.is_some() {
+                "done"
+            } else if started.is_some() {
+                "started"
+            } else if run.refused.contains_key(id) {
+                "refused"
+            } else if segment.is_some() && run.ready.contains_key(id) {
+                "ready"
+            } else if segment.is_some() {
+                "assigned"
+            } else {
+                "candidate"
+            };
+            RunNodeView {
+                id: id.to_owned(),
+                name: self.name_of(id),
+                region,
+                segment: segment.map(|s| s.bounds()),
+                vus: segment.map(|s| s.scale(max_vus)).unwrap_or(0),
+                state: state.to_owned(),
+                refused: run.refused.get(id).cloned(),
+                start_offset_ms: started.zip(t0).map(|((at, _), t0)| (at - t0) as f64 / 1e6),
+                bound_ms: started.map(|(_, b)| *b as f64 / 1e6),
+                shards: done.map(|(s, _)| *s),
+            }
+        };
+        let mut nodes: Vec<RunNodeView> = match &run.plan {
+            Some(plan) => plan
+                .shares
+                .iter()
+                .map(|s| node_view(&s.node, Some(s.segment)))
+                .collect(),
+            None => run
+                .proposal
+                .candidates
+                .iter()
+                .map(|c| node_view(&c.id, None))
+                .collect(),
+        };
+        if run.plan.is_some() {
+            for refused in run.refused.keys() {
+                if !nodes.iter().any(|n| n.id == *refused) {
+                    nodes.push(node_view(refused, None));
+                }
+            }
+        }
+        let (skew, bound) = run
+            .start_skew()
+            .map(|(s, b)| (Some(s as f64 / 1e6), Some(b as f64 / 1e6)))
+            .unwrap_or((None, None));
+        Some(RunView {
+            id: run.id.clone(),
+            phase: phase.name().to_owned(),
+            reason,
+            executor: run.proposal.spec.executor.name().to_owned(),
+            module_sha256: run.proposal.spec.module_sha256.clone(),
+            proposer: run.proposer.clone(),
+            leader: run.leader(&view),
+            term: run.term,
+            weights: run.proposal.weights.as_ref().map(|ws| {
+                ws.iter()
+                    .map(|w| format!("{}={}", w.region, w.weight))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            t0_unix_ms: t0.map(|t| t as f64 / 1e6),
+            elapsed_s: run
+                .armed
+                .as_ref()
+                .map(|a| (at.wall_ns - run.local_t0(a, &view)) as f64 / 1e9),
+            duration_s: run.proposal.spec.executor.duration().as_secs_f64(),
+            start_skew_ms: skew,
+            clock_bound_ms: bound,
+            nodes,
+        })
+    }
+
+    /// Answers the API's run queries.
+    pub(super) fn answer_runs(&mut self, query: crate::api::Query) {
+        use crate::api::Query;
+        match query {
+            Query::Submit(req, reply) => {
+                let _ = reply.send(self.submit(*req));
+            }
+            Query::Runs(reply) => {
+                let _ = reply.send(self.runs_view());
+            }
+            Query::Run(id, reply) => {
+                let _ = reply.send(self.run_view(&id));
+            }
+            Query::Stop(id, reply) => {
+                let _ = reply.send(self.stop_run(&id));
+            }
+            Query::Report(id, reply) => {
+                let _ = reply.send(self.report_view(&id));
+            }
+            Query::Status(_) | Query::Peers(_) => {}
+        }
+    }
+}
