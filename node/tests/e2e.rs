@@ -15,6 +15,8 @@ use serde_json::Value;
 
 #[path = "e2e/mesh.rs"]
 mod mesh;
+#[path = "e2e/runs.rs"]
+mod runs;
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -103,6 +105,11 @@ fn fusi(args: &[&str]) -> Run {
     let wants_summary = args.first() == Some(&"run");
     if wants_summary {
         cmd.arg("--out").arg(&out_file);
+        // Runs without --api stay on this machine, whatever listens on the
+        // default API address.
+        if !args.contains(&"--api") {
+            cmd.arg("--local");
+        }
     }
     let started = Instant::now();
     let output = cmd

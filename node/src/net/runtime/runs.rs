@@ -148,7 +148,10 @@ impl Node {
             self.run_actions(actions);
         }
         if !self.runs.core.all().is_empty() {
-            info!("{} runs restored from the data dir", self.runs.core.all().len());
+            info!(
+                "{} runs restored from the data dir",
+                self.runs.core.all().len()
+            );
         }
     }
 
@@ -303,7 +306,14 @@ impl Node {
         }
     }
 
-    fn spawn_worker(&mut self, run: String, plan: PlanId, spec: RunSpec, share: Share, wasm: Vec<u8>) {
+    fn spawn_worker(
+        &mut self,
+        run: String,
+        plan: PlanId,
+        spec: RunSpec,
+        share: Share,
+        wasm: Vec<u8>,
+    ) {
         let settings = match ClientSettings::new(spec.insecure_skip_tls_verify) {
             Ok(s) => s
                 .with_source_ip(self.runs.source_ip)
@@ -365,7 +375,11 @@ impl Node {
     }
 
     /// A module fetch failed on the way.
-    pub(super) fn on_fetch_failure(&mut self, request_id: OutboundRequestId, error: String) -> bool {
+    pub(super) fn on_fetch_failure(
+        &mut self,
+        request_id: OutboundRequestId,
+        error: String,
+    ) -> bool {
         match self.runs.fetches.remove(&request_id) {
             Some(fetch) => {
                 self.fetch_next(fetch, Some(error));
@@ -376,7 +390,12 @@ impl Node {
     }
 
     /// Answers a module request from a member.
-    pub(super) fn answer_module(&mut self, peer: PeerId, sha256: &str, channel: ResponseChannel<Response>) {
+    pub(super) fn answer_module(
+        &mut self,
+        peer: PeerId,
+        sha256: &str,
+        channel: ResponseChannel<Response>,
+    ) {
         let response = if !self.core.may_answer_clock(&peer.to_string()) {
             Response::Refused {
                 reason: "not a member yet".into(),
@@ -491,7 +510,9 @@ impl Node {
                 Some(run) if run.share_of(&from).is_none() => {
                     Some(format!("{from} has no share in run {}", shard.run_id))
                 }
-                Some(_) if shard.end_ms < shard.start_ms => Some("its interval ends before it starts".into()),
+                Some(_) if shard.end_ms < shard.start_ms => {
+                    Some("its interval ends before it starts".into())
+                }
                 Some(_) => None,
             }
         };
@@ -587,7 +608,14 @@ impl Node {
         }
         match self.core.member(id) {
             Some(m) => m.heartbeat.name.clone(),
-            None => id.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect(),
+            None => id
+                .chars()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect(),
         }
     }
 

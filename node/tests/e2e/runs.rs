@@ -1,0 +1,515 @@
+//! Runs through the mesh, end to end: real `fusi-node up` processes on
+//! loopback, a real target, runs submitted with the CLI to one node and
+//! read back from others; leaders and workers killed mid-run.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fusi_testnet::{ExtraNode, Mesh, MeshConfig, TargetConfig, get_json};
+use serde_json::Value;
+
+use super::{fusi, scenario, serial, target, without_clippy};
+
+fn node_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fusi-node"))
+}
+
+fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok()
+}
+
+fn run_view(api: SocketAddr, id: &str) -> Value {
+    get_json(api, &format!("/v1/runs/{id}")).unwrap_or(Value::Null)
+}
+
+fn phase(api: SocketAddr, id: &str) -> String {
+    run_view(api, id)["phase"].as_str().unwrap_or("").to_owned()
+}
+
+fn hello() -> String {
+    scenario("hello").to_string_lossy().into_owned()
+}
+
+/// Starts `fusi-node run ... --api API` in the background and returns it
+/// with the run id it printed.
+fn submit(api: SocketAddr, args: &[&str]) -> (Child, String) {
+    let mut cmd = Command::new(node_bin());
+    without_clippy(&mut cmd);
+    cmd.arg("run")
+        .args(args)
+        .args(["--api", &api.to_string(), "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start fusi-node: {e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut lines = BufReader::new(stderr).lines();
+    let id = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.strip_prefix("run ")
+                    && let Some((id, _)) = rest.split_once(" submitted")
+                {
+                    break id.to_owned();
+                }
+            }
+            _ => panic!("fusi-node run printed no run id"),
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, id)
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    None
+}
+
+fn node_of(mesh: &Mesh, id: &str) -> usize {
+    mesh.nodes()
+        .iter()
+        .position(|n| n.peer_id == id)
+        .unwrap_or_else(|| panic!("no node {id}"))
+}
+
+fn vus_by_region(view: &Value) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = view["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                n["region"].as_str().unwrap_or("").to_owned(),
+                n["vus"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn runs_split_exactly_start_together_and_report_from_any_node() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 1), ("nrt", 1), ("ewr", 1)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let apis: Vec<String> = nodes.iter().map(|n| n.api.to_string()).collect();
+
+    // 7 VUs over 3 nodes, submitted to the first, reported by the third.
+    let run = fusi(&[
+        "run",
+        &hello(),
+        "--vus",
+        "7",
+        "--duration",
+        "2s",
+        "--env",
+        &env,
+        "--api",
+        &apis[0],
+    ]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let id = run
+        .stderr()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_once(" submitted")
+                .map(|(id, _)| id.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no run id in {}", run.stderr()));
+    let view = run_view(nodes[2].api, &id);
+    assert_eq!(view["phase"], "complete", "{view}");
+    let mut vus: Vec<u64> = vus_by_region(&view).iter().map(|(_, v)| *v).collect();
+    vus.sort();
+    assert_eq!(vus, vec![2, 2, 3], "{view}");
+    let skew = view["start_skew_ms"].as_f64().unwrap_or(f64::MAX);
+    eprintln!(
+        "start skew on loopback: {skew} ms, bound {}",
+        view["clock_bound_ms"]
+    );
+    assert!(skew < 5.0, "start skew {skew} ms");
+    // The report of a node that was not submitted to matches the CLI's.
+    let cli_reqs = run.summary()["http"]["requests"].as_f64().unwrap_or(-1.0);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let r = get_json(nodes[2].api, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+            r["summary"]["http"]["requests"].as_f64() == Some(cli_reqs)
+        }),
+        "node 3's report differs from the CLI's ({cli_reqs} requests)"
+    );
+    assert_eq!(t.stats().requests as f64, cli_reqs);
+    let report = fusi(&["report", &id, "--api", &apis[1]]);
+    assert!(
+        report.stdout().contains("3 took part"),
+        "{}",
+        report.stdout()
+    );
+    let listed = fusi(&["runs", "--api", &apis[2]]);
+    assert!(listed.stdout().contains(&id), "{}", listed.stdout());
+
+    // Weights 33/33/34 over three regions.
+    let run = fusi(&[
+        "run",
+        &hello(),
+        "--vus",
+        "100",
+        "--duration",
+        "1s",
+        "--env",
+        &env,
+        "--api",
+        &apis[1],
+        "--region",
+        "fra=33,nrt=33,ewr=34",
+    ]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let id = run
+        .stderr()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_once(" submitted")
+                .map(|(id, _)| id.to_owned())
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        vus_by_region(&run_view(nodes[0].api, &id)),
+        vec![("ewr".into(), 34), ("fra".into(), 33), ("nrt".into(), 33)]
+    );
+
+    // A weighted region with no node: a clear error.
+    let run = fusi(&[
+        "run",
+        &hello(),
+        "--vus",
+        "10",
+        "--duration",
+        "1s",
+        "--env",
+        &env,
+        "--api",
+        &apis[2],
+        "--region",
+        "fra=50,sin=50",
+    ]);
+    assert_eq!(run.output.status.code(), Some(1), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("region sin") && run.stderr().contains("drop sin from --region"),
+        "{}",
+        run.stderr()
+    );
+
+    // Stop from another node: every node stops within a second.
+    let (mut child, id) = submit(
+        nodes[0].api,
+        &[&hello(), "--vus", "3", "--duration", "60s", "--env", &env],
+    );
+    assert!(wait_for(Duration::from_secs(10), || phase(
+        nodes[1].api,
+        &id
+    ) == "running"));
+    let asked = Instant::now();
+    let stop = fusi(&["stop", &id, "--api", &apis[2]]);
+    assert!(stop.output.status.success(), "{}", stop.stderr());
+    assert!(
+        wait_for(Duration::from_secs(5), || nodes
+            .iter()
+            .all(|n| phase(n.api, &id) == "stopped")),
+        "{:?}",
+        nodes.iter().map(|n| phase(n.api, &id)).collect::<Vec<_>>()
+    );
+    let view = run_view(nodes[0].api, &id);
+    let shards: Vec<u64> = view["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["shards"].as_u64())
+        .collect();
+    eprintln!("stopped everywhere {:?} after the stop", asked.elapsed());
+    assert_eq!(shards.len(), 3, "every node said it was done: {view}");
+    // The stop came about 1-2 s into a 60 s run: each node's share ended
+    // within a second of it (shards are sealed every second).
+    assert!(shards.iter().all(|s| *s <= 6), "{view}");
+    assert_eq!(wait_child(&mut child, Duration::from_secs(10)), Some(1));
+}
+
+#[test]
+fn start_skew_across_120_ms_of_emulated_latency_stays_within_the_clock_bounds() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let mut config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
+    config.latency = Some("fra-nrt=120ms".into());
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    mesh.wait_converged(Duration::from_secs(15))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    // Wait until every node's clock estimates rest on 8 samples.
+    assert!(wait_for(Duration::from_secs(20), || nodes.iter().all(
+        |n| {
+            get_json(n.api, "/v1/peers")
+                .map(|v| {
+                    v["peers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .all(|p| p["clock_samples"].as_u64().unwrap_or(0) >= 8)
+                })
+                .unwrap_or(false)
+        }
+    )));
+    let run = fusi(&[
+        "run",
+        &hello(),
+        "--vus",
+        "3",
+        "--duration",
+        "1s",
+        "--env",
+        &env,
+        "--api",
+        &nodes[2].api.to_string(),
+    ]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let id = run
+        .stderr()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_once(" submitted")
+                .map(|(id, _)| id.to_owned())
+        })
+        .unwrap_or_default();
+    let view = run_view(nodes[0].api, &id);
+    let skew = view["start_skew_ms"].as_f64().unwrap_or(f64::MAX);
+    let bound = view["clock_bound_ms"].as_f64().unwrap_or(0.0);
+    eprintln!("start skew with 120 ms between regions: {skew} ms, clock bound {bound} ms: {view}");
+    assert!(bound > 50.0, "the bounds reflect the latency: {view}");
+    // Each start, in the leader's clock, is off T0 by less than its bound
+    // (and the scheduling slack of a loaded machine: 5 ms).
+    for n in view["nodes"].as_array().into_iter().flatten() {
+        let off = n["start_offset_ms"].as_f64().unwrap_or(f64::MAX).abs();
+        let b = n["bound_ms"].as_f64().unwrap_or(0.0);
+        assert!(off <= b + 5.0, "{n}");
+    }
+    assert!(skew <= bound + 5.0, "skew {skew} ms, bound {bound} ms");
+}
+
+#[test]
+fn killing_the_leader_or_a_worker_mid_run_leaves_a_completed_run_that_accounts_for_it() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 2)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let args = [
+        hello(),
+        "--vus".into(),
+        "8".into(),
+        "--duration".into(),
+        "6s".into(),
+        "--graceful-stop".into(),
+        "1s".into(),
+        "--env".into(),
+        env.clone(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    for kill_leader in [true, false] {
+        let alive: Vec<usize> = mesh
+            .nodes()
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| n.index)
+            .collect();
+        let (mut child, id) = submit(nodes[alive[0]].api, &args);
+        let watcher = nodes[alive[1]].api;
+        assert!(wait_for(Duration::from_secs(10), || phase(watcher, &id) == "running"));
+        std::thread::sleep(Duration::from_secs(2));
+        let view = run_view(watcher, &id);
+        let leader = view["leader"].as_str().unwrap_or("").to_owned();
+        let victim = if kill_leader {
+            node_of(&mesh, &leader)
+        } else {
+            // A worker that is neither the leader nor the node the CLI
+            // talks to.
+            *alive
+                .iter()
+                .find(|i| **i != alive[0] && nodes[**i].peer_id != leader)
+                .unwrap_or_else(|| panic!("no worker to kill"))
+        };
+        let watcher = nodes[*alive
+            .iter()
+            .find(|i| **i != victim && **i != alive[0])
+            .unwrap_or(&alive[1])]
+        .api;
+        mesh.kill(victim).expect("kill");
+        eprintln!(
+            "killed {} (leader: {kill_leader}) in run {id}",
+            nodes[victim].name
+        );
+        assert!(
+            wait_for(Duration::from_secs(30), || phase(watcher, &id)
+                == "complete"),
+            "{}",
+            run_view(watcher, &id)
+        );
+        let view = run_view(watcher, &id);
+        let states: Vec<(String, String)> = view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                (
+                    n["id"].as_str().unwrap_or("").to_owned(),
+                    n["state"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        for (node, state) in &states {
+            let expected = if *node == nodes[victim].peer_id {
+                "lost"
+            } else {
+                "done"
+            };
+            assert_eq!(state, expected, "{view}");
+        }
+        if kill_leader {
+            assert_ne!(view["leader"].as_str(), Some(leader.as_str()), "{view}");
+            assert!(view["term"].as_u64().unwrap_or(0) > 0, "{view}");
+        }
+        // The report holds what the lost node measured before it died.
+        let report = get_json(watcher, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+        assert_eq!(
+            report["summary"]["completeness"]["nodes"].as_u64(),
+            Some(states.len() as u64),
+            "{report}"
+        );
+        let out = fusi(&["report", &id, "--api", &watcher.to_string()]);
+        assert!(out.stdout().contains("lost"), "{}", out.stdout());
+        if alive[0] != victim {
+            assert_eq!(wait_child(&mut child, Duration::from_secs(20)), Some(0));
+        } else {
+            let _ = child.kill();
+        }
+    }
+
+    // A node restarted keeps its runs and their shards.
+    let survivor = mesh
+        .nodes()
+        .iter()
+        .find(|n| n.alive)
+        .map(|n| n.index)
+        .unwrap_or(0);
+    let before = fusi(&["runs", "--api", &nodes[survivor].api.to_string(), "--json"]);
+    mesh.stop(survivor).expect("a clean stop");
+    mesh.restart(survivor).expect("restart");
+    let api = mesh.nodes()[survivor].api;
+    let after = get_json(api, "/v1/runs").unwrap_or(Value::Null);
+    let ids = |v: &Value| -> Vec<String> {
+        v["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let before: Value = serde_json::from_str(&before.stdout()).unwrap_or(Value::Null);
+    assert_eq!(ids(&before).len(), 2);
+    assert_eq!(ids(&before), ids(&after));
+    for id in ids(&after) {
+        let r = get_json(api, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+        assert!(
+            r["summary"]["http"]["requests"].as_f64().unwrap_or(0.0) > 0.0,
+            "{r}"
+        );
+        assert_eq!(r["run"]["phase"], "complete");
+    }
+}
+
+#[test]
+fn a_node_refuses_runs_outside_its_allow_list_and_a_late_joiner_takes_no_part() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 2)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let mut strict = ExtraNode::new("fra");
+    strict.extra_args = vec!["--allow-target".into(), "10.9.9.9".into()];
+    let strict = mesh.start_node(strict).expect("a strict node starts");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let (mut child, id) = submit(
+        nodes[0].api,
+        &[&hello(), "--vus", "4", "--duration", "4s", "--env", &env],
+    );
+    assert!(wait_for(Duration::from_secs(10), || phase(
+        nodes[1].api,
+        &id
+    ) == "running"));
+    let late = mesh
+        .start_node(ExtraNode::new("fra"))
+        .expect("a late node starts");
+    assert_eq!(wait_child(&mut child, Duration::from_secs(30)), Some(0));
+    let view = run_view(nodes[1].api, &id);
+    let strict_view = view["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == nodes[strict].peer_id.as_str())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(strict_view["state"], "refused", "{view}");
+    let reason = strict_view["refused"].as_str().unwrap_or("");
+    assert!(reason.contains("--allow-target"), "{reason}");
+    assert!(reason.contains("127.0.0.1"), "{reason}");
+    let vus: u64 = view["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| n["vus"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(vus, 4, "the others took the strict node's share: {view}");
+    let late_id = mesh.nodes()[late].peer_id.clone();
+    assert!(
+        !view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["id"] == late_id.as_str()),
+        "{view}"
+    );
+    assert_eq!(
+        t.stats().by_status.get(&200).copied().unwrap_or(0),
+        t.stats().requests
+    );
+}
