@@ -36,6 +36,18 @@ struct Interval {
     end_ms: u64,
     series: SeriesSet,
     latency_v2: Vec<u8>,
+    /// Per node: its VUs (active, initialized) in this interval. Gauges of
+    /// different nodes add up; one node's are its own.
+    vus: BTreeMap<String, (f64, f64)>,
+}
+
+impl Interval {
+    /// VUs across the nodes (active, initialized).
+    fn vus(&self) -> (f64, f64) {
+        self.vus
+            .values()
+            .fold((0.0, 0.0), |acc, v| (acc.0 + v.0, acc.1 + v.1))
+    }
 }
 
 impl Interval {
@@ -57,12 +69,11 @@ impl Interval {
 }
 
 /// Counters kept per interval for the timeline (besides latency).
-const TIMELINE_METRICS: [&str; 5] = [
+const TIMELINE_METRICS: [&str; 4] = [
     names::HTTP_REQS,
     names::HTTP_REQ_FAILED,
     names::ITERATIONS,
     names::DROPPED_ITERATIONS,
-    names::VUS,
 ];
 
 impl Report {
@@ -95,7 +106,16 @@ impl Report {
                 end_ms: shard.end_ms,
                 series: SeriesSet::new(),
                 latency_v2: Vec::new(),
+                vus: BTreeMap::new(),
             });
+        let gauge = |metric: &str| match shard.series.fold(metric, |_| true) {
+            Some(Value::Gauge { max, .. }) if max.is_finite() => max,
+            _ => 0.0,
+        };
+        interval.vus.insert(
+            shard.node.clone(),
+            (gauge(names::VUS), gauge(names::VUS_MAX)),
+        );
         interval.end_ms = interval.end_ms.max(shard.end_ms);
         for metric in TIMELINE_METRICS {
             // Per interval, tags are folded away: one value per metric.
@@ -182,10 +202,11 @@ impl Report {
         .map(|(label, m)| (label.to_owned(), percentiles(t.fold(m, |_| true).as_ref())))
         .collect();
         let iterations = counter(names::ITERATIONS) as u64;
-        let vus_max = match t.fold(names::VUS_MAX, |_| true) {
-            Some(Value::Gauge { max, .. }) if max.is_finite() => max as u64,
-            _ => 0,
-        };
+        let vus_max = self
+            .timeline
+            .values()
+            .map(|i| i.vus().1)
+            .fold(0.0, f64::max) as u64;
         Summary {
             run_id: self.run_id.clone(),
             executor: executor.to_owned(),
@@ -260,10 +281,7 @@ impl Report {
                     p99_ms: lat.p99,
                     iterations: count(names::ITERATIONS),
                     dropped: count(names::DROPPED_ITERATIONS),
-                    vus: match get(names::VUS) {
-                        Some(Value::Gauge { max, .. }) if max.is_finite() => *max as u64,
-                        _ => 0,
-                    },
+                    vus: iv.vus().0 as u64,
                 }
             })
             .collect()
@@ -618,6 +636,25 @@ mod tests {
         let c = r.completeness();
         assert_eq!((c.shards_received, c.shards_announced), (3, Some(4)));
         assert!(!c.is_complete());
+    }
+
+    #[test]
+    fn vus_of_nodes_add_up_in_an_interval() {
+        let mut r = Report::new("r");
+        for (node, seq, vus) in [("a", 0, 3.0), ("b", 0, 4.0), ("a", 1, 3.0), ("b", 1, 1.0)] {
+            let mut s = shard(node, seq, false, &[1.0]);
+            let _ = s
+                .series
+                .add(&SeriesKey::new(names::VUS, []), MetricKind::Gauge, vus);
+            let _ = s
+                .series
+                .add(&SeriesKey::new(names::VUS_MAX, []), MetricKind::Gauge, vus);
+            r.add(&s);
+        }
+        let summary = r.summary("x");
+        assert_eq!(summary.vus_max, 7);
+        let vus: Vec<u64> = summary.timeline.iter().map(|p| p.vus).collect();
+        assert_eq!(vus, vec![7, 4]);
     }
 
     #[test]
