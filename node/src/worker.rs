@@ -52,6 +52,8 @@ pub enum WorkerEvent {
     Started {
         /// The run.
         run: String,
+        /// The plan.
+        plan: PlanId,
         /// When.
         wall_ns: i64,
     },
@@ -61,6 +63,8 @@ pub enum WorkerEvent {
     Finished {
         /// The run.
         run: String,
+        /// The plan.
+        plan: PlanId,
         /// Shards sent.
         shards: u64,
     },
@@ -228,19 +232,33 @@ async fn work(
         run: run_id.clone(),
         plan: job.plan,
     });
+    // Stopped before its start, a share still says it ended (with nothing
+    // sent), so the run does not wait for it.
+    let ended_early = || WorkerEvent::Finished {
+        run: run_id.clone(),
+        plan: job.plan,
+        shards: 0,
+    };
     let start = tokio::select! {
-        () = cancel.cancelled() => return,
+        () = cancel.cancelled() => {
+            let _ = events.send(ended_early());
+            return;
+        }
         at = start_rx => match at {
             Ok(at) => at,
             Err(_) => return,
         },
     };
     tokio::select! {
-        () = cancel.cancelled() => return,
+        () = cancel.cancelled() => {
+            let _ = events.send(ended_early());
+            return;
+        }
         () = tokio::time::sleep_until(start) => {}
     }
     let _ = events.send(WorkerEvent::Started {
         run: run_id.clone(),
+        plan: job.plan,
         wall_ns: wall_ns(),
     });
     tracing::info!(run = %run_id, executor = spec.executor.name(), vus = prepared.vus(), "share starting");
@@ -298,6 +316,7 @@ async fn work(
     stop.cancel();
     let _ = events.send(WorkerEvent::Finished {
         run: run_id,
+        plan: job.plan,
         shards: sent,
     });
 }

@@ -33,6 +33,11 @@ impl AllowList {
             if v.is_empty() {
                 return Err("--allow-target has an empty entry".into());
             }
+            if v.contains("://") {
+                return Err(format!(
+                    "--allow-target {v:?} is not a host name, an IP address or a CIDR (give hosts without scheme or port)"
+                ));
+            }
             if let Some((ip, bits)) = v.split_once('/') {
                 let ip: IpAddr = ip.parse().map_err(|_| {
                     format!("--allow-target {v:?}: {ip:?} is not an IP address; write a CIDR such as 10.0.0.0/8")

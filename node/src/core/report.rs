@@ -96,7 +96,8 @@ impl Report {
             return false;
         }
         if shard.last {
-            self.announced.insert(shard.node.clone(), shard.seq + 1);
+            self.announced
+                .insert(shard.node.clone(), shard.seq.saturating_add(1));
         }
         self.end_ms = self.end_ms.max(shard.end_ms);
         let interval = self

@@ -225,10 +225,16 @@ pub struct Run {
     timers: Timers,
     #[serde(skip)]
     ranked: std::sync::OnceLock<Vec<String>>,
+    #[serde(skip)]
+    candidate_ids: std::sync::OnceLock<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Timers {
+    /// A message about the finished run came in: answer with the finish.
+    straggler: bool,
+    /// A node talks of another plan than the one armed: pass the arm on.
+    unaware: bool,
     plan_at: Duration,
     last_publish: Option<Duration>,
     stop_at: Option<Duration>,
@@ -272,11 +278,33 @@ impl Run {
     /// The leader and its term: the first candidate alive in the ranking,
     /// at or after the highest term seen ([`Leadership`], without its
     /// copies: this runs on every tick).
+    /// Terms go on past the end of the ranking, wrapping around it, so a
+    /// run whose later leaders died returns to an earlier one that lives.
     fn leader_term(&self, view: &dyn MeshView) -> Option<(u32, &str)> {
         let ranked = self.ranked();
-        (self.term as usize..ranked.len())
-            .find(|&t| view.alive(&ranked[t]))
-            .map(|t| (t as u32, ranked[t].as_str()))
+        let n = ranked.len();
+        let from = self.term as usize;
+        (from..from + n)
+            .find(|&t| view.alive(&ranked[t % n]))
+            .map(|t| (t as u32, ranked[t % n].as_str()))
+    }
+
+    /// The candidate that leads at `term`.
+    fn holder(&self, term: u32) -> Option<&str> {
+        let ranked = self.ranked();
+        (!ranked.is_empty()).then(|| ranked[term as usize % ranked.len()].as_str())
+    }
+
+    fn is_candidate(&self, peer: &str) -> bool {
+        self.candidate_ids
+            .get_or_init(|| {
+                self.proposal
+                    .candidates
+                    .iter()
+                    .map(|c| c.id.clone())
+                    .collect()
+            })
+            .contains(peer)
     }
 
     fn ranked(&self) -> &[String] {
@@ -298,7 +326,7 @@ impl Run {
         let min = starts.clone().map(|s| s.0).min()?;
         let max = starts.clone().map(|s| s.0).max()?;
         let bound = starts.map(|s| s.1).max()?;
-        Some((max - min, bound))
+        Some((max.saturating_sub(min), bound))
     }
 
     /// The nodes of the armed plan (or the current one) that are lost: not
@@ -364,14 +392,20 @@ pub struct RunsCore {
     /// Messages about runs whose proposal has not arrived (gossip does not
     /// keep order): replayed when it does.
     early: Vec<(Duration, String, RunEnvelope)>,
+    evicted: Vec<String>,
 }
+
+/// The highest term obeyed (terms grow by at most the candidates per round
+/// of the ranking; a peer cannot push them to overflow).
+const MAX_TERM: u32 = u32::MAX / 2;
 
 /// How long after a run's expected end (or a stop) a node that is gone is
 /// declared lost.
 const LOST_AFTER_END: Duration = Duration::from_secs(3);
 
-/// The most early messages kept, and for how long.
+/// The most early messages kept (in all, and from one node), and for how long.
 const MAX_EARLY: usize = 1024;
+const MAX_EARLY_FROM_ONE: usize = 16;
 const EARLY_FOR: Duration = Duration::from_secs(10);
 
 impl RunsCore {
@@ -383,6 +417,7 @@ impl RunsCore {
             runs: BTreeMap::new(),
             dirty: BTreeSet::new(),
             early: Vec::new(),
+            evicted: Vec::new(),
         }
     }
 
@@ -477,14 +512,37 @@ impl RunsCore {
         let Some(run) = self.runs.get_mut(&id) else {
             self.early
                 .retain(|(t, _, _)| at.now.saturating_sub(*t) < EARLY_FOR);
-            if self.early.len() < MAX_EARLY {
+            let from_one = self.early.iter().filter(|(_, f, _)| f == from).count();
+            // Plans are the large ones (up to a few hundred KiB): keep
+            // only small messages, and few from any one node.
+            let small = !matches!(env.body, RunMessage::Assign(_) | RunMessage::Arm { .. })
+                || env_shares(&env) <= 64;
+            if self.early.len() < MAX_EARLY && from_one < MAX_EARLY_FROM_ONE && small {
                 self.early.push((at.now, from.to_owned(), env));
             }
             return Err(RunRefused::UnknownRun);
         };
+        if run.is_finished() && !matches!(env.body, RunMessage::Finish(_)) {
+            run.timers.straggler = true;
+        }
+        let per_node = matches!(
+            env.body,
+            RunMessage::Ready { .. }
+                | RunMessage::Refuse { .. }
+                | RunMessage::Started { .. }
+                | RunMessage::Done { .. }
+        );
+        if per_node && !run.is_candidate(from) {
+            return Err(RunRefused::BadPlan(format!(
+                "{from} is not a candidate of this run"
+            )));
+        }
         let changed = match env.body {
             RunMessage::Propose(_) => false,
             RunMessage::Assign(plan) => {
+                if run.armed.as_ref().is_some_and(|a| a.plan != plan.id) {
+                    run.timers.unaware = true;
+                }
                 obey(run, plan.term, from)?;
                 check_plan(&run.proposal, &plan)?;
                 if run.armed.is_some() || run.plan.as_ref() == Some(&plan) {
@@ -501,38 +559,51 @@ impl RunsCore {
                     newer
                 }
             }
-            RunMessage::Ready { plan } => run.ready.insert(from.to_owned(), plan) != Some(plan),
+            RunMessage::Ready { plan } => {
+                if run.armed.as_ref().is_some_and(|a| a.plan != plan) {
+                    run.timers.unaware = true;
+                }
+                run.ready.insert(from.to_owned(), plan) != Some(plan)
+            }
             RunMessage::Refuse { reason } => {
                 run.refused.insert(from.to_owned(), reason.clone()) != Some(reason)
             }
             RunMessage::Arm { term, plan, t0_ns } => {
-                obey(run, term, from)?;
-                if let Some(armed) = &run.armed {
+                // An arm is final: obeyed from the node that holds its
+                // rank, even of a lower term than one seen, as long as
+                // nothing is armed here yet; and passed on by a candidate
+                // that holds it to one that does not (T0 is in the clock
+                // of the leader that armed).
+                let Some(by) = run.holder(term).map(str::to_owned) else {
+                    return Err(RunRefused::NotLeader(from.to_owned()));
+                };
+                let relayed = by != from;
+                if term > MAX_TERM || (relayed && (run.armed.is_some() || !run.is_candidate(from)))
+                {
+                    return Err(RunRefused::NotLeader(from.to_owned()));
+                }
+                check_plan(&run.proposal, &plan)?;
+                let armed = Armed {
+                    term,
+                    plan: plan.id,
+                    t0_ns,
+                    by,
+                };
+                match &run.armed {
                     // A leader that took over re-arms the same plan, with
                     // the same instant in its own clock.
-                    if armed.plan == plan && term > armed.term {
-                        run.armed = Some(Armed {
-                            term,
-                            plan,
-                            t0_ns,
-                            by: from.to_owned(),
-                        });
+                    Some(a) if a.plan == plan.id && term > a.term => {
+                        run.term = run.term.max(term);
+                        run.armed = Some(armed);
                         true
-                    } else {
-                        false
                     }
-                } else if run.plan.as_ref().map(|p| p.id) != Some(plan) {
-                    return Err(RunRefused::BadPlan(
-                        "an arm for a plan this node does not hold".into(),
-                    ));
-                } else {
-                    run.armed = Some(Armed {
-                        term,
-                        plan,
-                        t0_ns,
-                        by: from.to_owned(),
-                    });
-                    true
+                    Some(_) => false,
+                    None => {
+                        run.term = run.term.max(term);
+                        run.plan = Some(plan);
+                        run.armed = Some(armed);
+                        true
+                    }
                 }
             }
             RunMessage::Started { at_ns, bound_ns } => {
@@ -555,10 +626,17 @@ impl RunsCore {
                 }
             }
             RunMessage::Finish(finish) => {
-                obey(run, finish.term, from)?;
+                // From the leader, or passed on by any candidate that has
+                // it (to a node that missed it): the first one is kept.
+                if run.holder(finish.term) != Some(from) && !run.is_candidate(from) {
+                    return Err(RunRefused::NotLeader(from.to_owned()));
+                }
                 if run.finish.is_some() {
                     false
                 } else {
+                    if finish.term <= MAX_TERM {
+                        run.term = run.term.max(finish.term);
+                    }
                     run.finish = Some(finish);
                     true
                 }
@@ -612,6 +690,7 @@ impl RunsCore {
                 local: Local::Idle,
                 timers: Timers::default(),
                 ranked: std::sync::OnceLock::new(),
+                candidate_ids: std::sync::OnceLock::new(),
             },
         );
         self.forget_old();
@@ -628,13 +707,37 @@ impl RunsCore {
                 .filter(|r| r.is_finished())
                 .min_by_key(|r| r.seen_wall_ns)
                 .map(|r| r.id.clone());
+            // Runs that never finish (a proposer that went away, or one
+            // that misbehaves) must not grow without end either.
+            let oldest = oldest.or_else(|| {
+                self.runs
+                    .values()
+                    .min_by_key(|r| r.seen_wall_ns)
+                    .map(|r| r.id.clone())
+            });
             match oldest {
                 Some(id) => {
                     self.runs.remove(&id);
+                    self.dirty.remove(&id);
+                    self.evicted.push(id);
                 }
                 None => break,
             }
         }
+    }
+
+    /// The runs forgotten since the last call (over `keep_runs`), for the
+    /// runtime to drop their records and shards.
+    pub fn take_evicted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Whether this node is preparing its share of `plan` (so a module
+    /// that arrives, or a worker's word, still matters).
+    pub fn wants(&self, id: &str, plan: PlanId) -> bool {
+        self.runs
+            .get(id)
+            .is_some_and(|r| r.local == Local::Preparing(plan))
     }
 
     /// The share of this node's run was prepared for `plan`.
@@ -672,6 +775,14 @@ impl RunsCore {
         let Some(run) = self.runs.get_mut(id) else {
             return Vec::new();
         };
+        // Only a share not yet started can be refused.
+        if !matches!(
+            run.local,
+            Local::Idle | Local::Preparing(_) | Local::Prepared(_)
+        ) {
+            return Vec::new();
+        }
+        let reason = clean_reason(&reason);
         run.local = Local::Refused;
         run.refused.insert(me, reason.clone());
         self.dirty.insert(id.to_owned());
@@ -705,6 +816,11 @@ impl RunsCore {
         let Some(run) = self.runs.get_mut(id) else {
             return Vec::new();
         };
+        // Only a share that was started ends (a dropped one is no part of
+        // the run).
+        if !matches!(run.local, Local::Started | Local::Stopping) {
+            return Vec::new();
+        }
         run.local = Local::Finished;
         run.done.insert(me, (shards, interrupted));
         self.dirty.insert(id.to_owned());
@@ -723,14 +839,20 @@ impl RunsCore {
             plan_at: at.now,
             ..Timers::default()
         };
+        let mine = run
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.shares.iter().any(|s| s.node == self.me));
         let interrupted = !run.is_finished()
-            && matches!(
-                run.local,
-                Local::Started | Local::Stopping | Local::Prepared(_) | Local::Preparing(_)
-            )
             && !run.done.contains_key(&self.me)
-            && run.armed.is_some();
-        if !run.is_finished() && !interrupted {
+            && (matches!(run.local, Local::Started | Local::Stopping)
+                || (run.armed.is_some()
+                    && mine
+                    && matches!(run.local, Local::Prepared(_) | Local::Preparing(_))));
+        if interrupted {
+            // `finished` follows, from the runtime, with the shards it holds.
+            run.local = Local::Stopping;
+        } else if !run.is_finished() && !matches!(run.local, Local::Finished | Local::Refused) {
             run.local = Local::Idle;
         }
         let id = run.id.clone();
@@ -779,23 +901,15 @@ impl RunsCore {
         if resend {
             run.timers.last_publish = Some(at.now);
         }
-        if let Some(done_at) = run.timers.finished_at
-            && run.is_finished()
-        {
-            if resend
-                && at.now.saturating_sub(done_at) < self.config.finish_republish_for
-                && let Some(f) = &run.finish
-                && self.leads(run, view)
-            {
-                out.push(RunAction::Publish(
-                    run.envelope(RunMessage::Finish(f.clone())),
-                ));
+        if let Some(f) = run.finish.clone() {
+            let done_at = *run.timers.finished_at.get_or_insert(at.now);
+            // The leader re-sends the finish for a while; any node that
+            // has it answers a node still talking about the run.
+            let recent = at.now.saturating_sub(done_at) < self.config.finish_republish_for;
+            if resend && ((recent && self.leads(run, view)) || run.timers.straggler) {
+                run.timers.straggler = false;
+                out.push(RunAction::Publish(run.envelope(RunMessage::Finish(f))));
             }
-            self.work(run, view, out);
-            return;
-        }
-        if run.is_finished() {
-            run.timers.finished_at = Some(at.now);
             self.work(run, view, out);
             return;
         }
@@ -855,12 +969,9 @@ impl RunsCore {
                 t0_ns,
                 by: self.me.clone(),
             });
-            out.push(RunAction::Publish(
-                run.envelope(RunMessage::Assign(plan.clone())),
-            ));
             out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
                 term,
-                plan: plan.id,
+                plan: plan.clone(),
                 t0_ns,
             })));
         }
@@ -1000,11 +1111,15 @@ impl RunsCore {
             ));
             return;
         }
+        // Ready, and with a clock estimate to translate T0 (given 10 s to
+        // arrive: without one a node starts at T0 of its own clock).
+        let estimates = at.now.saturating_sub(run.timers.plan_at) > Duration::from_secs(10)
+            || plan.shares.iter().all(|s| view.offset(&s.node).is_some());
         let all_ready = plan
             .shares
             .iter()
             .all(|s| run.ready.get(&s.node) == Some(&plan.id));
-        if !all_ready {
+        if !all_ready || !estimates {
             if resend {
                 out.push(RunAction::Publish(run.envelope(RunMessage::Assign(plan))));
             }
@@ -1031,12 +1146,13 @@ impl RunsCore {
         });
         out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
             term,
-            plan: plan.id,
+            plan,
             t0_ns,
         })));
     }
 
     fn fail(&self, run: &mut Run, term: u32, reason: String, at: At, out: &mut Vec<RunAction>) {
+        let reason = clean_reason(&reason);
         self.finish(run, term, Outcome::Failed { reason }, Vec::new(), at, out);
     }
 
@@ -1079,10 +1195,21 @@ impl RunsCore {
             }
             return;
         }
+        if run.done.contains_key(&self.me)
+            || matches!(
+                run.local,
+                Local::Finished | Local::Refused | Local::Stopping
+            )
+        {
+            return;
+        }
         let mine = run.share_of(&self.me).cloned();
         let plan_id = run.plan.as_ref().map(|p| p.id);
         match (&run.armed, mine, plan_id) {
             (Some(armed), Some(_), Some(id)) if armed.plan == id => match run.local {
+                // Prepared for another plan (this node made one before it
+                // heard the arm): prepare the armed one, and start late.
+                Local::Preparing(p) | Local::Prepared(p) if p != id => self.prepare(run, id, out),
                 Local::Prepared(p) if p == id => {
                     let at_wall_ns = run.local_t0(armed, view);
                     run.local = Local::Started;
@@ -1144,7 +1271,12 @@ impl RunsCore {
     }
 
     /// What this node re-sends once a second, until the run is finished.
-    fn resend(&self, run: &Run, leads: bool, out: &mut Vec<RunAction>) {
+    fn resend(&self, run: &mut Run, leads: bool, out: &mut Vec<RunAction>) {
+        self.resend_all(run, leads, out);
+        run.timers.unaware = false;
+    }
+
+    fn resend_all(&self, run: &Run, leads: bool, out: &mut Vec<RunAction>) {
         // The proposal, until a plan exists (the proposer) or the run is
         // over (its leader), so a node that missed it can still follow.
         if leads || (run.proposer == self.me && run.plan.is_none()) {
@@ -1153,16 +1285,12 @@ impl RunsCore {
             ));
         }
         if let Some(a) = &run.armed
-            && a.by == self.me
+            && (a.by == self.me || run.timers.unaware)
+            && let Some(plan) = run.plan.clone().filter(|p| p.id == a.plan)
         {
-            if let Some(plan) = &run.plan {
-                out.push(RunAction::Publish(
-                    run.envelope(RunMessage::Assign(plan.clone())),
-                ));
-            }
             out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
                 term: a.term,
-                plan: a.plan,
+                plan,
                 t0_ns: a.t0_ns,
             })));
         }
@@ -1202,7 +1330,7 @@ impl RunsCore {
 /// [`Leadership::observe`], `from` must hold that rank, and no higher term
 /// may have been seen.
 fn obey(run: &mut Run, term: u32, from: &str) -> Result<(), RunRefused> {
-    if run.ranked().get(term as usize).map(String::as_str) != Some(from) || term < run.term {
+    if run.holder(term) != Some(from) || term < run.term || term > MAX_TERM {
         return Err(RunRefused::NotLeader(from.to_owned()));
     }
     run.term = term;
@@ -1265,6 +1393,28 @@ fn select(run_id: &str, eligible: Vec<Candidate>, proposal: &Proposal) -> Vec<Ca
         .into_iter()
         .filter(|c| chosen.contains(&c.id))
         .collect()
+}
+
+/// The shares a message carries.
+fn env_shares(env: &RunEnvelope) -> usize {
+    match &env.body {
+        RunMessage::Assign(plan) | RunMessage::Arm { plan, .. } => plan.shares.len(),
+        _ => 0,
+    }
+}
+
+/// A reason as the wire carries it: one line, at most 1000 bytes (errors
+/// from the engine may span lines; refusals add up).
+pub fn clean_reason(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.chars() {
+        if out.len() + c.len_utf8() > 1000 {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
 }
 
 fn duration_ns(d: Duration) -> i64 {

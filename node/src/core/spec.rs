@@ -186,7 +186,10 @@ impl Executor {
             Executor::ConstantVus { duration, .. }
             | Executor::ConstantArrivalRate { duration, .. } => *duration,
             Executor::RampingVus { stages, .. } | Executor::RampingArrivalRate { stages, .. } => {
-                stages.iter().map(|s| s.duration).sum()
+                // Saturating: stages may come from a peer.
+                stages
+                    .iter()
+                    .fold(Duration::ZERO, |a, s| a.saturating_add(s.duration))
             }
             Executor::PerVuIterations { max_duration, .. }
             | Executor::SharedIterations { max_duration, .. } => *max_duration,
@@ -272,6 +275,19 @@ impl Executor {
                 "an arrival rate of {peak:.0}/s is more than the {MAX_RATE:.0}/s one run may schedule; \
                  lower --rate or the stage targets"
             ));
+        }
+        const MAX_RUN: Duration = Duration::from_secs(7 * 24 * 3600);
+        if self.duration() > MAX_RUN {
+            return bad(format!(
+                "the run lasts {}, more than the 7 days one run may last",
+                format_duration(self.duration())
+            ));
+        }
+        if let Executor::RampingVus { stages, .. } | Executor::RampingArrivalRate { stages, .. } =
+            self
+            && stages.len() > 1000
+        {
+            return bad(format!("{} stages, more than 1000", stages.len()));
         }
         if self.duration().is_zero() {
             return bad(

@@ -49,8 +49,8 @@ pub const MAX_RPC_BYTES: usize = 64 << 10;
 /// The largest module answer accepted: the module bound and the envelope.
 pub const MAX_MODULE_RESPONSE_BYTES: usize = crate::store::modules::MAX_MODULE_BYTES + 4096;
 
-/// The largest run message accepted.
-pub const MAX_RUN_MESSAGE_BYTES: usize = 256 << 10;
+/// The largest run message accepted (a plan of 4096 nodes fits).
+pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
 
 /// The version of the run messages; a node ignores other versions.
 pub const RUN_PROTOCOL: u32 = 1;
@@ -188,12 +188,14 @@ pub enum RunMessage {
         reason: String,
     },
     /// From the leader: start the plan at `t0_ns`, in the leader's wall
-    /// clock (ns since the Unix epoch).
+    /// clock (ns since the Unix epoch). It carries the whole plan: an arm is
+    /// final, and a node that missed the plan (or holds a later one that
+    /// was never armed) follows the arm.
     Arm {
         /// The leader's term.
         term: u32,
         /// The plan to start.
-        plan: PlanId,
+        plan: Plan,
         /// The start instant.
         t0_ns: i64,
     },
@@ -321,9 +323,13 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
                     p.candidates.len()
                 )));
             }
+            let mut ids = std::collections::BTreeSet::new();
             for c in &p.candidates {
                 check_len(WHAT, "a candidate id", &c.id, 128)?;
                 validate_region(&c.region).map_err(invalid)?;
+                if !ids.insert(c.id.as_str()) {
+                    return Err(invalid(format!("candidate {} is named twice", c.id)));
+                }
             }
             for w in p.weights.iter().flatten() {
                 validate_region(&w.region).map_err(invalid)?;
@@ -341,7 +347,7 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
                 return Err(invalid("the module name is not a sha256".into()));
             }
         }
-        RunMessage::Assign(plan) => {
+        RunMessage::Assign(plan) | RunMessage::Arm { plan, .. } => {
             if plan.shares.is_empty() || plan.shares.len() > MAX_CANDIDATES {
                 return Err(invalid(format!("{} shares", plan.shares.len())));
             }
@@ -374,7 +380,6 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
             }
         }
         RunMessage::Ready { .. }
-        | RunMessage::Arm { .. }
         | RunMessage::Started { .. }
         | RunMessage::Done { .. }
         | RunMessage::Stop => {}

@@ -451,7 +451,7 @@ async fn connect(
     };
     if let Some(allow) = &tls.allow
         && !allow.allows_host(&origin.host)
-        && !(!addrs.is_empty() && addrs.iter().all(|a| allow.allows_ip(a.ip())))
+        && (addrs.is_empty() || !addrs.iter().all(|a| allow.allows_ip(a.ip())))
     {
         return Err(Failure(
             ErrorKind::Connect,

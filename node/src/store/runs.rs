@@ -78,6 +78,13 @@ impl RunStore {
         Ok(true)
     }
 
+    /// Removes a run's record and shards (best effort).
+    pub fn remove_run(&self, id: &str) {
+        if let Ok(dir) = self.run_dir(id) {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+
     /// Every run stored, with its shards. Unreadable entries are skipped
     /// and named in the second list, so one bad file never stops a node.
     pub fn load(&self) -> (Vec<(Run, Vec<Shard>)>, Vec<String>) {

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::core::assign::RegionWeight;
+use crate::core::leader::ranking;
 use crate::core::spec::{Executor, RunSpec};
 use crate::core::testutil::Rng;
 use crate::core::wire;
@@ -45,6 +46,9 @@ impl MeshView for View<'_> {
         if j == self.me {
             return true;
         }
+        if self.sim.suspects.contains(&(self.me, j)) {
+            return false;
+        }
         let silent_since = match (self.sim.nodes[j].crashed_at, self.sim.cut_since(self.me, j)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -74,6 +78,10 @@ struct Sim {
     in_flight: Vec<(Duration, usize, String, RunEnvelope)>,
     sent: u64,
     by_id: std::collections::HashMap<String, usize>,
+    /// Arms from the first to the second node are lost.
+    blocked: BTreeSet<(usize, usize)>,
+    /// The first node believes the second dead.
+    suspects: BTreeSet<(usize, usize)>,
 }
 
 impl Sim {
@@ -101,6 +109,8 @@ impl Sim {
                 .map(|(i, n)| (n.id.clone(), i))
                 .collect(),
             nodes,
+            blocked: BTreeSet::new(),
+            suspects: BTreeSet::new(),
             now: Duration::from_secs(100),
             rng,
             loss: loss_percent,
@@ -118,6 +128,20 @@ impl Sim {
         let out = f(&mut core, at, &View { me: i, sim: self });
         self.nodes[i].core = core;
         out
+    }
+
+    fn with_config(mut self, config: RunsConfig) -> Sim {
+        for n in &mut self.nodes {
+            n.core = RunsCore::new(n.id.clone(), config.clone());
+        }
+        self
+    }
+
+    /// The candidate of rank `r` in a run's leader order.
+    fn rank(&self, run: &str, r: usize) -> usize {
+        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
+        let ranked = ranking(run, &ids);
+        self.index(&ranked[r]).unwrap_or(0)
     }
 
     fn index(&self, id: &str) -> Option<usize> {
@@ -177,7 +201,11 @@ impl Sim {
                     let env = wire::decode_run(&bytes).unwrap_or_else(|e| panic!("{e}: {env:?}"));
                     self.sent += 1;
                     for j in 0..self.nodes.len() {
-                        if j == i || self.cut_since(i, j).is_some() {
+                        let arm = matches!(env.body, RunMessage::Arm { .. });
+                        if j == i
+                            || self.cut_since(i, j).is_some()
+                            || (arm && self.blocked.contains(&(i, j)))
+                        {
                             continue;
                         }
                         if self.rng.next() % 100 < self.loss {
@@ -273,8 +301,9 @@ impl Sim {
                 .get(&run)
                 .map(|r| r.proposal.spec.executor.duration())
                 .unwrap_or_default();
+            // Stopped before its start, a worker ends with no shards.
             let ended = w.started.is_some_and(|s| self.now >= s + duration)
-                || w.stop_seen_at.is_some() && w.started.is_some();
+                || (w.stop_seen_at.is_some() && (w.started.is_some() || w.start_at.is_some()));
             if ended && !w.finished {
                 if let Some(w) = self.nodes[i].workers.get_mut(&run) {
                     w.finished = true;
@@ -628,16 +657,17 @@ fn orders_from_a_node_that_does_not_lead_are_refused() {
     let rogue_id = sim.nodes[rogue].id.clone();
     let target = (leader + 2) % 3;
     let at = sim.at(target);
-    let finish = RunEnvelope {
+    let plan = sim.nodes[target]
+        .core
+        .get(&run)
+        .and_then(|r| r.plan.clone())
+        .unwrap_or_else(|| panic!("no plan"));
+    let assign = RunEnvelope {
         protocol: RUN_PROTOCOL,
         run: run.clone(),
-        body: RunMessage::Finish(Finish {
-            term: 0,
-            outcome: Outcome::Complete,
-            lost: vec![],
-        }),
+        body: RunMessage::Assign(Plan { term: 0, ..plan }),
     };
-    let refused = sim.nodes[target].core.on_message(&rogue_id, finish, at);
+    let refused = sim.nodes[target].core.on_message(&rogue_id, assign, at);
     assert!(
         matches!(refused, Err(RunRefused::NotLeader(_))),
         "{refused:?}"
@@ -683,4 +713,212 @@ fn a_run_survives_its_encoding_and_a_restart_hears_the_share_interrupted() {
             ..
         })]
     ));
+}
+
+#[test]
+fn nodes_n_keeps_n_candidates_one_per_weighted_region_first() {
+    let sim = Sim::new(&[("fra", 4), ("nrt", 2)], 0, 23);
+    let candidates: Vec<Candidate> = sim
+        .nodes
+        .iter()
+        .map(|n| Candidate {
+            id: n.id.clone(),
+            region: n.region.clone(),
+            capacity: 100,
+        })
+        .collect();
+    let proposal = Proposal {
+        spec: spec(10, 1),
+        weights: assign::parse_region_weights("fra=80,nrt=20").ok(),
+        nodes: Some(2),
+        candidates: candidates.clone(),
+    };
+    let chosen = select("r1", candidates.clone(), &proposal);
+    let regions: BTreeSet<&str> = chosen.iter().map(|c| c.region.as_str()).collect();
+    assert_eq!(chosen.len(), 2);
+    assert_eq!(regions, BTreeSet::from(["fra", "nrt"]));
+    // Every node picks the same ones, and the whole run goes to them.
+    assert_eq!(
+        select("r1", candidates.iter().rev().cloned().collect(), &proposal).len(),
+        2
+    );
+    let proposal = Proposal {
+        nodes: Some(3),
+        weights: None,
+        ..proposal
+    };
+    assert_eq!(select("r2", candidates, &proposal).len(), 3);
+}
+
+#[test]
+fn a_node_that_missed_the_arm_and_takes_over_follows_the_arm_instead_of_replanning() {
+    let mut sim = Sim::new(&[("fra", 3)], 0, 29);
+    let run = sim.submit(0, spec(30, 8), None);
+    let leader = sim.rank(&run, 0);
+    let next = sim.rank(&run, 1);
+    // The next in line misses the leader's arm, then believes it dead.
+    sim.blocked.insert((leader, next));
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        s.nodes[leader]
+            .core
+            .get(&run)
+            .is_some_and(|r| r.armed.is_some())
+    }));
+    sim.run_until(Duration::from_millis(100), |_| false);
+    assert!(
+        sim.nodes[next]
+            .core
+            .get(&run)
+            .is_some_and(|r| r.armed.is_none())
+    );
+    sim.suspects.insert((next, leader));
+    assert!(sim.run_until(Duration::from_secs(6), |s| {
+        s.nodes[next]
+            .core
+            .get(&run)
+            .is_some_and(|r| r.armed.is_some())
+    }));
+    sim.blocked.clear();
+    sim.suspects.clear();
+    assert!(sim.run_until(Duration::from_secs(30), |s| s.all_finished(&run)));
+    // One plan was armed, and it is everyone's.
+    let armed: BTreeSet<String> = sim
+        .nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{:?}",
+                n.core
+                    .get(&run)
+                    .and_then(|r| r.armed.as_ref().map(|a| a.plan))
+            )
+        })
+        .collect();
+    assert_eq!(armed.len(), 1, "{armed:?}");
+    assert_eq!(sim.plans(&run).len(), 1);
+    assert_eq!(sim.finish_of(&run).outcome, Outcome::Complete);
+    assert!(sim.finish_of(&run).lost.is_empty());
+    // Every node ran its share once.
+    for n in &sim.nodes {
+        let w = n
+            .workers
+            .get(&run)
+            .unwrap_or_else(|| panic!("{} did not run", n.id));
+        assert!(w.finished, "{}", n.id);
+    }
+}
+
+#[test]
+fn a_stop_between_the_arm_and_t0_ends_the_run_at_once() {
+    let config = RunsConfig {
+        arm_lead: Duration::from_secs(3),
+        ..RunsConfig::default()
+    };
+    let mut sim = Sim::new(&[("fra", 3)], 0, 31).with_config(config);
+    let run = sim.submit(0, spec(30, 30), None);
+    assert!(sim.run_until(Duration::from_secs(2), |s| {
+        s.phase_everywhere(&run).iter().all(|p| *p == Phase::Armed)
+    }));
+    let asked = sim.now;
+    let actions = sim
+        .with_core(1, |core, at, view| core.stop(&run, at, view))
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.carry_out(1, actions);
+    assert!(sim.run_until(Duration::from_secs(3), |s| s.all_finished(&run)));
+    assert!(sim.now - asked < Duration::from_secs(2));
+    let finish = sim.finish_of(&run);
+    assert!(
+        matches!(finish.outcome, Outcome::Stopped { .. }),
+        "{finish:?}"
+    );
+    assert!(finish.lost.is_empty(), "{finish:?}");
+    assert!(
+        sim.nodes
+            .iter()
+            .all(|n| n.workers.get(&run).is_none_or(|w| w.started.is_none()))
+    );
+}
+
+#[test]
+fn a_node_that_missed_the_finish_hears_it_when_it_speaks_and_a_restart_after_done_runs_nothing() {
+    let mut sim = Sim::new(&[("fra", 3)], 0, 37);
+    let run = sim.submit(0, spec(6, 2), None);
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        s.phase_everywhere(&run)
+            .iter()
+            .all(|p| *p == Phase::Running)
+    }));
+    // Cut one node off past the finish and the leader's re-sends of it.
+    let leader = sim.leader_index(&run);
+    let cut = (leader + 1) % 3;
+    let sides: Vec<u8> = (0..3).map(|i| u8::from(i == cut)).collect();
+    sim.partition = Some((sides, sim.now + Duration::from_secs(60)));
+    sim.run_until(Duration::from_secs(25), |_| false);
+    assert!(
+        sim.nodes[cut]
+            .core
+            .get(&run)
+            .is_some_and(|r| r.finish.is_none())
+    );
+    sim.partition = None;
+    assert!(sim.run_until(Duration::from_secs(3), |s| s.all_finished(&run)));
+
+    // A node whose share is done restarts: it prepares nothing again.
+    let stored = sim.nodes[cut]
+        .core
+        .get(&run)
+        .cloned()
+        .unwrap_or_else(|| panic!("no run"));
+    let mut fresh = RunsCore::new(sim.nodes[cut].id.clone(), RunsConfig::default());
+    let at = sim.at(cut);
+    assert_eq!(fresh.restore(stored, at), None);
+    let view = View { me: cut, sim: &sim };
+    let actions = fresh.tick(at, &view);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, RunAction::Prepare { .. } | RunAction::Start { .. })),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn multi_line_refusals_reach_the_leader_and_terms_wrap_around_the_ranking() {
+    let mut sim = Sim::new(&[("fra", 2)], 0, 41);
+    sim.nodes[1].refuse = Some(format!("line one\nline two {}", "x".repeat(3000)));
+    let run = sim.submit(0, spec(4, 1), None);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
+    let r = sim.nodes[0]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    let reason = r.refused.get(&sim.nodes[1].id).cloned().unwrap_or_default();
+    assert!(
+        reason.starts_with("line one line two") && reason.len() <= 1004,
+        "{reason}"
+    );
+    assert_eq!(sim.finish_of(&run).outcome, Outcome::Complete);
+
+    // Rank 0 looks dead for a while, rank 1 takes over and dies: rank 0
+    // leads again, at term 2.
+    let mut sim = Sim::new(&[("fra", 3)], 0, 43);
+    let run = sim.submit(0, spec(3, 60), None);
+    let first = sim.rank(&run, 0);
+    let second = sim.rank(&run, 1);
+    for i in 0..3 {
+        if i != first {
+            sim.suspects.insert((i, first));
+        }
+    }
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        s.nodes[first].core.get(&run).is_some_and(|r| r.term == 1)
+    }));
+    sim.suspects.clear();
+    let third = sim.rank(&run, 2);
+    sim.nodes[second].crashed_at = Some(sim.now);
+    sim.nodes[third].crashed_at = Some(sim.now);
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        s.nodes[first].core.get(&run).is_some_and(|r| r.term == 3)
+    }));
+    assert_eq!(sim.leader_index(&run), first);
 }

@@ -51,7 +51,9 @@ pub(super) struct Runs {
     core: RunsCore,
     store: RunStore,
     modules: ModuleStore,
-    workers: HashMap<String, WorkerHandle>,
+    workers: HashMap<String, (PlanId, WorkerHandle)>,
+    /// Verified modules kept in memory, newest last: peers ask for them.
+    module_cache: Vec<(String, Arc<Vec<u8>>)>,
     started: std::collections::HashSet<String>,
     reports: HashMap<String, Report>,
     fetches: HashMap<OutboundRequestId, Fetch>,
@@ -97,6 +99,7 @@ impl Runs {
             store: RunStore::open(data_dir)?,
             modules: ModuleStore::open(data_dir)?,
             workers: HashMap::new(),
+            module_cache: Vec::new(),
             started: std::collections::HashSet::new(),
             reports: HashMap::new(),
             fetches: HashMap::new(),
@@ -163,6 +166,10 @@ impl Node {
         };
         let actions = self.runs.core.tick(at, &view);
         self.run_actions(actions);
+        for id in self.runs.core.take_evicted() {
+            self.runs.reports.remove(&id);
+            self.runs.store.remove_run(&id);
+        }
         for id in self.runs.core.take_dirty() {
             if let Some(run) = self.runs.core.get(&id)
                 && let Err(e) = self.runs.store.save_run(run)
@@ -207,7 +214,7 @@ impl Node {
                         .runs
                         .workers
                         .get_mut(&run)
-                        .is_some_and(|handle| handle.start(at));
+                        .is_some_and(|(_, handle)| handle.start(at));
                     if started {
                         self.runs.started.insert(run.clone());
                         info!(run = %run, "share starts in {:.1} ms", wait as f64 / 1e6);
@@ -217,7 +224,7 @@ impl Node {
                 }
                 RunAction::Stop { run } => {
                     if self.runs.started.contains(&run) {
-                        if let Some(handle) = self.runs.workers.get(&run) {
+                        if let Some((_, handle)) = self.runs.workers.get(&run) {
                             handle.stop();
                         }
                     } else {
@@ -245,8 +252,8 @@ impl Node {
             self.refuse(&run, reason);
             return;
         }
-        match self.runs.modules.get(&spec.module_sha256) {
-            Ok(Some(wasm)) => self.spawn_worker(run, plan, *spec, share, wasm),
+        match self.module(&spec.module_sha256) {
+            Ok(Some(wasm)) => self.spawn_worker(run, plan, *spec, share, wasm.to_vec()),
             Ok(None) => {
                 let fetch = Fetch {
                     run,
@@ -259,6 +266,30 @@ impl Node {
                 self.fetch_next(fetch, None);
             }
             Err(e) => self.refuse(&run, format!("cannot read the module cache: {e}")),
+        }
+    }
+
+    /// A module by name: from memory, else from the data dir (read and
+    /// checked once, then kept in memory: peers ask for it while a run
+    /// starts, and the event loop must not read 64 MiB each time).
+    fn module(&mut self, sha256: &str) -> Result<Option<Arc<Vec<u8>>>, crate::store::StoreError> {
+        if let Some((_, bytes)) = self.runs.module_cache.iter().find(|(s, _)| s == sha256) {
+            return Ok(Some(bytes.clone()));
+        }
+        let Some(bytes) = self.runs.modules.get(sha256)? else {
+            return Ok(None);
+        };
+        let bytes = Arc::new(bytes);
+        self.cache_module(sha256, bytes.clone());
+        Ok(Some(bytes))
+    }
+
+    fn cache_module(&mut self, sha256: &str, bytes: Arc<Vec<u8>>) {
+        const KEEP: usize = 4;
+        self.runs.module_cache.retain(|(s, _)| s != sha256);
+        self.runs.module_cache.push((sha256.to_owned(), bytes));
+        if self.runs.module_cache.len() > KEEP {
+            self.runs.module_cache.remove(0);
         }
     }
 
@@ -334,7 +365,7 @@ impl Node {
             self.runs.events.clone(),
         );
         self.runs.started.remove(&run);
-        self.runs.workers.insert(run, handle);
+        self.runs.workers.insert(run, (plan, handle));
     }
 
     /// Whether a response belongs to a module fetch; if so, it is handled.
@@ -360,16 +391,27 @@ impl Node {
                     share,
                     ..
                 } = fetch;
-                self.spawn_worker(run, plan, *spec, share, bytes);
+                let bytes = Arc::new(bytes);
+                self.cache_module(&spec.module_sha256, bytes.clone());
+                // Still wanted? A stop or a new plan may have come meanwhile.
+                if self.runs.core.wants(&run, plan) {
+                    self.spawn_worker(run, plan, *spec, share, bytes.to_vec());
+                }
             }
+            Response::Module { .. } if !self.runs.core.wants(&fetch.run, fetch.plan) => {}
             Response::Module { .. } => {
                 self.warn_once(format!("module-hash:{peer}"), || {
                     format!("{peer} sent a module whose sha256 is not the one asked for; trying another node")
                 });
                 self.fetch_next(fetch, Some(format!("{peer} sent other bytes")));
             }
-            Response::Refused { reason } => self.fetch_next(fetch, Some(reason)),
-            Response::Clock { .. } => self.fetch_next(fetch, Some("a clock answer".into())),
+            Response::Refused { reason } if self.runs.core.wants(&fetch.run, fetch.plan) => {
+                self.fetch_next(fetch, Some(reason))
+            }
+            Response::Clock { .. } if self.runs.core.wants(&fetch.run, fetch.plan) => {
+                self.fetch_next(fetch, Some("a clock answer".into()))
+            }
+            Response::Refused { .. } | Response::Clock { .. } => {}
         }
         None
     }
@@ -401,8 +443,10 @@ impl Node {
                 reason: "not a member yet".into(),
             }
         } else {
-            match self.runs.modules.get(sha256) {
-                Ok(Some(bytes)) => Response::Module { bytes },
+            match self.module(sha256) {
+                Ok(Some(bytes)) => Response::Module {
+                    bytes: bytes.to_vec(),
+                },
                 Ok(None) => Response::Refused {
                     reason: format!("no module {sha256} here"),
                 },
@@ -418,6 +462,12 @@ impl Node {
             .send_response(channel, response);
     }
 
+    /// Whether a worker's word is about the share this node runs now (a
+    /// worker of an older plan may still be winding down).
+    fn current(&self, run: &str, plan: PlanId) -> bool {
+        self.runs.workers.get(run).is_some_and(|(p, _)| *p == plan)
+    }
+
     pub(super) fn on_worker(&mut self, event: WorkerEvent) {
         let at = self.at();
         match event {
@@ -429,12 +479,18 @@ impl Node {
                 let actions = self.runs.core.prepared(&run, plan, at, &view);
                 self.run_actions(actions);
             }
-            WorkerEvent::Failed { run, reason, .. } => {
+            WorkerEvent::Failed { run, plan, reason } => {
+                if !self.current(&run, plan) {
+                    return;
+                }
                 warn!(run = %run, "this node cannot run its share: {reason}");
                 self.runs.workers.remove(&run);
                 self.refuse(&run, reason);
             }
-            WorkerEvent::Started { run, wall_ns } => {
+            WorkerEvent::Started { run, plan, wall_ns } => {
+                if !self.current(&run, plan) {
+                    return;
+                }
                 let view = View {
                     core: &self.core,
                     now: at.now,
@@ -459,7 +515,10 @@ impl Node {
                 }
                 self.keep_shard(&shard, &bytes);
             }
-            WorkerEvent::Finished { run, shards } => {
+            WorkerEvent::Finished { run, plan, shards } => {
+                if !self.current(&run, plan) {
+                    return;
+                }
                 info!(run = %run, "share done ({shards} shards)");
                 self.runs.workers.remove(&run);
                 self.runs.started.remove(&run);
@@ -534,6 +593,7 @@ impl Node {
         if sha != req.spec.module_sha256 {
             return Err("the module's sha256 does not match the spec".into());
         }
+        self.cache_module(&sha, Arc::new(req.module));
         let at = self.at();
         let me = self.core.me();
         let mut candidates = vec![Candidate {
@@ -670,7 +730,9 @@ impl Node {
                 vus: segment.map(|s| s.scale(max_vus)).unwrap_or(0),
                 state: state.to_owned(),
                 refused: run.refused.get(id).cloned(),
-                start_offset_ms: started.zip(t0).map(|((at, _), t0)| (at - t0) as f64 / 1e6),
+                start_offset_ms: started
+                    .zip(t0)
+                    .map(|((at, _), t0)| at.saturating_sub(t0) as f64 / 1e6),
                 bound_ms: started.map(|(_, b)| *b as f64 / 1e6),
                 shards: done.map(|(s, _)| *s),
             }
@@ -718,7 +780,7 @@ impl Node {
             elapsed_s: run
                 .armed
                 .as_ref()
-                .map(|a| (at.wall_ns - run.local_t0(a, &view)) as f64 / 1e9),
+                .map(|a| at.wall_ns.saturating_sub(run.local_t0(a, &view)) as f64 / 1e9),
             duration_s: run.proposal.spec.executor.duration().as_secs_f64(),
             start_skew_ms: skew,
             clock_bound_ms: bound,
