@@ -162,13 +162,17 @@ fn age(run: &RunView) -> String {
 fn leader(run: &RunView) -> String {
     match &run.leader {
         None => "-".into(),
-        Some(id) => run
-            .nodes
-            .iter()
-            .find(|n| &n.id == id)
-            .map(label)
-            .unwrap_or_else(|| short_id(id)),
+        Some(id) => node_name(run, id),
     }
+}
+
+/// A node of the run by name when the run lists it, else by short id.
+fn node_name(run: &RunView, id: &str) -> String {
+    run.nodes
+        .iter()
+        .find(|n| n.id == id)
+        .map(label)
+        .unwrap_or_else(|| short_id(id))
 }
 
 fn strings<const N: usize>(cells: [&str; N]) -> Vec<String> {
@@ -212,7 +216,7 @@ pub fn render_run(run: &RunView) -> String {
     );
     line("executor", run.executor.clone());
     line("module", run.module_sha256.clone());
-    line("submitted", format!("to {}", short_id(&run.proposer)));
+    line("submitted", format!("to {}", node_name(run, &run.proposer)));
     line("leader", format!("{} (term {})", leader(run), run.term));
     if let Some(weights) = &run.weights {
         line("regions", weights.clone());
