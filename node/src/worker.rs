@@ -249,12 +249,18 @@ async fn work(
             Err(_) => return,
         },
     };
+    // The timer wakes a task up to a few ms late on a busy machine: sleep
+    // until just before the start, then wait for it on this thread.
+    let spin = Duration::from_millis(2);
     tokio::select! {
         () = cancel.cancelled() => {
             let _ = events.send(ended_early());
             return;
         }
-        () = tokio::time::sleep_until(start) => {}
+        () = tokio::time::sleep_until(start.checked_sub(spin).unwrap_or(start)) => {}
+    }
+    while Instant::now() < start {
+        std::hint::spin_loop();
     }
     let _ = events.send(WorkerEvent::Started {
         run: run_id.clone(),

@@ -455,8 +455,8 @@ impl RunsCore {
         if self.runs.contains_key(&id) {
             return Err(format!("a run {id} exists already"));
         }
-        if !proposal.candidates.iter().any(|c| c.id == self.me) {
-            return Err("this node is not among the candidates".into());
+        if !proposal.candidates.iter().any(|c| c.id == self.me) || proposal.proposer != self.me {
+            return Err("this node must be the proposer, and among the candidates".into());
         }
         let env = RunEnvelope {
             protocol: RUN_PROTOCOL,
@@ -664,9 +664,14 @@ impl RunsCore {
                 )))
             };
         }
-        // Relayed proposals are fine (a leader re-sends the proposal), but
-        // the proposer must be a candidate: the first author is recorded.
-        if !proposal.candidates.iter().any(|c| c.id == from) {
+        // Relayed proposals are fine (a leader re-sends the proposal), from
+        // a candidate; the proposer is named inside (it has the module).
+        if !proposal.candidates.iter().any(|c| c.id == from)
+            || !proposal
+                .candidates
+                .iter()
+                .any(|c| c.id == proposal.proposer)
+        {
             return Err(RunRefused::BadProposal(format!(
                 "proposal for run {id} from {from}, which is not among its candidates"
             )));
@@ -675,7 +680,7 @@ impl RunsCore {
             id.clone(),
             Run {
                 id: id.clone(),
-                proposer: from.to_owned(),
+                proposer: proposal.proposer.clone(),
                 proposal,
                 term: 0,
                 plan: None,
@@ -738,6 +743,22 @@ impl RunsCore {
         self.runs
             .get(id)
             .is_some_and(|r| r.local == Local::Preparing(plan))
+    }
+
+    /// The nodes that have a run's module: the proposer, then every node
+    /// ready for a plan (they fetched it).
+    pub fn module_sources(&self, id: &str) -> Vec<String> {
+        let Some(run) = self.runs.get(id) else {
+            return Vec::new();
+        };
+        let mut sources = vec![run.proposer.clone()];
+        for node in run.ready.keys() {
+            if !sources.contains(node) {
+                sources.push(node.clone());
+            }
+        }
+        sources.retain(|s| *s != self.me);
+        sources
     }
 
     /// The share of this node's run was prepared for `plan`.
@@ -1251,7 +1272,7 @@ impl RunsCore {
         // The proposer has the module; then anyone ready has it cached.
         let mut sources = vec![run.proposer.clone()];
         for node in run.ready.keys() {
-            if !sources.contains(node) && *node != self.me {
+            if !sources.contains(node) {
                 sources.push(node.clone());
             }
         }

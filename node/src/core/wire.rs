@@ -223,6 +223,9 @@ pub enum RunMessage {
 /// A run as submitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// The node the run was submitted to, which has the module (one of
+    /// the candidates; the leader re-sends the proposal as is).
+    pub proposer: String,
     /// The whole load.
     pub spec: RunSpec,
     /// `--region` weights.
@@ -322,6 +325,9 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
                     "{} candidates (1 to {MAX_CANDIDATES})",
                     p.candidates.len()
                 )));
+            }
+            if !p.candidates.iter().any(|c| c.id == p.proposer) {
+                return Err(invalid("the proposer is not among the candidates".into()));
             }
             let mut ids = std::collections::BTreeSet::new();
             for c in &p.candidates {

@@ -178,6 +178,7 @@ impl Sim {
             })
             .collect();
         let proposal = Proposal {
+            proposer: self.nodes[i].id.clone(),
             spec,
             weights,
             nodes: None,
@@ -728,6 +729,7 @@ fn nodes_n_keeps_n_candidates_one_per_weighted_region_first() {
         })
         .collect();
     let proposal = Proposal {
+        proposer: candidates[0].id.clone(),
         spec: spec(10, 1),
         weights: assign::parse_region_weights("fra=80,nrt=20").ok(),
         nodes: Some(2),

@@ -44,7 +44,13 @@ struct Fetch {
     share: Share,
     left: Vec<String>,
     tried: Vec<String>,
+    rounds: u32,
 }
+
+/// How many times a node asks around for a module (once a second) before
+/// it refuses the run: a node that relayed the proposal may not have
+/// fetched the module itself yet.
+const FETCH_ROUNDS: u32 = 15;
 
 /// What the event loop keeps for runs.
 pub(super) struct Runs {
@@ -57,6 +63,8 @@ pub(super) struct Runs {
     started: std::collections::HashSet<String>,
     reports: HashMap<String, Report>,
     fetches: HashMap<OutboundRequestId, Fetch>,
+    /// Fetches waiting for their next round.
+    retries: Vec<(Duration, Fetch)>,
     events: mpsc::UnboundedSender<WorkerEvent>,
     allow: Option<Arc<AllowList>>,
     source_ip: Option<std::net::IpAddr>,
@@ -103,6 +111,7 @@ impl Runs {
             started: std::collections::HashSet::new(),
             reports: HashMap::new(),
             fetches: HashMap::new(),
+            retries: Vec::new(),
             events,
             allow: allow.map(Arc::new),
             source_ip,
@@ -160,6 +169,19 @@ impl Node {
 
     pub(super) fn runs_tick(&mut self) {
         let at = self.at();
+        // Fetches due for another round ask the proposer and every node
+        // that is ready by now.
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs.retries)
+            .into_iter()
+            .partition(|(t, _)| *t <= at.now);
+        self.runs.retries = later;
+        for (_, mut fetch) in due {
+            if !self.runs.core.wants(&fetch.run, fetch.plan) {
+                continue;
+            }
+            fetch.left = self.runs.core.module_sources(&fetch.run);
+            self.fetch_next(fetch, None);
+        }
         let view = View {
             core: &self.core,
             now: at.now,
@@ -262,6 +284,7 @@ impl Node {
                     share,
                     left: sources,
                     tried: Vec::new(),
+                    rounds: 1,
                 };
                 self.fetch_next(fetch, None);
             }
@@ -306,6 +329,12 @@ impl Node {
     /// Asks the next peer for a module; refuses the run when none is left.
     fn fetch_next(&mut self, mut fetch: Fetch, problem: Option<String>) {
         loop {
+            if fetch.left.is_empty() && fetch.rounds < FETCH_ROUNDS {
+                fetch.rounds += 1;
+                let due = self.now() + Duration::from_secs(1);
+                self.runs.retries.push((due, fetch));
+                return;
+            }
             let Some(peer) = (!fetch.left.is_empty()).then(|| fetch.left.remove(0)) else {
                 let reason = format!(
                     "cannot fetch the scenario module {} from {}{}",
@@ -613,6 +642,7 @@ impl Node {
             });
         }
         let proposal = Proposal {
+            proposer: self.core.me().id.clone(),
             spec: req.spec,
             weights: req.weights,
             nodes: req.nodes,
