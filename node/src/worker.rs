@@ -249,18 +249,27 @@ async fn work(
             Err(_) => return,
         },
     };
-    // The timer wakes a task up to a few ms late on a busy machine: sleep
-    // until just before the start, then wait for it on this thread.
-    let spin = Duration::from_millis(2);
+    // tokio's timer has a 1 ms grain: sleep with it until just before the
+    // start, then sleep out the rest on this thread (the OS timer is finer,
+    // and a sleeping thread leaves the cores to the other nodes).
+    let early = Duration::from_millis(2);
     tokio::select! {
         () = cancel.cancelled() => {
             let _ = events.send(ended_early());
             return;
         }
-        () = tokio::time::sleep_until(start.checked_sub(spin).unwrap_or(start)) => {}
+        () = tokio::time::sleep_until(start.checked_sub(early).unwrap_or(start)) => {}
     }
-    while Instant::now() < start {
-        std::hint::spin_loop();
+    let rest = start.saturating_duration_since(Instant::now());
+    let threads = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    if !rest.is_zero() {
+        if threads {
+            // At most 2 ms; the runtime's other thread takes over meanwhile.
+            std::thread::sleep(rest);
+        } else {
+            tokio::time::sleep_until(start).await;
+        }
     }
     let _ = events.send(WorkerEvent::Started {
         run: run_id.clone(),

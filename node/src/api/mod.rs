@@ -148,6 +148,9 @@ pub struct RunView {
     pub executor: String,
     /// The scenario module's sha256.
     pub module_sha256: String,
+    /// The scenario's file name, as submitted.
+    #[serde(default)]
+    pub scenario: String,
     /// The node the run was submitted to.
     pub proposer: String,
     /// The leader, as this node sees it, and its term.

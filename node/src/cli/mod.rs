@@ -387,6 +387,7 @@ impl RunArgs {
         spec.graceful_stop = self.graceful_stop;
         spec.vu_memory_limit = self.vu_memory_mib << 20;
         spec.insecure_skip_tls_verify = self.insecure_skip_tls_verify;
+        spec.scenario = scenario_name(&self.scenario);
         spec.targets = if self.targets.is_empty() {
             targets_from_env(&self.env)
         } else {

@@ -566,7 +566,11 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         let sha = &report.run.module_sha256;
-        let module = format!("module {}", sha.get(..12).unwrap_or(sha));
+        let module = if report.run.scenario.is_empty() {
+            format!("module {}", sha.get(..12).unwrap_or(sha))
+        } else {
+            report.run.scenario.clone()
+        };
         print!("{}", render_header(&report.run));
         print!("{}", summary::render(&report.summary, &module));
     }
@@ -609,6 +613,7 @@ mod tests {
             reason: None,
             executor: "constant-vus".into(),
             module_sha256: "ab".repeat(32),
+            scenario: "hello.wasm".into(),
             proposer: fra.id.clone(),
             leader: Some(fra.id.clone()),
             term: 0,

@@ -461,7 +461,7 @@ impl RunsCore {
         let env = RunEnvelope {
             protocol: RUN_PROTOCOL,
             run: id,
-            body: RunMessage::Propose(proposal),
+            body: RunMessage::Propose(Box::new(proposal)),
         };
         let me = self.me.clone();
         self.on_message(&me, env, at).map_err(|e| e.to_string())?;
@@ -496,7 +496,7 @@ impl RunsCore {
     pub fn on_message(&mut self, from: &str, env: RunEnvelope, at: At) -> Result<bool, RunRefused> {
         if let RunMessage::Propose(proposal) = env.body {
             let id = env.run;
-            let new = self.on_proposal(from, id.clone(), proposal, at)?;
+            let new = self.on_proposal(from, id.clone(), *proposal, at)?;
             if new {
                 let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early)
                     .into_iter()
@@ -544,7 +544,7 @@ impl RunsCore {
                     run.timers.unaware = true;
                 }
                 obey(run, plan.term, from)?;
-                check_plan(&run.proposal, &plan)?;
+                check_plan(run, &plan)?;
                 if run.armed.is_some() || run.plan.as_ref() == Some(&plan) {
                     false
                 } else {
@@ -582,7 +582,7 @@ impl RunsCore {
                 {
                     return Err(RunRefused::NotLeader(from.to_owned()));
                 }
-                check_plan(&run.proposal, &plan)?;
+                check_plan(run, &plan)?;
                 let armed = Armed {
                     term,
                     plan: plan.id,
@@ -1302,7 +1302,7 @@ impl RunsCore {
         // over (its leader), so a node that missed it can still follow.
         if leads || (run.proposer == self.me && run.plan.is_none()) {
             out.push(RunAction::Publish(
-                run.envelope(RunMessage::Propose(run.proposal.clone())),
+                run.envelope(RunMessage::Propose(Box::new(run.proposal.clone()))),
             ));
         }
         if let Some(a) = &run.armed
@@ -1359,10 +1359,10 @@ fn obey(run: &mut Run, term: u32, from: &str) -> Result<(), RunRefused> {
 }
 
 /// Checks that a plan only names candidates, each once.
-fn check_plan(proposal: &Proposal, plan: &Plan) -> Result<(), RunRefused> {
+fn check_plan(run: &Run, plan: &Plan) -> Result<(), RunRefused> {
     let mut seen = BTreeSet::new();
     for s in &plan.shares {
-        if !proposal.candidates.iter().any(|c| c.id == s.node) || !seen.insert(&s.node) {
+        if !run.is_candidate(&s.node) || !seen.insert(&s.node) {
             return Err(RunRefused::BadPlan(format!(
                 "the plan names {} twice, or a node that is not a candidate",
                 s.node

@@ -38,6 +38,9 @@ pub struct RunSpec {
     /// host outside its list, or none.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// The scenario's file name, for reports on any node (`hello.wasm`).
+    #[serde(default)]
+    pub scenario: String,
 }
 
 impl RunSpec {
@@ -52,6 +55,7 @@ impl RunSpec {
             vu_memory_limit: 64 << 20,
             insecure_skip_tls_verify: false,
             targets: Vec::new(),
+            scenario: String::new(),
         }
     }
 }

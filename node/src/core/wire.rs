@@ -174,7 +174,7 @@ pub type PlanId = (u32, u32);
 #[serde(rename_all = "snake_case")]
 pub enum RunMessage {
     /// From the node a run was submitted to: the run, and who may take part.
-    Propose(Proposal),
+    Propose(Box<Proposal>),
     /// From the leader: who runs which share.
     Assign(Plan),
     /// From a node of the plan: module fetched and compiled, VUs initialized.
@@ -349,6 +349,7 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
             for t in &p.spec.targets {
                 check_len(WHAT, "a target", t, 256)?;
             }
+            check_len(WHAT, "the scenario name", &p.spec.scenario, 256)?;
             if crate::store::modules::check_name(&p.spec.module_sha256).is_err() {
                 return Err(invalid("the module name is not a sha256".into()));
             }

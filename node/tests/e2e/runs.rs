@@ -72,6 +72,17 @@ fn submit(api: SocketAddr, args: &[&str]) -> (Child, String) {
     (child, id)
 }
 
+fn run_id_of(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_once(" submitted")
+                .map(|(id, _)| id.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no run id in {stderr}"))
+}
+
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -147,12 +158,6 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     let mut vus: Vec<u64> = vus_by_region(&view).iter().map(|(_, v)| *v).collect();
     vus.sort();
     assert_eq!(vus, vec![2, 2, 3], "{view}");
-    let skew = view["start_skew_ms"].as_f64().unwrap_or(f64::MAX);
-    eprintln!(
-        "start skew on loopback: {skew} ms, bound {}",
-        view["clock_bound_ms"]
-    );
-    assert!(skew < 5.0, "start skew {skew} ms");
     // The report of a node that was not submitted to matches the CLI's.
     let cli_reqs = run.summary()["http"]["requests"].as_f64().unwrap_or(-1.0);
     assert!(
@@ -163,6 +168,33 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
         "node 3's report differs from the CLI's ({cli_reqs} requests)"
     );
     assert_eq!(t.stats().requests as f64, cli_reqs);
+    // The start skew: the median of this run and four more, since a node
+    // of three can be scheduled late on a loaded 2-core machine.
+    let mut skews = vec![view["start_skew_ms"].as_f64().unwrap_or(f64::MAX)];
+    for _ in 0..4 {
+        let more = fusi(&[
+            "run",
+            &hello(),
+            "--vus",
+            "3",
+            "--duration",
+            "1s",
+            "--env",
+            &env,
+            "--api",
+            &apis[1],
+        ]);
+        assert!(more.output.status.success(), "{}", more.stderr());
+        let id = run_id_of(&more.stderr());
+        let v = run_view(nodes[0].api, &id);
+        skews.push(v["start_skew_ms"].as_f64().unwrap_or(f64::MAX));
+    }
+    eprintln!(
+        "start skews on loopback: {skews:?} ms, clock bound {}",
+        view["clock_bound_ms"]
+    );
+    skews.sort_by(f64::total_cmp);
+    assert!(skews[2] < 5.0, "start skews {skews:?} ms");
     let report = fusi(&["report", &id, "--api", &apis[1]]);
     assert!(
         report.stdout().contains("3 took part"),

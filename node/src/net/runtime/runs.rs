@@ -797,6 +797,7 @@ impl Node {
             reason,
             executor: run.proposal.spec.executor.name().to_owned(),
             module_sha256: run.proposal.spec.module_sha256.clone(),
+            scenario: run.proposal.spec.scenario.clone(),
             proposer: run.proposer.clone(),
             leader: run.leader(&view),
             term: run.term,
