@@ -608,10 +608,20 @@ impl Node {
             return gossipsub::MessageAcceptance::Reject;
         };
         if message.topic == self.runs.runs_topic.hash() {
-            return self.judge_run(propagation_source, source, &message.data);
+            let decoded = wire::decode_run(&message.data)
+                .map(|env| Inbound::Run { source, env })
+                .map_err(|e| e.to_string());
+            return self.judge_member_gossip(propagation_source, source, "run message", decoded);
         }
         if message.topic == self.runs.shards_topic.hash() {
-            return self.judge_shard(propagation_source, source, &message.data);
+            let decoded = crate::core::shard::Shard::decode(&message.data)
+                .map(|shard| Inbound::Shard {
+                    source,
+                    shard: Box::new(shard),
+                    bytes: message.data.clone(),
+                })
+                .map_err(|e| e.to_string());
+            return self.judge_member_gossip(propagation_source, source, "shard", decoded);
         }
         if message.topic != self.topic.hash() {
             return gossipsub::MessageAcceptance::Ignore;
@@ -648,67 +658,35 @@ impl Node {
         }
     }
 
-    /// Run messages are taken from members only: a run must come through
-    /// the private mesh from a node that is part of it.
-    fn judge_run(
+    /// Run messages and shards are taken from members only: a run must
+    /// come through the private mesh from a node that is part of it. A
+    /// message that decodes goes on (through latency emulation, by the
+    /// region of the peer that relayed it) and may be forwarded; one that
+    /// does not is logged once per relaying peer and kind, and rejected.
+    fn judge_member_gossip(
         &mut self,
         via: PeerId,
         source: PeerId,
-        data: &[u8],
+        what: &str,
+        decoded: Result<Inbound, String>,
     ) -> gossipsub::MessageAcceptance {
         let Some(region) = self.core.region_of(&source.to_string()).map(str::to_owned) else {
-            debug!(%source, "a run message from a node that is not a member (yet)");
+            debug!(%source, "a {what} from a node that is not a member (yet)");
             return gossipsub::MessageAcceptance::Ignore;
         };
-        match wire::decode_run(data) {
-            Ok(env) => {
+        match decoded {
+            Ok(inbound) => {
                 let region = self
                     .core
                     .region_of(&via.to_string())
                     .map(str::to_owned)
                     .unwrap_or(region);
-                self.receive(Some(&region), Inbound::Run { source, env });
+                self.receive(Some(&region), inbound);
                 gossipsub::MessageAcceptance::Accept
             }
             Err(e) => {
-                self.warn_once(format!("run-gossip:{via}:{}", e.kind()), || {
-                    format!("dropped a run message from {source} (via {via}): {e}")
-                });
-                gossipsub::MessageAcceptance::Reject
-            }
-        }
-    }
-
-    /// Shards, likewise from members only.
-    fn judge_shard(
-        &mut self,
-        via: PeerId,
-        source: PeerId,
-        data: &[u8],
-    ) -> gossipsub::MessageAcceptance {
-        let Some(region) = self.core.region_of(&source.to_string()).map(str::to_owned) else {
-            return gossipsub::MessageAcceptance::Ignore;
-        };
-        match crate::core::shard::Shard::decode(data) {
-            Ok(shard) => {
-                let region = self
-                    .core
-                    .region_of(&via.to_string())
-                    .map(str::to_owned)
-                    .unwrap_or(region);
-                self.receive(
-                    Some(&region),
-                    Inbound::Shard {
-                        source,
-                        shard: Box::new(shard),
-                        bytes: data.to_vec(),
-                    },
-                );
-                gossipsub::MessageAcceptance::Accept
-            }
-            Err(e) => {
-                self.warn_once(format!("shard-gossip:{via}"), || {
-                    format!("dropped a shard from {source} (via {via}): {e}")
+                self.warn_once(format!("{what}:{via}"), || {
+                    format!("dropped a {what} from {source} (via {via}): {e}")
                 });
                 gossipsub::MessageAcceptance::Reject
             }

@@ -315,6 +315,13 @@ impl Sim {
         }
     }
 
+    /// Runs until every live node sees the run in `phase`.
+    fn reach(&mut self, run: &str, phase: Phase, limit: Duration) -> bool {
+        self.run_until(limit, |s| {
+            s.phase_everywhere(run).iter().all(|p| *p == phase)
+        })
+    }
+
     fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.now + limit;
         while self.now < end {
@@ -412,11 +419,7 @@ fn vus_of(sim: &Sim, run: &str, vus: u64) -> Vec<u64> {
 fn three_nodes_run_with_one_leader_one_plan_and_one_start() {
     let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 7);
     let run = sim.submit(0, spec(7, 5), None);
-    assert!(sim.run_until(Duration::from_secs(3), |s| {
-        s.phase_everywhere(&run)
-            .iter()
-            .all(|p| *p == Phase::Running)
-    }));
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     assert_eq!(sim.leader_everywhere(&run).len(), 1);
     assert_eq!(sim.plans(&run).len(), 1);
     let mut counts = vus_of(&sim, &run, 7);
@@ -482,10 +485,7 @@ fn two_hundred_nodes_with_loss_and_a_healed_partition_agree_and_complete() {
     let run = sim.submit(17, spec(10_000, 20), None);
     // Loss delays some: each message is re-sent every second.
     assert!(
-        sim.run_until(Duration::from_secs(10), |s| s
-            .phase_everywhere(&run)
-            .iter()
-            .all(|p| *p == Phase::Running)),
+        sim.reach(&run, Phase::Running, Duration::from_secs(10)),
         "{:?}",
         sim.phase_everywhere(&run)
     );
@@ -531,11 +531,7 @@ fn two_hundred_nodes_with_loss_and_a_healed_partition_agree_and_complete() {
 fn a_leader_lost_before_the_start_is_replaced_and_the_run_completes_without_it() {
     let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 3);
     let run = sim.submit(0, spec(50, 3), None);
-    assert!(sim.run_until(Duration::from_millis(100), |s| {
-        s.phase_everywhere(&run)
-            .iter()
-            .all(|p| *p == Phase::Assigned)
-    }));
+    assert!(sim.reach(&run, Phase::Assigned, Duration::from_millis(100)));
     let old = sim.leader_index(&run);
     let old_id = sim.nodes[old].id.clone();
     sim.nodes[old].crashed_at = Some(sim.now);
@@ -563,11 +559,7 @@ fn a_leader_or_worker_lost_mid_run_is_marked_lost_and_the_run_completes() {
     for kill_leader in [true, false] {
         let mut sim = Sim::new(&[("fra", 2), ("nrt", 2)], 0, 5);
         let run = sim.submit(1, spec(40, 6), None);
-        assert!(sim.run_until(Duration::from_secs(3), |s| {
-            s.phase_everywhere(&run)
-                .iter()
-                .all(|p| *p == Phase::Running)
-        }));
+        assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
         sim.run_until(Duration::from_secs(1), |_| false);
         let leader = sim.leader_index(&run);
         let victim = if kill_leader {
@@ -592,11 +584,7 @@ fn a_leader_or_worker_lost_mid_run_is_marked_lost_and_the_run_completes() {
 fn a_stop_from_any_node_reaches_every_worker_within_a_second() {
     let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 9);
     let run = sim.submit(0, spec(50, 60), None);
-    assert!(sim.run_until(Duration::from_secs(3), |s| {
-        s.phase_everywhere(&run)
-            .iter()
-            .all(|p| *p == Phase::Running)
-    }));
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     let asked = sim.now;
     let actions = sim
         .with_core(3, |core, at, view| core.stop(&run, at, view))
@@ -648,11 +636,7 @@ fn refusing_nodes_get_no_share_and_if_all_refuse_the_run_fails_naming_them() {
 fn orders_from_a_node_that_does_not_lead_are_refused() {
     let mut sim = Sim::new(&[("fra", 3)], 0, 17);
     let run = sim.submit(0, spec(3, 60), None);
-    assert!(sim.run_until(Duration::from_secs(3), |s| {
-        s.phase_everywhere(&run)
-            .iter()
-            .all(|p| *p == Phase::Running)
-    }));
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     let leader = sim.leader_index(&run);
     let rogue = (leader + 1) % 3;
     let rogue_id = sim.nodes[rogue].id.clone();
@@ -818,9 +802,7 @@ fn a_stop_between_the_arm_and_t0_ends_the_run_at_once() {
     };
     let mut sim = Sim::new(&[("fra", 3)], 0, 31).with_config(config);
     let run = sim.submit(0, spec(30, 30), None);
-    assert!(sim.run_until(Duration::from_secs(2), |s| {
-        s.phase_everywhere(&run).iter().all(|p| *p == Phase::Armed)
-    }));
+    assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(2)));
     let asked = sim.now;
     let actions = sim
         .with_core(1, |core, at, view| core.stop(&run, at, view))
@@ -845,11 +827,7 @@ fn a_stop_between_the_arm_and_t0_ends_the_run_at_once() {
 fn a_node_that_missed_the_finish_hears_it_when_it_speaks_and_a_restart_after_done_runs_nothing() {
     let mut sim = Sim::new(&[("fra", 3)], 0, 37);
     let run = sim.submit(0, spec(6, 2), None);
-    assert!(sim.run_until(Duration::from_secs(3), |s| {
-        s.phase_everywhere(&run)
-            .iter()
-            .all(|p| *p == Phase::Running)
-    }));
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     // Cut one node off past the finish and the leader's re-sends of it.
     let leader = sim.leader_index(&run);
     let cut = (leader + 1) % 3;
