@@ -144,15 +144,7 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
         &apis[0],
     ]);
     assert!(run.output.status.success(), "{}", run.stderr());
-    let id = run
-        .stderr()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")?
-                .split_once(" submitted")
-                .map(|(id, _)| id.to_owned())
-        })
-        .unwrap_or_else(|| panic!("no run id in {}", run.stderr()));
+    let id = run_id_of(&run.stderr());
     let view = run_view(nodes[2].api, &id);
     assert_eq!(view["phase"], "complete", "{view}");
     let mut vus: Vec<u64> = vus_by_region(&view).iter().map(|(_, v)| *v).collect();
@@ -220,15 +212,7 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
         "fra=33,nrt=33,ewr=34",
     ]);
     assert!(run.output.status.success(), "{}", run.stderr());
-    let id = run
-        .stderr()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")?
-                .split_once(" submitted")
-                .map(|(id, _)| id.to_owned())
-        })
-        .unwrap_or_default();
+    let id = run_id_of(&run.stderr());
     assert_eq!(
         vus_by_region(&run_view(nodes[0].api, &id)),
         vec![("ewr".into(), 34), ("fra".into(), 33), ("nrt".into(), 33)]
@@ -328,15 +312,7 @@ fn start_skew_across_120_ms_of_emulated_latency_stays_within_the_clock_bounds() 
         &nodes[2].api.to_string(),
     ]);
     assert!(run.output.status.success(), "{}", run.stderr());
-    let id = run
-        .stderr()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")?
-                .split_once(" submitted")
-                .map(|(id, _)| id.to_owned())
-        })
-        .unwrap_or_default();
+    let id = run_id_of(&run.stderr());
     let view = run_view(nodes[0].api, &id);
     let skew = view["start_skew_ms"].as_f64().unwrap_or(f64::MAX);
     let bound = view["clock_bound_ms"].as_f64().unwrap_or(0.0);
