@@ -94,6 +94,8 @@ pub async fn run(
             plan: (0, 1),
             spec: spec.clone(),
             share,
+            name: LOCAL_NODE.to_owned(),
+            region: LOCAL_NODE.to_owned(),
             wasm,
             settings,
         },

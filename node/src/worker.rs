@@ -23,7 +23,7 @@ use crate::core::wire::PlanId;
 use crate::engine::executor::{Progress, ShareRunner};
 use crate::engine::http::ClientSettings;
 use crate::engine::module::{LoadError, ScenarioModule};
-use crate::engine::recorder::{Recorder, seal_every};
+use crate::engine::recorder::{Recorder, ShardOrigin, seal_every};
 use crate::engine::vu::{RunContext, Vu};
 
 /// How often measurements are sealed into a shard.
@@ -78,6 +78,10 @@ pub struct ShareJob {
     pub spec: RunSpec,
     /// This node's share.
     pub share: Share,
+    /// This node's name, for its shards.
+    pub name: String,
+    /// This node's region, for its shards.
+    pub region: String,
     /// The module's bytes (compiled by the worker, off the event loop).
     pub wasm: Vec<u8>,
     /// HTTP client settings (source address, allow list, TLS).
@@ -290,7 +294,12 @@ async fn work(
     let sealer = tokio::spawn(seal_every(
         recorder.clone(),
         progress.clone(),
-        (run_id.clone(), job.share.node.clone()),
+        ShardOrigin {
+            run_id: run_id.clone(),
+            node: job.share.node.clone(),
+            name: job.name.clone(),
+            region: job.region.clone(),
+        },
         start,
         SHARD_INTERVAL,
         shard_tx,

@@ -15,6 +15,7 @@ pub mod membership;
 pub mod mesh;
 pub mod metrics;
 pub mod report;
+pub mod run_report;
 pub mod runs;
 pub mod schedule;
 pub mod segment;

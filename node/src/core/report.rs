@@ -1,11 +1,19 @@
-//! The report: every shard of a run merged into one exact summary.
+//! The report: every shard of a run merged into one exact summary, for the
+//! whole run, each region, each node and each interval.
 //!
 //! [`Report`] takes shards in any order, any number of times, from any number
-//! of nodes, and always holds the same merge of the distinct ones (a shard is
-//! identified by node and sequence number). Percentiles come from merged
-//! HdrHistograms, never from averaged percentiles. Memory grows with the
-//! number of series and of intervals, not of samples: totals per series, and
-//! per interval a handful of counters and one latency histogram.
+//! of nodes, and holds the merge of the distinct ones (a shard is identified
+//! by node and sequence number). Percentiles come from merged HdrHistograms,
+//! never from averaged percentiles. Memory grows with the number of series,
+//! nodes and intervals, not of samples: totals per series (tagged with the
+//! region that measured them) and per node, and per interval and region a
+//! handful of counters and one latency histogram.
+//!
+//! Merging is exact for histograms, rates and whole-number counters in any
+//! order. A final report is built by [`Report::from_shards`] in one canonical
+//! order, so that it is a function of the set of shards alone: two nodes that
+//! hold the same shards print byte-identical JSON, even for fractional
+//! counters and gauges, whose sums and `last` depend on order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,24 +24,46 @@ use serde::{Deserialize, Serialize};
 use super::metrics::{SeriesKey, SeriesSet, Value, from_trend_units, names, new_histogram};
 use super::shard::Shard;
 
+/// The tag every merged series carries: the region of the node that measured it.
+pub const REGION_TAG: &str = "region";
+
 /// Merged shards of one run.
 #[derive(Debug, Clone)]
 pub struct Report {
     run_id: String,
+    /// Every series, tagged with [`REGION_TAG`].
     totals: SeriesSet,
+    /// Per node, by id.
+    nodes: BTreeMap<String, NodeTotals>,
+    /// Per interval, by start (ms since T0).
     timeline: BTreeMap<u64, Interval>,
     seen: BTreeSet<(String, u64)>,
-    /// Per node: the shard count announced by its last shard.
-    announced: BTreeMap<String, u64>,
     end_ms: u64,
 }
 
-/// One interval of the timeline: a few counters, and the merged request
-/// latency kept as HdrHistogram V2 bytes (a few KiB, where the live
-/// histogram would take tens), so an hour-long run stays small.
-#[derive(Debug, Clone)]
+/// What one node measured.
+#[derive(Debug, Clone, Default)]
+struct NodeTotals {
+    name: String,
+    region: String,
+    series: SeriesSet,
+    received: u64,
+    /// The shard count announced by its last shard.
+    announced: Option<u64>,
+}
+
+/// One interval of the timeline, per region.
+#[derive(Debug, Clone, Default)]
 struct Interval {
     end_ms: u64,
+    regions: BTreeMap<String, RegionInterval>,
+}
+
+/// One region's interval: a few counters, and the merged request latency
+/// kept as HdrHistogram V2 bytes (a few KiB, where the live histogram would
+/// take tens), so an hour-long run stays small.
+#[derive(Debug, Clone, Default)]
+struct RegionInterval {
     series: SeriesSet,
     latency_v2: Vec<u8>,
     /// Per node: its VUs (active, initialized) in this interval. Gauges of
@@ -41,16 +71,7 @@ struct Interval {
     vus: BTreeMap<String, (f64, f64)>,
 }
 
-impl Interval {
-    /// VUs across the nodes (active, initialized).
-    fn vus(&self) -> (f64, f64) {
-        self.vus
-            .values()
-            .fold((0.0, 0.0), |acc, v| (acc.0 + v.0, acc.1 + v.1))
-    }
-}
-
-impl Interval {
+impl RegionInterval {
     fn add_latency(&mut self, h: &Histogram<u64>) {
         let mut merged = self.latency();
         let _ = merged.add(h);
@@ -76,17 +97,40 @@ const TIMELINE_METRICS: [&str; 4] = [
     names::DROPPED_ITERATIONS,
 ];
 
+/// A part of the run to summarize.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every node.
+    All,
+    /// The nodes of one region.
+    Region(&'a str),
+    /// One node, by id.
+    Node(&'a str),
+}
+
 impl Report {
     /// An empty report for a run.
     pub fn new(run_id: &str) -> Report {
         Report {
             run_id: run_id.to_owned(),
             totals: SeriesSet::new(),
+            nodes: BTreeMap::new(),
             timeline: BTreeMap::new(),
             seen: BTreeSet::new(),
-            announced: BTreeMap::new(),
             end_ms: 0,
         }
+    }
+
+    /// A report of `shards`, merged in one canonical order (interval, node,
+    /// sequence number) whatever order they come in: equal sets of shards
+    /// give equal reports, to the last bit.
+    pub fn from_shards(run_id: &str, mut shards: Vec<Shard>) -> Report {
+        shards.sort_by(|a, b| (a.start_ms, &a.node, a.seq).cmp(&(b.start_ms, &b.node, b.seq)));
+        let mut report = Report::new(run_id);
+        for shard in &shards {
+            report.add(shard);
+        }
+        report
     }
 
     /// Merges a shard. Returns false, and changes nothing, if the shard is of
@@ -95,75 +139,132 @@ impl Report {
         if shard.run_id != self.run_id || !self.seen.insert((shard.node.clone(), shard.seq)) {
             return false;
         }
+        let node = self.nodes.entry(shard.node.clone()).or_default();
+        node.name.clone_from(&shard.name);
+        node.region.clone_from(&shard.region);
+        node.received += 1;
         if shard.last {
-            self.announced
-                .insert(shard.node.clone(), shard.seq.saturating_add(1));
+            node.announced = Some(shard.seq.saturating_add(1));
         }
         self.end_ms = self.end_ms.max(shard.end_ms);
-        let interval = self
-            .timeline
-            .entry(shard.start_ms)
-            .or_insert_with(|| Interval {
-                end_ms: shard.end_ms,
-                series: SeriesSet::new(),
-                latency_v2: Vec::new(),
-                vus: BTreeMap::new(),
-            });
-        let gauge = |metric: &str| match shard.series.fold(metric, |_| true) {
-            Some(Value::Gauge { max, .. }) if max.is_finite() => max,
-            _ => 0.0,
-        };
-        interval.vus.insert(
-            shard.node.clone(),
-            (gauge(names::VUS), gauge(names::VUS_MAX)),
-        );
+        let interval = self.timeline.entry(shard.start_ms).or_default();
         interval.end_ms = interval.end_ms.max(shard.end_ms);
+        let region = interval.regions.entry(shard.region.clone()).or_default();
+        let gauge = |metric: &str| match shard.series.fold(metric, |_| true) {
+            Some(Value::Gauge { max, .. }) if max.is_finite() => Some(max),
+            _ => None,
+        };
+        // A shard split in parts carries the gauges in one of them.
+        if let (Some(active), Some(initialized)) = (gauge(names::VUS), gauge(names::VUS_MAX)) {
+            region
+                .vus
+                .insert(shard.node.clone(), (active, initialized));
+        }
         for metric in TIMELINE_METRICS {
             // Per interval, tags are folded away: one value per metric.
             if let Some(v) = shard.series.fold(metric, |_| true) {
-                let _ = interval.series.merge(&SeriesKey::new(metric, []), &v);
+                let _ = region.series.merge(&SeriesKey::new(metric, []), &v);
             }
         }
         if let Some(Value::Trend(h)) = shard.series.fold(names::HTTP_REQ_DURATION, |_| true) {
-            interval.add_latency(&h);
+            region.add_latency(&h);
         }
-        let _ = self.totals.merge_all(&shard.series);
+        for (key, value) in shard.series.iter() {
+            let tags = key
+                .tags
+                .iter()
+                .cloned()
+                .chain([(REGION_TAG.to_owned(), shard.region.clone())]);
+            let _ = self.totals.merge(&SeriesKey::new(&key.metric, tags), value);
+        }
+        let _ = node.series.merge_all(&shard.series);
         true
     }
 
-    /// The merged totals, per series.
+    /// The merged totals, per series, each tagged with [`REGION_TAG`].
     pub fn totals(&self) -> &SeriesSet {
         &self.totals
     }
 
-    /// How complete the report is.
+    /// From the start instant to the end of the latest interval, ms.
+    pub fn end_ms(&self) -> u64 {
+        self.end_ms
+    }
+
+    /// How complete the report is, over every node heard from.
     pub fn completeness(&self) -> Completeness {
-        let nodes: BTreeSet<&String> = self.seen.iter().map(|(n, _)| n).collect();
-        let finished = nodes.iter().all(|n| self.announced.contains_key(*n));
+        self.completeness_of(|_, _| true)
+    }
+
+    fn completeness_of(&self, keep: impl Fn(&str, &NodeTotals) -> bool) -> Completeness {
+        let nodes: Vec<&NodeTotals> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| keep(id, n))
+            .map(|(_, n)| n)
+            .collect();
+        let announced: Option<Vec<u64>> = nodes.iter().map(|n| n.announced).collect();
         Completeness {
             nodes: nodes.len(),
-            shards_received: self.seen.len() as u64,
-            shards_announced: finished.then(|| self.announced.values().sum()),
+            shards_received: nodes.iter().map(|n| n.received).sum(),
+            shards_announced: announced.map(|a| a.iter().sum()),
         }
+    }
+
+    /// Nodes heard from: id, name, region.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.nodes
+            .iter()
+            .map(|(id, n)| (id.as_str(), n.name.as_str(), n.region.as_str()))
+    }
+
+    /// Shards received from a node and the count it announced, if any.
+    pub fn shards_of(&self, node: &str) -> (u64, Option<u64>) {
+        self.nodes
+            .get(node)
+            .map(|n| (n.received, n.announced))
+            .unwrap_or((0, None))
+    }
+
+    /// Regions heard from.
+    pub fn regions(&self) -> BTreeSet<&str> {
+        self.nodes.values().map(|n| n.region.as_str()).collect()
     }
 
     /// The summary of everything merged so far.
     pub fn summary(&self, executor: &str) -> Summary {
-        let t = &self.totals;
+        self.summary_of(executor, Scope::All)
+    }
+
+    /// The summary of one part of the run. A node's has no timeline.
+    pub fn summary_of(&self, executor: &str, scope: Scope<'_>) -> Summary {
+        let empty = SeriesSet::new();
+        let (t, completeness) = match scope {
+            Scope::All => (&self.totals, self.completeness()),
+            Scope::Region(r) => (&self.totals, self.completeness_of(|_, n| n.region == r)),
+            Scope::Node(id) => (
+                self.nodes.get(id).map(|n| &n.series).unwrap_or(&empty),
+                self.completeness_of(|n, _| n == id),
+            ),
+        };
+        let in_scope = |k: &SeriesKey| match scope {
+            Scope::Region(r) => k.tag(REGION_TAG) == Some(r),
+            Scope::All | Scope::Node(_) => true,
+        };
         let secs = (self.end_ms as f64 / 1000.0).max(1e-3);
-        let counter = |metric: &str| match t.fold(metric, |_| true) {
+        let counter = |metric: &str| match t.fold(metric, in_scope) {
             Some(Value::Counter(c)) => c,
             _ => 0.0,
         };
         let requests = counter(names::HTTP_REQS) as u64;
-        let (failed, _) = rate(t.fold(names::HTTP_REQ_FAILED, |_| true));
+        let (failed, _) = rate(t.fold(names::HTTP_REQ_FAILED, in_scope));
         let mut by_status = BTreeMap::new();
         let mut errors = BTreeMap::new();
         let mut iterations_failed = BTreeMap::new();
         let mut checks: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut groups: BTreeMap<String, Value> = BTreeMap::new();
         let mut custom: BTreeMap<String, Value> = BTreeMap::new();
-        for (k, v) in t.iter() {
+        for (k, v) in t.iter().filter(|(k, _)| in_scope(k)) {
             match (k.metric.as_str(), v) {
                 (names::HTTP_REQS, Value::Counter(c)) => {
                     let status = k.tag("status").unwrap_or("0").to_owned();
@@ -200,19 +301,35 @@ impl Report {
             ("receiving", names::HTTP_REQ_RECEIVING),
         ]
         .into_iter()
-        .map(|(label, m)| (label.to_owned(), percentiles(t.fold(m, |_| true).as_ref())))
+        .map(|(label, m)| (label.to_owned(), percentiles(t.fold(m, in_scope).as_ref())))
         .collect();
         let iterations = counter(names::ITERATIONS) as u64;
+        let timeline = match scope {
+            Scope::All => self.timeline(|_| true),
+            Scope::Region(r) => self.timeline(|region| region == r),
+            Scope::Node(_) => Vec::new(),
+        };
         let vus_max = self
             .timeline
             .values()
-            .map(|i| i.vus().1)
+            .map(|i| {
+                i.regions
+                    .iter()
+                    .flat_map(|(region, ri)| ri.vus.iter().map(move |(node, v)| (region, node, v)))
+                    .filter(|(region, node, _)| match scope {
+                        Scope::All => true,
+                        Scope::Region(r) => region.as_str() == r,
+                        Scope::Node(id) => node.as_str() == id,
+                    })
+                    .map(|(_, _, v)| v.1)
+                    .sum::<f64>()
+            })
             .fold(0.0, f64::max) as u64;
         Summary {
             run_id: self.run_id.clone(),
             executor: executor.to_owned(),
             duration_s: self.end_ms as f64 / 1000.0,
-            completeness: self.completeness(),
+            completeness,
             http: HttpSummary {
                 requests,
                 rps: requests as f64 / secs,
@@ -224,7 +341,7 @@ impl Report {
                 },
                 data_sent: counter(names::DATA_SENT) as u64,
                 data_received: counter(names::DATA_RECEIVED) as u64,
-                duration: percentiles(t.fold(names::HTTP_REQ_DURATION, |_| true).as_ref()),
+                duration: percentiles(t.fold(names::HTTP_REQ_DURATION, in_scope).as_ref()),
                 phases,
                 by_status,
             },
@@ -234,7 +351,7 @@ impl Report {
                 rate: iterations as f64 / secs,
                 failed: iterations_failed,
                 dropped: counter(names::DROPPED_ITERATIONS) as u64,
-                duration: percentiles(t.fold(names::ITERATION_DURATION, |_| true).as_ref()),
+                duration: percentiles(t.fold(names::ITERATION_DURATION, in_scope).as_ref()),
             },
             checks: checks
                 .into_iter()
@@ -256,23 +373,37 @@ impl Report {
                 .map(|(name, v)| (name, MetricSummary::of(&v)))
                 .collect(),
             vus_max,
-            timeline: self.timeline(),
+            timeline,
         }
     }
 
-    fn timeline(&self) -> Vec<TimelinePoint> {
+    /// The timeline over the regions `keep` selects.
+    fn timeline(&self, keep: impl Fn(&str) -> bool) -> Vec<TimelinePoint> {
         self.timeline
             .iter()
-            .map(|(start, iv)| {
-                let get = |m: &str| iv.series.get(&SeriesKey::new(m, []));
+            .filter_map(|(start, iv)| {
+                let mut series = SeriesSet::new();
+                let mut latency = new_histogram();
+                let mut vus = 0.0;
+                let mut any = false;
+                for (_, ri) in iv.regions.iter().filter(|(r, _)| keep(r)) {
+                    any = true;
+                    let _ = series.merge_all(&ri.series);
+                    let _ = latency.add(ri.latency());
+                    vus += ri.vus.values().map(|v| v.0).sum::<f64>();
+                }
+                if !any {
+                    return None;
+                }
+                let get = |m: &str| series.get(&SeriesKey::new(m, []));
                 let count = |m: &str| match get(m) {
                     Some(Value::Counter(c)) => *c as u64,
                     _ => 0,
                 };
                 let secs = (iv.end_ms.saturating_sub(*start) as f64 / 1000.0).max(1e-3);
                 let requests = count(names::HTTP_REQS);
-                let lat = percentiles(Some(&Value::Trend(iv.latency())));
-                TimelinePoint {
+                let lat = percentiles(Some(&Value::Trend(latency)));
+                Some(TimelinePoint {
                     t_s: *start as f64 / 1000.0,
                     requests,
                     rps: requests as f64 / secs,
@@ -282,8 +413,8 @@ impl Report {
                     p99_ms: lat.p99,
                     iterations: count(names::ITERATIONS),
                     dropped: count(names::DROPPED_ITERATIONS),
-                    vus: iv.vus().0 as u64,
-                }
+                    vus: vus as u64,
+                })
             })
             .collect()
     }
@@ -578,12 +709,193 @@ mod tests {
         Shard {
             run_id: "r".into(),
             node: node.into(),
+            name: format!("{node}-name"),
+            region: "fra".into(),
             seq,
             start_ms: seq * 1000,
             end_ms: (seq + 1) * 1000,
             last,
             series,
         }
+    }
+
+    /// A small deterministic generator (xorshift64*), so failures replay.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    #[test]
+    fn merged_percentiles_equal_those_of_one_histogram_over_random_splits() {
+        for case in 0..40u64 {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (case + 1));
+            let samples: Vec<f64> = (0..(200 + rng.below(3000)))
+                .map(|_| {
+                    // From 1 µs to about 30 s, spread over the decades.
+                    let decade = rng.below(8) as i32 - 3;
+                    (1 + rng.below(999)) as f64 * 10f64.powi(decade)
+                })
+                .collect();
+            let key = SeriesKey::new(names::HTTP_REQ_DURATION, []);
+            let mut whole = SeriesSet::new();
+            for v in &samples {
+                let _ = whole.add(&key, MetricKind::Trend, *v);
+            }
+            // Scatter the samples over random nodes, regions and intervals.
+            let nodes = 1 + rng.below(6);
+            let intervals = 1 + rng.below(5);
+            let mut parts: BTreeMap<(u64, u64), SeriesSet> = BTreeMap::new();
+            for v in &samples {
+                let at = (rng.below(nodes), rng.below(intervals));
+                let _ = parts.entry(at).or_default().add(&key, MetricKind::Trend, *v);
+            }
+            let mut shards: Vec<Shard> = parts
+                .into_iter()
+                .map(|((node, interval), series)| Shard {
+                    run_id: "r".into(),
+                    node: format!("n{node}"),
+                    name: String::new(),
+                    region: ["fra", "nrt", "ewr"][(node % 3) as usize].into(),
+                    seq: interval,
+                    start_ms: interval * 1000,
+                    end_ms: (interval + 1) * 1000,
+                    last: false,
+                    series,
+                })
+                .collect();
+            // Merge in a random order, through the wire encoding.
+            for i in (1..shards.len()).rev() {
+                shards.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let mut report = Report::new("r");
+            for s in &shards {
+                let decoded = Shard::decode(&s.encode()).expect("decodes");
+                assert!(report.add(&decoded));
+            }
+            let Some(Value::Trend(one)) = whole.fold(names::HTTP_REQ_DURATION, |_| true) else {
+                panic!("no trend");
+            };
+            let Some(Value::Trend(merged)) =
+                report.totals().fold(names::HTTP_REQ_DURATION, |_| true)
+            else {
+                panic!("no merged trend");
+            };
+            assert_eq!(merged.len(), one.len(), "case {case}");
+            assert_eq!((merged.min(), merged.max()), (one.min(), one.max()));
+            let recorded = |h: &Histogram<u64>| -> Vec<(u64, u64)> {
+                h.iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect()
+            };
+            assert_eq!(recorded(&merged), recorded(&one), "case {case}: distributions");
+            for q in 0..=1000 {
+                let q = f64::from(q) / 1000.0;
+                assert_eq!(
+                    merged.value_at_quantile(q),
+                    one.value_at_quantile(q),
+                    "case {case}, quantile {q}"
+                );
+            }
+            assert_eq!(
+                report.summary("x").http.duration,
+                percentiles(Some(&Value::Trend(one))),
+                "case {case}: the summary's percentiles"
+            );
+        }
+    }
+
+    #[test]
+    fn regions_and_nodes_are_summarized_apart() {
+        let mut r = Report::new("r");
+        for (node, region, seq, lat) in [
+            ("a", "fra", 0, 2.0),
+            ("a", "fra", 1, 2.0),
+            ("b", "nrt", 0, 60.0),
+            ("c", "nrt", 0, 70.0),
+        ] {
+            let mut s = shard(node, seq, seq == 1 || node != "a", &[lat; 4]);
+            s.region = region.into();
+            r.add(&s);
+        }
+        let fra = r.summary_of("x", Scope::Region("fra"));
+        let nrt = r.summary_of("x", Scope::Region("nrt"));
+        let b = r.summary_of("x", Scope::Node("b"));
+        assert_eq!(
+            (fra.http.requests, nrt.http.requests, b.http.requests),
+            (8, 8, 4)
+        );
+        assert!((fra.http.duration.max - 2.0).abs() < 0.01);
+        assert!((nrt.http.duration.min - 60.0).abs() < 0.1);
+        assert_eq!(r.summary("x").http.requests, 16);
+        assert_eq!(fra.timeline.len(), 2);
+        assert_eq!(nrt.timeline.len(), 1);
+        assert_eq!(nrt.timeline[0].requests, 8);
+        assert!(b.timeline.is_empty(), "a node's summary has no timeline");
+        assert_eq!(nrt.completeness.nodes, 2);
+        assert_eq!(
+            r.totals()
+                .fold(names::HTTP_REQS, |k| k.tag(REGION_TAG) == Some("nrt")),
+            Some(Value::Counter(8.0)),
+            "totals carry the region tag"
+        );
+    }
+
+    #[test]
+    fn canonical_merges_are_identical_whatever_the_order() {
+        let mut shards = Vec::new();
+        for (i, node) in ["a", "b", "c"].iter().enumerate() {
+            for seq in 0..4u64 {
+                let mut s = shard(node, seq, seq == 3, &[1.5, 2.5]);
+                let key = SeriesKey::new("custom", []);
+                let _ = s
+                    .series
+                    .add(&key, MetricKind::Counter, 0.1 * (seq + 1) as f64 + i as f64 / 3.0);
+                let _ = s.series.add(
+                    &SeriesKey::new("level", []),
+                    MetricKind::Gauge,
+                    (seq * 10 + i as u64) as f64,
+                );
+                shards.push(s);
+            }
+        }
+        let json = |r: &Report| serde_json::to_string(&r.summary("x")).unwrap_or_default();
+        let forward = json(&Report::from_shards("r", shards.clone()));
+        let mut rng = Rng(7);
+        for _ in 0..20 {
+            for i in (1..shards.len()).rev() {
+                shards.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            assert_eq!(json(&Report::from_shards("r", shards.clone())), forward);
+        }
+    }
+
+    #[test]
+    fn a_split_shard_keeps_its_nodes_vus() {
+        let mut r = Report::new("r");
+        let mut with_gauges = shard("a", 0, false, &[1.0]);
+        let _ = with_gauges
+            .series
+            .add(&SeriesKey::new(names::VUS, []), MetricKind::Gauge, 5.0);
+        let _ = with_gauges
+            .series
+            .add(&SeriesKey::new(names::VUS_MAX, []), MetricKind::Gauge, 5.0);
+        let mut other_part = shard("a", 1, false, &[1.0]);
+        other_part.start_ms = 0;
+        other_part.end_ms = 1000;
+        r.add(&with_gauges);
+        r.add(&other_part);
+        let s = r.summary("x");
+        assert_eq!(s.timeline.len(), 1);
+        assert_eq!(s.timeline[0].vus, 5, "the part without gauges does not zero them");
+        assert_eq!(s.timeline[0].requests, 2);
     }
 
     #[test]

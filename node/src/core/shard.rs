@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::metrics::{SeriesKey, SeriesSet, Value};
 
 /// The shard format this node writes and reads.
-pub const SHARD_FORMAT: u32 = 1;
+pub const SHARD_FORMAT: u32 = 2;
+/// The longest node name, region or run id a shard may carry.
+pub const MAX_SHARD_NAME: usize = 256;
 /// The largest encoded shard accepted.
 pub const MAX_SHARD_BYTES: usize = 8 << 20;
 /// The most series one shard may carry.
@@ -32,11 +34,16 @@ const MAX_HISTOGRAM_BYTES: u64 = 256 << 20;
 pub struct Shard {
     /// The run.
     pub run_id: String,
-    /// The node that measured.
+    /// The node that measured (its peer id; `local` on one machine).
     pub node: String,
+    /// That node's name (`--name`), for reports.
+    pub name: String,
+    /// That node's region.
+    pub region: String,
     /// 0, 1, 2, ... per node and run.
     pub seq: u64,
-    /// Interval start, milliseconds since the run's start instant.
+    /// Interval start, milliseconds since the run's start instant (T0, an
+    /// instant of the leader's clock).
     pub start_ms: u64,
     /// Interval end, milliseconds since the run's start instant.
     pub end_ms: u64,
@@ -70,6 +77,8 @@ struct WireShard {
     format: u32,
     run_id: String,
     node: String,
+    name: String,
+    region: String,
     seq: u64,
     start_ms: u64,
     end_ms: u64,
@@ -130,6 +139,8 @@ impl Shard {
             format: SHARD_FORMAT,
             run_id: self.run_id.clone(),
             node: self.node.clone(),
+            name: self.name.clone(),
+            region: self.region.clone(),
             seq: self.seq,
             start_ms: self.start_ms,
             end_ms: self.end_ms,
@@ -142,6 +153,48 @@ impl Shard {
         out
     }
 
+    /// Splits the shard into parts that each encode to at most `max_bytes`,
+    /// by dividing its series between them. Every part keeps the interval;
+    /// only the final part keeps `last`. Parts come back with this shard's
+    /// `seq`: the sealer numbers them, so a split shard is simply several
+    /// shards of one interval, and the count a last shard announces includes
+    /// every part. A single series larger than `max_bytes` (none that fusi
+    /// records comes near) gets a part of its own.
+    pub fn split(self, max_bytes: usize) -> Vec<Shard> {
+        if self.series.len() <= 1 || self.encode().len() <= max_bytes {
+            return vec![self];
+        }
+        let mut entries: Vec<(SeriesKey, Value)> = self
+            .series
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let upper = entries.split_off(entries.len() / 2);
+        let half = |entries: Vec<(SeriesKey, Value)>, last: bool| {
+            let mut series = SeriesSet::new();
+            for (k, v) in entries {
+                // Distinct keys of one set: merging into an empty set cannot
+                // meet a kind mismatch.
+                let _ = series.merge(&k, &v);
+            }
+            Shard {
+                series,
+                last,
+                run_id: self.run_id.clone(),
+                node: self.node.clone(),
+                name: self.name.clone(),
+                region: self.region.clone(),
+                seq: self.seq,
+                start_ms: self.start_ms,
+                end_ms: self.end_ms,
+            }
+        };
+        let mut parts = half(entries, false).split(max_bytes);
+        parts.extend(half(upper, self.last).split(max_bytes));
+        parts
+    }
+
     /// Decodes and validates a shard.
     pub fn decode(bytes: &[u8]) -> Result<Shard, ShardError> {
         if bytes.len() > MAX_SHARD_BYTES {
@@ -151,6 +204,19 @@ impl Shard {
             ciborium::from_reader(bytes).map_err(|e| ShardError::Cbor(e.to_string()))?;
         if wire.format != SHARD_FORMAT {
             return Err(ShardError::Format(wire.format));
+        }
+        for (what, text) in [
+            ("run id", &wire.run_id),
+            ("node", &wire.node),
+            ("name", &wire.name),
+            ("region", &wire.region),
+        ] {
+            if text.len() > MAX_SHARD_NAME {
+                return Err(ShardError::Invalid(format!(
+                    "its {what} is {} bytes long, over {MAX_SHARD_NAME}",
+                    text.len()
+                )));
+            }
         }
         if wire.end_ms < wire.start_ms {
             return Err(ShardError::Invalid(format!(
@@ -194,6 +260,8 @@ impl Shard {
         Ok(Shard {
             run_id: wire.run_id,
             node: wire.node,
+            name: wire.name,
+            region: wire.region,
             seq: wire.seq,
             start_ms: wire.start_ms,
             end_ms: wire.end_ms,
@@ -251,6 +319,8 @@ mod tests {
         Shard {
             run_id: "r1".into(),
             node: "n1".into(),
+            name: "fra-1".into(),
+            region: "fra".into(),
             seq: 3,
             start_ms: 3000,
             end_ms: 4000,
@@ -294,6 +364,35 @@ mod tests {
             Shard::decode(&vec![0u8; MAX_SHARD_BYTES + 1]),
             Err(ShardError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_large_shard_splits_into_parts_under_the_limit() {
+        let mut shard = sample_shard();
+        shard.last = true;
+        for i in 0..400 {
+            let key = SeriesKey::new("t", [("url".to_string(), format!("/path/{i}"))]);
+            for v in 0..50 {
+                let _ = shard.series.add(&key, MetricKind::Trend, f64::from(v * i));
+            }
+        }
+        let whole = shard.encode().len();
+        let limit = whole / 5;
+        let total = shard.series.len();
+        let parts = shard.clone().split(limit);
+        assert!(parts.len() >= 5, "{} parts", parts.len());
+        let mut merged = SeriesSet::new();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(part.encode().len() <= limit, "part {i} over the limit");
+            assert_eq!(part.last, i == parts.len() - 1, "only the final part is last");
+            assert_eq!((part.start_ms, part.end_ms), (3000, 4000));
+            merged.merge_all(&part.series).expect("same kinds");
+        }
+        assert_eq!(merged.len(), total, "every series is in exactly one part");
+        for (k, v) in shard.series.iter() {
+            assert_eq!(merged.get(k), Some(v));
+        }
+        assert_eq!(shard.clone().split(whole).len(), 1, "a shard under the limit stays whole");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::core::metrics::{SeriesKey, SeriesSet, Value, names, new_histogram};
 use crate::core::shard::Shard;
+use crate::core::wire::MAX_GOSSIP_BYTES;
 use crate::engine::executor::Progress;
 use crate::engine::http::Exchange;
 
@@ -274,12 +275,31 @@ impl Recorder {
     }
 }
 
+/// Whose shards a sealer makes.
+#[derive(Debug, Clone)]
+pub struct ShardOrigin {
+    /// The run.
+    pub run_id: String,
+    /// This node's id.
+    pub node: String,
+    /// This node's name.
+    pub name: String,
+    /// This node's region.
+    pub region: String,
+}
+
+/// The largest encoded shard a sealer sends: under the gossip limit, with
+/// room for gossipsub's own envelope.
+pub const MAX_SHARD_PART_BYTES: usize = MAX_GOSSIP_BYTES - (16 << 10);
+
 /// Seals a shard every `interval` from `start` until `done` fires, then a
-/// last one for the rest, with the VU gauges added to each.
+/// last one for the rest, with the VU gauges added to each. A shard that
+/// would encode to more than [`MAX_SHARD_PART_BYTES`] is sent as several,
+/// numbered in turn.
 pub async fn seal_every(
     recorder: Arc<Recorder>,
     progress: Arc<Progress>,
-    (run_id, node): (String, String),
+    origin: ShardOrigin,
     start: Instant,
     interval: Duration,
     shards: mpsc::UnboundedSender<Shard>,
@@ -287,9 +307,11 @@ pub async fn seal_every(
 ) {
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let mut seq = 0u64;
+    let mut sealed = 0u32;
     let mut from = Duration::ZERO;
     loop {
-        let to = interval * u32::try_from(seq + 1).unwrap_or(u32::MAX);
+        sealed = sealed.saturating_add(1);
+        let to = interval * sealed;
         let last = tokio::select! {
             _ = &mut done => true,
             () = tokio::time::sleep_until(start + to) => false,
@@ -309,18 +331,26 @@ pub async fn seal_every(
             initialized,
         );
         let shard = Shard {
-            run_id: run_id.clone(),
-            node: node.clone(),
+            run_id: origin.run_id.clone(),
+            node: origin.node.clone(),
+            name: origin.name.clone(),
+            region: origin.region.clone(),
             seq,
             start_ms: ms(from),
             end_ms: ms(to),
             last,
             series,
         };
-        if shards.send(shard).is_err() || last {
+        for mut part in shard.split(MAX_SHARD_PART_BYTES) {
+            part.seq = seq;
+            seq += 1;
+            if shards.send(part).is_err() {
+                return;
+            }
+        }
+        if last {
             return;
         }
-        seq += 1;
         from = to;
     }
 }

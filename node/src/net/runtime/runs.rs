@@ -388,6 +388,8 @@ impl Node {
                 plan,
                 spec,
                 share,
+                name: self.config.name.clone(),
+                region: self.config.region.clone(),
                 wasm,
                 settings,
             },
