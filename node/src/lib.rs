@@ -20,6 +20,7 @@ pub mod api;
 pub mod cli;
 pub mod core;
 pub mod engine;
+pub mod html;
 pub mod local;
 pub mod net;
 pub mod store;

@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::assign::{Candidate, assign};
-use crate::core::report::{Report, Summary};
+use crate::core::report::Report;
+use crate::core::run_report::{ExpectedNode, RunMeta, RunReport};
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, SpecError};
 use crate::engine::executor::Progress;
@@ -60,16 +61,17 @@ pub fn new_run_id() -> String {
     format!("r{:x}", mix)
 }
 
-/// Runs `spec` with the module `wasm` on this machine and returns the summary.
-/// Cancelling `interrupt` ends the run early (Ctrl-C): in-flight iterations
-/// are interrupted, and the summary of what was measured comes back.
+/// Runs `spec` with the module `wasm` on this machine and returns its
+/// report. Cancelling `interrupt` ends the run early (Ctrl-C): in-flight
+/// iterations are interrupted, and the report of what was measured comes
+/// back, with outcome `stopped`.
 pub async fn run(
     wasm: Vec<u8>,
     mut spec: RunSpec,
     observer: &mut dyn Observer,
     interrupt: CancellationToken,
     source_ip: Option<std::net::IpAddr>,
-) -> Result<Summary, RunError> {
+) -> Result<RunReport, RunError> {
     spec.executor.validate()?;
     spec.module_sha256 = sha256_hex(&wasm);
     let run_id = new_run_id();
@@ -132,7 +134,22 @@ pub async fn run(
             Some(WorkerEvent::Finished { .. }) | None => break,
         }
     }
-    Ok(report.summary(executor))
+    let meta = RunMeta {
+        scenario: spec.scenario.clone(),
+        executor: executor.to_owned(),
+        outcome: if interrupt.is_cancelled() {
+            "stopped"
+        } else {
+            "complete"
+        }
+        .to_owned(),
+        expected: vec![ExpectedNode {
+            id: LOCAL_NODE.to_owned(),
+            region: LOCAL_NODE.to_owned(),
+        }],
+        lost: Vec::new(),
+    };
+    Ok(RunReport::build(&report, &meta))
 }
 
 /// `--env` pairs as a map; a later value for a key wins.

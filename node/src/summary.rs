@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::core::report::{Percentiles, Summary};
+use crate::core::run_report::RunReport;
 
 /// A duration in milliseconds, with a unit that keeps 3-4 digits.
 pub fn fmt_ms(ms: f64) -> String {
@@ -61,6 +62,78 @@ fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Renders a run's report: how complete it is, then the summary of the
+/// whole run, then a line per region and per node when there are several.
+pub fn render_report(r: &RunReport) -> String {
+    let mut out = String::new();
+    let c = &r.completeness;
+    let _ = writeln!(out);
+    let _ = write!(
+        out,
+        "  report: {} of {} shards from {} of {} nodes",
+        c.shards_received, c.shards_announced, c.nodes_reporting, c.nodes_expected
+    );
+    if c.complete {
+        let _ = writeln!(out, " (complete)");
+    } else {
+        let _ = writeln!(out, " (INCOMPLETE)");
+    }
+    if !c.nodes_lost.is_empty() {
+        let _ = writeln!(out, "  lost: {}", c.nodes_lost.join(", "));
+    }
+    if !c.nodes_incomplete.is_empty() {
+        let _ = writeln!(
+            out,
+            "  measurements still missing from: {}",
+            c.nodes_incomplete.join(", ")
+        );
+    }
+    out.push_str(&render(&r.summary, &r.scenario));
+    if r.regions.len() > 1 || r.nodes.len() > 1 {
+        out.push_str(&render_parts(r));
+    }
+    out
+}
+
+/// The per-region and per-node table.
+fn render_parts(r: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  {:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>5}",
+        "REGION / NODE", "REQS", "RPS", "P50", "P95", "P99", "FAILED", "VUS"
+    );
+    let row = |out: &mut String, label: &str, s: &Summary| {
+        let h = &s.http;
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>10} {:>10.1} {:>9} {:>9} {:>9} {:>7.2}% {:>5}",
+            label,
+            h.requests,
+            h.rps,
+            fmt_ms(h.duration.p50),
+            fmt_ms(h.duration.p95),
+            fmt_ms(h.duration.p99),
+            h.failed_rate * 100.0,
+            s.vus_max
+        );
+    };
+    for (region, s) in &r.regions {
+        row(&mut out, region, s);
+        for n in r.nodes.iter().filter(|n| &n.region == region) {
+            let name = if n.name.is_empty() { &n.id } else { &n.name };
+            let label = if n.state == "complete" {
+                format!("  {name}")
+            } else {
+                format!("  {name} ({})", n.state)
+            };
+            row(&mut out, &label, &n.summary);
+        }
+    }
+    out
 }
 
 /// Renders the end-of-test summary.

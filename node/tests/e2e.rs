@@ -71,7 +71,7 @@ fn scenario(name: &str) -> PathBuf {
 
 struct Run {
     output: Output,
-    summary: Option<Value>,
+    report: Option<Value>,
     took: Duration,
 }
 
@@ -84,8 +84,14 @@ impl Run {
         String::from_utf8_lossy(&self.output.stdout).into_owned()
     }
 
+    /// The run's summary: the `summary` of the report `--out` wrote.
     fn summary(&self) -> &Value {
-        match &self.summary {
+        &self.report()["summary"]
+    }
+
+    /// The report `--out` wrote.
+    fn report(&self) -> &Value {
+        match &self.report {
             Some(s) => s,
             None => panic!(
                 "no summary; exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -116,13 +122,13 @@ fn fusi(args: &[&str]) -> Run {
         .output()
         .unwrap_or_else(|e| panic!("cannot start fusi-node: {e}"));
     let took = started.elapsed();
-    let summary = std::fs::read(&out_file)
+    let report = std::fs::read(&out_file)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let _ = std::fs::remove_file(&out_file);
     Run {
         output,
-        summary,
+        report,
         took,
     }
 }

@@ -25,6 +25,12 @@ pub async fn get<T: DeserializeOwned>(api: SocketAddr, path: &str) -> anyhow::Re
     call(api, Method::GET, path, Bytes::new(), TIMEOUT).await
 }
 
+/// `GET path` on the node at `api`: the JSON as the node sent it, for
+/// answers printed as they are (a report, byte for byte).
+pub async fn get_raw(api: SocketAddr, path: &str) -> anyhow::Result<Bytes> {
+    call_raw(api, Method::GET, path, Bytes::new(), TIMEOUT).await
+}
+
 /// `POST path` with an empty body on the node at `api`, decoded as `T`.
 pub async fn post<T: DeserializeOwned>(api: SocketAddr, path: &str) -> anyhow::Result<T> {
     call(api, Method::POST, path, Bytes::new(), TIMEOUT).await
@@ -60,6 +66,19 @@ async fn call<T: DeserializeOwned>(
     body: Bytes,
     timeout: Duration,
 ) -> anyhow::Result<T> {
+    let body = call_raw(api, method, path, body, timeout).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        anyhow::anyhow!("the fusi-node API at {api} sent an answer this CLI does not understand ({e}); is it the same version?")
+    })
+}
+
+async fn call_raw(
+    api: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> anyhow::Result<Bytes> {
     tokio::time::timeout(timeout, call_inner(api, method, path, body))
         .await
         .map_err(|_| {
@@ -70,12 +89,12 @@ async fn call<T: DeserializeOwned>(
         })?
 }
 
-async fn call_inner<T: DeserializeOwned>(
+async fn call_inner(
     api: SocketAddr,
     method: Method,
     path: &str,
     body: Bytes,
-) -> anyhow::Result<T> {
+) -> anyhow::Result<Bytes> {
     let stream = tokio::net::TcpStream::connect(api).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach a fusi-node API at {api}: {e}; start a node with `fusi-node up`, \
@@ -100,9 +119,7 @@ async fn call_inner<T: DeserializeOwned>(
             error_message(&body)
         );
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        anyhow::anyhow!("the fusi-node API at {api} sent an answer this CLI does not understand ({e}); is it the same version?")
-    })
+    Ok(body)
 }
 
 /// The message of an `{"error": ...}` answer, or the body as text.

@@ -13,8 +13,11 @@
 //! - `GET /v1/runs`: the runs this node knows ([`RunsView`]);
 //! - `GET /v1/runs/{id}`: one run, its nodes and their shares ([`RunView`]);
 //! - `POST /v1/runs/{id}/stop`: stop a run on every node;
-//! - `GET /v1/runs/{id}/report`: the run and its merged summary
-//!   ([`ReportView`]).
+//! - `GET /v1/runs/{id}/report`: the run's full report ([`RunReport`], JSON),
+//!   merged from the shards the node holds, byte-identical on every node
+//!   holding the same shards;
+//! - `GET /v1/runs/{id}/live`: the latest interval per region, for live
+//!   progress ([`LiveView`]).
 //!
 //! The views are defined here once and used by both ends.
 
@@ -25,8 +28,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::core::assign::RegionWeight;
-use crate::core::report::Summary;
+use crate::core::report::Report;
+use crate::core::run_report::{RunMeta, RunReport};
 use crate::core::spec::RunSpec;
+use crate::store::runs::RunStore;
 
 /// The default API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7401";
@@ -205,13 +210,58 @@ pub struct RunsView {
     pub runs: Vec<RunView>,
 }
 
-/// A run and its merged summary.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReportView {
+/// What a run's report is built from. The event loop hands it out; the
+/// API server builds the report on a blocking thread, since it reads every
+/// shard the node stored.
+#[derive(Debug, Clone)]
+pub struct ReportSource {
+    /// Where the shards are.
+    pub store: RunStore,
+    /// The run.
+    pub run_id: String,
+    /// What the report needs besides the shards.
+    pub meta: RunMeta,
+}
+
+impl ReportSource {
+    /// Reads the run's shards and merges them.
+    pub fn build(self) -> RunReport {
+        let (shards, problems) = self.store.load_shards(&self.run_id);
+        for problem in problems {
+            tracing::warn!(run = %self.run_id, "a stored shard was skipped: {problem}");
+        }
+        RunReport::build(&Report::from_shards(&self.run_id, shards), &self.meta)
+    }
+}
+
+/// A run's progress: its latest interval, for the run and per region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveView {
     /// The run.
     pub run: RunView,
-    /// What the shards this node holds say.
-    pub summary: Summary,
+    /// Every region together.
+    pub total: LivePart,
+    /// Per region.
+    pub regions: Vec<LivePart>,
+}
+
+/// One part of a run's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LivePart {
+    /// `all`, or the region.
+    pub scope: String,
+    /// The interval shown: seconds since the start instant.
+    pub t_s: f64,
+    /// VUs running in it.
+    pub vus: u64,
+    /// Requests per second in it.
+    pub rps: f64,
+    /// 95th percentile of `http_req_duration` in it, ms.
+    pub p95_ms: f64,
+    /// Requests so far.
+    pub requests: u64,
+    /// Failed requests so far.
+    pub failed: u64,
 }
 
 /// What the API asks of the node's event loop.
@@ -234,5 +284,7 @@ pub enum Query {
     /// `POST /v1/runs/{id}/stop`; an error names the problem.
     Stop(String, oneshot::Sender<Result<RunView, String>>),
     /// `GET /v1/runs/{id}/report`; `None` for an unknown run.
-    Report(String, oneshot::Sender<Option<ReportView>>),
+    Report(String, oneshot::Sender<Option<ReportSource>>),
+    /// `GET /v1/runs/{id}/live`; `None` for an unknown run.
+    Live(String, oneshot::Sender<Option<LiveView>>),
 }

@@ -70,6 +70,16 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     response
 }
 
+/// JSON encoded already, sent as it is.
+fn raw_json(body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
 }
@@ -140,6 +150,7 @@ enum Route {
     Run(String),
     Stop(String),
     Report(String),
+    Live(String),
 }
 
 /// A request refused before it reaches the node: the status and why.
@@ -171,6 +182,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
                 [] => (Route::Run(id), Method::GET),
                 ["stop"] => (Route::Stop(id), Method::POST),
                 ["report"] => (Route::Report(id), Method::GET),
+                ["live"] => (Route::Live(id), Method::GET),
                 _ => return Err(no_route(path)),
             }
         }
@@ -190,7 +202,7 @@ fn no_route(path: &str) -> Refusal {
         StatusCode::NOT_FOUND,
         format!(
             "no route {path}; the API serves /v1/status, /v1/peers, /v1/runs, /v1/runs/ID, \
-             /v1/runs/ID/stop and /v1/runs/ID/report"
+             /v1/runs/ID/stop, /v1/runs/ID/report and /v1/runs/ID/live"
         ),
     )
 }
@@ -327,7 +339,18 @@ where
             .await
             .map_or_else(|response| response, |view| found(&id, view)),
         Route::Stop(id) => stop(id, &queries).await,
-        Route::Report(id) => ask(&queries, |tx| Query::Report(id.clone(), tx))
+        Route::Report(id) => match ask(&queries, |tx| Query::Report(id.clone(), tx)).await {
+            Err(response) => response,
+            Ok(None) => no_run(&id),
+            Ok(Some(source)) => match tokio::task::spawn_blocking(move || source.build()).await {
+                Ok(report) => raw_json(report.to_json()),
+                Err(_) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "building the report failed; the node's log says why",
+                ),
+            },
+        },
+        Route::Live(id) => ask(&queries, |tx| Query::Live(id.clone(), tx))
             .await
             .map_or_else(|response| response, |view| found(&id, view)),
     })

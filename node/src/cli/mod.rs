@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, DEFAULT_API};
 use crate::core::assign::{RegionWeight, parse_region_weights};
 use crate::core::metrics::{Value, names};
-use crate::core::report::{Report, Summary, percentiles};
+use crate::core::report::{Report, percentiles};
+use crate::core::run_report::RunReport;
 use crate::core::shard::Shard;
 use crate::core::spec::{Executor, Rate, RunSpec, Stage, parse_duration, parse_rate, parse_stages};
 use crate::engine::executor::Progress;
 use crate::local::{self, Observer};
-use crate::summary;
+use crate::{html, summary};
 
 mod mesh;
 mod runs;
@@ -51,6 +52,9 @@ enum Cmd {
     /// Print a run's merged report; any node of the mesh can.
     #[command(after_long_help = runs::REPORT_EXAMPLES)]
     Report(runs::ReportArgs),
+    /// Follow a run's progress live, from any node, then print its report.
+    #[command(after_long_help = runs::WATCH_EXAMPLES)]
+    Watch(runs::WatchArgs),
     /// Build a scenario crate (or a workspace of them) into .wasm modules.
     #[command(after_long_help = BUILD_EXAMPLES)]
     Build(BuildArgs),
@@ -157,7 +161,8 @@ struct RunArgs {
     /// A run parameter for the scenario, KEY=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_parser = env_arg)]
     env: Vec<(String, String)>,
-    /// Write the summary as JSON to this file.
+    /// Write the report to this file: HTML for .html, CSV (the timeline)
+    /// for .csv, text for .txt, else JSON.
     #[arg(long)]
     out: Option<PathBuf>,
     /// An iteration that runs longer fails with reason `timeout`.
@@ -545,13 +550,52 @@ fn scenario_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Writes `--out`: the summary as JSON.
-fn write_out(path: Option<&Path>, summary: &Summary) -> anyhow::Result<()> {
+/// A report's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// The end-of-test summary, as a terminal shows it.
+    Text,
+    /// Everything, for machines: byte-identical on every node holding the
+    /// same measurements.
+    Json,
+    /// One self-contained page with charts.
+    Html,
+    /// The timeline: one row per interval, for the run and each region.
+    Csv,
+}
+
+impl ReportFormat {
+    /// The format a file name asks for by its extension, if any.
+    pub fn of_path(path: &Path) -> Option<ReportFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "json" => Some(ReportFormat::Json),
+            "html" | "htm" => Some(ReportFormat::Html),
+            "csv" => Some(ReportFormat::Csv),
+            "txt" => Some(ReportFormat::Text),
+            _ => None,
+        }
+    }
+
+    /// The report in this format.
+    pub fn render(self, report: &RunReport) -> Vec<u8> {
+        match self {
+            ReportFormat::Text => summary::render_report(report).into_bytes(),
+            ReportFormat::Json => report.to_json(),
+            ReportFormat::Html => html::render(report).into_bytes(),
+            ReportFormat::Csv => report.to_csv().into_bytes(),
+        }
+    }
+}
+
+/// Writes `--out`: the report in the format its extension names (`.html`,
+/// `.csv`, `.txt`), else JSON.
+fn write_out(path: Option<&Path>, report: &RunReport) -> anyhow::Result<()> {
     if let Some(path) = path {
-        let json = serde_json::to_vec_pretty(summary).context("cannot encode the summary")?;
-        std::fs::write(path, json).with_context(|| {
+        let format = ReportFormat::of_path(path).unwrap_or(ReportFormat::Json);
+        std::fs::write(path, format.render(report)).with_context(|| {
             format!(
-                "cannot write the summary to {}: check that its directory exists and is writable",
+                "cannot write the report to {}: check that its directory exists and is writable",
                 path.display()
             )
         })?;
@@ -572,15 +616,12 @@ async fn run_here(args: &RunArgs, spec: RunSpec) -> anyhow::Result<ExitCode> {
         "interrupted: stopping the run and printing what was measured (Ctrl-C again quits at once)"
             .to_owned(),
     );
-    let summary = local::run(wasm, spec, &mut observer, interrupt.clone(), args.source_ip).await?;
+    let report = local::run(wasm, spec, &mut observer, interrupt.clone(), args.source_ip).await?;
     if observer.enabled {
         eprintln!();
     }
-    print!(
-        "{}",
-        summary::render(&summary, &scenario_name(&args.scenario))
-    );
-    write_out(args.out.as_deref(), &summary)?;
+    print!("{}", summary::render_report(&report));
+    write_out(args.out.as_deref(), &report)?;
     if interrupt.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
@@ -674,6 +715,7 @@ pub fn main() -> ExitCode {
         Cmd::Runs(args) => runtime().and_then(|rt| rt.block_on(runs::runs(args))),
         Cmd::Stop(args) => runtime().and_then(|rt| rt.block_on(runs::stop(args))),
         Cmd::Report(args) => runtime().and_then(|rt| rt.block_on(runs::report(args))),
+        Cmd::Watch(args) => runtime().and_then(|rt| rt.block_on(runs::watch(args))),
     };
     match result {
         Ok(code) => code,

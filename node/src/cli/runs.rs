@@ -15,9 +15,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::mesh::{self, ApiArgs, short_id, table};
-use super::{RunArgs, cancel_on_ctrl_c, scenario_name, write_out};
+use super::{ReportFormat, RunArgs, cancel_on_ctrl_c, write_out};
 use crate::api::server::valid_run_id;
-use crate::api::{ReportView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView, client};
+use crate::api::{LiveView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView, client};
+use crate::core::run_report::RunReport;
 use crate::core::spec::RunSpec;
 use crate::summary;
 
@@ -51,17 +52,38 @@ does not know RUN, or the run has already ended.";
 
 /// The long help of `fusi-node report`.
 pub const REPORT_EXAMPLES: &str = "\
-Prints the run's nodes and the summary merged from the measurements the node
-holds; every node of the mesh holds them all once the run is over, so any node
-prints the same report. The report line at the bottom says whether every
-node's measurements arrived.
+Prints the run's report, merged from the measurements (shards) the node holds:
+first how complete it is (shards held of shards announced, nodes lost), then
+the whole run, each region and each node. Nodes fill each other's gaps, so
+every node of the mesh converges to the same shards, and two nodes holding the
+same shards print byte-identical JSON.
+
+Formats: text (the end-of-test summary), json (everything, with a timeline
+per region), html (one self-contained page with charts), csv (the timeline:
+one row per interval, for the run and each region). Without --format, the
+extension of --out picks it, else text.
 
 Examples:
   fusi-node report r18c2f0a9b3d4e5f6
-  fusi-node report r18c2f0a9b3d4e5f6 --out summary.json
-  fusi-node report r18c2f0a9b3d4e5f6 --json | jq .summary.http
+  fusi-node report r18c2f0a9b3d4e5f6 --out report.html
+  fusi-node report r18c2f0a9b3d4e5f6 --format json | jq .regions.fra.http
+  fusi-node report r18c2f0a9b3d4e5f6 --format csv --out timeline.csv
 
 Exit status: 0 when the report was printed, whatever the run's outcome; 1 when
+no node answers at --api, or it does not know RUN.";
+
+/// The long help of `fusi-node watch`.
+pub const WATCH_EXAMPLES: &str = "\
+Follows a run from any node: elapsed time, VUs, requests/s, p95 and failed
+requests, for the run and each region, refreshed every second from the
+shards as they arrive. When the run ends it prints the report. Ctrl-C stops
+watching, not the run (`fusi-node stop RUN` does that).
+
+Examples:
+  fusi-node watch r18c2f0a9b3d4e5f6
+  fusi-node watch r18c2f0a9b3d4e5f6 --api 127.0.0.1:7402
+
+Exit status: 0 when the run ended complete; 1 when it was stopped or failed,
 no node answers at --api, or it does not know RUN.";
 
 /// `fusi-node runs`.
@@ -92,9 +114,22 @@ pub struct ReportArgs {
     run: String,
     #[command(flatten)]
     api: ApiArgs,
-    /// Write the summary as JSON to this file.
+    /// The format [default: from the extension of --out, else text].
+    #[arg(long, value_enum)]
+    format: Option<ReportFormat>,
+    /// Write the report to this file instead of the terminal.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// `fusi-node watch`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The run to follow.
+    #[arg(value_parser = run_id_arg)]
+    run: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 fn run_id_arg(s: &str) -> Result<String, String> {
@@ -385,45 +420,72 @@ impl Poller {
     }
 }
 
-/// The live progress line of a mesh run, from its report: requests/s since
-/// the last report, p95 of the latest interval merged so far.
+/// The live progress of a mesh run: a line for the run and one per region,
+/// from the latest interval the node merged. On a terminal the lines are
+/// redrawn in place; elsewhere (a CI log) they are appended.
 #[derive(Default)]
 struct LiveProgress {
-    /// When the last report was read, and its request total.
-    last: Option<(Instant, u64)>,
-    shown: bool,
+    /// Lines drawn in place, to redraw over.
+    drawn: usize,
+    terminal: bool,
 }
 
 impl LiveProgress {
-    fn show(&mut self, report: &ReportView) {
-        let s = &report.summary;
-        let now = Instant::now();
-        let latest = s.timeline.last();
-        let rps = match self.last {
-            Some((then, requests)) => {
-                s.http.requests.saturating_sub(requests) as f64
-                    / now.duration_since(then).as_secs_f64().max(1e-3)
+    fn show(&mut self, live: &LiveView) {
+        let elapsed = live.run.elapsed_s.unwrap_or(0.0).max(0.0);
+        let mut lines = vec![format!(
+            "{}  total {}  failed {}",
+            summary::progress_line(
+                elapsed,
+                live.total.vus,
+                live.total.rps,
+                live.total.p95_ms,
+                0,
+                0
+            )
+            .split("  errors")
+            .next()
+            .unwrap_or_default(),
+            live.total.requests,
+            live.total.failed
+        )];
+        if live.regions.len() > 1 {
+            for r in &live.regions {
+                lines.push(format!(
+                    "  {:<10} vus {:>5}  reqs/s {:>9.1}  p95 {:>9}  total {}  failed {}",
+                    r.scope,
+                    r.vus,
+                    r.rps,
+                    summary::fmt_ms(r.p95_ms),
+                    r.requests,
+                    r.failed
+                ));
             }
-            None => latest.map(|p| p.rps).unwrap_or(0.0),
-        };
-        self.last = Some((now, s.http.requests));
-        let line = summary::progress_line(
-            report.run.elapsed_s.unwrap_or(0.0).max(0.0),
-            latest.map(|p| p.vus).unwrap_or(0),
-            rps,
-            latest.map(|p| p.p95_ms).unwrap_or(s.http.duration.p95),
-            s.errors.values().sum(),
-            s.iterations.dropped,
-        );
+        }
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
+        if self.terminal {
+            if self.drawn > 1 {
+                let _ = write!(err, "\x1b[{}A", self.drawn - 1);
+            }
+            let _ = write!(err, "\r");
+            for (i, line) in lines.iter().enumerate() {
+                let _ = write!(err, "\x1b[2K{line}");
+                if i + 1 < lines.len() {
+                    let _ = writeln!(err);
+                }
+            }
+            self.drawn = lines.len();
+        } else {
+            for line in &lines {
+                let _ = writeln!(err, "{line}");
+            }
+        }
         let _ = err.flush();
-        self.shown = true;
     }
 
-    /// Ends the line, so that what follows starts on its own.
+    /// Ends the lines, so that what follows starts on its own.
     fn finish(&mut self) {
-        if std::mem::take(&mut self.shown) {
+        if std::mem::take(&mut self.drawn) > 0 {
             eprintln!();
         }
     }
@@ -438,11 +500,14 @@ async fn follow(
     interrupt: &CancellationToken,
 ) -> anyhow::Result<()> {
     let run_path = format!("/v1/runs/{}", poller.id);
-    let report_path = format!("{run_path}/report");
+    let live_path = format!("{run_path}/live");
     let mut stop_sent = false;
     let mut shown_assignment = false;
     let mut shown_start = false;
-    let mut progress = LiveProgress::default();
+    let mut progress = LiveProgress {
+        drawn: 0,
+        terminal: std::io::stderr().is_terminal(),
+    };
     let mut next_progress = Instant::now();
     loop {
         tokio::select! {
@@ -474,8 +539,8 @@ async fn follow(
         }
         if live && run.phase == "running" && Instant::now() >= next_progress {
             next_progress = Instant::now() + PROGRESS_EVERY;
-            if let Some(report) = poller.get::<ReportView>(&report_path).await? {
-                progress.show(&report);
+            if let Some(view) = poller.get::<LiveView>(&live_path).await? {
+                progress.show(&view);
             }
         }
     }
@@ -510,14 +575,11 @@ pub(super) async fn run_on(
     };
     let live = !args.quiet && std::io::stderr().is_terminal();
     follow(&mut poller, live, &interrupt).await?;
-    let report: ReportView = poller.get_until(&format!("/v1/runs/{id}/report")).await?;
-    print!("{}", render_header(&report.run));
-    print!(
-        "{}",
-        summary::render(&report.summary, &scenario_name(&args.scenario))
-    );
-    write_out(args.out.as_deref(), &report.summary)?;
-    let run = &report.run;
+    let run: RunView = poller.get_until(&format!("/v1/runs/{id}")).await?;
+    let report = fetch_report(api, &id).await?;
+    print!("{}", render_header(&run));
+    print!("{}", summary::render_report(&report));
+    write_out(args.out.as_deref(), &report)?;
     let reason = run.reason.as_deref().unwrap_or("no reason given");
     Ok(match run.phase.as_str() {
         "complete" => ExitCode::SUCCESS,
@@ -555,27 +617,75 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A run's report from the node at `api`.
+async fn fetch_report(api: SocketAddr, id: &str) -> anyhow::Result<RunReport> {
+    let bytes = client::get_raw(api, &format!("/v1/runs/{id}/report")).await?;
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "the node at {api} sent a report this CLI does not understand; is it the same version?"
+        )
+    })
+}
+
 /// `fusi-node report RUN`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let report: ReportView =
-        client::get(args.api.api, &format!("/v1/runs/{}/report", args.run)).await?;
-    if args.api.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("encoding")?
-        );
-    } else {
-        let sha = &report.run.module_sha256;
-        let module = if report.run.scenario.is_empty() {
-            format!("module {}", sha.get(..12).unwrap_or(sha))
-        } else {
-            report.run.scenario.clone()
-        };
-        print!("{}", render_header(&report.run));
-        print!("{}", summary::render(&report.summary, &module));
+    let api = args.api.api;
+    let format = args
+        .format
+        .or(args.api.json.then_some(ReportFormat::Json))
+        .or(args.out.as_deref().and_then(ReportFormat::of_path))
+        .unwrap_or(ReportFormat::Text);
+    let path = format!("/v1/runs/{}/report", args.run);
+    let bytes = match format {
+        // The node's bytes as they are: the same on every node holding the
+        // same shards.
+        ReportFormat::Json => client::get_raw(api, &path).await?.to_vec(),
+        ReportFormat::Text => {
+            let run: RunView = client::get(api, &format!("/v1/runs/{}", args.run)).await?;
+            let report = fetch_report(api, &args.run).await?;
+            let mut text = render_header(&run);
+            text.push_str(&summary::render_report(&report));
+            text.into_bytes()
+        }
+        ReportFormat::Html | ReportFormat::Csv => {
+            format.render(&fetch_report(api, &args.run).await?)
+        }
+    };
+    match &args.out {
+        Some(out) => std::fs::write(out, &bytes).with_context(|| {
+            format!(
+                "cannot write the report to {}: check that its directory exists and is writable",
+                out.display()
+            )
+        })?,
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .context("cannot write the report to stdout")?,
     }
-    write_out(args.out.as_deref(), &report.summary)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fusi-node watch RUN`.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let api = args.api.api;
+    let mut poller = Poller {
+        api,
+        id: args.run.clone(),
+        failing_since: None,
+    };
+    let _: RunView = client::get(api, &format!("/v1/runs/{}", args.run)).await?;
+    // Ctrl-C ends the watch (the default signal action), not the run.
+    let never = CancellationToken::new();
+    follow(&mut poller, true, &never).await?;
+    let run: RunView = poller.get_until(&format!("/v1/runs/{}", args.run)).await?;
+    let report = fetch_report(api, &args.run).await?;
+    print!("{}", render_header(&run));
+    print!("{}", summary::render_report(&report));
+    Ok(if run.phase == "complete" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
@@ -752,10 +862,6 @@ mod tests {
                         view.reason = Some("stopped by the CLI".into());
                         drop(reply.send(Ok(view.clone())));
                     }
-                    Query::Report(id, reply) => drop(reply.send(Some(ReportView {
-                        run: view.clone(),
-                        summary: crate::core::report::Report::new(&id).summary("constant-vus"),
-                    }))),
                     _ => {}
                 }
             }
@@ -780,11 +886,11 @@ mod tests {
         .await
         .expect("the run ends")
         .unwrap_or_else(|e| panic!("{e:#}"));
-        let report: ReportView = poller
-            .get_until("/v1/runs/r18c2f0a9/report")
+        let run: RunView = poller
+            .get_until("/v1/runs/r18c2f0a9")
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
-        assert_eq!(report.run.phase, "stopped");
+        assert_eq!(run.phase, "stopped");
         assert!(stopped.await.is_ok(), "the node was asked to stop the run");
     }
 }

@@ -156,9 +156,7 @@ impl Report {
         };
         // A shard split in parts carries the gauges in one of them.
         if let (Some(active), Some(initialized)) = (gauge(names::VUS), gauge(names::VUS_MAX)) {
-            region
-                .vus
-                .insert(shard.node.clone(), (active, initialized));
+            region.vus.insert(shard.node.clone(), (active, initialized));
         }
         for metric in TIMELINE_METRICS {
             // Per interval, tags are folded away: one value per metric.
@@ -381,43 +379,72 @@ impl Report {
     fn timeline(&self, keep: impl Fn(&str) -> bool) -> Vec<TimelinePoint> {
         self.timeline
             .iter()
-            .filter_map(|(start, iv)| {
-                let mut series = SeriesSet::new();
-                let mut latency = new_histogram();
-                let mut vus = 0.0;
-                let mut any = false;
-                for (_, ri) in iv.regions.iter().filter(|(r, _)| keep(r)) {
-                    any = true;
-                    let _ = series.merge_all(&ri.series);
-                    let _ = latency.add(ri.latency());
-                    vus += ri.vus.values().map(|v| v.0).sum::<f64>();
-                }
-                if !any {
-                    return None;
-                }
-                let get = |m: &str| series.get(&SeriesKey::new(m, []));
-                let count = |m: &str| match get(m) {
-                    Some(Value::Counter(c)) => *c as u64,
-                    _ => 0,
-                };
-                let secs = (iv.end_ms.saturating_sub(*start) as f64 / 1000.0).max(1e-3);
-                let requests = count(names::HTTP_REQS);
-                let lat = percentiles(Some(&Value::Trend(latency)));
-                Some(TimelinePoint {
-                    t_s: *start as f64 / 1000.0,
-                    requests,
-                    rps: requests as f64 / secs,
-                    failed: rate(get(names::HTTP_REQ_FAILED).cloned()).0,
-                    p50_ms: lat.p50,
-                    p95_ms: lat.p95,
-                    p99_ms: lat.p99,
-                    iterations: count(names::ITERATIONS),
-                    dropped: count(names::DROPPED_ITERATIONS),
-                    vus: vus as u64,
-                })
-            })
+            .filter_map(|(start, iv)| point(*start, iv, &keep))
             .collect()
     }
+
+    /// Requests and failed requests so far, in the run or one region.
+    pub fn requests(&self, region: Option<&str>) -> (u64, u64) {
+        let in_scope = |k: &SeriesKey| region.is_none_or(|r| k.tag(REGION_TAG) == Some(r));
+        let requests = match self.totals.fold(names::HTTP_REQS, in_scope) {
+            Some(Value::Counter(c)) => c as u64,
+            _ => 0,
+        };
+        (
+            requests,
+            rate(self.totals.fold(names::HTTP_REQ_FAILED, in_scope)).0,
+        )
+    }
+
+    /// The latest settled interval of the run (`None`) or of one region:
+    /// the one before the newest, whose shards may still be on their way.
+    pub fn latest(&self, region: Option<&str>) -> Option<TimelinePoint> {
+        let keep = |r: &str| region.is_none_or(|want| want == r);
+        let mut recent = self
+            .timeline
+            .iter()
+            .rev()
+            .filter_map(|(start, iv)| point(*start, iv, &keep));
+        let newest = recent.next();
+        recent.next().or(newest)
+    }
+}
+
+/// One interval over the regions `keep` selects; `None` if it has none.
+fn point(start: u64, iv: &Interval, keep: &impl Fn(&str) -> bool) -> Option<TimelinePoint> {
+    let mut series = SeriesSet::new();
+    let mut latency = new_histogram();
+    let mut vus = 0.0;
+    let mut any = false;
+    for (_, ri) in iv.regions.iter().filter(|(r, _)| keep(r)) {
+        any = true;
+        let _ = series.merge_all(&ri.series);
+        let _ = latency.add(ri.latency());
+        vus += ri.vus.values().map(|v| v.0).sum::<f64>();
+    }
+    if !any {
+        return None;
+    }
+    let get = |m: &str| series.get(&SeriesKey::new(m, []));
+    let count = |m: &str| match get(m) {
+        Some(Value::Counter(c)) => *c as u64,
+        _ => 0,
+    };
+    let secs = (iv.end_ms.saturating_sub(start) as f64 / 1000.0).max(1e-3);
+    let requests = count(names::HTTP_REQS);
+    let lat = percentiles(Some(&Value::Trend(latency)));
+    Some(TimelinePoint {
+        t_s: start as f64 / 1000.0,
+        requests,
+        rps: requests as f64 / secs,
+        failed: rate(get(names::HTTP_REQ_FAILED).cloned()).0,
+        p50_ms: lat.p50,
+        p95_ms: lat.p95,
+        p99_ms: lat.p99,
+        iterations: count(names::ITERATIONS),
+        dropped: count(names::DROPPED_ITERATIONS),
+        vus: vus as u64,
+    })
 }
 
 fn merge_into(map: &mut BTreeMap<String, Value>, name: String, v: &Value) {
@@ -755,7 +782,10 @@ mod tests {
             let mut parts: BTreeMap<(u64, u64), SeriesSet> = BTreeMap::new();
             for v in &samples {
                 let at = (rng.below(nodes), rng.below(intervals));
-                let _ = parts.entry(at).or_default().add(&key, MetricKind::Trend, *v);
+                let _ = parts
+                    .entry(at)
+                    .or_default()
+                    .add(&key, MetricKind::Trend, *v);
             }
             let mut shards: Vec<Shard> = parts
                 .into_iter()
@@ -795,7 +825,11 @@ mod tests {
                     .map(|v| (v.value_iterated_to(), v.count_at_value()))
                     .collect()
             };
-            assert_eq!(recorded(&merged), recorded(&one), "case {case}: distributions");
+            assert_eq!(
+                recorded(&merged),
+                recorded(&one),
+                "case {case}: distributions"
+            );
             for q in 0..=1000 {
                 let q = f64::from(q) / 1000.0;
                 assert_eq!(
@@ -855,9 +889,11 @@ mod tests {
             for seq in 0..4u64 {
                 let mut s = shard(node, seq, seq == 3, &[1.5, 2.5]);
                 let key = SeriesKey::new("custom", []);
-                let _ = s
-                    .series
-                    .add(&key, MetricKind::Counter, 0.1 * (seq + 1) as f64 + i as f64 / 3.0);
+                let _ = s.series.add(
+                    &key,
+                    MetricKind::Counter,
+                    0.1 * (seq + 1) as f64 + i as f64 / 3.0,
+                );
                 let _ = s.series.add(
                     &SeriesKey::new("level", []),
                     MetricKind::Gauge,
@@ -894,7 +930,10 @@ mod tests {
         r.add(&other_part);
         let s = r.summary("x");
         assert_eq!(s.timeline.len(), 1);
-        assert_eq!(s.timeline[0].vus, 5, "the part without gauges does not zero them");
+        assert_eq!(
+            s.timeline[0].vus, 5,
+            "the part without gauges does not zero them"
+        );
         assert_eq!(s.timeline[0].requests, 2);
     }
 

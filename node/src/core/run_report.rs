@@ -204,11 +204,8 @@ impl RunReport {
         let mut out = String::from(
             "scope,t_s,requests,rps,failed,p50_ms,p95_ms,p99_ms,iterations,dropped,vus\n",
         );
-        let scopes = std::iter::once(("all".to_owned(), &self.summary)).chain(
-            self.regions
-                .iter()
-                .map(|(r, s)| (format!("region:{r}"), s)),
-        );
+        let scopes = std::iter::once(("all".to_owned(), &self.summary))
+            .chain(self.regions.iter().map(|(r, s)| (format!("region:{r}"), s)));
         for (scope, summary) in scopes {
             for p in &summary.timeline {
                 let _ = writeln!(
@@ -309,7 +306,10 @@ mod tests {
                 ("d", "silent")
             ]
         );
-        assert_eq!(report.nodes[3].region, "nrt", "a silent node keeps its planned region");
+        assert_eq!(
+            report.nodes[3].region, "nrt",
+            "a silent node keeps its planned region"
+        );
         assert_eq!(report.regions.len(), 2);
         assert_eq!(report.regions["nrt"].http.requests, 30);
         assert_eq!(report.summary.http.requests, 50);

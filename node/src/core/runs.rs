@@ -36,6 +36,7 @@ use crate::core::assign::{self, Candidate};
 #[cfg(doc)]
 use crate::core::leader::Leadership;
 use crate::core::leader::ranking;
+use crate::core::run_report::{ExpectedNode, RunMeta};
 use crate::core::spec::Share;
 use crate::core::wire::{
     Assigned, Finish, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage,
@@ -242,6 +243,45 @@ struct Timers {
 }
 
 impl Run {
+    /// What a report of this run needs besides its shards: facts every
+    /// node agrees on once the run is over (the plan, the finish).
+    pub fn report_meta(&self) -> RunMeta {
+        let spec = &self.proposal.spec;
+        let region = |id: &str| {
+            self.proposal
+                .candidates
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.region.clone())
+                .unwrap_or_default()
+        };
+        RunMeta {
+            scenario: spec.scenario.clone(),
+            executor: spec.executor.name().to_owned(),
+            outcome: match self.finish.as_ref().map(|f| &f.outcome) {
+                None => "running",
+                Some(Outcome::Complete) => "complete",
+                Some(Outcome::Stopped { .. }) => "stopped",
+                Some(Outcome::Failed { .. }) => "failed",
+            }
+            .to_owned(),
+            expected: self
+                .plan
+                .iter()
+                .flat_map(|p| &p.shares)
+                .map(|a| ExpectedNode {
+                    id: a.node.clone(),
+                    region: region(&a.node),
+                })
+                .collect(),
+            lost: self
+                .finish
+                .as_ref()
+                .map(|f| f.lost.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Where the run is, at this node's wall clock `wall_ns`.
     pub fn phase(&self, wall_ns: i64, view: &dyn MeshView) -> Phase {
         if let Some(f) = &self.finish {

@@ -384,7 +384,11 @@ mod tests {
         let mut merged = SeriesSet::new();
         for (i, part) in parts.iter().enumerate() {
             assert!(part.encode().len() <= limit, "part {i} over the limit");
-            assert_eq!(part.last, i == parts.len() - 1, "only the final part is last");
+            assert_eq!(
+                part.last,
+                i == parts.len() - 1,
+                "only the final part is last"
+            );
             assert_eq!((part.start_ms, part.end_ms), (3000, 4000));
             merged.merge_all(&part.series).expect("same kinds");
         }
@@ -392,7 +396,11 @@ mod tests {
         for (k, v) in shard.series.iter() {
             assert_eq!(merged.get(k), Some(v));
         }
-        assert_eq!(shard.clone().split(whole).len(), 1, "a shard under the limit stays whole");
+        assert_eq!(
+            shard.clone().split(whole).len(),
+            1,
+            "a shard under the limit stays whole"
+        );
     }
 
     #[test]

@@ -105,27 +105,48 @@ impl RunStore {
                     continue;
                 }
             };
-            let mut shards = Vec::new();
-            if let Ok(files) = fs::read_dir(dir.join("shards")) {
-                for file in files.flatten() {
-                    let path = file.path();
-                    if path.extension().is_none_or(|e| e != "cbor") {
-                        continue;
-                    }
-                    match read_bounded(&path)
-                        .and_then(|b| Shard::decode(&b).map_err(|e| e.to_string()))
-                    {
-                        Ok(s) if s.run_id == run.id => shards.push(s),
-                        Ok(_) => {
-                            problems.push(format!("{}: a shard of another run", path.display()))
-                        }
-                        Err(e) => problems.push(format!("{}: {e}", path.display())),
-                    }
-                }
-            }
+            let (shards, mut bad) = self.load_shards(&run.id);
+            problems.append(&mut bad);
             runs.push((run, shards));
         }
         (runs, problems)
+    }
+}
+
+impl RunStore {
+    /// Every shard stored for a run. Unreadable files are skipped and named
+    /// in the second list.
+    pub fn load_shards(&self, id: &str) -> (Vec<Shard>, Vec<String>) {
+        let mut shards = Vec::new();
+        let mut problems = Vec::new();
+        let Ok(dir) = self.run_dir(id) else {
+            return (shards, problems);
+        };
+        let Ok(files) = fs::read_dir(dir.join("shards")) else {
+            return (shards, problems);
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            if path.extension().is_none_or(|e| e != "cbor") {
+                continue;
+            }
+            match read_bounded(&path).and_then(|b| Shard::decode(&b).map_err(|e| e.to_string())) {
+                Ok(s) if s.run_id == id => shards.push(s),
+                Ok(_) => problems.push(format!("{}: a shard of another run", path.display())),
+                Err(e) => problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        (shards, problems)
+    }
+
+    /// One stored shard's bytes, as received.
+    pub fn shard_bytes(&self, id: &str, node: &str, seq: u64) -> Option<Vec<u8>> {
+        let path = self
+            .run_dir(id)
+            .ok()?
+            .join("shards")
+            .join(format!("{}.{seq}.cbor", safe(node)));
+        read_bounded(&path).ok()
     }
 }
 

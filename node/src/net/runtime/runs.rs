@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Node;
-use crate::api::{ReportView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView};
+use crate::api::{
+    LivePart, LiveView, ReportSource, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView,
+};
 use crate::core::allow::AllowList;
 use crate::core::assign::Candidate;
 use crate::core::mesh::MeshCore;
@@ -685,13 +687,43 @@ impl Node {
         }
     }
 
-    pub(super) fn report_view(&self, id: &str) -> Option<ReportView> {
+    /// What the API server builds a run's report from.
+    pub(super) fn report_source(&self, id: &str) -> Option<ReportSource> {
+        let run = self.runs.core.get(id)?;
+        Some(ReportSource {
+            store: self.runs.store.clone(),
+            run_id: id.to_owned(),
+            meta: run.report_meta(),
+        })
+    }
+
+    /// A run's progress, from the shards merged so far.
+    pub(super) fn live_view(&self, id: &str) -> Option<LiveView> {
         let run = self.run_view(id)?;
-        let summary = match self.runs.reports.get(id) {
-            Some(r) => r.summary(&run.executor),
-            None => Report::new(id).summary(&run.executor),
+        let empty = Report::new(id);
+        let report = self.runs.reports.get(id).unwrap_or(&empty);
+        let part = |scope: &str, region: Option<&str>| {
+            let latest = report.latest(region);
+            let (requests, failed) = report.requests(region);
+            LivePart {
+                scope: scope.to_owned(),
+                t_s: latest.as_ref().map_or(0.0, |p| p.t_s),
+                vus: latest.as_ref().map_or(0, |p| p.vus),
+                rps: latest.as_ref().map_or(0.0, |p| p.rps),
+                p95_ms: latest.as_ref().map_or(0.0, |p| p.p95_ms),
+                requests,
+                failed,
+            }
         };
-        Some(ReportView { run, summary })
+        Some(LiveView {
+            total: part("all", None),
+            regions: report
+                .regions()
+                .into_iter()
+                .map(|r| part(r, Some(r)))
+                .collect(),
+            run,
+        })
     }
 
     fn name_of(&self, id: &str) -> String {
@@ -838,7 +870,10 @@ impl Node {
                 let _ = reply.send(self.stop_run(&id));
             }
             Query::Report(id, reply) => {
-                let _ = reply.send(self.report_view(&id));
+                let _ = reply.send(self.report_source(&id));
+            }
+            Query::Live(id, reply) => {
+                let _ = reply.send(self.live_view(&id));
             }
             Query::Status(_) | Query::Peers(_) => {}
         }
