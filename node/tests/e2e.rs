@@ -750,3 +750,23 @@ fn build_wraps_cargo_and_prints_the_module() {
     );
     fails_with(&["build", "/no/such/dir"], 1, "has no Cargo.toml");
 }
+
+#[test]
+fn a_scenario_declares_thresholds_in_its_module() {
+    // `fusi_sdk::thresholds!` writes the section that the host reads: the
+    // SDK's literal section name and the ABI constant agree.
+    let path = scenario("api_flow");
+    let wasm =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let declared = fusi_node::engine::module::declared_thresholds(&wasm)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(declared, vec!["checks: rate>0.9".to_owned()]);
+    let parsed = fusi_node::core::threshold::parse_all(&declared)
+        .unwrap_or_else(|e| panic!("the declared thresholds should parse: {e}"));
+    assert_eq!(parsed.len(), 1);
+    let hello = std::fs::read(scenario("hello")).unwrap_or_default();
+    assert_eq!(
+        fusi_node::engine::module::declared_thresholds(&hello),
+        Ok(vec![])
+    );
+}

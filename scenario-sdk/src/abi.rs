@@ -22,6 +22,22 @@ pub const ABI_VERSION: u32 = 1;
 /// The wasm import module that holds every host function.
 pub const IMPORT_MODULE: &str = "fusi";
 
+/// The wasm custom section in which a scenario declares its thresholds.
+///
+/// Its payload is UTF-8 text: thresholds in k6 syntax, one per line (for
+/// example `http_req_duration: p(95)<200ms`). A module may hold several
+/// sections of this name (the linker keeps one per declaration); the host
+/// reads them all, in order, as one text. Blank lines are ignored. Write it
+/// with [`crate::thresholds!`].
+pub const THRESHOLDS_SECTION: &str = "fusi.thresholds";
+
+/// The most thresholds a module may declare.
+pub const MAX_DECLARED_THRESHOLDS: usize = 100;
+
+/// The most bytes of threshold text a module may declare, over all its
+/// [`THRESHOLDS_SECTION`] sections.
+pub const MAX_THRESHOLDS_BYTES: usize = 64 * 1024;
+
 /// Names of the functions a scenario module exports.
 pub mod exports {
     /// `() -> i32`, required: returns [`super::ABI_VERSION`].

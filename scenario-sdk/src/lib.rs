@@ -69,3 +69,37 @@ macro_rules! scenario {
         pub extern "C" fn __fusi_export_teardown() { $func() }
     };
 }
+
+/// Declares the scenario's thresholds: pass/fail criteria in k6 syntax that
+/// every run of this module checks, next to any given with `--threshold`.
+///
+/// ```ignore
+/// fusi_sdk::thresholds!(
+///     "http_req_duration: p(95)<200ms",
+///     "http_req_failed: rate<0.01",
+///     "checks{check:status is 200}: rate>0.99 abortOnFail",
+/// );
+/// ```
+///
+/// Each argument is one threshold (a string literal, without a line break).
+/// The macro stores them, one per line, in the module's
+/// [`abi::THRESHOLDS_SECTION`] custom section, where the host reads them
+/// when it loads the module; nothing runs in the guest. Invalid thresholds
+/// are reported when the module is loaded. The macro may be used more than
+/// once; the declarations add up.
+#[macro_export]
+macro_rules! thresholds {
+    ($($threshold:literal),+ $(,)?) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            const TEXT: &str = ::core::concat!($($threshold, "\n"),+);
+            // `link_section` takes only a literal: this is abi::THRESHOLDS_SECTION.
+            #[unsafe(link_section = "fusi.thresholds")]
+            #[used]
+            static THRESHOLDS: [u8; TEXT.len()] = match TEXT.as_bytes().first_chunk() {
+                Some(bytes) => *bytes,
+                None => [0; TEXT.len()],
+            };
+        };
+    };
+}

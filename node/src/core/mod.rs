@@ -23,4 +23,5 @@ pub mod shard;
 pub mod spec;
 #[cfg(test)]
 mod testutil;
+pub mod threshold;
 pub mod wire;

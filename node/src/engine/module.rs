@@ -4,6 +4,11 @@
 //! resolved), and every VU instantiates from it in microseconds. Everything a
 //! user can get wrong about a module is caught here, before any VU starts,
 //! with an error that says what is wrong and what to do.
+//!
+//! The thresholds a module declares (the [`abi::THRESHOLDS_SECTION`] custom
+//! section) are read by walking the binary's sections by hand, without
+//! compiling it, so a node can check them as soon as the bytes arrive; the
+//! walk is bounded by the input and never panics.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +72,127 @@ pub enum LoadError {
     /// Running the module's own checks failed.
     #[error("the module failed while starting: {0}")]
     Start(String),
+}
+
+/// Why a module's declared thresholds cannot be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeclaredThresholdsError {
+    /// The bytes are not a WebAssembly module.
+    #[error(
+        "not a WebAssembly module (the file does not start with \\0asm); pass the .wasm file that \
+         `fusi-node build DIR` or `cargo build --release --target wasm32-wasip1` wrote"
+    )]
+    NotWasm,
+    /// The section structure is broken.
+    #[error("the module is malformed at byte {offset}: {what}; rebuild the scenario")]
+    Malformed {
+        /// Where the problem is.
+        offset: usize,
+        /// What is wrong there.
+        what: &'static str,
+    },
+    /// The thresholds are not UTF-8 text.
+    #[error(
+        "the module's `{}` section is not UTF-8 text; declare thresholds with `fusi_sdk::thresholds!`",
+        abi::THRESHOLDS_SECTION
+    )]
+    NotUtf8,
+    /// More threshold text than allowed.
+    #[error(
+        "the module declares more than {} bytes of thresholds; keep them short, or give some with --threshold",
+        abi::MAX_THRESHOLDS_BYTES
+    )]
+    TooLarge,
+    /// More thresholds than allowed.
+    #[error(
+        "the module declares {0} thresholds; at most {max} are allowed",
+        max = abi::MAX_DECLARED_THRESHOLDS
+    )]
+    TooMany(usize),
+}
+
+/// The thresholds a module declares in its [`abi::THRESHOLDS_SECTION`]
+/// custom sections: their text in order, split into lines, trimmed, blank
+/// lines dropped. A module with none declares none. The thresholds are not
+/// parsed here (see [`crate::core::threshold::parse_all`]).
+pub fn declared_thresholds(wasm: &[u8]) -> Result<Vec<String>, DeclaredThresholdsError> {
+    let malformed = |offset, what| DeclaredThresholdsError::Malformed { offset, what };
+    if !wasm.starts_with(b"\0asm") {
+        return Err(DeclaredThresholdsError::NotWasm);
+    }
+    match wasm.get(4..8) {
+        Some([1, 0, 0, 0]) => {}
+        Some(_) => {
+            return Err(malformed(
+                4,
+                "not a version 1 core module (a component, or a newer format)",
+            ));
+        }
+        None => return Err(malformed(wasm.len(), "the header is cut short")),
+    }
+    let mut text = Vec::new();
+    let mut pos = 8;
+    while let Some(&id) = wasm.get(pos) {
+        let (size, start) = read_u32(wasm, pos + 1, wasm.len())?;
+        let end = start
+            .checked_add(size as usize)
+            .filter(|&end| end <= wasm.len())
+            .ok_or_else(|| malformed(start, "a section runs past the end of the module"))?;
+        if id == 0 {
+            let (name_len, name_start) = read_u32(wasm, start, end)?;
+            let name_end = name_start
+                .checked_add(name_len as usize)
+                .filter(|&e| e <= end)
+                .ok_or_else(|| {
+                    malformed(name_start, "a custom section's name runs past the section")
+                })?;
+            if wasm.get(name_start..name_end) == Some(abi::THRESHOLDS_SECTION.as_bytes()) {
+                let payload = wasm.get(name_end..end).unwrap_or_default();
+                if text.len() + payload.len() > abi::MAX_THRESHOLDS_BYTES {
+                    return Err(DeclaredThresholdsError::TooLarge);
+                }
+                text.extend_from_slice(payload);
+            }
+        }
+        pos = end;
+    }
+    let text = String::from_utf8(text).map_err(|_| DeclaredThresholdsError::NotUtf8)?;
+    let list: Vec<String> = text
+        .split('\n')
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.len() > abi::MAX_DECLARED_THRESHOLDS {
+        return Err(DeclaredThresholdsError::TooMany(list.len()));
+    }
+    Ok(list)
+}
+
+/// Reads an unsigned LEB128 `u32` at `pos`, not reading at or past `limit`.
+/// Returns the value and the position after it.
+fn read_u32(
+    bytes: &[u8],
+    mut pos: usize,
+    limit: usize,
+) -> Result<(u32, usize), DeclaredThresholdsError> {
+    let malformed = |offset, what| DeclaredThresholdsError::Malformed { offset, what };
+    let mut value = 0u32;
+    for shift in [0, 7, 14, 21, 28] {
+        let byte = match bytes.get(pos) {
+            Some(&b) if pos < limit => b,
+            _ => return Err(malformed(pos, "a number is cut short")),
+        };
+        pos += 1;
+        value |= u32::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            if shift == 28 && byte > 0x0f {
+                return Err(malformed(pos - 1, "a number is too large"));
+            }
+            return Ok((value, pos));
+        }
+    }
+    Err(malformed(pos, "a number is longer than 5 bytes"))
 }
 
 /// A compiled scenario, ready to instantiate VUs.
@@ -213,5 +339,208 @@ impl ScenarioModule {
 
     pub(super) fn pre(&self) -> &InstancePre<VuState> {
         &self.pre
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leb(mut n: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn section(id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![id];
+        out.extend(leb(payload.len() as u32));
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn custom(name: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = leb(name.len() as u32);
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(payload);
+        section(0, &body)
+    }
+
+    fn module(sections: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = b"\0asm\x01\0\0\0".to_vec();
+        for s in sections {
+            out.extend_from_slice(s);
+        }
+        out
+    }
+
+    fn thresholds(text: &str) -> Vec<u8> {
+        custom(abi::THRESHOLDS_SECTION, text.as_bytes())
+    }
+
+    fn malformed(bytes: &[u8]) -> bool {
+        matches!(
+            declared_thresholds(bytes),
+            Err(DeclaredThresholdsError::Malformed { .. })
+        )
+    }
+
+    #[test]
+    fn reads_every_thresholds_section_in_order() {
+        let wasm = module(&[
+            section(1, &[0x01, 0x60, 0x00, 0x00]),
+            thresholds("http_req_duration: p(95)<200ms\n"),
+            custom("name", b"ignored\nchecks: rate>0"),
+            section(10, &[0x00]),
+            thresholds("  http_req_failed: rate<0.01 \r\n\n\n checks: rate>0.9\n"),
+        ]);
+        assert_eq!(
+            declared_thresholds(&wasm),
+            Ok(vec![
+                "http_req_duration: p(95)<200ms".to_owned(),
+                "http_req_failed: rate<0.01".to_owned(),
+                "checks: rate>0.9".to_owned(),
+            ])
+        );
+        assert_eq!(declared_thresholds(&module(&[])), Ok(vec![]));
+        assert_eq!(
+            declared_thresholds(&module(&[custom("other", b"x: count<1")])),
+            Ok(vec![])
+        );
+        assert_eq!(
+            declared_thresholds(&module(&[thresholds(" \n\n")])),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn padded_leb128_sizes_are_read() {
+        // Size 5 written in five bytes, as some linkers pad it.
+        let mut wasm = module(&[]);
+        wasm.extend_from_slice(&[0, 0x85, 0x80, 0x80, 0x80, 0x00, 4]);
+        wasm.extend_from_slice(b"fusi");
+        assert_eq!(declared_thresholds(&wasm), Ok(vec![]));
+    }
+
+    #[test]
+    fn bad_headers_and_numbers_are_errors() {
+        assert_eq!(
+            declared_thresholds(b"not wasm at all"),
+            Err(DeclaredThresholdsError::NotWasm)
+        );
+        assert_eq!(
+            declared_thresholds(b""),
+            Err(DeclaredThresholdsError::NotWasm)
+        );
+        assert!(malformed(b"\0asm\x01\0"));
+        assert!(malformed(b"\0asm\x0d\0\x01\0"));
+        let mut six_bytes = module(&[]);
+        six_bytes.extend_from_slice(&[0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
+        assert!(malformed(&six_bytes));
+        let mut too_large = module(&[]);
+        too_large.extend_from_slice(&[0, 0xff, 0xff, 0xff, 0xff, 0x1f]);
+        assert!(malformed(&too_large));
+        let mut long_name = module(&[]);
+        long_name.extend_from_slice(&[0, 2, 9, b'f']);
+        assert!(malformed(&long_name));
+        let msg = declared_thresholds(&long_name)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("byte 11") && msg.contains("rebuild"), "{msg}");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let wasm = module(&[
+            section(1, &[0x01, 0x60, 0x00, 0x00]),
+            thresholds("checks: rate>0.9\n"),
+        ]);
+        for len in 0..wasm.len() {
+            let cut = &wasm[..len];
+            let got = declared_thresholds(cut);
+            // Cutting exactly between sections leaves a valid module.
+            if len == 8 || len == 8 + 6 {
+                assert_eq!(got, Ok(vec![]), "{len}");
+            } else {
+                assert!(got.is_err(), "{len}: {got:?}");
+            }
+        }
+        assert_eq!(
+            declared_thresholds(&wasm),
+            Ok(vec!["checks: rate>0.9".to_owned()])
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let base = module(&[thresholds("checks: rate>0.9\n"), custom("x", b"yz")]);
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 {
+                base.clone()
+            } else {
+                module(&[])
+            };
+            let n = (next() % 8) as usize;
+            for _ in 0..n {
+                let at = (next() as usize) % (bytes.len() + 1);
+                let byte = next() as u8;
+                if at < bytes.len() && at >= 8 && next() % 2 == 0 {
+                    bytes[at] = byte;
+                } else {
+                    bytes.insert(at.max(8).min(bytes.len()), byte);
+                }
+            }
+            if let Ok(list) = declared_thresholds(&bytes) {
+                assert!(list.len() <= abi::MAX_DECLARED_THRESHOLDS);
+            }
+        }
+    }
+
+    #[test]
+    fn limits_and_encoding() {
+        let hundred: String = (0..100)
+            .map(|i| format!("http_reqs: count>{i}\n"))
+            .collect();
+        assert_eq!(
+            declared_thresholds(&module(&[thresholds(&hundred)])).map(|l| l.len()),
+            Ok(100)
+        );
+        let more = format!("{hundred}checks: rate>0\n");
+        assert_eq!(
+            declared_thresholds(&module(&[thresholds(&more)])),
+            Err(DeclaredThresholdsError::TooMany(101))
+        );
+        let half = "x".repeat(abi::MAX_THRESHOLDS_BYTES / 2);
+        assert_eq!(
+            declared_thresholds(&module(&[thresholds(&half), thresholds(&half)])).map(|l| l.len()),
+            Ok(1)
+        );
+        assert_eq!(
+            declared_thresholds(&module(&[
+                thresholds(&half),
+                thresholds(&half),
+                thresholds("\n")
+            ])),
+            Err(DeclaredThresholdsError::TooLarge)
+        );
+        assert_eq!(
+            declared_thresholds(&module(&[custom(abi::THRESHOLDS_SECTION, &[0xff, 0xfe])])),
+            Err(DeclaredThresholdsError::NotUtf8)
+        );
     }
 }

@@ -8,6 +8,9 @@
 //! Each step is a group, so the summary shows `::create` and `::read`
 //! separately, and the GET is tagged `name=GET /items/{id}` so that every id
 //! lands in one metric series instead of one per URL.
+//!
+//! The scenario declares its own thresholds: a run fails unless at least 90%
+//! of its checks pass, on top of any `--threshold` given on the command line.
 
 use fusi_sdk::prelude::*;
 use serde::Deserialize;
@@ -54,3 +57,4 @@ fn iteration() {
 }
 
 fusi_sdk::scenario!(iteration = iteration);
+fusi_sdk::thresholds!("checks: rate>0.9");
