@@ -148,6 +148,7 @@ pub async fn run(
             region: LOCAL_NODE.to_owned(),
         }],
         lost: Vec::new(),
+        thresholds: spec.thresholds.clone(),
     };
     Ok(RunReport::build(&report, &meta))
 }

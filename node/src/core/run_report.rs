@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::report::{Report, Scope, Summary};
+use super::threshold::{Threshold, ThresholdResult};
 
 /// A node the plan gave a share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct RunMeta {
     pub expected: Vec<ExpectedNode>,
     /// The nodes the run's end declared lost.
     pub lost: Vec<String>,
+    /// The run's thresholds, as given (`--threshold`, and the scenario's own).
+    pub thresholds: Vec<String>,
 }
 
 /// How much of the run a report holds. Printed first, because every number
@@ -95,6 +98,8 @@ pub struct RunReport {
     pub outcome: String,
     /// How much of the run this report holds.
     pub completeness: RunCompleteness,
+    /// Each threshold, judged on the merged measurements of every node.
+    pub thresholds: Vec<ThresholdResult>,
     /// The whole run, with its timeline.
     pub summary: Summary,
     /// Per region, each with its timeline.
@@ -168,6 +173,7 @@ impl RunReport {
             })
             .collect();
         let summary = report.summary(&meta.executor);
+        let thresholds = judge(&meta.thresholds, report);
         RunReport {
             run_id: summary.run_id.clone(),
             scenario: meta.scenario.clone(),
@@ -182,10 +188,16 @@ impl RunReport {
                 nodes_lost: meta.lost.iter().map(|id| label(id)).collect(),
                 nodes_incomplete: incomplete,
             },
+            thresholds,
             summary,
             regions,
             nodes,
         }
+    }
+
+    /// Whether any threshold failed.
+    pub fn thresholds_failed(&self) -> bool {
+        self.thresholds.iter().any(|t| !t.pass)
     }
 
     /// The report as JSON, the same bytes on every node holding the same
@@ -226,6 +238,27 @@ impl RunReport {
         }
         out
     }
+}
+
+/// The thresholds judged on a report's totals. One that does not parse
+/// (a run spec is checked at submission, so only a newer node's syntax) fails,
+/// with the parse error as its problem.
+pub fn judge(thresholds: &[String], report: &Report) -> Vec<ThresholdResult> {
+    let duration_s = report.end_ms() as f64 / 1000.0;
+    thresholds
+        .iter()
+        .map(|text| match Threshold::parse(text) {
+            Ok(t) => t.judge(report.totals(), duration_s),
+            Err(e) => ThresholdResult {
+                threshold: text.clone(),
+                metric: String::new(),
+                observed: None,
+                pass: false,
+                problem: Some(e.to_string()),
+                abort_on_fail: false,
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -273,6 +306,11 @@ mod tests {
                 })
                 .collect(),
             lost: lost.iter().map(|s| (*s).to_owned()).collect(),
+            thresholds: vec![
+                "http_reqs: count==50".into(),
+                "http_req_duration{region:nrt}: p(95)<1ms".into(),
+                "http_reqs: p95<1".into(),
+            ],
         }
     }
 
@@ -313,6 +351,23 @@ mod tests {
         assert_eq!(report.regions.len(), 2);
         assert_eq!(report.regions["nrt"].http.requests, 30);
         assert_eq!(report.summary.http.requests, 50);
+        let verdicts: Vec<bool> = report.thresholds.iter().map(|t| t.pass).collect();
+        assert_eq!(
+            verdicts,
+            vec![true, false, false],
+            "{:?}",
+            report.thresholds
+        );
+        assert_eq!(report.thresholds[1].observed, Some(3.0), "nrt's p95 alone");
+        assert!(
+            report.thresholds[2]
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("p(95)")),
+            "{:?}",
+            report.thresholds[2]
+        );
+        assert!(report.thresholds_failed());
     }
 
     #[test]

@@ -279,6 +279,7 @@ impl Run {
                 .as_ref()
                 .map(|f| f.lost.clone())
                 .unwrap_or_default(),
+            thresholds: spec.thresholds.clone(),
         }
     }
 

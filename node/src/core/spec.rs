@@ -41,6 +41,10 @@ pub struct RunSpec {
     /// The scenario's file name, for reports on any node (`hello.wasm`).
     #[serde(default)]
     pub scenario: String,
+    /// Thresholds in k6 syntax (`--threshold`, and those the scenario
+    /// declares), judged on the merged measurements of every node.
+    #[serde(default)]
+    pub thresholds: Vec<String>,
 }
 
 impl RunSpec {
@@ -56,6 +60,7 @@ impl RunSpec {
             insecure_skip_tls_verify: false,
             targets: Vec::new(),
             scenario: String::new(),
+            thresholds: Vec::new(),
         }
     }
 }

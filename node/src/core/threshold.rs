@@ -285,18 +285,23 @@ pub fn evaluate_all(
 ) -> Vec<ThresholdResult> {
     thresholds
         .iter()
-        .map(|t| {
-            let v = t.evaluate(totals, duration_s);
-            ThresholdResult {
-                threshold: t.source.clone(),
-                metric: t.metric.clone(),
-                observed: v.observed,
-                pass: v.pass,
-                problem: v.problem,
-                abort_on_fail: t.abort_on_fail,
-            }
-        })
+        .map(|t| t.judge(totals, duration_s))
         .collect()
+}
+
+impl Threshold {
+    /// The threshold checked against a run's totals, as a report shows it.
+    pub fn judge(&self, totals: &SeriesSet, duration_s: f64) -> ThresholdResult {
+        let v = self.evaluate(totals, duration_s);
+        ThresholdResult {
+            threshold: self.source.clone(),
+            metric: self.metric.clone(),
+            observed: v.observed,
+            pass: v.pass,
+            problem: v.problem,
+            abort_on_fail: self.abort_on_fail,
+        }
+    }
 }
 
 /// Whether a metric name is well formed: letters, digits, `_` and `.`, not

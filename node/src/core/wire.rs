@@ -350,6 +350,8 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
                 check_len(WHAT, "a target", t, 256)?;
             }
             check_len(WHAT, "the scenario name", &p.spec.scenario, 256)?;
+            crate::core::threshold::parse_all(&p.spec.thresholds)
+                .map_err(|e| invalid(e.to_string()))?;
             if crate::store::modules::check_name(&p.spec.module_sha256).is_err() {
                 return Err(invalid("the module name is not a sha256".into()));
             }
