@@ -358,7 +358,8 @@ mod tests {
             "{:?}",
             report.thresholds
         );
-        assert_eq!(report.thresholds[1].observed, Some(3.0), "nrt's p95 alone");
+        let observed = report.thresholds[1].observed.unwrap_or(0.0);
+        assert!((observed - 3.0).abs() < 0.01, "nrt's p95 alone: {observed}");
         assert!(
             report.thresholds[2]
                 .problem
