@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::assign::{Candidate, assign};
 use crate::core::report::Report;
-use crate::core::run_report::{ExpectedNode, RunMeta, RunReport};
+use crate::core::run_report::{ExpectedNode, RunMeta, RunReport, abort_verdict};
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, SpecError};
+use crate::core::threshold::parse_all;
 use crate::engine::executor::Progress;
 use crate::engine::http::ClientSettings;
 use crate::engine::module::{LoadError, sha256_hex};
@@ -105,6 +106,8 @@ pub async fn run(
     );
     let progress = handle.progress.clone();
     let mut report = Report::new(&run_id);
+    let thresholds = parse_all(&spec.thresholds).map_err(|e| RunError::Start(e.to_string()))?;
+    let mut aborted = false;
     loop {
         let event = tokio::select! {
             () = interrupt.cancelled(), if !interrupt.is_cancelled() => {
@@ -127,6 +130,14 @@ pub async fn run(
                     Ok(decoded) => {
                         report.add(&decoded);
                         observer.on_shard(&decoded, &report, &progress);
+                        if !aborted && let Some(failed) = abort_verdict(&thresholds, &report) {
+                            aborted = true;
+                            tracing::warn!(
+                                "threshold `{}` failed (abortOnFail): stopping the run",
+                                failed.threshold
+                            );
+                            handle.stop();
+                        }
                     }
                     Err(e) => tracing::error!("a shard did not survive its own encoding: {e}"),
                 }
@@ -137,7 +148,7 @@ pub async fn run(
     let meta = RunMeta {
         scenario: spec.scenario.clone(),
         executor: executor.to_owned(),
-        outcome: if interrupt.is_cancelled() {
+        outcome: if interrupt.is_cancelled() || aborted {
             "stopped"
         } else {
             "complete"

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::core::report::{Percentiles, Summary};
 use crate::core::run_report::RunReport;
+use crate::core::threshold::ThresholdResult;
 
 /// A duration in milliseconds, with a unit that keeps 3-4 digits.
 pub fn fmt_ms(ms: f64) -> String {
@@ -91,8 +92,38 @@ pub fn render_report(r: &RunReport) -> String {
         );
     }
     out.push_str(&render(&r.summary, &r.scenario));
+    if !r.thresholds.is_empty() {
+        out.push_str(&render_thresholds(&r.thresholds));
+    }
     if r.regions.len() > 1 || r.nodes.len() > 1 {
         out.push_str(&render_parts(r));
+    }
+    out
+}
+
+/// One line per threshold, k6 style: a mark, the threshold, what was seen.
+fn render_thresholds(thresholds: &[ThresholdResult]) -> String {
+    let mut out = String::new();
+    let passed = thresholds.iter().filter(|t| t.pass).count();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  thresholds: {passed} of {} passed{}",
+        thresholds.len(),
+        if passed == thresholds.len() {
+            ""
+        } else {
+            " (FAILED)"
+        }
+    );
+    for t in thresholds {
+        let mark = if t.pass { "✓" } else { "✗" };
+        let seen = match (&t.problem, t.observed) {
+            (Some(problem), _) => problem.clone(),
+            (None, Some(v)) => format!("observed {v}"),
+            (None, None) => "no value".to_owned(),
+        };
+        let _ = writeln!(out, "    {mark} {}  ({seen})", t.threshold);
     }
     out
 }

@@ -18,7 +18,9 @@ use crate::core::report::{Report, percentiles};
 use crate::core::run_report::RunReport;
 use crate::core::shard::Shard;
 use crate::core::spec::{Executor, Rate, RunSpec, Stage, parse_duration, parse_rate, parse_stages};
+use crate::core::threshold::{Threshold, parse_all};
 use crate::engine::executor::Progress;
+use crate::engine::module::declared_thresholds;
 use crate::local::{self, Observer};
 use crate::{html, summary};
 
@@ -103,6 +105,17 @@ request rate; iterations with no free VU are counted as dropped_iterations.
 
 Durations: 500ms, 30s, 5m, 1h, 1m30s. Rates: 500/s, 30/m, 10/100ms.
 
+Thresholds (k6 syntax), judged on the merged measurements of every node, per
+region with a region tag; a failed one makes the run exit 99:
+  --threshold 'http_req_duration: p(95)<200ms'
+  --threshold 'http_req_duration{region:fra}: p(99)<500ms'
+  --threshold 'http_req_failed: rate<0.01 abortOnFail'       stop the run at once
+  --threshold 'checks: rate>0.99 abortOnFail delayAbortEval=30s'
+  --threshold 'http_reqs: count>1000'    (or rate>100 for per second)
+Aggregations: avg min max med p(N) on trends; rate on rates; count and rate on
+counters; value on gauges. A scenario declares its own with
+fusi_sdk::thresholds!(...); both sets apply.
+
 Examples:
   fusi-node run hello.wasm --vus 50 --duration 30s --env TARGET=http://127.0.0.1:8080
   fusi-node run hello.wasm --stages 10s:100,30s:100,10s:0
@@ -114,9 +127,10 @@ Examples:
   fusi-node run hello.wasm --vus 100 --duration 1m --nodes 4 --api 127.0.0.1:7402
   fusi-node run hello.wasm --vus 5 --duration 10s --local
 
-Exit status: 0 when the run completed; 1 when it could not run (an unusable
-module, flags that do not fit together, no node where --api points), or when a
-mesh run failed or someone else stopped it; 2 when a flag's value does not parse.
+Exit status: 0 when the run completed and its thresholds passed; 99 when a
+threshold failed (as k6); 1 when it could not run (an unusable module, flags
+that do not fit together, no node where --api points), or when a mesh run
+failed or someone else stopped it; 2 when a flag's value does not parse.
 Ctrl-C stops the run early (on every node of a mesh run), prints the summary of
 what was measured and exits 130; a second Ctrl-C quits at once.";
 
@@ -165,6 +179,11 @@ struct RunArgs {
     /// for .csv, text for .txt, else JSON.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A pass/fail criterion in k6 syntax, judged on the measurements of
+    /// every node: METRIC[{TAG:VALUE,...}]: AGG OP LIMIT [abortOnFail]
+    /// [delayAbortEval=DURATION]; repeatable. See below.
+    #[arg(long = "threshold", value_parser = threshold_arg)]
+    thresholds: Vec<String>,
     /// An iteration that runs longer fails with reason `timeout`.
     #[arg(long, value_parser = duration_arg, default_value = "60s")]
     iteration_timeout: Duration,
@@ -286,6 +305,12 @@ fn targets_from_env(env: &[(String, String)]) -> Vec<String> {
     targets
 }
 
+fn threshold_arg(s: &str) -> Result<String, String> {
+    Threshold::parse(s)
+        .map(|_| s.trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
 fn env_arg(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -393,6 +418,7 @@ impl RunArgs {
         spec.vu_memory_limit = self.vu_memory_mib << 20;
         spec.insecure_skip_tls_verify = self.insecure_skip_tls_verify;
         spec.scenario = scenario_name(&self.scenario);
+        spec.thresholds = self.thresholds.clone();
         spec.targets = if self.targets.is_empty() {
             targets_from_env(&self.env)
         } else {
@@ -514,15 +540,30 @@ impl Observer for LiveProgress {
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Flags that do not fit together fail before any node is asked.
-    let spec = args.spec()?;
+    let mut spec = args.spec()?;
+    let wasm = std::fs::read(&args.scenario)
+        .with_context(|| format!("cannot read the scenario {}", args.scenario.display()))?;
+    let declared = declared_thresholds(&wasm).with_context(|| {
+        format!(
+            "cannot read the thresholds {} declares; rebuild it with the fusi SDK",
+            args.scenario.display()
+        )
+    })?;
+    spec.thresholds.extend(declared);
+    parse_all(&spec.thresholds).with_context(|| {
+        format!(
+            "a threshold of {} (given with --threshold or declared by the scenario) is unusable",
+            args.scenario.display()
+        )
+    })?;
     let node_answers = !args.local && api::client::probe(args.api.unwrap_or(default_api()?)).await;
     match args.place(node_answers)? {
-        Place::Node(api) => runs::run_on(api, &args, spec).await,
+        Place::Node(api) => runs::run_on(api, &args, spec, wasm).await,
         Place::Fallback => {
             eprintln!("no fusi-node at {DEFAULT_API}: running on this machine (a mesh of one)");
-            run_here(&args, spec).await
+            run_here(&args, spec, wasm).await
         }
-        Place::Here => run_here(&args, spec).await,
+        Place::Here => run_here(&args, spec, wasm).await,
     }
 }
 
@@ -604,9 +645,7 @@ fn write_out(path: Option<&Path>, report: &RunReport) -> anyhow::Result<()> {
 }
 
 /// A run on this machine: a mesh of one.
-async fn run_here(args: &RunArgs, spec: RunSpec) -> anyhow::Result<ExitCode> {
-    let wasm = std::fs::read(&args.scenario)
-        .with_context(|| format!("cannot read the scenario {}", args.scenario.display()))?;
+async fn run_here(args: &RunArgs, spec: RunSpec, wasm: Vec<u8>) -> anyhow::Result<ExitCode> {
     let mut observer = LiveProgress {
         enabled: !args.quiet && std::io::stderr().is_terminal(),
         errors: 0,
@@ -625,7 +664,30 @@ async fn run_here(args: &RunArgs, spec: RunSpec) -> anyhow::Result<ExitCode> {
     if interrupt.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_for_thresholds(&report).unwrap_or(ExitCode::SUCCESS))
+}
+
+/// The exit status k6 gives a run whose thresholds failed.
+pub const THRESHOLDS_FAILED: u8 = 99;
+
+/// [`THRESHOLDS_FAILED`] when a threshold failed, after saying which on stderr.
+fn exit_for_thresholds(report: &RunReport) -> Option<ExitCode> {
+    let failed: Vec<&str> = report
+        .thresholds
+        .iter()
+        .filter(|t| !t.pass)
+        .map(|t| t.threshold.as_str())
+        .collect();
+    if failed.is_empty() {
+        return None;
+    }
+    eprintln!(
+        "error: {} of {} thresholds failed: {}",
+        failed.len(),
+        report.thresholds.len(),
+        failed.join("; ")
+    );
+    Some(ExitCode::from(THRESHOLDS_FAILED))
 }
 
 fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {

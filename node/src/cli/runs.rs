@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::mesh::{self, ApiArgs, short_id, table};
-use super::{ReportFormat, RunArgs, cancel_on_ctrl_c, write_out};
+use super::{ReportFormat, RunArgs, cancel_on_ctrl_c, exit_for_thresholds, write_out};
 use crate::api::server::valid_run_id;
 use crate::api::{LiveView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView, client};
 use crate::core::run_report::RunReport;
@@ -83,8 +83,9 @@ Examples:
   fusi-node watch r18c2f0a9b3d4e5f6
   fusi-node watch r18c2f0a9b3d4e5f6 --api 127.0.0.1:7402
 
-Exit status: 0 when the run ended complete; 1 when it was stopped or failed,
-no node answers at --api, or it does not know RUN.";
+Exit status: 0 when the run ended complete; 99 when a threshold failed; 1
+when it was stopped or failed, no node answers at --api, or it does not know
+RUN.";
 
 /// `fusi-node runs`.
 #[derive(Args, Debug)]
@@ -552,9 +553,8 @@ pub(super) async fn run_on(
     api: SocketAddr,
     args: &RunArgs,
     spec: RunSpec,
+    module: Vec<u8>,
 ) -> anyhow::Result<ExitCode> {
-    let module = std::fs::read(&args.scenario)
-        .with_context(|| format!("cannot read the scenario {}", args.scenario.display()))?;
     let request = SubmitRequest {
         spec,
         module,
@@ -581,9 +581,14 @@ pub(super) async fn run_on(
     print!("{}", summary::render_report(&report));
     write_out(args.out.as_deref(), &report)?;
     let reason = run.reason.as_deref().unwrap_or("no reason given");
+    if interrupt.is_cancelled() {
+        return Ok(ExitCode::from(130));
+    }
+    if let Some(code) = exit_for_thresholds(&report) {
+        return Ok(code);
+    }
     Ok(match run.phase.as_str() {
         "complete" => ExitCode::SUCCESS,
-        "stopped" if interrupt.is_cancelled() => ExitCode::from(130),
         "stopped" => {
             eprintln!("error: run {id} was stopped before it completed: {reason}");
             ExitCode::FAILURE
@@ -681,6 +686,9 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let report = fetch_report(api, &args.run).await?;
     print!("{}", render_header(&run));
     print!("{}", summary::render_report(&report));
+    if let Some(code) = exit_for_thresholds(&report) {
+        return Ok(code);
+    }
     Ok(if run.phase == "complete" {
         ExitCode::SUCCESS
     } else {

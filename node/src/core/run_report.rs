@@ -261,6 +261,20 @@ pub fn judge(thresholds: &[String], report: &Report) -> Vec<ThresholdResult> {
         .collect()
 }
 
+/// The first threshold with `abortOnFail` that fails on the measurements
+/// merged so far, once its `delayAbortEval` has passed in the run. A
+/// threshold with no samples yet (no requests in the first interval) does
+/// not abort: it has not failed, it has not been measured.
+pub fn abort_verdict(thresholds: &[Threshold], report: &Report) -> Option<ThresholdResult> {
+    let elapsed_ms = report.end_ms();
+    let duration_s = elapsed_ms as f64 / 1000.0;
+    thresholds
+        .iter()
+        .filter(|t| t.abort_on_fail && u128::from(elapsed_ms) >= t.delay_abort_eval.as_millis())
+        .map(|t| t.judge(report.totals(), duration_s))
+        .find(|r| !r.pass && r.observed.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +383,26 @@ mod tests {
             report.thresholds[2]
         );
         assert!(report.thresholds_failed());
+    }
+
+    #[test]
+    fn abort_waits_for_its_delay_and_for_samples() {
+        let parse = |t: &str| Threshold::parse(t).expect("parses");
+        let thresholds = vec![
+            parse("http_req_duration: p(95)<1ms abortOnFail delayAbortEval=2s"),
+            parse("iterations: count>5"),
+            parse("http_req_failed: rate<0.5 abortOnFail"),
+        ];
+        let mut report = Report::new("r");
+        report.add(&shard("a", "fra", 0, false));
+        assert!(
+            abort_verdict(&thresholds, &report).is_none(),
+            "p(95) fails but its delay has not passed; http_req_failed has no samples"
+        );
+        report.add(&shard("a", "fra", 1, false));
+        let verdict = abort_verdict(&thresholds, &report).expect("aborts after 2 s");
+        assert!(verdict.threshold.starts_with("http_req_duration"));
+        assert!(verdict.abort_on_fail);
     }
 
     #[test]

@@ -399,7 +399,8 @@ impl Run {
         }
     }
 
-    fn is_finished(&self) -> bool {
+    /// Whether the run has ended (a finish was declared or heard).
+    pub fn is_finished(&self) -> bool {
         self.finish.is_some()
     }
 }

@@ -20,9 +20,11 @@ use crate::core::allow::AllowList;
 use crate::core::assign::Candidate;
 use crate::core::mesh::MeshCore;
 use crate::core::report::Report;
+use crate::core::run_report::abort_verdict;
 use crate::core::runs::{At, MeshView, RunAction, RunRefused, RunsConfig, RunsCore};
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, Share};
+use crate::core::threshold::parse_all;
 use crate::core::wire::{
     self, MAX_GOSSIP_BYTES, Outcome, PlanId, Proposal, RUNS_TOPIC, Request, Response, RunEnvelope,
     SHARDS_TOPIC,
@@ -64,6 +66,8 @@ pub(super) struct Runs {
     module_cache: Vec<(String, Arc<Vec<u8>>)>,
     started: std::collections::HashSet<String>,
     reports: HashMap<String, Report>,
+    /// When each run's abortOnFail thresholds were last judged.
+    abort_checked: HashMap<String, Duration>,
     fetches: HashMap<OutboundRequestId, Fetch>,
     /// Fetches waiting for their next round.
     retries: Vec<(Duration, Fetch)>,
@@ -112,6 +116,7 @@ impl Runs {
             module_cache: Vec::new(),
             started: std::collections::HashSet::new(),
             reports: HashMap::new(),
+            abort_checked: HashMap::new(),
             fetches: HashMap::new(),
             retries: Vec::new(),
             events,
@@ -192,6 +197,7 @@ impl Node {
         self.run_actions(actions);
         for id in self.runs.core.take_evicted() {
             self.runs.reports.remove(&id);
+            self.runs.abort_checked.remove(&id);
             self.runs.store.remove_run(&id);
         }
         for id in self.runs.core.take_dirty() {
@@ -572,6 +578,54 @@ impl Node {
             .entry(shard.run_id.clone())
             .or_insert_with(|| Report::new(&shard.run_id))
             .add(shard);
+        self.judge_aborts(&shard.run_id);
+    }
+
+    /// Stops a run on every node once one of its `abortOnFail` thresholds
+    /// fails on the measurements merged here. Every node with a share
+    /// judges, at most once a second per run; the first to see a failure
+    /// stops the run, and a stop heard twice changes nothing.
+    fn judge_aborts(&mut self, id: &str) {
+        let now = self.at().now;
+        let Some(run) = self.runs.core.get(id) else {
+            return;
+        };
+        let me = self.runs.core.me();
+        let has_share = run
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.shares.iter().any(|a| a.node == me));
+        if !has_share || run.stop_by.is_some() || run.is_finished() {
+            return;
+        }
+        if self
+            .runs
+            .abort_checked
+            .get(id)
+            .is_some_and(|last| now.saturating_sub(*last) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.runs.abort_checked.insert(id.to_owned(), now);
+        let thresholds: Vec<_> = parse_all(&run.proposal.spec.thresholds)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.abort_on_fail)
+            .collect();
+        let Some(report) = self.runs.reports.get(id) else {
+            return;
+        };
+        if let Some(failed) = abort_verdict(&thresholds, report) {
+            warn!(
+                run = %id,
+                "threshold `{}` failed (observed {:?}, abortOnFail): stopping the run on every node",
+                failed.threshold,
+                failed.observed
+            );
+            if let Err(e) = self.stop_run(id) {
+                debug!(run = %id, "abort: {e}");
+            }
+        }
     }
 
     /// A run message from `source` (gossip's signed author).
