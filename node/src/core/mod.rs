@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod segment;
 pub mod shard;
 pub mod spec;
+pub mod sync;
 #[cfg(test)]
 mod testutil;
 pub mod threshold;

@@ -179,6 +179,11 @@ impl Report {
         true
     }
 
+    /// The shards merged: `(node, seq)`.
+    pub fn held(&self) -> &BTreeSet<(String, u64)> {
+        &self.seen
+    }
+
     /// The merged totals, per series, each tagged with [`REGION_TAG`].
     pub fn totals(&self) -> &SeriesSet {
         &self.totals

@@ -37,12 +37,18 @@ use crate::core::assign::{self, Candidate};
 use crate::core::leader::Leadership;
 use crate::core::leader::ranking;
 use crate::core::run_report::{ExpectedNode, RunMeta};
+use crate::core::shard::Shard;
 use crate::core::spec::Share;
 use crate::core::wire::{
     Assigned, Finish, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage,
 };
 
 /// What the mesh tells the run state machine.
+/// Time a share may take past its executor and graceful stop: setup,
+/// teardown and sealing the last shard.
+const SHARD_SLACK: Duration = Duration::from_secs(300);
+
+/// The mesh as the run state machine needs it.
 pub trait MeshView {
     /// Whether `peer` is a member in good standing (heard from recently).
     /// This node always is.
@@ -397,6 +403,48 @@ impl Run {
             run: self.id.clone(),
             body,
         }
+    }
+
+    /// Why a shard cannot be one of this run's, if it cannot: another run,
+    /// a node with no share, another region than the node's, or an
+    /// interval the run cannot have (ending before it starts, or after the
+    /// run's longest possible end). Whoever relayed it, a shard is kept only
+    /// if it passes.
+    pub fn check_shard(&self, shard: &Shard) -> Result<(), String> {
+        if shard.run_id != self.id {
+            return Err(format!("it is of run {}, not {}", shard.run_id, self.id));
+        }
+        if self.share_of(&shard.node).is_none() {
+            return Err(format!("{} has no share in run {}", shard.node, self.id));
+        }
+        if let Some(c) = self.proposal.candidates.iter().find(|c| c.id == shard.node)
+            && c.region != shard.region
+        {
+            return Err(format!(
+                "it says region {:?}, but {} is in {:?}",
+                shard.region, shard.node, c.region
+            ));
+        }
+        if shard.end_ms < shard.start_ms {
+            return Err("its interval ends before it starts".into());
+        }
+        let spec = &self.proposal.spec;
+        let longest = spec
+            .executor
+            .duration()
+            .saturating_add(spec.graceful_stop)
+            .saturating_add(SHARD_SLACK);
+        let longest_ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
+        if shard.end_ms > longest_ms {
+            return Err(format!(
+                "its interval ends {} ms after the start, past the run's longest possible end ({longest_ms} ms)",
+                shard.end_ms
+            ));
+        }
+        if shard.seq > longest_ms {
+            return Err(format!("sequence number {} is impossible", shard.seq));
+        }
+        Ok(())
     }
 
     /// Whether the run has ended (a finish was declared or heard).

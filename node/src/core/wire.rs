@@ -46,6 +46,13 @@ pub const MAX_HEARTBEAT_BYTES: usize = 16 << 10;
 /// for a module answer.
 pub const MAX_RPC_BYTES: usize = 64 << 10;
 
+/// The largest request accepted: an ask for shards lists what the asker
+/// holds, which for a run of thousands of nodes is more than 64 KiB.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// The largest shards answer accepted: the answer bound and the envelope.
+pub const MAX_SHARDS_RESPONSE_BYTES: usize = crate::core::sync::MAX_ANSWER_BYTES + (64 << 10);
+
 /// The largest module answer accepted: the module bound and the envelope.
 pub const MAX_MODULE_RESPONSE_BYTES: usize = crate::store::modules::MAX_MODULE_BYTES + 4096;
 
@@ -124,6 +131,14 @@ pub enum Request {
         /// The module's name.
         sha256: String,
     },
+    /// Send me the shards of this run that I lack (anti-entropy; see
+    /// [`crate::core::sync`]).
+    Shards {
+        /// The run.
+        run: String,
+        /// What the asker holds.
+        have: Vec<crate::core::sync::Have>,
+    },
 }
 
 /// An answer from one peer.
@@ -144,6 +159,13 @@ pub enum Response {
         /// The module.
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
+    },
+    /// Shards the asker lacked, each encoded as on the shards topic.
+    Shards {
+        /// The shards.
+        shards: Vec<serde_bytes::ByteBuf>,
+        /// The peer holds more that the asker lacks: ask again.
+        more: bool,
     },
     /// The peer would not answer, and says why (for example: the asker is not
     /// yet a member it knows).
@@ -479,7 +501,15 @@ pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
 
 /// Decodes a request-response question.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
-    decode_bounded(bytes, "request", MAX_RPC_BYTES)
+    let request: Request = decode_bounded(bytes, "request", MAX_REQUEST_BYTES)?;
+    if !matches!(request, Request::Shards { .. }) && bytes.len() > MAX_RPC_BYTES {
+        return Err(WireError::TooLarge {
+            what: "request",
+            len: bytes.len(),
+            max: MAX_RPC_BYTES,
+        });
+    }
+    Ok(request)
 }
 
 /// Decodes a request-response answer. Module answers may be larger than
@@ -487,11 +517,16 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
 /// cannot know the question.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
     let response: Response = decode_bounded(bytes, "response", MAX_MODULE_RESPONSE_BYTES)?;
-    if !matches!(response, Response::Module { .. }) && bytes.len() > MAX_RPC_BYTES {
+    let max = match response {
+        Response::Module { .. } => MAX_MODULE_RESPONSE_BYTES,
+        Response::Shards { .. } => MAX_SHARDS_RESPONSE_BYTES,
+        Response::Clock { .. } | Response::Refused { .. } => MAX_RPC_BYTES,
+    };
+    if bytes.len() > max {
         return Err(WireError::TooLarge {
             what: "response",
             len: bytes.len(),
-            max: MAX_RPC_BYTES,
+            max,
         });
     }
     if let Response::Refused { reason } = &response {
@@ -616,9 +651,27 @@ mod tests {
             Err(WireError::TooLarge { .. })
         ));
         assert!(matches!(
-            decode_request(&vec![0u8; MAX_RPC_BYTES + 1]),
+            decode_request(&vec![0u8; MAX_REQUEST_BYTES + 1]),
             Err(WireError::TooLarge { .. })
         ));
+        // Only an ask for shards may be larger than the RPC bound.
+        let padded = Request::Module {
+            sha256: "a".repeat(MAX_RPC_BYTES),
+        };
+        assert!(matches!(
+            decode_request(&encode(&padded)),
+            Err(WireError::TooLarge { .. })
+        ));
+        let ask = Request::Shards {
+            run: "r1".into(),
+            have: vec![crate::core::sync::Have {
+                node: "n".into(),
+                ranges: (0..20_000).map(|i| (i * 2, i * 2)).collect(),
+            }],
+        };
+        let bytes = encode(&ask);
+        assert!(bytes.len() > MAX_RPC_BYTES);
+        assert_eq!(decode_request(&bytes).ok(), Some(ask));
         let mut hb = heartbeat();
         hb.name = "x".repeat(MAX_NAME_LEN + 1);
         assert!(matches!(

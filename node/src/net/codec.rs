@@ -8,7 +8,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response::Codec;
 
-use crate::core::wire::{self, MAX_MODULE_RESPONSE_BYTES, MAX_RPC_BYTES, Request, Response};
+use crate::core::wire::{self, MAX_MODULE_RESPONSE_BYTES, MAX_REQUEST_BYTES, Request, Response};
 
 /// Reads and writes [`Request`]s and [`Response`]s.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,7 +34,7 @@ impl Codec for WireCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Request> {
-        wire::decode_request(&read_bounded(io, MAX_RPC_BYTES).await?).map_err(invalid)
+        wire::decode_request(&read_bounded(io, MAX_REQUEST_BYTES).await?).map_err(invalid)
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -88,7 +88,7 @@ mod tests {
             }
             let mut io = Cursor::new(vec![0xffu8; 100]);
             assert!(codec.read_response(&protocol, &mut io).await.is_err());
-            let mut io = Cursor::new(vec![0x41u8; MAX_RPC_BYTES * 2]);
+            let mut io = Cursor::new(vec![0x41u8; MAX_REQUEST_BYTES * 2]);
             let err = codec.read_request(&protocol, &mut io).await.unwrap_err();
             assert!(err.to_string().contains("limit"), "{err}");
         });

@@ -97,6 +97,11 @@ enum Inbound {
         shard: Box<crate::core::shard::Shard>,
         bytes: Vec<u8>,
     },
+    /// An answer prepared off the event loop, to send.
+    Answer {
+        channel: ResponseChannel<Response>,
+        response: Response,
+    },
 }
 
 /// Remembers which problems were logged, so each is logged once.
@@ -114,6 +119,7 @@ impl LogOnce {
 use crate::worker::wall_ns;
 
 mod runs;
+mod sync;
 
 /// The most messages latency emulation holds at once.
 const MAX_DELAYED: usize = 10_000;
@@ -137,6 +143,7 @@ struct Node {
     config: NodeConfig,
     data_dir: String,
     runs: runs::Runs,
+    sync: sync::Syncs,
 }
 
 /// Runs a node until `shutdown` is cancelled.
@@ -205,6 +212,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         data_dir: store.path().display().to_string(),
         config,
         runs,
+        sync: sync::Syncs::default(),
     };
     node.restore_runs();
     let mut probe = HealthProbe::new();
@@ -270,6 +278,7 @@ impl Node {
             self.act(action);
         }
         self.runs_tick();
+        self.sync_tick();
     }
 
     fn act(&mut self, action: Action) {
@@ -440,6 +449,18 @@ impl Node {
                 request: Request::Module { sha256 },
                 channel,
             } => self.answer_module(peer, &sha256, channel),
+            Inbound::Request {
+                peer,
+                request: Request::Shards { run, have },
+                channel,
+            } => self.answer_shards(peer, &run, &have, channel),
+            Inbound::Answer { channel, response } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, response);
+            }
             Inbound::Run { source, env } => self.on_run_message(source, env),
             Inbound::Shard {
                 source,
@@ -452,6 +473,9 @@ impl Node {
                 response,
             } => {
                 let t4 = wall_ns();
+                if self.on_sync_response(request_id, peer, &response) {
+                    return;
+                }
                 let Some(response) = self.on_module_response(request_id, peer, response) else {
                     return;
                 };
@@ -471,7 +495,9 @@ impl Node {
                         format!("dropped a clock answer from {peer} that echoes a time this node did not send")
                     }),
                     Response::Refused { reason } => debug!(%peer, "clock question refused: {reason}"),
-                    Response::Module { .. } => debug!(%peer, "a module nobody asked for"),
+                    Response::Module { .. } | Response::Shards { .. } => {
+                        debug!(%peer, "an answer nobody asked for")
+                    }
                 }
             }
         }
@@ -722,7 +748,9 @@ impl Node {
                 error,
                 ..
             } => {
-                if !self.on_fetch_failure(request_id, error.to_string()) {
+                if !self.on_sync_failure(request_id)
+                    && !self.on_fetch_failure(request_id, error.to_string())
+                {
                     self.pending.remove(&request_id);
                     debug!(%peer, "clock question failed: {error}");
                 }

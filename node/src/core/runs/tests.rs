@@ -902,3 +902,42 @@ fn multi_line_refusals_reach_the_leader_and_terms_wrap_around_the_ranking() {
     }));
     assert_eq!(sim.leader_index(&run), first);
 }
+
+#[test]
+fn shards_are_kept_only_from_a_node_with_a_share_in_its_region_within_the_run() {
+    use crate::core::metrics::SeriesSet;
+    use crate::core::shard::Shard;
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 11);
+    let run = sim.submit(0, spec(3, 5), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let r = sim.nodes[0]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    let node = &sim.nodes[2];
+    let good = Shard {
+        run_id: run.clone(),
+        node: node.id.clone(),
+        name: "nrt-1".into(),
+        region: node.region.clone(),
+        seq: 3,
+        start_ms: 3000,
+        end_ms: 4000,
+        last: false,
+        series: SeriesSet::new(),
+    };
+    assert_eq!(r.check_shard(&good), Ok(()));
+    let refused = |change: &dyn Fn(&mut Shard), why: &str| {
+        let mut s = good.clone();
+        change(&mut s);
+        let err = r.check_shard(&s).expect_err(why);
+        assert!(err.contains(why), "{err}");
+    };
+    refused(&|s| s.run_id = "other".into(), "of run other");
+    refused(&|s| s.node = "12D3KooWnobody".into(), "has no share");
+    refused(&|s| s.region = "fra".into(), "says region");
+    refused(&|s| s.end_ms = 2000, "ends before it starts");
+    // 5 s of load, 1 s of graceful stop, 300 s of slack.
+    refused(&|s| s.end_ms = 307_000, "longest possible end");
+    refused(&|s| s.seq = u64::MAX, "impossible");
+}

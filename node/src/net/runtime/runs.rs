@@ -447,10 +447,12 @@ impl Node {
             Response::Refused { reason } if self.runs.core.wants(&fetch.run, fetch.plan) => {
                 self.fetch_next(fetch, Some(reason))
             }
-            Response::Clock { .. } if self.runs.core.wants(&fetch.run, fetch.plan) => {
-                self.fetch_next(fetch, Some("a clock answer".into()))
+            Response::Clock { .. } | Response::Shards { .. }
+                if self.runs.core.wants(&fetch.run, fetch.plan) =>
+            {
+                self.fetch_next(fetch, Some("another answer than a module".into()))
             }
-            Response::Refused { .. } | Response::Clock { .. } => {}
+            Response::Refused { .. } | Response::Clock { .. } | Response::Shards { .. } => {}
         }
         None
     }
@@ -567,18 +569,23 @@ impl Node {
         }
     }
 
-    fn keep_shard(&mut self, shard: &Shard, bytes: &[u8]) {
+    /// Stores and merges a shard; returns whether it was new here.
+    pub(super) fn keep_shard(&mut self, shard: &Shard, bytes: &[u8]) -> bool {
         if let Err(e) = self.runs.store.save_shard(shard, bytes) {
             self.warn_once(format!("save-shard:{}", shard.run_id), || {
                 format!("cannot store a shard of run {}: {e}", shard.run_id)
             });
         }
-        self.runs
+        let new = self
+            .runs
             .reports
             .entry(shard.run_id.clone())
             .or_insert_with(|| Report::new(&shard.run_id))
             .add(shard);
-        self.judge_aborts(&shard.run_id);
+        if new {
+            self.judge_aborts(&shard.run_id);
+        }
+        new
     }
 
     /// Stops a run on every node once one of its `abortOnFail` thresholds
@@ -649,24 +656,25 @@ impl Node {
     pub(super) fn on_shard(&mut self, source: PeerId, shard: Shard, bytes: Vec<u8>) {
         let from = source.to_string();
         let problem = if shard.node != from {
-            Some(format!("it claims to be from {}", shard.node))
+            Err(format!("it claims to be from {}", shard.node))
         } else {
-            match self.runs.core.get(&shard.run_id) {
-                None => Some(format!("run {} is unknown here", shard.run_id)),
-                Some(run) if run.share_of(&from).is_none() => {
-                    Some(format!("{from} has no share in run {}", shard.run_id))
-                }
-                Some(_) if shard.end_ms < shard.start_ms => {
-                    Some("its interval ends before it starts".into())
-                }
-                Some(_) => None,
-            }
+            self.shard_problem(&shard)
         };
         match problem {
-            Some(p) => self.warn_once(format!("shard:{from}"), || {
+            Err(p) => self.warn_once(format!("shard:{from}"), || {
                 format!("refused a shard from {from}: {p}")
             }),
-            None => self.keep_shard(&shard, &bytes),
+            Ok(()) => {
+                self.keep_shard(&shard, &bytes);
+            }
+        }
+    }
+
+    /// Why a shard, from gossip or from a peer's answer, cannot be kept.
+    pub(super) fn shard_problem(&self, shard: &Shard) -> Result<(), String> {
+        match self.runs.core.get(&shard.run_id) {
+            None => Err(format!("run {} is unknown here", shard.run_id)),
+            Some(run) => run.check_shard(shard),
         }
     }
 
@@ -739,6 +747,21 @@ impl Node {
                 .filter_map(|r| self.run_view(&r.id))
                 .collect(),
         }
+    }
+
+    /// The runs state machine.
+    pub(super) fn runs_core(&self) -> &RunsCore {
+        &self.runs.core
+    }
+
+    /// The shards merged so far for a run.
+    pub(super) fn runs_report(&self, id: &str) -> Option<&Report> {
+        self.runs.reports.get(id)
+    }
+
+    /// Where runs and shards are stored.
+    pub(super) fn runs_store(&self) -> RunStore {
+        self.runs.store.clone()
     }
 
     /// What the API server builds a run's report from.

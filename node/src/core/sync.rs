@@ -1,0 +1,149 @@
+//! Anti-entropy for shards: how nodes that missed shards get them.
+//!
+//! Shards travel by gossip, which is fast but gives no guarantee: a node that
+//! was cut off, restarted, or simply lost a message never hears those shards
+//! again from gossip. So once a run has ended, a node whose shards are not
+//! all there asks one peer at a time: "here is what I hold (as ranges of
+//! sequence numbers per node); send what I lack". The peer answers with up
+//! to [`MAX_ANSWER_SHARDS`] of the shards it holds that the asker does not,
+//! and says whether it holds more. Every node asks in turn, so every node
+//! converges to the union of what the nodes hold, which is every shard that
+//! any node still has.
+//!
+//! This module is the sans-IO part: what a node holds ([`have_of`]), what to
+//! send ([`missing`]), and when to ask whom ([`SyncState`]). The event loop
+//! (net/runtime/sync.rs) does the I/O.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How often a node that lacks shards asks a peer.
+pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// After this many answers in a row that brought nothing, a node asks less
+/// often: the shards it lacks may be lost with their node.
+pub const IDLE_ROUNDS: u32 = 10;
+/// How often a node asks once it is idle.
+pub const IDLE_EVERY: Duration = Duration::from_secs(30);
+/// How long after a run's end a node keeps asking.
+pub const SYNC_FOR: Duration = Duration::from_secs(3600);
+/// The most shards one answer carries.
+pub const MAX_ANSWER_SHARDS: usize = 256;
+/// The most shard bytes one answer carries.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// The most ranges a request may carry, over all nodes.
+pub const MAX_HAVE_RANGES: usize = 100_000;
+
+/// The shards a node holds of one other node: inclusive ranges of sequence
+/// numbers, ascending and disjoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Have {
+    /// The node that measured them.
+    pub node: String,
+    /// `(first, last)`, inclusive.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// What a node holds, from its set of shard keys `(node, seq)`.
+pub fn have_of(held: &BTreeSet<(String, u64)>) -> Vec<Have> {
+    let mut out: Vec<Have> = Vec::new();
+    for (node, seq) in held {
+        match out.last_mut() {
+            Some(have) if have.node == *node => match have.ranges.last_mut() {
+                Some(last) if last.1.checked_add(1) == Some(*seq) => last.1 = *seq,
+                _ => have.ranges.push((*seq, *seq)),
+            },
+            _ => out.push(Have {
+                node: node.clone(),
+                ranges: vec![(*seq, *seq)],
+            }),
+        }
+    }
+    out
+}
+
+/// Whether `have` holds `(node, seq)`.
+pub fn holds(have: &[Have], node: &str, seq: u64) -> bool {
+    have.iter().filter(|h| h.node == node).any(|h| {
+        // Ranges from a peer are not trusted to be sorted: a plain scan.
+        h.ranges.iter().any(|(a, b)| *a <= seq && seq <= *b)
+    })
+}
+
+/// The shards `held` here that a peer's `have` lacks, at most `limit`.
+/// A request with more than [`MAX_HAVE_RANGES`] ranges gets nothing.
+pub fn missing(held: &BTreeSet<(String, u64)>, have: &[Have], limit: usize) -> Vec<(String, u64)> {
+    let ranges: usize = have.iter().map(|h| h.ranges.len()).sum();
+    if ranges > MAX_HAVE_RANGES {
+        return Vec::new();
+    }
+    held.iter()
+        .filter(|(node, seq)| !holds(have, node, *seq))
+        .take(limit)
+        .cloned()
+        .collect()
+}
+
+/// When a node asks whom, for one run.
+#[derive(Debug, Clone, Default)]
+pub struct SyncState {
+    next_at: Duration,
+    idle: u32,
+    turn: usize,
+    asking: bool,
+}
+
+impl SyncState {
+    /// Whether a request is due at `now` (and none is in flight).
+    pub fn due(&self, now: Duration) -> bool {
+        !self.asking && now >= self.next_at
+    }
+
+    /// The peer to ask next, in turn among `peers` (sorted, without this
+    /// node), so every peer is asked within `peers.len()` rounds. Marks a
+    /// request in flight.
+    pub fn pick<'a>(&mut self, peers: &'a [String]) -> Option<&'a String> {
+        if peers.is_empty() {
+            return None;
+        }
+        let peer = &peers[self.turn % peers.len()];
+        self.turn = self.turn.wrapping_add(1);
+        self.asking = true;
+        Some(peer)
+    }
+
+    /// An answer arrived at `now` with `new` shards this node lacked, and
+    /// the peer holds `more`: ask again at once when it does.
+    pub fn answered(&mut self, new: usize, more: bool, now: Duration) {
+        self.asking = false;
+        if new > 0 {
+            self.idle = 0;
+            // Same peer again while it has more.
+            if more {
+                self.turn = self.turn.wrapping_sub(1);
+                self.next_at = now;
+                return;
+            }
+        } else {
+            self.idle = self.idle.saturating_add(1);
+        }
+        self.next_at = now + self.pause();
+    }
+
+    /// The request failed or was refused at `now`.
+    pub fn failed(&mut self, now: Duration) {
+        self.answered(0, false, now);
+    }
+
+    fn pause(&self) -> Duration {
+        if self.idle >= IDLE_ROUNDS {
+            IDLE_EVERY
+        } else {
+            SYNC_EVERY
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
