@@ -71,6 +71,11 @@ pub struct UpArgs {
     /// Emulated one-way latency between regions (testing): fra-nrt=120ms,fra>nrt=70ms.
     #[arg(long, value_parser = latency_arg)]
     emulate_latency: Option<Latency>,
+    /// Emulated partition (testing): while FILE exists, the regions it names
+    /// are cut off from the others; this node drops every message that
+    /// crosses that line. Give every node of a testnet the same FILE.
+    #[arg(long, value_name = "FILE")]
+    emulate_partition_file: Option<PathBuf>,
     /// The local address this node's load traffic leaves from (for example 127.0.2.1 on a
     /// testnet); shown by `status`.
     #[arg(long)]
@@ -252,6 +257,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         api: args.api,
         mesh_key,
         emulate_latency: args.emulate_latency.map(|Latency(text, map)| (text, map)),
+        emulate_partition_file: args.emulate_partition_file,
         source_ip: args.source_ip,
         vu_limit: args.max_vus,
     };

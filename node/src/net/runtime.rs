@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub mesh_key: Option<PreSharedKey>,
     /// Emulated latency between regions: its text, and the map.
     pub emulate_latency: Option<(String, LatencyMap)>,
+    /// Emulated partition: while this file exists, the regions it lists
+    /// are cut off from the others.
+    pub emulate_partition_file: Option<std::path::PathBuf>,
     /// Source address of load traffic.
     pub source_ip: Option<IpAddr>,
     /// The most VUs this node will run.
@@ -102,6 +105,57 @@ enum Inbound {
         channel: ResponseChannel<Response>,
         response: Response,
     },
+}
+
+/// `--emulate-partition-file`: the regions cut off from the rest, read from
+/// the file a few times a second (a test creates and removes it).
+struct EmulatedPartition {
+    file: Option<std::path::PathBuf>,
+    cut_off: Vec<String>,
+    next_read: Duration,
+}
+
+impl EmulatedPartition {
+    fn new(file: Option<std::path::PathBuf>) -> EmulatedPartition {
+        EmulatedPartition {
+            file,
+            cut_off: Vec::new(),
+            next_read: Duration::ZERO,
+        }
+    }
+
+    fn refresh(&mut self, now: Duration) {
+        let Some(file) = &self.file else {
+            return;
+        };
+        if now < self.next_read {
+            return;
+        }
+        self.next_read = now + Duration::from_millis(100);
+        let cut_off: Vec<String> = std::fs::read(file)
+            .map(|b| {
+                String::from_utf8_lossy(&b[..b.len().min(4096)])
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if cut_off != self.cut_off {
+            if cut_off.is_empty() {
+                info!("emulated partition healed");
+            } else {
+                info!("emulated partition: {} cut off", cut_off.join(", "));
+            }
+            self.cut_off = cut_off;
+        }
+    }
+
+    /// Whether a message from `from` to `to` crosses the cut.
+    fn cuts(&self, from: &str, to: &str) -> bool {
+        !self.cut_off.is_empty()
+            && self.cut_off.iter().any(|r| r == from) != self.cut_off.iter().any(|r| r == to)
+    }
 }
 
 /// Remembers which problems were logged, so each is logged once.
@@ -144,6 +198,7 @@ struct Node {
     data_dir: String,
     runs: runs::Runs,
     sync: sync::Syncs,
+    partition: EmulatedPartition,
 }
 
 /// Runs a node until `shutdown` is cancelled.
@@ -195,6 +250,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     };
     let bootstrap = config.bootstrap.iter().map(|a| a.to_string()).collect();
     let (delayed_tx, mut delayed_rx) = mpsc::unbounded_channel();
+    let partition = EmulatedPartition::new(config.emulate_partition_file.clone());
     let mut node = Node {
         swarm,
         core: MeshCore::new(me, MeshConfig::default(), bootstrap, Duration::ZERO),
@@ -213,6 +269,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         config,
         runs,
         sync: sync::Syncs::default(),
+        partition,
     };
     node.restore_runs();
     let mut probe = HealthProbe::new();
@@ -274,6 +331,7 @@ impl Node {
 
     fn tick(&mut self) {
         let now = self.now();
+        self.partition.refresh(now);
         for action in self.core.tick(now, self.health) {
             self.act(action);
         }
@@ -374,8 +432,14 @@ impl Node {
         }
     }
 
-    /// Takes a message from `from_region`, now or after its emulated delay.
+    /// Takes a message from `from_region`, now or after its emulated delay;
+    /// drops it while an emulated partition separates the regions.
     fn receive(&mut self, from_region: Option<&str>, inbound: Inbound) {
+        if let Some(from) = from_region
+            && self.partition.cuts(from, &self.config.region)
+        {
+            return;
+        }
         let delay = match (&self.latency, from_region) {
             (Some(map), Some(from)) => map.delay(from, &self.config.region),
             _ => Duration::ZERO,
