@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use fusi_testnet::{Latency, StallWindow, TargetConfig, TargetHandle, spawn_target};
 use serde_json::Value;
 
+#[path = "e2e/html.rs"]
+mod html;
 #[path = "e2e/mesh.rs"]
 mod mesh;
 #[path = "e2e/runs.rs"]
@@ -105,12 +107,21 @@ impl Run {
 
 fn fusi(args: &[&str]) -> Run {
     let out_file = tempfile_path("summary.json");
+    let run = fusi_out(args, &out_file);
+    let _ = std::fs::remove_file(&out_file);
+    run
+}
+
+/// [`fusi`], with `run`'s `--out` going to `out_file` (in the format its
+/// extension names), which is left for the caller; the run's `report` is
+/// that file's JSON, if it is JSON.
+fn fusi_out(args: &[&str], out_file: &Path) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusi-node"));
     cmd.args(args);
     without_clippy(&mut cmd);
     let wants_summary = args.first() == Some(&"run");
     if wants_summary {
-        cmd.arg("--out").arg(&out_file);
+        cmd.arg("--out").arg(out_file);
         // Runs without --api stay on this machine, whatever listens on the
         // default API address.
         if !args.contains(&"--api") {
@@ -122,10 +133,9 @@ fn fusi(args: &[&str]) -> Run {
         .output()
         .unwrap_or_else(|e| panic!("cannot start fusi-node: {e}"));
     let took = started.elapsed();
-    let report = std::fs::read(&out_file)
+    let report = std::fs::read(out_file)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let _ = std::fs::remove_file(&out_file);
     Run {
         output,
         report,
