@@ -17,6 +17,8 @@ use serde_json::Value;
 mod html;
 #[path = "e2e/mesh.rs"]
 mod mesh;
+#[path = "e2e/reports.rs"]
+mod reports;
 #[path = "e2e/runs.rs"]
 mod runs;
 

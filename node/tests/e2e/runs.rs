@@ -13,11 +13,11 @@ use serde_json::Value;
 
 use super::{fusi, scenario, serial, target, without_clippy};
 
-fn node_bin() -> PathBuf {
+pub(super) fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fusi-node"))
 }
 
-fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
+pub(super) fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if ok() {
@@ -28,21 +28,21 @@ fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
     ok()
 }
 
-fn run_view(api: SocketAddr, id: &str) -> Value {
+pub(super) fn run_view(api: SocketAddr, id: &str) -> Value {
     get_json(api, &format!("/v1/runs/{id}")).unwrap_or(Value::Null)
 }
 
-fn phase(api: SocketAddr, id: &str) -> String {
+pub(super) fn phase(api: SocketAddr, id: &str) -> String {
     run_view(api, id)["phase"].as_str().unwrap_or("").to_owned()
 }
 
-fn hello() -> String {
+pub(super) fn hello() -> String {
     scenario("hello").to_string_lossy().into_owned()
 }
 
 /// Starts `fusi-node run ... --api API` in the background and returns it
 /// with the run id it printed.
-fn submit(api: SocketAddr, args: &[&str]) -> (Child, String) {
+pub(super) fn submit(api: SocketAddr, args: &[&str]) -> (Child, String) {
     let mut cmd = Command::new(node_bin());
     without_clippy(&mut cmd);
     cmd.arg("run")
@@ -72,7 +72,7 @@ fn submit(api: SocketAddr, args: &[&str]) -> (Child, String) {
     (child, id)
 }
 
-fn run_id_of(stderr: &str) -> String {
+pub(super) fn run_id_of(stderr: &str) -> String {
     stderr
         .lines()
         .find_map(|l| {
@@ -83,7 +83,7 @@ fn run_id_of(stderr: &str) -> String {
         .unwrap_or_else(|| panic!("no run id in {stderr}"))
 }
 
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
+pub(super) fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if let Ok(Some(status)) = child.try_wait() {
