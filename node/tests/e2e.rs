@@ -446,14 +446,16 @@ fn ctrl_c_stops_the_run_and_still_reports() {
         "stopping took {:?}",
         started.elapsed()
     );
-    let summary: Value = std::fs::read(&out_file)
+    let report: Value = std::fs::read(&out_file)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| panic!("no summary written after Ctrl-C"));
+        .unwrap_or_else(|| panic!("no report written after Ctrl-C"));
     let _ = std::fs::remove_file(&out_file);
-    assert!(num(&summary, &["http", "requests"]) > 0.0);
+    assert_eq!(report["outcome"], "stopped", "{report}");
+    let summary = &report["summary"];
+    assert!(num(summary, &["http", "requests"]) > 0.0);
     assert_eq!(
-        num(&summary, &["http", "requests"]) as u64,
+        num(summary, &["http", "requests"]) as u64,
         t.stats().requests
     );
 }
