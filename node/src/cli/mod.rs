@@ -20,7 +20,7 @@ use crate::core::shard::Shard;
 use crate::core::spec::{Executor, Rate, RunSpec, Stage, parse_duration, parse_rate, parse_stages};
 use crate::core::threshold::{Threshold, parse_all};
 use crate::engine::executor::Progress;
-use crate::engine::module::declared_thresholds;
+use crate::engine::module::{DeclaredThresholdsError, declared_thresholds};
 use crate::local::{self, Observer};
 use crate::{html, summary};
 
@@ -543,12 +543,20 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut spec = args.spec()?;
     let wasm = std::fs::read(&args.scenario)
         .with_context(|| format!("cannot read the scenario {}", args.scenario.display()))?;
-    let declared = declared_thresholds(&wasm).with_context(|| {
-        format!(
-            "cannot read the thresholds {} declares; rebuild it with the fusi SDK",
-            args.scenario.display()
-        )
-    })?;
+    // Bytes that are no module at all are left to the module loader, whose
+    // error says what a scenario must be.
+    let declared = match declared_thresholds(&wasm) {
+        Ok(declared) => declared,
+        Err(DeclaredThresholdsError::NotWasm | DeclaredThresholdsError::Malformed { .. }) => {
+            Vec::new()
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot read the thresholds {} declares",
+                args.scenario.display()
+            )));
+        }
+    };
     spec.thresholds.extend(declared);
     parse_all(&spec.thresholds).with_context(|| {
         format!(
