@@ -125,6 +125,17 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
 }
 
+/// Whether a metric name is well formed: letters, digits, `_` and `.`, not
+/// starting with a digit, at most 128 bytes (the rule for custom metrics).
+pub fn valid_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
 /// Converts a trend sample (in its unit) to its histogram value.
 pub fn trend_units(value: f64) -> u64 {
     if value.is_finite() && value > 0.0 {

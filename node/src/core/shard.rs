@@ -235,10 +235,26 @@ impl Shard {
         let mut series = SeriesSet::new();
         for s in wire.series {
             let key = SeriesKey::new(&s.metric, s.tags);
+            let finite = |values: &[f64]| {
+                if values.iter().all(|v| v.is_finite()) {
+                    Ok(())
+                } else {
+                    Err(ShardError::Invalid(format!(
+                        "{}: a value that is not a finite number",
+                        key.metric
+                    )))
+                }
+            };
             let value = match s.value {
-                WireValue::Counter(c) => Value::Counter(c),
+                WireValue::Counter(c) => {
+                    finite(&[c])?;
+                    Value::Counter(c)
+                }
                 WireValue::Rate { passes, fails } => Value::Rate { passes, fails },
-                WireValue::Gauge { min, max, last } => Value::Gauge { min, max, last },
+                WireValue::Gauge { min, max, last } => {
+                    finite(&[min, max, last])?;
+                    Value::Gauge { min, max, last }
+                }
                 WireValue::Trend(bytes) => {
                     let claim = histogram_claim(&bytes).ok_or_else(|| {
                         ShardError::Invalid(format!("{}: bad histogram header", key.metric))
@@ -401,6 +417,22 @@ mod tests {
             1,
             "a shard under the limit stays whole"
         );
+    }
+
+    #[test]
+    fn values_that_are_not_finite_numbers_are_refused() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut series = SeriesSet::new();
+            let _ = series.add(&SeriesKey::new("c", []), MetricKind::Counter, bad);
+            let shard = Shard {
+                series,
+                ..sample_shard()
+            };
+            assert!(
+                matches!(Shard::decode(&shard.encode()), Err(ShardError::Invalid(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -61,7 +61,7 @@ use std::time::Duration;
 use fusi_sdk::abi::MetricKind;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{SeriesSet, Value, from_trend_units, names};
+use super::metrics::{SeriesSet, Value, from_trend_units, names, valid_metric_name};
 use super::spec::{format_duration, parse_duration};
 
 /// The longest threshold text, in bytes.
@@ -302,17 +302,6 @@ impl Threshold {
             abort_on_fail: self.abort_on_fail,
         }
     }
-}
-
-/// Whether a metric name is well formed: letters, digits, `_` and `.`, not
-/// starting with a digit, at most 128 bytes (the rule for custom metrics).
-pub fn valid_metric_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// The kind of a built-in metric.

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use wasmtime::{Caller, Extern, Linker};
 
 use super::vu::{HostTrap, VuState};
-use crate::core::metrics::{SeriesKey, names};
+use crate::core::metrics::{SeriesKey, names, valid_metric_name};
 
 /// Every import the host provides, for telling a newer module's imports apart.
 pub const IMPORTS: [&str; 13] = [
@@ -85,15 +85,6 @@ fn read_str(
 ) -> HostResult<String> {
     let bytes = read(caller, ptr, len, MAX_NAME, what)?;
     String::from_utf8(bytes).map_err(|_| abi_error(format!("{what} is not UTF-8")))
-}
-
-fn valid_metric_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Registers every host function.
@@ -274,6 +265,11 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 return Err(abi_error(format!(
                     "invalid metric name {name:?}: use letters, digits, '_' and '.', not starting with a digit, \
                      and not the name of a built-in metric"
+                )));
+            }
+            if !value.is_finite() {
+                return Err(abi_error(format!(
+                    "metric {name} got the value {value}: record finite numbers"
                 )));
             }
             let state = caller.data();

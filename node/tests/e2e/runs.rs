@@ -459,7 +459,7 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_completed_run_that_accounts_f
             r["summary"]["http"]["requests"].as_f64().unwrap_or(0.0) > 0.0,
             "{r}"
         );
-        assert_eq!(r["run"]["phase"], "complete");
+        assert_eq!(r["outcome"], "complete", "{r}");
     }
 }
 
