@@ -107,7 +107,7 @@ pub async fn run(
     let progress = handle.progress.clone();
     let mut report = Report::new(&run_id);
     let thresholds = parse_all(&spec.thresholds).map_err(|e| RunError::Start(e.to_string()))?;
-    let mut aborted = false;
+    let mut aborted: Option<String> = None;
     loop {
         let event = tokio::select! {
             () = interrupt.cancelled(), if !interrupt.is_cancelled() => {
@@ -130,8 +130,10 @@ pub async fn run(
                     Ok(decoded) => {
                         report.add(&decoded);
                         observer.on_shard(&decoded, &report, &progress);
-                        if !aborted && let Some(failed) = abort_verdict(&thresholds, &report) {
-                            aborted = true;
+                        if aborted.is_none()
+                            && let Some(failed) = abort_verdict(&thresholds, &report)
+                        {
+                            aborted = Some(failed.threshold.clone());
                             tracing::warn!(
                                 "threshold `{}` failed (abortOnFail): stopping the run",
                                 failed.threshold
@@ -148,7 +150,7 @@ pub async fn run(
     let meta = RunMeta {
         scenario: spec.scenario.clone(),
         executor: executor.to_owned(),
-        outcome: if interrupt.is_cancelled() || aborted {
+        outcome: if interrupt.is_cancelled() || aborted.is_some() {
             "stopped"
         } else {
             "complete"
@@ -161,7 +163,9 @@ pub async fn run(
         lost: Vec::new(),
         thresholds: spec.thresholds.clone(),
     };
-    Ok(RunReport::build(&report, &meta))
+    let mut run_report = RunReport::build(&report, &meta);
+    run_report.aborted_by = aborted;
+    Ok(run_report)
 }
 
 /// `--env` pairs as a map; a later value for a key wins.

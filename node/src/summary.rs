@@ -290,23 +290,6 @@ pub fn render(s: &Summary, scenario: &str) -> String {
         };
         line(&mut out, 2, name, &value);
     }
-    let c = &s.completeness;
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "  report: {} of {} shards from {} node{}{}",
-        c.shards_received,
-        c.shards_announced
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "?".into()),
-        c.nodes,
-        if c.nodes == 1 { "" } else { "s" },
-        if c.is_complete() {
-            " (complete)"
-        } else {
-            " (INCOMPLETE)"
-        }
-    );
     out
 }
 
@@ -344,10 +327,25 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_summary_renders() {
-        let report = crate::core::report::Report::new("r");
-        let text = render(&report.summary("constant-vus"), "x.wasm");
+    fn an_empty_report_renders_and_says_it_is_incomplete_first() {
+        use crate::core::run_report::{RunMeta, RunReport};
+        let meta = RunMeta {
+            scenario: "x.wasm".into(),
+            executor: "constant-vus".into(),
+            outcome: "running".into(),
+            expected: Vec::new(),
+            lost: Vec::new(),
+            thresholds: vec!["http_reqs: count>0".into()],
+        };
+        let report = RunReport::build(&crate::core::report::Report::new("r"), &meta);
+        let text = render_report(&report);
         assert!(text.contains("http_reqs"));
-        assert!(text.contains("INCOMPLETE") || text.contains("complete"));
+        let incomplete = text.find("INCOMPLETE").unwrap_or(usize::MAX);
+        assert!(incomplete < text.find("http_reqs").unwrap_or(0), "{text}");
+        assert!(
+            text.contains("thresholds: 0 of 1 passed (FAILED)"),
+            "{text}"
+        );
+        assert!(text.contains("✗ http_reqs: count>0"), "{text}");
     }
 }

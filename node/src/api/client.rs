@@ -26,9 +26,10 @@ pub async fn get<T: DeserializeOwned>(api: SocketAddr, path: &str) -> anyhow::Re
 }
 
 /// `GET path` on the node at `api`: the JSON as the node sent it, for
-/// answers printed as they are (a report, byte for byte).
+/// answers printed as they are (a report, byte for byte). It waits as long
+/// as a submission: a report of a long run merges many shards.
 pub async fn get_raw(api: SocketAddr, path: &str) -> anyhow::Result<Bytes> {
-    call_raw(api, Method::GET, path, Bytes::new(), TIMEOUT).await
+    call_raw(api, Method::GET, path, Bytes::new(), SUBMIT_TIMEOUT).await
 }
 
 /// `POST path` with an empty body on the node at `api`, decoded as `T`.

@@ -226,11 +226,15 @@ pub struct ReportSource {
 impl ReportSource {
     /// Reads the run's shards and merges them.
     pub fn build(self) -> RunReport {
-        let (shards, problems) = self.store.load_shards(&self.run_id);
+        let mut report = Report::new(&self.run_id);
+        // Shards come in the canonical order of `Report::from_shards`.
+        let problems = self.store.each_shard(&self.run_id, |s| {
+            report.add(&s);
+        });
         for problem in problems {
             tracing::warn!(run = %self.run_id, "a stored shard was skipped: {problem}");
         }
-        RunReport::build(&Report::from_shards(&self.run_id, shards), &self.meta)
+        RunReport::build(&report, &self.meta)
     }
 }
 

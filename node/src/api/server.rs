@@ -257,6 +257,9 @@ where
     if let Err(e) = request.spec.executor.validate() {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
+    if let Err(e) = crate::core::threshold::parse_all(&request.spec.thresholds) {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
     let module = std::mem::take(&mut request.module);
     let compiled = tokio::task::spawn_blocking(move || {
         ScenarioModule::compile(&module).map(|m| (m.sha256().to_owned(), module))

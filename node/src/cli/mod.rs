@@ -680,6 +680,12 @@ pub const THRESHOLDS_FAILED: u8 = 99;
 
 /// [`THRESHOLDS_FAILED`] when a threshold failed, after saying which on stderr.
 fn exit_for_thresholds(report: &RunReport) -> Option<ExitCode> {
+    if let Some(threshold) = &report.aborted_by {
+        eprintln!(
+            "error: threshold `{threshold}` failed during the run and stopped it (abortOnFail)"
+        );
+        return Some(ExitCode::from(THRESHOLDS_FAILED));
+    }
     let failed: Vec<&str> = report
         .thresholds
         .iter()

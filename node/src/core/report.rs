@@ -121,11 +121,12 @@ impl Report {
         }
     }
 
-    /// A report of `shards`, merged in one canonical order (interval, node,
+    /// A report of `shards`, merged in one canonical order (node, then
     /// sequence number) whatever order they come in: equal sets of shards
-    /// give equal reports, to the last bit.
+    /// give equal reports, to the last bit. The store hands shards out in
+    /// the same order, one at a time (`RunStore::each_shard`).
     pub fn from_shards(run_id: &str, mut shards: Vec<Shard>) -> Report {
-        shards.sort_by(|a, b| (a.start_ms, &a.node, a.seq).cmp(&(b.start_ms, &b.node, b.seq)));
+        shards.sort_by(|a, b| (&a.node, a.seq).cmp(&(&b.node, b.seq)));
         let mut report = Report::new(run_id);
         for shard in &shards {
             report.add(shard);

@@ -96,6 +96,10 @@ pub struct RunReport {
     pub executor: String,
     /// How the run ended, or `running`.
     pub outcome: String,
+    /// The `abortOnFail` threshold that stopped the run, when this node
+    /// saw it fail (a run on one machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_by: Option<String>,
     /// How much of the run this report holds.
     pub completeness: RunCompleteness,
     /// Each threshold, judged on the merged measurements of every node.
@@ -179,6 +183,7 @@ impl RunReport {
             scenario: meta.scenario.clone(),
             executor: meta.executor.clone(),
             outcome: meta.outcome.clone(),
+            aborted_by: None,
             completeness: RunCompleteness {
                 complete: complete && !nodes.is_empty(),
                 shards_received: summary.completeness.shards_received,
@@ -195,9 +200,9 @@ impl RunReport {
         }
     }
 
-    /// Whether any threshold failed.
+    /// Whether any threshold failed, or one stopped the run.
     pub fn thresholds_failed(&self) -> bool {
-        self.thresholds.iter().any(|t| !t.pass)
+        self.aborted_by.is_some() || self.thresholds.iter().any(|t| !t.pass)
     }
 
     /// The report as JSON, the same bytes on every node holding the same

@@ -43,12 +43,11 @@ use crate::core::wire::{
     Assigned, Finish, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage,
 };
 
-/// What the mesh tells the run state machine.
 /// Time a share may take past its executor and graceful stop: setup,
 /// teardown and sealing the last shard.
 const SHARD_SLACK: Duration = Duration::from_secs(300);
 
-/// The mesh as the run state machine needs it.
+/// What the mesh tells the run state machine.
 pub trait MeshView {
     /// Whether `peer` is a member in good standing (heard from recently).
     /// This node always is.

@@ -14,7 +14,7 @@
 //! send ([`missing`]), and when to ask whom ([`SyncState`]). The event loop
 //! (net/runtime/sync.rs) does the I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,11 @@ pub const MAX_ANSWER_SHARDS: usize = 256;
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 /// The most ranges a request may carry, over all nodes.
 pub const MAX_HAVE_RANGES: usize = 100_000;
+/// The most nodes a request may list (a plan's most shares).
+pub const MAX_HAVE_NODES: usize = 4096;
+/// An ask not answered within this long is given up, whatever happened to
+/// it, so one lost answer never stops a node from asking again.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The shards a node holds of one other node: inclusive ranges of sequence
 /// numbers, ascending and disjoint.
@@ -63,23 +68,43 @@ pub fn have_of(held: &BTreeSet<(String, u64)>) -> Vec<Have> {
     out
 }
 
-/// Whether `have` holds `(node, seq)`.
-pub fn holds(have: &[Have], node: &str, seq: u64) -> bool {
-    have.iter().filter(|h| h.node == node).any(|h| {
-        // Ranges from a peer are not trusted to be sorted: a plain scan.
-        h.ranges.iter().any(|(a, b)| *a <= seq && seq <= *b)
-    })
-}
-
 /// The shards `held` here that a peer's `have` lacks, at most `limit`.
-/// A request with more than [`MAX_HAVE_RANGES`] ranges gets nothing.
+/// A request with more than [`MAX_HAVE_RANGES`] ranges, or entries for more
+/// than [`MAX_HAVE_NODES`] nodes, gets nothing. The work is
+/// O((held + ranges) log ranges), whatever the peer sent.
 pub fn missing(held: &BTreeSet<(String, u64)>, have: &[Have], limit: usize) -> Vec<(String, u64)> {
     let ranges: usize = have.iter().map(|h| h.ranges.len()).sum();
-    if ranges > MAX_HAVE_RANGES {
+    if ranges > MAX_HAVE_RANGES || have.len() > MAX_HAVE_NODES {
         return Vec::new();
     }
+    // Per node, the ranges sorted by start and merged where they overlap,
+    // so that one binary search answers "is seq in there".
+    let mut index: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for h in have {
+        index
+            .entry(h.node.as_str())
+            .or_default()
+            .extend(h.ranges.iter().filter(|(a, b)| a <= b));
+    }
+    for ranges in index.values_mut() {
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(a, b) in ranges.iter() {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        *ranges = merged;
+    }
+    let covered = |node: &str, seq: u64| {
+        index.get(node).is_some_and(|ranges| {
+            let i = ranges.partition_point(|(a, _)| *a <= seq);
+            i > 0 && ranges[i - 1].1 >= seq
+        })
+    };
     held.iter()
-        .filter(|(node, seq)| !holds(have, node, *seq))
+        .filter(|(node, seq)| !covered(node, *seq))
         .take(limit)
         .cloned()
         .collect()
@@ -91,32 +116,37 @@ pub struct SyncState {
     next_at: Duration,
     idle: u32,
     turn: usize,
-    asking: bool,
+    /// When the ask in flight was made.
+    asked_at: Option<Duration>,
 }
 
 impl SyncState {
-    /// Whether a request is due at `now` (and none is in flight).
+    /// Whether a request is due at `now`: none is in flight (or the one in
+    /// flight is older than [`ASK_TIMEOUT`]) and the pause is over.
     pub fn due(&self, now: Duration) -> bool {
-        !self.asking && now >= self.next_at
+        let free = self
+            .asked_at
+            .is_none_or(|at| now.saturating_sub(at) >= ASK_TIMEOUT);
+        free && now >= self.next_at
     }
 
     /// The peer to ask next, in turn among `peers` (sorted, without this
     /// node), so every peer is asked within `peers.len()` rounds. Marks a
-    /// request in flight.
-    pub fn pick<'a>(&mut self, peers: &'a [String]) -> Option<&'a String> {
+    /// request in flight since `now`.
+    pub fn pick<'a>(&mut self, peers: &'a [String], now: Duration) -> Option<&'a String> {
         if peers.is_empty() {
             return None;
         }
         let peer = &peers[self.turn % peers.len()];
         self.turn = self.turn.wrapping_add(1);
-        self.asking = true;
+        self.asked_at = Some(now);
         Some(peer)
     }
 
     /// An answer arrived at `now` with `new` shards this node lacked, and
     /// the peer holds `more`: ask again at once when it does.
     pub fn answered(&mut self, new: usize, more: bool, now: Duration) {
-        self.asking = false;
+        self.asked_at = None;
         if new > 0 {
             self.idle = 0;
             // Same peer again while it has more.

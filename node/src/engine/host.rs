@@ -39,8 +39,17 @@ const MAX_NAME: u32 = 1024;
 const MAX_TAGS: usize = 32;
 /// The longest log message kept.
 const MAX_LOG: u32 = 64 << 10;
-/// Tags the host sets itself; a scenario may not set them as VU tags.
-const RESERVED_TAGS: [&str; 6] = ["name", "method", "status", "group", "check", "kind"];
+/// Tags the host (or the report, for `region`) sets itself; a scenario may
+/// not set them as VU tags.
+const RESERVED_TAGS: [&str; 7] = [
+    "name",
+    crate::core::report::REGION_TAG,
+    "method",
+    "status",
+    "group",
+    "check",
+    "kind",
+];
 
 type HostResult<T> = wasmtime::Result<T>;
 

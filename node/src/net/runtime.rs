@@ -432,12 +432,23 @@ impl Node {
         }
     }
 
+    /// A message emulation dropped: an answer that will never come is a
+    /// failed request, so whoever waits for it can ask again.
+    fn dropped(&mut self, inbound: Inbound) {
+        if let Inbound::Response { request_id, .. } = inbound
+            && !self.on_sync_failure(request_id)
+        {
+            self.on_fetch_failure(request_id, "dropped by an emulated partition".into());
+        }
+    }
+
     /// Takes a message from `from_region`, now or after its emulated delay;
     /// drops it while an emulated partition separates the regions.
     fn receive(&mut self, from_region: Option<&str>, inbound: Inbound) {
         if let Some(from) = from_region
             && self.partition.cuts(from, &self.config.region)
         {
+            self.dropped(inbound);
             return;
         }
         let delay = match (&self.latency, from_region) {
@@ -450,6 +461,7 @@ impl Node {
             self.warn_once("delayed-full".to_owned(), || {
                 format!("latency emulation holds {MAX_DELAYED} messages; dropping more")
             });
+            self.dropped(inbound);
         } else {
             let tx = self.delayed.clone();
             let in_flight = self.delayed_in_flight.clone();
@@ -517,7 +529,7 @@ impl Node {
                 peer,
                 request: Request::Shards { run, have },
                 channel,
-            } => self.answer_shards(peer, &run, &have, channel),
+            } => self.answer_shards(peer, &run, have, channel),
             Inbound::Answer { channel, response } => {
                 let _ = self
                     .swarm

@@ -118,25 +118,41 @@ impl RunStore {
     /// in the second list.
     pub fn load_shards(&self, id: &str) -> (Vec<Shard>, Vec<String>) {
         let mut shards = Vec::new();
+        let problems = self.each_shard(id, |s| shards.push(s));
+        (shards, problems)
+    }
+
+    /// Calls `f` with each shard stored for a run, one at a time, in the
+    /// order of (node, sequence number), so that a report of a long run
+    /// never holds more than one decoded shard besides what it merged.
+    /// Returns the files that were skipped, and why.
+    pub fn each_shard(&self, id: &str, mut f: impl FnMut(Shard)) -> Vec<String> {
         let mut problems = Vec::new();
         let Ok(dir) = self.run_dir(id) else {
-            return (shards, problems);
+            return problems;
         };
         let Ok(files) = fs::read_dir(dir.join("shards")) else {
-            return (shards, problems);
+            return problems;
         };
-        for file in files.flatten() {
-            let path = file.path();
-            if path.extension().is_none_or(|e| e != "cbor") {
-                continue;
-            }
+        let mut keyed: Vec<((String, u64), PathBuf)> = files
+            .flatten()
+            .map(|f| f.path())
+            .filter_map(|path| {
+                let stem = path.file_stem()?.to_str()?;
+                let (node, seq) = stem.rsplit_once('.')?;
+                let seq = seq.parse().ok()?;
+                (path.extension()? == "cbor").then(|| ((node.to_owned(), seq), path.clone()))
+            })
+            .collect();
+        keyed.sort();
+        for (_, path) in keyed {
             match read_bounded(&path).and_then(|b| Shard::decode(&b).map_err(|e| e.to_string())) {
-                Ok(s) if s.run_id == id => shards.push(s),
+                Ok(s) if s.run_id == id => f(s),
                 Ok(_) => problems.push(format!("{}: a shard of another run", path.display())),
                 Err(e) => problems.push(format!("{}: {e}", path.display())),
             }
         }
-        (shards, problems)
+        problems
     }
 
     /// One stored shard's bytes, as received.

@@ -25,11 +25,12 @@ fn holdings_compress_to_ranges_and_back() {
             }
         ]
     );
-    for (node, seq) in &held {
-        assert!(holds(&have, node, *seq));
-    }
-    assert!(!holds(&have, "a", 3));
-    assert!(!holds(&have, "c", 0));
+    assert!(
+        missing(&held, &have, 100).is_empty(),
+        "it holds all it lists"
+    );
+    let more: BTreeSet<(String, u64)> = [key("a", 3), key("c", 0), key("a", 9)].into();
+    assert_eq!(missing(&more, &have, 100), vec![key("a", 3), key("c", 0)]);
     assert!(have_of(&BTreeSet::new()).is_empty());
 }
 
@@ -62,25 +63,30 @@ fn asking_rotates_over_peers_and_backs_off_when_idle() {
     let mut asked = Vec::new();
     for _ in 0..3 {
         assert!(s.due(now));
-        asked.push(s.pick(&peers).cloned().unwrap_or_default());
+        asked.push(s.pick(&peers, now).cloned().unwrap_or_default());
         assert!(!s.due(now), "one request at a time");
         s.answered(0, false, now);
         now += SYNC_EVERY;
     }
     assert_eq!(asked, vec!["a", "b", "c"]);
     // An answer with more: the same peer, at once.
-    let first = s.pick(&peers).cloned();
+    let first = s.pick(&peers, now).cloned();
     s.answered(5, true, now);
     assert!(s.due(now));
-    assert_eq!(s.pick(&peers).cloned(), first);
+    assert_eq!(s.pick(&peers, now).cloned(), first);
     s.answered(0, false, now);
     for _ in 0..IDLE_ROUNDS {
-        s.pick(&peers);
+        s.pick(&peers, now);
         s.failed(now);
     }
     assert!(!s.due(now + SYNC_EVERY), "idle: it waits longer");
     assert!(s.due(now + IDLE_EVERY));
-    assert!(SyncState::default().pick(&[]).is_none());
+    // An answer that never comes: asked again after the timeout.
+    let later = now + IDLE_EVERY;
+    s.pick(&peers, later);
+    assert!(!s.due(later + IDLE_EVERY));
+    assert!(s.due(later + ASK_TIMEOUT));
+    assert!(SyncState::default().pick(&[], now).is_none());
 }
 
 /// A small deterministic generator (xorshift64*), so failures replay.
@@ -143,7 +149,7 @@ fn every_node_converges_to_the_union_despite_losses() {
                 continue;
             }
             let peers: Vec<String> = names.iter().filter(|p| **p != names[n]).cloned().collect();
-            let Some(peer) = states[n].pick(&peers).cloned() else {
+            let Some(peer) = states[n].pick(&peers, now).cloned() else {
                 continue;
             };
             requests[n] += 1;

@@ -7,6 +7,8 @@
 //! stalls the loop.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -21,6 +23,9 @@ use crate::core::sync::{
 };
 use crate::core::wire::{Request, Response, validate_run_id};
 
+/// The most answers prepared at once; more asks are refused as busy.
+const MAX_ANSWERING: usize = 4;
+
 /// How often the runs are scanned for missing shards.
 const SCAN_EVERY: Duration = Duration::from_millis(500);
 
@@ -31,6 +36,8 @@ pub(super) struct Syncs {
     states: HashMap<String, (SyncState, Duration)>,
     /// Requests in flight: run.
     pending: HashMap<OutboundRequestId, String>,
+    /// Answers being prepared on blocking threads.
+    answering: Arc<AtomicUsize>,
     next_scan: Duration,
 }
 
@@ -75,7 +82,7 @@ impl Node {
             if now.saturating_sub(*since) > SYNC_FOR || !state.due(now) {
                 continue;
             }
-            if let Some(peer) = state.pick(&peers) {
+            if let Some(peer) = state.pick(&peers, now) {
                 asks.push((id, peer.clone()));
             }
         }
@@ -189,39 +196,44 @@ impl Node {
         &mut self,
         peer: PeerId,
         run: &str,
-        have: &[Have],
+        have: Vec<Have>,
         channel: ResponseChannel<Response>,
     ) {
         let refuse = |reason: &str| Response::Refused {
             reason: reason.to_owned(),
         };
-        let keys = if !self.core.may_answer_clock(&peer.to_string()) {
-            Err(refuse("not a member yet"))
+        let refusal = if !self.core.may_answer_clock(&peer.to_string()) {
+            Some(refuse("not a member yet"))
         } else if validate_run_id(run).is_err() {
-            Err(refuse("not a run id"))
+            Some(refuse("not a run id"))
+        } else if self.sync.answering.load(Ordering::Relaxed) >= MAX_ANSWERING {
+            Some(refuse("busy answering other asks; ask again later"))
         } else {
-            Ok(self
-                .runs_report(run)
-                .map(|r| missing(r.held(), have, MAX_ANSWER_SHARDS + 1))
-                .unwrap_or_default())
+            None
         };
-        let mut keys = match keys {
-            Ok(keys) => keys,
-            Err(response) => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_response(channel, response);
-                return;
-            }
-        };
-        let mut more = keys.len() > MAX_ANSWER_SHARDS;
-        keys.truncate(MAX_ANSWER_SHARDS);
+        if let Some(response) = refusal {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .rpc
+                .send_response(channel, response);
+            return;
+        }
+        // What the peer lacks is worked out off the event loop too: a long
+        // run holds many shards, and the peer's list may be long.
+        let held = self
+            .runs_report(run)
+            .map(|r| r.held().clone())
+            .unwrap_or_default();
         let store = self.runs_store();
         let run = run.to_owned();
         let answers = self.delayed.clone();
+        let answering = self.sync.answering.clone();
+        answering.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
+            let mut keys = missing(&held, &have, MAX_ANSWER_SHARDS + 1);
+            let mut more = keys.len() > MAX_ANSWER_SHARDS;
+            keys.truncate(MAX_ANSWER_SHARDS);
             let mut shards = Vec::new();
             let mut bytes = 0;
             for (node, seq) in keys {
@@ -235,6 +247,7 @@ impl Node {
                 bytes += shard.len();
                 shards.push(ByteBuf::from(shard));
             }
+            answering.fetch_sub(1, Ordering::Relaxed);
             let _ = answers.send(Inbound::Answer {
                 channel,
                 response: Response::Shards { shards, more },
