@@ -12,7 +12,7 @@
 
 use fusi_sdk::abi::MetricKind;
 use hdrhistogram::Histogram;
-use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 
 /// Built-in metric names, as k6 users know them.
 pub mod names {
@@ -243,11 +243,15 @@ impl Value {
 
 /// Series accumulated over one interval (or a whole run).
 ///
-/// Keys hash with FxHash: series names and tags are short, and the set is
-/// bounded (the recorder caps series per interval, shards cap series too).
+/// Kept in key order, so that walking a set, and so every fold and merge
+/// across its series, goes the same way on every node and every build:
+/// merged reports are equal to the last bit (a hash map's order depends on
+/// the machine and the build). The set is bounded: the recorder caps series
+/// per interval, shards cap series too. The recorder's per-request hot path
+/// keeps its own hash maps.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesSet {
-    series: FxHashMap<SeriesKey, Value>,
+    series: BTreeMap<SeriesKey, Value>,
 }
 
 impl SeriesSet {
@@ -312,7 +316,7 @@ impl SeriesSet {
         self.series.is_empty()
     }
 
-    /// The series, in no particular order.
+    /// The series, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&SeriesKey, &Value)> {
         self.series.iter()
     }
