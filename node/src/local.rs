@@ -162,10 +162,9 @@ pub async fn run(
         }],
         lost: Vec::new(),
         thresholds: spec.thresholds.clone(),
+        aborted_by: aborted,
     };
-    let mut run_report = RunReport::build(&report, &meta);
-    run_report.aborted_by = aborted;
-    Ok(run_report)
+    Ok(RunReport::build(&report, &meta))
 }
 
 /// `--env` pairs as a map; a later value for a key wins.

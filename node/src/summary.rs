@@ -336,6 +336,7 @@ mod tests {
             expected: Vec::new(),
             lost: Vec::new(),
             thresholds: vec!["http_reqs: count>0".into()],
+            aborted_by: None,
         };
         let report = RunReport::build(&crate::core::report::Report::new("r"), &meta);
         let text = render_report(&report);

@@ -42,6 +42,8 @@ pub struct RunMeta {
     pub lost: Vec<String>,
     /// The run's thresholds, as given (`--threshold`, and the scenario's own).
     pub thresholds: Vec<String>,
+    /// The `abortOnFail` threshold that stopped the run, if one did.
+    pub aborted_by: Option<String>,
 }
 
 /// How much of the run a report holds. Printed first, because every number
@@ -96,8 +98,8 @@ pub struct RunReport {
     pub executor: String,
     /// How the run ended, or `running`.
     pub outcome: String,
-    /// The `abortOnFail` threshold that stopped the run, when this node
-    /// saw it fail (a run on one machine).
+    /// The `abortOnFail` threshold that stopped the run, if one did (as
+    /// the run's finish says, the same on every node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted_by: Option<String>,
     /// How much of the run this report holds.
@@ -183,7 +185,7 @@ impl RunReport {
             scenario: meta.scenario.clone(),
             executor: meta.executor.clone(),
             outcome: meta.outcome.clone(),
-            aborted_by: None,
+            aborted_by: meta.aborted_by.clone(),
             completeness: RunCompleteness {
                 complete: complete && !nodes.is_empty(),
                 shards_received: summary.completeness.shards_received,
@@ -330,6 +332,7 @@ mod tests {
                 "http_req_duration{region:nrt}: p(95)<1ms".into(),
                 "http_reqs: p95<1".into(),
             ],
+            aborted_by: None,
         }
     }
 

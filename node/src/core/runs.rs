@@ -222,6 +222,9 @@ pub struct Run {
     pub done: BTreeMap<String, (u64, bool)>,
     /// The node a stop was asked of.
     pub stop_by: Option<String>,
+    /// Why it was stopped, when a threshold stopped it.
+    #[serde(default)]
+    pub stop_reason: Option<String>,
     /// How it ended.
     pub finish: Option<Finish>,
     /// When this node learned of the run (wall clock, ns).
@@ -285,6 +288,10 @@ impl Run {
                 .map(|f| f.lost.clone())
                 .unwrap_or_default(),
             thresholds: spec.thresholds.clone(),
+            aborted_by: match self.finish.as_ref().map(|f| &f.outcome) {
+                Some(Outcome::Stopped { reason, .. }) => reason.clone(),
+                _ => None,
+            },
         }
     }
 
@@ -557,10 +564,12 @@ impl RunsCore {
         Ok(self.tick(at, view))
     }
 
-    /// Asks for a run to stop on every node.
+    /// Asks for a run to stop on every node; `reason` says why when it is
+    /// not a person's stop (the `abortOnFail` threshold that failed).
     pub fn stop(
         &mut self,
         id: &str,
+        reason: Option<String>,
         at: At,
         view: &dyn MeshView,
     ) -> Result<Vec<RunAction>, String> {
@@ -570,7 +579,9 @@ impl RunsCore {
         if run.is_finished() {
             return Err(format!("run {id} is over already"));
         }
-        let env = run.envelope(RunMessage::Stop);
+        let env = run.envelope(RunMessage::Stop {
+            reason: reason.map(|r| clean_reason(&r)),
+        });
         let me = self.me.clone();
         self.on_message(&me, env.clone(), at)
             .map_err(|e| e.to_string())?;
@@ -705,11 +716,12 @@ impl RunsCore {
                 run.done.insert(from.to_owned(), (shards, interrupted))
                     != Some((shards, interrupted))
             }
-            RunMessage::Stop => {
+            RunMessage::Stop { reason } => {
                 if run.stop_by.is_some() || run.is_finished() {
                     false
                 } else {
                     run.stop_by = Some(from.to_owned());
+                    run.stop_reason = reason.map(|r| clean_reason(&r));
                     run.timers.stop_at = Some(at.now);
                     true
                 }
@@ -779,6 +791,7 @@ impl RunsCore {
                 started: BTreeMap::new(),
                 done: BTreeMap::new(),
                 stop_by: None,
+                stop_reason: None,
                 finish: None,
                 seen_wall_ns: at.wall_ns,
                 local: Local::Idle,
@@ -1056,7 +1069,15 @@ impl RunsCore {
         if let Some(by) = run.stop_by.clone()
             && run.armed.is_none()
         {
-            self.finish(run, term, Outcome::Stopped { by }, Vec::new(), at, out);
+            let reason = run.stop_reason.clone();
+            self.finish(
+                run,
+                term,
+                Outcome::Stopped { by, reason },
+                Vec::new(),
+                at,
+                out,
+            );
             return;
         }
         let Some(armed) = run.armed.clone() else {
@@ -1111,7 +1132,10 @@ impl RunsCore {
             }
         }
         let outcome = match run.stop_by.clone() {
-            Some(by) => Outcome::Stopped { by },
+            Some(by) => Outcome::Stopped {
+                by,
+                reason: run.stop_reason.clone(),
+            },
             None => Outcome::Complete,
         };
         self.finish(run, term, outcome, lost, at, out);
@@ -1431,7 +1455,9 @@ impl RunsCore {
             })));
         }
         if run.stop_by.as_deref() == Some(self.me.as_str()) {
-            out.push(RunAction::Publish(run.envelope(RunMessage::Stop)));
+            out.push(RunAction::Publish(run.envelope(RunMessage::Stop {
+                reason: run.stop_reason.clone(),
+            })));
         }
     }
 }

@@ -237,7 +237,12 @@ pub enum RunMessage {
         interrupted: bool,
     },
     /// From any node: stop the run everywhere.
-    Stop,
+    Stop {
+        /// Why, when it is not a person's stop: the `abortOnFail`
+        /// threshold that failed.
+        #[serde(default)]
+        reason: Option<String>,
+    },
     /// From the leader: the run is over.
     Finish(Finish),
 }
@@ -302,6 +307,9 @@ pub enum Outcome {
     Stopped {
         /// The node that was asked to stop it.
         by: String,
+        /// Why, when a threshold stopped it (`abortOnFail`).
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// It could not run.
     Failed {
@@ -403,17 +411,27 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
         }
         RunMessage::Refuse { reason } => check_len(WHAT, "reason", reason, 1024)?,
         RunMessage::Finish(f) => {
-            if let Outcome::Failed { reason } | Outcome::Stopped { by: reason } = &f.outcome {
-                check_len(WHAT, "reason", reason, 1024)?;
+            match &f.outcome {
+                Outcome::Failed { reason } => check_len(WHAT, "reason", reason, 1024)?,
+                Outcome::Stopped { by, reason } => {
+                    check_len(WHAT, "the stopping node", by, 1024)?;
+                    if let Some(reason) = reason {
+                        check_len(WHAT, "reason", reason, 1024)?;
+                    }
+                }
+                Outcome::Complete => {}
             }
             if f.lost.len() > MAX_CANDIDATES {
                 return Err(invalid("too many lost nodes".into()));
             }
         }
+        RunMessage::Stop {
+            reason: Some(reason),
+        } => check_len(WHAT, "reason", reason, 1024)?,
         RunMessage::Ready { .. }
         | RunMessage::Started { .. }
         | RunMessage::Done { .. }
-        | RunMessage::Stop => {}
+        | RunMessage::Stop { reason: None } => {}
     }
     Ok(env)
 }

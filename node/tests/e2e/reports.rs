@@ -160,6 +160,16 @@ fn every_node_prints_the_same_report_and_thresholds_decide_the_exit() {
             phase(*api, &id)
         );
     }
+    // Every node's report, and the run's status, say which threshold did it.
+    for api in &apis {
+        let report: Value = serde_json::from_str(&report_json(*api, &id)).unwrap_or(Value::Null);
+        assert_eq!(
+            report["aborted_by"], "http_reqs: count<10 abortOnFail",
+            "on {api}"
+        );
+    }
+    let reason = super::runs::run_view(apis[2], &id)["reason"].to_string();
+    assert!(reason.contains("abortOnFail"), "{reason}");
     eprintln!("abortOnFail stopped a 60 s run on 3 nodes in {took:?}");
 }
 

@@ -587,7 +587,14 @@ fn a_stop_from_any_node_reaches_every_worker_within_a_second() {
     assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     let asked = sim.now;
     let actions = sim
-        .with_core(3, |core, at, view| core.stop(&run, at, view))
+        .with_core(3, |core, at, view| {
+            core.stop(
+                &run,
+                Some("http_req_failed: rate<0.01 abortOnFail".into()),
+                at,
+                view,
+            )
+        })
         .unwrap_or_else(|e| panic!("{e}"));
     sim.carry_out(3, actions);
     assert!(
@@ -601,8 +608,10 @@ fn a_stop_from_any_node_reaches_every_worker_within_a_second() {
     assert_eq!(
         sim.finish_of(&run).outcome,
         Outcome::Stopped {
-            by: sim.nodes[3].id.clone()
-        }
+            by: sim.nodes[3].id.clone(),
+            reason: Some("http_req_failed: rate<0.01 abortOnFail".into()),
+        },
+        "every node's finish says which threshold stopped the run"
     );
 }
 
@@ -660,7 +669,7 @@ fn orders_from_a_node_that_does_not_lead_are_refused() {
     let unknown = RunEnvelope {
         protocol: RUN_PROTOCOL,
         run: "nope".into(),
-        body: RunMessage::Stop,
+        body: RunMessage::Stop { reason: None },
     };
     assert_eq!(
         sim.nodes[target].core.on_message(&rogue_id, unknown, at),
@@ -805,7 +814,7 @@ fn a_stop_between_the_arm_and_t0_ends_the_run_at_once() {
     assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(2)));
     let asked = sim.now;
     let actions = sim
-        .with_core(1, |core, at, view| core.stop(&run, at, view))
+        .with_core(1, |core, at, view| core.stop(&run, None, at, view))
         .unwrap_or_else(|e| panic!("{e}"));
     sim.carry_out(1, actions);
     assert!(sim.run_until(Duration::from_secs(3), |s| s.all_finished(&run)));

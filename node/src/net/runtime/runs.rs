@@ -629,7 +629,7 @@ impl Node {
                 failed.threshold,
                 failed.observed
             );
-            if let Err(e) = self.stop_run(id) {
+            if let Err(e) = self.stop_run(id, Some(failed.threshold)) {
                 debug!(run = %id, "abort: {e}");
             }
         }
@@ -725,13 +725,13 @@ impl Node {
         Ok(SubmitView { run_id: id })
     }
 
-    pub(super) fn stop_run(&mut self, id: &str) -> Result<RunView, String> {
+    pub(super) fn stop_run(&mut self, id: &str, reason: Option<String>) -> Result<RunView, String> {
         let at = self.at();
         let view = View {
             core: &self.core,
             now: at.now,
         };
-        let actions = self.runs.core.stop(id, at, &view)?;
+        let actions = self.runs.core.stop(id, reason, at, &view)?;
         info!(run = %id, "stop asked here");
         self.run_actions(actions);
         self.run_view(id).ok_or_else(|| format!("no run {id}"))
@@ -830,7 +830,16 @@ impl Node {
         let phase = run.phase(at.wall_ns, &view);
         let reason = run.finish.as_ref().and_then(|f| match &f.outcome {
             Outcome::Complete => None,
-            Outcome::Stopped { by } => Some(format!("stopped through {}", self.name_of(by))),
+            Outcome::Stopped { by, reason: None } => {
+                Some(format!("stopped through {}", self.name_of(by)))
+            }
+            Outcome::Stopped {
+                by,
+                reason: Some(threshold),
+            } => Some(format!(
+                "stopped through {}: threshold `{threshold}` failed (abortOnFail)",
+                self.name_of(by)
+            )),
             Outcome::Failed { reason } => Some(reason.clone()),
         });
         let max_vus = u64::from(run.proposal.spec.executor.max_vus());
@@ -944,7 +953,7 @@ impl Node {
                 let _ = reply.send(self.run_view(&id));
             }
             Query::Stop(id, reply) => {
-                let _ = reply.send(self.stop_run(&id));
+                let _ = reply.send(self.stop_run(&id, None));
             }
             Query::Report(id, reply) => {
                 let _ = reply.send(self.report_source(&id));
