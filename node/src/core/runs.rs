@@ -40,7 +40,8 @@ use crate::core::run_report::{ExpectedNode, RunMeta};
 use crate::core::shard::Shard;
 use crate::core::spec::Share;
 use crate::core::wire::{
-    Assigned, Finish, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage,
+    self, Assigned, Finish, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage,
+    decode_run,
 };
 
 /// Time a share may take past its executor and graceful stop: setup,
@@ -194,6 +195,28 @@ pub struct Armed {
     pub t0_ns: i64,
     /// The leader whose clock T0 is in.
     pub by: String,
+}
+
+/// What a node tells a node that never heard of a run, once the run has
+/// ended: enough to list it, report on it and fetch its shards. A node that
+/// joins the mesh after a run learns of it this way (see
+/// [`crate::core::sync`]), and takes no part in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndedRun {
+    /// The run id.
+    pub id: String,
+    /// The run as submitted.
+    pub proposal: Proposal,
+    /// The plan it ran.
+    pub plan: Plan,
+    /// The arm it started with.
+    pub armed: Option<Armed>,
+    /// Real starts, in the leader's clock: (at, bound), ns.
+    pub started: BTreeMap<String, (i64, i64)>,
+    /// Nodes done: (shards sent, interrupted).
+    pub done: BTreeMap<String, (u64, bool)>,
+    /// How it ended.
+    pub finish: Finish,
 }
 
 /// Everything a node knows about one run. Serializable, so it survives a
@@ -409,6 +432,19 @@ impl Run {
             run: self.id.clone(),
             body,
         }
+    }
+
+    /// The run as told to a node that never heard of it, once it has ended.
+    pub fn ended(&self) -> Option<EndedRun> {
+        Some(EndedRun {
+            id: self.id.clone(),
+            proposal: self.proposal.clone(),
+            plan: self.plan.clone()?,
+            armed: self.armed.clone(),
+            started: self.started.clone(),
+            done: self.done.clone(),
+            finish: self.finish.clone()?,
+        })
     }
 
     /// Why a shard cannot be one of this run's, if it cannot: another run,
@@ -982,6 +1018,85 @@ impl RunsCore {
         self.runs.insert(id.clone(), run);
         self.forget_old();
         interrupted.then_some(id)
+    }
+
+    /// Takes an ended run this node never heard of, from a peer. Each part
+    /// passes the checks its run message would (the proposal, the plan, the
+    /// finish), starts and dones name nodes of the plan only, and the run
+    /// is kept only if it is not older than every run kept when the node
+    /// keeps as many as it may. Returns whether it was taken; this node has
+    /// no share in it and prepares nothing.
+    pub fn adopt(&mut self, ended: EndedRun, at: At) -> Result<bool, String> {
+        if self.runs.contains_key(&ended.id) {
+            return Ok(false);
+        }
+        let check = |body: RunMessage| {
+            let env = RunEnvelope {
+                protocol: RUN_PROTOCOL,
+                run: ended.id.clone(),
+                body,
+            };
+            decode_run(&wire::encode(&env))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        check(RunMessage::Propose(Box::new(ended.proposal.clone())))?;
+        check(RunMessage::Assign(ended.plan.clone()))?;
+        check(RunMessage::Finish(ended.finish.clone()))?;
+        let in_plan = |node: &String| ended.plan.shares.iter().any(|s| s.node == *node);
+        let known = |node: &String| ended.proposal.candidates.iter().any(|c| c.id == *node);
+        if !ended.plan.shares.iter().all(|s| known(&s.node)) {
+            return Err("its plan names nodes that are not its candidates".into());
+        }
+        if !ended.started.keys().chain(ended.done.keys()).all(in_plan) {
+            return Err("its starts or dones name nodes outside its plan".into());
+        }
+        if ended
+            .armed
+            .as_ref()
+            .is_some_and(|a| a.plan != ended.plan.id)
+        {
+            return Err("its arm is of another plan".into());
+        }
+        // The run's own time orders it among the kept runs, so a node that
+        // keeps as many as it may does not take a run only to drop it.
+        let seen = ended.armed.as_ref().map_or(0, |a| a.t0_ns);
+        if self.runs.len() >= self.config.keep_runs
+            && self.runs.values().all(|r| r.seen_wall_ns > seen)
+        {
+            return Ok(false);
+        }
+        let id = ended.id.clone();
+        self.runs.insert(
+            id.clone(),
+            Run {
+                id: ended.id,
+                proposer: ended.proposal.proposer.clone(),
+                proposal: ended.proposal,
+                term: ended.finish.term,
+                plan: Some(ended.plan),
+                ready: BTreeMap::new(),
+                refused: BTreeMap::new(),
+                armed: ended.armed,
+                started: ended.started,
+                done: ended.done,
+                stop_by: None,
+                stop_reason: None,
+                finish: Some(ended.finish),
+                seen_wall_ns: seen,
+                local: Local::Idle,
+                timers: Timers {
+                    plan_at: at.now,
+                    finished_at: Some(at.now),
+                    ..Timers::default()
+                },
+                ranked: std::sync::OnceLock::new(),
+                candidate_ids: std::sync::OnceLock::new(),
+            },
+        );
+        self.dirty.insert(id);
+        self.forget_old();
+        Ok(true)
     }
 
     /// Drives every run: leads, works, re-sends. Call every few tens of ms.

@@ -131,6 +131,12 @@ pub enum Request {
         /// The module's name.
         sha256: String,
     },
+    /// Tell me of the ended runs you know that are not in `known` (a node
+    /// that joined after them learns of them this way).
+    Runs {
+        /// The run ids the asker knows.
+        known: Vec<String>,
+    },
     /// Send me the shards of this run that I lack (anti-entropy; see
     /// [`crate::core::sync`]).
     Shards {
@@ -142,7 +148,7 @@ pub enum Request {
 }
 
 /// An answer from one peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     /// The clock answer: `t1` echoed, `t2` when the question arrived and `t3`
     /// when the answer left, in the answerer's wall clock (ns).
@@ -159,6 +165,11 @@ pub enum Response {
         /// The module.
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
+    },
+    /// Ended runs the asker did not know, newest first.
+    Runs {
+        /// The runs.
+        runs: Vec<crate::core::runs::EndedRun>,
     },
     /// Shards the asker lacked, each encoded as on the shards topic.
     Shards {
@@ -520,7 +531,9 @@ pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
 /// Decodes a request-response question.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
     let request: Request = decode_bounded(bytes, "request", MAX_REQUEST_BYTES)?;
-    if !matches!(request, Request::Shards { .. }) && bytes.len() > MAX_RPC_BYTES {
+    if !matches!(request, Request::Shards { .. } | Request::Runs { .. })
+        && bytes.len() > MAX_RPC_BYTES
+    {
         return Err(WireError::TooLarge {
             what: "request",
             len: bytes.len(),
@@ -537,7 +550,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
     let response: Response = decode_bounded(bytes, "response", MAX_MODULE_RESPONSE_BYTES)?;
     let max = match response {
         Response::Module { .. } => MAX_MODULE_RESPONSE_BYTES,
-        Response::Shards { .. } => MAX_SHARDS_RESPONSE_BYTES,
+        Response::Shards { .. } | Response::Runs { .. } => MAX_SHARDS_RESPONSE_BYTES,
         Response::Clock { .. } | Response::Refused { .. } => MAX_RPC_BYTES,
     };
     if bytes.len() > max {

@@ -437,6 +437,7 @@ impl Node {
     fn dropped(&mut self, inbound: Inbound) {
         if let Inbound::Response { request_id, .. } = inbound
             && !self.on_sync_failure(request_id)
+            && !self.on_runs_failure(request_id)
         {
             self.on_fetch_failure(request_id, "dropped by an emulated partition".into());
         }
@@ -530,6 +531,11 @@ impl Node {
                 request: Request::Shards { run, have },
                 channel,
             } => self.answer_shards(peer, &run, have, channel),
+            Inbound::Request {
+                peer,
+                request: Request::Runs { known },
+                channel,
+            } => self.answer_runs_known(peer, &known, channel),
             Inbound::Answer { channel, response } => {
                 let _ = self
                     .swarm
@@ -549,7 +555,9 @@ impl Node {
                 response,
             } => {
                 let t4 = wall_ns();
-                if self.on_sync_response(request_id, peer, &response) {
+                if self.on_sync_response(request_id, peer, &response)
+                    || self.on_runs_response(request_id, &response)
+                {
                     return;
                 }
                 let Some(response) = self.on_module_response(request_id, peer, response) else {
@@ -571,7 +579,7 @@ impl Node {
                         format!("dropped a clock answer from {peer} that echoes a time this node did not send")
                     }),
                     Response::Refused { reason } => debug!(%peer, "clock question refused: {reason}"),
-                    Response::Module { .. } | Response::Shards { .. } => {
+                    Response::Module { .. } | Response::Shards { .. } | Response::Runs { .. } => {
                         debug!(%peer, "an answer nobody asked for")
                     }
                 }
@@ -825,6 +833,7 @@ impl Node {
                 ..
             } => {
                 if !self.on_sync_failure(request_id)
+                    && !self.on_runs_failure(request_id)
                     && !self.on_fetch_failure(request_id, error.to_string())
                 {
                     self.pending.remove(&request_id);

@@ -520,4 +520,26 @@ fn a_node_refuses_runs_outside_its_allow_list_and_a_late_joiner_takes_no_part() 
         t.stats().by_status.get(&200).copied().unwrap_or(0),
         t.stats().requests
     );
+    // The late node took no part, but it learns of the ended run from a
+    // member, fetches its shards, and reports it as the others do.
+    let late_api = mesh.nodes()[late].api;
+    let json = |api: SocketAddr| {
+        fusi(&["report", &id, "--format", "json", "--api", &api.to_string()]).stdout()
+    };
+    let mut theirs = String::new();
+    let mut mine = String::new();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            theirs = json(nodes[0].api);
+            mine = json(late_api);
+            !mine.is_empty() && mine == theirs
+        }),
+        "the late node's report differs:\n{mine}\nfrom:\n{theirs}"
+    );
+    let report: Value = serde_json::from_str(&mine).unwrap_or(Value::Null);
+    assert_eq!(report["completeness"]["complete"], true, "{report}");
+    assert_eq!(
+        report["summary"]["http"]["requests"].as_u64(),
+        Some(t.stats().requests)
+    );
 }

@@ -950,3 +950,52 @@ fn shards_are_kept_only_from_a_node_with_a_share_in_its_region_within_the_run() 
     refused(&|s| s.end_ms = 307_000, "longest possible end");
     refused(&|s| s.seq = u64::MAX, "impossible");
 }
+
+#[test]
+fn a_node_that_joins_later_adopts_an_ended_run_and_takes_no_part_in_it() {
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 13);
+    let run = sim.submit(0, spec(3, 2), None);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
+    let ended = sim.nodes[1]
+        .core
+        .get(&run)
+        .and_then(Run::ended)
+        .unwrap_or_else(|| panic!("an ended run"));
+    let mut late = RunsCore::new("late-node".into(), RunsConfig::default());
+    let at = At {
+        now: Duration::from_secs(500),
+        wall_ns: 1_000_000_000_000,
+    };
+    assert_eq!(late.adopt(ended.clone(), at), Ok(true));
+    assert_eq!(late.adopt(ended.clone(), at), Ok(false), "once is enough");
+    let adopted = late.get(&run).unwrap_or_else(|| panic!("adopted"));
+    assert!(adopted.is_finished());
+    assert_eq!(adopted.report_meta().expected.len(), 3);
+    struct Nobody;
+    impl MeshView for Nobody {
+        fn alive(&self, _: &str) -> bool {
+            true
+        }
+        fn offset(&self, _: &str) -> Option<(i64, i64)> {
+            Some((0, 0))
+        }
+    }
+    let actions = late.tick(at, &Nobody);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, RunAction::Prepare { .. } | RunAction::Start { .. })),
+        "{actions:?}"
+    );
+    // Forged parts are refused.
+    let fresh = || RunsCore::new("late-node".into(), RunsConfig::default());
+    let mut bad = ended.clone();
+    bad.plan.shares[0].node = "stranger".into();
+    assert!(fresh().adopt(bad, at).is_err());
+    let mut bad = ended.clone();
+    bad.started.insert("stranger".into(), (0, 0));
+    assert!(fresh().adopt(bad, at).is_err());
+    let mut bad = ended;
+    bad.finish.lost = vec!["x".into(); 5000];
+    assert!(fresh().adopt(bad, at).is_err());
+}

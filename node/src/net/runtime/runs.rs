@@ -21,7 +21,7 @@ use crate::core::assign::Candidate;
 use crate::core::mesh::MeshCore;
 use crate::core::report::Report;
 use crate::core::run_report::abort_verdict;
-use crate::core::runs::{At, MeshView, RunAction, RunRefused, RunsConfig, RunsCore};
+use crate::core::runs::{At, EndedRun, MeshView, RunAction, RunRefused, RunsConfig, RunsCore};
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, Share};
 use crate::core::threshold::parse_all;
@@ -129,7 +129,7 @@ impl Runs {
 }
 
 impl Node {
-    fn at(&self) -> At {
+    pub(super) fn at(&self) -> At {
         At {
             now: self.now(),
             wall_ns: wall_ns(),
@@ -447,12 +447,15 @@ impl Node {
             Response::Refused { reason } if self.runs.core.wants(&fetch.run, fetch.plan) => {
                 self.fetch_next(fetch, Some(reason))
             }
-            Response::Clock { .. } | Response::Shards { .. }
+            Response::Clock { .. } | Response::Shards { .. } | Response::Runs { .. }
                 if self.runs.core.wants(&fetch.run, fetch.plan) =>
             {
                 self.fetch_next(fetch, Some("another answer than a module".into()))
             }
-            Response::Refused { .. } | Response::Clock { .. } | Response::Shards { .. } => {}
+            Response::Refused { .. }
+            | Response::Clock { .. }
+            | Response::Shards { .. }
+            | Response::Runs { .. } => {}
         }
         None
     }
@@ -747,6 +750,11 @@ impl Node {
                 .filter_map(|r| self.run_view(&r.id))
                 .collect(),
         }
+    }
+
+    /// Takes an ended run a member told of; it is stored like any other.
+    pub(super) fn adopt_run(&mut self, ended: EndedRun, at: At) -> Result<bool, String> {
+        self.runs.core.adopt(ended, at)
     }
 
     /// The runs state machine.

@@ -17,6 +17,7 @@ use serde_bytes::ByteBuf;
 use tracing::{debug, info};
 
 use super::{Inbound, Node};
+use crate::core::runs::EndedRun;
 use crate::core::shard::Shard;
 use crate::core::sync::{
     Have, MAX_ANSWER_BYTES, MAX_ANSWER_SHARDS, SYNC_FOR, SyncState, have_of, missing,
@@ -25,6 +26,16 @@ use crate::core::wire::{Request, Response, validate_run_id};
 
 /// The most answers prepared at once; more asks are refused as busy.
 const MAX_ANSWERING: usize = 4;
+
+/// How often a node asks a member (in turn) for the ended runs it does not
+/// know: what lets a node that joined after a run report on it.
+const RUNS_ASK_EVERY: Duration = Duration::from_secs(15);
+/// The first ask, after startup: time for the node to find members.
+const FIRST_RUNS_ASK: Duration = Duration::from_secs(3);
+/// The most ended runs one answer carries.
+const MAX_RUNS_ANSWER: usize = 4;
+/// The most run ids an ask may list (a node keeps 200).
+const MAX_KNOWN: usize = 1024;
 
 /// How often the runs are scanned for missing shards.
 const SCAN_EVERY: Duration = Duration::from_millis(500);
@@ -38,6 +49,12 @@ pub(super) struct Syncs {
     pending: HashMap<OutboundRequestId, String>,
     /// Answers being prepared on blocking threads.
     answering: Arc<AtomicUsize>,
+    /// Asks for ended runs in flight.
+    asking_runs: HashMap<OutboundRequestId, PeerId>,
+    /// When to ask a member for the ended runs this node does not know.
+    next_runs_ask: Duration,
+    /// Whose turn it is to be asked.
+    runs_turn: usize,
     next_scan: Duration,
 }
 
@@ -45,6 +62,7 @@ impl Node {
     /// Asks a peer for missing shards, for each ended run that lacks some.
     pub(super) fn sync_tick(&mut self) {
         let now = self.now();
+        self.ask_for_runs(now);
         if now < self.sync.next_scan {
             return;
         }
@@ -104,6 +122,126 @@ impl Node {
             debug!(run = %run, %peer, "asking for missing shards");
             self.sync.pending.insert(id, run);
         }
+    }
+
+    /// Asks one member, in turn, for the ended runs this node does not know.
+    fn ask_for_runs(&mut self, now: Duration) {
+        if self.sync.next_runs_ask == Duration::ZERO {
+            self.sync.next_runs_ask = FIRST_RUNS_ASK;
+        }
+        if now < self.sync.next_runs_ask || !self.sync.asking_runs.is_empty() {
+            return;
+        }
+        self.sync.next_runs_ask = now + RUNS_ASK_EVERY;
+        let mut members: Vec<String> = self
+            .core
+            .peers(now)
+            .into_iter()
+            .filter(|p| !p.member.suspect && p.connected)
+            .map(|p| p.member.heartbeat.id.clone())
+            .collect();
+        members.sort();
+        if members.is_empty() {
+            return;
+        }
+        let peer = &members[self.sync.runs_turn % members.len()];
+        self.sync.runs_turn = self.sync.runs_turn.wrapping_add(1);
+        let Ok(peer_id) = peer.parse::<PeerId>() else {
+            return;
+        };
+        let known: Vec<String> = self
+            .runs_core()
+            .all()
+            .into_iter()
+            .map(|r| r.id.clone())
+            .take(MAX_KNOWN)
+            .collect();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_request(&peer_id, Request::Runs { known });
+        self.sync.asking_runs.insert(id, peer_id);
+    }
+
+    /// Answers a member's ask for the ended runs it does not know: the
+    /// newest few.
+    pub(super) fn answer_runs_known(
+        &mut self,
+        peer: PeerId,
+        known: &[String],
+        channel: ResponseChannel<Response>,
+    ) {
+        let response = if !self.core.may_answer_clock(&peer.to_string()) {
+            Response::Refused {
+                reason: "not a member yet".into(),
+            }
+        } else if known.len() > MAX_KNOWN {
+            Response::Refused {
+                reason: format!("more than {MAX_KNOWN} run ids"),
+            }
+        } else {
+            let known: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
+            let mut ended: Vec<(i64, EndedRun)> = self
+                .runs_core()
+                .all()
+                .into_iter()
+                .filter(|r| !known.contains(r.id.as_str()))
+                .filter_map(|r| Some((r.seen_wall_ns, r.ended()?)))
+                .collect();
+            ended.sort_by_key(|e| std::cmp::Reverse(e.0));
+            Response::Runs {
+                runs: ended
+                    .into_iter()
+                    .take(MAX_RUNS_ANSWER)
+                    .map(|(_, e)| e)
+                    .collect(),
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, response);
+    }
+
+    /// Whether a response answers an ask for ended runs; if so, the runs
+    /// are taken (checked as their messages would be).
+    pub(super) fn on_runs_response(
+        &mut self,
+        request_id: OutboundRequestId,
+        response: &Response,
+    ) -> bool {
+        let Some(peer) = self.sync.asking_runs.remove(&request_id) else {
+            return false;
+        };
+        let Response::Runs { runs } = response else {
+            return true;
+        };
+        let at = self.at();
+        let mut taken = 0;
+        for ended in runs.iter().take(MAX_RUNS_ANSWER) {
+            match self.adopt_run(ended.clone(), at) {
+                Ok(true) => {
+                    taken += 1;
+                    info!(run = %ended.id, %peer, "learned of an ended run");
+                }
+                Ok(false) => {}
+                Err(e) => self.warn_once(format!("adopt:{peer}"), || {
+                    format!("refused run {} from {peer}: {e}", ended.id)
+                }),
+            }
+        }
+        if taken == MAX_RUNS_ANSWER {
+            // There may be more: ask again soon.
+            self.sync.next_runs_ask = at.now;
+        }
+        true
+    }
+
+    /// Whether a failed request was an ask for ended runs.
+    pub(super) fn on_runs_failure(&mut self, request_id: OutboundRequestId) -> bool {
+        self.sync.asking_runs.remove(&request_id).is_some()
     }
 
     /// Whether this node holds every shard each node of the run's plan
@@ -167,7 +305,7 @@ impl Node {
                 debug!(run = %run, %peer, "shard ask refused: {reason}");
                 (0, false)
             }
-            Response::Clock { .. } | Response::Module { .. } => (0, false),
+            Response::Clock { .. } | Response::Module { .. } | Response::Runs { .. } => (0, false),
         };
         if new > 0 {
             info!(run = %run, %peer, "filled {new} missing shards");
