@@ -83,10 +83,10 @@ macro_rules! scenario {
 ///
 /// Each argument is one threshold (a string literal, without a line break).
 /// The macro stores them, one per line, in the module's
-/// [`abi::THRESHOLDS_SECTION`] custom section, where the host reads them
-/// when it loads the module; nothing runs in the guest. Invalid thresholds
-/// are reported when the module is loaded. The macro may be used more than
-/// once; the declarations add up.
+/// [`abi::THRESHOLDS_SECTION`] custom section, where `fusi-node run` reads
+/// them before it starts or submits the run; nothing runs in the guest. An
+/// invalid threshold stops `run` with an error that names it. The macro may
+/// be used more than once; the declarations add up.
 #[macro_export]
 macro_rules! thresholds {
     ($($threshold:literal),+ $(,)?) => {
