@@ -725,6 +725,7 @@ pub struct TimelinePoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testutil::Rng;
     use fusi_sdk::abi::MetricKind;
 
     fn shard(node: &str, seq: u64, last: bool, latencies: &[f64]) -> Shard {
@@ -749,20 +750,6 @@ mod tests {
             end_ms: (seq + 1) * 1000,
             last,
             series,
-        }
-    }
-
-    /// A small deterministic generator (xorshift64*), so failures replay.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
         }
     }
 

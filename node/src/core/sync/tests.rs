@@ -1,4 +1,5 @@
 use super::*;
+use crate::core::testutil::Rng;
 
 fn key(node: &str, seq: u64) -> (String, u64) {
     (node.to_owned(), seq)
@@ -87,20 +88,6 @@ fn asking_rotates_over_peers_and_backs_off_when_idle() {
     assert!(!s.due(later + IDLE_EVERY));
     assert!(s.due(later + ASK_TIMEOUT));
     assert!(SyncState::default().pick(&[], now).is_none());
-}
-
-/// A small deterministic generator (xorshift64*), so failures replay.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 10_000) as f64 / 10_000.0 < p
-    }
 }
 
 /// 40 nodes, 8 of which measured 120 shards each. Gossip lost 30 % of the
