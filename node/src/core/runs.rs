@@ -521,6 +521,8 @@ pub struct RunsCore {
     config: RunsConfig,
     runs: BTreeMap<String, Run>,
     dirty: BTreeSet<String>,
+    /// Runs let go of (evicted or too old to keep), at most [`MAX_DECLINED`].
+    declined: BTreeSet<String>,
     /// Messages about runs whose proposal has not arrived (gossip does not
     /// keep order): replayed when it does.
     early: Vec<(Duration, String, RunEnvelope)>,
@@ -530,6 +532,9 @@ pub struct RunsCore {
 /// The highest term obeyed (terms grow by at most the candidates per round
 /// of the ranking; a peer cannot push them to overflow).
 const MAX_TERM: u32 = u32::MAX / 2;
+
+/// The most run ids a node remembers having let go of.
+const MAX_DECLINED: usize = 800;
 
 /// How long after a run's expected end (or a stop) a node that is gone is
 /// declared lost.
@@ -548,6 +553,7 @@ impl RunsCore {
             config,
             runs: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            declined: BTreeSet::new(),
             early: Vec::new(),
             evicted: Vec::new(),
         }
@@ -757,7 +763,10 @@ impl RunsCore {
                     false
                 } else {
                     run.stop_by = Some(from.to_owned());
-                    run.stop_reason = reason.map(|r| clean_reason(&r));
+                    // Only a node of the run may say a threshold stopped it.
+                    run.stop_reason = reason
+                        .filter(|_| run.is_candidate(from))
+                        .map(|r| clean_reason(&r));
                     run.timers.stop_at = Some(at.now);
                     true
                 }
@@ -862,6 +871,7 @@ impl RunsCore {
                 Some(id) => {
                     self.runs.remove(&id);
                     self.dirty.remove(&id);
+                    self.decline(&id);
                     self.evicted.push(id);
                 }
                 None => break,
@@ -1043,13 +1053,8 @@ impl RunsCore {
         check(RunMessage::Propose(Box::new(ended.proposal.clone())))?;
         check(RunMessage::Assign(ended.plan.clone()))?;
         check(RunMessage::Finish(ended.finish.clone()))?;
-        let in_plan = |node: &String| ended.plan.shares.iter().any(|s| s.node == *node);
-        let known = |node: &String| ended.proposal.candidates.iter().any(|c| c.id == *node);
-        if !ended.plan.shares.iter().all(|s| known(&s.node)) {
-            return Err("its plan names nodes that are not its candidates".into());
-        }
-        if !ended.started.keys().chain(ended.done.keys()).all(in_plan) {
-            return Err("its starts or dones name nodes outside its plan".into());
+        if ended.finish.term > MAX_TERM {
+            return Err(format!("its finish has term {}", ended.finish.term));
         }
         if ended
             .armed
@@ -1058,45 +1063,79 @@ impl RunsCore {
         {
             return Err("its arm is of another plan".into());
         }
-        // The run's own time orders it among the kept runs, so a node that
-        // keeps as many as it may does not take a run only to drop it.
-        let seen = ended.armed.as_ref().map_or(0, |a| a.t0_ns);
-        if self.runs.len() >= self.config.keep_runs
-            && self.runs.values().all(|r| r.seen_wall_ns > seen)
-        {
+        if self.declined.contains(&ended.id) {
             return Ok(false);
         }
+        // The run's own time (never later than now: a peer's clock, or a
+        // forged arm, must not make a run look newer than every run kept)
+        // orders it among the kept runs, so a node that keeps as many as it
+        // may does not take a run only to drop it.
+        let seen = ended.armed.as_ref().map_or(0, |a| a.t0_ns).min(at.wall_ns);
+        if self.runs.len() >= self.config.keep_runs
+            && self
+                .runs
+                .values()
+                .filter(|r| r.is_finished())
+                .all(|r| r.seen_wall_ns >= seen)
+        {
+            self.decline(&ended.id);
+            return Ok(false);
+        }
+        let mut ended = ended;
+        // Starts and dones of nodes outside the plan are dropped, not held
+        // against the run: a candidate without a share may have sent them.
+        let plan_nodes: BTreeSet<String> =
+            ended.plan.shares.iter().map(|s| s.node.clone()).collect();
+        ended.started.retain(|node, _| plan_nodes.contains(node));
+        ended.done.retain(|node, _| plan_nodes.contains(node));
         let id = ended.id.clone();
-        self.runs.insert(
-            id.clone(),
-            Run {
-                id: ended.id,
-                proposer: ended.proposal.proposer.clone(),
-                proposal: ended.proposal,
-                term: ended.finish.term,
-                plan: Some(ended.plan),
-                ready: BTreeMap::new(),
-                refused: BTreeMap::new(),
-                armed: ended.armed,
-                started: ended.started,
-                done: ended.done,
-                stop_by: None,
-                stop_reason: None,
-                finish: Some(ended.finish),
-                seen_wall_ns: seen,
-                local: Local::Idle,
-                timers: Timers {
-                    plan_at: at.now,
-                    finished_at: Some(at.now),
-                    ..Timers::default()
-                },
-                ranked: std::sync::OnceLock::new(),
-                candidate_ids: std::sync::OnceLock::new(),
+        let run = Run {
+            id: ended.id,
+            proposer: ended.proposal.proposer.clone(),
+            proposal: ended.proposal,
+            term: ended.finish.term,
+            plan: None,
+            ready: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            armed: ended.armed,
+            started: ended.started,
+            done: ended.done,
+            stop_by: None,
+            stop_reason: None,
+            finish: Some(ended.finish),
+            seen_wall_ns: seen,
+            local: Local::Idle,
+            timers: Timers {
+                plan_at: at.now,
+                // Long enough ago that it republishes no finish.
+                finished_at: Some(at.now.saturating_sub(self.config.finish_republish_for)),
+                ..Timers::default()
             },
-        );
-        self.dirty.insert(id);
+            ranked: std::sync::OnceLock::new(),
+            candidate_ids: std::sync::OnceLock::new(),
+        };
+        check_plan(&run, &ended.plan).map_err(|e| e.to_string())?;
+        let mut run = run;
+        run.plan = Some(ended.plan);
+        self.runs.insert(id.clone(), run);
+        self.dirty.insert(id.clone());
         self.forget_old();
-        Ok(true)
+        Ok(self.runs.contains_key(&id))
+    }
+
+    /// Remembers a run this node let go of (over `keep_runs`), so that
+    /// peers telling of it again do not make it take and drop it again.
+    fn decline(&mut self, id: &str) {
+        if self.declined.len() >= MAX_DECLINED {
+            self.declined.pop_first();
+        }
+        self.declined.insert(id.to_owned());
+    }
+
+    /// Runs this node knows of but does not keep: a node asking for the
+    /// runs it lacks lists these too.
+    pub fn declined(&self) -> impl Iterator<Item = &String> {
+        self.declined.iter()
     }
 
     /// Drives every run: leads, works, re-sends. Call every few tens of ms.

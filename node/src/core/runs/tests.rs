@@ -992,9 +992,28 @@ fn a_node_that_joins_later_adopts_an_ended_run_and_takes_no_part_in_it() {
     let mut bad = ended.clone();
     bad.plan.shares[0].node = "stranger".into();
     assert!(fresh().adopt(bad, at).is_err());
-    let mut bad = ended.clone();
-    bad.started.insert("stranger".into(), (0, 0));
-    assert!(fresh().adopt(bad, at).is_err());
+    let mut odd = ended.clone();
+    odd.started.insert("stranger".into(), (0, 0));
+    let mut core = fresh();
+    assert_eq!(
+        core.adopt(odd, at),
+        Ok(true),
+        "starts outside the plan are dropped"
+    );
+    assert!(
+        core.get(&run)
+            .is_some_and(|r| !r.started.contains_key("stranger"))
+    );
+    let mut future = ended.clone();
+    if let Some(a) = future.armed.as_mut() {
+        a.t0_ns = i64::MAX;
+    }
+    let mut core = fresh();
+    assert_eq!(core.adopt(future, at), Ok(true));
+    assert!(
+        core.get(&run).is_some_and(|r| r.seen_wall_ns <= at.wall_ns),
+        "a run from the future is not newer than now"
+    );
     let mut bad = ended;
     bad.finish.lost = vec!["x".into(); 5000];
     assert!(fresh().adopt(bad, at).is_err());

@@ -17,7 +17,7 @@ use serde_bytes::ByteBuf;
 use tracing::{debug, info};
 
 use super::{Inbound, Node};
-use crate::core::runs::EndedRun;
+use crate::core::runs::Run;
 use crate::core::shard::Shard;
 use crate::core::sync::{
     Have, MAX_ANSWER_BYTES, MAX_ANSWER_SHARDS, SYNC_FOR, SyncState, have_of, missing,
@@ -34,6 +34,8 @@ const RUNS_ASK_EVERY: Duration = Duration::from_secs(15);
 const FIRST_RUNS_ASK: Duration = Duration::from_secs(3);
 /// The most ended runs one answer carries.
 const MAX_RUNS_ANSWER: usize = 4;
+/// The most bytes of ended runs one answer carries (under the answer bound).
+const MAX_RUNS_ANSWER_BYTES: usize = 6 << 20;
 /// The most run ids an ask may list (a node keeps 200).
 const MAX_KNOWN: usize = 1024;
 
@@ -132,7 +134,6 @@ impl Node {
         if now < self.sync.next_runs_ask || !self.sync.asking_runs.is_empty() {
             return;
         }
-        self.sync.next_runs_ask = now + RUNS_ASK_EVERY;
         let mut members: Vec<String> = self
             .core
             .peers(now)
@@ -144,17 +145,20 @@ impl Node {
         if members.is_empty() {
             return;
         }
+        self.sync.next_runs_ask = now + RUNS_ASK_EVERY;
         let peer = &members[self.sync.runs_turn % members.len()];
         self.sync.runs_turn = self.sync.runs_turn.wrapping_add(1);
         let Ok(peer_id) = peer.parse::<PeerId>() else {
             return;
         };
-        let known: Vec<String> = self
-            .runs_core()
+        let core = self.runs_core();
+        let known: Vec<String> = core
             .all()
             .into_iter()
-            .map(|r| r.id.clone())
+            .map(|r| &r.id)
+            .chain(core.declined())
             .take(MAX_KNOWN)
+            .cloned()
             .collect();
         let id = self
             .swarm
@@ -182,21 +186,31 @@ impl Node {
             }
         } else {
             let known: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
-            let mut ended: Vec<(i64, EndedRun)> = self
+            let mut unknown: Vec<&Run> = self
                 .runs_core()
                 .all()
                 .into_iter()
+                .filter(|r| r.is_finished() && r.plan.is_some())
                 .filter(|r| !known.contains(r.id.as_str()))
-                .filter_map(|r| Some((r.seen_wall_ns, r.ended()?)))
                 .collect();
-            ended.sort_by_key(|e| std::cmp::Reverse(e.0));
-            Response::Runs {
-                runs: ended
-                    .into_iter()
-                    .take(MAX_RUNS_ANSWER)
-                    .map(|(_, e)| e)
-                    .collect(),
+            unknown.sort_by_key(|r| std::cmp::Reverse(r.seen_wall_ns));
+            // Newest first, within a byte budget under the answer bound
+            // (one run at least).
+            let mut runs = Vec::new();
+            let mut bytes = 0;
+            for ended in unknown
+                .into_iter()
+                .take(MAX_RUNS_ANSWER)
+                .filter_map(|r| r.ended())
+            {
+                let size = crate::core::wire::encode(&ended).len();
+                if !runs.is_empty() && bytes + size > MAX_RUNS_ANSWER_BYTES {
+                    break;
+                }
+                bytes += size;
+                runs.push(ended);
             }
+            Response::Runs { runs }
         };
         let _ = self
             .swarm
