@@ -282,7 +282,7 @@ fn start_skew_across_120_ms_of_emulated_latency_stays_within_the_clock_bounds() 
     let mut config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
     config.latency = Some("fra-nrt=120ms".into());
     let mut mesh = Mesh::start(config).expect("the testnet starts");
-    mesh.wait_converged(Duration::from_secs(15))
+    mesh.wait_converged(Duration::from_secs(30))
         .expect("the mesh converges");
     let nodes = mesh.nodes().to_vec();
     // Wait until every node's clock estimates rest on 8 samples.
