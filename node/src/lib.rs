@@ -21,6 +21,7 @@ pub mod cli;
 pub mod core;
 pub mod engine;
 pub mod html;
+pub mod limits;
 pub mod local;
 pub mod net;
 pub mod store;

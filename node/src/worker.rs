@@ -280,6 +280,9 @@ async fn work(
         plan: job.plan,
         wall_ns: wall_ns(),
     });
+    for warning in crate::limits::check_vus(u64::try_from(prepared.vus()).unwrap_or(u64::MAX)) {
+        tracing::warn!(run = %run_id, "{warning}");
+    }
     tracing::info!(run = %run_id, executor = spec.executor.name(), vus = prepared.vus(), "share starting");
     let on_cancel = cancel.clone();
     let stop_run = stop.clone();

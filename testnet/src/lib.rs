@@ -87,3 +87,23 @@ pub use server::{
     MAX_BODY_BYTES, MAX_BYTES, MAX_DELAY_MS, MAX_ITEM_BYTES, MAX_ITEMS, STATS_PATH, Target,
 };
 pub use stats::Stats;
+
+/// Raises this process's soft open-file limit to its hard limit, so a
+/// target (or a benchmark and the processes it starts, which inherit it)
+/// can hold tens of thousands of connections. Best effort: a refusal
+/// leaves the limit as it was.
+pub fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid, exclusive pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one rlimit through a valid pointer.
+        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    }
+}

@@ -6,6 +6,7 @@
 //! stdout when it stops, and logs on stderr. `fusi-testnet up` starts a
 //! local mesh of `fusi-node` processes (see `up.rs`).
 
+mod bench;
 mod up;
 
 use std::io::{IsTerminal as _, Write as _};
@@ -69,6 +70,19 @@ enum Command {
     /// with [name]; RUST_LOG is passed on to the nodes.
     #[command(after_help = up::EXAMPLES)]
     Up(up::UpArgs),
+
+    /// Run one of the benchmarks of docs/benchmarks.md and print its
+    /// figures as a Markdown table: each round runs every client once, in
+    /// an order that rotates every round, and the table gives the median
+    /// and the spread (min–max) of the rounds.
+    ///
+    /// Needs release builds of fusi-node (next to this executable, or
+    /// --node-bin) and of the example scenarios; `scripts/bench NAME` builds
+    /// both and then runs this. wrk and oha are installed when missing
+    /// (apt-get as root; cargo install) unless --no-install. Only 127.0.0.1
+    /// is ever loaded, and every load is bounded in time.
+    #[command(after_help = bench::EXAMPLES)]
+    Bench(bench::BenchArgs),
 }
 
 const TARGET_EXAMPLES: &str = "\
@@ -168,6 +182,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Target(args) => run_target(args),
         Command::Up(args) => up::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,6 +194,7 @@ fn main() -> ExitCode {
 }
 
 fn run_target(args: TargetArgs) -> anyhow::Result<()> {
+    fusi_testnet::raise_open_files();
     let stall = match (args.stall_after, args.stall_for) {
         (Some(after), Some(duration)) => Some(StallWindow { after, duration }),
         _ => None,

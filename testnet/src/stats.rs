@@ -30,6 +30,11 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Response body bytes produced (headers not included).
     pub bytes_sent: u64,
+    /// When the first counted request since the start (or the last reset)
+    /// was answered, in milliseconds since the Unix epoch: benchmarks take
+    /// the time from a command to its first request from it.
+    #[serde(default)]
+    pub first_request_unix_ms: Option<u64>,
 }
 
 /// Status codes are `100..=999` in `http::StatusCode`; index by code.
@@ -44,6 +49,8 @@ pub(crate) struct Counters {
     pub(crate) stalled: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    /// Unix milliseconds of the first counted response; 0 until then.
+    first_request: AtomicU64,
     by_status: Box<[AtomicU64]>,
     /// Bumped by every reset, so a connection counted before a reset is
     /// counted again when it carries a request after it.
@@ -59,6 +66,7 @@ impl Default for Counters {
             stalled: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            first_request: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
         }
@@ -94,6 +102,16 @@ impl Counters {
     pub(crate) fn count_response(&self, status: u16, body_len: u64) {
         add(&self.requests, 1);
         add(&self.bytes_sent, body_len);
+        if self.first_request.load(Ordering::Relaxed) == 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| {
+                    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+                });
+            let _ =
+                self.first_request
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
         if let Some(slot) = self.by_status.get(usize::from(status)) {
             add(slot, 1);
         }
@@ -119,6 +137,7 @@ impl Counters {
             stalled: load(&self.stalled),
             bytes_received: load(&self.bytes_received),
             bytes_sent: load(&self.bytes_sent),
+            first_request_unix_ms: Some(load(&self.first_request)).filter(|&ms| ms > 0),
         }
     }
 
@@ -132,6 +151,7 @@ impl Counters {
             &self.stalled,
             &self.bytes_received,
             &self.bytes_sent,
+            &self.first_request,
         ]
         .into_iter()
         .chain(self.by_status.iter())

@@ -67,6 +67,13 @@ pub struct StatusView {
     pub cpu: f32,
     /// Open sockets.
     pub sockets: u32,
+    /// Bytes sent on mesh connections since the node started (every
+    /// protocol of the mesh, gossipsub's relaying included).
+    #[serde(default)]
+    pub mesh_bytes_sent: u64,
+    /// Bytes received on mesh connections since the node started.
+    #[serde(default)]
+    pub mesh_bytes_received: u64,
     /// The latency emulation map, when the testnet turned it on.
     pub emulated_latency: Option<String>,
     /// The source address of load traffic, when set.

@@ -387,6 +387,14 @@ pub fn render_status(s: &StatusView) -> String {
         "health",
         format!("cpu {:.0} %, {} sockets", s.cpu * 100.0, s.sockets),
     );
+    line(
+        "mesh traffic",
+        format!(
+            "{} sent, {} received since start",
+            crate::summary::fmt_bytes(s.mesh_bytes_sent),
+            crate::summary::fmt_bytes(s.mesh_bytes_received)
+        ),
+    );
     for addr in &s.listen {
         line("listening", format!("{addr}/p2p/{}", s.id));
     }

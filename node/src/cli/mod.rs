@@ -775,6 +775,16 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Every VU holds a connection: lift the open-file limit before any run.
+    match crate::limits::raise_open_files() {
+        Ok(files) => tracing::debug!(
+            before = files.before,
+            soft = files.soft,
+            hard = files.hard,
+            "open-file limit"
+        ),
+        Err(e) => tracing::debug!("cannot read the open-file limit: {e}"),
+    }
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

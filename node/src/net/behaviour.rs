@@ -17,9 +17,13 @@
 //! - identify and ping: what peers run, and that connections are alive.
 //! - mDNS, only when asked: it multicasts on every interface.
 //!
+//! Every byte on the TCP connections is counted into a [`Traffic`], so a
+//! node can tell what the mesh costs it.
+//!
 //! Connections stay open while idle (an hour): request-response and ping do
 //! not keep a connection alive, and redialing would cost clock samples.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::core::upgrade::Version;
@@ -33,6 +37,7 @@ use libp2p::{
 
 use crate::core::wire::{MAX_GOSSIP_BYTES, RPC_PROTOCOL};
 use crate::net::codec::WireCodec;
+use crate::net::traffic::{Counted, Traffic};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -56,11 +61,13 @@ pub fn build_swarm(
     key: identity::Keypair,
     psk: Option<PreSharedKey>,
     use_mdns: bool,
+    traffic: Arc<Traffic>,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| -> Result<_, BoxError> {
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(move |socket, _| Counted::new(socket, traffic));
             let private = tcp.and_then(move |socket, _| async move {
                 match psk {
                     Some(psk) => PnetConfig::new(psk)

@@ -17,5 +17,6 @@ pub mod codec;
 pub mod health;
 pub mod meshkey;
 pub mod runtime;
+pub mod traffic;
 
 pub use runtime::{NodeConfig, run};

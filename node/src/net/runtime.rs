@@ -40,6 +40,7 @@ use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore};
 use crate::core::wire::{self, MEMBERS_TOPIC, Request, Response};
 use crate::net::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use crate::net::health::HealthProbe;
+use crate::net::traffic::Traffic;
 use crate::store::DataDir;
 
 /// How a node is started (`fusi-node up`).
@@ -194,6 +195,7 @@ struct Node {
     delayed: mpsc::UnboundedSender<Inbound>,
     delayed_in_flight: Arc<AtomicUsize>,
     health: Health,
+    traffic: Arc<Traffic>,
     config: NodeConfig,
     data_dir: String,
     runs: runs::Runs,
@@ -206,7 +208,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let store = DataDir::open(&config.data_dir)?;
     let key = store.identity()?;
     let peer_id = key.public().to_peer_id();
-    let mut swarm = build_swarm(key, config.mesh_key, config.mdns)?;
+    let traffic = Arc::new(Traffic::default());
+    let mut swarm = build_swarm(key, config.mesh_key, config.mdns, traffic.clone())?;
     let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
     for name in [MEMBERS_TOPIC, wire::RUNS_TOPIC, wire::SHARDS_TOPIC] {
         swarm
@@ -265,6 +268,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         delayed: delayed_tx,
         delayed_in_flight: Arc::new(AtomicUsize::new(0)),
         health: Health::default(),
+        traffic,
         data_dir: store.path().display().to_string(),
         config,
         runs,
@@ -878,6 +882,8 @@ impl Node {
                     vu_limit: me.vu_limit,
                     cpu: self.health.cpu,
                     sockets: self.health.sockets,
+                    mesh_bytes_sent: self.traffic.sent(),
+                    mesh_bytes_received: self.traffic.received(),
                     emulated_latency: self.config.emulate_latency.as_ref().map(|(t, _)| t.clone()),
                     source_ip: self.config.source_ip.map(|ip| ip.to_string()),
                     data_dir: self.data_dir.clone(),

@@ -294,8 +294,9 @@ fn a_rogue_peer_with_the_key_can_neither_crash_nor_fool_a_node() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut swarm = fusi_node::net::behaviour::build_swarm(rogue_key, Some(key), false)
-            .expect("rogue swarm");
+        let mut swarm =
+            fusi_node::net::behaviour::build_swarm(rogue_key, Some(key), false, Default::default())
+                .expect("rogue swarm");
         let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
         swarm
             .behaviour_mut()

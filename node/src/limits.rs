@@ -1,0 +1,163 @@
+//! Operating-system limits that bite at many VUs: open files and local ports.
+//!
+//! Every VU holds its own connection, so a node running 20,000 VUs needs
+//! more than 20,000 file descriptors and, against one target address, as
+//! many local ports. Linux starts most processes with a soft open-file limit
+//! of 1,024, far below what a load generator needs, so the node raises it as
+//! far as it may when it starts (the soft limit up to the hard one; as root,
+//! the hard one up to the kernel's `fs.nr_open`), as Go's runtime and most
+//! servers do. What it cannot raise, it reports: each share of a run is
+//! checked against the limits before its VUs start, so a run too big for
+//! the host says so in a log line that names the fix, rather than failing
+//! mid-run with "too many open files".
+
+use std::io;
+
+/// Descriptors a node keeps for itself beyond one per VU: the mesh, the
+/// API, the data directory, the runtime.
+const RESERVED_FDS: u64 = 256;
+
+/// The kernel's ceiling for a hard open-file limit.
+const NR_OPEN: &str = "/proc/sys/fs/nr_open";
+
+/// The range of local ports for outgoing connections.
+const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The open-file limit before and after [`raise_open_files`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit the process started with.
+    pub before: u64,
+    /// The soft limit now.
+    pub soft: u64,
+    /// The hard limit now.
+    pub hard: u64,
+}
+
+fn get_nofile() -> io::Result<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid, exclusive pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        Ok(limit)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_nofile(limit: libc::rlimit) -> io::Result<()> {
+    // SAFETY: setrlimit reads one rlimit through a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Raises this process's open-file limit as far as it may: the hard limit
+/// up to `fs.nr_open` where the process is allowed to (root), then the soft
+/// limit up to the hard one.
+///
+/// # Errors
+///
+/// Reading the limit failed; a refused raise is not an error (the limits
+/// stay as they were and [`check_vus`] reports them).
+pub fn raise_open_files() -> io::Result<OpenFiles> {
+    let start = get_nofile()?;
+    let ceiling = std::fs::read_to_string(NR_OPEN)
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
+    if let Some(ceiling) = ceiling
+        && start.rlim_max != libc::RLIM_INFINITY
+        && start.rlim_max < ceiling
+    {
+        // Refused without privilege: the hard limit then stays.
+        let _ = set_nofile(libc::rlimit {
+            rlim_cur: start.rlim_cur,
+            rlim_max: ceiling,
+        });
+    }
+    let now = get_nofile()?;
+    if now.rlim_cur < now.rlim_max {
+        let _ = set_nofile(libc::rlimit {
+            rlim_cur: now.rlim_max,
+            rlim_max: now.rlim_max,
+        });
+    }
+    let end = get_nofile()?;
+    Ok(OpenFiles {
+        before: start.rlim_cur,
+        soft: end.rlim_cur,
+        hard: end.rlim_max,
+    })
+}
+
+/// The local ports for outgoing connections, from `ip_local_port_range`.
+fn local_ports() -> Option<u64> {
+    let text = std::fs::read_to_string(PORT_RANGE).ok()?;
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
+    let (low, high) = (parts.next()??, parts.next()??);
+    (high >= low).then(|| high - low + 1)
+}
+
+/// What stands in the way of running `vus` VUs on this host: one warning
+/// per limit that is too low, each naming the limit and how to raise it.
+/// Empty when nothing does.
+pub fn check_vus(vus: u64) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let needed = vus.saturating_add(RESERVED_FDS);
+    if let Ok(limit) = get_nofile()
+        && limit.rlim_cur != libc::RLIM_INFINITY
+        && limit.rlim_cur < needed
+    {
+        warnings.push(format!(
+            "{vus} VUs need about {needed} open files (one connection each), but this \
+             process may open only {} (hard limit {}); VUs beyond it fail to connect with \
+             \"too many open files\". Raise the limit before starting the node: \
+             `ulimit -n {needed}` in its shell, or LimitNOFILE={needed} in its systemd unit",
+            limit.rlim_cur, limit.rlim_max
+        ));
+    }
+    if let Some(ports) = local_ports()
+        && vus > ports
+    {
+        warnings.push(format!(
+            "{vus} VUs open {vus} connections, but this host has only {ports} local ports \
+             for connections to one target address (net.ipv4.ip_local_port_range); \
+             connections beyond that fail. Widen the range (`sysctl -w \
+             net.ipv4.ip_local_port_range=\"1024 65535\"`) or spread the VUs over more nodes"
+        ));
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_never_lowers_the_limit() {
+        let before = get_nofile().expect("getrlimit");
+        let raised = raise_open_files().expect("raise");
+        assert_eq!(raised.before, before.rlim_cur);
+        assert!(raised.soft >= before.rlim_cur);
+        assert!(raised.hard >= before.rlim_max);
+        assert_eq!(
+            raised.soft, raised.hard,
+            "the soft limit is raised to the hard one"
+        );
+    }
+
+    #[test]
+    fn a_small_run_fits_and_a_huge_one_is_reported_with_its_fix() {
+        assert!(check_vus(10).is_empty(), "{:?}", check_vus(10));
+        let warnings = check_vus(u64::MAX / 2);
+        assert!(
+            warnings.iter().any(|w| w.contains("local ports")),
+            "{warnings:?}"
+        );
+        assert!(warnings.iter().all(|w| w.contains("VUs")));
+    }
+}

@@ -1,0 +1,191 @@
+//! Memory per VU: the resident memory of `fusi-node run` at 10, 1,000 and
+//! 20,000 VUs of the hello scenario, each VU sleeping 1 s per iteration
+//! (`SLEEP_MS=1000`), as a k6 script with `sleep(1)` would.
+//!
+//! The figure per VU is the peak resident memory above the 10-VU run,
+//! divided by the VUs added. Each VU holds its wasm instance, its fiber
+//! stack, its tags and its keep-alive connection, so the runs also show
+//! which operating-system limit bites first (open files, local ports): the
+//! node's own warnings are passed on.
+
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use super::proc::TargetProc;
+use super::throughput::{limit, read_report, secs};
+use super::{Setup, num, spread_cell};
+
+/// The smallest run, the baseline.
+const BASE_VUS: u32 = 10;
+
+/// One run's measurements.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    peak_kib: f64,
+    requests: f64,
+    failed: f64,
+}
+
+/// Runs the benchmark.
+pub fn run(setup: &Setup) -> anyhow::Result<()> {
+    let duration = setup.duration.unwrap_or(Duration::from_secs(12));
+    let largest = setup.vus.unwrap_or(20_000).max(BASE_VUS + 1);
+    let mut sizes = vec![BASE_VUS];
+    if largest > 1_000 {
+        sizes.push(1_000);
+    }
+    sizes.push(largest);
+    let hello = setup.scenario("hello")?;
+    let target = TargetProc::start(&setup.testnet_bin, &setup.pin, &[])?;
+    println!(
+        "memory: hello.wasm with SLEEP_MS=1000 at {} VUs, {} each, target {}",
+        sizes
+            .iter()
+            .map(|n| num(f64::from(*n), 0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        secs(duration),
+        target.url
+    );
+    let tmp = std::env::temp_dir().join(format!("fusi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let mut rounds: Vec<Vec<Sample>> = Vec::new();
+    for round in 0..setup.rounds as usize {
+        let mut row = vec![None; sizes.len()];
+        for k in 0..sizes.len() {
+            let i = (k + round) % sizes.len();
+            let vus = sizes[i];
+            let s = measure(setup, &hello, &target.url, vus, duration, &tmp)?;
+            eprintln!(
+                "round {}: {} VUs: peak RSS {} KiB, {} requests ({} failed)",
+                round + 1,
+                num(f64::from(vus), 0),
+                num(s.peak_kib, 0),
+                num(s.requests, 0),
+                num(s.failed, 0)
+            );
+            row[i] = Some(s);
+        }
+        rounds.push(row.into_iter().flatten().collect());
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!();
+    println!(
+        "| VUs | peak RSS KiB, median (min–max) | KiB per VU above {BASE_VUS} VUs | requests/s | failed |"
+    );
+    println!("|---|---|---|---|---|");
+    for (i, vus) in sizes.iter().enumerate() {
+        let peaks: Vec<f64> = rounds.iter().map(|r| r[i].peak_kib).collect();
+        let per_vu: Vec<f64> = rounds
+            .iter()
+            .map(|r| (r[i].peak_kib - r[0].peak_kib) / f64::from(vus - BASE_VUS))
+            .collect();
+        let rps: Vec<f64> = rounds
+            .iter()
+            .map(|r| r[i].requests / duration.as_secs_f64())
+            .collect();
+        let failed: Vec<f64> = rounds.iter().map(|r| r[i].failed).collect();
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            num(f64::from(*vus), 0),
+            spread_cell(&peaks, 0),
+            if i == 0 {
+                "–".to_owned()
+            } else {
+                spread_cell(&per_vu, 1)
+            },
+            spread_cell(&rps, 0),
+            spread_cell(&failed, 0),
+        );
+    }
+    Ok(())
+}
+
+/// `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn measure(
+    setup: &Setup,
+    hello: &std::path::Path,
+    url: &str,
+    vus: u32,
+    duration: Duration,
+    tmp: &std::path::Path,
+) -> anyhow::Result<Sample> {
+    let out = tmp.join(format!("memory-{vus}.json"));
+    let mut cmd = setup.pin.client_command(&setup.node_bin);
+    cmd.arg("run")
+        .arg(hello)
+        .args(["--local", "--quiet", "--vus"])
+        .arg(vus.to_string())
+        .arg("--duration")
+        .arg(secs(duration))
+        .args(["--graceful-stop", "3s", "--env"])
+        .arg(format!("TARGET={url}"))
+        .args(["--env", "SLEEP_MS=1000", "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("cannot start fusi-node run")?;
+    let stderr = child.stderr.take();
+    let errors = thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = stderr {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        }
+        text
+    });
+    let pid = child.id();
+    let mut peak = 0.0f64;
+    let status = loop {
+        if let Some(rss) = rss_kib(pid) {
+            peak = peak.max(rss);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > limit(duration) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "fusi-node run with {vus} VUs ran past {:?}",
+                limit(duration)
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let errors = errors.join().unwrap_or_default();
+    for line in errors
+        .lines()
+        .filter(|l| l.contains("open files") || l.contains("local ports"))
+    {
+        println!("note at {vus} VUs: {line}");
+    }
+    if !status.success() {
+        bail!("fusi-node run with {vus} VUs failed ({status}):\n{errors}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).context("fusi-node wrote no report")?)
+            .context("fusi-node's report is not JSON")?;
+    let run = read_report(&report)?;
+    let failed = report
+        .pointer("/summary/http/failed")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    Ok(Sample {
+        peak_kib: peak,
+        requests: run.requests,
+        failed,
+    })
+}

@@ -1,0 +1,139 @@
+//! Fixed rate: a constant arrival rate of 5,000 iterations/s for 10 s (the
+//! arrival scenario, one request per iteration), against `oha -q 5000`.
+//!
+//! What counts is whether the rate is kept: the iterations started, within
+//! 0.5 % of rate × duration, none dropped, and the p99 of the requests no
+//! worse than oha's at the same rate.
+
+use std::time::Duration;
+
+use super::proc::TargetProc;
+use super::throughput::{Client, Figures, fusi_run, oha, rotation, secs};
+use super::{Setup, num, spread_cell};
+
+/// Iterations per second.
+const RATE: u32 = 5_000;
+
+/// One round of fusi-node.
+#[derive(Debug, Clone, Copy)]
+struct FusiRate {
+    achieved: f64,
+    dropped: f64,
+    p99_ms: f64,
+}
+
+/// Runs the benchmark.
+pub fn run(setup: &Setup) -> anyhow::Result<()> {
+    let duration = setup.duration.unwrap_or(Duration::from_secs(10));
+    let vus = setup.vus.unwrap_or(200);
+    let conns = setup.peer_connections.unwrap_or(50);
+    let arrival = setup.scenario("arrival")?;
+    let target = TargetProc::start(&setup.testnet_bin, &setup.pin, &[])?;
+    let expected = f64::from(RATE) * duration.as_secs_f64();
+    println!(
+        "rate: arrival.wasm at {RATE}/s for {} ({vus} pre-allocated VUs), \
+         oha -q {RATE} with {conns} connections, target {}",
+        secs(duration),
+        target.url
+    );
+    let mut clients = vec![Client::Fusi];
+    if setup.tools.oha.is_some() {
+        clients.push(Client::Oha);
+    }
+    let tmp = std::env::temp_dir().join(format!("fusi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let mut rows: Vec<(Option<FusiRate>, Option<Figures>)> = Vec::new();
+    for round in 0..setup.rounds as usize {
+        let mut row = (None, None);
+        for client in rotation(&clients, round) {
+            match client {
+                Client::Fusi => {
+                    let args = vec![
+                        "--rate".to_owned(),
+                        format!("{RATE}/s"),
+                        "--duration".to_owned(),
+                        secs(duration),
+                        "--vus".to_owned(),
+                        vus.to_string(),
+                        "--max-vus".to_owned(),
+                        (vus * 10).to_string(),
+                        "--graceful-stop".to_owned(),
+                        "5s".to_owned(),
+                        "--env".to_owned(),
+                        format!("TARGET={}", target.url),
+                    ];
+                    let run = fusi_run(setup, &arrival, &args, duration, &tmp.join("rate.json"))?;
+                    let r = FusiRate {
+                        achieved: run.iterations / duration.as_secs_f64(),
+                        dropped: run.dropped,
+                        p99_ms: run.figures.p99_ms,
+                    };
+                    eprintln!(
+                        "round {}: fusi-node {} iterations/s ({} of {} expected), {} dropped, \
+                         p99 {} ms",
+                        round + 1,
+                        num(r.achieved, 1),
+                        num(run.iterations, 0),
+                        num(expected, 0),
+                        num(r.dropped, 0),
+                        num(r.p99_ms, 3)
+                    );
+                    row.0 = Some(r);
+                }
+                Client::Oha => {
+                    let f = oha(setup, &target.url, conns, duration, Some(RATE))?;
+                    eprintln!(
+                        "round {}: oha       {} req/s, p99 {} ms",
+                        round + 1,
+                        num(f.rps, 1),
+                        num(f.p99_ms, 3)
+                    );
+                    row.1 = Some(f);
+                }
+                Client::Wrk => {}
+            }
+        }
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!();
+    println!(
+        "| round | fusi-node iterations/s | off target | dropped | fusi-node p99 ms | oha req/s | oha p99 ms | p99 fusi/oha |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let off = |r: FusiRate| (r.achieved / f64::from(RATE) - 1.0) * 100.0;
+    for (i, (f, o)) in rows.iter().enumerate() {
+        let dash = || "–".to_owned();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            f.map_or_else(dash, |f| num(f.achieved, 1)),
+            f.map_or_else(dash, |f| format!("{:+.3} %", off(f))),
+            f.map_or_else(dash, |f| num(f.dropped, 0)),
+            f.map_or_else(dash, |f| num(f.p99_ms, 3)),
+            o.map_or_else(dash, |o| num(o.rps, 1)),
+            o.map_or_else(dash, |o| num(o.p99_ms, 3)),
+            match (f, o) {
+                (Some(f), Some(o)) => format!("{:.2}", f.p99_ms / o.p99_ms),
+                _ => dash(),
+            }
+        );
+    }
+    let fusi: Vec<FusiRate> = rows.iter().filter_map(|r| r.0).collect();
+    let ohas: Vec<Figures> = rows.iter().filter_map(|r| r.1).collect();
+    let p99_ratios: Vec<f64> = rows
+        .iter()
+        .filter_map(|(f, o)| Some(f.as_ref()?.p99_ms / o.as_ref()?.p99_ms))
+        .collect();
+    println!(
+        "| median (min–max) | {} | {} | {} | {} | {} | {} | {} |",
+        spread_cell(&fusi.iter().map(|f| f.achieved).collect::<Vec<_>>(), 1),
+        spread_cell(&fusi.iter().map(|f| off(*f)).collect::<Vec<_>>(), 3),
+        spread_cell(&fusi.iter().map(|f| f.dropped).collect::<Vec<_>>(), 0),
+        spread_cell(&fusi.iter().map(|f| f.p99_ms).collect::<Vec<_>>(), 3),
+        spread_cell(&ohas.iter().map(|o| o.rps).collect::<Vec<_>>(), 1),
+        spread_cell(&ohas.iter().map(|o| o.p99_ms).collect::<Vec<_>>(), 3),
+        spread_cell(&p99_ratios, 2),
+    );
+    Ok(())
+}
