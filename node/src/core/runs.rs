@@ -269,9 +269,32 @@ struct Timers {
     unaware: bool,
     plan_at: Duration,
     last_publish: Option<Duration>,
+    /// Re-sends since the run last moved: each doubles the wait before the
+    /// next, up to [`MAX_QUIET_DOUBLINGS`].
+    quiet: u32,
+    /// Where the run stood at the last re-send.
+    progress: Option<Progress>,
     stop_at: Option<Duration>,
     finished_at: Option<Duration>,
 }
+
+/// How far a run has come, as re-sending sees it: any change (a plan, an
+/// arm, a node ready, started or done, a stop, the finish) means peers may
+/// be behind, so the re-sends speed up again.
+type Progress = (
+    u32,
+    Option<PlanId>,
+    Option<(u32, PlanId)>,
+    [usize; 4],
+    bool,
+    bool,
+);
+
+/// A run that does not move re-sends after 1, 2, then every 4 `republish`
+/// intervals: enough for a node that missed a message to hear it again
+/// within seconds, while a long run costs the mesh a quarter of the
+/// messages (docs/benchmarks.md, mesh).
+const MAX_QUIET_DOUBLINGS: u32 = 2;
 
 impl Run {
     /// What a report of this run needs besides its shards: facts every
@@ -1171,12 +1194,33 @@ impl RunsCore {
     }
 
     fn drive(&self, run: &mut Run, at: At, view: &dyn MeshView, out: &mut Vec<RunAction>) {
+        let progress: Progress = (
+            run.term,
+            run.plan.as_ref().map(|p| p.id),
+            run.armed.as_ref().map(|a| (a.term, a.plan)),
+            [
+                run.ready.len(),
+                run.refused.len(),
+                run.started.len(),
+                run.done.len(),
+            ],
+            run.stop_by.is_some(),
+            run.finish.is_some(),
+        );
+        if run.timers.progress != Some(progress) {
+            run.timers.quiet = 0;
+        }
+        let wait = self.config.republish * (1 << run.timers.quiet);
         let resend = run
             .timers
             .last_publish
-            .is_none_or(|t| at.now.saturating_sub(t) >= self.config.republish);
+            .is_none_or(|t| at.now.saturating_sub(t) >= wait);
         if resend {
             run.timers.last_publish = Some(at.now);
+            if run.timers.progress == Some(progress) {
+                run.timers.quiet = (run.timers.quiet + 1).min(MAX_QUIET_DOUBLINGS);
+            }
+            run.timers.progress = Some(progress);
         }
         if let Some(f) = run.finish.clone() {
             let done_at = *run.timers.finished_at.get_or_insert(at.now);

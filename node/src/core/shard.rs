@@ -7,20 +7,30 @@
 //! content never changes, so receiving one twice is harmless.
 //!
 //! This module is the one definition of the shard encoding (CBOR, histograms
-//! as HdrHistogram V2 bytes); docs/wire-protocol.md describes it. Decoding is
-//! bounded: a shard from a peer cannot make this node allocate much more than
-//! its own size.
+//! as HdrHistogram V2 bytes, the whole DEFLATE-compressed behind one marker
+//! byte); docs/wire-protocol.md describes it. Every node gossips a shard a
+//! second to every other, so its size is most of what a run costs the mesh:
+//! compression makes it about a third. Decoding is bounded: a shard from a
+//! peer cannot make this node allocate much more than [`MAX_SHARD_BYTES`].
 
+use std::io::{Read as _, Write as _};
+
+use flate2::Compression;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{SeriesKey, SeriesSet, Value};
 
 /// The shard format this node writes and reads.
-pub const SHARD_FORMAT: u32 = 2;
+pub const SHARD_FORMAT: u32 = 3;
+/// The first byte of an encoded shard: the rest is raw DEFLATE of the CBOR
+/// envelope. (A CBOR map, as format 2 shards were, starts with 0xa0-0xbf.)
+pub const SHARD_MARKER: u8 = b'F';
 /// The longest node name, region or run id a shard may carry.
 pub const MAX_SHARD_NAME: usize = 256;
-/// The largest encoded shard accepted.
+/// The largest shard accepted, compressed or not.
 pub const MAX_SHARD_BYTES: usize = 8 << 20;
 /// The most series one shard may carry.
 pub const MAX_SERIES_PER_SHARD: usize = 20_000;
@@ -72,6 +82,14 @@ pub enum ShardError {
     Invalid(String),
 }
 
+/// [`SHARD_MARKER`], then `cbor` DEFLATE-compressed.
+fn compress(cbor: &[u8]) -> Vec<u8> {
+    let mut out = DeflateEncoder::new(vec![SHARD_MARKER], Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = out.write_all(cbor);
+    out.finish().unwrap_or_default()
+}
+
 #[derive(Serialize, Deserialize)]
 struct WireShard {
     format: u32,
@@ -103,8 +121,14 @@ enum WireValue {
 }
 
 impl Shard {
-    /// Encodes the shard (CBOR).
+    /// Encodes the shard: [`SHARD_MARKER`], then its CBOR envelope
+    /// DEFLATE-compressed.
     pub fn encode(&self) -> Vec<u8> {
+        compress(&self.encode_cbor())
+    }
+
+    /// The CBOR envelope, uncompressed.
+    fn encode_cbor(&self) -> Vec<u8> {
         let mut ser = V2Serializer::new();
         let mut series: Vec<WireSeries> = self
             .series
@@ -200,8 +224,31 @@ impl Shard {
         if bytes.len() > MAX_SHARD_BYTES {
             return Err(ShardError::TooLarge(bytes.len()));
         }
+        let inflated;
+        let cbor = match bytes.split_first() {
+            Some((&SHARD_MARKER, compressed)) => {
+                let mut out = Vec::with_capacity(compressed.len().saturating_mul(4));
+                // One byte past the limit tells a bomb from a shard at it.
+                DeflateDecoder::new(compressed)
+                    .take(MAX_SHARD_BYTES as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| ShardError::Cbor(format!("its compression is broken: {e}")))?;
+                if out.len() > MAX_SHARD_BYTES {
+                    return Err(ShardError::TooLarge(out.len()));
+                }
+                inflated = out;
+                &inflated[..]
+            }
+            // Not compressed: an older format, refused below with its number.
+            _ => bytes,
+        };
         let wire: WireShard =
-            ciborium::from_reader(bytes).map_err(|e| ShardError::Cbor(e.to_string()))?;
+            ciborium::from_reader(cbor).map_err(|e| ShardError::Cbor(e.to_string()))?;
+        if wire.format == SHARD_FORMAT && cbor.len() == bytes.len() {
+            return Err(ShardError::Invalid(format!(
+                "a format {SHARD_FORMAT} shard must be compressed"
+            )));
+        }
         if wire.format != SHARD_FORMAT {
             return Err(ShardError::Format(wire.format));
         }
@@ -443,13 +490,46 @@ mod tests {
             series,
             ..sample_shard()
         };
-        let mut bytes = shard.encode();
+        let mut cbor = shard.encode_cbor();
         // Find the V2 cookie and raise the significant digits to 5.
-        let at = bytes
+        let at = cbor
             .windows(4)
             .position(|w| w == V2_COOKIE.to_be_bytes())
             .expect("V2 cookie present");
-        bytes[at + 15] = 5;
-        assert!(matches!(Shard::decode(&bytes), Err(ShardError::Invalid(_))));
+        cbor[at + 15] = 5;
+        assert!(matches!(
+            Shard::decode(&compress(&cbor)),
+            Err(ShardError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn shards_are_compressed_and_only_compressed_shards_are_read() {
+        let shard = sample_shard();
+        let (packed, cbor) = (shard.encode(), shard.encode_cbor());
+        assert_eq!(packed[0], SHARD_MARKER);
+        assert!(
+            packed.len() < cbor.len(),
+            "{} < {}",
+            packed.len(),
+            cbor.len()
+        );
+        assert!(matches!(Shard::decode(&cbor), Err(ShardError::Invalid(_))));
+        // A shard of the previous format (plain CBOR) names its format.
+        let mut old = cbor.clone();
+        let at = old
+            .windows(7)
+            .position(|w| w == b"format\x03")
+            .expect("format field");
+        old[at + 6] = 2;
+        assert!(matches!(Shard::decode(&old), Err(ShardError::Format(2))));
+        // A small input that inflates past the limit is refused, not held.
+        let bomb = compress(&vec![0u8; MAX_SHARD_BYTES + 10]);
+        assert!(bomb.len() < 64 << 10);
+        assert!(matches!(Shard::decode(&bomb), Err(ShardError::TooLarge(_))));
+        // Broken compression is an error, not a panic.
+        let mut broken = packed.clone();
+        broken.truncate(packed.len() / 2);
+        assert!(Shard::decode(&broken).is_err());
     }
 }
