@@ -235,8 +235,8 @@ impl ReportSource {
     pub fn build(self) -> RunReport {
         let mut report = Report::new(&self.run_id);
         // Shards come in the canonical order of `Report::from_shards`.
-        let problems = self.store.each_shard(&self.run_id, |s| {
-            report.add(&s);
+        let problems = self.store.each_sparse_shard(&self.run_id, |s| {
+            report.add_sparse(&s);
         });
         for problem in problems {
             tracing::warn!(run = %self.run_id, "a stored shard was skipped: {problem}");

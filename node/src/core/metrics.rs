@@ -13,6 +13,7 @@
 use fusi_sdk::abi::MetricKind;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 /// Built-in metric names, as k6 users know them.
 pub mod names {
@@ -293,6 +294,18 @@ impl SeriesSet {
         }
     }
 
+    /// Merges a whole value into a series, taking it: a new series keeps
+    /// the value instead of a copy.
+    pub fn merge_owned(&mut self, key: SeriesKey, value: Value) -> Result<(), KindMismatch> {
+        match self.series.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().merge(&value),
+            Entry::Vacant(e) => {
+                e.insert(value);
+                Ok(())
+            }
+        }
+    }
+
     /// Merges every series of another set. A series whose kind does not
     /// match is skipped (the first such mismatch is returned); the others
     /// are still merged.
@@ -319,6 +332,16 @@ impl SeriesSet {
     /// The series, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&SeriesKey, &Value)> {
         self.series.iter()
+    }
+
+    /// The value of a series, to change in place.
+    pub fn get_mut(&mut self, key: &SeriesKey) -> Option<&mut Value> {
+        self.series.get_mut(key)
+    }
+
+    /// Sets a series' value, replacing any it had.
+    pub fn insert(&mut self, key: SeriesKey, value: Value) {
+        self.series.insert(key, value);
     }
 
     /// The value of a series.

@@ -15,14 +15,20 @@
 //! hold the same shards print byte-identical JSON, even for fractional
 //! counters and gauges, whose sums and `last` depend on order.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{SeriesKey, SeriesSet, Value, from_trend_units, names, new_histogram};
-use super::shard::Shard;
+use fusi_sdk::abi::MetricKind;
+
+use super::metrics::{
+    KindMismatch, SeriesKey, SeriesSet, Value, from_trend_units, names, new_histogram,
+};
+use super::shard::counts;
+use super::shard::{Shard, SparseShard, SparseValue};
 
 /// The tag every merged series carries: the region of the node that measured it.
 pub const REGION_TAG: &str = "region";
@@ -39,6 +45,11 @@ pub struct Report {
     timeline: BTreeMap<u64, Interval>,
     seen: BTreeSet<(String, u64)>,
     end_ms: u64,
+    /// The region intervals whose latency is live, by (start, region): at
+    /// most [`OPEN_LATENCIES`], the newest.
+    open: BTreeSet<(u64, String)>,
+    /// A key reused to tag series with their region without allocating.
+    tagged: SeriesKey,
 }
 
 /// What one node measured.
@@ -59,34 +70,162 @@ struct Interval {
     regions: BTreeMap<String, RegionInterval>,
 }
 
-/// One region's interval: a few counters, and the merged request latency
-/// kept as HdrHistogram V2 bytes (a few KiB, where the live histogram would
-/// take tens), so an hour-long run stays small.
+/// One region's interval: a few counters, and the merged request latency.
 #[derive(Debug, Clone, Default)]
 struct RegionInterval {
     series: SeriesSet,
-    latency_v2: Vec<u8>,
+    latency: Latency,
     /// Per node: its VUs (active, initialized) in this interval. Gauges of
     /// different nodes add up; one node's are its own.
     vus: BTreeMap<String, (f64, f64)>,
 }
 
-impl RegionInterval {
-    fn add_latency(&mut self, h: &Histogram<u64>) {
-        let mut merged = self.latency();
-        let _ = merged.add(h);
-        self.latency_v2.clear();
-        // Serializing into a Vec cannot fail for a histogram that exists.
-        let _ = V2Serializer::new().serialize(&merged, &mut self.latency_v2);
+/// The most region intervals whose latency stays a live histogram (tens of
+/// KiB each); older ones are packed.
+const OPEN_LATENCIES: usize = 256;
+
+/// A region interval's merged request latency. The newest ones are live
+/// histograms, so merging a shard into them is one addition; older ones
+/// are kept as HdrHistogram V2 bytes (a few KiB, where the live histogram
+/// takes tens), so an hour-long run stays small.
+#[derive(Debug, Clone)]
+enum Latency {
+    /// A live histogram.
+    Open(Histogram<u64>),
+    /// V2 bytes; empty for no samples.
+    Packed(Vec<u8>),
+}
+
+impl Default for Latency {
+    fn default() -> Latency {
+        Latency::Packed(Vec::new())
+    }
+}
+
+impl Latency {
+    /// The histogram, decoded if packed.
+    fn histogram(&self) -> Cow<'_, Histogram<u64>> {
+        match self {
+            Latency::Open(h) => Cow::Borrowed(h),
+            Latency::Packed(bytes) => Cow::Owned(unpack(bytes)),
+        }
     }
 
-    fn latency(&self) -> Histogram<u64> {
-        let mut h = Deserializer::new()
-            .deserialize(&mut &self.latency_v2[..])
-            .unwrap_or_else(|_| new_histogram());
-        h.auto(true);
-        h
+    /// Makes the histogram live.
+    fn open(&mut self) {
+        if let Latency::Packed(bytes) = self {
+            *self = Latency::Open(unpack(bytes));
+        }
     }
+
+    /// Packs a live histogram into V2 bytes.
+    fn pack(&mut self) {
+        if let Latency::Open(h) = self {
+            let mut bytes = Vec::new();
+            // Serializing into a Vec cannot fail for a histogram that exists.
+            let _ = V2Serializer::new().serialize(h, &mut bytes);
+            *self = Latency::Packed(bytes);
+        }
+    }
+
+    /// Adds a trend's samples (anything else is ignored), keeping the
+    /// histogram as it is, live or packed.
+    fn add(&mut self, part: Part<'_>) {
+        let packed = matches!(self, Latency::Packed(_));
+        self.open();
+        if let Latency::Open(mine) = self {
+            part.add_to(mine);
+        }
+        if packed {
+            self.pack();
+        }
+    }
+}
+
+/// One series of a shard, as a report merges it.
+#[derive(Debug, Clone, Copy)]
+enum Part<'a> {
+    /// A value, as [`Shard::decode`] makes it.
+    Value(&'a Value),
+    /// A trend's non-zero counts, as [`SparseShard::decode`] keeps them.
+    Counts(&'a [(u64, u64)]),
+}
+
+impl Part<'_> {
+    fn kind(self) -> MetricKind {
+        match self {
+            Part::Value(v) => v.kind(),
+            Part::Counts(_) => MetricKind::Trend,
+        }
+    }
+
+    fn to_value(self) -> Value {
+        match self {
+            Part::Value(v) => v.clone(),
+            Part::Counts(c) => {
+                let mut h = new_histogram();
+                counts::add(&mut h, c);
+                Value::Trend(h)
+            }
+        }
+    }
+
+    /// Merges into a value of the same series, as [`Value::merge`].
+    fn merge_into(self, acc: &mut Value) -> Result<(), KindMismatch> {
+        match (self, acc) {
+            (Part::Value(v), acc) => acc.merge(v),
+            (Part::Counts(c), Value::Trend(h)) => {
+                counts::add(h, c);
+                Ok(())
+            }
+            (Part::Counts(_), acc) => Err(KindMismatch(MetricKind::Trend, acc.kind())),
+        }
+    }
+
+    /// Adds a trend's samples to a histogram; anything else is ignored.
+    fn add_to(self, h: &mut Histogram<u64>) {
+        match self {
+            Part::Value(Value::Trend(other)) => {
+                // Auto-resizing histograms grow to fit: adding cannot fail.
+                let _ = h.add(other);
+            }
+            Part::Counts(c) => counts::add(h, c),
+            Part::Value(_) => {}
+        }
+    }
+}
+
+/// Merges a part into a series of a set, as [`SeriesSet::merge`].
+fn merge_part(set: &mut SeriesSet, key: &SeriesKey, part: Part<'_>) -> Result<(), KindMismatch> {
+    match set.get_mut(key) {
+        Some(v) => part.merge_into(v),
+        None => {
+            set.insert(key.clone(), part.to_value());
+            Ok(())
+        }
+    }
+}
+
+/// Every part of `metric` merged, in key order, as [`SeriesSet::fold`].
+fn fold(parts: &[(&SeriesKey, Part<'_>)], metric: &str) -> Option<Value> {
+    let mut out: Option<Value> = None;
+    for (_, part) in parts.iter().filter(|(k, _)| k.metric == metric) {
+        match &mut out {
+            Some(acc) => {
+                let _ = part.merge_into(acc);
+            }
+            None => out = Some(part.to_value()),
+        }
+    }
+    out
+}
+
+fn unpack(bytes: &[u8]) -> Histogram<u64> {
+    let mut h = Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .unwrap_or_else(|_| new_histogram());
+    h.auto(true);
+    h
 }
 
 /// Counters kept per interval for the timeline (besides latency).
@@ -118,6 +257,8 @@ impl Report {
             timeline: BTreeMap::new(),
             seen: BTreeSet::new(),
             end_ms: 0,
+            open: BTreeSet::new(),
+            tagged: SeriesKey::new("", []),
         }
     }
 
@@ -137,47 +278,130 @@ impl Report {
     /// Merges a shard. Returns false, and changes nothing, if the shard is of
     /// another run or was merged before.
     pub fn add(&mut self, shard: &Shard) -> bool {
-        if shard.run_id != self.run_id || !self.seen.insert((shard.node.clone(), shard.seq)) {
+        let parts: Vec<(&SeriesKey, Part<'_>)> = shard
+            .series
+            .iter()
+            .map(|(k, v)| (k, Part::Value(v)))
+            .collect();
+        self.add_parts(shard, &parts)
+    }
+
+    /// Merges a shard read by [`SparseShard::decode`], exactly as [`add`]
+    /// merges the same shard read by `Shard::decode`, without building a
+    /// histogram per trend.
+    ///
+    /// [`add`]: Report::add
+    pub fn add_sparse(&mut self, shard: &SparseShard) -> bool {
+        let parts: Vec<(&SeriesKey, Part<'_>)> = shard
+            .series
+            .iter()
+            .map(|(k, v)| {
+                let part = match v {
+                    SparseValue::Value(v) => Part::Value(v),
+                    SparseValue::Trend(counts) => Part::Counts(counts),
+                };
+                (k, part)
+            })
+            .collect();
+        self.add_parts(&shard.head, &parts)
+    }
+
+    /// Merges the series `parts`, in key order, of the shard `head`.
+    fn add_parts(&mut self, head: &Shard, parts: &[(&SeriesKey, Part<'_>)]) -> bool {
+        if head.run_id != self.run_id || !self.seen.insert((head.node.clone(), head.seq)) {
             return false;
         }
-        let node = self.nodes.entry(shard.node.clone()).or_default();
-        node.name.clone_from(&shard.name);
-        node.region.clone_from(&shard.region);
+        let node = self.nodes.entry(head.node.clone()).or_default();
+        node.name.clone_from(&head.name);
+        node.region.clone_from(&head.region);
         node.received += 1;
-        if shard.last {
-            node.announced = Some(shard.seq.saturating_add(1));
+        if head.last {
+            node.announced = Some(head.seq.saturating_add(1));
         }
-        self.end_ms = self.end_ms.max(shard.end_ms);
-        let interval = self.timeline.entry(shard.start_ms).or_default();
-        interval.end_ms = interval.end_ms.max(shard.end_ms);
-        let region = interval.regions.entry(shard.region.clone()).or_default();
-        let gauge = |metric: &str| match shard.series.fold(metric, |_| true) {
+        self.end_ms = self.end_ms.max(head.end_ms);
+        let interval = self.timeline.entry(head.start_ms).or_default();
+        interval.end_ms = interval.end_ms.max(head.end_ms);
+        let region = interval.regions.entry(head.region.clone()).or_default();
+        let gauge = |metric: &str| match fold(parts, metric) {
             Some(Value::Gauge { max, .. }) if max.is_finite() => Some(max),
             _ => None,
         };
         // A shard split in parts carries the gauges in one of them.
         if let (Some(active), Some(initialized)) = (gauge(names::VUS), gauge(names::VUS_MAX)) {
-            region.vus.insert(shard.node.clone(), (active, initialized));
+            region.vus.insert(head.node.clone(), (active, initialized));
         }
         for metric in TIMELINE_METRICS {
             // Per interval, tags are folded away: one value per metric.
-            if let Some(v) = shard.series.fold(metric, |_| true) {
+            if let Some(v) = fold(parts, metric) {
                 let _ = region.series.merge(&SeriesKey::new(metric, []), &v);
             }
         }
-        if let Some(Value::Trend(h)) = shard.series.fold(names::HTTP_REQ_DURATION, |_| true) {
-            region.add_latency(&h);
+        // The request latency over every tag set, as `fold` would merge it
+        // (the first series decides the kind), added one by one: adding
+        // histograms is exact in any grouping.
+        let mut durations = parts
+            .iter()
+            .filter(|(k, _)| k.metric == names::HTTP_REQ_DURATION)
+            .map(|(_, p)| *p);
+        if let Some(first) = durations.next().filter(|p| p.kind() == MetricKind::Trend)
+            && let Some(latency) = self.latency(head.start_ms, &head.region)
+        {
+            latency.add(first);
+            for part in durations {
+                latency.add(part);
+            }
         }
-        for (key, value) in shard.series.iter() {
-            let tags = key
-                .tags
-                .iter()
-                .cloned()
-                .chain([(REGION_TAG.to_owned(), shard.region.clone())]);
-            let _ = self.totals.merge(&SeriesKey::new(&key.metric, tags), value);
+        for (key, part) in parts {
+            let _ = if retag(&mut self.tagged, key, REGION_TAG, &head.region) {
+                merge_part(&mut self.totals, &self.tagged, *part)
+            } else {
+                let tags = key
+                    .tags
+                    .iter()
+                    .cloned()
+                    .chain([(REGION_TAG.to_owned(), head.region.clone())]);
+                merge_part(&mut self.totals, &SeriesKey::new(&key.metric, tags), *part)
+            };
         }
-        let _ = node.series.merge_all(&shard.series);
+        if let Some(node) = self.nodes.get_mut(&head.node) {
+            for (key, part) in parts {
+                let _ = merge_part(&mut node.series, key, *part);
+            }
+        }
         true
+    }
+
+    /// The latency of a region's interval, to add to: live if it is among
+    /// the newest [`OPEN_LATENCIES`], packed otherwise (older ones are
+    /// packed to make room).
+    fn latency(&mut self, start: u64, region: &str) -> Option<&mut Latency> {
+        let key = (start, region.to_owned());
+        if !self.open.contains(&key)
+            && (self.open.len() < OPEN_LATENCIES
+                || self.open.first().is_some_and(|oldest| *oldest < key))
+        {
+            if self.open.len() >= OPEN_LATENCIES
+                && let Some((start, region)) = self.open.pop_first()
+                && let Some(old) = self
+                    .timeline
+                    .get_mut(&start)
+                    .and_then(|i| i.regions.get_mut(&region))
+            {
+                old.latency.pack();
+            }
+            self.open.insert(key.clone());
+        }
+        let open = self.open.contains(&key);
+        let latency = &mut self
+            .timeline
+            .get_mut(&start)?
+            .regions
+            .get_mut(region)?
+            .latency;
+        if open {
+            latency.open();
+        }
+        Some(latency)
     }
 
     /// The shards merged: `(node, seq)`.
@@ -425,7 +649,7 @@ fn point(start: u64, iv: &Interval, keep: &impl Fn(&str) -> bool) -> Option<Time
     for (_, ri) in iv.regions.iter().filter(|(r, _)| keep(r)) {
         any = true;
         let _ = series.merge_all(&ri.series);
-        let _ = latency.add(ri.latency());
+        let _ = latency.add(ri.latency.histogram().as_ref());
         vus += ri.vus.values().map(|v| v.0).sum::<f64>();
     }
     if !any {
@@ -438,19 +662,55 @@ fn point(start: u64, iv: &Interval, keep: &impl Fn(&str) -> bool) -> Option<Time
     };
     let secs = (iv.end_ms.saturating_sub(start) as f64 / 1000.0).max(1e-3);
     let requests = count(names::HTTP_REQS);
-    let lat = percentiles(Some(&Value::Trend(latency)));
+    // One pass for the three; each is what `value_at_quantile` gives (0 when empty).
+    let mut q = latency
+        .value_at_quantiles([0.50, 0.95, 0.99])
+        .map(from_trend_units);
+    let mut next = || q.next().unwrap_or_default();
+    let (p50_ms, p95_ms, p99_ms) = (next(), next(), next());
     Some(TimelinePoint {
         t_s: start as f64 / 1000.0,
         requests,
         rps: requests as f64 / secs,
         failed: rate(get(names::HTTP_REQ_FAILED).cloned()).0,
-        p50_ms: lat.p50,
-        p95_ms: lat.p95,
-        p99_ms: lat.p99,
+        p50_ms,
+        p95_ms,
+        p99_ms,
         iterations: count(names::ITERATIONS),
         dropped: count(names::DROPPED_ITERATIONS),
         vus: vus as u64,
     })
+}
+
+/// Writes `key` with `tag` set to `value` into `out`, as [`SeriesKey::new`]
+/// would make it, reusing `out`'s buffers. Returns false, and leaves `out`
+/// unusable, if the tags of `key` are not sorted with each key once (as
+/// `SeriesKey::new` makes them, but a key built by hand may not be).
+fn retag(out: &mut SeriesKey, key: &SeriesKey, tag: &str, value: &str) -> bool {
+    if !key.tags.windows(2).all(|w| w[0].0 < w[1].0) {
+        return false;
+    }
+    let at = key.tags.partition_point(|(k, _)| k.as_str() < tag);
+    let replaced = usize::from(key.tags.get(at).is_some_and(|(k, _)| k == tag));
+    let tags = key.tags[..at]
+        .iter()
+        .map(pair)
+        .chain([(tag, value)])
+        .chain(key.tags[at + replaced..].iter().map(pair));
+    out.metric.clone_from(&key.metric);
+    out.tags
+        .resize_with(key.tags.len() + 1 - replaced, Default::default);
+    for ((k, v), (tag, value)) in out.tags.iter_mut().zip(tags) {
+        k.clear();
+        k.push_str(tag);
+        v.clear();
+        v.push_str(value);
+    }
+    true
+}
+
+fn pair((k, v): &(String, String)) -> (&str, &str) {
+    (k, v)
 }
 
 fn merge_into(map: &mut BTreeMap<String, Value>, name: String, v: &Value) {
@@ -683,16 +943,20 @@ pub fn percentiles(v: Option<&Value>) -> Percentiles {
 }
 
 fn of_histogram(h: &Histogram<u64>) -> Percentiles {
-    let q = |p: f64| from_trend_units(h.value_at_quantile(p));
+    // One pass for the five; each is what `value_at_quantile` gives.
+    let mut q = h
+        .value_at_quantiles([0.50, 0.90, 0.95, 0.99, 0.999])
+        .map(from_trend_units);
+    let mut next = || q.next().unwrap_or_default();
     Percentiles {
         count: h.len(),
         min: from_trend_units(h.min()),
         mean: h.mean() / 1000.0,
-        p50: q(0.50),
-        p90: q(0.90),
-        p95: q(0.95),
-        p99: q(0.99),
-        p999: q(0.999),
+        p50: next(),
+        p90: next(),
+        p95: next(),
+        p99: next(),
+        p999: next(),
         max: from_trend_units(h.max()),
     }
 }
@@ -725,6 +989,7 @@ pub struct TimelinePoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::metrics::trend_units;
     use crate::core::testutil::Rng;
     use fusi_sdk::abi::MetricKind;
 
@@ -928,6 +1193,100 @@ mod tests {
             "the part without gauges does not zero them"
         );
         assert_eq!(s.timeline[0].requests, 2);
+    }
+
+    #[test]
+    fn sparse_shards_merge_exactly_as_decoded_ones() {
+        let mut rng = Rng(0x5eed);
+        let mut dense = Report::new("r");
+        let mut sparse = Report::new("r");
+        for seq in 0..6u64 {
+            for (n, node) in ["a", "b", "c", "d"].iter().enumerate() {
+                let latencies: Vec<f64> = (0..rng.below(400))
+                    .map(|_| (1 + rng.below(5000)) as f64 / 7.0)
+                    .collect();
+                let mut s = shard(node, seq, seq == 5, &latencies);
+                s.region = ["fra", "nrt"][n % 2].into();
+                let slow =
+                    SeriesKey::new(names::HTTP_REQ_DURATION, [("status".into(), "503".into())]);
+                for _ in 0..rng.below(20) {
+                    let _ = s
+                        .series
+                        .add(&slow, MetricKind::Trend, rng.below(90_000) as f64);
+                }
+                let _ = s.series.add(
+                    &SeriesKey::new("custom", []),
+                    MetricKind::Counter,
+                    rng.below(1000) as f64 / 3.0,
+                );
+                for metric in [names::VUS, names::VUS_MAX] {
+                    let _ = s.series.add(
+                        &SeriesKey::new(metric, []),
+                        MetricKind::Gauge,
+                        rng.below(50) as f64,
+                    );
+                }
+                let bytes = s.encode();
+                assert!(dense.add(&Shard::decode(&bytes).expect("decodes")));
+                assert!(sparse.add_sparse(&SparseShard::decode(&bytes).expect("decodes")));
+            }
+        }
+        let json = |r: &Report, scope| {
+            serde_json::to_string(&r.summary_of("x", scope)).unwrap_or_default()
+        };
+        for scope in [
+            Scope::All,
+            Scope::Region("fra"),
+            Scope::Region("nrt"),
+            Scope::Node("c"),
+        ] {
+            assert_eq!(json(&dense, scope), json(&sparse, scope), "{scope:?}");
+        }
+        assert_eq!(
+            dense.summary("x").http.requests,
+            sparse.summary("x").http.requests
+        );
+    }
+
+    #[test]
+    fn latencies_past_the_open_ones_are_packed_and_still_exact() {
+        let mut r = Report::new("r");
+        let mut one = new_histogram();
+        let intervals = OPEN_LATENCIES as u64 + 40;
+        // Two nodes, in the store's order: each goes over every interval.
+        for node in ["a", "b"] {
+            for seq in 0..intervals {
+                let l = 1.0 + (seq % 17) as f64;
+                r.add(&shard(node, seq, seq + 1 == intervals, &[l, l * 3.0]));
+            }
+        }
+        for seq in 0..intervals {
+            let l = 1.0 + (seq % 17) as f64;
+            for v in [l, l * 3.0, l, l * 3.0] {
+                let _ = one.record(trend_units(v));
+            }
+        }
+        assert!(r.open.len() <= OPEN_LATENCIES);
+        let s = r.summary("x");
+        assert_eq!(s.timeline.len() as u64, intervals);
+        for (seq, p) in s.timeline.iter().enumerate() {
+            let l = 1.0 + (seq % 17) as f64;
+            let mut h = new_histogram();
+            for v in [l, l * 3.0, l, l * 3.0] {
+                let _ = h.record(trend_units(v));
+            }
+            assert_eq!(
+                p.p99_ms,
+                from_trend_units(h.value_at_quantile(0.99)),
+                "interval {seq}"
+            );
+            assert_eq!(
+                p.p50_ms,
+                from_trend_units(h.value_at_quantile(0.5)),
+                "interval {seq}"
+            );
+        }
+        assert_eq!(s.http.duration.count, one.len());
     }
 
     #[test]

@@ -283,6 +283,9 @@ pub fn abort_verdict(thresholds: &[Threshold], report: &Report) -> Option<Thresh
 }
 
 #[cfg(test)]
+mod timing;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::metrics::{SeriesKey, SeriesSet, names};

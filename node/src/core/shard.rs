@@ -13,15 +13,22 @@
 //! compression makes it about a third. Decoding is bounded: a shard from a
 //! peer cannot make this node allocate much more than [`MAX_SHARD_BYTES`].
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::io::{Read as _, Write as _};
 
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
+use fusi_sdk::abi::MetricKind;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{SeriesKey, SeriesSet, Value};
+use super::metrics::{KindMismatch, SeriesKey, SeriesSet, Value};
+
+pub mod counts;
+
+use counts::{Counts, V2_COOKIE};
 
 /// The shard format this node writes and reads.
 pub const SHARD_FORMAT: u32 = 3;
@@ -34,8 +41,6 @@ pub const MAX_SHARD_NAME: usize = 256;
 pub const MAX_SHARD_BYTES: usize = 8 << 20;
 /// The most series one shard may carry.
 pub const MAX_SERIES_PER_SHARD: usize = 20_000;
-/// HdrHistogram's V2 (uncompressed) cookie.
-const V2_COOKIE: u32 = 0x1c84_9313;
 /// The most histogram memory one decoded shard may claim.
 const MAX_HISTOGRAM_BYTES: u64 = 256 << 20;
 
@@ -221,117 +226,219 @@ impl Shard {
 
     /// Decodes and validates a shard.
     pub fn decode(bytes: &[u8]) -> Result<Shard, ShardError> {
-        if bytes.len() > MAX_SHARD_BYTES {
-            return Err(ShardError::TooLarge(bytes.len()));
-        }
-        let inflated;
-        let cbor = match bytes.split_first() {
-            Some((&SHARD_MARKER, compressed)) => {
-                let mut out = Vec::with_capacity(compressed.len().saturating_mul(4));
-                // One byte past the limit tells a bomb from a shard at it.
-                DeflateDecoder::new(compressed)
-                    .take(MAX_SHARD_BYTES as u64 + 1)
-                    .read_to_end(&mut out)
-                    .map_err(|e| ShardError::Cbor(format!("its compression is broken: {e}")))?;
-                if out.len() > MAX_SHARD_BYTES {
-                    return Err(ShardError::TooLarge(out.len()));
-                }
-                inflated = out;
-                &inflated[..]
-            }
-            // Not compressed: an older format, refused below with its number.
-            _ => bytes,
-        };
-        let wire: WireShard =
-            ciborium::from_reader(cbor).map_err(|e| ShardError::Cbor(e.to_string()))?;
-        if wire.format == SHARD_FORMAT && cbor.len() == bytes.len() {
-            return Err(ShardError::Invalid(format!(
-                "a format {SHARD_FORMAT} shard must be compressed"
-            )));
-        }
-        if wire.format != SHARD_FORMAT {
-            return Err(ShardError::Format(wire.format));
-        }
-        for (what, text) in [
-            ("run id", &wire.run_id),
-            ("node", &wire.node),
-            ("name", &wire.name),
-            ("region", &wire.region),
-        ] {
-            if text.len() > MAX_SHARD_NAME {
-                return Err(ShardError::Invalid(format!(
-                    "its {what} is {} bytes long, over {MAX_SHARD_NAME}",
-                    text.len()
-                )));
-            }
-        }
-        if wire.end_ms < wire.start_ms {
-            return Err(ShardError::Invalid(format!(
-                "interval ends ({} ms) before it starts ({} ms)",
-                wire.end_ms, wire.start_ms
-            )));
-        }
-        if wire.series.len() > MAX_SERIES_PER_SHARD {
-            return Err(ShardError::Invalid(format!(
-                "{} series, more than {MAX_SERIES_PER_SHARD}",
-                wire.series.len()
-            )));
-        }
+        let (mut shard, wire) = read(bytes)?;
         let mut de = Deserializer::new();
         let mut budget = MAX_HISTOGRAM_BYTES;
-        let mut series = SeriesSet::new();
-        for s in wire.series {
-            let key = SeriesKey::new(&s.metric, s.tags);
-            let finite = |values: &[f64]| {
-                if values.iter().all(|v| v.is_finite()) {
-                    Ok(())
-                } else {
-                    Err(ShardError::Invalid(format!(
-                        "{}: a value that is not a finite number",
-                        key.metric
-                    )))
-                }
+        for s in wire {
+            let (key, value) = read_series(s, &mut budget, |metric, bytes| {
+                let mut h: hdrhistogram::Histogram<u64> = de
+                    .deserialize(&mut &bytes[..])
+                    .map_err(|e| ShardError::Invalid(format!("{metric}: {e:?}")))?;
+                h.auto(true);
+                Ok(h)
+            })?;
+            let value = match value {
+                Read::Value(v) => v,
+                Read::Trend(h) => Value::Trend(h),
             };
-            let value = match s.value {
-                WireValue::Counter(c) => {
-                    finite(&[c])?;
-                    Value::Counter(c)
-                }
-                WireValue::Rate { passes, fails } => Value::Rate { passes, fails },
-                WireValue::Gauge { min, max, last } => {
-                    finite(&[min, max, last])?;
-                    Value::Gauge { min, max, last }
-                }
-                WireValue::Trend(bytes) => {
-                    let claim = histogram_claim(&bytes).ok_or_else(|| {
-                        ShardError::Invalid(format!("{}: bad histogram header", key.metric))
-                    })?;
-                    budget = budget.checked_sub(claim).ok_or_else(|| {
-                        ShardError::Invalid("histograms claim too much memory".into())
-                    })?;
-                    let mut h: hdrhistogram::Histogram<u64> = de
-                        .deserialize(&mut &bytes[..])
-                        .map_err(|e| ShardError::Invalid(format!("{}: {e:?}", key.metric)))?;
-                    h.auto(true);
-                    Value::Trend(h)
-                }
-            };
-            series
-                .merge(&key, &value)
-                .map_err(|e| ShardError::Invalid(format!("{}: {e}", key.metric)))?;
+            let metric = key.metric.clone();
+            shard
+                .series
+                .merge_owned(key, value)
+                .map_err(|e| ShardError::Invalid(format!("{metric}: {e}")))?;
         }
-        Ok(Shard {
-            run_id: wire.run_id,
-            node: wire.node,
-            name: wire.name,
-            region: wire.region,
-            seq: wire.seq,
-            start_ms: wire.start_ms,
-            end_ms: wire.end_ms,
-            last: wire.last,
-            series,
-        })
+        Ok(shard)
     }
+}
+
+/// A shard as a report reads it: like [`Shard`], but each trend kept as
+/// the non-zero counts of its V2 bytes, which is all a merge needs, instead
+/// of a histogram of tens of KiB.
+#[derive(Debug, Clone)]
+pub struct SparseShard {
+    /// The shard, without its series.
+    pub head: Shard,
+    /// Its series, in key order.
+    pub series: BTreeMap<SeriesKey, SparseValue>,
+}
+
+/// A series of a [`SparseShard`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SparseValue {
+    /// A counter, rate or gauge.
+    Value(Value),
+    /// A trend's non-zero counts.
+    Trend(Counts),
+}
+
+impl SparseShard {
+    /// Decodes and validates a shard: exactly the bytes [`Shard::decode`]
+    /// refuses are refused.
+    pub fn decode(bytes: &[u8]) -> Result<SparseShard, ShardError> {
+        let (head, wire) = read(bytes)?;
+        let mut budget = MAX_HISTOGRAM_BYTES;
+        let mut series = BTreeMap::new();
+        for s in wire {
+            let (key, value) = read_series(s, &mut budget, |metric, bytes| {
+                let mut c = Counts::new();
+                counts::read(bytes, &mut c)
+                    .ok_or_else(|| ShardError::Invalid(format!("{metric}: not a V2 histogram")))?;
+                Ok(c)
+            })?;
+            let metric = key.metric.clone();
+            let value = match value {
+                Read::Value(v) => SparseValue::Value(v),
+                Read::Trend(c) => SparseValue::Trend(c),
+            };
+            match series.entry(key) {
+                Entry::Vacant(e) => {
+                    e.insert(value);
+                }
+                Entry::Occupied(mut e) => {
+                    let mismatch = match (e.get_mut(), value) {
+                        (SparseValue::Trend(a), SparseValue::Trend(b)) => {
+                            a.extend(b);
+                            None
+                        }
+                        (SparseValue::Value(a), SparseValue::Value(b)) => a.merge(&b).err(),
+                        (SparseValue::Trend(_), SparseValue::Value(b)) => {
+                            Some(KindMismatch(b.kind(), MetricKind::Trend))
+                        }
+                        (SparseValue::Value(a), SparseValue::Trend(_)) => {
+                            Some(KindMismatch(MetricKind::Trend, a.kind()))
+                        }
+                    };
+                    if let Some(e) = mismatch {
+                        return Err(ShardError::Invalid(format!("{metric}: {e}")));
+                    }
+                }
+            }
+        }
+        Ok(SparseShard { head, series })
+    }
+}
+
+/// A series value as read: a trend as the caller decodes it.
+enum Read<T> {
+    Value(Value),
+    Trend(T),
+}
+
+/// Reads and checks a shard, all but its series, which come back as sent.
+fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
+    if bytes.len() > MAX_SHARD_BYTES {
+        return Err(ShardError::TooLarge(bytes.len()));
+    }
+    let inflated;
+    let cbor = match bytes.split_first() {
+        Some((&SHARD_MARKER, compressed)) => {
+            let mut out = Vec::with_capacity(compressed.len().saturating_mul(4));
+            // One byte past the limit tells a bomb from a shard at it.
+            DeflateDecoder::new(compressed)
+                .take(MAX_SHARD_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| ShardError::Cbor(format!("its compression is broken: {e}")))?;
+            if out.len() > MAX_SHARD_BYTES {
+                return Err(ShardError::TooLarge(out.len()));
+            }
+            inflated = out;
+            &inflated[..]
+        }
+        // Not compressed: an older format, refused below with its number.
+        _ => bytes,
+    };
+    let wire: WireShard =
+        ciborium::from_reader(cbor).map_err(|e| ShardError::Cbor(e.to_string()))?;
+    if wire.format == SHARD_FORMAT && cbor.len() == bytes.len() {
+        return Err(ShardError::Invalid(format!(
+            "a format {SHARD_FORMAT} shard must be compressed"
+        )));
+    }
+    if wire.format != SHARD_FORMAT {
+        return Err(ShardError::Format(wire.format));
+    }
+    for (what, text) in [
+        ("run id", &wire.run_id),
+        ("node", &wire.node),
+        ("name", &wire.name),
+        ("region", &wire.region),
+    ] {
+        if text.len() > MAX_SHARD_NAME {
+            return Err(ShardError::Invalid(format!(
+                "its {what} is {} bytes long, over {MAX_SHARD_NAME}",
+                text.len()
+            )));
+        }
+    }
+    if wire.end_ms < wire.start_ms {
+        return Err(ShardError::Invalid(format!(
+            "interval ends ({} ms) before it starts ({} ms)",
+            wire.end_ms, wire.start_ms
+        )));
+    }
+    if wire.series.len() > MAX_SERIES_PER_SHARD {
+        return Err(ShardError::Invalid(format!(
+            "{} series, more than {MAX_SERIES_PER_SHARD}",
+            wire.series.len()
+        )));
+    }
+    let shard = Shard {
+        run_id: wire.run_id,
+        node: wire.node,
+        name: wire.name,
+        region: wire.region,
+        seq: wire.seq,
+        start_ms: wire.start_ms,
+        end_ms: wire.end_ms,
+        last: wire.last,
+        series: SeriesSet::new(),
+    };
+    Ok((shard, wire.series))
+}
+
+/// Reads and checks one series. A trend's header is checked against what
+/// the shard's histograms may claim in all (`budget`), then its bytes go to
+/// `trend`, with the metric's name.
+fn read_series<T>(
+    s: WireSeries,
+    budget: &mut u64,
+    trend: impl FnOnce(&str, &[u8]) -> Result<T, ShardError>,
+) -> Result<(SeriesKey, Read<T>), ShardError> {
+    let key = SeriesKey {
+        tags: SeriesKey::new("", s.tags).tags,
+        metric: s.metric,
+    };
+    let finite = |values: &[f64]| {
+        if values.iter().all(|v| v.is_finite()) {
+            Ok(())
+        } else {
+            Err(ShardError::Invalid(format!(
+                "{}: a value that is not a finite number",
+                key.metric
+            )))
+        }
+    };
+    let value = match s.value {
+        WireValue::Counter(c) => {
+            finite(&[c])?;
+            Read::Value(Value::Counter(c))
+        }
+        WireValue::Rate { passes, fails } => Read::Value(Value::Rate { passes, fails }),
+        WireValue::Gauge { min, max, last } => {
+            finite(&[min, max, last])?;
+            Read::Value(Value::Gauge { min, max, last })
+        }
+        WireValue::Trend(bytes) => {
+            let claim = histogram_claim(&bytes).ok_or_else(|| {
+                ShardError::Invalid(format!("{}: bad histogram header", key.metric))
+            })?;
+            *budget = budget
+                .checked_sub(claim)
+                .ok_or_else(|| ShardError::Invalid("histograms claim too much memory".into()))?;
+            Read::Trend(trend(&key.metric, &bytes)?)
+        }
+    };
+    Ok((key, value))
 }
 
 /// Roughly how many bytes a V2 histogram will allocate when decoded, from its
@@ -421,12 +528,58 @@ mod tests {
                     state as u8
                 })
                 .collect();
-            let _ = Shard::decode(&junk);
+            assert_eq!(
+                Shard::decode(&junk).is_ok(),
+                SparseShard::decode(&junk).is_ok()
+            );
         }
         assert!(matches!(
             Shard::decode(&vec![0u8; MAX_SHARD_BYTES + 1]),
             Err(ShardError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn sparse_decoding_refuses_and_keeps_what_decoding_does() {
+        let bytes = sample_shard().encode();
+        let sparse = SparseShard::decode(&bytes).expect("decodes");
+        let dense = Shard::decode(&bytes).expect("decodes");
+        assert_eq!(sparse.series.len(), dense.series.len());
+        for ((k, v), (dk, dv)) in sparse.series.iter().zip(dense.series.iter()) {
+            assert_eq!(k, dk);
+            match (v, dv) {
+                (SparseValue::Trend(c), Value::Trend(h)) => {
+                    let mut back = crate::core::metrics::new_histogram();
+                    counts::add(&mut back, c);
+                    assert_eq!(&back, h, "{k:?}");
+                }
+                (SparseValue::Value(v), dv) => assert_eq!(v, dv, "{k:?}"),
+                _ => panic!("{k:?}: kinds differ"),
+            }
+        }
+        // Damaged copies: both readers refuse the same ones.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..2000 {
+            let mut damaged = bytes.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() % damaged.len() as u64) as usize;
+                damaged[at] = next() as u8;
+            }
+            if case % 4 == 0 {
+                damaged.truncate((next() % damaged.len() as u64) as usize);
+            }
+            assert_eq!(
+                Shard::decode(&damaged).is_ok(),
+                SparseShard::decode(&damaged).is_ok(),
+                "case {case}"
+            );
+        }
     }
 
     #[test]

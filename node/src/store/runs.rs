@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::StoreError;
 use crate::core::runs::Run;
-use crate::core::shard::Shard;
+use crate::core::shard::{Shard, ShardError, SparseShard};
 use crate::core::wire;
 
 /// The largest run record read back.
@@ -126,7 +126,23 @@ impl RunStore {
     /// order of (node, sequence number), so that a report of a long run
     /// never holds more than one decoded shard besides what it merged.
     /// Returns the files that were skipped, and why.
-    pub fn each_shard(&self, id: &str, mut f: impl FnMut(Shard)) -> Vec<String> {
+    pub fn each_shard(&self, id: &str, f: impl FnMut(Shard)) -> Vec<String> {
+        self.each_decoded(id, Shard::decode, |s| &s.run_id, f)
+    }
+
+    /// As [`each_shard`](RunStore::each_shard), with each shard read as a
+    /// [`SparseShard`], as a report merges it.
+    pub fn each_sparse_shard(&self, id: &str, f: impl FnMut(SparseShard)) -> Vec<String> {
+        self.each_decoded(id, SparseShard::decode, |s| &s.head.run_id, f)
+    }
+
+    fn each_decoded<T>(
+        &self,
+        id: &str,
+        decode: fn(&[u8]) -> Result<T, ShardError>,
+        run_of: fn(&T) -> &str,
+        mut f: impl FnMut(T),
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         let Ok(dir) = self.run_dir(id) else {
             return problems;
@@ -146,8 +162,8 @@ impl RunStore {
             .collect();
         keyed.sort();
         for (_, path) in keyed {
-            match read_bounded(&path).and_then(|b| Shard::decode(&b).map_err(|e| e.to_string())) {
-                Ok(s) if s.run_id == id => f(s),
+            match read_bounded(&path).and_then(|b| decode(&b).map_err(|e| e.to_string())) {
+                Ok(s) if run_of(&s) == id => f(s),
                 Ok(_) => problems.push(format!("{}: a shard of another run", path.display())),
                 Err(e) => problems.push(format!("{}: {e}", path.display())),
             }
