@@ -113,7 +113,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     return Err(wasmtime::Error::new(HostTrap::Stopped));
                 }
                 let deadline = state.deadline;
-                let (resp, exchange) = state.http.send(&req, deadline).await;
+                let (req, resp, exchange) = state.http.send_on_task(req, deadline).await;
                 state.run.recorder.http(
                     state.vu_id,
                     state.base_tags(),
