@@ -222,12 +222,23 @@ async fn work(
         job.share.clone(),
         progress.clone(),
     );
+    // Limits of the host that this share's VUs would exceed, said before
+    // the VUs start, and again with the error should they fail for it.
+    let limits =
+        crate::limits::check_vus(job.share.segment.scale(u64::from(spec.executor.max_vus())));
+    for warning in &limits {
+        tracing::warn!(run = %run_id, "{warning}");
+    }
     let prepared = tokio::select! {
         () = cancel.cancelled() => return,
         p = runner.prepare() => match p {
             Ok(p) => p,
-            Err(e) => {
+            Err(e) if limits.is_empty() => {
                 let _ = events.send(fail(e.to_string()));
+                return;
+            }
+            Err(e) => {
+                let _ = events.send(fail(format!("{e} ({})", limits.join("; "))));
                 return;
             }
         },
@@ -280,9 +291,6 @@ async fn work(
         plan: job.plan,
         wall_ns: wall_ns(),
     });
-    for warning in crate::limits::check_vus(u64::try_from(prepared.vus()).unwrap_or(u64::MAX)) {
-        tracing::warn!(run = %run_id, "{warning}");
-    }
     tracing::info!(run = %run_id, executor = spec.executor.name(), vus = prepared.vus(), "share starting");
     let on_cancel = cancel.clone();
     let stop_run = stop.clone();

@@ -88,10 +88,11 @@ pub use server::{
 };
 pub use stats::Stats;
 
-/// Raises this process's soft open-file limit to its hard limit, so a
-/// target (or a benchmark and the processes it starts, which inherit it)
+/// Raises this process's open-file limit as far as it may (the hard limit
+/// up to `fs.nr_open` as root, then the soft limit up to the hard one), so
+/// a target, or a benchmark and the processes it starts (which inherit it),
 /// can hold tens of thousands of connections. Best effort: a refusal
-/// leaves the limit as it was.
+/// leaves the limit as it was. (fusi-node raises its own the same way.)
 pub fn raise_open_files() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -101,9 +102,18 @@ pub fn raise_open_files() {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return;
     }
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(limit.rlim_max);
+    for max in [ceiling.max(limit.rlim_max), limit.rlim_max] {
+        let raised = libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        };
         // SAFETY: setrlimit reads one rlimit through a valid pointer.
-        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
+        }
     }
 }

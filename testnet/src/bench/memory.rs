@@ -39,6 +39,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     }
     sizes.push(largest);
     let hello = setup.scenario("hello")?;
+    raise_map_count(largest);
     let target = TargetProc::start(&setup.testnet_bin, &setup.pin, &[])?;
     println!(
         "memory: hello.wasm with SLEEP_MS=1000 at {} VUs, {} each, target {}",
@@ -102,6 +103,35 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The kernel's `vm.max_map_count`.
+const MAX_MAP_COUNT: &str = "/proc/sys/vm/max_map_count";
+
+/// Makes room for `vus` VUs' memory mappings (fusi-node counts 8 per VU,
+/// see `node/src/limits.rs`): the default of 65,530 fills at about 9,300
+/// VUs. As root the bench raises it, saying so; otherwise it says what to
+/// run, and the node's own warning and error follow.
+fn raise_map_count(vus: u32) {
+    let needed = u64::from(vus) * 8 + 2_000;
+    let Some(now) = std::fs::read_to_string(MAX_MAP_COUNT)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    if now >= needed {
+        return;
+    }
+    match std::fs::write(MAX_MAP_COUNT, needed.to_string()) {
+        Ok(()) => println!(
+            "note: raised vm.max_map_count from {now} to {needed} for {vus} VUs (8 mappings each)"
+        ),
+        Err(e) => println!(
+            "note: vm.max_map_count is {now}, too low for {vus} VUs ({needed} needed) and cannot \
+             be raised here ({e}); run `sysctl -w vm.max_map_count={needed}` as root"
+        ),
+    }
 }
 
 /// `VmRSS` of a process, in KiB.
