@@ -10,6 +10,7 @@
 //! HTTP/1.1. Every request reports DNS, connect, TLS, waiting (time to first
 //! byte) and receiving times, and the bytes that crossed the socket.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -98,10 +99,26 @@ pub struct Exchange {
     pub bytes_sent: u64,
     /// Bytes read from the socket for this request (headers included).
     pub bytes_received: u64,
-    /// The `name` tag: the request's own, or the URL without its query.
-    pub name: String,
-    /// The method, upper case.
-    pub method: String,
+}
+
+/// A request's `name` tag: its own (the last `name` among its tags), or
+/// its URL without the query and fragment.
+pub fn request_name(req: &HttpRequest) -> &str {
+    req.tags
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| strip_query(&req.url))
+}
+
+/// A request's method, upper case (borrowed when it already is).
+pub fn request_method(req: &HttpRequest) -> Cow<'_, str> {
+    if req.method.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(req.method.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(&req.method)
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -203,17 +220,7 @@ impl HttpClient {
     /// times out) and is recorded, so the report counts every request the
     /// target answered.
     pub async fn send(&mut self, req: &HttpRequest, deadline: Instant) -> (HttpResponse, Exchange) {
-        let mut exchange = Exchange {
-            method: req.method.to_ascii_uppercase(),
-            name: req
-                .tags
-                .iter()
-                .rev()
-                .find(|(k, _)| k == "name")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| strip_query(&req.url).to_owned()),
-            ..Exchange::default()
-        };
+        let mut exchange = Exchange::default();
         let own = req
             .timeout_ms
             .map(Duration::from_millis)
@@ -264,7 +271,7 @@ impl HttpClient {
         exchange: &mut Exchange,
     ) -> Result<HttpResponse, Failure> {
         let (uri, origin) = parse_url(&req.url)?;
-        let method = Method::from_bytes(exchange.method.as_bytes()).map_err(|_| {
+        let method = Method::from_bytes(request_method(req).as_bytes()).map_err(|_| {
             Failure(
                 ErrorKind::InvalidRequest,
                 format!("invalid method {:?}", req.method),
