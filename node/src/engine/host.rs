@@ -1,13 +1,13 @@
 //! The host functions a scenario imports from the `fusi` module.
 //!
-//! Each one validates what the guest passes (bounds, UTF-8, CBOR, sizes): a
+//! Each one validates what the guest passes (bounds, UTF-8, encodings, sizes): a
 //! broken or hostile scenario gets a trap that fails its iteration, never a
 //! panic in the node. The names and signatures are those of
 //! [`fusi_sdk::abi::imports`], the one definition of the ABI.
 
 use std::time::Duration;
 
-use fusi_sdk::abi::{self, ErrorKind, HttpRequest, MetricKind, imports};
+use fusi_sdk::abi::{self, ErrorKind, MetricKind, imports, wire};
 use tokio::time::Instant;
 use wasmtime::{Caller, Linker, Memory};
 
@@ -39,6 +39,8 @@ const MAX_REQUEST_BYTES: u32 = 64 << 20;
 const MAX_NAME: u32 = 1024;
 /// The most VU tags.
 const MAX_TAGS: usize = 32;
+/// A result buffer larger than this is not kept for the next call.
+const KEEP_RESULT_BYTES: usize = 64 << 10;
 /// The longest log message kept.
 const MAX_LOG: u32 = 64 << 10;
 /// Tags the host (or the report, for `region`) sets itself; a scenario may
@@ -117,24 +119,22 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         m,
         imports::HTTP_REQUEST,
-        |mut caller: Caller<'_, VuState>, (ptr, len): (u32, u32)| {
+        |mut caller: Caller<'_, VuState>,
+         (req_ptr, req_len, buf_ptr, buf_len): (u32, u32, u32, u32)| {
             Box::new(async move {
                 let memory = memory(&caller)?;
-                let bytes = slice(
-                    memory.data(&caller),
-                    ptr,
-                    len,
-                    MAX_REQUEST_BYTES,
-                    "the request",
-                )?;
-                let req: HttpRequest = abi::from_cbor(bytes)
-                    .map_err(|e| abi_error(format!("the request is not valid CBOR: {e}")))?;
+                let data = memory.data(&caller);
+                let bytes = slice(data, req_ptr, req_len, MAX_REQUEST_BYTES, "the request")?;
+                let req = wire::decode_request(bytes)
+                    .map_err(|e| abi_error(format!("the request does not decode: {e}")))?;
+                // A bad response buffer traps before anything is sent.
+                slice(data, buf_ptr, buf_len, u32::MAX, "the response buffer")?;
                 let state = caller.data_mut();
                 if state.run.stop.is_cancelled() {
                     return Err(wasmtime::Error::new(HostTrap::Stopped));
                 }
                 let deadline = state.deadline;
-                let (resp, exchange) = state.http.send(&req, deadline).await;
+                let (answer, exchange) = state.http.send(&req, deadline).await;
                 let tags = RequestTags {
                     method: &request_method(&req),
                     name: request_name(&req),
@@ -143,16 +143,31 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 state
                     .run
                     .recorder
-                    .http(state.vu_id, state.base_tags(), tags, &resp, &exchange);
-                let cut = resp
+                    .http(state.vu_id, state.base_tags(), tags, &answer, &exchange);
+                let cut = answer
                     .error
                     .as_ref()
                     .is_some_and(|e| e.kind == ErrorKind::Timeout);
                 if cut && Instant::now() >= deadline {
                     return Err(wasmtime::Error::new(HostTrap::Timeout));
                 }
-                state.result = abi::to_cbor(&resp);
-                Ok(i32::try_from(state.result.len()).unwrap_or(i32::MAX))
+                let mut out = std::mem::take(&mut state.result);
+                out.clear();
+                answer.encode(&mut out);
+                let n = out.len();
+                if n <= buf_len as usize {
+                    memory.write(&mut caller, buf_ptr as usize, &out).map_err(|_| {
+                        abi_error(format!(
+                            "the response buffer at {buf_ptr}+{n} is outside the module's memory"
+                        ))
+                    })?;
+                    out.clear();
+                    if out.capacity() > KEEP_RESULT_BYTES {
+                        out = Vec::new();
+                    }
+                }
+                caller.data_mut().result = out;
+                Ok(i32::try_from(n).unwrap_or(i32::MAX))
             })
         },
     )?;

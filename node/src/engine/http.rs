@@ -21,7 +21,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, HttpResponse, Timings};
+use fusi_sdk::abi::wire::{ResponseHead, ResponseWriter};
+use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, Timings};
+use http::HeaderMap;
 use http::header::{HOST, HeaderName, HeaderValue, USER_AGENT};
 use http::{Method, Uri};
 use http_body_util::{BodyExt, Full};
@@ -99,6 +101,42 @@ pub struct Exchange {
     pub bytes_sent: u64,
     /// Bytes read from the socket for this request (headers included).
     pub bytes_received: u64,
+}
+
+/// A response as the client got it, or the reason there is none: what the
+/// recorder measures and what the guest gets, encoded by [`Answer::encode`].
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// The HTTP status, or 0 when no response arrived (see `error`).
+    pub status: u16,
+    /// `HTTP/1.1` or `HTTP/2`; empty when no response arrived.
+    pub protocol: &'static str,
+    /// The response headers, as hyper read them.
+    pub headers: HeaderMap,
+    /// The body, at most [`MAX_BODY`] bytes of it.
+    pub body: Vec<u8>,
+    /// Where the time went.
+    pub timings: Timings,
+    /// Why no response arrived, if none did.
+    pub error: Option<HttpError>,
+}
+
+impl Answer {
+    /// Appends the answer in the ABI's encoding of a response (header
+    /// values that are not UTF-8 get their invalid bytes replaced).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let head = ResponseHead {
+            status: self.status,
+            protocol: self.protocol,
+            timings: &self.timings,
+            error: self.error.as_ref(),
+        };
+        let mut w = ResponseWriter::new(out, head);
+        for (name, value) in &self.headers {
+            w.header(name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
+        }
+        w.finish(&self.body);
+    }
 }
 
 /// A request's `name` tag: its own (the last `name` among its tags), or
@@ -219,7 +257,7 @@ impl HttpClient {
     /// A stopping run does not abort a request in flight: it completes (or
     /// times out) and is recorded, so the report counts every request the
     /// target answered.
-    pub async fn send(&mut self, req: &HttpRequest, deadline: Instant) -> (HttpResponse, Exchange) {
+    pub async fn send(&mut self, req: &HttpRequest, deadline: Instant) -> (Answer, Exchange) {
         let mut exchange = Exchange::default();
         let own = req
             .timeout_ms
@@ -254,10 +292,10 @@ impl HttpClient {
                 if let Ok(origin) = origin_of(&req.url) {
                     self.connections.remove(&origin);
                 }
-                let resp = HttpResponse {
+                let resp = Answer {
                     timings,
                     error: Some(HttpError { kind, message }),
-                    ..HttpResponse::default()
+                    ..Answer::default()
                 };
                 (resp, exchange)
             }
@@ -269,7 +307,7 @@ impl HttpClient {
         req: &HttpRequest,
         timings: &mut Timings,
         exchange: &mut Exchange,
-    ) -> Result<HttpResponse, Failure> {
+    ) -> Result<Answer, Failure> {
         let (uri, origin) = parse_url(&req.url)?;
         let method = Method::from_bytes(request_method(req).as_bytes()).map_err(|_| {
             Failure(
@@ -347,19 +385,10 @@ impl HttpClient {
         let (sent1, recv1) = conn.meter.totals();
         exchange.bytes_sent = sent1 - sent0;
         exchange.bytes_received = recv1 - recv0;
-        Ok(HttpResponse {
+        Ok(Answer {
             status: parts.status.as_u16(),
-            protocol: if is_h2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            protocol: if is_h2 { "HTTP/2" } else { "HTTP/1.1" },
+            headers: parts.headers,
             body: data,
             timings: Timings::default(),
             error: None,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fusi_sdk::abi::{HttpResponse, MetricKind};
+use fusi_sdk::abi::MetricKind;
 use hashbrown::HashTable;
 use hdrhistogram::Histogram;
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -29,7 +29,7 @@ use crate::core::metrics::{SeriesKey, SeriesSet, Value, names, new_histogram};
 use crate::core::shard::Shard;
 use crate::core::wire::MAX_GOSSIP_BYTES;
 use crate::engine::executor::Progress;
-use crate::engine::http::Exchange;
+use crate::engine::http::{Answer, Exchange};
 
 /// The most series one interval holds; past it, new tag sets are folded into
 /// one `overflow` series per metric (and a warning is logged once).
@@ -365,7 +365,7 @@ impl Recorder {
         lane: u64,
         base_tags: &[(String, String)],
         req: RequestTags<'_>,
-        resp: &HttpResponse,
+        resp: &Answer,
         ex: &Exchange,
     ) {
         let failed = !(200..400).contains(&resp.status);
@@ -528,6 +528,7 @@ pub async fn seal_every(
 mod tests {
     use super::*;
     use crate::core::metrics::Value;
+    use crate::engine::http::Answer;
     use fusi_sdk::abi::{ErrorKind, HttpError, Timings};
 
     #[test]
@@ -542,24 +543,24 @@ mod tests {
             name: "http://h/x",
             tags: &[],
         };
-        let ok = HttpResponse {
+        let ok = Answer {
             status: 200,
             timings: Timings {
                 duration_us: 50_000,
                 ..Timings::default()
             },
-            ..HttpResponse::default()
+            ..Answer::default()
         };
-        let err = HttpResponse {
+        let err = Answer {
             error: Some(HttpError {
                 kind: ErrorKind::Refused,
                 message: String::new(),
             }),
-            ..HttpResponse::default()
+            ..Answer::default()
         };
-        let five = HttpResponse {
+        let five = Answer {
             status: 503,
-            ..HttpResponse::default()
+            ..Answer::default()
         };
         r.http(1, &[], req, &ok, &ex);
         r.http(2, &[], req, &err, &ex);
@@ -614,9 +615,9 @@ mod tests {
     fn request_tags_join_the_vu_tags_and_a_later_value_wins() {
         let r = Recorder::new();
         let ex = Exchange::default();
-        let ok = HttpResponse {
+        let ok = Answer {
             status: 204,
-            ..HttpResponse::default()
+            ..Answer::default()
         };
         let base = [
             ("group".to_owned(), "::g".to_owned()),
