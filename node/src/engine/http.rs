@@ -11,7 +11,6 @@
 //! byte) and receiving times, and the bytes that crossed the socket.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -223,10 +222,45 @@ struct Connection {
     meter: Arc<Meter>,
 }
 
+/// What a request needs of its URL, parsed once per URL.
+struct Target {
+    origin: Origin,
+    /// The whole URL: the request target of HTTP/2.
+    uri: Uri,
+    /// The path and query: the request target of HTTP/1.1.
+    path: Uri,
+    /// The URL's authority: the `host` header of HTTP/1.1.
+    host: Option<HeaderValue>,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, Failure> {
+        let (uri, origin) = parse_url(url)?;
+        let path = uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse()
+            .map_err(|_| Failure(ErrorKind::InvalidRequest, "invalid path".into()))?;
+        let host = uri.authority().map(|a| a.as_str()).unwrap_or(&origin.host);
+        let host = HeaderValue::from_str(host).ok();
+        Ok(Target {
+            origin,
+            uri,
+            path,
+            host,
+        })
+    }
+}
+
 /// One VU's HTTP client: its own connections, one per origin.
 pub struct HttpClient {
     tls: ClientSettings,
-    connections: HashMap<Origin, Connection>,
+    /// Open connections and their origins: a VU talks to a few origins, so
+    /// a list, searched without hashing or allocating.
+    connections: Vec<(Origin, Connection)>,
+    /// The last URL requested and its parts: VUs mostly repeat their URLs.
+    last: Option<(String, Arc<Target>)>,
 }
 
 /// A failure with its class, before it becomes an ABI [`HttpError`].
@@ -237,7 +271,8 @@ impl HttpClient {
     pub fn new(tls: ClientSettings) -> HttpClient {
         HttpClient {
             tls,
-            connections: HashMap::new(),
+            connections: Vec::new(),
+            last: None,
         }
     }
 
@@ -290,7 +325,7 @@ impl HttpClient {
             Err(Failure(kind, message)) => {
                 // The connection may be half-used; never reuse it.
                 if let Ok(origin) = origin_of(&req.url) {
-                    self.connections.remove(&origin);
+                    self.connections.retain(|(o, _)| *o != origin);
                 }
                 let resp = Answer {
                     timings,
@@ -308,44 +343,48 @@ impl HttpClient {
         timings: &mut Timings,
         exchange: &mut Exchange,
     ) -> Result<Answer, Failure> {
-        let (uri, origin) = parse_url(&req.url)?;
+        let target = self.target(&req.url)?;
         let method = Method::from_bytes(request_method(req).as_bytes()).map_err(|_| {
             Failure(
                 ErrorKind::InvalidRequest,
                 format!("invalid method {:?}", req.method),
             )
         })?;
-        let tls = self.tls.clone();
-        let reusable = match self.connections.remove(&origin) {
-            Some(mut c) => c.ready().await.then_some(c),
+        let found = self
+            .connections
+            .iter()
+            .position(|(o, _)| *o == target.origin);
+        let reusable = match found {
+            Some(i) if self.connections[i].1.ready().await => Some(i),
+            Some(i) => {
+                self.connections.swap_remove(i);
+                None
+            }
             None => None,
         };
-        let conn = match reusable {
-            Some(c) => c,
-            // Boxed: the connect future (TLS state included) is large, and would
-            // otherwise be copied around with every request's future.
-            None => Box::pin(connect(&origin, &tls, timings)).await?,
+        let i = match reusable {
+            Some(i) => i,
+            None => {
+                // Boxed: the connect future (TLS state included) is large, and
+                // would otherwise be copied around with every request's future.
+                let conn = Box::pin(connect(&target.origin, &self.tls, timings)).await?;
+                self.connections.push((target.origin.clone(), conn));
+                self.connections.len() - 1
+            }
         };
-        let conn = self.connections.entry(origin.clone()).or_insert(conn);
+        let conn = &mut self.connections[i].1;
         let (sent0, recv0) = conn.meter.totals();
 
         let is_h2 = matches!(conn.sender, Sender::H2(_));
-        let target = if is_h2 {
-            uri.clone()
+        let uri = if is_h2 {
+            target.uri.clone()
         } else {
-            uri.path_and_query()
-                .map(|pq| pq.as_str())
-                .unwrap_or("/")
-                .parse()
-                .map_err(|_| Failure(ErrorKind::InvalidRequest, "invalid path".into()))?
+            target.path.clone()
         };
-        let mut builder = http::Request::builder().method(method).uri(target);
+        let mut builder = http::Request::builder().method(method).uri(uri);
         if let Some(headers) = builder.headers_mut() {
-            if !is_h2 {
-                let host = uri.authority().map(|a| a.as_str()).unwrap_or(&origin.host);
-                if let Ok(v) = HeaderValue::from_str(host) {
-                    headers.insert(HOST, v);
-                }
+            if !is_h2 && let Some(host) = &target.host {
+                headers.insert(HOST, host.clone());
             }
             headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
             for (name, value) in &req.headers {
@@ -393,6 +432,20 @@ impl HttpClient {
             timings: Timings::default(),
             error: None,
         })
+    }
+}
+
+impl HttpClient {
+    /// The parts of `url`, from the last request's when it is the same URL.
+    fn target(&mut self, url: &str) -> Result<Arc<Target>, Failure> {
+        if let Some((last, target)) = &self.last
+            && last == url
+        {
+            return Ok(target.clone());
+        }
+        let target = Arc::new(Target::parse(url)?);
+        self.last = Some((url.to_owned(), target.clone()));
+        Ok(target)
     }
 }
 
