@@ -470,7 +470,12 @@ fn ctrl_c_stops_the_run_and_still_reports() {
 fn panics_and_memory_hogs_fail_iterations_not_the_node() {
     let _g = serial();
     let t = target(TargetConfig::default());
-    for (mode, reason) in [("panic", "trap"), ("oom", "memory")] {
+    for (mode, reason) in [
+        ("panic", "trap"),
+        ("oom", "memory"),
+        ("bad-request", "abi"),
+        ("bad-buffer", "abi"),
+    ] {
         let run = fusi(&[
             "run",
             scenario("misbehave").to_str().unwrap_or_default(),
