@@ -211,6 +211,12 @@ fn sdk_and_host_agree_on_every_abi_call() {
             "check {name}: {c}"
         );
     }
+    let c = check(s, "a large response arrives whole");
+    assert_eq!(
+        (c["passes"].as_u64(), c["fails"].as_u64()),
+        (Some(12), Some(0)),
+        "{c}"
+    );
     let c = check(s, "always fails");
     assert_eq!(
         (c["passes"].as_u64(), c["fails"].as_u64()),
@@ -229,14 +235,14 @@ fn sdk_and_host_agree_on_every_abi_call() {
     assert_eq!(groups, vec!["::outer", "::outer::inner"]);
     assert_eq!(
         num(s, &["http", "requests"]),
-        18.0,
-        "6 echoes, 6 closing requests and 6 refused"
+        30.0,
+        "6 echoes, 12 large responses, 6 closing requests and 6 refused"
     );
     assert_eq!(num(s, &["errors", "refused"]), 6.0);
     let stats = t.stats();
     assert_eq!(
-        stats.requests, 12,
-        "the target saw the echoes and the closing requests"
+        stats.requests, 24,
+        "the target saw the echoes, the large responses and the closing requests"
     );
     let c = check(s, "connection: close is answered");
     assert_eq!(c["passes"].as_u64(), Some(6), "{c}");
@@ -464,7 +470,12 @@ fn ctrl_c_stops_the_run_and_still_reports() {
 fn panics_and_memory_hogs_fail_iterations_not_the_node() {
     let _g = serial();
     let t = target(TargetConfig::default());
-    for (mode, reason) in [("panic", "trap"), ("oom", "memory")] {
+    for (mode, reason) in [
+        ("panic", "trap"),
+        ("oom", "memory"),
+        ("bad-request", "abi"),
+        ("bad-buffer", "abi"),
+    ] {
         let run = fusi(&[
             "run",
             scenario("misbehave").to_str().unwrap_or_default(),
@@ -501,19 +512,30 @@ fn panics_and_memory_hogs_fail_iterations_not_the_node() {
 }
 
 /// A hand-assembled module exporting `iteration`, `memory` and a
-/// `fusi_abi_version` that returns `version`.
-fn module_with_abi(version: u8) -> Vec<u8> {
+/// `fusi_abi_version` that returns `version`; with `v1_import`, it also
+/// imports `fusi.http_request` with ABI version 1's signature.
+fn module_with_abi(version: u8, v1_import: bool) -> Vec<u8> {
     let mut m = b"\0asm\x01\0\0\0".to_vec();
-    m.extend([0x01, 0x08, 0x02, 0x60, 0x00, 0x00, 0x60, 0x00, 0x01, 0x7f]); // types () -> (), () -> i32
+    // types () -> (), () -> i32, (i32, i32) -> i32
+    m.extend([0x01, 0x0e, 0x03, 0x60, 0x00, 0x00, 0x60, 0x00, 0x01, 0x7f]);
+    m.extend([0x60, 0x02, 0x7f, 0x7f, 0x01, 0x7f]);
+    let first = u8::from(v1_import);
+    if v1_import {
+        m.extend([0x02, 0x15, 0x01, 0x04]);
+        m.extend(b"fusi");
+        m.push(12);
+        m.extend(b"http_request");
+        m.extend([0x00, 0x02]);
+    }
     m.extend([0x03, 0x03, 0x02, 0x00, 0x01]); // two functions
     m.extend([0x05, 0x03, 0x01, 0x00, 0x01]); // one memory page
     m.extend([0x07, 0x29, 0x03]); // three exports
     m.push(9);
     m.extend(b"iteration");
-    m.extend([0x00, 0x00]);
+    m.extend([0x00, first]);
     m.push(16);
     m.extend(b"fusi_abi_version");
-    m.extend([0x00, 0x01]);
+    m.extend([0x00, first + 1]);
     m.push(6);
     m.extend(b"memory");
     m.extend([0x02, 0x00]);
@@ -555,55 +577,72 @@ fn bad_input_gets_a_clear_error() {
         1,
         "exports no `iteration`",
     );
-    let truncated = write_temp("trunc.wasm", &module_with_abi(1)[..20]);
+    let truncated = write_temp("trunc.wasm", &module_with_abi(2, false)[..20]);
     fails_with(
         &["run", truncated.to_str().unwrap_or_default()],
         1,
         "does not compile",
     );
-    let v2 = write_temp("v2.wasm", &module_with_abi(2));
+    let v3 = write_temp("v3.wasm", &module_with_abi(3, false));
     fails_with(
-        &["run", v2.to_str().unwrap_or_default()],
+        &["run", v3.to_str().unwrap_or_default()],
         1,
-        "ABI version 2",
+        "ABI version 3",
     );
-    let v1 = write_temp("v1.wasm", &module_with_abi(1));
-    let ok = fusi(&["run", v1.to_str().unwrap_or_default(), "--iterations", "3"]);
+    let old = write_temp("v1.wasm", &module_with_abi(1, false));
+    fails_with(
+        &["run", old.to_str().unwrap_or_default()],
+        1,
+        "built for scenario ABI version 1, but this node speaks version 2",
+    );
+    let old_http = write_temp("v1-http.wasm", &module_with_abi(1, true));
+    fails_with(
+        &["run", old_http.to_str().unwrap_or_default()],
+        1,
+        "built for scenario ABI version 1, but this node speaks version 2",
+    );
+    let valid = write_temp("v2.wasm", &module_with_abi(2, false));
+    let ok = fusi(&[
+        "run",
+        valid.to_str().unwrap_or_default(),
+        "--iterations",
+        "3",
+    ]);
     assert!(
         ok.output.status.success(),
         "a minimal valid module runs: {}",
         ok.stderr()
     );
     assert_eq!(num(ok.summary(), &["iterations", "completed"]), 3.0);
-    let v1 = v1.to_str().unwrap_or_default();
+    let valid = valid.to_str().unwrap_or_default();
     fails_with(
         &["run", "/no/such/file.wasm"],
         1,
         "cannot read the scenario",
     );
-    fails_with(&["run", v1, "--duration", "30"], 2, "for example");
-    fails_with(&["run", v1, "--duration", "soon"], 2, "invalid duration");
-    fails_with(&["run", v1, "--rate", "fast"], 2, "invalid rate");
-    fails_with(&["run", v1, "--stages", "10s"], 2, "invalid stage");
-    fails_with(&["run", v1, "--env", "NOEQUALS"], 2, "KEY=VALUE");
-    fails_with(&["run", v1, "--vus", "-3"], 2, "error");
+    fails_with(&["run", valid, "--duration", "30"], 2, "for example");
+    fails_with(&["run", valid, "--duration", "soon"], 2, "invalid duration");
+    fails_with(&["run", valid, "--rate", "fast"], 2, "invalid rate");
+    fails_with(&["run", valid, "--stages", "10s"], 2, "invalid stage");
+    fails_with(&["run", valid, "--env", "NOEQUALS"], 2, "KEY=VALUE");
+    fails_with(&["run", valid, "--vus", "-3"], 2, "error");
     fails_with(
-        &["run", v1, "--vus", "0", "--duration", "1s"],
+        &["run", valid, "--vus", "0", "--duration", "1s"],
         1,
         "--vus must be at least 1",
     );
-    fails_with(&["run", v1, "--rate", "10/s"], 1, "needs --duration");
+    fails_with(&["run", valid, "--rate", "10/s"], 1, "needs --duration");
     fails_with(
-        &["run", v1, "--rate", "1e12/s", "--duration", "1s"],
+        &["run", valid, "--rate", "1e12/s", "--duration", "1s"],
         1,
         "one run may schedule",
     );
     fails_with(
-        &["run", v1, "--max-vus", "5", "--duration", "1s"],
+        &["run", valid, "--max-vus", "5", "--duration", "1s"],
         1,
         "--max-vus applies",
     );
-    for p in [not_wasm, empty, truncated, v2] {
+    for p in [not_wasm, empty, truncated, v3, old, old_http] {
         let _ = std::fs::remove_file(p);
     }
 }

@@ -8,16 +8,23 @@
 //!
 //! Plain numbers cross as wasm values. Everything else crosses as bytes in guest
 //! memory: strings as UTF-8 `(ptr, len)` pairs, structured values (an HTTP
-//! request and its response) as CBOR. Values that the host returns are left in a
-//! per-VU *result buffer*; the guest learns their length from the call, then
-//! copies them into its own memory with [`imports::RESULT_READ`]. The host never
-//! calls into the guest's allocator.
+//! request and its response) in the binary encoding of [`wire`]. An HTTP
+//! response goes straight into a buffer the guest names, when it fits; other
+//! values that the host returns are left in a per-VU *result buffer*, and the
+//! guest learns their length from the call, then copies them into its own
+//! memory with [`imports::RESULT_READ`]. The host never calls into the guest's
+//! allocator.
 
 use serde::{Deserialize, Serialize};
 
+pub mod wire;
+
 /// The ABI version this SDK speaks. A host refuses a module whose
 /// [`exports::ABI_VERSION`] export returns any other number.
-pub const ABI_VERSION: u32 = 1;
+///
+/// Version 1 passed requests and responses as CBOR, and `http_request` took
+/// no response buffer; version 2 is [`wire`]'s binary encoding.
+pub const ABI_VERSION: u32 = 2;
 
 /// The wasm import module that holds every host function.
 pub const IMPORT_MODULE: &str = "fusi";
@@ -59,10 +66,12 @@ pub mod exports {
 /// Signatures use wasm types: `i32` pointers and lengths, `i64` integers, `f64`
 /// metric values.
 pub mod imports {
-    /// `(req_ptr: i32, req_len: i32) -> i32`: sends the CBOR
-    /// [`super::HttpRequest`], waits for the answer, and leaves the CBOR
-    /// [`super::HttpResponse`] in the result buffer. Returns its length.
-    /// Network failures are reported in the response, never as a trap.
+    /// `(req_ptr: i32, req_len: i32, buf_ptr: i32, buf_len: i32) -> i32`:
+    /// sends the [`super::HttpRequest`] encoded at `req_ptr` (see
+    /// [`super::wire`]), waits for the answer, and returns the length `n` of
+    /// the encoded [`super::HttpResponse`]. When `n <= buf_len` the response
+    /// is at `buf_ptr`; otherwise it waits in the result buffer. Network
+    /// failures are reported in the response, never as a trap.
     pub const HTTP_REQUEST: &str = "http_request";
     /// `(ptr: i32, len: i32) -> i32`: copies up to `len` bytes of the result
     /// buffer to `ptr`, empties the buffer and returns the number copied.
@@ -133,7 +142,8 @@ impl MetricKind {
     }
 }
 
-/// An HTTP request, as the guest hands it to [`imports::HTTP_REQUEST`] (CBOR).
+/// An HTTP request, as the guest hands it to [`imports::HTTP_REQUEST`]
+/// (encoded by [`wire::encode_request`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HttpRequest {
     /// `GET`, `POST`, ... (any token).
@@ -146,8 +156,9 @@ pub struct HttpRequest {
     /// The request body; empty for none.
     #[serde(default, with = "serde_bytes")]
     pub body: Vec<u8>,
-    /// Gives up after this many milliseconds; `None` uses the host's default
-    /// (60 s), and the iteration timeout always applies.
+    /// Gives up after this many milliseconds; `None` (or
+    /// [`wire::NO_TIMEOUT`]) uses the host's default (60 s), and the
+    /// iteration timeout always applies.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
     /// Extra tags for this request's metrics. A `name` tag replaces the URL in
@@ -156,7 +167,8 @@ pub struct HttpRequest {
     pub tags: Vec<(String, String)>,
 }
 
-/// The answer to an [`HttpRequest`], as the host returns it (CBOR).
+/// The answer to an [`HttpRequest`], as the host returns it (encoded by
+/// [`wire::ResponseWriter`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HttpResponse {
     /// The HTTP status, or 0 when no response arrived (see `error`).
@@ -234,6 +246,37 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    const ALL: [ErrorKind; 8] = [
+        ErrorKind::Dns,
+        ErrorKind::Refused,
+        ErrorKind::Timeout,
+        ErrorKind::Reset,
+        ErrorKind::Tls,
+        ErrorKind::Connect,
+        ErrorKind::InvalidRequest,
+        ErrorKind::Protocol,
+    ];
+
+    /// The wire code of this kind, from 1 in the order of the variants (0
+    /// means no error).
+    pub fn code(self) -> u8 {
+        match self {
+            ErrorKind::Dns => 1,
+            ErrorKind::Refused => 2,
+            ErrorKind::Timeout => 3,
+            ErrorKind::Reset => 4,
+            ErrorKind::Tls => 5,
+            ErrorKind::Connect => 6,
+            ErrorKind::InvalidRequest => 7,
+            ErrorKind::Protocol => 8,
+        }
+    }
+
+    /// The kind for a wire code, if it is one.
+    pub fn from_code(code: u8) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+
     /// The tag value used in metrics and summaries.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -249,52 +292,9 @@ impl ErrorKind {
     }
 }
 
-/// Encodes a value as CBOR, the encoding of every structured ABI value.
-pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing to a Vec cannot fail, and every ABI type serializes.
-    if ciborium::into_writer(value, &mut out).is_err() {
-        out.clear();
-    }
-    out
-}
-
-/// Decodes a CBOR value; the error says what was wrong with the bytes.
-pub fn from_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    ciborium::from_reader(bytes).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_and_response_round_trip_through_cbor() {
-        let req = HttpRequest {
-            method: "POST".into(),
-            url: "http://127.0.0.1:1/x".into(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: vec![7; 10_000],
-            timeout_ms: Some(1500),
-            tags: vec![("name".into(), "x".into())],
-        };
-        assert_eq!(from_cbor::<HttpRequest>(&to_cbor(&req)), Ok(req));
-        let resp = HttpResponse {
-            status: 201,
-            protocol: "HTTP/1.1".into(),
-            headers: vec![("a".into(), "b".into())],
-            body: vec![1; 5000],
-            timings: Timings {
-                total_us: 9,
-                ..Timings::default()
-            },
-            error: Some(HttpError {
-                kind: ErrorKind::Timeout,
-                message: "slow".into(),
-            }),
-        };
-        assert_eq!(from_cbor::<HttpResponse>(&to_cbor(&resp)), Ok(resp));
-    }
 
     #[test]
     fn metric_kind_codes_round_trip() {
@@ -310,8 +310,11 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        assert!(from_cbor::<HttpRequest>(&[0xff, 0x00, 0x13]).is_err());
-        assert!(from_cbor::<HttpResponse>(&[]).is_err());
+    fn error_kind_codes_round_trip() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_code(kind.code()), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_code(0), None);
+        assert_eq!(ErrorKind::from_code(9), None);
     }
 }

@@ -1,16 +1,18 @@
 //! The host functions a scenario imports from the `fusi` module.
 //!
-//! Each one validates what the guest passes (bounds, UTF-8, CBOR, sizes): a
+//! Each one validates what the guest passes (bounds, UTF-8, encodings, sizes): a
 //! broken or hostile scenario gets a trap that fails its iteration, never a
 //! panic in the node. The names and signatures are those of
 //! [`fusi_sdk::abi::imports`], the one definition of the ABI.
 
 use std::time::Duration;
 
-use fusi_sdk::abi::{self, ErrorKind, HttpRequest, MetricKind, imports};
+use fusi_sdk::abi::{self, ErrorKind, MetricKind, imports, wire};
 use tokio::time::Instant;
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{Caller, Linker, Memory};
 
+use super::http::{request_method, request_name};
+use super::recorder::RequestTags;
 use super::vu::{HostTrap, VuState};
 use crate::core::metrics::{SeriesKey, names, valid_metric_name};
 
@@ -37,6 +39,8 @@ const MAX_REQUEST_BYTES: u32 = 64 << 20;
 const MAX_NAME: u32 = 1024;
 /// The most VU tags.
 const MAX_TAGS: usize = 32;
+/// A result buffer larger than this is not kept for the next call.
+const KEEP_RESULT_BYTES: usize = 64 << 10;
 /// The longest log message kept.
 const MAX_LOG: u32 = 64 << 10;
 /// Tags the host (or the report, for `region`) sets itself; a scenario may
@@ -57,6 +61,36 @@ fn abi_error(what: impl Into<String>) -> wasmtime::Error {
     wasmtime::Error::new(HostTrap::Abi(what.into()))
 }
 
+/// The module's exported memory, which the loader made sure exists.
+fn memory(caller: &Caller<'_, VuState>) -> HostResult<Memory> {
+    caller
+        .data()
+        .memory
+        .ok_or_else(|| abi_error("the module exports no memory"))
+}
+
+/// The `len` bytes at `ptr` in `data` (the guest's memory), at most `max`.
+fn slice<'a>(data: &'a [u8], ptr: u32, len: u32, max: u32, what: &str) -> HostResult<&'a [u8]> {
+    if len > max {
+        return Err(abi_error(format!(
+            "{what} is {len} bytes, more than the {max} allowed"
+        )));
+    }
+    let start = ptr as usize;
+    let end = start + len as usize;
+    data.get(start..end).ok_or_else(|| {
+        abi_error(format!(
+            "{what} at {ptr}+{len} is outside the module's memory"
+        ))
+    })
+}
+
+/// The UTF-8 string of at most [`MAX_NAME`] bytes at `ptr` in `data`.
+fn str_at<'a>(data: &'a [u8], ptr: u32, len: u32, what: &str) -> HostResult<&'a str> {
+    let bytes = slice(data, ptr, len, MAX_NAME, what)?;
+    std::str::from_utf8(bytes).map_err(|_| abi_error(format!("{what} is not UTF-8")))
+}
+
 fn read(
     caller: &mut Caller<'_, VuState>,
     ptr: u32,
@@ -64,26 +98,8 @@ fn read(
     max: u32,
     what: &str,
 ) -> HostResult<Vec<u8>> {
-    if len > max {
-        return Err(abi_error(format!(
-            "{what} is {len} bytes, more than the {max} allowed"
-        )));
-    }
-    let memory = match caller.get_export(abi::exports::MEMORY) {
-        Some(Extern::Memory(m)) => m,
-        _ => return Err(abi_error("the module exports no memory")),
-    };
-    let start = ptr as usize;
-    let end = start + len as usize;
-    memory
-        .data(&caller)
-        .get(start..end)
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| {
-            abi_error(format!(
-                "{what} at {ptr}+{len} is outside the module's memory"
-            ))
-        })
+    let memory = memory(caller)?;
+    slice(memory.data(&caller), ptr, len, max, what).map(<[u8]>::to_vec)
 }
 
 fn read_str(
@@ -103,33 +119,55 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         m,
         imports::HTTP_REQUEST,
-        |mut caller: Caller<'_, VuState>, (ptr, len): (u32, u32)| {
+        |mut caller: Caller<'_, VuState>,
+         (req_ptr, req_len, buf_ptr, buf_len): (u32, u32, u32, u32)| {
             Box::new(async move {
-                let bytes = read(&mut caller, ptr, len, MAX_REQUEST_BYTES, "the request")?;
-                let req: HttpRequest = abi::from_cbor(&bytes)
-                    .map_err(|e| abi_error(format!("the request is not valid CBOR: {e}")))?;
+                let memory = memory(&caller)?;
+                let data = memory.data(&caller);
+                let bytes = slice(data, req_ptr, req_len, MAX_REQUEST_BYTES, "the request")?;
+                let req = wire::decode_request(bytes)
+                    .map_err(|e| abi_error(format!("the request does not decode: {e}")))?;
+                // A bad response buffer traps before anything is sent.
+                slice(data, buf_ptr, buf_len, u32::MAX, "the response buffer")?;
                 let state = caller.data_mut();
                 if state.run.stop.is_cancelled() {
                     return Err(wasmtime::Error::new(HostTrap::Stopped));
                 }
                 let deadline = state.deadline;
-                let (req, resp, exchange) = state.http.send_on_task(req, deadline).await;
-                state.run.recorder.http(
-                    state.vu_id,
-                    state.base_tags(),
-                    &req.tags,
-                    &resp,
-                    &exchange,
-                );
-                let cut = resp
+                let (req, answer, exchange) = state.http.send_on_task(req, deadline).await;
+                let tags = RequestTags {
+                    method: &request_method(&req),
+                    name: request_name(&req),
+                    tags: &req.tags,
+                };
+                state
+                    .run
+                    .recorder
+                    .http(state.vu_id, state.base_tags(), tags, &answer, &exchange);
+                let cut = answer
                     .error
                     .as_ref()
                     .is_some_and(|e| e.kind == ErrorKind::Timeout);
                 if cut && Instant::now() >= deadline {
                     return Err(wasmtime::Error::new(HostTrap::Timeout));
                 }
-                state.result = abi::to_cbor(&resp);
-                Ok(i32::try_from(state.result.len()).unwrap_or(i32::MAX))
+                let mut out = std::mem::take(&mut state.result);
+                out.clear();
+                answer.encode(&mut out);
+                let n = out.len();
+                if n <= buf_len as usize {
+                    memory.write(&mut caller, buf_ptr as usize, &out).map_err(|_| {
+                        abi_error(format!(
+                            "the response buffer at {buf_ptr}+{n} is outside the module's memory"
+                        ))
+                    })?;
+                    out.clear();
+                    if out.capacity() > KEEP_RESULT_BYTES {
+                        out = Vec::new();
+                    }
+                }
+                caller.data_mut().result = out;
+                Ok(i32::try_from(n).unwrap_or(i32::MAX))
             })
         },
     )?;
@@ -140,11 +178,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, VuState>, ptr: u32, len: u32| -> HostResult<i32> {
             let result = std::mem::take(&mut caller.data_mut().result);
             let n = result.len().min(len as usize);
-            let memory = match caller.get_export(abi::exports::MEMORY) {
-                Some(Extern::Memory(m)) => m,
-                _ => return Err(abi_error("the module exports no memory")),
-            };
-            memory
+            memory(&caller)?
                 .write(&mut caller, ptr as usize, &result[..n])
                 .map_err(|_| {
                     abi_error(format!(
@@ -184,17 +218,13 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         m,
         imports::CHECK,
         |mut caller: Caller<'_, VuState>, ptr: u32, len: u32, passed: i32| -> HostResult<()> {
-            let name = read_str(&mut caller, ptr, len, "the check name")?;
-            let state = caller.data();
-            let mut tags = state.base_tags().to_vec();
-            tags.push(("check".into(), name));
-            let passed = f64::from(u8::from(passed != 0));
-            state.run.recorder.add(
-                state.vu_id,
-                SeriesKey::new(names::CHECKS, tags),
-                MetricKind::Rate,
-                passed,
-            );
+            let memory = memory(&caller)?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let name = str_at(data, ptr, len, "the check name")?;
+            state
+                .run
+                .recorder
+                .check(state.vu_id, state.base_tags(), name, passed != 0);
             Ok(())
         },
     )?;

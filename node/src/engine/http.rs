@@ -10,7 +10,7 @@
 //! HTTP/1.1. Every request reports DNS, connect, TLS, waiting (time to first
 //! byte) and receiving times, and the bytes that crossed the socket.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,7 +20,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, HttpResponse, Timings};
+use fusi_sdk::abi::wire::{ResponseHead, ResponseWriter};
+use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, Timings};
+use http::HeaderMap;
 use http::header::{HOST, HeaderName, HeaderValue, USER_AGENT};
 use http::{Method, Uri};
 use http_body_util::{BodyExt, Full};
@@ -98,10 +100,62 @@ pub struct Exchange {
     pub bytes_sent: u64,
     /// Bytes read from the socket for this request (headers included).
     pub bytes_received: u64,
-    /// The `name` tag: the request's own, or the URL without its query.
-    pub name: String,
-    /// The method, upper case.
-    pub method: String,
+}
+
+/// A response as the client got it, or the reason there is none: what the
+/// recorder measures and what the guest gets, encoded by [`Answer::encode`].
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// The HTTP status, or 0 when no response arrived (see `error`).
+    pub status: u16,
+    /// `HTTP/1.1` or `HTTP/2`; empty when no response arrived.
+    pub protocol: &'static str,
+    /// The response headers, as hyper read them.
+    pub headers: HeaderMap,
+    /// The body, at most [`MAX_BODY`] bytes of it.
+    pub body: Vec<u8>,
+    /// Where the time went.
+    pub timings: Timings,
+    /// Why no response arrived, if none did.
+    pub error: Option<HttpError>,
+}
+
+impl Answer {
+    /// Appends the answer in the ABI's encoding of a response (header
+    /// values that are not UTF-8 get their invalid bytes replaced).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let head = ResponseHead {
+            status: self.status,
+            protocol: self.protocol,
+            timings: &self.timings,
+            error: self.error.as_ref(),
+        };
+        let mut w = ResponseWriter::new(out, head);
+        for (name, value) in &self.headers {
+            w.header(name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
+        }
+        w.finish(&self.body);
+    }
+}
+
+/// A request's `name` tag: its own (the last `name` among its tags), or
+/// its URL without the query and fragment.
+pub fn request_name(req: &HttpRequest) -> &str {
+    req.tags
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| strip_query(&req.url))
+}
+
+/// A request's method, upper case (borrowed when it already is).
+pub fn request_method(req: &HttpRequest) -> Cow<'_, str> {
+    if req.method.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(req.method.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(&req.method)
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -168,10 +222,45 @@ struct Connection {
     meter: Arc<Meter>,
 }
 
+/// What a request needs of its URL, parsed once per URL.
+struct Target {
+    origin: Origin,
+    /// The whole URL: the request target of HTTP/2.
+    uri: Uri,
+    /// The path and query: the request target of HTTP/1.1.
+    path: Uri,
+    /// The URL's authority: the `host` header of HTTP/1.1.
+    host: Option<HeaderValue>,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, Failure> {
+        let (uri, origin) = parse_url(url)?;
+        let path = uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse()
+            .map_err(|_| Failure(ErrorKind::InvalidRequest, "invalid path".into()))?;
+        let host = uri.authority().map(|a| a.as_str()).unwrap_or(&origin.host);
+        let host = HeaderValue::from_str(host).ok();
+        Ok(Target {
+            origin,
+            uri,
+            path,
+            host,
+        })
+    }
+}
+
 /// One VU's HTTP client: its own connections, one per origin.
 pub struct HttpClient {
     tls: ClientSettings,
-    connections: HashMap<Origin, Connection>,
+    /// Open connections and their origins: a VU talks to a few origins, so
+    /// a list, searched without hashing or allocating.
+    connections: Vec<(Origin, Connection)>,
+    /// The last URL requested and its parts: VUs mostly repeat their URLs.
+    last: Option<(String, Arc<Target>)>,
 }
 
 /// A failure with its class, before it becomes an ABI [`HttpError`].
@@ -182,7 +271,8 @@ impl HttpClient {
     pub fn new(tls: ClientSettings) -> HttpClient {
         HttpClient {
             tls,
-            connections: HashMap::new(),
+            connections: Vec::new(),
+            last: None,
         }
     }
 
@@ -208,28 +298,28 @@ impl HttpClient {
         &mut self,
         req: HttpRequest,
         deadline: Instant,
-    ) -> (HttpRequest, HttpResponse, Exchange) {
+    ) -> (HttpRequest, Answer, Exchange) {
         let mut client = std::mem::replace(self, HttpClient::new(self.tls.clone()));
         let task = tokio::spawn(async move {
-            let (resp, exchange) = client.send(&req, deadline).await;
-            (client, req, resp, exchange)
+            let (answer, exchange) = client.send(&req, deadline).await;
+            (client, req, answer, exchange)
         });
         match task.await {
-            Ok((client, req, resp, exchange)) => {
+            Ok((client, req, answer, exchange)) => {
                 *self = client;
-                (req, resp, exchange)
+                (req, answer, exchange)
             }
             // Only a panic in hyper could get here; the request is lost
             // with its connections, and says so.
             Err(e) => {
-                let resp = HttpResponse {
+                let answer = Answer {
                     error: Some(HttpError {
                         kind: ErrorKind::Reset,
                         message: format!("the request's task failed: {e}"),
                     }),
-                    ..HttpResponse::default()
+                    ..Answer::default()
                 };
-                (HttpRequest::default(), resp, Exchange::default())
+                (HttpRequest::default(), answer, Exchange::default())
             }
         }
     }
@@ -240,18 +330,8 @@ impl HttpClient {
     /// A stopping run does not abort a request in flight: it completes (or
     /// times out) and is recorded, so the report counts every request the
     /// target answered.
-    pub async fn send(&mut self, req: &HttpRequest, deadline: Instant) -> (HttpResponse, Exchange) {
-        let mut exchange = Exchange {
-            method: req.method.to_ascii_uppercase(),
-            name: req
-                .tags
-                .iter()
-                .rev()
-                .find(|(k, _)| k == "name")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| strip_query(&req.url).to_owned()),
-            ..Exchange::default()
-        };
+    pub async fn send(&mut self, req: &HttpRequest, deadline: Instant) -> (Answer, Exchange) {
+        let mut exchange = Exchange::default();
         let own = req
             .timeout_ms
             .map(Duration::from_millis)
@@ -283,12 +363,12 @@ impl HttpClient {
             Err(Failure(kind, message)) => {
                 // The connection may be half-used; never reuse it.
                 if let Ok(origin) = origin_of(&req.url) {
-                    self.connections.remove(&origin);
+                    self.connections.retain(|(o, _)| *o != origin);
                 }
-                let resp = HttpResponse {
+                let resp = Answer {
                     timings,
                     error: Some(HttpError { kind, message }),
-                    ..HttpResponse::default()
+                    ..Answer::default()
                 };
                 (resp, exchange)
             }
@@ -300,45 +380,49 @@ impl HttpClient {
         req: &HttpRequest,
         timings: &mut Timings,
         exchange: &mut Exchange,
-    ) -> Result<HttpResponse, Failure> {
-        let (uri, origin) = parse_url(&req.url)?;
-        let method = Method::from_bytes(exchange.method.as_bytes()).map_err(|_| {
+    ) -> Result<Answer, Failure> {
+        let target = self.target(&req.url)?;
+        let method = Method::from_bytes(request_method(req).as_bytes()).map_err(|_| {
             Failure(
                 ErrorKind::InvalidRequest,
                 format!("invalid method {:?}", req.method),
             )
         })?;
-        let tls = self.tls.clone();
-        let reusable = match self.connections.remove(&origin) {
-            Some(mut c) => c.ready().await.then_some(c),
+        let found = self
+            .connections
+            .iter()
+            .position(|(o, _)| *o == target.origin);
+        let reusable = match found {
+            Some(i) if self.connections[i].1.ready().await => Some(i),
+            Some(i) => {
+                self.connections.swap_remove(i);
+                None
+            }
             None => None,
         };
-        let conn = match reusable {
-            Some(c) => c,
-            // Boxed: the connect future (TLS state included) is large, and would
-            // otherwise be copied around with every request's future.
-            None => Box::pin(connect(&origin, &tls, timings)).await?,
+        let i = match reusable {
+            Some(i) => i,
+            None => {
+                // Boxed: the connect future (TLS state included) is large, and
+                // would otherwise be copied around with every request's future.
+                let conn = Box::pin(connect(&target.origin, &self.tls, timings)).await?;
+                self.connections.push((target.origin.clone(), conn));
+                self.connections.len() - 1
+            }
         };
-        let conn = self.connections.entry(origin.clone()).or_insert(conn);
+        let conn = &mut self.connections[i].1;
         let (sent0, recv0) = conn.meter.totals();
 
         let is_h2 = matches!(conn.sender, Sender::H2(_));
-        let target = if is_h2 {
-            uri.clone()
+        let uri = if is_h2 {
+            target.uri.clone()
         } else {
-            uri.path_and_query()
-                .map(|pq| pq.as_str())
-                .unwrap_or("/")
-                .parse()
-                .map_err(|_| Failure(ErrorKind::InvalidRequest, "invalid path".into()))?
+            target.path.clone()
         };
-        let mut builder = http::Request::builder().method(method).uri(target);
+        let mut builder = http::Request::builder().method(method).uri(uri);
         if let Some(headers) = builder.headers_mut() {
-            if !is_h2 {
-                let host = uri.authority().map(|a| a.as_str()).unwrap_or(&origin.host);
-                if let Ok(v) = HeaderValue::from_str(host) {
-                    headers.insert(HOST, v);
-                }
+            if !is_h2 && let Some(host) = &target.host {
+                headers.insert(HOST, host.clone());
             }
             headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
             for (name, value) in &req.headers {
@@ -378,23 +462,28 @@ impl HttpClient {
         let (sent1, recv1) = conn.meter.totals();
         exchange.bytes_sent = sent1 - sent0;
         exchange.bytes_received = recv1 - recv0;
-        Ok(HttpResponse {
+        Ok(Answer {
             status: parts.status.as_u16(),
-            protocol: if is_h2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            protocol: if is_h2 { "HTTP/2" } else { "HTTP/1.1" },
+            headers: parts.headers,
             body: data,
             timings: Timings::default(),
             error: None,
         })
+    }
+}
+
+impl HttpClient {
+    /// The parts of `url`, from the last request's when it is the same URL.
+    fn target(&mut self, url: &str) -> Result<Arc<Target>, Failure> {
+        if let Some((last, target)) = &self.last
+            && last == url
+        {
+            return Ok(target.clone());
+        }
+        let target = Arc::new(Target::parse(url)?);
+        self.last = Some((url.to_owned(), target.clone()));
+        Ok(target)
     }
 }
 

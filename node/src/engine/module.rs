@@ -268,6 +268,16 @@ impl ScenarioModule {
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut VuState| &mut s.wasi)
             .map_err(|e| LoadError::Compile(e.to_string()))?;
         host::add_to_linker(&mut linker).map_err(|e| LoadError::Compile(e.to_string()))?;
+        // Version 1 modules import `http_request` with two parameters; say so
+        // instead of reporting a mismatched import.
+        let v1 = module.imports().any(|i| {
+            i.module() == abi::IMPORT_MODULE
+                && i.name() == abi::imports::HTTP_REQUEST
+                && matches!(i.ty(), ExternType::Func(f) if f.params().len() == 2)
+        });
+        if v1 {
+            return Err(LoadError::AbiMismatch(1));
+        }
         let pre = linker.instantiate_pre(&module).map_err(|e| {
             let unknown = module
                 .imports()

@@ -9,14 +9,19 @@
 //! so VUs on different threads rarely wait for each other; a lock is never
 //! held across an await. The HTTP metrics of a request (count, failure,
 //! seven timings) live together under its tag set: one lookup per request.
+//! Requests, checks and iterations are looked up by borrowed parts of their
+//! tag sets, so a sample of a series seen before allocates nothing; the
+//! sorted [`SeriesKey`]s are built once per series, when the lane is sealed.
 
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fusi_sdk::abi::{HttpResponse, MetricKind};
+use fusi_sdk::abi::MetricKind;
+use hashbrown::HashTable;
 use hdrhistogram::Histogram;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -24,7 +29,7 @@ use crate::core::metrics::{SeriesKey, SeriesSet, Value, names, new_histogram};
 use crate::core::shard::Shard;
 use crate::core::wire::MAX_GOSSIP_BYTES;
 use crate::engine::executor::Progress;
-use crate::engine::http::Exchange;
+use crate::engine::http::{Answer, Exchange};
 
 /// The most series one interval holds; past it, new tag sets are folded into
 /// one `overflow` series per metric (and a warning is logged once).
@@ -32,6 +37,79 @@ pub const MAX_SERIES_PER_INTERVAL: usize = 10_000;
 
 /// Independent lanes, so VUs on different threads rarely share a lock.
 const LANES: usize = 16;
+
+/// What tells the HTTP series of a lane apart: the parts its tag set is made
+/// of, kept apart so a request can be looked up without building the set.
+#[derive(PartialEq, Eq)]
+struct HttpKey {
+    /// The VU's tags and group, sorted.
+    base: Vec<(String, String)>,
+    /// The request's own tags but `name`, in the order given.
+    extra: Vec<(String, String)>,
+    method: String,
+    name: String,
+    status: u16,
+}
+
+/// An [`HttpKey`] made of borrowed parts: what a request is looked up by.
+#[derive(Clone, Copy)]
+struct HttpProbe<'a> {
+    base: &'a [(String, String)],
+    extra: &'a [(String, String)],
+    method: &'a str,
+    name: &'a str,
+    status: u16,
+}
+
+impl HttpProbe<'_> {
+    /// The request's tags but `name`, which the probe's `name` replaces.
+    fn extra(&self) -> impl Iterator<Item = &(String, String)> {
+        self.extra.iter().filter(|(k, _)| k != "name")
+    }
+
+    fn hash(&self) -> u64 {
+        let mut h = FxBuildHasher.build_hasher();
+        self.base.hash(&mut h);
+        for tag in self.extra() {
+            tag.hash(&mut h);
+        }
+        self.method.hash(&mut h);
+        self.name.hash(&mut h);
+        self.status.hash(&mut h);
+        h.finish()
+    }
+
+    fn matches(&self, key: &HttpKey) -> bool {
+        key.status == self.status
+            && key.method == self.method
+            && key.name == self.name
+            && key.base == self.base
+            && key.extra.iter().eq(self.extra())
+    }
+
+    fn to_key(self) -> HttpKey {
+        HttpKey {
+            base: self.base.to_vec(),
+            extra: self.extra().cloned().collect(),
+            method: self.method.to_owned(),
+            name: self.name.to_owned(),
+            status: self.status,
+        }
+    }
+}
+
+impl HttpKey {
+    /// The series' tag set: base tags, request tags, then method, name and
+    /// status, a later value for a key winning.
+    fn tags(&self) -> Vec<(String, String)> {
+        let tags = self.base.iter().chain(&self.extra).cloned().chain([
+            ("method".to_owned(), self.method.clone()),
+            ("name".to_owned(), self.name.clone()),
+            ("status".to_owned(), self.status.to_string()),
+        ]);
+        SeriesKey::new("", tags).tags
+    }
+}
 
 /// The HTTP metrics of one tag set, kept together so a request costs one
 /// lookup instead of one per metric.
@@ -56,14 +134,24 @@ const TIMING_METRICS: [&str; 7] = [
 /// Completed iterations of one tag set: how many, and their durations.
 type IterationSeries = (u64, Histogram<u64>);
 
+/// Check results of one tag set: passes and failures.
+type CheckSeries = (u64, u64);
+
 /// One lane's samples of the current interval.
 #[derive(Default)]
 struct Lane {
     series: SeriesSet,
-    /// HTTP metrics by sorted tag set.
-    http: FxHashMap<Vec<(String, String)>, HttpSeries>,
+    /// HTTP metrics, with their keys, by the hash of the key's parts; an
+    /// overflowing lane uses the key with no parts (see [`Lane::overflow`]).
+    http: HashTable<(HttpKey, HttpSeries)>,
+    /// HTTP series folded into one because the lane was full.
+    http_overflow: Option<HttpSeries>,
     /// Completed iterations and their durations, by the VU's tags.
     iterations: FxHashMap<Vec<(String, String)>, IterationSeries>,
+    /// Check results by the VU's tags, then by check name.
+    checks: FxHashMap<Vec<(String, String)>, FxHashMap<String, CheckSeries>>,
+    /// How many series `checks` holds.
+    check_series: usize,
     /// `errors` by (kind, name).
     errors: FxHashMap<(&'static str, String), u64>,
     sent: u64,
@@ -72,13 +160,22 @@ struct Lane {
 
 impl Lane {
     fn series_count(&self) -> usize {
-        self.series.len() + self.http.len() * 9 + self.iterations.len() * 2 + self.errors.len()
+        self.series.len()
+            + (self.http.len() + usize::from(self.http_overflow.is_some())) * 9
+            + self.iterations.len() * 2
+            + self.check_series
+            + self.errors.len()
     }
 
     /// Moves everything into `out` as plain series.
     fn drain_into(&mut self, out: &mut SeriesSet) {
         let _ = out.merge_all(&self.series.take());
-        for (tags, h) in self.http.drain() {
+        let overflow = self
+            .http_overflow
+            .take()
+            .map(|h| (vec![("overflow".to_owned(), "true".to_owned())], h));
+        let http = self.http.drain().map(|(key, h)| (key.tags(), h));
+        for (tags, h) in http.chain(overflow) {
             let key = |metric: &str| SeriesKey {
                 metric: metric.to_owned(),
                 tags: tags.clone(),
@@ -105,6 +202,14 @@ impl Lane {
             let _ = out.merge(&key(names::ITERATIONS), &Value::Counter(n as f64));
             let _ = out.merge(&key(names::ITERATION_DURATION), &Value::Trend(hist));
         }
+        for (tags, checks) in self.checks.drain() {
+            for (name, (passes, fails)) in checks {
+                let tags = tags.iter().cloned().chain([("check".to_owned(), name)]);
+                let key = SeriesKey::new(names::CHECKS, tags);
+                let _ = out.merge(&key, &Value::Rate { passes, fails });
+            }
+        }
+        self.check_series = 0;
         for ((kind, name), n) in self.errors.drain() {
             let key = SeriesKey::new(
                 names::ERRORS,
@@ -125,6 +230,17 @@ impl Lane {
             }
         }
     }
+}
+
+/// What a request contributes to its metric tags.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTags<'a> {
+    /// The `method` tag: the method, upper case.
+    pub method: &'a str,
+    /// The `name` tag: the request's own, or its URL without the query.
+    pub name: &'a str,
+    /// The request's own tags (a `name` among them is left out).
+    pub tags: &'a [(String, String)],
 }
 
 /// Collects samples for the current interval.
@@ -171,7 +287,11 @@ impl Recorder {
     /// Adds one sample; `lane` spreads VUs over locks (use the VU id).
     pub fn add(&self, lane: u64, key: SeriesKey, kind: MetricKind, value: f64) {
         let mut l = self.lane(lane);
-        let key = if l.series.get(&key).is_none() && self.overflowing(&l) {
+        self.add_to(&mut l, key, kind, value);
+    }
+
+    fn add_to(&self, l: &mut Lane, key: SeriesKey, kind: MetricKind, value: f64) {
+        let key = if l.series.get(&key).is_none() && self.overflowing(l) {
             SeriesKey::new(&key.metric, [("overflow".to_owned(), "true".to_owned())])
         } else {
             key
@@ -205,37 +325,86 @@ impl Recorder {
         }
     }
 
-    /// Records one HTTP request with all its metrics.
+    /// Records one check result; `tags` are the VU's base tags (sorted, with
+    /// unique keys), to which the host adds `check=<name>`.
+    pub fn check(&self, lane: u64, tags: &[(String, String)], name: &str, passed: bool) {
+        let mut l = self.lane(lane);
+        let known = l
+            .checks
+            .get(tags)
+            .is_some_and(|checks| checks.contains_key(name));
+        if !known && self.overflowing(&l) {
+            let key = SeriesKey::new(names::CHECKS, [("overflow".to_owned(), "true".to_owned())]);
+            let value = f64::from(u8::from(passed));
+            self.add_to(&mut l, key, MetricKind::Rate, value);
+            return;
+        }
+        if !known {
+            l.check_series += 1;
+        }
+        let checks = match l.checks.get_mut(tags) {
+            Some(checks) => checks,
+            None => l.checks.entry(tags.to_vec()).or_default(),
+        };
+        let entry = match checks.get_mut(name) {
+            Some(entry) => entry,
+            None => checks.entry(name.to_owned()).or_default(),
+        };
+        if passed {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+
+    /// Records one HTTP request with all its metrics: `base_tags` are the
+    /// VU's (sorted, unique keys), `req_tags` the request's own, `method`
+    /// and `name` its `method` and `name` tags.
     pub fn http(
         &self,
         lane: u64,
         base_tags: &[(String, String)],
-        req_tags: &[(String, String)],
-        resp: &HttpResponse,
+        req: RequestTags<'_>,
+        resp: &Answer,
         ex: &Exchange,
     ) {
         let failed = !(200..400).contains(&resp.status);
-        let mut tags: Vec<(String, String)> =
-            Vec::with_capacity(base_tags.len() + req_tags.len() + 3);
-        tags.extend_from_slice(base_tags);
-        tags.extend(req_tags.iter().filter(|(k, _)| k != "name").cloned());
-        tags.push(("method".into(), ex.method.clone()));
-        tags.push(("name".into(), ex.name.clone()));
-        tags.push(("status".into(), resp.status.to_string()));
-        let tags = SeriesKey::new("", tags).tags;
+        let probe = HttpProbe {
+            base: base_tags,
+            extra: req.tags,
+            method: req.method,
+            name: req.name,
+            status: resp.status,
+        };
         let error_kind = match (&resp.error, resp.status) {
             (Some(e), _) => Some(e.kind.as_str()),
             (None, 400..=499) => Some("status_4xx"),
             (None, 500..=599) => Some("status_5xx"),
             _ => None,
         };
-        let mut l = self.lane(lane);
-        let tags = if !l.http.contains_key(&tags) && self.overflowing(&l) {
-            vec![("overflow".to_owned(), "true".to_owned())]
+        let mut guard = self.lane(lane);
+        let l = &mut *guard;
+        let hash = probe.hash();
+        let h = if let Some((_, h)) = l.http.find_mut(hash, |(k, _)| probe.matches(k)) {
+            h
+        } else if self.overflowing(l) {
+            l.http_overflow.get_or_insert_with(HttpSeries::default)
         } else {
-            tags
+            let hasher = |(k, _): &(HttpKey, HttpSeries)| {
+                HttpProbe {
+                    base: &k.base,
+                    extra: &k.extra,
+                    method: &k.method,
+                    name: &k.name,
+                    status: k.status,
+                }
+                .hash()
+            };
+            let entry = l
+                .http
+                .insert_unique(hash, (probe.to_key(), HttpSeries::default()), hasher);
+            &mut entry.into_mut().1
         };
-        let h = l.http.entry(tags).or_default();
         h.requests += 1;
         h.failed += u64::from(failed);
         if resp.error.is_none() {
@@ -259,7 +428,7 @@ impl Recorder {
             }
         }
         if let Some(kind) = error_kind {
-            *l.errors.entry((kind, ex.name.clone())).or_insert(0) += 1;
+            *l.errors.entry((kind, req.name.to_owned())).or_insert(0) += 1;
         }
         l.sent += ex.bytes_sent;
         l.received += ex.bytes_received;
@@ -359,6 +528,7 @@ pub async fn seal_every(
 mod tests {
     use super::*;
     use crate::core::metrics::Value;
+    use crate::engine::http::Answer;
     use fusi_sdk::abi::{ErrorKind, HttpError, Timings};
 
     #[test]
@@ -367,41 +537,58 @@ mod tests {
         let ex = Exchange {
             bytes_sent: 100,
             bytes_received: 200,
-            name: "http://h/x".into(),
-            method: "GET".into(),
         };
-        let ok = HttpResponse {
+        let req = RequestTags {
+            method: "GET",
+            name: "http://h/x",
+            tags: &[],
+        };
+        let ok = Answer {
             status: 200,
             timings: Timings {
                 duration_us: 50_000,
                 ..Timings::default()
             },
-            ..HttpResponse::default()
+            ..Answer::default()
         };
-        let err = HttpResponse {
+        let err = Answer {
             error: Some(HttpError {
                 kind: ErrorKind::Refused,
                 message: String::new(),
             }),
-            ..HttpResponse::default()
+            ..Answer::default()
         };
-        let five = HttpResponse {
+        let five = Answer {
             status: 503,
-            ..HttpResponse::default()
+            ..Answer::default()
         };
-        r.http(1, &[], &[], &ok, &ex);
-        r.http(2, &[], &[], &err, &ex);
-        r.http(3, &[], &[], &five, &ex);
+        r.http(1, &[], req, &ok, &ex);
+        r.http(2, &[], req, &err, &ex);
+        r.http(3, &[], req, &five, &ex);
+        r.http(17, &[], req, &ok, &ex);
         let set = r.seal();
         assert_eq!(
             set.fold(names::HTTP_REQS, |_| true),
-            Some(Value::Counter(3.0))
+            Some(Value::Counter(4.0))
+        );
+        let ok_key = SeriesKey::new(
+            names::HTTP_REQS,
+            [
+                ("method".to_owned(), "GET".to_owned()),
+                ("name".to_owned(), "http://h/x".to_owned()),
+                ("status".to_owned(), "200".to_owned()),
+            ],
+        );
+        assert_eq!(
+            set.get(&ok_key),
+            Some(&Value::Counter(2.0)),
+            "two requests of one lane, one series"
         );
         assert_eq!(
             set.fold(names::HTTP_REQ_FAILED, |_| true),
             Some(Value::Rate {
                 passes: 2,
-                fails: 1
+                fails: 2
             })
         );
         let errors: Vec<_> = set
@@ -416,12 +603,82 @@ mod tests {
         let Some(Value::Trend(h)) = set.fold(names::HTTP_REQ_DURATION, |_| true) else {
             panic!("trend expected")
         };
-        assert_eq!(h.len(), 2, "a request with no response has no duration");
+        assert_eq!(h.len(), 3, "a request with no response has no duration");
         assert_eq!(
             set.fold(names::DATA_SENT, |_| true),
-            Some(Value::Counter(300.0))
+            Some(Value::Counter(400.0))
         );
         assert!(r.seal().is_empty(), "sealing starts a fresh interval");
+    }
+
+    #[test]
+    fn request_tags_join_the_vu_tags_and_a_later_value_wins() {
+        let r = Recorder::new();
+        let ex = Exchange::default();
+        let ok = Answer {
+            status: 204,
+            ..Answer::default()
+        };
+        let base = [
+            ("group".to_owned(), "::g".to_owned()),
+            ("zone".to_owned(), "a".to_owned()),
+        ];
+        let tags = [
+            ("zone".to_owned(), "b".to_owned()),
+            ("name".to_owned(), "ignored here".to_owned()),
+        ];
+        let req = RequestTags {
+            method: "POST",
+            name: "items",
+            tags: &tags,
+        };
+        r.http(5, &base, req, &ok, &ex);
+        r.http(5, &base, req, &ok, &ex);
+        let set = r.seal();
+        let key = SeriesKey::new(
+            names::HTTP_REQS,
+            [
+                ("group".to_owned(), "::g".to_owned()),
+                ("method".to_owned(), "POST".to_owned()),
+                ("name".to_owned(), "items".to_owned()),
+                ("status".to_owned(), "204".to_owned()),
+                ("zone".to_owned(), "b".to_owned()),
+            ],
+        );
+        assert_eq!(set.get(&key), Some(&Value::Counter(2.0)));
+    }
+
+    #[test]
+    fn checks_count_passes_and_failures_per_name_and_tags() {
+        let r = Recorder::new();
+        let base = [("zone".to_owned(), "a".to_owned())];
+        r.check(1, &base, "ok", true);
+        r.check(1, &base, "ok", false);
+        r.check(17, &base, "ok", true);
+        r.check(1, &[], "ok", false);
+        r.check(1, &base, "other", true);
+        let set = r.seal();
+        let key = |tags: &[(&str, &str)]| {
+            SeriesKey::new(
+                names::CHECKS,
+                tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+        };
+        assert_eq!(
+            set.get(&key(&[("zone", "a"), ("check", "ok")])),
+            Some(&Value::Rate {
+                passes: 2,
+                fails: 1
+            })
+        );
+        assert_eq!(
+            set.get(&key(&[("check", "ok")])),
+            Some(&Value::Rate {
+                passes: 0,
+                fails: 1
+            })
+        );
+        assert_eq!(set.len(), 3);
     }
 
     #[test]

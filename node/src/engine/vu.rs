@@ -21,7 +21,7 @@ use std::time::Duration;
 use fusi_sdk::abi::{MetricKind, exports};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wasmtime::{Instance, ResourceLimiter, Store, TypedFunc, UpdateDeadline};
+use wasmtime::{Instance, Memory, ResourceLimiter, Store, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -109,6 +109,8 @@ pub struct VuState {
     /// sample the VU records carries them.
     base: Vec<(String, String)>,
     pub(super) http: HttpClient,
+    /// The instance's exported memory, once it is instantiated.
+    pub(super) memory: Option<Memory>,
     pub(super) run: Arc<RunContext>,
     /// The current call must finish by then.
     pub(super) deadline: Instant,
@@ -259,6 +261,7 @@ impl Vu {
             tags: BTreeMap::new(),
             base: Vec::new(),
             http,
+            memory: None,
             deadline: Instant::now() + run.iteration_timeout,
             run,
         };
@@ -280,6 +283,7 @@ impl Vu {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| err(format!("cannot instantiate the scenario: {e:#}")))?;
+        store.data_mut().memory = instance.get_memory(&mut store, exports::MEMORY);
         let iteration_fn = instance
             .get_typed_func::<(), ()>(&mut store, exports::ITERATION)
             .map_err(|e| err(format!("{e:#}")))?;
@@ -367,16 +371,9 @@ impl Vu {
         match outcome {
             Outcome::Completed => {
                 let ms = scheduled.elapsed().as_secs_f64() * 1000.0;
-                let tags = vu.store.data().base_tags();
                 // Base tags are sorted and unique already.
-                let key = |metric: &str| SeriesKey {
-                    metric: metric.to_owned(),
-                    tags: tags.to_vec(),
-                };
                 run.recorder
-                    .add(lane, key(names::ITERATIONS), MetricKind::Counter, 1.0);
-                run.recorder
-                    .add(lane, key(names::ITERATION_DURATION), MetricKind::Trend, ms);
+                    .iteration(lane, vu.store.data().base_tags(), ms);
             }
             Outcome::Failed(_) | Outcome::Interrupted => {
                 let reason = match outcome {

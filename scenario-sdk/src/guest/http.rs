@@ -13,10 +13,25 @@
 //!     .send();
 //! ```
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use super::sys;
-use crate::abi::{self, ErrorKind, HttpError, HttpRequest, HttpResponse, Timings};
+use crate::abi::wire::{self, NO_TIMEOUT};
+use crate::abi::{ErrorKind, HttpError, HttpRequest, HttpResponse, Timings};
+
+/// The response buffer's size before any response outgrew it.
+const RESPONSE_BUFFER: usize = 16 << 10;
+/// The response buffer does not grow past this; larger responses come
+/// through the host's result buffer.
+const MAX_RESPONSE_BUFFER: usize = 1 << 20;
+
+thread_local! {
+    /// Where the host writes responses: one buffer for every request of the
+    /// instance, so a response that fits costs neither an allocation nor a
+    /// second host call.
+    static RESPONSES: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(RESPONSE_BUFFER));
+}
 
 /// Sends a GET request.
 pub fn get(url: &str) -> Response {
@@ -92,7 +107,8 @@ impl Request {
 
     /// Gives up after `timeout` (default 60 s; the iteration timeout always applies).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.inner.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.inner.timeout_ms = Some(ms.min(NO_TIMEOUT - 1));
         self
     }
 
@@ -105,11 +121,29 @@ impl Request {
 
     /// Sends the request and waits for the whole response.
     pub fn send(self) -> Response {
-        let bytes = abi::to_cbor(&self.inner);
-        // SAFETY: the pointer and length describe a live Vec.
-        let len = unsafe { sys::http_request(bytes.as_ptr(), bytes.len()) };
-        let raw = sys::take_result(usize::try_from(len).unwrap_or(0));
-        let inner = abi::from_cbor(&raw).unwrap_or_else(|e| HttpResponse {
+        let mut req = Vec::with_capacity(64 + self.inner.url.len() + self.inner.body.len());
+        wire::encode_request(&self.inner, &mut req);
+        let decoded = RESPONSES.with_borrow_mut(|buf| {
+            buf.clear();
+            // SAFETY: `req` is a live Vec; `buf` has room for `buf.capacity()`
+            // bytes, which is all the host writes there.
+            let n = unsafe {
+                sys::http_request(req.as_ptr(), req.len(), buf.as_mut_ptr(), buf.capacity())
+            };
+            let n = usize::try_from(n).unwrap_or(0);
+            if n <= buf.capacity() {
+                // SAFETY: the host wrote the response's `n` bytes to `buf`.
+                unsafe { buf.set_len(n) };
+                wire::decode_response(buf)
+            } else {
+                let raw = sys::take_result(n);
+                if n <= MAX_RESPONSE_BUFFER {
+                    buf.reserve(n);
+                }
+                wire::decode_response(&raw)
+            }
+        });
+        let inner = decoded.unwrap_or_else(|e| HttpResponse {
             error: Some(HttpError {
                 kind: ErrorKind::Protocol,
                 message: format!("the host's response did not decode: {e}"),

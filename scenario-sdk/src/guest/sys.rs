@@ -2,7 +2,12 @@
 
 #[link(wasm_import_module = "fusi")]
 unsafe extern "C" {
-    pub fn http_request(req_ptr: *const u8, req_len: usize) -> i32;
+    pub fn http_request(
+        req_ptr: *const u8,
+        req_len: usize,
+        buf_ptr: *mut u8,
+        buf_len: usize,
+    ) -> i32;
     pub fn result_read(ptr: *mut u8, len: usize) -> i32;
     pub fn sleep_ms(ms: i64);
     pub fn check(name_ptr: *const u8, name_len: usize, passed: i32);

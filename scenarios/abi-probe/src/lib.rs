@@ -55,6 +55,15 @@ fn iteration() {
             );
         });
     });
+    // Larger than the SDK's first response buffer: the first one comes
+    // through the result buffer, the second fits the grown buffer.
+    for _ in 0..2 {
+        let big = http::get(&format!("{base}/bytes/100000"));
+        check(
+            "a large response arrives whole",
+            big.status() == 200 && big.body().len() == 100_000,
+        );
+    }
     if proto_is_http1() {
         // The server closes this connection after answering; the next
         // iteration's first request must reconnect.

@@ -1,11 +1,26 @@
 //! Test scenario: misbehaves on purpose, as `MODE` says, so that tests can
 //! check that the node survives it. `MODE=loop` spins forever, `panic`
 //! panics, `oom` allocates without bound, `sleep` sleeps an hour (and
-//! `wasi-sleep` too, through WASI instead of the fusi host). Every
-//! `EVERY`-th iteration misbehaves (default 1: all of them); the others GET
-//! `$TARGET/hello` when `TARGET` is set.
+//! `wasi-sleep` too, through WASI instead of the fusi host), `bad-request`
+//! hands `http_request` bytes that are no request, and `bad-buffer` a
+//! response buffer outside the memory. Every `EVERY`-th iteration
+//! misbehaves (default 1: all of them); the others GET `$TARGET/hello` when
+//! `TARGET` is set.
 
+use fusi_sdk::abi::{HttpRequest, wire};
 use fusi_sdk::prelude::*;
+
+#[link(wasm_import_module = "fusi")]
+unsafe extern "C" {
+    /// The raw import, to misuse it as the SDK never would.
+    #[link_name = "http_request"]
+    fn raw_http_request(
+        req_ptr: *const u8,
+        req_len: usize,
+        buf_ptr: *mut u8,
+        buf_len: usize,
+    ) -> i32;
+}
 
 fn iteration() {
     let every: u64 = env("EVERY")
@@ -30,6 +45,26 @@ fn iteration() {
             }
             Some("sleep") => sleep(Duration::from_secs(3600)),
             Some("wasi-sleep") => std::thread::sleep(Duration::from_secs(3600)),
+            Some("bad-request") => {
+                let garbage = [0xffu8; 16];
+                let mut buf = [0u8; 64];
+                // SAFETY: both arrays are live; the host must refuse what the
+                // first one holds.
+                unsafe { raw_http_request(garbage.as_ptr(), 16, buf.as_mut_ptr(), 64) };
+            }
+            Some("bad-buffer") => {
+                let req = HttpRequest {
+                    method: "GET".into(),
+                    url: format!("{}/hello", env("TARGET").unwrap_or_default()),
+                    ..HttpRequest::default()
+                };
+                let mut bytes = Vec::new();
+                wire::encode_request(&req, &mut bytes);
+                let outside = std::ptr::without_provenance_mut(u32::MAX as usize - 8);
+                // SAFETY: the request is a live Vec; the host never writes to
+                // a buffer outside the memory, it traps.
+                unsafe { raw_http_request(bytes.as_ptr(), bytes.len(), outside, 64) };
+            }
             _ => {}
         }
     }

@@ -11,6 +11,7 @@
 //!
 //! Everything talks to 127.0.0.1 only, and every load is bounded in time.
 
+mod cpu;
 mod memory;
 mod mesh;
 mod proc;
@@ -35,6 +36,7 @@ Examples:
   fusi-testnet bench memory
   fusi-testnet bench mesh
   fusi-testnet bench sim
+  fusi-testnet bench cpu
   fusi-testnet bench throughput --vus 20000 --peer-connections 200 \\
       --target-cores 0-5 --client-cores 6-15     # a 16-core machine";
 
@@ -55,6 +57,10 @@ pub enum BenchName {
     /// time to build the full report, from `run` to the first request, and
     /// the start skew.
     Mesh,
+    /// CPU time per request of fusi-node and oha (10,000 then 110,000
+    /// requests; the difference over the extra 100,000), the figure that
+    /// moves least on a shared machine.
+    Cpu,
     /// The sans-IO core of 1,000 nodes under virtual time
     /// (`fusi-node simulate`): membership, leader agreement and shard
     /// spread, in virtual seconds and messages per node.
@@ -179,7 +185,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let pin = proc::Pinning::new(args.target_cores.clone(), args.client_cores.clone())?;
-    let needs_peers = matches!(args.name, BenchName::Throughput | BenchName::Rate);
+    let needs_peers = matches!(
+        args.name,
+        BenchName::Throughput | BenchName::Rate | BenchName::Cpu
+    );
     let tools = if needs_peers {
         Tools::find(!args.no_install, args.name == BenchName::Throughput)
     } else {
@@ -207,6 +216,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchName::Memory => memory::run(&setup),
         BenchName::Mesh => mesh::run(&setup),
         BenchName::Sim => sim::run(&setup),
+        BenchName::Cpu => cpu::run(&setup),
     }
 }
 

@@ -203,6 +203,23 @@ pub struct Finished {
     pub status: ExitStatus,
     /// How long it ran.
     pub took: Duration,
+    /// CPU time it used in user space and in the kernel.
+    pub cpu: (Duration, Duration),
+}
+
+/// User and system CPU time of this process's waited-for children.
+fn children_cpu() -> (Duration, Duration) {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage through a valid, exclusive pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    (time(usage.ru_utime), time(usage.ru_stime))
 }
 
 /// Runs `cmd` to its end, killing it after `limit`.
@@ -215,6 +232,10 @@ pub fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> anyhow::Res
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
+    // A child's CPU is counted once it is waited for: the difference over
+    // this wait is this client's (the target is not waited for until the
+    // end, and the bench runs one client at a time).
+    let cpu_before = children_cpu();
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {what}"))?;
@@ -235,7 +256,12 @@ pub fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> anyhow::Res
         thread::sleep(Duration::from_millis(20));
     };
     let took = started.elapsed();
+    let cpu_after = children_cpu();
     Ok(Finished {
+        cpu: (
+            cpu_after.0.saturating_sub(cpu_before.0),
+            cpu_after.1.saturating_sub(cpu_before.1),
+        ),
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
         status,

@@ -1,0 +1,456 @@
+//! The binary encoding of the structured ABI values: an HTTP request (guest
+//! to host) and its response (host to guest).
+//!
+//! Every number is little-endian. A string or a byte string is a `u32`
+//! length followed by that many bytes; strings are UTF-8. A list is a `u32`
+//! count followed by its items. There are no field names, no optional
+//! fields and no padding: every field is there, in the order below, and a
+//! value ends exactly where its bytes end.
+//!
+//! A request:
+//!
+//! | field | encoding |
+//! |---|---|
+//! | method | string |
+//! | url | string |
+//! | timeout_ms | `u64`; [`NO_TIMEOUT`] for none |
+//! | headers | list of (name string, value string) |
+//! | tags | list of (key string, value string) |
+//! | body | byte string |
+//!
+//! A response (the first [`RESPONSE_HEAD_BYTES`] bytes have a fixed layout):
+//!
+//! | offset | field | encoding |
+//! |---|---|---|
+//! | 0 | status | `u16` |
+//! | 2 | protocol | `u8`: 0 none, 1 `HTTP/1.1`, 2 `HTTP/2` |
+//! | 3 | error kind | `u8`: 0 no error, else [`ErrorKind::code`] |
+//! | 4 | timings | 8 × `u64`, in the order of [`Timings`]' fields |
+//! | 68 | error message | string (empty without an error) |
+//! | | headers | list of (name string, value string) |
+//! | | body | byte string |
+//!
+//! Decoding never panics and never allocates more than the input's size:
+//! a length or count that runs past the end is an error.
+
+use super::{ErrorKind, HttpError, HttpRequest, HttpResponse, Timings};
+
+/// The `timeout_ms` of a request that has none (the host's default applies).
+pub const NO_TIMEOUT: u64 = u64::MAX;
+
+/// The size of a response's fixed part: status, protocol, error kind and
+/// timings.
+pub const RESPONSE_HEAD_BYTES: usize = 68;
+
+/// Why bytes do not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// The bytes end inside the named field.
+    Truncated(&'static str),
+    /// The named field is not UTF-8.
+    NotUtf8(&'static str),
+    /// The named field holds a code that means nothing.
+    BadCode(&'static str, u8),
+    /// Bytes are left after the last field.
+    TrailingBytes(usize),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Truncated(field) => write!(f, "the bytes end inside the {field}"),
+            WireError::NotUtf8(field) => write!(f, "the {field} is not UTF-8"),
+            WireError::BadCode(field, code) => write!(f, "{code} is not a valid {field}"),
+            WireError::TrailingBytes(n) => write!(f, "{n} bytes are left after the last field"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Appends a string or byte string: its `u32` length, then its bytes.
+/// Lengths over `u32::MAX` cannot occur in a 32-bit guest, and the host
+/// bounds what it encodes far below that.
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+}
+
+/// Appends the encoding of a request to `out`.
+pub fn encode_request(req: &HttpRequest, out: &mut Vec<u8>) {
+    put_bytes(out, req.method.as_bytes());
+    put_bytes(out, req.url.as_bytes());
+    out.extend_from_slice(&req.timeout_ms.unwrap_or(NO_TIMEOUT).to_le_bytes());
+    put_pairs(out, &req.headers);
+    put_pairs(out, &req.tags);
+    put_bytes(out, &req.body);
+}
+
+/// Decodes a request.
+pub fn decode_request(bytes: &[u8]) -> Result<HttpRequest, WireError> {
+    let mut r = Reader { bytes };
+    let req = HttpRequest {
+        method: r.string("method")?.to_owned(),
+        url: r.string("url")?.to_owned(),
+        timeout_ms: Some(r.u64("timeout")?).filter(|&t| t != NO_TIMEOUT),
+        headers: r.pairs("headers")?,
+        tags: r.pairs("tags")?,
+        body: r.bytes("body")?.to_vec(),
+    };
+    r.end()?;
+    Ok(req)
+}
+
+/// Writes a response in order: [`ResponseWriter::new`] with the fixed
+/// fields, then each header, then [`ResponseWriter::finish`] with the body.
+/// The host writes hyper's headers straight into the buffer this way.
+pub struct ResponseWriter<'a> {
+    out: &'a mut Vec<u8>,
+    /// Where the header count goes.
+    count_at: usize,
+    count: u32,
+}
+
+/// A response's fields but its headers and body.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseHead<'a> {
+    /// The HTTP status, or 0.
+    pub status: u16,
+    /// `HTTP/1.1`, `HTTP/2`, or empty.
+    pub protocol: &'a str,
+    /// Where the time went.
+    pub timings: &'a Timings,
+    /// Why no response arrived, if none did.
+    pub error: Option<&'a HttpError>,
+}
+
+impl<'a> ResponseWriter<'a> {
+    /// Appends the fixed fields to `out`.
+    pub fn new(out: &'a mut Vec<u8>, head: ResponseHead<'_>) -> ResponseWriter<'a> {
+        out.extend_from_slice(&head.status.to_le_bytes());
+        out.push(protocol_code(head.protocol));
+        out.push(head.error.map_or(0, |e| e.kind.code()));
+        let t = head.timings;
+        for us in [
+            t.dns_us,
+            t.connect_us,
+            t.tls_us,
+            t.sending_us,
+            t.waiting_us,
+            t.receiving_us,
+            t.duration_us,
+            t.total_us,
+        ] {
+            out.extend_from_slice(&us.to_le_bytes());
+        }
+        put_bytes(out, head.error.map_or("", |e| &e.message).as_bytes());
+        let count_at = out.len();
+        out.extend_from_slice(&0u32.to_le_bytes());
+        ResponseWriter {
+            out,
+            count_at,
+            count: 0,
+        }
+    }
+
+    /// Appends a header.
+    pub fn header(&mut self, name: &str, value: &str) {
+        put_bytes(self.out, name.as_bytes());
+        put_bytes(self.out, value.as_bytes());
+        self.count += 1;
+    }
+
+    /// Appends the body and fills in the header count.
+    pub fn finish(self, body: &[u8]) {
+        let count = self.count.to_le_bytes();
+        if let Some(slot) = self.out.get_mut(self.count_at..self.count_at + 4) {
+            slot.copy_from_slice(&count);
+        }
+        put_bytes(self.out, body);
+    }
+}
+
+/// Appends the encoding of a response to `out`.
+pub fn encode_response(resp: &HttpResponse, out: &mut Vec<u8>) {
+    let head = ResponseHead {
+        status: resp.status,
+        protocol: &resp.protocol,
+        timings: &resp.timings,
+        error: resp.error.as_ref(),
+    };
+    let mut w = ResponseWriter::new(out, head);
+    for (name, value) in &resp.headers {
+        w.header(name, value);
+    }
+    w.finish(&resp.body);
+}
+
+/// Decodes a response.
+pub fn decode_response(bytes: &[u8]) -> Result<HttpResponse, WireError> {
+    let mut r = Reader { bytes };
+    let status = r.u16("status")?;
+    let protocol = match r.u8("protocol")? {
+        0 => "",
+        1 => "HTTP/1.1",
+        2 => "HTTP/2",
+        code => return Err(WireError::BadCode("protocol", code)),
+    };
+    let kind = match r.u8("error kind")? {
+        0 => None,
+        code => Some(ErrorKind::from_code(code).ok_or(WireError::BadCode("error kind", code))?),
+    };
+    let mut t = [0u64; 8];
+    for slot in &mut t {
+        *slot = r.u64("timings")?;
+    }
+    let message = r.string("error message")?;
+    let resp = HttpResponse {
+        status,
+        protocol: protocol.to_owned(),
+        timings: Timings {
+            dns_us: t[0],
+            connect_us: t[1],
+            tls_us: t[2],
+            sending_us: t[3],
+            waiting_us: t[4],
+            receiving_us: t[5],
+            duration_us: t[6],
+            total_us: t[7],
+        },
+        error: kind.map(|kind| HttpError {
+            kind,
+            message: message.to_owned(),
+        }),
+        headers: r.pairs("headers")?,
+        body: r.bytes("body")?.to_vec(),
+    };
+    r.end()?;
+    Ok(resp)
+}
+
+fn protocol_code(protocol: &str) -> u8 {
+    match protocol {
+        "HTTP/1.1" => 1,
+        "HTTP/2" => 2,
+        _ => 0,
+    }
+}
+
+/// Reads fields off the front of a byte slice.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], WireError> {
+        if n > self.bytes.len() {
+            return Err(WireError::Truncated(field));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
+        let bytes = self.take(N, field)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
+        self.array::<1>(field).map(|[b]| b)
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
+        self.array(field).map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
+        self.array(field).map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+        self.array(field).map(u64::from_le_bytes)
+    }
+
+    fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
+        let len = self.u32(field)?;
+        self.take(len as usize, field)
+    }
+
+    fn string(&mut self, field: &'static str) -> Result<&'a str, WireError> {
+        std::str::from_utf8(self.bytes(field)?).map_err(|_| WireError::NotUtf8(field))
+    }
+
+    fn pairs(&mut self, field: &'static str) -> Result<Vec<(String, String)>, WireError> {
+        let count = self.u32(field)?;
+        // Each pair takes at least 8 bytes: never reserve more than fits.
+        let mut pairs = Vec::with_capacity((count as usize).min(self.bytes.len() / 8));
+        for _ in 0..count {
+            let k = self.string(field)?;
+            let v = self.string(field)?;
+            pairs.push((k.to_owned(), v.to_owned()));
+        }
+        Ok(pairs)
+    }
+
+    fn end(&self) -> Result<(), WireError> {
+        match self.bytes.len() {
+            0 => Ok(()),
+            n => Err(WireError::TrailingBytes(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            url: "http://127.0.0.1:1/x".into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-a".into(), "".into()),
+            ],
+            body: vec![7; 10_000],
+            timeout_ms: Some(1500),
+            tags: vec![("name".into(), "x".into())],
+        }
+    }
+
+    fn response() -> HttpResponse {
+        HttpResponse {
+            status: 201,
+            protocol: "HTTP/1.1".into(),
+            headers: vec![("a".into(), "b".into())],
+            body: vec![1; 5000],
+            timings: Timings {
+                dns_us: 1,
+                connect_us: 2,
+                tls_us: 3,
+                sending_us: 4,
+                waiting_us: 5,
+                receiving_us: 6,
+                duration_us: 7,
+                total_us: 9,
+            },
+            error: Some(HttpError {
+                kind: ErrorKind::Timeout,
+                message: "slow".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let req = request();
+        let mut bytes = Vec::new();
+        encode_request(&req, &mut bytes);
+        assert_eq!(decode_request(&bytes), Ok(req));
+        let none = HttpRequest {
+            method: "GET".into(),
+            url: "http://h/".into(),
+            ..HttpRequest::default()
+        };
+        let mut bytes = Vec::new();
+        encode_request(&none, &mut bytes);
+        assert_eq!(decode_request(&bytes), Ok(none));
+        for resp in [
+            response(),
+            HttpResponse::default(),
+            HttpResponse {
+                protocol: "HTTP/2".into(),
+                status: 200,
+                ..HttpResponse::default()
+            },
+        ] {
+            let mut bytes = Vec::new();
+            encode_response(&resp, &mut bytes);
+            assert_eq!(decode_response(&bytes), Ok(resp));
+        }
+    }
+
+    #[test]
+    fn the_smallest_request_and_the_response_head_are_laid_out_as_documented() {
+        let req = HttpRequest {
+            method: "GET".into(),
+            url: "http://127.0.0.1:8080/hello".into(),
+            ..HttpRequest::default()
+        };
+        let mut bytes = Vec::new();
+        encode_request(&req, &mut bytes);
+        let mut expected = vec![3, 0, 0, 0];
+        expected.extend(b"GET");
+        expected.extend([27, 0, 0, 0]);
+        expected.extend(b"http://127.0.0.1:8080/hello");
+        expected.extend([0xff; 8]);
+        expected.extend([0; 12]);
+        assert_eq!(bytes, expected);
+        assert_eq!(bytes.len(), 58);
+
+        let mut bytes = Vec::new();
+        encode_response(&response(), &mut bytes);
+        assert_eq!(&bytes[..4], &[201, 0, 1, ErrorKind::Timeout.code()]);
+        assert_eq!(&bytes[4..12], &1u64.to_le_bytes());
+        assert_eq!(&bytes[60..68], &9u64.to_le_bytes());
+        assert_eq!(&bytes[68..72], &4u32.to_le_bytes());
+        assert_eq!(&bytes[72..76], b"slow");
+    }
+
+    #[test]
+    fn every_cut_and_every_garbage_byte_is_an_error_not_a_panic() {
+        let mut req = Vec::new();
+        encode_request(&request(), &mut req);
+        let mut resp = Vec::new();
+        encode_response(&response(), &mut resp);
+        for n in 0..req.len() {
+            assert!(decode_request(&req[..n]).is_err(), "request cut at {n}");
+        }
+        for n in 0..resp.len() {
+            assert!(decode_response(&resp[..n]).is_err(), "response cut at {n}");
+        }
+        let mut longer = req.clone();
+        longer.push(0);
+        assert_eq!(decode_request(&longer), Err(WireError::TrailingBytes(1)));
+        let mut bad = resp.clone();
+        bad[2] = 9;
+        assert_eq!(
+            decode_response(&bad),
+            Err(WireError::BadCode("protocol", 9))
+        );
+        bad[2] = 1;
+        bad[3] = 200;
+        assert_eq!(
+            decode_response(&bad),
+            Err(WireError::BadCode("error kind", 200))
+        );
+        let mut not_utf8 = Vec::new();
+        put_bytes(&mut not_utf8, &[0xff]);
+        assert_eq!(decode_request(&not_utf8), Err(WireError::NotUtf8("method")));
+        // A huge count with nothing behind it fails without reserving memory.
+        let mut huge = Vec::new();
+        put_bytes(&mut huge, b"GET");
+        put_bytes(&mut huge, b"http://h/");
+        huge.extend(NO_TIMEOUT.to_le_bytes());
+        huge.extend(u32::MAX.to_le_bytes());
+        assert_eq!(decode_request(&huge), Err(WireError::Truncated("headers")));
+        for seed in 0..2000u32 {
+            let garbage: Vec<u8> = (0..(seed % 97))
+                .map(|i| (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 40_503) >> 13) as u8)
+                .collect();
+            let _ = decode_request(&garbage);
+            let _ = decode_response(&garbage);
+        }
+    }
+}
