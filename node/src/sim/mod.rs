@@ -81,6 +81,7 @@
 //! request per node), crashes and partitions (the core's tests cover those).
 
 mod network;
+mod queue;
 pub mod rng;
 mod world;
 

@@ -315,9 +315,9 @@ impl Network {
                 pending: 0,
             },
         );
-        let peers = self.connected[author].clone();
         let mut out = Vec::new();
-        for to in peers {
+        for k in 0..self.connected[author].len() {
+            let to = self.connected[author][k];
             self.transmit(id, author, to, now, &mut out);
         }
         self.forget_if_done(id);
@@ -368,8 +368,8 @@ impl Network {
         };
         let (author, large) = (m.author, m.bytes > IDONTWANT_OVER);
         let node = d.to;
-        let peers = self.mesh[node].clone();
-        for &p in &peers {
+        for k in 0..self.mesh[node].len() {
+            let p = self.mesh[node][k];
             if p == d.from || p == author {
                 continue;
             }

@@ -1,8 +1,7 @@
 //! The simulated nodes and the event loop that drives their real cores
 //! through the three phases (see the parent module).
 
-use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use fusi_sdk::abi::MetricKind;
 use rustc_hash::FxHashMap;
 
 use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
+use super::queue::Queue;
 use super::rng::Rng;
 use super::{GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport};
 use crate::core::assign::Candidate;
@@ -112,33 +112,6 @@ enum Event {
     Check,
 }
 
-struct Scheduled {
-    at: Micros,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Scheduled {}
-
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Scheduled {
-    /// Reversed, so the heap pops the earliest first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// What a node sees of the others, as in `net/runtime/runs.rs`.
 struct View<'a> {
     mesh: &'a MeshCore,
@@ -203,8 +176,7 @@ pub struct World {
     by_addr: FxHashMap<String, usize>,
     net: Network,
     rng: Rng,
-    queue: BinaryHeap<Scheduled>,
-    seq: u64,
+    queue: Queue<Event>,
     now: Micros,
     events: u64,
     stage: Stage,
@@ -293,8 +265,7 @@ impl World {
             nodes,
             net,
             rng,
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: Queue::new(),
             now: 0,
             events: 0,
             stage: Stage::Membership,
@@ -321,12 +292,7 @@ impl World {
     }
 
     fn schedule(&mut self, at: Micros, event: Event) {
-        self.seq += 1;
-        self.queue.push(Scheduled {
-            at,
-            seq: self.seq,
-            event,
-        });
+        self.queue.push(at, event);
     }
 
     fn deliver_all(&mut self, deliveries: Vec<Delivery>) {
@@ -350,12 +316,12 @@ impl World {
     pub fn run(mut self) -> SimReport {
         let wall = Instant::now();
         while self.stage != Stage::Done {
-            let Some(next) = self.queue.pop() else {
+            let Some((at, event)) = self.queue.pop() else {
                 break;
             };
-            self.now = next.at;
+            self.now = at;
             self.events += 1;
-            self.handle(next.event);
+            self.handle(event);
         }
         let n = self.nodes.len();
         let shards_total = (n as u64) * u64::from(self.config.intervals + 1);
