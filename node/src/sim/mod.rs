@@ -76,13 +76,13 @@
 //! the non-mesh peers) is not simulated, nor counted: in a full connection
 //! graph of N nodes it is another control flow that grows with N. Also left
 //! out: peer scoring, prune backoff and peer exchange, bandwidth and CPU
-//! limits (every node answers at once; the real one answers 4 shard asks at
-//! a time), identify and ping, the ask for ended runs every 15 s (one small
+//! limits beyond the runtime's own (a node prepares 4 answers to shard asks
+//! at a time, 20 ms each here, and refuses more as busy), identify and ping, the ask for ended runs every 15 s (one small
 //! request per node), crashes and partitions (the core's tests cover those).
 
 mod network;
 mod queue;
-pub mod rng;
+mod rng;
 mod world;
 
 use std::time::Duration;

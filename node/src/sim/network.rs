@@ -212,16 +212,14 @@ impl Network {
     /// A network of nodes in `region` (by index), with no connections.
     pub fn new(region: Vec<usize>, regions: usize, loss: f64, rng: &mut Rng) -> Network {
         let mut delay = vec![vec![LOCAL_DELAY; regions]; regions];
-        for a in 0..regions {
-            for b in a + 1..regions {
-                let d = (20 + rng.below(131)) * 1000;
-                delay[a][b] = d;
-                delay[b][a] = d;
-            }
+        for (a, b) in (0..regions).flat_map(|a| (a + 1..regions).map(move |b| (a, b))) {
+            let d = (20 + rng.below(131)) * 1000;
+            delay[a][b] = d;
+            delay[b][a] = d;
         }
         let nodes = region.len();
         Network {
-            rng: Rng::seeded(rng.next()),
+            rng: Rng::seeded(rng.next_u64()),
             loss,
             region,
             delay,

@@ -1,5 +1,5 @@
 //! The random numbers of the simulator: a seeded xorshift, so a run replays
-//! exactly from its seed (the core's tests use it too).
+//! exactly from its seed.
 
 /// A deterministic xorshift generator.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -26,11 +26,11 @@ impl Rng {
 
     /// A number below `n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 
     /// `true` with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+        p > 0.0 && (self.next_u64() % 1_000_000) as f64 / 1_000_000.0 < p
     }
 }

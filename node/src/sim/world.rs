@@ -38,6 +38,11 @@ const COMPILE: Micros = 200_000;
 const SYNC_SCAN: Micros = 500_000;
 /// Between a share's end and its last shard.
 const SEAL: Micros = 100_000;
+/// The most answers to asks for shards a node prepares at once, as the
+/// runtime (`net/runtime/sync.rs`); more asks are refused as busy.
+const MAX_ANSWERING: usize = 4;
+/// How long preparing one answer takes (reading its shards from disk).
+const ANSWER_TAKES: Micros = 20_000;
 /// How often the phases' conditions are checked.
 const CHECK_EVERY: Micros = 100_000;
 /// The most virtual time each phase is given.
@@ -108,6 +113,8 @@ enum Event {
         to: usize,
         answer: Option<(Vec<(usize, u32)>, bool)>,
     },
+    /// A node has sent an answer it was preparing.
+    Answered(usize),
     /// The phases' conditions are checked.
     Check,
 }
@@ -153,6 +160,8 @@ struct Node {
     complete: usize,
     sync: SyncState,
     next_scan: Micros,
+    /// Answers to asks for shards being prepared.
+    answering: usize,
     next_mesh_tick: Micros,
     started: bool,
     /// The size of its shards on the wire.
@@ -244,6 +253,7 @@ impl World {
                 complete: 0,
                 sync: SyncState::default(),
                 next_scan: 0,
+                answering: 0,
                 next_mesh_tick: 0,
                 started: false,
                 shard_bytes: 0,
@@ -472,6 +482,9 @@ impl World {
             Event::Seal { node, seq } => self.seal(node, seq),
             Event::SyncAsk { from, to, have } => self.answer_sync(from, to, &have),
             Event::SyncAnswer { to, answer } => self.on_sync_answer(to, answer),
+            Event::Answered(i) => {
+                self.nodes[i].answering = self.nodes[i].answering.saturating_sub(1);
+            }
             Event::Check => {
                 self.check();
                 if self.stage != Stage::Done {
@@ -796,11 +809,13 @@ impl World {
         );
     }
 
+    /// The runtime's answer to an ask for shards: refused from a stranger
+    /// or while [`MAX_ANSWERING`] answers are being prepared, each taking
+    /// [`ANSWER_TAKES`] (reading the shards from disk).
     fn answer_sync(&mut self, from: usize, to: usize, have: &[Have]) {
-        let answer = self.nodes[to]
-            .mesh
-            .may_answer_clock(&self.nodes[from].id)
-            .then(|| {
+        let busy = self.nodes[to].answering >= MAX_ANSWERING;
+        let answer =
+            (!busy && self.nodes[to].mesh.may_answer_clock(&self.nodes[from].id)).then(|| {
                 let held = self.held_keys(to);
                 let mut keys = missing(&held, have, MAX_ANSWER_SHARDS + 1);
                 let mut more = keys.len() > MAX_ANSWER_SHARDS;
@@ -825,16 +840,17 @@ impl World {
             Some((shards, _, bytes)) => bytes + 8 * shards.len() + RPC_OVERHEAD,
             None => refused_bytes(),
         };
-        self.rpc(
-            Kind::Sync,
-            to,
-            from,
-            bytes,
-            Event::SyncAnswer {
-                to: from,
-                answer: answer.map(|(shards, more, _)| (shards, more)),
-            },
-        );
+        let answer = answer.map(|(shards, more, _)| (shards, more));
+        let takes = if answer.is_some() {
+            self.nodes[to].answering += 1;
+            self.schedule(self.now + ANSWER_TAKES, Event::Answered(to));
+            ANSWER_TAKES
+        } else {
+            0
+        };
+        self.net.counters.count(Kind::Sync, to, from, bytes, true);
+        let at = self.now + takes + self.net.latency(to, from);
+        self.schedule(at, Event::SyncAnswer { to: from, answer });
     }
 
     fn on_sync_answer(&mut self, to: usize, answer: Option<(Vec<(usize, u32)>, bool)>) {
@@ -932,7 +948,7 @@ impl World {
     fn submit(&mut self) {
         let n = self.nodes.len();
         let i = self.rng.below(n as u64) as usize;
-        let run = format!("sim-{:08x}", self.rng.next() as u32);
+        let run = format!("sim-{:08x}", self.rng.next_u64() as u32);
         let mut spec = RunSpec::new(
             "ab".repeat(32),
             Executor::ConstantVus {
