@@ -154,12 +154,11 @@ impl<E> Queue<E> {
                 }
             }
         }
-        let slot = (self.ms % WHEEL_MS) as usize;
-        let mut bucket = std::mem::take(&mut self.wheel[slot]);
+        // The bucket's memory goes with it: kept, every one of the buckets
+        // would grow to the busiest millisecond's size.
+        let mut bucket = std::mem::take(&mut self.wheel[(self.ms % WHEEL_MS) as usize]);
         bucket.sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
-        // Keep the bucket's allocation for the wheel's next turn.
-        self.wheel[slot] = std::mem::replace(&mut self.current, bucket);
-        self.wheel[slot].clear();
+        self.current = bucket;
     }
 }
 
