@@ -12,6 +12,8 @@
 //! - [`worker`]: one node's share of a run, from the module to its last
 //!   shard; the same on a mesh node and in a local run.
 //! - [`net`]: the libp2p edge of a node, driving the mesh core.
+//! - [`sim`]: the real cores of many nodes under virtual time, for what no
+//!   machine here can start (`fusi-node simulate`).
 //! - [`api`]: the local HTTP API the CLI talks to.
 //! - [`store`]: what a node keeps in its data directory.
 //! - [`cli`]: the command line; `main.rs` only calls it.
@@ -24,6 +26,7 @@ pub mod html;
 pub mod limits;
 pub mod local;
 pub mod net;
+pub mod sim;
 pub mod store;
 pub mod summary;
 pub mod worker;

@@ -26,6 +26,7 @@ use crate::{html, summary};
 
 mod mesh;
 mod runs;
+mod simulate;
 
 const ABOUT: &str = "fusi: a distributed load generator with no central server.
 
@@ -69,6 +70,11 @@ enum Cmd {
     Peers(mesh::ApiArgs),
     /// Describe a running node.
     Status(mesh::ApiArgs),
+    /// Simulate a mesh of many nodes under virtual time (the real cores, a
+    /// modelled network): how long membership, leader agreement and shard
+    /// spread take, and how many messages each node sends.
+    #[command(after_long_help = simulate::SIMULATE_HELP)]
+    Simulate(simulate::SimulateArgs),
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -794,6 +800,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Build(args) => build(&args),
         Cmd::Keygen(args) => mesh::keygen(&args),
+        Cmd::Simulate(args) => simulate::run(&args),
         Cmd::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
         Cmd::Up(args) => runtime().and_then(|rt| rt.block_on(mesh::up(args))),
         Cmd::Peers(args) => runtime().and_then(|rt| rt.block_on(mesh::peers(args))),

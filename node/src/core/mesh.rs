@@ -346,9 +346,14 @@ impl MeshCore {
                 });
             }
         }
+        // Members and connections are both sorted by id: walk them side by
+        // side rather than search one for each of the other (with a
+        // thousand members, ticks happen often enough for it to show).
+        let mut connected = self.connected.iter().peekable();
         for member in self.membership.members() {
             let id = &member.heartbeat.id;
-            if self.connected.contains(id) {
+            while connected.next_if(|c| *c < id).is_some() {}
+            if connected.peek() == Some(&id) {
                 if !self.clocks.contains_key(id) {
                     self.clocks.insert(
                         id.clone(),

@@ -1,0 +1,310 @@
+//! A deterministic simulator of a whole mesh under virtual time: the answer
+//! to "what happens with 1,000 nodes" on a machine that cannot start them.
+//!
+//! It drives the real sans-IO state machines of every node — [`MeshCore`]
+//! (heartbeats, membership, clock exchanges, dialing) and [`RunsCore`] (the
+//! run, its leader, plan, arm, start and finish) — with the real wire types
+//! and the real anti-entropy rules of [`crate::core::sync`], and replaces
+//! only what lies outside them: sockets, libp2p and the engine. One seed
+//! gives one run, event for event.
+//!
+//! It measures three phases, one after the other:
+//!
+//! 1. **membership**: every node starts within the first second, dialing one
+//!    of three seed nodes; the phase ends when every node lists every other
+//!    as a live member and holds a clock estimate of each;
+//! 2. **leader**: a run is submitted to one node; the phase ends when every
+//!    node names the same leader and holds the same armed plan;
+//! 3. **shards**: every node runs its share for `intervals` seconds, gossips
+//!    a shard per interval and its last one, then says it is done; gossip
+//!    drops some, and once the run is finished anti-entropy asks peers for
+//!    what is missing. The phase ends when every node holds every shard.
+//!
+//! For each phase it counts every transmission per node, by kind, in
+//! messages and bytes.
+//!
+//! # The model
+//!
+//! - **Time** is virtual, in microseconds. Each node's run core is ticked
+//!   every [`SimConfig::tick`] (100 ms) and its mesh core every
+//!   [`SimConfig::mesh_tick`] (200 ms), at a phase of its own, so ticks do
+//!   not all fall on one instant. The real event loop ticks both every
+//!   50 ms; the mesh core's timers are 200 ms and up (its fastest is the
+//!   clock exchanges of a new member), so a slower tick changes little,
+//!   and a mesh core's tick walks all its members: at 1,000 nodes it is
+//!   most of the simulator's work. A run's steps may wait up to a tick
+//!   longer than on a real node.
+//! - **Clocks**: each node's wall clock is off by up to ±50 ms, so clock
+//!   exchanges and the start instant are tested against a real skew.
+//! - **Latency**: regions get one-way delays of 20 to 150 ms between them
+//!   (drawn from the seed, symmetric), 0.5 ms within one, plus up to 10 %
+//!   jitter per message. There is no bandwidth limit and no queueing: a
+//!   1 MiB answer takes as long as a heartbeat.
+//! - **Connections**: a dial takes two round trips (TCP, then the mesh key
+//!   and Noise handshakes) and always succeeds once the other node is up.
+//!   Connections are never lost.
+//! - **Gossip** follows libp2p gossipsub with the settings of
+//!   `net/behaviour.rs` (defaults but for a 500 ms heartbeat): each node
+//!   keeps a random mesh of its connected peers, grafting up to D = 6 when
+//!   it has fewer than 5 and pruning to 6 above 12 on every gossipsub
+//!   heartbeat; it publishes its own messages to *every* connected peer
+//!   (`flood_publish`, on by default), and forwards a message it sees for
+//!   the first time to its mesh peers, but not to the peer it came from or
+//!   its author; duplicates are dropped by message id. For messages over
+//!   1,000 bytes it sends IDONTWANT to its mesh peers (gossipsub 1.2), and a
+//!   peer skips a forward once that IDONTWANT has had time to arrive. One
+//!   mesh serves the three topics (each topic has its own in gossipsub, with
+//!   the same sizes). Each message is charged its encoded size plus
+//!   [`GOSSIP_OVERHEAD`] bytes for gossipsub's framing and signature.
+//! - **Loss**: each gossip transmission is lost with probability
+//!   [`SimConfig::loss`]; since every message reaches a node along several
+//!   paths, this alone rarely loses one. [`SimConfig::drop`] is the chance
+//!   that a node discards a message it sees for the first time (what an
+//!   overloaded node whose queues are full does): later copies are then
+//!   duplicates, so the message is lost to that node for good, and only
+//!   anti-entropy brings a shard back. Request-response rides on TCP and is
+//!   never lost.
+//! - **Preparing a share** fetches the module from the first source the core
+//!   names (the proposer) as one answer of [`MODULE_BYTES`], then compiles it
+//!   in 200 ms.
+//! - **Shards** are real [`Shard`]s encoded once per node to know their
+//!   size; what a node holds is kept as a bit per (node, sequence number).
+//!
+//! # What is left out
+//!
+//! Lazy gossip (IHAVE/IWANT every gossipsub heartbeat, to max(6, 25 %) of
+//! the non-mesh peers) is not simulated, nor counted: in a full connection
+//! graph of N nodes it is another control flow that grows with N. Also left
+//! out: peer scoring, prune backoff and peer exchange, bandwidth and CPU
+//! limits beyond the runtime's own (a node prepares 4 answers to shard asks
+//! at a time, 20 ms each here, and refuses more as busy), identify and ping, the ask for ended runs every 15 s (one small
+//! request per node), crashes and partitions (the core's tests cover those).
+
+mod network;
+mod queue;
+mod rng;
+mod world;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[cfg(doc)]
+use crate::core::{mesh::MeshCore, runs::RunsCore, shard::Shard};
+
+/// What one gossip message costs on top of its payload: gossipsub's
+/// protobuf framing, topic, sequence number, author and signature.
+pub const GOSSIP_OVERHEAD: usize = 140;
+/// What one request or answer costs on top of its payload: a yamux stream
+/// and the protocol negotiation.
+pub const RPC_OVERHEAD: usize = 60;
+/// The size of the scenario module every node fetches.
+pub const MODULE_BYTES: usize = 512 << 10;
+/// The most nodes a simulation takes.
+pub const MAX_NODES: usize = 5000;
+/// The most regions a simulation takes.
+pub const MAX_REGIONS: usize = 16;
+/// The most intervals a share may run (a node's shards are kept as bits of
+/// a 64-bit word, its last shard included).
+pub const MAX_INTERVALS: u32 = 60;
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// How many nodes.
+    pub nodes: usize,
+    /// The seed of every random draw.
+    pub seed: u64,
+    /// The chance that one gossip transmission is lost.
+    pub loss: f64,
+    /// The chance that a node discards a message it sees for the first time.
+    pub drop: f64,
+    /// How many regions the nodes are spread over, in turn.
+    pub regions: usize,
+    /// How many one-second intervals each share runs (each gives a shard;
+    /// then comes the last shard).
+    pub intervals: u32,
+    /// How often each node's run core is ticked (and its scan for missing
+    /// shards runs, at most every 500 ms).
+    pub tick: Duration,
+    /// How often each node's mesh core is ticked.
+    pub mesh_tick: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 1000,
+            seed: 1,
+            loss: 0.01,
+            drop: 0.01,
+            regions: 4,
+            intervals: 10,
+            tick: Duration::from_millis(100),
+            mesh_tick: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why a simulation cannot start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    /// Too few or too many nodes.
+    #[error("--nodes {0}: give 2 to {MAX_NODES}")]
+    Nodes(usize),
+    /// Too few or too many regions.
+    #[error("--regions {0}: give 1 to {MAX_REGIONS}, and no more than --nodes")]
+    Regions(usize),
+    /// A probability outside [0, 1).
+    #[error("--{0} {1}: give a probability from 0 up to (not including) 1, e.g. 0.01")]
+    Probability(&'static str, f64),
+    /// Too few or too many intervals.
+    #[error("--intervals {0}: give 1 to {MAX_INTERVALS}")]
+    Intervals(u32),
+    /// A tick of zero or of more than a second.
+    #[error("tick of {0:?}: give 1 ms to 1 s")]
+    Tick(Duration),
+}
+
+impl SimConfig {
+    /// Checks that the simulation can run.
+    pub fn validate(&self) -> Result<(), SimError> {
+        if !(2..=MAX_NODES).contains(&self.nodes) {
+            return Err(SimError::Nodes(self.nodes));
+        }
+        if !(1..=MAX_REGIONS).contains(&self.regions) || self.regions > self.nodes {
+            return Err(SimError::Regions(self.regions));
+        }
+        for (name, p) in [("loss", self.loss), ("drop", self.drop)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(SimError::Probability(name, p));
+            }
+        }
+        if !(1..=MAX_INTERVALS).contains(&self.intervals) {
+            return Err(SimError::Intervals(self.intervals));
+        }
+        for tick in [self.tick, self.mesh_tick] {
+            if tick < Duration::from_millis(1) || tick > Duration::from_secs(1) {
+                return Err(SimError::Tick(tick));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A number over the nodes: its mean and its largest value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// The mean over the nodes.
+    pub mean: f64,
+    /// The largest.
+    pub max: u64,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = u64>) -> Spread {
+        let (mut sum, mut n, mut max) = (0u64, 0u64, 0u64);
+        for v in values {
+            sum += v;
+            n += 1;
+            max = max.max(v);
+        }
+        Spread {
+            mean: if n == 0 { 0.0 } else { sum as f64 / n as f64 },
+            max,
+        }
+    }
+}
+
+/// The traffic of one kind of message in one phase, per node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KindTraffic {
+    /// Which kind: `heartbeat`, `runs`, `shards` (gossip topics), `clock`,
+    /// `module`, `sync` (requests and answers), `control` (GRAFT, PRUNE,
+    /// IDONTWANT).
+    pub kind: &'static str,
+    /// Messages sent.
+    pub sent: Spread,
+    /// Messages received, duplicates included.
+    pub received: Spread,
+    /// Bytes sent.
+    pub bytes_sent: Spread,
+    /// Bytes received.
+    pub bytes_received: Spread,
+}
+
+/// One phase: how long it took and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseReport {
+    /// The phase's name.
+    pub name: &'static str,
+    /// Virtual seconds until it was done; `None` if it was not done within
+    /// `limit_s`.
+    pub seconds: Option<f64>,
+    /// The most virtual seconds it was given.
+    pub limit_s: f64,
+    /// Virtual seconds the traffic below was counted over.
+    pub counted_s: f64,
+    /// Its traffic, all kinds together.
+    pub total: KindTraffic,
+    /// Its traffic by kind, kinds with none left out.
+    pub by_kind: Vec<KindTraffic>,
+}
+
+/// What a simulation found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimReport {
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Loss per gossip transmission.
+    pub loss: f64,
+    /// Chance a node discards a message it sees first.
+    pub drop: f64,
+    /// Regions.
+    pub regions: usize,
+    /// Intervals per share.
+    pub intervals: u32,
+    /// Membership: from the start until every node lists every other and
+    /// has a clock estimate of each.
+    pub membership: PhaseReport,
+    /// Within membership: virtual seconds until every node listed every
+    /// other as live (clock estimates aside).
+    pub members_listed_s: Option<f64>,
+    /// Leader: from the submission until every node holds the same armed
+    /// plan.
+    pub leader: PhaseReport,
+    /// Within leader: virtual seconds until every node named the same
+    /// leader.
+    pub leader_agreed_s: Option<f64>,
+    /// Shards: from the arm until every node holds every shard.
+    pub shards: PhaseReport,
+    /// Shards in the run (nodes × (intervals + 1)).
+    pub shards_total: u64,
+    /// Virtual seconds from the last shard's publication to every shard
+    /// everywhere.
+    pub shards_after_last_s: Option<f64>,
+    /// Shards nodes got from anti-entropy rather than gossip.
+    pub shards_by_sync: u64,
+    /// Largest gap between two nodes' real start instants, ms.
+    pub start_spread_ms: Option<f64>,
+    /// Members suspected after membership converged (false suspicions:
+    /// no node fails here).
+    pub suspicions: u64,
+    /// Events the simulator processed.
+    pub events: u64,
+    /// Virtual seconds simulated.
+    pub virtual_s: f64,
+    /// Real seconds the simulation took.
+    pub wall_s: f64,
+}
+
+/// Runs a simulation.
+pub fn simulate(config: &SimConfig) -> Result<SimReport, SimError> {
+    config.validate()?;
+    Ok(world::World::new(config).run())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! The simulator on meshes small enough for a unit test: the real cores
+//! converge, agree and fill every gap, and a seed replays exactly.
+
+use super::*;
+
+fn small(nodes: usize, seed: u64) -> SimConfig {
+    SimConfig {
+        nodes,
+        seed,
+        regions: 3,
+        intervals: 4,
+        // Enough discarded messages that anti-entropy has gaps to fill.
+        drop: 0.03,
+        ..SimConfig::default()
+    }
+}
+
+fn run(config: &SimConfig) -> SimReport {
+    simulate(config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn forty_nodes_converge_agree_on_one_leader_and_hold_every_shard() {
+    let r = run(&small(40, 7));
+    let all = |p: &PhaseReport| p.seconds.is_some();
+    assert!(
+        all(&r.membership) && all(&r.leader) && all(&r.shards),
+        "{r:#?}"
+    );
+    let listed = r.members_listed_s.unwrap_or(f64::MAX);
+    assert!(listed <= r.membership.seconds.unwrap_or(0.0), "{r:#?}");
+    assert!(r.membership.seconds.unwrap_or(f64::MAX) < 15.0, "{r:#?}");
+    assert!(r.leader_agreed_s.is_some(), "{r:#?}");
+    assert!(r.leader.seconds.unwrap_or(f64::MAX) < 5.0, "{r:#?}");
+    assert_eq!(r.shards_total, 40 * 5);
+    assert!(
+        r.shards_by_sync > 0,
+        "no gap for anti-entropy to fill: {r:#?}"
+    );
+    assert_eq!(r.suspicions, 0, "{r:#?}");
+    let kinds: Vec<&str> = r.shards.by_kind.iter().map(|k| k.kind).collect();
+    for kind in ["heartbeat", "runs", "shards", "sync"] {
+        assert!(kinds.contains(&kind), "no {kind} traffic: {kinds:?}");
+    }
+    // Every node heard every heartbeat of the others while listing them.
+    let heartbeats = &r.membership.by_kind[0];
+    assert_eq!(heartbeats.kind, "heartbeat");
+    assert!(heartbeats.received.mean >= 39.0, "{heartbeats:?}");
+}
+
+#[test]
+fn a_seed_replays_exactly_and_another_differs() {
+    let config = small(30, 11);
+    let quiet = |mut r: SimReport| {
+        r.wall_s = 0.0;
+        r
+    };
+    let a = quiet(run(&config));
+    let b = quiet(run(&config));
+    assert_eq!(a, b);
+    let c = quiet(run(&SimConfig { seed: 12, ..config }));
+    assert_ne!(a.events, c.events);
+}
+
+#[test]
+fn configurations_outside_the_bounds_are_refused_with_the_flag_named() {
+    let bad = [
+        SimConfig {
+            nodes: 1,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            nodes: MAX_NODES + 1,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            regions: 0,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            nodes: 3,
+            regions: 4,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            loss: 1.0,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            drop: -0.1,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            intervals: 0,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            tick: Duration::ZERO,
+            ..SimConfig::default()
+        },
+    ];
+    for config in bad {
+        let e = simulate(&config)
+            .err()
+            .unwrap_or_else(|| panic!("{config:?} ran"));
+        assert!(e.to_string().contains("give"), "{e}");
+    }
+}

@@ -1,0 +1,1093 @@
+//! The simulated nodes and the event loop that drives their real cores
+//! through the three phases (see the parent module).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fusi_sdk::abi::MetricKind;
+use rustc_hash::FxHashMap;
+
+use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
+use super::queue::Queue;
+use super::rng::Rng;
+use super::{GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport};
+use crate::core::assign::Candidate;
+use crate::core::clock::Exchange;
+use crate::core::membership::Event as MemberEvent;
+use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore};
+use crate::core::metrics::{SeriesKey, SeriesSet};
+use crate::core::runs::{At, MeshView, RunAction, RunsConfig, RunsCore};
+use crate::core::shard::Shard;
+use crate::core::spec::{Executor, RunSpec};
+use crate::core::sync::{Have, MAX_ANSWER_BYTES, MAX_ANSWER_SHARDS, SyncState, have_of, missing};
+use crate::core::wire::{self, PlanId, Proposal, Request, Response};
+
+/// The wall clock at virtual time zero, ns since the Unix epoch.
+const EPOCH_NS: i64 = 1_800_000_000_000_000_000;
+/// Nodes start within this long of each other.
+const START_WITHIN: Micros = 1_000_000;
+/// How many nodes the others bootstrap from.
+const SEEDS: usize = 3;
+/// gossipsub's heartbeat (`net/behaviour.rs`), and its first one.
+const GOSSIP_HEARTBEAT: Micros = 500_000;
+const GOSSIP_FIRST: Micros = 100_000;
+/// Compiling the module and initializing VUs.
+const COMPILE: Micros = 200_000;
+/// How often the runtime scans ended runs for missing shards.
+const SYNC_SCAN: Micros = 500_000;
+/// Between a share's end and its last shard.
+const SEAL: Micros = 100_000;
+/// The most answers to asks for shards a node prepares at once, as the
+/// runtime (`net/runtime/sync.rs`); more asks are refused as busy.
+const MAX_ANSWERING: usize = 4;
+/// How long preparing one answer takes (reading its shards from disk).
+const ANSWER_TAKES: Micros = 20_000;
+/// How often the phases' conditions are checked.
+const CHECK_EVERY: Micros = 100_000;
+/// The most virtual time each phase is given.
+const MEMBERSHIP_LIMIT: Micros = 120_000_000;
+const LEADER_LIMIT: Micros = 60_000_000;
+const SHARDS_LIMIT: Micros = 300_000_000;
+
+fn micros(d: Duration) -> Micros {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn duration(t: Micros) -> Duration {
+    Duration::from_micros(t)
+}
+
+fn seconds(t: Micros) -> f64 {
+    t as f64 / 1e6
+}
+
+/// Something that happens at an instant.
+#[derive(Debug)]
+enum Event {
+    /// A node starts.
+    Boot(usize),
+    /// A node's cores are ticked.
+    Tick(usize),
+    /// A node's gossipsub heartbeat.
+    Gossipsub(usize),
+    /// A copy of a gossip message arrives.
+    Gossip(Delivery),
+    /// A dial from `from` to `to` completes.
+    Connect {
+        from: usize,
+        to: usize,
+        bootstrap: Option<usize>,
+    },
+    /// A clock question arrives at `to`.
+    ClockAsk { from: usize, to: usize, t1: i64 },
+    /// A clock answer arrives back at `to`, from `from`.
+    ClockAnswer {
+        from: usize,
+        to: usize,
+        answer: Option<(i64, i64, i64)>,
+    },
+    /// An ask for the module arrives at `to`.
+    ModuleAsk {
+        from: usize,
+        to: usize,
+        plan: PlanId,
+    },
+    /// The module arrives at `to` (or a refusal).
+    ModuleAnswer { to: usize, plan: PlanId },
+    /// A node's share is prepared.
+    Prepared { node: usize, plan: PlanId },
+    /// A node's share starts.
+    Start(usize),
+    /// A node seals shard `seq` (the last when `seq` is the interval count).
+    Seal { node: usize, seq: u32 },
+    /// An ask for missing shards arrives at `to`.
+    SyncAsk {
+        from: usize,
+        to: usize,
+        have: Vec<Have>,
+    },
+    /// An answer to that ask arrives back at `to`: the shards, by origin
+    /// and sequence, and whether the peer holds more; `None` if refused.
+    SyncAnswer {
+        to: usize,
+        answer: Option<(Vec<(usize, u32)>, bool)>,
+    },
+    /// A node has sent an answer it was preparing.
+    Answered(usize),
+    /// The phases' conditions are checked.
+    Check,
+}
+
+/// What a node sees of the others, as in `net/runtime/runs.rs`.
+struct View<'a> {
+    mesh: &'a MeshCore,
+    now: Duration,
+}
+
+impl MeshView for View<'_> {
+    fn alive(&self, peer: &str) -> bool {
+        peer == self.mesh.me().id || self.mesh.member(peer).is_some_and(|m| !m.suspect)
+    }
+
+    fn offset(&self, peer: &str) -> Option<(i64, i64)> {
+        if peer == self.mesh.me().id {
+            return Some((0, 0));
+        }
+        self.mesh
+            .clock(peer, self.now)
+            .map(|e| (e.offset_ns, e.bound_ns))
+    }
+}
+
+/// One simulated node.
+struct Node {
+    id: String,
+    skew_ns: i64,
+    up: bool,
+    mesh: MeshCore,
+    runs: RunsCore,
+    /// Members it lists (joins less leaves), from its events.
+    members: usize,
+    /// Whether it listed every other node as live, and when.
+    listed: bool,
+    /// Members it has a clock sample of, as bits.
+    clocked: Vec<u64>,
+    clocked_count: usize,
+    /// Per origin node, the shards held, as bits of sequence numbers.
+    held: Vec<u64>,
+    /// Origins whose shards are all held.
+    complete: usize,
+    sync: SyncState,
+    next_scan: Micros,
+    /// Answers to asks for shards being prepared.
+    answering: usize,
+    next_mesh_tick: Micros,
+    started: bool,
+    /// The size of its shards on the wire.
+    shard_bytes: usize,
+}
+
+/// Where the simulation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Membership,
+    Leader,
+    Shards,
+    Done,
+}
+
+/// The whole simulation.
+pub struct World {
+    config: SimConfig,
+    nodes: Vec<Node>,
+    by_id: FxHashMap<String, usize>,
+    by_addr: FxHashMap<String, usize>,
+    net: Network,
+    rng: Rng,
+    queue: Queue<Event>,
+    now: Micros,
+    events: u64,
+    stage: Stage,
+    stage_start: Micros,
+    stage_counters: Counters,
+    run: Option<Arc<str>>,
+    /// Everyone listed everyone, since the start.
+    listed_at: Option<Micros>,
+    leader_at: Option<Micros>,
+    last_shard_at: Micros,
+    by_sync: u64,
+    suspicions: u64,
+    starts: Vec<i64>,
+    phases: Vec<PhaseReport>,
+}
+
+impl World {
+    /// The nodes of `config`, none started yet.
+    pub fn new(config: &SimConfig) -> World {
+        let mut rng = Rng::seeded(config.seed);
+        let n = config.nodes;
+        let region_names: Vec<String> = (0..config.regions).map(region_name).collect();
+        let region: Vec<usize> = (0..n).map(|i| i % config.regions).collect();
+        let net = Network::new(region.clone(), config.regions, config.loss, &mut rng);
+        let ids: Vec<String> = (0..n).map(|_| peer_id(&mut rng)).collect();
+        let addrs: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "/ip4/10.{}.{}.{}/tcp/7400",
+                    i >> 16,
+                    (i >> 8) & 255,
+                    i & 255
+                )
+            })
+            .collect();
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let boot = if i < SEEDS {
+                (0..i).map(|s| addrs[s].clone()).collect()
+            } else {
+                vec![addrs[rng.below(SEEDS as u64) as usize].clone()]
+            };
+            let me = LocalNode {
+                id: ids[i].clone(),
+                name: format!("{}-{}", region_names[region[i]], i / config.regions),
+                region: region_names[region[i]].clone(),
+                boot: EPOCH_NS as u64,
+                cores: 16,
+                vu_limit: 20_000,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            let mut mesh = MeshCore::new(me, MeshConfig::default(), boot, Duration::ZERO);
+            mesh.set_listen(vec![addrs[i].clone()]);
+            nodes.push(Node {
+                id: ids[i].clone(),
+                skew_ns: rng.below(100_000_000) as i64 - 50_000_000,
+                up: false,
+                mesh,
+                runs: RunsCore::new(ids[i].clone(), RunsConfig::default()),
+                members: 0,
+                listed: false,
+                clocked: vec![0; n.div_ceil(64)],
+                clocked_count: 0,
+                held: vec![0; n],
+                complete: 0,
+                sync: SyncState::default(),
+                next_scan: 0,
+                answering: 0,
+                next_mesh_tick: 0,
+                started: false,
+                shard_bytes: 0,
+            });
+        }
+        let mut world = World {
+            config: config.clone(),
+            by_id: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.clone(), i))
+                .collect(),
+            by_addr: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.clone(), i))
+                .collect(),
+            stage_counters: net.counters.clone(),
+            nodes,
+            net,
+            rng,
+            queue: Queue::new(),
+            now: 0,
+            events: 0,
+            stage: Stage::Membership,
+            stage_start: 0,
+            run: None,
+            listed_at: None,
+            leader_at: None,
+            last_shard_at: 0,
+            by_sync: 0,
+            suspicions: 0,
+            starts: Vec::new(),
+            phases: Vec::new(),
+        };
+        for i in 0..n {
+            let at = if i == 0 {
+                0
+            } else {
+                world.rng.below(START_WITHIN)
+            };
+            world.schedule(at, Event::Boot(i));
+        }
+        world.schedule(CHECK_EVERY, Event::Check);
+        world
+    }
+
+    fn schedule(&mut self, at: Micros, event: Event) {
+        self.queue.push(at, event);
+    }
+
+    fn deliver_all(&mut self, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            self.schedule(d.at, Event::Gossip(d));
+        }
+    }
+
+    fn wall_ns(&self, i: usize) -> i64 {
+        EPOCH_NS + (self.now as i64) * 1000 + self.nodes[i].skew_ns
+    }
+
+    fn at(&self, i: usize) -> At {
+        At {
+            now: duration(self.now),
+            wall_ns: self.wall_ns(i),
+        }
+    }
+
+    /// Runs every phase, and reports.
+    pub fn run(mut self) -> SimReport {
+        let wall = Instant::now();
+        while self.stage != Stage::Done {
+            let Some((at, event)) = self.queue.pop() else {
+                break;
+            };
+            self.now = at;
+            self.events += 1;
+            self.handle(event);
+        }
+        let n = self.nodes.len();
+        let shards_total = (n as u64) * u64::from(self.config.intervals + 1);
+        let mut phases = std::mem::take(&mut self.phases).into_iter();
+        let mut phase = |name| {
+            phases.next().unwrap_or_else(|| PhaseReport {
+                name,
+                seconds: None,
+                limit_s: 0.0,
+                counted_s: 0.0,
+                total: self.net.counters.since(&self.net.counters).0,
+                by_kind: Vec::new(),
+            })
+        };
+        let (membership, leader, shards) = (phase("membership"), phase("leader"), phase("shards"));
+        let spread = match (self.starts.iter().min(), self.starts.iter().max()) {
+            (Some(a), Some(b)) if self.starts.len() == n => Some((b - a) as f64 / 1e6),
+            _ => None,
+        };
+        let all_done = shards.seconds.is_some();
+        SimReport {
+            nodes: n,
+            seed: self.config.seed,
+            loss: self.config.loss,
+            drop: self.config.drop,
+            regions: self.config.regions,
+            intervals: self.config.intervals,
+            membership,
+            members_listed_s: self.listed_at.map(seconds),
+            leader,
+            leader_agreed_s: self.leader_at.map(seconds),
+            shards,
+            shards_total,
+            shards_after_last_s: all_done.then(|| seconds(self.now - self.last_shard_at)),
+            shards_by_sync: self.by_sync,
+            start_spread_ms: spread,
+            suspicions: self.suspicions,
+            events: self.events,
+            virtual_s: seconds(self.now),
+            wall_s: wall.elapsed().as_secs_f64(),
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Boot(i) => {
+                self.nodes[i].up = true;
+                let phase = self.rng.below(micros(self.config.tick));
+                self.schedule(self.now + phase, Event::Tick(i));
+                self.schedule(self.now + GOSSIP_FIRST, Event::Gossipsub(i));
+            }
+            Event::Tick(i) => {
+                self.tick(i);
+                self.schedule(self.now + micros(self.config.tick), Event::Tick(i));
+            }
+            Event::Gossipsub(i) => {
+                self.net.maintain_mesh(i);
+                self.schedule(self.now + GOSSIP_HEARTBEAT, Event::Gossipsub(i));
+            }
+            Event::Gossip(d) => self.on_gossip(d),
+            Event::Connect {
+                from,
+                to,
+                bootstrap,
+            } => {
+                if !self.nodes[to].up {
+                    return;
+                }
+                if self.net.connect(from, to) {
+                    let (a, b) = (self.nodes[from].id.clone(), self.nodes[to].id.clone());
+                    self.nodes[from].mesh.on_connected(&b);
+                    self.nodes[to].mesh.on_connected(&a);
+                }
+                if let Some(index) = bootstrap {
+                    self.nodes[from].mesh.on_bootstrap_connected(index);
+                }
+            }
+            Event::ClockAsk { from, to, t1 } => {
+                let answer = self.nodes[to]
+                    .mesh
+                    .may_answer_clock(&self.nodes[from].id)
+                    .then(|| {
+                        let t2 = self.wall_ns(to);
+                        (t1, t2, t2)
+                    });
+                let bytes = match answer {
+                    Some((t1, t2, t3)) => wire::encode(&Response::Clock { t1, t2, t3 }).len(),
+                    None => refused_bytes(),
+                };
+                self.rpc(
+                    Kind::Clock,
+                    to,
+                    from,
+                    bytes,
+                    Event::ClockAnswer {
+                        from: to,
+                        to: from,
+                        answer,
+                    },
+                );
+            }
+            Event::ClockAnswer { from, to, answer } => {
+                let Some((t1, t2, t3)) = answer else {
+                    return;
+                };
+                let t4 = self.wall_ns(to);
+                let peer = self.nodes[from].id.clone();
+                let now = duration(self.now);
+                let node = &mut self.nodes[to];
+                let had = node.mesh.clock(&peer, now).is_some();
+                node.mesh
+                    .on_clock_answer(&peer, Exchange { t1, t2, t3, t4 }, now);
+                if !had
+                    && node.mesh.clock(&peer, now).is_some()
+                    && node.clocked[from / 64] & (1 << (from % 64)) == 0
+                {
+                    node.clocked[from / 64] |= 1 << (from % 64);
+                    node.clocked_count += 1;
+                }
+            }
+            Event::ModuleAsk { from, to, plan } => {
+                let bytes = MODULE_BYTES + RPC_OVERHEAD;
+                self.rpc(
+                    Kind::Module,
+                    to,
+                    from,
+                    bytes,
+                    Event::ModuleAnswer { to: from, plan },
+                );
+            }
+            Event::ModuleAnswer { to, plan } => {
+                self.schedule(self.now + COMPILE, Event::Prepared { node: to, plan });
+            }
+            Event::Prepared { node, plan } => {
+                let Some(run) = self.run.clone() else {
+                    return;
+                };
+                let at = self.at(node);
+                let n = &mut self.nodes[node];
+                let view = View {
+                    mesh: &n.mesh,
+                    now: at.now,
+                };
+                let actions = n.runs.prepared(&run, plan, at, &view);
+                self.carry_out(node, actions);
+            }
+            Event::Start(i) => self.start(i),
+            Event::Seal { node, seq } => self.seal(node, seq),
+            Event::SyncAsk { from, to, have } => self.answer_sync(from, to, &have),
+            Event::SyncAnswer { to, answer } => self.on_sync_answer(to, answer),
+            Event::Answered(i) => {
+                self.nodes[i].answering = self.nodes[i].answering.saturating_sub(1);
+            }
+            Event::Check => {
+                self.check();
+                if self.stage != Stage::Done {
+                    self.schedule(self.now + CHECK_EVERY, Event::Check);
+                }
+            }
+        }
+    }
+
+    /// Sends a request or answer of `bytes` from `from`; `then` happens at
+    /// `to` when it arrives.
+    fn rpc(&mut self, kind: Kind, from: usize, to: usize, bytes: usize, then: Event) {
+        self.net.counters.count(kind, from, to, bytes, true);
+        let at = self.now + self.net.latency(from, to);
+        self.schedule(at, then);
+    }
+
+    fn tick(&mut self, i: usize) {
+        if self.now >= self.nodes[i].next_mesh_tick {
+            self.nodes[i].next_mesh_tick = self.now + micros(self.config.mesh_tick);
+            self.tick_mesh(i);
+        }
+        let at = self.at(i);
+        let n = &mut self.nodes[i];
+        let view = View {
+            mesh: &n.mesh,
+            now: at.now,
+        };
+        let actions = n.runs.tick(at, &view);
+        self.carry_out(i, actions);
+        if self.now >= self.nodes[i].next_scan {
+            self.nodes[i].next_scan = self.now + SYNC_SCAN;
+            self.scan_sync(i);
+        }
+    }
+
+    fn tick_mesh(&mut self, i: usize) {
+        let now = duration(self.now);
+        let actions = self.nodes[i].mesh.tick(now, Health::default());
+        for action in actions {
+            match action {
+                Action::Publish(hb) => {
+                    let bytes = wire::encode(&hb).len() + GOSSIP_OVERHEAD;
+                    let out = self.net.publish(
+                        i,
+                        Kind::Heartbeat,
+                        Payload::Heartbeat(Arc::new(hb)),
+                        bytes,
+                        self.now,
+                    );
+                    self.deliver_all(out);
+                }
+                Action::AskClock { peer } => {
+                    let Some(&to) = self.by_id.get(&peer) else {
+                        continue;
+                    };
+                    let t1 = self.wall_ns(i);
+                    let bytes = wire::encode(&Request::Clock { t1 }).len() + RPC_OVERHEAD;
+                    self.rpc(
+                        Kind::Clock,
+                        i,
+                        to,
+                        bytes,
+                        Event::ClockAsk { from: i, to, t1 },
+                    );
+                }
+                Action::DialPeer { peer, .. } => {
+                    if let Some(&to) = self.by_id.get(&peer) {
+                        self.dial(i, to, None);
+                    }
+                }
+                Action::DialBootstrap { index, addr } => {
+                    if let Some(&to) = self.by_addr.get(&addr) {
+                        self.dial(i, to, Some(index));
+                    }
+                }
+                Action::Membership(event) => self.on_member_event(i, &event),
+            }
+        }
+    }
+
+    fn dial(&mut self, from: usize, to: usize, bootstrap: Option<usize>) {
+        // TCP, then the mesh key and Noise: two round trips.
+        let at = self.now + 4 * self.net.base_latency(from, to);
+        self.schedule(
+            at,
+            Event::Connect {
+                from,
+                to,
+                bootstrap,
+            },
+        );
+    }
+
+    fn on_member_event(&mut self, i: usize, event: &MemberEvent) {
+        match event {
+            MemberEvent::Joined(_) => self.nodes[i].members += 1,
+            MemberEvent::Left(_) | MemberEvent::Stopped(_) => {
+                self.nodes[i].members = self.nodes[i].members.saturating_sub(1);
+            }
+            MemberEvent::Suspected(_) if self.stage != Stage::Membership => self.suspicions += 1,
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, d: Delivery) {
+        let Some((author, payload)) = self.net.arrive(d) else {
+            return;
+        };
+        if self.rng.chance(self.config.drop) {
+            self.net.forget_if_done(d.msg);
+            return;
+        }
+        let to = d.to;
+        let now = duration(self.now);
+        match payload {
+            Payload::Heartbeat(hb) => {
+                let source = self.nodes[author].id.clone();
+                if let Ok(Some(event)) =
+                    self.nodes[to]
+                        .mesh
+                        .on_heartbeat(&source, (*hb).clone(), now)
+                {
+                    self.on_member_event(to, &event);
+                }
+            }
+            Payload::Run(env) => {
+                let at = self.at(to);
+                let from = self.nodes[author].id.clone();
+                let _ = self.nodes[to].runs.on_message(&from, (*env).clone(), at);
+            }
+            Payload::Shard { run, seq } => {
+                if self.nodes[to].runs.get(&run).is_some() {
+                    self.hold(to, author, seq);
+                }
+            }
+        }
+        let out = self.net.forward(d);
+        self.deliver_all(out);
+    }
+
+    /// Node `i` now holds shard `seq` of `origin`; whether it is new.
+    fn hold(&mut self, i: usize, origin: usize, seq: u32) -> bool {
+        let full = full_mask(self.config.intervals);
+        let n = &mut self.nodes[i];
+        let bit = 1u64 << seq;
+        if n.held[origin] & bit != 0 {
+            return false;
+        }
+        n.held[origin] |= bit;
+        if n.held[origin] == full {
+            n.complete += 1;
+        }
+        true
+    }
+
+    fn carry_out(&mut self, i: usize, actions: Vec<RunAction>) {
+        for action in actions {
+            match action {
+                RunAction::Publish(env) => {
+                    let bytes = wire::encode(&env);
+                    // As on the wire: what the others get is what decodes.
+                    let Ok(env) = wire::decode_run(&bytes) else {
+                        continue;
+                    };
+                    let out = self.net.publish(
+                        i,
+                        Kind::Runs,
+                        Payload::Run(Arc::new(env)),
+                        bytes.len() + GOSSIP_OVERHEAD,
+                        self.now,
+                    );
+                    self.deliver_all(out);
+                }
+                RunAction::Prepare { plan, sources, .. } => {
+                    match sources.first().and_then(|s| self.by_id.get(s)).copied() {
+                        Some(source) => {
+                            let bytes = wire::encode(&Request::Module {
+                                sha256: "ab".repeat(32),
+                            })
+                            .len()
+                                + RPC_OVERHEAD;
+                            self.rpc(
+                                Kind::Module,
+                                i,
+                                source,
+                                bytes,
+                                Event::ModuleAsk {
+                                    from: i,
+                                    to: source,
+                                    plan,
+                                },
+                            );
+                        }
+                        None => {
+                            self.schedule(self.now + COMPILE, Event::Prepared { node: i, plan })
+                        }
+                    }
+                }
+                RunAction::Start { at_wall_ns, .. } => {
+                    let true_ns = at_wall_ns - EPOCH_NS - self.nodes[i].skew_ns;
+                    let at = u64::try_from(true_ns / 1000).unwrap_or(0).max(self.now);
+                    self.schedule(at, Event::Start(i));
+                }
+                RunAction::Stop { .. } => {}
+            }
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let Some(run) = self.run.clone() else {
+            return;
+        };
+        if self.nodes[i].started {
+            return;
+        }
+        self.nodes[i].started = true;
+        self.starts.push(self.now as i64 * 1000);
+        let at = self.at(i);
+        let n = &mut self.nodes[i];
+        let view = View {
+            mesh: &n.mesh,
+            now: at.now,
+        };
+        let actions = n.runs.started(&run, at.wall_ns, &view);
+        self.carry_out(i, actions);
+        self.nodes[i].shard_bytes = shard_size(&run, &self.nodes[i]) + GOSSIP_OVERHEAD;
+        for seq in 0..self.config.intervals {
+            let at = self.now + u64::from(seq + 1) * 1_000_000;
+            self.schedule(at, Event::Seal { node: i, seq });
+        }
+        let end = self.now + u64::from(self.config.intervals) * 1_000_000 + SEAL;
+        self.schedule(
+            end,
+            Event::Seal {
+                node: i,
+                seq: self.config.intervals,
+            },
+        );
+    }
+
+    fn seal(&mut self, i: usize, seq: u32) {
+        let Some(run) = self.run.clone() else {
+            return;
+        };
+        self.hold(i, i, seq);
+        self.last_shard_at = self.last_shard_at.max(self.now);
+        let out = self.net.publish(
+            i,
+            Kind::Shards,
+            Payload::Shard {
+                run: run.clone(),
+                seq,
+            },
+            self.nodes[i].shard_bytes,
+            self.now,
+        );
+        self.deliver_all(out);
+        if seq == self.config.intervals {
+            let actions = self.nodes[i].runs.finished(&run, u64::from(seq) + 1, false);
+            self.carry_out(i, actions);
+        }
+    }
+
+    /// The shard keys node `i` holds, as the runtime's report keeps them.
+    fn held_keys(&self, i: usize) -> BTreeSet<(String, u64)> {
+        let mut out = BTreeSet::new();
+        for (origin, bits) in self.nodes[i].held.iter().enumerate() {
+            let mut bits = *bits;
+            while bits != 0 {
+                let seq = bits.trailing_zeros();
+                bits &= bits - 1;
+                out.insert((self.nodes[origin].id.clone(), u64::from(seq)));
+            }
+        }
+        out
+    }
+
+    /// The runtime's scan for missing shards (`net/runtime/sync.rs`).
+    fn scan_sync(&mut self, i: usize) {
+        let Some(run) = self.run.clone() else {
+            return;
+        };
+        let n = self.nodes.len();
+        let node = &self.nodes[i];
+        let finished = node.runs.get(&run).is_some_and(|r| r.is_finished());
+        if !finished || node.complete == n {
+            return;
+        }
+        let now = duration(self.now);
+        if !node.sync.due(now) {
+            return;
+        }
+        let mut peers: Vec<String> = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| &self.nodes[j].id)
+            .filter(|id| node.mesh.member(id).is_some_and(|m| !m.suspect))
+            .cloned()
+            .collect();
+        peers.sort();
+        let mut sync = std::mem::take(&mut self.nodes[i].sync);
+        let peer = sync.pick(&peers, now).cloned();
+        self.nodes[i].sync = sync;
+        let Some(to) = peer.and_then(|p| self.by_id.get(&p).copied()) else {
+            return;
+        };
+        let have = have_of(&self.held_keys(i));
+        let request = Request::Shards {
+            run: run.to_string(),
+            have,
+        };
+        let bytes = wire::encode(&request).len() + RPC_OVERHEAD;
+        let Request::Shards { have, .. } = request else {
+            return;
+        };
+        self.rpc(
+            Kind::Sync,
+            i,
+            to,
+            bytes,
+            Event::SyncAsk { from: i, to, have },
+        );
+    }
+
+    /// The runtime's answer to an ask for shards: refused from a stranger
+    /// or while [`MAX_ANSWERING`] answers are being prepared, each taking
+    /// [`ANSWER_TAKES`] (reading the shards from disk).
+    fn answer_sync(&mut self, from: usize, to: usize, have: &[Have]) {
+        let busy = self.nodes[to].answering >= MAX_ANSWERING;
+        let answer =
+            (!busy && self.nodes[to].mesh.may_answer_clock(&self.nodes[from].id)).then(|| {
+                let held = self.held_keys(to);
+                let mut keys = missing(&held, have, MAX_ANSWER_SHARDS + 1);
+                let mut more = keys.len() > MAX_ANSWER_SHARDS;
+                keys.truncate(MAX_ANSWER_SHARDS);
+                let mut shards = Vec::new();
+                let mut bytes = 0;
+                for (node, seq) in keys {
+                    let Some(&origin) = self.by_id.get(&node) else {
+                        continue;
+                    };
+                    let size = self.nodes[origin].shard_bytes - GOSSIP_OVERHEAD;
+                    if bytes + size > MAX_ANSWER_BYTES && !shards.is_empty() {
+                        more = true;
+                        break;
+                    }
+                    bytes += size;
+                    shards.push((origin, seq as u32));
+                }
+                (shards, more, bytes)
+            });
+        let bytes = match &answer {
+            Some((shards, _, bytes)) => bytes + 8 * shards.len() + RPC_OVERHEAD,
+            None => refused_bytes(),
+        };
+        let answer = answer.map(|(shards, more, _)| (shards, more));
+        let takes = if answer.is_some() {
+            self.nodes[to].answering += 1;
+            self.schedule(self.now + ANSWER_TAKES, Event::Answered(to));
+            ANSWER_TAKES
+        } else {
+            0
+        };
+        self.net.counters.count(Kind::Sync, to, from, bytes, true);
+        let at = self.now + takes + self.net.latency(to, from);
+        self.schedule(at, Event::SyncAnswer { to: from, answer });
+    }
+
+    fn on_sync_answer(&mut self, to: usize, answer: Option<(Vec<(usize, u32)>, bool)>) {
+        let now = duration(self.now);
+        let (new, more) = match answer {
+            Some((shards, more)) => {
+                let mut new = 0;
+                for (origin, seq) in shards {
+                    if self.hold(to, origin, seq) {
+                        new += 1;
+                    }
+                }
+                (new, more)
+            }
+            None => (0, false),
+        };
+        self.by_sync += new as u64;
+        self.nodes[to].sync.answered(new, more, now);
+    }
+
+    /// Checks whether the current phase is done, and moves on.
+    fn check(&mut self) {
+        let elapsed = self.now - self.stage_start;
+        match self.stage {
+            Stage::Membership => {
+                let done = self.membership_done();
+                if done || elapsed >= MEMBERSHIP_LIMIT {
+                    self.end_phase("membership", done, MEMBERSHIP_LIMIT);
+                    if done {
+                        self.submit();
+                    }
+                }
+            }
+            Stage::Leader => {
+                let done = self.leader_done();
+                if done || elapsed >= LEADER_LIMIT {
+                    self.end_phase("leader", done, LEADER_LIMIT);
+                }
+            }
+            Stage::Shards => {
+                let n = self.nodes.len();
+                let done = self.nodes.iter().all(|node| node.complete == n);
+                if done || elapsed >= SHARDS_LIMIT {
+                    self.end_phase("shards", done, SHARDS_LIMIT);
+                }
+            }
+            Stage::Done => {}
+        }
+    }
+
+    fn end_phase(&mut self, name: &'static str, done: bool, limit: Micros) {
+        let (total, by_kind) = self.net.counters.since(&self.stage_counters);
+        let counted = self.now - self.stage_start;
+        self.phases.push(PhaseReport {
+            name,
+            seconds: done.then(|| seconds(counted)),
+            limit_s: seconds(limit),
+            counted_s: seconds(counted),
+            total,
+            by_kind,
+        });
+        self.stage_counters = self.net.counters.clone();
+        self.stage_start = self.now;
+        self.stage = match (self.stage, done) {
+            (_, false) => Stage::Done,
+            (Stage::Membership, true) => Stage::Leader,
+            (Stage::Leader, true) => Stage::Shards,
+            _ => Stage::Done,
+        };
+    }
+
+    /// Every node lists every other as live, and has a clock estimate of
+    /// each.
+    fn membership_done(&mut self) -> bool {
+        let n = self.nodes.len();
+        for i in 0..n {
+            if self.nodes[i].listed || self.nodes[i].members < n - 1 {
+                continue;
+            }
+            let node = &self.nodes[i];
+            let all = self.nodes.iter().enumerate().all(|(j, other)| {
+                j == i || node.mesh.member(&other.id).is_some_and(|m| !m.suspect)
+            });
+            self.nodes[i].listed = all;
+        }
+        let listed = self.nodes.iter().all(|node| node.listed);
+        if listed && self.listed_at.is_none() {
+            self.listed_at = Some(self.now);
+        }
+        listed && self.nodes.iter().all(|node| node.clocked_count == n - 1)
+    }
+
+    /// Submits the run to a node, as the runtime does: the candidates are
+    /// itself and the members it sees alive.
+    fn submit(&mut self) {
+        let n = self.nodes.len();
+        let i = self.rng.below(n as u64) as usize;
+        let run = format!("sim-{:08x}", self.rng.next_u64() as u32);
+        let mut spec = RunSpec::new(
+            "ab".repeat(32),
+            Executor::ConstantVus {
+                vus: u32::try_from(n * 10).unwrap_or(u32::MAX),
+                duration: Duration::from_secs(u64::from(self.config.intervals)),
+            },
+        );
+        spec.graceful_stop = Duration::from_secs(1);
+        let node = &self.nodes[i];
+        let now = duration(self.now);
+        let mut candidates = vec![Candidate {
+            id: node.id.clone(),
+            region: node.mesh.me().region.clone(),
+            capacity: node.mesh.me().vu_limit,
+        }];
+        for p in node.mesh.peers(now) {
+            if !p.member.suspect {
+                let hb = &p.member.heartbeat;
+                candidates.push(Candidate {
+                    id: hb.id.clone(),
+                    region: hb.region.clone(),
+                    capacity: hb.vu_limit,
+                });
+            }
+        }
+        let proposal = Proposal {
+            proposer: node.id.clone(),
+            spec,
+            weights: None,
+            nodes: None,
+            candidates,
+        };
+        self.run = Some(Arc::from(run.as_str()));
+        let at = self.at(i);
+        let node = &mut self.nodes[i];
+        let view = View {
+            mesh: &node.mesh,
+            now: at.now,
+        };
+        if let Ok(actions) = node.runs.submit(run, proposal, at, &view) {
+            self.carry_out(i, actions);
+        }
+    }
+
+    /// Every node names the same leader and holds the same armed plan.
+    fn leader_done(&mut self) -> bool {
+        let Some(run) = self.run.clone() else {
+            return false;
+        };
+        let now = duration(self.now);
+        let mut leaders = BTreeSet::new();
+        let mut arms = BTreeSet::new();
+        for node in &self.nodes {
+            let view = View {
+                mesh: &node.mesh,
+                now,
+            };
+            let r = node.runs.get(&run);
+            leaders.insert(r.and_then(|r| r.leader(&view)));
+            arms.insert(r.and_then(|r| r.armed.as_ref().map(|a| (a.plan, a.t0_ns))));
+        }
+        let agreed = leaders.len() == 1 && !leaders.contains(&None);
+        if agreed && self.leader_at.is_none() {
+            self.leader_at = Some(self.now - self.stage_start);
+        }
+        agreed && arms.len() == 1 && !arms.contains(&None)
+    }
+}
+
+/// A region's name: real ones first.
+fn region_name(i: usize) -> String {
+    const NAMES: [&str; 8] = ["fra", "nrt", "ewr", "syd", "gru", "sin", "iad", "lhr"];
+    NAMES
+        .get(i)
+        .map(|s| (*s).to_owned())
+        .unwrap_or_else(|| format!("r{i}"))
+}
+
+/// A peer id of the real length (`12D3KooW` and 44 base58 characters).
+fn peer_id(rng: &mut Rng) -> String {
+    const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut id = String::from("12D3KooW");
+    for _ in 0..44 {
+        id.push(B58[rng.below(B58.len() as u64) as usize] as char);
+    }
+    id
+}
+
+fn full_mask(intervals: u32) -> u64 {
+    if intervals + 1 >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << (intervals + 1)) - 1
+    }
+}
+
+fn refused_bytes() -> usize {
+    wire::encode(&Response::Refused {
+        reason: "not a member yet".into(),
+    })
+    .len()
+        + RPC_OVERHEAD
+}
+
+/// The encoded size of one of `node`'s shards: a second of an HTTP run's
+/// usual series.
+fn shard_size(run: &str, node: &Node) -> usize {
+    let mut series = SeriesSet::new();
+    let mut rng = Rng::seeded(node.skew_ns as u64);
+    let duration = SeriesKey::new(
+        "http_req_duration",
+        [
+            ("method".to_owned(), "GET".to_owned()),
+            ("status".to_owned(), "200".to_owned()),
+        ],
+    );
+    for _ in 0..500 {
+        let ms = 5.0 + rng.below(200_000) as f64 / 1000.0;
+        let _ = series.add(&duration, MetricKind::Trend, ms);
+    }
+    for (name, kind) in [
+        ("http_reqs", MetricKind::Counter),
+        ("iterations", MetricKind::Counter),
+        ("http_req_failed", MetricKind::Rate),
+        ("vus", MetricKind::Gauge),
+    ] {
+        let _ = series.add(&SeriesKey::new(name, []), kind, 1.0);
+    }
+    Shard {
+        run_id: run.to_owned(),
+        node: node.id.clone(),
+        name: node.mesh.me().name.clone(),
+        region: node.mesh.me().region.clone(),
+        seq: 0,
+        start_ms: 0,
+        end_ms: 1000,
+        last: false,
+        series,
+    }
+    .encode()
+    .len()
+}
