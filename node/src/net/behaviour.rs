@@ -90,17 +90,18 @@ pub fn build_swarm(
                 .max_transmit_size(MAX_GOSSIP_BYTES)
                 // Fewer copies of every message: each node relays to 4 mesh
                 // peers (default 6) and announces ids to 3 others (default
-                // 6); a publisher sends to its mesh, not to every peer; and
-                // a node says IDONTWANT for what it published or received
+                // 6), and says IDONTWANT for what it published or received
                 // once it is over 512 bytes. Heartbeats repeat every second
                 // and shards lost on the way are fetched by anti-entropy, so
-                // fewer paths cost no data (docs/benchmarks.md, mesh).
+                // fewer paths cost no data (docs/benchmarks.md, mesh). A
+                // publisher still sends to every peer (flood publish): the
+                // simulator (`fusi-node simulate`) saw membership fail to
+                // converge at 40 nodes without it.
                 .mesh_n(4)
                 .mesh_n_low(3)
                 .mesh_n_high(8)
                 .mesh_outbound_min(2)
                 .gossip_lazy(3)
-                .flood_publish(false)
                 .idontwant_on_publish(true)
                 .idontwant_message_size_threshold(512)
                 .validation_mode(gossipsub::ValidationMode::Strict)
