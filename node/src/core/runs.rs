@@ -290,10 +290,12 @@ type Progress = (
     bool,
 );
 
-/// A run that does not move re-sends after 1, 2, then every 4 `republish`
-/// intervals: enough for a node that missed a message to hear it again
-/// within seconds, while a long run costs the mesh a quarter of the
-/// messages (docs/benchmarks.md, mesh).
+/// A run under way (every node of its plan started) that does not move
+/// re-sends after 1, 2, then every 4 `republish` intervals: enough for a
+/// node that missed a message to hear it again within seconds, while a long
+/// run costs the mesh a quarter of the messages (docs/benchmarks.md, mesh).
+/// Before that, every second, so a node that missed the arm starts late by
+/// at most about a second.
 const MAX_QUIET_DOUBLINGS: u32 = 2;
 
 impl Run {
@@ -1207,7 +1209,18 @@ impl RunsCore {
             run.stop_by.is_some(),
             run.finish.is_some(),
         );
-        if run.timers.progress != Some(progress) {
+        // Until every node of the armed plan has started, a node that
+        // missed a message must hear it again within a second: it starts
+        // late otherwise. Only a run under way re-sends less often.
+        let under_way = run.armed.as_ref().is_some_and(|a| {
+            run.plan.as_ref().is_some_and(|p| {
+                p.id == a.plan
+                    && p.shares.iter().all(|s| {
+                        run.started.contains_key(&s.node) || run.done.contains_key(&s.node)
+                    })
+            })
+        });
+        if run.timers.progress != Some(progress) || !under_way {
             run.timers.quiet = 0;
         }
         let wait = self.config.republish * (1 << run.timers.quiet);

@@ -88,22 +88,11 @@ pub fn build_swarm(
                 .heartbeat_interval(Duration::from_millis(500))
                 .heartbeat_initial_delay(Duration::from_millis(100))
                 .max_transmit_size(MAX_GOSSIP_BYTES)
-                // Fewer copies of every message: each node relays to 4 mesh
-                // peers (default 6) and announces ids to 3 others (default
-                // 6), and says IDONTWANT for what it published or received
-                // once it is over 512 bytes. Heartbeats repeat every second
-                // and shards lost on the way are fetched by anti-entropy, so
-                // fewer paths cost no data (docs/benchmarks.md, mesh). A
-                // publisher still sends to every peer (flood publish): the
-                // simulator (`fusi-node simulate`) saw membership fail to
-                // converge at 40 nodes without it.
-                .mesh_n(4)
-                .mesh_n_low(3)
-                .mesh_n_high(8)
-                .mesh_outbound_min(2)
-                .gossip_lazy(3)
-                .idontwant_on_publish(true)
-                .idontwant_message_size_threshold(512)
+                // gossipsub's default mesh (6, from 5 to 12) and flood
+                // publish: with a mesh of 4 and no flood publish, the
+                // simulator (`fusi-node simulate`, 100 nodes, 1 % of
+                // messages dropped) saw nodes that missed an arm start up to
+                // half a second late, and 40 nodes' membership not converge.
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 // A message is forwarded only once this node has decoded and
                 // accepted it, so a peer's garbage stops at its first hop.

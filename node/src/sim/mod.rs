@@ -44,14 +44,14 @@
 //!   and Noise handshakes) and always succeeds once the other node is up.
 //!   Connections are never lost.
 //! - **Gossip** follows libp2p gossipsub with the settings of
-//!   `net/behaviour.rs` (a 500 ms heartbeat, a mesh of 4): each node
-//!   keeps a random mesh of its connected peers, grafting up to D = 4 when
-//!   it has fewer than 3 and pruning to 4 above 8 on every gossipsub
+//!   `net/behaviour.rs` (defaults but for a 500 ms heartbeat): each node
+//!   keeps a random mesh of its connected peers, grafting up to D = 6 when
+//!   it has fewer than 5 and pruning to 6 above 12 on every gossipsub
 //!   heartbeat; it publishes its own messages to *every* connected peer
 //!   (`flood_publish`, on by default), and forwards a message it sees for
 //!   the first time to its mesh peers, but not to the peer it came from or
 //!   its author; duplicates are dropped by message id. For messages over
-//!   512 bytes it sends IDONTWANT to its mesh peers (gossipsub 1.2), and a
+//!   1,000 bytes it sends IDONTWANT to its mesh peers (gossipsub 1.2), and a
 //!   peer skips a forward once that IDONTWANT has had time to arrive. One
 //!   mesh serves the three topics (each topic has its own in gossipsub, with
 //!   the same sizes). Each message is charged its encoded size plus

@@ -15,13 +15,13 @@ use crate::core::wire::RunEnvelope;
 pub type Micros = u64;
 
 /// gossipsub's `mesh_n`: the mesh degree a node grafts up to.
-const MESH_N: usize = 4;
+const MESH_N: usize = 6;
 /// gossipsub's `mesh_n_low`: below it, a node grafts.
-const MESH_N_LOW: usize = 3;
+const MESH_N_LOW: usize = 5;
 /// gossipsub's `mesh_n_high`: above it, a node prunes down to [`MESH_N`].
-const MESH_N_HIGH: usize = 8;
+const MESH_N_HIGH: usize = 12;
 /// gossipsub's `idontwant_message_size_threshold`.
-const IDONTWANT_OVER: usize = 512;
+const IDONTWANT_OVER: usize = 1000;
 /// Bytes of one GRAFT, PRUNE or IDONTWANT.
 const CONTROL_BYTES: u64 = 64;
 /// One-way delay within a region, µs.
