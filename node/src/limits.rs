@@ -131,6 +131,20 @@ pub fn maps_needed(vus: u64) -> u64 {
         .saturating_add(RESERVED_MAPS)
 }
 
+/// Whether an error reads like one of the limits [`check_vus`] warns of
+/// (out of files, memory or mappings), so the warnings belong with it.
+pub fn may_be_a_limit(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    [
+        "too many open files",
+        "cannot allocate memory",
+        "os error 24",
+        "os error 12",
+    ]
+    .iter()
+    .any(|sign| error.contains(sign))
+}
+
 /// What stands in the way of running `vus` VUs on this host: one warning
 /// per limit that is too low, each naming the limit and how to raise it.
 /// Empty when nothing does.
@@ -203,5 +217,14 @@ mod tests {
             "{warnings:?}"
         );
         assert!(warnings.iter().all(|w| w.contains("VUs")));
+    }
+
+    #[test]
+    fn only_errors_of_a_limit_get_the_warnings() {
+        assert!(may_be_a_limit(
+            "VU 9358: cannot instantiate the scenario: Cannot allocate memory (os error 12)"
+        ));
+        assert!(may_be_a_limit("connect: Too many open files (os error 24)"));
+        assert!(!may_be_a_limit("the module is not valid wasm"));
     }
 }

@@ -233,7 +233,7 @@ async fn work(
         () = cancel.cancelled() => return,
         p = runner.prepare() => match p {
             Ok(p) => p,
-            Err(e) if limits.is_empty() => {
+            Err(e) if limits.is_empty() || !crate::limits::may_be_a_limit(&e.to_string()) => {
                 let _ = events.send(fail(e.to_string()));
                 return;
             }

@@ -1211,15 +1211,20 @@ impl RunsCore {
         );
         // Until every node of the armed plan has started, a node that
         // missed a message must hear it again within a second: it starts
-        // late otherwise. Only a run under way re-sends less often.
-        let under_way = run.armed.as_ref().is_some_and(|a| {
-            run.plan.as_ref().is_some_and(|p| {
-                p.id == a.plan
-                    && p.shares.iter().all(|s| {
-                        run.started.contains_key(&s.node) || run.done.contains_key(&s.node)
-                    })
-            })
-        });
+        // late otherwise. Only a run under way re-sends less often; a
+        // finished run, a straggler's question or a node unaware of the arm
+        // are answered at the one-second pace.
+        let under_way = run.finish.is_none()
+            && !run.timers.straggler
+            && !run.timers.unaware
+            && run.armed.as_ref().is_some_and(|a| {
+                run.plan.as_ref().is_some_and(|p| {
+                    p.id == a.plan
+                        && p.shares.iter().all(|s| {
+                            run.started.contains_key(&s.node) || run.done.contains_key(&s.node)
+                        })
+                })
+            });
         if run.timers.progress != Some(progress) || !under_way {
             run.timers.quiet = 0;
         }

@@ -190,7 +190,10 @@ impl Shard {
     /// every part. A single series larger than `max_bytes` (none that fusi
     /// records comes near) gets a part of its own.
     pub fn split(self, max_bytes: usize) -> Vec<Shard> {
-        if self.series.len() <= 1 || self.encode().len() <= max_bytes {
+        // Both limits: the wire's (compressed) and the reader's (inflated).
+        if self.series.len() <= 1
+            || (self.encode().len() <= max_bytes && self.encode_cbor().len() <= MAX_SHARD_BYTES / 2)
+        {
             return vec![self];
         }
         let mut entries: Vec<(SeriesKey, Value)> = self
@@ -330,6 +333,7 @@ fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
         return Err(ShardError::TooLarge(bytes.len()));
     }
     let inflated;
+    let compressed = bytes.first() == Some(&SHARD_MARKER);
     let cbor = match bytes.split_first() {
         Some((&SHARD_MARKER, compressed)) => {
             let mut out = Vec::with_capacity(compressed.len().saturating_mul(4));
@@ -349,7 +353,7 @@ fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
     };
     let wire: WireShard =
         ciborium::from_reader(cbor).map_err(|e| ShardError::Cbor(e.to_string()))?;
-    if wire.format == SHARD_FORMAT && cbor.len() == bytes.len() {
+    if wire.format == SHARD_FORMAT && !compressed {
         return Err(ShardError::Invalid(format!(
             "a format {SHARD_FORMAT} shard must be compressed"
         )));

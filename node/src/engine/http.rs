@@ -253,6 +253,15 @@ impl Target {
     }
 }
 
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One VU's HTTP client: its own connections, one per origin.
 pub struct HttpClient {
     tls: ClientSettings,
@@ -300,11 +309,13 @@ impl HttpClient {
         deadline: Instant,
     ) -> (HttpRequest, Answer, Exchange) {
         let mut client = std::mem::replace(self, HttpClient::new(self.tls.clone()));
-        let task = tokio::spawn(async move {
+        // Aborted if this future is dropped (the VU stopped or was cut off
+        // mid-request), so no request outlives its VU.
+        let mut task = AbortOnDrop(tokio::spawn(async move {
             let (answer, exchange) = client.send(&req, deadline).await;
             (client, req, answer, exchange)
-        });
-        match task.await {
+        }));
+        match (&mut task.0).await {
             Ok((client, req, answer, exchange)) => {
                 *self = client;
                 (req, answer, exchange)
