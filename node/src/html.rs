@@ -81,14 +81,17 @@ mod tests {
                 ExpectedNode {
                     id: "a".into(),
                     region: "fra".into(),
+                    segment: None,
                 },
                 ExpectedNode {
                     id: "b".into(),
                     region: name.into(),
+                    segment: None,
                 },
             ],
             lost: vec![],
             aborted_by: None,
+            load: None,
             thresholds: vec![format!("http_req_duration{{tag:{name}}}: p(95)<100ms")],
         };
         RunReport::build(&Report::from_shards("r1", shards), &meta)

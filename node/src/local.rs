@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::assign::{Candidate, assign};
 use crate::core::report::Report;
-use crate::core::run_report::{ExpectedNode, RunMeta, RunReport, abort_verdict};
+use crate::core::run_report::{ExpectedNode, LoadPlan, RunMeta, RunReport, abort_verdict};
+use crate::core::segment::ExecutionSegment;
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, SpecError};
 use crate::core::threshold::parse_all;
@@ -159,10 +160,12 @@ pub async fn run(
         expected: vec![ExpectedNode {
             id: LOCAL_NODE.to_owned(),
             region: LOCAL_NODE.to_owned(),
+            segment: Some(ExecutionSegment::WHOLE),
         }],
         lost: Vec::new(),
         thresholds: spec.thresholds.clone(),
         aborted_by: aborted,
+        load: Some(LoadPlan::of(&spec)),
     };
     Ok(RunReport::build(&report, &meta))
 }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::core::report::{Percentiles, Summary};
-use crate::core::run_report::RunReport;
+use crate::core::run_report::{LoadUnit, RunReport};
 use crate::core::threshold::ThresholdResult;
 
 /// A duration in milliseconds, with a unit that keeps 3-4 digits.
@@ -91,6 +91,7 @@ pub fn render_report(r: &RunReport) -> String {
             c.nodes_incomplete.join(", ")
         );
     }
+    render_load(&mut out, r);
     out.push_str(&render(&r.summary, &r.scenario));
     if !r.thresholds.is_empty() {
         out.push_str(&render_thresholds(&r.thresholds));
@@ -99,6 +100,45 @@ pub fn render_report(r: &RunReport) -> String {
         out.push_str(&render_parts(r));
     }
     out
+}
+
+/// Planned against delivered load, when the report knows the plan; when
+/// the run fell short, one line per node that delivered less than its share.
+fn render_load(out: &mut String, r: &RunReport) {
+    let load = &r.load;
+    if load.planned <= 0.0 && load.delivered <= 0.0 {
+        return;
+    }
+    let unit = match load.unit {
+        LoadUnit::Iterations => "iterations",
+        LoadUnit::VuSeconds => "VU-seconds",
+    };
+    let verdict = if load.short {
+        format!(": SHORT (--min-delivered {:.1} %)", load.min_ratio * 100.0)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "  load: {:.0} of {:.0} {unit} delivered ({:.1} %){verdict}",
+        load.delivered,
+        load.planned,
+        load.ratio * 100.0
+    );
+    if load.short {
+        for n in r
+            .nodes
+            .iter()
+            .filter(|n| n.delivered < n.planned * load.min_ratio)
+        {
+            let name = if n.name.is_empty() { &n.id } else { &n.name };
+            let _ = writeln!(
+                out,
+                "    {name}: {:.0} of {:.0} ({})",
+                n.delivered, n.planned, n.state
+            );
+        }
+    }
 }
 
 /// One line per threshold, k6 style: a mark, the threshold, what was seen.
@@ -337,6 +377,7 @@ mod tests {
             lost: Vec::new(),
             thresholds: vec!["http_reqs: count>0".into()],
             aborted_by: None,
+            load: None,
         };
         let report = RunReport::build(&crate::core::report::Report::new("r"), &meta);
         let text = render_report(&report);

@@ -60,6 +60,10 @@ pub struct MeshConfig {
     pub dir: Option<PathBuf>,
     /// Extra arguments appended to every `fusi-node up`.
     pub extra_args: Vec<String>,
+    /// Environment variables set for every node; `{data_dir}` in a value
+    /// is replaced by the node's data directory (fault tests give each node
+    /// its own libfaketime file this way).
+    pub env: Vec<(String, String)>,
     /// How long to wait for each node to print its listen addresses.
     /// Default [`STARTUP_TIMEOUT`].
     pub startup_timeout: Duration,
@@ -79,6 +83,7 @@ impl MeshConfig {
             latency: None,
             dir: None,
             extra_args: Vec::new(),
+            env: Vec::new(),
             startup_timeout: STARTUP_TIMEOUT,
         }
     }
@@ -279,6 +284,7 @@ pub struct Mesh {
     node_bin: PathBuf,
     latency: Option<String>,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     startup_timeout: Duration,
     dir: PathBuf,
     remove_dir: bool,
@@ -317,6 +323,7 @@ impl Mesh {
             node_bin: config.node_bin,
             latency: config.latency,
             extra_args: config.extra_args,
+            env: config.env,
             startup_timeout: config.startup_timeout,
             dir,
             remove_dir,
@@ -735,6 +742,12 @@ impl Mesh {
         }
         if let Some(latency) = &self.latency {
             cmd.args(["--emulate-latency", latency]);
+        }
+        for (key, value) in &self.env {
+            cmd.env(
+                key,
+                value.replace("{data_dir}", &node.data_dir.to_string_lossy()),
+            );
         }
         cmd.args(["--source-ip", &node.ip.to_string()])
             .args(&self.extra_args)

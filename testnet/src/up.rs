@@ -288,6 +288,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         latency: args.latency,
         dir: args.dir,
         extra_args: args.node_args,
+        env: Vec::new(),
         startup_timeout: STARTUP_TIMEOUT,
     })?;
     let target = if args.target {

@@ -15,7 +15,7 @@ use crate::api::{self, DEFAULT_API};
 use crate::core::assign::{RegionWeight, parse_region_weights};
 use crate::core::metrics::{Value, names};
 use crate::core::report::{Report, percentiles};
-use crate::core::run_report::RunReport;
+use crate::core::run_report::{LoadUnit, RunReport};
 use crate::core::shard::Shard;
 use crate::core::spec::{Executor, Rate, RunSpec, Stage, parse_duration, parse_rate, parse_stages};
 use crate::core::threshold::{Threshold, parse_all};
@@ -133,10 +133,17 @@ Examples:
   fusi-node run hello.wasm --vus 100 --duration 1m --nodes 4 --api 127.0.0.1:7402
   fusi-node run hello.wasm --vus 5 --duration 10s --local
 
-Exit status: 0 when the run completed and its thresholds passed; 99 when a
-threshold failed (as k6); 1 when it could not run (an unusable module, flags
-that do not fit together, no node where --api points), or when a mesh run
-failed or someone else stopped it; 2 when a flag's value does not parse.
+Delivered load: the report weighs the load delivered against the plan
+(iterations for arrival-rate and iteration executors, VU-seconds for
+constant-vus and ramping-vus). A run that delivered less than
+--min-delivered (99%) of it, or lost a node before its share was done, is
+`short`, whatever its thresholds say.
+
+Exit status: 0 when the run completed and its thresholds passed; 97 when it
+fell short of its planned load or lost a node; 99 when a threshold failed
+(as k6); 1 when it could not run (an unusable module, flags that do not fit
+together, no node where --api points), or when a mesh run failed or someone
+else stopped it; 2 when a flag's value does not parse.
 Ctrl-C stops the run early (on every node of a mesh run), prints the summary of
 what was measured and exits 130; a second Ctrl-C quits at once.";
 
@@ -190,6 +197,12 @@ struct RunArgs {
     /// [delayAbortEval=DURATION]; repeatable. See below.
     #[arg(long = "threshold", value_parser = threshold_arg)]
     thresholds: Vec<String>,
+    /// The least part of the planned load the run must deliver, as a
+    /// percentage (99%) or a fraction (0.99); below it, or when a node is
+    /// lost before its share is done, the run is `short` and exits 97.
+    /// 0 turns the check off.
+    #[arg(long, value_parser = min_delivered_arg, default_value = "99%")]
+    min_delivered: f64,
     /// An iteration that runs longer fails with reason `timeout`.
     #[arg(long, value_parser = duration_arg, default_value = "60s")]
     iteration_timeout: Duration,
@@ -317,6 +330,22 @@ fn threshold_arg(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `--min-delivered`: `99%`, `99.5%` or `0.99`, within 0 to 100 %.
+fn min_delivered_arg(s: &str) -> Result<f64, String> {
+    let text = s.trim();
+    let value = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => text.parse::<f64>(),
+    };
+    match value {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "invalid --min-delivered {s:?}: write a percentage from 0% to 100% (99%) \
+             or a fraction from 0 to 1 (0.99)"
+        )),
+    }
+}
+
 fn env_arg(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -425,6 +454,7 @@ impl RunArgs {
         spec.insecure_skip_tls_verify = self.insecure_skip_tls_verify;
         spec.scenario = scenario_name(&self.scenario);
         spec.thresholds = self.thresholds.clone();
+        spec.min_delivered = self.min_delivered;
         spec.targets = if self.targets.is_empty() {
             targets_from_env(&self.env)
         } else {
@@ -678,11 +708,47 @@ async fn run_here(args: &RunArgs, spec: RunSpec, wasm: Vec<u8>) -> anyhow::Resul
     if interrupt.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
-    Ok(exit_for_thresholds(&report).unwrap_or(ExitCode::SUCCESS))
+    Ok(exit_for_verdict(&report).unwrap_or(ExitCode::SUCCESS))
 }
 
 /// The exit status k6 gives a run whose thresholds failed.
 pub const THRESHOLDS_FAILED: u8 = 99;
+
+/// The exit status of a run that fell short of its planned load, or lost a
+/// node with its share: its measurements are not those of the run asked
+/// for, so it comes before the thresholds judged on them.
+pub const LOAD_SHORT: u8 = 97;
+
+/// The exit status a finished run's report calls for, after saying why on
+/// stderr: [`LOAD_SHORT`], else [`THRESHOLDS_FAILED`]; `None` when it
+/// passed.
+fn exit_for_verdict(report: &RunReport) -> Option<ExitCode> {
+    if report.load_short() {
+        let load = &report.load;
+        let unit = match load.unit {
+            LoadUnit::Iterations => "iterations",
+            LoadUnit::VuSeconds => "VU-seconds",
+        };
+        let lost = &report.completeness.nodes_lost;
+        let lost = if lost.is_empty() {
+            String::new()
+        } else {
+            format!("; lost with their share: {}", lost.join(", "))
+        };
+        eprintln!(
+            "error: the run fell short of its planned load: delivered {:.0} of {:.0} {unit} \
+             ({:.1} %, --min-delivered {:.1} %){lost}",
+            load.delivered,
+            load.planned,
+            load.ratio * 100.0,
+            load.min_ratio * 100.0
+        );
+        // Thresholds that failed are still worth a line.
+        let _ = exit_for_thresholds(report);
+        return Some(ExitCode::from(LOAD_SHORT));
+    }
+    exit_for_thresholds(report)
+}
 
 /// [`THRESHOLDS_FAILED`] when a threshold failed, after saying which on stderr.
 fn exit_for_thresholds(report: &RunReport) -> Option<ExitCode> {

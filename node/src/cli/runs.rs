@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::mesh::{self, ApiArgs, short_id, table};
-use super::{ReportFormat, RunArgs, cancel_on_ctrl_c, exit_for_thresholds, write_out};
+use super::{ReportFormat, RunArgs, cancel_on_ctrl_c, exit_for_verdict, write_out};
 use crate::api::server::valid_run_id;
 use crate::api::{LiveView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView, client};
 use crate::core::run_report::RunReport;
@@ -83,9 +83,10 @@ Examples:
   fusi-node watch r18c2f0a9b3d4e5f6
   fusi-node watch r18c2f0a9b3d4e5f6 --api 127.0.0.1:7402
 
-Exit status: 0 when the run ended complete; 99 when a threshold failed; 1
-when it was stopped or failed, no node answers at --api, or it does not know
-RUN.";
+Exit status: 0 when the run ended complete; 97 when it fell short of its
+planned load or lost a node (see `fusi-node run --help`); 99 when a threshold
+failed; 1 when it was stopped or failed, no node answers at --api, or it does
+not know RUN.";
 
 /// `fusi-node runs`.
 #[derive(Args, Debug)]
@@ -576,7 +577,7 @@ pub(super) async fn run_on(
     let live = !args.quiet && std::io::stderr().is_terminal();
     follow(&mut poller, live, &interrupt).await?;
     let run: RunView = poller.get_until(&format!("/v1/runs/{id}")).await?;
-    let report = fetch_report(api, &id).await?;
+    let report = final_report(api, &id).await?;
     print!("{}", render_header(&run));
     print!("{}", summary::render_report(&report));
     write_out(args.out.as_deref(), &report)?;
@@ -584,7 +585,7 @@ pub(super) async fn run_on(
     if interrupt.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
-    if let Some(code) = exit_for_thresholds(&report) {
+    if let Some(code) = exit_for_verdict(&report) {
         return Ok(code);
     }
     Ok(match run.phase.as_str() {
@@ -623,6 +624,24 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A run's report from the node at `api`.
+/// How long a finished run's report may wait for shards still on their way
+/// before a delivered-load verdict is taken on it.
+const SHARDS_SETTLE: Duration = Duration::from_secs(15);
+
+/// The report of a run that has ended, once the node holds the shards of
+/// every node not lost (or after [`SHARDS_SETTLE`]): a shard still in
+/// flight must not make a whole run look short.
+async fn final_report(api: SocketAddr, id: &str) -> anyhow::Result<RunReport> {
+    let give_up = Instant::now() + SHARDS_SETTLE;
+    loop {
+        let report = fetch_report(api, id).await?;
+        if report.completeness.nodes_incomplete.is_empty() || Instant::now() >= give_up {
+            return Ok(report);
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
 async fn fetch_report(api: SocketAddr, id: &str) -> anyhow::Result<RunReport> {
     let bytes = client::get_raw(api, &format!("/v1/runs/{id}/report")).await?;
     serde_json::from_slice(&bytes).with_context(|| {
@@ -683,10 +702,10 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let never = CancellationToken::new();
     follow(&mut poller, true, &never).await?;
     let run: RunView = poller.get_until(&format!("/v1/runs/{}", args.run)).await?;
-    let report = fetch_report(api, &args.run).await?;
+    let report = final_report(api, &args.run).await?;
     print!("{}", render_header(&run));
     print!("{}", summary::render_report(&report));
-    if let Some(code) = exit_for_thresholds(&report) {
+    if let Some(code) = exit_for_verdict(&report) {
         return Ok(code);
     }
     Ok(if run.phase == "complete" {

@@ -14,6 +14,15 @@
 //! and answers with that one. Samples older than its window age out, so the
 //! estimate follows drift when exchanges are repeated.
 //!
+//! **Steps.** A wall clock can jump (NTP stepping it, a VM resumed, an
+//! operator's `date -s`). Without care the filter would go on preferring an
+//! old, short-delay sample taken before the jump for its whole window, and a
+//! node would start a run up to an hour off. So a new sample whose interval
+//! `θ ± δ/2` does not meet the current estimate's `θ ± bound` (plus
+//! [`STEP_MARGIN`]) cannot describe the same pair of clocks: one of them
+//! stepped. The filter then drops every older sample and starts again from
+//! the new one ([`ClockFilter::steps`] counts it).
+//!
 //! Time here is numbers passed in: wall-clock nanoseconds for the four
 //! timestamps, and a monotonic "now" for ageing. No clock is read.
 
@@ -79,12 +88,19 @@ pub struct Estimate {
     pub samples: usize,
 }
 
+/// How far outside the current estimate's bound a sample must fall to be
+/// taken for a clock step rather than noise: more than the drift of two
+/// ordinary clocks (100 ppm) over the filter's 60 s window, far less than
+/// any step worth the name (NTP steps from 128 ms).
+pub const STEP_MARGIN_NS: i64 = 10_000_000;
+
 /// Recent samples of one peer, and the best of them.
 #[derive(Debug, Clone)]
 pub struct ClockFilter {
     samples: VecDeque<Sample>,
     capacity: usize,
     max_age: Duration,
+    steps: u64,
 }
 
 impl ClockFilter {
@@ -94,15 +110,35 @@ impl ClockFilter {
             samples: VecDeque::with_capacity(capacity.max(1)),
             capacity: capacity.max(1),
             max_age,
+            steps: 0,
         }
     }
 
-    /// Adds a sample; the oldest one goes when the filter is full.
-    pub fn add(&mut self, sample: Sample) {
+    /// Adds a sample; the oldest one goes when the filter is full. A sample
+    /// that contradicts the current estimate (a clock stepped, see the
+    /// module's documentation) replaces every sample held; `true` then.
+    pub fn add(&mut self, sample: Sample) -> bool {
+        let stepped = self.estimate(sample.at).is_some_and(|e| {
+            let gap = i128::from(sample.offset_ns) - i128::from(e.offset_ns);
+            let allowed = i128::from(e.bound_ns)
+                + i128::from(sample.delay_ns / 2 + 1)
+                + i128::from(STEP_MARGIN_NS);
+            gap.abs() > allowed
+        });
+        if stepped {
+            self.samples.clear();
+            self.steps += 1;
+        }
         if self.samples.len() == self.capacity {
             self.samples.pop_front();
         }
         self.samples.push_back(sample);
+        stepped
+    }
+
+    /// How many clock steps the filter has seen.
+    pub fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// Samples held (fresh or not).
@@ -240,6 +276,61 @@ mod tests {
             f.estimate(Duration::from_secs(100)).is_none(),
             "everything aged out"
         );
+    }
+
+    #[test]
+    fn a_clock_step_either_way_drops_the_old_samples_at_once() {
+        for step in [
+            1_000_000_000i64,
+            -1_000_000_000,
+            90_000_000_000,
+            3_600_000_000_000,
+            -3_600_000_000_000,
+        ] {
+            let mut f = ClockFilter::new(32, Duration::from_secs(60));
+            // Eight excellent samples before the step: 20 µs round trips.
+            for i in 0..8u64 {
+                let stepped = f.add(
+                    exchange(0, 5_000_000, 10_000, 10_000, 0)
+                        .sample(Duration::from_secs(i))
+                        .expect("valid"),
+                );
+                assert!(!stepped);
+            }
+            // One worse sample after the peer's clock stepped: it wins,
+            // though its delay is 50 times larger.
+            let stepped = f.add(
+                exchange(0, 5_000_000 + step, 500_000, 500_000, 0)
+                    .sample(Duration::from_secs(8))
+                    .expect("valid"),
+            );
+            assert!(stepped, "step {step}");
+            let e = f.estimate(Duration::from_secs(8)).expect("one sample");
+            assert_eq!(
+                (e.offset_ns, e.samples),
+                (5_000_000 + step, 1),
+                "step {step}"
+            );
+            assert_eq!(f.steps(), 1);
+        }
+    }
+
+    #[test]
+    fn noise_and_drift_within_the_margin_are_not_steps() {
+        let mut rng = Rng(42);
+        let mut f = ClockFilter::new(32, Duration::from_secs(60));
+        for i in 0..200u64 {
+            // 100 ppm of drift, 0.1-5 ms round trips with asymmetric queueing.
+            let offset = 1_000_000 + (i as i64) * 100_000;
+            let forward = 50_000 + rng.below(4_000_000) as i64;
+            let back = 50_000 + rng.below(1_000_000) as i64;
+            f.add(
+                exchange(0, offset, forward, back, 0)
+                    .sample(Duration::from_secs(i))
+                    .expect("valid"),
+            );
+        }
+        assert_eq!(f.steps(), 0);
     }
 
     #[test]

@@ -61,6 +61,8 @@ struct NodeTotals {
     received: u64,
     /// The shard count announced by its last shard.
     announced: Option<u64>,
+    /// The latest end of its intervals held, ms since its start.
+    end_ms: u64,
 }
 
 /// One interval of the timeline, per region.
@@ -315,6 +317,7 @@ impl Report {
         node.name.clone_from(&head.name);
         node.region.clone_from(&head.region);
         node.received += 1;
+        node.end_ms = node.end_ms.max(head.end_ms);
         if head.last {
             node.announced = Some(head.seq.saturating_add(1));
         }
@@ -452,6 +455,12 @@ impl Report {
             .get(node)
             .map(|n| (n.received, n.announced))
             .unwrap_or((0, None))
+    }
+
+    /// How much of the run a node's shards held here cover: the latest end
+    /// of their intervals, ms since its start (0 without any).
+    pub fn active_ms_of(&self, node: &str) -> u64 {
+        self.nodes.get(node).map_or(0, |n| n.end_ms)
     }
 
     /// Regions heard from.

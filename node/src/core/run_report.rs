@@ -16,6 +16,9 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::report::{Report, Scope, Summary};
+use super::schedule::{ArrivalSchedule, ramp_area};
+use super::segment::ExecutionSegment;
+use super::spec::{Executor, RunSpec};
 use super::threshold::{Threshold, ThresholdResult};
 
 /// A node the plan gave a share.
@@ -25,6 +28,121 @@ pub struct ExpectedNode {
     pub id: String,
     /// Its region.
     pub region: String,
+    /// Its part of the load, when the plan is known.
+    pub segment: Option<ExecutionSegment>,
+}
+
+/// What a run's load is counted in, to weigh what was delivered against
+/// what was planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadUnit {
+    /// Iterations (arrival-rate and iteration executors): each one the plan
+    /// schedules counts once it ran, whether it passed, failed or was cut
+    /// at the end. One that was dropped (no VU free) or never started (its
+    /// node was gone) is missing.
+    #[default]
+    Iterations,
+    /// VU-seconds (`constant-vus`, `ramping-vus`): each node's part of the
+    /// VUs times the part of the run it measured, as its shards show.
+    VuSeconds,
+}
+
+/// A run's planned load, as the report weighs delivery against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadPlan {
+    /// What it is counted in.
+    pub unit: LoadUnit,
+    /// The whole run's load, in `unit`.
+    pub total: f64,
+    /// How long the executor schedules load, ms.
+    pub duration_ms: u64,
+    /// The least fraction of `total` that makes a run whole
+    /// (`--min-delivered`), within `[0, 1]`.
+    pub min_delivered: f64,
+    /// For the split of iteration counts: the count the segments scale
+    /// (VUs for `per-vu-iterations`, iterations or arrivals otherwise) and
+    /// what each of them is worth.
+    scaled: u64,
+    each: u64,
+}
+
+impl LoadPlan {
+    /// The plan of `spec`. A `min_delivered` outside `[0, 1]` (from a
+    /// peer) is clamped into it.
+    pub fn of(spec: &RunSpec) -> LoadPlan {
+        let duration_ms = u64::try_from(spec.executor.duration().as_millis()).unwrap_or(u64::MAX);
+        let secs = spec.executor.duration().as_secs_f64();
+        let min_delivered = if spec.min_delivered.is_nan() {
+            crate::core::spec::DEFAULT_MIN_DELIVERED
+        } else {
+            spec.min_delivered.clamp(0.0, 1.0)
+        };
+        let iterations = |scaled: u64, each: u64| LoadPlan {
+            unit: LoadUnit::Iterations,
+            total: scaled.saturating_mul(each) as f64,
+            duration_ms,
+            min_delivered,
+            scaled,
+            each,
+        };
+        match &spec.executor {
+            Executor::ConstantVus { vus, .. } => LoadPlan {
+                unit: LoadUnit::VuSeconds,
+                total: f64::from(*vus) * secs,
+                duration_ms,
+                min_delivered,
+                scaled: u64::from(*vus),
+                each: 0,
+            },
+            Executor::RampingVus { start_vus, stages } => LoadPlan {
+                unit: LoadUnit::VuSeconds,
+                total: ramp_area(f64::from(*start_vus), stages).max(0.0),
+                duration_ms,
+                min_delivered,
+                scaled: 0,
+                each: 0,
+            },
+            Executor::PerVuIterations {
+                vus, iterations: n, ..
+            } => iterations(u64::from(*vus), *n),
+            Executor::SharedIterations { iterations: n, .. } => iterations(*n, 1),
+            arrival => iterations(
+                ArrivalSchedule::for_executor(arrival).map_or(0, |s| s.total()),
+                1,
+            ),
+        }
+    }
+
+    /// The part of the load a node with `segment` was given.
+    pub fn share(&self, segment: &ExecutionSegment) -> f64 {
+        match self.unit {
+            LoadUnit::Iterations => segment.scale(self.scaled).saturating_mul(self.each) as f64,
+            LoadUnit::VuSeconds if self.scaled > 0 => {
+                segment.scale(self.scaled) as f64 * self.duration_ms as f64 / 1000.0
+            }
+            LoadUnit::VuSeconds => self.total * segment.fraction(),
+        }
+    }
+}
+
+/// Planned against delivered load, for the run: what tells a run that did
+/// its work from one that only ended.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LoadDelivery {
+    /// What the figures count.
+    pub unit: LoadUnit,
+    /// The load the run was asked for.
+    pub planned: f64,
+    /// The load the shards held show was delivered.
+    pub delivered: f64,
+    /// `delivered / planned` (1 when nothing was planned).
+    pub ratio: f64,
+    /// The least ratio of a whole run (`--min-delivered`).
+    pub min_ratio: f64,
+    /// The run fell short: below `min_ratio`, or a node was lost with load
+    /// still to send.
+    pub short: bool,
 }
 
 /// What a report needs besides the shards.
@@ -44,6 +162,8 @@ pub struct RunMeta {
     pub thresholds: Vec<String>,
     /// The `abortOnFail` threshold that stopped the run, if one did.
     pub aborted_by: Option<String>,
+    /// The planned load, when the spec is known.
+    pub load: Option<LoadPlan>,
 }
 
 /// How much of the run a report holds. Printed first, because every number
@@ -83,6 +203,12 @@ pub struct NodeReport {
     pub shards_received: u64,
     /// Shards it announced, once its last one is here.
     pub shards_announced: Option<u64>,
+    /// The load its share was planned to send, in the report's load unit.
+    #[serde(default)]
+    pub planned: f64,
+    /// The load it delivered, as far as its shards held here show.
+    #[serde(default)]
+    pub delivered: f64,
     /// What it measured (no timeline).
     pub summary: Summary,
 }
@@ -96,8 +222,12 @@ pub struct RunReport {
     pub scenario: String,
     /// The executor's k6 name.
     pub executor: String,
-    /// How the run ended, or `running`.
+    /// How the run ended (`complete`, `short`: ended with less load than
+    /// planned, `stopped`, `failed`), or `running`.
     pub outcome: String,
+    /// Planned against delivered load.
+    #[serde(default)]
+    pub load: LoadDelivery,
     /// The `abortOnFail` threshold that stopped the run, if one did (as
     /// the run's finish says, the same on every node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +257,11 @@ impl RunReport {
         let mut incomplete = Vec::new();
         let mut announced_total = 0;
         let mut complete = true;
+        let segments: BTreeMap<&str, &ExecutionSegment> = meta
+            .expected
+            .iter()
+            .filter_map(|n| Some((n.id.as_str(), n.segment.as_ref()?)))
+            .collect();
         let mut ids: BTreeMap<&str, &str> = meta
             .expected
             .iter()
@@ -158,6 +293,21 @@ impl RunReport {
                 .find(|(n, _, _)| *n == id)
                 .map(|(_, _, r)| r)
                 .unwrap_or(planned_region);
+            let summary = report.summary_of(&meta.executor, Scope::Node(id));
+            let planned = match (&meta.load, segments.get(id)) {
+                (Some(plan), Some(segment)) => plan.share(segment),
+                _ => 0.0,
+            };
+            let delivered = match &meta.load {
+                Some(plan) if plan.unit == LoadUnit::VuSeconds => {
+                    let measured = report.active_ms_of(id) as f64;
+                    planned * (measured / plan.duration_ms.max(1) as f64).min(1.0)
+                }
+                _ => {
+                    (summary.iterations.completed + summary.iterations.failed.values().sum::<u64>())
+                        as f64
+                }
+            };
             nodes.push(NodeReport {
                 id: id.to_owned(),
                 name: names.get(id).copied().unwrap_or_default().to_owned(),
@@ -165,7 +315,9 @@ impl RunReport {
                 state: state.to_owned(),
                 shards_received: received,
                 shards_announced: announced,
-                summary: report.summary_of(&meta.executor, Scope::Node(id)),
+                planned,
+                delivered,
+                summary,
             });
         }
         let regions = report
@@ -180,11 +332,18 @@ impl RunReport {
             .collect();
         let summary = report.summary(&meta.executor);
         let thresholds = judge(&meta.thresholds, report);
+        let load = delivery(meta, &nodes);
+        let outcome = if meta.outcome == "complete" && load.short {
+            "short".to_owned()
+        } else {
+            meta.outcome.clone()
+        };
         RunReport {
             run_id: summary.run_id.clone(),
             scenario: meta.scenario.clone(),
             executor: meta.executor.clone(),
-            outcome: meta.outcome.clone(),
+            outcome,
+            load,
             aborted_by: meta.aborted_by.clone(),
             completeness: RunCompleteness {
                 complete: complete && !nodes.is_empty(),
@@ -200,6 +359,12 @@ impl RunReport {
             regions,
             nodes,
         }
+    }
+
+    /// Whether the run ended with less load than planned (see
+    /// [`LoadDelivery::short`]).
+    pub fn load_short(&self) -> bool {
+        self.outcome == "short"
     }
 
     /// Whether any threshold failed, or one stopped the run.
@@ -244,6 +409,35 @@ impl RunReport {
             }
         }
         out
+    }
+}
+
+/// The run's load, planned against delivered. A run is short when it
+/// delivered less than `min_delivered` of its plan, or when a node was lost
+/// before its share was done (its load was not handed on).
+fn delivery(meta: &RunMeta, nodes: &[NodeReport]) -> LoadDelivery {
+    let Some(plan) = &meta.load else {
+        return LoadDelivery {
+            ratio: 1.0,
+            ..LoadDelivery::default()
+        };
+    };
+    let delivered: f64 = nodes.iter().map(|n| n.delivered).sum();
+    let ratio = if plan.total > 0.0 {
+        delivered / plan.total
+    } else {
+        1.0
+    };
+    // Rounded as the report prints it, so that what the user reads and the
+    // verdict agree, and every node computes the same.
+    let ratio = (ratio * 1e6).round() / 1e6;
+    LoadDelivery {
+        unit: plan.unit,
+        planned: plan.total,
+        delivered,
+        ratio,
+        min_ratio: plan.min_delivered,
+        short: ratio < plan.min_delivered || !meta.lost.is_empty(),
     }
 }
 
@@ -327,6 +521,7 @@ mod tests {
                 .map(|id| ExpectedNode {
                     id: (*id).into(),
                     region: if *id == "a" { "fra" } else { "nrt" }.into(),
+                    segment: None,
                 })
                 .collect(),
             lost: lost.iter().map(|s| (*s).to_owned()).collect(),
@@ -336,6 +531,7 @@ mod tests {
                 "http_reqs: p95<1".into(),
             ],
             aborted_by: None,
+            load: None,
         }
     }
 
@@ -394,6 +590,152 @@ mod tests {
             report.thresholds[2]
         );
         assert!(report.thresholds_failed());
+    }
+
+    /// A shard of `iterations` completed and `failed` failed iterations
+    /// over `[seq, seq + 1)` s.
+    fn iterations_shard(node: &str, seq: u64, last: bool, iterations: f64, failed: f64) -> Shard {
+        let mut s = shard(node, "fra", seq, last);
+        let _ = s.series.add(
+            &SeriesKey::new(names::ITERATIONS, []),
+            MetricKind::Counter,
+            iterations,
+        );
+        let _ = s.series.add(
+            &SeriesKey::new(
+                names::ITERATIONS_FAILED,
+                [("reason".into(), "timeout".into())],
+            ),
+            MetricKind::Counter,
+            failed,
+        );
+        s
+    }
+
+    fn thirds_meta(spec: &RunSpec, lost: &[&str]) -> RunMeta {
+        let thirds = ExecutionSegment::split(&[1, 1, 1]);
+        RunMeta {
+            scenario: "arrival.wasm".into(),
+            executor: spec.executor.name().into(),
+            outcome: "complete".into(),
+            expected: ["a", "b", "c"]
+                .iter()
+                .zip(thirds)
+                .map(|(id, segment)| ExpectedNode {
+                    id: (*id).into(),
+                    region: "fra".into(),
+                    segment: Some(segment),
+                })
+                .collect(),
+            lost: lost.iter().map(|s| (*s).to_owned()).collect(),
+            thresholds: Vec::new(),
+            aborted_by: None,
+            load: Some(LoadPlan::of(spec)),
+        }
+    }
+
+    fn arrival_spec() -> RunSpec {
+        RunSpec::new(
+            String::new(),
+            Executor::ConstantArrivalRate {
+                rate: crate::core::spec::Rate {
+                    iterations: 300.0,
+                    per: std::time::Duration::from_secs(1),
+                },
+                duration: std::time::Duration::from_secs(10),
+                pre_allocated_vus: 10,
+                max_vus: 10,
+            },
+        )
+    }
+
+    #[test]
+    fn a_run_that_delivered_its_plan_is_complete_and_one_that_lost_a_node_is_short() {
+        let spec = arrival_spec();
+        // Each node ran its 1000 arrivals over 10 intervals, 3 of them failing.
+        let whole: Vec<Shard> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| (0..10).map(move |i| iterations_shard(n, i, i == 9, 97.0, 3.0)))
+            .collect();
+        let report = RunReport::build(&Report::from_shards("r", whole), &thirds_meta(&spec, &[]));
+        assert_eq!(report.outcome, "complete");
+        assert_eq!(report.load.unit, LoadUnit::Iterations);
+        assert_eq!(
+            (report.load.planned, report.load.delivered),
+            (3000.0, 3000.0)
+        );
+        assert!(!report.load.short && !report.load_short());
+        assert!(report.nodes.iter().all(|n| n.planned == 1000.0));
+
+        // Node c was killed at 3 s: 300 of its 1000, and the finish names it lost.
+        let cut: Vec<Shard> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| {
+                let intervals = if *n == "c" { 3 } else { 10 };
+                (0..intervals).map(move |i| iterations_shard(n, i, i == 9, 100.0, 0.0))
+            })
+            .collect();
+        let report = RunReport::build(&Report::from_shards("r", cut), &thirds_meta(&spec, &["c"]));
+        assert_eq!(report.outcome, "short");
+        assert!(report.load_short());
+        assert_eq!(report.load.delivered, 2300.0);
+        assert!((report.load.ratio - 2300.0 / 3000.0).abs() < 1e-6);
+        let c = report.nodes.iter().find(|n| n.id == "c").expect("c");
+        assert_eq!(
+            (c.planned, c.delivered, c.state.as_str()),
+            (1000.0, 300.0, "lost")
+        );
+
+        // Dropped iterations alone make a run short too, unless the user's
+        // tolerance covers them.
+        let dropped: Vec<Shard> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| (0..10).map(move |i| iterations_shard(n, i, i == 9, 97.0, 0.0)))
+            .collect();
+        let report = RunReport::build(
+            &Report::from_shards("r", dropped.clone()),
+            &thirds_meta(&spec, &[]),
+        );
+        assert_eq!(report.outcome, "short", "97 % < 99 %");
+        let mut lenient = spec.clone();
+        lenient.min_delivered = 0.95;
+        let report = RunReport::build(
+            &Report::from_shards("r", dropped),
+            &thirds_meta(&lenient, &[]),
+        );
+        assert_eq!(report.outcome, "complete", "97 % >= 95 %");
+    }
+
+    #[test]
+    fn closed_models_count_vu_seconds_from_how_long_each_node_measured() {
+        let spec = RunSpec::new(
+            String::new(),
+            Executor::ConstantVus {
+                vus: 30,
+                duration: std::time::Duration::from_secs(10),
+            },
+        );
+        let shards: Vec<Shard> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| {
+                let intervals = if *n == "b" { 4 } else { 10 };
+                (0..intervals).map(move |i| iterations_shard(n, i, i == intervals - 1, 5.0, 0.0))
+            })
+            .collect();
+        let report = RunReport::build(&Report::from_shards("r", shards), &thirds_meta(&spec, &[]));
+        assert_eq!(report.load.unit, LoadUnit::VuSeconds);
+        assert_eq!(report.load.planned, 300.0);
+        assert_eq!(report.load.delivered, 100.0 + 40.0 + 100.0);
+        assert_eq!(report.outcome, "short");
+        let stopped = RunMeta {
+            outcome: "stopped".into(),
+            ..thirds_meta(&spec, &[])
+        };
+        let shards: Vec<Shard> = (0..4)
+            .map(|i| iterations_shard("a", i, i == 3, 5.0, 0.0))
+            .collect();
+        let report = RunReport::build(&Report::from_shards("r", shards), &stopped);
+        assert_eq!(report.outcome, "stopped", "a stopped run stays stopped");
     }
 
     #[test]

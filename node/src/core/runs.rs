@@ -36,7 +36,7 @@ use crate::core::assign::{self, Candidate};
 #[cfg(doc)]
 use crate::core::leader::Leadership;
 use crate::core::leader::ranking;
-use crate::core::run_report::{ExpectedNode, RunMeta};
+use crate::core::run_report::{ExpectedNode, LoadPlan, RunMeta};
 use crate::core::shard::Shard;
 use crate::core::spec::Share;
 use crate::core::wire::{
@@ -276,6 +276,11 @@ struct Timers {
     progress: Option<Progress>,
     stop_at: Option<Duration>,
     finished_at: Option<Duration>,
+    /// T0 on this node's monotonic clock, fixed when this node first knew
+    /// the arm: every local deadline of the run (its expected end, when a
+    /// node is lost) counts from it, so a wall-clock step after that moves
+    /// none of them.
+    t0_at: Option<Duration>,
 }
 
 /// How far a run has come, as re-sending sees it: any change (a plan, an
@@ -328,6 +333,7 @@ impl Run {
                 .map(|a| ExpectedNode {
                     id: a.node.clone(),
                     region: region(&a.node),
+                    segment: Some(a.segment),
                 })
                 .collect(),
             lost: self
@@ -340,11 +346,14 @@ impl Run {
                 Some(Outcome::Stopped { reason, .. }) => reason.clone(),
                 _ => None,
             },
+            load: Some(LoadPlan::of(spec)),
         }
     }
 
-    /// Where the run is, at this node's wall clock `wall_ns`.
-    pub fn phase(&self, wall_ns: i64, view: &dyn MeshView) -> Phase {
+    /// Where the run is at `at`. Past T0 is judged on the monotonic clock
+    /// once this node has anchored T0 there (the first tick after the arm),
+    /// so a step of the wall clock does not move a run back to `armed`.
+    pub fn phase(&self, at: At, view: &dyn MeshView) -> Phase {
         if let Some(f) = &self.finish {
             return match f.outcome {
                 Outcome::Complete => Phase::Complete,
@@ -354,7 +363,11 @@ impl Run {
         }
         match (&self.armed, &self.plan) {
             (Some(a), _) => {
-                if wall_ns >= self.local_t0(a, view) {
+                let past_t0 = match self.timers.t0_at {
+                    Some(t0) => at.now >= t0,
+                    None => at.wall_ns >= self.local_t0(a, view),
+                };
+                if past_t0 {
                     Phase::Running
                 } else {
                     Phase::Armed
@@ -363,6 +376,17 @@ impl Run {
             (None, Some(_)) => Phase::Assigned,
             (None, None) => Phase::Proposed,
         }
+    }
+
+    /// Seconds since T0 at `at` (negative before it), on the monotonic
+    /// clock once T0 is anchored there; `None` before the arm.
+    pub fn since_t0(&self, at: At, view: &dyn MeshView) -> Option<f64> {
+        let armed = self.armed.as_ref()?;
+        Some(match self.timers.t0_at {
+            Some(t0) if at.now >= t0 => at.now.saturating_sub(t0).as_secs_f64(),
+            Some(t0) => -t0.saturating_sub(at.now).as_secs_f64(),
+            None => at.wall_ns.saturating_sub(self.local_t0(armed, view)) as f64 / 1e9,
+        })
     }
 
     /// T0 in this node's wall clock.
@@ -1196,6 +1220,11 @@ impl RunsCore {
     }
 
     fn drive(&self, run: &mut Run, at: At, view: &dyn MeshView, out: &mut Vec<RunAction>) {
+        if run.timers.t0_at.is_none()
+            && let Some(armed) = &run.armed
+        {
+            run.timers.t0_at = Some(monotonic_of(run.local_t0(armed, view), at));
+        }
         let progress: Progress = (
             run.term,
             run.plan.as_ref().map(|p| p.id),
@@ -1324,15 +1353,22 @@ impl RunsCore {
         }
         // A node that is gone is lost once the run should have ended (it
         // may only be cut off, and come back with its Done); one that is
-        // there but silent, after a grace.
-        let end = run
-            .local_t0(&armed, view)
-            .saturating_add(duration_ns(run.proposal.spec.executor.duration()))
-            .saturating_add(duration_ns(run.proposal.spec.graceful_stop));
+        // there but silent, after a grace. Counted on the monotonic clock
+        // from T0 as anchored when the arm was known: a step of this
+        // node's wall clock, either way, neither ends the run early nor
+        // holds it open.
+        let local_t0 = run.local_t0(&armed, view);
+        let t0_at = *run
+            .timers
+            .t0_at
+            .get_or_insert_with(|| monotonic_of(local_t0, at));
+        let end = t0_at
+            .saturating_add(run.proposal.spec.executor.duration())
+            .saturating_add(run.proposal.spec.graceful_stop);
         let stopped_for = run.timers.stop_at.map(|s| at.now.saturating_sub(s));
-        let gone_is_lost = at.wall_ns > end.saturating_add(duration_ns(LOST_AFTER_END))
+        let gone_is_lost = at.now > end.saturating_add(LOST_AFTER_END)
             || stopped_for.is_some_and(|d| d > LOST_AFTER_END);
-        let silent_is_lost = at.wall_ns > end.saturating_add(duration_ns(self.config.done_grace))
+        let silent_is_lost = at.now > end.saturating_add(self.config.done_grace)
             || stopped_for
                 .is_some_and(|d| d > run.proposal.spec.graceful_stop + self.config.done_grace);
         let mut lost = Vec::new();
@@ -1767,6 +1803,19 @@ pub fn clean_reason(reason: &str) -> String {
         out.push(if c.is_control() { ' ' } else { c });
     }
     out
+}
+
+/// The instant of this node's monotonic clock at which its wall clock reads
+/// `wall_ns`, as the clocks stand at `at` (before the monotonic clock's
+/// zero: zero).
+fn monotonic_of(wall_ns: i64, at: At) -> Duration {
+    let ahead = wall_ns.saturating_sub(at.wall_ns);
+    let magnitude = Duration::from_nanos(ahead.unsigned_abs());
+    if ahead >= 0 {
+        at.now.saturating_add(magnitude)
+    } else {
+        at.now.saturating_sub(magnitude)
+    }
 }
 
 fn duration_ns(d: Duration) -> i64 {

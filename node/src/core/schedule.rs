@@ -26,6 +26,20 @@ pub fn ramp_value(start: f64, stages: &[Stage], elapsed: Duration) -> f64 {
     from
 }
 
+/// The integral of a ramp over its stages (its area: VU-seconds when the
+/// ramp counts VUs), from `start`, linear within each stage.
+pub fn ramp_area(start: f64, stages: &[Stage]) -> f64 {
+    let mut from = start;
+    stages
+        .iter()
+        .map(|stage| {
+            let area = stage.duration.as_secs_f64() * (from + stage.target) / 2.0;
+            from = stage.target;
+            area
+        })
+        .sum()
+}
+
 /// One piece of an arrival schedule: the rate goes linearly from `from` to
 /// `to` iterations per second over `duration`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,6 +106,24 @@ impl ArrivalSchedule {
             piece_start: 0.0,
             piece_count: 0.0,
         })
+    }
+
+    /// How many iterations the whole schedule starts, across all nodes: the
+    /// integral of the rate, rounded up (iteration `i` is due before the
+    /// end exactly when `i` is below it).
+    pub fn total(&self) -> u64 {
+        let area: f64 = self
+            .pieces
+            .iter()
+            .map(|p| p.duration * (p.from + p.to) / 2.0)
+            .sum();
+        if area.is_finite() && area > 0.0 {
+            // Floating-point noise must not add an iteration: 300/s for
+            // 10 s is 3000, not 3001.
+            (area - 1e-6).ceil().max(0.0) as u64
+        } else {
+            0
+        }
     }
 
     /// The index and due time of the next iteration, or `None` after the end.
@@ -163,6 +195,54 @@ mod tests {
         assert_eq!(ramp_value(0.0, &stages, secs(15.0)), 100.0);
         assert_eq!(ramp_value(0.0, &stages, secs(25.0)), 50.0);
         assert_eq!(ramp_value(0.0, &stages, secs(99.0)), 0.0);
+    }
+
+    #[test]
+    fn the_total_is_the_number_of_iterations_the_schedule_starts() {
+        let ramp = Executor::RampingArrivalRate {
+            start_rate: 10.0,
+            time_unit: secs(1.0),
+            stages: vec![
+                Stage {
+                    duration: secs(3.0),
+                    target: 50.0,
+                },
+                Stage {
+                    duration: secs(2.5),
+                    target: 7.0,
+                },
+            ],
+            pre_allocated_vus: 1,
+            max_vus: 1,
+        };
+        let constant = Executor::ConstantArrivalRate {
+            rate: Rate {
+                iterations: 300.0,
+                per: secs(1.0),
+            },
+            duration: secs(10.0),
+            pre_allocated_vus: 1,
+            max_vus: 1,
+        };
+        for ex in [ramp, constant] {
+            let mut s = ArrivalSchedule::for_executor(&ex).expect("arrival");
+            let total = s.total();
+            let mut n = 0;
+            while s.next_due().is_some() {
+                n += 1;
+            }
+            assert_eq!(total, n, "{ex:?}");
+        }
+        assert_eq!(
+            ramp_area(
+                0.0,
+                &[Stage {
+                    duration: secs(10.0),
+                    target: 100.0
+                }]
+            ),
+            500.0
+        );
     }
 
     #[test]

@@ -45,6 +45,18 @@ pub struct RunSpec {
     /// declares), judged on the merged measurements of every node.
     #[serde(default)]
     pub thresholds: Vec<String>,
+    /// The least fraction of the planned load a run must deliver to be
+    /// `complete` (`--min-delivered`, default 0.99); below it, or when a
+    /// node is lost with its share, the run is `short`.
+    #[serde(default = "default_min_delivered")]
+    pub min_delivered: f64,
+}
+
+/// The default of [`RunSpec::min_delivered`]: 99 % of the plan.
+pub const DEFAULT_MIN_DELIVERED: f64 = 0.99;
+
+fn default_min_delivered() -> f64 {
+    DEFAULT_MIN_DELIVERED
 }
 
 impl RunSpec {
@@ -61,6 +73,7 @@ impl RunSpec {
             targets: Vec::new(),
             scenario: String::new(),
             thresholds: Vec::new(),
+            min_delivered: DEFAULT_MIN_DELIVERED,
         }
     }
 }

@@ -174,6 +174,7 @@ fn meta() -> RunMeta {
             .map(|n| ExpectedNode {
                 id: node_id(n),
                 region: REGIONS[(n % 3) as usize].into(),
+                segment: None,
             })
             .collect(),
         lost: Vec::new(),
@@ -182,6 +183,7 @@ fn meta() -> RunMeta {
             "http_req_failed: rate<0.01".into(),
         ],
         aborted_by: None,
+        load: None,
     }
 }
 

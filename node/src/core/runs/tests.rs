@@ -351,7 +351,7 @@ impl Sim {
                 let view = View { me: i, sim: self };
                 n.core
                     .get(run)
-                    .map(|r| r.phase(self.at(i).wall_ns, &view))
+                    .map(|r| r.phase(self.at(i), &view))
                     .unwrap_or(Phase::Proposed)
             })
             .collect()
@@ -577,6 +577,59 @@ fn a_leader_or_worker_lost_mid_run_is_marked_lost_and_the_run_completes() {
             assert!(finish.term > 0, "a new leader finished the run");
         }
         assert_eq!(sim.leader_everywhere(&run).len(), 1);
+    }
+}
+
+#[test]
+fn a_wall_clock_step_of_the_leader_or_a_worker_neither_ends_nor_holds_a_run() {
+    for (step_s, on_leader) in [
+        (90i64, true),
+        (-90, true),
+        (3600, true),
+        (-3600, true),
+        (1, true),
+        (3600, false),
+        (-3600, false),
+    ] {
+        let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 11);
+        let run = sim.submit(0, spec(30, 10), None);
+        assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+        sim.run_until(Duration::from_secs(3), |_| false);
+        let leader = sim.leader_index(&run);
+        let who = if on_leader { leader } else { (leader + 1) % 3 };
+        sim.nodes[who].skew_ns += step_s * 1_000_000_000;
+        let stepped_at = sim.now;
+        assert!(
+            sim.run_until(Duration::from_secs(30), |s| s.all_finished(&run)),
+            "step {step_s} s (leader: {on_leader}): the run never finished"
+        );
+        let finish = sim.finish_of(&run);
+        assert_eq!(finish.outcome, Outcome::Complete, "step {step_s} s");
+        assert!(
+            finish.lost.is_empty(),
+            "step {step_s} s: lost {:?}",
+            finish.lost
+        );
+        for n in &sim.nodes {
+            let w = &n.workers[&run];
+            assert!(
+                w.finished && w.stop_seen_at.is_none(),
+                "step {step_s} s: {} was stopped before its share ended",
+                n.id
+            );
+        }
+        assert!(
+            sim.now >= stepped_at + Duration::from_secs(6),
+            "step {step_s} s: finished {:?} after the step, before the shares could end",
+            sim.now - stepped_at
+        );
+        assert!(
+            sim.now <= stepped_at + Duration::from_secs(10),
+            "step {step_s} s: finished {:?} after the step",
+            sim.now - stepped_at
+        );
+        let phases = sim.phase_everywhere(&run);
+        assert!(phases.iter().all(|p| *p == Phase::Complete), "{phases:?}");
     }
 }
 

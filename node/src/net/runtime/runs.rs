@@ -835,7 +835,7 @@ impl Node {
             core: &self.core,
             now: at.now,
         };
-        let phase = run.phase(at.wall_ns, &view);
+        let phase = run.phase(at, &view);
         let reason = run.finish.as_ref().and_then(|f| match &f.outcome {
             Outcome::Complete => None,
             Outcome::Stopped { by, reason: None } => {
@@ -936,10 +936,7 @@ impl Node {
                     .join(",")
             }),
             t0_unix_ms: t0.map(|t| t as f64 / 1e6),
-            elapsed_s: run
-                .armed
-                .as_ref()
-                .map(|a| at.wall_ns.saturating_sub(run.local_t0(a, &view)) as f64 / 1e9),
+            elapsed_s: run.since_t0(at, &view),
             duration_s: run.proposal.spec.executor.duration().as_secs_f64(),
             start_skew_ms: skew,
             clock_bound_ms: bound,

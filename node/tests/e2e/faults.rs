@@ -1,0 +1,135 @@
+//! Faults on real processes: a wall clock that steps under a running mesh
+//! (libfaketime), a node killed mid-run. Each checks the load delivered
+//! against the plan, the outcome and the exit status.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fusi_testnet::{Mesh, MeshConfig, TargetConfig, get_json};
+use serde_json::Value;
+
+use super::runs::{node_bin, phase, run_view, submit, wait_child, wait_for};
+use super::{scenario, serial, target};
+
+/// Debian's libfaketime (package `faketime`; scripts/test installs it).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// libfaketime, or `None` after saying loudly why the test cannot run.
+/// Under `FUSI_REQUIRE_FAKETIME=1` (scripts/test, where it installs the
+/// package) a missing library fails the test instead.
+fn libfaketime() -> Option<PathBuf> {
+    let lib = PathBuf::from(LIBFAKETIME);
+    if lib.is_file() {
+        return Some(lib);
+    }
+    assert!(
+        std::env::var_os("FUSI_REQUIRE_FAKETIME").is_none(),
+        "{LIBFAKETIME} is missing: install Debian's `faketime` package"
+    );
+    eprintln!(
+        "SKIPPED: {LIBFAKETIME} is missing, so no clock can be stepped here; \
+         install Debian's `faketime` package (scripts/test does, as root)"
+    );
+    None
+}
+
+/// Sets a node's wall clock `offset` away from the real one, e.g. `+90s`.
+fn step_clock(data_dir: &Path, offset: &str) {
+    let file = data_dir.join("faketime");
+    std::fs::write(&file, format!("{offset}\n"))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// The issue's case: three nodes, 300 iterations/s for 10 s, and the
+/// leader's wall clock stepped at 3 s, +90 s, then in a second run −1 h.
+/// Before the leader counted time on its monotonic clock, every node
+/// stopped at 3.5 s, all were marked lost, and the run said `complete`.
+#[test]
+fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
+    let Some(lib) = libfaketime() else {
+        return;
+    };
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let mut config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
+    config.env = vec![
+        ("LD_PRELOAD".into(), lib.to_string_lossy().into_owned()),
+        (
+            "FAKETIME_TIMESTAMP_FILE".into(),
+            "{data_dir}/faketime".into(),
+        ),
+        // Read the file again at most once a second (not on every call).
+        ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+        // A step of the wall clock only, as NTP or `date -s` makes.
+        ("DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let nodes = mesh.nodes().to_vec();
+    for n in &nodes {
+        step_clock(&n.data_dir, "+0");
+    }
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let arrival = scenario("arrival").to_string_lossy().into_owned();
+    for step in ["+90s", "-3600s"] {
+        for n in &nodes {
+            step_clock(&n.data_dir, "+0");
+        }
+        // Clock estimates settle on the unstepped clocks first.
+        std::thread::sleep(Duration::from_secs(3));
+        let (mut child, id) = submit(
+            nodes[0].api,
+            &[
+                &arrival,
+                "--rate",
+                "300/s",
+                "--duration",
+                "10s",
+                "--vus",
+                "20",
+                "--max-vus",
+                "60",
+                "--graceful-stop",
+                "2s",
+                "--env",
+                &env,
+            ],
+        );
+        let watcher = nodes[1].api;
+        assert!(wait_for(Duration::from_secs(15), || phase(watcher, &id) == "running"));
+        std::thread::sleep(Duration::from_secs(3));
+        let leader = run_view(watcher, &id)["leader"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let victim = nodes
+            .iter()
+            .find(|n| n.peer_id == leader)
+            .unwrap_or_else(|| panic!("no leader in {}", run_view(watcher, &id)));
+        step_clock(&victim.data_dir, step);
+        eprintln!("stepped {}'s wall clock {step} in run {id}", victim.name);
+        let code = wait_child(&mut child, Duration::from_secs(60));
+        let report = get_json(watcher, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+        let delivered = num(&report["load"]["delivered"]);
+        eprintln!(
+            "step {step}: exit {code:?}, delivered {delivered} of {}, outcome {}, lost {}",
+            report["load"]["planned"], report["outcome"], report["completeness"]["nodes_lost"]
+        );
+        assert_eq!(num(&report["load"]["planned"]), 3000.0, "{report}");
+        assert!(delivered >= 2970.0, "step {step}: {report}");
+        assert_eq!(report["outcome"], "complete", "step {step}: {report}");
+        assert_eq!(
+            report["completeness"]["nodes_lost"],
+            Value::Array(Vec::new()),
+            "step {step}"
+        );
+        assert_eq!(code, Some(0), "step {step}: {}", run_view(watcher, &id));
+    }
+    // Every node is still there, whatever its clock says.
+    assert!(mesh.poll_exits().is_empty());
+}
