@@ -120,9 +120,13 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
             "step {step}: exit {code:?}, delivered {delivered} of {}, outcome {}, lost {}",
             report["load"]["planned"], report["outcome"], report["completeness"]["nodes_lost"]
         );
-        assert_eq!(num(&report["load"]["planned"]), 3000.0, "{report}");
-        assert!(delivered >= 2970.0, "step {step}: {report}");
-        assert_eq!(report["outcome"], "complete", "step {step}: {report}");
+        let brief = format!(
+            "outcome {}, load {}, completeness {}",
+            report["outcome"], report["load"], report["completeness"]
+        );
+        assert_eq!(num(&report["load"]["planned"]), 3000.0, "{brief}");
+        assert!(delivered >= 2970.0, "step {step}: {brief}");
+        assert_eq!(report["outcome"], "complete", "step {step}: {brief}");
         assert_eq!(
             report["completeness"]["nodes_lost"],
             Value::Array(Vec::new()),
