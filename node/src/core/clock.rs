@@ -136,6 +136,12 @@ impl ClockFilter {
         stepped
     }
 
+    /// Drops every sample: the clock of one side stepped, so none of them
+    /// describes the two clocks any more.
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+
     /// How many clock steps the filter has seen.
     pub fn steps(&self) -> u64 {
         self.steps

@@ -58,6 +58,11 @@ pub struct Heartbeat {
     /// heartbeats of nodes that predate it.
     #[serde(default)]
     pub leaving: bool,
+    /// Counts the steps of the sender's wall clock since it started: a
+    /// member that sees it change drops its clock samples of the sender
+    /// (taken against the old clock) and samples it again at once.
+    #[serde(default)]
+    pub clock_epoch: u32,
 }
 
 /// A member as this node sees it.
@@ -286,6 +291,7 @@ mod tests {
             sockets: 0,
             listen: vec![],
             leaving: false,
+            clock_epoch: 0,
         }
     }
 

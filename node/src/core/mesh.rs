@@ -26,6 +26,11 @@ use crate::core::wire::{MAX_ADDR_LEN, MAX_LISTEN_ADDRS};
 /// The most members that left a node keeps dialing.
 const MAX_DEPARTED: usize = 1024;
 
+/// How long after a step of its own clock a node waits before it trusts
+/// clock estimates again: a heartbeat (every second) tells the members,
+/// which then sample it every 200 ms.
+const CLOCK_SETTLE: Duration = Duration::from_secs(2);
+
 /// What this node says about itself in every heartbeat.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalNode {
@@ -233,6 +238,10 @@ pub struct MeshCore {
     departed: BTreeMap<String, Departed>,
     connected: BTreeSet<String>,
     bootstraps: Vec<Bootstrap>,
+    /// Steps of this node's own wall clock, announced in heartbeats.
+    clock_epoch: u32,
+    /// When this node's own wall clock last stepped (monotonic).
+    stepped_at: Option<Duration>,
 }
 
 impl MeshCore {
@@ -249,6 +258,8 @@ impl MeshCore {
             redials: BTreeMap::new(),
             departed: BTreeMap::new(),
             connected: BTreeSet::new(),
+            clock_epoch: 0,
+            stepped_at: None,
             bootstraps: bootstraps
                 .into_iter()
                 .map(|addr| Bootstrap {
@@ -416,7 +427,33 @@ impl MeshCore {
             sockets: health.sockets,
             listen: self.advertised(),
             leaving: false,
+            clock_epoch: self.clock_epoch,
         }
+    }
+
+    /// This node's own wall clock stepped (the runtime saw wall time and
+    /// monotonic time part by more than a step's margin): every clock
+    /// sample it holds was taken against the old clock, so all go and each
+    /// member is asked again at once; the next heartbeat tells the members
+    /// to do the same with theirs of this node.
+    pub fn on_own_clock_step(&mut self, now: Duration) {
+        for clock in self.clocks.values_mut() {
+            clock.filter.clear();
+            clock.next_at = now;
+        }
+        self.clock_epoch = self.clock_epoch.wrapping_add(1);
+        self.stepped_at = Some(now);
+        // Tell the members now rather than at the next beat.
+        self.next_heartbeat = now;
+    }
+
+    /// Whether clock estimates may still be settling after a step of this
+    /// node's own clock, at `now`: members hear of it with the next
+    /// heartbeat and sample this node again within a second or two. A
+    /// leader does not pick a start instant meanwhile.
+    pub fn clock_settling(&self, now: Duration) -> bool {
+        self.stepped_at
+            .is_some_and(|at| now.saturating_sub(at) < CLOCK_SETTLE)
     }
 
     /// The listen addresses to announce: at most [`MAX_LISTEN_ADDRS`], and
@@ -460,7 +497,23 @@ impl MeshCore {
                 claimed: hb.id,
             });
         }
+        let epoch = hb.clock_epoch;
+        let known_epoch = self
+            .membership
+            .get(&hb.id)
+            .map(|m| (m.heartbeat.boot, m.heartbeat.clock_epoch));
+        let boot = hb.boot;
         let event = self.membership.on_heartbeat(hb, now)?;
+        // The sender's clock stepped: the samples taken against its old
+        // clock go, and it is asked again at once.
+        if let Some((known_boot, known)) = known_epoch
+            && known_boot == boot
+            && known != epoch
+            && let Some(clock) = self.clocks.get_mut(source)
+        {
+            clock.filter.clear();
+            clock.next_at = now;
+        }
         match &event {
             Some(Event::Joined(id)) => {
                 self.departed.remove(id);

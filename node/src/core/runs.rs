@@ -56,6 +56,12 @@ pub trait MeshView {
     /// `peer`'s wall clock minus this node's, and the error bound, in ns;
     /// `(0, 0)` for this node.
     fn offset(&self, peer: &str) -> Option<(i64, i64)>;
+    /// Whether this node's clock estimates may still be settling after a
+    /// step of its own wall clock: a leader picks no start instant then,
+    /// since its members have not sampled its new clock yet.
+    fn clock_settling(&self) -> bool {
+        false
+    }
 }
 
 /// The current time, both ways: `now` (monotonic, for timers) and `wall_ns`
@@ -277,10 +283,12 @@ struct Timers {
     stop_at: Option<Duration>,
     finished_at: Option<Duration>,
     /// T0 on this node's monotonic clock, fixed when this node first knew
-    /// the arm: every local deadline of the run (its expected end, when a
-    /// node is lost) counts from it, so a wall-clock step after that moves
-    /// none of them.
+    /// the arm and an estimate of the arming leader's clock: every local
+    /// deadline of the run (its expected end, when a node is lost) counts
+    /// from it, so a wall-clock step after that moves none of them.
     t0_at: Option<Duration>,
+    /// When this node first knew the arm (monotonic).
+    armed_seen_at: Option<Duration>,
 }
 
 /// How far a run has come, as re-sending sees it: any change (a plan, an
@@ -1223,7 +1231,10 @@ impl RunsCore {
         if run.timers.t0_at.is_none()
             && let Some(armed) = &run.armed
         {
-            run.timers.t0_at = Some(monotonic_of(run.local_t0(armed, view), at));
+            let seen = *run.timers.armed_seen_at.get_or_insert(at.now);
+            if t0_known(armed, view, seen, at) {
+                run.timers.t0_at = Some(monotonic_of(run.local_t0(armed, view), at));
+            }
         }
         let progress: Progress = (
             run.term,
@@ -1278,7 +1289,7 @@ impl RunsCore {
                 run.timers.straggler = false;
                 out.push(RunAction::Publish(run.envelope(RunMessage::Finish(f))));
             }
-            self.work(run, view, out);
+            self.work(run, view, at, out);
             return;
         }
         let leader = run.leader_term(view).map(|(t, p)| (t, p.to_owned()));
@@ -1294,7 +1305,7 @@ impl RunsCore {
             run.term = run.term.max(term);
             self.lead(run, term, at, view, resend, out);
         }
-        self.work(run, view, out);
+        self.work(run, view, at, out);
     }
 
     fn leads(&self, run: &Run, view: &dyn MeshView) -> bool {
@@ -1505,7 +1516,7 @@ impl RunsCore {
             .shares
             .iter()
             .all(|s| run.ready.get(&s.node) == Some(&plan.id));
-        if !all_ready || !estimates {
+        if !all_ready || !estimates || view.clock_settling() {
             if resend {
                 out.push(RunAction::Publish(run.envelope(RunMessage::Assign(plan))));
             }
@@ -1562,7 +1573,7 @@ impl RunsCore {
     }
 
     /// The worker's part.
-    fn work(&self, run: &mut Run, view: &dyn MeshView, out: &mut Vec<RunAction>) {
+    fn work(&self, run: &mut Run, view: &dyn MeshView, at: At, out: &mut Vec<RunAction>) {
         let stop = RunAction::Stop {
             run: run.id.clone(),
         };
@@ -1596,6 +1607,17 @@ impl RunsCore {
                 // Prepared for another plan (this node made one before it
                 // heard the arm): prepare the armed one, and start late.
                 Local::Preparing(p) | Local::Prepared(p) if p != id => self.prepare(run, id, out),
+                // Without an estimate of the arming leader's clock (this
+                // node's own clock just stepped and its samples went), T0
+                // cannot be translated: wait for one, a few hundred ms.
+                Local::Prepared(p)
+                    if p == id
+                        && !t0_known(
+                            armed,
+                            view,
+                            *run.timers.armed_seen_at.get_or_insert(at.now),
+                            at,
+                        ) => {}
                 Local::Prepared(p) if p == id => {
                     let at_wall_ns = run.local_t0(armed, view);
                     run.local = Local::Started;
@@ -1803,6 +1825,17 @@ pub fn clean_reason(reason: &str) -> String {
         out.push(if c.is_control() { ' ' } else { c });
     }
     out
+}
+
+/// How long a node waits, after it first knew an arm, for an estimate of
+/// the arming leader's clock before it translates T0 without one.
+const OFFSET_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether T0 of `armed` can be translated into this node's clock: an
+/// estimate of the arming leader's clock is at hand, or none came within
+/// [`OFFSET_WAIT`] of `seen` (T0 is then taken as it is).
+fn t0_known(armed: &Armed, view: &dyn MeshView, seen: Duration, at: At) -> bool {
+    view.offset(&armed.by).is_some() || at.now.saturating_sub(seen) >= OFFSET_WAIT
 }
 
 /// The instant of this node's monotonic clock at which its wall clock reads

@@ -601,6 +601,7 @@ mod tests {
             sockets: 12,
             listen: vec!["/ip4/127.0.1.1/tcp/7400".into()],
             leaving: false,
+            clock_epoch: 0,
         }
     }
 

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::api::{self, PeerView, PeersView, Query, StatusView};
-use crate::core::clock::Exchange;
+use crate::core::clock::{Exchange, STEP_MARGIN_NS};
 use crate::core::latency::LatencyMap;
 use crate::core::membership::{Event, Heartbeat};
 use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore};
@@ -185,6 +185,9 @@ struct Node {
     swarm: Swarm<Behaviour>,
     core: MeshCore,
     started: Instant,
+    /// The wall clock minus the monotonic clock at the last tick, ns: when
+    /// it moves by more than a step's margin, the wall clock stepped.
+    wall_skew: Option<i64>,
     topic: gossipsub::IdentTopic,
     peer_id: PeerId,
     latency: Option<LatencyMap>,
@@ -244,7 +247,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         id: peer_id.to_string(),
         name: config.name.clone(),
         region: config.region.clone(),
-        boot: u64::try_from(wall_ns()).unwrap_or(0),
+        boot: store.next_boot(u64::try_from(wall_ns()).unwrap_or(0))?,
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
@@ -258,6 +261,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         swarm,
         core: MeshCore::new(me, MeshConfig::default(), bootstrap, Duration::ZERO),
         started: Instant::now(),
+        wall_skew: None,
         topic,
         peer_id,
         latency: config.emulate_latency.as_ref().map(|(_, map)| map.clone()),
@@ -335,12 +339,30 @@ impl Node {
 
     fn tick(&mut self) {
         let now = self.now();
+        self.watch_own_clock(now);
         self.partition.refresh(now);
         for action in self.core.tick(now, self.health) {
             self.act(action);
         }
         self.runs_tick();
         self.sync_tick();
+    }
+
+    /// Tells the core when this node's wall clock stepped (NTP, a resumed
+    /// VM, `date -s`): the wall clock moved against the monotonic one by
+    /// more than [`STEP_MARGIN_NS`] since the last tick.
+    fn watch_own_clock(&mut self, now: Duration) {
+        let mono = i64::try_from(now.as_nanos()).unwrap_or(i64::MAX);
+        let skew = wall_ns().saturating_sub(mono);
+        if let Some(last) = self.wall_skew.replace(skew)
+            && skew.saturating_sub(last).saturating_abs() > STEP_MARGIN_NS
+        {
+            warn!(
+                "this node's wall clock stepped by {:+.3} s: its clock estimates start again",
+                skew.saturating_sub(last) as f64 / 1e9
+            );
+            self.core.on_own_clock_step(now);
+        }
     }
 
     fn act(&mut self, action: Action) {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use libp2p::identity::Keypair;
 
+mod boot;
 pub mod modules;
 pub mod runs;
 

@@ -334,6 +334,7 @@ fn a_rogue_peer_with_the_key_can_neither_crash_nor_fool_a_node() {
             sockets: 0,
             listen: vec![],
             leaving: false,
+            clock_epoch: 0,
         };
         let mut oversized = heartbeat(&rogue, PROTOCOL, "big");
         oversized.version = "v".repeat(20_000);

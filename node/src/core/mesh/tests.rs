@@ -467,3 +467,48 @@ fn a_flood_of_identities_is_bounded() {
         "identities heard only through gossip are not dialed after they leave"
     );
 }
+
+#[test]
+fn a_stepped_clock_is_re_estimated_by_every_member_within_two_seconds() {
+    let n = 8;
+    for (step, told) in [
+        (90_000 * MS, true),
+        (-3_600_000 * MS, true),
+        (90_000 * MS, false),
+    ] {
+        let mut sim = Sim::new(n, 0.0, 0xc10c);
+        sim.run_until(Duration::from_secs(12));
+        let estimate_of = |sim: &Sim, a: usize, b: usize| {
+            sim.nodes[a]
+                .clock(&format!("n{b:04}"), sim.now)
+                .unwrap_or_else(|| panic!("{a} has no estimate of {b}"))
+        };
+        let before = estimate_of(&sim, 1, 3);
+        assert!((before.offset_ns - (sim.offsets[3] - sim.offsets[1])).abs() <= before.bound_ns);
+        // Node 3's wall clock steps; its runtime notices (told) or not.
+        sim.offsets[3] += step;
+        if told {
+            let now = sim.now;
+            sim.nodes[3].on_own_clock_step(now);
+            assert!(sim.nodes[3].clock_settling(now));
+        }
+        let stepped = sim.now;
+        sim.run_until(stepped + Duration::from_secs(2));
+        for a in (0..n).filter(|a| *a != 3) {
+            let truth = sim.offsets[3] - sim.offsets[a];
+            let est = estimate_of(&sim, a, 3);
+            assert!(
+                (est.offset_ns - truth).abs() <= est.bound_ns + MS,
+                "step {step} (told: {told}): {a}'s estimate of 3 is {} off",
+                est.offset_ns - truth
+            );
+            let back = estimate_of(&sim, 3, a);
+            assert!(
+                (back.offset_ns + truth).abs() <= back.bound_ns + MS,
+                "step {step} (told: {told}): 3's estimate of {a} is {} off",
+                back.offset_ns + truth
+            );
+        }
+        assert!(!sim.nodes[3].clock_settling(sim.now));
+    }
+}

@@ -97,6 +97,10 @@ impl MeshView for View<'_> {
             .clock(peer, self.now)
             .map(|e| (e.offset_ns, e.bound_ns))
     }
+
+    fn clock_settling(&self) -> bool {
+        self.core.clock_settling(self.now)
+    }
 }
 
 impl Runs {
