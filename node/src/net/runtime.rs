@@ -191,7 +191,9 @@ struct Node {
     topic: gossipsub::IdentTopic,
     peer_id: PeerId,
     latency: Option<LatencyMap>,
-    pending: HashMap<OutboundRequestId, (PeerId, i64)>,
+    /// Clock questions in flight: the peer, `t1`, and when it was sent on
+    /// the monotonic clock.
+    pending: HashMap<OutboundRequestId, (PeerId, i64, Duration)>,
     bootstrap_dials: HashMap<ConnectionId, usize>,
     labels: HashMap<String, String>,
     once: LogOnce,
@@ -391,7 +393,8 @@ impl Node {
                     .behaviour_mut()
                     .rpc
                     .send_request(&peer_id, Request::Clock { t1 });
-                self.pending.insert(id, (peer_id, t1));
+                let sent_at = self.now();
+                self.pending.insert(id, (peer_id, t1, sent_at));
             }
             Action::DialPeer { peer, addrs } => {
                 let Ok(peer_id) = peer.parse::<PeerId>() else {
@@ -589,10 +592,25 @@ impl Node {
                 let Some(response) = self.on_module_response(request_id, peer, response) else {
                     return;
                 };
-                let Some((_, sent_t1)) = self.pending.remove(&request_id) else {
+                let Some((_, sent_t1, sent_at)) = self.pending.remove(&request_id) else {
                     return;
                 };
                 match response {
+                    // This node's clock stepped while the question was out:
+                    // its round trip, in wall time, is not the real one.
+                    Response::Clock { t1, .. }
+                        if t1 == sent_t1
+                            && t4
+                                .saturating_sub(t1)
+                                .saturating_sub(
+                                    i64::try_from(now.saturating_sub(sent_at).as_nanos())
+                                        .unwrap_or(i64::MAX),
+                                )
+                                .saturating_abs()
+                                > STEP_MARGIN_NS =>
+                    {
+                        debug!(%peer, "dropped a clock answer: this node's clock stepped meanwhile");
+                    }
                     Response::Clock { t1, t2, t3 } if t1 == sent_t1 => {
                         let exchange = Exchange { t1, t2, t3, t4 };
                         if !self.core.on_clock_answer(&peer.to_string(), exchange, now) {

@@ -76,7 +76,10 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
     mesh.wait_converged(Duration::from_secs(10))
         .expect("the mesh converges");
     let arrival = scenario("arrival").to_string_lossy().into_owned();
-    for step in ["+90s", "-3600s"] {
+    // (step, when): the leader's clock mid-run, either way; then, while the
+    // run is being prepared (before T0), the clock of a node that is not
+    // the one the run was submitted to.
+    for (step, mid_run) in [("+90s", true), ("-3600s", true), ("+90s", false)] {
         for n in &nodes {
             step_clock(&n.data_dir, "+0");
         }
@@ -101,18 +104,30 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
             ],
         );
         let watcher = nodes[1].api;
-        assert!(wait_for(Duration::from_secs(15), || phase(watcher, &id) == "running"));
-        std::thread::sleep(Duration::from_secs(3));
-        let leader = run_view(watcher, &id)["leader"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let victim = nodes
-            .iter()
-            .find(|n| n.peer_id == leader)
-            .unwrap_or_else(|| panic!("no leader in {}", run_view(watcher, &id)));
+        let victim = if mid_run {
+            assert!(wait_for(Duration::from_secs(15), || phase(watcher, &id) == "running"));
+            std::thread::sleep(Duration::from_secs(3));
+            let leader = run_view(watcher, &id)["leader"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            nodes
+                .iter()
+                .find(|n| n.peer_id == leader)
+                .unwrap_or_else(|| panic!("no leader in {}", run_view(watcher, &id)))
+        } else {
+            &nodes[2]
+        };
         step_clock(&victim.data_dir, step);
-        eprintln!("stepped {}'s wall clock {step} in run {id}", victim.name);
+        eprintln!(
+            "stepped {}'s wall clock {step} in run {id} ({})",
+            victim.name,
+            if mid_run {
+                "the leader, mid-run"
+            } else {
+                "before T0"
+            }
+        );
         let code = wait_child(&mut child, Duration::from_secs(60));
         let report = get_json(watcher, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
         let delivered = num(&report["load"]["delivered"]);
@@ -120,6 +135,22 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
             "step {step}: exit {code:?}, delivered {delivered} of {}, outcome {}, lost {}",
             report["load"]["planned"], report["outcome"], report["completeness"]["nodes_lost"]
         );
+        for (n, v) in report["nodes"].as_array().into_iter().flatten().zip(
+            run_view(watcher, &id)["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        ) {
+            eprintln!(
+                "  {}: delivered {} of {}; {} started at {} ms ± {} ms",
+                n["name"],
+                n["delivered"],
+                n["planned"],
+                v["name"],
+                v["start_offset_ms"],
+                v["bound_ms"]
+            );
+        }
         let brief = format!(
             "outcome {}, load {}, completeness {}",
             report["outcome"], report["load"], report["completeness"]
@@ -133,6 +164,13 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
             "step {step}"
         );
         assert_eq!(code, Some(0), "step {step}: {}", run_view(watcher, &id));
+        let view = run_view(watcher, &id);
+        let (skew, bound) = (num(&view["start_skew_ms"]), num(&view["clock_bound_ms"]));
+        eprintln!("step {step}: start skew {skew} ms, clock bound {bound} ms");
+        assert!(
+            skew <= 2.0 * bound + 50.0,
+            "step {step}: the starts spread over {skew} ms (clock bound {bound} ms)"
+        );
     }
     // Every node is still there, whatever its clock says.
     assert!(mesh.poll_exits().is_empty());
