@@ -11,7 +11,10 @@
 //! Closed executors run one task per VU that loops. Arrival-rate executors
 //! run one dispatcher that starts each owned iteration at its due time on an
 //! idle VU, or counts it as dropped when none is idle (and initializes one
-//! more VU in the background, up to the share of `max_vus`).
+//! more VU in the background, up to the share of `max_vus`). An iteration
+//! whose due time passed more than [`MAX_LATE`] ago (the node was frozen,
+//! or starved of CPU) is dropped too, not started late: a node that wakes
+//! up never sends the load it missed in one burst.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,6 +241,9 @@ async fn ramped(
     }
 }
 
+/// How late an arrival may start: past this, it is dropped.
+pub const MAX_LATE: Duration = Duration::from_secs(1);
+
 async fn dispatch(runner: Arc<ShareRunner>, vus: Vec<Vu>, start: Instant, tasks: &mut JoinSet<()>) {
     let Some(mut schedule) = ArrivalSchedule::for_executor(&runner.executor) else {
         return;
@@ -263,6 +269,13 @@ async fn dispatch(runner: Arc<ShareRunner>, vus: Vec<Vu>, start: Instant, tasks:
         }
         while let Ok(vu) = back_rx.try_recv() {
             idle.push(vu);
+        }
+        if Instant::now().saturating_duration_since(scheduled) > MAX_LATE {
+            runner
+                .run
+                .recorder
+                .add(0, dropped_key.clone(), MetricKind::Counter, 1.0);
+            continue;
         }
         match idle.pop() {
             Some(vu) => {

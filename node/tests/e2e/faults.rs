@@ -175,3 +175,104 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
     // Every node is still there, whatever its clock says.
     assert!(mesh.poll_exits().is_empty());
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// A worker frozen (SIGSTOP) for 2.5 s at 3 s of a 10 s run at 300/s,
+/// with 300 VUs idle on each node: it
+/// is not lost (it wakes before it would be), but the load it should have
+/// sent meanwhile is gone. It must not send it in one burst on waking (the
+/// target would see a spike nobody asked for), and the run, below 99 % of
+/// its plan, must say so: `short`, exit 97.
+#[test]
+fn a_frozen_worker_drops_what_it_missed_and_the_run_says_it_fell_short() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let arrival = scenario("arrival").to_string_lossy().into_owned();
+    t.reset_stats();
+    let (mut child, id) = submit(
+        nodes[0].api,
+        &[
+            &arrival,
+            "--rate",
+            "300/s",
+            "--duration",
+            "10s",
+            "--vus",
+            "900",
+            "--max-vus",
+            "1200",
+            "--graceful-stop",
+            "2s",
+            "--env",
+            &env,
+        ],
+    );
+    let watcher = nodes[0].api;
+    assert!(wait_for(Duration::from_secs(15), || phase(watcher, &id) == "running"));
+    std::thread::sleep(Duration::from_secs(3));
+    let leader = run_view(watcher, &id)["leader"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let victim = nodes
+        .iter()
+        .find(|n| n.peer_id != leader && n.api != watcher)
+        .unwrap_or_else(|| panic!("no worker to freeze"));
+    signal(victim.pid, "STOP");
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(victim.pid, "CONT");
+    eprintln!("froze {} for 2.5 s in run {id}", victim.name);
+    let code = wait_child(&mut child, Duration::from_secs(60));
+    let report = get_json(watcher, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let frozen = report["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == victim.peer_id.as_str())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let served = t.stats().requests;
+    let delivered = num(&report["load"]["delivered"]);
+    eprintln!(
+        "exit {code:?}; delivered {delivered} of {}; the frozen node {} of {}; the target served {served}",
+        report["load"]["planned"], frozen["delivered"], frozen["planned"]
+    );
+    // About 250 of the frozen node's 1000 are missing (2.5 s at 100/s).
+    assert!(
+        (2600.0..=2900.0).contains(&delivered),
+        "delivered {delivered}: {}",
+        report["load"]
+    );
+    // It starts at most the last second it missed (arrivals less than
+    // `MAX_LATE` overdue): ~850. With 300 idle VUs, a node that started
+    // all it missed on waking would show ~1000.
+    assert!(
+        num(&frozen["delivered"]) <= 900.0,
+        "{}",
+        frozen["delivered"]
+    );
+    assert!(
+        served <= 2920,
+        "the target served {served}: the frozen node caught up what it missed"
+    );
+    assert_eq!(report["outcome"], "short", "{}", report["load"]);
+    assert_eq!(
+        report["completeness"]["nodes_lost"],
+        Value::Array(Vec::new())
+    );
+    assert_eq!(code, Some(97));
+}
