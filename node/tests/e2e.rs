@@ -110,8 +110,18 @@ impl Run {
 }
 
 fn fusi(args: &[&str]) -> Run {
+    fusi_as(None, args)
+}
+
+/// [`fusi`] with `token` as FUSI_API_TOKEN: for commands that ask a node
+/// of a testnet ([`fusi_testnet::Mesh::api_token`]).
+fn fusi_to(token: &str, args: &[&str]) -> Run {
+    fusi_as(Some(token), args)
+}
+
+fn fusi_as(token: Option<&str>, args: &[&str]) -> Run {
     let out_file = tempfile_path("summary.json");
-    let run = fusi_out(args, &out_file);
+    let run = fusi_cmd(token, args, &out_file);
     let _ = std::fs::remove_file(&out_file);
     run
 }
@@ -120,8 +130,17 @@ fn fusi(args: &[&str]) -> Run {
 /// extension names), which is left for the caller; the run's `report` is
 /// that file's JSON, if it is JSON.
 fn fusi_out(args: &[&str], out_file: &Path) -> Run {
+    fusi_cmd(None, args, out_file)
+}
+
+/// `fusi-node ARGS`, with FUSI_API_TOKEN set to `token` or unset.
+fn fusi_cmd(token: Option<&str>, args: &[&str], out_file: &Path) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusi-node"));
     cmd.args(args);
+    match token {
+        Some(token) => cmd.env("FUSI_API_TOKEN", token),
+        None => cmd.env_remove("FUSI_API_TOKEN"),
+    };
     without_clippy(&mut cmd);
     let wants_summary = args.first() == Some(&"run");
     if wants_summary {

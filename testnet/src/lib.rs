@@ -79,9 +79,9 @@ pub use cidr::Ipv4Cidr;
 pub use config::{Latency, SourceLatency, StallWindow, TargetConfig};
 pub use duration::parse_duration;
 pub use mesh::{
-    ExtraNode, KeyChoice, LOGS_ENV, MAX_NODES_PER_REGION, MAX_REGION_LEN, MAX_REGIONS, Mesh,
-    MeshConfig, MeshNode, STARTUP_TIMEOUT, STDERR_TAIL_LINES, STOP_GRACE, get_json, region_range,
-    validate_region,
+    API_TOKEN_ENV, API_TOKEN_FILE, ExtraNode, KeyChoice, LOGS_ENV, MAX_NODES_PER_REGION,
+    MAX_REGION_LEN, MAX_REGIONS, Mesh, MeshConfig, MeshNode, STARTUP_TIMEOUT, STDERR_TAIL_LINES,
+    STOP_GRACE, get_json, region_range, validate_region,
 };
 pub use server::{
     MAX_BODY_BYTES, MAX_BYTES, MAX_DELAY_MS, MAX_ITEM_BYTES, MAX_ITEMS, STATS_PATH, Target,

@@ -37,6 +37,11 @@ pub const MAX_NODES_PER_REGION: usize = 254;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest response [`get_json`] reads.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// The API token's file in a node's data directory (and in the mesh
+/// directory: the token the mesh gives every node).
+pub const API_TOKEN_FILE: &str = "api.token";
+/// The variable `fusi-node`'s CLI reads an API token from.
+pub const API_TOKEN_ENV: &str = "FUSI_API_TOKEN";
 /// How often waits poll a process or an API.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -212,6 +217,9 @@ pub struct MeshNode {
     pub peer_id: String,
     /// Its `--data-dir`, `<dir>/<name>/`.
     pub data_dir: PathBuf,
+    /// Its local API's token, read from its data directory once it started
+    /// (the mesh's token, unless the directory held another already).
+    pub api_token: String,
     /// Its `--mesh-key`, or `None` for `--insecure-open`.
     pub key_file: Option<PathBuf>,
     /// Whether its process is running (as of the last look).
@@ -248,7 +256,11 @@ struct Slot {
 /// is named `<region>-<i>`, listens on `/ip4/127.0.R.i/tcp/0` and sends
 /// from `127.0.R.i` (`--source-ip`), so that a target can tell the regions
 /// apart by source address (see [`SourceLatency`](crate::SourceLatency)).
-/// Every local API listens on `127.0.0.1` with an ephemeral port. All of
+/// Every local API listens on `127.0.0.1` with an ephemeral port, and
+/// answers requests with the mesh's API token ([`Mesh::api_token`]), which
+/// the mesh writes into every node's data directory before it first starts
+/// (so `FUSI_API_TOKEN=TOKEN fusi-node status --api ADDR` works for any of
+/// them). All of
 /// `127.0.0.0/8` is local on Linux; other systems may need the addresses
 /// added to their loopback interface first.
 ///
@@ -272,7 +284,7 @@ struct Slot {
 /// config.latency = Some("fra-nrt=120ms".into());
 /// let mut mesh = Mesh::start(config)?;
 /// mesh.wait_converged(Duration::from_secs(20))?;
-/// let status = get_json(mesh.nodes()[0].api, "/v1/status")?;
+/// let status = get_json(mesh.nodes()[0].api, mesh.api_token(), "/v1/status")?;
 /// assert_eq!(status["name"], "fra-1");
 /// mesh.kill(2)?;
 /// mesh.restart(2)?;
@@ -289,6 +301,8 @@ pub struct Mesh {
     dir: PathBuf,
     remove_dir: bool,
     key_file: PathBuf,
+    /// The token every node's API is given (64 hex digits).
+    api_token: String,
     /// Region names in order (index + 1 = R), and how many nodes each has.
     regions: Vec<(String, usize)>,
     nodes: Vec<MeshNode>,
@@ -328,10 +342,12 @@ impl Mesh {
             dir,
             remove_dir,
             key_file,
+            api_token: String::new(),
             regions: Vec::new(),
             nodes: Vec::new(),
             slots: Vec::new(),
         };
+        mesh.api_token = mesh_api_token(&mesh.dir)?;
         let reuse_key = !remove_dir && mesh.key_file.is_file();
         if !reuse_key {
             keygen(&mesh.node_bin, &mesh.key_file)?;
@@ -347,6 +363,13 @@ impl Mesh {
         let rest: Vec<usize> = (1..mesh.nodes.len()).collect();
         mesh.launch(&rest, Some(&first))?;
         Ok(mesh)
+    }
+
+    /// The API token the mesh gives every node: send it as
+    /// `Authorization: Bearer TOKEN` ([`get_json`] does), or set it as
+    /// [`API_TOKEN_ENV`] for the `fusi-node` CLI.
+    pub fn api_token(&self) -> &str {
+        &self.api_token
     }
 
     /// Every node ever started, in order: the configured ones region by
@@ -526,7 +549,9 @@ impl Mesh {
                 .collect();
             let mut problems = Vec::new();
             for node in &members {
-                match get_json(node.api, "/v1/peers").and_then(|peers| peer_ids(&peers)) {
+                match get_json(node.api, &node.api_token, "/v1/peers")
+                    .and_then(|peers| peer_ids(&peers))
+                {
                     Ok(seen) => {
                         let missing: Vec<&str> = members
                             .iter()
@@ -641,6 +666,7 @@ impl Mesh {
         self.nodes.push(MeshNode {
             index: self.nodes.len(),
             data_dir: self.dir.join(&name),
+            api_token: String::new(),
             name,
             region: region.to_owned(),
             ip: Ipv4Addr::new(127, 0, r, i),
@@ -702,6 +728,17 @@ impl Mesh {
             match result {
                 Ok((child, startup)) => {
                     let node = &mut self.nodes[index];
+                    node.api_token = match read_api_token(&node.data_dir) {
+                        Ok(token) => token,
+                        Err(e) => {
+                            let mut child = child;
+                            force_kill(&mut child);
+                            for (_, mut s) in starting {
+                                force_kill(&mut s.child);
+                            }
+                            return Err(e.context(format!("node {name} started")));
+                        }
+                    };
                     node.api = startup.api;
                     node.peer_id = startup.peer_id;
                     node.p2p = startup.p2p;
@@ -725,6 +762,10 @@ impl Mesh {
         let node = &self.nodes[index];
         std::fs::create_dir_all(&node.data_dir)
             .with_context(|| format!("creating the data directory {}", node.data_dir.display()))?;
+        let token_file = node.data_dir.join(API_TOKEN_FILE);
+        if !token_file.exists() {
+            write_private(&token_file, &self.api_token)?;
+        }
         let mut cmd = Command::new(&self.node_bin);
         cmd.arg("up")
             .args(["--listen", &format!("/ip4/{}/tcp/0", node.ip)])
@@ -1103,6 +1144,50 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
+/// The mesh's API token: kept in `dir/api.token`, made when absent.
+fn mesh_api_token(dir: &Path) -> anyhow::Result<String> {
+    let file = dir.join(API_TOKEN_FILE);
+    if file.exists() {
+        return read_api_token(dir);
+    }
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    write_private(&file, &token)?;
+    Ok(token)
+}
+
+/// The token in `dir/api.token`: 64 hex digits.
+fn read_api_token(dir: &Path) -> anyhow::Result<String> {
+    let file = dir.join(API_TOKEN_FILE);
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("reading the API token {}", file.display()))?;
+    let token = text.trim();
+    ensure!(
+        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{} is not an API token (64 hex digits)",
+        file.display()
+    );
+    Ok(token.to_owned())
+}
+
+/// Writes a new file only this user may read (mode 0600 on Unix), with a
+/// newline after `text`.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut file| writeln!(file, "{text}"))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Runs `node_bin keygen file`.
 fn keygen(node_bin: &Path, file: &Path) -> anyhow::Result<()> {
     let out = Command::new(node_bin)
@@ -1196,19 +1281,28 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     }
 }
 
-/// `GET path` from a local API over HTTP/1.1 with `Connection: close`, and
-/// the JSON body. Connecting, and the whole exchange, time out after 5 s.
+/// `GET path` from a local API over HTTP/1.1 with `Connection: close`,
+/// sending `token` as `Authorization: Bearer TOKEN`, and the JSON body.
+/// Connecting, and the whole exchange, time out after 5 s.
+///
+/// It skips the challenge the `fusi-node` CLI makes before it sends the
+/// token: the address came from the node's own stdout.
 ///
 /// # Errors
 ///
-/// A path that is not `/...`, a failure to connect or to exchange, a
+/// A path that is not `/...`, a token that is not hex, a failure to
+/// connect or to exchange, a
 /// status other than 2xx (the error shows the start of the body), a
 /// response above 16 MiB, or a body that is not JSON. Every error names the
 /// address, the path and, once known, the status.
-pub fn get_json(api: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+pub fn get_json(api: SocketAddr, token: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     ensure!(
         path.starts_with('/') && !path.bytes().any(|b| b.is_ascii_whitespace() || b < 0x20),
         "invalid API path {path:?}: expected an absolute path such as /v1/status"
+    );
+    ensure!(
+        !token.is_empty() && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "invalid API token: expected hex digits (the node's {API_TOKEN_FILE})"
     );
     let what = format!("GET http://{api}{path}");
     let deadline = Instant::now() + HTTP_TIMEOUT;
@@ -1220,7 +1314,7 @@ pub fn get_json(api: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value
         .with_context(|| format!("{what}: setting socket timeouts"))?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {api}\r\nAccept: application/json\r\n\
-         User-Agent: fusi-testnet\r\nConnection: close\r\n\r\n"
+         Authorization: Bearer {token}\r\nUser-Agent: fusi-testnet\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())

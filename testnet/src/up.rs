@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use clap::Args;
 use fusi_testnet::{
-    Latency, MAX_REGIONS, Mesh, MeshConfig, STARTUP_TIMEOUT, SourceLatency, TargetConfig,
-    TargetHandle, region_range, spawn_target, validate_region,
+    API_TOKEN_ENV, API_TOKEN_FILE, Latency, MAX_REGIONS, Mesh, MeshConfig, STARTUP_TIMEOUT,
+    SourceLatency, TargetConfig, TargetHandle, region_range, spawn_target, validate_region,
 };
 
 use crate::Signals;
@@ -363,6 +363,12 @@ fn print_summary(mesh: &Mesh, target: Option<&TargetHandle>) -> std::io::Result<
     out.push_str(&format!("regions   {}\n", regions.join(", ")));
     out.push_str(&format!("mesh key  {}\n", mesh.key_file().display()));
     out.push_str(&format!("data dir  {}\n", mesh.dir().display()));
+    let token_file = mesh.dir().join(API_TOKEN_FILE);
+    out.push_str(&format!(
+        "api token {} (for the CLI: export {API_TOKEN_ENV}=$(cat {}))\n",
+        token_file.display(),
+        token_file.display()
+    ));
     if let Some(target) = target {
         out.push_str(&format!("target    {}\n", target.url()));
     }

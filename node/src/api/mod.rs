@@ -1,15 +1,22 @@
 //! The local API of a running node: HTTP and JSON, for the CLI on the same
 //! host (and, later, a dashboard).
 //!
-//! It binds loopback only and answers only requests whose `Host` is a
-//! loopback address or `localhost`, so a web page in a browser on the same
-//! host cannot reach it through DNS rebinding. Routes:
+//! It binds loopback only. It refuses every request that carries an
+//! `Origin` header (browsers add one to cross-origin requests) or whose
+//! `Host` is not a loopback address or `localhost` (DNS rebinding), and
+//! every request without the node's [`token::ApiToken`] as
+//! `Authorization: Bearer HEX` but the challenge ([`server`] says how).
+//! Routes:
 //!
+//! - `GET /v1/hello?nonce=HEX`: the challenge, the one route without a
+//!   token: the node proves it knows the token ([`HelloView`]), before the
+//!   client sends it;
 //! - `GET /v1/status`: this node ([`StatusView`]);
 //! - `GET /v1/peers`: the other members, as this node sees them
 //!   ([`PeersView`]);
 //! - `POST /v1/runs`: submit a run ([`SubmitRequest`], CBOR, because it
-//!   carries the scenario module), answered with a [`SubmitView`];
+//!   carries the scenario module; `Content-Type: application/cbor`),
+//!   answered with a [`SubmitView`];
 //! - `GET /v1/runs`: the runs this node knows ([`RunsView`]);
 //! - `GET /v1/runs/{id}`: one run, its nodes and their shares ([`RunView`]);
 //! - `POST /v1/runs/{id}/stop`: stop a run on every node;
@@ -23,6 +30,7 @@
 
 pub mod client;
 pub mod server;
+pub mod token;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -35,6 +43,13 @@ use crate::store::runs::RunStore;
 
 /// The default API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7401";
+
+/// The answer to the challenge `GET /v1/hello?nonce=HEX`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloView {
+    /// [`token::ApiToken::proof`] of the nonce, in hex.
+    pub proof: String,
+}
 
 /// This node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

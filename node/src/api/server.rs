@@ -1,31 +1,64 @@
 //! Serves the local API: each request becomes a [`Query`] to the node's
 //! event loop, whose answer is sent back as JSON. Errors come back as
 //! `{"error": MESSAGE}` with a status that says what kind of problem it is.
+//!
+//! Before a request reaches a route it passes, in this order: no `Origin`
+//! header (403: browsers add one to every cross-origin request, so no web
+//! page gets further), a loopback `Host` (403: no DNS rebinding), and the
+//! [`ApiToken`] as `Authorization: Bearer HEX` (401), which every route but
+//! the challenge `GET /v1/hello` needs. A submission must be
+//! `Content-Type: application/cbor` (415). At most
+//! [`MAX_CONNECTIONS`] connections are served at once, and a client has
+//! [`HEADER_TIMEOUT`] to send a request's headers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Query, SubmitRequest};
+use super::token::{
+    ApiToken, MAX_NONCE_BYTES, NONCE_BYTES, TOKEN_ENV, TOKEN_FILE, from_hex, to_hex,
+};
+use super::{HelloView, Query, SubmitRequest};
 use crate::engine::module::ScenarioModule;
 use crate::store::modules::MAX_MODULE_BYTES;
+
+/// The most API connections served at once: the CLI opens one at a time,
+/// so this bounds only what a misbehaving client can hold.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send a request's headers, and so how
+/// long an idle connection stays open.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The challenge's path: the one route that needs no token.
+pub const HELLO_PATH: &str = "/v1/hello";
+
+/// The media type of a submission.
+pub const CBOR: &str = "application/cbor";
+
+/// What a connection beyond [`MAX_CONNECTIONS`] is told before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: 80\r\n\r\n\
+{\"error\": \"the fusi-node API has too many open connections; try again shortly\"}\n";
 
 /// Binds the API address; it must be a loopback address.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     if !addr.ip().is_loopback() {
         anyhow::bail!(
-            "--api {addr} is not a loopback address; the API has no authentication, so it listens on \
-             127.0.0.1 or ::1 only (reach a remote node through ssh -L)"
+            "--api {addr} is not a loopback address; the API listens on 127.0.0.1 or ::1 only \
+             (reach a remote node through ssh -L, with FUSI_API_TOKEN set to its token)"
         );
     }
     TcpListener::bind(addr).await.map_err(|e| {
@@ -35,12 +68,38 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Answers API requests until `shutdown`.
+/// How much of the node a client may hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once.
+    connections: usize,
+    /// The time to send a request's headers.
+    header_timeout: Duration,
+}
+
+/// Answers API requests that carry `token` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     queries: mpsc::Sender<Query>,
+    token: ApiToken,
     shutdown: CancellationToken,
 ) {
+    let limits = Limits {
+        connections: MAX_CONNECTIONS,
+        header_timeout: HEADER_TIMEOUT,
+    };
+    serve_with(listener, queries, token, limits, shutdown).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    queries: mpsc::Sender<Query>,
+    token: ApiToken,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let token = Arc::new(token);
+    let slots = Arc::new(Semaphore::new(limits.connections));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -49,12 +108,21 @@ pub async fn serve(
         let Ok((stream, _)) = accepted else {
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // A fresh socket's send buffer is empty: this write does not block.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
         let queries = queries.clone();
+        let token = token.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, queries.clone()));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let service = service_fn(move |req| handle(req, queries.clone(), token.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(slot);
         });
     }
 }
@@ -143,6 +211,7 @@ pub fn valid_run_id(id: &str) -> bool {
 /// What a request asks for, once its method and path were checked.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
+    Hello,
     Status,
     Peers,
     Submit,
@@ -163,6 +232,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
         .map(|rest| rest.split('/').collect())
         .unwrap_or_default();
     let (route, allowed) = match parts.as_slice() {
+        ["hello"] => (Route::Hello, Method::GET),
         ["status"] => (Route::Status, Method::GET),
         ["peers"] => (Route::Peers, Method::GET),
         ["runs"] if method == Method::POST => (Route::Submit, Method::POST),
@@ -201,7 +271,7 @@ fn no_route(path: &str) -> Refusal {
     (
         StatusCode::NOT_FOUND,
         format!(
-            "no route {path}; the API serves /v1/status, /v1/peers, /v1/runs, /v1/runs/ID, \
+            "no route {path}; the API serves /v1/hello, /v1/status, /v1/peers, /v1/runs, /v1/runs/ID, \
              /v1/runs/ID/stop, /v1/runs/ID/report and /v1/runs/ID/live"
         ),
     )
@@ -315,27 +385,120 @@ async fn stop(id: String, queries: &mpsc::Sender<Query>) -> Response<Full<Bytes>
     }
 }
 
+/// Whether the request carries `Authorization: Bearer TOKEN`; an error
+/// says what is wrong with it.
+fn authorized<B>(req: &Request<B>, token: &ApiToken) -> Result<(), &'static str> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err("this request has no API token");
+    };
+    let value = value.as_bytes();
+    let credential = match value.split_at_checked(7) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
+        _ => return Err("this request's Authorization is not `Bearer TOKEN`"),
+    };
+    if token.matches(credential) {
+        Ok(())
+    } else {
+        Err("this request's API token is not this node's")
+    }
+}
+
+/// The 401 answer: what was wrong and where the token is.
+fn unauthorized(problem: &str) -> Response<Full<Bytes>> {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        &format!(
+            "{problem}: send `Authorization: Bearer TOKEN`, with the token the node keeps in \
+             {TOKEN_FILE} in its data directory (`fusi-node up --data-dir`; by default \
+             ~/.local/share/fusi-node), or given to a CLI elsewhere as {TOKEN_ENV}; the fusi-node \
+             CLI on the node's host reads it itself"
+        ),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// `GET /v1/hello?nonce=HEX`: proves this node knows the token, without
+/// sending it ([`ApiToken::proof`]).
+fn hello<B>(req: &Request<B>, token: &ApiToken) -> Response<Full<Bytes>> {
+    let nonce = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("nonce="))
+        .and_then(from_hex)
+        .filter(|n| (NONCE_BYTES..=MAX_NONCE_BYTES).contains(&n.len()));
+    match nonce {
+        Some(nonce) => json(
+            StatusCode::OK,
+            &HelloView {
+                proof: to_hex(&token.proof(&nonce)),
+            },
+        ),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "{HELLO_PATH} takes ?nonce= and {NONCE_BYTES} to {MAX_NONCE_BYTES} random bytes in hex"
+            ),
+        ),
+    }
+}
+
+/// Whether the request says its body is CBOR (parameters aside).
+fn is_cbor<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(CBOR))
+}
+
 async fn handle<B>(
     req: Request<B>,
     queries: mpsc::Sender<Query>,
+    token: Arc<ApiToken>,
 ) -> Result<Response<Full<Bytes>>, Infallible>
 where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if req.headers().contains_key(header::ORIGIN) {
+        return Ok(error(
+            StatusCode::FORBIDDEN,
+            "the fusi-node API does not answer web pages: this request carries an Origin header, \
+             which browsers add; use the fusi-node CLI",
+        ));
+    }
     if !host_is_local(&req) {
         return Ok(error(
             StatusCode::FORBIDDEN,
             "the fusi-node API answers loopback hosts only",
         ));
     }
+    if req.uri().path() != HELLO_PATH
+        && let Err(problem) = authorized(&req, &token)
+    {
+        return Ok(unauthorized(problem));
+    }
     let route = match route(req.method(), req.uri().path()) {
         Ok(route) => route,
         Err((status, message)) => return Ok(error(status, &message)),
     };
     Ok(match route {
+        Route::Hello => hello(&req, &token),
         Route::Status => reply(ask(&queries, Query::Status).await),
         Route::Peers => reply(ask(&queries, Query::Peers).await),
+        Route::Submit if !is_cbor(&req) => error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!(
+                "a submission is a CBOR SubmitRequest sent as Content-Type: {CBOR}; submit with \
+                 `fusi-node run`"
+            ),
+        ),
         Route::Submit => submit(req.into_body(), &queries).await,
         Route::Runs => reply(ask(&queries, Query::Runs).await),
         Route::Run(id) => ask(&queries, |tx| Query::Run(id.clone(), tx))
@@ -467,15 +630,233 @@ mod tests {
         tx
     }
 
-    async fn send(method: Method, path: &str, body: impl Into<Bytes>) -> (StatusCode, String) {
-        let request = Request::builder()
+    /// The token of the node the tests ask.
+    fn node_token() -> ApiToken {
+        ApiToken::parse(&"5a".repeat(32)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn bearer(token: &ApiToken) -> (header::HeaderName, String) {
+        (header::AUTHORIZATION, format!("Bearer {}", token.to_hex()))
+    }
+
+    /// Sends a request with a loopback Host and `headers` to a node
+    /// without runs whose token is [`node_token`].
+    async fn send_with(
+        method: Method,
+        path: &str,
+        headers: &[(header::HeaderName, String)],
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, "127.0.0.1:7401")
-            .body(Full::new(body.into()))
-            .unwrap_or_default();
-        let Ok(response) = handle(request, node_without_runs()).await;
+            .header(header::HOST, "127.0.0.1:7401");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::new(body.into())).unwrap_or_default();
+        let Ok(response) = handle(request, node_without_runs(), Arc::new(node_token())).await;
         (response.status(), body_text(response).await)
+    }
+
+    /// [`send_with`] the node's token, as CBOR.
+    async fn send(method: Method, path: &str, body: impl Into<Bytes>) -> (StatusCode, String) {
+        let headers = [
+            bearer(&node_token()),
+            (header::CONTENT_TYPE, CBOR.to_owned()),
+        ];
+        send_with(method, path, &headers, body).await
+    }
+
+    const NONCE: &str = "00112233445566778899aabbccddeeff";
+
+    /// Every route, the challenge first, and paths that are none.
+    fn every_route() -> Vec<(Method, String)> {
+        let hello = format!("{HELLO_PATH}?nonce={NONCE}");
+        [
+            (Method::GET, hello.as_str()),
+            (Method::GET, "/v1/status"),
+            (Method::GET, "/v1/peers"),
+            (Method::POST, "/v1/runs"),
+            (Method::GET, "/v1/runs"),
+            (Method::GET, "/v1/runs/r1"),
+            (Method::POST, "/v1/runs/r1/stop"),
+            (Method::GET, "/v1/runs/r1/report"),
+            (Method::GET, "/v1/runs/r1/live"),
+            (Method::DELETE, "/v1/runs"),
+            (Method::GET, "/v1/nope"),
+            (Method::GET, "/"),
+        ]
+        .into_iter()
+        .map(|(m, p)| (m, p.to_owned()))
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn a_request_with_an_origin_is_refused_on_every_route_before_anything_else() {
+        for origin in ["https://evil.example", "null", "http://127.0.0.1:7401"] {
+            for (method, path) in every_route() {
+                let headers = [
+                    bearer(&node_token()),
+                    (header::CONTENT_TYPE, CBOR.to_owned()),
+                    (header::ORIGIN, origin.to_owned()),
+                ];
+                let (status, text) = send_with(method.clone(), &path, &headers, "x").await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {text}");
+                assert!(text.contains("Origin header"), "{text}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_token_every_route_but_the_challenge_answers_401() {
+        let other = ApiToken::generate();
+        let wrong = [
+            vec![],
+            vec![bearer(&other)],
+            vec![(header::AUTHORIZATION, node_token().to_hex())],
+            vec![(
+                header::AUTHORIZATION,
+                format!("Basic {}", node_token().to_hex()),
+            )],
+            vec![(header::AUTHORIZATION, "Bearer ".to_owned())],
+        ];
+        for headers in &wrong {
+            for (method, path) in every_route() {
+                let (status, text) = send_with(method.clone(), &path, headers, "x").await;
+                if path.starts_with(HELLO_PATH) {
+                    assert_eq!(status, StatusCode::OK, "{text}");
+                    continue;
+                }
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {text}");
+                assert!(
+                    text.contains(TOKEN_FILE) && text.contains(TOKEN_ENV),
+                    "{text}"
+                );
+            }
+        }
+        // The right token, in any case of its scheme, passes.
+        let lower = (
+            header::AUTHORIZATION,
+            format!("bearer {}", node_token().to_hex()),
+        );
+        let (status, text) = send_with(Method::GET, "/v1/runs", &[lower], "").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_challenge_proves_the_token_and_checks_its_nonce_and_host() {
+        let (status, text) =
+            send_with(Method::GET, &format!("{HELLO_PATH}?nonce={NONCE}"), &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let hello: HelloView =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let nonce = from_hex(NONCE).unwrap_or_default();
+        assert!(node_token().is_proof(&nonce, &hello.proof), "{text}");
+        assert!(!ApiToken::generate().is_proof(&nonce, &hello.proof));
+        let long = "ab".repeat(MAX_NONCE_BYTES + 1);
+        for query in [
+            "",
+            "?nonce=",
+            "?nonce=0011",
+            "?nonce=zz",
+            &format!("?nonce={long}"),
+        ] {
+            let (status, text) =
+                send_with(Method::GET, &format!("{HELLO_PATH}{query}"), &[], "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {text}");
+        }
+        let (status, _) = send_with(Method::POST, HELLO_PATH, &[], "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let request = Request::builder()
+            .uri(format!("{HELLO_PATH}?nonce={NONCE}"))
+            .header(header::HOST, "evil.example:7401")
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default();
+        let Ok(response) = handle(request, node_without_runs(), Arc::new(node_token())).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn a_submission_that_is_not_said_to_be_cbor_is_refused_with_415() {
+        for content_type in [None, Some("application/json"), Some("text/plain")] {
+            let mut headers = vec![bearer(&node_token())];
+            if let Some(t) = content_type {
+                headers.push((header::CONTENT_TYPE, t.to_owned()));
+            }
+            let (status, text) = send_with(Method::POST, "/v1/runs", &headers, "x").await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type:?}: {text}"
+            );
+            assert!(text.contains(CBOR), "{text}");
+        }
+        let headers = [
+            bearer(&node_token()),
+            (header::CONTENT_TYPE, "Application/CBOR; x=y".to_owned()),
+        ];
+        let (status, text) = send_with(Method::POST, "/v1/runs", &headers, "x").await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "decoded, not refused: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_refused_and_slow_headers_time_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
+        let listener = bind(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let limits = Limits {
+            connections: 2,
+            header_timeout: Duration::from_millis(300),
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_with(
+            listener,
+            node_without_runs(),
+            node_token(),
+            limits,
+            shutdown.clone(),
+        ));
+        let connect = || async {
+            TcpStream::connect(addr)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let read_all = |mut stream: TcpStream| async move {
+            let mut text = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut text));
+            assert!(read.await.is_ok(), "the node closes the connection");
+            String::from_utf8_lossy(&text).into_owned()
+        };
+        // Two idle connections hold both slots; a third is told so.
+        let (first, second) = (connect().await, connect().await);
+        let busy = read_all(connect().await).await;
+        assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+        let body = busy.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {busy}"));
+        assert!(
+            json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("too many"))
+        );
+        // Idle past the header timeout, they are closed, and their slots free.
+        assert_eq!(read_all(first).await, "");
+        assert_eq!(read_all(second).await, "");
+        let mut next = connect().await;
+        next.write_all(b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer = read_all(next).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        shutdown.cancel();
     }
 
     #[tokio::test]

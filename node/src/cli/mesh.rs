@@ -10,7 +10,9 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, DEFAULT_API, PeersView, StatusView};
+use crate::api::client::{ApiClient, TokenSource};
+use crate::api::token::TOKEN_ENV;
+use crate::api::{DEFAULT_API, PeersView, StatusView};
 use crate::core::latency::LatencyMap;
 use crate::core::wire::{MAX_NAME_LEN, validate_region};
 use crate::net::{self, NodeConfig, meshkey};
@@ -30,7 +32,11 @@ The first node prints its address (`p2p listening on ...`), and `fusi-node
 status` shows it later. On a LAN, --mdns finds nodes without --bootstrap.
 
 The node keeps its identity in --data-dir, so its peer id survives restarts.
-The local API (for `fusi-node peers`, `status`) listens on --api, loopback only.
+The local API (for `fusi-node peers`, `status`, `run`...) listens on --api,
+loopback only, and answers only requests with the node's API token: the node
+makes it at first start in --data-dir/api.token (mode 0600), where the CLI on
+this host reads it; a CLI elsewhere (through ssh -L) takes it from
+FUSI_API_TOKEN. Requests from web pages (with an Origin header) are refused.
 
 Testing flags: --emulate-latency delays every message from a node of another
 region, in user space (for rehearsing geography on one machine; the testnet
@@ -105,9 +111,33 @@ pub struct ApiArgs {
     /// The node to ask: its API address.
     #[arg(long, env = "FUSI_API", value_parser = api_arg, default_value = DEFAULT_API)]
     pub(super) api: SocketAddr,
+    /// The data directory of the node at --api, whose api.token the CLI
+    /// sends once the node proved it knows it [default: the node's default,
+    /// $XDG_DATA_HOME/fusi-node or ~/.local/share/fusi-node]. FUSI_API_TOKEN,
+    /// when set, is the token instead (for a node on another host).
+    #[arg(long)]
+    pub(super) data_dir: Option<PathBuf>,
     /// Print the JSON the node sent.
     #[arg(long)]
     pub(super) json: bool,
+}
+
+impl ApiArgs {
+    /// A client of the node at `--api`.
+    pub(super) fn client(&self) -> ApiClient {
+        ApiClient::new(self.api, token_source(self.data_dir.clone()))
+    }
+}
+
+/// Where the CLI finds a node's token: [`TOKEN_ENV`] when set, else
+/// `api.token` in `data_dir` or, without one, the default data directory.
+pub(super) fn token_source(data_dir: Option<PathBuf>) -> TokenSource {
+    TokenSource {
+        env: std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
+        data_dir: data_dir.or_else(|| default_data_dir().ok()),
+    }
 }
 
 /// `--emulate-latency`: its text (shown by `status`) and the parsed map.
@@ -414,7 +444,7 @@ pub(super) async fn show<T: serde::Serialize + serde::de::DeserializeOwned>(
     path: &str,
     render: fn(&T) -> String,
 ) -> anyhow::Result<ExitCode> {
-    let view: T = api::client::get(args.api, path).await?;
+    let view: T = args.client().get(path).await?;
     if args.json {
         println!(
             "{}",
@@ -472,7 +502,7 @@ mod tests {
 
     #[test]
     fn the_peers_table_lines_up() {
-        let peer = api::PeerView {
+        let peer = crate::api::PeerView {
             id: "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
             name: "fra-2".into(),
             region: "fra".into(),

@@ -85,6 +85,10 @@ Where the run goes:
                        splits it across its mesh; an error if none answers there
   (neither)            to the node at 127.0.0.1:7401 if one answers, otherwise on
                        this machine (saying so on stderr)
+Before it sends the module or --env values to a node, the CLI checks that it
+is the node whose API token it holds (a challenge the token answers): the
+token is FUSI_API_TOKEN when set, else api.token in the node's data directory
+(--data-dir, by default the one `fusi-node up` uses on this host).
 --region and --nodes need a mesh. --source-ip applies to runs on this machine;
 a mesh run leaves from each node's own address (`fusi-node up --source-ip`).
 
@@ -227,6 +231,12 @@ struct RunArgs {
     /// when a node answers there, else this machine].
     #[arg(long, env = "FUSI_API", value_parser = mesh::api_arg)]
     api: Option<SocketAddr>,
+    /// The data directory of the node at --api, whose api.token the CLI
+    /// sends once the node proved it knows it [default: the node's default,
+    /// $XDG_DATA_HOME/fusi-node or ~/.local/share/fusi-node]. FUSI_API_TOKEN,
+    /// when set, is the token instead.
+    #[arg(long, conflicts_with = "local")]
+    data_dir: Option<PathBuf>,
     /// Run on this machine, even when a node is up.
     #[arg(long, conflicts_with_all = ["region", "nodes"])]
     local: bool,
@@ -602,7 +612,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })?;
     let node_answers = !args.local && api::client::probe(args.api.unwrap_or(default_api()?)).await;
     match args.place(node_answers)? {
-        Place::Node(api) => runs::run_on(api, &args, spec, wasm).await,
+        Place::Node(api) => {
+            let client =
+                api::client::ApiClient::new(api, mesh::token_source(args.data_dir.clone()));
+            runs::run_on(client, &args, spec, wasm).await
+        }
         Place::Fallback => {
             eprintln!("no fusi-node at {DEFAULT_API}: running on this machine (a mesh of one)");
             run_here(&args, spec, wasm).await

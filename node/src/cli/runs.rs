@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::mesh::{self, ApiArgs, short_id, table};
 use super::{ReportFormat, RunArgs, cancel_on_ctrl_c, exit_for_verdict, write_out};
+use crate::api::client::ApiClient;
 use crate::api::server::valid_run_id;
-use crate::api::{LiveView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView, client};
+use crate::api::{LiveView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView};
 use crate::core::run_report::RunReport;
 use crate::core::spec::RunSpec;
 use crate::summary;
@@ -381,7 +381,7 @@ pub fn render_header(run: &RunView) -> String {
 /// Polls one node for one run, and gives up once it has failed to answer
 /// for [`POLL_GRACE`].
 struct Poller {
-    api: SocketAddr,
+    client: ApiClient,
     id: String,
     failing_since: Option<Instant>,
 }
@@ -389,7 +389,7 @@ struct Poller {
 impl Poller {
     /// `path` from the node; `None` after an error that is still within the grace.
     async fn get<T: DeserializeOwned>(&mut self, path: &str) -> anyhow::Result<Option<T>> {
-        match client::get(self.api, path).await {
+        match self.client.get(path).await {
             Ok(view) => {
                 self.failing_since = None;
                 Ok(Some(view))
@@ -402,7 +402,7 @@ impl Poller {
                 Err(e.context(format!(
                     "the node at {} stopped answering about run {} for {} s (did it die?); the run \
                      goes on in the mesh: `fusi-node report {}` on another node shows it",
-                    self.api,
+                    self.client.api(),
                     self.id,
                     POLL_GRACE.as_secs(),
                     self.id
@@ -515,7 +515,7 @@ async fn follow(
         tokio::select! {
             () = interrupt.cancelled(), if !stop_sent => {
                 stop_sent = true;
-                if let Err(e) = client::post::<RunView>(poller.api, &format!("{run_path}/stop")).await {
+                if let Err(e) = poller.client.post::<RunView>(&format!("{run_path}/stop")).await {
                     eprintln!("warning: could not stop run {}: {e:#}", poller.id);
                 }
                 continue;
@@ -548,10 +548,10 @@ async fn follow(
     }
 }
 
-/// `fusi-node run` on a mesh: submits the run to the node at `api`,
+/// `fusi-node run` on a mesh: submits the run to the node of `client`,
 /// follows it, and prints its merged summary.
 pub(super) async fn run_on(
-    api: SocketAddr,
+    client: ApiClient,
     args: &RunArgs,
     spec: RunSpec,
     module: Vec<u8>,
@@ -562,22 +562,22 @@ pub(super) async fn run_on(
         weights: args.region.clone().map(|w| w.0),
         nodes: args.nodes,
     };
-    let submitted: SubmitView = client::post_cbor(api, "/v1/runs", &request).await?;
+    let submitted: SubmitView = client.post_cbor("/v1/runs", &request).await?;
     let id = submitted.run_id;
-    eprintln!("run {id} submitted to {api}");
+    eprintln!("run {id} submitted to {}", client.api());
     let interrupt = cancel_on_ctrl_c(format!(
         "interrupted: stopping run {id} on every node and printing what was measured \
          (Ctrl-C again quits at once)"
     ));
     let mut poller = Poller {
-        api,
+        client: client.clone(),
         id: id.clone(),
         failing_since: None,
     };
     let live = !args.quiet && std::io::stderr().is_terminal();
     follow(&mut poller, live, &interrupt).await?;
     let run: RunView = poller.get_until(&format!("/v1/runs/{id}")).await?;
-    let report = final_report(api, &id).await?;
+    let report = final_report(&client, &id).await?;
     print!("{}", render_header(&run));
     print!("{}", summary::render_report(&report));
     write_out(args.out.as_deref(), &report)?;
@@ -611,7 +611,11 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 
 /// `fusi-node stop RUN`.
 pub async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
-    let run: RunView = client::post(args.api.api, &format!("/v1/runs/{}/stop", args.run)).await?;
+    let run: RunView = args
+        .api
+        .client()
+        .post(&format!("/v1/runs/{}/stop", args.run))
+        .await?;
     if args.api.json {
         println!(
             "{}",
@@ -623,7 +627,6 @@ pub async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A run's report from the node at `api`.
 /// How long a finished run's report may wait for shards still on their way
 /// before a delivered-load verdict is taken on it.
 const SHARDS_SETTLE: Duration = Duration::from_secs(15);
@@ -631,10 +634,10 @@ const SHARDS_SETTLE: Duration = Duration::from_secs(15);
 /// The report of a run that has ended, once the node holds the shards of
 /// every node not lost (or after [`SHARDS_SETTLE`]): a shard still in
 /// flight must not make a whole run look short.
-async fn final_report(api: SocketAddr, id: &str) -> anyhow::Result<RunReport> {
+async fn final_report(client: &ApiClient, id: &str) -> anyhow::Result<RunReport> {
     let give_up = Instant::now() + SHARDS_SETTLE;
     loop {
-        let report = fetch_report(api, id).await?;
+        let report = fetch_report(client, id).await?;
         if report.completeness.nodes_incomplete.is_empty() || Instant::now() >= give_up {
             return Ok(report);
         }
@@ -642,18 +645,20 @@ async fn final_report(api: SocketAddr, id: &str) -> anyhow::Result<RunReport> {
     }
 }
 
-async fn fetch_report(api: SocketAddr, id: &str) -> anyhow::Result<RunReport> {
-    let bytes = client::get_raw(api, &format!("/v1/runs/{id}/report")).await?;
+/// A run's report from the node of `client`.
+async fn fetch_report(client: &ApiClient, id: &str) -> anyhow::Result<RunReport> {
+    let bytes = client.get_raw(&format!("/v1/runs/{id}/report")).await?;
     serde_json::from_slice(&bytes).with_context(|| {
         format!(
-            "the node at {api} sent a report this CLI does not understand; is it the same version?"
+            "the node at {} sent a report this CLI does not understand; is it the same version?",
+            client.api()
         )
     })
 }
 
 /// `fusi-node report RUN`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let api = args.api.api;
+    let client = args.api.client();
     let format = args
         .format
         .or(args.api.json.then_some(ReportFormat::Json))
@@ -663,16 +668,16 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let bytes = match format {
         // The node's bytes as they are: the same on every node holding the
         // same shards.
-        ReportFormat::Json => client::get_raw(api, &path).await?.to_vec(),
+        ReportFormat::Json => client.get_raw(&path).await?.to_vec(),
         ReportFormat::Text => {
-            let run: RunView = client::get(api, &format!("/v1/runs/{}", args.run)).await?;
-            let report = fetch_report(api, &args.run).await?;
+            let run: RunView = client.get(&format!("/v1/runs/{}", args.run)).await?;
+            let report = fetch_report(&client, &args.run).await?;
             let mut text = render_header(&run);
             text.push_str(&summary::render_report(&report));
             text.into_bytes()
         }
         ReportFormat::Html | ReportFormat::Csv => {
-            format.render(&fetch_report(api, &args.run).await?)
+            format.render(&fetch_report(&client, &args.run).await?)
         }
     };
     match &args.out {
@@ -691,18 +696,18 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
 
 /// `fusi-node watch RUN`.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let api = args.api.api;
+    let client = args.api.client();
     let mut poller = Poller {
-        api,
+        client: client.clone(),
         id: args.run.clone(),
         failing_since: None,
     };
-    let _: RunView = client::get(api, &format!("/v1/runs/{}", args.run)).await?;
+    let _: RunView = client.get(&format!("/v1/runs/{}", args.run)).await?;
     // Ctrl-C ends the watch (the default signal action), not the run.
     let never = CancellationToken::new();
     follow(&mut poller, true, &never).await?;
     let run: RunView = poller.get_until(&format!("/v1/runs/{}", args.run)).await?;
-    let report = final_report(api, &args.run).await?;
+    let report = final_report(&client, &args.run).await?;
     print!("{}", render_header(&run));
     print!("{}", summary::render_report(&report));
     if let Some(code) = exit_for_verdict(&report) {
@@ -864,14 +869,29 @@ mod tests {
 
     /// Serves the API on a free loopback port for an event loop that has
     /// one run, `running` until it is stopped; the receiver hears of the stop.
-    async fn node_with_a_running_run() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    async fn node_with_a_running_run() -> (ApiClient, tokio::sync::oneshot::Receiver<()>) {
+        use crate::api::client::TokenSource;
+        use crate::api::token::ApiToken;
         use crate::api::{Query, server};
         let listener = server::bind(([127, 0, 0, 1], 0).into())
             .await
             .expect("a loopback port");
         let addr = listener.local_addr().expect("its address");
         let (queries, mut rx) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(server::serve(listener, queries, CancellationToken::new()));
+        let token = ApiToken::generate();
+        let client = ApiClient::new(
+            addr,
+            TokenSource {
+                env: Some(token.to_hex()),
+                data_dir: None,
+            },
+        );
+        tokio::spawn(server::serve(
+            listener,
+            queries,
+            token,
+            CancellationToken::new(),
+        ));
         let (stopped, heard) = tokio::sync::oneshot::channel();
         let mut stopped = Some(stopped);
         tokio::spawn(async move {
@@ -893,14 +913,14 @@ mod tests {
                 }
             }
         });
-        (addr, heard)
+        (client, heard)
     }
 
     #[tokio::test]
     async fn an_interrupted_run_is_stopped_on_the_node_and_followed_to_its_end() {
-        let (api, stopped) = node_with_a_running_run().await;
+        let (client, stopped) = node_with_a_running_run().await;
         let mut poller = Poller {
-            api,
+            client,
             id: "r18c2f0a9".into(),
             failing_since: None,
         };

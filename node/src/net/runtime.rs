@@ -212,6 +212,7 @@ struct Node {
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = DataDir::open(&config.data_dir)?;
     let key = store.identity()?;
+    let api_token = store.api_token()?;
     let peer_id = key.public().to_peer_id();
     let traffic = Arc::new(Traffic::default());
     let mut swarm = build_swarm(key, config.mesh_key, config.mdns, traffic.clone())?;
@@ -239,10 +240,19 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let listener = api::server::bind(config.api).await?;
     let api_addr = listener.local_addr()?;
     let (query_tx, mut query_rx) = mpsc::channel(64);
-    tokio::spawn(api::server::serve(listener, query_tx, shutdown.clone()));
+    tokio::spawn(api::server::serve(
+        listener,
+        query_tx,
+        api_token,
+        shutdown.clone(),
+    ));
 
     println!("peer id: {peer_id}");
     println!("api listening on http://{api_addr}");
+    println!(
+        "api token in {} (the CLI on this host reads it; elsewhere set FUSI_API_TOKEN)",
+        store.path().join(api::token::TOKEN_FILE).display()
+    );
     info!(%peer_id, name = %config.name, region = %config.region, "node started");
 
     let me = LocalNode {

@@ -2,6 +2,8 @@
 //!
 //! - `identity.key`: the node's ed25519 key (libp2p protobuf encoding), made
 //!   on first start and kept, so the node's peer id survives restarts;
+//! - `api.token`: the local API's token ([`crate::api::token`]), made on
+//!   first start (mode 0600) and kept; the CLI on this host reads it;
 //! - `node.lock`: held (an advisory file lock) while a node runs, so two
 //!   nodes never share one directory and with it one peer id.
 //!
@@ -15,6 +17,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use libp2p::identity::Keypair;
+
+use crate::api::token::{ApiToken, TOKEN_FILE};
 
 mod boot;
 pub mod modules;
@@ -57,6 +61,24 @@ pub enum StoreError {
     /// The identity file exists but is not a key.
     #[error("{0} is not a fusi-node identity key ({1}); move it away to start with a new peer id")]
     BadIdentity(PathBuf, String),
+    /// The API token file exists but holds no token.
+    #[error(
+        "{0} is not an API token ({1}); remove it, and the node makes a new one when it starts \
+         (CLIs that use the old one need the new one)"
+    )]
+    BadToken(PathBuf, crate::api::token::BadToken),
+    /// Users other than the owner may read the API token file.
+    #[error(
+        "the API token {path} can be read by other users (mode {mode:03o}), who could then use \
+         the node's API; run `chmod 600 {path}` (and, since they may have read it, remove the \
+         file and restart the node to make a new token)"
+    )]
+    TokenExposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// An open, locked data directory.
@@ -129,6 +151,53 @@ impl DataDir {
             }),
         }
     }
+
+    /// The local API's token: read from `api.token` ([`read_api_token`]),
+    /// or made and saved (readable by this user only) on first start.
+    pub fn api_token(&self) -> Result<ApiToken, StoreError> {
+        let file = self.path.join(TOKEN_FILE);
+        match fs::symlink_metadata(&file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let token = ApiToken::generate();
+                // Written aside and renamed, so a crash never leaves half a token.
+                let tmp = self.path.join(".api.token.tmp");
+                let _ = fs::remove_file(&tmp);
+                write_private(&tmp, format!("{}\n", token.to_hex()).as_bytes())
+                    .and_then(|()| fs::rename(&tmp, &file))
+                    .map_err(|source| StoreError::Io {
+                        action: "cannot write the API token",
+                        path: file,
+                        source,
+                    })?;
+                Ok(token)
+            }
+            _ => read_api_token(&self.path),
+        }
+    }
+}
+
+/// Reads the API token file `dir/api.token`: refused when other users may
+/// read it or it holds no token.
+pub fn read_api_token(dir: &Path) -> Result<ApiToken, StoreError> {
+    let file = dir.join(TOKEN_FILE);
+    let io = |source| StoreError::Io {
+        action: "cannot read the API token",
+        path: file.clone(),
+        source,
+    };
+    let meta = fs::metadata(&file).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(StoreError::TokenExposed { path: file, mode });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let text = fs::read_to_string(&file).map_err(io)?;
+    ApiToken::parse(&text).map_err(|e| StoreError::BadToken(file, e))
 }
 
 /// Writes a new file that only this user may read (mode 0600 on Unix).
@@ -171,6 +240,47 @@ mod tests {
         let store = DataDir::open(&dir).unwrap();
         let err = store.identity().unwrap_err().to_string();
         assert!(err.contains("not a fusi-node identity key"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_api_token_is_made_private_kept_and_refused_when_exposed_or_malformed() {
+        let dir = temp("token");
+        let file = dir.join(TOKEN_FILE);
+        let first = DataDir::open(&dir).unwrap().api_token().unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(
+            fs::read_to_string(&file).unwrap().trim(),
+            first.to_hex(),
+            "the file holds the token in hex"
+        );
+        assert_eq!(DataDir::open(&dir).unwrap().api_token().unwrap(), first);
+        assert_eq!(read_api_token(&dir).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+            let err = DataDir::open(&dir).unwrap().api_token().unwrap_err();
+            assert!(
+                matches!(err, StoreError::TokenExposed { mode: 0o640, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        fs::write(&file, "not a token").unwrap();
+        let err = DataDir::open(&dir).unwrap().api_token().unwrap_err();
+        assert!(err.to_string().contains("is not an API token"), "{err}");
+        let err = read_api_token(&temp("no-token")).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot read the API token"),
+            "{err}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

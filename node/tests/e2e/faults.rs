@@ -70,6 +70,7 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
     ];
     let mut mesh = Mesh::start(config).expect("the testnet starts");
     let nodes = mesh.nodes().to_vec();
+    let token = mesh.api_token().to_owned();
     for n in &nodes {
         step_clock(&n.data_dir, "+0");
     }
@@ -87,6 +88,7 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
         std::thread::sleep(Duration::from_secs(3));
         let (mut child, id) = submit(
             nodes[0].api,
+            &token,
             &[
                 &arrival,
                 "--rate",
@@ -105,16 +107,18 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
         );
         let watcher = nodes[1].api;
         let victim = if mid_run {
-            assert!(wait_for(Duration::from_secs(15), || phase(watcher, &id) == "running"));
+            assert!(wait_for(Duration::from_secs(15), || phase(
+                watcher, &token, &id
+            ) == "running"));
             std::thread::sleep(Duration::from_secs(3));
-            let leader = run_view(watcher, &id)["leader"]
+            let leader = run_view(watcher, &token, &id)["leader"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
             nodes
                 .iter()
                 .find(|n| n.peer_id == leader)
-                .unwrap_or_else(|| panic!("no leader in {}", run_view(watcher, &id)))
+                .unwrap_or_else(|| panic!("no leader in {}", run_view(watcher, &token, &id)))
         } else {
             &nodes[2]
         };
@@ -129,14 +133,15 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
             }
         );
         let code = wait_child(&mut child, Duration::from_secs(60));
-        let report = get_json(watcher, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+        let report =
+            get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
         let delivered = num(&report["load"]["delivered"]);
         eprintln!(
             "step {step}: exit {code:?}, delivered {delivered} of {}, outcome {}, lost {}",
             report["load"]["planned"], report["outcome"], report["completeness"]["nodes_lost"]
         );
         for (n, v) in report["nodes"].as_array().into_iter().flatten().zip(
-            run_view(watcher, &id)["nodes"]
+            run_view(watcher, &token, &id)["nodes"]
                 .as_array()
                 .into_iter()
                 .flatten(),
@@ -163,8 +168,13 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
             Value::Array(Vec::new()),
             "step {step}"
         );
-        assert_eq!(code, Some(0), "step {step}: {}", run_view(watcher, &id));
-        let view = run_view(watcher, &id);
+        assert_eq!(
+            code,
+            Some(0),
+            "step {step}: {}",
+            run_view(watcher, &token, &id)
+        );
+        let view = run_view(watcher, &token, &id);
         let (skew, bound) = (num(&view["start_skew_ms"]), num(&view["clock_bound_ms"]));
         eprintln!("step {step}: start skew {skew} ms, clock bound {bound} ms");
         assert!(
@@ -201,10 +211,12 @@ fn a_frozen_worker_drops_what_it_missed_and_the_run_says_it_fell_short() {
     mesh.wait_converged(Duration::from_secs(10))
         .expect("the mesh converges");
     let nodes = mesh.nodes().to_vec();
+    let token = mesh.api_token().to_owned();
     let arrival = scenario("arrival").to_string_lossy().into_owned();
     t.reset_stats();
     let (mut child, id) = submit(
         nodes[0].api,
+        &token,
         &[
             &arrival,
             "--rate",
@@ -222,9 +234,11 @@ fn a_frozen_worker_drops_what_it_missed_and_the_run_says_it_fell_short() {
         ],
     );
     let watcher = nodes[0].api;
-    assert!(wait_for(Duration::from_secs(15), || phase(watcher, &id) == "running"));
+    assert!(wait_for(Duration::from_secs(15), || phase(
+        watcher, &token, &id
+    ) == "running"));
     std::thread::sleep(Duration::from_secs(3));
-    let leader = run_view(watcher, &id)["leader"]
+    let leader = run_view(watcher, &token, &id)["leader"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
@@ -237,7 +251,7 @@ fn a_frozen_worker_drops_what_it_missed_and_the_run_says_it_fell_short() {
     signal(victim.pid, "CONT");
     eprintln!("froze {} for 2.5 s in run {id}", victim.name);
     let code = wait_child(&mut child, Duration::from_secs(60));
-    let report = get_json(watcher, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let report = get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
     let frozen = report["nodes"]
         .as_array()
         .into_iter()

@@ -15,15 +15,15 @@ fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fusi-node"))
 }
 
-fn peers(api: SocketAddr) -> Vec<Value> {
-    match get_json(api, "/v1/peers") {
+fn peers(api: SocketAddr, token: &str) -> Vec<Value> {
+    match get_json(api, token, "/v1/peers") {
         Ok(v) => v["peers"].as_array().cloned().unwrap_or_default(),
         Err(e) => panic!("GET /v1/peers on {api}: {e:#}"),
     }
 }
 
-fn listed(api: SocketAddr) -> Vec<String> {
-    peers(api)
+fn listed(api: SocketAddr, token: &str) -> Vec<String> {
+    peers(api, token)
         .iter()
         .filter_map(|p| p["id"].as_str().map(str::to_owned))
         .collect()
@@ -52,10 +52,11 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
     let _serial = serial();
     let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 2), ("ewr", 1)]);
     let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
     let nodes = mesh.nodes().to_vec();
     let all_listed = |nodes: &[fusi_testnet::MeshNode]| {
         nodes.iter().all(|n| {
-            let seen = listed(n.api);
+            let seen = listed(n.api, &token);
             nodes
                 .iter()
                 .all(|m| m.index == n.index || seen.contains(&m.peer_id))
@@ -69,27 +70,27 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
         "not converged within 5 s: {:#?}",
         nodes
             .iter()
-            .map(|n| (n.name.clone(), listed(n.api)))
+            .map(|n| (n.name.clone(), listed(n.api, &token)))
             .collect::<Vec<_>>()
     );
     eprintln!("5 nodes converged {took:?} after the last start");
 
     // The CLI's views of a node: `status` and `peers`, human and JSON.
     let api = nodes[0].api.to_string();
-    let status = super::fusi(&["status", "--api", &api]);
+    let status = super::fusi_to(&token, &["status", "--api", &api]);
     let text = status.stdout();
     assert!(status.output.status.success(), "{}", status.stderr());
     assert!(
         text.contains(&nodes[0].peer_id) && text.contains("private (key fingerprint"),
         "{text}"
     );
-    let table = super::fusi(&["peers", "--api", &api]).stdout();
+    let table = super::fusi_to(&token, &["peers", "--api", &api]).stdout();
     assert_eq!(table.lines().count(), 5, "a header and 4 peers:\n{table}");
     assert!(
         table.contains("nrt-2") && table.contains("CLOCK OFFSET"),
         "{table}"
     );
-    let json = super::fusi(&["peers", "--json", "--api", &api]).stdout();
+    let json = super::fusi_to(&token, &["peers", "--json", "--api", &api]).stdout();
     let parsed: Value = serde_json::from_str(&json).expect("peers --json is JSON");
     assert_eq!(parsed["peers"].as_array().map(Vec::len), Some(4));
 
@@ -124,7 +125,7 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
         mesh.nodes()[open].peer_id.clone(),
     ];
     for n in &nodes {
-        let seen = listed(n.api);
+        let seen = listed(n.api, &token);
         assert!(
             outsiders.iter().all(|o| !seen.contains(o)),
             "{} lists an outsider: {seen:?}",
@@ -132,8 +133,8 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
         );
         assert_eq!(seen.len(), 4, "{} lists {seen:?}", n.name);
     }
-    assert!(listed(mesh.nodes()[stranger].api).is_empty());
-    assert!(listed(mesh.nodes()[open].api).is_empty());
+    assert!(listed(mesh.nodes()[stranger].api, &token).is_empty());
+    assert!(listed(mesh.nodes()[open].api, &token).is_empty());
     let stranger_log = stderr_of(&mesh, stranger);
     assert!(
         stranger_log.contains("cannot reach the bootstrap node /ip4/127.0.0.1/tcp/9")
@@ -151,7 +152,7 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
     // each estimate has its first 8 samples.
     let sampled = wait_for(Duration::from_secs(20), || {
         nodes.iter().all(|n| {
-            peers(n.api)
+            peers(n.api, &token)
                 .iter()
                 .all(|p| p["clock_samples"].as_u64() >= Some(8))
         })
@@ -161,7 +162,7 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
         "clock estimates without 8 samples after 20 s"
     );
     for n in &nodes {
-        for p in peers(n.api) {
+        for p in peers(n.api, &token) {
             let offset = p["offset_ms"].as_f64().expect("an offset");
             let bound = p["bound_ms"].as_f64().expect("a bound");
             assert!(
@@ -186,7 +187,7 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
     let gone = wait_for(Duration::from_secs(12), || {
         nodes[..victim]
             .iter()
-            .all(|n| !listed(n.api).contains(&victim_id))
+            .all(|n| !listed(n.api, &token).contains(&victim_id))
     });
     eprintln!("the killed node was reported gone after {gone:?}");
     assert!(
@@ -200,7 +201,7 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
     let back = wait_for(Duration::from_secs(10), || {
         nodes[..victim]
             .iter()
-            .all(|n| listed(n.api).contains(&victim_id))
+            .all(|n| listed(n.api, &token).contains(&victim_id))
     });
     assert!(back.is_some(), "the restarted node did not come back");
 
@@ -212,7 +213,7 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
     let gone = wait_for(Duration::from_secs(3), || {
         nodes[..leaver]
             .iter()
-            .all(|n| !listed(n.api).contains(&leaver_id))
+            .all(|n| !listed(n.api, &token).contains(&leaver_id))
     });
     eprintln!("the stopped node was dropped after {gone:?}");
     assert!(gone.is_some(), "a stopped node was still listed after 3 s");
@@ -226,9 +227,10 @@ fn emulated_latency_bounds_clock_estimates_as_ntp_predicts() {
     // fra and nrt: 60 ms each way. fra and ewr: 90 ms out, 30 ms back.
     config.latency = Some("fra-nrt=60ms,fra>ewr=90ms,ewr>fra=30ms".into());
     let mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
     let [fra, nrt, ewr] = [0, 1, 2].map(|i| mesh.nodes()[i].clone());
     let view = |from: &fusi_testnet::MeshNode, of: &fusi_testnet::MeshNode| {
-        peers(from.api)
+        peers(from.api, &token)
             .into_iter()
             .find(|p| p["id"] == of.peer_id.as_str())
     };
@@ -282,6 +284,7 @@ fn a_rogue_peer_with_the_key_can_neither_crash_nor_fool_a_node() {
 
     let _serial = serial();
     let mut mesh = Mesh::start(MeshConfig::new(node_bin(), &[("fra", 2)])).expect("testnet");
+    let token = mesh.api_token().to_owned();
     mesh.wait_converged(Duration::from_secs(10))
         .expect("converged");
     let nodes = mesh.nodes().to_vec();
@@ -370,7 +373,7 @@ fn a_rogue_peer_with_the_key_can_neither_crash_nor_fool_a_node() {
     drop(runtime);
 
     assert!(mesh.poll_exits().is_empty(), "a node died");
-    let seen = peers(nodes[0].api);
+    let seen = peers(nodes[0].api, &token);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0]["id"], nodes[1].peer_id.as_str());
     assert_eq!(
@@ -468,5 +471,94 @@ fn up_and_keygen_refuse_bad_flags_with_the_fix() {
         &["peers", "--api", "127.0.0.1:9"],
         1,
         "cannot reach a fusi-node API",
+    );
+}
+
+/// Sends `request` (raw HTTP/1.1) to `api` and returns the status code.
+fn raw_status(api: SocketAddr, request: &str) -> u16 {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(api).expect("connect to the API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+#[test]
+fn the_api_refuses_web_pages_and_requests_without_the_token_and_the_cli_checks_the_node() {
+    let _serial = serial();
+    let mesh = Mesh::start(MeshConfig::new(node_bin(), &[("fra", 1)])).expect("the testnet starts");
+    let node = mesh.nodes()[0].clone();
+    let token = mesh.api_token().to_owned();
+    let host = node.api;
+    let routes = [
+        ("GET", "/v1/hello?nonce=00112233445566778899aabbccddeeff"),
+        ("GET", "/v1/status"),
+        ("GET", "/v1/peers"),
+        ("POST", "/v1/runs"),
+        ("GET", "/v1/runs"),
+        ("GET", "/v1/runs/r1"),
+        ("POST", "/v1/runs/r1/stop"),
+        ("GET", "/v1/runs/r1/report"),
+        ("GET", "/v1/runs/r1/live"),
+        ("POST", "/v1/anything"),
+    ];
+    for (method, path) in routes {
+        // What a page's fetch(..., {mode: "no-cors"}) sends: an Origin, no token.
+        let page = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: https://evil.example\r\n\
+             Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+        );
+        assert_eq!(raw_status(node.api, &page), 403, "{method} {path}");
+        // Even with the token, an Origin is refused.
+        let with_token = page.replace(
+            "Origin:",
+            &format!("Authorization: Bearer {token}\r\nOrigin:"),
+        );
+        assert_eq!(raw_status(node.api, &with_token), 403, "{method} {path}");
+        if path.starts_with("/v1/hello") {
+            continue;
+        }
+        let no_token = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/cbor\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\nhi"
+        );
+        assert_eq!(raw_status(node.api, &no_token), 401, "{method} {path}");
+    }
+    let api = node.api.to_string();
+    let data_dir = node.data_dir.to_string_lossy().into_owned();
+    // The CLI finds the token in the node's data directory...
+    let status = super::fusi(&["status", "--api", &api, "--data-dir", &data_dir]);
+    assert!(status.output.status.success(), "{}", status.stderr());
+    // ...and refuses a node that does not prove it knows the token it holds.
+    let other = "ab".repeat(32);
+    let refused = super::fusi_to(&other, &["status", "--api", &api]);
+    assert_eq!(refused.output.status.code(), Some(1));
+    assert!(
+        refused.stderr().contains(&format!(
+            "something else listens on {api}: it is not the fusi-node"
+        )),
+        "{}",
+        refused.stderr()
+    );
+    // Without a token anywhere, the error names both places.
+    let empty = super::tempfile_path("no-data-dir");
+    let empty = empty.to_string_lossy().into_owned();
+    let none = super::fusi(&["runs", "--api", &api, "--data-dir", &empty]);
+    assert_eq!(none.output.status.code(), Some(1));
+    assert!(
+        none.stderr().contains("FUSI_API_TOKEN") && none.stderr().contains("api.token"),
+        "{}",
+        none.stderr()
     );
 }

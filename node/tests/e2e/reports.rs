@@ -9,11 +9,15 @@ use fusi_testnet::{Mesh, MeshConfig, TargetConfig};
 use serde_json::Value;
 
 use super::runs::{hello, node_bin, phase, run_id_of, submit, wait_child, wait_for};
-use super::{fusi, serial, target};
+use super::{fusi_to, serial, target};
 
 /// `fusi-node report RUN --format json` on the node at `api`: its bytes.
-fn report_json(api: SocketAddr, id: &str) -> String {
-    fusi(&["report", id, "--format", "json", "--api", &api.to_string()]).stdout()
+fn report_json(api: SocketAddr, token: &str, id: &str) -> String {
+    fusi_to(
+        token,
+        &["report", id, "--format", "json", "--api", &api.to_string()],
+    )
+    .stdout()
 }
 
 fn complete(json: &str) -> bool {
@@ -27,30 +31,34 @@ fn every_node_prints_the_same_report_and_thresholds_decide_the_exit() {
     let env = format!("TARGET={}", t.url());
     let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
     let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
     mesh.wait_converged(Duration::from_secs(10))
         .expect("the mesh converges");
     let apis: Vec<SocketAddr> = mesh.nodes().iter().map(|n| n.api).collect();
     let api0 = apis[0].to_string();
 
     // Passing thresholds, one of them per region: exit 0.
-    let run = fusi(&[
-        "run",
-        &hello(),
-        "--vus",
-        "6",
-        "--duration",
-        "3s",
-        "--env",
-        &env,
-        "--api",
-        &api0,
-        "--threshold",
-        "http_req_duration: p(95)<10s",
-        "--threshold",
-        "http_req_duration{region:nrt}: p(99)<10s",
-        "--threshold",
-        "http_req_failed: rate<0.01",
-    ]);
+    let run = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "6",
+            "--duration",
+            "3s",
+            "--env",
+            &env,
+            "--api",
+            &api0,
+            "--threshold",
+            "http_req_duration: p(95)<10s",
+            "--threshold",
+            "http_req_duration{region:nrt}: p(99)<10s",
+            "--threshold",
+            "http_req_failed: rate<0.01",
+        ],
+    );
     assert_eq!(run.output.status.code(), Some(0), "{}", run.stderr());
     assert!(
         run.stdout().contains("thresholds: 3 of 3 passed"),
@@ -64,7 +72,7 @@ fn every_node_prints_the_same_report_and_thresholds_decide_the_exit() {
         let mut json = String::new();
         assert!(
             wait_for(Duration::from_secs(20), || {
-                json = report_json(*api, &id);
+                json = report_json(*api, &token, &id);
                 complete(&json)
             }),
             "the report on {api} is not complete: {json}"
@@ -98,34 +106,40 @@ fn every_node_prints_the_same_report_and_thresholds_decide_the_exit() {
         "{}",
         report["thresholds"]
     );
-    let csv = fusi(&[
-        "report",
-        &id,
-        "--format",
-        "csv",
-        "--api",
-        &apis[2].to_string(),
-    ])
+    let csv = fusi_to(
+        &token,
+        &[
+            "report",
+            &id,
+            "--format",
+            "csv",
+            "--api",
+            &apis[2].to_string(),
+        ],
+    )
     .stdout();
     assert!(csv.lines().any(|l| l.starts_with("region:nrt,")), "{csv}");
-    let text = fusi(&["report", &id, "--api", &apis[1].to_string()]).stdout();
+    let text = fusi_to(&token, &["report", &id, "--api", &apis[1].to_string()]).stdout();
     assert!(text.contains("(complete)"), "{text}");
 
     // A failing threshold: exit 99, as k6.
-    let run = fusi(&[
-        "run",
-        &hello(),
-        "--vus",
-        "2",
-        "--duration",
-        "1s",
-        "--env",
-        &env,
-        "--api",
-        &api0,
-        "--threshold",
-        "http_req_duration: p(95)<0.001ms",
-    ]);
+    let run = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "2",
+            "--duration",
+            "1s",
+            "--env",
+            &env,
+            "--api",
+            &api0,
+            "--threshold",
+            "http_req_duration: p(95)<0.001ms",
+        ],
+    );
     assert_eq!(run.output.status.code(), Some(99), "{}", run.stderr());
     assert!(
         run.stderr().contains("thresholds failed"),
@@ -138,6 +152,7 @@ fn every_node_prints_the_same_report_and_thresholds_decide_the_exit() {
     let started = Instant::now();
     let (mut child, id) = submit(
         apis[1],
+        &token,
         &[
             &hello(),
             "--vus",
@@ -155,20 +170,22 @@ fn every_node_prints_the_same_report_and_thresholds_decide_the_exit() {
     assert!(took < Duration::from_secs(30), "the abort took {took:?}");
     for api in &apis {
         assert!(
-            wait_for(Duration::from_secs(10), || phase(*api, &id) == "stopped"),
+            wait_for(Duration::from_secs(10), || phase(*api, &token, &id)
+                == "stopped"),
             "run {id} is {} on {api}",
-            phase(*api, &id)
+            phase(*api, &token, &id)
         );
     }
     // Every node's report, and the run's status, say which threshold did it.
     for api in &apis {
-        let report: Value = serde_json::from_str(&report_json(*api, &id)).unwrap_or(Value::Null);
+        let report: Value =
+            serde_json::from_str(&report_json(*api, &token, &id)).unwrap_or(Value::Null);
         assert_eq!(
             report["aborted_by"], "http_reqs: count<10 abortOnFail",
             "on {api}"
         );
     }
-    let reason = super::runs::run_view(apis[2], &id)["reason"].to_string();
+    let reason = super::runs::run_view(apis[2], &token, &id)["reason"].to_string();
     assert!(reason.contains("abortOnFail"), "{reason}");
     eprintln!("abortOnFail stopped a 60 s run on 3 nodes in {took:?}");
 }
@@ -188,22 +205,25 @@ fn a_node_cut_off_by_a_partition_catches_up_once_it_heals() {
         cut.to_string_lossy().into_owned(),
     ];
     let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
     mesh.wait_converged(Duration::from_secs(10))
         .expect("the mesh converges");
     let apis: Vec<SocketAddr> = mesh.nodes().iter().map(|n| n.api).collect();
     let (mut child, id) = submit(
         apis[0],
+        &token,
         &[&hello(), "--vus", "6", "--duration", "10s", "--env", &env],
     );
     assert!(
-        wait_for(Duration::from_secs(15), || phase(apis[2], &id) == "running"),
+        wait_for(Duration::from_secs(15), || phase(apis[2], &token, &id)
+            == "running"),
         "the run does not start on ewr-1"
     );
     // Cut ewr off for 5 s in the middle of the run, then heal.
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(&cut, "ewr").unwrap_or_else(|e| panic!("{e}"));
     std::thread::sleep(Duration::from_secs(5));
-    let during = report_json(apis[2], &id);
+    let during = report_json(apis[2], &token, &id);
     std::fs::remove_file(&cut).unwrap_or_else(|e| panic!("{e}"));
     let _ = wait_child(&mut child, Duration::from_secs(60));
     let held = |json: &str| -> u64 {
@@ -215,7 +235,7 @@ fn a_node_cut_off_by_a_partition_catches_up_once_it_heals() {
     let mut reports = vec![String::new(); 3];
     let converged = wait_for(Duration::from_secs(60), || {
         for (i, api) in apis.iter().enumerate() {
-            reports[i] = report_json(*api, &id);
+            reports[i] = report_json(*api, &token, &id);
         }
         complete(&reports[2]) && reports[0] == reports[2] && reports[1] == reports[2]
     });

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fusi_testnet::{ExtraNode, Mesh, MeshConfig, TargetConfig, get_json};
 use serde_json::Value;
 
-use super::{fusi, scenario, serial, target, without_clippy};
+use super::{fusi_to, scenario, serial, target, without_clippy};
 
 pub(super) fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fusi-node"))
@@ -28,24 +28,28 @@ pub(super) fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool 
     ok()
 }
 
-pub(super) fn run_view(api: SocketAddr, id: &str) -> Value {
-    get_json(api, &format!("/v1/runs/{id}")).unwrap_or(Value::Null)
+pub(super) fn run_view(api: SocketAddr, token: &str, id: &str) -> Value {
+    get_json(api, token, &format!("/v1/runs/{id}")).unwrap_or(Value::Null)
 }
 
-pub(super) fn phase(api: SocketAddr, id: &str) -> String {
-    run_view(api, id)["phase"].as_str().unwrap_or("").to_owned()
+pub(super) fn phase(api: SocketAddr, token: &str, id: &str) -> String {
+    run_view(api, token, id)["phase"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }
 
 pub(super) fn hello() -> String {
     scenario("hello").to_string_lossy().into_owned()
 }
 
-/// Starts `fusi-node run ... --api API` in the background and returns it
-/// with the run id it printed.
-pub(super) fn submit(api: SocketAddr, args: &[&str]) -> (Child, String) {
+/// Starts `fusi-node run ... --api API`, with `token` as FUSI_API_TOKEN,
+/// in the background and returns it with the run id it printed.
+pub(super) fn submit(api: SocketAddr, token: &str, args: &[&str]) -> (Child, String) {
     let mut cmd = Command::new(node_bin());
     without_clippy(&mut cmd);
-    cmd.arg("run")
+    cmd.env("FUSI_API_TOKEN", token)
+        .arg("run")
         .args(args)
         .args(["--api", &api.to_string(), "--quiet"])
         .stdout(Stdio::piped())
@@ -125,27 +129,31 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     let env = format!("TARGET={}", t.url());
     let config = MeshConfig::new(node_bin(), &[("fra", 1), ("nrt", 1), ("ewr", 1)]);
     let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
     mesh.wait_converged(Duration::from_secs(10))
         .expect("the mesh converges");
     let nodes = mesh.nodes().to_vec();
     let apis: Vec<String> = nodes.iter().map(|n| n.api.to_string()).collect();
 
     // 7 VUs over 3 nodes, submitted to the first, reported by the third.
-    let run = fusi(&[
-        "run",
-        &hello(),
-        "--vus",
-        "7",
-        "--duration",
-        "2s",
-        "--env",
-        &env,
-        "--api",
-        &apis[0],
-    ]);
+    let run = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "7",
+            "--duration",
+            "2s",
+            "--env",
+            &env,
+            "--api",
+            &apis[0],
+        ],
+    );
     assert!(run.output.status.success(), "{}", run.stderr());
     let id = run_id_of(&run.stderr());
-    let view = run_view(nodes[2].api, &id);
+    let view = run_view(nodes[2].api, &token, &id);
     assert_eq!(view["phase"], "complete", "{view}");
     let mut vus: Vec<u64> = vus_by_region(&view).iter().map(|(_, v)| *v).collect();
     vus.sort();
@@ -154,7 +162,8 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     let cli_reqs = run.summary()["http"]["requests"].as_f64().unwrap_or(-1.0);
     assert!(
         wait_for(Duration::from_secs(5), || {
-            let r = get_json(nodes[2].api, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+            let r = get_json(nodes[2].api, &token, &format!("/v1/runs/{id}/report"))
+                .unwrap_or(Value::Null);
             r["summary"]["http"]["requests"].as_f64() == Some(cli_reqs)
         }),
         "node 3's report differs from the CLI's ({cli_reqs} requests)"
@@ -164,21 +173,24 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     // of three can be scheduled late on a loaded 2-core machine.
     let mut skews = vec![view["start_skew_ms"].as_f64().unwrap_or(f64::MAX)];
     for _ in 0..4 {
-        let more = fusi(&[
-            "run",
-            &hello(),
-            "--vus",
-            "3",
-            "--duration",
-            "1s",
-            "--env",
-            &env,
-            "--api",
-            &apis[1],
-        ]);
+        let more = fusi_to(
+            &token,
+            &[
+                "run",
+                &hello(),
+                "--vus",
+                "3",
+                "--duration",
+                "1s",
+                "--env",
+                &env,
+                "--api",
+                &apis[1],
+            ],
+        );
         assert!(more.output.status.success(), "{}", more.stderr());
         let id = run_id_of(&more.stderr());
-        let v = run_view(nodes[0].api, &id);
+        let v = run_view(nodes[0].api, &token, &id);
         skews.push(v["start_skew_ms"].as_f64().unwrap_or(f64::MAX));
     }
     eprintln!(
@@ -187,52 +199,58 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     );
     skews.sort_by(f64::total_cmp);
     assert!(skews[2] < 5.0, "start skews {skews:?} ms");
-    let report = fusi(&["report", &id, "--api", &apis[1]]);
+    let report = fusi_to(&token, &["report", &id, "--api", &apis[1]]);
     assert!(
         report.stdout().contains("3 took part"),
         "{}",
         report.stdout()
     );
-    let listed = fusi(&["runs", "--api", &apis[2]]);
+    let listed = fusi_to(&token, &["runs", "--api", &apis[2]]);
     assert!(listed.stdout().contains(&id), "{}", listed.stdout());
 
     // Weights 33/33/34 over three regions.
-    let run = fusi(&[
-        "run",
-        &hello(),
-        "--vus",
-        "100",
-        "--duration",
-        "1s",
-        "--env",
-        &env,
-        "--api",
-        &apis[1],
-        "--region",
-        "fra=33,nrt=33,ewr=34",
-    ]);
+    let run = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "100",
+            "--duration",
+            "1s",
+            "--env",
+            &env,
+            "--api",
+            &apis[1],
+            "--region",
+            "fra=33,nrt=33,ewr=34",
+        ],
+    );
     assert!(run.output.status.success(), "{}", run.stderr());
     let id = run_id_of(&run.stderr());
     assert_eq!(
-        vus_by_region(&run_view(nodes[0].api, &id)),
+        vus_by_region(&run_view(nodes[0].api, &token, &id)),
         vec![("ewr".into(), 34), ("fra".into(), 33), ("nrt".into(), 33)]
     );
 
     // A weighted region with no node: a clear error.
-    let run = fusi(&[
-        "run",
-        &hello(),
-        "--vus",
-        "10",
-        "--duration",
-        "1s",
-        "--env",
-        &env,
-        "--api",
-        &apis[2],
-        "--region",
-        "fra=50,sin=50",
-    ]);
+    let run = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "10",
+            "--duration",
+            "1s",
+            "--env",
+            &env,
+            "--api",
+            &apis[2],
+            "--region",
+            "fra=50,sin=50",
+        ],
+    );
     assert_eq!(run.output.status.code(), Some(1), "{}", run.stderr());
     assert!(
         run.stderr().contains("region sin") && run.stderr().contains("drop sin from --region"),
@@ -243,23 +261,28 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     // Stop from another node: every node stops within a second.
     let (mut child, id) = submit(
         nodes[0].api,
+        &token,
         &[&hello(), "--vus", "3", "--duration", "60s", "--env", &env],
     );
     assert!(wait_for(Duration::from_secs(10), || phase(
         nodes[1].api,
+        &token,
         &id
     ) == "running"));
     let asked = Instant::now();
-    let stop = fusi(&["stop", &id, "--api", &apis[2]]);
+    let stop = fusi_to(&token, &["stop", &id, "--api", &apis[2]]);
     assert!(stop.output.status.success(), "{}", stop.stderr());
     assert!(
         wait_for(Duration::from_secs(5), || nodes
             .iter()
-            .all(|n| phase(n.api, &id) == "stopped")),
+            .all(|n| phase(n.api, &token, &id) == "stopped")),
         "{:?}",
-        nodes.iter().map(|n| phase(n.api, &id)).collect::<Vec<_>>()
+        nodes
+            .iter()
+            .map(|n| phase(n.api, &token, &id))
+            .collect::<Vec<_>>()
     );
-    let view = run_view(nodes[0].api, &id);
+    let view = run_view(nodes[0].api, &token, &id);
     let shards: Vec<u64> = view["nodes"]
         .as_array()
         .into_iter()
@@ -282,13 +305,14 @@ fn start_skew_across_120_ms_of_emulated_latency_stays_within_the_clock_bounds() 
     let mut config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
     config.latency = Some("fra-nrt=120ms".into());
     let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
     mesh.wait_converged(Duration::from_secs(30))
         .expect("the mesh converges");
     let nodes = mesh.nodes().to_vec();
     // Wait until every node's clock estimates rest on 8 samples.
     assert!(wait_for(Duration::from_secs(20), || nodes.iter().all(
         |n| {
-            get_json(n.api, "/v1/peers")
+            get_json(n.api, &token, "/v1/peers")
                 .map(|v| {
                     v["peers"]
                         .as_array()
@@ -299,21 +323,24 @@ fn start_skew_across_120_ms_of_emulated_latency_stays_within_the_clock_bounds() 
                 .unwrap_or(false)
         }
     )));
-    let run = fusi(&[
-        "run",
-        &hello(),
-        "--vus",
-        "3",
-        "--duration",
-        "1s",
-        "--env",
-        &env,
-        "--api",
-        &nodes[2].api.to_string(),
-    ]);
+    let run = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "3",
+            "--duration",
+            "1s",
+            "--env",
+            &env,
+            "--api",
+            &nodes[2].api.to_string(),
+        ],
+    );
     assert!(run.output.status.success(), "{}", run.stderr());
     let id = run_id_of(&run.stderr());
-    let view = run_view(nodes[0].api, &id);
+    let view = run_view(nodes[0].api, &token, &id);
     let skew = view["start_skew_ms"].as_f64().unwrap_or(f64::MAX);
     let bound = view["clock_bound_ms"].as_f64().unwrap_or(0.0);
     eprintln!("start skew with 120 ms between regions: {skew} ms, clock bound {bound} ms: {view}");
@@ -335,6 +362,7 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
     let env = format!("TARGET={}", t.url());
     let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 2)]);
     let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
     mesh.wait_converged(Duration::from_secs(10))
         .expect("the mesh converges");
     let nodes = mesh.nodes().to_vec();
@@ -358,11 +386,13 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
             .filter(|n| n.alive)
             .map(|n| n.index)
             .collect();
-        let (mut child, id) = submit(nodes[alive[0]].api, &args);
+        let (mut child, id) = submit(nodes[alive[0]].api, &token, &args);
         let watcher = nodes[alive[1]].api;
-        assert!(wait_for(Duration::from_secs(10), || phase(watcher, &id) == "running"));
+        assert!(wait_for(Duration::from_secs(10), || phase(
+            watcher, &token, &id
+        ) == "running"));
         std::thread::sleep(Duration::from_secs(2));
-        let view = run_view(watcher, &id);
+        let view = run_view(watcher, &token, &id);
         let leader = view["leader"].as_str().unwrap_or("").to_owned();
         let victim = if kill_leader {
             node_of(&mesh, &leader)
@@ -385,12 +415,12 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
             nodes[victim].name
         );
         assert!(
-            wait_for(Duration::from_secs(30), || phase(watcher, &id)
+            wait_for(Duration::from_secs(30), || phase(watcher, &token, &id)
                 == "complete"),
             "{}",
-            run_view(watcher, &id)
+            run_view(watcher, &token, &id)
         );
-        let view = run_view(watcher, &id);
+        let view = run_view(watcher, &token, &id);
         let states: Vec<(String, String)> = view["nodes"]
             .as_array()
             .into_iter()
@@ -415,7 +445,8 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
             assert!(view["term"].as_u64().unwrap_or(0) > 0, "{view}");
         }
         // The report holds what the lost node measured before it died.
-        let report = get_json(watcher, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+        let report =
+            get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
         assert_eq!(
             report["summary"]["completeness"]["nodes"].as_u64(),
             Some(states.len() as u64),
@@ -427,7 +458,7 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
         assert_eq!(report["load"]["short"], true, "{report}");
         let ratio = report["load"]["ratio"].as_f64().unwrap_or(1.0);
         assert!(ratio < 0.99 && ratio > 0.3, "{report}");
-        let out = fusi(&["report", &id, "--api", &watcher.to_string()]);
+        let out = fusi_to(&token, &["report", &id, "--api", &watcher.to_string()]);
         assert!(out.stdout().contains("lost"), "{}", out.stdout());
         assert!(out.stdout().contains("SHORT"), "{}", out.stdout());
         if alive[0] != victim {
@@ -444,11 +475,14 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
         .find(|n| n.alive)
         .map(|n| n.index)
         .unwrap_or(0);
-    let before = fusi(&["runs", "--api", &nodes[survivor].api.to_string(), "--json"]);
+    let before = fusi_to(
+        &token,
+        &["runs", "--api", &nodes[survivor].api.to_string(), "--json"],
+    );
     mesh.stop(survivor).expect("a clean stop");
     mesh.restart(survivor).expect("restart");
     let api = mesh.nodes()[survivor].api;
-    let after = get_json(api, "/v1/runs").unwrap_or(Value::Null);
+    let after = get_json(api, &token, "/v1/runs").unwrap_or(Value::Null);
     let ids = |v: &Value| -> Vec<String> {
         v["runs"]
             .as_array()
@@ -461,7 +495,7 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
     assert_eq!(ids(&before).len(), 2);
     assert_eq!(ids(&before), ids(&after));
     for id in ids(&after) {
-        let r = get_json(api, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+        let r = get_json(api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
         assert!(
             r["summary"]["http"]["requests"].as_f64().unwrap_or(0.0) > 0.0,
             "{r}"
@@ -477,6 +511,7 @@ fn a_node_refuses_runs_outside_its_allow_list_and_a_late_joiner_takes_no_part() 
     let env = format!("TARGET={}", t.url());
     let config = MeshConfig::new(node_bin(), &[("fra", 2)]);
     let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
     let mut strict = ExtraNode::new("fra");
     strict.extra_args = vec!["--allow-target".into(), "10.9.9.9".into()];
     let strict = mesh.start_node(strict).expect("a strict node starts");
@@ -485,17 +520,19 @@ fn a_node_refuses_runs_outside_its_allow_list_and_a_late_joiner_takes_no_part() 
     let nodes = mesh.nodes().to_vec();
     let (mut child, id) = submit(
         nodes[0].api,
+        &token,
         &[&hello(), "--vus", "4", "--duration", "4s", "--env", &env],
     );
     assert!(wait_for(Duration::from_secs(10), || phase(
         nodes[1].api,
+        &token,
         &id
     ) == "running"));
     let late = mesh
         .start_node(ExtraNode::new("fra"))
         .expect("a late node starts");
     assert_eq!(wait_child(&mut child, Duration::from_secs(30)), Some(0));
-    let view = run_view(nodes[1].api, &id);
+    let view = run_view(nodes[1].api, &token, &id);
     let strict_view = view["nodes"]
         .as_array()
         .into_iter()
@@ -531,7 +568,11 @@ fn a_node_refuses_runs_outside_its_allow_list_and_a_late_joiner_takes_no_part() 
     // member, fetches its shards, and reports it as the others do.
     let late_api = mesh.nodes()[late].api;
     let json = |api: SocketAddr| {
-        fusi(&["report", &id, "--format", "json", "--api", &api.to_string()]).stdout()
+        fusi_to(
+            &token,
+            &["report", &id, "--format", "json", "--api", &api.to_string()],
+        )
+        .stdout()
     };
     let mut theirs = String::new();
     let mut mine = String::new();

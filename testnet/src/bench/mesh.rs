@@ -24,7 +24,7 @@ use anyhow::{Context as _, bail};
 use super::proc::run_ok;
 use super::throughput::{limit, secs};
 use super::{Setup, num, spread_cell};
-use fusi_testnet::{Mesh, MeshConfig, TargetConfig, get_json, spawn_target};
+use fusi_testnet::{API_TOKEN_ENV, Mesh, MeshConfig, TargetConfig, get_json, spawn_target};
 
 /// The regions of the mesh, with their node counts.
 const REGIONS: [(&str, usize); 3] = [("fra", 4), ("nrt", 3), ("ewr", 3)];
@@ -68,10 +68,10 @@ fn unix_ms() -> f64 {
 }
 
 /// Every node's (sent, received) mesh bytes.
-fn traffic(apis: &[SocketAddr]) -> anyhow::Result<Vec<(f64, f64)>> {
+fn traffic(apis: &[SocketAddr], token: &str) -> anyhow::Result<Vec<(f64, f64)>> {
     apis.iter()
         .map(|api| {
-            let status = get_json(*api, "/v1/status")?;
+            let status = get_json(*api, token, "/v1/status")?;
             let field = |name: &str| {
                 status
                     .get(name)
@@ -105,15 +105,16 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     // Let the clock estimates settle before the first start is measured.
     thread::sleep(Duration::from_secs(5));
     let apis: Vec<SocketAddr> = mesh.nodes().iter().map(|n| n.api).collect();
+    let token = mesh.api_token().to_owned();
     let tmp = mesh.dir().join("bench");
     std::fs::create_dir_all(&tmp)?;
     let mut rounds = Vec::new();
     for round in 0..setup.rounds as usize {
         let target = spawn_target(TargetConfig::default())?;
-        let before_idle = traffic(&apis)?;
+        let before_idle = traffic(&apis, &token)?;
         let idle_start = Instant::now();
         thread::sleep(IDLE);
-        let before = traffic(&apis)?;
+        let before = traffic(&apis, &token)?;
         let idle_secs = idle_start.elapsed().as_secs_f64();
         let idle_sent = before
             .iter()
@@ -124,7 +125,8 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         let api = apis[round % apis.len()];
         let out = tmp.join(format!("round-{round}.json"));
         let mut cmd = std::process::Command::new(&setup.node_bin);
-        cmd.arg("run")
+        cmd.env(API_TOKEN_ENV, &token)
+            .arg("run")
             .arg(&hello)
             .arg("--api")
             .arg(api.to_string())
@@ -140,7 +142,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         let started = Instant::now();
         run_ok(cmd, limit(duration), "fusi-node run --api")?;
         let run_secs = started.elapsed().as_secs_f64();
-        let after = traffic(&apis)?;
+        let after = traffic(&apis, &token)?;
         let stats = target.stats();
         target.shutdown();
         let first = stats
@@ -154,13 +156,13 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             .and_then(serde_json::Value::as_str)
             .context("the report has no run_id")?
             .to_owned();
-        let view = get_json(api, &format!("/v1/runs/{id}"))?;
+        let view = get_json(api, &token, &format!("/v1/runs/{id}"))?;
         let f = |name: &str| view.get(name).and_then(serde_json::Value::as_f64);
         let mut report_ms = Vec::new();
         let mut first_report: Option<serde_json::Value> = None;
         for node in &apis {
             let t = Instant::now();
-            let r = get_json(*node, &format!("/v1/runs/{id}/report"))?;
+            let r = get_json(*node, &token, &format!("/v1/runs/{id}/report"))?;
             report_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             match &first_report {
                 None => first_report = Some(r),

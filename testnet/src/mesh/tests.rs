@@ -163,6 +163,9 @@ fn http(status: &str, headers: &str, body: &str) -> Vec<u8> {
     format!("HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n{body}").into_bytes()
 }
 
+/// A token for [`get_json`].
+const TOKEN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
 #[test]
 fn get_json_reads_json_and_reports_errors() {
     let status = r#"{"id":"12D3KooWAbc","name":"fra-1","region":"fra"}"#;
@@ -184,18 +187,21 @@ fn get_json_reads_json_and_reports_errors() {
         http("200 OK", "", "not json"),
     ]);
 
-    let value = get_json(addr, "/v1/status").expect("a JSON answer");
+    let value = get_json(addr, TOKEN, "/v1/status").expect("a JSON answer");
     assert_eq!(value["name"], "fra-1");
-    let value = get_json(addr, "/v1/peers").expect("a chunked JSON answer");
+    let value = get_json(addr, TOKEN, "/v1/peers").expect("a chunked JSON answer");
     assert_eq!(value, serde_json::json!({"peers": []}));
 
-    let msg = format!("{:#}", get_json(addr, "/v1/nope").expect_err("404"));
+    let msg = format!("{:#}", get_json(addr, TOKEN, "/v1/nope").expect_err("404"));
     assert!(msg.contains(&format!("GET http://{addr}/v1/nope")), "{msg}");
     assert!(
         msg.contains("status 404") && msg.contains("no route"),
         "{msg}"
     );
-    let msg = format!("{:#}", get_json(addr, "/v1/text").expect_err("not JSON"));
+    let msg = format!(
+        "{:#}",
+        get_json(addr, TOKEN, "/v1/text").expect_err("not JSON")
+    );
     assert!(
         msg.contains(&addr.to_string()) && msg.contains("not JSON"),
         "{msg}"
@@ -209,17 +215,22 @@ fn get_json_reads_json_and_reports_errors() {
     );
     assert!(requests[0].contains(&format!("Host: {addr}\r\n")));
     assert!(requests[0].contains("Connection: close\r\n"));
+    assert!(requests[0].contains(&format!("Authorization: Bearer {TOKEN}\r\n")));
+    assert!(get_json(addr, "tok\r\nX: y", "/v1/status").is_err());
 
     let msg = format!(
         "{:#}",
-        get_json(addr, "v1/status").expect_err("relative path")
+        get_json(addr, TOKEN, "v1/status").expect_err("relative path")
     );
     assert!(msg.contains("/v1/status"), "{msg}");
-    assert!(get_json(addr, "/a b").is_err());
-    assert!(get_json(addr, "/a\r\nX: y").is_err());
+    assert!(get_json(addr, TOKEN, "/a b").is_err());
+    assert!(get_json(addr, TOKEN, "/a\r\nX: y").is_err());
 
     // Nothing listens there any more.
-    let msg = format!("{:#}", get_json(addr, "/v1/status").expect_err("refused"));
+    let msg = format!(
+        "{:#}",
+        get_json(addr, TOKEN, "/v1/status").expect_err("refused")
+    );
     assert!(
         msg.contains(&addr.to_string()) && msg.contains("connecting"),
         "{msg}"
@@ -231,7 +242,10 @@ fn get_json_times_out_on_a_silent_server() {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let addr = listener.local_addr().expect("local address");
     let started = Instant::now();
-    let msg = format!("{:#}", get_json(addr, "/v1/status").expect_err("timeout"));
+    let msg = format!(
+        "{:#}",
+        get_json(addr, TOKEN, "/v1/status").expect_err("timeout")
+    );
     assert!(started.elapsed() >= HTTP_TIMEOUT, "{:?}", started.elapsed());
     assert!(
         started.elapsed() < HTTP_TIMEOUT * 3,
@@ -396,6 +410,21 @@ while :; do sleep 0.1; done
             Some("127.0.2.0/24")
         );
         assert_eq!(mesh.region_range("syd"), None);
+
+        // One API token for the mesh, in every node's data directory, private.
+        let token = mesh.api_token().to_owned();
+        assert_eq!(token.len(), 64);
+        for node in mesh.nodes() {
+            assert_eq!(node.api_token, token, "{}", node.name);
+            let file = node.data_dir.join(API_TOKEN_FILE);
+            assert_eq!(std::fs::read_to_string(&file)?.trim(), token);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", file.display());
+            }
+        }
 
         let key = mesh.key_file().display().to_string();
         let data = first.data_dir.display().to_string();
