@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,74 @@ impl RunSpec {
             scenario: String::new(),
             thresholds: Vec::new(),
         }
+    }
+}
+
+/// The `--iteration-timeout` a run may have: at least 1 ms (the wire
+/// carries whole milliseconds, and a zero timeout fails every iteration),
+/// at most a day.
+pub const ITERATION_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+
+/// The `--graceful-stop` a run may have: none, up to an hour. Every node
+/// waits this long past a run's end before it counts a silent node lost.
+pub const GRACEFUL_STOP: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+
+/// The `--vu-memory-mib` a run may have, in MiB: each VU reserves its limit
+/// of address space, so a forged terabyte would exhaust a node.
+pub const VU_MEMORY_MIB: RangeInclusive<u64> = 1..=4096;
+
+impl RunSpec {
+    /// Checks the executor and the limits, whoever built the spec (the
+    /// CLI, the API or a peer's proposal): the error names the flag, the
+    /// spec field and the range allowed.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.executor.validate()?;
+        let duration_in = |value: Duration, range: &RangeInclusive<Duration>, flag, field| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(SpecError(format!(
+                    "{flag} ({field}) of {} is out of range: give {} to {}",
+                    format_duration_exact(value),
+                    format_duration(*range.start()),
+                    format_duration(*range.end())
+                )))
+            }
+        };
+        duration_in(
+            self.iteration_timeout,
+            &ITERATION_TIMEOUT,
+            "--iteration-timeout",
+            "iteration_timeout",
+        )?;
+        duration_in(
+            self.graceful_stop,
+            &GRACEFUL_STOP,
+            "--graceful-stop",
+            "graceful_stop",
+        )?;
+        let bytes = |mib: u64| mib << 20;
+        let memory = bytes(*VU_MEMORY_MIB.start())..=bytes(*VU_MEMORY_MIB.end());
+        if !memory.contains(&self.vu_memory_limit) {
+            return Err(SpecError(format!(
+                "--vu-memory-mib (vu_memory_limit) of {} bytes is out of range: give {} to {} MiB",
+                self.vu_memory_limit,
+                VU_MEMORY_MIB.start(),
+                VU_MEMORY_MIB.end()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A duration for an error message: [`format_duration`] where that is
+/// exact, else whole seconds and a remainder the user can recognize.
+fn format_duration_exact(d: Duration) -> String {
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format_duration(d)
+    } else {
+        format!("{d:?}")
     }
 }
 
@@ -559,6 +628,93 @@ mod tests {
         for bad in ["", "10s", "10s:x", "x:10", "10s:-1"] {
             assert!(parse_stages(bad).is_err(), "{bad}");
         }
+    }
+
+    fn valid_spec() -> RunSpec {
+        RunSpec::new(
+            "a".repeat(64),
+            Executor::ConstantVus {
+                vus: 1,
+                duration: Duration::from_secs(1),
+            },
+        )
+    }
+
+    #[test]
+    fn the_defaults_and_the_ends_of_each_range_are_valid() {
+        assert_eq!(valid_spec().validate(), Ok(()));
+        for (timeout, stop, mib) in [
+            (
+                ITERATION_TIMEOUT.start(),
+                GRACEFUL_STOP.start(),
+                VU_MEMORY_MIB.start(),
+            ),
+            (
+                ITERATION_TIMEOUT.end(),
+                GRACEFUL_STOP.end(),
+                VU_MEMORY_MIB.end(),
+            ),
+        ] {
+            let mut s = valid_spec();
+            s.iteration_timeout = *timeout;
+            s.graceful_stop = *stop;
+            s.vu_memory_limit = mib << 20;
+            assert_eq!(s.validate(), Ok(()), "{timeout:?} {stop:?} {mib}");
+        }
+    }
+
+    #[test]
+    fn a_hundred_year_graceful_stop_is_refused_naming_the_field_and_range() {
+        let mut s = valid_spec();
+        s.graceful_stop = Duration::from_secs(100 * 365 * 24 * 3600);
+        let e = s.validate().expect_err("100 years");
+        assert_eq!(
+            e.0,
+            "--graceful-stop (graceful_stop) of 876000h is out of range: give 0s to 1h"
+        );
+        s.graceful_stop = *GRACEFUL_STOP.end() + Duration::from_millis(1);
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_zero_or_sub_millisecond_iteration_timeout_is_refused() {
+        let mut s = valid_spec();
+        s.iteration_timeout = Duration::ZERO;
+        let e = s.validate().expect_err("zero");
+        assert_eq!(
+            e.0,
+            "--iteration-timeout (iteration_timeout) of 0s is out of range: give 1ms to 24h"
+        );
+        s.iteration_timeout = Duration::from_micros(500);
+        assert!(s.validate().expect_err("500µs").0.contains("500µs"));
+        s.iteration_timeout = *ITERATION_TIMEOUT.end() + Duration::from_secs(1);
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_terabyte_or_zero_vu_memory_limit_is_refused() {
+        let mut s = valid_spec();
+        s.vu_memory_limit = 1 << 40;
+        let e = s.validate().expect_err("1 TiB");
+        assert_eq!(
+            e.0,
+            "--vu-memory-mib (vu_memory_limit) of 1099511627776 bytes is out of range: \
+             give 1 to 4096 MiB"
+        );
+        s.vu_memory_limit = 0;
+        assert!(s.validate().is_err());
+        s.vu_memory_limit = (1 << 20) - 1;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn the_spec_check_includes_the_executor_check() {
+        let mut s = valid_spec();
+        s.executor = Executor::ConstantVus {
+            vus: 0,
+            duration: Duration::from_secs(1),
+        };
+        assert!(s.validate().expect_err("0 vus").0.contains("--vus"));
     }
 
     #[test]
