@@ -297,6 +297,32 @@ impl Executor {
         }
     }
 
+    /// The most VUs the share `segment` of this executor runs at once: its
+    /// VUs (closed executors), or at most its share of `max_vus` (and of
+    /// the pre-allocated VUs, when more) for arrival-rate executors.
+    pub fn share_vus(&self, segment: &ExecutionSegment) -> u64 {
+        segment.scale(u64::from(self.max_vus()))
+    }
+
+    /// Checks the share `segment` against the most VUs a node will run
+    /// (`fusi-node up --max-vus`): a plan, from whichever leader, cannot
+    /// make a node run more than it announced.
+    pub fn check_node_limit(
+        &self,
+        segment: &ExecutionSegment,
+        vu_limit: u32,
+    ) -> Result<(), SpecError> {
+        let vus = self.share_vus(segment);
+        if vus <= u64::from(vu_limit) {
+            return Ok(());
+        }
+        Err(SpecError(format!(
+            "its share is {vus} VUs ({}), more than the {vu_limit} this node runs at most \
+             (fusi-node up --max-vus {vu_limit}); raise --max-vus or spread the run over more nodes",
+            self.name()
+        )))
+    }
+
     /// VUs initialized before the start, across all nodes.
     pub fn initial_vus(&self) -> u32 {
         match self {
@@ -715,6 +741,45 @@ mod tests {
             duration: Duration::from_secs(1),
         };
         assert!(s.validate().expect_err("0 vus").0.contains("--vus"));
+    }
+
+    #[test]
+    fn a_share_above_the_nodes_max_vus_is_refused_naming_both_numbers() {
+        let half = ExecutionSegment::new(0, 1, 2).expect("segment");
+        let closed = Executor::ConstantVus {
+            vus: 10,
+            duration: Duration::from_secs(1),
+        };
+        assert_eq!(closed.share_vus(&half), 5);
+        assert_eq!(closed.check_node_limit(&half, 5), Ok(()));
+        let e = closed.check_node_limit(&half, 4).expect_err("5 > 4");
+        assert!(e.0.contains("5 VUs"), "{e}");
+        assert!(e.0.contains("--max-vus 4"), "{e}");
+        // Arrival rate: the share of max VUs counts, not the pre-allocated ones.
+        let open = Executor::ConstantArrivalRate {
+            rate: Rate {
+                iterations: 10.0,
+                per: Duration::from_secs(1),
+            },
+            duration: Duration::from_secs(1),
+            pre_allocated_vus: 2,
+            max_vus: 20,
+        };
+        assert_eq!(open.share_vus(&half), 10);
+        let e = open.check_node_limit(&half, 9).expect_err("10 > 9");
+        assert!(e.0.contains("10 VUs (constant-arrival-rate)"), "{e}");
+        assert_eq!(open.check_node_limit(&half, 10), Ok(()));
+        // More pre-allocated than max VUs: the larger counts.
+        let pre = Executor::ConstantArrivalRate {
+            rate: Rate {
+                iterations: 10.0,
+                per: Duration::from_secs(1),
+            },
+            duration: Duration::from_secs(1),
+            pre_allocated_vus: 30,
+            max_vus: 20,
+        };
+        assert!(pre.check_node_limit(&half, 14).is_err());
     }
 
     #[test]

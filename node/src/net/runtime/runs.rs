@@ -282,6 +282,14 @@ impl Node {
             self.refuse(&run, reason);
             return;
         }
+        if let Err(e) = spec
+            .executor
+            .check_node_limit(&share.segment, self.core.me().vu_limit)
+        {
+            warn!(run = %run, "refusing run {run}: {e}");
+            self.refuse(&run, e.to_string());
+            return;
+        }
         match self.module(&spec.module_sha256) {
             Ok(Some(wasm)) => self.spawn_worker(run, plan, *spec, share, wasm.to_vec()),
             Ok(None) => {
