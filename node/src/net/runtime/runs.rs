@@ -193,7 +193,8 @@ impl Node {
             core: &self.core,
             now: at.now,
         };
-        let actions = self.runs.core.tick(at, &view);
+        let mut actions = self.runs.core.tick(at, &view);
+        actions.extend(self.runs.core.take_refusals());
         self.run_actions(actions);
         for id in self.runs.core.take_evicted() {
             self.runs.reports.remove(&id);
