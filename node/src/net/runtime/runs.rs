@@ -141,7 +141,7 @@ impl Node {
     pub(super) fn restore_runs(&mut self) {
         let (stored, problems) = self.runs.store.load();
         for p in problems {
-            warn!("skipped a stored run file: {p}");
+            warn!("a file in the data dir was skipped: {p}");
         }
         let me = self.core.me().id.clone();
         let mut interrupted = Vec::new();
