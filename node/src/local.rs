@@ -74,7 +74,7 @@ pub async fn run(
     interrupt: CancellationToken,
     source_ip: Option<std::net::IpAddr>,
 ) -> Result<RunReport, RunError> {
-    spec.executor.validate()?;
+    spec.validate()?;
     spec.module_sha256 = sha256_hex(&wasm);
     let run_id = new_run_id();
     let settings = ClientSettings::new(spec.insecure_skip_tls_verify)

@@ -224,8 +224,7 @@ async fn work(
     );
     // Limits of the host that this share's VUs would exceed, said before
     // the VUs start, and again with the error should they fail for it.
-    let limits =
-        crate::limits::check_vus(job.share.segment.scale(u64::from(spec.executor.max_vus())));
+    let limits = crate::limits::check_vus(spec.executor.share_vus(&job.share.segment));
     for warning in &limits {
         tracing::warn!(run = %run_id, "{warning}");
     }

@@ -532,6 +532,43 @@ fn panics_and_memory_hogs_fail_iterations_not_the_node() {
     }
 }
 
+#[test]
+fn scenario_output_reaches_the_terminal_escaped_prefixed_and_rate_limited() {
+    let _g = serial();
+    let run = fusi(&[
+        "run",
+        scenario("misbehave").to_str().unwrap_or_default(),
+        "--vus",
+        "2",
+        "--duration",
+        "2s",
+        "--env",
+        "MODE=print",
+    ]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let (stdout, stderr) = (run.stdout(), run.stderr());
+    for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(!text.contains("\x1b]0;pwned"), "a raw escape on {name}");
+        assert!(!text.contains('\x07'), "a raw bell on {name}");
+    }
+    assert!(
+        stderr.contains("[vu 1] \\x1b]0;pwned\\x07\\x1b[2Jiteration 0\n"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("[vu 2] line 0\n"), "{stdout}");
+    // Thousands of iterations of 101 lines, but at most 64 lines a second
+    // of each VU, and a note of what was suppressed.
+    let lines = stdout.lines().filter(|l| l.starts_with("[vu ")).count()
+        + stderr.lines().filter(|l| l.contains("pwned")).count();
+    let iterations = num(run.summary(), &["iterations", "completed"]);
+    assert!(iterations > 10.0, "{iterations} iterations");
+    assert!(lines <= 2 * 3 * 64, "{lines} lines got through");
+    assert!(
+        stderr.contains("output suppressed: "),
+        "no note of the suppressed lines: {stderr}"
+    );
+}
+
 /// A hand-assembled module exporting `iteration`, `memory` and a
 /// `fusi_abi_version` that returns `version`; with `v1_import`, it also
 /// imports `fusi.http_request` with ABI version 1's signature.

@@ -324,7 +324,7 @@ where
             );
         }
     };
-    if let Err(e) = request.spec.executor.validate() {
+    if let Err(e) = request.spec.validate() {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
     if let Err(e) = crate::core::threshold::parse_all(&request.spec.thresholds) {

@@ -17,7 +17,9 @@ use crate::core::metrics::{Value, names};
 use crate::core::report::{Report, percentiles};
 use crate::core::run_report::{LoadUnit, RunReport};
 use crate::core::shard::Shard;
-use crate::core::spec::{Executor, Rate, RunSpec, Stage, parse_duration, parse_rate, parse_stages};
+use crate::core::spec::{
+    Executor, Rate, RunSpec, Stage, VU_MEMORY_MIB, parse_duration, parse_rate, parse_stages,
+};
 use crate::core::threshold::{Threshold, parse_all};
 use crate::engine::executor::Progress;
 use crate::engine::module::{DeclaredThresholdsError, declared_thresholds};
@@ -207,14 +209,14 @@ struct RunArgs {
     /// 0 turns the check off.
     #[arg(long, value_parser = min_delivered_arg, default_value = "99%")]
     min_delivered: f64,
-    /// An iteration that runs longer fails with reason `timeout`.
+    /// An iteration that runs longer fails with reason `timeout` (1ms to 24h).
     #[arg(long, value_parser = duration_arg, default_value = "60s")]
     iteration_timeout: Duration,
-    /// After the executor ends, in-flight iterations may finish for this long.
+    /// After the executor ends, in-flight iterations may finish for this long (0s to 1h).
     #[arg(long, value_parser = duration_arg, default_value = "30s")]
     graceful_stop: Duration,
     /// The most memory one VU's scenario instance may use, in MiB.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(VU_MEMORY_MIB))]
     vu_memory_mib: u64,
     /// Accept any TLS certificate (for self-signed test targets).
     #[arg(long)]
@@ -454,9 +456,7 @@ impl RunArgs {
     }
 
     fn spec(&self) -> anyhow::Result<RunSpec> {
-        let executor = self.executor()?;
-        executor.validate()?;
-        let mut spec = RunSpec::new(String::new(), executor);
+        let mut spec = RunSpec::new(String::new(), self.executor()?);
         spec.env = local::env_map(&self.env);
         spec.iteration_timeout = self.iteration_timeout;
         spec.graceful_stop = self.graceful_stop;
@@ -470,6 +470,7 @@ impl RunArgs {
         } else {
             self.targets.clone()
         };
+        spec.validate()?;
         Ok(spec)
     }
 
@@ -985,6 +986,22 @@ mod tests {
         assert_eq!(s.iteration_timeout, Duration::from_millis(500));
         assert_eq!(s.vu_memory_limit, 8 << 20);
         assert_eq!(s.executor.max_vus(), 3);
+    }
+
+    #[test]
+    fn limit_flags_are_checked_by_the_spec_check_peers_use() {
+        let err = |args: &[&str]| {
+            spec(args)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string())
+        };
+        assert!(err(&["--graceful-stop", "2h"]).contains("give 0s to 1h"));
+        assert!(err(&["--iteration-timeout", "0s"]).contains("give 1ms to 24h"));
+        assert!(err(&["--vu-memory-mib", "4097"]).contains("1..=4096"));
+        assert_eq!(
+            err(&["--graceful-stop", "1h", "--iteration-timeout", "24h"]),
+            ""
+        );
     }
 
     /// `fusi-node run x.wasm ARGS`, with no --api unless ARGS name one (so

@@ -258,6 +258,12 @@ pub struct Run {
     pub finish: Option<Finish>,
     /// When this node learned of the run (wall clock, ns).
     pub seen_wall_ns: i64,
+    /// The member whose message brought the proposal here (the signed
+    /// source, which a proposal cannot forge as it can its `proposer`): its
+    /// runs under way count against [`MAX_OPEN_FROM_ONE`]. `None` in
+    /// records stored before it was kept, and for adopted ended runs.
+    #[serde(default)]
+    owner: Option<String>,
     local: Local,
     #[serde(skip)]
     timers: Timers,
@@ -550,6 +556,41 @@ impl Run {
     pub fn is_finished(&self) -> bool {
         self.finish.is_some()
     }
+
+    /// Whether this node's share is running (started, not yet done).
+    fn runs_here(&self) -> bool {
+        matches!(self.local, Local::Started | Local::Stopping)
+    }
+
+    /// Whether the run never finished and is [`ABANDONED_AFTER`] past the
+    /// longest it could have lasted since this node learned of it (every
+    /// node that could lead it went away): nothing will finish it.
+    fn is_abandoned(&self, wall_ns: i64) -> bool {
+        let spec = &self.proposal.spec;
+        let longest = spec
+            .executor
+            .duration()
+            .saturating_add(spec.graceful_stop)
+            .saturating_add(SHARD_SLACK)
+            .saturating_add(ABANDONED_AFTER);
+        !self.is_finished() && wall_ns > self.seen_wall_ns.saturating_add(duration_ns(longest))
+    }
+
+    /// Whether the run may be let go of: finished (or abandoned), and no
+    /// share of it running here.
+    fn is_evictable(&self, wall_ns: i64) -> bool {
+        !self.runs_here() && (self.is_finished() || self.is_abandoned(wall_ns))
+    }
+
+    /// Whether the run is under way, as [`MAX_OPEN_FROM_ONE`] counts.
+    fn is_open(&self, wall_ns: i64) -> bool {
+        !self.is_finished() && !self.is_abandoned(wall_ns)
+    }
+
+    /// The member its runs under way are counted against.
+    fn charged_to(&self) -> &str {
+        self.owner.as_deref().unwrap_or(&self.proposer)
+    }
 }
 
 /// Why a message about a run was not taken.
@@ -569,6 +610,10 @@ pub enum RunRefused {
     /// A plan that does not fit the proposal.
     #[error("{0}")]
     BadPlan(String),
+    /// A new run this node has no room for: every run it keeps is under
+    /// way, or the member that sent it has [`MAX_OPEN_FROM_ONE`] under way.
+    #[error("{0}")]
+    Full(String),
 }
 
 /// Every run this node knows.
@@ -584,6 +629,9 @@ pub struct RunsCore {
     /// keep order): replayed when it does.
     early: Vec<(Duration, String, RunEnvelope)>,
     evicted: Vec<String>,
+    /// Refusals of proposals this node had no room for, to be sent (at
+    /// most [`MAX_PENDING_REFUSALS`]), so their leaders plan without it.
+    refusals: Vec<RunEnvelope>,
 }
 
 /// The highest term obeyed (terms grow by at most the candidates per round
@@ -596,6 +644,18 @@ const MAX_DECLINED: usize = 800;
 /// How long after a run's expected end (or a stop) a node that is gone is
 /// declared lost.
 const LOST_AFTER_END: Duration = Duration::from_secs(3);
+
+/// The most runs under way that one member may have brought to a node: a
+/// member that proposes runs without end takes at most this many of the
+/// `keep_runs` places, and the others keep theirs.
+pub const MAX_OPEN_FROM_ONE: usize = 32;
+
+/// An unfinished run this long past the longest it could have lasted is
+/// abandoned, and may be let go of.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// The most refusals of runs without room waiting to be sent.
+const MAX_PENDING_REFUSALS: usize = 64;
 
 /// The most early messages kept (in all, and from one node), and for how long.
 const MAX_EARLY: usize = 1024;
@@ -613,6 +673,7 @@ impl RunsCore {
             declined: BTreeSet::new(),
             early: Vec::new(),
             evicted: Vec::new(),
+            refusals: Vec::new(),
         }
     }
 
@@ -879,6 +940,22 @@ impl RunsCore {
                 "proposal for run {id} from {from}, which is not among its candidates"
             )));
         }
+        if let Err(e) = self.admit(from, at.wall_ns) {
+            if from != self.me
+                && proposal.candidates.iter().any(|c| c.id == self.me)
+                && self.refusals.len() < MAX_PENDING_REFUSALS
+                && !self.refusals.iter().any(|r| r.run == id)
+            {
+                self.refusals.push(RunEnvelope {
+                    protocol: RUN_PROTOCOL,
+                    run: id,
+                    body: RunMessage::Refuse {
+                        reason: clean_reason(&e.to_string()),
+                    },
+                });
+            }
+            return Err(e);
+        }
         self.runs.insert(
             id.clone(),
             Run {
@@ -896,34 +973,66 @@ impl RunsCore {
                 stop_reason: None,
                 finish: None,
                 seen_wall_ns: at.wall_ns,
+                owner: Some(from.to_owned()),
                 local: Local::Idle,
                 timers: Timers::default(),
                 ranked: std::sync::OnceLock::new(),
                 candidate_ids: std::sync::OnceLock::new(),
             },
         );
-        self.forget_old();
+        self.forget_old(at.wall_ns);
         self.dirty.insert(id);
         Ok(true)
     }
 
-    /// Keeps at most `keep_runs` runs: the oldest finished ones go.
-    fn forget_old(&mut self) {
+    /// Whether a new run from `from` has a place here: `from` has fewer
+    /// than [`MAX_OPEN_FROM_ONE`] runs under way, and the node keeps fewer
+    /// than `keep_runs` runs or one of them may go.
+    fn admit(&self, from: &str, wall_ns: i64) -> Result<(), RunRefused> {
+        let open = self
+            .runs
+            .values()
+            .filter(|r| r.charged_to() == from && r.is_open(wall_ns))
+            .count();
+        if open >= MAX_OPEN_FROM_ONE {
+            return Err(RunRefused::Full(format!(
+                "{from} has {open} runs under way on this node, the most one member may have; \
+                 wait for one to finish, or stop one (fusi-node stop RUN)"
+            )));
+        }
+        if self.runs.len() >= self.config.keep_runs
+            && !self.runs.values().any(|r| r.is_evictable(wall_ns))
+        {
+            return Err(RunRefused::Full(format!(
+                "this node keeps {} runs and none of them has finished; wait for one to \
+                 finish, or stop one (fusi-node stop RUN)",
+                self.runs.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The refusals of runs this node had no room for, to send.
+    pub fn take_refusals(&mut self) -> Vec<RunAction> {
+        std::mem::take(&mut self.refusals)
+            .into_iter()
+            .map(RunAction::Publish)
+            .collect()
+    }
+
+    /// Keeps at most `keep_runs` runs: the oldest that may go (finished,
+    /// or abandoned, and not running a share here) go first. A run under
+    /// way is never let go of, nor its data deleted: [`Self::admit`]
+    /// refuses new runs instead, so the node may keep more than `keep_runs`
+    /// only when it restores more from its data dir.
+    fn forget_old(&mut self, wall_ns: i64) {
         while self.runs.len() > self.config.keep_runs {
             let oldest = self
                 .runs
                 .values()
-                .filter(|r| r.is_finished())
+                .filter(|r| r.is_evictable(wall_ns))
                 .min_by_key(|r| r.seen_wall_ns)
                 .map(|r| r.id.clone());
-            // Runs that never finish (a proposer that went away, or one
-            // that misbehaves) must not grow without end either.
-            let oldest = oldest.or_else(|| {
-                self.runs
-                    .values()
-                    .min_by_key(|r| r.seen_wall_ns)
-                    .map(|r| r.id.clone())
-            });
             match oldest {
                 Some(id) => {
                     self.runs.remove(&id);
@@ -1083,7 +1192,7 @@ impl RunsCore {
         }
         let id = run.id.clone();
         self.runs.insert(id.clone(), run);
-        self.forget_old();
+        self.forget_old(at.wall_ns);
         interrupted.then_some(id)
     }
 
@@ -1132,7 +1241,7 @@ impl RunsCore {
             && self
                 .runs
                 .values()
-                .filter(|r| r.is_finished())
+                .filter(|r| r.is_evictable(at.wall_ns))
                 .all(|r| r.seen_wall_ns >= seen)
         {
             self.decline(&ended.id);
@@ -1161,6 +1270,7 @@ impl RunsCore {
             stop_reason: None,
             finish: Some(ended.finish),
             seen_wall_ns: seen,
+            owner: None,
             local: Local::Idle,
             timers: Timers {
                 plan_at: at.now,
@@ -1176,7 +1286,7 @@ impl RunsCore {
         run.plan = Some(ended.plan);
         self.runs.insert(id.clone(), run);
         self.dirty.insert(id.clone());
-        self.forget_old();
+        self.forget_old(at.wall_ns);
         Ok(self.runs.contains_key(&id))
     }
 

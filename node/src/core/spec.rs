@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,80 @@ impl RunSpec {
             thresholds: Vec::new(),
             min_delivered: DEFAULT_MIN_DELIVERED,
         }
+    }
+}
+
+/// The `--iteration-timeout` a run may have: at least 1 ms (the wire
+/// carries whole milliseconds, and a zero timeout fails every iteration),
+/// at most a day.
+pub const ITERATION_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+
+/// The `--graceful-stop` a run may have: none, up to an hour. Every node
+/// waits this long past a run's end before it counts a silent node lost.
+pub const GRACEFUL_STOP: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+
+/// The `--vu-memory-mib` a run may have, in MiB: each VU reserves its limit
+/// of address space, so a forged terabyte would exhaust a node.
+pub const VU_MEMORY_MIB: RangeInclusive<u64> = 1..=4096;
+
+impl RunSpec {
+    /// Checks the executor and the limits, whoever built the spec (the
+    /// CLI, the API or a peer's proposal): the error names the flag, the
+    /// spec field and the range allowed.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.executor.validate()?;
+        let duration_in = |value: Duration, range: &RangeInclusive<Duration>, flag, field| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(SpecError(format!(
+                    "{flag} ({field}) of {} is out of range: give {} to {}",
+                    format_duration_exact(value),
+                    format_duration(*range.start()),
+                    format_duration(*range.end())
+                )))
+            }
+        };
+        duration_in(
+            self.iteration_timeout,
+            &ITERATION_TIMEOUT,
+            "--iteration-timeout",
+            "iteration_timeout",
+        )?;
+        duration_in(
+            self.graceful_stop,
+            &GRACEFUL_STOP,
+            "--graceful-stop",
+            "graceful_stop",
+        )?;
+        let bytes = |mib: u64| mib << 20;
+        let memory = bytes(*VU_MEMORY_MIB.start())..=bytes(*VU_MEMORY_MIB.end());
+        if !memory.contains(&self.vu_memory_limit) {
+            return Err(SpecError(format!(
+                "--vu-memory-mib (vu_memory_limit) of {} bytes is out of range: give {} to {} MiB",
+                self.vu_memory_limit,
+                VU_MEMORY_MIB.start(),
+                VU_MEMORY_MIB.end()
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.min_delivered) {
+            return Err(SpecError(format!(
+                "--min-delivered (min_delivered) of {} is out of range: give 0% to 100% (0 to 1)",
+                self.min_delivered
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A duration for an error message: [`format_duration`] where that is
+/// exact, else whole seconds and a remainder the user can recognize.
+fn format_duration_exact(d: Duration) -> String {
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format_duration(d)
+    } else {
+        format!("{d:?}")
     }
 }
 
@@ -239,6 +314,32 @@ impl Executor {
                 ..
             } => (*max_vus).max(*pre_allocated_vus),
         }
+    }
+
+    /// The most VUs the share `segment` of this executor runs at once: its
+    /// VUs (closed executors), or at most its share of `max_vus` (and of
+    /// the pre-allocated VUs, when more) for arrival-rate executors.
+    pub fn share_vus(&self, segment: &ExecutionSegment) -> u64 {
+        segment.scale(u64::from(self.max_vus()))
+    }
+
+    /// Checks the share `segment` against the most VUs a node will run
+    /// (`fusi-node up --max-vus`): a plan, from whichever leader, cannot
+    /// make a node run more than it announced.
+    pub fn check_node_limit(
+        &self,
+        segment: &ExecutionSegment,
+        vu_limit: u32,
+    ) -> Result<(), SpecError> {
+        let vus = self.share_vus(segment);
+        if vus <= u64::from(vu_limit) {
+            return Ok(());
+        }
+        Err(SpecError(format!(
+            "its share is {vus} VUs ({}), more than the {vu_limit} this node runs at most \
+             (fusi-node up --max-vus {vu_limit}); raise --max-vus or spread the run over more nodes",
+            self.name()
+        )))
     }
 
     /// VUs initialized before the start, across all nodes.
@@ -572,6 +673,144 @@ mod tests {
         for bad in ["", "10s", "10s:x", "x:10", "10s:-1"] {
             assert!(parse_stages(bad).is_err(), "{bad}");
         }
+    }
+
+    fn valid_spec() -> RunSpec {
+        RunSpec::new(
+            "a".repeat(64),
+            Executor::ConstantVus {
+                vus: 1,
+                duration: Duration::from_secs(1),
+            },
+        )
+    }
+
+    #[test]
+    fn the_defaults_and_the_ends_of_each_range_are_valid() {
+        assert_eq!(valid_spec().validate(), Ok(()));
+        for (timeout, stop, mib) in [
+            (
+                ITERATION_TIMEOUT.start(),
+                GRACEFUL_STOP.start(),
+                VU_MEMORY_MIB.start(),
+            ),
+            (
+                ITERATION_TIMEOUT.end(),
+                GRACEFUL_STOP.end(),
+                VU_MEMORY_MIB.end(),
+            ),
+        ] {
+            let mut s = valid_spec();
+            s.iteration_timeout = *timeout;
+            s.graceful_stop = *stop;
+            s.vu_memory_limit = mib << 20;
+            assert_eq!(s.validate(), Ok(()), "{timeout:?} {stop:?} {mib}");
+        }
+    }
+
+    #[test]
+    fn a_hundred_year_graceful_stop_is_refused_naming_the_field_and_range() {
+        let mut s = valid_spec();
+        s.graceful_stop = Duration::from_secs(100 * 365 * 24 * 3600);
+        let e = s.validate().expect_err("100 years");
+        assert_eq!(
+            e.0,
+            "--graceful-stop (graceful_stop) of 876000h is out of range: give 0s to 1h"
+        );
+        s.graceful_stop = *GRACEFUL_STOP.end() + Duration::from_millis(1);
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_zero_or_sub_millisecond_iteration_timeout_is_refused() {
+        let mut s = valid_spec();
+        s.iteration_timeout = Duration::ZERO;
+        let e = s.validate().expect_err("zero");
+        assert_eq!(
+            e.0,
+            "--iteration-timeout (iteration_timeout) of 0s is out of range: give 1ms to 24h"
+        );
+        s.iteration_timeout = Duration::from_micros(500);
+        assert!(s.validate().expect_err("500µs").0.contains("500µs"));
+        s.iteration_timeout = *ITERATION_TIMEOUT.end() + Duration::from_secs(1);
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_terabyte_or_zero_vu_memory_limit_is_refused() {
+        let mut s = valid_spec();
+        s.vu_memory_limit = 1 << 40;
+        let e = s.validate().expect_err("1 TiB");
+        assert_eq!(
+            e.0,
+            "--vu-memory-mib (vu_memory_limit) of 1099511627776 bytes is out of range: \
+             give 1 to 4096 MiB"
+        );
+        s.vu_memory_limit = 0;
+        assert!(s.validate().is_err());
+        s.vu_memory_limit = (1 << 20) - 1;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_min_delivered_outside_zero_to_one_is_refused() {
+        let mut s = valid_spec();
+        for bad in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
+            s.min_delivered = bad;
+            let e = s.validate().expect_err("out of range");
+            assert!(e.0.contains("--min-delivered"), "{e}");
+        }
+        s.min_delivered = 0.0;
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn the_spec_check_includes_the_executor_check() {
+        let mut s = valid_spec();
+        s.executor = Executor::ConstantVus {
+            vus: 0,
+            duration: Duration::from_secs(1),
+        };
+        assert!(s.validate().expect_err("0 vus").0.contains("--vus"));
+    }
+
+    #[test]
+    fn a_share_above_the_nodes_max_vus_is_refused_naming_both_numbers() {
+        let half = ExecutionSegment::new(0, 1, 2).expect("segment");
+        let closed = Executor::ConstantVus {
+            vus: 10,
+            duration: Duration::from_secs(1),
+        };
+        assert_eq!(closed.share_vus(&half), 5);
+        assert_eq!(closed.check_node_limit(&half, 5), Ok(()));
+        let e = closed.check_node_limit(&half, 4).expect_err("5 > 4");
+        assert!(e.0.contains("5 VUs"), "{e}");
+        assert!(e.0.contains("--max-vus 4"), "{e}");
+        // Arrival rate: the share of max VUs counts, not the pre-allocated ones.
+        let open = Executor::ConstantArrivalRate {
+            rate: Rate {
+                iterations: 10.0,
+                per: Duration::from_secs(1),
+            },
+            duration: Duration::from_secs(1),
+            pre_allocated_vus: 2,
+            max_vus: 20,
+        };
+        assert_eq!(open.share_vus(&half), 10);
+        let e = open.check_node_limit(&half, 9).expect_err("10 > 9");
+        assert!(e.0.contains("10 VUs (constant-arrival-rate)"), "{e}");
+        assert_eq!(open.check_node_limit(&half, 10), Ok(()));
+        // More pre-allocated than max VUs: the larger counts.
+        let pre = Executor::ConstantArrivalRate {
+            rate: Rate {
+                iterations: 10.0,
+                per: Duration::from_secs(1),
+            },
+            duration: Duration::from_secs(1),
+            pre_allocated_vus: 30,
+            max_vus: 20,
+        };
+        assert!(pre.check_node_limit(&half, 14).is_err());
     }
 
     #[test]

@@ -360,7 +360,7 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
     validate_run_id(&env.run).map_err(invalid)?;
     match &env.body {
         RunMessage::Propose(p) => {
-            p.spec.executor.validate().map_err(|e| invalid(e.0))?;
+            p.spec.validate().map_err(|e| invalid(e.0))?;
             if p.candidates.is_empty() || p.candidates.len() > MAX_CANDIDATES {
                 return Err(invalid(format!(
                     "{} candidates (1 to {MAX_CANDIDATES})",
@@ -673,6 +673,49 @@ mod tests {
                 assert!(decoded.name.len() <= MAX_NAME_LEN);
             }
         }
+    }
+
+    fn proposal_of(spec: RunSpec) -> Vec<u8> {
+        encode(&RunEnvelope {
+            protocol: RUN_PROTOCOL,
+            run: "r1".into(),
+            body: RunMessage::Propose(Box::new(Proposal {
+                proposer: "p".into(),
+                spec,
+                weights: None,
+                nodes: None,
+                candidates: vec![Candidate {
+                    id: "p".into(),
+                    region: "fra".into(),
+                    capacity: 10,
+                }],
+            })),
+        })
+    }
+
+    #[test]
+    fn a_forged_proposal_is_held_to_the_limits_of_the_cli() {
+        let spec = RunSpec::new(
+            "a".repeat(64),
+            crate::core::spec::Executor::ConstantVus {
+                vus: 1,
+                duration: std::time::Duration::from_secs(1),
+            },
+        );
+        assert!(decode_run(&proposal_of(spec.clone())).is_ok());
+        let refused = |spec: RunSpec| match decode_run(&proposal_of(spec)) {
+            Err(WireError::Invalid { detail, .. }) => detail,
+            other => panic!("not refused: {other:?}"),
+        };
+        let mut forged = spec.clone();
+        forged.graceful_stop = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+        assert!(refused(forged).contains("graceful_stop"));
+        let mut forged = spec.clone();
+        forged.iteration_timeout = std::time::Duration::ZERO;
+        assert!(refused(forged).contains("iteration_timeout"));
+        let mut forged = spec;
+        forged.vu_memory_limit = 1 << 40;
+        assert!(refused(forged).contains("1 to 4096 MiB"));
     }
 
     #[test]

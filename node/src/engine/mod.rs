@@ -4,6 +4,7 @@
 //! - [`host`]: the host functions a scenario imports.
 //! - [`vu`]: one virtual user: a Store, an instance, its connections.
 //! - [`http`]: the per-VU HTTP client.
+//! - [`output`]: a scenario's stdout and stderr, escaped, prefixed and rate-limited.
 //! - [`executor`]: turn a share of a run into iterations over time.
 //! - [`recorder`]: collect samples and seal them into per-interval shards.
 
@@ -11,5 +12,6 @@ pub mod executor;
 pub mod host;
 pub mod http;
 pub mod module;
+pub mod output;
 pub mod recorder;
 pub mod vu;

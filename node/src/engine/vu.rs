@@ -27,6 +27,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::http::{ClientSettings, HttpClient};
 use super::module::ScenarioModule;
+use super::output::{Fd, VuOutput};
 use super::recorder::Recorder;
 use crate::core::metrics::{SeriesKey, names};
 
@@ -109,6 +110,8 @@ pub struct VuState {
     /// sample the VU records carries them.
     base: Vec<(String, String)>,
     pub(super) http: HttpClient,
+    /// Where its stdout and stderr go, escaped and rate-limited.
+    output: Arc<VuOutput>,
     /// The instance's exported memory, once it is instantiated.
     pub(super) memory: Option<Memory>,
     pub(super) run: Arc<RunContext>,
@@ -219,7 +222,7 @@ impl Vu {
         id: u64,
     ) -> Result<Vu, VuError> {
         let http = HttpClient::new(run.tls.clone());
-        Vu::instantiate(module, run, id, 0, http, true).await
+        Vu::instantiate(module, run, id, 0, http, VuOutput::new(id), true).await
     }
 
     /// An instance for the once-per-run entry points (`setup`, `teardown`)
@@ -229,7 +232,7 @@ impl Vu {
         run: Arc<RunContext>,
     ) -> Result<Vu, VuError> {
         let http = HttpClient::new(run.tls.clone());
-        Vu::instantiate(module, run, 0, 0, http, false).await
+        Vu::instantiate(module, run, 0, 0, http, VuOutput::new(0), false).await
     }
 
     async fn instantiate(
@@ -238,13 +241,14 @@ impl Vu {
         id: u64,
         iteration: u64,
         http: HttpClient,
+        output: Arc<VuOutput>,
         run_init: bool,
     ) -> Result<Vu, VuError> {
         let err = |message: String| VuError { vu: id, message };
         let env: Vec<(&String, &String)> = run.env.iter().collect();
         let wasi = WasiCtxBuilder::new()
-            .inherit_stdout()
-            .inherit_stderr()
+            .stdout(output.stream(Fd::Stdout))
+            .stderr(output.stream(Fd::Stderr))
             .envs(&env)
             .args(&["scenario"])
             .build_p1();
@@ -261,6 +265,7 @@ impl Vu {
             tags: BTreeMap::new(),
             base: Vec::new(),
             http,
+            output,
             memory: None,
             deadline: Instant::now() + run.iteration_timeout,
             run,
@@ -426,6 +431,7 @@ impl Vu {
             id,
             state.iteration,
             state.http,
+            state.output,
             true,
         )
         .await

@@ -513,7 +513,8 @@ impl World {
             mesh: &n.mesh,
             now: at.now,
         };
-        let actions = n.runs.tick(at, &view);
+        let mut actions = n.runs.tick(at, &view);
+        actions.extend(n.runs.take_refusals());
         self.carry_out(i, actions);
         if self.now >= self.nodes[i].next_scan {
             self.nodes[i].next_scan = self.now + SYNC_SCAN;

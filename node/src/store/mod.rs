@@ -10,7 +10,13 @@
 //! - `modules/<sha256>.wasm`: scenario modules by hash ([`modules`]; used by
 //!   distributed runs, which come next).
 //!
-//! Later issues add runs and shards here.
+//! - `runs/<run id>/`: each run's record and shards ([`runs`]).
+//!
+//! Every file is written by [`write_durably`]: a temporary file beside it,
+//! fsynced, renamed over it, and the directory fsynced, so a crash or a
+//! power cut leaves the old file or the new one, whole, never an empty or
+//! torn one. What a node finds damaged at start anyway is moved aside and
+//! named in its log ([`runs::RunStore::load`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -198,6 +204,54 @@ pub fn read_api_token(dir: &Path) -> Result<ApiToken, StoreError> {
     let _ = meta;
     let text = fs::read_to_string(&file).map_err(io)?;
     ApiToken::parse(&text).map_err(|e| StoreError::BadToken(file, e))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new
+/// one, whole: to a temporary file beside it (`.NAME.PID.tmp`), fsynced,
+/// renamed over `path`, then the directory fsynced so the rename survives
+/// too. A failed write (no space left, say) removes its temporary file and
+/// returns the error, with its errno, for the caller to name the path.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path",
+        ));
+    };
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = File::create(&tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    sync_dir(dir)
+}
+
+/// Creates `dir` (and its parents) if it is missing, and fsyncs its parent
+/// so the new entry survives a crash.
+pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Fsyncs a directory: its entries (a rename, a new file) are on disk.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Writes a new file that only this user may read (mode 0600 on Unix).

@@ -3,8 +3,8 @@
 //! A run names its module by hash, and every node taking part gets the bytes
 //! from a peer (distributed runs) and keeps them here, as
 //! `modules/<sha256>.wasm`. The name is checked to be 64 lower-case hex
-//! digits before it touches a path (names come from peers), a write goes to
-//! a temporary file renamed into place (a crash never leaves half a module
+//! digits before it touches a path (names come from peers), a write goes
+//! through [`super::write_durably`] (a crash never leaves half a module
 //! under a valid name), and a read checks the hash again (a corrupted file is
 //! reported, not run).
 
@@ -70,16 +70,10 @@ impl ModuleStore {
             return Ok(name);
         }
         let path = self.path(&name);
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let io = |action, source| StoreError::Io {
-            action,
-            path: path.clone(),
+        super::write_durably(&path, bytes).map_err(|source| StoreError::Io {
+            action: "cannot write the module",
+            path,
             source,
-        };
-        fs::write(&tmp, bytes).map_err(|e| io("cannot write the module", e))?;
-        fs::rename(&tmp, &path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io("cannot move the module into place", e)
         })?;
         Ok(name)
     }

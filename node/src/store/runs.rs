@@ -7,19 +7,75 @@
 //! ```
 //!
 //! A shard is written once, under a name made of its key, so storing it
-//! twice changes nothing. The record is rewritten whole, aside and renamed,
-//! so a crash leaves the old one or the new one.
+//! twice changes nothing. The record is rewritten whole. Both are written
+//! by [`write_durably`] (aside, fsynced, renamed, the directory fsynced), so
+//! a crash leaves the old file or the new one. At start, [`RunStore::load`]
+//! moves a record or shard that is empty, too large or does not decode
+//! aside (`run.cbor.corrupt`, `<node>.<seq>.cbor.corrupt`), removes the
+//! temporary files of writes a crash cut short, and names each in its list
+//! of problems; nothing there stops the node.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
+use super::{StoreError, create_dir_durably, write_durably};
 use crate::core::runs::Run;
 use crate::core::shard::{Shard, ShardError, SparseShard};
 use crate::core::wire;
 
 /// The largest run record read back.
 const MAX_RECORD_BYTES: u64 = 16 << 20;
+
+/// What a damaged file is renamed to, after its own name.
+const CORRUPT: &str = "corrupt";
+
+/// Why a stored file was not read.
+#[derive(Debug)]
+enum Unread {
+    /// It could not be read (a permission, an I/O error): left as it is.
+    Io(String),
+    /// It was read and is no record or shard (empty, torn, too large, of
+    /// another run): moved aside at start.
+    Damaged(String),
+}
+
+/// A stored file that was skipped, and why.
+#[derive(Debug)]
+struct Skipped {
+    path: PathBuf,
+    why: Unread,
+}
+
+impl Skipped {
+    fn describe(&self) -> String {
+        match &self.why {
+            Unread::Io(why) | Unread::Damaged(why) => format!("{}: {why}", self.path.display()),
+        }
+    }
+
+    /// Moves a damaged file aside, so it is reported once, not at every
+    /// start; says what became of it.
+    fn move_aside(&self) -> String {
+        let Unread::Damaged(why) = &self.why else {
+            return self.describe();
+        };
+        let mut aside = self.path.clone().into_os_string();
+        aside.push(format!(".{CORRUPT}"));
+        let aside = PathBuf::from(aside);
+        match fs::rename(&self.path, &aside) {
+            Ok(()) => format!(
+                "{}: {why}; moved aside to {}",
+                self.path.display(),
+                aside.display()
+            ),
+            Err(e) => format!(
+                "{}: {why}; cannot move it aside to {}: {e}",
+                self.path.display(),
+                aside.display()
+            ),
+        }
+    }
+}
 
 /// The runs directory of a data dir.
 #[derive(Debug, Clone)]
@@ -53,10 +109,8 @@ impl RunStore {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(|e| io("cannot create the run directory", e))?;
-        let tmp = dir.join(format!(".run.{}.tmp", std::process::id()));
-        fs::write(&tmp, wire::encode(run)).map_err(|e| io("cannot write the run", e))?;
-        fs::rename(&tmp, &path).map_err(|e| io("cannot move the run into place", e))
+        create_dir_durably(&dir).map_err(|e| io("cannot create the run directory for", e))?;
+        write_durably(&path, &wire::encode(run)).map_err(|e| io("cannot write the run record", e))
     }
 
     /// Stores a shard's bytes, once. Returns whether it was new.
@@ -71,10 +125,8 @@ impl RunStore {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(|e| io("cannot create the shards directory", e))?;
-        let tmp = dir.join(format!(".shard.{}.tmp", std::process::id()));
-        fs::write(&tmp, bytes).map_err(|e| io("cannot write a shard", e))?;
-        fs::rename(&tmp, &path).map_err(|e| io("cannot move a shard into place", e))?;
+        create_dir_durably(&dir).map_err(|e| io("cannot create the shards directory for", e))?;
+        write_durably(&path, bytes).map_err(|e| io("cannot write the shard", e))?;
         Ok(true)
     }
 
@@ -85,8 +137,11 @@ impl RunStore {
         }
     }
 
-    /// Every run stored, with its shards. Unreadable entries are skipped
-    /// and named in the second list, so one bad file never stops a node.
+    /// Every run stored, with its shards, at start. Files that cannot be
+    /// read are skipped; records and shards that are damaged (empty, torn,
+    /// too large, not decodable) are moved aside to `*.corrupt`; temporary
+    /// files of writes a crash cut short are removed. Each is named, with
+    /// its path, in the second list, so one bad file never stops a node.
     pub fn load(&self) -> (Vec<(Run, Vec<Shard>)>, Vec<String>) {
         let mut runs = Vec::new();
         let mut problems = Vec::new();
@@ -95,45 +150,92 @@ impl RunStore {
         };
         for entry in entries.flatten() {
             let dir = entry.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            remove_temporaries(&dir);
+            remove_temporaries(&dir.join("shards"));
             let record = dir.join("run.cbor");
-            let run: Run = match read_bounded(&record)
-                .and_then(|b| ciborium::from_reader(b.as_slice()).map_err(|e| e.to_string()))
-            {
-                Ok(run) => run,
-                Err(e) => {
-                    problems.push(format!("{}: {e}", record.display()));
+            if !record.exists() && has_aside(&record) {
+                // Damaged and reported at an earlier start; its shards stay
+                // for the run's next record (from a peer).
+                continue;
+            }
+            let run = read_bounded(&record).and_then(|b| {
+                ciborium::from_reader::<Run, _>(b.as_slice())
+                    .map_err(|e| Unread::Damaged(format!("not a run record: {e}")))
+            });
+            let run = match run {
+                Ok(run) if dir.file_name().is_some_and(|n| n == run.id.as_str()) => run,
+                Ok(run) => {
+                    let skipped = Skipped {
+                        path: record,
+                        why: Unread::Damaged(format!("the record of run {}", run.id)),
+                    };
+                    problems.push(skipped.move_aside());
+                    continue;
+                }
+                Err(why) => {
+                    problems.push(Skipped { path: record, why }.move_aside());
                     continue;
                 }
             };
-            let (shards, mut bad) = self.load_shards(&run.id);
-            problems.append(&mut bad);
+            let mut shards = Vec::new();
+            for skipped in
+                self.each_decoded(&run.id, Shard::decode, |s| &s.run_id, |s| shards.push(s))
+            {
+                problems.push(skipped.move_aside());
+            }
             runs.push((run, shards));
         }
         (runs, problems)
     }
 }
 
-impl RunStore {
-    /// Every shard stored for a run. Unreadable files are skipped and named
-    /// in the second list.
-    pub fn load_shards(&self, id: &str) -> (Vec<Shard>, Vec<String>) {
-        let mut shards = Vec::new();
-        let problems = self.each_shard(id, |s| shards.push(s));
-        (shards, problems)
+/// Removes the temporary files (`.NAME.PID.tmp`) in `dir`: a write cut
+/// short by a crash, never renamed into place.
+fn remove_temporaries(dir: &Path) {
+    let Ok(files) = fs::read_dir(dir) else {
+        return;
+    };
+    for path in files.flatten().map(|f| f.path()) {
+        let temporary = path.extension().is_some_and(|e| e == "tmp")
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if temporary && path.is_file() {
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!("removed {}, a write that a crash cut short", path.display())
+                }
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
     }
+}
 
+/// Whether a damaged `path` was moved aside before.
+fn has_aside(path: &Path) -> bool {
+    let mut aside = path.to_path_buf().into_os_string();
+    aside.push(format!(".{CORRUPT}"));
+    Path::new(&aside).exists()
+}
+
+impl RunStore {
     /// Calls `f` with each shard stored for a run, one at a time, in the
     /// order of (node, sequence number), so that a report of a long run
     /// never holds more than one decoded shard besides what it merged.
     /// Returns the files that were skipped, and why.
     pub fn each_shard(&self, id: &str, f: impl FnMut(Shard)) -> Vec<String> {
-        self.each_decoded(id, Shard::decode, |s| &s.run_id, f)
+        let skipped = self.each_decoded(id, Shard::decode, |s| &s.run_id, f);
+        skipped.iter().map(Skipped::describe).collect()
     }
 
     /// As [`each_shard`](RunStore::each_shard), with each shard read as a
     /// [`SparseShard`], as a report merges it.
     pub fn each_sparse_shard(&self, id: &str, f: impl FnMut(SparseShard)) -> Vec<String> {
-        self.each_decoded(id, SparseShard::decode, |s| &s.head.run_id, f)
+        let skipped = self.each_decoded(id, SparseShard::decode, |s| &s.head.run_id, f);
+        skipped.iter().map(Skipped::describe).collect()
     }
 
     fn each_decoded<T>(
@@ -142,7 +244,7 @@ impl RunStore {
         decode: fn(&[u8]) -> Result<T, ShardError>,
         run_of: fn(&T) -> &str,
         mut f: impl FnMut(T),
-    ) -> Vec<String> {
+    ) -> Vec<Skipped> {
         let mut problems = Vec::new();
         let Ok(dir) = self.run_dir(id) else {
             return problems;
@@ -162,10 +264,15 @@ impl RunStore {
             .collect();
         keyed.sort();
         for (_, path) in keyed {
-            match read_bounded(&path).and_then(|b| decode(&b).map_err(|e| e.to_string())) {
+            let decoded = read_bounded(&path)
+                .and_then(|b| decode(&b).map_err(|e| Unread::Damaged(e.to_string())));
+            match decoded {
                 Ok(s) if run_of(&s) == id => f(s),
-                Ok(_) => problems.push(format!("{}: a shard of another run", path.display())),
-                Err(e) => problems.push(format!("{}: {e}", path.display())),
+                Ok(_) => problems.push(Skipped {
+                    path,
+                    why: Unread::Damaged("a shard of another run".into()),
+                }),
+                Err(why) => problems.push(Skipped { path, why }),
             }
         }
         problems
@@ -182,15 +289,18 @@ impl RunStore {
     }
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+fn read_bounded(path: &Path) -> Result<Vec<u8>, Unread> {
+    let meta = fs::metadata(path).map_err(|e| Unread::Io(e.to_string()))?;
     if meta.len() > MAX_RECORD_BYTES {
-        return Err(format!(
+        return Err(Unread::Damaged(format!(
             "{} bytes, over the {MAX_RECORD_BYTES}-byte limit",
             meta.len()
-        ));
+        )));
     }
-    fs::read(path).map_err(|e| e.to_string())
+    if meta.len() == 0 {
+        return Err(Unread::Damaged("empty (a write a crash cut short)".into()));
+    }
+    fs::read(path).map_err(|e| Unread::Io(e.to_string()))
 }
 
 /// A peer id as a file name: it is base58, but it came from the wire.
@@ -199,4 +309,205 @@ fn safe(node: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(128)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::assign::Candidate;
+    use crate::core::metrics::SeriesSet;
+    use crate::core::runs::{At, RunsConfig, RunsCore};
+    use crate::core::spec::{Executor, RunSpec};
+    use crate::core::wire::{Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage};
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fusi-runs-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn run(id: &str) -> Run {
+        let mut core = RunsCore::new("me".into(), RunsConfig::default());
+        let env = RunEnvelope {
+            protocol: RUN_PROTOCOL,
+            run: id.into(),
+            body: RunMessage::Propose(Box::new(Proposal {
+                proposer: "me".into(),
+                spec: RunSpec::new(
+                    "ab".repeat(32),
+                    Executor::ConstantVus {
+                        vus: 1,
+                        duration: Duration::from_secs(1),
+                    },
+                ),
+                weights: None,
+                nodes: None,
+                candidates: vec![Candidate {
+                    id: "me".into(),
+                    region: "fra".into(),
+                    capacity: 1,
+                }],
+            })),
+        };
+        let at = At {
+            now: Duration::ZERO,
+            wall_ns: 1,
+        };
+        core.on_message("me", env, at)
+            .unwrap_or_else(|e| panic!("{e}"));
+        core.get(id).cloned().unwrap_or_else(|| panic!("no run"))
+    }
+
+    fn shard(run: &str, seq: u64) -> Shard {
+        Shard {
+            run_id: run.into(),
+            node: "n1".into(),
+            name: "n1".into(),
+            region: "fra".into(),
+            seq,
+            start_ms: seq * 1000,
+            end_ms: (seq + 1) * 1000,
+            last: false,
+            series: SeriesSet::new(),
+        }
+    }
+
+    fn store(dir: &Path) -> RunStore {
+        RunStore::open(dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn records_and_shards_come_back_and_leave_no_temporary_files() {
+        let dir = temp("round-trip");
+        let runs = store(&dir);
+        runs.save_run(&run("r1")).unwrap_or_else(|e| panic!("{e}"));
+        let s = shard("r1", 0);
+        assert_eq!(runs.save_shard(&s, &s.encode()).ok(), Some(true));
+        assert_eq!(runs.save_shard(&s, &s.encode()).ok(), Some(false));
+        let (loaded, problems) = runs.load();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].0.id, "r1");
+        let encoded: Vec<Vec<u8>> = loaded[0].1.iter().map(Shard::encode).collect();
+        assert_eq!(encoded, vec![s.encode()]);
+        let names = |d: PathBuf| -> Vec<String> {
+            fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(dir.join("runs/r1")).len(), 2, "run.cbor and shards/");
+        assert_eq!(names(dir.join("runs/r1/shards")), vec!["n1.0.cbor"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn torn_files_at_start_are_reported_moved_aside_and_the_rest_loads() {
+        let dir = temp("torn");
+        let runs = store(&dir);
+        runs.save_run(&run("good"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kept = shard("good", 0);
+        assert!(runs.save_shard(&kept, &kept.encode()).is_ok());
+        let shards = dir.join("runs/good/shards");
+        // A zero-length shard and a torn one, as a power cut leaves them,
+        // and a shard of another run under this one's name.
+        fs::write(shards.join("n1.1.cbor"), b"").unwrap_or_else(|e| panic!("{e}"));
+        let torn = shard("good", 2).encode();
+        fs::write(shards.join("n1.2.cbor"), &torn[..torn.len() / 2])
+            .unwrap_or_else(|e| panic!("{e}"));
+        fs::write(shards.join("n1.3.cbor"), shard("other", 3).encode())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A write cut short before its rename.
+        fs::write(shards.join(".n1.4.cbor.999.tmp"), b"half").unwrap_or_else(|e| panic!("{e}"));
+        // An empty record, and one that is no CBOR.
+        for (id, bytes) in [("empty", &b""[..]), ("garbage", &b"\xff\x00torn"[..])] {
+            fs::create_dir_all(dir.join("runs").join(id)).unwrap_or_else(|e| panic!("{e}"));
+            fs::write(dir.join("runs").join(id).join("run.cbor"), bytes)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (loaded, problems) = runs.load();
+        assert_eq!(loaded.len(), 1, "{problems:?}");
+        assert_eq!(loaded[0].0.id, "good");
+        let encoded: Vec<Vec<u8>> = loaded[0].1.iter().map(Shard::encode).collect();
+        assert_eq!(encoded, vec![kept.encode()]);
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        for (file, why) in [
+            ("runs/empty/run.cbor", "empty"),
+            ("runs/garbage/run.cbor", "not a run record"),
+            ("runs/good/shards/n1.1.cbor", "empty"),
+            ("runs/good/shards/n1.2.cbor", "shard"),
+            ("runs/good/shards/n1.3.cbor", "another run"),
+        ] {
+            let path = dir.join(file);
+            let aside = dir.join(format!("{file}.corrupt"));
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{}: ", path.display()))
+                        && p.contains(why)
+                        && p.ends_with(&format!("moved aside to {}", aside.display()))),
+                "{file}: {problems:#?}"
+            );
+            assert!(!path.exists() && aside.exists(), "{file}");
+        }
+        assert!(!shards.join(".n1.4.cbor.999.tmp").exists());
+        // Reported once: the next start finds nothing to say.
+        let (loaded, problems) = runs.load();
+        assert_eq!(loaded.len(), 1);
+        assert!(problems.is_empty(), "{problems:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_write_that_fails_names_the_path_and_the_os_error() {
+        let dir = temp("fails");
+        let runs = store(&dir);
+        // The run's directory is taken by a file: every write under it fails.
+        fs::write(dir.join("runs/r1"), b"in the way").unwrap_or_else(|e| panic!("{e}"));
+        let e = runs
+            .save_run(&run("r1"))
+            .expect_err("cannot write")
+            .to_string();
+        assert!(
+            e.contains(&dir.join("runs/r1/run.cbor").display().to_string()),
+            "{e}"
+        );
+        assert!(e.contains("(os error "), "{e}");
+        let s = shard("r1", 0);
+        let e = runs
+            .save_shard(&s, &s.encode())
+            .expect_err("cannot write")
+            .to_string();
+        assert!(e.contains("runs/r1/shards/n1.0.cbor"), "{e}");
+        assert!(e.contains("(os error "), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_durable_write_replaces_the_file_whole_and_cleans_up_after_a_failure() {
+        let dir = temp("durable");
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("f.cbor");
+        write_durably(&path, b"one").unwrap_or_else(|e| panic!("{e}"));
+        write_durably(&path, b"two").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fs::read(&path).ok(), Some(b"two".to_vec()));
+        // A directory in the way of the rename: the error comes back and
+        // the temporary file is gone.
+        let blocked = dir.join("blocked");
+        fs::create_dir_all(blocked.join("inside")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(write_durably(&blocked, b"x").is_err());
+        let left: Vec<_> = fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

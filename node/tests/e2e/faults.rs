@@ -290,3 +290,79 @@ fn a_frozen_worker_drops_what_it_missed_and_the_run_says_it_fell_short() {
     );
     assert_eq!(code, Some(97));
 }
+
+/// The case: one worker of three killed (SIGKILL) at 3 s of a 10 s
+/// run at 300/s. Nothing takes its share over yet, so about 700 of the 3000
+/// iterations are never sent: the run must say so (`short`, the node lost,
+/// exit 97), and both survivors must print the same report.
+#[test]
+fn a_killed_worker_leaves_the_run_short_and_every_survivor_says_so_alike() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let token = mesh.api_token().to_owned();
+    let arrival = scenario("arrival").to_string_lossy().into_owned();
+    let (mut child, id) = submit(
+        nodes[0].api,
+        &token,
+        &[
+            &arrival,
+            "--rate",
+            "300/s",
+            "--duration",
+            "10s",
+            "--vus",
+            "20",
+            "--max-vus",
+            "60",
+            "--graceful-stop",
+            "2s",
+            "--env",
+            &env,
+        ],
+    );
+    let watcher = nodes[0].api;
+    assert!(wait_for(Duration::from_secs(15), || phase(
+        watcher, &token, &id
+    ) == "running"));
+    std::thread::sleep(Duration::from_secs(3));
+    let leader = run_view(watcher, &token, &id)["leader"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let victim = nodes
+        .iter()
+        .find(|n| n.peer_id != leader && n.api != watcher)
+        .map(|n| n.index)
+        .unwrap_or_else(|| panic!("no worker to kill"));
+    mesh.kill(victim).expect("kill");
+    let code = wait_child(&mut child, Duration::from_secs(60));
+    let survivors: Vec<_> = nodes.iter().filter(|n| n.index != victim).collect();
+    let reports: Vec<Value> = survivors
+        .iter()
+        .map(|n| get_json(n.api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null))
+        .collect();
+    let report = &reports[0];
+    let delivered = num(&report["load"]["delivered"]);
+    eprintln!(
+        "killed {}: exit {code:?}; delivered {delivered} of {}; lost {}",
+        nodes[victim].name, report["load"]["planned"], report["completeness"]["nodes_lost"]
+    );
+    assert!(
+        (2150.0..=2450.0).contains(&delivered),
+        "delivered {delivered}: {}",
+        report["load"]
+    );
+    assert_eq!(report["outcome"], "short", "{}", report["load"]);
+    assert_eq!(
+        report["completeness"]["nodes_lost"],
+        Value::Array(vec![Value::String(nodes[victim].name.clone())])
+    );
+    assert_eq!(code, Some(97));
+    assert_eq!(reports[0], reports[1], "the two survivors' reports differ");
+}

@@ -591,3 +591,62 @@ fn a_node_refuses_runs_outside_its_allow_list_and_a_late_joiner_takes_no_part() 
         Some(t.stats().requests)
     );
 }
+
+#[test]
+fn a_node_refuses_a_share_above_its_max_vus_and_the_run_fails_naming_it() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 1)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let mut small = ExtraNode::new("nrt");
+    small.extra_args = vec!["--max-vus".into(), "2".into()];
+    let small = mesh.start_node(small).expect("a small node starts");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let token = mesh.api_token().to_owned();
+    // Half of 8 VUs go to nrt, whose only node runs at most 2.
+    let api = nodes[0].api.to_string();
+    let run = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "8",
+            "--duration",
+            "2s",
+            "--region",
+            "fra=50,nrt=50",
+            "--env",
+            &env,
+            "--api",
+            &api,
+        ],
+    );
+    assert!(!run.output.status.success(), "{}", run.stderr());
+    assert!(run.stderr().contains("--max-vus 2"), "{}", run.stderr());
+    let id = run_id_of(&run.stderr());
+    let view = run_view(nodes[0].api, &token, &id);
+    assert_eq!(view["phase"], "failed", "{view}");
+    let small_view = view["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == nodes[small].peer_id.as_str())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(small_view["state"], "refused", "{view}");
+    let reason = small_view["refused"].as_str().unwrap_or("");
+    assert!(reason.contains("4 VUs"), "{reason}");
+    assert!(reason.contains("--max-vus 2"), "{reason}");
+    assert!(
+        view["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--max-vus 2"),
+        "{view}"
+    );
+    assert_eq!(t.stats().requests, 0, "a refused plan sends nothing");
+}

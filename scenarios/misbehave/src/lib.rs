@@ -3,7 +3,8 @@
 //! panics, `oom` allocates without bound, `sleep` sleeps an hour (and
 //! `wasi-sleep` too, through WASI instead of the fusi host), `bad-request`
 //! hands `http_request` bytes that are no request, and `bad-buffer` a
-//! response buffer outside the memory. Every `EVERY`-th iteration
+//! response buffer outside the memory; `print` writes terminal escape
+//! sequences and floods stdout with 100 lines. Every `EVERY`-th iteration
 //! misbehaves (default 1: all of them); the others GET `$TARGET/hello` when
 //! `TARGET` is set.
 
@@ -36,6 +37,12 @@ fn iteration() {
                 }
             }
             Some("panic") => panic!("this scenario panics on purpose"),
+            Some("print") => {
+                eprintln!("\x1b]0;pwned\x07\x1b[2Jiteration {}", iteration_number());
+                for i in 0..100 {
+                    println!("line {i}");
+                }
+            }
             Some("oom") => {
                 let mut hog: Vec<Vec<u8>> = Vec::new();
                 loop {

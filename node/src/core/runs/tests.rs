@@ -261,7 +261,11 @@ impl Sim {
                 continue;
             }
             self.run_workers(i);
-            let actions = self.with_core(i, |core, at, view| core.tick(at, view));
+            let actions = self.with_core(i, |core, at, view| {
+                let mut actions = core.tick(at, view);
+                actions.extend(core.take_refusals());
+                actions
+            });
             self.carry_out(i, actions);
         }
     }
@@ -1070,4 +1074,209 @@ fn a_node_that_joins_later_adopts_an_ended_run_and_takes_no_part_in_it() {
     let mut bad = ended;
     bad.finish.lost = vec!["x".into(); 5000];
     assert!(fresh().adopt(bad, at).is_err());
+}
+
+/// A run `id` proposed to node "me" by `from`, naming `proposer` (one of
+/// the candidates, with `from` and "me").
+fn propose_to(
+    core: &mut RunsCore,
+    from: &str,
+    proposer: &str,
+    id: &str,
+    wall_ns: i64,
+) -> Result<bool, RunRefused> {
+    let candidates = [from, proposer, "me"]
+        .iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|id| Candidate {
+            id: (*id).to_owned(),
+            region: "fra".into(),
+            capacity: 100,
+        })
+        .collect();
+    let env = RunEnvelope {
+        protocol: RUN_PROTOCOL,
+        run: id.to_owned(),
+        body: RunMessage::Propose(Box::new(Proposal {
+            proposer: proposer.to_owned(),
+            spec: spec(1, 10),
+            weights: None,
+            nodes: None,
+            candidates,
+        })),
+    };
+    let at = At {
+        now: Duration::from_nanos(u64::try_from(wall_ns).unwrap_or(0)),
+        wall_ns,
+    };
+    core.on_message(from, env, at)
+}
+
+fn finish(core: &mut RunsCore, id: &str) {
+    if let Some(run) = core.runs.get_mut(id) {
+        run.finish = Some(Finish {
+            term: 0,
+            outcome: Outcome::Complete,
+            lost: Vec::new(),
+        });
+    }
+}
+
+const T: i64 = 1_700_000_000_000_000_000;
+
+#[test]
+fn a_full_node_refuses_a_new_run_rather_than_evict_one_under_way() {
+    let config = RunsConfig {
+        keep_runs: 3,
+        ..RunsConfig::default()
+    };
+    let mut core = RunsCore::new("me".into(), config);
+    for (i, from) in ["a", "b", "c"].iter().enumerate() {
+        let id = format!("r{i}");
+        assert_eq!(
+            propose_to(&mut core, from, from, &id, T + i as i64),
+            Ok(true)
+        );
+    }
+    // Nothing has finished: the new run is refused, nothing is let go of.
+    let refused = propose_to(&mut core, "d", "d", "r3", T + 10);
+    let Err(RunRefused::Full(reason)) = refused else {
+        panic!("not refused: {refused:?}");
+    };
+    assert!(reason.contains("none of them has finished"), "{reason}");
+    assert_eq!(core.all().len(), 3);
+    assert!(core.take_evicted().is_empty());
+    assert!(core.get("r3").is_none());
+    // Its leader hears the refusal, so it plans without this node.
+    let refusals = core.take_refusals();
+    assert!(
+        matches!(
+            refusals.as_slice(),
+            [RunAction::Publish(RunEnvelope { run, body: RunMessage::Refuse { reason: r }, .. })]
+                if run == "r3" && *r == reason
+        ),
+        "{refusals:?}"
+    );
+    // A finished run whose share still runs here stays too.
+    finish(&mut core, "r0");
+    if let Some(r0) = core.runs.get_mut("r0") {
+        r0.local = Local::Started;
+    }
+    assert!(matches!(
+        propose_to(&mut core, "d", "d", "r3", T + 11),
+        Err(RunRefused::Full(_))
+    ));
+    // Once a run has finished (and runs nothing here), it makes room.
+    finish(&mut core, "r2");
+    assert_eq!(propose_to(&mut core, "d", "d", "r3", T + 12), Ok(true));
+    assert_eq!(core.take_evicted(), vec!["r2".to_owned()]);
+    assert!(core.get("r0").is_some() && core.get("r1").is_some());
+}
+
+#[test]
+fn a_submission_to_a_full_node_is_refused_with_the_reason() {
+    let config = RunsConfig {
+        keep_runs: 1,
+        ..RunsConfig::default()
+    };
+    let mut core = RunsCore::new("me".into(), config);
+    assert_eq!(propose_to(&mut core, "a", "a", "r0", T), Ok(true));
+    let proposal = Proposal {
+        proposer: "me".into(),
+        spec: spec(1, 10),
+        weights: None,
+        nodes: None,
+        candidates: vec![Candidate {
+            id: "me".into(),
+            region: "fra".into(),
+            capacity: 100,
+        }],
+    };
+    struct Alone;
+    impl MeshView for Alone {
+        fn alive(&self, peer: &str) -> bool {
+            peer == "me"
+        }
+        fn offset(&self, _: &str) -> Option<(i64, i64)> {
+            Some((0, 0))
+        }
+    }
+    let at = At {
+        now: Duration::from_secs(1),
+        wall_ns: T + 1,
+    };
+    let e = core
+        .submit("r1".into(), proposal, at, &Alone)
+        .expect_err("no room");
+    assert!(
+        e.contains("keeps 1 runs and none of them has finished"),
+        "{e}"
+    );
+    assert!(
+        core.take_refusals().is_empty(),
+        "its own submission is answered, not gossiped"
+    );
+}
+
+#[test]
+fn one_member_proposing_without_end_takes_at_most_its_share_of_places() {
+    let mut core = RunsCore::new("me".into(), RunsConfig::default());
+    // Each forged run names another proposer; the signed sender counts.
+    for i in 0..MAX_OPEN_FROM_ONE {
+        let id = format!("h{i}");
+        assert_eq!(
+            propose_to(&mut core, "hostile", &format!("fake-{i}"), &id, T),
+            Ok(true)
+        );
+    }
+    let refused = propose_to(&mut core, "hostile", "fake-x", "hx", T);
+    let Err(RunRefused::Full(reason)) = refused else {
+        panic!("not refused: {refused:?}");
+    };
+    assert!(
+        reason.contains(&format!("hostile has {MAX_OPEN_FROM_ONE} runs under way")),
+        "{reason}"
+    );
+    assert_eq!(propose_to(&mut core, "honest", "honest", "ok", T), Ok(true));
+    // A run of its that finishes frees a place.
+    finish(&mut core, "h0");
+    assert_eq!(
+        propose_to(&mut core, "hostile", "fake-x", "hx", T),
+        Ok(true)
+    );
+}
+
+#[test]
+fn a_run_abandoned_long_past_its_end_may_go_but_not_one_that_might_still_run() {
+    let config = RunsConfig {
+        keep_runs: 2,
+        ..RunsConfig::default()
+    };
+    let mut core = RunsCore::new("me".into(), config);
+    assert_eq!(propose_to(&mut core, "a", "a", "r0", T), Ok(true));
+    assert_eq!(propose_to(&mut core, "b", "b", "r1", T + 1), Ok(true));
+    // 10 s of executor, 1 s graceful stop, the shard slack, an hour more.
+    let longest = duration_ns(Duration::from_secs(11) + SHARD_SLACK + ABANDONED_AFTER);
+    assert!(matches!(
+        propose_to(&mut core, "c", "c", "r2", T + longest),
+        Err(RunRefused::Full(_))
+    ));
+    assert_eq!(
+        propose_to(&mut core, "c", "c", "r2", T + longest + 1),
+        Ok(true)
+    );
+    assert_eq!(core.take_evicted(), vec!["r0".to_owned()]);
+    // Abandoned runs count against no member either.
+    let mut core = RunsCore::new("me".into(), RunsConfig::default());
+    for i in 0..MAX_OPEN_FROM_ONE {
+        assert_eq!(
+            propose_to(&mut core, "a", "a", &format!("a{i}"), T),
+            Ok(true)
+        );
+    }
+    assert_eq!(
+        propose_to(&mut core, "a", "a", "later", T + longest + 1),
+        Ok(true)
+    );
 }

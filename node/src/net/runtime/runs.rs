@@ -145,7 +145,7 @@ impl Node {
     pub(super) fn restore_runs(&mut self) {
         let (stored, problems) = self.runs.store.load();
         for p in problems {
-            warn!("skipped a stored run file: {p}");
+            warn!("a file in the data dir was skipped: {p}");
         }
         let me = self.core.me().id.clone();
         let mut interrupted = Vec::new();
@@ -197,7 +197,8 @@ impl Node {
             core: &self.core,
             now: at.now,
         };
-        let actions = self.runs.core.tick(at, &view);
+        let mut actions = self.runs.core.tick(at, &view);
+        actions.extend(self.runs.core.take_refusals());
         self.run_actions(actions);
         for id in self.runs.core.take_evicted() {
             self.runs.reports.remove(&id);
@@ -284,6 +285,14 @@ impl Node {
         {
             warn!(run = %run, "refusing run {run}: {reason}");
             self.refuse(&run, reason);
+            return;
+        }
+        if let Err(e) = spec
+            .executor
+            .check_node_limit(&share.segment, self.core.me().vu_limit)
+        {
+            warn!(run = %run, "refusing run {run}: {e}");
+            self.refuse(&run, e.to_string());
             return;
         }
         match self.module(&spec.module_sha256) {
