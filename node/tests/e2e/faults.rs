@@ -366,3 +366,94 @@ fn a_killed_worker_leaves_the_run_short_and_every_survivor_says_so_alike() {
     assert_eq!(code, Some(97));
     assert_eq!(reports[0], reports[1], "the two survivors' reports differ");
 }
+
+/// A worker crashed (SIGKILL) at 3 s and restarted at once, with the same
+/// data dir: it finds the run in its store, reports its share interrupted
+/// (it does not resume it), and the run is `short`, exit 97. Once the
+/// restarted node has caught up on the shards, every node's report is the
+/// same.
+#[test]
+fn a_worker_restarted_mid_run_reports_its_share_interrupted_and_the_run_short() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let token = mesh.api_token().to_owned();
+    let arrival = scenario("arrival").to_string_lossy().into_owned();
+    let (mut child, id) = submit(
+        nodes[0].api,
+        &token,
+        &[
+            &arrival,
+            "--rate",
+            "300/s",
+            "--duration",
+            "10s",
+            "--vus",
+            "20",
+            "--max-vus",
+            "60",
+            "--graceful-stop",
+            "2s",
+            "--env",
+            &env,
+        ],
+    );
+    let watcher = nodes[0].api;
+    assert!(wait_for(Duration::from_secs(15), || phase(
+        watcher, &token, &id
+    ) == "running"));
+    std::thread::sleep(Duration::from_secs(3));
+    let leader = run_view(watcher, &token, &id)["leader"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let victim = nodes
+        .iter()
+        .find(|n| n.peer_id != leader && n.api != watcher)
+        .map(|n| n.index)
+        .unwrap_or_else(|| panic!("no worker to restart"));
+    mesh.kill(victim).expect("kill");
+    mesh.restart(victim).expect("restart");
+    let code = wait_child(&mut child, Duration::from_secs(60));
+    let restarted_api = mesh.nodes()[victim].api;
+    let report_of =
+        |api| get_json(api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let report = report_of(watcher);
+    let delivered = num(&report["load"]["delivered"]);
+    eprintln!(
+        "restarted {}: exit {code:?}; delivered {delivered} of {}; outcome {}; lost {}",
+        nodes[victim].name,
+        report["load"]["planned"],
+        report["outcome"],
+        report["completeness"]["nodes_lost"]
+    );
+    assert!(
+        (2150.0..=2600.0).contains(&delivered),
+        "delivered {delivered}: {}",
+        report["load"]
+    );
+    assert_eq!(report["outcome"], "short", "{}", report["load"]);
+    assert_eq!(code, Some(97));
+    let view = run_view(restarted_api, &token, &id);
+    let state = view["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == nodes[victim].peer_id.as_str())
+        .map(|n| n["state"].clone())
+        .unwrap_or(Value::Null);
+    eprintln!("the restarted node says its share is {state}");
+    // The restarted node asks its peers for the shards it lacks.
+    assert!(
+        wait_for(Duration::from_secs(30), || report_of(restarted_api)
+            == report),
+        "the restarted node's report differs: {} vs {}",
+        report_of(restarted_api)["completeness"],
+        report["completeness"]
+    );
+}
