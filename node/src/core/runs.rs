@@ -295,6 +295,9 @@ struct Timers {
     t0_at: Option<Duration>,
     /// When this node first knew the arm (monotonic).
     armed_seen_at: Option<Duration>,
+    /// The term this node holds, and since when (monotonic): a leader
+    /// that neither plans nor arms in time is passed over.
+    term_since: Option<(u32, Duration)>,
 }
 
 /// How far a run has come, as re-sending sees it: any change (a plan, an
@@ -1402,6 +1405,7 @@ impl RunsCore {
             self.work(run, view, at, out);
             return;
         }
+        self.pass_over_a_silent_leader(run, at, view);
         let leader = run.leader_term(view).map(|(t, p)| (t, p.to_owned()));
         // Only the node taking over raises its term by itself; the others
         // raise theirs when they hear the new leader.
@@ -1416,6 +1420,40 @@ impl RunsCore {
             self.lead(run, term, at, view, resend, out);
         }
         self.work(run, view, at, out);
+    }
+
+    /// A leader that is alive but does not act (it never plans, or never
+    /// arms its plan: a broken or hostile member ranked first) would hold
+    /// a run `proposed` forever, since leadership follows liveness. So a
+    /// node that sees no plan [`PLAN_PATIENCE`] after the current term
+    /// began, or no arm three ready timeouts after it, passes that leader over
+    /// (its term moves past the leader's); the next candidate in the
+    /// ranking then leads, and the others follow it by the usual rule (a
+    /// higher term wins). Before T0 only: after the arm, the plan is fixed.
+    fn pass_over_a_silent_leader(&self, run: &mut Run, at: At, view: &dyn MeshView) {
+        if run.armed.is_some() || run.stop_by.is_some() {
+            return;
+        }
+        let (term, since) = *run.timers.term_since.get_or_insert((run.term, at.now));
+        if term != run.term {
+            run.timers.term_since = Some((run.term, at.now));
+            return;
+        }
+        let patience = if run.plan.is_some() {
+            self.config.ready_timeout * ARM_PATIENCE_READY_TIMEOUTS
+        } else {
+            PLAN_PATIENCE
+        };
+        if at.now.saturating_sub(since) <= patience {
+            return;
+        }
+        if let Some((leading, leader)) = run.leader_term(view)
+            && leader != self.me
+            && leading < MAX_TERM
+        {
+            run.term = leading + 1;
+            run.timers.term_since = Some((run.term, at.now));
+        }
     }
 
     fn leads(&self, run: &Run, view: &dyn MeshView) -> bool {
@@ -1936,6 +1974,14 @@ pub fn clean_reason(reason: &str) -> String {
     }
     out
 }
+
+/// How long a leader may take to plan a run, from the start of its term.
+const PLAN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a leader may take to arm a run, from the start of its term, in
+/// [`RunsConfig::ready_timeout`]s: the time nodes have to get ready, a
+/// replan without the slow ones and the time the others take, and some.
+const ARM_PATIENCE_READY_TIMEOUTS: u32 = 3;
 
 /// How long a node waits, after it first knew an arm, for an estimate of
 /// the arming leader's clock before it translates T0 without one.

@@ -82,6 +82,8 @@ struct Sim {
     blocked: BTreeSet<(usize, usize)>,
     /// The first node believes the second dead.
     suspects: BTreeSet<(usize, usize)>,
+    /// Nodes alive but silent on the runs topic (broken or hostile).
+    muted: BTreeSet<usize>,
 }
 
 impl Sim {
@@ -110,6 +112,7 @@ impl Sim {
                 .collect(),
             nodes,
             blocked: BTreeSet::new(),
+            muted: BTreeSet::new(),
             suspects: BTreeSet::new(),
             now: Duration::from_secs(100),
             rng,
@@ -196,6 +199,7 @@ impl Sim {
     fn carry_out(&mut self, i: usize, actions: Vec<RunAction>) {
         for action in actions {
             match action {
+                RunAction::Publish(_) if self.muted.contains(&i) => {}
                 RunAction::Publish(env) => {
                     // Messages survive their encoding, as on the wire.
                     let bytes = wire::encode(&env);
@@ -635,6 +639,43 @@ fn a_wall_clock_step_of_the_leader_or_a_worker_neither_ends_nor_holds_a_run() {
         let phases = sim.phase_everywhere(&run);
         assert!(phases.iter().all(|p| *p == Phase::Complete), "{phases:?}");
     }
+}
+
+#[test]
+fn a_first_ranked_candidate_that_never_acts_is_passed_over_and_the_run_completes() {
+    let mut sim = Sim::new(&[("fra", 3), ("nrt", 1)], 0, 21);
+    // Mute whichever node ranks first for the next run id: submit once to
+    // learn the id's ranking, then mute its first and submit the same way.
+    let probe = sim.submit(1, spec(8, 2), None);
+    let first = sim.rank(&probe, 0);
+    assert!(sim.run_until(Duration::from_secs(30), |s| s.all_finished(&probe)));
+    let mut sim = Sim::new(&[("fra", 3), ("nrt", 1)], 0, 21);
+    sim.muted.insert(first);
+    let submitter = if first == 1 { 2 } else { 1 };
+    let run = sim.submit(submitter, spec(8, 2), None);
+    assert_eq!(
+        sim.rank(&run, 0),
+        first,
+        "the same id ranks the same node first"
+    );
+    // 10 s without a plan, then the next candidate leads; the muted node
+    // gets a share it never prepares, so the plan waits out its ready
+    // timeout (60 s) and is made again without it.
+    assert!(
+        sim.run_until(Duration::from_secs(120), |s| s
+            .live()
+            .filter(|(i, _)| !s.muted.contains(i))
+            .all(|(_, n)| n.core.get(&run).is_some_and(|r| r.finish.is_some()))),
+        "the run never finished: {:?}",
+        sim.phase_everywhere(&run)
+    );
+    let finish = sim
+        .live()
+        .filter(|(i, _)| *i != first)
+        .find_map(|(_, n)| n.core.get(&run).and_then(|r| r.finish.clone()))
+        .unwrap_or_else(|| panic!("no finish"));
+    assert_eq!(finish.outcome, Outcome::Complete);
+    assert!(finish.term > 0, "a later candidate led");
 }
 
 #[test]
