@@ -333,7 +333,11 @@ impl RunReport {
         let summary = report.summary(&meta.executor);
         let thresholds = judge(&meta.thresholds, report);
         let load = delivery(meta, &nodes);
-        let outcome = if meta.outcome == "complete" && load.short {
+        // A run stopped because a node was lost (`--on-loss abort`) fell
+        // short as well: it did not deliver its plan.
+        let stopped_by_loss =
+            meta.outcome == "stopped" && meta.aborted_by.is_none() && !meta.lost.is_empty();
+        let outcome = if (meta.outcome == "complete" || stopped_by_loss) && load.short {
             "short".to_owned()
         } else {
             meta.outcome.clone()

@@ -38,7 +38,7 @@ use crate::core::leader::Leadership;
 use crate::core::leader::ranking;
 use crate::core::run_report::{ExpectedNode, LoadPlan, RunMeta};
 use crate::core::shard::Shard;
-use crate::core::spec::Share;
+use crate::core::spec::{OnLoss, Share};
 use crate::core::wire::{
     self, Assigned, Finish, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage,
     decode_run,
@@ -1530,6 +1530,24 @@ impl RunsCore {
         let silent_is_lost = at.now > end.saturating_add(self.config.done_grace)
             || stopped_for
                 .is_some_and(|d| d > run.proposal.spec.graceful_stop + self.config.done_grace);
+        // `--on-loss abort`: a node gone before its share was done stops
+        // the run on every node at once, naming the node lost.
+        if run.proposal.spec.on_loss == OnLoss::Abort && run.stop_by.is_none() {
+            let gone: Vec<String> = plan
+                .shares
+                .iter()
+                .filter(|s| !run.done.contains_key(&s.node) && !view.alive(&s.node))
+                .map(|s| s.node.clone())
+                .collect();
+            if !gone.is_empty() {
+                let outcome = Outcome::Stopped {
+                    by: self.me.clone(),
+                    reason: None,
+                };
+                self.finish(run, term, outcome, gone, at, out);
+                return;
+            }
+        }
         let mut lost = Vec::new();
         for share in &plan.shares {
             if run.done.contains_key(&share.node) {

@@ -51,6 +51,23 @@ pub struct RunSpec {
     /// node is lost with its share, the run is `short`.
     #[serde(default = "default_min_delivered")]
     pub min_delivered: f64,
+    /// What the run does when a node of its plan is lost while it runs
+    /// (`--on-loss`).
+    #[serde(default)]
+    pub on_loss: OnLoss,
+}
+
+/// What a run does when a node of its plan is lost after T0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLoss {
+    /// The others go on; the run ends `short` (exit 97), with the node
+    /// listed lost and what it delivered before.
+    #[default]
+    Continue,
+    /// The leader stops the run on every node as soon as it believes a
+    /// node lost (3.5 s of silence); the run ends `short` (exit 97).
+    Abort,
 }
 
 /// The default of [`RunSpec::min_delivered`]: 99 % of the plan.
@@ -75,6 +92,7 @@ impl RunSpec {
             scenario: String::new(),
             thresholds: Vec::new(),
             min_delivered: DEFAULT_MIN_DELIVERED,
+            on_loss: OnLoss::Continue,
         }
     }
 }

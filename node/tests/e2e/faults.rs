@@ -457,3 +457,75 @@ fn a_worker_restarted_mid_run_reports_its_share_interrupted_and_the_run_short() 
         report["completeness"]
     );
 }
+
+/// `--on-loss abort`: a worker killed at 3 s of a 20 s run stops the run on
+/// every node within seconds (not at its end), and the run exits 97 naming
+/// the lost node.
+#[test]
+fn with_on_loss_abort_a_killed_worker_stops_the_run_at_once() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let token = mesh.api_token().to_owned();
+    let arrival = scenario("arrival").to_string_lossy().into_owned();
+    let (mut child, id) = submit(
+        nodes[0].api,
+        &token,
+        &[
+            &arrival,
+            "--rate",
+            "300/s",
+            "--duration",
+            "20s",
+            "--vus",
+            "20",
+            "--max-vus",
+            "60",
+            "--on-loss",
+            "abort",
+            "--env",
+            &env,
+        ],
+    );
+    let watcher = nodes[0].api;
+    assert!(wait_for(Duration::from_secs(15), || phase(
+        watcher, &token, &id
+    ) == "running"));
+    std::thread::sleep(Duration::from_secs(3));
+    let leader = run_view(watcher, &token, &id)["leader"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let victim = nodes
+        .iter()
+        .find(|n| n.peer_id != leader && n.api != watcher)
+        .map(|n| n.index)
+        .unwrap_or_else(|| panic!("no worker to kill"));
+    mesh.kill(victim).expect("kill");
+    let killed = std::time::Instant::now();
+    let code = wait_child(&mut child, Duration::from_secs(60));
+    let took = killed.elapsed();
+    let report = get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let view = run_view(watcher, &token, &id);
+    eprintln!(
+        "abort: the CLI ended {took:?} after the kill, exit {code:?}; delivered {} of {}; {}",
+        report["load"]["delivered"], report["load"]["planned"], view["reason"]
+    );
+    assert_eq!(code, Some(97));
+    assert!(
+        took < Duration::from_secs(12),
+        "the run went on for {took:?} after the kill"
+    );
+    assert_eq!(report["outcome"], "short", "{}", report["load"]);
+    assert!(
+        view["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("--on-loss abort") && r.contains(&nodes[victim].name)),
+        "{view}"
+    );
+}

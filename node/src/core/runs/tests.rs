@@ -679,6 +679,36 @@ fn a_first_ranked_candidate_that_never_acts_is_passed_over_and_the_run_completes
 }
 
 #[test]
+fn with_on_loss_abort_a_lost_worker_stops_the_run_at_once_naming_it() {
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 2)], 0, 5);
+    let mut s = spec(40, 30);
+    s.on_loss = crate::core::spec::OnLoss::Abort;
+    let run = sim.submit(1, s, None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    sim.run_until(Duration::from_secs(2), |_| false);
+    let leader = sim.leader_index(&run);
+    let victim = (leader + 1) % 4;
+    let victim_id = sim.nodes[victim].id.clone();
+    sim.nodes[victim].crashed_at = Some(sim.now);
+    let killed = sim.now;
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
+    let took = sim.now - killed;
+    // Suspected after 3.5 s of silence, then the stop reaches everyone.
+    assert!(took < Duration::from_secs(5), "the abort took {took:?}");
+    let finish = sim.finish_of(&run);
+    assert!(
+        matches!(finish.outcome, Outcome::Stopped { reason: None, .. }),
+        "{finish:?}"
+    );
+    assert_eq!(finish.lost, vec![victim_id]);
+    sim.run_until(Duration::from_secs(1), |_| false);
+    for (i, n) in sim.live() {
+        let w = &n.workers[&run];
+        assert!(w.stop_seen_at.is_some(), "node {i} was never told to stop");
+    }
+}
+
+#[test]
 fn a_stop_from_any_node_reaches_every_worker_within_a_second() {
     let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 9);
     let run = sim.submit(0, spec(50, 60), None);

@@ -23,7 +23,7 @@ use crate::core::report::Report;
 use crate::core::run_report::abort_verdict;
 use crate::core::runs::{At, EndedRun, MeshView, RunAction, RunRefused, RunsConfig, RunsCore};
 use crate::core::shard::Shard;
-use crate::core::spec::{RunSpec, Share};
+use crate::core::spec::{OnLoss, RunSpec, Share};
 use crate::core::threshold::parse_all;
 use crate::core::wire::{
     self, MAX_GOSSIP_BYTES, Outcome, PlanId, Proposal, RUNS_TOPIC, Request, Response, RunEnvelope,
@@ -851,6 +851,15 @@ impl Node {
         let phase = run.phase(at, &view);
         let reason = run.finish.as_ref().and_then(|f| match &f.outcome {
             Outcome::Complete => None,
+            Outcome::Stopped { reason: None, .. }
+                if !f.lost.is_empty() && run.proposal.spec.on_loss == OnLoss::Abort =>
+            {
+                let lost: Vec<String> = f.lost.iter().map(|n| self.name_of(n)).collect();
+                Some(format!(
+                    "{} lost while the run ran (--on-loss abort)",
+                    lost.join(", ")
+                ))
+            }
             Outcome::Stopped { by, reason: None } => {
                 Some(format!("stopped through {}", self.name_of(by)))
             }
