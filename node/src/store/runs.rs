@@ -137,12 +137,15 @@ impl RunStore {
         }
     }
 
-    /// Every run stored, with its shards, at start. Files that cannot be
-    /// read are skipped; records and shards that are damaged (empty, torn,
-    /// too large, not decodable) are moved aside to `*.corrupt`; temporary
-    /// files of writes a crash cut short are removed. Each is named, with
-    /// its path, in the second list, so one bad file never stops a node.
-    pub fn load(&self) -> (Vec<(Run, Vec<Shard>)>, Vec<String>) {
+    /// Every run stored, at start, each of its shards handed to `each`
+    /// (with the run's id) one at a time as it is read, so a node that
+    /// stored tens of thousands of shards never holds them decoded at once.
+    /// Files that cannot be read are skipped; records and shards that are
+    /// damaged (empty, torn, too large, not decodable) are moved aside to
+    /// `*.corrupt`; temporary files of writes a crash cut short are
+    /// removed. Each is named, with its path, in the second list, so one
+    /// bad file never stops a node.
+    pub fn load(&self, mut each: impl FnMut(&str, Shard)) -> (Vec<Run>, Vec<String>) {
         let mut runs = Vec::new();
         let mut problems = Vec::new();
         let Ok(entries) = fs::read_dir(&self.dir) else {
@@ -180,13 +183,12 @@ impl RunStore {
                     continue;
                 }
             };
-            let mut shards = Vec::new();
             for skipped in
-                self.each_decoded(&run.id, Shard::decode, |s| &s.run_id, |s| shards.push(s))
+                self.each_decoded(&run.id, Shard::decode, |s| &s.run_id, |s| each(&run.id, s))
             {
                 problems.push(skipped.move_aside());
             }
-            runs.push((run, shards));
+            runs.push(run);
         }
         (runs, problems)
     }
@@ -386,11 +388,11 @@ mod tests {
         let s = shard("r1", 0);
         assert_eq!(runs.save_shard(&s, &s.encode()).ok(), Some(true));
         assert_eq!(runs.save_shard(&s, &s.encode()).ok(), Some(false));
-        let (loaded, problems) = runs.load();
+        let mut encoded = Vec::new();
+        let (loaded, problems) = runs.load(|_, s| encoded.push(s.encode()));
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(loaded.len(), 1);
-        assert_eq!(loaded[0].0.id, "r1");
-        let encoded: Vec<Vec<u8>> = loaded[0].1.iter().map(Shard::encode).collect();
+        assert_eq!(loaded[0].id, "r1");
         assert_eq!(encoded, vec![s.encode()]);
         let names = |d: PathBuf| -> Vec<String> {
             fs::read_dir(d)
@@ -430,10 +432,10 @@ mod tests {
             fs::write(dir.join("runs").join(id).join("run.cbor"), bytes)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        let (loaded, problems) = runs.load();
+        let mut encoded = Vec::new();
+        let (loaded, problems) = runs.load(|_, s| encoded.push(s.encode()));
         assert_eq!(loaded.len(), 1, "{problems:?}");
-        assert_eq!(loaded[0].0.id, "good");
-        let encoded: Vec<Vec<u8>> = loaded[0].1.iter().map(Shard::encode).collect();
+        assert_eq!(loaded[0].id, "good");
         assert_eq!(encoded, vec![kept.encode()]);
         assert_eq!(problems.len(), 5, "{problems:#?}");
         for (file, why) in [
@@ -457,7 +459,7 @@ mod tests {
         }
         assert!(!shards.join(".n1.4.cbor.999.tmp").exists());
         // Reported once: the next start finds nothing to say.
-        let (loaded, problems) = runs.load();
+        let (loaded, problems) = runs.load(|_, _| {});
         assert_eq!(loaded.len(), 1);
         assert!(problems.is_empty(), "{problems:?}");
         let _ = fs::remove_dir_all(&dir);

@@ -143,22 +143,25 @@ impl Node {
     /// Takes back the runs and shards of the data dir; a share that was
     /// running when the node went down is reported interrupted.
     pub(super) fn restore_runs(&mut self) {
-        let (stored, problems) = self.runs.store.load();
+        let me = self.core.me().id.clone();
+        // Each shard is merged as it is read: only the merged reports stay.
+        let mut reports: HashMap<String, (Report, u64)> = HashMap::new();
+        let (stored, problems) = self.runs.store.load(|id, shard| {
+            let (report, mine) = reports
+                .entry(id.to_owned())
+                .or_insert_with(|| (Report::new(id), 0));
+            report.add(&shard);
+            if shard.node == me {
+                *mine += 1;
+            }
+        });
         for p in problems {
             warn!("a file in the data dir was skipped: {p}");
         }
-        let me = self.core.me().id.clone();
         let mut interrupted = Vec::new();
-        for (run, shards) in stored {
+        for run in stored {
             let id = run.id.clone();
-            let mut report = Report::new(&id);
-            let mut mine = 0;
-            for s in &shards {
-                report.add(s);
-                if s.node == me {
-                    mine += 1;
-                }
-            }
+            let (report, mine) = reports.remove(&id).unwrap_or_else(|| (Report::new(&id), 0));
             self.runs.reports.insert(id.clone(), report);
             let at = self.at();
             if let Some(id) = self.runs.core.restore(run, at) {
