@@ -211,8 +211,9 @@ struct RunArgs {
     min_delivered: f64,
     /// When a node of a mesh run is lost while it runs: `continue` (the
     /// others go on, the run ends short) or `abort` (the run stops on every
-    /// node at once). Either way the run exits 97. Handing the lost node's
-    /// share to the others is not there yet.
+    /// node once the node has looked gone for 2 s). Either way the run
+    /// exits 97. Handing the lost node's share to the others is not there
+    /// yet.
     #[arg(long, value_enum, default_value = "continue")]
     on_loss: OnLossArg,
     /// An iteration that runs longer fails with reason `timeout` (1ms to 24h).

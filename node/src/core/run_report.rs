@@ -60,6 +60,8 @@ pub struct LoadPlan {
     /// The least fraction of `total` that makes a run whole
     /// (`--min-delivered`), within `[0, 1]`.
     pub min_delivered: f64,
+    /// Whether a lost node stops the run (`--on-loss abort`).
+    pub abort_on_loss: bool,
     /// For the split of iteration counts: the count the segments scale
     /// (VUs for `per-vu-iterations`, iterations or arrivals otherwise) and
     /// what each of them is worth.
@@ -78,11 +80,13 @@ impl LoadPlan {
         } else {
             spec.min_delivered.clamp(0.0, 1.0)
         };
+        let abort_on_loss = spec.on_loss == crate::core::spec::OnLoss::Abort;
         let iterations = |scaled: u64, each: u64| LoadPlan {
             unit: LoadUnit::Iterations,
             total: scaled.saturating_mul(each) as f64,
             duration_ms,
             min_delivered,
+            abort_on_loss,
             scaled,
             each,
         };
@@ -92,6 +96,7 @@ impl LoadPlan {
                 total: f64::from(*vus) * secs,
                 duration_ms,
                 min_delivered,
+                abort_on_loss,
                 scaled: u64::from(*vus),
                 each: 0,
             },
@@ -100,6 +105,7 @@ impl LoadPlan {
                 total: ramp_area(f64::from(*start_vus), stages).max(0.0),
                 duration_ms,
                 min_delivered,
+                abort_on_loss,
                 scaled: 0,
                 each: 0,
             },
@@ -335,8 +341,10 @@ impl RunReport {
         let load = delivery(meta, &nodes);
         // A run stopped because a node was lost (`--on-loss abort`) fell
         // short as well: it did not deliver its plan.
-        let stopped_by_loss =
-            meta.outcome == "stopped" && meta.aborted_by.is_none() && !meta.lost.is_empty();
+        let stopped_by_loss = meta.outcome == "stopped"
+            && meta.aborted_by.is_none()
+            && !meta.lost.is_empty()
+            && meta.load.as_ref().is_some_and(|l| l.abort_on_loss);
         let outcome = if (meta.outcome == "complete" || stopped_by_loss) && load.short {
             "short".to_owned()
         } else {
@@ -418,7 +426,10 @@ impl RunReport {
 
 /// The run's load, planned against delivered. A run is short when it
 /// delivered less than `min_delivered` of its plan, or when a node was lost
-/// before its share was done (its load was not handed on).
+/// before its share was done (its load was not handed on): lost, and its
+/// shards here are not all it announced. A node declared lost whose last
+/// shard did arrive (only its `Done` was missed) is weighed by its load
+/// alone.
 fn delivery(meta: &RunMeta, nodes: &[NodeReport]) -> LoadDelivery {
     let Some(plan) = &meta.load else {
         return LoadDelivery {
@@ -441,7 +452,7 @@ fn delivery(meta: &RunMeta, nodes: &[NodeReport]) -> LoadDelivery {
         delivered,
         ratio,
         min_ratio: plan.min_delivered,
-        short: ratio < plan.min_delivered || !meta.lost.is_empty(),
+        short: ratio < plan.min_delivered || nodes.iter().any(|n| n.state == "lost"),
     }
 }
 
@@ -689,6 +700,18 @@ mod tests {
             (c.planned, c.delivered, c.state.as_str()),
             (1000.0, 300.0, "lost")
         );
+
+        // A node declared lost whose every shard arrived (only its Done was
+        // missed) delivered its share: the run is whole.
+        let whole: Vec<Shard> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| (0..10).map(move |i| iterations_shard(n, i, i == 9, 100.0, 0.0)))
+            .collect();
+        let report = RunReport::build(
+            &Report::from_shards("r", whole),
+            &thirds_meta(&spec, &["c"]),
+        );
+        assert_eq!(report.outcome, "complete", "{:?}", report.load);
 
         // Dropped iterations alone make a run short too, unless the user's
         // tolerance covers them.

@@ -295,9 +295,12 @@ struct Timers {
     t0_at: Option<Duration>,
     /// When this node first knew the arm (monotonic).
     armed_seen_at: Option<Duration>,
-    /// The term this node holds, and since when (monotonic): a leader
-    /// that neither plans nor arms in time is passed over.
-    term_since: Option<(u32, Duration)>,
+    /// The term this node holds and the plan it has, and since when
+    /// (monotonic): a leader that neither plans nor arms in time is passed
+    /// over.
+    term_since: Option<((u32, Option<PlanId>), Duration)>,
+    /// Nodes of the armed plan this leader believes gone, and since when.
+    gone_since: BTreeMap<String, Duration>,
 }
 
 /// How far a run has come, as re-sending sees it: any change (a plan, an
@@ -1411,7 +1414,7 @@ impl RunsCore {
         // raise theirs when they hear the new leader.
         let leads = leader.as_ref().is_some_and(|(_, l)| *l == self.me);
         if resend {
-            self.resend(run, leads, out);
+            self.resend(run, leads, at, out);
         }
         if let Some((term, _)) = leader
             && leads
@@ -1434,9 +1437,10 @@ impl RunsCore {
         if run.armed.is_some() || run.stop_by.is_some() {
             return;
         }
-        let (term, since) = *run.timers.term_since.get_or_insert((run.term, at.now));
-        if term != run.term {
-            run.timers.term_since = Some((run.term, at.now));
+        let now_at = (run.term, run.plan.as_ref().map(|p| p.id));
+        let (seen, since) = *run.timers.term_since.get_or_insert((now_at, at.now));
+        if seen != now_at {
+            run.timers.term_since = Some((now_at, at.now));
             return;
         }
         let patience = if run.plan.is_some() {
@@ -1452,7 +1456,7 @@ impl RunsCore {
             && leading < MAX_TERM
         {
             run.term = leading + 1;
-            run.timers.term_since = Some((run.term, at.now));
+            run.timers.term_since = Some(((run.term, run.plan.as_ref().map(|p| p.id)), at.now));
         }
     }
 
@@ -1492,10 +1496,17 @@ impl RunsCore {
         let Some(mut plan) = run.plan.clone().filter(|p| p.id == armed.plan) else {
             return;
         };
+        // Every deadline below counts from T0 as anchored on the monotonic
+        // clock (`drive`, once an estimate of the arming leader's clock is
+        // at hand): until then, nothing is judged.
+        let Some(t0_at) = run.timers.t0_at else {
+            return;
+        };
         if armed.term < term {
             // Took over after the arm: the same plan and instant, under
-            // this node's term, so every node hears who leads now.
-            let t0_ns = run.local_t0(&armed, view);
+            // this node's term and in its clock as it reads now, so every
+            // node hears who leads now.
+            let t0_ns = wall_of(t0_at, at);
             plan.term = term;
             run.plan = Some(plan.clone());
             run.armed = Some(Armed {
@@ -1516,11 +1527,6 @@ impl RunsCore {
         // from T0 as anchored when the arm was known: a step of this
         // node's wall clock, either way, neither ends the run early nor
         // holds it open.
-        let local_t0 = run.local_t0(&armed, view);
-        let t0_at = *run
-            .timers
-            .t0_at
-            .get_or_insert_with(|| monotonic_of(local_t0, at));
         let end = t0_at
             .saturating_add(run.proposal.spec.executor.duration())
             .saturating_add(run.proposal.spec.graceful_stop);
@@ -1530,16 +1536,31 @@ impl RunsCore {
         let silent_is_lost = at.now > end.saturating_add(self.config.done_grace)
             || stopped_for
                 .is_some_and(|d| d > run.proposal.spec.graceful_stop + self.config.done_grace);
-        // `--on-loss abort`: a node gone before its share was done stops
-        // the run on every node at once, naming the node lost.
-        if run.proposal.spec.on_loss == OnLoss::Abort && run.stop_by.is_none() {
-            let gone: Vec<String> = plan
-                .shares
+        // `--on-loss abort`: after T0, a node gone for [`ABORT_GRACE`]
+        // before its share was done stops the run on every node at once,
+        // naming the node lost. Not when most of the others look gone at
+        // once: then this leader is the one cut off (or it was frozen and
+        // has not heard their heartbeats yet).
+        let gone: Vec<String> = plan
+            .shares
+            .iter()
+            .filter(|s| !run.done.contains_key(&s.node) && !view.alive(&s.node))
+            .map(|s| s.node.clone())
+            .collect();
+        run.timers.gone_since.retain(|node, _| gone.contains(node));
+        for node in &gone {
+            run.timers.gone_since.entry(node.clone()).or_insert(at.now);
+        }
+        if run.proposal.spec.on_loss == OnLoss::Abort && run.stop_by.is_none() && at.now >= t0_at {
+            let others = plan.shares.iter().filter(|s| s.node != self.me).count();
+            let gone: Vec<String> = run
+                .timers
+                .gone_since
                 .iter()
-                .filter(|s| !run.done.contains_key(&s.node) && !view.alive(&s.node))
-                .map(|s| s.node.clone())
+                .filter(|(_, since)| at.now.saturating_sub(**since) >= ABORT_GRACE)
+                .map(|(node, _)| node.clone())
                 .collect();
-            if !gone.is_empty() {
+            if !gone.is_empty() && 2 * run.timers.gone_since.len() <= others {
                 let outcome = Outcome::Stopped {
                     by: self.me.clone(),
                     reason: None,
@@ -1785,7 +1806,12 @@ impl RunsCore {
                             at,
                         ) => {}
                 Local::Prepared(p) if p == id => {
-                    let at_wall_ns = run.local_t0(armed, view);
+                    // T0 as anchored on the monotonic clock, read in this
+                    // node's wall clock as it is now.
+                    let at_wall_ns = match run.timers.t0_at {
+                        Some(t0) => wall_of(t0, at),
+                        None => run.local_t0(armed, view),
+                    };
                     run.local = Local::Started;
                     out.push(RunAction::Start {
                         run: run.id.clone(),
@@ -1845,12 +1871,12 @@ impl RunsCore {
     }
 
     /// What this node re-sends once a second, until the run is finished.
-    fn resend(&self, run: &mut Run, leads: bool, out: &mut Vec<RunAction>) {
-        self.resend_all(run, leads, out);
+    fn resend(&self, run: &mut Run, leads: bool, at: At, out: &mut Vec<RunAction>) {
+        self.resend_all(run, leads, at, out);
         run.timers.unaware = false;
     }
 
-    fn resend_all(&self, run: &Run, leads: bool, out: &mut Vec<RunAction>) {
+    fn resend_all(&self, run: &Run, leads: bool, at: At, out: &mut Vec<RunAction>) {
         // The proposal, until a plan exists (the proposer) or the run is
         // over (its leader), so a node that missed it can still follow.
         if leads || (run.proposer == self.me && run.plan.is_none()) {
@@ -1862,10 +1888,18 @@ impl RunsCore {
             && (a.by == self.me || run.timers.unaware)
             && let Some(plan) = run.plan.clone().filter(|p| p.id == a.plan)
         {
+            // The leader that armed says T0 in its clock as it reads now
+            // (its clock may have stepped since; members sample it again
+            // and would translate the old reading wrongly); a relay can
+            // only pass the instant on as it was armed.
+            let t0_ns = match run.timers.t0_at {
+                Some(t0) if a.by == self.me => wall_of(t0, at),
+                _ => a.t0_ns,
+            };
             out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
                 term: a.term,
                 plan,
-                t0_ns: a.t0_ns,
+                t0_ns,
             })));
         }
         if let Some(plan) = run.ready.get(&self.me)
@@ -1991,6 +2025,18 @@ pub fn clean_reason(reason: &str) -> String {
         out.push(if c.is_control() { ' ' } else { c });
     }
     out
+}
+
+/// How long a node of the plan must have looked gone before `--on-loss
+/// abort` stops the run: past the suspicion itself (3.5 s of silence), so a
+/// hiccup does not end a run.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// This node's wall clock, as it reads now, at the monotonic instant `mono`.
+fn wall_of(mono: Duration, at: At) -> i64 {
+    let ahead = i64::try_from(mono.as_nanos()).unwrap_or(i64::MAX);
+    let now = i64::try_from(at.now.as_nanos()).unwrap_or(i64::MAX);
+    at.wall_ns.saturating_add(ahead.saturating_sub(now))
 }
 
 /// How long a leader may take to plan a run, from the start of its term.

@@ -65,8 +65,9 @@ pub enum OnLoss {
     /// listed lost and what it delivered before.
     #[default]
     Continue,
-    /// The leader stops the run on every node as soon as it believes a
-    /// node lost (3.5 s of silence); the run ends `short` (exit 97).
+    /// The leader stops the run on every node once a node has looked gone
+    /// for 2 s (after the 3.5 s of silence that make it suspect); the run
+    /// ends `short` (exit 97).
     Abort,
 }
 

@@ -689,12 +689,22 @@ fn with_on_loss_abort_a_lost_worker_stops_the_run_at_once_naming_it() {
     let leader = sim.leader_index(&run);
     let victim = (leader + 1) % 4;
     let victim_id = sim.nodes[victim].id.clone();
+    // A suspicion shorter than the grace does not end the run.
+    sim.suspects.insert((leader, victim));
+    sim.run_until(Duration::from_millis(1500), |_| false);
+    sim.suspects.remove(&(leader, victim));
+    sim.run_until(Duration::from_secs(1), |_| false);
+    assert!(!sim.all_finished(&run), "a 1.5 s suspicion aborted the run");
     sim.nodes[victim].crashed_at = Some(sim.now);
     let killed = sim.now;
     assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
     let took = sim.now - killed;
-    // Suspected after 3.5 s of silence, then the stop reaches everyone.
-    assert!(took < Duration::from_secs(5), "the abort took {took:?}");
+    // Suspected after 3.5 s of silence, gone 2 s more, then the stop
+    // reaches everyone.
+    assert!(
+        took >= Duration::from_millis(5500) && took < Duration::from_secs(7),
+        "the abort took {took:?}"
+    );
     let finish = sim.finish_of(&run);
     assert!(
         matches!(finish.outcome, Outcome::Stopped { reason: None, .. }),
