@@ -54,8 +54,10 @@ pub enum WorkerEvent {
         run: String,
         /// The plan.
         plan: PlanId,
-        /// When.
+        /// When, in this node's wall clock.
         wall_ns: i64,
+        /// When, on the monotonic clock.
+        at: std::time::Instant,
     },
     /// One interval's measurements.
     Shard(Box<Shard>),
@@ -289,6 +291,7 @@ async fn work(
         run: run_id.clone(),
         plan: job.plan,
         wall_ns: wall_ns(),
+        at: std::time::Instant::now(),
     });
     tracing::info!(run = %run_id, executor = spec.executor.name(), vus = prepared.vus(), "share starting");
     let on_cancel = cancel.clone();

@@ -293,6 +293,8 @@ struct Timers {
     /// deadline of the run (its expected end, when a node is lost) counts
     /// from it, so a wall-clock step after that moves none of them.
     t0_at: Option<Duration>,
+    /// The error bound of the clock estimate `t0_at` was anchored with, ns.
+    t0_bound: i64,
     /// When this node first knew the arm (monotonic).
     armed_seen_at: Option<Duration>,
     /// The term this node holds and the plan it has, and since when
@@ -1135,14 +1137,39 @@ impl RunsCore {
     }
 
     /// This node's share really started at `wall_ns` (its own clock).
-    pub fn started(&mut self, id: &str, wall_ns: i64, view: &dyn MeshView) -> Vec<RunAction> {
+    ///
+    /// The start is told in the arming leader's clock: T0 there plus how
+    /// late this node really started after its anchored T0, on its
+    /// monotonic clock (`now`, the start's instant), so a step of either
+    /// wall clock around T0 does not move it; the bound is the one of the
+    /// estimate T0 was translated with. Without an anchor, its wall clock
+    /// at the start (`wall_ns`) translated through the current estimate.
+    pub fn started(
+        &mut self,
+        id: &str,
+        wall_ns: i64,
+        now: Duration,
+        view: &dyn MeshView,
+    ) -> Vec<RunAction> {
         let me = self.me.clone();
         let Some(run) = self.runs.get_mut(id) else {
             return Vec::new();
         };
         let by = run.armed.as_ref().map(|a| a.by.clone()).unwrap_or_default();
-        let (offset, bound) = view.offset(&by).unwrap_or((0, i64::MAX / 4));
-        let entry = (wall_ns.saturating_add(offset), bound);
+        let entry = match (&run.armed, run.timers.t0_at) {
+            (Some(armed), Some(t0_at)) => {
+                let late = i64::try_from(now.saturating_sub(t0_at).as_nanos()).unwrap_or(i64::MAX);
+                let early = i64::try_from(t0_at.saturating_sub(now).as_nanos()).unwrap_or(i64::MAX);
+                (
+                    armed.t0_ns.saturating_add(late).saturating_sub(early),
+                    run.timers.t0_bound,
+                )
+            }
+            _ => {
+                let (offset, bound) = view.offset(&by).unwrap_or((0, i64::MAX / 4));
+                (wall_ns.saturating_add(offset), bound)
+            }
+        };
         run.started.insert(me, entry);
         self.dirty.insert(id.to_owned());
         vec![RunAction::Publish(run.envelope(RunMessage::Started {
@@ -1350,6 +1377,7 @@ impl RunsCore {
             let seen = *run.timers.armed_seen_at.get_or_insert(at.now);
             if t0_known(armed, view, seen, at) {
                 run.timers.t0_at = Some(monotonic_of(run.local_t0(armed, view), at));
+                run.timers.t0_bound = view.offset(&armed.by).map_or(i64::MAX / 4, |o| o.1);
             }
         }
         let progress: Progress = (

@@ -710,7 +710,7 @@ impl World {
             mesh: &n.mesh,
             now: at.now,
         };
-        let actions = n.runs.started(&run, at.wall_ns, &view);
+        let actions = n.runs.started(&run, at.wall_ns, at.now, &view);
         self.carry_out(i, actions);
         self.nodes[i].shard_bytes = shard_size(&run, &self.nodes[i]) + GOSSIP_OVERHEAD;
         for seq in 0..self.config.intervals {

@@ -301,8 +301,9 @@ impl Sim {
                 if let Some(w) = self.nodes[i].workers.get_mut(&run) {
                     w.started = Some(self.now);
                 }
-                let actions =
-                    self.with_core(i, |core, at, view| core.started(&run, at.wall_ns, view));
+                let actions = self.with_core(i, |core, at, view| {
+                    core.started(&run, at.wall_ns, at.now, view)
+                });
                 self.carry_out(i, actions);
             }
             let duration = self.nodes[i]

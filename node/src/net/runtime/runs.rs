@@ -547,7 +547,12 @@ impl Node {
                 self.runs.workers.remove(&run);
                 self.refuse(&run, reason);
             }
-            WorkerEvent::Started { run, plan, wall_ns } => {
+            WorkerEvent::Started {
+                run,
+                plan,
+                wall_ns,
+                at: started_at,
+            } => {
                 if !self.current(&run, plan) {
                     return;
                 }
@@ -555,7 +560,8 @@ impl Node {
                     core: &self.core,
                     now: at.now,
                 };
-                let actions = self.runs.core.started(&run, wall_ns, &view);
+                let mono = started_at.saturating_duration_since(self.started);
+                let actions = self.runs.core.started(&run, wall_ns, mono, &view);
                 self.run_actions(actions);
             }
             WorkerEvent::Shard(shard) => {
