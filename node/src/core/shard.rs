@@ -88,7 +88,7 @@ pub enum ShardError {
 }
 
 /// [`SHARD_MARKER`], then `cbor` DEFLATE-compressed.
-fn compress(cbor: &[u8]) -> Vec<u8> {
+pub(crate) fn compress(cbor: &[u8]) -> Vec<u8> {
     let mut out = DeflateEncoder::new(vec![SHARD_MARKER], Compression::default());
     // Writing into a Vec cannot fail.
     let _ = out.write_all(cbor);
@@ -133,7 +133,7 @@ impl Shard {
     }
 
     /// The CBOR envelope, uncompressed.
-    fn encode_cbor(&self) -> Vec<u8> {
+    pub(crate) fn encode_cbor(&self) -> Vec<u8> {
         let mut ser = V2Serializer::new();
         let mut series: Vec<WireSeries> = self
             .series
@@ -232,8 +232,18 @@ impl Shard {
         let (mut shard, wire) = read(bytes)?;
         let mut de = Deserializer::new();
         let mut budget = MAX_HISTOGRAM_BYTES;
+        let mut checked = Counts::new();
         for s in wire {
             let (key, value) = read_series(s, &mut budget, |metric, bytes| {
+                // hdrhistogram's deserializer reserves the payload length a
+                // header claims before it reads a byte (a 100-byte shard
+                // could claim 4 GiB), and negates a zero run of i64::MIN
+                // unchecked (a panic where overflow is checked). The counts
+                // reader refuses both and accepts what it otherwise accepts
+                // (counts.rs tests both ways), so it goes first.
+                checked.clear();
+                counts::read(bytes, &mut checked)
+                    .ok_or_else(|| ShardError::Invalid(format!("{metric}: not a V2 histogram")))?;
                 let mut h: hdrhistogram::Histogram<u64> = de
                     .deserialize(&mut &bytes[..])
                     .map_err(|e| ShardError::Invalid(format!("{metric}: {e:?}")))?;
@@ -336,7 +346,9 @@ fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
     let compressed = bytes.first() == Some(&SHARD_MARKER);
     let cbor = match bytes.split_first() {
         Some((&SHARD_MARKER, compressed)) => {
-            let mut out = Vec::with_capacity(compressed.len().saturating_mul(4));
+            // About what a shard inflates to, never more than the limit.
+            let mut out =
+                Vec::with_capacity(compressed.len().saturating_mul(4).min(MAX_SHARD_BYTES + 1));
             // One byte past the limit tells a bomb from a shard at it.
             DeflateDecoder::new(compressed)
                 .take(MAX_SHARD_BYTES as u64 + 1)
