@@ -6,16 +6,19 @@
 //! decodes as the node would, and checks what the decoder promises: it
 //! returns for every input, and panics only when a promise is broken (a
 //! finding). [`Target::seeds`] are valid encodings of real values, the
-//! corpus a mutating fuzzer starts from. Two drivers use them:
+//! corpus a mutating fuzzer starts from.
+//!
+//! Two drivers run them:
 //!
 //! - the tests of this module: a fixed-count mutational fuzzer on stable
-//!   Rust, part of `cargo test`; `FUSI_FUZZ_ITERATIONS` scales it for a long
-//!   run, and it also checks that no input makes a decoder allocate far
-//!   more than its bound;
-//! - `fuzz/` at the repository root, a cargo-fuzz (libFuzzer) target per
-//!   [`Target`], for a nightly toolchain.
+//!   Rust, part of `cargo test`, which also checks that no input makes a
+//!   target hold far more memory than its bound; `FUSI_FUZZ_ITERATIONS`
+//!   scales it for a long run;
+//! - `fuzz/` at the repository root: a cargo-fuzz (libFuzzer,
+//!   coverage-guided) target per [`Target`], outside the test command.
 //!
-//! docs/fuzzing.md records the runs and what they found.
+//! docs/fuzzing.md says how to run both, and records the runs and what they
+//! found.
 
 use std::time::Duration;
 
@@ -207,7 +210,7 @@ fn run_message(bytes: &[u8]) -> bool {
     let Some(leader) = ranking(&env.run, &ids).into_iter().next() else {
         return true;
     };
-    let mut core = RunsCore::new(leader.clone(), RunsConfig::default());
+    let mut core = RunsCore::new(leader, RunsConfig::default());
     let propose = RunEnvelope {
         protocol: RUN_PROTOCOL,
         run: env.run.clone(),

@@ -43,6 +43,12 @@ pub const MAX_SHARD_BYTES: usize = 8 << 20;
 pub const MAX_SERIES_PER_SHARD: usize = 20_000;
 /// The most histogram memory one decoded shard may claim.
 const MAX_HISTOGRAM_BYTES: u64 = 256 << 20;
+/// The most samples one trend of a shard may count (2^40, a million
+/// seconds of a million samples a second). hdrhistogram sums counts
+/// unchecked when it computes a percentile: a report would need 2^24
+/// shards at this bound to overflow, where one forged trend of huge counts
+/// did it.
+pub const MAX_TREND_SAMPLES: u64 = 1 << 40;
 
 /// One node's measurements for one interval.
 #[derive(Debug, Clone)]
@@ -242,8 +248,7 @@ impl Shard {
                 // reader refuses both and accepts what it otherwise accepts
                 // (counts.rs tests both ways), so it goes first.
                 checked.clear();
-                counts::read(bytes, &mut checked)
-                    .ok_or_else(|| ShardError::Invalid(format!("{metric}: not a V2 histogram")))?;
+                read_counts(metric, bytes, &mut checked)?;
                 let mut h: hdrhistogram::Histogram<u64> = de
                     .deserialize(&mut &bytes[..])
                     .map_err(|e| ShardError::Invalid(format!("{metric}: {e:?}")))?;
@@ -294,8 +299,7 @@ impl SparseShard {
         for s in wire {
             let (key, value) = read_series(s, &mut budget, |metric, bytes| {
                 let mut c = Counts::new();
-                counts::read(bytes, &mut c)
-                    .ok_or_else(|| ShardError::Invalid(format!("{metric}: not a V2 histogram")))?;
+                read_counts(metric, bytes, &mut c)?;
                 Ok(c)
             })?;
             let metric = key.metric.clone();
@@ -329,6 +333,22 @@ impl SparseShard {
         }
         Ok(SparseShard { head, series })
     }
+}
+
+/// Reads a trend's V2 bytes as counts into `out` and checks their total.
+fn read_counts(metric: &str, bytes: &[u8], out: &mut Counts) -> Result<(), ShardError> {
+    counts::read(bytes, out)
+        .ok_or_else(|| ShardError::Invalid(format!("{metric}: not a V2 histogram")))?;
+    let total = out
+        .iter()
+        .try_fold(0u64, |sum, &(_, n)| sum.checked_add(n))
+        .filter(|&total| total <= MAX_TREND_SAMPLES);
+    if total.is_none() {
+        return Err(ShardError::Invalid(format!(
+            "{metric}: more than {MAX_TREND_SAMPLES} samples"
+        )));
+    }
+    Ok(())
 }
 
 /// A series value as read: a trend as the caller decodes it.
