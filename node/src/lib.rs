@@ -17,11 +17,13 @@
 //! - [`api`]: the local HTTP API the CLI talks to.
 //! - [`store`]: what a node keeps in its data directory.
 //! - [`cli`]: the command line; `main.rs` only calls it.
+//! - [`fuzz`]: a fuzz target for every decoder of bytes from outside.
 
 pub mod api;
 pub mod cli;
 pub mod core;
 pub mod engine;
+pub mod fuzz;
 pub mod html;
 pub mod limits;
 pub mod local;

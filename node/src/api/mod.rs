@@ -155,6 +155,23 @@ pub struct SubmitRequest {
     pub nodes: Option<u32>,
 }
 
+impl SubmitRequest {
+    /// Decodes a `POST /v1/runs` body and checks its spec and thresholds:
+    /// everything but the module, which the server compiles next. The error
+    /// is the message of the 400 answer.
+    pub fn decode(bytes: &[u8]) -> Result<SubmitRequest, String> {
+        let request: SubmitRequest = ciborium::from_reader(bytes).map_err(|e| {
+            format!(
+                "the submission is not a CBOR SubmitRequest ({e}); submit with `fusi-node run` \
+                 of the same version as the node"
+            )
+        })?;
+        request.spec.validate().map_err(|e| e.to_string())?;
+        crate::core::threshold::parse_all(&request.spec.thresholds).map_err(|e| e.to_string())?;
+        Ok(request)
+    }
+}
+
 /// The answer to a submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitView {

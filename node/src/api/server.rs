@@ -312,24 +312,10 @@ where
         Ok(bytes) => bytes,
         Err((status, message)) => return error(status, &message),
     };
-    let mut request: SubmitRequest = match ciborium::from_reader(bytes.as_ref()) {
+    let mut request = match SubmitRequest::decode(&bytes) {
         Ok(request) => request,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "the submission is not a CBOR SubmitRequest ({e}); submit with `fusi-node run` \
-                     of the same version as the node"
-                ),
-            );
-        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    if let Err(e) = request.spec.validate() {
-        return error(StatusCode::BAD_REQUEST, &e.to_string());
-    }
-    if let Err(e) = crate::core::threshold::parse_all(&request.spec.thresholds) {
-        return error(StatusCode::BAD_REQUEST, &e.to_string());
-    }
     let module = std::mem::take(&mut request.module);
     let compiled = tokio::task::spawn_blocking(move || {
         ScenarioModule::compile(&module).map(|m| (m.sha256().to_owned(), module))

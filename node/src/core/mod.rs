@@ -23,6 +23,6 @@ pub mod shard;
 pub mod spec;
 pub mod sync;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod threshold;
 pub mod wire;

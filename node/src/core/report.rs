@@ -163,6 +163,15 @@ impl Part<'_> {
 
     fn to_value(self) -> Value {
         match self {
+            // Into a histogram of the usual layout, as the counts go: a
+            // peer's trend may have another (a coarser lowest value), which
+            // would change every percentile merged into it.
+            Part::Value(Value::Trend(h)) => {
+                let mut out = new_histogram();
+                // Auto-resizing histograms grow to fit: adding cannot fail.
+                let _ = out.add(h);
+                Value::Trend(out)
+            }
             Part::Value(v) => v.clone(),
             Part::Counts(c) => {
                 let mut h = new_histogram();
@@ -1202,6 +1211,29 @@ mod tests {
             "the part without gauges does not zero them"
         );
         assert_eq!(s.timeline[0].requests, 2);
+    }
+
+    #[test]
+    fn a_trend_of_another_layout_merges_the_same_read_either_way() {
+        // Found by fuzzing: a peer's trend whose lowest value is 2^25 kept
+        // its coarse buckets in the report when read whole, but not when
+        // read as counts, so the two reports' percentiles differed.
+        let mut coarse =
+            Histogram::<u64>::new_with_bounds(1 << 25, 1 << 31, 3).expect("valid bounds");
+        for v in [40_000_000u64, 1_811_939_328, 1_845_000_000] {
+            let _ = coarse.record_n(v, 7);
+        }
+        let mut s = shard("a", 0, true, &[3.0]);
+        let _ = s.series.merge(
+            &SeriesKey::new(names::ITERATION_DURATION, []),
+            &Value::Trend(coarse),
+        );
+        let bytes = s.encode();
+        let (mut dense, mut sparse) = (Report::new("r"), Report::new("r"));
+        assert!(dense.add(&Shard::decode(&bytes).expect("decodes")));
+        assert!(sparse.add_sparse(&SparseShard::decode(&bytes).expect("decodes")));
+        let json = |r: &Report| serde_json::to_string(&r.summary("x")).unwrap_or_default();
+        assert_eq!(json(&dense), json(&sparse));
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub const MAX_SHARD_BYTES: usize = 8 << 20;
 pub const MAX_SERIES_PER_SHARD: usize = 20_000;
 /// The most histogram memory one decoded shard may claim.
 const MAX_HISTOGRAM_BYTES: u64 = 256 << 20;
+/// The most samples one trend of a shard may count (2^40, a million
+/// seconds of a million samples a second). hdrhistogram sums counts
+/// unchecked when it computes a percentile: a report would need 2^24
+/// shards at this bound to overflow, where one forged trend of huge counts
+/// did it.
+pub const MAX_TREND_SAMPLES: u64 = 1 << 40;
 
 /// One node's measurements for one interval.
 #[derive(Debug, Clone)]
@@ -88,7 +94,7 @@ pub enum ShardError {
 }
 
 /// [`SHARD_MARKER`], then `cbor` DEFLATE-compressed.
-fn compress(cbor: &[u8]) -> Vec<u8> {
+pub(crate) fn compress(cbor: &[u8]) -> Vec<u8> {
     let mut out = DeflateEncoder::new(vec![SHARD_MARKER], Compression::default());
     // Writing into a Vec cannot fail.
     let _ = out.write_all(cbor);
@@ -133,7 +139,7 @@ impl Shard {
     }
 
     /// The CBOR envelope, uncompressed.
-    fn encode_cbor(&self) -> Vec<u8> {
+    pub(crate) fn encode_cbor(&self) -> Vec<u8> {
         let mut ser = V2Serializer::new();
         let mut series: Vec<WireSeries> = self
             .series
@@ -232,8 +238,17 @@ impl Shard {
         let (mut shard, wire) = read(bytes)?;
         let mut de = Deserializer::new();
         let mut budget = MAX_HISTOGRAM_BYTES;
+        let mut checked = Counts::new();
         for s in wire {
             let (key, value) = read_series(s, &mut budget, |metric, bytes| {
+                // hdrhistogram's deserializer reserves the payload length a
+                // header claims before it reads a byte (a 100-byte shard
+                // could claim 4 GiB), and negates a zero run of i64::MIN
+                // unchecked (a panic where overflow is checked). The counts
+                // reader refuses both and accepts what it otherwise accepts
+                // (counts.rs tests both ways), so it goes first.
+                checked.clear();
+                read_counts(metric, bytes, &mut checked)?;
                 let mut h: hdrhistogram::Histogram<u64> = de
                     .deserialize(&mut &bytes[..])
                     .map_err(|e| ShardError::Invalid(format!("{metric}: {e:?}")))?;
@@ -284,8 +299,7 @@ impl SparseShard {
         for s in wire {
             let (key, value) = read_series(s, &mut budget, |metric, bytes| {
                 let mut c = Counts::new();
-                counts::read(bytes, &mut c)
-                    .ok_or_else(|| ShardError::Invalid(format!("{metric}: not a V2 histogram")))?;
+                read_counts(metric, bytes, &mut c)?;
                 Ok(c)
             })?;
             let metric = key.metric.clone();
@@ -321,6 +335,22 @@ impl SparseShard {
     }
 }
 
+/// Reads a trend's V2 bytes as counts into `out` and checks their total.
+fn read_counts(metric: &str, bytes: &[u8], out: &mut Counts) -> Result<(), ShardError> {
+    counts::read(bytes, out)
+        .ok_or_else(|| ShardError::Invalid(format!("{metric}: not a V2 histogram")))?;
+    let total = out
+        .iter()
+        .try_fold(0u64, |sum, &(_, n)| sum.checked_add(n))
+        .filter(|&total| total <= MAX_TREND_SAMPLES);
+    if total.is_none() {
+        return Err(ShardError::Invalid(format!(
+            "{metric}: more than {MAX_TREND_SAMPLES} samples"
+        )));
+    }
+    Ok(())
+}
+
 /// A series value as read: a trend as the caller decodes it.
 enum Read<T> {
     Value(Value),
@@ -336,7 +366,9 @@ fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
     let compressed = bytes.first() == Some(&SHARD_MARKER);
     let cbor = match bytes.split_first() {
         Some((&SHARD_MARKER, compressed)) => {
-            let mut out = Vec::with_capacity(compressed.len().saturating_mul(4));
+            // About what a shard inflates to, never more than the limit.
+            let mut out =
+                Vec::with_capacity(compressed.len().saturating_mul(4).min(MAX_SHARD_BYTES + 1));
             // One byte past the limit tells a bomb from a shard at it.
             DeflateDecoder::new(compressed)
                 .take(MAX_SHARD_BYTES as u64 + 1)
