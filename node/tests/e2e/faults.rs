@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fusi_testnet::{Mesh, MeshConfig, TargetConfig, get_json};
+use std::net::SocketAddr;
+use std::process::Child;
+
+use fusi_testnet::{Mesh, MeshConfig, MeshNode, TargetConfig, TargetHandle, get_json};
 use serde_json::Value;
 
 use super::runs::{node_bin, phase, run_view, submit, wait_child, wait_for};
@@ -42,6 +45,87 @@ fn step_clock(data_dir: &Path, offset: &str) {
 
 fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// A three-node mesh (fra ×2, nrt) running `arrival` at 300/s, submitted to
+/// the first node, which the tests also read from.
+struct FaultRun {
+    mesh: Mesh,
+    nodes: Vec<MeshNode>,
+    token: String,
+    child: Child,
+    id: String,
+    watcher: SocketAddr,
+}
+
+impl FaultRun {
+    /// Starts the mesh and submits the run: `vus` pre-allocated and
+    /// `max_vus` at most, for `duration`, with `extra` flags.
+    fn start(
+        t: &TargetHandle,
+        vus: &str,
+        max_vus: &str,
+        duration: &str,
+        extra: &[&str],
+    ) -> FaultRun {
+        let env = format!("TARGET={}", t.url());
+        let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
+        let mut mesh = Mesh::start(config).expect("the testnet starts");
+        mesh.wait_converged(Duration::from_secs(10))
+            .expect("the mesh converges");
+        let nodes = mesh.nodes().to_vec();
+        let token = mesh.api_token().to_owned();
+        let arrival = scenario("arrival").to_string_lossy().into_owned();
+        let mut args = vec![
+            arrival.as_str(),
+            "--rate",
+            "300/s",
+            "--duration",
+            duration,
+            "--vus",
+            vus,
+            "--max-vus",
+            max_vus,
+            "--env",
+            &env,
+        ];
+        args.extend_from_slice(extra);
+        let (child, id) = submit(nodes[0].api, &token, &args);
+        let watcher = nodes[0].api;
+        FaultRun {
+            mesh,
+            nodes,
+            token,
+            child,
+            id,
+            watcher,
+        }
+    }
+
+    /// Once the run has gone 3 s: a node that is neither its leader nor
+    /// the one the tests read from.
+    fn a_worker_at_3_s(&self) -> usize {
+        assert!(wait_for(Duration::from_secs(15), || phase(
+            self.watcher,
+            &self.token,
+            &self.id
+        ) == "running"));
+        std::thread::sleep(Duration::from_secs(3));
+        let leader = run_view(self.watcher, &self.token, &self.id)["leader"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.nodes
+            .iter()
+            .find(|n| n.peer_id != leader && n.api != self.watcher)
+            .map(|n| n.index)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no worker in {}",
+                    run_view(self.watcher, &self.token, &self.id)
+                )
+            })
+    }
 }
 
 /// The case: three nodes, 300 iterations/s for 10 s, and the
@@ -205,47 +289,18 @@ fn signal(pid: u32, signal: &str) {
 fn a_frozen_worker_drops_what_it_missed_and_the_run_says_it_fell_short() {
     let _serial = serial();
     let t = target(TargetConfig::default());
-    let env = format!("TARGET={}", t.url());
-    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
-    let mut mesh = Mesh::start(config).expect("the testnet starts");
-    mesh.wait_converged(Duration::from_secs(10))
-        .expect("the mesh converges");
-    let nodes = mesh.nodes().to_vec();
-    let token = mesh.api_token().to_owned();
-    let arrival = scenario("arrival").to_string_lossy().into_owned();
     t.reset_stats();
-    let (mut child, id) = submit(
-        nodes[0].api,
-        &token,
-        &[
-            &arrival,
-            "--rate",
-            "300/s",
-            "--duration",
-            "10s",
-            "--vus",
-            "900",
-            "--max-vus",
-            "1200",
-            "--graceful-stop",
-            "2s",
-            "--env",
-            &env,
-        ],
-    );
-    let watcher = nodes[0].api;
-    assert!(wait_for(Duration::from_secs(15), || phase(
-        watcher, &token, &id
-    ) == "running"));
-    std::thread::sleep(Duration::from_secs(3));
-    let leader = run_view(watcher, &token, &id)["leader"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let victim = nodes
-        .iter()
-        .find(|n| n.peer_id != leader && n.api != watcher)
-        .unwrap_or_else(|| panic!("no worker to freeze"));
+    let run = FaultRun::start(&t, "900", "1200", "10s", &["--graceful-stop", "2s"]);
+    let victim = run.a_worker_at_3_s();
+    let FaultRun {
+        nodes,
+        token,
+        mut child,
+        id,
+        watcher,
+        ..
+    } = run;
+    let victim = &nodes[victim];
     signal(victim.pid, "STOP");
     std::thread::sleep(Duration::from_millis(2500));
     signal(victim.pid, "CONT");
@@ -299,47 +354,16 @@ fn a_frozen_worker_drops_what_it_missed_and_the_run_says_it_fell_short() {
 fn a_killed_worker_leaves_the_run_short_and_every_survivor_says_so_alike() {
     let _serial = serial();
     let t = target(TargetConfig::default());
-    let env = format!("TARGET={}", t.url());
-    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
-    let mut mesh = Mesh::start(config).expect("the testnet starts");
-    mesh.wait_converged(Duration::from_secs(10))
-        .expect("the mesh converges");
-    let nodes = mesh.nodes().to_vec();
-    let token = mesh.api_token().to_owned();
-    let arrival = scenario("arrival").to_string_lossy().into_owned();
-    let (mut child, id) = submit(
-        nodes[0].api,
-        &token,
-        &[
-            &arrival,
-            "--rate",
-            "300/s",
-            "--duration",
-            "10s",
-            "--vus",
-            "20",
-            "--max-vus",
-            "60",
-            "--graceful-stop",
-            "2s",
-            "--env",
-            &env,
-        ],
-    );
-    let watcher = nodes[0].api;
-    assert!(wait_for(Duration::from_secs(15), || phase(
-        watcher, &token, &id
-    ) == "running"));
-    std::thread::sleep(Duration::from_secs(3));
-    let leader = run_view(watcher, &token, &id)["leader"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let victim = nodes
-        .iter()
-        .find(|n| n.peer_id != leader && n.api != watcher)
-        .map(|n| n.index)
-        .unwrap_or_else(|| panic!("no worker to kill"));
+    let run = FaultRun::start(&t, "20", "60", "10s", &["--graceful-stop", "2s"]);
+    let victim = run.a_worker_at_3_s();
+    let FaultRun {
+        mut mesh,
+        nodes,
+        token,
+        mut child,
+        id,
+        ..
+    } = run;
     mesh.kill(victim).expect("kill");
     let code = wait_child(&mut child, Duration::from_secs(60));
     let survivors: Vec<_> = nodes.iter().filter(|n| n.index != victim).collect();
@@ -376,47 +400,16 @@ fn a_killed_worker_leaves_the_run_short_and_every_survivor_says_so_alike() {
 fn a_worker_restarted_mid_run_reports_its_share_interrupted_and_the_run_short() {
     let _serial = serial();
     let t = target(TargetConfig::default());
-    let env = format!("TARGET={}", t.url());
-    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
-    let mut mesh = Mesh::start(config).expect("the testnet starts");
-    mesh.wait_converged(Duration::from_secs(10))
-        .expect("the mesh converges");
-    let nodes = mesh.nodes().to_vec();
-    let token = mesh.api_token().to_owned();
-    let arrival = scenario("arrival").to_string_lossy().into_owned();
-    let (mut child, id) = submit(
-        nodes[0].api,
-        &token,
-        &[
-            &arrival,
-            "--rate",
-            "300/s",
-            "--duration",
-            "10s",
-            "--vus",
-            "20",
-            "--max-vus",
-            "60",
-            "--graceful-stop",
-            "2s",
-            "--env",
-            &env,
-        ],
-    );
-    let watcher = nodes[0].api;
-    assert!(wait_for(Duration::from_secs(15), || phase(
-        watcher, &token, &id
-    ) == "running"));
-    std::thread::sleep(Duration::from_secs(3));
-    let leader = run_view(watcher, &token, &id)["leader"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let victim = nodes
-        .iter()
-        .find(|n| n.peer_id != leader && n.api != watcher)
-        .map(|n| n.index)
-        .unwrap_or_else(|| panic!("no worker to restart"));
+    let run = FaultRun::start(&t, "20", "60", "10s", &["--graceful-stop", "2s"]);
+    let victim = run.a_worker_at_3_s();
+    let FaultRun {
+        mut mesh,
+        nodes,
+        token,
+        mut child,
+        id,
+        watcher,
+    } = run;
     mesh.kill(victim).expect("kill");
     mesh.restart(victim).expect("restart");
     let code = wait_child(&mut child, Duration::from_secs(60));
@@ -465,47 +458,16 @@ fn a_worker_restarted_mid_run_reports_its_share_interrupted_and_the_run_short() 
 fn with_on_loss_abort_a_killed_worker_stops_the_run_at_once() {
     let _serial = serial();
     let t = target(TargetConfig::default());
-    let env = format!("TARGET={}", t.url());
-    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
-    let mut mesh = Mesh::start(config).expect("the testnet starts");
-    mesh.wait_converged(Duration::from_secs(10))
-        .expect("the mesh converges");
-    let nodes = mesh.nodes().to_vec();
-    let token = mesh.api_token().to_owned();
-    let arrival = scenario("arrival").to_string_lossy().into_owned();
-    let (mut child, id) = submit(
-        nodes[0].api,
-        &token,
-        &[
-            &arrival,
-            "--rate",
-            "300/s",
-            "--duration",
-            "20s",
-            "--vus",
-            "20",
-            "--max-vus",
-            "60",
-            "--on-loss",
-            "abort",
-            "--env",
-            &env,
-        ],
-    );
-    let watcher = nodes[0].api;
-    assert!(wait_for(Duration::from_secs(15), || phase(
-        watcher, &token, &id
-    ) == "running"));
-    std::thread::sleep(Duration::from_secs(3));
-    let leader = run_view(watcher, &token, &id)["leader"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let victim = nodes
-        .iter()
-        .find(|n| n.peer_id != leader && n.api != watcher)
-        .map(|n| n.index)
-        .unwrap_or_else(|| panic!("no worker to kill"));
+    let run = FaultRun::start(&t, "20", "60", "20s", &["--on-loss", "abort"]);
+    let victim = run.a_worker_at_3_s();
+    let FaultRun {
+        mut mesh,
+        nodes,
+        token,
+        mut child,
+        id,
+        watcher,
+    } = run;
     mesh.kill(victim).expect("kill");
     let killed = std::time::Instant::now();
     let code = wait_child(&mut child, Duration::from_secs(60));
