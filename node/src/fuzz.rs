@@ -38,8 +38,8 @@ use crate::core::shard::{self, Shard, SparseShard};
 use crate::core::spec::{Executor, Rate, RunSpec, Stage};
 use crate::core::sync::Have;
 use crate::core::wire::{
-    self, Assigned, Finish, Outcome, Plan, Proposal, RUN_PROTOCOL, Request, Response, RunEnvelope,
-    RunMessage,
+    self, Assigned, Finish, Handoff, Outcome, Plan, Proposal, RUN_PROTOCOL, Request, Response,
+    RunEnvelope, RunMessage,
 };
 use crate::net::codec::WireCodec;
 use fusi_sdk::abi::{HttpRequest, MetricKind, wire as abi_wire};
@@ -446,6 +446,7 @@ fn heartbeats() -> Vec<Heartbeat> {
         listen: vec!["/ip4/127.0.1.1/tcp/7400".into()],
         leaving: false,
         clock_epoch: 0,
+        busy: false,
     };
     let leaving = Heartbeat {
         id: "12D3KooWOther".into(),
@@ -569,6 +570,22 @@ fn plan() -> Plan {
     }
 }
 
+/// Node c's share handed on to a and b, 4.2 s after T0.
+fn handoff() -> Handoff {
+    let part = |node: &str, at: u64| Assigned {
+        node: node.into(),
+        segment: ExecutionSegment::new(at, at + 1, 6).unwrap_or(ExecutionSegment::WHOLE),
+        first_vu_id: 8 + at - 4,
+    };
+    Handoff {
+        term: 0,
+        plan: (0, 1),
+        from: "c".into(),
+        since_ms: 4_200,
+        to: vec![part("a", 4), part("b", 5)],
+    }
+}
+
 fn run_messages() -> Vec<RunEnvelope> {
     let mut bodies: Vec<RunMessage> = executors()
         .into_iter()
@@ -594,6 +611,7 @@ fn run_messages() -> Vec<RunEnvelope> {
             interrupted: false,
         },
         RunMessage::Stop { reason: None },
+        RunMessage::Handoff(handoff()),
         RunMessage::Stop {
             reason: Some("http_req_failed: rate<0.01".into()),
         },
@@ -601,6 +619,7 @@ fn run_messages() -> Vec<RunEnvelope> {
             term: 0,
             outcome: Outcome::Complete,
             lost: vec![],
+            handoffs: vec![],
         }),
         RunMessage::Finish(Finish {
             term: 1,
@@ -609,6 +628,7 @@ fn run_messages() -> Vec<RunEnvelope> {
                 reason: Some("abortOnFail".into()),
             },
             lost: vec!["c".into()],
+            handoffs: vec![handoff()],
         }),
         RunMessage::Finish(Finish {
             term: 2,
@@ -616,6 +636,7 @@ fn run_messages() -> Vec<RunEnvelope> {
                 reason: "no node could run it".into(),
             },
             lost: vec![],
+            handoffs: vec![],
         }),
     ]);
     bodies
@@ -670,6 +691,7 @@ fn ended_run() -> EndedRun {
             term: 0,
             outcome: Outcome::Complete,
             lost: vec!["c".into()],
+            handoffs: vec![handoff()],
         },
     }
 }

@@ -92,6 +92,7 @@ mod tests {
             lost: vec![],
             aborted_by: None,
             load: None,
+            moves: Vec::new(),
             thresholds: vec![format!("http_req_duration{{tag:{name}}}: p(95)<100ms")],
         };
         RunReport::build(&Report::from_shards("r1", shards), &meta)

@@ -102,6 +102,7 @@ pub async fn run(
             region: LOCAL_NODE.to_owned(),
             wasm,
             settings,
+            fence: false,
         },
         events_tx,
     );
@@ -166,6 +167,7 @@ pub async fn run(
         thresholds: spec.thresholds.clone(),
         aborted_by: aborted,
         load: Some(LoadPlan::of(&spec)),
+        moves: Vec::new(),
     };
     Ok(RunReport::build(&report, &meta))
 }

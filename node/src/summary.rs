@@ -378,6 +378,7 @@ mod tests {
             thresholds: vec!["http_reqs: count>0".into()],
             aborted_by: None,
             load: None,
+            moves: Vec::new(),
         };
         let report = RunReport::build(&crate::core::report::Report::new("r"), &meta);
         let text = render_report(&report);

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, Share};
 use crate::core::wire::PlanId;
-use crate::engine::executor::{Progress, ShareRunner};
+use crate::engine::executor::{Progress, ShareRunner, TakeOver};
+use crate::engine::gate::Gate;
 use crate::engine::http::ClientSettings;
 use crate::engine::module::{LoadError, ScenarioModule};
 use crate::engine::recorder::{Recorder, ShardOrigin, seal_every};
@@ -69,6 +70,9 @@ pub enum WorkerEvent {
         plan: PlanId,
         /// Shards sent.
         shards: u64,
+        /// It stopped before its end because this node was frozen (see
+        /// [`crate::engine::gate`]).
+        fenced: bool,
     },
 }
 
@@ -88,12 +92,16 @@ pub struct ShareJob {
     pub wasm: Vec<u8>,
     /// HTTP client settings (source address, allow list, TLS).
     pub settings: ClientSettings,
+    /// Whether other nodes could take the share over: then a freeze fences
+    /// it ([`crate::engine::gate`]).
+    pub fence: bool,
 }
 
 /// The event loop's handle on a worker.
 pub struct WorkerHandle {
     cancel: CancellationToken,
     start: Option<oneshot::Sender<Instant>>,
+    takeovers: mpsc::UnboundedSender<TakeOver>,
     /// Live numbers of the share.
     pub progress: Arc<Progress>,
 }
@@ -105,6 +113,12 @@ impl WorkerHandle {
             Some(tx) => tx.send(at).is_ok(),
             None => false,
         }
+    }
+
+    /// Adds part of a lost node's share to the running share; false if
+    /// the share has ended.
+    pub fn take_over(&self, part: TakeOver) -> bool {
+        self.takeovers.send(part).is_ok()
     }
 
     /// Drops a prepared share, or ends a running one (in-flight iterations
@@ -140,17 +154,19 @@ pub async fn compile(wasm: Vec<u8>) -> Result<Arc<ScenarioModule>, LoadError> {
 pub fn spawn(job: ShareJob, events: mpsc::UnboundedSender<WorkerEvent>) -> WorkerHandle {
     let cancel = CancellationToken::new();
     let (start_tx, start_rx) = oneshot::channel();
+    let (takeovers, takeovers_rx) = mpsc::unbounded_channel();
     let progress = Arc::new(Progress::default());
     tokio::spawn(work(
         job,
         events,
         cancel.clone(),
-        start_rx,
+        (start_rx, takeovers_rx),
         progress.clone(),
     ));
     WorkerHandle {
         cancel,
         start: Some(start_tx),
+        takeovers,
         progress,
     }
 }
@@ -159,7 +175,10 @@ async fn work(
     job: ShareJob,
     events: mpsc::UnboundedSender<WorkerEvent>,
     cancel: CancellationToken,
-    start_rx: oneshot::Receiver<Instant>,
+    (start_rx, takeovers): (
+        oneshot::Receiver<Instant>,
+        mpsc::UnboundedReceiver<TakeOver>,
+    ),
     progress: Arc<Progress>,
 ) {
     let run_id = job.share.run_id.clone();
@@ -177,10 +196,11 @@ async fn work(
     };
     let recorder = Arc::new(Recorder::new());
     let spec = &job.spec;
-    let context = |stop: CancellationToken| {
+    let context = |stop: CancellationToken, fence: bool| {
         Arc::new(RunContext {
             recorder: recorder.clone(),
             env: spec.env.clone(),
+            gate: Arc::new(Gate::new(stop.clone(), fence)),
             stop,
             tls: job.settings.clone(),
             iteration_timeout: spec.iteration_timeout,
@@ -190,7 +210,7 @@ async fn work(
     };
     // setup, teardown and the ABI check run in their own instance, with
     // their own stop token: the run's is cancelled when its share ends.
-    let lifecycle_ctx = context(CancellationToken::new());
+    let lifecycle_ctx = context(CancellationToken::new(), false);
     let mut lifecycle = match Vu::for_lifecycle(module.clone(), lifecycle_ctx).await {
         Ok(vu) => vu,
         Err(e) => {
@@ -215,8 +235,9 @@ async fn work(
         let _ = events.send(fail(format!("the scenario's {e}")));
         return;
     }
-    let run_ctx = context(CancellationToken::new());
+    let run_ctx = context(CancellationToken::new(), job.fence);
     let stop = run_ctx.stop.clone();
+    let gate = run_ctx.gate.clone();
     let runner = ShareRunner::new(
         module.clone(),
         run_ctx,
@@ -254,6 +275,7 @@ async fn work(
         run: run_id.clone(),
         plan: job.plan,
         shards: 0,
+        fenced: false,
     };
     let start = tokio::select! {
         () = cancel.cancelled() => {
@@ -318,7 +340,7 @@ async fn work(
         shard_tx,
         done_rx,
     ));
-    let mut running = tokio::spawn(prepared.run(start));
+    let mut running = tokio::spawn(prepared.run(start, takeovers));
     let mut finished = false;
     let mut done_tx = Some(done_tx);
     let mut sent = 0u64;
@@ -355,5 +377,6 @@ async fn work(
         run: run_id,
         plan: job.plan,
         shards: sent,
+        fenced: gate.fenced(),
     });
 }

@@ -209,12 +209,14 @@ struct RunArgs {
     /// 0 turns the check off.
     #[arg(long, value_parser = min_delivered_arg, default_value = "99%")]
     min_delivered: f64,
-    /// When a node of a mesh run is lost while it runs: `continue` (the
-    /// others go on, the run ends short) or `abort` (the run stops on every
-    /// node once the node has looked gone for 2 s). Either way the run
-    /// exits 97. Handing the lost node's share to the others is not there
-    /// yet.
-    #[arg(long, value_enum, default_value = "continue")]
+    /// When a node of a mesh run is lost while it runs: `redistribute`
+    /// (the leader hands its remaining share to the nodes still running,
+    /// within their --max-vus; the run is short only if what was delivered
+    /// falls below --min-delivered), `continue` (the others go on, the run
+    /// ends short, exit 97) or `abort` (the run stops on every node once
+    /// the node has looked gone for 2 s, exit 97). A node is judged lost
+    /// within about 1.5 s of going silent, at once when its process is gone.
+    #[arg(long, value_enum, default_value = "redistribute")]
     on_loss: OnLossArg,
     /// An iteration that runs longer fails with reason `timeout` (1ms to 24h).
     #[arg(long, value_parser = duration_arg, default_value = "60s")]
@@ -352,6 +354,8 @@ fn threshold_arg(s: &str) -> Result<String, String> {
 /// `--on-loss`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OnLossArg {
+    /// The survivors take the lost node's remaining share.
+    Redistribute,
     /// The others go on; the run ends short.
     Continue,
     /// The run stops on every node as soon as a node is lost.
@@ -482,6 +486,7 @@ impl RunArgs {
         spec.thresholds = self.thresholds.clone();
         spec.min_delivered = self.min_delivered;
         spec.on_loss = match self.on_loss {
+            OnLossArg::Redistribute => OnLoss::Redistribute,
             OnLossArg::Continue => OnLoss::Continue,
             OnLossArg::Abort => OnLoss::Abort,
         };

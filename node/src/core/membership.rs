@@ -63,6 +63,12 @@ pub struct Heartbeat {
     /// (taken against the old clock) and samples it again at once.
     #[serde(default)]
     pub clock_epoch: u32,
+    /// The sender runs a share: it beats faster
+    /// ([`crate::core::mesh::MeshConfig::busy_heartbeat_every`]), and is
+    /// suspected sooner ([`MembershipConfig::busy_suspect_after`]), so a
+    /// run hands a frozen node's share on within about a second.
+    #[serde(default)]
+    pub busy: bool,
 }
 
 /// A member as this node sees it.
@@ -98,6 +104,9 @@ pub enum Event {
 pub struct MembershipConfig {
     /// Silence before a member is suspected.
     pub suspect_after: Duration,
+    /// Silence before a member whose last heartbeat said it runs a share
+    /// is suspected.
+    pub busy_suspect_after: Duration,
     /// Silence before a member is removed.
     pub remove_after: Duration,
 }
@@ -106,6 +115,7 @@ impl Default for MembershipConfig {
     fn default() -> Self {
         MembershipConfig {
             suspect_after: Duration::from_millis(3_500),
+            busy_suspect_after: Duration::from_millis(1_200),
             remove_after: Duration::from_secs(9),
         }
     }
@@ -234,7 +244,12 @@ impl Membership {
                 removed.push(m.clone());
                 return false;
             }
-            if silent > config.suspect_after && !m.suspect {
+            let suspect_after = if m.heartbeat.busy {
+                config.busy_suspect_after
+            } else {
+                config.suspect_after
+            };
+            if silent > suspect_after && !m.suspect {
                 m.suspect = true;
                 events.push(Event::Suspected(id.clone()));
             }
@@ -242,6 +257,18 @@ impl Membership {
         });
         self.removed = removed;
         events
+    }
+
+    /// Suspects `id` at once (its connection closed and its address
+    /// refused the redial: its process is gone). Its next heartbeat, should
+    /// it come back, clears it as any suspicion.
+    pub fn suspect_now(&mut self, id: &str) -> Option<Event> {
+        let m = self.members.get_mut(id)?;
+        if m.suspect {
+            return None;
+        }
+        m.suspect = true;
+        Some(Event::Suspected(id.to_owned()))
     }
 
     /// The members the last [`tick`](Self::tick) removed, with their last
@@ -292,6 +319,7 @@ mod tests {
             listen: vec![],
             leaving: false,
             clock_epoch: 0,
+            busy: false,
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Health {
 pub struct MeshConfig {
     /// Between two heartbeats.
     pub heartbeat_every: Duration,
+    /// Between two heartbeats while this node runs a share.
+    pub busy_heartbeat_every: Duration,
     /// Failure detection.
     pub membership: MembershipConfig,
     /// Between clock exchanges with a member while its first samples come in.
@@ -89,6 +91,7 @@ impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {
             heartbeat_every: Duration::from_secs(1),
+            busy_heartbeat_every: Duration::from_millis(250),
             membership: MembershipConfig::default(),
             clock_fast: Duration::from_millis(200),
             clock_fast_samples: 8,
@@ -242,6 +245,13 @@ pub struct MeshCore {
     clock_epoch: u32,
     /// When this node's own wall clock last stepped (monotonic).
     stepped_at: Option<Duration>,
+    /// Whether this node runs a share (it beats faster).
+    busy: bool,
+    /// Members whose connection closed and whose redial was refused since
+    /// their last heartbeat: their process is gone, not only silent.
+    dead: BTreeSet<String>,
+    /// Membership events raised outside a tick, for the next one to hand out.
+    pending: Vec<Event>,
 }
 
 impl MeshCore {
@@ -260,6 +270,9 @@ impl MeshCore {
             connected: BTreeSet::new(),
             clock_epoch: 0,
             stepped_at: None,
+            busy: false,
+            dead: BTreeSet::new(),
+            pending: Vec::new(),
             bootstraps: bootstraps
                 .into_iter()
                 .map(|addr| Bootstrap {
@@ -291,12 +304,17 @@ impl MeshCore {
         let mut actions = Vec::new();
         if now >= self.next_heartbeat {
             self.seq += 1;
+            let every = if self.busy {
+                self.config.busy_heartbeat_every
+            } else {
+                self.config.heartbeat_every
+            };
             // Keep the pace without drifting, but never send a burst to catch up.
-            self.next_heartbeat = (self.next_heartbeat + self.config.heartbeat_every)
-                .max(now + self.config.heartbeat_every / 2);
+            self.next_heartbeat = (self.next_heartbeat + every).max(now + every / 2);
             actions.push(Action::Publish(self.heartbeat(health)));
         }
-        let events = self.membership.tick(now);
+        let mut events = std::mem::take(&mut self.pending);
+        events.extend(self.membership.tick(now));
         for member in self.membership.take_removed() {
             let id = &member.heartbeat.id;
             // Only members this node was connected to are dialed again: an
@@ -327,6 +345,7 @@ impl MeshCore {
             if let Event::Left(id) = &event {
                 self.clocks.remove(id);
                 self.redials.remove(id);
+                self.dead.remove(id);
             }
             actions.push(Action::Membership(event));
         }
@@ -428,7 +447,37 @@ impl MeshCore {
             listen: self.advertised(),
             leaving: false,
             clock_epoch: self.clock_epoch,
+            busy: self.busy,
         }
+    }
+
+    /// Whether this node runs a share: while it does, it beats every
+    /// [`MeshConfig::busy_heartbeat_every`] (the change takes effect at
+    /// once), and says so, so the others suspect it sooner.
+    pub fn set_busy(&mut self, busy: bool, now: Duration) {
+        if busy != self.busy {
+            self.busy = busy;
+            self.next_heartbeat = self.next_heartbeat.min(now);
+        }
+    }
+
+    /// A dial of `peer` failed because its address refused the connection:
+    /// a member whose connection closed and whose address now refuses is a
+    /// process that is gone, suspected at once (not after its silence).
+    pub fn on_dial_refused(&mut self, peer: &str) {
+        if self.connected.contains(peer) || self.membership.get(peer).is_none() {
+            return;
+        }
+        self.dead.insert(peer.to_owned());
+        if let Some(event) = self.membership.suspect_now(peer) {
+            self.pending.push(event);
+        }
+    }
+
+    /// Whether `peer` is known gone: its redial was refused since its last
+    /// heartbeat.
+    pub fn is_dead(&self, peer: &str) -> bool {
+        self.dead.contains(peer)
     }
 
     /// This node's own wall clock stepped (the runtime saw wall time and
@@ -504,6 +553,10 @@ impl MeshCore {
             .map(|m| (m.heartbeat.boot, m.heartbeat.clock_epoch));
         let boot = hb.boot;
         let event = self.membership.on_heartbeat(hb, now)?;
+        if event.is_some() {
+            // Heard again (back, restarted, new): not dead.
+            self.dead.remove(source);
+        }
         // The sender's clock stepped: the samples taken against its old
         // clock go, and it is asked again at once.
         if let Some((known_boot, known)) = known_epoch
@@ -556,6 +609,7 @@ impl MeshCore {
     pub fn on_connected(&mut self, peer: &str) {
         self.connected.insert(peer.to_owned());
         self.redials.remove(peer);
+        self.dead.remove(peer);
     }
 
     /// The last connection to `peer` closed.

@@ -67,6 +67,25 @@ pub struct LoadPlan {
     /// what each of them is worth.
     scaled: u64,
     each: u64,
+    /// The executor, to count the part of a share after a handoff.
+    executor: Executor,
+}
+
+/// Part of a lost node's share, handed on: from `since_ms` after T0,
+/// `to` ran `segment` of the load besides its own share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Move {
+    /// The node whose share moved (id).
+    pub from: String,
+    /// The node that took this part (id).
+    pub to: String,
+    /// From when, ms after T0.
+    pub since_ms: u64,
+    /// The part.
+    pub segment: ExecutionSegment,
+    /// The load of the part after `since_ms`, in the report's unit.
+    #[serde(default)]
+    pub planned: f64,
 }
 
 impl LoadPlan {
@@ -89,6 +108,7 @@ impl LoadPlan {
             abort_on_loss,
             scaled,
             each,
+            executor: spec.executor.clone(),
         };
         match &spec.executor {
             Executor::ConstantVus { vus, .. } => LoadPlan {
@@ -99,6 +119,7 @@ impl LoadPlan {
                 abort_on_loss,
                 scaled: u64::from(*vus),
                 each: 0,
+                executor: spec.executor.clone(),
             },
             Executor::RampingVus { start_vus, stages } => LoadPlan {
                 unit: LoadUnit::VuSeconds,
@@ -108,6 +129,7 @@ impl LoadPlan {
                 abort_on_loss,
                 scaled: 0,
                 each: 0,
+                executor: spec.executor.clone(),
             },
             Executor::PerVuIterations {
                 vus, iterations: n, ..
@@ -128,6 +150,41 @@ impl LoadPlan {
                 segment.scale(self.scaled) as f64 * self.duration_ms as f64 / 1000.0
             }
             LoadUnit::VuSeconds => self.total * segment.fraction(),
+        }
+    }
+
+    /// The part of [`share`](Self::share) due from `since_ms` after T0 on:
+    /// the arrivals of `segment` scheduled from then, or for VU executors
+    /// its VU-seconds from then (in proportion to the time left, for a
+    /// ramp). Iteration executors hand nothing on: zero.
+    pub fn share_since(&self, segment: &ExecutionSegment, since_ms: u64) -> f64 {
+        match self.unit {
+            LoadUnit::Iterations => {
+                let Some(mut schedule) = ArrivalSchedule::for_executor(&self.executor) else {
+                    return 0.0;
+                };
+                let since = std::time::Duration::from_millis(since_ms);
+                let mut due = 0u64;
+                while let Some((index, at)) = schedule.next_due() {
+                    if at >= since && segment.owns(index) {
+                        due += 1;
+                    }
+                }
+                due as f64
+            }
+            LoadUnit::VuSeconds => {
+                let left = self.duration_ms.saturating_sub(since_ms) as f64;
+                self.share(segment) * left / self.duration_ms.max(1) as f64
+            }
+        }
+    }
+
+    /// VUs of `segment` on average, for a closed model's VU-seconds.
+    fn vus_of(&self, segment: &ExecutionSegment) -> f64 {
+        if self.scaled > 0 {
+            segment.scale(self.scaled) as f64
+        } else {
+            self.total * segment.fraction() * 1000.0 / self.duration_ms.max(1) as f64
         }
     }
 }
@@ -170,6 +227,9 @@ pub struct RunMeta {
     pub aborted_by: Option<String>,
     /// The planned load, when the spec is known.
     pub load: Option<LoadPlan>,
+    /// The parts of lost nodes' shares handed on (`--on-loss
+    /// redistribute`), as the run's end lists them.
+    pub moves: Vec<Move>,
 }
 
 /// How much of the run a report holds. Printed first, because every number
@@ -248,6 +308,9 @@ pub struct RunReport {
     pub regions: BTreeMap<String, Summary>,
     /// Per node, in id order.
     pub nodes: Vec<NodeReport>,
+    /// Which parts of lost nodes' shares moved where, and from when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<Move>,
 }
 
 impl RunReport {
@@ -300,14 +363,29 @@ impl RunReport {
                 .map(|(_, _, r)| r)
                 .unwrap_or(planned_region);
             let summary = report.summary_of(&meta.executor, Scope::Node(id));
-            let planned = match (&meta.load, segments.get(id)) {
-                (Some(plan), Some(segment)) => plan.share(segment),
+            // Its own share up to a handoff of it, and the parts it took
+            // from others after theirs.
+            let moved_at = meta.moves.iter().find(|m| m.from == id).map(|m| m.since_ms);
+            let taken: Vec<&Move> = meta.moves.iter().filter(|m| m.to == id).collect();
+            let own = match (&meta.load, segments.get(id)) {
+                (Some(plan), Some(segment)) => {
+                    plan.share(segment) - moved_at.map_or(0.0, |t| plan.share_since(segment, t))
+                }
                 _ => 0.0,
             };
+            let planned = own + taken.iter().map(|m| m.planned).sum::<f64>();
             let delivered = match &meta.load {
                 Some(plan) if plan.unit == LoadUnit::VuSeconds => {
                     let measured = report.active_ms_of(id) as f64;
-                    planned * (measured / plan.duration_ms.max(1) as f64).min(1.0)
+                    let own_vus = segments.get(id).map_or(0.0, |s| plan.vus_of(s));
+                    let vu_ms = own_vus * measured
+                        + taken
+                            .iter()
+                            .map(|m| {
+                                plan.vus_of(&m.segment) * (measured - m.since_ms as f64).max(0.0)
+                            })
+                            .sum::<f64>();
+                    (vu_ms / 1000.0).min(planned)
                 }
                 _ => {
                     (summary.iterations.completed + summary.iterations.failed.values().sum::<u64>())
@@ -338,7 +416,7 @@ impl RunReport {
             .collect();
         let summary = report.summary(&meta.executor);
         let thresholds = judge(&meta.thresholds, report);
-        let load = delivery(meta, &nodes);
+        let load = delivery(meta, &nodes, &meta.moves);
         // A run stopped because a node was lost (`--on-loss abort`) fell
         // short as well: it did not deliver its plan.
         let stopped_by_loss = meta.outcome == "stopped"
@@ -370,6 +448,7 @@ impl RunReport {
             summary,
             regions,
             nodes,
+            moves: meta.moves.clone(),
         }
     }
 
@@ -430,7 +509,7 @@ impl RunReport {
 /// shards here are not all it announced. A node declared lost whose last
 /// shard did arrive (only its `Done` was missed) is weighed by its load
 /// alone.
-fn delivery(meta: &RunMeta, nodes: &[NodeReport]) -> LoadDelivery {
+fn delivery(meta: &RunMeta, nodes: &[NodeReport], moves: &[Move]) -> LoadDelivery {
     let Some(plan) = &meta.load else {
         return LoadDelivery {
             ratio: 1.0,
@@ -452,7 +531,10 @@ fn delivery(meta: &RunMeta, nodes: &[NodeReport]) -> LoadDelivery {
         delivered,
         ratio,
         min_ratio: plan.min_delivered,
-        short: ratio < plan.min_delivered || nodes.iter().any(|n| n.state == "lost"),
+        short: ratio < plan.min_delivered
+            || nodes
+                .iter()
+                .any(|n| n.state == "lost" && !moves.iter().any(|m| m.from == n.id)),
     }
 }
 
@@ -547,6 +629,7 @@ mod tests {
             ],
             aborted_by: None,
             load: None,
+            moves: Vec::new(),
         }
     }
 
@@ -646,6 +729,7 @@ mod tests {
             thresholds: Vec::new(),
             aborted_by: None,
             load: Some(LoadPlan::of(spec)),
+            moves: Vec::new(),
         }
     }
 
@@ -662,6 +746,79 @@ mod tests {
                 max_vus: 10,
             },
         )
+    }
+
+    #[test]
+    fn a_lost_share_handed_on_moves_its_plan_and_the_run_is_whole_if_the_load_was() {
+        let spec = arrival_spec();
+        let mut meta = thirds_meta(&spec, &["c"]);
+        let plan = LoadPlan::of(&spec);
+        let c = ExecutionSegment::split(&[1, 1, 1])[2];
+        let parts = c.subdivide(&[1, 1]).expect("fits");
+        meta.moves = ["a", "b"]
+            .iter()
+            .zip(parts)
+            .map(|(to, segment)| Move {
+                from: "c".into(),
+                to: (*to).into(),
+                since_ms: 3_500,
+                segment,
+                planned: plan.share_since(&segment, 3_500),
+            })
+            .collect();
+        // c ran 3 s (300) and missed 3.0-3.5 s; a and b each took 325 of
+        // its 650 arrivals from 3.5 s on.
+        let shards: Vec<Shard> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| {
+                let (intervals, each) = match *n {
+                    "c" => (3, 100.0),
+                    _ => (10, 132.5),
+                };
+                (0..intervals).map(move |i| iterations_shard(n, i, i == 9, each, 0.0))
+            })
+            .collect();
+        let report = RunReport::build(&Report::from_shards("r", shards), &meta);
+        let by_id: BTreeMap<&str, (f64, f64)> = report
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), (n.planned, n.delivered)))
+            .collect();
+        assert_eq!(by_id["c"].0, 350.0, "c's plan stops where its share moved");
+        assert_eq!(by_id["a"].0, 1325.0);
+        assert_eq!(by_id["b"].0, 1325.0);
+        assert_eq!(report.load.planned, 3000.0);
+        assert_eq!(report.load.delivered, 2950.0);
+        assert_eq!(report.outcome, "short", "2950 of 3000 is under 99 %");
+        assert_eq!(report.moves.len(), 2);
+        // With a tolerance that covers the missed half second, whole:
+        // a lost node whose share moved does not make a run short by itself.
+        let mut spec = spec.clone();
+        spec.min_delivered = 0.98;
+        meta.load = Some(LoadPlan::of(&spec));
+        let shards: Vec<Shard> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| {
+                let (intervals, each) = match *n {
+                    "c" => (3, 100.0),
+                    _ => (10, 132.5),
+                };
+                (0..intervals).map(move |i| iterations_shard(n, i, i == 9, each, 0.0))
+            })
+            .collect();
+        let report = RunReport::build(&Report::from_shards("r", shards), &meta);
+        assert_eq!(report.outcome, "complete", "{:?}", report.load);
+        // Without the move, the same loss is short whatever the tolerance.
+        meta.moves.clear();
+        let shards: Vec<Shard> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| {
+                let intervals = if *n == "c" { 3 } else { 10 };
+                (0..intervals).map(move |i| iterations_shard(n, i, i == 9, 100.0, 0.0))
+            })
+            .collect();
+        let report = RunReport::build(&Report::from_shards("r", shards), &meta);
+        assert_eq!(report.outcome, "short");
     }
 
     #[test]

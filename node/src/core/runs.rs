@@ -36,12 +36,13 @@ use crate::core::assign::{self, Candidate};
 #[cfg(doc)]
 use crate::core::leader::Leadership;
 use crate::core::leader::ranking;
-use crate::core::run_report::{ExpectedNode, LoadPlan, RunMeta};
+use crate::core::run_report::{ExpectedNode, LoadPlan, Move, RunMeta};
+use crate::core::segment::ExecutionSegment;
 use crate::core::shard::Shard;
 use crate::core::spec::{OnLoss, Share};
 use crate::core::wire::{
-    self, Assigned, Finish, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage,
-    decode_run,
+    self, Assigned, Finish, Handoff, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope,
+    RunMessage, decode_run,
 };
 
 /// Time a share may take past its executor and graceful stop: setup,
@@ -60,6 +61,11 @@ pub trait MeshView {
     /// step of its own wall clock: a leader picks no start instant then,
     /// since its members have not sampled its new clock yet.
     fn clock_settling(&self) -> bool {
+        false
+    }
+    /// Whether `peer` is known to be gone for good, not only silent: its
+    /// connection closed and the redial was refused (its process is gone).
+    fn dead(&self, _peer: &str) -> bool {
         false
     }
 }
@@ -138,6 +144,17 @@ pub enum RunAction {
     Stop {
         /// The run.
         run: String,
+    },
+    /// Run part of a lost node's share besides this node's own, from
+    /// `since` after the share's start to the executor's end, in the same
+    /// shards (a [`Handoff`] names this node).
+    TakeOver {
+        /// The run.
+        run: String,
+        /// The part: its segment and first VU id.
+        share: Share,
+        /// From when, after the start.
+        since: Duration,
     },
 }
 
@@ -254,6 +271,9 @@ pub struct Run {
     /// Why it was stopped, when a threshold stopped it.
     #[serde(default)]
     pub stop_reason: Option<String>,
+    /// Shares handed on after T0, by the node they were taken from.
+    #[serde(default)]
+    pub handoffs: BTreeMap<String, Handoff>,
     /// How it ended.
     pub finish: Option<Finish>,
     /// When this node learned of the run (wall clock, ns).
@@ -303,6 +323,8 @@ struct Timers {
     term_since: Option<((u32, Option<PlanId>), Duration)>,
     /// Nodes of the armed plan this leader believes gone, and since when.
     gone_since: BTreeMap<String, Duration>,
+    /// Nodes whose handed-on parts this node was told to run.
+    taken: BTreeSet<String>,
 }
 
 /// How far a run has come, as re-sending sees it: any change (a plan, an
@@ -312,7 +334,7 @@ type Progress = (
     u32,
     Option<PlanId>,
     Option<(u32, PlanId)>,
-    [usize; 4],
+    [usize; 5],
     bool,
     bool,
 );
@@ -369,6 +391,22 @@ impl Run {
                 _ => None,
             },
             load: Some(LoadPlan::of(spec)),
+            moves: {
+                let plan = LoadPlan::of(spec);
+                self.handoffs
+                    .values()
+                    .flat_map(|h| {
+                        let plan = &plan;
+                        h.to.iter().map(move |a| Move {
+                            from: h.from.clone(),
+                            to: a.node.clone(),
+                            since_ms: h.since_ms,
+                            segment: a.segment,
+                            planned: plan.share_since(&a.segment, h.since_ms),
+                        })
+                    })
+                    .collect()
+            },
         }
     }
 
@@ -640,6 +678,11 @@ pub struct RunsCore {
     /// Refusals of proposals this node had no room for, to be sent (at
     /// most [`MAX_PENDING_REFUSALS`]), so their leaders plan without it.
     refusals: Vec<RunEnvelope>,
+    /// The last tick, and when a tick last came [`WAKE_GAP`] after the one
+    /// before (this node was frozen or starved): until it has heard the
+    /// others again, it judges no one lost.
+    last_tick: Option<Duration>,
+    woke_at: Option<Duration>,
 }
 
 /// The highest term obeyed (terms grow by at most the candidates per round
@@ -682,6 +725,8 @@ impl RunsCore {
             early: Vec::new(),
             evicted: Vec::new(),
             refusals: Vec::new(),
+            last_tick: None,
+            woke_at: None,
         }
     }
 
@@ -897,6 +942,29 @@ impl RunsCore {
                     true
                 }
             }
+            RunMessage::Handoff(handoff) => {
+                // Final, like an arm: from the leader of its term, or
+                // passed on by a candidate; the first one for a node is
+                // kept. It must fit the armed plan.
+                if handoff.term > MAX_TERM
+                    || (run.holder(handoff.term) != Some(from) && !run.is_candidate(from))
+                {
+                    return Err(RunRefused::NotLeader(from.to_owned()));
+                }
+                if run.armed.as_ref().is_none_or(|a| a.plan != handoff.plan) {
+                    return Err(RunRefused::BadPlan(format!(
+                        "a handoff of {} for a plan that is not the armed one here",
+                        handoff.from
+                    )));
+                }
+                check_handoff(run, &handoff)?;
+                if run.handoffs.contains_key(&handoff.from) || run.is_finished() {
+                    false
+                } else {
+                    run.handoffs.insert(handoff.from.clone(), handoff);
+                    true
+                }
+            }
             RunMessage::Finish(finish) => {
                 // From the leader, or passed on by any candidate that has
                 // it (to a node that missed it): the first one is kept.
@@ -909,6 +977,14 @@ impl RunsCore {
                     if finish.term <= MAX_TERM {
                         run.term = run.term.max(finish.term);
                     }
+                    // The leader's list is the one every node reports (a
+                    // handoff that does not fit the plan here is dropped).
+                    run.handoffs = finish
+                        .handoffs
+                        .iter()
+                        .filter(|h| check_handoff(run, h).is_ok())
+                        .map(|h| (h.from.clone(), h.clone()))
+                        .collect();
                     run.finish = Some(finish);
                     true
                 }
@@ -979,6 +1055,7 @@ impl RunsCore {
                 done: BTreeMap::new(),
                 stop_by: None,
                 stop_reason: None,
+                handoffs: BTreeMap::new(),
                 finish: None,
                 seen_wall_ns: at.wall_ns,
                 owner: Some(from.to_owned()),
@@ -1190,6 +1267,8 @@ impl RunsCore {
             return Vec::new();
         }
         run.local = Local::Finished;
+        // A share handed on did not run to its end, whoever stopped it.
+        let interrupted = interrupted || run.handoffs.contains_key(&me);
         run.done.insert(me, (shards, interrupted));
         self.dirty.insert(id.to_owned());
         vec![RunAction::Publish(run.envelope(RunMessage::Done {
@@ -1301,6 +1380,12 @@ impl RunsCore {
             done: ended.done,
             stop_by: None,
             stop_reason: None,
+            handoffs: ended
+                .finish
+                .handoffs
+                .iter()
+                .map(|h| (h.from.clone(), h.clone()))
+                .collect(),
             finish: Some(ended.finish),
             seen_wall_ns: seen,
             owner: None,
@@ -1317,6 +1402,13 @@ impl RunsCore {
         check_plan(&run, &ended.plan).map_err(|e| e.to_string())?;
         let mut run = run;
         run.plan = Some(ended.plan);
+        if let Some(bad) = run
+            .handoffs
+            .values()
+            .find_map(|h| check_handoff(&run, h).err())
+        {
+            return Err(bad.to_string());
+        }
         self.runs.insert(id.clone(), run);
         self.dirty.insert(id.clone());
         self.forget_old(at.wall_ns);
@@ -1341,6 +1433,11 @@ impl RunsCore {
     /// Drives every run: leads, works, re-sends. Call every few tens of ms.
     pub fn tick(&mut self, at: At, view: &dyn MeshView) -> Vec<RunAction> {
         let mut actions = Vec::new();
+        if let Some(last) = self.last_tick.replace(at.now)
+            && at.now.saturating_sub(last) > WAKE_GAP
+        {
+            self.woke_at = Some(at.now);
+        }
         let ids: Vec<String> = self.runs.keys().cloned().collect();
         for id in ids {
             let Some(mut run) = self.runs.remove(&id) else {
@@ -1389,6 +1486,7 @@ impl RunsCore {
                 run.refused.len(),
                 run.started.len(),
                 run.done.len(),
+                run.handoffs.len(),
             ],
             run.stop_by.is_some(),
             run.finish.is_some(),
@@ -1579,8 +1677,20 @@ impl RunsCore {
         for node in &gone {
             run.timers.gone_since.entry(node.clone()).or_insert(at.now);
         }
-        if run.proposal.spec.on_loss == OnLoss::Abort && run.stop_by.is_none() && at.now >= t0_at {
-            let others = plan.shares.iter().filter(|s| s.node != self.me).count();
+        let others = plan.shares.iter().filter(|s| s.node != self.me).count();
+        // A node that was itself frozen (or starved) judges nobody until
+        // it has heard the others again: on waking, everyone looks gone.
+        let judging = self
+            .woke_at
+            .is_none_or(|w| at.now.saturating_sub(w) > REJUDGE_AFTER);
+        if run.proposal.spec.on_loss == OnLoss::Redistribute && judging {
+            self.hand_on(run, &plan, term, t0_at, end, at, view, out);
+        }
+        if run.proposal.spec.on_loss == OnLoss::Abort
+            && run.stop_by.is_none()
+            && at.now >= t0_at
+            && judging
+        {
             let gone: Vec<String> = run
                 .timers
                 .gone_since
@@ -1602,6 +1712,11 @@ impl RunsCore {
             if run.done.contains_key(&share.node) {
                 continue;
             }
+            // Its share moved on: the run waits for it no more.
+            if run.handoffs.contains_key(&share.node) {
+                lost.push(share.node.clone());
+                continue;
+            }
             let gone = !view.alive(&share.node);
             if (gone && gone_is_lost) || silent_is_lost {
                 lost.push(share.node.clone());
@@ -1617,6 +1732,66 @@ impl RunsCore {
             None => Outcome::Complete,
         };
         self.finish(run, term, outcome, lost, at, out);
+    }
+
+    /// `--on-loss redistribute`, the leader's part: after T0 and before the
+    /// executor's end, the share of each node of the armed plan that is
+    /// gone, or that said its share was interrupted, goes to the nodes
+    /// still running, from now on ([`Handoff`]). Each survivor gets a part
+    /// of the lost segment in proportion to the VUs it has left under its
+    /// announced capacity; one with none left gets nothing, and a share no
+    /// one has room for stays lost (the run is then short).
+    ///
+    /// Not when most of the others look gone at once (this leader is the
+    /// one cut off: their side hands its share on instead), nor, in a run
+    /// of two, for a peer only silent rather than known dead (its process
+    /// refused the redial): two nodes that cannot hear each other would
+    /// each take the other's share, and the target would get the load
+    /// twice.
+    #[allow(clippy::too_many_arguments)]
+    fn hand_on(
+        &self,
+        run: &mut Run,
+        plan: &Plan,
+        term: u32,
+        t0_at: Duration,
+        end: Duration,
+        at: At,
+        view: &dyn MeshView,
+        out: &mut Vec<RunAction>,
+    ) {
+        let executor_end = t0_at.saturating_add(run.proposal.spec.executor.duration());
+        if run.stop_by.is_some()
+            || at.now < t0_at
+            || at.now >= executor_end.min(end)
+            || !run.proposal.spec.executor.can_hand_on()
+        {
+            return;
+        }
+        let others = plan.shares.iter().filter(|s| s.node != self.me).count();
+        if 2 * run.timers.gone_since.len() > others.max(2) {
+            return;
+        }
+        let lost: Vec<String> = plan
+            .shares
+            .iter()
+            .filter(|s| !run.handoffs.contains_key(&s.node))
+            .filter(|s| match run.done.get(&s.node) {
+                Some((_, interrupted)) => *interrupted,
+                None => !view.alive(&s.node) && (others > 1 || view.dead(&s.node)),
+            })
+            .map(|s| s.node.clone())
+            .collect();
+        let since_ms = u64::try_from(at.now.saturating_sub(t0_at).as_millis()).unwrap_or(u64::MAX);
+        for node in lost {
+            let Some(handoff) = handoff_of(run, plan, &node, term, since_ms, view) else {
+                continue;
+            };
+            run.handoffs.insert(node, handoff.clone());
+            out.push(RunAction::Publish(
+                run.envelope(RunMessage::Handoff(handoff)),
+            ));
+        }
     }
 
     fn plan_and_arm(
@@ -1781,6 +1956,7 @@ impl RunsCore {
             term,
             outcome,
             lost,
+            handoffs: run.handoffs.values().cloned().collect(),
         };
         run.finish = Some(finish.clone());
         run.timers.finished_at = Some(at.now);
@@ -1814,6 +1990,34 @@ impl RunsCore {
             )
         {
             return;
+        }
+        if run.local == Local::Started {
+            // Handed on, or cut off from every other node (whose side then
+            // hands this share on): fenced, the share stops at once and
+            // sends nothing more, so no load goes out twice.
+            if run.handoffs.contains_key(&self.me) || self.cut_off(run, view, at) {
+                run.local = Local::Stopping;
+                out.push(stop);
+                return;
+            }
+            for h in run.handoffs.values() {
+                if run.timers.taken.contains(&h.from) {
+                    continue;
+                }
+                if let Some(part) = h.to.iter().find(|a| a.node == self.me) {
+                    run.timers.taken.insert(h.from.clone());
+                    out.push(RunAction::TakeOver {
+                        run: run.id.clone(),
+                        share: Share {
+                            run_id: run.id.clone(),
+                            node: self.me.clone(),
+                            segment: part.segment,
+                            first_vu_id: part.first_vu_id,
+                        },
+                        since: Duration::from_millis(h.since_ms),
+                    });
+                }
+            }
         }
         let mine = run.share_of(&self.me).cloned();
         let plan_id = run.plan.as_ref().map(|p| p.id);
@@ -1869,6 +2073,41 @@ impl RunsCore {
             }
             (None, Some(_), None) => {}
         }
+    }
+
+    /// Whether this node, running its share of a run of three nodes or
+    /// more, hears none of the others still running: it is the one cut off
+    /// (or the others all died), and the leader on their side hands its
+    /// share on. Not judged right after this node was frozen.
+    fn cut_off(&self, run: &Run, view: &dyn MeshView, at: At) -> bool {
+        let Some(plan) = &run.plan else {
+            return false;
+        };
+        if plan.shares.len() < 3
+            || self
+                .woke_at
+                .is_some_and(|w| at.now.saturating_sub(w) <= REJUDGE_AFTER)
+        {
+            return false;
+        }
+        let mut others = plan.shares.iter().filter(|s| {
+            s.node != self.me
+                && !run.done.contains_key(&s.node)
+                && !run.handoffs.contains_key(&s.node)
+        });
+        let first = others.next();
+        // All gone, and not all known dead (processes that refused the
+        // redial are not a partition).
+        let Some(first) = first else {
+            return false;
+        };
+        let mut silent = !view.dead(&first.node);
+        !view.alive(&first.node)
+            && others.all(|s| {
+                silent |= !view.dead(&s.node);
+                !view.alive(&s.node)
+            })
+            && silent
     }
 
     fn prepare(&self, run: &mut Run, plan: PlanId, out: &mut Vec<RunAction>) {
@@ -1961,6 +2200,13 @@ impl RunsCore {
                 reason: run.stop_reason.clone(),
             })));
         }
+        if leads {
+            for h in run.handoffs.values() {
+                out.push(RunAction::Publish(
+                    run.envelope(RunMessage::Handoff(h.clone())),
+                ));
+            }
+        }
     }
 }
 
@@ -1985,6 +2231,105 @@ fn check_plan(run: &Run, plan: &Plan) -> Result<(), RunRefused> {
                 s.node
             )));
         }
+    }
+    Ok(())
+}
+
+/// The handoff of `lost`'s share, from `since_ms`: its segment cut among
+/// the nodes of the plan still running (alive, not done, not handed on
+/// themselves), each in proportion to the VUs it has left under its
+/// capacity; `None` when no one has room.
+fn handoff_of(
+    run: &Run,
+    plan: &Plan,
+    lost: &str,
+    term: u32,
+    since_ms: u64,
+    view: &dyn MeshView,
+) -> Option<Handoff> {
+    let spec = &run.proposal.spec;
+    let segment = plan.shares.iter().find(|s| s.node == lost)?.segment;
+    let mut room: Vec<(String, u64)> = Vec::new();
+    for share in &plan.shares {
+        let node = &share.node;
+        if node == lost
+            || !view.alive(node)
+            || run.done.contains_key(node)
+            || run.handoffs.contains_key(node)
+        {
+            continue;
+        }
+        let capacity = run
+            .proposal
+            .candidates
+            .iter()
+            .find(|c| c.id == *node)
+            .map_or(0, |c| u64::from(c.capacity));
+        let taken: u64 = run
+            .handoffs
+            .values()
+            .flat_map(|h| &h.to)
+            .filter(|a| a.node == *node)
+            .map(|a| spec.executor.share_vus(&a.segment))
+            .sum();
+        let used = spec
+            .executor
+            .share_vus(&share.segment)
+            .saturating_add(taken);
+        let left = capacity.saturating_sub(used);
+        if left > 0 {
+            room.push((node.clone(), left));
+        }
+    }
+    if room.is_empty() {
+        return None;
+    }
+    let weights: Vec<u64> = room.iter().map(|(_, w)| *w).collect();
+    let parts = segment.subdivide(&weights)?;
+    let max_vus = u64::from(spec.executor.max_vus());
+    let to: Vec<Assigned> = room
+        .into_iter()
+        .zip(parts)
+        .map(|((node, _), part)| Assigned {
+            node,
+            segment: part,
+            first_vu_id: part.offset(max_vus) + 1,
+        })
+        .collect();
+    Some(Handoff {
+        term,
+        plan: plan.id,
+        from: lost.to_owned(),
+        since_ms,
+        to,
+    })
+}
+
+/// Checks that a handoff fits the plan: it is of the plan held, the node
+/// it moves has a share there, and its parts tile that share and go to
+/// other nodes of the plan.
+fn check_handoff(run: &Run, h: &Handoff) -> Result<(), RunRefused> {
+    let bad = |why: &str| {
+        Err(RunRefused::BadPlan(format!(
+            "a handoff of {}: {why}",
+            h.from
+        )))
+    };
+    let Some(plan) = run.plan.as_ref().filter(|p| p.id == h.plan) else {
+        return bad("of another plan than the one held here");
+    };
+    let Some(share) = plan.shares.iter().find(|s| s.node == h.from) else {
+        return bad("the node has no share in the plan");
+    };
+    let parts: Vec<ExecutionSegment> = h.to.iter().map(|a| a.segment).collect();
+    if !share.segment.is_tiled_by(&parts) {
+        return bad("its parts do not tile the node's share");
+    }
+    if h.to
+        .iter()
+        .any(|a| a.node == h.from || !plan.shares.iter().any(|s| s.node == a.node))
+    {
+        return bad("a part goes back to the node, or to a node without a share");
     }
     Ok(())
 }
@@ -2059,6 +2404,15 @@ pub fn clean_reason(reason: &str) -> String {
 /// abort` stops the run: past the suspicion itself (3.5 s of silence), so a
 /// hiccup does not end a run.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// A gap between two ticks this long means this node was frozen (SIGSTOP,
+/// a paused VM) or starved of CPU: its view of who is alive is stale.
+const WAKE_GAP: Duration = Duration::from_millis(500);
+
+/// How long after waking a node judges no one lost: long enough for every
+/// live member's heartbeat (every 250 ms from a node running a share) to
+/// arrive and clear the suspicion the freeze raised.
+const REJUDGE_AFTER: Duration = Duration::from_secs(2);
 
 /// This node's wall clock, as it reads now, at the monotonic instant `mono`.
 fn wall_of(mono: Duration, at: At) -> i64 {

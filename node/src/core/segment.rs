@@ -72,6 +72,23 @@ impl ExecutionSegment {
             == u128::from(next.start) * u128::from(self.denominator)
     }
 
+    /// Whether `parts`, in order, tile this segment exactly: the first
+    /// starts where it starts, each starts where the one before ends, and
+    /// the last ends where it ends (as rationals). A lost node's share is
+    /// handed on in such parts.
+    pub fn is_tiled_by(&self, parts: &[ExecutionSegment]) -> bool {
+        let same = |a: u64, da: u64, b: u64, db: u64| {
+            u128::from(a) * u128::from(db) == u128::from(b) * u128::from(da)
+        };
+        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+            return false;
+        };
+        parts.iter().all(ExecutionSegment::is_valid)
+            && same(first.start, first.denominator, self.start, self.denominator)
+            && same(last.end, last.denominator, self.end, self.denominator)
+            && parts.windows(2).all(|w| w[0].adjoins(&w[1]))
+    }
+
     /// Whether it starts at 0.
     pub fn starts_at_zero(&self) -> bool {
         self.start == 0
@@ -206,6 +223,19 @@ mod tests {
             next += s.scale(n);
         }
         assert_eq!(next, n);
+    }
+
+    #[test]
+    fn a_subdivision_tiles_its_segment_and_a_gap_does_not() {
+        let seg = ExecutionSegment::split(&[1, 1, 1])[1];
+        let parts = seg.subdivide(&[2, 1, 3]).expect("fits");
+        assert!(seg.is_tiled_by(&parts));
+        let total: u64 = parts.iter().map(|p| p.scale(3000)).sum();
+        assert_eq!(total, seg.scale(3000));
+        assert!(!seg.is_tiled_by(&parts[..2]), "the last part is missing");
+        assert!(!seg.is_tiled_by(&[parts[0], parts[2]]), "a gap");
+        assert!(!seg.is_tiled_by(&[]));
+        assert!(!ExecutionSegment::WHOLE.is_tiled_by(&parts));
     }
 
     #[test]

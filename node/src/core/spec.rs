@@ -61,13 +61,19 @@ pub struct RunSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnLoss {
+    /// The leader hands the lost node's remaining share to the nodes still
+    /// running (arrival rates: its rate; `constant-vus` and `ramping-vus`:
+    /// its VUs), from the moment it judged the node lost; what the node
+    /// missed before that counts as dropped. The run is `short` only when
+    /// what was delivered falls below `--min-delivered`.
+    #[default]
+    Redistribute,
     /// The others go on; the run ends `short` (exit 97), with the node
     /// listed lost and what it delivered before.
-    #[default]
     Continue,
     /// The leader stops the run on every node once a node has looked gone
-    /// for 2 s (after the 3.5 s of silence that make it suspect); the run
-    /// ends `short` (exit 97).
+    /// for 2 s (after the silence that makes it suspect); the run ends
+    /// `short` (exit 97).
     Abort,
 }
 
@@ -93,7 +99,7 @@ impl RunSpec {
             scenario: String::new(),
             thresholds: Vec::new(),
             min_delivered: DEFAULT_MIN_DELIVERED,
-            on_loss: OnLoss::Continue,
+            on_loss: OnLoss::Redistribute,
         }
     }
 }
@@ -310,6 +316,20 @@ impl Executor {
             Executor::PerVuIterations { max_duration, .. }
             | Executor::SharedIterations { max_duration, .. } => *max_duration,
         }
+    }
+
+    /// Whether a lost node's share can be handed on (`--on-loss
+    /// redistribute`): a rate or a number of VUs can, from any instant;
+    /// iteration counts cannot, since what the lost node ran of them is not
+    /// known until its shards are in.
+    pub fn can_hand_on(&self) -> bool {
+        matches!(
+            self,
+            Executor::ConstantVus { .. }
+                | Executor::RampingVus { .. }
+                | Executor::ConstantArrivalRate { .. }
+                | Executor::RampingArrivalRate { .. }
+        )
     }
 
     /// The most VUs this executor can use, across all nodes.

@@ -254,8 +254,29 @@ pub enum RunMessage {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// From the leader, after T0: a lost node's share goes on from
+    /// `since_ms` on the nodes still running (final, like an arm; the node
+    /// named in it must send nothing more for the run).
+    Handoff(Handoff),
     /// From the leader: the run is over.
     Finish(Finish),
+}
+
+/// A lost node's share, handed on: from `since_ms` after T0, the nodes of
+/// `to` run the parts of its segment they are given, besides their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The term of the leader that handed it on.
+    pub term: u32,
+    /// The armed plan.
+    pub plan: PlanId,
+    /// The node whose share moves.
+    pub from: String,
+    /// From when the others run it, ms after T0: what the node had to send
+    /// before this and did not is dropped, not caught up.
+    pub since_ms: u64,
+    /// The parts of its segment, in order, tiling it, with who runs each.
+    pub to: Vec<Assigned>,
 }
 
 /// A run as submitted.
@@ -306,6 +327,10 @@ pub struct Finish {
     pub outcome: Outcome,
     /// Nodes of the plan that were lost (their data is kept up to the loss).
     pub lost: Vec<String>,
+    /// The shares handed on, as the leader last knew them: the same on
+    /// every node once the run is over.
+    #[serde(default)]
+    pub handoffs: Vec<Handoff>,
 }
 
 /// The end of a run.
@@ -435,7 +460,14 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
             if f.lost.len() > MAX_CANDIDATES {
                 return Err(invalid("too many lost nodes".into()));
             }
+            if f.handoffs.len() > MAX_CANDIDATES {
+                return Err(invalid("too many handoffs".into()));
+            }
+            for h in &f.handoffs {
+                check_handoff(h).map_err(invalid)?;
+            }
         }
+        RunMessage::Handoff(h) => check_handoff(h).map_err(invalid)?,
         RunMessage::Stop {
             reason: Some(reason),
         } => check_len(WHAT, "reason", reason, 1024)?,
@@ -445,6 +477,27 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
         | RunMessage::Stop { reason: None } => {}
     }
     Ok(env)
+}
+
+/// Checks a handoff's shape: names of sane length, at least one part and
+/// at most [`MAX_CANDIDATES`], valid segments, each adjoining the next (that
+/// they tile the lost node's segment is checked against the plan).
+fn check_handoff(h: &Handoff) -> Result<(), String> {
+    if h.from.is_empty() || h.from.len() > 128 {
+        return Err("a handoff names no node, or one with too long an id".into());
+    }
+    if h.to.is_empty() || h.to.len() > MAX_CANDIDATES {
+        return Err(format!("a handoff with {} parts", h.to.len()));
+    }
+    for a in &h.to {
+        if a.node.is_empty() || a.node.len() > 128 || !a.segment.is_valid() {
+            return Err("a handoff part with an invalid node id or segment".into());
+        }
+    }
+    if !h.to.windows(2).all(|w| w[0].segment.adjoins(&w[1].segment)) {
+        return Err("the parts of a handoff do not follow each other".into());
+    }
+    Ok(())
 }
 
 /// Encodes any wire message. Encoding our own types cannot fail for lack of
@@ -602,6 +655,7 @@ mod tests {
             listen: vec!["/ip4/127.0.1.1/tcp/7400".into()],
             leaving: false,
             clock_epoch: 0,
+            busy: false,
         }
     }
 

@@ -8,6 +8,16 @@
 //! schedules in [`core::schedule`](crate::core::schedule), so the same code
 //! runs the whole load on one machine or a slice of it on each node of a mesh.
 //!
+//! A share may grow while it runs: when another node of the run is lost,
+//! the leader hands parts of its share on ([`TakeOver`]), and the running
+//! share adds them from the instant they are due, in the same shards: more
+//! VUs for a closed model, another dispatcher over the part for an arrival
+//! rate (its arrivals due before the handoff are not this node's).
+//!
+//! Every task asks the share's [`Gate`](super::gate::Gate) before it
+//! sends: a node that was frozen long enough to be handed on sends nothing
+//! more.
+//!
 //! Closed executors run one task per VU that loops. Arrival-rate executors
 //! run one dispatcher that starts each owned iteration at its due time on an
 //! idle VU, or counts it as dropped when none is idle (and initializes one
@@ -29,7 +39,18 @@ use super::module::ScenarioModule;
 use super::vu::{RunContext, Vu, VuError};
 use crate::core::metrics::{SeriesKey, names};
 use crate::core::schedule::{ArrivalSchedule, ramp_value};
+use crate::core::segment::ExecutionSegment;
 use crate::core::spec::{Executor, RunSpec, Share};
+
+/// Part of a lost node's share, to run besides this node's own.
+#[derive(Debug, Clone)]
+pub struct TakeOver {
+    /// The part, and the first VU id of its VUs.
+    pub share: Share,
+    /// From when, after the start: arrivals due before are not this
+    /// node's; VUs start at once.
+    pub since: Duration,
+}
 
 /// Live numbers of a running share, for progress display and gauges.
 #[derive(Debug, Default)]
@@ -75,12 +96,8 @@ impl ShareRunner {
         }
     }
 
-    fn vu_id(&self, index: u64) -> u64 {
-        self.share.first_vu_id + index
-    }
-
-    async fn new_vu(&self, index: u64) -> Result<Vu, VuError> {
-        let vu = Vu::new(self.module.clone(), self.run.clone(), self.vu_id(index)).await?;
+    async fn new_vu(&self, first_vu_id: u64, index: u64) -> Result<Vu, VuError> {
+        let vu = Vu::new(self.module.clone(), self.run.clone(), first_vu_id + index).await?;
         self.progress
             .initialized_vus
             .fetch_add(1, Ordering::Relaxed);
@@ -95,7 +112,7 @@ impl ShareRunner {
             .scale(u64::from(self.executor.initial_vus()));
         let mut vus = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
         for i in 0..n {
-            vus.push(self.new_vu(i).await?);
+            vus.push(self.new_vu(self.share.first_vu_id, i).await?);
         }
         Ok(Prepared { runner: self, vus })
     }
@@ -107,14 +124,18 @@ impl Prepared {
         self.vus.len()
     }
 
-    /// Waits for `start`, runs the executor to its end, lets in-flight
-    /// iterations finish within the graceful stop, then interrupts the rest.
-    pub async fn run(self, start: Instant) {
+    /// Waits for `start`, runs the executor to its end (adding the parts
+    /// of other nodes' shares that come on `takeovers` meanwhile), lets
+    /// in-flight iterations finish within the graceful stop, then
+    /// interrupts the rest.
+    pub async fn run(self, start: Instant, mut takeovers: mpsc::UnboundedReceiver<TakeOver>) {
         let Prepared { runner, vus } = self;
         let runner = Arc::new(runner);
         tokio::time::sleep_until(start).await;
         let end = start + runner.executor.duration();
         let mut tasks = JoinSet::new();
+        let gate = runner.run.gate.clone();
+        tasks.spawn(async move { gate.watch().await });
         match runner.executor.clone() {
             Executor::ConstantVus { .. } => {
                 for vu in vus {
@@ -137,32 +158,24 @@ impl Prepared {
                     ));
                 }
             }
-            Executor::RampingVus { start_vus, stages } => {
-                let (tx, rx) = watch::channel(0u64);
-                for (index, vu) in vus.into_iter().enumerate() {
-                    let rx = rx.clone();
-                    tasks.spawn(ramped(runner.clone(), vu, index as u64, rx, end));
-                }
-                let seg = runner.share.segment;
-                let stop = runner.run.stop.clone();
-                tasks.spawn(async move {
-                    loop {
-                        let now = Instant::now();
-                        let global = ramp_value(
-                            f64::from(start_vus),
-                            &stages,
-                            now.saturating_duration_since(start),
-                        );
-                        tx.send_replace(seg.scale(global.floor().max(0.0) as u64));
-                        if now >= end || stop.is_cancelled() {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                });
+            Executor::RampingVus { .. } => {
+                tasks.spawn(ramp(runner.clone(), runner.share.segment, vus, start, end));
             }
             Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. } => {
-                dispatch(runner.clone(), vus, start, &mut tasks).await;
+                let share = runner.share.clone();
+                tasks.spawn(dispatch(runner.clone(), share, vus, start, Duration::ZERO));
+            }
+        }
+        // Parts handed on, until the executor's end.
+        let mut listening = true;
+        while listening {
+            tokio::select! {
+                part = takeovers.recv() => match part {
+                    Some(part) => runner.clone().take_over(part, start, end, &mut tasks),
+                    None => listening = false,
+                },
+                () = tokio::time::sleep_until(end) => listening = false,
+                () = runner.run.stop.cancelled() => listening = false,
             }
         }
         let hard_stop = end + runner.graceful_stop;
@@ -176,6 +189,97 @@ impl Prepared {
         }
         runner.run.stop.cancel();
     }
+}
+
+impl ShareRunner {
+    /// Adds a part of another node's share to this running share.
+    fn take_over(
+        self: Arc<Self>,
+        part: TakeOver,
+        start: Instant,
+        end: Instant,
+        tasks: &mut JoinSet<()>,
+    ) {
+        match self.executor.clone() {
+            Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. } => {
+                tasks.spawn(dispatch(self, part.share, Vec::new(), start, part.since));
+            }
+            Executor::ConstantVus { vus, .. } => {
+                let n = part.share.segment.scale(u64::from(vus));
+                tasks.spawn(async move {
+                    let mut loops = JoinSet::new();
+                    for i in 0..n {
+                        match self.new_vu(part.share.first_vu_id, i).await {
+                            Ok(vu) => {
+                                loops.spawn(looping(self.clone(), vu, end, Budget::Unlimited));
+                            }
+                            Err(e) => {
+                                tracing::error!("cannot add a VU for a part taken over: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    while loops.join_next().await.is_some() {}
+                });
+            }
+            Executor::RampingVus { .. } => {
+                let n = part.share.segment.scale(u64::from(self.executor.max_vus()));
+                tasks.spawn(async move {
+                    let mut vus = Vec::new();
+                    for i in 0..n {
+                        match self.new_vu(part.share.first_vu_id, i).await {
+                            Ok(vu) => vus.push(vu),
+                            Err(e) => {
+                                tracing::error!("cannot add a VU for a part taken over: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    ramp(self, part.share.segment, vus, start, end).await;
+                });
+            }
+            Executor::PerVuIterations { .. } | Executor::SharedIterations { .. } => {
+                tracing::warn!(
+                    "a part of an iteration executor's share cannot be taken over; ignored"
+                );
+            }
+        }
+    }
+}
+
+/// `ramping-vus` over `segment`: its VUs follow the ramp, as the
+/// segment's part of the global target, until `end`.
+async fn ramp(
+    runner: Arc<ShareRunner>,
+    segment: ExecutionSegment,
+    vus: Vec<Vu>,
+    start: Instant,
+    end: Instant,
+) {
+    let Executor::RampingVus { start_vus, stages } = runner.executor.clone() else {
+        return;
+    };
+    let (tx, rx) = watch::channel(0u64);
+    let mut tasks = JoinSet::new();
+    for (index, vu) in vus.into_iter().enumerate() {
+        let rx = rx.clone();
+        tasks.spawn(ramped(runner.clone(), vu, index as u64, rx, end));
+    }
+    let stop = runner.run.stop.clone();
+    loop {
+        let now = Instant::now();
+        let global = ramp_value(
+            f64::from(start_vus),
+            &stages,
+            now.saturating_duration_since(start),
+        );
+        tx.send_replace(segment.scale(global.floor().max(0.0) as u64));
+        if now >= end || stop.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// How many iterations a looping VU may run.
@@ -205,7 +309,11 @@ async fn looping(runner: Arc<ShareRunner>, vu: Vu, end: Instant, mut budget: Bud
     let mut vu = Some(vu);
     runner.progress.active_vus.fetch_add(1, Ordering::Relaxed);
     while let Some(v) = vu.take() {
-        if Instant::now() >= end || runner.run.stop.is_cancelled() || !budget.take() {
+        if Instant::now() >= end
+            || runner.run.stop.is_cancelled()
+            || !runner.run.gate.open()
+            || !budget.take()
+        {
             break;
         }
         vu = v.iterate(Instant::now()).await.0;
@@ -235,6 +343,9 @@ async fn ramped(
             }
             continue;
         }
+        if !runner.run.gate.open() {
+            break;
+        }
         runner.progress.active_vus.fetch_add(1, Ordering::Relaxed);
         vu = v.iterate(Instant::now()).await.0;
         runner.progress.active_vus.fetch_sub(1, Ordering::Relaxed);
@@ -244,27 +355,34 @@ async fn ramped(
 /// How late an arrival may start: past this, it is dropped.
 pub const MAX_LATE: Duration = Duration::from_secs(1);
 
-async fn dispatch(runner: Arc<ShareRunner>, vus: Vec<Vu>, start: Instant, tasks: &mut JoinSet<()>) {
+/// Starts each arrival of `share`'s segment due from `since` on at its due
+/// time, on an idle VU (adding VUs up to the segment's part of `max_vus`),
+/// then waits for the iterations it started.
+async fn dispatch(
+    runner: Arc<ShareRunner>,
+    share: Share,
+    vus: Vec<Vu>,
+    start: Instant,
+    since: Duration,
+) {
     let Some(mut schedule) = ArrivalSchedule::for_executor(&runner.executor) else {
         return;
     };
-    let max_vus = runner
-        .share
-        .segment
-        .scale(u64::from(runner.executor.max_vus()));
+    let mut tasks = JoinSet::new();
+    let max_vus = share.segment.scale(u64::from(runner.executor.max_vus()));
     let mut total = vus.len() as u64;
     let mut idle = vus;
     let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vu>();
     let dropped_key = SeriesKey::new(names::DROPPED_ITERATIONS, []);
     while let Some((index, due)) = schedule.next_due() {
-        if !runner.share.segment.owns(index) {
+        if due < since || !share.segment.owns(index) {
             continue;
         }
         let scheduled = start + due;
         tokio::time::sleep_until(scheduled).await;
         // Reap finished iterations so the set stays as small as the VU count.
         while tasks.try_join_next().is_some() {}
-        if runner.run.stop.is_cancelled() {
+        if runner.run.stop.is_cancelled() || !runner.run.gate.open() {
             break;
         }
         while let Ok(vu) = back_rx.try_recv() {
@@ -300,8 +418,9 @@ async fn dispatch(runner: Arc<ShareRunner>, vus: Vec<Vu>, start: Instant, tasks:
                     total += 1;
                     let back = back_tx.clone();
                     let r = runner.clone();
+                    let first = share.first_vu_id;
                     tasks.spawn(async move {
-                        match r.new_vu(index).await {
+                        match r.new_vu(first, index).await {
                             Ok(vu) => {
                                 let _ = back.send(vu);
                             }
@@ -312,4 +431,5 @@ async fn dispatch(runner: Arc<ShareRunner>, vus: Vec<Vu>, start: Instant, tasks:
             }
         }
     }
+    while tasks.join_next().await.is_some() {}
 }

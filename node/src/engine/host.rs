@@ -130,7 +130,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 // A bad response buffer traps before anything is sent.
                 slice(data, buf_ptr, buf_len, u32::MAX, "the response buffer")?;
                 let state = caller.data_mut();
-                if state.run.stop.is_cancelled() {
+                if state.run.stop.is_cancelled() || !state.run.gate.open() {
                     return Err(wasmtime::Error::new(HostTrap::Stopped));
                 }
                 let deadline = state.deadline;

@@ -6,9 +6,12 @@
 //! - [`http`]: the per-VU HTTP client.
 //! - [`output`]: a scenario's stdout and stderr, escaped, prefixed and rate-limited.
 //! - [`executor`]: turn a share of a run into iterations over time.
+//! - [`gate`]: fence a share whose node was frozen, so it sends no load
+//!   that was handed on.
 //! - [`recorder`]: collect samples and seal them into per-interval shards.
 
 pub mod executor;
+pub mod gate;
 pub mod host;
 pub mod http;
 pub mod module;

@@ -51,6 +51,8 @@ pub struct RunContext {
     pub memory_limit: u64,
     /// Iteration failures so far, to log only the first few.
     pub failures_logged: AtomicU64,
+    /// Whether the share may still send (see [`super::gate`]).
+    pub gate: Arc<super::gate::Gate>,
 }
 
 /// Why a host function stopped the guest.

@@ -353,6 +353,8 @@ impl Node {
         let now = self.now();
         self.watch_own_clock(now);
         self.partition.refresh(now);
+        let busy = self.runs_a_share();
+        self.core.set_busy(busy, now);
         for action in self.core.tick(now, self.health) {
             self.act(action);
         }
@@ -702,6 +704,15 @@ impl Node {
                     self.bootstrap_failed(index, &addr, &error.to_string());
                 } else {
                     debug!(peer = ?peer_id, "dial failed: {error}");
+                    // A member that refuses the redial after its connection
+                    // closed is a process that is gone (killed, crashed):
+                    // suspected now rather than after its silence, so a run
+                    // hands its share on at once.
+                    if let Some(peer) = peer_id
+                        && error.to_string().contains("Connection refused")
+                    {
+                        self.core.on_dial_refused(&peer.to_string());
+                    }
                 }
             }
             SwarmEvent::IncomingConnectionError {

@@ -690,7 +690,9 @@ impl World {
                     let at = u64::try_from(true_ns / 1000).unwrap_or(0).max(self.now);
                     self.schedule(at, Event::Start(i));
                 }
-                RunAction::Stop { .. } => {}
+                // The simulator models a share's shards, not its load: a
+                // part taken over adds none.
+                RunAction::Stop { .. } | RunAction::TakeOver { .. } => {}
             }
         }
     }

@@ -338,6 +338,7 @@ fn a_rogue_peer_with_the_key_can_neither_crash_nor_fool_a_node() {
             listen: vec![],
             leaving: false,
             clock_epoch: 0,
+            busy: false,
         };
         let mut oversized = heartbeat(&rogue, PROTOCOL, "big");
         oversized.version = "v".repeat(20_000);

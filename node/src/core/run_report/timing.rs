@@ -184,6 +184,7 @@ fn meta() -> RunMeta {
         ],
         aborted_by: None,
         load: None,
+        moves: Vec::new(),
     }
 }
 

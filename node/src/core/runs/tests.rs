@@ -20,6 +20,8 @@ struct Worker {
     started: Option<Duration>,
     finished: bool,
     stop_seen_at: Option<Duration>,
+    /// Parts of lost nodes' shares taken over: (segment, since).
+    taken: Vec<(crate::core::segment::ExecutionSegment, Duration)>,
 }
 
 struct SimNode {
@@ -66,6 +68,12 @@ impl MeshView for View<'_> {
             1_000_000,
         ))
     }
+
+    fn dead(&self, peer: &str) -> bool {
+        self.sim
+            .index(peer)
+            .is_some_and(|j| self.sim.nodes[j].crashed_at.is_some() && self.sim.dead_known)
+    }
 }
 
 struct Sim {
@@ -84,6 +92,9 @@ struct Sim {
     suspects: BTreeSet<(usize, usize)>,
     /// Nodes alive but silent on the runs topic (broken or hostile).
     muted: BTreeSet<usize>,
+    /// Whether a crashed node is known dead (its redial refused) once
+    /// suspected.
+    dead_known: bool,
 }
 
 impl Sim {
@@ -113,6 +124,7 @@ impl Sim {
             nodes,
             blocked: BTreeSet::new(),
             muted: BTreeSet::new(),
+            dead_known: false,
             suspects: BTreeSet::new(),
             now: Duration::from_secs(100),
             rng,
@@ -238,6 +250,10 @@ impl Sim {
                     let w = self.nodes[i].workers.entry(run).or_default();
                     w.stop_seen_at.get_or_insert(self.now);
                     w.prepared_at = None;
+                }
+                RunAction::TakeOver { run, share, since } => {
+                    let w = self.nodes[i].workers.entry(run).or_default();
+                    w.taken.push((share.segment, since));
                 }
             }
         }
@@ -1201,6 +1217,7 @@ fn finish(core: &mut RunsCore, id: &str) {
             term: 0,
             outcome: Outcome::Complete,
             lost: Vec::new(),
+            handoffs: Vec::new(),
         });
     }
 }
@@ -1361,4 +1378,221 @@ fn a_run_abandoned_long_past_its_end_may_go_but_not_one_that_might_still_run() {
         propose_to(&mut core, "a", "a", "later", T + longest + 1),
         Ok(true)
     );
+}
+
+/// The handoffs every live node holds for `run` once it is over: the same
+/// on all of them.
+fn agreed_handoffs(sim: &Sim, run: &str) -> Vec<Handoff> {
+    let all: BTreeSet<String> = sim
+        .live()
+        .map(|(_, n)| {
+            let r = n.core.get(run).unwrap_or_else(|| panic!("no run"));
+            format!("{:?}", r.handoffs)
+        })
+        .collect();
+    assert_eq!(all.len(), 1, "nodes disagree on the handoffs: {all:?}");
+    let finish = sim.finish_of(run);
+    let (_, n) = sim.live().next().unwrap_or_else(|| panic!("no live node"));
+    let held: Vec<Handoff> = n
+        .core
+        .get(run)
+        .map_or_else(Vec::new, |r| r.handoffs.values().cloned().collect());
+    assert_eq!(
+        finish.handoffs, held,
+        "the finish lists what every node holds"
+    );
+    held
+}
+
+/// Checks that `h` moves `victim`'s whole segment to nodes of the plan,
+/// each of which (still alive) was told to take its part over from
+/// `since_ms`.
+fn check_moved(sim: &Sim, run: &str, h: &Handoff, victim: usize) {
+    let r = sim.nodes[sim.leader_index(run)]
+        .core
+        .get(run)
+        .unwrap_or_else(|| panic!("no run"));
+    assert_eq!(h.from, sim.nodes[victim].id);
+    let segment = r
+        .share_of(&h.from)
+        .map(|s| s.segment)
+        .unwrap_or_else(|| panic!("no share"));
+    let parts: Vec<_> = h.to.iter().map(|a| a.segment).collect();
+    assert!(segment.is_tiled_by(&parts), "{h:?}");
+    for a in &h.to {
+        let j = sim.index(&a.node).unwrap_or_else(|| panic!("unknown node"));
+        if sim.nodes[j].crashed_at.is_some() {
+            // Lost after it took the part: the part is lost with it.
+            continue;
+        }
+        let w = &sim.nodes[j].workers[run];
+        assert!(
+            w.taken
+                .contains(&(a.segment, Duration::from_millis(h.since_ms))),
+            "{} was never told to take its part over: {:?}",
+            a.node,
+            w.taken
+        );
+    }
+}
+
+#[test]
+fn with_on_loss_redistribute_a_lost_node_share_moves_to_the_survivors_from_its_loss() {
+    for kill_leader in [false, true] {
+        let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 31);
+        let run = sim.submit(1, spec(40, 20), None);
+        assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+        sim.run_until(Duration::from_secs(3), |_| false);
+        let leader = sim.leader_index(&run);
+        let victim = if kill_leader {
+            leader
+        } else {
+            (leader + 2) % 5
+        };
+        let victim_id = sim.nodes[victim].id.clone();
+        let t0 = sim.nodes[0].workers[&run]
+            .started
+            .unwrap_or_else(|| panic!("node 0 never started"));
+        sim.nodes[victim].crashed_at = Some(sim.now);
+        let killed_ms = (sim.now - t0).as_millis() as u64;
+        assert!(sim.run_until(Duration::from_secs(40), |s| s.all_finished(&run)));
+        let finish = sim.finish_of(&run);
+        assert_eq!(finish.outcome, Outcome::Complete);
+        assert_eq!(finish.lost, vec![victim_id.clone()]);
+        let handoffs = agreed_handoffs(&sim, &run);
+        assert_eq!(handoffs.len(), 1, "{handoffs:?}");
+        let h = &handoffs[0];
+        check_moved(&sim, &run, h, victim);
+        // Handed on once suspected (3.5 s of silence here), within a
+        // second more when the leader itself had to be replaced first.
+        let after = h.since_ms.saturating_sub(killed_ms);
+        assert!(
+            (3400..=5000).contains(&after),
+            "handed on {after} ms after the loss (leader killed: {kill_leader})"
+        );
+        if kill_leader {
+            assert!(h.term > 0, "the new leader handed it on");
+        }
+        // Survivors ran their parts to the executor's end: none was stopped.
+        for (i, n) in sim.live() {
+            assert!(
+                n.workers[&run].stop_seen_at.is_none(),
+                "node {i} was stopped"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_frozen_node_that_wakes_after_its_share_moved_is_stopped_and_takes_nothing() {
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 2)], 0, 41);
+    let run = sim.submit(0, spec(40, 20), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    sim.run_until(Duration::from_secs(2), |_| false);
+    let leader = sim.leader_index(&run);
+    let frozen = (leader + 1) % 4;
+    sim.nodes[frozen].crashed_at = Some(sim.now);
+    assert!(
+        sim.run_until(Duration::from_secs(8), |s| {
+            s.nodes[leader]
+                .core
+                .get(&run)
+                .is_some_and(|r| !r.handoffs.is_empty())
+        }),
+        "the frozen node's share was never handed on"
+    );
+    // It wakes (SIGCONT): it hears the handoff and stops its share.
+    sim.nodes[frozen].crashed_at = None;
+    let woke = sim.now;
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        s.nodes[frozen].workers[&run].stop_seen_at.is_some()
+    }));
+    assert!(
+        sim.now - woke <= Duration::from_millis(1500),
+        "stopped {:?} after waking",
+        sim.now - woke
+    );
+    assert!(sim.run_until(Duration::from_secs(40), |s| s.all_finished(&run)));
+    let w = &sim.nodes[frozen].workers[&run];
+    assert!(
+        w.taken.is_empty(),
+        "the woken node took over a part: {:?}",
+        w.taken
+    );
+    let r = sim.nodes[leader]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    assert_eq!(
+        r.done.get(&sim.nodes[frozen].id).map(|d| d.1),
+        Some(true),
+        "the woken node's share counts as interrupted"
+    );
+    let handoffs = agreed_handoffs(&sim, &run);
+    assert_eq!(handoffs.len(), 1);
+    // It said Done before the end: not lost, its share moved.
+    assert!(sim.finish_of(&run).lost.is_empty());
+}
+
+#[test]
+fn in_a_run_of_two_a_silent_peer_keeps_its_share_and_a_dead_one_hands_it_on() {
+    for dead in [false, true] {
+        let mut sim = Sim::new(&[("fra", 1), ("nrt", 1)], 0, 51);
+        sim.dead_known = dead;
+        let run = sim.submit(0, spec(20, 12), None);
+        assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+        sim.run_until(Duration::from_secs(2), |_| false);
+        let leader = sim.leader_index(&run);
+        let other = 1 - leader;
+        if dead {
+            sim.nodes[other].crashed_at = Some(sim.now);
+        } else {
+            sim.partition = Some((vec![0, 1], sim.now));
+        }
+        sim.run_until(Duration::from_secs(6), |_| false);
+        let moved = sim.nodes[leader]
+            .core
+            .get(&run)
+            .is_some_and(|r| r.handoffs.contains_key(&sim.nodes[other].id));
+        assert_eq!(moved, dead, "dead: {dead}");
+        let cut_off_side_moved = sim.nodes[other]
+            .core
+            .get(&run)
+            .is_some_and(|r| r.handoffs.contains_key(&sim.nodes[leader].id));
+        assert!(
+            !cut_off_side_moved,
+            "the other side of a partition took the leader's share"
+        );
+    }
+}
+
+#[test]
+fn many_nodes_with_loss_hand_on_every_lost_share_once_and_agree() {
+    let mut sim = Sim::new(&[("fra", 8), ("nrt", 6), ("ewr", 6)], 2, 61);
+    let run = sim.submit(3, spec(400, 30), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(5)));
+    sim.run_until(Duration::from_secs(3), |_| false);
+    let leader = sim.leader_index(&run);
+    let victims = [(leader + 3) % 20, (leader + 11) % 20];
+    sim.nodes[victims[0]].crashed_at = Some(sim.now);
+    sim.run_until(Duration::from_secs(6), |_| false);
+    sim.nodes[victims[1]].crashed_at = Some(sim.now);
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)));
+    let finish = sim.finish_of(&run);
+    assert_eq!(finish.outcome, Outcome::Complete);
+    let handoffs = agreed_handoffs(&sim, &run);
+    let mut from: Vec<String> = handoffs.iter().map(|h| h.from.clone()).collect();
+    from.sort();
+    let mut expected: Vec<String> = victims.iter().map(|&v| sim.nodes[v].id.clone()).collect();
+    expected.sort();
+    assert_eq!(from, expected);
+    let first = &sim.nodes[victims[0]].id;
+    for h in &handoffs {
+        let victim = sim.index(&h.from).unwrap_or_else(|| panic!("unknown"));
+        check_moved(&sim, &run, h, victim);
+        assert!(
+            !h.to.iter().any(|a| a.node == *first || a.node == h.from),
+            "a part went to a node already lost"
+        );
+    }
 }

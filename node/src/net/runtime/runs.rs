@@ -101,6 +101,10 @@ impl MeshView for View<'_> {
     fn clock_settling(&self) -> bool {
         self.core.clock_settling(self.now)
     }
+
+    fn dead(&self, peer: &str) -> bool {
+        self.core.is_dead(peer)
+    }
 }
 
 impl Runs {
@@ -133,6 +137,11 @@ impl Runs {
 }
 
 impl Node {
+    /// Whether a share runs here (started, not yet done).
+    pub(super) fn runs_a_share(&self) -> bool {
+        !self.runs.started.is_empty()
+    }
+
     pub(super) fn at(&self) -> At {
         At {
             now: self.now(),
@@ -258,6 +267,20 @@ impl Node {
                         info!(run = %run, "share starts in {:.1} ms", wait as f64 / 1e6);
                     } else {
                         warn!(run = %run, "told to start a share that is not prepared");
+                    }
+                }
+                RunAction::TakeOver { run, share, since } => {
+                    let taken = self.runs.workers.get(&run).is_some_and(|(_, handle)| {
+                        handle.take_over(crate::engine::executor::TakeOver {
+                            share: share.clone(),
+                            since,
+                        })
+                    });
+                    if taken {
+                        info!(run = %run, segment = %share.segment, since_ms = since.as_millis() as u64,
+                            "taking over part of a lost node's share");
+                    } else {
+                        warn!(run = %run, "told to take over part of a share, but this node's share has ended");
                     }
                 }
                 RunAction::Stop { run } => {
@@ -407,6 +430,15 @@ impl Node {
                 return;
             }
         };
+        // Others can take the share over only in a run of two nodes or
+        // more that redistributes: then a freeze fences it.
+        let fence = spec.on_loss == OnLoss::Redistribute
+            && self
+                .runs
+                .core
+                .get(&run)
+                .and_then(|r| r.plan.as_ref())
+                .is_some_and(|p| p.shares.len() > 1);
         let handle = worker::spawn(
             ShareJob {
                 plan,
@@ -416,6 +448,7 @@ impl Node {
                 region: self.config.region.clone(),
                 wasm,
                 settings,
+                fence,
             },
             self.runs.events.clone(),
         );
@@ -581,14 +614,19 @@ impl Node {
                 }
                 self.keep_shard(&shard, &bytes);
             }
-            WorkerEvent::Finished { run, plan, shards } => {
+            WorkerEvent::Finished {
+                run,
+                plan,
+                shards,
+                fenced,
+            } => {
                 if !self.current(&run, plan) {
                     return;
                 }
-                info!(run = %run, "share done ({shards} shards)");
+                info!(run = %run, fenced, "share done ({shards} shards)");
                 self.runs.workers.remove(&run);
                 self.runs.started.remove(&run);
-                let actions = self.runs.core.finished(&run, shards, false);
+                let actions = self.runs.core.finished(&run, shards, fenced);
                 self.run_actions(actions);
             }
         }
