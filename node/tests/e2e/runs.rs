@@ -374,6 +374,10 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
         "6s".into(),
         "--graceful-stop".into(),
         "1s".into(),
+        // Nothing takes the lost share over here (tests/e2e/faults.rs has
+        // the default, `redistribute`).
+        "--on-loss".into(),
+        "continue".into(),
         "--env".into(),
         env.clone(),
     ];
