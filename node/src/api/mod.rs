@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 use crate::core::assign::RegionWeight;
 use crate::core::report::Report;
 use crate::core::run_report::{RunMeta, RunReport};
+use crate::core::shard::SparseShard;
 use crate::core::spec::RunSpec;
 use crate::store::runs::RunStore;
 
@@ -213,6 +214,11 @@ pub struct RunView {
     pub start_skew_ms: Option<f64>,
     /// The largest clock error bound among the nodes that started.
     pub clock_bound_ms: Option<f64>,
+    /// Why the node answering cannot store the run in its data dir (a full
+    /// disk, say), with the path and the OS error, and how many shards wait
+    /// in memory; `None` while everything is stored.
+    #[serde(default)]
+    pub storage_error: Option<String>,
     /// The nodes taking part (after assignment), or the candidates (before).
     pub nodes: Vec<RunNodeView>,
 }
@@ -260,16 +266,34 @@ pub struct ReportSource {
     pub run_id: String,
     /// What the report needs besides the shards.
     pub meta: RunMeta,
+    /// Shards the node holds in memory only, for want of room in its data
+    /// dir.
+    pub unsaved: Vec<Vec<u8>>,
 }
 
 impl ReportSource {
-    /// Reads the run's shards and merges them.
+    /// Reads the run's shards and merges them, with those waiting in memory.
     pub fn build(self) -> RunReport {
         let mut report = Report::new(&self.run_id);
-        // Shards come in the canonical order of `Report::from_shards`.
+        let key = |s: &SparseShard| (s.head.node.clone(), s.head.seq);
+        // Newest last, so the first in order is popped first.
+        let mut waiting: Vec<SparseShard> = self
+            .unsaved
+            .iter()
+            .filter_map(|b| SparseShard::decode(b).ok())
+            .collect();
+        waiting.sort_by_key(|s| std::cmp::Reverse(key(s)));
+        // Shards come in the canonical order of `Report::from_shards`, the
+        // waiting ones among the stored.
         let problems = self.store.each_sparse_shard(&self.run_id, |s| {
+            while let Some(w) = waiting.pop_if(|w| key(w) < key(&s)) {
+                report.add_sparse(&w);
+            }
             report.add_sparse(&s);
         });
+        while let Some(w) = waiting.pop() {
+            report.add_sparse(&w);
+        }
         for problem in problems {
             tracing::warn!(run = %self.run_id, "a stored shard was skipped: {problem}");
         }
