@@ -355,3 +355,72 @@ pub enum Query {
     /// `GET /v1/runs/{id}/live`; `None` for an unknown run.
     Live(String, oneshot::Sender<Option<LiveView>>),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::metrics::{SeriesKey, SeriesSet, Value};
+    use crate::core::shard::Shard;
+
+    fn shard(node: &str, seq: u64) -> Shard {
+        let mut series = SeriesSet::new();
+        // A fractional counter: its sum depends on the order of merging.
+        let _ = series.merge(
+            &SeriesKey::new("fraction", []),
+            &Value::Counter(0.1 * (seq + 1) as f64 + if node == "n1" { 0.7 } else { 0.3 }),
+        );
+        Shard {
+            run_id: "r1".into(),
+            node: node.into(),
+            name: node.into(),
+            region: "fra".into(),
+            seq,
+            start_ms: seq * 1000,
+            end_ms: (seq + 1) * 1000,
+            last: seq == 3,
+            series,
+        }
+    }
+
+    fn meta() -> RunMeta {
+        RunMeta {
+            scenario: "hello.wasm".into(),
+            executor: "constant-vus".into(),
+            outcome: "complete".into(),
+            expected: Vec::new(),
+            lost: Vec::new(),
+            thresholds: Vec::new(),
+            aborted_by: None,
+            load: None,
+        }
+    }
+
+    #[test]
+    fn a_report_merges_the_shards_waiting_in_memory_in_the_canonical_order() {
+        let dir = std::env::temp_dir().join(format!("fusi-api-unsaved-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = RunStore::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let shards: Vec<Shard> = ["n1", "n2"]
+            .into_iter()
+            .flat_map(|n| (0..4).map(move |seq| shard(n, seq)))
+            .collect();
+        // Every other shard found no room in the data dir.
+        let (stored, unsaved): (Vec<_>, Vec<_>) =
+            shards.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        for (_, s) in &stored {
+            assert_eq!(store.save_shard(s, &s.encode()).ok(), Some(true));
+        }
+        let source = ReportSource {
+            store,
+            run_id: "r1".into(),
+            meta: meta(),
+            unsaved: unsaved.iter().rev().map(|(_, s)| s.encode()).collect(),
+        };
+        let all = Report::from_shards("r1", shards.clone());
+        assert_eq!(
+            source.build().to_json(),
+            RunReport::build(&all, &meta()).to_json()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -784,7 +784,8 @@ impl Node {
             .or_insert_with(|| Report::new(id))
     }
 
-    /// A run's shards, as stored, merged.
+    /// A run's shards, as stored, merged (on the event loop: a run is read
+    /// once, when it is first needed after a restart).
     fn read_report(&self, id: &str) -> Report {
         let mut report = Report::new(id);
         let problems = self.runs.store.each_sparse_shard(id, |s| {
@@ -1008,14 +1009,8 @@ impl Node {
     /// A run's progress, from the shards merged so far.
     pub(super) fn live_view(&self, id: &str) -> Option<LiveView> {
         let run = self.run_view(id)?;
-        let read;
-        let report = match self.runs.reports.get(id) {
-            Some(report) => report,
-            None => {
-                read = self.read_report(id);
-                &read
-            }
-        };
+        let empty = Report::new(id);
+        let report = self.runs.reports.get(id).unwrap_or(&empty);
         let part = |scope: &str, region: Option<&str>| {
             let latest = report.latest(region);
             let (requests, failed) = report.requests(region);
@@ -1221,6 +1216,10 @@ impl Node {
                 let _ = reply.send(self.report_source(&id));
             }
             Query::Live(id, reply) => {
+                // A run restored from the data dir is read once, and kept.
+                if self.runs.stored.contains_key(&id) {
+                    self.report_mut(&id);
+                }
                 let _ = reply.send(self.live_view(&id));
             }
             Query::Status(_) | Query::Peers(_) => {}
