@@ -66,7 +66,7 @@ struct Fetch {
 const FETCH_ROUNDS: u32 = 15;
 
 /// How often a node tries again to store what its data dir could not take.
-pub(super) const STORE_RETRY: Duration = Duration::from_secs(2);
+const STORE_RETRY: Duration = Duration::from_secs(2);
 
 /// The most bytes of shards kept in memory for want of room in the data
 /// dir; beyond it, shards are not kept (and the run's status says so).
@@ -106,6 +106,7 @@ pub(super) struct Runs {
     unsaved_bytes: usize,
     /// Runs whose record waits for room in the data dir.
     unsaved_records: BTreeSet<String>,
+    /// Why a run's data is not all in the data dir, by run: the status says.
     storage: HashMap<String, StorageProblem>,
     /// When what waits is next tried again.
     store_retry_at: Duration,
