@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 use crate::core::assign::RegionWeight;
 use crate::core::report::Report;
 use crate::core::run_report::{RunMeta, RunReport};
+use crate::core::shard::SparseShard;
 use crate::core::spec::RunSpec;
 use crate::store::runs::RunStore;
 
@@ -213,6 +214,11 @@ pub struct RunView {
     pub start_skew_ms: Option<f64>,
     /// The largest clock error bound among the nodes that started.
     pub clock_bound_ms: Option<f64>,
+    /// Why the node answering cannot store the run in its data dir (a full
+    /// disk, say), with the path and the OS error, and how many shards wait
+    /// in memory; `None` while everything is stored.
+    #[serde(default)]
+    pub storage_error: Option<String>,
     /// The nodes taking part (after assignment), or the candidates (before).
     pub nodes: Vec<RunNodeView>,
 }
@@ -260,16 +266,34 @@ pub struct ReportSource {
     pub run_id: String,
     /// What the report needs besides the shards.
     pub meta: RunMeta,
+    /// Shards the node holds in memory only, for want of room in its data
+    /// dir.
+    pub unsaved: Vec<Vec<u8>>,
 }
 
 impl ReportSource {
-    /// Reads the run's shards and merges them.
+    /// Reads the run's shards and merges them, with those waiting in memory.
     pub fn build(self) -> RunReport {
         let mut report = Report::new(&self.run_id);
-        // Shards come in the canonical order of `Report::from_shards`.
+        let key = |s: &SparseShard| (s.head.node.clone(), s.head.seq);
+        // Newest last, so the first in order is popped first.
+        let mut waiting: Vec<SparseShard> = self
+            .unsaved
+            .iter()
+            .filter_map(|b| SparseShard::decode(b).ok())
+            .collect();
+        waiting.sort_by_key(|s| std::cmp::Reverse(key(s)));
+        // Shards come in the canonical order of `Report::from_shards`, the
+        // waiting ones among the stored.
         let problems = self.store.each_sparse_shard(&self.run_id, |s| {
+            while let Some(w) = waiting.pop_if(|w| key(w) < key(&s)) {
+                report.add_sparse(&w);
+            }
             report.add_sparse(&s);
         });
+        while let Some(w) = waiting.pop() {
+            report.add_sparse(&w);
+        }
         for problem in problems {
             tracing::warn!(run = %self.run_id, "a stored shard was skipped: {problem}");
         }
@@ -330,4 +354,73 @@ pub enum Query {
     Report(String, oneshot::Sender<Option<ReportSource>>),
     /// `GET /v1/runs/{id}/live`; `None` for an unknown run.
     Live(String, oneshot::Sender<Option<LiveView>>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::metrics::{SeriesKey, SeriesSet, Value};
+    use crate::core::shard::Shard;
+
+    fn shard(node: &str, seq: u64) -> Shard {
+        let mut series = SeriesSet::new();
+        // A fractional counter: its sum depends on the order of merging.
+        let _ = series.merge(
+            &SeriesKey::new("fraction", []),
+            &Value::Counter(0.1 * (seq + 1) as f64 + if node == "n1" { 0.7 } else { 0.3 }),
+        );
+        Shard {
+            run_id: "r1".into(),
+            node: node.into(),
+            name: node.into(),
+            region: "fra".into(),
+            seq,
+            start_ms: seq * 1000,
+            end_ms: (seq + 1) * 1000,
+            last: seq == 3,
+            series,
+        }
+    }
+
+    fn meta() -> RunMeta {
+        RunMeta {
+            scenario: "hello.wasm".into(),
+            executor: "constant-vus".into(),
+            outcome: "complete".into(),
+            expected: Vec::new(),
+            lost: Vec::new(),
+            thresholds: Vec::new(),
+            aborted_by: None,
+            load: None,
+        }
+    }
+
+    #[test]
+    fn a_report_merges_the_shards_waiting_in_memory_in_the_canonical_order() {
+        let dir = std::env::temp_dir().join(format!("fusi-api-unsaved-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = RunStore::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let shards: Vec<Shard> = ["n1", "n2"]
+            .into_iter()
+            .flat_map(|n| (0..4).map(move |seq| shard(n, seq)))
+            .collect();
+        // Every other shard found no room in the data dir.
+        let (stored, unsaved): (Vec<_>, Vec<_>) =
+            shards.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        for (_, s) in &stored {
+            assert_eq!(store.save_shard(s, &s.encode()).ok(), Some(true));
+        }
+        let source = ReportSource {
+            store,
+            run_id: "r1".into(),
+            meta: meta(),
+            unsaved: unsaved.iter().rev().map(|(_, s)| s.encode()).collect(),
+        };
+        let all = Report::from_shards("r1", shards.clone());
+        assert_eq!(
+            source.build().to_json(),
+            RunReport::build(&all, &meta()).to_json()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

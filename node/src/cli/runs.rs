@@ -262,6 +262,9 @@ pub fn render_run(run: &RunView) -> String {
     if let Some(skew) = start_line(run) {
         line("start", skew);
     }
+    if let Some(problem) = &run.storage_error {
+        line("storage", problem.clone());
+    }
     out.push('\n');
     out.push_str(&render_nodes(run));
     out
@@ -374,6 +377,9 @@ pub fn render_header(run: &RunView) -> String {
     }
     if let Some(start) = start_line(run) {
         let _ = writeln!(out, "  start: {start}");
+    }
+    if let Some(problem) = &run.storage_error {
+        let _ = writeln!(out, "  storage: {problem}");
     }
     out
 }
@@ -765,6 +771,7 @@ mod tests {
             duration_s: 60.0,
             start_skew_ms: Some(1.65),
             clock_bound_ms: Some(0.15),
+            storage_error: None,
             nodes: vec![fra, nrt, ewr],
         }
     }
@@ -856,6 +863,28 @@ mod tests {
         );
         assert!(
             header.contains("start: skew 1.65 ms (clock bound ±0.15 ms)"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn a_node_that_cannot_store_the_run_says_so_in_its_status() {
+        let mut full = run();
+        assert!(!render_run(&full).contains("storage"));
+        full.storage_error = Some(
+            "fra-1 cannot store this run in its data dir: cannot write the shard \
+             /data/runs/r1/shards/n.0.cbor: No space left on device (os error 28)"
+                .into(),
+        );
+        let text = render_run(&full);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("storage") && l.contains("No space left on device")),
+            "{text}"
+        );
+        let header = render_header(&full);
+        assert!(
+            header.contains("  storage: fra-1 cannot store this run"),
             "{header}"
         );
     }

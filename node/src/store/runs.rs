@@ -10,11 +10,20 @@
 //! twice changes nothing. The record is rewritten whole. Both are written
 //! by [`write_durably`] (aside, fsynced, renamed, the directory fsynced), so
 //! a crash leaves the old file or the new one. At start, [`RunStore::load`]
-//! moves a record or shard that is empty, too large or does not decode
-//! aside (`run.cbor.corrupt`, `<node>.<seq>.cbor.corrupt`), removes the
-//! temporary files of writes a crash cut short, and names each in its list
-//! of problems; nothing there stops the node.
+//! reads each record but, of the shards, only their names and sizes and
+//! each node's newest shard (which says whether it was the node's last):
+//! a run's shards are read when something needs them ([`each_shard`]), so
+//! tens of thousands of stored shards cost a node little memory or time at
+//! start. It moves a record that is empty, too large or does not decode,
+//! and a shard that is empty or too large (or a newest shard that does not
+//! decode), aside (`run.cbor.corrupt`, `<node>.<seq>.cbor.corrupt`),
+//! removes the temporary files of writes a crash cut short, and names each
+//! in its list of problems; nothing there stops the node. A shard damaged
+//! inside is named when its run is read.
+//!
+//! [`each_shard`]: RunStore::each_shard
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -115,8 +124,20 @@ impl RunStore {
 
     /// Stores a shard's bytes, once. Returns whether it was new.
     pub fn save_shard(&self, shard: &Shard, bytes: &[u8]) -> Result<bool, StoreError> {
-        let dir = self.run_dir(&shard.run_id)?.join("shards");
-        let path = dir.join(format!("{}.{}.cbor", safe(&shard.node), shard.seq));
+        self.save_shard_at(&shard.run_id, &shard.node, shard.seq, bytes)
+    }
+
+    /// Stores the bytes of shard `seq` of `node` in run `id`, once.
+    /// Returns whether it was new.
+    pub fn save_shard_at(
+        &self,
+        id: &str,
+        node: &str,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
+        let dir = self.run_dir(id)?.join("shards");
+        let path = dir.join(format!("{}.{seq}.cbor", safe(node)));
         if path.exists() {
             return Ok(false);
         }
@@ -137,15 +158,14 @@ impl RunStore {
         }
     }
 
-    /// Every run stored, at start, each of its shards handed to `each`
-    /// (with the run's id) one at a time as it is read, so a node that
-    /// stored tens of thousands of shards never holds them decoded at once.
-    /// Files that cannot be read are skipped; records and shards that are
-    /// damaged (empty, torn, too large, not decodable) are moved aside to
-    /// `*.corrupt`; temporary files of writes a crash cut short are
-    /// removed. Each is named, with its path, in the second list, so one
-    /// bad file never stops a node.
-    pub fn load(&self, mut each: impl FnMut(&str, Shard)) -> (Vec<Run>, Vec<String>) {
+    /// Every run stored, at start, with what is known of its shards
+    /// without reading them ([`StoredShards`]). Files that cannot be read
+    /// are skipped; records that are damaged (empty, torn, too large, not
+    /// decodable), shards that are empty or too large, and newest shards
+    /// that do not decode are moved aside to `*.corrupt`; temporary files
+    /// of writes a crash cut short are removed. Each is named, with its
+    /// path, in the second list, so one bad file never stops a node.
+    pub fn load(&self) -> (Vec<(Run, StoredShards)>, Vec<String>) {
         let mut runs = Vec::new();
         let mut problems = Vec::new();
         let Ok(entries) = fs::read_dir(&self.dir) else {
@@ -183,14 +203,124 @@ impl RunStore {
                     continue;
                 }
             };
-            for skipped in
-                self.each_decoded(&run.id, Shard::decode, |s| &s.run_id, |s| each(&run.id, s))
-            {
-                problems.push(skipped.move_aside());
-            }
-            runs.push(run);
+            let (shards, skipped) = self.stored_shards(&run.id);
+            problems.extend(skipped.iter().map(Skipped::move_aside));
+            runs.push((run, shards));
         }
         (runs, problems)
+    }
+
+    /// What a run's shard files say without reading them: their names and
+    /// sizes, and each node's newest shard.
+    fn stored_shards(&self, id: &str) -> (StoredShards, Vec<Skipped>) {
+        let mut stored = StoredShards::default();
+        let mut problems = Vec::new();
+        let mut by_node: BTreeMap<String, Vec<(u64, PathBuf)>> = BTreeMap::new();
+        for ((node, seq), path) in self.shard_files(id) {
+            match fs::metadata(&path) {
+                Ok(meta) if meta.len() == 0 => problems.push(Skipped {
+                    path,
+                    why: Unread::Damaged("empty (a write a crash cut short)".into()),
+                }),
+                Ok(meta) if meta.len() > MAX_RECORD_BYTES => problems.push(Skipped {
+                    path,
+                    why: Unread::Damaged(format!(
+                        "{} bytes, over the {MAX_RECORD_BYTES}-byte limit",
+                        meta.len()
+                    )),
+                }),
+                Ok(_) => by_node.entry(node).or_default().push((seq, path)),
+                Err(e) => problems.push(Skipped {
+                    path,
+                    why: Unread::Io(e.to_string()),
+                }),
+            }
+        }
+        for (name, mut files) in by_node {
+            // The newest shard that reads says who the node is (the name is
+            // its id made safe for a file name) and whether it was its last.
+            let mut node = None;
+            while let Some((seq, path)) = files.pop() {
+                let decoded = read_bounded(&path)
+                    .and_then(|b| Shard::decode(&b).map_err(|e| Unread::Damaged(e.to_string())));
+                match decoded {
+                    Ok(s) if s.run_id == id && safe(&s.node) == name && s.seq == seq => {
+                        if s.last {
+                            stored
+                                .announced
+                                .insert(s.node.clone(), seq.saturating_add(1));
+                        }
+                        stored.held.insert((s.node.clone(), seq));
+                        node = Some(s.node);
+                        break;
+                    }
+                    Ok(_) => problems.push(Skipped {
+                        path,
+                        why: Unread::Damaged("a shard of another run or node".into()),
+                    }),
+                    Err(why) => problems.push(Skipped { path, why }),
+                }
+            }
+            if let Some(node) = node {
+                stored
+                    .held
+                    .extend(files.into_iter().map(|(seq, _)| (node.clone(), seq)));
+            }
+        }
+        (stored, problems)
+    }
+
+    /// A run's shard files, by (node as in the file name, sequence
+    /// number), in that order.
+    fn shard_files(&self, id: &str) -> Vec<((String, u64), PathBuf)> {
+        let Ok(dir) = self.run_dir(id) else {
+            return Vec::new();
+        };
+        let Ok(files) = fs::read_dir(dir.join("shards")) else {
+            return Vec::new();
+        };
+        let mut keyed: Vec<((String, u64), PathBuf)> = files
+            .flatten()
+            .map(|f| f.path())
+            .filter_map(|path| {
+                let stem = path.file_stem()?.to_str()?;
+                let (node, seq) = stem.rsplit_once('.')?;
+                let seq = seq.parse().ok()?;
+                (path.extension()? == "cbor").then(|| ((node.to_owned(), seq), path.clone()))
+            })
+            .collect();
+        keyed.sort();
+        keyed
+    }
+}
+
+/// What a node knows of a run's stored shards before it reads them: which
+/// are there, and how many each node announced (its last shard, if stored,
+/// says so). Enough to tell peers what it holds; the shards themselves are
+/// read when a report or a new shard needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredShards {
+    held: BTreeSet<(String, u64)>,
+    announced: BTreeMap<String, u64>,
+}
+
+impl StoredShards {
+    /// The shards stored: `(node, seq)`.
+    pub fn held(&self) -> &BTreeSet<(String, u64)> {
+        &self.held
+    }
+
+    /// Shards stored of a node and the count it announced, if any (as
+    /// [`Report::shards_of`](crate::core::report::Report::shards_of)).
+    pub fn shards_of(&self, node: &str) -> (u64, Option<u64>) {
+        let received = self
+            .held
+            .range((node.to_owned(), 0)..=(node.to_owned(), u64::MAX))
+            .count();
+        (
+            u64::try_from(received).unwrap_or(u64::MAX),
+            self.announced.get(node).copied(),
+        )
     }
 }
 
@@ -248,24 +378,7 @@ impl RunStore {
         mut f: impl FnMut(T),
     ) -> Vec<Skipped> {
         let mut problems = Vec::new();
-        let Ok(dir) = self.run_dir(id) else {
-            return problems;
-        };
-        let Ok(files) = fs::read_dir(dir.join("shards")) else {
-            return problems;
-        };
-        let mut keyed: Vec<((String, u64), PathBuf)> = files
-            .flatten()
-            .map(|f| f.path())
-            .filter_map(|path| {
-                let stem = path.file_stem()?.to_str()?;
-                let (node, seq) = stem.rsplit_once('.')?;
-                let seq = seq.parse().ok()?;
-                (path.extension()? == "cbor").then(|| ((node.to_owned(), seq), path.clone()))
-            })
-            .collect();
-        keyed.sort();
-        for (_, path) in keyed {
+        for (_, path) in self.shard_files(id) {
             let decoded = read_bounded(&path)
                 .and_then(|b| decode(&b).map_err(|e| Unread::Damaged(e.to_string())));
             match decoded {
@@ -388,11 +501,20 @@ mod tests {
         let s = shard("r1", 0);
         assert_eq!(runs.save_shard(&s, &s.encode()).ok(), Some(true));
         assert_eq!(runs.save_shard(&s, &s.encode()).ok(), Some(false));
-        let mut encoded = Vec::new();
-        let (loaded, problems) = runs.load(|_, s| encoded.push(s.encode()));
+        let (loaded, problems) = runs.load();
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(loaded.len(), 1);
-        assert_eq!(loaded[0].id, "r1");
+        assert_eq!(loaded[0].0.id, "r1");
+        assert_eq!(
+            loaded[0].1.held().iter().collect::<Vec<_>>(),
+            vec![&("n1".to_owned(), 0)]
+        );
+        assert_eq!(loaded[0].1.shards_of("n1"), (1, None));
+        let mut encoded = Vec::new();
+        assert!(
+            runs.each_shard("r1", |s| encoded.push(s.encode()))
+                .is_empty()
+        );
         assert_eq!(encoded, vec![s.encode()]);
         let names = |d: PathBuf| -> Vec<String> {
             fs::read_dir(d)
@@ -432,10 +554,15 @@ mod tests {
             fs::write(dir.join("runs").join(id).join("run.cbor"), bytes)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        let mut encoded = Vec::new();
-        let (loaded, problems) = runs.load(|_, s| encoded.push(s.encode()));
+        let (loaded, problems) = runs.load();
         assert_eq!(loaded.len(), 1, "{problems:?}");
-        assert_eq!(loaded[0].id, "good");
+        assert_eq!(loaded[0].0.id, "good");
+        assert_eq!(loaded[0].1.shards_of("n1"), (1, None));
+        let mut encoded = Vec::new();
+        assert!(
+            runs.each_shard("good", |s| encoded.push(s.encode()))
+                .is_empty()
+        );
         assert_eq!(encoded, vec![kept.encode()]);
         assert_eq!(problems.len(), 5, "{problems:#?}");
         for (file, why) in [
@@ -459,9 +586,52 @@ mod tests {
         }
         assert!(!shards.join(".n1.4.cbor.999.tmp").exists());
         // Reported once: the next start finds nothing to say.
-        let (loaded, problems) = runs.load(|_, _| {});
+        let (loaded, problems) = runs.load();
         assert_eq!(loaded.len(), 1);
         assert!(problems.is_empty(), "{problems:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_start_reads_only_the_newest_shard_of_each_node_and_a_run_read_later_names_the_rest() {
+        let dir = temp("lazy");
+        let runs = store(&dir);
+        runs.save_run(&run("r1")).unwrap_or_else(|e| panic!("{e}"));
+        let mut shards: Vec<Shard> = (0..4).map(|seq| shard("r1", seq)).collect();
+        shards[3].last = true;
+        let mut other = shard("r1", 0);
+        other.node = "n2".into();
+        shards.push(other);
+        for s in &shards {
+            assert_eq!(runs.save_shard(s, &s.encode()).ok(), Some(true));
+        }
+        // An older shard damaged inside: a start does not read it.
+        let torn = dir.join("runs/r1/shards/n1.1.cbor");
+        fs::write(&torn, b"\xff\x00torn").unwrap_or_else(|e| panic!("{e}"));
+        let (loaded, problems) = runs.load();
+        assert!(problems.is_empty(), "{problems:?}");
+        let stored = &loaded[0].1;
+        assert_eq!(stored.held().len(), 5);
+        assert_eq!(stored.shards_of("n1"), (4, Some(4)), "n1 announced 4");
+        assert_eq!(stored.shards_of("n2"), (1, None));
+        assert_eq!(stored.shards_of("n3"), (0, None));
+        // Reading the run names it, and hands out the others in order.
+        let mut read = Vec::new();
+        let skipped = runs.each_shard("r1", |s| read.push((s.node, s.seq)));
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(
+            skipped[0].starts_with(&torn.display().to_string()),
+            "{skipped:?}"
+        );
+        assert_eq!(
+            read,
+            vec![
+                ("n1".to_owned(), 0),
+                ("n1".to_owned(), 2),
+                ("n1".to_owned(), 3),
+                ("n2".to_owned(), 0)
+            ]
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 

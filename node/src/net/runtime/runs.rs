@@ -2,8 +2,16 @@
 //! out what it asks (gossip, module fetches, workers), keeps the shards of
 //! every run in the data dir and merged in memory, and answers the API's
 //! questions about runs.
+//!
+//! The runs a node finds in its data dir at start are not read: it knows
+//! which shards it holds by their names ([`StoredShards`]), and reads a
+//! run's shards when a new one comes (or its progress is asked for). A
+//! shard or record the data dir cannot take (a full disk) is named in the
+//! log and in the run's status (`storage_error`); the shard waits in
+//! memory, counts in the node's report, and is stored again every
+//! [`STORE_RETRY`] until there is room.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +40,9 @@ use crate::core::wire::{
 use crate::engine::http::ClientSettings;
 use crate::engine::module::sha256_hex;
 use crate::local::new_run_id;
+use crate::store::StoreError;
 use crate::store::modules::ModuleStore;
-use crate::store::runs::RunStore;
+use crate::store::runs::{RunStore, StoredShards};
 use crate::worker::{self, ShareJob, WorkerEvent, WorkerHandle, wall_ns};
 
 /// The most VUs a node's heartbeat may claim as its capacity: a peer with
@@ -56,6 +65,29 @@ struct Fetch {
 /// fetched the module itself yet.
 const FETCH_ROUNDS: u32 = 15;
 
+/// How often a node tries again to store what its data dir could not take.
+const STORE_RETRY: Duration = Duration::from_secs(2);
+
+/// The most bytes of shards kept in memory for want of room in the data
+/// dir; beyond it, shards are not kept (and the run's status says so).
+const MAX_UNSAVED_BYTES: usize = 64 << 20;
+
+/// A shard the data dir could not take, waiting in memory.
+struct Unsaved {
+    node: String,
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
+/// Why a run's data is not all in the data dir.
+#[derive(Default)]
+struct StorageProblem {
+    /// The last error, while something waits to be stored.
+    error: Option<String>,
+    /// Shards not kept at all (over [`MAX_UNSAVED_BYTES`]).
+    lost: u64,
+}
+
 /// What the event loop keeps for runs.
 pub(super) struct Runs {
     core: RunsCore,
@@ -65,7 +97,19 @@ pub(super) struct Runs {
     /// Verified modules kept in memory, newest last: peers ask for them.
     module_cache: Vec<(String, Arc<Vec<u8>>)>,
     started: std::collections::HashSet<String>,
+    /// The shards merged, by run, for runs whose shards were read.
     reports: HashMap<String, Report>,
+    /// Runs restored from the data dir whose shards are not read yet.
+    stored: HashMap<String, StoredShards>,
+    /// Shards waiting for room in the data dir, by run.
+    unsaved: HashMap<String, Vec<Unsaved>>,
+    unsaved_bytes: usize,
+    /// Runs whose record waits for room in the data dir.
+    unsaved_records: BTreeSet<String>,
+    /// Why a run's data is not all in the data dir, by run: the status says.
+    storage: HashMap<String, StorageProblem>,
+    /// When what waits is next tried again.
+    store_retry_at: Duration,
     /// When each run's abortOnFail thresholds were last judged.
     abort_checked: HashMap<String, Duration>,
     fetches: HashMap<OutboundRequestId, Fetch>,
@@ -124,6 +168,12 @@ impl Runs {
             module_cache: Vec::new(),
             started: std::collections::HashSet::new(),
             reports: HashMap::new(),
+            stored: HashMap::new(),
+            unsaved: HashMap::new(),
+            unsaved_bytes: 0,
+            unsaved_records: BTreeSet::new(),
+            storage: HashMap::new(),
+            store_retry_at: Duration::ZERO,
             abort_checked: HashMap::new(),
             fetches: HashMap::new(),
             retries: Vec::new(),
@@ -149,29 +199,20 @@ impl Node {
         }
     }
 
-    /// Takes back the runs and shards of the data dir; a share that was
-    /// running when the node went down is reported interrupted.
+    /// Takes back the runs of the data dir (their shards are read when
+    /// needed); a share that was running when the node went down is
+    /// reported interrupted.
     pub(super) fn restore_runs(&mut self) {
         let me = self.core.me().id.clone();
-        // Each shard is merged as it is read: only the merged reports stay.
-        let mut reports: HashMap<String, (Report, u64)> = HashMap::new();
-        let (stored, problems) = self.runs.store.load(|id, shard| {
-            let (report, mine) = reports
-                .entry(id.to_owned())
-                .or_insert_with(|| (Report::new(id), 0));
-            report.add(&shard);
-            if shard.node == me {
-                *mine += 1;
-            }
-        });
+        let (stored, problems) = self.runs.store.load();
         for p in problems {
             warn!("a file in the data dir was skipped: {p}");
         }
         let mut interrupted = Vec::new();
-        for run in stored {
+        for (run, shards) in stored {
             let id = run.id.clone();
-            let (report, mine) = reports.remove(&id).unwrap_or_else(|| (Report::new(&id), 0));
-            self.runs.reports.insert(id.clone(), report);
+            let (mine, _) = shards.shards_of(&me);
+            self.runs.stored.insert(id.clone(), shards);
             let at = self.at();
             if let Some(id) = self.runs.core.restore(run, at) {
                 interrupted.push((id, mine));
@@ -214,18 +255,95 @@ impl Node {
         self.run_actions(actions);
         for id in self.runs.core.take_evicted() {
             self.runs.reports.remove(&id);
+            self.runs.stored.remove(&id);
             self.runs.abort_checked.remove(&id);
+            if let Some(waiting) = self.runs.unsaved.remove(&id) {
+                self.runs.unsaved_bytes -= waiting.iter().map(|u| u.bytes.len()).sum::<usize>();
+            }
+            self.runs.unsaved_records.remove(&id);
+            self.runs.storage.remove(&id);
             self.runs.store.remove_run(&id);
         }
         for id in self.runs.core.take_dirty() {
-            if let Some(run) = self.runs.core.get(&id)
-                && let Err(e) = self.runs.store.save_run(run)
-            {
+            let saved = match self.runs.core.get(&id) {
+                Some(run) => self.runs.store.save_run(run),
+                None => Ok(()),
+            };
+            if let Err(e) = saved {
                 self.warn_once(format!("save-run:{id}"), || {
-                    format!("cannot store run {id}: {e}")
+                    format!(
+                        "cannot store run {id}: {e}; it is written again once the data dir has room"
+                    )
                 });
+                self.runs.unsaved_records.insert(id.clone());
+                self.runs.storage.entry(id).or_default().error = Some(e.to_string());
             }
         }
+        if at.now >= self.runs.store_retry_at {
+            self.runs.store_retry_at = at.now + STORE_RETRY;
+            self.store_again();
+        }
+    }
+
+    /// Tries again to store the records and shards the data dir could not
+    /// take; a run whose data is all stored now leaves the status.
+    fn store_again(&mut self) {
+        let waiting: Vec<String> = self
+            .runs
+            .storage
+            .iter()
+            .filter(|(_, p)| p.error.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in waiting {
+            match self.store_run_again(&id) {
+                Err(e) => {
+                    if let Some(p) = self.runs.storage.get_mut(&id) {
+                        p.error = Some(e.to_string());
+                    }
+                }
+                Ok(stored) => {
+                    let lost = self.runs.storage.get(&id).map_or(0, |p| p.lost);
+                    if lost == 0 {
+                        self.runs.storage.remove(&id);
+                    } else if let Some(p) = self.runs.storage.get_mut(&id) {
+                        p.error = None;
+                    }
+                    info!(
+                        run = %id,
+                        "the data dir has room again: run {id} is stored ({stored} shards that waited in memory)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stores a run's record and shards that wait; returns how many shards.
+    fn store_run_again(&mut self, id: &str) -> Result<usize, StoreError> {
+        if self.runs.unsaved_records.contains(id) {
+            if let Some(run) = self.runs.core.get(id) {
+                self.runs.store.save_run(run)?;
+            }
+            self.runs.unsaved_records.remove(id);
+        }
+        let Some(mut waiting) = self.runs.unsaved.remove(id) else {
+            return Ok(0);
+        };
+        let mut stored = 0;
+        while let Some(shard) = waiting.last() {
+            if let Err(e) = self
+                .runs
+                .store
+                .save_shard_at(id, &shard.node, shard.seq, &shard.bytes)
+            {
+                self.runs.unsaved.insert(id.to_owned(), waiting);
+                return Err(e);
+            }
+            self.runs.unsaved_bytes -= shard.bytes.len();
+            waiting.pop();
+            stored += 1;
+        }
+        Ok(stored)
     }
 
     fn publish(&mut self, topic: gossipsub::IdentTopic, bytes: Vec<u8>, what: &str) {
@@ -634,21 +752,88 @@ impl Node {
 
     /// Stores and merges a shard; returns whether it was new here.
     pub(super) fn keep_shard(&mut self, shard: &Shard, bytes: &[u8]) -> bool {
+        let id = &shard.run_id;
+        if self
+            .runs
+            .stored
+            .get(id)
+            .is_some_and(|s| s.held().contains(&(shard.node.clone(), shard.seq)))
+        {
+            return false;
+        }
+        if !self.report_mut(id).add(shard) {
+            return false;
+        }
         if let Err(e) = self.runs.store.save_shard(shard, bytes) {
-            self.warn_once(format!("save-shard:{}", shard.run_id), || {
-                format!("cannot store a shard of run {}: {e}", shard.run_id)
+            self.unsaved_shard(shard, bytes, e);
+        }
+        self.judge_aborts(id);
+        true
+    }
+
+    /// A shard the data dir could not take: named in the log (once per
+    /// run) and the run's status, and kept in memory to store again.
+    fn unsaved_shard(&mut self, shard: &Shard, bytes: &[u8], e: StoreError) {
+        let id = &shard.run_id;
+        self.warn_once(format!("save-shard:{id}"), || {
+            format!(
+                "cannot store a shard of run {id}: {e}; it waits in memory and is stored \
+                 once the data dir has room"
+            )
+        });
+        let keep = self.runs.unsaved_bytes + bytes.len() <= MAX_UNSAVED_BYTES;
+        if !keep {
+            self.warn_once(format!("unsaved-full:{id}"), || {
+                format!(
+                    "over {} MiB of shards wait for room in the data dir: shards of run {id} \
+                     are no longer kept, and this node's report of it will miss them",
+                    MAX_UNSAVED_BYTES >> 20
+                )
             });
         }
-        let new = self
-            .runs
-            .reports
-            .entry(shard.run_id.clone())
-            .or_insert_with(|| Report::new(&shard.run_id))
-            .add(shard);
-        if new {
-            self.judge_aborts(&shard.run_id);
+        let problem = self.runs.storage.entry(id.clone()).or_default();
+        problem.error = Some(e.to_string());
+        if keep {
+            self.runs.unsaved_bytes += bytes.len();
+            self.runs
+                .unsaved
+                .entry(id.clone())
+                .or_default()
+                .push(Unsaved {
+                    node: shard.node.clone(),
+                    seq: shard.seq,
+                    bytes: bytes.to_vec(),
+                });
+        } else {
+            problem.lost += 1;
         }
-        new
+    }
+
+    /// A run's merged shards, to add to: a run restored from the data dir
+    /// has its stored shards read first.
+    fn report_mut(&mut self, id: &str) -> &mut Report {
+        if self.runs.stored.remove(id).is_some() {
+            let report = self.read_report(id);
+            debug!(run = %id, "read the stored shards of run {id}");
+            self.runs.reports.insert(id.to_owned(), report);
+        }
+        self.runs
+            .reports
+            .entry(id.to_owned())
+            .or_insert_with(|| Report::new(id))
+    }
+
+    /// A run's shards, as stored, merged (on the event loop: a run is read
+    /// once, when it is first needed after a restart).
+    fn read_report(&self, id: &str) -> Report {
+        let mut report = Report::new(id);
+        let problems = self.runs.store.each_sparse_shard(id, |s| {
+            report.add_sparse(&s);
+        });
+        for problem in problems {
+            warn!(run = %id, "a stored shard was skipped: {problem}");
+        }
+        report
     }
 
     /// Stops a run on every node once one of its `abortOnFail` thresholds
@@ -822,9 +1007,21 @@ impl Node {
         &self.runs.core
     }
 
-    /// The shards merged so far for a run.
-    pub(super) fn runs_report(&self, id: &str) -> Option<&Report> {
-        self.runs.reports.get(id)
+    /// The shards this node holds of a run: `(node, seq)`.
+    pub(super) fn runs_held(&self, id: &str) -> Option<&BTreeSet<(String, u64)>> {
+        match self.runs.reports.get(id) {
+            Some(report) => Some(report.held()),
+            None => self.runs.stored.get(id).map(StoredShards::held),
+        }
+    }
+
+    /// Shards this node holds of a node's in a run, and the count that
+    /// node announced, if any.
+    pub(super) fn runs_shards_of(&self, id: &str, node: &str) -> Option<(u64, Option<u64>)> {
+        match self.runs.reports.get(id) {
+            Some(report) => Some(report.shards_of(node)),
+            None => self.runs.stored.get(id).map(|s| s.shards_of(node)),
+        }
     }
 
     /// Where runs and shards are stored.
@@ -839,6 +1036,12 @@ impl Node {
             store: self.runs.store.clone(),
             run_id: id.to_owned(),
             meta: run.report_meta(),
+            unsaved: self
+                .runs
+                .unsaved
+                .get(id)
+                .map(|w| w.iter().map(|u| u.bytes.clone()).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -984,6 +1187,24 @@ impl Node {
                 }
             }
         }
+        let storage_error = self.runs.storage.get(id).map(|p| {
+            let me = &self.core.me().name;
+            let waiting = self.runs.unsaved.get(id).map_or(0, Vec::len);
+            let mut text = match &p.error {
+                Some(e) => format!(
+                    "{me} cannot store this run in its data dir: {e}; {waiting} shards wait in \
+                     memory and are stored once there is room"
+                ),
+                None => format!("{me} ran out of room in its data dir"),
+            };
+            if p.lost > 0 {
+                text.push_str(&format!(
+                    "; {} shards were not kept and are missing from {me}'s report",
+                    p.lost
+                ));
+            }
+            text
+        });
         let (skew, bound) = run
             .start_skew()
             .map(|(s, b)| (Some(s as f64 / 1e6), Some(b as f64 / 1e6)))
@@ -1009,6 +1230,7 @@ impl Node {
             duration_s: run.proposal.spec.executor.duration().as_secs_f64(),
             start_skew_ms: skew,
             clock_bound_ms: bound,
+            storage_error,
             nodes,
         })
     }
@@ -1033,6 +1255,10 @@ impl Node {
                 let _ = reply.send(self.report_source(&id));
             }
             Query::Live(id, reply) => {
+                // A run restored from the data dir is read once, and kept.
+                if self.runs.stored.contains_key(&id) {
+                    self.report_mut(&id);
+                }
                 let _ = reply.send(self.live_view(&id));
             }
             Query::Status(_) | Query::Peers(_) => {}

@@ -110,10 +110,7 @@ impl Node {
             let Ok(peer_id) = peer.parse::<PeerId>() else {
                 continue;
             };
-            let have = self
-                .runs_report(&run)
-                .map(|r| have_of(r.held()))
-                .unwrap_or_default();
+            let have = self.runs_held(&run).map(have_of).unwrap_or_default();
             let id = self.swarm.behaviour_mut().rpc.send_request(
                 &peer_id,
                 Request::Shards {
@@ -264,11 +261,11 @@ impl Node {
         let Some(run) = self.runs_core().get(id) else {
             return true;
         };
-        let Some(report) = self.runs_report(id) else {
+        if self.runs_held(id).is_none() {
             return run.plan.is_none();
-        };
+        }
         run.plan.iter().flat_map(|p| &p.shares).all(|share| {
-            let (received, announced) = report.shards_of(&share.node);
+            let (received, announced) = self.runs_shards_of(id, &share.node).unwrap_or((0, None));
             announced == Some(received)
         })
     }
@@ -373,10 +370,7 @@ impl Node {
         }
         // What the peer lacks is worked out off the event loop too: a long
         // run holds many shards, and the peer's list may be long.
-        let held = self
-            .runs_report(run)
-            .map(|r| r.held().clone())
-            .unwrap_or_default();
+        let held = self.runs_held(run).cloned().unwrap_or_default();
         let store = self.runs_store();
         let run = run.to_owned();
         let answers = self.delayed.clone();
