@@ -392,6 +392,7 @@ mod tests {
             thresholds: Vec::new(),
             aborted_by: None,
             load: None,
+            moves: Vec::new(),
         }
     }
 
