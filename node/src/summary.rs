@@ -125,6 +125,37 @@ fn render_load(out: &mut String, r: &RunReport) {
         load.planned,
         load.ratio * 100.0
     );
+    let name_of = |id: &str| {
+        r.nodes
+            .iter()
+            .find(|n| n.id == id && !n.name.is_empty())
+            .map_or_else(|| id.to_owned(), |n| n.name.clone())
+    };
+    let mut froms: Vec<&str> = r.moves.iter().map(|m| m.from.as_str()).collect();
+    froms.dedup();
+    for from in froms {
+        let parts: Vec<&crate::core::run_report::Move> =
+            r.moves.iter().filter(|m| m.from == from).collect();
+        let total: f64 = parts.iter().map(|m| m.segment.fraction()).sum();
+        let to: Vec<String> = parts
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} ({:.0} %)",
+                    name_of(&m.to),
+                    100.0 * m.segment.fraction() / total.max(f64::MIN_POSITIVE)
+                )
+            })
+            .collect();
+        let since = parts.first().map_or(0, |m| m.since_ms);
+        let _ = writeln!(
+            out,
+            "    {}'s share moved at {:.1} s to {}",
+            name_of(from),
+            since as f64 / 1000.0,
+            to.join(", ")
+        );
+    }
     if load.short {
         for n in r
             .nodes

@@ -1769,7 +1769,15 @@ impl RunsCore {
             return;
         }
         let others = plan.shares.iter().filter(|s| s.node != self.me).count();
-        if 2 * run.timers.gone_since.len() > others.max(2) {
+        // Gone but not known dead: cut off, perhaps from this node only.
+        let silent = plan
+            .shares
+            .iter()
+            .filter(|s| {
+                !run.done.contains_key(&s.node) && !view.alive(&s.node) && !view.dead(&s.node)
+            })
+            .count();
+        if 2 * silent > others.max(2) {
             return;
         }
         let lost: Vec<String> = plan
@@ -2076,9 +2084,11 @@ impl RunsCore {
     }
 
     /// Whether this node, running its share of a run of three nodes or
-    /// more, hears none of the others still running: it is the one cut off
-    /// (or the others all died), and the leader on their side hands its
-    /// share on. Not judged right after this node was frozen.
+    /// more, is cut off: more than half of the others still running are
+    /// gone and not known dead (their processes did not refuse a redial).
+    /// The leader on their side hands this share on (a leader that finds
+    /// most of the others gone hands nothing on: the rule is the same on
+    /// both sides). Not judged right after this node was frozen.
     fn cut_off(&self, run: &Run, view: &dyn MeshView, at: At) -> bool {
         let Some(plan) = &run.plan else {
             return false;
@@ -2090,24 +2100,19 @@ impl RunsCore {
         {
             return false;
         }
-        let mut others = plan.shares.iter().filter(|s| {
-            s.node != self.me
-                && !run.done.contains_key(&s.node)
-                && !run.handoffs.contains_key(&s.node)
-        });
-        let first = others.next();
-        // All gone, and not all known dead (processes that refused the
-        // redial are not a partition).
-        let Some(first) = first else {
-            return false;
-        };
-        let mut silent = !view.dead(&first.node);
-        !view.alive(&first.node)
-            && others.all(|s| {
-                silent |= !view.dead(&s.node);
-                !view.alive(&s.node)
+        let others: Vec<&str> = plan
+            .shares
+            .iter()
+            .map(|s| s.node.as_str())
+            .filter(|n| {
+                *n != self.me && !run.done.contains_key(*n) && !run.handoffs.contains_key(*n)
             })
-            && silent
+            .collect();
+        let silent = others
+            .iter()
+            .filter(|n| !view.alive(n) && !view.dead(n))
+            .count();
+        2 * silent > others.len()
     }
 
     fn prepare(&self, run: &mut Run, plan: PlanId, out: &mut Vec<RunAction>) {

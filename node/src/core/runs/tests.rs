@@ -1596,3 +1596,63 @@ fn many_nodes_with_loss_hand_on_every_lost_share_once_and_agree() {
         );
     }
 }
+
+#[test]
+fn a_partition_mid_run_moves_the_minority_shares_and_fences_the_minority() {
+    let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 71);
+    let run = sim.submit(0, spec(50, 30), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    sim.run_until(Duration::from_secs(3), |_| false);
+    let leader = sim.leader_index(&run);
+    // The leader and one other on the small side.
+    let small = [leader, (leader + 1) % 5];
+    let sides: Vec<u8> = (0..5).map(|i| u8::from(small.contains(&i))).collect();
+    sim.partition = Some((sides, sim.now));
+    sim.run_until(Duration::from_secs(8), |_| false);
+    let big: Vec<usize> = (0..5).filter(|i| !small.contains(i)).collect();
+    let small_ids: BTreeSet<String> = small.iter().map(|&i| sim.nodes[i].id.clone()).collect();
+    for &i in &small {
+        let w = &sim.nodes[i].workers[&run];
+        assert!(
+            w.stop_seen_at.is_some(),
+            "node {i} on the small side still runs"
+        );
+        assert!(
+            w.taken.is_empty(),
+            "node {i} on the small side took a part over"
+        );
+        let r = sim.nodes[i]
+            .core
+            .get(&run)
+            .unwrap_or_else(|| panic!("no run"));
+        assert!(
+            r.handoffs.is_empty(),
+            "the small side handed on {:?}",
+            r.handoffs.keys()
+        );
+    }
+    for &i in &big {
+        let r = sim.nodes[i]
+            .core
+            .get(&run)
+            .unwrap_or_else(|| panic!("no run"));
+        let moved: BTreeSet<String> = r.handoffs.keys().cloned().collect();
+        assert_eq!(moved, small_ids, "node {i}");
+        let w = &sim.nodes[i].workers[&run];
+        assert!(
+            w.stop_seen_at.is_none(),
+            "node {i} on the big side was stopped"
+        );
+        assert_eq!(
+            w.taken.len(),
+            2,
+            "node {i} took a part of each: {:?}",
+            w.taken
+        );
+    }
+    // Healed: the run ends, every node agrees on what moved.
+    sim.partition = None;
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)));
+    let handoffs = agreed_handoffs(&sim, &run);
+    assert_eq!(handoffs.len(), 2);
+}
