@@ -215,6 +215,7 @@ fn run_message(bytes: &[u8]) -> bool {
         protocol: RUN_PROTOCOL,
         run: env.run.clone(),
         body: RunMessage::Propose(Box::new(proposal.clone())),
+        sig: None,
     };
     let _ = core.on_message(&proposal.proposer, propose, AT);
     let _ = core.tick(AT, &Everyone);
@@ -645,6 +646,7 @@ fn run_messages() -> Vec<RunEnvelope> {
             protocol: RUN_PROTOCOL,
             run: "r1".into(),
             body,
+            sig: None,
         })
         .collect()
 }
@@ -684,6 +686,7 @@ fn ended_run() -> EndedRun {
             plan: (0, 1),
             t0_ns: AT.wall_ns - 60_000_000_000,
             by: "a".into(),
+            sig: None,
         }),
         started: [("a".to_owned(), (AT.wall_ns - 60_000_000_000, 1_000))].into(),
         done: [("a".to_owned(), (30, false)), ("b".to_owned(), (29, true))].into(),

@@ -42,7 +42,7 @@ use crate::core::shard::Shard;
 use crate::core::spec::{OnLoss, Share};
 use crate::core::wire::{
     self, Assigned, Finish, Handoff, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope,
-    RunMessage, decode_run,
+    RunMessage, RunSignature, decode_run,
 };
 
 /// Time a share may take past its executor and graceful stop: setup,
@@ -218,6 +218,10 @@ pub struct Armed {
     pub t0_ns: i64,
     /// The leader whose clock T0 is in.
     pub by: String,
+    /// Its signature of the arm, to pass the arm on unchanged (none on the
+    /// arming leader itself, which signs each re-send afresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<RunSignature>,
 }
 
 /// What a node tells a node that never heard of a run, once the run has
@@ -274,6 +278,12 @@ pub struct Run {
     /// Shares handed on after T0, by the node they were taken from.
     #[serde(default)]
     pub handoffs: BTreeMap<String, Handoff>,
+    /// The leaders' signatures of the handoffs, to pass them on.
+    #[serde(default)]
+    handoff_sigs: BTreeMap<String, RunSignature>,
+    /// The leader's signature of the finish, to pass it on.
+    #[serde(default)]
+    finish_sig: Option<RunSignature>,
     /// How it ended.
     pub finish: Option<Finish>,
     /// When this node learned of the run (wall clock, ns).
@@ -540,6 +550,7 @@ impl Run {
             protocol: RUN_PROTOCOL,
             run: self.id.clone(),
             body,
+            sig: None,
         }
     }
 
@@ -771,6 +782,7 @@ impl RunsCore {
             protocol: RUN_PROTOCOL,
             run: id,
             body: RunMessage::Propose(Box::new(proposal)),
+            sig: None,
         };
         let me = self.me.clone();
         self.on_message(&me, env, at).map_err(|e| e.to_string())?;
@@ -850,6 +862,10 @@ impl RunsCore {
                 "{from} is not a candidate of this run"
             )));
         }
+        // Who said a leader's message: the node that signed it (the
+        // runtime checked the signature), or the gossip's signed source.
+        let sig = env.sig;
+        let author = sig.as_ref().map_or(from, |s| s.signer.as_str()).to_owned();
         let changed = match env.body {
             RunMessage::Propose(_) => false,
             RunMessage::Assign(plan) => {
@@ -891,9 +907,11 @@ impl RunsCore {
                     return Err(RunRefused::NotLeader(from.to_owned()));
                 };
                 let relayed = by != from;
-                if term > MAX_TERM || (relayed && (run.armed.is_some() || !run.is_candidate(from)))
+                if term > MAX_TERM
+                    || author != by
+                    || (relayed && (run.armed.is_some() || !run.is_candidate(from)))
                 {
-                    return Err(RunRefused::NotLeader(from.to_owned()));
+                    return Err(RunRefused::NotLeader(author));
                 }
                 check_plan(run, &plan)?;
                 let armed = Armed {
@@ -901,12 +919,14 @@ impl RunsCore {
                     plan: plan.id,
                     t0_ns,
                     by,
+                    sig,
                 };
                 match &run.armed {
                     // A leader that took over re-arms the same plan, with
                     // the same instant in its own clock.
                     Some(a) if a.plan == plan.id && term > a.term => {
                         run.term = run.term.max(term);
+                        run.plan = Some(plan);
                         run.armed = Some(armed);
                         true
                     }
@@ -947,9 +967,10 @@ impl RunsCore {
                 // passed on by a candidate; the first one for a node is
                 // kept. It must fit the armed plan.
                 if handoff.term > MAX_TERM
-                    || (run.holder(handoff.term) != Some(from) && !run.is_candidate(from))
+                    || run.holder(handoff.term) != Some(author.as_str())
+                    || !run.is_candidate(from)
                 {
-                    return Err(RunRefused::NotLeader(from.to_owned()));
+                    return Err(RunRefused::NotLeader(author));
                 }
                 if run.armed.as_ref().is_none_or(|a| a.plan != handoff.plan) {
                     return Err(RunRefused::BadPlan(format!(
@@ -961,6 +982,9 @@ impl RunsCore {
                 if run.handoffs.contains_key(&handoff.from) || run.is_finished() {
                     false
                 } else {
+                    if let Some(sig) = sig {
+                        run.handoff_sigs.insert(handoff.from.clone(), sig);
+                    }
                     run.handoffs.insert(handoff.from.clone(), handoff);
                     true
                 }
@@ -968,8 +992,10 @@ impl RunsCore {
             RunMessage::Finish(finish) => {
                 // From the leader, or passed on by any candidate that has
                 // it (to a node that missed it): the first one is kept.
-                if run.holder(finish.term) != Some(from) && !run.is_candidate(from) {
-                    return Err(RunRefused::NotLeader(from.to_owned()));
+                if run.holder(finish.term) != Some(author.as_str())
+                    || (author != from && !run.is_candidate(from))
+                {
+                    return Err(RunRefused::NotLeader(author));
                 }
                 if run.finish.is_some() {
                     false
@@ -986,6 +1012,7 @@ impl RunsCore {
                         .map(|h| (h.from.clone(), h.clone()))
                         .collect();
                     run.finish = Some(finish);
+                    run.finish_sig = sig;
                     true
                 }
             }
@@ -1036,6 +1063,7 @@ impl RunsCore {
                     body: RunMessage::Refuse {
                         reason: clean_reason(&e.to_string()),
                     },
+                    sig: None,
                 });
             }
             return Err(e);
@@ -1056,6 +1084,8 @@ impl RunsCore {
                 stop_by: None,
                 stop_reason: None,
                 handoffs: BTreeMap::new(),
+                handoff_sigs: BTreeMap::new(),
+                finish_sig: None,
                 finish: None,
                 seen_wall_ns: at.wall_ns,
                 owner: Some(from.to_owned()),
@@ -1323,6 +1353,7 @@ impl RunsCore {
                 protocol: RUN_PROTOCOL,
                 run: ended.id.clone(),
                 body,
+                sig: None,
             };
             decode_run(&wire::encode(&env))
                 .map(|_| ())
@@ -1386,6 +1417,8 @@ impl RunsCore {
                 .iter()
                 .map(|h| (h.from.clone(), h.clone()))
                 .collect(),
+            handoff_sigs: BTreeMap::new(),
+            finish_sig: None,
             finish: Some(ended.finish),
             seen_wall_ns: seen,
             owner: None,
@@ -1529,7 +1562,15 @@ impl RunsCore {
             let recent = at.now.saturating_sub(done_at) < self.config.finish_republish_for;
             if resend && ((recent && self.leads(run, view)) || run.timers.straggler) {
                 run.timers.straggler = false;
-                out.push(RunAction::Publish(run.envelope(RunMessage::Finish(f))));
+                // This node's own finish is signed as it goes out; another
+                // leader's is passed on with that leader's signature.
+                let mine = run.holder(f.term) == Some(self.me.as_str());
+                let sig = if mine { None } else { run.finish_sig.clone() };
+                if mine || sig.is_some() {
+                    let mut env = run.envelope(RunMessage::Finish(f));
+                    env.sig = sig;
+                    out.push(RunAction::Publish(env));
+                }
             }
             self.work(run, view, at, out);
             return;
@@ -1640,6 +1681,7 @@ impl RunsCore {
                 plan: plan.id,
                 t0_ns,
                 by: self.me.clone(),
+                sig: None,
             });
             out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
                 term,
@@ -1938,6 +1980,7 @@ impl RunsCore {
             plan: plan.id,
             t0_ns,
             by: self.me.clone(),
+            sig: None,
         });
         out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
             term,
@@ -2168,11 +2211,18 @@ impl RunsCore {
                 Some(t0) if a.by == self.me => wall_of(t0, at),
                 _ => a.t0_ns,
             };
-            out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
-                term: a.term,
-                plan,
-                t0_ns,
-            })));
+            // A relay passes the arm on with the arming leader's signature
+            // (none kept, nothing to pass on: it would be refused).
+            let sig = if a.by == self.me { None } else { a.sig.clone() };
+            if a.by == self.me || sig.is_some() {
+                let mut env = run.envelope(RunMessage::Arm {
+                    term: a.term,
+                    plan,
+                    t0_ns,
+                });
+                env.sig = sig;
+                out.push(RunAction::Publish(env));
+            }
         }
         if let Some(plan) = run.ready.get(&self.me)
             && run.armed.is_none()
@@ -2206,10 +2256,20 @@ impl RunsCore {
             })));
         }
         if leads {
-            for h in run.handoffs.values() {
-                out.push(RunAction::Publish(
-                    run.envelope(RunMessage::Handoff(h.clone())),
-                ));
+            // Its own handoffs signed as they go out, an earlier leader's
+            // with that leader's signature.
+            for (from, h) in &run.handoffs {
+                let mine = run.holder(h.term) == Some(self.me.as_str());
+                let sig = if mine {
+                    None
+                } else {
+                    run.handoff_sigs.get(from).cloned()
+                };
+                if mine || sig.is_some() {
+                    let mut env = run.envelope(RunMessage::Handoff(h.clone()));
+                    env.sig = sig;
+                    out.push(RunAction::Publish(env));
+                }
             }
         }
     }

@@ -35,6 +35,12 @@ pub const SHARD_FORMAT: u32 = 3;
 /// The first byte of an encoded shard: the rest is raw DEFLATE of the CBOR
 /// envelope. (A CBOR map, as format 2 shards were, starts with 0xa0-0xbf.)
 pub const SHARD_MARKER: u8 = b'F';
+/// The first byte of a signed shard: then one byte, the signature's length
+/// (at most [`MAX_SIGNATURE`]), the signature by the shard's node over the
+/// rest, and the shard's own bytes ([`signed`]).
+pub const SIGNED_MARKER: u8 = b'S';
+/// The longest signature a signed shard may carry (an ed25519 one is 64).
+pub const MAX_SIGNATURE: usize = 128;
 /// The longest node name, region or run id a shard may carry.
 pub const MAX_SHARD_NAME: usize = 256;
 /// The largest shard accepted, compressed or not.
@@ -91,6 +97,35 @@ pub enum ShardError {
     /// Inconsistent content.
     #[error("shard is invalid: {0}")]
     Invalid(String),
+}
+
+/// A shard's bytes (`shard`, as [`Shard::encode`] makes them) signed with
+/// `signature`: [`SIGNED_MARKER`], the signature's length, the signature,
+/// the shard. Every decoder reads it as the shard it wraps; who signed is
+/// checked where the node's key is known (`net::sign`).
+pub fn signed(signature: &[u8], shard: &[u8]) -> Vec<u8> {
+    let len = signature.len().min(MAX_SIGNATURE);
+    let mut out = Vec::with_capacity(2 + len + shard.len());
+    out.push(SIGNED_MARKER);
+    out.push(len as u8);
+    out.extend_from_slice(&signature[..len]);
+    out.extend_from_slice(shard);
+    out
+}
+
+/// The signature of signed shard bytes, and the shard's own bytes; `None`
+/// and the bytes as they are when they are not signed (or the signature's
+/// length runs past their end).
+pub fn split_signed(bytes: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    match bytes {
+        [SIGNED_MARKER, len, rest @ ..]
+            if usize::from(*len) <= MAX_SIGNATURE && rest.len() >= usize::from(*len) =>
+        {
+            let (signature, shard) = rest.split_at(usize::from(*len));
+            (Some(signature), shard)
+        }
+        _ => (None, bytes),
+    }
 }
 
 /// [`SHARD_MARKER`], then `cbor` DEFLATE-compressed.
@@ -361,6 +396,14 @@ enum Read<T> {
 fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
     if bytes.len() > MAX_SHARD_BYTES {
         return Err(ShardError::TooLarge(bytes.len()));
+    }
+    if bytes.first() == Some(&SIGNED_MARKER) {
+        return match split_signed(bytes) {
+            (Some(_), shard) if shard.first() != Some(&SIGNED_MARKER) => read(shard),
+            _ => Err(ShardError::Invalid(
+                "a signed shard without a shard inside".into(),
+            )),
+        };
     }
     let inflated;
     let compressed = bytes.first() == Some(&SHARD_MARKER);

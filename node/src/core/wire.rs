@@ -196,6 +196,43 @@ pub struct RunEnvelope {
     pub run: String,
     /// What is said about it.
     pub body: RunMessage,
+    /// The signature of the node that said it, over the envelope without
+    /// it ([`RunEnvelope::signed_part`]): a leader's arm, handoff and finish
+    /// carry it, so that a node which passes them on cannot change them.
+    /// The runtime checks it before the run state machine sees the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<RunSignature>,
+}
+
+/// Who signed a run message, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSignature {
+    /// The signing node's peer id (its public key is in it).
+    pub signer: String,
+    /// The signature.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl RunEnvelope {
+    /// The bytes a signature covers: the envelope without its signature.
+    pub fn signed_part(&self) -> Vec<u8> {
+        encode(&RunEnvelope {
+            protocol: self.protocol,
+            run: self.run.clone(),
+            body: self.body.clone(),
+            sig: None,
+        })
+    }
+
+    /// Whether this is a leader's message that must be signed by the
+    /// leader it names to be passed on: an arm, a handoff or a finish.
+    pub fn is_leaders(&self) -> bool {
+        matches!(
+            self.body,
+            RunMessage::Arm { .. } | RunMessage::Handoff(_) | RunMessage::Finish(_)
+        )
+    }
 }
 
 /// Identifies one assignment of a run: the term of the leader that made it
@@ -383,6 +420,12 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
         )));
     }
     validate_run_id(&env.run).map_err(invalid)?;
+    if let Some(sig) = &env.sig {
+        check_len(WHAT, "a signer id", &sig.signer, 128)?;
+        if sig.bytes.len() > 128 {
+            return Err(invalid(format!("a signature of {} bytes", sig.bytes.len())));
+        }
+    }
     match &env.body {
         RunMessage::Propose(p) => {
             p.spec.validate().map_err(|e| invalid(e.0))?;
@@ -744,6 +787,7 @@ mod tests {
                     capacity: 10,
                 }],
             })),
+            sig: None,
         })
     }
 

@@ -10,6 +10,8 @@
 //! - [`codec`]: request-response framing with a size bound;
 //! - [`meshkey`]: the pre-shared key of a private mesh;
 //! - [`health`]: CPU and sockets, for heartbeats;
+//! - [`sign`]: signatures of shards and leaders' run messages, made and
+//!   checked;
 //! - [`runtime`]: the event loop, with the optional latency emulation.
 
 pub mod behaviour;
@@ -17,6 +19,7 @@ pub mod codec;
 pub mod health;
 pub mod meshkey;
 pub mod runtime;
+pub mod sign;
 pub mod traffic;
 
 pub use runtime::{NodeConfig, run};

@@ -40,6 +40,7 @@ use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore};
 use crate::core::wire::{self, MEMBERS_TOPIC, Request, Response};
 use crate::net::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use crate::net::health::HealthProbe;
+use crate::net::sign::{self, Signer};
 use crate::net::traffic::Traffic;
 use crate::store::DataDir;
 
@@ -206,6 +207,8 @@ struct Node {
     runs: runs::Runs,
     sync: sync::Syncs,
     partition: EmulatedPartition,
+    /// Signs this node's shards and the run messages it leads with.
+    signer: Signer,
 }
 
 /// Runs a node until `shutdown` is cancelled.
@@ -215,6 +218,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let api_token = store.api_token()?;
     let peer_id = key.public().to_peer_id();
     let traffic = Arc::new(Traffic::default());
+    let signer = Signer::new(key.clone());
     let mut swarm = build_swarm(key, config.mesh_key, config.mdns, traffic.clone())?;
     let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
     for name in [MEMBERS_TOPIC, wire::RUNS_TOPIC, wire::SHARDS_TOPIC] {
@@ -290,6 +294,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         runs,
         sync: sync::Syncs::default(),
         partition,
+        signer,
     };
     node.restore_runs();
     let mut probe = HealthProbe::new();
@@ -784,18 +789,26 @@ impl Node {
         };
         if message.topic == self.runs.runs_topic.hash() {
             let decoded = wire::decode_run(&message.data)
-                .map(|env| Inbound::Run { source, env })
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string())
+                .and_then(|env| match sign::verify_run(&env) {
+                    Ok(()) => Ok(Inbound::Run { source, env }),
+                    Err(e) => Err(e.to_string()),
+                });
             return self.judge_member_gossip(propagation_source, source, "run message", decoded);
         }
         if message.topic == self.runs.shards_topic.hash() {
             let decoded = crate::core::shard::Shard::decode(&message.data)
-                .map(|shard| Inbound::Shard {
-                    source,
-                    shard: Box::new(shard),
-                    bytes: message.data.clone(),
-                })
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string())
+                .and_then(
+                    |shard| match sign::verify_shard(&message.data, &shard.node) {
+                        Ok(()) => Ok(Inbound::Shard {
+                            source,
+                            shard: Box::new(shard),
+                            bytes: message.data.clone(),
+                        }),
+                        Err(e) => Err(e.to_string()),
+                    },
+                );
             return self.judge_member_gossip(propagation_source, source, "shard", decoded);
         }
         if message.topic != self.topic.hash() {

@@ -465,6 +465,7 @@ mod tests {
                     capacity: 1,
                 }],
             })),
+            sig: None,
         };
         let at = At {
             now: Duration::ZERO,

@@ -212,7 +212,15 @@ impl Sim {
         for action in actions {
             match action {
                 RunAction::Publish(_) if self.muted.contains(&i) => {}
-                RunAction::Publish(env) => {
+                RunAction::Publish(mut env) => {
+                    // The runtime signs a leader's message it sends as
+                    // itself (a relay carries the leader's signature).
+                    if env.sig.is_none() && env.is_leaders() {
+                        env.sig = Some(wire::RunSignature {
+                            signer: self.nodes[i].id.clone(),
+                            bytes: Vec::new(),
+                        });
+                    }
                     // Messages survive their encoding, as on the wire.
                     let bytes = wire::encode(&env);
                     let env = wire::decode_run(&bytes).unwrap_or_else(|e| panic!("{e}: {env:?}"));
@@ -815,6 +823,7 @@ fn orders_from_a_node_that_does_not_lead_are_refused() {
         protocol: RUN_PROTOCOL,
         run: run.clone(),
         body: RunMessage::Assign(Plan { term: 0, ..plan }),
+        sig: None,
     };
     let refused = sim.nodes[target].core.on_message(&rogue_id, assign, at);
     assert!(
@@ -825,6 +834,7 @@ fn orders_from_a_node_that_does_not_lead_are_refused() {
         protocol: RUN_PROTOCOL,
         run: "nope".into(),
         body: RunMessage::Stop { reason: None },
+        sig: None,
     };
     assert_eq!(
         sim.nodes[target].core.on_message(&rogue_id, unknown, at),
@@ -1203,6 +1213,7 @@ fn propose_to(
             nodes: None,
             candidates,
         })),
+        sig: None,
     };
     let at = At {
         now: Duration::from_nanos(u64::try_from(wall_ns).unwrap_or(0)),
@@ -1655,4 +1666,88 @@ fn a_partition_mid_run_moves_the_minority_shares_and_fences_the_minority() {
     assert!(sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)));
     let handoffs = agreed_handoffs(&sim, &run);
     assert_eq!(handoffs.len(), 2);
+}
+
+#[test]
+fn a_member_cannot_forge_a_leaders_arm_handoff_or_finish_by_passing_it_on() {
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 2)], 0, 81);
+    let run = sim.submit(0, spec(20, 20), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let leader = sim.leader_index(&run);
+    let forger = (leader + 1) % 4;
+    let victim = (leader + 2) % 4;
+    let leader_id = sim.nodes[leader].id.clone();
+    let forger_id = sim.nodes[forger].id.clone();
+    let r = sim.nodes[victim]
+        .core
+        .get(&run)
+        .cloned()
+        .unwrap_or_else(|| panic!("no run"));
+    let term = r.term;
+    let finish = Finish {
+        term,
+        outcome: Outcome::Failed {
+            reason: "forged".into(),
+        },
+        lost: Vec::new(),
+        handoffs: Vec::new(),
+    };
+    let plan = r.plan.clone().unwrap_or_else(|| panic!("no plan"));
+    let theirs = plan
+        .shares
+        .iter()
+        .find(|s| s.node == sim.nodes[victim].id)
+        .unwrap_or_else(|| panic!("no share"));
+    let handoff = Handoff {
+        term,
+        plan: plan.id,
+        from: theirs.node.clone(),
+        since_ms: 1000,
+        to: vec![Assigned {
+            node: forger_id.clone(),
+            segment: theirs.segment,
+            first_vu_id: theirs.first_vu_id,
+        }],
+    };
+    let sig = |signer: &str| {
+        Some(wire::RunSignature {
+            signer: signer.to_owned(),
+            bytes: Vec::new(),
+        })
+    };
+    for body in [
+        RunMessage::Finish(finish.clone()),
+        RunMessage::Handoff(handoff.clone()),
+    ] {
+        // Unsigned, or signed by the forger itself, it is refused.
+        for signed in [None, sig(&forger_id)] {
+            let env = RunEnvelope {
+                protocol: RUN_PROTOCOL,
+                run: run.clone(),
+                body: body.clone(),
+                sig: signed,
+            };
+            let at = sim.at(victim);
+            let taken = sim.nodes[victim].core.on_message(&forger_id, env, at);
+            assert!(matches!(taken, Err(RunRefused::NotLeader(_))), "{taken:?}");
+        }
+    }
+    let r = sim.nodes[victim]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    assert!(r.finish.is_none() && r.handoffs.is_empty());
+    // Passed on with the leader's signature (checked by the runtime before
+    // the state machine sees it), a relay is taken.
+    let env = RunEnvelope {
+        protocol: RUN_PROTOCOL,
+        run: run.clone(),
+        body: RunMessage::Handoff(handoff),
+        sig: sig(&leader_id),
+    };
+    let at = sim.at(victim);
+    assert_eq!(
+        sim.nodes[victim].core.on_message(&forger_id, env, at),
+        Ok(true)
+    );
 }

@@ -360,7 +360,18 @@ impl Node {
     fn run_actions(&mut self, actions: Vec<RunAction>) {
         for action in actions {
             match action {
-                RunAction::Publish(env) => {
+                RunAction::Publish(mut env) => {
+                    // A leader's message goes out signed, so that whoever
+                    // passes it on cannot change it (a relayed one keeps
+                    // its leader's signature).
+                    if env.is_leaders()
+                        && let Err(e) = self.signer.sign_run(&mut env)
+                    {
+                        self.warn_once("sign-run".into(), || {
+                            format!("cannot sign a run message: {e}")
+                        });
+                        continue;
+                    }
                     let topic = self.runs.runs_topic.clone();
                     self.publish(topic, wire::encode(&env), "run message");
                 }
@@ -716,7 +727,15 @@ impl Node {
                 self.run_actions(actions);
             }
             WorkerEvent::Shard(shard) => {
-                let bytes = shard.encode();
+                let bytes = match self.signer.sign_shard(&shard.encode()) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        self.warn_once(format!("sign-shard:{}", shard.run_id), || {
+                            format!("cannot sign a shard of run {}: {e}", shard.run_id)
+                        });
+                        return;
+                    }
+                };
                 if bytes.len() > MAX_GOSSIP_BYTES {
                     self.warn_once(format!("shard-size:{}", shard.run_id), || {
                         format!(

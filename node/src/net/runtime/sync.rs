@@ -286,7 +286,19 @@ impl Node {
                 let mut new = 0;
                 for bytes in shards {
                     let shard = match Shard::decode(bytes) {
-                        Ok(s) if s.run_id == run => s,
+                        // Signed by the node that measured it, whoever
+                        // relays it.
+                        Ok(s) if s.run_id == run => {
+                            match crate::net::sign::verify_shard(bytes, &s.node) {
+                                Ok(()) => s,
+                                Err(e) => {
+                                    self.warn_once(format!("sync-sig:{peer}"), || {
+                                    format!("refused a shard of {} that {peer} sent for run {run}: {e}", s.node)
+                                });
+                                    continue;
+                                }
+                            }
+                        }
                         Ok(s) => {
                             self.warn_once(format!("sync-run:{peer}"), || {
                                 format!(
