@@ -68,6 +68,12 @@ pub trait MeshView {
     fn dead(&self, _peer: &str) -> bool {
         false
     }
+    /// The most VUs `peer` says it runs, as its own (signed) heartbeat
+    /// says: a proposal's candidates may claim more, and a leader gives no
+    /// node more than this. `None` when not known.
+    fn capacity(&self, _peer: &str) -> Option<u32> {
+        None
+    }
 }
 
 /// The current time, both ways: `now` (monotonic, for timers) and `wall_ns`
@@ -1875,12 +1881,19 @@ impl RunsCore {
             .as_ref()
             .is_some_and(|p| p.shares.iter().all(|s| usable(&s.node)));
         if !plan_ok {
+            // Capacities as the nodes' own heartbeats announce them, not as
+            // the proposal claims.
             let eligible: Vec<Candidate> = run
                 .proposal
                 .candidates
                 .iter()
                 .filter(|c| usable(&c.id))
-                .cloned()
+                .map(|c| Candidate {
+                    capacity: view
+                        .capacity(&c.id)
+                        .map_or(c.capacity, |v| v.min(c.capacity)),
+                    ..c.clone()
+                })
                 .collect();
             let eligible = select(&run.id, eligible, &run.proposal);
             let max_vus = u64::from(run.proposal.spec.executor.max_vus());
@@ -2324,12 +2337,13 @@ fn handoff_of(
         {
             continue;
         }
-        let capacity = run
+        let claimed = run
             .proposal
             .candidates
             .iter()
             .find(|c| c.id == *node)
-            .map_or(0, |c| u64::from(c.capacity));
+            .map_or(0, |c| c.capacity);
+        let capacity = u64::from(view.capacity(node).map_or(claimed, |v| v.min(claimed)));
         let taken: u64 = run
             .handoffs
             .values()

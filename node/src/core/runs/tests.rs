@@ -69,6 +69,12 @@ impl MeshView for View<'_> {
         ))
     }
 
+    fn capacity(&self, peer: &str) -> Option<u32> {
+        self.sim
+            .index(peer)
+            .and_then(|j| self.sim.announced.get(&j).copied())
+    }
+
     fn dead(&self, peer: &str) -> bool {
         self.sim
             .index(peer)
@@ -95,6 +101,9 @@ struct Sim {
     /// Whether a crashed node is known dead (its redial refused) once
     /// suspected.
     dead_known: bool,
+    /// VUs nodes announce in their own heartbeats, where they differ from
+    /// what proposals claim.
+    announced: BTreeMap<usize, u32>,
 }
 
 impl Sim {
@@ -125,6 +134,7 @@ impl Sim {
             blocked: BTreeSet::new(),
             muted: BTreeSet::new(),
             dead_known: false,
+            announced: BTreeMap::new(),
             suspects: BTreeSet::new(),
             now: Duration::from_secs(100),
             rng,
@@ -1750,4 +1760,28 @@ fn a_member_cannot_forge_a_leaders_arm_handoff_or_finish_by_passing_it_on() {
         sim.nodes[victim].core.on_message(&forger_id, env, at),
         Ok(true)
     );
+}
+
+#[test]
+fn a_leader_gives_no_node_more_than_its_own_heartbeat_announces() {
+    let mut sim = Sim::new(&[("fra", 2)], 0, 91);
+    // Proposals claim 100 VUs for each; node 1's heartbeat says 5.
+    sim.announced.insert(1, 5);
+    let run = sim.submit(0, spec(100, 5), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let vus = vus_of(&sim, &run, 100);
+    let r = sim.nodes[0]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    let plan = r.plan.as_ref().unwrap_or_else(|| panic!("no plan"));
+    let of = |i: usize| {
+        plan.shares
+            .iter()
+            .position(|s| s.node == sim.nodes[i].id)
+            .map(|k| vus[k])
+            .unwrap_or(0)
+    };
+    assert!(of(1) <= 5, "node 1 got {} VUs", of(1));
+    assert_eq!(of(0) + of(1), 100);
 }

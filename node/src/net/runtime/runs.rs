@@ -149,6 +149,13 @@ impl MeshView for View<'_> {
     fn dead(&self, peer: &str) -> bool {
         self.core.is_dead(peer)
     }
+
+    fn capacity(&self, peer: &str) -> Option<u32> {
+        if peer == self.core.me().id {
+            return Some(self.core.me().vu_limit);
+        }
+        self.core.member(peer).map(|m| m.heartbeat.vu_limit)
+    }
 }
 
 impl Runs {
