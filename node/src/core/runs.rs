@@ -1895,8 +1895,24 @@ impl RunsCore {
                     ..c.clone()
                 })
                 .collect();
-            let eligible = select(&run.id, eligible, &run.proposal);
+            let mut eligible = select(&run.id, eligible, &run.proposal);
             let max_vus = u64::from(run.proposal.spec.executor.max_vus());
+            // With fewer VUs than nodes, a node whose share has no VU could
+            // run none of its iterations or arrivals: it takes no part (not
+            // with region weights, where a region's only node must stay).
+            if run.proposal.weights.is_none()
+                && let Ok(shares) = assign::assign(&run.id, &eligible, None, max_vus)
+            {
+                let spec = &run.proposal.spec;
+                let idle: BTreeSet<String> = shares
+                    .iter()
+                    .filter(|s| spec.executor.share_vus(&s.segment) == 0)
+                    .map(|s| s.node.clone())
+                    .collect();
+                if !idle.is_empty() && idle.len() < shares.len() {
+                    eligible.retain(|c| !idle.contains(&c.id));
+                }
+            }
             match assign::assign(&run.id, &eligible, run.proposal.weights.as_deref(), max_vus) {
                 Ok(shares) => {
                     let version = run

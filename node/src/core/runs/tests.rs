@@ -1785,3 +1785,26 @@ fn a_leader_gives_no_node_more_than_its_own_heartbeat_announces() {
     assert!(of(1) <= 5, "node 1 got {} VUs", of(1));
     assert_eq!(of(0) + of(1), 100);
 }
+
+#[test]
+fn with_fewer_vus_than_nodes_a_node_without_a_vu_gets_no_share() {
+    let mut sim = Sim::new(&[("fra", 4)], 0, 97);
+    let mut s = spec(2, 5);
+    s.executor = Executor::SharedIterations {
+        vus: 2,
+        iterations: 100,
+        max_duration: Duration::from_secs(5),
+    };
+    let run = sim.submit(0, s, None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let r = sim.nodes[0]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    let plan = r.plan.as_ref().unwrap_or_else(|| panic!("no plan"));
+    assert_eq!(plan.shares.len(), 2, "{:?}", plan.shares);
+    let vus: Vec<u64> = plan.shares.iter().map(|a| a.segment.scale(2)).collect();
+    let iterations: u64 = plan.shares.iter().map(|a| a.segment.scale(100)).sum();
+    assert_eq!(vus, vec![1, 1]);
+    assert_eq!(iterations, 100, "every iteration has a node with a VU");
+}
