@@ -145,6 +145,11 @@ impl LoadPlan {
     /// The part of the load a node with `segment` was given.
     pub fn share(&self, segment: &ExecutionSegment) -> f64 {
         match self.unit {
+            // Arrivals go by ownership (see `ExecutionSegment::owns`),
+            // iteration counts and VUs by scale.
+            LoadUnit::Iterations if self.executor.is_arrival_rate() => {
+                segment.owned_among(self.scaled) as f64
+            }
             LoadUnit::Iterations => segment.scale(self.scaled).saturating_mul(self.each) as f64,
             LoadUnit::VuSeconds if self.scaled > 0 => {
                 segment.scale(self.scaled) as f64 * self.duration_ms as f64 / 1000.0
@@ -784,9 +789,16 @@ mod tests {
             .iter()
             .map(|n| (n.id.as_str(), (n.planned, n.delivered)))
             .collect();
-        assert_eq!(by_id["c"].0, 350.0, "c's plan stops where its share moved");
-        assert_eq!(by_id["a"].0, 1325.0);
-        assert_eq!(by_id["b"].0, 1325.0);
+        // Arrivals go by ownership, each node's count within a few of its
+        // fraction, and the plan adds up exactly.
+        let near = |got: f64, ideal: f64| (got - ideal).abs() <= 13.0;
+        assert!(
+            near(by_id["c"].0, 350.0),
+            "c's plan stops where its share moved: {by_id:?}"
+        );
+        assert!(near(by_id["a"].0, 1325.0), "{by_id:?}");
+        assert!(near(by_id["b"].0, 1325.0), "{by_id:?}");
+        assert_eq!(by_id.values().map(|p| p.0).sum::<f64>(), 3000.0);
         assert_eq!(report.load.planned, 3000.0);
         assert_eq!(report.load.delivered, 2950.0);
         assert_eq!(report.outcome, "short", "2950 of 3000 is under 99 %");
@@ -837,7 +849,14 @@ mod tests {
             (3000.0, 3000.0)
         );
         assert!(!report.load.short && !report.load_short());
-        assert!(report.nodes.iter().all(|n| n.planned == 1000.0));
+        assert!(
+            report
+                .nodes
+                .iter()
+                .all(|n| (n.planned - 1000.0).abs() <= 13.0),
+            "each third owns about 1000 arrivals"
+        );
+        assert_eq!(report.nodes.iter().map(|n| n.planned).sum::<f64>(), 3000.0);
 
         // Node c was killed at 3 s: 300 of its 1000, and the finish names it lost.
         let cut: Vec<Shard> = ["a", "b", "c"]
@@ -855,7 +874,11 @@ mod tests {
         let c = report.nodes.iter().find(|n| n.id == "c").expect("c");
         assert_eq!(
             (c.planned, c.delivered, c.state.as_str()),
-            (1000.0, 300.0, "lost")
+            (
+                ExecutionSegment::split(&[1, 1, 1])[2].owned_among(3000) as f64,
+                300.0,
+                "lost"
+            )
         );
 
         // A node declared lost whose every shard arrived (only its Done was

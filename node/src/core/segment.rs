@@ -4,10 +4,20 @@
 //! rational ends. A node whose segment is `[a, b)` runs
 //! `floor(n·b) − floor(n·a)` of any `n` things (VUs, iterations, arrivals), so
 //! the shares of segments that tile `[0, 1)` sum to exactly `n` for every `n`:
-//! no VU or iteration is lost or doubled by rounding. For an arrival schedule,
-//! global iteration `i` belongs to the one segment whose count steps up between
-//! `i` and `i + 1` (see [`ExecutionSegment::owns`]), so nodes interleave
-//! evenly instead of taking turns in blocks.
+//! no VU or iteration is lost or doubled by rounding.
+//!
+//! For an arrival schedule, an endless sequence whose length no node knows
+//! in advance, global iteration `i` belongs to the one segment that holds
+//! the point `v(i)`, the van der Corput sequence (the bits of `i` mirrored
+//! behind the binary point: 0, 1/2, 1/4, 3/4, 1/8, ...; see
+//! [`ExecutionSegment::owns`]). The segments of any tiling (a plan's, or a
+//! lost node's segment cut into parts) then own every iteration exactly
+//! once, whatever their ends, and any prefix of the sequence spreads over
+//! them within about `log2(n)` iterations of their fractions, interleaved
+//! rather than in blocks. (Owning `i` when `scale(i + 1) > scale(i)` is
+//! exact only for some tilings: `floor(n·b) − floor(n·a)` does not always
+//! grow with `n`, and with five equal nodes the middle one owned a fifth
+//! of the arrivals twice.)
 
 use std::fmt;
 
@@ -162,9 +172,21 @@ impl ExecutionSegment {
         self.floor_at(self.start, n)
     }
 
-    /// Whether this segment runs global item `i` (from 0) of a sequence.
+    /// Whether this segment runs global item `i` (from 0) of an arrival
+    /// sequence: whether it holds `v(i)`, `i`'s bits mirrored behind the
+    /// binary point (see the module docs).
     pub fn owns(&self, i: u64) -> bool {
-        self.scale(i + 1) > self.scale(i)
+        // start/d <= m/2^64 < end/d, exactly: m·d against start·2^64.
+        let m = u128::from(i.reverse_bits()) * u128::from(self.denominator);
+        let at = |x: u64| u128::from(x) << 64;
+        at(self.start) <= m && m < at(self.end)
+    }
+
+    /// How many of the first `n` items of an arrival sequence this segment
+    /// owns ([`owns`](Self::owns)), in 64 steps at most.
+    pub fn owned_among(&self, n: u64) -> u64 {
+        below(n, u128::from(self.end), u128::from(self.denominator))
+            - below(n, u128::from(self.start), u128::from(self.denominator))
     }
 
     /// The segment's size as a fraction of the whole.
@@ -176,6 +198,30 @@ impl ExecutionSegment {
     pub fn is_whole(&self) -> bool {
         self.start == 0 && self.end == self.denominator
     }
+}
+
+/// How many `i < n` have `v(i) < p/q` (van der Corput, base 2), for
+/// `0 <= p <= q`. The even items are `v(j)/2` for `j < ceil(n/2)`, the odd
+/// ones `1/2 + v(j)/2` for `j < floor(n/2)`: below `x < 1/2` only even ones
+/// can be, those below `2x`; below `x >= 1/2` all the even ones are, and the
+/// odd ones below `2x − 1`.
+fn below(mut n: u64, mut p: u128, q: u128) -> u64 {
+    let mut count = 0u64;
+    while n > 0 && p > 0 {
+        if p >= q {
+            return count + n;
+        }
+        let (even, odd) = (n - n / 2, n / 2);
+        if 2 * p < q {
+            n = even;
+            p *= 2;
+        } else {
+            count += even;
+            n = odd;
+            p = 2 * p - q;
+        }
+    }
+    count
 }
 
 impl fmt::Display for ExecutionSegment {
@@ -202,15 +248,60 @@ mod tests {
     }
 
     #[test]
-    fn each_item_has_exactly_one_owner() {
-        let segs = ExecutionSegment::split(&[3, 5, 2]);
-        let mut counts = [0u64; 3];
-        for i in 0..1000u64 {
-            let owners: Vec<usize> = (0..3).filter(|&k| segs[k].owns(i)).collect();
-            assert_eq!(owners.len(), 1, "item {i}");
-            counts[owners[0]] += 1;
+    fn each_item_has_exactly_one_owner_in_any_tiling_close_to_its_fraction() {
+        // Plans of 3 to 9 equal nodes, one of uneven weights, and each with
+        // a segment cut into parts (a lost node's share handed on).
+        let mut tilings: Vec<Vec<ExecutionSegment>> = (3..10u64)
+            .map(|d| ExecutionSegment::split(&vec![1; d as usize]))
+            .collect();
+        tilings.push(ExecutionSegment::split(&[3, 5, 2, 7]));
+        for t in tilings.clone() {
+            for k in 0..t.len() {
+                let mut cut = t.clone();
+                let parts = cut[k].subdivide(&[2, 1, 3]).expect("fits");
+                cut.splice(k..=k, parts);
+                tilings.push(cut);
+            }
         }
-        assert_eq!(counts, [300, 500, 200]);
+        let n = 3000u64;
+        for t in &tilings {
+            let mut counts = vec![0u64; t.len()];
+            for i in 0..n {
+                let owners: Vec<usize> = (0..t.len()).filter(|&k| t[k].owns(i)).collect();
+                assert_eq!(owners.len(), 1, "item {i} in {t:?}");
+                counts[owners[0]] += 1;
+            }
+            for (seg, count) in t.iter().zip(&counts) {
+                assert_eq!(seg.owned_among(n), *count, "{seg}");
+                let ideal = seg.fraction() * n as f64;
+                assert!(
+                    (*count as f64 - ideal).abs() <= 13.0,
+                    "{seg} owns {count} of {n}, ideal {ideal}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ownership_counts_match_for_every_prefix_and_interleave() {
+        let thirds = ExecutionSegment::split(&[1, 1, 1]);
+        let parts = thirds[1].subdivide(&[1, 1]).expect("fits");
+        for n in 0..600u64 {
+            for seg in thirds.iter().chain(&parts) {
+                let brute = (0..n).filter(|&i| seg.owns(i)).count() as u64;
+                assert_eq!(seg.owned_among(n), brute, "{seg}, n = {n}");
+            }
+        }
+        // Every second of 100 arrivals gives each third 30 to 37.
+        for second in 0..30u64 {
+            for seg in &thirds {
+                let c = (second * 100..(second + 1) * 100)
+                    .filter(|&i| seg.owns(i))
+                    .count();
+                assert!((30..=37).contains(&c), "{seg}: {c} in second {second}");
+            }
+        }
+        assert_eq!(ExecutionSegment::WHOLE.owned_among(u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -332,6 +332,14 @@ impl Executor {
         )
     }
 
+    /// Whether it starts iterations at a rate (open model).
+    pub fn is_arrival_rate(&self) -> bool {
+        matches!(
+            self,
+            Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. }
+        )
+    }
+
     /// The most VUs this executor can use, across all nodes.
     pub fn max_vus(&self) -> u32 {
         match self {

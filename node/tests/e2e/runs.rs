@@ -654,3 +654,79 @@ fn a_node_refuses_a_share_above_its_max_vus_and_the_run_fails_naming_it() {
     );
     assert_eq!(t.stats().requests, 0, "a refused plan sends nothing");
 }
+
+/// A closed model hands a lost node's VUs on: three nodes run 6 VUs of
+/// `constant-vus` for 8 s, a worker is killed at 2 s, and the two others
+/// each start its VUs' part besides their own. The report says whose share
+/// moved where, the others' planned VU-seconds include what they took, and
+/// the run delivers about all its VU-seconds.
+#[test]
+fn a_killed_worker_of_a_closed_model_hands_its_vus_to_the_others() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 2), ("nrt", 1)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let (mut child, id) = submit(
+        nodes[0].api,
+        &token,
+        &[
+            &hello(),
+            "--vus",
+            "6",
+            "--duration",
+            "8s",
+            "--graceful-stop",
+            "1s",
+            "--env",
+            &env,
+        ],
+    );
+    let watcher = nodes[0].api;
+    assert!(wait_for(Duration::from_secs(15), || phase(
+        watcher, &token, &id
+    ) == "running"));
+    std::thread::sleep(Duration::from_secs(2));
+    let leader = run_view(watcher, &token, &id)["leader"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let victim = nodes
+        .iter()
+        .find(|n| n.peer_id != leader && n.api != watcher)
+        .map(|n| n.index)
+        .unwrap_or_else(|| panic!("no worker to kill"));
+    mesh.kill(victim).expect("kill");
+    let code = wait_child(&mut child, Duration::from_secs(60));
+    let report = get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let moves: Vec<&Value> = report["moves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["from"] == nodes[victim].peer_id.as_str())
+        .collect();
+    let ratio = report["load"]["ratio"].as_f64().unwrap_or(0.0);
+    eprintln!(
+        "killed {}: exit {code:?}; {} of {} VU-seconds ({ratio}); moves {}",
+        nodes[victim].name, report["load"]["delivered"], report["load"]["planned"], report["moves"]
+    );
+    assert_eq!(moves.len(), 2, "{}", report["moves"]);
+    for n in report["nodes"].as_array().into_iter().flatten() {
+        let planned = n["planned"].as_f64().unwrap_or(0.0);
+        if n["id"] == nodes[victim].peer_id.as_str() {
+            assert!(
+                planned < 16.0,
+                "the lost node's plan stops at the move: {n}"
+            );
+        } else {
+            assert!(planned > 16.0, "a survivor's plan includes its part: {n}");
+        }
+    }
+    assert!(ratio >= 0.9, "{}", report["load"]);
+    let expected = if report["outcome"] == "short" { 97 } else { 0 };
+    assert_eq!(code, Some(expected), "{}", report["load"]);
+}
