@@ -663,8 +663,8 @@ while :; do sleep 0.1; done
     /// (`FUSI_REQUIRE_NETNS=1` makes that a failure).
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_mesh_in_network_namespaces_reaches_its_target_and_apis_and_cleans_up()
-    -> anyhow::Result<()> {
+    fn a_mesh_in_network_namespaces_reaches_its_target_and_apis_and_cleans_up() -> anyhow::Result<()>
+    {
         let mut loopback = Mesh::start(MeshConfig::new(script(), &[("fra", 1)]))?;
         let msg = format!("{:#}", loopback.cut_off(0).expect_err("on loopback"));
         assert!(msg.contains("MeshConfig::netns"), "{msg}");
@@ -742,14 +742,20 @@ while :; do sleep 0.1; done
         assert_eq!(target.addr().ip(), crate::HUB_IP);
         for node in &nodes {
             let name = node.netns.as_deref().expect("a namespace");
-            assert_eq!(hello_from(name, target.addr()).as_deref(), Ok("HTTP/1.1 200 OK"));
+            assert_eq!(
+                hello_from(name, target.addr()).as_deref(),
+                Ok("HTTP/1.1 200 OK")
+            );
         }
         assert_eq!(target.stats().requests, 3);
         let nrt = nodes[2].netns.clone().expect("a namespace");
         mesh.cut_off(2)?;
         assert!(hello_from(&nrt, target.addr()).is_err());
         mesh.reconnect(2)?;
-        assert_eq!(hello_from(&nrt, target.addr()).as_deref(), Ok("HTTP/1.1 200 OK"));
+        assert_eq!(
+            hello_from(&nrt, target.addr()).as_deref(),
+            Ok("HTTP/1.1 200 OK")
+        );
         assert_eq!(target.stats().requests, 4);
 
         // A restart stays in the namespace, behind the same proxy.
