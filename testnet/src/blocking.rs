@@ -40,11 +40,28 @@ pub struct TargetHandle {
 /// An invalid configuration, a failure to bind, or a failure to create the
 /// thread or the runtime.
 pub fn spawn_target(cfg: TargetConfig) -> anyhow::Result<TargetHandle> {
+    spawn_target_in(cfg, None)
+}
+
+/// [`spawn_target`], with the target's thread (and so its listener and its
+/// runtime's threads) in the network namespace `netns` when given.
+pub(crate) fn spawn_target_in(
+    cfg: TargetConfig,
+    netns: Option<std::fs::File>,
+) -> anyhow::Result<TargetHandle> {
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<Started>>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = thread::Builder::new()
         .name("fusi-testnet-target".to_owned())
         .spawn(move || {
+            if let Some(netns) = &netns
+                && let Err(e) = crate::netns::enter(netns)
+            {
+                let _ = ready_tx.send(Err(
+                    anyhow!(e).context("entering the mesh's hub network namespace")
+                ));
+                return;
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("fusi-testnet-worker")

@@ -15,7 +15,11 @@
 //! [`Mesh`] starts `fusi-node up` processes on loopback, one
 //! `127.0.R.0/24` address range per simulated region, for the mesh's
 //! integration tests and `fusi-testnet up`; [`get_json`] reads their local
-//! APIs. A target can add latency per client range ([`SourceLatency`]), so
+//! APIs. As root, with [`MeshConfig::netns`], each node runs in a network
+//! namespace of its own instead (`10.200.R.i` on a bridge in a hub
+//! namespace, the target in the hub, each API reached through a proxy on
+//! loopback), so that a fault test can take a real link down
+//! ([`Mesh::cut_off`]); [`netns_available`] says whether that works here. A target can add latency per client range ([`SourceLatency`]), so
 //! that it looks near to one region and far from another.
 //!
 //! # Routes
@@ -69,6 +73,7 @@ mod cidr;
 mod config;
 mod duration;
 mod mesh;
+mod netns;
 mod precise;
 mod server;
 mod stats;
@@ -83,6 +88,7 @@ pub use mesh::{
     MAX_REGION_LEN, MAX_REGIONS, Mesh, MeshConfig, MeshNode, STARTUP_TIMEOUT, STDERR_TAIL_LINES,
     STOP_GRACE, get_json, region_range, validate_region,
 };
+pub use netns::{HUB_IP, NETNS_PREFIX, netns_available, netns_ip, netns_region_range};
 pub use server::{
     MAX_BODY_BYTES, MAX_BYTES, MAX_DELAY_MS, MAX_ITEM_BYTES, MAX_ITEMS, STATS_PATH, Target,
 };

@@ -1,5 +1,5 @@
-//! A local multi-node testnet: `fusi-node up` processes on loopback; see
-//! [`Mesh`].
+//! A local multi-node testnet: `fusi-node up` processes on loopback, or
+//! each in a network namespace of its own; see [`Mesh`].
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 
-use crate::Ipv4Cidr;
+use crate::netns::{self, Network, NodeNet};
+use crate::{Ipv4Cidr, TargetConfig, TargetHandle};
 
 /// How long [`Mesh::start`] and friends wait, by default, for a node to
 /// print its listen addresses.
@@ -72,6 +73,15 @@ pub struct MeshConfig {
     /// How long to wait for each node to print its listen addresses.
     /// Default [`STARTUP_TIMEOUT`].
     pub startup_timeout: Duration,
+    /// Start each node in a network namespace of its own, plugged into a
+    /// bridge in a hub namespace, instead of on loopback: node `i` of
+    /// region `R` gets `10.200.R.i`, a target started with
+    /// [`Mesh::spawn_target`] listens on [`HUB_IP`](crate::HUB_IP), and
+    /// [`Mesh::cut_off`] can take a node's link down. Needs root and `ip`
+    /// (iproute2): check with [`netns_available`](crate::netns_available)
+    /// first. See the `netns` module's layout in the crate docs. Default
+    /// `false`.
+    pub netns: bool,
 }
 
 impl MeshConfig {
@@ -90,6 +100,7 @@ impl MeshConfig {
             extra_args: Vec::new(),
             env: Vec::new(),
             startup_timeout: STARTUP_TIMEOUT,
+            netns: false,
         }
     }
 
@@ -207,10 +218,15 @@ pub struct MeshNode {
     pub name: String,
     /// Its region, e.g. `fra`.
     pub region: String,
-    /// `127.0.R.i`: where it listens for peers and what it sends from.
+    /// `127.0.R.i` (`10.200.R.i` in a namespace): where it listens for
+    /// peers and what it sends from.
     pub ip: Ipv4Addr,
-    /// Its local API, e.g. `127.0.0.1:45677`.
+    /// Its local API, e.g. `127.0.0.1:45677`: in a namespace, the address
+    /// of the proxy to it (the same across restarts).
     pub api: SocketAddr,
+    /// The name of its network namespace (for `ip netns exec NAME ...`),
+    /// or `None` on loopback.
+    pub netns: Option<String>,
     /// Its full peer address, e.g. `/ip4/127.0.1.1/tcp/40123/p2p/12D3KooW...`.
     pub p2p: String,
     /// Its peer id, the part of [`p2p`](Self::p2p) after `/p2p/`.
@@ -237,9 +253,12 @@ struct Slot {
     tail: Arc<Tail>,
     /// Arguments for it alone, appended to every `up`.
     extra_args: Vec<String>,
+    /// Its network namespace and API proxy, in a mesh of namespaces.
+    net: Option<NodeNet>,
 }
 
-/// A running local testnet of `fusi-node up` processes on loopback.
+/// A running local testnet of `fusi-node up` processes on loopback, or in
+/// network namespaces.
 ///
 /// Integration tests of the mesh, and `fusi-testnet up`, need several real
 /// nodes on one machine, each in a simulated region. [`Mesh::start`] makes a
@@ -263,6 +282,19 @@ struct Slot {
 /// them). All of
 /// `127.0.0.0/8` is local on Linux; other systems may need the addresses
 /// added to their loopback interface first.
+///
+/// # Network namespaces
+///
+/// With [`MeshConfig::netns`], each node runs in a network namespace of
+/// its own (`fusit-<pid>-<n>-<R>-<i>`) whose `eth0` (`10.200.R.i/16`) is
+/// plugged into a bridge (`10.200.0.1/16`) in a hub namespace; nothing is
+/// added to the root namespace. The nodes reach each other over the
+/// bridge, and a target from [`Mesh::spawn_target`] in the hub. Each node's
+/// API binds loopback inside its namespace, and [`MeshNode::api`] is a
+/// proxy to it on `127.0.0.1` of this process's namespace, so that
+/// [`get_json`] and `fusi-node ... --api ADDR` work as on loopback. A real
+/// link can then fail: [`Mesh::cut_off`] and [`Mesh::reconnect`]. Every
+/// namespace is deleted when the mesh is dropped.
 ///
 /// # Diagnostics
 ///
@@ -306,7 +338,9 @@ pub struct Mesh {
     /// Region names in order (index + 1 = R), and how many nodes each has.
     regions: Vec<(String, usize)>,
     nodes: Vec<MeshNode>,
+    /// Dropped before `network`: the nodes' namespaces go before the hub.
     slots: Vec<Slot>,
+    network: Option<Network>,
 }
 
 impl Mesh {
@@ -322,6 +356,11 @@ impl Mesh {
     /// already started are stopped again.
     pub fn start(config: MeshConfig) -> anyhow::Result<Mesh> {
         config.validate()?;
+        let network = if config.netns {
+            Some(Network::create().context("making the mesh's network namespaces")?)
+        } else {
+            None
+        };
         let (dir, remove_dir) = match &config.dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
@@ -346,6 +385,7 @@ impl Mesh {
             regions: Vec::new(),
             nodes: Vec::new(),
             slots: Vec::new(),
+            network,
         };
         mesh.api_token = mesh_api_token(&mesh.dir)?;
         let reuse_key = !remove_dir && mesh.key_file.is_file();
@@ -388,10 +428,73 @@ impl Mesh {
         &self.dir
     }
 
-    /// The loopback range of a region of this mesh, `127.0.R.0/24`.
+    /// The address range of a region of this mesh, `127.0.R.0/24` (in
+    /// network namespaces `10.200.R.0/24`).
     pub fn region_range(&self, region: &str) -> Option<Ipv4Cidr> {
         let position = self.regions.iter().position(|(name, _)| name == region)?;
-        u8::try_from(position + 1).ok().map(region_range)
+        let r = u8::try_from(position + 1).ok()?;
+        Some(if self.network.is_some() {
+            netns::netns_region_range(r)
+        } else {
+            region_range(r)
+        })
+    }
+
+    /// Whether the nodes run in network namespaces ([`MeshConfig::netns`]).
+    pub fn in_netns(&self) -> bool {
+        self.network.is_some()
+    }
+
+    /// Starts a target the nodes can reach (see [`spawn_target`](crate::spawn_target)):
+    /// on loopback as configured, or, in network namespaces, in the hub
+    /// namespace on [`HUB_IP`](crate::HUB_IP) with the configured port
+    /// (`allow_non_loopback` is then set). Its counters are read in this
+    /// process as usual; a TLS target's certificate names loopback only.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`spawn_target`](crate::spawn_target), or a failure to
+    /// enter the hub namespace.
+    pub fn spawn_target(&self, mut config: TargetConfig) -> anyhow::Result<TargetHandle> {
+        let Some(network) = &self.network else {
+            return crate::spawn_target(config);
+        };
+        config.listen = SocketAddr::from((netns::HUB_IP, config.listen.port()));
+        config.allow_non_loopback = true;
+        crate::blocking::spawn_target_in(config, Some(network.hub_file()?))
+    }
+
+    /// Cuts a node off the network: its namespace's link goes down, so it
+    /// reaches neither the other nodes nor the target (packets are lost,
+    /// not refused) until [`reconnect`](Self::reconnect). The process runs
+    /// on.
+    ///
+    /// # Errors
+    ///
+    /// No such node, a mesh on loopback (there, `fusi-node up
+    /// --emulate-partition-file` cuts regions apart), or `ip` failed.
+    pub fn cut_off(&mut self, index: usize) -> anyhow::Result<()> {
+        self.node_net(index)?.set_link(false)
+    }
+
+    /// Brings a node's link up again after [`cut_off`](Self::cut_off).
+    ///
+    /// # Errors
+    ///
+    /// As for [`cut_off`](Self::cut_off).
+    pub fn reconnect(&mut self, index: usize) -> anyhow::Result<()> {
+        self.node_net(index)?.set_link(true)
+    }
+
+    /// A node's namespace, or an error saying there is none.
+    fn node_net(&self, index: usize) -> anyhow::Result<&NodeNet> {
+        let name = &self.node(index)?.name;
+        self.slots[index].net.as_ref().with_context(|| {
+            format!(
+                "node {name} runs on loopback, not in a network namespace of its own: \
+                 start the mesh with MeshConfig::netns (as root) to cut its link"
+            )
+        })
     }
 
     /// Kills a node with SIGKILL (a crash, not a clean leave) and waits for
@@ -662,6 +765,19 @@ impl Mesh {
         let r = u8::try_from(position + 1).context("region index out of range")?;
         let i = u8::try_from(count).context("node index out of range")?;
         let name = self.next_name(region);
+        let (ip, net) = match &self.network {
+            Some(network) => match network.plug(r, i) {
+                Ok(net) => (netns::netns_ip(r, i), Some(net)),
+                Err(e) => {
+                    // A region added for this node goes with it.
+                    if self.regions[position].1 == 0 {
+                        self.regions.remove(position);
+                    }
+                    return Err(e.context(format!("making node {name}'s network namespace")));
+                }
+            },
+            None => (Ipv4Addr::new(127, 0, r, i), None),
+        };
         self.regions[position].1 = count;
         self.nodes.push(MeshNode {
             index: self.nodes.len(),
@@ -669,8 +785,11 @@ impl Mesh {
             api_token: String::new(),
             name,
             region: region.to_owned(),
-            ip: Ipv4Addr::new(127, 0, r, i),
-            api: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ip,
+            api: net
+                .as_ref()
+                .map_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), NodeNet::api),
+            netns: net.as_ref().map(|net| net.name().to_owned()),
             p2p: String::new(),
             peer_id: String::new(),
             key_file,
@@ -681,6 +800,7 @@ impl Mesh {
             child: None,
             tail: Arc::default(),
             extra_args,
+            net,
         });
         Ok(())
     }
@@ -739,7 +859,13 @@ impl Mesh {
                             return Err(e.context(format!("node {name} started")));
                         }
                     };
-                    node.api = startup.api;
+                    node.api = match &self.slots[index].net {
+                        Some(net) => {
+                            net.set_api(startup.api);
+                            net.api()
+                        }
+                        None => startup.api,
+                    };
                     node.peer_id = startup.peer_id;
                     node.p2p = startup.p2p;
                     node.pid = child.id();
@@ -796,6 +922,9 @@ impl Mesh {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(net) = &self.slots[index].net {
+            enter_before_exec(&mut cmd, net.file()?);
+        }
         let mut child = cmd.spawn().with_context(|| {
             format!(
                 "starting node {} ({} up)",
@@ -856,6 +985,23 @@ impl Drop for Mesh {
         }
     }
 }
+
+/// Makes `cmd`'s process enter the network namespace `netns` before it
+/// runs the program.
+#[cfg(unix)]
+fn enter_before_exec(cmd: &mut Command, netns: std::fs::File) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls setns(2), which allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || netns::enter(&netns));
+    }
+}
+
+/// Network namespaces are Linux only: [`Network::create`] fails elsewhere,
+/// so no node has one.
+#[cfg(not(unix))]
+fn enter_before_exec(_cmd: &mut Command, _netns: std::fs::File) {}
 
 /// A node that was spawned and has not yet printed its listen addresses.
 struct Starting {

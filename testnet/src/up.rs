@@ -290,6 +290,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         extra_args: args.node_args,
         env: Vec::new(),
         startup_timeout: STARTUP_TIMEOUT,
+        netns: false,
     })?;
     let target = if args.target {
         Some(spawn_target(TargetConfig {

@@ -5,6 +5,8 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 
+use crate::NETNS_PREFIX;
+
 use super::*;
 
 #[test]
@@ -600,6 +602,181 @@ while :; do sleep 0.1; done
         assert_eq!(args_of(&mesh.nodes()[0]).len(), 2);
         drop(mesh);
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// Runs `f` on a thread inside the network namespace `name`.
+    #[cfg(target_os = "linux")]
+    fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+        let file = std::fs::File::open(Path::new("/run/netns").join(name))
+            .unwrap_or_else(|e| panic!("opening the namespace {name}: {e}"));
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    crate::netns::enter(&file).expect("entering the namespace");
+                    f()
+                })
+                .join()
+                .expect("the thread in the namespace panicked")
+        })
+    }
+
+    /// `GET /hello` from inside namespace `name` to `addr`: the status line,
+    /// or the error.
+    #[cfg(target_os = "linux")]
+    fn hello_from(name: &str, addr: SocketAddr) -> Result<String, String> {
+        in_netns(name, || {
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                .map_err(|e| e.to_string())?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            stream
+                .read_to_string(&mut answer)
+                .map_err(|e| e.to_string())?;
+            Ok(answer.lines().next().unwrap_or_default().to_owned())
+        })
+    }
+
+    /// The names of the namespaces `ip netns` lists.
+    #[cfg(target_os = "linux")]
+    fn namespaces() -> Vec<String> {
+        std::fs::read_dir("/run/netns")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A mesh in network namespaces: each node in its own, on `10.200.R.i`,
+    /// its API reached through a proxy on loopback, a target in the hub
+    /// that every node reaches until its link is cut, and every namespace
+    /// gone once the mesh is dropped. Without root or `ip`, says so loudly
+    /// and checks only that a mesh on loopback cannot cut a link
+    /// (`FUSI_REQUIRE_NETNS=1` makes that a failure).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mesh_in_network_namespaces_reaches_its_target_and_apis_and_cleans_up() -> anyhow::Result<()>
+    {
+        let mut loopback = Mesh::start(MeshConfig::new(script(), &[("fra", 1)]))?;
+        let msg = format!("{:#}", loopback.cut_off(0).expect_err("on loopback"));
+        assert!(msg.contains("MeshConfig::netns"), "{msg}");
+        assert!(!loopback.in_netns() && loopback.nodes()[0].netns.is_none());
+        drop(loopback);
+        if let Err(e) = crate::netns_available() {
+            assert!(
+                std::env::var_os("FUSI_REQUIRE_NETNS").is_none(),
+                "network namespaces unavailable: {e:#}"
+            );
+            eprintln!("NOTE: network namespaces unavailable ({e:#}): not tested");
+            return Ok(());
+        }
+        let mut config = MeshConfig::new(script(), &[("fra", 2), ("nrt", 1)]);
+        config.netns = true;
+        let mut mesh = Mesh::start(config)?;
+        assert!(mesh.in_netns());
+        let nodes = mesh.nodes().to_vec();
+        let ips: Vec<String> = nodes.iter().map(|n| n.ip.to_string()).collect();
+        assert_eq!(ips, ["10.200.1.1", "10.200.1.2", "10.200.2.1"]);
+        assert_eq!(
+            mesh.region_range("nrt").map(|r| r.to_string()).as_deref(),
+            Some("10.200.2.0/24")
+        );
+        let own = std::fs::read_link("/proc/self/ns/net")?;
+        let mut seen = vec![own];
+        for node in &nodes {
+            let args = &args_of(node)[0];
+            assert!(
+                args.contains(&format!("--listen /ip4/{}/tcp/0", node.ip))
+                    && args.contains(&format!("--source-ip {}", node.ip)),
+                "{args}"
+            );
+            let name = node.netns.clone().expect("a namespace");
+            assert!(
+                name.starts_with(&format!("{NETNS_PREFIX}{}-", std::process::id())),
+                "{name}"
+            );
+            assert!(namespaces().contains(&name), "{name}");
+            // Its own namespace: not this process's, nor another node's.
+            let ns = std::fs::read_link(format!("/proc/{}/ns/net", node.pid))?;
+            assert!(!seen.contains(&ns), "{}: {}", node.name, ns.display());
+            seen.push(ns);
+            // The proxy on this side, not the node's port 9 over there.
+            assert!(node.api.ip().is_loopback() && node.api.port() != 9);
+        }
+
+        // The API proxy reaches the node's loopback, in its namespace.
+        let fra2 = nodes[1].netns.clone().expect("a namespace");
+        let api = in_netns(&fra2, || {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let server = thread::spawn(move || {
+                let (mut conn, _) = listener.accept().expect("accept");
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"name\": \"fra-2\"}",
+                )
+                .expect("answer");
+            });
+            (addr, server)
+        });
+        mesh.slots[1]
+            .net
+            .as_ref()
+            .expect("a namespace")
+            .set_api(api.0);
+        let status = get_json(nodes[1].api, mesh.api_token(), "/v1/status")?;
+        assert_eq!(status["name"], "fra-2");
+        api.1.join().expect("the fake API");
+
+        // The target lives in the hub; every node reaches it, until cut off.
+        let target = mesh.spawn_target(crate::TargetConfig::default())?;
+        assert_eq!(target.addr().ip(), crate::HUB_IP);
+        for node in &nodes {
+            let name = node.netns.as_deref().expect("a namespace");
+            assert_eq!(
+                hello_from(name, target.addr()).as_deref(),
+                Ok("HTTP/1.1 200 OK")
+            );
+        }
+        assert_eq!(target.stats().requests, 3);
+        let nrt = nodes[2].netns.clone().expect("a namespace");
+        mesh.cut_off(2)?;
+        assert!(hello_from(&nrt, target.addr()).is_err());
+        mesh.reconnect(2)?;
+        assert_eq!(
+            hello_from(&nrt, target.addr()).as_deref(),
+            Ok("HTTP/1.1 200 OK")
+        );
+        assert_eq!(target.stats().requests, 4);
+
+        // A restart stays in the namespace, behind the same proxy.
+        mesh.kill(0)?;
+        mesh.restart(0)?;
+        let restarted = &mesh.nodes()[0];
+        assert_eq!(restarted.api, nodes[0].api);
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{}/ns/net", restarted.pid))?,
+            seen[1]
+        );
+
+        // fusit-PID-N-R-I: the mesh's namespaces all start fusit-PID-N-.
+        let mesh_id = fra2.rsplitn(3, '-').last().unwrap_or_default().to_owned();
+        drop(mesh);
+        drop(target);
+        let left: Vec<String> = namespaces()
+            .into_iter()
+            .filter(|n| n.starts_with(&format!("{mesh_id}-")))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
         Ok(())
     }
 
