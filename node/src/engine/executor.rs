@@ -134,8 +134,10 @@ impl Prepared {
         tokio::time::sleep_until(start).await;
         let end = start + runner.executor.duration();
         let mut tasks = JoinSet::new();
+        // The gate's ticker runs beside the share, not among its tasks:
+        // the share ends when its iterations do.
         let gate = runner.run.gate.clone();
-        tasks.spawn(async move { gate.watch().await });
+        let watcher = tokio::spawn(async move { gate.watch().await });
         match runner.executor.clone() {
             Executor::ConstantVus { .. } => {
                 for vu in vus {
@@ -166,7 +168,8 @@ impl Prepared {
                 tasks.spawn(dispatch(runner.clone(), share, vus, start, Duration::ZERO));
             }
         }
-        // Parts handed on, until the executor's end.
+        // Parts handed on, until the executor's end (or until every task
+        // is done, as an iteration executor's may be early).
         let mut listening = true;
         while listening {
             tokio::select! {
@@ -174,6 +177,7 @@ impl Prepared {
                     Some(part) => runner.clone().take_over(part, start, end, &mut tasks),
                     None => listening = false,
                 },
+                done = tasks.join_next() => if done.is_none() { listening = false },
                 () = tokio::time::sleep_until(end) => listening = false,
                 () = runner.run.stop.cancelled() => listening = false,
             }
@@ -188,6 +192,7 @@ impl Prepared {
             while tasks.join_next().await.is_some() {}
         }
         runner.run.stop.cancel();
+        watcher.abort();
     }
 }
 
