@@ -2075,7 +2075,10 @@ impl RunsCore {
             // Handed on, or cut off from every other node (whose side then
             // hands this share on): fenced, the share stops at once and
             // sends nothing more, so no load goes out twice.
-            if run.handoffs.contains_key(&self.me) || self.cut_off(run, view, at) {
+            let redistributes = run.proposal.spec.on_loss == OnLoss::Redistribute;
+            if run.handoffs.contains_key(&self.me)
+                || (redistributes && self.cut_off(run, view, at))
+            {
                 run.local = Local::Stopping;
                 out.push(stop);
                 return;
