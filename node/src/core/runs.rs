@@ -2076,8 +2076,7 @@ impl RunsCore {
             // hands this share on): fenced, the share stops at once and
             // sends nothing more, so no load goes out twice.
             let redistributes = run.proposal.spec.on_loss == OnLoss::Redistribute;
-            if run.handoffs.contains_key(&self.me)
-                || (redistributes && self.cut_off(run, view, at))
+            if run.handoffs.contains_key(&self.me) || (redistributes && self.cut_off(run, view, at))
             {
                 run.local = Local::Stopping;
                 out.push(stop);

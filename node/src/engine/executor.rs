@@ -137,6 +137,7 @@ impl Prepared {
         // The gate's ticker runs beside the share, not among its tasks:
         // the share ends when its iterations do.
         let gate = runner.run.gate.clone();
+        gate.arm();
         let watcher = tokio::spawn(async move { gate.watch().await });
         match runner.executor.clone() {
             Executor::ConstantVus { .. } => {

@@ -58,11 +58,19 @@ impl Gate {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Starts counting: call at the share's start, before any of its
+    /// tasks looks (the time it took to prepare is no gap).
+    pub fn arm(&self) {
+        self.last_ns
+            .fetch_max(self.elapsed_ns().max(1), Ordering::AcqRel);
+    }
+
     /// Whether the share may send now. A gap since the last time anyone
-    /// looked fences it (and cancels its stop token), for good.
+    /// looked fences it (and cancels its stop token), for good. Before
+    /// [`arm`](Self::arm), nothing is judged.
     pub fn open(&self) -> bool {
-        if !self.enabled {
-            return true;
+        if !self.enabled || self.last_ns.load(Ordering::Acquire) == 0 {
+            return !self.fenced.load(Ordering::Acquire);
         }
         if self.fenced.load(Ordering::Acquire) {
             return false;
@@ -99,7 +107,7 @@ impl Gate {
         if !self.enabled {
             return;
         }
-        self.last_ns.fetch_max(self.elapsed_ns(), Ordering::AcqRel);
+        self.arm();
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
@@ -120,6 +128,11 @@ mod tests {
     async fn a_freeze_fences_for_good_and_steady_time_does_not() {
         let stop = CancellationToken::new();
         let gate = std::sync::Arc::new(Gate::new(stop.clone(), true));
+        // Preparing took a while: no gap until the share starts.
+        std::thread::sleep(FREEZE_FENCE + Duration::from_millis(100));
+        assert!(gate.open(), "not armed yet");
+        gate.arm();
+        assert!(gate.open(), "the time before the start is no gap");
         let watcher = tokio::spawn({
             let gate = gate.clone();
             async move { gate.watch().await }
