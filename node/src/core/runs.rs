@@ -68,6 +68,11 @@ pub trait MeshView {
     fn dead(&self, _peer: &str) -> bool {
         false
     }
+    /// Whether this node heard from `peer` within `within` (any heartbeat).
+    /// By default, whether it is alive.
+    fn heard_within(&self, peer: &str, _within: Duration) -> bool {
+        self.alive(peer)
+    }
     /// The most VUs `peer` says it runs, as its own (signed) heartbeat
     /// says: a proposal's candidates may claim more, and a leader gives no
     /// node more than this. `None` when not known.
@@ -2158,8 +2163,9 @@ impl RunsCore {
     }
 
     /// Whether this node, running its share of a run of three nodes or
-    /// more, is cut off: more than half of the others still running are
-    /// gone and not known dead (their processes did not refuse a redial).
+    /// more, is cut off: it has heard none of more than half of the others
+    /// still running for [`CUT_OFF_AFTER`], and they are not known dead
+    /// (their processes did not refuse a redial).
     /// The leader on their side hands this share on (a leader that finds
     /// most of the others gone hands nothing on: the rule is the same on
     /// both sides). Not judged right after this node was frozen.
@@ -2184,7 +2190,7 @@ impl RunsCore {
             .collect();
         let silent = others
             .iter()
-            .filter(|n| !view.alive(n) && !view.dead(n))
+            .filter(|n| !view.heard_within(n, CUT_OFF_AFTER) && !view.dead(n))
             .count();
         2 * silent > others.len()
     }
@@ -2501,6 +2507,12 @@ pub fn clean_reason(reason: &str) -> String {
 /// abort` stops the run: past the suspicion itself (3.5 s of silence), so a
 /// hiccup does not end a run.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a worker running a share may hear none of most of the others
+/// before it fences its share: shorter than the silence after which their
+/// leader hands it on (1.2 s after the last heartbeat, which left at most
+/// 250 ms before the cut), so it always stops first.
+const CUT_OFF_AFTER: Duration = Duration::from_millis(700);
 
 /// A gap between two ticks this long means this node was frozen (SIGSTOP,
 /// a paused VM) or starved of CPU: its view of who is alive is stale.

@@ -471,6 +471,19 @@ fn a_frozen_worker_share_moves_to_the_others_and_it_sends_nothing_on_waking() {
         "the woken node sent more than its share up to the handoff: {frozen}"
     );
     assert_eq!(code, exit_for(&report), "{}", report["load"]);
+    // Every node, the woken one too, ends with the same report.
+    let mut texts = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            texts = nodes
+                .iter()
+                .map(|n| report_text(n.api, &token, &id))
+                .collect();
+            texts.iter().all(|r| *r == texts[0])
+        }),
+        "the nodes' reports differ: {:?}",
+        texts.iter().map(String::len).collect::<Vec<_>>()
+    );
 }
 
 /// The case: one worker of three killed (SIGKILL) at 3 s of a 10 s

@@ -150,6 +150,14 @@ impl MeshView for View<'_> {
         self.core.is_dead(peer)
     }
 
+    fn heard_within(&self, peer: &str, within: Duration) -> bool {
+        peer == self.core.me().id
+            || self
+                .core
+                .member(peer)
+                .is_some_and(|m| !m.suspect && self.now.saturating_sub(m.last_seen) <= within)
+    }
+
     fn capacity(&self, peer: &str) -> Option<u32> {
         if peer == self.core.me().id {
             return Some(self.core.me().vu_limit);
