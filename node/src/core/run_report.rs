@@ -803,6 +803,11 @@ mod tests {
         assert_eq!(report.load.delivered, 2950.0);
         assert_eq!(report.outcome, "short", "2950 of 3000 is under 99 %");
         assert_eq!(report.moves.len(), 2);
+        let text = crate::summary::render_report(&report);
+        assert!(
+            text.contains("share moved at 3.5 s to") && text.contains("(50 %)"),
+            "{text}"
+        );
         // With a tolerance that covers the missed half second, whole:
         // a lost node whose share moved does not make a run short by itself.
         let mut spec = spec.clone();
