@@ -39,7 +39,7 @@ use crate::core::spec::{Executor, Rate, RunSpec, Stage};
 use crate::core::sync::Have;
 use crate::core::wire::{
     self, Assigned, Finish, Handoff, Outcome, Plan, Proposal, RUN_PROTOCOL, Request, Response,
-    RunEnvelope, RunMessage,
+    RunEnvelope, RunMessage, RunSignature,
 };
 use crate::net::codec::WireCodec;
 use fusi_sdk::abi::{HttpRequest, MetricKind, wire as abi_wire};
@@ -698,6 +698,14 @@ fn ended_run() -> EndedRun {
             lost: vec!["c".into()],
             handoffs: vec![handoff()],
         },
+        // Signed by the node that leads run r0 at term 0 (the signature
+        // itself is checked by the runtime, not by what is fuzzed here).
+        finish_sig: ranking("r0", &["a".into(), "b".into(), "c".into()])
+            .first()
+            .map(|leader| RunSignature {
+                signer: leader.clone(),
+                bytes: vec![7; 64],
+            }),
     }
 }
 

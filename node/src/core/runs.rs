@@ -255,6 +255,10 @@ pub struct EndedRun {
     pub done: BTreeMap<String, (u64, bool)>,
     /// How it ended.
     pub finish: Finish,
+    /// The signature of the leader that declared the finish (its run
+    /// message's), so a node told of the run can check who ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_sig: Option<RunSignature>,
 }
 
 /// Everything a node knows about one run. Serializable, so it survives a
@@ -575,7 +579,13 @@ impl Run {
             started: self.started.clone(),
             done: self.done.clone(),
             finish: self.finish.clone()?,
+            finish_sig: self.finish_sig.clone(),
         })
+    }
+
+    /// The candidate that leads the run at `term`.
+    pub fn leader_at(&self, term: u32) -> Option<&str> {
+        self.holder(term)
     }
 
     /// Why a shard cannot be one of this run's, if it cannot: another run,
@@ -1444,7 +1454,14 @@ impl RunsCore {
             candidate_ids: std::sync::OnceLock::new(),
         };
         check_plan(&run, &ended.plan).map_err(|e| e.to_string())?;
+        // Ended by the leader of its term, as that leader's signature says
+        // (the runtime checked the signature itself).
+        let signer = ended.finish_sig.as_ref().map(|s| s.signer.as_str());
+        if signer.is_none() || signer != run.holder(run.finish.as_ref().map_or(0, |f| f.term)) {
+            return Err("its finish is not signed by the leader that declared it".into());
+        }
         let mut run = run;
+        run.finish_sig = ended.finish_sig;
         run.plan = Some(ended.plan);
         if let Some(bad) = run
             .handoffs

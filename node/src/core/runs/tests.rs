@@ -1131,7 +1131,10 @@ fn a_node_that_joins_later_adopts_an_ended_run_and_takes_no_part_in_it() {
     let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 13);
     let run = sim.submit(0, spec(3, 2), None);
     assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
-    let ended = sim.nodes[1]
+    // From a node that heard the finish (so it holds the leader's
+    // signature of it).
+    let teller = (sim.leader_index(&run) + 1) % 3;
+    let ended = sim.nodes[teller]
         .core
         .get(&run)
         .and_then(Run::ended)
@@ -1164,6 +1167,17 @@ fn a_node_that_joins_later_adopts_an_ended_run_and_takes_no_part_in_it() {
     );
     // Forged parts are refused.
     let fresh = || RunsCore::new("late-node".into(), RunsConfig::default());
+    let mut unsigned = ended.clone();
+    unsigned.finish_sig = None;
+    assert!(fresh().adopt(unsigned, at).is_err());
+    let mut forged = ended.clone();
+    if let Some(sig) = forged.finish_sig.as_mut() {
+        sig.signer = sim.nodes[teller].id.clone();
+    }
+    assert!(
+        fresh().adopt(forged, at).is_err(),
+        "a finish signed by another node than its leader"
+    );
     let mut bad = ended.clone();
     bad.plan.shares[0].node = "stranger".into();
     assert!(fresh().adopt(bad, at).is_err());

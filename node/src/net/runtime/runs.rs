@@ -1033,6 +1033,13 @@ impl Node {
 
     /// Takes an ended run a member told of; it is stored like any other.
     pub(super) fn adopt_run(&mut self, ended: EndedRun, at: At) -> Result<bool, String> {
+        let env = RunEnvelope {
+            protocol: wire::RUN_PROTOCOL,
+            run: ended.id.clone(),
+            body: wire::RunMessage::Finish(ended.finish.clone()),
+            sig: ended.finish_sig.clone(),
+        };
+        crate::net::sign::verify_run(&env).map_err(|e| format!("its finish: {e}"))?;
         self.runs.core.adopt(ended, at)
     }
 

@@ -195,10 +195,30 @@ impl Node {
             // (one run at least).
             let mut runs = Vec::new();
             let mut bytes = 0;
+            let me = self.peer_id.to_string();
             for ended in unknown
                 .into_iter()
                 .take(MAX_RUNS_ANSWER)
-                .filter_map(|r| r.ended())
+                .filter_map(|r| {
+                    let led = r.finish.as_ref().and_then(|f| r.leader_at(f.term)) == Some(&me);
+                    r.ended().map(|e| (e, led))
+                })
+                .map(|(mut ended, led)| {
+                    // A finish this node declared itself goes out signed
+                    // now (it signs its run messages as they leave).
+                    if led && ended.finish_sig.is_none() {
+                        let mut env = crate::core::wire::RunEnvelope {
+                            protocol: crate::core::wire::RUN_PROTOCOL,
+                            run: ended.id.clone(),
+                            body: crate::core::wire::RunMessage::Finish(ended.finish.clone()),
+                            sig: None,
+                        };
+                        if self.signer.sign_run(&mut env).is_ok() {
+                            ended.finish_sig = env.sig;
+                        }
+                    }
+                    ended
+                })
             {
                 let size = crate::core::wire::encode(&ended).len();
                 if !runs.is_empty() && bytes + size > MAX_RUNS_ANSWER_BYTES {
