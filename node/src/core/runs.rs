@@ -68,8 +68,9 @@ pub trait MeshView {
     fn dead(&self, _peer: &str) -> bool {
         false
     }
-    /// Whether this node heard from `peer` within `within` (any heartbeat).
-    /// By default, whether it is alive.
+    /// Whether this node heard from `peer` within `within`, judged only on
+    /// a peer that beats fast (it runs a share); otherwise whether it is
+    /// alive. By default, whether it is alive.
     fn heard_within(&self, peer: &str, _within: Duration) -> bool {
         self.alive(peer)
     }

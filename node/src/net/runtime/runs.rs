@@ -150,12 +150,15 @@ impl MeshView for View<'_> {
         self.core.is_dead(peer)
     }
 
+    /// Judged on a member that beats fast (its last heartbeat said it
+    /// runs a share); one that beats once a second is judged by the usual
+    /// suspicion only, or every node would look silent at a run's start.
     fn heard_within(&self, peer: &str, within: Duration) -> bool {
         peer == self.core.me().id
-            || self
-                .core
-                .member(peer)
-                .is_some_and(|m| !m.suspect && self.now.saturating_sub(m.last_seen) <= within)
+            || self.core.member(peer).is_some_and(|m| {
+                !m.suspect
+                    && (!m.heartbeat.busy || self.now.saturating_sub(m.last_seen) <= within)
+            })
     }
 
     fn capacity(&self, peer: &str) -> Option<u32> {
