@@ -678,9 +678,21 @@ impl Mesh {
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                // What each node said last, to tell why.
+                let tails: Vec<String> = members
+                    .iter()
+                    .map(|node| {
+                        format!(
+                            "--- {} ---\n{}",
+                            node.name,
+                            self.stderr_tail(node.index).join("\n")
+                        )
+                    })
+                    .collect();
                 bail!(
-                    "the mesh did not converge within {timeout:?}: {}",
-                    problems.join("; ")
+                    "the mesh did not converge within {timeout:?}: {}\n{}",
+                    problems.join("; "),
+                    tails.join("\n")
                 );
             }
             thread::sleep(Duration::from_millis(200));

@@ -156,8 +156,7 @@ impl MeshView for View<'_> {
     fn heard_within(&self, peer: &str, within: Duration) -> bool {
         peer == self.core.me().id
             || self.core.member(peer).is_some_and(|m| {
-                !m.suspect
-                    && (!m.heartbeat.busy || self.now.saturating_sub(m.last_seen) <= within)
+                !m.suspect && (!m.heartbeat.busy || self.now.saturating_sub(m.last_seen) <= within)
             })
     }
 
