@@ -773,17 +773,19 @@ mod tests {
             .collect();
         // c ran 3 s (300) and missed 3.0-3.5 s; a and b each took 325 of
         // its 650 arrivals from 3.5 s on.
-        let shards: Vec<Shard> = ["a", "b", "c"]
-            .iter()
-            .flat_map(|n| {
-                let (intervals, each) = match *n {
-                    "c" => (3, 100.0),
-                    _ => (10, 132.5),
-                };
-                (0..intervals).map(move |i| iterations_shard(n, i, i == 9, each, 0.0))
-            })
-            .collect();
-        let report = RunReport::build(&Report::from_shards("r", shards), &meta);
+        let handed_on = || -> Vec<Shard> {
+            ["a", "b", "c"]
+                .iter()
+                .flat_map(|n| {
+                    let (intervals, each) = match *n {
+                        "c" => (3, 100.0),
+                        _ => (10, 132.5),
+                    };
+                    (0..intervals).map(move |i| iterations_shard(n, i, i == 9, each, 0.0))
+                })
+                .collect()
+        };
+        let report = RunReport::build(&Report::from_shards("r", handed_on()), &meta);
         let by_id: BTreeMap<&str, (f64, f64)> = report
             .nodes
             .iter()
@@ -813,17 +815,7 @@ mod tests {
         let mut spec = spec.clone();
         spec.min_delivered = 0.98;
         meta.load = Some(LoadPlan::of(&spec));
-        let shards: Vec<Shard> = ["a", "b", "c"]
-            .iter()
-            .flat_map(|n| {
-                let (intervals, each) = match *n {
-                    "c" => (3, 100.0),
-                    _ => (10, 132.5),
-                };
-                (0..intervals).map(move |i| iterations_shard(n, i, i == 9, each, 0.0))
-            })
-            .collect();
-        let report = RunReport::build(&Report::from_shards("r", shards), &meta);
+        let report = RunReport::build(&Report::from_shards("r", handed_on()), &meta);
         assert_eq!(report.outcome, "complete", "{:?}", report.load);
         // Without the move, the same loss is short whatever the tolerance.
         meta.moves.clear();
