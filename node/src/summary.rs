@@ -5,9 +5,16 @@
 
 use std::fmt::Write as _;
 
-use crate::core::report::{Percentiles, Summary};
+use std::collections::BTreeMap;
+
+use fusi_sdk::abi::MetricKind;
+
+use crate::core::metrics::names;
+use crate::core::report::{MetricSummary, Percentiles, Summary};
 use crate::core::run_report::{LoadUnit, RunReport};
-use crate::core::threshold::ThresholdResult;
+use crate::core::threshold::{
+    Aggregation, LimitUnit, Threshold, ThresholdResult, builtin_kind, closest,
+};
 
 /// A duration in milliseconds, with a unit that keeps 3-4 digits.
 pub fn fmt_ms(ms: f64) -> String {
@@ -94,12 +101,92 @@ pub fn render_report(r: &RunReport) -> String {
     render_load(&mut out, r);
     out.push_str(&render(&r.summary, &r.scenario));
     if !r.thresholds.is_empty() {
-        out.push_str(&render_thresholds(&r.thresholds));
+        out.push_str(&render_thresholds(&r.thresholds, &r.summary.custom));
     }
     if r.regions.len() > 1 || r.nodes.len() > 1 {
         out.push_str(&render_parts(r));
     }
+    out.push_str(&render_warnings(r));
     out
+}
+
+/// Plain warnings at the end of the summary, for what a run exiting 0 may
+/// hide: most requests or iterations failed and no threshold gates on it
+/// (the exit status stays k6's: 0 unless a threshold failed), or a
+/// threshold counts a custom metric the scenario never recorded.
+fn render_warnings(r: &RunReport) -> String {
+    let mut out = String::new();
+    let s = &r.summary;
+    let gated = |metric: &str| r.thresholds.iter().any(|t| t.metric == metric);
+    let h = &s.http;
+    if h.requests > 0 && h.failed * 2 > h.requests && !gated(names::HTTP_REQ_FAILED) {
+        let _ = writeln!(
+            out,
+            "\n  warning: {:.1} % of requests failed ({} of {}; errors: {}), and no threshold \
+             gates on it, so the run still passes: add --threshold 'http_req_failed: rate<0.01' \
+             to fail it",
+            h.failed_rate * 100.0,
+            h.failed,
+            h.requests,
+            counts(&s.errors)
+        );
+    }
+    let failed: u64 = s.iterations.failed.values().sum();
+    if failed > s.iterations.completed && !gated(names::ITERATIONS_FAILED) {
+        let _ = writeln!(
+            out,
+            "\n  warning: {failed} of {} iterations failed ({}), and no threshold gates on it, so \
+             the run still passes: add --threshold 'iterations_failed: count<1' to fail it",
+            failed + s.iterations.completed,
+            counts(&s.iterations.failed)
+        );
+    }
+    let mut unrecorded: Vec<&str> = r
+        .thresholds
+        .iter()
+        .map(|t| t.metric.as_str())
+        .filter(|m| builtin_kind(m).is_none() && !s.custom.contains_key(*m))
+        .collect();
+    unrecorded.dedup();
+    for metric in unrecorded {
+        let near = closest(metric, s.custom.keys().map(String::as_str))
+            .map(|n| format!(": did you mean `{n}`?"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\n  warning: a threshold names `{metric}`, a metric the scenario never recorded{near}"
+        );
+    }
+    out
+}
+
+/// A threshold's observed value, in the unit of its metric: a duration
+/// for the built-in time trends (or a limit written as one), a percentage
+/// for a rate, per second for a counter's rate.
+fn observed_text(t: &ThresholdResult, v: f64, custom: &BTreeMap<String, MetricSummary>) -> String {
+    let Ok(parsed) = Threshold::parse(&t.threshold) else {
+        return format!("{v}");
+    };
+    let kind = builtin_kind(&t.metric).or_else(|| {
+        custom.get(&t.metric).map(|m| match m {
+            MetricSummary::Counter { .. } => MetricKind::Counter,
+            MetricSummary::Trend(_) => MetricKind::Trend,
+            MetricSummary::Rate { .. } => MetricKind::Rate,
+            MetricSummary::Gauge { .. } => MetricKind::Gauge,
+        })
+    });
+    let builtin = builtin_kind(&t.metric).is_some();
+    match (parsed.agg, kind) {
+        (Aggregation::Rate, Some(MetricKind::Rate)) => format!("{:.2}%", v * 100.0),
+        (Aggregation::Rate, Some(MetricKind::Counter)) => format!("{v:.2}/s"),
+        (Aggregation::Count, _) => format!("{v}"),
+        (agg, Some(MetricKind::Trend))
+            if agg.fits(MetricKind::Trend) && (builtin || parsed.unit == LimitUnit::Millis) =>
+        {
+            fmt_ms(v)
+        }
+        _ => format!("{v}"),
+    }
 }
 
 /// Planned against delivered load, when the report knows the plan; when
@@ -173,7 +260,10 @@ fn render_load(out: &mut String, r: &RunReport) {
 }
 
 /// One line per threshold, k6 style: a mark, the threshold, what was seen.
-fn render_thresholds(thresholds: &[ThresholdResult]) -> String {
+fn render_thresholds(
+    thresholds: &[ThresholdResult],
+    custom: &BTreeMap<String, MetricSummary>,
+) -> String {
     let mut out = String::new();
     let passed = thresholds.iter().filter(|t| t.pass).count();
     let _ = writeln!(out);
@@ -191,7 +281,7 @@ fn render_thresholds(thresholds: &[ThresholdResult]) -> String {
         let mark = if t.pass { "✓" } else { "✗" };
         let seen = match (&t.problem, t.observed) {
             (Some(problem), _) => problem.clone(),
-            (None, Some(v)) => format!("observed {v}"),
+            (None, Some(v)) => format!("observed {}", observed_text(t, v, custom)),
             (None, None) => "no value".to_owned(),
         };
         let _ = writeln!(out, "    {mark} {}  ({seen})", t.threshold);

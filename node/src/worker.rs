@@ -9,7 +9,6 @@
 //! event loop stays the only owner of the node's state.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fusi_sdk::abi;
@@ -21,6 +20,7 @@ use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, Share};
 use crate::core::wire::PlanId;
 use crate::engine::executor::{Progress, ShareRunner, TakeOver};
+use crate::engine::first_errors::{FirstErrors, SHOWN};
 use crate::engine::gate::Gate;
 use crate::engine::http::ClientSettings;
 use crate::engine::module::{LoadError, ScenarioModule};
@@ -205,7 +205,8 @@ async fn work(
             tls: job.settings.clone(),
             iteration_timeout: spec.iteration_timeout,
             memory_limit: spec.vu_memory_limit,
-            failures_logged: AtomicU64::new(0),
+            request_errors: FirstErrors::default(),
+            iteration_failures: FirstErrors::default(),
         })
     };
     // setup, teardown and the ABI check run in their own instance, with
@@ -236,6 +237,7 @@ async fn work(
         return;
     }
     let run_ctx = context(CancellationToken::new(), job.fence);
+    let said = run_ctx.clone();
     let stop = run_ctx.stop.clone();
     let gate = run_ctx.gate.clone();
     let runner = ShareRunner::new(
@@ -358,6 +360,7 @@ async fn work(
                 if let Err(e) = r {
                     tracing::error!("the executor failed: {e}");
                 }
+                say_suppressed(&said);
                 // teardown runs before the last shard is sealed, so what it
                 // measures is in the report.
                 if module.has_teardown()
@@ -379,4 +382,15 @@ async fn work(
         shards: sent,
         fenced: gate.fenced(),
     });
+}
+
+/// One line for each kind of failure of the share that was not said with
+/// its text (only the first [`SHOWN`] of a kind are).
+fn say_suppressed(run: &RunContext) {
+    for (kind, more) in run.request_errors.suppressed() {
+        tracing::warn!("{more} more requests failed ({kind}) after the first {SHOWN} above");
+    }
+    for (reason, more) in run.iteration_failures.suppressed() {
+        tracing::warn!("{more} more iterations failed ({reason}) after the first {SHOWN} above");
+    }
 }

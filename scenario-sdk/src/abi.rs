@@ -101,9 +101,19 @@ pub mod imports {
     /// UTF-8 value left in the result buffer.
     pub const ENV_GET: &str = "env_get";
     /// `(level: i32, ptr: i32, len: i32) -> ()`: logs a UTF-8 message;
-    /// level 0 error, 1 warn, 2 info, 3 debug.
+    /// level 0 error, 1 warn, 2 info, 3 debug; level
+    /// [`super::PANIC_LEVEL`] is the scenario's panic message instead.
     pub const LOG: &str = "log";
 }
+
+/// The [`imports::LOG`] level that hands the host the message of a panic
+/// under way, rather than a line for the log: the host keeps it as the
+/// reason the current call fails (`panic` in `iterations_failed`) and says
+/// it with that failure, once for the first few, instead of the module
+/// writing it to stderr in every VU. The SDK's panic hook sends it. A
+/// host older than this level logs it at debug, which is hidden by
+/// default.
+pub const PANIC_LEVEL: i32 = 4;
 
 /// The kind of a custom metric, as passed to [`imports::METRIC_ADD`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

@@ -99,6 +99,32 @@ pub fn log(level: Level, message: &str) {
     unsafe { sys::log(level as i32, message.as_ptr(), message.len()) }
 }
 
+/// Makes a panic the reason its call fails, as the host reports it: the
+/// message goes to the host (ABI `log` at [`crate::abi::PANIC_LEVEL`]),
+/// which says it with the first few failures, instead of to stderr from
+/// every VU at every iteration. [`crate::scenario!`] calls this at the
+/// start of each entry point; only the first call does anything.
+#[doc(hidden)]
+pub fn __install_panic_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("Box<dyn Any>");
+            let message = match info.location() {
+                Some(at) => format!("panicked at {at}: {payload}"),
+                None => format!("panicked: {payload}"),
+            };
+            // SAFETY: the pointer and length describe a live String.
+            unsafe { sys::log(crate::abi::PANIC_LEVEL, message.as_ptr(), message.len()) }
+        }));
+    });
+}
+
 /// Custom metrics: declare one as a value and add samples to it.
 pub mod metrics {
     use super::sys;

@@ -34,6 +34,12 @@ mod guest;
 #[cfg(target_arch = "wasm32")]
 pub use guest::*;
 
+/// Empty off `wasm32`, where no scenario runs: a scenario crate built for
+/// the host then fails at [`scenario!`], whose error says how to build it,
+/// rather than at this import.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod prelude {}
+
 /// Declares a scenario's entry points and the ABI version export.
 ///
 /// ```ignore
@@ -43,9 +49,20 @@ pub use guest::*;
 ///
 /// Each name is a `fn()` in scope. `setup`, `init` and `teardown` are
 /// optional; `iteration` is required. Use the macro once per crate.
+///
+/// A panic in an entry point fails that call; its message (`panicked at
+/// src/lib.rs:12:5: ...`) goes to the host, which says it with the failure.
+///
+/// Scenarios build for `wasm32-wasip1` only: on any other target the macro
+/// stops the build with an error that says how to build one.
 #[macro_export]
 macro_rules! scenario {
     ($($entry:ident = $func:path),+ $(,)?) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        ::core::compile_error!(
+            "fusi scenarios build for WebAssembly: run `fusi-node build .` in the scenario crate, \
+             or `cargo build --release --target wasm32-wasip1` (once: `rustup target add wasm32-wasip1`)"
+        );
         #[unsafe(export_name = "fusi_abi_version")]
         pub extern "C" fn __fusi_export_abi_version() -> i32 {
             $crate::abi::ABI_VERSION as i32
@@ -54,19 +71,31 @@ macro_rules! scenario {
     };
     (@entry iteration $func:path) => {
         #[unsafe(export_name = "iteration")]
-        pub extern "C" fn __fusi_export_iteration() { $func() }
+        pub extern "C" fn __fusi_export_iteration() {
+            $crate::__install_panic_hook();
+            $func()
+        }
     };
     (@entry setup $func:path) => {
         #[unsafe(export_name = "setup")]
-        pub extern "C" fn __fusi_export_setup() { $func() }
+        pub extern "C" fn __fusi_export_setup() {
+            $crate::__install_panic_hook();
+            $func()
+        }
     };
     (@entry init $func:path) => {
         #[unsafe(export_name = "init")]
-        pub extern "C" fn __fusi_export_init() { $func() }
+        pub extern "C" fn __fusi_export_init() {
+            $crate::__install_panic_hook();
+            $func()
+        }
     };
     (@entry teardown $func:path) => {
         #[unsafe(export_name = "teardown")]
-        pub extern "C" fn __fusi_export_teardown() { $func() }
+        pub extern "C" fn __fusi_export_teardown() {
+            $crate::__install_panic_hook();
+            $func()
+        }
     };
 }
 

@@ -875,18 +875,26 @@ fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // A node logs who joins and leaves; a run logs only what its scenario says.
-    let default_filter = match cli.command {
-        Cmd::Up(_) => "warn,fusi_node=info",
-        _ => "warn,scenario=info",
+    let node = matches!(cli.command, Cmd::Up(_));
+    let default_filter = if node {
+        "warn,fusi_node=info"
+    } else {
+        "warn,scenario=info"
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // A node's log is read later and beside other logs: times and sources.
+    // A command's warnings are read as it runs: the level and the text.
+    if node {
+        logs.init();
+    } else {
+        logs.without_time().with_target(false).init();
+    }
     // Every VU holds a connection: lift the open-file limit before any run.
     match crate::limits::raise_open_files() {
         Ok(files) => tracing::debug!(

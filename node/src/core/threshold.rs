@@ -304,8 +304,65 @@ impl Threshold {
     }
 }
 
+/// Every built-in metric, for "did you mean".
+const BUILTIN: [&str; 20] = {
+    use names::*;
+    [
+        HTTP_REQS,
+        HTTP_REQ_DURATION,
+        HTTP_REQ_BLOCKED,
+        HTTP_REQ_CONNECTING,
+        HTTP_REQ_TLS_HANDSHAKING,
+        HTTP_REQ_SENDING,
+        HTTP_REQ_WAITING,
+        HTTP_REQ_RECEIVING,
+        HTTP_REQ_FAILED,
+        ERRORS,
+        DATA_SENT,
+        DATA_RECEIVED,
+        ITERATIONS,
+        ITERATION_DURATION,
+        ITERATIONS_FAILED,
+        DROPPED_ITERATIONS,
+        CHECKS,
+        GROUP_DURATION,
+        VUS,
+        VUS_MAX,
+    ]
+};
+
+/// The name among `names` that `name` is most likely a typo of: at most
+/// two edits away (one for short names), and not `name` itself.
+pub fn closest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let most = if name.chars().count() < 6 { 1 } else { 2 };
+    names
+        .filter(|n| *n != name)
+        .map(|n| (edit_distance(name, n), n))
+        .filter(|(d, _)| *d <= most)
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// The kind of a built-in metric.
-fn builtin_kind(metric: &str) -> Option<MetricKind> {
+pub fn builtin_kind(metric: &str) -> Option<MetricKind> {
     use names::*;
     Some(match metric {
         HTTP_REQS | ERRORS | DATA_SENT | DATA_RECEIVED | ITERATIONS | ITERATIONS_FAILED
@@ -450,6 +507,14 @@ impl Threshold {
         };
         let (metric, tags) = parse_selector(&mut c).map_err(invalid)?;
         let kind = builtin_kind(&metric);
+        if kind.is_none()
+            && let Some(near) = closest(&metric, BUILTIN.iter().copied())
+        {
+            return Err(invalid(format!(
+                "there is no built-in metric `{metric}`: did you mean `{near}`? (A custom metric \
+                 this close to a built-in name is refused, to catch typos: name it apart.)"
+            )));
+        }
         let (agg, op, limit, unit) = parse_condition(&mut c, &metric, kind).map_err(invalid)?;
         let (abort_on_fail, delay_abort_eval) = parse_flags(c.rest()).map_err(invalid)?;
         Ok(Threshold {
@@ -493,6 +558,14 @@ impl Threshold {
                 .iter()
                 .all(|(k, v)| key.tag(k) == Some(v.as_str()))
         });
+        if value.is_none() && self.agg != Aggregation::Count && builtin_kind(&self.metric).is_none()
+        {
+            return Verdict {
+                observed: None,
+                pass: false,
+                problem: Some(self.never_recorded(totals)),
+            };
+        }
         match self.observe(value.as_ref(), duration_s) {
             Ok(observed) => Verdict {
                 observed: Some(observed),
@@ -505,6 +578,32 @@ impl Threshold {
                 problem: Some(problem),
             },
         }
+    }
+
+    /// Why a custom metric has no value: the scenario never recorded it
+    /// (with these tags, or at all), with the closest name it did record.
+    fn never_recorded(&self, totals: &SeriesSet) -> String {
+        let recorded: std::collections::BTreeSet<&str> = totals
+            .iter()
+            .map(|(key, _)| key.metric.as_str())
+            .filter(|name| builtin_kind(name).is_none())
+            .collect();
+        if recorded.contains(self.metric.as_str()) {
+            return format!("no samples of `{}`", self.selector());
+        }
+        let hint = match closest(&self.metric, recorded.iter().copied()) {
+            Some(near) => format!(": did you mean `{near}`?"),
+            None if recorded.is_empty() => " (it recorded no custom metric)".to_owned(),
+            None => format!(
+                " (it recorded {})",
+                recorded
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        format!("the scenario never recorded a metric `{}`{hint}", self.metric)
     }
 
     /// The aggregated value, or why there is none.

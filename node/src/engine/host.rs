@@ -43,6 +43,20 @@ const MAX_TAGS: usize = 32;
 const KEEP_RESULT_BYTES: usize = 64 << 10;
 /// The longest log message kept.
 const MAX_LOG: u32 = 64 << 10;
+
+/// The most of a panic message kept for the failure it explains.
+const MAX_PANIC_MESSAGE: usize = 1024;
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
 /// Tags the host (or the report, for `region`) sets itself; a scenario may
 /// not set them as VU tags.
 const RESERVED_TAGS: [&str; 7] = [
@@ -144,6 +158,17 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     .run
                     .recorder
                     .http(state.vu_id, state.base_tags(), tags, &answer, &exchange);
+                if let Some(error) = &answer.error
+                    && state.run.request_errors.note(error.kind.as_str())
+                {
+                    tracing::warn!(
+                        "request failed ({}): {} {}: {}",
+                        error.kind.as_str(),
+                        tags.method,
+                        req.url.escape_debug(),
+                        error.message
+                    );
+                }
                 let cut = answer
                     .error
                     .as_ref()
@@ -361,6 +386,12 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
             )?;
             let msg = String::from_utf8_lossy(&bytes);
             let vu = caller.data().vu_id;
+            if level == abi::PANIC_LEVEL {
+                let mut message = msg.into_owned();
+                truncate_at_char(&mut message, MAX_PANIC_MESSAGE);
+                caller.data_mut().panic = Some(message);
+                return Ok(());
+            }
             match level {
                 0 => tracing::error!(target: "scenario", vu, "{msg}"),
                 1 => tracing::warn!(target: "scenario", vu, "{msg}"),

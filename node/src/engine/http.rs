@@ -517,7 +517,19 @@ fn origin_of(url: &str) -> Result<Origin, Failure> {
 }
 
 fn parse_url(url: &str) -> Result<(Uri, Origin), Failure> {
+    let no_scheme = || {
+        Failure(
+            ErrorKind::InvalidRequest,
+            format!(
+                "invalid URL {url:?}: it has no scheme; write http://{0} or https://{0}",
+                url.escape_debug()
+            ),
+        )
+    };
     let uri: Uri = url.parse().map_err(|e| {
+        if !url.contains("://") {
+            return no_scheme();
+        }
         Failure(
             ErrorKind::InvalidRequest,
             format!("invalid URL {url:?}: {e}"),
@@ -526,7 +538,8 @@ fn parse_url(url: &str) -> Result<(Uri, Origin), Failure> {
     let https = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
-        _ => {
+        None => return Err(no_scheme()),
+        Some(_) => {
             return Err(Failure(
                 ErrorKind::InvalidRequest,
                 format!("invalid URL {url:?}: only http:// and https:// URLs are supported"),

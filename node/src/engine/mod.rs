@@ -11,6 +11,7 @@
 //! - [`recorder`]: collect samples and seal them into per-interval shards.
 
 pub mod executor;
+pub mod first_errors;
 pub mod gate;
 pub mod host;
 pub mod http;

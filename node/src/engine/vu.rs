@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fusi_sdk::abi::{MetricKind, exports};
@@ -25,6 +24,7 @@ use wasmtime::{Instance, Memory, ResourceLimiter, Store, TypedFunc, UpdateDeadli
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use super::first_errors::FirstErrors;
 use super::http::{ClientSettings, HttpClient};
 use super::module::ScenarioModule;
 use super::output::{Fd, VuOutput};
@@ -49,8 +49,10 @@ pub struct RunContext {
     pub iteration_timeout: Duration,
     /// The most linear memory one instance may have, in bytes.
     pub memory_limit: u64,
-    /// Iteration failures so far, to log only the first few.
-    pub failures_logged: AtomicU64,
+    /// Requests that failed, by error kind, to say only the first few.
+    pub request_errors: FirstErrors,
+    /// Iterations that failed, by reason, to say only the first few.
+    pub iteration_failures: FirstErrors,
     /// Whether the share may still send (see [`super::gate`]).
     pub gate: Arc<super::gate::Gate>,
 }
@@ -119,6 +121,9 @@ pub struct VuState {
     pub(super) run: Arc<RunContext>,
     /// The current call must finish by then.
     pub(super) deadline: Instant,
+    /// What the scenario said as it panicked in the current call (see
+    /// [`super::host`]'s `log`, level [`fusi_sdk::abi::PANIC_LEVEL`]).
+    pub(super) panic: Option<String>,
 }
 
 impl VuState {
@@ -270,6 +275,7 @@ impl Vu {
             output,
             memory: None,
             deadline: Instant::now() + run.iteration_timeout,
+            panic: None,
             run,
         };
         let mut store = Store::new(module.engine(), state);
@@ -306,9 +312,9 @@ impl Vu {
                 .get_typed_func::<(), ()>(&mut vu.store, exports::INIT)
                 .map_err(|e| err(format!("{e:#}")))?;
             vu.arm();
-            init.call_async(&mut vu.store, ())
-                .await
-                .map_err(|e| err(format!("`init` failed: {e:#}")))?;
+            if let Err(e) = init.call_async(&mut vu.store, ()).await {
+                return Err(err(format!("`init` failed: {}", vu.failure_text(&e))));
+            }
         }
         Ok(vu)
     }
@@ -333,7 +339,19 @@ impl Vu {
 
     fn arm(&mut self) {
         let timeout = self.store.data().run.iteration_timeout;
-        self.store.data_mut().deadline = Instant::now() + timeout;
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + timeout;
+        state.panic = None;
+    }
+
+    /// Why a call into the guest failed, as a user reads it: the
+    /// scenario's panic message when it panicked, else the error's chain,
+    /// without wasmtime's backtrace of functions that have no names.
+    fn failure_text(&self, e: &wasmtime::Error) -> String {
+        match &self.store.data().panic {
+            Some(message) => format!("the scenario {message}"),
+            None => describe(e),
+        }
     }
 
     /// Runs a once-per-run entry point (`setup` or `teardown`) in this VU.
@@ -343,9 +361,10 @@ impl Vu {
             .get_typed_func::<(), ()>(&mut self.store, name)
             .map_err(|e| format!("{e:#}"))?;
         self.arm();
-        f.call_async(&mut self.store, ())
-            .await
-            .map_err(|e| format!("`{name}` failed: {e:#}"))
+        match f.call_async(&mut self.store, ()).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!("`{name}` failed: {}", self.failure_text(&e))),
+        }
     }
 
     /// Runs one iteration and records it. `scheduled` is when it was meant
@@ -396,20 +415,16 @@ impl Vu {
                     MetricKind::Counter,
                     1.0,
                 );
-                if outcome != Outcome::Interrupted
-                    && run.failures_logged.fetch_add(1, Ordering::Relaxed) < 5
-                {
+                if outcome != Outcome::Interrupted && run.iteration_failures.note(reason) {
                     match &result {
                         Some(Err(e)) => tracing::warn!(
-                            vu = vu.id,
-                            reason,
-                            "iteration failed: {}",
-                            e.root_cause()
+                            "iteration failed ({reason}, VU {}): {}",
+                            vu.id,
+                            vu.failure_text(e)
                         ),
                         _ => tracing::warn!(
-                            vu = vu.id,
-                            reason,
-                            "iteration cut: it ran past its deadline in a host call"
+                            "iteration cut ({reason}, VU {}): it ran past its deadline in a host call",
+                            vu.id
                         ),
                     }
                 }
@@ -447,6 +462,9 @@ impl Vu {
     }
 
     fn classify(&self, e: &wasmtime::Error) -> Outcome {
+        if self.store.data().panic.is_some() {
+            return Outcome::Failed("panic");
+        }
         if let Some(trap) = e.downcast_ref::<HostTrap>() {
             return match trap {
                 HostTrap::Timeout => Outcome::Failed("timeout"),
@@ -461,5 +479,22 @@ impl Vu {
             return Outcome::Failed("memory");
         }
         Outcome::Failed("trap")
+    }
+}
+
+/// An error from a call into the guest, as one line: each cause in turn,
+/// without wasmtime's "error while executing at wasm backtrace" part, whose
+/// frames are `<unknown>` in a module built without symbols (the example
+/// scenarios strip theirs) and say nothing a user can act on.
+pub fn describe(e: &wasmtime::Error) -> String {
+    let parts: Vec<String> = e
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|text| !text.starts_with("error while executing at wasm backtrace"))
+        .collect();
+    if parts.is_empty() {
+        e.root_cause().to_string()
+    } else {
+        parts.join(": ")
     }
 }
