@@ -207,6 +207,7 @@ async fn work(
             memory_limit: spec.vu_memory_limit,
             request_errors: FirstErrors::default(),
             iteration_failures: FirstErrors::default(),
+            expected_statuses: spec.expected_statuses.clone(),
         })
     };
     // setup, teardown and the ABI check run in their own instance, with

@@ -104,6 +104,12 @@ pub mod imports {
     /// level 0 error, 1 warn, 2 info, 3 debug; level
     /// [`super::PANIC_LEVEL`] is the scenario's panic message instead.
     pub const LOG: &str = "log";
+    /// `(ptr: i32, len: i32) -> ()`: sets the statuses this VU's requests
+    /// expect from now on, as UTF-8 text such as `200-299,404` (an empty
+    /// text restores the run's, `--expected-statuses`); a request with
+    /// any other status fails `http_req_failed`. Text that is no such
+    /// list traps.
+    pub const EXPECTED_STATUSES: &str = "expected_statuses";
 }
 
 /// The [`imports::LOG`] level that hands the host the message of a panic

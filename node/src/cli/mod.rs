@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::core::statuses::ExpectedStatuses;
 use crate::api::{self, DEFAULT_API};
 use crate::core::assign::{RegionWeight, parse_region_weights};
 use crate::core::metrics::{Value, names};
@@ -164,7 +165,8 @@ Examples:
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// The scenario module (.wasm).
+    /// The scenario: a module (.wasm), or the directory of a scenario crate,
+    /// which is built first (as `fusi-node build DIR` does).
     scenario: PathBuf,
     /// Executor; see below for the one picked when this is left out.
     #[arg(long, value_enum)]
@@ -262,6 +264,16 @@ struct RunArgs {
     /// host of every --env value that is an http(s) URL].
     #[arg(long = "target", value_parser = target_arg)]
     targets: Vec<String>,
+    /// The HTTP statuses that count as success, as statuses and inclusive
+    /// ranges, for example 200-299,404; any other status counts in
+    /// http_req_failed (as k6's expectedStatuses). A scenario may set its
+    /// own with http::set_expected_statuses.
+    #[arg(long, default_value = "200-399", value_parser = statuses_arg)]
+    expected_statuses: ExpectedStatuses,
+}
+
+fn statuses_arg(s: &str) -> Result<ExpectedStatuses, String> {
+    s.parse().map_err(|e: crate::core::statuses::StatusesError| e.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -410,7 +422,18 @@ impl RunArgs {
             bail!("--stages applies to ramping-vus and ramping-arrival-rate only");
         }
         if self.max_vus.is_some() && !open {
-            bail!("--max-vus applies to arrival-rate executors only; use --vus");
+            if name == RampingVus && self.executor.is_none() {
+                bail!(
+                    "--max-vus applies to arrival-rate executors only: with --stages, fusi picked \
+                     ramping-vus, whose stage targets are VUs; for stage targets in iterations per \
+                     second, add --executor ramping-arrival-rate (and --vus for the VUs to \
+                     pre-allocate); for VUs, drop --max-vus"
+                );
+            }
+            bail!(
+                "--max-vus applies to arrival-rate executors only; for {} set the VUs with --vus",
+                kebab(name)
+            );
         }
         if self.iterations.is_some() && !matches!(name, SharedIterations | PerVuIterations) {
             bail!("--iterations applies to shared-iterations and per-vu-iterations only");
@@ -490,6 +513,7 @@ impl RunArgs {
             OnLossArg::Continue => OnLoss::Continue,
             OnLossArg::Abort => OnLoss::Abort,
         };
+        spec.expected_statuses = self.expected_statuses.clone();
         spec.targets = if self.targets.is_empty() {
             targets_from_env(&self.env)
         } else {
@@ -613,8 +637,28 @@ impl Observer for LiveProgress {
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Flags that do not fit together fail before any node is asked.
     let mut spec = args.spec()?;
-    let wasm = std::fs::read(&args.scenario)
-        .with_context(|| format!("cannot read the scenario {}", args.scenario.display()))?;
+    // A directory is a scenario crate: build it, then run what it built.
+    let scenario = if args.scenario.is_dir() {
+        let module = match build_modules(&args.scenario)?.as_slice() {
+            [one] => one.clone(),
+            many => bail!(
+                "{} built {} modules ({}): give the one to run",
+                args.scenario.display(),
+                many.len(),
+                many.iter()
+                    .map(|m| m.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        eprintln!("built {}", module.display());
+        spec.scenario = scenario_name(&module);
+        module
+    } else {
+        args.scenario.clone()
+    };
+    let wasm = std::fs::read(&scenario)
+        .with_context(|| format!("cannot read the scenario {}", scenario.display()))?;
     // Bytes that are no module at all are left to the module loader, whose
     // error says what a scenario must be.
     let declared = match declared_thresholds(&wasm) {
@@ -817,11 +861,20 @@ fn exit_for_thresholds(report: &RunReport) -> Option<ExitCode> {
 }
 
 fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
-    let manifest = args.dir.join("Cargo.toml");
+    for module in build_modules(&args.dir)? {
+        println!("{}", module.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the scenario crate (or workspace) in `dir` for wasm32-wasip1,
+/// cargo's output on stderr; the modules it built come back.
+fn build_modules(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
             "{} has no Cargo.toml: give the directory of a scenario crate",
-            args.dir.display()
+            dir.display()
         );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -842,7 +895,7 @@ fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
         bail!(
             "cargo build failed for {}; if it says the wasm32-wasip1 target is missing, run \
              `rustup target add wasm32-wasip1`",
-            args.dir.display()
+            dir.display()
         );
     }
     let mut built = Vec::new();
@@ -855,20 +908,17 @@ fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
         }
         for file in msg["filenames"].as_array().into_iter().flatten() {
             if let Some(f) = file.as_str().filter(|f| f.ends_with(".wasm")) {
-                built.push(f.to_owned());
+                built.push(PathBuf::from(f));
             }
         }
     }
     if built.is_empty() {
         bail!(
             "cargo built no .wasm module in {}: a scenario crate needs `crate-type = [\"cdylib\"]` under [lib]",
-            args.dir.display()
+            dir.display()
         );
     }
-    for f in built {
-        println!("{}", Path::new(&f).display());
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(built)
 }
 
 /// Runs the command line; the process exit code comes back.

@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod segment;
 pub mod shard;
 pub mod spec;
+pub mod statuses;
 pub mod sync;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -6,6 +6,7 @@
 //! its [`ExecutionSegment`](super::segment::ExecutionSegment) selects, so the
 //! spec never changes with the number of nodes.
 
+use super::statuses::ExpectedStatuses;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -55,6 +56,10 @@ pub struct RunSpec {
     /// (`--on-loss`).
     #[serde(default)]
     pub on_loss: OnLoss,
+    /// The statuses that count as success (`--expected-statuses`, default
+    /// 200-399); the rest fail `http_req_failed`.
+    #[serde(default)]
+    pub expected_statuses: ExpectedStatuses,
 }
 
 /// What a run does when a node of its plan is lost after T0.
@@ -100,6 +105,7 @@ impl RunSpec {
             thresholds: Vec::new(),
             min_delivered: DEFAULT_MIN_DELIVERED,
             on_loss: OnLoss::Redistribute,
+            expected_statuses: ExpectedStatuses::default(),
         }
     }
 }

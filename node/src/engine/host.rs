@@ -17,7 +17,7 @@ use super::vu::{HostTrap, VuState};
 use crate::core::metrics::{SeriesKey, names, valid_metric_name};
 
 /// Every import the host provides, for telling a newer module's imports apart.
-pub const IMPORTS: [&str; 13] = [
+pub const IMPORTS: [&str; 14] = [
     imports::HTTP_REQUEST,
     imports::RESULT_READ,
     imports::SLEEP_MS,
@@ -31,6 +31,7 @@ pub const IMPORTS: [&str; 13] = [
     imports::ITERATION_NUMBER,
     imports::ENV_GET,
     imports::LOG,
+    imports::EXPECTED_STATUSES,
 ];
 
 /// The largest request a scenario may hand to `http_request`.
@@ -154,10 +155,18 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     name: request_name(&req),
                     tags: &req.tags,
                 };
-                state
-                    .run
-                    .recorder
-                    .http(state.vu_id, state.base_tags(), tags, &answer, &exchange);
+                let expected = state
+                    .expected_statuses
+                    .as_ref()
+                    .unwrap_or(&state.run.expected_statuses);
+                state.run.recorder.http(
+                    state.vu_id,
+                    state.base_tags(),
+                    tags,
+                    &answer,
+                    &exchange,
+                    expected,
+                );
                 if let Some(error) = &answer.error
                     && state.run.request_errors.note(error.kind.as_str())
                 {
@@ -398,6 +407,20 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 2 => tracing::info!(target: "scenario", vu, "{msg}"),
                 _ => tracing::debug!(target: "scenario", vu, "{msg}"),
             }
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::EXPECTED_STATUSES,
+        |mut caller: Caller<'_, VuState>, ptr: u32, len: u32| -> HostResult<()> {
+            let text = read_str(&mut caller, ptr, len, "the expected statuses")?;
+            caller.data_mut().expected_statuses = if text.is_empty() {
+                None
+            } else {
+                Some(text.parse().map_err(|e| abi_error(format!("{e}")))?)
+            };
             Ok(())
         },
     )?;

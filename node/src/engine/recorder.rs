@@ -13,6 +13,7 @@
 //! tag sets, so a sample of a series seen before allocates nothing; the
 //! sorted [`SeriesKey`]s are built once per series, when the lane is sealed.
 
+use crate::core::statuses::ExpectedStatuses;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -359,7 +360,8 @@ impl Recorder {
 
     /// Records one HTTP request with all its metrics: `base_tags` are the
     /// VU's (sorted, unique keys), `req_tags` the request's own, `method`
-    /// and `name` its `method` and `name` tags.
+    /// and `name` its `method` and `name` tags; `expected` says which
+    /// statuses count as success.
     pub fn http(
         &self,
         lane: u64,
@@ -367,8 +369,9 @@ impl Recorder {
         req: RequestTags<'_>,
         resp: &Answer,
         ex: &Exchange,
+        expected: &ExpectedStatuses,
     ) {
-        let failed = !(200..400).contains(&resp.status);
+        let failed = resp.error.is_some() || !expected.contains(resp.status);
         let probe = HttpProbe {
             base: base_tags,
             extra: req.tags,
@@ -378,8 +381,8 @@ impl Recorder {
         };
         let error_kind = match (&resp.error, resp.status) {
             (Some(e), _) => Some(e.kind.as_str()),
-            (None, 400..=499) => Some("status_4xx"),
-            (None, 500..=599) => Some("status_5xx"),
+            (None, 400..=499) if failed => Some("status_4xx"),
+            (None, 500..=599) if failed => Some("status_5xx"),
             _ => None,
         };
         let mut guard = self.lane(lane);
@@ -562,10 +565,10 @@ mod tests {
             status: 503,
             ..Answer::default()
         };
-        r.http(1, &[], req, &ok, &ex);
-        r.http(2, &[], req, &err, &ex);
-        r.http(3, &[], req, &five, &ex);
-        r.http(17, &[], req, &ok, &ex);
+        r.http(1, &[], req, &ok, &ex, &ExpectedStatuses::default());
+        r.http(2, &[], req, &err, &ex, &ExpectedStatuses::default());
+        r.http(3, &[], req, &five, &ex, &ExpectedStatuses::default());
+        r.http(17, &[], req, &ok, &ex, &ExpectedStatuses::default());
         let set = r.seal();
         assert_eq!(
             set.fold(names::HTTP_REQS, |_| true),
@@ -632,8 +635,8 @@ mod tests {
             name: "items",
             tags: &tags,
         };
-        r.http(5, &base, req, &ok, &ex);
-        r.http(5, &base, req, &ok, &ex);
+        r.http(5, &base, req, &ok, &ex, &ExpectedStatuses::default());
+        r.http(5, &base, req, &ok, &ex, &ExpectedStatuses::default());
         let set = r.seal();
         let key = SeriesKey::new(
             names::HTTP_REQS,

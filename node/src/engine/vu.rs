@@ -25,6 +25,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::first_errors::FirstErrors;
+use crate::core::statuses::ExpectedStatuses;
 use super::http::{ClientSettings, HttpClient};
 use super::module::ScenarioModule;
 use super::output::{Fd, VuOutput};
@@ -55,6 +56,8 @@ pub struct RunContext {
     pub iteration_failures: FirstErrors,
     /// Whether the share may still send (see [`super::gate`]).
     pub gate: Arc<super::gate::Gate>,
+    /// The statuses that count as success, unless a VU sets its own.
+    pub expected_statuses: ExpectedStatuses,
 }
 
 /// Why a host function stopped the guest.
@@ -124,6 +127,9 @@ pub struct VuState {
     /// What the scenario said as it panicked in the current call (see
     /// [`super::host`]'s `log`, level [`fusi_sdk::abi::PANIC_LEVEL`]).
     pub(super) panic: Option<String>,
+    /// The statuses this VU expects, when its scenario set them; else the
+    /// run's.
+    pub(super) expected_statuses: Option<ExpectedStatuses>,
 }
 
 impl VuState {
@@ -276,6 +282,7 @@ impl Vu {
             memory: None,
             deadline: Instant::now() + run.iteration_timeout,
             panic: None,
+            expected_statuses: None,
             run,
         };
         let mut store = Store::new(module.engine(), state);

@@ -48,6 +48,18 @@ pub fn post(url: &str, body: impl Into<Vec<u8>>) -> Response {
     Request::post(url).body(body).send()
 }
 
+/// Sets which statuses this VU's requests expect from now on, for example
+/// `"200-299,404"` (statuses and inclusive ranges, 100 to 599); a response
+/// with any other status counts in `http_req_failed`, as in k6's
+/// `http.setResponseCallback(http.expectedStatuses(...))`. An empty text
+/// restores the run's (`--expected-statuses`, by default 200-399). Text
+/// that is no such list fails the iteration, with the problem in its
+/// failure message.
+pub fn set_expected_statuses(statuses: &str) {
+    // SAFETY: the pointer and length describe a live &str.
+    unsafe { sys::expected_statuses(statuses.as_ptr(), statuses.len()) }
+}
+
 /// A request under construction.
 #[derive(Debug, Clone)]
 #[must_use = "a request does nothing until .send()"]

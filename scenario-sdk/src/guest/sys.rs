@@ -20,6 +20,7 @@ unsafe extern "C" {
     pub fn iteration_number() -> i64;
     pub fn env_get(key_ptr: *const u8, key_len: usize) -> i32;
     pub fn log(level: i32, ptr: *const u8, len: usize);
+    pub fn expected_statuses(ptr: *const u8, len: usize);
 }
 
 /// Copies `len` bytes out of the host's result buffer.

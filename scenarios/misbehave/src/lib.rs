@@ -5,8 +5,10 @@
 //! hands `http_request` bytes that are no request, and `bad-buffer` a
 //! response buffer outside the memory; `print` writes terminal escape
 //! sequences and floods stdout with 100 lines. Every `EVERY`-th iteration
-//! misbehaves (default 1: all of them); the others GET `$TARGET/hello` when
-//! `TARGET` is set.
+//! misbehaves (default 1: all of them); the others GET `$TARGET$URL_PATH`
+//! (`URL_PATH` defaults to `/hello`) when `TARGET` is set, expecting the
+//! statuses in `EXPECT` when it is set. `MODE=setup-panic` panics in
+//! `setup`.
 
 use fusi_sdk::abi::{HttpRequest, wire};
 use fusi_sdk::prelude::*;
@@ -75,10 +77,19 @@ fn iteration() {
             _ => {}
         }
     }
+    if let Some(statuses) = env("EXPECT") {
+        http::set_expected_statuses(&statuses);
+    }
     if let Some(base) = env("TARGET") {
-        let res = http::get(&format!("{base}/hello"));
+        let res = http::get(&format!("{base}{}", env("URL_PATH").as_deref().unwrap_or("/hello")));
         check("status is 200", res.status() == 200);
     }
 }
 
-fusi_sdk::scenario!(iteration = iteration);
+fn setup() {
+    if env("MODE").as_deref() == Some("setup-panic") {
+        panic!("setup panics on purpose");
+    }
+}
+
+fusi_sdk::scenario!(setup = setup, iteration = iteration);
