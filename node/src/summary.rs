@@ -147,6 +147,7 @@ fn render_warnings(r: &RunReport) -> String {
         .map(|t| t.metric.as_str())
         .filter(|m| builtin_kind(m).is_none() && !s.custom.contains_key(*m))
         .collect();
+    unrecorded.sort_unstable();
     unrecorded.dedup();
     for metric in unrecorded {
         let near = closest(metric, s.custom.keys().map(String::as_str))
@@ -511,5 +512,110 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("✗ http_reqs: count>0"), "{text}");
+    }
+
+    fn report_with(thresholds: &[&str]) -> RunReport {
+        use crate::core::run_report::RunMeta;
+        let meta = RunMeta {
+            scenario: "x.wasm".into(),
+            executor: "constant-vus".into(),
+            outcome: "complete".into(),
+            expected: Vec::new(),
+            lost: Vec::new(),
+            thresholds: thresholds.iter().map(|t| t.to_string()).collect(),
+            aborted_by: None,
+            load: None,
+            moves: Vec::new(),
+        };
+        RunReport::build(&crate::core::report::Report::new("r"), &meta)
+    }
+
+    fn result(threshold: &str, observed: f64) -> ThresholdResult {
+        let parsed = Threshold::parse(threshold).expect("valid");
+        ThresholdResult {
+            threshold: threshold.into(),
+            metric: parsed.metric,
+            observed: Some(observed),
+            pass: true,
+            problem: None,
+            abort_on_fail: false,
+        }
+    }
+
+    #[test]
+    fn observed_values_carry_their_unit() {
+        let mut r = report_with(&[]);
+        r.summary
+            .custom
+            .insert("slow".into(), MetricSummary::Rate { passes: 1, fails: 1 });
+        r.thresholds = vec![
+            result("http_req_duration: p(95)<200ms", 12.5),
+            result("http_req_failed: rate<0.01", 0.05),
+            result("http_reqs: rate>10", 123.456),
+            result("http_reqs: count>10", 1234.0),
+            result("slow: rate<0.1", 0.5),
+            result("my_trend: avg<3", 2.5),
+        ];
+        let text = render_report(&r);
+        for line in [
+            "http_req_duration: p(95)<200ms  (observed 12.50ms)",
+            "http_req_failed: rate<0.01  (observed 5.00%)",
+            "http_reqs: rate>10  (observed 123.46/s)",
+            "http_reqs: count>10  (observed 1234)",
+            "slow: rate<0.1  (observed 50.00%)",
+            "my_trend: avg<3  (observed 2.5)",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn most_requests_failing_ends_the_summary_with_a_warning_unless_a_threshold_gates_it() {
+        let mut r = report_with(&[]);
+        r.summary.http.requests = 10;
+        r.summary.http.failed = 9;
+        r.summary.http.failed_rate = 0.9;
+        r.summary.errors.insert("refused".into(), 9);
+        r.summary.iterations.completed = 1;
+        r.summary.iterations.failed.insert("panic".into(), 2);
+        let text = render_report(&r);
+        let tail = text.trim_end().lines().rev().take(3).collect::<Vec<_>>().join("\n");
+        assert!(
+            text.contains(
+                "warning: 90.0 % of requests failed (9 of 10; errors: refused=9), and no threshold \
+                 gates on it, so the run still passes: add --threshold 'http_req_failed: rate<0.01' \
+                 to fail it"
+            ),
+            "{text}"
+        );
+        assert!(
+            tail.contains("warning: 2 of 3 iterations failed (panic=2)"),
+            "{tail}"
+        );
+        // A threshold on it gates already: no warning.
+        r.thresholds = vec![result("http_req_failed: rate<0.5", 0.9)];
+        r.summary.iterations.failed.clear();
+        assert!(!render_report(&r).contains("warning"));
+        // Half or fewer failing is no "most".
+        r.thresholds.clear();
+        r.summary.http.failed = 5;
+        assert!(!render_report(&r).contains("warning"));
+    }
+
+    #[test]
+    fn a_counted_custom_metric_never_recorded_is_named() {
+        let mut r = report_with(&[]);
+        r.summary
+            .custom
+            .insert("items_created".into(), MetricSummary::Counter { total: 3.0 });
+        r.thresholds = vec![result("items_creatd: count<1", 0.0)];
+        let text = render_report(&r);
+        assert!(
+            text.contains(
+                "warning: a threshold names `items_creatd`, a metric the scenario never \
+                 recorded: did you mean `items_created`?"
+            ),
+            "{text}"
+        );
     }
 }

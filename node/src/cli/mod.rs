@@ -151,6 +151,16 @@ fell short of its planned load or lost a node; 99 when a threshold failed
 (as k6); 1 when it could not run (an unusable module, flags that do not fit
 together, no node where --api points), or when a mesh run failed or someone
 else stopped it; 2 when a flag's value does not parse.
+As in k6, failed requests and iterations alone do not change the exit status:
+a run whose every request failed exits 0 (its summary ends with a warning that
+says so) unless a threshold gates on it, such as
+--threshold 'http_req_failed: rate<0.01' or 'iterations_failed: count<1'.
+A request fails when no response came or its status is not one of
+--expected-statuses (default 200-399).
+
+Failures: the first 3 of each kind (a request's error, an iteration's failure
+with the scenario's panic message) are printed on stderr with their text,
+then one line says how many more there were.
 Ctrl-C stops the run early (on every node of a mesh run), prints the summary of
 what was measured and exits 130; a second Ctrl-C quits at once.";
 

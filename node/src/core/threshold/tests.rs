@@ -347,6 +347,17 @@ fn invalid_thresholds_name_the_problem() {
 }
 
 #[test]
+fn a_near_miss_of_a_built_in_metric_is_refused_with_the_name_meant() {
+    let e = error("http_req_duraton: p(95)<200ms");
+    assert!(e.contains("did you mean `http_req_duration`?"), "{e}");
+    let e = error("check: rate>0.9");
+    assert!(e.contains("did you mean `checks`?"), "{e}");
+    // Custom metrics far from every built-in name are left alone.
+    assert_eq!(parse("items_created: count>1").metric, "items_created");
+    assert_eq!(parse("slow_responses: rate<0.1").metric, "slow_responses");
+}
+
+#[test]
 fn error_messages_stay_short_and_printable() {
     let text = format!("{}\u{7}: count<1", "a".repeat(500));
     let msg = error(&text);
@@ -577,7 +588,6 @@ fn no_samples_fail_except_count() {
         "checks: rate>0.9",
         "http_reqs: rate>1",
         "vus: value>0",
-        "custom_trend: avg<1",
     ] {
         let v = parse(text).evaluate(&empty, 10.0);
         assert!(!v.pass && v.observed.is_none(), "{text}: {v:?}");
@@ -596,6 +606,25 @@ fn no_samples_fail_except_count() {
         }
     );
     assert!(!parse("iterations: count>0").evaluate(&empty, 10.0).pass);
+
+    // A custom metric the scenario never recorded says so, and names the
+    // custom metric it most likely meant.
+    let never = parse("custom_trend: avg<1").evaluate(&empty, 10.0);
+    assert!(!never.pass && never.observed.is_none());
+    assert_eq!(
+        never.problem.as_deref(),
+        Some("the scenario never recorded a metric `custom_trend` (it recorded no custom metric)")
+    );
+    let mut recorded = SeriesSet::new();
+    assert!(
+        recorded
+            .add(&key("custom_trnd", &[]), MetricKind::Trend, 1.0)
+            .is_ok()
+    );
+    assert_eq!(
+        parse("custom_trend: avg<1").evaluate(&recorded, 10.0).problem.as_deref(),
+        Some("the scenario never recorded a metric `custom_trend`: did you mean `custom_trnd`?")
+    );
 
     // Series that exist but hold nothing.
     let set: SeriesSet = [
