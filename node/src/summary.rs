@@ -545,9 +545,13 @@ mod tests {
     #[test]
     fn observed_values_carry_their_unit() {
         let mut r = report_with(&[]);
-        r.summary
-            .custom
-            .insert("slow".into(), MetricSummary::Rate { passes: 1, fails: 1 });
+        r.summary.custom.insert(
+            "slow".into(),
+            MetricSummary::Rate {
+                passes: 1,
+                fails: 1,
+            },
+        );
         r.thresholds = vec![
             result("http_req_duration: p(95)<200ms", 12.5),
             result("http_req_failed: rate<0.01", 0.05),
@@ -579,7 +583,13 @@ mod tests {
         r.summary.iterations.completed = 1;
         r.summary.iterations.failed.insert("panic".into(), 2);
         let text = render_report(&r);
-        let tail = text.trim_end().lines().rev().take(3).collect::<Vec<_>>().join("\n");
+        let tail = text
+            .trim_end()
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(
             text.contains(
                 "warning: 90.0 % of requests failed (9 of 10; errors: refused=9), and no threshold \
@@ -605,9 +615,10 @@ mod tests {
     #[test]
     fn a_counted_custom_metric_never_recorded_is_named() {
         let mut r = report_with(&[]);
-        r.summary
-            .custom
-            .insert("items_created".into(), MetricSummary::Counter { total: 3.0 });
+        r.summary.custom.insert(
+            "items_created".into(),
+            MetricSummary::Counter { total: 3.0 },
+        );
         r.thresholds = vec![result("items_creatd: count<1", 0.0)];
         let text = render_report(&r);
         assert!(

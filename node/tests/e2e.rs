@@ -17,6 +17,8 @@ use serde_json::Value;
 mod disk;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/first_hour.rs"]
+mod first_hour;
 #[path = "e2e/html.rs"]
 mod html;
 #[path = "e2e/mesh.rs"]
@@ -494,7 +496,7 @@ fn panics_and_memory_hogs_fail_iterations_not_the_node() {
     let _g = serial();
     let t = target(TargetConfig::default());
     for (mode, reason) in [
-        ("panic", "trap"),
+        ("panic", "panic"),
         ("oom", "memory"),
         ("bad-request", "abi"),
         ("bad-buffer", "abi"),

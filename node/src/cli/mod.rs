@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::statuses::ExpectedStatuses;
 use crate::api::{self, DEFAULT_API};
 use crate::core::assign::{RegionWeight, parse_region_weights};
 use crate::core::metrics::{Value, names};
@@ -21,6 +20,7 @@ use crate::core::shard::Shard;
 use crate::core::spec::{
     Executor, OnLoss, Rate, RunSpec, Stage, VU_MEMORY_MIB, parse_duration, parse_rate, parse_stages,
 };
+use crate::core::statuses::ExpectedStatuses;
 use crate::core::threshold::{Threshold, parse_all};
 use crate::engine::executor::Progress;
 use crate::engine::module::{DeclaredThresholdsError, declared_thresholds};
@@ -283,7 +283,8 @@ struct RunArgs {
 }
 
 fn statuses_arg(s: &str) -> Result<ExpectedStatuses, String> {
-    s.parse().map_err(|e: crate::core::statuses::StatusesError| e.to_string())
+    s.parse()
+        .map_err(|e: crate::core::statuses::StatusesError| e.to_string())
 }
 
 #[derive(Args, Debug)]

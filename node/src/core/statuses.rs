@@ -52,7 +52,9 @@ impl ExpectedStatuses {
 
 /// Why a list of statuses is unusable; the message says how to write one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected statuses {text:?}: {problem}; write statuses and ranges from 100 to 599, for example 200-399,404")]
+#[error(
+    "expected statuses {text:?}: {problem}; write statuses and ranges from 100 to 599, for example 200-399,404"
+)]
 pub struct StatusesError {
     text: String,
     problem: String,
@@ -167,7 +169,10 @@ mod tests {
             ("300-200", "runs backwards"),
             ("200,,404", "empty part"),
         ] {
-            let e = text.parse::<ExpectedStatuses>().expect_err(text).to_string();
+            let e = text
+                .parse::<ExpectedStatuses>()
+                .expect_err(text)
+                .to_string();
             assert!(e.contains(problem), "{text}: {e}");
             assert!(e.contains("for example 200-399,404"), "{e}");
         }

@@ -603,7 +603,10 @@ impl Threshold {
                     .join(", ")
             ),
         };
-        format!("the scenario never recorded a metric `{}`{hint}", self.metric)
+        format!(
+            "the scenario never recorded a metric `{}`{hint}",
+            self.metric
+        )
     }
 
     /// The aggregated value, or why there is none.

@@ -25,12 +25,12 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::first_errors::FirstErrors;
-use crate::core::statuses::ExpectedStatuses;
 use super::http::{ClientSettings, HttpClient};
 use super::module::ScenarioModule;
 use super::output::{Fd, VuOutput};
 use super::recorder::Recorder;
 use crate::core::metrics::{SeriesKey, names};
+use crate::core::statuses::ExpectedStatuses;
 
 /// How long after its deadline (or the hard stop) an iteration stuck in a
 /// host call that ignores them is cut.

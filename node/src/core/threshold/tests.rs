@@ -622,7 +622,10 @@ fn no_samples_fail_except_count() {
             .is_ok()
     );
     assert_eq!(
-        parse("custom_trend: avg<1").evaluate(&recorded, 10.0).problem.as_deref(),
+        parse("custom_trend: avg<1")
+            .evaluate(&recorded, 10.0)
+            .problem
+            .as_deref(),
         Some("the scenario never recorded a metric `custom_trend`: did you mean `custom_trnd`?")
     );
 

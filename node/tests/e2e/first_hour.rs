@@ -1,0 +1,300 @@
+//! The first hour of a new user: each mistake a k6 user is likely to make,
+//! and the line fusi answers it with (the error text, the hint, the count
+//! of what was not shown, the exit status). docs/guide.md's
+//! troubleshooting section shows the same lines.
+
+use std::process::Command;
+
+use super::*;
+
+fn run_of(args: &[&str]) -> Run {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    fusi(&all)
+}
+
+/// How many lines of `text` contain `needle`.
+fn lines_with(text: &str, needle: &str) -> usize {
+    text.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn a_dead_target_names_the_address_and_the_error_and_the_summary_says_the_run_still_passed() {
+    let _g = serial();
+    let hello = scenario("hello");
+    let run = run_of(&[
+        hello.to_str().unwrap_or_default(),
+        "--vus",
+        "2",
+        "--duration",
+        "1s",
+        "--env",
+        "TARGET=http://127.0.0.1:1",
+    ]);
+    let err = run.stderr();
+    // Exit status as k6: no threshold failed.
+    assert_eq!(run.output.status.code(), Some(0), "{err}");
+    let said = "request failed (refused): GET http://127.0.0.1:1/hello: cannot connect to \
+                127.0.0.1:1: Connection refused";
+    assert_eq!(
+        lines_with(&err, said),
+        3,
+        "the first 3, with their text:\n{err}"
+    );
+    let refused = num(run.summary(), &["errors", "refused"]);
+    assert!(refused > 3.0);
+    let rest = format!(
+        "{} more requests failed (refused) after the first 3 above",
+        refused - 3.0
+    );
+    assert_eq!(lines_with(&err, &rest), 1, "{err}");
+    assert!(err.lines().count() <= 6, "bounded:\n{err}");
+    let out = run.stdout();
+    assert!(
+        out.contains("warning: 100.0 % of requests failed")
+            && out.contains("add --threshold 'http_req_failed: rate<0.01' to fail it"),
+        "{out}"
+    );
+
+    let no_scheme = run_of(&[
+        hello.to_str().unwrap_or_default(),
+        "--iterations",
+        "2",
+        "--env",
+        "TARGET=127.0.0.1:1",
+    ]);
+    let err = no_scheme.stderr();
+    assert_eq!(
+        lines_with(
+            &err,
+            "invalid URL \"127.0.0.1:1/hello\": it has no scheme; write http://127.0.0.1:1/hello"
+        ),
+        2,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_panicking_scenario_says_its_panic_message_a_few_times_not_once_per_iteration() {
+    let _g = serial();
+    let misbehave = scenario("misbehave");
+    let run = run_of(&[
+        misbehave.to_str().unwrap_or_default(),
+        "--vus",
+        "2",
+        "--duration",
+        "1s",
+        "--env",
+        "MODE=panic",
+    ]);
+    let err = run.stderr();
+    assert_eq!(run.output.status.code(), Some(0), "{err}");
+    let failed = num(run.summary(), &["iterations", "failed", "panic"]);
+    assert!(failed > 10.0, "{}", run.summary()["iterations"]);
+    let said = "the scenario panicked at misbehave/src/lib.rs";
+    assert_eq!(lines_with(&err, said), 3, "{err}");
+    assert_eq!(
+        lines_with(&err, "this scenario panics on purpose"),
+        3,
+        "{err}"
+    );
+    let rest = format!(
+        "{} more iterations failed (panic) after the first 3 above",
+        failed - 3.0
+    );
+    assert_eq!(lines_with(&err, &rest), 1, "{err}");
+    // Neither the guest's own panic output nor wasmtime's backtrace.
+    assert!(!err.contains("[vu ") && !err.contains("<unknown>"), "{err}");
+    assert!(
+        run.stdout()
+            .contains("add --threshold 'iterations_failed: count<1' to fail it"),
+        "{}",
+        run.stdout()
+    );
+
+    let setup = run_of(&[
+        misbehave.to_str().unwrap_or_default(),
+        "--env",
+        "MODE=setup-panic",
+    ]);
+    let err = setup.stderr();
+    assert_eq!(setup.output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "error: the scenario's `setup` failed: the scenario panicked at \
+             misbehave/src/lib.rs:"
+        ) && err.contains("setup panics on purpose"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("<unknown>") && err.lines().count() <= 2,
+        "{err}"
+    );
+}
+
+#[test]
+fn mistakes_are_caught_before_the_run_with_the_fix() {
+    let _g = serial();
+    let hello = scenario("hello");
+    let hello = hello.to_str().unwrap_or_default();
+    // A typo in a built-in metric: refused before anything runs.
+    fails_with(
+        &["run", hello, "--threshold", "http_req_duraton: p(95)<200ms"],
+        2,
+        "there is no built-in metric `http_req_duraton`: did you mean `http_req_duration`?",
+    );
+    // --stages with --max-vus: the executor that takes both.
+    fails_with(
+        &["run", hello, "--stages", "2s:10", "--max-vus", "5"],
+        1,
+        "add --executor ramping-arrival-rate",
+    );
+    fails_with(
+        &["run", hello, "--expected-statuses", "2xx"],
+        2,
+        "`2xx` is not a status; write statuses and ranges from 100 to 599, for example \
+         200-399,404",
+    );
+}
+
+#[test]
+fn a_custom_metric_threshold_with_a_typo_names_the_metric_meant() {
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let run = run_of(&[
+        scenario("api_flow").to_str().unwrap_or_default(),
+        "--iterations",
+        "2",
+        "--env",
+        &format!("TARGET={}", t.url()),
+        "--threshold",
+        "items_creatd: count<1",
+        "--threshold",
+        "items_creatd: rate>0",
+        "--threshold",
+        "http_req_failed: rate<0.5",
+    ]);
+    let out = run.stdout();
+    assert_eq!(run.output.status.code(), Some(99), "{}", run.stderr());
+    assert!(
+        out.contains(
+            "✗ items_creatd: rate>0  (the scenario never recorded a metric `items_creatd`: \
+             did you mean `items_created`?)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "warning: a threshold names `items_creatd`, a metric the scenario never recorded: \
+             did you mean `items_created`?"
+        ),
+        "{out}"
+    );
+    // Observed values carry their unit.
+    assert!(
+        out.contains("✓ http_req_failed: rate<0.5  (observed 0.00%)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn expected_statuses_decide_what_fails_from_the_flag_or_the_scenario() {
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let misbehave = scenario("misbehave");
+    let target_env = format!("TARGET={}", t.url());
+    let failed_of = |extra: &[&str]| {
+        let mut args = vec![
+            misbehave.to_str().unwrap_or_default(),
+            "--iterations",
+            "4",
+            "--env",
+            &target_env,
+            "--env",
+            "URL_PATH=/status/404",
+        ];
+        args.extend_from_slice(extra);
+        let run = run_of(&args);
+        assert!(run.output.status.success(), "{}", run.stderr());
+        let s = run.summary();
+        assert_eq!(num(s, &["http", "requests"]), 4.0);
+        (num(s, &["http", "failed"]), s["errors"].clone())
+    };
+    let (failed, errors) = failed_of(&[]);
+    assert_eq!(failed, 4.0, "404 is not expected by default");
+    assert_eq!(errors["status_4xx"].as_f64(), Some(4.0));
+    let (failed, errors) = failed_of(&["--expected-statuses", "200-299,404"]);
+    assert_eq!(failed, 0.0);
+    assert!(errors.get("status_4xx").is_none(), "{errors}");
+    let (failed, _) = failed_of(&["--env", "EXPECT=404"]);
+    assert_eq!(failed, 0.0, "the scenario's own expected statuses");
+    let (failed, _) = failed_of(&["--expected-statuses", "404", "--env", "EXPECT=200"]);
+    assert_eq!(failed, 4.0, "the scenario's win over the run's");
+}
+
+#[test]
+fn run_builds_a_scenario_crate_given_its_directory() {
+    let _g = serial();
+    // The scenarios are built already (by `scenario`), so this is quick.
+    let _ = scenario("hello");
+    let t = target(TargetConfig::default());
+    let dir = repo().join("scenarios/hello");
+    let run = run_of(&[
+        dir.to_str().unwrap_or_default(),
+        "--iterations",
+        "3",
+        "--env",
+        &format!("TARGET={}", t.url()),
+    ]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    assert!(run.stderr().contains("hello.wasm"), "{}", run.stderr());
+    assert_eq!(run.report()["scenario"].as_str(), Some("hello.wasm"));
+    assert_eq!(num(run.summary(), &["http", "requests"]), 3.0);
+}
+
+#[test]
+fn a_scenario_built_for_the_host_fails_with_how_to_build_it() {
+    let _g = serial();
+    let dir = tempfile_path("native-scenario");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap_or_else(|e| panic!("{e}"));
+    let sdk = repo().join("scenario-sdk");
+    let manifest = format!(
+        "[package]\nname = \"native-scenario\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nfusi-sdk = {{ path = {:?} }}\n\n\
+         [workspace]\n",
+        sdk.display().to_string()
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        src.join("lib.rs"),
+        "use fusi_sdk::prelude::*;\n\nfn iteration() {\n    \
+         check(\"ok\", http::get(\"http://127.0.0.1:1/\").status() == 200);\n}\n\n\
+         fusi_sdk::scenario!(iteration = iteration);\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    without_clippy(&mut cmd);
+    // Kept between test runs, so that only the first compiles serde.
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        repo().join("target/e2e-native-scenario"),
+    )
+    .args(["check", "--offline", "--quiet", "--manifest-path"])
+    .arg(dir.join("Cargo.toml"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "error: fusi scenarios build for WebAssembly: run `fusi-node build .` in the \
+             scenario crate, or `cargo build --release --target wasm32-wasip1`"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("could not find `prelude`"), "{err}");
+}
