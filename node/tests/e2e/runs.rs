@@ -207,6 +207,19 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     );
     let listed = fusi_to(&token, &["runs", "--api", &apis[2]]);
     assert!(listed.stdout().contains(&id), "{}", listed.stdout());
+    // `watch` writes the report to stdout, and only the report: its
+    // progress goes to stderr, so `watch ID > report.txt` keeps the report.
+    let watched = fusi_to(&token, &["watch", &id, "--api", &apis[2]]);
+    assert!(watched.output.status.success(), "{}", watched.stderr());
+    assert!(
+        watched
+            .stdout()
+            .starts_with(&format!("\n  run {id}: complete"))
+            && watched.stdout().contains("http_reqs"),
+        "{}",
+        watched.stdout()
+    );
+    assert!(!watched.stderr().contains("http_reqs"), "{}", watched.stderr());
 
     // Weights 33/33/34 over three regions.
     let run = fusi_to(
