@@ -752,6 +752,7 @@ fn shards() -> Vec<Shard> {
     let _ = series.add(&SeriesKey::new("checks", []), MetricKind::Rate, 0.0);
     let _ = series.add(&SeriesKey::new("vus", []), MetricKind::Gauge, 7.0);
     let first = Shard {
+        notes: Vec::new(),
         run_id: "r1".into(),
         node: "n1".into(),
         name: "fra-1".into(),
@@ -769,6 +770,7 @@ fn shards() -> Vec<Shard> {
         1.5e6,
     );
     let last = Shard {
+        notes: Vec::new(),
         node: "n2".into(),
         region: "nrt".into(),
         seq: 9,

@@ -61,6 +61,7 @@ mod tests {
                 let _ = series.add(&dur, MetricKind::Trend, 3.0 + seq as f64);
                 let _ = series.add(&check, MetricKind::Rate, 1.0);
                 shards.push(Shard {
+                    notes: Vec::new(),
                     run_id: "r1".into(),
                     node: node.into(),
                     name: format!("{name}-{node}"),

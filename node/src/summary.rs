@@ -110,6 +110,32 @@ pub fn render_report(r: &RunReport) -> String {
     out
 }
 
+/// Under a count of failures, what the first ones said, one line each:
+/// `refused: GET http://...: cannot connect to ...`. The texts come from
+/// every node, so control characters are written out, never sent to the
+/// terminal.
+fn render_first_failures(out: &mut String, s: &Summary, prefix: &str) {
+    for (kind, texts) in &s.first_failures {
+        let Some(kind) = kind.strip_prefix(prefix) else {
+            continue;
+        };
+        for text in texts {
+            let shown: String = text
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect();
+            let _ = writeln!(out, "      {}: {shown}", kind.escape_default());
+        }
+    }
+}
+
 /// Plain warnings at the end of the summary, for what a run exiting 0 may
 /// hide: most requests or iterations failed and no threshold gates on it
 /// (the exit status stays k6's: 0 unless a threshold failed), or a
@@ -376,6 +402,7 @@ pub fn render(s: &Summary, scenario: &str) -> String {
             counts(&s.errors)
         },
     );
+    render_first_failures(&mut out, s, "http:");
     line(
         &mut out,
         2,
@@ -397,6 +424,7 @@ pub fn render(s: &Summary, scenario: &str) -> String {
     if !i.failed.is_empty() {
         line(&mut out, 2, "iterations_failed", &counts(&i.failed));
     }
+    render_first_failures(&mut out, s, "iteration:");
     line(&mut out, 2, "dropped_iterations", &i.dropped.to_string());
     line(&mut out, 2, "vus_max", &s.vus_max.to_string());
     if !s.checks.is_empty() {

@@ -370,6 +370,7 @@ mod tests {
             &Value::Counter(0.1 * (seq + 1) as f64 + if node == "n1" { 0.7 } else { 0.3 }),
         );
         Shard {
+            notes: Vec::new(),
             run_id: "r1".into(),
             node: node.into(),
             name: node.into(),

@@ -50,7 +50,17 @@ pub struct Report {
     open: BTreeSet<(u64, String)>,
     /// A key reused to tag series with their region without allocating.
     tagged: SeriesKey,
+    /// What failures said, from the shards' notes: by kind, the
+    /// [`NOTES_PER_KIND`] smallest texts in byte order, of the
+    /// [`NOTE_KINDS`] smallest kinds, so that the same shards keep the same
+    /// texts in any order and a peer's flood of notes costs little.
+    notes: BTreeMap<String, BTreeSet<String>>,
 }
+
+/// The texts a report keeps of one kind of failure.
+pub const NOTES_PER_KIND: usize = 3;
+/// The kinds of failure a report keeps texts of.
+pub const NOTE_KINDS: usize = 32;
 
 /// What one node measured.
 #[derive(Debug, Clone, Default)]
@@ -270,6 +280,7 @@ impl Report {
             end_ms: 0,
             open: BTreeSet::new(),
             tagged: SeriesKey::new("", []),
+            notes: BTreeMap::new(),
         }
     }
 
@@ -321,6 +332,16 @@ impl Report {
     fn add_parts(&mut self, head: &Shard, parts: &[(&SeriesKey, Part<'_>)]) -> bool {
         if head.run_id != self.run_id || !self.seen.insert((head.node.clone(), head.seq)) {
             return false;
+        }
+        for note in &head.notes {
+            let texts = self.notes.entry(note.kind.clone()).or_default();
+            texts.insert(note.text.clone());
+            if texts.len() > NOTES_PER_KIND {
+                texts.pop_last();
+            }
+            if self.notes.len() > NOTE_KINDS {
+                self.notes.pop_last();
+            }
         }
         let node = self.nodes.entry(head.node.clone()).or_default();
         node.name.clone_from(&head.name);
@@ -572,6 +593,14 @@ impl Report {
             })
             .fold(0.0, f64::max) as u64;
         Summary {
+            first_failures: match scope {
+                Scope::All => self
+                    .notes
+                    .iter()
+                    .map(|(kind, texts)| (kind.clone(), texts.iter().cloned().collect()))
+                    .collect(),
+                Scope::Region(_) | Scope::Node(_) => BTreeMap::new(),
+            },
             run_id: self.run_id.clone(),
             executor: executor.to_owned(),
             duration_s: self.end_ms as f64 / 1000.0,
@@ -822,6 +851,12 @@ pub struct Summary {
     pub vus_max: u64,
     /// Per interval.
     pub timeline: Vec<TimelinePoint>,
+    /// What failures said, by kind (`http:refused`, `iteration:panic`):
+    /// up to [`NOTES_PER_KIND`] texts each, the smallest in byte order of
+    /// those the nodes sent (each node sends its first 3 of a kind). Only
+    /// the whole run's summary has them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub first_failures: BTreeMap<String, Vec<String>>,
 }
 
 /// HTTP totals.
@@ -1024,6 +1059,7 @@ mod tests {
         let check = SeriesKey::new(names::CHECKS, [("check".into(), "ok".into())]);
         let _ = series.add(&check, MetricKind::Rate, 1.0);
         Shard {
+            notes: Vec::new(),
             run_id: "r".into(),
             node: node.into(),
             name: format!("{node}-name"),
@@ -1034,6 +1070,49 @@ mod tests {
             last,
             series,
         }
+    }
+
+    #[test]
+    fn failure_texts_are_kept_bounded_and_in_the_same_order_whatever_the_shards_order() {
+        use crate::core::shard::Note;
+        let noted = |node: &str, seq: u64, texts: &[(&str, &str)]| {
+            let mut s = shard(node, seq, false, &[1.0]);
+            s.notes = texts
+                .iter()
+                .map(|(kind, text)| Note {
+                    kind: (*kind).into(),
+                    text: (*text).into(),
+                })
+                .collect();
+            s
+        };
+        let shards = [
+            noted("a", 0, &[("http:refused", "d"), ("http:refused", "b")]),
+            noted("b", 0, &[("http:refused", "c"), ("iteration:panic", "p")]),
+            noted("a", 1, &[("http:refused", "a"), ("http:refused", "b")]),
+        ];
+        let mut forward = Report::new("r");
+        let mut backward = Report::new("r");
+        for s in &shards {
+            forward.add(s);
+        }
+        for s in shards.iter().rev() {
+            backward.add(s);
+        }
+        let f = forward.summary("constant-vus").first_failures;
+        assert_eq!(f, backward.summary("constant-vus").first_failures);
+        assert_eq!(f["http:refused"], ["a", "b", "c"], "the 3 smallest, once each");
+        assert_eq!(f["iteration:panic"], ["p"]);
+        // Only the whole run's summary has them.
+        assert!(forward.summary_of("constant-vus", Scope::Node("a")).first_failures.is_empty());
+        // A flood of kinds is cut to the smallest NOTE_KINDS.
+        let mut flood = Report::new("r");
+        let kinds: Vec<String> = (0..NOTE_KINDS + 5).map(|i| format!("http:k{i:03}")).collect();
+        let texts: Vec<(&str, &str)> = kinds.iter().map(|k| (k.as_str(), "t")).collect();
+        flood.add(&noted("a", 0, &texts));
+        let kept = flood.summary("constant-vus").first_failures;
+        assert_eq!(kept.len(), NOTE_KINDS);
+        assert!(kept.contains_key("http:k000") && !kept.contains_key(&kinds[NOTE_KINDS]));
     }
 
     #[test]
@@ -1066,6 +1145,7 @@ mod tests {
             let mut shards: Vec<Shard> = parts
                 .into_iter()
                 .map(|((node, interval), series)| Shard {
+                    notes: Vec::new(),
                     run_id: "r".into(),
                     node: format!("n{node}"),
                     name: String::new(),

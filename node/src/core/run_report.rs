@@ -601,6 +601,7 @@ mod tests {
             3.0,
         );
         Shard {
+            notes: Vec::new(),
             run_id: "r".into(),
             node: node.into(),
             name: format!("{region}-{node}"),

@@ -78,6 +78,28 @@ pub struct Shard {
     pub last: bool,
     /// The measurements.
     pub series: SeriesSet,
+    /// The text of failures among the first few of their kind on the node,
+    /// seen in this interval, so that a report from any node can say what
+    /// failed and not only how often.
+    pub notes: Vec<Note>,
+}
+
+/// The most notes one shard may carry.
+pub const MAX_NOTES: usize = 32;
+/// The longest kind of a note, in bytes.
+pub const MAX_NOTE_KIND: usize = 64;
+/// The longest text of a note, in bytes.
+pub const MAX_NOTE_TEXT: usize = 1024;
+
+/// What one failure said: its kind, `http:refused` for a request's error
+/// (the `errors` kind) or `iteration:panic` for an iteration's failure
+/// reason, and its text (the URL and the OS error, the panic message).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Note {
+    /// `http:KIND` or `iteration:REASON`.
+    pub kind: String,
+    /// What the failure said.
+    pub text: String,
 }
 
 /// Why bytes are not a shard.
@@ -148,6 +170,9 @@ struct WireShard {
     end_ms: u64,
     last: bool,
     series: Vec<WireSeries>,
+    /// Absent when empty, so a shard without notes encodes as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<Note>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -216,6 +241,7 @@ impl Shard {
             end_ms: self.end_ms,
             last: self.last,
             series,
+            notes: self.notes.clone(),
         };
         let mut out = Vec::new();
         // Writing CBOR into a Vec cannot fail for these plain types.
@@ -244,7 +270,7 @@ impl Shard {
             .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let upper = entries.split_off(entries.len() / 2);
-        let half = |entries: Vec<(SeriesKey, Value)>, last: bool| {
+        let half = |entries: Vec<(SeriesKey, Value)>, last: bool, notes: Vec<Note>| {
             let mut series = SeriesSet::new();
             for (k, v) in entries {
                 // Distinct keys of one set: merging into an empty set cannot
@@ -252,6 +278,7 @@ impl Shard {
                 let _ = series.merge(&k, &v);
             }
             Shard {
+                notes,
                 series,
                 last,
                 run_id: self.run_id.clone(),
@@ -263,8 +290,8 @@ impl Shard {
                 end_ms: self.end_ms,
             }
         };
-        let mut parts = half(entries, false).split(max_bytes);
-        parts.extend(half(upper, self.last).split(max_bytes));
+        let mut parts = half(entries, false, self.notes.clone()).split(max_bytes);
+        parts.extend(half(upper, self.last, Vec::new()).split(max_bytes));
         parts
     }
 
@@ -461,7 +488,25 @@ fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
             wire.series.len()
         )));
     }
+    if wire.notes.len() > MAX_NOTES {
+        return Err(ShardError::Invalid(format!(
+            "{} notes, more than {MAX_NOTES}",
+            wire.notes.len()
+        )));
+    }
+    if let Some(note) = wire
+        .notes
+        .iter()
+        .find(|n| n.kind.len() > MAX_NOTE_KIND || n.text.len() > MAX_NOTE_TEXT)
+    {
+        return Err(ShardError::Invalid(format!(
+            "a note of {} + {} bytes, over {MAX_NOTE_KIND} + {MAX_NOTE_TEXT}",
+            note.kind.len(),
+            note.text.len()
+        )));
+    }
     let shard = Shard {
+        notes: wire.notes,
         run_id: wire.run_id,
         node: wire.node,
         name: wire.name,
@@ -566,6 +611,7 @@ mod tests {
         let _ = series.add(&SeriesKey::new("checks", []), MetricKind::Rate, 1.0);
         let _ = series.add(&SeriesKey::new("vus", []), MetricKind::Gauge, 7.0);
         Shard {
+            notes: Vec::new(),
             run_id: "r1".into(),
             node: "n1".into(),
             name: "fra-1".into(),
@@ -589,6 +635,47 @@ mod tests {
             assert_eq!(back.series.get(k), Some(v), "{k:?}");
         }
         assert_eq!(back.encode(), bytes, "re-encoding gives the same bytes");
+    }
+
+    fn note(kind: &str, text: &str) -> Note {
+        Note {
+            kind: kind.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn notes_travel_with_the_shard_and_are_bounded() {
+        let mut shard = sample_shard();
+        let plain = shard.encode_cbor();
+        shard.notes = vec![note("http:refused", "GET http://127.0.0.1:1/: refused")];
+        let back = Shard::decode(&shard.encode()).expect("decodes");
+        assert_eq!(back.notes, shard.notes);
+        // A shard without notes encodes as before notes existed.
+        shard.notes.clear();
+        assert_eq!(shard.encode_cbor(), plain);
+        // A peer's shard may not carry more, or longer, notes.
+        shard.notes = vec![note("http:refused", "x"); MAX_NOTES + 1];
+        let e = Shard::decode(&shard.encode()).expect_err("too many");
+        assert!(e.to_string().contains("notes, more than"), "{e}");
+        shard.notes = vec![note("http:refused", &"x".repeat(MAX_NOTE_TEXT + 1))];
+        let e = SparseShard::decode(&shard.encode()).expect_err("too long");
+        assert!(e.to_string().contains("a note of"), "{e}");
+        // A split keeps the notes once, in its first part.
+        let mut big = sample_shard();
+        big.notes = vec![note("iteration:panic", "the scenario panicked")];
+        for i in 0..300 {
+            let _ = big.series.add(
+                &SeriesKey::new("custom", [("i".to_string(), i.to_string())]),
+                MetricKind::Counter,
+                1.0,
+            );
+        }
+        let parts = big.split(256);
+        assert!(parts.len() > 1);
+        let noted: usize = parts.iter().map(|p| p.notes.len()).sum();
+        assert_eq!(noted, 1);
+        assert_eq!(parts[0].notes.len(), 1);
     }
 
     #[test]
@@ -704,6 +791,7 @@ mod tests {
             let mut series = SeriesSet::new();
             let _ = series.add(&SeriesKey::new("c", []), MetricKind::Counter, bad);
             let shard = Shard {
+                notes: Vec::new(),
                 series,
                 ..sample_shard()
             };
@@ -719,6 +807,7 @@ mod tests {
         let mut series = SeriesSet::new();
         let _ = series.add(&SeriesKey::new("t", []), MetricKind::Trend, 1.0);
         let shard = Shard {
+            notes: Vec::new(),
             series,
             ..sample_shard()
         };

@@ -170,13 +170,17 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 if let Some(error) = &answer.error
                     && state.run.request_errors.note(error.kind.as_str())
                 {
-                    tracing::warn!(
-                        "request failed ({}): {} {}: {}",
-                        error.kind.as_str(),
+                    let text = format!(
+                        "{} {}: {}",
                         tags.method,
                         req.url.escape_debug(),
                         error.message
                     );
+                    tracing::warn!("request failed ({}): {text}", error.kind.as_str());
+                    state
+                        .run
+                        .recorder
+                        .note(format!("http:{}", error.kind.as_str()), text);
                 }
                 let cut = answer
                     .error

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::core::metrics::{SeriesKey, SeriesSet, Value, names, new_histogram};
-use crate::core::shard::Shard;
+use crate::core::shard::{MAX_NOTE_KIND, MAX_NOTE_TEXT, MAX_NOTES, Note, Shard};
 use crate::core::wire::MAX_GOSSIP_BYTES;
 use crate::engine::executor::Progress;
 use crate::engine::http::{Answer, Exchange};
@@ -248,6 +248,8 @@ pub struct RequestTags<'a> {
 pub struct Recorder {
     lanes: Vec<Mutex<Lane>>,
     warned_overflow: AtomicBool,
+    /// Failure texts for the next shard (see [`Recorder::note`]).
+    notes: Mutex<Vec<Note>>,
 }
 
 impl Default for Recorder {
@@ -255,6 +257,7 @@ impl Default for Recorder {
         Recorder {
             lanes: (0..LANES).map(|_| Mutex::new(Lane::default())).collect(),
             warned_overflow: AtomicBool::new(false),
+            notes: Mutex::new(Vec::new()),
         }
     }
 }
@@ -263,6 +266,30 @@ impl Recorder {
     /// An empty recorder.
     pub fn new() -> Recorder {
         Recorder::default()
+    }
+
+    /// Keeps what a failure said for the next shard: `kind` is
+    /// `http:KIND` or `iteration:REASON`. Only the first few failures of a
+    /// kind are noted (`engine::first_errors`); past [`MAX_NOTES`] in one
+    /// interval, the rest are dropped, and the text is cut to
+    /// [`MAX_NOTE_TEXT`] bytes.
+    pub fn note(&self, kind: String, mut text: String) {
+        if text.len() > MAX_NOTE_TEXT {
+            let mut end = MAX_NOTE_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        if notes.len() < MAX_NOTES && kind.len() <= MAX_NOTE_KIND {
+            notes.push(Note { kind, text });
+        }
+    }
+
+    /// The notes since the last call.
+    fn take_notes(&self) -> Vec<Note> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn lane(&self, lane: u64) -> std::sync::MutexGuard<'_, Lane> {
@@ -503,6 +530,7 @@ pub async fn seal_every(
             initialized,
         );
         let shard = Shard {
+            notes: recorder.take_notes(),
             run_id: origin.run_id.clone(),
             node: origin.node.clone(),
             name: origin.name.clone(),

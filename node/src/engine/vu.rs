@@ -423,17 +423,12 @@ impl Vu {
                     1.0,
                 );
                 if outcome != Outcome::Interrupted && run.iteration_failures.note(reason) {
-                    match &result {
-                        Some(Err(e)) => tracing::warn!(
-                            "iteration failed ({reason}, VU {}): {}",
-                            vu.id,
-                            vu.failure_text(e)
-                        ),
-                        _ => tracing::warn!(
-                            "iteration cut ({reason}, VU {}): it ran past its deadline in a host call",
-                            vu.id
-                        ),
-                    }
+                    let text = match &result {
+                        Some(Err(e)) => vu.failure_text(e),
+                        _ => "it ran past its deadline in a host call, and was cut".to_owned(),
+                    };
+                    tracing::warn!("iteration failed ({reason}, VU {}): {text}", vu.id);
+                    run.recorder.note(format!("iteration:{reason}"), text);
                 }
             }
         }

@@ -455,6 +455,7 @@ fn shard_with_trend(header: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut series = SeriesSet::new();
     let _ = series.add(&SeriesKey::new("t", []), MetricKind::Trend, 1.0);
     let shard = Shard {
+        notes: Vec::new(),
         run_id: "r1".into(),
         node: "n1".into(),
         name: "fra-1".into(),

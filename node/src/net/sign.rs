@@ -180,6 +180,7 @@ mod tests {
     fn a_shard_is_checked_against_the_node_it_names_and_still_decodes() {
         let node = Signer::new(Keypair::generate_ed25519());
         let shard = Shard {
+            notes: Vec::new(),
             run_id: "r1".into(),
             node: node.id.clone(),
             name: "fra-1".into(),

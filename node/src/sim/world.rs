@@ -1090,6 +1090,7 @@ fn shard_size(run: &str, node: &Node) -> usize {
         let _ = series.add(&SeriesKey::new(name, []), kind, 1.0);
     }
     Shard {
+        notes: Vec::new(),
         run_id: run.to_owned(),
         node: node.id.clone(),
         name: node.mesh.me().name.clone(),

@@ -478,6 +478,7 @@ mod tests {
 
     fn shard(run: &str, seq: u64) -> Shard {
         Shard {
+            notes: Vec::new(),
             run_id: run.into(),
             node: "n1".into(),
             name: "n1".into(),

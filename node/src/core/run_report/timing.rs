@@ -149,6 +149,7 @@ fn stored_shards() -> Vec<Vec<u8>> {
     for n in 0..NODES {
         for seq in 0..INTERVALS {
             let shard = Shard {
+                notes: Vec::new(),
                 run_id: "run-timing".into(),
                 node: node_id(n),
                 name: format!("{}-{n}", REGIONS[(n % 3) as usize]),

@@ -1100,6 +1100,7 @@ fn shards_are_kept_only_from_a_node_with_a_share_in_its_region_within_the_run() 
         .unwrap_or_else(|| panic!("no run"));
     let node = &sim.nodes[2];
     let good = Shard {
+        notes: Vec::new(),
         run_id: run.clone(),
         node: node.id.clone(),
         name: "nrt-1".into(),
