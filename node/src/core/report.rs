@@ -1101,13 +1101,24 @@ mod tests {
         }
         let f = forward.summary("constant-vus").first_failures;
         assert_eq!(f, backward.summary("constant-vus").first_failures);
-        assert_eq!(f["http:refused"], ["a", "b", "c"], "the 3 smallest, once each");
+        assert_eq!(
+            f["http:refused"],
+            ["a", "b", "c"],
+            "the 3 smallest, once each"
+        );
         assert_eq!(f["iteration:panic"], ["p"]);
         // Only the whole run's summary has them.
-        assert!(forward.summary_of("constant-vus", Scope::Node("a")).first_failures.is_empty());
+        assert!(
+            forward
+                .summary_of("constant-vus", Scope::Node("a"))
+                .first_failures
+                .is_empty()
+        );
         // A flood of kinds is cut to the smallest NOTE_KINDS.
         let mut flood = Report::new("r");
-        let kinds: Vec<String> = (0..NOTE_KINDS + 5).map(|i| format!("http:k{i:03}")).collect();
+        let kinds: Vec<String> = (0..NOTE_KINDS + 5)
+            .map(|i| format!("http:k{i:03}"))
+            .collect();
         let texts: Vec<(&str, &str)> = kinds.iter().map(|k| (k.as_str(), "t")).collect();
         flood.add(&noted("a", 0, &texts));
         let kept = flood.summary("constant-vus").first_failures;

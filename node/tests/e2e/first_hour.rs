@@ -50,6 +50,14 @@ fn a_dead_target_names_the_address_and_the_error_and_the_summary_says_the_run_st
     assert_eq!(lines_with(&err, &rest), 1, "{err}");
     assert!(err.lines().count() <= 6, "bounded:\n{err}");
     let out = run.stdout();
+    // The summary says it too, under the count.
+    assert!(
+        out.contains(&format!(
+            "errors .........................: refused={refused}\n      refused: GET \
+             http://127.0.0.1:1/hello: cannot connect to 127.0.0.1:1: Connection refused"
+        )),
+        "{out}"
+    );
     assert!(
         out.contains("warning: 100.0 % of requests failed")
             && out.contains("add --threshold 'http_req_failed: rate<0.01' to fail it"),
@@ -105,6 +113,13 @@ fn a_panicking_scenario_says_its_panic_message_a_few_times_not_once_per_iteratio
     assert_eq!(lines_with(&err, &rest), 1, "{err}");
     // Neither the guest's own panic output nor wasmtime's backtrace.
     assert!(!err.contains("[vu ") && !err.contains("<unknown>"), "{err}");
+    assert!(
+        run.stdout().contains(&format!(
+            "iterations_failed ..............: panic={failed}\n      panic: {said}"
+        )),
+        "{}",
+        run.stdout()
+    );
     assert!(
         run.stdout()
             .contains("add --threshold 'iterations_failed: count<1' to fail it"),

@@ -219,7 +219,42 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
         "{}",
         watched.stdout()
     );
-    assert!(!watched.stderr().contains("http_reqs"), "{}", watched.stderr());
+    assert!(
+        !watched.stderr().contains("http_reqs"),
+        "{}",
+        watched.stderr()
+    );
+
+    // What failed on the nodes is said in the CLI's summary and in every
+    // node's report, not only in each node's log.
+    let dead = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "3",
+            "--duration",
+            "1s",
+            "--env",
+            "TARGET=http://127.0.0.1:1",
+            "--api",
+            &apis[0],
+        ],
+    );
+    assert!(dead.output.status.success(), "{}", dead.stderr());
+    let said = "refused: GET http://127.0.0.1:1/hello: cannot connect to 127.0.0.1:1";
+    assert!(dead.stdout().contains(said), "{}", dead.stdout());
+    let dead_id = run_id_of(&dead.stderr());
+    let texts = get_json(nodes[1].api, &token, &format!("/v1/runs/{dead_id}/report"))
+        .map(|r| r["summary"]["first_failures"]["http:refused"].clone())
+        .unwrap_or(Value::Null);
+    assert!(
+        texts.as_array().is_some_and(|t| !t.is_empty()
+            && t.iter()
+                .all(|t| t.as_str().is_some_and(|t| t.contains("127.0.0.1:1")))),
+        "{texts}"
+    );
 
     // Weights 33/33/34 over three regions.
     let run = fusi_to(
