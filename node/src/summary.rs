@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use fusi_sdk::abi::MetricKind;
 
 use crate::core::metrics::names;
+use crate::core::printable::escape_controls;
 use crate::core::report::{MetricSummary, Percentiles, Summary};
 use crate::core::run_report::{LoadUnit, RunReport};
 use crate::core::threshold::{
@@ -120,18 +121,12 @@ fn render_first_failures(out: &mut String, s: &Summary, prefix: &str) {
             continue;
         };
         for text in texts {
-            let shown: String = text
-                .chars()
-                .flat_map(|c| {
-                    let escaped: Vec<char> = if c.is_control() {
-                        c.escape_default().collect()
-                    } else {
-                        vec![c]
-                    };
-                    escaped
-                })
-                .collect();
-            let _ = writeln!(out, "      {}: {shown}", kind.escape_default());
+            let _ = writeln!(
+                out,
+                "      {}: {}",
+                escape_controls(kind.chars()),
+                escape_controls(text.chars())
+            );
         }
     }
 }

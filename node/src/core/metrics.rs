@@ -17,6 +17,29 @@ use std::collections::btree_map::Entry;
 
 /// Built-in metric names, as k6 users know them.
 pub mod names {
+    /// Every built-in metric.
+    pub const ALL: [&str; 20] = [
+        HTTP_REQS,
+        HTTP_REQ_DURATION,
+        HTTP_REQ_BLOCKED,
+        HTTP_REQ_CONNECTING,
+        HTTP_REQ_TLS_HANDSHAKING,
+        HTTP_REQ_SENDING,
+        HTTP_REQ_WAITING,
+        HTTP_REQ_RECEIVING,
+        HTTP_REQ_FAILED,
+        ERRORS,
+        DATA_SENT,
+        DATA_RECEIVED,
+        ITERATIONS,
+        ITERATION_DURATION,
+        ITERATIONS_FAILED,
+        DROPPED_ITERATIONS,
+        CHECKS,
+        GROUP_DURATION,
+        VUS,
+        VUS_MAX,
+    ];
     /// Requests made (counter).
     pub const HTTP_REQS: &str = "http_reqs";
     /// Sending + waiting + receiving, ms (trend).

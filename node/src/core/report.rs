@@ -773,30 +773,7 @@ fn merge_into(map: &mut BTreeMap<String, Value>, name: String, v: &Value) {
 
 /// Whether a metric name is one of the built-in metrics.
 pub fn is_builtin(metric: &str) -> bool {
-    use names::*;
-    [
-        HTTP_REQS,
-        HTTP_REQ_DURATION,
-        HTTP_REQ_BLOCKED,
-        HTTP_REQ_CONNECTING,
-        HTTP_REQ_TLS_HANDSHAKING,
-        HTTP_REQ_SENDING,
-        HTTP_REQ_WAITING,
-        HTTP_REQ_RECEIVING,
-        HTTP_REQ_FAILED,
-        ERRORS,
-        DATA_SENT,
-        DATA_RECEIVED,
-        ITERATIONS,
-        ITERATION_DURATION,
-        ITERATIONS_FAILED,
-        DROPPED_ITERATIONS,
-        CHECKS,
-        GROUP_DURATION,
-        VUS,
-        VUS_MAX,
-    ]
-    .contains(&metric)
+    names::ALL.contains(&metric)
 }
 
 fn rate(v: Option<Value>) -> (u64, u64) {

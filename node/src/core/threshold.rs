@@ -62,6 +62,7 @@ use fusi_sdk::abi::MetricKind;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{SeriesSet, Value, from_trend_units, names, valid_metric_name};
+use super::printable::escape_controls;
 use super::spec::{format_duration, parse_duration};
 
 /// The longest threshold text, in bytes.
@@ -304,33 +305,6 @@ impl Threshold {
     }
 }
 
-/// Every built-in metric, for "did you mean".
-const BUILTIN: [&str; 20] = {
-    use names::*;
-    [
-        HTTP_REQS,
-        HTTP_REQ_DURATION,
-        HTTP_REQ_BLOCKED,
-        HTTP_REQ_CONNECTING,
-        HTTP_REQ_TLS_HANDSHAKING,
-        HTTP_REQ_SENDING,
-        HTTP_REQ_WAITING,
-        HTTP_REQ_RECEIVING,
-        HTTP_REQ_FAILED,
-        ERRORS,
-        DATA_SENT,
-        DATA_RECEIVED,
-        ITERATIONS,
-        ITERATION_DURATION,
-        ITERATIONS_FAILED,
-        DROPPED_ITERATIONS,
-        CHECKS,
-        GROUP_DURATION,
-        VUS,
-        VUS_MAX,
-    ]
-};
-
 /// The name among `names` that `name` is most likely a typo of: at most
 /// two edits away (one for short names), and not `name` itself.
 pub fn closest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
@@ -424,18 +398,7 @@ const EXAMPLE: &str = "for example `http_req_duration: p(95)<200ms`";
 /// cut short if long.
 fn shorten(text: &str) -> String {
     const KEEP: usize = 100;
-    let mut out: String = text
-        .chars()
-        .take(KEEP)
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect();
+    let mut out = escape_controls(text.chars().take(KEEP));
     if text.chars().nth(KEEP).is_some() {
         out.push('…');
     }
@@ -508,7 +471,7 @@ impl Threshold {
         let (metric, tags) = parse_selector(&mut c).map_err(invalid)?;
         let kind = builtin_kind(&metric);
         if kind.is_none()
-            && let Some(near) = closest(&metric, BUILTIN.iter().copied())
+            && let Some(near) = closest(&metric, names::ALL.iter().copied())
         {
             return Err(invalid(format!(
                 "there is no built-in metric `{metric}`: did you mean `{near}`? (A custom metric \
