@@ -210,7 +210,8 @@ pub struct Finished {
     pub kept: Option<Result<(), StoreError>>,
 }
 
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

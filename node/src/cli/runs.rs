@@ -70,7 +70,7 @@ Formats: text (the end-of-test summary), json (everything, with a timeline
 per region), html (one self-contained page with charts), csv (the timeline:
 one row per interval, for the run and each region). Without --format, the
 extension of --out picks it, else text. --out may be given more than once,
-one file per format: --out report.json --out report.html.
+one file each: --out report.json --out report.html.
 
 A run on this machine (`fusi-node run --local`, or without a node) is kept in
 the data directory (--data-dir; the newest 50), and its report is printed
@@ -644,14 +644,6 @@ fn kept_run(api: &ApiArgs, id: &str) -> anyhow::Result<Option<LocalRun>> {
     Ok(crate::store::runs::RunStore::local(&dir).read_record::<LocalRun>(id)?)
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// A kept local run as `fusi-node runs` shows a run: a mesh of one, whose
 /// only node, `local`, led it and ran the whole load.
 fn local_view(run: &LocalRun, now_unix_ms: u64) -> RunView {
@@ -719,7 +711,11 @@ fn show_view<T: serde::Serialize>(
 pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &args.run {
         if let Some(run) = kept_run(&args.api, id)? {
-            return show_view(args.api.json, &local_view(&run, now_unix_ms()), render_run);
+            return show_view(
+                args.api.json,
+                &local_view(&run, local::unix_ms()),
+                render_run,
+            );
         }
         if args.local {
             bail!(
@@ -743,7 +739,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             crate::store::runs::RunStore::local(&dir).dir().display()
         );
     }
-    let now = now_unix_ms();
+    let now = local::unix_ms();
     let view = RunsView {
         runs: local::kept_runs(&dir)
             .iter()
