@@ -21,6 +21,8 @@ mod faults;
 mod first_hour;
 #[path = "e2e/html.rs"]
 mod html;
+#[path = "e2e/local_runs.rs"]
+mod local_runs;
 #[path = "e2e/mesh.rs"]
 mod mesh;
 #[path = "e2e/reports.rs"]
@@ -146,6 +148,9 @@ fn fusi_cmd(token: Option<&str>, args: &[&str], out_file: &Path) -> Run {
         None => cmd.env_remove("FUSI_API_TOKEN"),
     };
     without_clippy(&mut cmd);
+    // Local runs are kept in the default data directory: a test's go to
+    // one of its own, never the user's.
+    cmd.env("XDG_DATA_HOME", test_data_home());
     let wants_summary = args.first() == Some(&"run");
     if wants_summary {
         cmd.arg("--out").arg(out_file);
@@ -168,6 +173,12 @@ fn fusi_cmd(token: Option<&str>, args: &[&str], out_file: &Path) -> Run {
         report,
         took,
     }
+}
+
+/// The default data directory's parent for the commands of this test
+/// process: under the temporary directory, one per process.
+fn test_data_home() -> PathBuf {
+    std::env::temp_dir().join(format!("fusi-e2e-{}-data-home", std::process::id()))
 }
 
 fn tempfile_path(name: &str) -> PathBuf {
@@ -460,6 +471,7 @@ fn ctrl_c_stops_the_run_and_still_reports() {
         .arg(format!("TARGET={}", t.url()))
         .arg("--out")
         .arg(&out_file)
+        .env("XDG_DATA_HOME", test_data_home())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

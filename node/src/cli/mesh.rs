@@ -204,7 +204,8 @@ fn dial_arg(s: &str) -> Result<Multiaddr, String> {
     }
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
+/// The data directory a node uses without --data-dir.
+pub(super) fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("fusi-node"));
     }

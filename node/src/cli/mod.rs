@@ -134,11 +134,19 @@ Examples:
   fusi-node run hello.wasm --stages 10s:100,30s:100,10s:0
   fusi-node run arrival.wasm --rate 500/s --duration 1m --vus 50 --max-vus 500
   fusi-node run arrival.wasm --executor ramping-arrival-rate --stages 30s:1000,1m:1000 --max-vus 500
-  fusi-node run api_flow.wasm --iterations 1000 --vus 20 --out summary.json
+  fusi-node run api_flow.wasm --iterations 1000 --vus 20 --out summary.json --out report.html
   fusi-node run hello.wasm --vus 3000 --duration 5m --region fra=60,nrt=30,ewr=10 \\
       --target https://shop.example.com
   fusi-node run hello.wasm --vus 100 --duration 1m --nodes 4 --api 127.0.0.1:7402
   fusi-node run hello.wasm --vus 5 --duration 10s --local
+
+Reports: each --out writes the report in the format its extension names
+(.json, .html, .csv, .txt; JSON otherwise). A run on this machine is kept in
+the data directory (local-runs/, the newest 50), so its report can be printed
+again, in any format, with no node running:
+  fusi-node report RUN_ID --out report.html
+  fusi-node runs               (lists them when no node answers, or with --local)
+If the data directory cannot be written, the run says so and goes on.
 
 Delivered load: the report weighs the load delivered against the plan
 (iterations for arrival-rate and iteration executors, VU-seconds for
@@ -207,9 +215,11 @@ struct RunArgs {
     #[arg(long = "env", short = 'e', value_parser = env_arg)]
     env: Vec<(String, String)>,
     /// Write the report to this file: HTML for .html, CSV (the timeline)
-    /// for .csv, text for .txt, else JSON.
+    /// for .csv, text for .txt, else JSON; repeatable, one file each. Each
+    /// is checked before the run starts: its directory must exist and be
+    /// writable.
     #[arg(long)]
-    out: Option<PathBuf>,
+    out: Vec<PathBuf>,
     /// A pass/fail criterion in k6 syntax, judged on the measurements of
     /// every node: METRIC[{TAG:VALUE,...}]: AGG OP LIMIT [abortOnFail]
     /// [delayAbortEval=DURATION]; repeatable. See below.
@@ -254,11 +264,12 @@ struct RunArgs {
     /// when a node answers there, else this machine].
     #[arg(long, env = "FUSI_API", value_parser = mesh::api_arg)]
     api: Option<SocketAddr>,
-    /// The data directory of the node at --api, whose api.token the CLI
-    /// sends once the node proved it knows it [default: the node's default,
-    /// $XDG_DATA_HOME/fusi-node or ~/.local/share/fusi-node]. FUSI_API_TOKEN,
-    /// when set, is the token instead.
-    #[arg(long, conflicts_with = "local")]
+    /// The data directory: of the node at --api, whose api.token the CLI
+    /// sends once the node proved it knows it (FUSI_API_TOKEN, when set, is
+    /// the token instead); for a run on this machine, where the run is kept
+    /// for `fusi-node report` [default: the node's default,
+    /// $XDG_DATA_HOME/fusi-node or ~/.local/share/fusi-node].
+    #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Run on this machine, even when a node is up.
     #[arg(long, conflicts_with_all = ["region", "nodes"])]
@@ -646,8 +657,10 @@ impl Observer for LiveProgress {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    // Flags that do not fit together fail before any node is asked.
+    // Flags that do not fit together fail before any node is asked, and
+    // so does a report that could not be written at the end.
     let mut spec = args.spec()?;
+    check_outs(&args.out)?;
     // A directory is a scenario crate: build it, then run what it built.
     let scenario = if args.scenario.is_dir() {
         let module = match build_modules(&args.scenario)?.as_slice() {
@@ -768,10 +781,84 @@ impl ReportFormat {
     }
 }
 
-/// Writes `--out`: the report in the format its extension names (`.html`,
-/// `.csv`, `.txt`), else JSON.
-fn write_out(path: Option<&Path>, report: &RunReport) -> anyhow::Result<()> {
-    if let Some(path) = path {
+/// Checks, before a run, that every `--out` can be written: each names a
+/// file (not a directory) in a directory that exists and takes a new file,
+/// and no two name the same file. The error names the path and the fix.
+fn check_outs(outs: &[PathBuf]) -> anyhow::Result<()> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for out in outs {
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let Some(name) = out.file_name() else {
+            bail!(
+                "--out {} names no file: give a file name, for example --out report.json",
+                out.display()
+            );
+        };
+        if !parent.is_dir() {
+            bail!(
+                "cannot write the report to {}: the directory {} does not exist; create it \
+                 (mkdir -p {}) or give --out a path in an existing directory",
+                out.display(),
+                parent.display(),
+                parent.display()
+            );
+        }
+        if out.is_dir() {
+            bail!(
+                "cannot write the report to {}: it is a directory; give a file name, for \
+                 example --out {}",
+                out.display(),
+                out.join("report.json").display()
+            );
+        }
+        writable(parent, out).with_context(|| {
+            format!(
+                "cannot write the report to {}: check that {} is writable",
+                out.display(),
+                if out.exists() {
+                    out.display()
+                } else {
+                    parent.display()
+                }
+            )
+        })?;
+        let file = parent
+            .canonicalize()
+            .map(|dir| dir.join(name))
+            .unwrap_or_else(|_| out.clone());
+        if seen.contains(&file) {
+            bail!(
+                "--out {} is given twice: give each report its own file",
+                out.display()
+            );
+        }
+        seen.push(file);
+    }
+    Ok(())
+}
+
+/// Whether `out` could be written, leaving nothing behind: an existing
+/// file is opened for writing (not truncated); otherwise a probe file is
+/// made in `dir` and removed.
+fn writable(dir: &Path, out: &Path) -> std::io::Result<()> {
+    if out.exists() {
+        return std::fs::OpenOptions::new().write(true).open(out).map(drop);
+    }
+    let probe = dir.join(format!(".fusi-out-check.{}.tmp", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// Writes each `--out`: the report in the format its extension names
+/// (`.html`, `.csv`, `.txt`), else JSON.
+fn write_outs(paths: &[PathBuf], report: &RunReport) -> anyhow::Result<()> {
+    for path in paths {
         let format = ReportFormat::of_path(path).unwrap_or(ReportFormat::Json);
         std::fs::write(path, format.render(report)).with_context(|| {
             format!(
@@ -794,12 +881,46 @@ async fn run_here(args: &RunArgs, spec: RunSpec, wasm: Vec<u8>) -> anyhow::Resul
         "interrupted: stopping the run and printing what was measured (Ctrl-C again quits at once)"
             .to_owned(),
     );
-    let report = local::run(wasm, spec, &mut observer, interrupt.clone(), args.source_ip).await?;
+    let data_dir = match &args.data_dir {
+        Some(dir) => Some(dir.clone()),
+        None => match mesh::default_data_dir() {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                eprintln!("warning: this run is not kept for `fusi-node report`: {e:#}");
+                None
+            }
+        },
+    };
+    let keeper = data_dir.as_deref().map(local::Keeper::new);
+    let finished = local::run(
+        wasm,
+        spec,
+        &mut observer,
+        interrupt.clone(),
+        args.source_ip,
+        keeper,
+    )
+    .await?;
     if observer.enabled {
         eprintln!();
     }
+    let report = finished.report;
     print!("{}", summary::render_report(&report));
-    write_out(args.out.as_deref(), &report)?;
+    match finished.kept {
+        Some(Ok(())) => eprintln!(
+            "report again: fusi-node report {}{} --out report.html",
+            report.run_id,
+            match &args.data_dir {
+                Some(dir) => format!(" --data-dir {}", dir.display()),
+                None => String::new(),
+            }
+        ),
+        Some(Err(e)) => {
+            eprintln!("warning: this run could not be kept for `fusi-node report`: {e}")
+        }
+        None => {}
+    }
+    write_outs(&args.out, &report)?;
     if interrupt.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
@@ -1229,6 +1350,59 @@ mod tests {
         );
     }
 
+    /// A fresh empty directory for a test.
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fusi-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        dir
+    }
+
+    #[test]
+    fn out_is_repeatable_and_each_path_is_checked_before_the_run() {
+        let run =
+            run_args(&["--out", "a.json", "--out", "b.html"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(run.out, [PathBuf::from("a.json"), PathBuf::from("b.html")]);
+        let dir = temp_dir("outs");
+        let err = |outs: &[PathBuf]| {
+            check_outs(outs)
+                .map(|()| String::new())
+                .unwrap_or_else(|e| format!("{e:#}"))
+        };
+        let (json, html) = (dir.join("r.json"), dir.join("r.html"));
+        assert_eq!(err(&[json.clone(), html.clone()]), "");
+        assert!(
+            !json.exists() && !html.exists(),
+            "the check writes no report"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).map(|d| d.count()).ok(),
+            Some(0),
+            "and leaves no probe file"
+        );
+        let missing = dir.join("nodir").join("x.json");
+        let e = err(&[json.clone(), missing.clone()]);
+        assert!(
+            e.contains(&missing.display().to_string())
+                && e.contains("does not exist")
+                && e.contains("mkdir -p"),
+            "{e}"
+        );
+        let again = dir.join(".").join("r.json");
+        let e = err(&[json.clone(), html, again]);
+        assert!(e.contains("given twice"), "{e}");
+        let e = err(std::slice::from_ref(&dir));
+        assert!(e.contains("is a directory"), "{e}");
+        std::fs::write(&json, b"old").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(err(std::slice::from_ref(&json)), "");
+        assert_eq!(
+            std::fs::read(&json).ok(),
+            Some(b"old".to_vec()),
+            "an existing file is left as it was"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn the_run_commands_parse() {
         let parse = |args: &[&str]| {
@@ -1245,5 +1419,12 @@ mod tests {
             parse(&["report", "r1", "--json", "--out", "s.json"]),
             Ok(Cmd::Report(_))
         ));
+        assert!(matches!(
+            parse(&[
+                "report", "r1", "--local", "--out", "a.json", "--out", "a.html"
+            ]),
+            Ok(Cmd::Report(_))
+        ));
+        assert!(matches!(parse(&["runs", "--local"]), Ok(Cmd::Runs(_))));
     }
 }

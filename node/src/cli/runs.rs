@@ -1,25 +1,27 @@
 //! The run commands that go through a node: `run` on a mesh, `runs`,
-//! `stop` and `report`.
+//! `stop` and `report`; `runs` and `report` also read the runs kept on
+//! this machine ([`crate::local`]).
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::mesh::{self, ApiArgs, short_id, table};
-use super::{ReportFormat, RunArgs, cancel_on_ctrl_c, exit_for_verdict, write_out};
+use super::{ReportFormat, RunArgs, cancel_on_ctrl_c, exit_for_verdict, write_outs};
 use crate::api::client::ApiClient;
 use crate::api::server::valid_run_id;
 use crate::api::{LiveView, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView};
 use crate::core::run_report::RunReport;
 use crate::core::spec::RunSpec;
+use crate::local::{self, LOCAL_NODE, LocalRun};
 use crate::summary;
 
 /// The long help of `fusi-node runs`.
@@ -29,13 +31,19 @@ executor, nodes, leader and age. With RUN, shows that run: each node's state,
 share of the load, VUs, when it really started (relative to the planned start,
 with the clock error bound) and, for a node that refused, why.
 
+Runs on this machine (`fusi-node run --local`, or without a node) are kept in
+the data directory (--data-dir; the newest 50). Without RUN, the list comes
+from them when no node answers at --api, or with --local; RUN is looked up
+there first.
+
 Examples:
   fusi-node runs
   fusi-node runs r18c2f0a9b3d4e5f6
+  fusi-node runs --local
   fusi-node runs --json --api 127.0.0.1:7402
 
-Exit status: 0 when the node answered; 1 when no node answers at --api, or
-it does not know RUN.";
+Exit status: 0 when the list or the run was shown; 1 when RUN is not kept
+here and no node answers at --api, or it does not know RUN.";
 
 /// The long help of `fusi-node stop`.
 pub const STOP_EXAMPLES: &str = "\
@@ -61,16 +69,21 @@ same shards print byte-identical JSON.
 Formats: text (the end-of-test summary), json (everything, with a timeline
 per region), html (one self-contained page with charts), csv (the timeline:
 one row per interval, for the run and each region). Without --format, the
-extension of --out picks it, else text.
+extension of --out picks it, else text. --out may be given more than once,
+one file each: --out report.json --out report.html.
+
+A run on this machine (`fusi-node run --local`, or without a node) is kept in
+the data directory (--data-dir; the newest 50), and its report is printed
+from there, with no node running: the same bytes as the run's own --out.
 
 Examples:
   fusi-node report r18c2f0a9b3d4e5f6
-  fusi-node report r18c2f0a9b3d4e5f6 --out report.html
+  fusi-node report r18c2f0a9b3d4e5f6 --out report.html --out report.json
   fusi-node report r18c2f0a9b3d4e5f6 --format json | jq .regions.fra.http
   fusi-node report r18c2f0a9b3d4e5f6 --format csv --out timeline.csv
 
 Exit status: 0 when the report was printed, whatever the run's outcome; 1 when
-no node answers at --api, or it does not know RUN.";
+RUN is not kept here and no node answers at --api, or it does not know RUN.";
 
 /// The long help of `fusi-node watch`.
 pub const WATCH_EXAMPLES: &str = "\
@@ -96,6 +109,9 @@ pub struct RunsArgs {
     run: Option<String>,
     #[command(flatten)]
     api: ApiArgs,
+    /// Only the runs kept on this machine, whether a node answers or not.
+    #[arg(long)]
+    local: bool,
 }
 
 /// `fusi-node stop`.
@@ -119,9 +135,13 @@ pub struct ReportArgs {
     /// The format [default: from the extension of --out, else text].
     #[arg(long, value_enum)]
     format: Option<ReportFormat>,
-    /// Write the report to this file instead of the terminal.
+    /// Write the report to this file instead of the terminal; repeatable,
+    /// one file each.
     #[arg(long)]
-    out: Option<PathBuf>,
+    out: Vec<PathBuf>,
+    /// Only a run kept on this machine: ask no node.
+    #[arg(long)]
+    local: bool,
 }
 
 /// `fusi-node watch`.
@@ -586,7 +606,7 @@ pub(super) async fn run_on(
     let report = final_report(&client, &id).await?;
     print!("{}", render_header(&run));
     print!("{}", summary::render_report(&report));
-    write_out(args.out.as_deref(), &report)?;
+    write_outs(&args.out, &report)?;
     let reason = run.reason.as_deref().unwrap_or("no reason given");
     if interrupt.is_cancelled() {
         return Ok(ExitCode::from(130));
@@ -607,12 +627,126 @@ pub(super) async fn run_on(
     })
 }
 
+/// The data directory whose kept local runs `runs` and `report` read.
+fn local_dir(api: &ApiArgs) -> anyhow::Result<PathBuf> {
+    match &api.data_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => mesh::default_data_dir(),
+    }
+}
+
+/// The local run `id` kept in the data dir of `api`, if there is one
+/// (and a data dir at all).
+fn kept_run(api: &ApiArgs, id: &str) -> anyhow::Result<Option<LocalRun>> {
+    let Ok(dir) = local_dir(api) else {
+        return Ok(None);
+    };
+    Ok(crate::store::runs::RunStore::local(&dir).read_record::<LocalRun>(id)?)
+}
+
+/// A kept local run as `fusi-node runs` shows a run: a mesh of one, whose
+/// only node, `local`, led it and ran the whole load.
+fn local_view(run: &LocalRun, now_unix_ms: u64) -> RunView {
+    let reason = match (run.outcome.as_str(), &run.aborted_by) {
+        (_, Some(threshold)) => Some(format!("threshold `{threshold}` failed (abortOnFail)")),
+        ("stopped", None) => Some("interrupted (Ctrl-C)".to_owned()),
+        _ => None,
+    };
+    let state = match run.outcome.as_str() {
+        "running" => "started",
+        "stopped" => "interrupted",
+        _ => "done",
+    };
+    let spec = &run.spec;
+    RunView {
+        id: run.id.clone(),
+        phase: run.outcome.clone(),
+        reason,
+        executor: spec.executor.name().to_owned(),
+        module_sha256: spec.module_sha256.clone(),
+        scenario: spec.scenario.clone(),
+        proposer: LOCAL_NODE.to_owned(),
+        leader: Some(LOCAL_NODE.to_owned()),
+        term: 0,
+        weights: None,
+        t0_unix_ms: Some(run.started_unix_ms as f64),
+        elapsed_s: Some(now_unix_ms.saturating_sub(run.started_unix_ms) as f64 / 1000.0),
+        duration_s: spec.executor.duration().as_secs_f64(),
+        start_skew_ms: None,
+        clock_bound_ms: None,
+        storage_error: None,
+        nodes: vec![RunNodeView {
+            id: LOCAL_NODE.to_owned(),
+            name: LOCAL_NODE.to_owned(),
+            region: LOCAL_NODE.to_owned(),
+            segment: Some((0.0, 1.0)),
+            vus: u64::from(spec.executor.max_vus()),
+            state: state.to_owned(),
+            refused: None,
+            start_offset_ms: None,
+            bound_ms: None,
+            shards: None,
+        }],
+    }
+}
+
+/// Prints `view` as JSON or rendered.
+fn show_view<T: serde::Serialize>(
+    json: bool,
+    view: &T,
+    render: fn(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(view).context("encoding")?
+        );
+    } else {
+        print!("{}", render(view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `fusi-node runs [RUN]`.
 pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    match &args.run {
-        Some(id) => mesh::show::<RunView>(args.api, &format!("/v1/runs/{id}"), render_run).await,
-        None => mesh::show::<RunsView>(args.api, "/v1/runs", render_runs).await,
+    if let Some(id) = &args.run {
+        if let Some(run) = kept_run(&args.api, id)? {
+            return show_view(
+                args.api.json,
+                &local_view(&run, local::unix_ms()),
+                render_run,
+            );
+        }
+        if args.local {
+            bail!(
+                "no run {id} is kept on this machine, in {}: `fusi-node runs --local` lists the runs \
+                 that are",
+                crate::store::runs::RunStore::local(&local_dir(&args.api)?)
+                    .dir()
+                    .display()
+            );
+        }
+        return mesh::show::<RunView>(args.api, &format!("/v1/runs/{id}"), render_run).await;
     }
+    if !args.local && crate::api::client::probe(args.api.api).await {
+        return mesh::show::<RunsView>(args.api, "/v1/runs", render_runs).await;
+    }
+    let dir = local_dir(&args.api)?;
+    if !args.local {
+        eprintln!(
+            "no fusi-node answers at {}: the runs kept on this machine, in {}",
+            args.api.api,
+            crate::store::runs::RunStore::local(&dir).dir().display()
+        );
+    }
+    let now = local::unix_ms();
+    let view = RunsView {
+        runs: local::kept_runs(&dir)
+            .iter()
+            .map(|run| local_view(run, now))
+            .collect(),
+    };
+    show_view(args.api.json, &view, render_runs)
 }
 
 /// `fusi-node stop RUN`.
@@ -662,40 +796,99 @@ async fn fetch_report(client: &ApiClient, id: &str) -> anyhow::Result<RunReport>
     })
 }
 
+/// Where `fusi-node report` reads a run.
+enum ReportSource {
+    /// A run kept on this machine, its report built again.
+    Kept(Box<RunReport>),
+    /// A node that knows the run.
+    Node(ApiClient),
+}
+
+impl ReportSource {
+    /// The kept run `id` if there is one, else the node at `--api`;
+    /// `local` asks no node.
+    async fn find(api: &ApiArgs, id: &str, local: bool) -> anyhow::Result<ReportSource> {
+        let dir = local_dir(api);
+        if let Ok(dir) = &dir
+            && let Some(report) = local::report_again(dir, id)?
+        {
+            return Ok(ReportSource::Kept(Box::new(report)));
+        }
+        let kept_in = match &dir {
+            Ok(dir) => crate::store::runs::RunStore::local(dir)
+                .dir()
+                .display()
+                .to_string(),
+            Err(e) => format!("no data directory: {e:#}"),
+        };
+        if local {
+            bail!(
+                "no run {id} is kept on this machine ({kept_in}): `fusi-node runs --local` lists \
+                 the runs that are"
+            );
+        }
+        if !crate::api::client::probe(api.api).await {
+            bail!(
+                "no fusi-node answers at {}, and no run {id} is kept on this machine ({kept_in}): \
+                 start the node that ran it (`fusi-node up`), point --api at one, or list the runs \
+                 kept here with `fusi-node runs --local`",
+                api.api
+            );
+        }
+        Ok(ReportSource::Node(api.client()))
+    }
+
+    /// The report of run `id` in `format`. A node's JSON is its bytes as
+    /// they are (the same on every node holding the same shards); a kept
+    /// run's is the bytes its run wrote.
+    async fn render(&self, id: &str, format: ReportFormat) -> anyhow::Result<Vec<u8>> {
+        let client = match self {
+            ReportSource::Kept(report) => return Ok(format.render(report)),
+            ReportSource::Node(client) => client,
+        };
+        Ok(match format {
+            ReportFormat::Json => client
+                .get_raw(&format!("/v1/runs/{id}/report"))
+                .await?
+                .to_vec(),
+            ReportFormat::Text => {
+                let run: RunView = client.get(&format!("/v1/runs/{id}")).await?;
+                let report = fetch_report(client, id).await?;
+                let mut text = render_header(&run);
+                text.push_str(&summary::render_report(&report));
+                text.into_bytes()
+            }
+            ReportFormat::Html | ReportFormat::Csv => {
+                format.render(&fetch_report(client, id).await?)
+            }
+        })
+    }
+}
+
 /// `fusi-node report RUN`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client();
-    let format = args
-        .format
-        .or(args.api.json.then_some(ReportFormat::Json))
-        .or(args.out.as_deref().and_then(ReportFormat::of_path))
-        .unwrap_or(ReportFormat::Text);
-    let path = format!("/v1/runs/{}/report", args.run);
-    let bytes = match format {
-        // The node's bytes as they are: the same on every node holding the
-        // same shards.
-        ReportFormat::Json => client.get_raw(&path).await?.to_vec(),
-        ReportFormat::Text => {
-            let run: RunView = client.get(&format!("/v1/runs/{}", args.run)).await?;
-            let report = fetch_report(&client, &args.run).await?;
-            let mut text = render_header(&run);
-            text.push_str(&summary::render_report(&report));
-            text.into_bytes()
-        }
-        ReportFormat::Html | ReportFormat::Csv => {
-            format.render(&fetch_report(&client, &args.run).await?)
-        }
+    super::check_outs(&args.out)?;
+    let format = |out: Option<&Path>| {
+        args.format
+            .or(args.api.json.then_some(ReportFormat::Json))
+            .or(out.and_then(ReportFormat::of_path))
+            .unwrap_or(ReportFormat::Text)
     };
-    match &args.out {
-        Some(out) => std::fs::write(out, &bytes).with_context(|| {
+    let source = ReportSource::find(&args.api, &args.run, args.local).await?;
+    if args.out.is_empty() {
+        let bytes = source.render(&args.run, format(None)).await?;
+        std::io::stdout()
+            .write_all(&bytes)
+            .context("cannot write the report to stdout")?;
+    }
+    for out in &args.out {
+        let bytes = source.render(&args.run, format(Some(out))).await?;
+        std::fs::write(out, &bytes).with_context(|| {
             format!(
                 "cannot write the report to {}: check that its directory exists and is writable",
                 out.display()
             )
-        })?,
-        None => std::io::stdout()
-            .write_all(&bytes)
-            .context("cannot write the report to stdout")?,
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -887,6 +1080,48 @@ mod tests {
             header.contains("  storage: fra-1 cannot store this run"),
             "{header}"
         );
+    }
+
+    #[test]
+    fn a_kept_local_run_is_listed_as_a_mesh_of_one() {
+        use crate::core::spec::Executor;
+        let mut kept = LocalRun {
+            id: "r18f0".into(),
+            spec: RunSpec::new(
+                "ab".repeat(32),
+                Executor::ConstantVus {
+                    vus: 7,
+                    duration: Duration::from_secs(30),
+                },
+            ),
+            outcome: "complete".into(),
+            aborted_by: None,
+            started_unix_ms: 1_000_000,
+            ended_unix_ms: Some(1_030_000),
+        };
+        let view = local_view(&kept, 1_095_000);
+        let table = render_runs(&RunsView {
+            runs: vec![view.clone()],
+        });
+        let row = table.lines().nth(1).unwrap_or_default();
+        for cell in ["r18f0", "complete", "constant-vus", "local", "1m35s ago"] {
+            assert!(row.contains(cell), "{cell}: {table}");
+        }
+        let text = render_run(&view);
+        assert!(text.contains("leader       local (term 0)"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("local") && l.contains("done") && l.contains("100.0%  7")),
+            "{text}"
+        );
+        kept.outcome = "stopped".into();
+        kept.aborted_by = Some("checks: rate>0.99".into());
+        let text = render_run(&local_view(&kept, 1_095_000));
+        assert!(
+            text.contains("stopped (threshold `checks: rate>0.99` failed (abortOnFail))"),
+            "{text}"
+        );
+        assert!(text.contains("interrupted"), "{text}");
     }
 
     #[test]

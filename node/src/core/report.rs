@@ -530,6 +530,8 @@ impl Report {
         let mut iterations_failed = BTreeMap::new();
         let mut checks: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut groups: BTreeMap<String, Value> = BTreeMap::new();
+        // Checks made inside a group, by group and check.
+        let mut group_checks: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
         let mut custom: BTreeMap<String, Value> = BTreeMap::new();
         for (k, v) in t.iter().filter(|(k, _)| in_scope(k)) {
             match (k.metric.as_str(), v) {
@@ -546,10 +548,19 @@ impl Report {
                     *iterations_failed.entry(reason).or_insert(0) += *c as u64;
                 }
                 (names::CHECKS, Value::Rate { passes, fails }) => {
-                    let name = k.tag("check").unwrap_or("").to_owned();
-                    let e = checks.entry(name).or_insert((0, 0));
+                    let name = k.tag("check").unwrap_or("");
+                    let e = checks.entry(name.to_owned()).or_insert((0, 0));
                     e.0 += passes;
                     e.1 += fails;
+                    if let Some(group) = k.tag("group").filter(|g| !g.is_empty()) {
+                        let e = group_checks
+                            .entry(group.to_owned())
+                            .or_default()
+                            .entry(name.to_owned())
+                            .or_insert((0, 0));
+                        e.0 += passes;
+                        e.1 += fails;
+                    }
                 }
                 (names::GROUP_DURATION, _) => {
                     let name = k.tag("group").unwrap_or("").to_owned();
@@ -628,19 +639,18 @@ impl Report {
                 dropped: counter(names::DROPPED_ITERATIONS) as u64,
                 duration: percentiles(t.fold(names::ITERATION_DURATION, in_scope).as_ref()),
             },
-            checks: checks
-                .into_iter()
-                .map(|(name, (passes, fails))| CheckSummary {
-                    name,
-                    passes,
-                    fails,
-                })
-                .collect(),
+            checks: check_list(checks),
+            // A group whose every iteration was cut short inside it has
+            // checks but no duration.
             groups: groups
+                .keys()
+                .chain(group_checks.keys())
+                .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
-                .map(|(name, v)| GroupSummary {
-                    name,
-                    duration: percentiles(Some(&v)),
+                .map(|name| GroupSummary {
+                    name: name.clone(),
+                    duration: percentiles(groups.get(name)),
+                    checks: check_list(group_checks.get(name).cloned().unwrap_or_default()),
                 })
                 .collect(),
             custom: custom
@@ -885,13 +895,29 @@ pub struct CheckSummary {
     pub fails: u64,
 }
 
-/// One group's timing.
+/// One group's timing and checks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupSummary {
     /// `::outer::inner`.
     pub name: String,
     /// Time spent in it.
     pub duration: Percentiles,
+    /// The checks made directly in it (not in a group inside it), by name;
+    /// each also counts in the summary's `checks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSummary>,
+}
+
+/// Checks by name, as a summary lists them.
+fn check_list(checks: BTreeMap<String, (u64, u64)>) -> Vec<CheckSummary> {
+    checks
+        .into_iter()
+        .map(|(name, (passes, fails))| CheckSummary {
+            name,
+            passes,
+            fails,
+        })
+        .collect()
 }
 
 /// A custom metric.
@@ -1101,6 +1127,88 @@ mod tests {
         let kept = flood.summary("constant-vus").first_failures;
         assert_eq!(kept.len(), NOTE_KINDS);
         assert!(kept.contains_key("http:k000") && !kept.contains_key(&kinds[NOTE_KINDS]));
+    }
+
+    #[test]
+    fn each_group_lists_its_own_checks_and_every_check_counts_in_the_whole() {
+        let mut series = SeriesSet::new();
+        let tags = |group: &str, check: &str| {
+            let mut tags = vec![("check".to_owned(), check.to_owned())];
+            if !group.is_empty() {
+                tags.push(("group".to_owned(), group.to_owned()));
+            }
+            SeriesKey::new(names::CHECKS, tags)
+        };
+        let outer = SeriesKey::new(names::GROUP_DURATION, [("group".into(), "::outer".into())]);
+        let _ = series.add(&outer, MetricKind::Trend, 12.0);
+        let quiet = SeriesKey::new(names::GROUP_DURATION, [("group".into(), "::quiet".into())]);
+        let _ = series.add(&quiet, MetricKind::Trend, 3.0);
+        for (group, check, value) in [
+            ("::outer", "status 200", 1.0),
+            ("::outer", "status 200", 0.0),
+            ("::outer::inner", "status 200", 1.0),
+            ("::cut", "body", 1.0),
+            ("", "status 200", 1.0),
+        ] {
+            let _ = series.add(&tags(group, check), MetricKind::Rate, value);
+        }
+        let report = Report::from_shards(
+            "r",
+            vec![Shard {
+                run_id: "r".into(),
+                node: "n".into(),
+                name: String::new(),
+                region: "fra".into(),
+                seq: 0,
+                start_ms: 0,
+                end_ms: 1000,
+                last: true,
+                series,
+            }],
+        );
+        let s = report.summary("x");
+        let counts = |checks: &[CheckSummary]| -> Vec<(String, u64, u64)> {
+            checks
+                .iter()
+                .map(|c| (c.name.clone(), c.passes, c.fails))
+                .collect()
+        };
+        let owned = |list: &[(&str, u64, u64)]| -> Vec<(String, u64, u64)> {
+            list.iter()
+                .map(|(n, p, f)| ((*n).to_owned(), *p, *f))
+                .collect()
+        };
+        let whole = counts(&s.checks);
+        assert_eq!(whole, owned(&[("body", 1, 0), ("status 200", 3, 1)]));
+        let names: Vec<(&str, u64)> = s
+            .groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.duration.count))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("::cut", 0),
+                ("::outer", 1),
+                ("::outer::inner", 0),
+                ("::quiet", 1)
+            ]
+        );
+        let checks: Vec<Vec<(String, u64, u64)>> =
+            s.groups.iter().map(|g| counts(&g.checks)).collect();
+        assert_eq!(
+            checks,
+            [
+                owned(&[("body", 1, 0)]),
+                owned(&[("status 200", 1, 1)]),
+                owned(&[("status 200", 1, 0)]),
+                Vec::new(),
+            ]
+        );
+        // A group without checks says nothing of them in the JSON.
+        let json = serde_json::to_value(&s.groups).unwrap_or_default();
+        assert!(json[1].get("checks").is_some(), "{json}");
+        assert!(json[3].get("checks").is_none(), "{json}");
     }
 
     #[test]

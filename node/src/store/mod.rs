@@ -11,6 +11,8 @@
 //!   distributed runs, which come next).
 //!
 //! - `runs/<run id>/`: each run's record and shards ([`runs`]).
+//! - `local-runs/<run id>/`: the same for runs on this machine (`fusi-node
+//!   run --local`), the newest [`crate::local::KEEP_LOCAL_RUNS`] of them.
 //!
 //! Every file is written by [`write_durably`]: a temporary file beside it,
 //! fsynced, renamed over it, and the directory fsynced, so a crash or a
@@ -61,6 +63,15 @@ pub enum StoreError {
     /// A name that cannot be a stored thing's.
     #[error(transparent)]
     BadName(#[from] modules::BadModuleName),
+    /// A stored file that is not what it should be (empty, torn, too
+    /// large, not decodable).
+    #[error("cannot read {path}: {why}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A stored file whose bytes no longer match its hash.
     #[error("{0} does not match its hash: the file was changed or damaged; remove it")]
     Corrupt(PathBuf),

@@ -22,10 +22,18 @@
 //! inside is named when its run is read.
 //!
 //! [`each_shard`]: RunStore::each_shard
+//!
+//! Runs on this machine (`fusi-node run --local`, a mesh of one) are kept
+//! the same way, with their own record ([`crate::local::LocalRun`]), under
+//! `DATA_DIR/local-runs/` ([`RunStore::local`]): apart from `runs/`, so a
+//! node started on the same data dir never takes them for runs of its mesh.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::{StoreError, create_dir_durably, write_durably};
 use crate::core::runs::Run;
@@ -104,6 +112,19 @@ impl RunStore {
         Ok(RunStore { dir })
     }
 
+    /// The local runs of `data_dir` (`DATA_DIR/local-runs`), made only
+    /// when the first one is saved.
+    pub fn local(data_dir: &Path) -> RunStore {
+        RunStore {
+            dir: data_dir.join("local-runs"),
+        }
+    }
+
+    /// The directory the runs are kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn run_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
         wire::validate_run_id(id).map_err(|_| StoreError::Corrupt(self.dir.join("?")))?;
         Ok(self.dir.join(id))
@@ -111,7 +132,12 @@ impl RunStore {
 
     /// Writes a run's record.
     pub fn save_run(&self, run: &Run) -> Result<(), StoreError> {
-        let dir = self.run_dir(&run.id)?;
+        self.save_record(&run.id, run)
+    }
+
+    /// Writes the record of run `id` (`run.cbor`), whole.
+    pub fn save_record<T: Serialize>(&self, id: &str, record: &T) -> Result<(), StoreError> {
+        let dir = self.run_dir(id)?;
         let path = dir.join("run.cbor");
         let io = |action, source| StoreError::Io {
             action,
@@ -119,7 +145,45 @@ impl RunStore {
             source,
         };
         create_dir_durably(&dir).map_err(|e| io("cannot create the run directory for", e))?;
-        write_durably(&path, &wire::encode(run)).map_err(|e| io("cannot write the run record", e))
+        write_durably(&path, &wire::encode(record))
+            .map_err(|e| io("cannot write the run record", e))
+    }
+
+    /// The record of run `id`, read back: `None` when none is kept.
+    pub fn read_record<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        let path = self.run_dir(id)?.join("run.cbor");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = read_bounded(&path).map_err(|why| StoreError::Unreadable {
+            why: match why {
+                Unread::Io(why) | Unread::Damaged(why) => why,
+            },
+            path: path.clone(),
+        })?;
+        ciborium::from_reader(bytes.as_slice())
+            .map(Some)
+            .map_err(|e| StoreError::Unreadable {
+                path,
+                why: format!("not a run record: {e}"),
+            })
+    }
+
+    /// Every record that reads, with the name of its directory, in the
+    /// order of those names; the others are left as they are.
+    pub fn records<T: DeserializeOwned>(&self) -> Vec<(String, T)> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|id| wire::validate_run_id(id).is_ok())
+            .collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| Some((id.clone(), self.read_record(&id).ok()??)))
+            .collect()
     }
 
     /// Stores a shard's bytes, once. Returns whether it was new.
@@ -528,6 +592,43 @@ mod tests {
         };
         assert_eq!(names(dir.join("runs/r1")).len(), 2, "run.cbor and shards/");
         assert_eq!(names(dir.join("runs/r1/shards")), vec!["n1.0.cbor"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn records_of_any_kind_come_back_by_id_and_damaged_ones_are_named() {
+        let dir = temp("records");
+        let local = RunStore::local(&dir);
+        assert!(!local.dir().exists(), "made only when a run is saved");
+        assert!(matches!(local.read_record::<String>("r1"), Ok(None)));
+        local
+            .save_record("r1", &"one".to_owned())
+            .unwrap_or_else(|e| panic!("{e}"));
+        local
+            .save_record("r2", &"two".to_owned())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(local.dir(), dir.join("local-runs"));
+        assert_eq!(
+            local.read_record::<String>("r1").ok().flatten().as_deref(),
+            Some("one")
+        );
+        fs::write(dir.join("local-runs/r2/run.cbor"), b"\xff\x00torn")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = local
+            .read_record::<String>("r2")
+            .expect_err("damaged")
+            .to_string();
+        assert!(
+            e.contains("local-runs/r2/run.cbor") && e.contains("not a run record"),
+            "{e}"
+        );
+        assert_eq!(
+            local.records::<String>(),
+            vec![("r1".to_owned(), "one".to_owned())]
+        );
+        assert!(local.read_record::<String>("../r1").is_err());
+        // The node's own runs are elsewhere.
+        assert!(store(&dir).load().0.is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -231,6 +231,42 @@ fn the_html_report_draws_its_charts_in_chromium() {
         );
     }
     assert_eq!(series_paths(&dom, "latency").len(), 3, "p50, p95, p99");
+    assert!(dom.contains("No custom metrics."), "{dom}");
+
+    // A scenario with groups and custom metrics: each is drawn, with the
+    // checks made in each group.
+    let probe_page = dir.join("probe.html");
+    let probe = fusi_out(
+        &[
+            "run",
+            scenario("abi_probe").to_str().unwrap_or_default(),
+            "--executor",
+            "per-vu-iterations",
+            "--vus",
+            "2",
+            "--iterations",
+            "3",
+            "--env",
+            &format!("TARGET={}", t.url()),
+        ],
+        &probe_page,
+    );
+    assert!(probe.output.status.code().is_some(), "{}", probe.stderr());
+    chromium(&bin, &dir, "probe", &["--dump-dom"], &probe_page);
+    let dom = std::fs::read_to_string(dir.join("probe.stdout")).unwrap_or_default();
+    assert!(dom.contains("id=\"report\" data-state=\"ok\""), "{dom}");
+    for shown in [
+        "<span class=\"mono\">::outer</span>",
+        ">Checks in <span class=\"mono\">::outer::inner</span>",
+        "<span class=\"mono\">probe_counter</span>",
+        "<span class=\"mono\">probe_rate</span>",
+        "<span class=\"mono\">probe_trend</span>",
+        ">Counters<",
+        ">Rates<",
+        ">Trends<",
+    ] {
+        assert!(dom.contains(shown), "{shown} is not drawn: {dom}");
+    }
 
     let blank = dir.join("blank.html");
     std::fs::write(&blank, "<!doctype html><title>blank</title>\n")
