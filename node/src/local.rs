@@ -400,6 +400,7 @@ mod tests {
         let _ = series.add(&reqs, MetricKind::Counter, 10.0);
         let _ = series.add(&dur, MetricKind::Trend, 3.0 + seq as f64);
         Shard {
+            notes: Vec::new(),
             run_id: id.into(),
             node: LOCAL_NODE.into(),
             name: LOCAL_NODE.into(),

@@ -1155,6 +1155,7 @@ mod tests {
         let report = Report::from_shards(
             "r",
             vec![Shard {
+                notes: Vec::new(),
                 run_id: "r".into(),
                 node: "n".into(),
                 name: String::new(),

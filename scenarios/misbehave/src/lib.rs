@@ -81,7 +81,10 @@ fn iteration() {
         http::set_expected_statuses(&statuses);
     }
     if let Some(base) = env("TARGET") {
-        let res = http::get(&format!("{base}{}", env("URL_PATH").as_deref().unwrap_or("/hello")));
+        let res = http::get(&format!(
+            "{base}{}",
+            env("URL_PATH").as_deref().unwrap_or("/hello")
+        ));
         check("status is 200", res.status() == 200);
     }
 }
