@@ -25,6 +25,7 @@ pub mod core;
 pub mod engine;
 pub mod fuzz;
 pub mod html;
+pub mod junit;
 pub mod limits;
 pub mod local;
 pub mod net;

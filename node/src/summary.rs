@@ -185,7 +185,11 @@ fn render_warnings(r: &RunReport) -> String {
 /// A threshold's observed value, in the unit of its metric: a duration
 /// for the built-in time trends (or a limit written as one), a percentage
 /// for a rate, per second for a counter's rate.
-fn observed_text(t: &ThresholdResult, v: f64, custom: &BTreeMap<String, MetricSummary>) -> String {
+pub fn observed_text(
+    t: &ThresholdResult,
+    v: f64,
+    custom: &BTreeMap<String, MetricSummary>,
+) -> String {
     let Ok(parsed) = Threshold::parse(&t.threshold) else {
         return format!("{v}");
     };

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use fusi_testnet::{Latency, StallWindow, TargetConfig, TargetHandle, spawn_target};
 use serde_json::Value;
 
+#[path = "e2e/ci.rs"]
+mod ci;
 #[path = "e2e/disk.rs"]
 mod disk;
 #[path = "e2e/faults.rs"]

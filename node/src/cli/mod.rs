@@ -25,7 +25,7 @@ use crate::core::threshold::{Threshold, parse_all};
 use crate::engine::executor::Progress;
 use crate::engine::module::{DeclaredThresholdsError, declared_thresholds};
 use crate::local::{self, Observer};
-use crate::{html, summary};
+use crate::{html, junit, summary};
 
 mod mesh;
 mod runs;
@@ -141,7 +141,7 @@ Examples:
   fusi-node run hello.wasm --vus 5 --duration 10s --local
 
 Reports: each --out writes the report in the format its extension names
-(.json, .html, .csv, .txt; JSON otherwise). A run on this machine is kept in
+(.json, .html, .csv, .txt, and .xml for JUnit; JSON otherwise). A run on this machine is kept in
 the data directory (local-runs/, the newest 50), so its report can be printed
 again, in any format, with no node running:
   fusi-node report RUN_ID --out report.html
@@ -215,7 +215,7 @@ struct RunArgs {
     #[arg(long = "env", short = 'e', value_parser = env_arg)]
     env: Vec<(String, String)>,
     /// Write the report to this file: HTML for .html, CSV (the timeline)
-    /// for .csv, text for .txt, else JSON; repeatable, one file each. Each
+    /// for .csv, text for .txt, JUnit XML for .xml, else JSON; repeatable, one file each. Each
     /// is checked before the run starts: its directory must exist and be
     /// writable.
     #[arg(long)]
@@ -755,6 +755,9 @@ pub enum ReportFormat {
     Html,
     /// The timeline: one row per interval, for the run and each region.
     Csv,
+    /// JUnit XML: a test case per threshold, per check and for the load,
+    /// for CI systems.
+    Junit,
 }
 
 impl ReportFormat {
@@ -766,6 +769,7 @@ impl ReportFormat {
             "html" | "htm" => Some(ReportFormat::Html),
             "csv" => Some(ReportFormat::Csv),
             "txt" => Some(ReportFormat::Text),
+            "xml" => Some(ReportFormat::Junit),
             _ => None,
         }
     }
@@ -777,6 +781,7 @@ impl ReportFormat {
             ReportFormat::Json => report.to_json(),
             ReportFormat::Html => html::render(report).into_bytes(),
             ReportFormat::Csv => report.to_csv().into_bytes(),
+            ReportFormat::Junit => junit::render(report).into_bytes(),
         }
     }
 }

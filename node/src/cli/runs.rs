@@ -858,7 +858,7 @@ impl ReportSource {
                 text.push_str(&summary::render_report(&report));
                 text.into_bytes()
             }
-            ReportFormat::Html | ReportFormat::Csv => {
+            ReportFormat::Html | ReportFormat::Csv | ReportFormat::Junit => {
                 format.render(&fetch_report(client, id).await?)
             }
         })
