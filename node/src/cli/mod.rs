@@ -37,7 +37,7 @@ Runs WebAssembly scenarios (written with the fusi Rust SDK, built for
 wasm32-wasip1) against HTTP targets and reports exact latency percentiles.";
 
 #[derive(Parser, Debug)]
-#[command(name = "fusi-node", version, about = ABOUT, long_about = None)]
+#[command(name = "fusi-node", version, long_version = long_version(), about = ABOUT, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -78,6 +78,98 @@ enum Cmd {
     /// spread take, and how many messages each node sends.
     #[command(after_long_help = simulate::SIMULATE_HELP)]
     Simulate(simulate::SimulateArgs),
+    /// Print shell completions for fusi-node.
+    #[command(after_long_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the man page of fusi-node, or write one page per command.
+    #[command(after_long_help = MAN_HELP)]
+    Man(ManArgs),
+}
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  fusi-node completions bash > ~/.local/share/bash-completion/completions/fusi-node
+  fusi-node completions zsh > ~/.zfunc/_fusi-node     # with fpath+=(~/.zfunc)
+  fusi-node completions fish > ~/.config/fish/completions/fusi-node.fish";
+
+const MAN_HELP: &str = "\
+Examples:
+  fusi-node man | man -l -
+  fusi-node man --dir /usr/local/share/man/man1      # fusi-node.1, fusi-node-run.1, ...";
+
+/// `fusi-node completions`.
+#[derive(Args, Debug)]
+struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+/// `fusi-node man`.
+#[derive(Args, Debug)]
+struct ManArgs {
+    /// Write one page per command (fusi-node.1, fusi-node-run.1, ...) into
+    /// this directory instead of printing the main page.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// What `--version` says: the version, the commit it was built from, and
+/// the versions of what it speaks with scenarios and with other nodes
+/// (a node refuses a peer or a module with other ones).
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (commit {})\nscenario ABI {}\nrun protocol {}, heartbeat protocol {}, shard format {}",
+            env!("CARGO_PKG_VERSION"),
+            env!("FUSI_COMMIT"),
+            fusi_sdk::abi::ABI_VERSION,
+            crate::core::wire::RUN_PROTOCOL,
+            crate::core::membership::PROTOCOL,
+            crate::core::shard::SHARD_FORMAT,
+        )
+    })
+}
+
+/// `fusi-node completions SHELL`.
+fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "fusi-node", &mut script);
+    print_all(&script, "the completions")
+}
+
+/// Writes `bytes` to stdout; a reader that closed the pipe early (`| head`)
+/// is no error.
+fn print_all(bytes: &[u8], what: &str) -> anyhow::Result<ExitCode> {
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context(format!("cannot write {what} to stdout")))
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `fusi-node man [--dir DIR]`.
+fn man(args: &ManArgs) -> anyhow::Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match &args.dir {
+        Some(dir) => clap_mangen::generate_to(cmd, dir).with_context(|| {
+            format!(
+                "cannot write the man pages to {}: check that it exists and is writable",
+                dir.display()
+            )
+        })?,
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            return print_all(&page, "the man page");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -1102,6 +1194,8 @@ pub fn main() -> ExitCode {
         Cmd::Build(args) => build(&args),
         Cmd::Keygen(args) => mesh::keygen(&args),
         Cmd::Simulate(args) => simulate::run(&args),
+        Cmd::Completions(args) => completions(&args),
+        Cmd::Man(args) => man(&args),
         Cmd::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
         Cmd::Up(args) => runtime().and_then(|rt| rt.block_on(mesh::up(args))),
         Cmd::Peers(args) => runtime().and_then(|rt| rt.block_on(mesh::peers(args))),
@@ -1124,6 +1218,54 @@ pub fn main() -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn the_long_version_names_the_commit_and_what_it_speaks() {
+        let text = Cli::command().render_long_version();
+        assert!(
+            text.starts_with(&format!("fusi-node {} (commit ", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("scenario ABI {}", fusi_sdk::abi::ABI_VERSION)),
+            "{text}"
+        );
+        assert!(
+            text.contains("run protocol ") && text.contains("shard format "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn completions_and_man_pages_cover_every_command() {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "fusi-node",
+            &mut script,
+        );
+        let script = String::from_utf8_lossy(&script);
+        let mut page = Vec::new();
+        assert!(
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .is_ok()
+        );
+        let page = String::from_utf8_lossy(&page);
+        for sub in Cli::command().get_subcommands() {
+            let name = sub.get_name();
+            assert!(script.contains(name), "completions lack {name}");
+            assert!(
+                page.contains(&name.replace('-', "\\-")),
+                "the man page lacks {name}"
+            );
+        }
+        assert!(
+            script.contains("--expected-statuses"),
+            "options complete too"
+        );
+    }
 
     #[test]
     fn the_cli_definition_is_consistent() {

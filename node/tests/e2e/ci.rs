@@ -69,3 +69,35 @@ fn a_run_writes_junit_beside_its_other_reports_and_gates_on_its_exit_status() {
     assert!(junit.contains("name=\"read: status is 200\""), "{junit}");
     assert!(junit.contains("name=\"planned load delivered\""), "{junit}");
 }
+
+#[test]
+fn man_pages_are_written_per_command_and_version_says_what_it_speaks() {
+    let dir = tempfile_path("man");
+    let _ = std::fs::create_dir_all(&dir);
+    let man = fusi(&["man", "--dir", dir.to_str().unwrap_or_default()]);
+    assert!(man.output.status.success(), "{}", man.stderr());
+    for page in [
+        "fusi-node.1",
+        "fusi-node-run.1",
+        "fusi-node-up.1",
+        "fusi-node-report.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap_or_default();
+        assert!(text.contains(".TH "), "{page}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let fish = fusi(&["completions", "fish"]);
+    assert!(
+        fish.stdout().contains("complete -c fusi-node"),
+        "{}",
+        fish.stdout()
+    );
+    let version = fusi(&["--version"]);
+    let text = version.stdout();
+    assert!(
+        text.starts_with("fusi-node ")
+            && text.contains("(commit ")
+            && text.contains("scenario ABI "),
+        "{text}"
+    );
+}
