@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod compare;
 pub mod core;
 pub mod engine;
 pub mod fuzz;

@@ -58,6 +58,9 @@ enum Cmd {
     /// Print a run's merged report; any node of the mesh can.
     #[command(after_long_help = runs::REPORT_EXAMPLES)]
     Report(runs::ReportArgs),
+    /// Compare two runs: the deltas, and whether B is slower than A beyond noise.
+    #[command(after_long_help = runs::COMPARE_EXAMPLES)]
+    Compare(runs::CompareArgs),
     /// Follow a run's progress live, from any node, then print its report.
     #[command(after_long_help = runs::WATCH_EXAMPLES)]
     Watch(runs::WatchArgs),
@@ -1204,6 +1207,7 @@ pub fn main() -> ExitCode {
         Cmd::Stop(args) => runtime().and_then(|rt| rt.block_on(runs::stop(args))),
         Cmd::Report(args) => runtime().and_then(|rt| rt.block_on(runs::report(args))),
         Cmd::Watch(args) => runtime().and_then(|rt| rt.block_on(runs::watch(args))),
+        Cmd::Compare(args) => runtime().and_then(|rt| rt.block_on(runs::compare(args))),
     };
     match result {
         Ok(code) => code,

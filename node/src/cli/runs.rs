@@ -86,6 +86,27 @@ Exit status: 0 when the report was printed, whatever the run's outcome; 1 when
 RUN is not kept here and no node answers at --api, or it does not know RUN.";
 
 /// The long help of `fusi-node watch`.
+pub const COMPARE_EXAMPLES: &str = "\
+Compares run B against run A, for the whole run and each region both have:
+requests, requests/s, failed requests, the percentiles of http_req_duration
+and iteration_duration, with the change from A to B; and a one-sided
+Kolmogorov-Smirnov test on http_req_duration's whole distributions (from
+the reports' duration_buckets) that says whether B is slower (or faster)
+than A beyond noise, at alpha 0.01. On many requests the test finds even a
+small shift; --fail-if-slower gates on size as well.
+
+A and B are run ids (a run kept on this machine, or on the node at --api) or
+report JSON files written by `--out x.json` or `fusi-node report --format json`.
+
+Examples:
+  fusi-node compare r18c2f0a9b3d4e5f6 r18c2f1b7e0a1c2d3
+  fusi-node compare baseline.json candidate.json --fail-if-slower 5%
+  fusi-node compare baseline.json r18c2f1b7e0a1c2d3 --out compare.html
+
+Exit status: 0; 99 with --fail-if-slower when B is slower than A beyond
+noise and B's p95 is more than the limit above A's; 1 when a run cannot be
+read.";
+
 pub const WATCH_EXAMPLES: &str = "\
 Follows a run from any node: elapsed time, VUs, requests/s, p95 and failed
 requests, for the run and each region, refreshed every second from the
@@ -142,6 +163,55 @@ pub struct ReportArgs {
     /// Only a run kept on this machine: ask no node.
     #[arg(long)]
     local: bool,
+}
+
+/// `fusi-node compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Run A, the baseline: a run id (kept on this machine, or on the node
+    /// at --api) or a report JSON file (`--out x.json`).
+    a: String,
+    /// Run B, judged against A, the same way.
+    b: String,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Fail (exit 99) when B is slower than A beyond noise and its
+    /// http_req_duration p95 is more than this much above A's: a
+    /// percentage (5%) or a fraction (0.05).
+    #[arg(long, value_parser = fail_if_slower_arg)]
+    fail_if_slower: Option<f64>,
+    /// The format [default: from the extension of --out, else text].
+    #[arg(long, value_enum)]
+    format: Option<CompareFormat>,
+    /// Write the comparison to this file instead of the terminal (.html,
+    /// .json, else text); repeatable, one file each.
+    #[arg(long)]
+    out: Vec<PathBuf>,
+}
+
+/// A comparison's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareFormat {
+    /// Tables for a terminal.
+    Text,
+    /// Everything, for machines.
+    Json,
+    /// A page with both distributions overlaid.
+    Html,
+}
+
+fn fail_if_slower_arg(s: &str) -> Result<f64, String> {
+    let text = s.trim();
+    let value = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => text.parse::<f64>(),
+    };
+    match value {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "invalid --fail-if-slower {s:?}: write a percentage (5%) or a fraction (0.05), 0 or more"
+        )),
+    }
 }
 
 /// `fusi-node watch`.
@@ -889,6 +959,70 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
                 out.display()
             )
         })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run's report for `compare`: a report JSON file when `which` names
+/// one, else the run of that id, kept here or on the node at `--api`.
+async fn report_of(api: &ApiArgs, which: &str) -> anyhow::Result<RunReport> {
+    let path = Path::new(which);
+    if path.is_file() {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read the report {}", path.display()))?;
+        return serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a fusi report: give a file that `--out x.json` or `fusi-node report                  RUN --format json` wrote, or a run id",
+                path.display()
+            )
+        });
+    }
+    if !valid_run_id(which) {
+        bail!(
+            "{which:?} is neither a report file nor a run id: give a report JSON file, or a run              id as `fusi-node runs` lists them"
+        );
+    }
+    match ReportSource::find(api, which, false).await? {
+        ReportSource::Kept(report) => Ok(*report),
+        ReportSource::Node(client) => final_report(&client, which).await,
+    }
+}
+
+/// `fusi-node compare A B`.
+pub async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    super::check_outs(&args.out)?;
+    let a = report_of(&args.api, &args.a).await.context("run A")?;
+    let b = report_of(&args.api, &args.b).await.context("run B")?;
+    let comparison = crate::compare::compare(&a, &b, args.fail_if_slower);
+    let render = |format: CompareFormat| match format {
+        CompareFormat::Text => crate::compare::render_text(&comparison).into_bytes(),
+        CompareFormat::Json => crate::compare::render_json(&comparison),
+        CompareFormat::Html => crate::compare::render_html(&comparison, &a, &b).into_bytes(),
+    };
+    let format_of = |out: Option<&Path>| {
+        args.format
+            .or(args.api.json.then_some(CompareFormat::Json))
+            .or(out.and_then(|p| match ReportFormat::of_path(p) {
+                Some(ReportFormat::Html) => Some(CompareFormat::Html),
+                Some(ReportFormat::Json) => Some(CompareFormat::Json),
+                _ => None,
+            }))
+            .unwrap_or(CompareFormat::Text)
+    };
+    if args.out.is_empty() {
+        let _ = std::io::stdout().write_all(&render(format_of(None)));
+    }
+    for out in &args.out {
+        std::fs::write(out, render(format_of(Some(out)))).with_context(|| {
+            format!(
+                "cannot write the comparison to {}: check that its directory exists and is writable",
+                out.display()
+            )
+        })?;
+    }
+    if comparison.failed {
+        eprintln!("error: {}", comparison.verdict);
+        return Ok(ExitCode::from(super::THRESHOLDS_FAILED));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -603,6 +603,7 @@ impl Report {
                     .sum::<f64>()
             })
             .fold(0.0, f64::max) as u64;
+        let duration = t.fold(names::HTTP_REQ_DURATION, in_scope);
         Summary {
             first_failures: match scope {
                 Scope::All => self
@@ -627,7 +628,8 @@ impl Report {
                 },
                 data_sent: counter(names::DATA_SENT) as u64,
                 data_received: counter(names::DATA_RECEIVED) as u64,
-                duration: percentiles(t.fold(names::HTTP_REQ_DURATION, in_scope).as_ref()),
+                duration: percentiles(duration.as_ref()),
+                duration_buckets: buckets(duration.as_ref()),
                 phases,
                 by_status,
             },
@@ -863,6 +865,12 @@ pub struct HttpSummary {
     pub data_received: u64,
     /// `http_req_duration`.
     pub duration: Percentiles,
+    /// `http_req_duration`'s whole distribution, coarsened to two
+    /// significant digits: `[upper bound in ms, requests]` per bucket, in
+    /// order, for comparing runs (`fusi-node compare`) on more than a few
+    /// percentiles. Absent with no request answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duration_buckets: Vec<(f64, u64)>,
     /// The phases of a request.
     pub phases: BTreeMap<String, Percentiles>,
     /// Requests by status code (`0`: no response).
@@ -996,6 +1004,34 @@ pub fn percentiles(v: Option<&Value>) -> Percentiles {
         Some(Value::Trend(h)) if !h.is_empty() => of_histogram(h),
         _ => Percentiles::default(),
     }
+}
+
+/// A trend's distribution in buckets of two significant digits: each
+/// recorded value is counted under the smallest two-digit number of trend
+/// units (µs) at or above it, so a bucket's bound is at most 10 % above the
+/// values in it, and a distribution over seconds holds a few hundred
+/// buckets at most. Empty for anything but a trend with samples.
+pub fn buckets(v: Option<&Value>) -> Vec<(f64, u64)> {
+    let Some(Value::Trend(h)) = v else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for step in h.iter_recorded() {
+        let value = step.value_iterated_to();
+        let mut scale = 1u64;
+        while value / scale >= 100 {
+            scale *= 10;
+        }
+        let bound = value.div_ceil(scale) * scale;
+        let count = step.count_at_value();
+        match out.last_mut() {
+            Some((last, n)) if *last == bound => *n += count,
+            _ => out.push((bound, count)),
+        }
+    }
+    out.into_iter()
+        .map(|(bound, n)| (from_trend_units(bound), n))
+        .collect()
 }
 
 fn of_histogram(h: &Histogram<u64>) -> Percentiles {

@@ -101,3 +101,95 @@ fn man_pages_are_written_per_command_and_version_says_what_it_speaks() {
         "{text}"
     );
 }
+
+/// The run id in a local run's `report again` line.
+fn kept_id(run: &Run) -> String {
+    run.stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("report again: fusi-node report "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `report again` line in:\n{}", run.stderr()))
+        .to_owned()
+}
+
+#[test]
+fn compare_flags_a_run_whose_target_got_5_ms_slower() {
+    let _g = serial();
+    let hello = scenario("hello");
+    let run_against = |t: &TargetHandle| {
+        fusi(&[
+            "run",
+            hello.to_str().unwrap_or_default(),
+            "--vus",
+            "4",
+            "--duration",
+            "2s",
+            "--env",
+            &format!("TARGET={}", t.url()),
+        ])
+    };
+    let fast = target(TargetConfig::default());
+    let a = run_against(&fast);
+    let slow = target(TargetConfig {
+        latency: Latency::Fixed(Duration::from_millis(5)),
+        ..TargetConfig::default()
+    });
+    let b = run_against(&slow);
+    assert!(a.output.status.success() && b.output.status.success());
+    let (a_id, b_id) = (kept_id(&a), kept_id(&b));
+    // By run id (both kept on this machine), with a limit B exceeds.
+    let html = tempfile_path("compare.html");
+    let flagged = fusi(&[
+        "compare",
+        &a_id,
+        &b_id,
+        "--fail-if-slower",
+        "5%",
+        "--out",
+        html.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(
+        flagged.output.status.code(),
+        Some(99),
+        "{}",
+        flagged.stderr()
+    );
+    assert!(
+        flagged
+            .stderr()
+            .contains("error: B is slower than A beyond noise")
+            && flagged.stderr().contains("--fail-if-slower 5.0 %: FAILED"),
+        "{}",
+        flagged.stderr()
+    );
+    let page = std::fs::read_to_string(&html).unwrap_or_default();
+    let _ = std::fs::remove_file(&html);
+    assert!(page.contains("<polyline class=\"run-B\""), "{page}");
+    // By report file the other way round: B is faster, nothing fails.
+    let a_json = tempfile_path("a.json");
+    let b_json = tempfile_path("b.json");
+    std::fs::write(&a_json, serde_json::to_vec(a.report()).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&b_json, serde_json::to_vec(b.report()).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let back = fusi(&[
+        "compare",
+        b_json.to_str().unwrap_or_default(),
+        a_json.to_str().unwrap_or_default(),
+        "--fail-if-slower",
+        "5%",
+    ]);
+    let _ = std::fs::remove_file(&a_json);
+    let _ = std::fs::remove_file(&b_json);
+    assert!(back.output.status.success(), "{}", back.stderr());
+    assert!(
+        back.stdout().contains("B is faster than A beyond noise"),
+        "{}",
+        back.stdout()
+    );
+    assert!(
+        back.stdout().contains("http_req_duration p95"),
+        "{}",
+        back.stdout()
+    );
+}
