@@ -898,4 +898,16 @@ fn a_scenario_declares_thresholds_in_its_module() {
         fusi_node::engine::module::declared_thresholds(&hello),
         Ok(vec![])
     );
+    // `fusi_sdk::metrics!` writes the metrics section the same way.
+    assert_eq!(
+        fusi_node::engine::module::declared_metrics(&wasm),
+        Ok(vec![(
+            fusi_sdk::abi::MetricKind::Counter,
+            "items_created".to_owned()
+        )])
+    );
+    assert_eq!(
+        fusi_node::engine::module::declared_metrics(&hello),
+        Ok(vec![])
+    );
 }

@@ -38,6 +38,16 @@ pub const IMPORT_MODULE: &str = "fusi";
 /// with [`crate::thresholds!`].
 pub const THRESHOLDS_SECTION: &str = "fusi.thresholds";
 
+/// The wasm custom section in which a scenario declares its custom
+/// metrics, so that thresholds on them are checked before a run.
+///
+/// Its payload is UTF-8 text: one `KIND NAME` a line (`counter
+/// items_created`), kind `counter`, `rate`, `trend` or `gauge`. Several
+/// sections add up, as for [`THRESHOLDS_SECTION`]. Write it with
+/// [`crate::metrics!`]. When a module declares any, a threshold on a
+/// custom metric it does not declare is refused before the run.
+pub const METRICS_SECTION: &str = "fusi.metrics";
+
 /// The most thresholds a module may declare.
 pub const MAX_DECLARED_THRESHOLDS: usize = 100;
 

@@ -99,6 +99,53 @@ macro_rules! scenario {
     };
 }
 
+/// Declares the scenario's custom metrics: each a `static` to record
+/// with, and its name and kind in the module's [`abi::METRICS_SECTION`], so
+/// that `fusi-node run` checks thresholds on custom metrics before the run
+/// (a typo gets "did you mean" instead of a threshold that never sees a
+/// sample).
+///
+/// ```ignore
+/// fusi_sdk::metrics! {
+///     counter ITEMS_CREATED = "items_created";
+///     rate SLOW = "slow_responses";
+///     trend QUEUE_MS = "queue_ms";
+/// }
+///
+/// ITEMS_CREATED.add(1.0);
+/// ```
+///
+/// Kinds are `counter`, `rate` and `trend`. Metrics made with
+/// `Counter::new` and the like still work; once a module declares any
+/// metric with this macro, thresholds may name only declared ones (and the
+/// built-in metrics).
+#[macro_export]
+macro_rules! metrics {
+    ($($kind:ident $name:ident = $metric:literal);+ $(;)?) => {
+        $( $crate::metrics!(@static $kind $name $metric); )+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            const TEXT: &str = ::core::concat!($(::core::stringify!($kind), " ", $metric, "\n"),+);
+            // `link_section` takes only a literal: this is abi::METRICS_SECTION.
+            #[unsafe(link_section = "fusi.metrics")]
+            #[used]
+            static METRICS: [u8; TEXT.len()] = match TEXT.as_bytes().first_chunk() {
+                Some(bytes) => *bytes,
+                None => [0; TEXT.len()],
+            };
+        };
+    };
+    (@static counter $name:ident $metric:literal) => {
+        static $name: $crate::metrics::Counter = $crate::metrics::Counter::new($metric);
+    };
+    (@static rate $name:ident $metric:literal) => {
+        static $name: $crate::metrics::Rate = $crate::metrics::Rate::new($metric);
+    };
+    (@static trend $name:ident $metric:literal) => {
+        static $name: $crate::metrics::Trend = $crate::metrics::Trend::new($metric);
+    };
+}
+
 /// Declares the scenario's thresholds: pass/fail criteria in k6 syntax that
 /// every run of this module checks, next to any given with `--threshold`.
 ///

@@ -21,11 +21,12 @@ use crate::core::spec::{
     Executor, OnLoss, Rate, RunSpec, Stage, VU_MEMORY_MIB, parse_duration, parse_rate, parse_stages,
 };
 use crate::core::statuses::ExpectedStatuses;
-use crate::core::threshold::{Threshold, parse_all};
+use crate::core::threshold::{Threshold, builtin_kind, closest, parse_all};
 use crate::engine::executor::Progress;
-use crate::engine::module::{DeclaredThresholdsError, declared_thresholds};
+use crate::engine::module::{DeclaredThresholdsError, declared_metrics, declared_thresholds};
 use crate::local::{self, Observer};
 use crate::{html, junit, summary};
+use fusi_sdk::abi::MetricKind;
 
 mod mesh;
 mod runs;
@@ -793,12 +794,26 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     spec.thresholds.extend(declared);
-    parse_all(&spec.thresholds).with_context(|| {
+    let thresholds = parse_all(&spec.thresholds).with_context(|| {
         format!(
             "a threshold of {} (given with --threshold or declared by the scenario) is unusable",
             args.scenario.display()
         )
     })?;
+    let metrics = match declared_metrics(&wasm) {
+        Ok(metrics) => metrics,
+        Err(DeclaredThresholdsError::NotWasm | DeclaredThresholdsError::Malformed { .. }) => {
+            Vec::new()
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot read the metrics {} declares",
+                args.scenario.display()
+            )));
+        }
+    };
+    check_declared_metrics(&thresholds, &metrics)
+        .with_context(|| format!("a threshold does not fit {}", args.scenario.display()))?;
     let node_answers = !args.local && api::client::probe(args.api.unwrap_or(default_api()?)).await;
     match args.place(node_answers)? {
         Place::Node(api) => {
@@ -812,6 +827,52 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Place::Here => run_here(&args, spec, wasm).await,
     }
+}
+
+/// Checks, when the scenario declares its custom metrics
+/// (`fusi_sdk::metrics!`), that every threshold on a custom metric names a
+/// declared one, with an aggregation its kind has.
+fn check_declared_metrics(
+    thresholds: &[Threshold],
+    declared: &[(MetricKind, String)],
+) -> anyhow::Result<()> {
+    if declared.is_empty() {
+        return Ok(());
+    }
+    for t in thresholds
+        .iter()
+        .filter(|t| builtin_kind(&t.metric).is_none())
+    {
+        match declared.iter().find(|(_, name)| *name == t.metric) {
+            Some((kind, _)) if !t.agg.fits(*kind) => bail!(
+                "`{}`: `{}` is a {} metric of the scenario, which has no `{}`",
+                t.source,
+                t.metric,
+                format!("{kind:?}").to_lowercase(),
+                t.agg
+            ),
+            Some(_) => {}
+            None => {
+                let names = declared.iter().map(|(_, n)| n.as_str());
+                let hint = match closest(&t.metric, names.clone()) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => format!(
+                        "it declares {}",
+                        names
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                bail!(
+                    "`{}`: the scenario declares no metric `{}` ({hint})",
+                    t.source,
+                    t.metric
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A token cancelled by the first Ctrl-C, after `message` is printed; a

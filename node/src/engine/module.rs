@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fusi_sdk::abi::{self, exports};
+use fusi_sdk::abi::{self, MetricKind, exports};
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, ExternType, InstancePre, Linker, Module, ValType};
 
@@ -109,6 +109,12 @@ pub enum DeclaredThresholdsError {
         max = abi::MAX_DECLARED_THRESHOLDS
     )]
     TooMany(usize),
+    /// The declared metrics are unusable.
+    #[error(
+        "the module's `{section}` section is unusable: {0}; declare metrics with `fusi_sdk::metrics!`",
+        section = abi::METRICS_SECTION
+    )]
+    Metrics(String),
 }
 
 /// The thresholds a module declares in its [`abi::THRESHOLDS_SECTION`]
@@ -116,6 +122,61 @@ pub enum DeclaredThresholdsError {
 /// lines dropped. A module with none declares none. The thresholds are not
 /// parsed here (see [`crate::core::threshold::parse_all`]).
 pub fn declared_thresholds(wasm: &[u8]) -> Result<Vec<String>, DeclaredThresholdsError> {
+    let text = custom_sections(wasm, abi::THRESHOLDS_SECTION, abi::MAX_THRESHOLDS_BYTES)?
+        .ok_or(DeclaredThresholdsError::TooLarge)?;
+    let text = String::from_utf8(text).map_err(|_| DeclaredThresholdsError::NotUtf8)?;
+    let list: Vec<String> = text
+        .split('\n')
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.len() > abi::MAX_DECLARED_THRESHOLDS {
+        return Err(DeclaredThresholdsError::TooMany(list.len()));
+    }
+    Ok(list)
+}
+
+/// The custom metrics a module declares in its [`abi::METRICS_SECTION`]
+/// sections (`fusi_sdk::metrics!`): one `KIND NAME` a line, kind
+/// `counter`, `rate`, `trend` or `gauge`, sorted by name. A module that
+/// declares none gives an empty list: its metrics are then known only
+/// once recorded.
+pub fn declared_metrics(wasm: &[u8]) -> Result<Vec<(MetricKind, String)>, DeclaredThresholdsError> {
+    let bad = |problem: String| DeclaredThresholdsError::Metrics(problem);
+    let text = custom_sections(wasm, abi::METRICS_SECTION, abi::MAX_THRESHOLDS_BYTES)?
+        .ok_or_else(|| bad(format!("over {} bytes", abi::MAX_THRESHOLDS_BYTES)))?;
+    let text = String::from_utf8(text).map_err(|_| bad("not UTF-8 text".into()))?;
+    let mut list = Vec::new();
+    for line in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
+        let (kind, name) = line
+            .split_once(' ')
+            .ok_or_else(|| bad(format!("{line:?} is not `KIND NAME`")))?;
+        let kind = match kind {
+            "counter" => MetricKind::Counter,
+            "rate" => MetricKind::Rate,
+            "trend" => MetricKind::Trend,
+            "gauge" => MetricKind::Gauge,
+            other => return Err(bad(format!("{other:?} is not a metric kind"))),
+        };
+        let name = name.trim();
+        if !crate::core::metrics::valid_metric_name(name) {
+            return Err(bad(format!("{name:?} is not a metric name")));
+        }
+        list.push((kind, name.to_owned()));
+    }
+    list.sort_by(|a, b| a.1.cmp(&b.1));
+    list.dedup();
+    Ok(list)
+}
+
+/// The payloads of the custom sections called `name`, in order, one after
+/// the other; `None` when they hold more than `max` bytes.
+fn custom_sections(
+    wasm: &[u8],
+    name: &str,
+    max: usize,
+) -> Result<Option<Vec<u8>>, DeclaredThresholdsError> {
     let malformed = |offset, what| DeclaredThresholdsError::Malformed { offset, what };
     if !wasm.starts_with(b"\0asm") {
         return Err(DeclaredThresholdsError::NotWasm);
@@ -146,27 +207,17 @@ pub fn declared_thresholds(wasm: &[u8]) -> Result<Vec<String>, DeclaredThreshold
                 .ok_or_else(|| {
                     malformed(name_start, "a custom section's name runs past the section")
                 })?;
-            if wasm.get(name_start..name_end) == Some(abi::THRESHOLDS_SECTION.as_bytes()) {
+            if wasm.get(name_start..name_end) == Some(name.as_bytes()) {
                 let payload = wasm.get(name_end..end).unwrap_or_default();
-                if text.len() + payload.len() > abi::MAX_THRESHOLDS_BYTES {
-                    return Err(DeclaredThresholdsError::TooLarge);
+                if text.len() + payload.len() > max {
+                    return Ok(None);
                 }
                 text.extend_from_slice(payload);
             }
         }
         pos = end;
     }
-    let text = String::from_utf8(text).map_err(|_| DeclaredThresholdsError::NotUtf8)?;
-    let list: Vec<String> = text
-        .split('\n')
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if list.len() > abi::MAX_DECLARED_THRESHOLDS {
-        return Err(DeclaredThresholdsError::TooMany(list.len()));
-    }
-    Ok(list)
+    Ok(Some(text))
 }
 
 /// Reads an unsigned LEB128 `u32` at `pos`, not reading at or past `limit`.
@@ -428,6 +479,37 @@ mod tests {
             declared_thresholds(&module(&[thresholds(" \n\n")])),
             Ok(vec![])
         );
+    }
+
+    #[test]
+    fn declared_metrics_are_read_sorted_and_checked() {
+        let metrics = |text: &str| custom(abi::METRICS_SECTION, text.as_bytes());
+        let wasm = module(&[
+            metrics("trend queue_ms\n"),
+            metrics("counter items\n\nrate slow\n"),
+        ]);
+        assert_eq!(
+            declared_metrics(&wasm),
+            Ok(vec![
+                (MetricKind::Counter, "items".to_owned()),
+                (MetricKind::Trend, "queue_ms".to_owned()),
+                (MetricKind::Rate, "slow".to_owned()),
+            ])
+        );
+        assert_eq!(declared_metrics(&module(&[])), Ok(vec![]));
+        for (bad, problem) in [
+            ("histogram x", "\"histogram\" is not a metric kind"),
+            ("counter", "is not `KIND NAME`"),
+            ("counter has space", "is not a metric name"),
+        ] {
+            let e = declared_metrics(&module(&[metrics(bad)]))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                e.contains(problem) && e.contains("fusi_sdk::metrics!"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

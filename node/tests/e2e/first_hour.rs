@@ -176,16 +176,52 @@ fn mistakes_are_caught_before_the_run_with_the_fix() {
 fn a_custom_metric_threshold_with_a_typo_names_the_metric_meant() {
     let _g = serial();
     let t = target(TargetConfig::default());
+    let target_env = format!("TARGET={}", t.url());
+    // api_flow declares its metrics (fusi_sdk::metrics!): checked before
+    // the run, name and kind.
+    let api_flow = scenario("api_flow");
+    let api_flow = api_flow.to_str().unwrap_or_default();
+    fails_with(
+        &[
+            "run",
+            api_flow,
+            "--env",
+            &target_env,
+            "--threshold",
+            "items_creatd: count<1",
+        ],
+        1,
+        "`items_creatd: count<1`: the scenario declares no metric `items_creatd` (did you mean \
+         `items_created`?)",
+    );
+    fails_with(
+        &[
+            "run",
+            api_flow,
+            "--env",
+            &target_env,
+            "--threshold",
+            "items_created: p(95)<1",
+        ],
+        1,
+        "`items_created` is a counter metric of the scenario, which has no `p(95)`",
+    );
+    // arrival makes its metric with Rate::new, undeclared: the typo is
+    // named at the end of the run.
     let run = run_of(&[
-        scenario("api_flow").to_str().unwrap_or_default(),
-        "--iterations",
+        scenario("arrival").to_str().unwrap_or_default(),
+        "--rate",
+        "20/s",
+        "--duration",
+        "1s",
+        "--vus",
         "2",
         "--env",
-        &format!("TARGET={}", t.url()),
+        &target_env,
         "--threshold",
-        "items_creatd: count<1",
+        "slow_respnses: count<1",
         "--threshold",
-        "items_creatd: rate>0",
+        "slow_respnses: rate<0.5",
         "--threshold",
         "http_req_failed: rate<0.5",
     ]);
@@ -193,15 +229,15 @@ fn a_custom_metric_threshold_with_a_typo_names_the_metric_meant() {
     assert_eq!(run.output.status.code(), Some(99), "{}", run.stderr());
     assert!(
         out.contains(
-            "✗ items_creatd: rate>0  (the scenario never recorded a metric `items_creatd`: \
-             did you mean `items_created`?)"
+            "✗ slow_respnses: rate<0.5  (the scenario never recorded a metric `slow_respnses`: \
+             did you mean `slow_responses`?)"
         ),
         "{out}"
     );
     assert!(
         out.contains(
-            "warning: a threshold names `items_creatd`, a metric the scenario never recorded: \
-             did you mean `items_created`?"
+            "warning: a threshold names `slow_respnses`, a metric the scenario never recorded: \
+             did you mean `slow_responses`?"
         ),
         "{out}"
     );

@@ -22,7 +22,9 @@ struct Created {
     item: serde_json::Value,
 }
 
-static ITEMS_CREATED: Counter = Counter::new("items_created");
+fusi_sdk::metrics! {
+    counter ITEMS_CREATED = "items_created";
+}
 
 fn iteration() {
     let base = env("TARGET").unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
