@@ -15,6 +15,7 @@ use super::http::{request_method, request_name};
 use super::recorder::RequestTags;
 use super::vu::{HostTrap, VuState};
 use crate::core::metrics::{SeriesKey, names, valid_metric_name};
+use crate::core::printable::escape_controls;
 
 /// Every import the host provides, for telling a newer module's imports apart.
 pub const IMPORTS: [&str; 14] = [
@@ -176,7 +177,11 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                         req.url.escape_debug(),
                         error.message
                     );
-                    tracing::warn!("request failed ({}): {text}", error.kind.as_str());
+                    tracing::warn!(
+                        "request failed ({}): {}",
+                        error.kind.as_str(),
+                        escape_controls(text.chars())
+                    );
                     state
                         .run
                         .recorder

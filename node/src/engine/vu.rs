@@ -30,6 +30,7 @@ use super::module::ScenarioModule;
 use super::output::{Fd, VuOutput};
 use super::recorder::Recorder;
 use crate::core::metrics::{SeriesKey, names};
+use crate::core::printable::escape_controls;
 use crate::core::statuses::ExpectedStatuses;
 
 /// How long after its deadline (or the hard stop) an iteration stuck in a
@@ -356,7 +357,8 @@ impl Vu {
     /// without wasmtime's backtrace of functions that have no names.
     fn failure_text(&self, e: &wasmtime::Error) -> String {
         match &self.store.data().panic {
-            Some(message) => format!("the scenario {message}"),
+            // The scenario's own words, which reach terminals and reports.
+            Some(message) => format!("the scenario {}", escape_controls(message.chars())),
             None => describe(e),
         }
     }
@@ -427,7 +429,13 @@ impl Vu {
                         Some(Err(e)) => vu.failure_text(e),
                         _ => "it ran past its deadline in a host call, and was cut".to_owned(),
                     };
-                    tracing::warn!("iteration failed ({reason}, VU {}): {text}", vu.id);
+                    // The text is the scenario's: no control character of
+                    // it reaches the terminal.
+                    tracing::warn!(
+                        "iteration failed ({reason}, VU {}): {}",
+                        vu.id,
+                        escape_controls(text.chars())
+                    );
                     run.recorder.note(format!("iteration:{reason}"), text);
                 }
             }
