@@ -19,21 +19,41 @@
 //! never as markup.
 //!
 //! The template lives in `report.html` next to this file, to be read and
-//! edited as a page.
+//! edited as a page; its style and script live in `report.css` and
+//! `report.js`, which the node's live dashboard ([`crate::api::dashboard`])
+//! serves too, so that a run under way and its final report are drawn by
+//! the same code.
 
 use crate::core::run_report::RunReport;
 
-/// The page, with [`PLACEHOLDER`] where the JSON goes.
+/// The page, with [`CSS_PLACEHOLDER`], [`JS_PLACEHOLDER`] and
+/// [`JSON_PLACEHOLDER`] where they go.
 const TEMPLATE: &str = include_str!("report.html");
 
+/// The report's style sheet.
+pub const REPORT_CSS: &str = include_str!("report.css");
+
+/// The script that draws a report: it defines `fusiReport.draw`.
+pub const REPORT_JS: &str = include_str!("report.js");
+
+/// Where [`REPORT_CSS`] goes in [`TEMPLATE`].
+const CSS_PLACEHOLDER: &str = "@FUSI_REPORT_CSS@";
+
+/// Where [`REPORT_JS`] goes in [`TEMPLATE`].
+const JS_PLACEHOLDER: &str = "@FUSI_REPORT_JS@";
+
 /// Where the report's JSON goes in [`TEMPLATE`]: once, inside the
-/// `fusi-report` script element.
-const PLACEHOLDER: &str = "@FUSI_REPORT_JSON@";
+/// `fusi-report` script element. It is filled in last, so that nothing in
+/// the JSON is taken for a placeholder.
+const JSON_PLACEHOLDER: &str = "@FUSI_REPORT_JSON@";
 
 /// The report as one HTML page that needs no network to view.
 pub fn render(report: &RunReport) -> String {
     let json = String::from_utf8_lossy(&report.to_json()).replace('<', "\\u003c");
-    TEMPLATE.replacen(PLACEHOLDER, json.trim_end(), 1)
+    TEMPLATE
+        .replacen(CSS_PLACEHOLDER, REPORT_CSS.trim_end(), 1)
+        .replacen(JS_PLACEHOLDER, REPORT_JS.trim_end(), 1)
+        .replacen(JSON_PLACEHOLDER, json.trim_end(), 1)
 }
 
 #[cfg(test)]
@@ -109,10 +129,18 @@ mod tests {
     }
 
     #[test]
-    fn the_template_has_one_place_for_the_json() {
-        assert_eq!(TEMPLATE.matches(PLACEHOLDER).count(), 1);
+    fn the_template_has_one_place_for_the_json_the_style_and_the_script() {
+        for placeholder in [CSS_PLACEHOLDER, JS_PLACEHOLDER, JSON_PLACEHOLDER] {
+            assert_eq!(TEMPLATE.matches(placeholder).count(), 1, "{placeholder}");
+            for part in [REPORT_CSS, REPORT_JS] {
+                assert!(!part.contains(placeholder), "{placeholder}");
+            }
+        }
         let (inside, _) = split(TEMPLATE);
-        assert_eq!(inside, PLACEHOLDER);
+        assert_eq!(inside, JSON_PLACEHOLDER);
+        // Inlined, neither may end its element early.
+        assert!(!REPORT_JS.to_ascii_lowercase().contains("</script"));
+        assert!(!REPORT_CSS.to_ascii_lowercase().contains("</style"));
     }
 
     #[test]

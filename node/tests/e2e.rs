@@ -15,6 +15,8 @@ use serde_json::Value;
 
 #[path = "e2e/ci.rs"]
 mod ci;
+#[path = "e2e/dashboard.rs"]
+mod dashboard;
 #[path = "e2e/disk.rs"]
 mod disk;
 #[path = "e2e/faults.rs"]

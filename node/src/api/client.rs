@@ -106,6 +106,16 @@ impl ApiClient {
         self.api
     }
 
+    /// The node's token, once the node proved it knows it: for the
+    /// dashboard's address, which carries it to the browser.
+    pub async fn token(&self) -> anyhow::Result<ApiToken> {
+        let token = self
+            .verified
+            .get_or_try_init(|| within(TIMEOUT, self.api, HELLO_PATH, self.handshake()))
+            .await?;
+        Ok(token.clone())
+    }
+
     /// `GET path`, decoded as `T`. Errors say how to point the CLI at a
     /// running node.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

@@ -1,5 +1,5 @@
 //! The local API of a running node: HTTP and JSON, for the CLI on the same
-//! host (and, later, a dashboard).
+//! host and for the node's live dashboard ([`dashboard`]).
 //!
 //! It binds loopback only. It refuses every request that carries an
 //! `Origin` header (browsers add one to cross-origin requests) or whose
@@ -24,11 +24,17 @@
 //!   merged from the shards the node holds, byte-identical on every node
 //!   holding the same shards;
 //! - `GET /v1/runs/{id}/live`: the latest interval per region, for live
-//!   progress ([`LiveView`]).
+//!   progress ([`LiveView`]);
+//! - `GET /v1/events[?run=ID]`: server-sent events for the dashboard
+//!   ([`dashboard`]);
+//! - `GET /` and `GET /ui/...`: the dashboard's page and scripts, embedded
+//!   in the binary, the only routes besides the challenge without a token
+//!   (they hold no data).
 //!
 //! The views are defined here once and used by both ends.
 
 pub mod client;
+pub mod dashboard;
 pub mod server;
 pub mod token;
 

@@ -6,7 +6,8 @@
 //! header (403: browsers add one to every cross-origin request, so no web
 //! page gets further), a loopback `Host` (403: no DNS rebinding), and the
 //! [`ApiToken`] as `Authorization: Bearer HEX` (401), which every route but
-//! the challenge `GET /v1/hello` needs. A submission must be
+//! the challenge `GET /v1/hello` and the dashboard's embedded files
+//! ([`super::dashboard`]) need. A submission must be
 //! `Content-Type: application/cbor` (415). At most
 //! [`MAX_CONNECTIONS`] connections are served at once, and a client has
 //! [`HEADER_TIMEOUT`] to send a request's headers.
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::dashboard::{self, ApiBody, MAX_STREAMS};
 use super::token::{
     ApiToken, MAX_NONCE_BYTES, NONCE_BYTES, TOKEN_ENV, TOKEN_FILE, from_hex, to_hex,
 };
@@ -100,6 +102,7 @@ async fn serve_with(
 ) {
     let token = Arc::new(token);
     let slots = Arc::new(Semaphore::new(limits.connections));
+    let streams = Arc::new(Semaphore::new(MAX_STREAMS));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -115,8 +118,11 @@ async fn serve_with(
         };
         let queries = queries.clone();
         let token = token.clone();
+        let streams = streams.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, queries.clone(), token.clone()));
+            let service = service_fn(move |req| {
+                handle(req, queries.clone(), token.clone(), streams.clone())
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
@@ -220,6 +226,7 @@ enum Route {
     Stop(String),
     Report(String),
     Live(String),
+    Events,
 }
 
 /// A request refused before it reaches the node: the status and why.
@@ -235,6 +242,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
         ["hello"] => (Route::Hello, Method::GET),
         ["status"] => (Route::Status, Method::GET),
         ["peers"] => (Route::Peers, Method::GET),
+        ["events"] => (Route::Events, Method::GET),
         ["runs"] if method == Method::POST => (Route::Submit, Method::POST),
         ["runs"] => (Route::Runs, Method::GET),
         ["runs", id, rest @ ..] => {
@@ -271,8 +279,9 @@ fn no_route(path: &str) -> Refusal {
     (
         StatusCode::NOT_FOUND,
         format!(
-            "no route {path}; the API serves /v1/hello, /v1/status, /v1/peers, /v1/runs, /v1/runs/ID, \
-             /v1/runs/ID/stop, /v1/runs/ID/report and /v1/runs/ID/live"
+            "no route {path}; the API serves /v1/hello, /v1/status, /v1/peers, /v1/events, /v1/runs, \
+             /v1/runs/ID, /v1/runs/ID/stop, /v1/runs/ID/report and /v1/runs/ID/live, and the \
+             dashboard at /"
         ),
     )
 }
@@ -443,39 +452,118 @@ fn is_cbor<B>(req: &Request<B>) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case(CBOR))
 }
 
+/// `?run=ID` of `GET /v1/events`: `Ok(None)` without one.
+fn picked_run<B>(req: &Request<B>) -> Result<Option<String>, Refusal> {
+    let Some(id) = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("run="))
+    else {
+        return Ok(None);
+    };
+    if valid_run_id(id) {
+        Ok(Some(id.to_owned()))
+    } else {
+        Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{id:?} is not a run id: a run id is 1 to {MAX_RUN_ID_LEN} ASCII letters, digits, \
+                 '-' and '_'"
+            ),
+        ))
+    }
+}
+
+/// `GET /v1/events`: a stream when one of the [`MAX_STREAMS`] slots is free.
+fn events<B>(
+    req: &Request<B>,
+    queries: mpsc::Sender<Query>,
+    streams: Arc<Semaphore>,
+) -> Response<ApiBody> {
+    let picked = match picked_run(req) {
+        Ok(picked) => picked,
+        Err((status, message)) => return boxed(error(status, &message)),
+    };
+    match streams.try_acquire_owned() {
+        Ok(permit) => dashboard::events(queries, picked, permit),
+        Err(_) => boxed(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "this node already feeds {MAX_STREAMS} dashboards; close one, or watch from \
+                 another node"
+            ),
+        )),
+    }
+}
+
+fn boxed(response: Response<Full<Bytes>>) -> Response<ApiBody> {
+    response.map(|body| body.boxed_unsync())
+}
+
 async fn handle<B>(
     req: Request<B>,
     queries: mpsc::Sender<Query>,
     token: Arc<ApiToken>,
-) -> Result<Response<Full<Bytes>>, Infallible>
+    streams: Arc<Semaphore>,
+) -> Result<Response<ApiBody>, Infallible>
 where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if req.headers().contains_key(header::ORIGIN) {
-        return Ok(error(
-            StatusCode::FORBIDDEN,
-            "the fusi-node API does not answer web pages: this request carries an Origin header, \
-             which browsers add; use the fusi-node CLI",
-        ));
+    if let Some(refused) = refuse(&req) {
+        return Ok(boxed(refused));
     }
-    if !host_is_local(&req) {
-        return Ok(error(
-            StatusCode::FORBIDDEN,
-            "the fusi-node API answers loopback hosts only",
-        ));
+    if dashboard::is_asset(req.uri().path()) {
+        return Ok(dashboard::serve_asset(req.method(), req.uri().path()));
     }
     if req.uri().path() != HELLO_PATH
         && let Err(problem) = authorized(&req, &token)
     {
-        return Ok(unauthorized(problem));
+        return Ok(boxed(unauthorized(problem)));
     }
-    let route = match route(req.method(), req.uri().path()) {
-        Ok(route) => route,
-        Err((status, message)) => return Ok(error(status, &message)),
-    };
-    Ok(match route {
-        Route::Hello => hello(&req, &token),
+    Ok(match route(req.method(), req.uri().path()) {
+        Ok(route) => answer(route, req, queries, &token, streams).await,
+        Err((status, message)) => boxed(error(status, &message)),
+    })
+}
+
+/// Why a request is refused before its route is looked at: it comes from
+/// a web page of another origin, or names a host that is not loopback.
+fn refuse<B>(req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    if req.headers().contains_key(header::ORIGIN) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "the fusi-node API does not answer web pages of other origins: this request carries \
+             an Origin header, which browsers add; use the fusi-node CLI, or the node's own \
+             dashboard (`fusi-node dashboard` prints its address)",
+        ));
+    }
+    if !host_is_local(req) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "the fusi-node API answers loopback hosts only",
+        ));
+    }
+    None
+}
+
+/// The answer to a request that passed every check.
+async fn answer<B>(
+    route: Route,
+    req: Request<B>,
+    queries: mpsc::Sender<Query>,
+    token: &ApiToken,
+    streams: Arc<Semaphore>,
+) -> Response<ApiBody>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    boxed(match route {
+        Route::Events => return events(&req, queries, streams),
+        Route::Hello => hello(&req, token),
         Route::Status => reply(ask(&queries, Query::Status).await),
         Route::Peers => reply(ask(&queries, Query::Peers).await),
         Route::Submit if !is_cbor(&req) => error(
@@ -578,7 +666,7 @@ mod tests {
         assert!(!valid_run_id("r1.2"));
     }
 
-    async fn body_text(response: Response<Full<Bytes>>) -> String {
+    async fn body_text(response: Response<ApiBody>) -> String {
         let bytes = response
             .into_body()
             .collect()
@@ -616,6 +704,11 @@ mod tests {
         tx
     }
 
+    /// Free stream slots.
+    fn streams() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(MAX_STREAMS))
+    }
+
     /// The token of the node the tests ask.
     fn node_token() -> ApiToken {
         ApiToken::parse(&"5a".repeat(32)).unwrap_or_else(|e| panic!("{e}"))
@@ -641,7 +734,7 @@ mod tests {
             request = request.header(name, value);
         }
         let request = request.body(Full::new(body.into())).unwrap_or_default();
-        let Ok(response) = handle(request, node_without_runs(), Arc::new(node_token())).await;
+        let Ok(response) = handle(request, node_without_runs(), Arc::new(node_token()), streams()).await;
         (response.status(), body_text(response).await)
     }
 
@@ -669,9 +762,13 @@ mod tests {
             (Method::POST, "/v1/runs/r1/stop"),
             (Method::GET, "/v1/runs/r1/report"),
             (Method::GET, "/v1/runs/r1/live"),
+            (Method::GET, "/v1/events"),
+            (Method::GET, "/v1/events?run=r1"),
             (Method::DELETE, "/v1/runs"),
             (Method::GET, "/v1/nope"),
             (Method::GET, "/"),
+            (Method::GET, "/ui/dashboard.js"),
+            (Method::GET, "/favicon.ico"),
         ]
         .into_iter()
         .map(|(m, p)| (m, p.to_owned()))
@@ -710,7 +807,7 @@ mod tests {
         for headers in &wrong {
             for (method, path) in every_route() {
                 let (status, text) = send_with(method.clone(), &path, headers, "x").await;
-                if path.starts_with(HELLO_PATH) {
+                if path.starts_with(HELLO_PATH) || dashboard::is_asset(&path) {
                     assert_eq!(status, StatusCode::OK, "{text}");
                     continue;
                 }
@@ -759,8 +856,26 @@ mod tests {
             .header(header::HOST, "evil.example:7401")
             .body(Full::new(Bytes::new()))
             .unwrap_or_default();
-        let Ok(response) = handle(request, node_without_runs(), Arc::new(node_token())).await;
+        let Ok(response) = handle(request, node_without_runs(), Arc::new(node_token()), streams()).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_needs_a_sound_run_id_and_a_free_slot() {
+        let token = [bearer(&node_token())];
+        let (status, text) = send_with(Method::GET, "/v1/events?run=a/b", &token, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        let request = Request::builder()
+            .uri("/v1/events")
+            .header(header::HOST, "localhost:7401")
+            .header(token[0].0.clone(), token[0].1.clone())
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default();
+        let none_free = Arc::new(Semaphore::new(0));
+        let Ok(response) =
+            handle(request, node_without_runs(), Arc::new(node_token()), none_free).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body_text(response).await.contains("dashboards"));
     }
 
     #[tokio::test]

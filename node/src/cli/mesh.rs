@@ -467,6 +467,72 @@ pub async fn status(args: ApiArgs) -> anyhow::Result<ExitCode> {
     show::<StatusView>(args, "/v1/status", render_status).await
 }
 
+pub(super) const DASHBOARD_HELP: &str = "\
+Every node serves a live dashboard on its API address: the mesh (members,
+regions, clock offsets and their bounds, health), the runs, and for a run
+under way the merged view of every node, per region and per node, updated
+every second; a finished run shows its report. Any node shows any run,
+whichever node it was submitted to.
+
+The address printed carries the node's API token after #token= (a part of
+the address the browser keeps to itself): whoever has it can use the node's
+API, so share it as you would the token. The API, and so the dashboard,
+listens on loopback only; for a node on another host, forward its port:
+  ssh -L 7401:127.0.0.1:7401 HOST      # then open the address printed there
+
+Examples:
+  fusi-node dashboard                   # prints http://127.0.0.1:7401/#token=...
+  fusi-node dashboard --open            # and opens it in the desktop's browser
+  fusi-node dashboard --api 127.0.0.1:7402 --data-dir /var/lib/fusi-node";
+
+/// `fusi-node dashboard`.
+#[derive(Args, Debug)]
+pub struct DashboardArgs {
+    /// The node whose dashboard to show: its API address.
+    #[arg(long, env = "FUSI_API", value_parser = api_arg, default_value = DEFAULT_API)]
+    api: SocketAddr,
+    /// The data directory of the node at --api, whose api.token goes into
+    /// the address [default: the node's default]. FUSI_API_TOKEN, when set,
+    /// is the token instead.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Open the address in the desktop's browser (xdg-open; open on macOS).
+    #[arg(long)]
+    open: bool,
+}
+
+/// `fusi-node dashboard`: the dashboard's address, with the token, once
+/// the node at `--api` proved it is the node whose token this is.
+pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<ExitCode> {
+    let client = ApiClient::new(args.api, token_source(args.data_dir));
+    let status: StatusView = client.get("/v1/status").await?;
+    let token = client.token().await?;
+    let url = format!("http://{}/#token={}", args.api, token.to_hex());
+    eprintln!(
+        "the dashboard of {} (region {}); the address carries the node's API token, share it as \
+         you would the token",
+        status.name, status.region
+    );
+    println!("{url}");
+    if args.open {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        if let Err(e) = std::process::Command::new(opener)
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            eprintln!("cannot open a browser with {opener} ({e}); open the address above yourself");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

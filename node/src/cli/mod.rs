@@ -77,6 +77,9 @@ enum Cmd {
     Peers(mesh::ApiArgs),
     /// Describe a running node.
     Status(mesh::ApiArgs),
+    /// Print the address of a node's live dashboard (with its token), or open it.
+    #[command(after_long_help = mesh::DASHBOARD_HELP)]
+    Dashboard(mesh::DashboardArgs),
     /// Simulate a mesh of many nodes under virtual time (the real cores, a
     /// modelled network): how long membership, leader agreement and shard
     /// spread take, and how many messages each node sends.
@@ -1264,6 +1267,7 @@ pub fn main() -> ExitCode {
         Cmd::Up(args) => runtime().and_then(|rt| rt.block_on(mesh::up(args))),
         Cmd::Peers(args) => runtime().and_then(|rt| rt.block_on(mesh::peers(args))),
         Cmd::Status(args) => runtime().and_then(|rt| rt.block_on(mesh::status(args))),
+        Cmd::Dashboard(args) => runtime().and_then(|rt| rt.block_on(mesh::dashboard(args))),
         Cmd::Runs(args) => runtime().and_then(|rt| rt.block_on(runs::runs(args))),
         Cmd::Stop(args) => runtime().and_then(|rt| rt.block_on(runs::stop(args))),
         Cmd::Report(args) => runtime().and_then(|rt| rt.block_on(runs::report(args))),

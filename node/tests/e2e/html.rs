@@ -27,7 +27,7 @@ const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-fn find_chromium() -> Option<PathBuf> {
+pub(super) fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FUSI_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
