@@ -191,6 +191,16 @@ fn tempfile_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("fusi-e2e-{}-{n}-{name}", std::process::id()))
 }
 
+/// SIGKILL to the process group `pgid` (a child started with
+/// `process_group(0)` leads its own), helpers and all.
+fn kill_group(pgid: u32) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        // SAFETY: kill(2) with a negative pid signals that process group
+        // and touches no memory.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
 fn target(cfg: TargetConfig) -> TargetHandle {
     spawn_target(cfg).unwrap_or_else(|e| panic!("cannot start the target: {e}"))
 }

@@ -18,6 +18,11 @@
   var updates = 0;
   var controller = null;
   var retry = null;
+  // Requests/s per node, from the growth of each node's requests between
+  // two reports: a report has no timeline per node, so the page makes one
+  // while it watches. MAX_POINTS per node.
+  var MAX_POINTS = 900;
+  var perNode = { run: null, last: {}, lines: {} };
 
   // #token=HEX (from `fusi-node dashboard`) is kept for this tab only and
   // taken out of the address bar; #run=ID picks a run.
@@ -225,6 +230,23 @@
     });
   }
 
+  function ended(phase) { return ['complete', 'stopped', 'failed'].indexOf(str(phase)) >= 0; }
+
+  function trackNodes(run, r) {
+    if (perNode.run !== str(run.id)) perNode = { run: str(run.id), last: {}, lines: {} };
+    var t = num(run.elapsed_s);
+    if (t === null || ended(run.phase)) return;
+    arr(r.nodes).map(obj).forEach(function (n) {
+      var id = str(n.id), requests = num(obj(obj(n.summary).http).requests) || 0, prev = perNode.last[id];
+      if (prev && t > prev[0]) {
+        var line = perNode.lines[id] || (perNode.lines[id] = { name: str(n.name) || id, points: [] });
+        line.points.push([Math.max(0, t), Math.max(0, (requests - prev[1]) / (t - prev[0]))]);
+        if (line.points.length > MAX_POINTS) line.points.shift();
+      }
+      perNode.last[id] = [t, requests];
+    });
+  }
+
   function redraw(figure, kind, unit, list) {
     var title = figure.querySelector('h3');
     figure.textContent = '';
@@ -248,7 +270,7 @@
     var elapsed = num(run.elapsed_s), duration = num(run.duration_s);
     var planned = num(load.planned), delivered = num(load.delivered);
     var share = elapsed !== null && duration ? Math.min(1, Math.max(0, elapsed / duration)) : 1;
-    var phaseDone = ['complete', 'stopped', 'failed'].indexOf(str(run.phase)) >= 0;
+    var phaseDone = ended(run.phase);
     var plannedNow = planned === null ? null : planned * (phaseDone ? 1 : share);
     var unit = load.unit === 'vu_seconds' ? 'VU-seconds' : 'iterations';
     var thresholds = arr(r.thresholds).map(obj);
@@ -263,9 +285,13 @@
         R.fmtInt(delivered) + ' of ' + R.fmtInt(plannedNow) + ' ' + unit + (phaseDone ? '' : ' planned so far')],
       ['Thresholds', thresholds.length ? (failing ? failing + ' failing' : 'all pass') : 'none', thresholds.length ? 'as they stand now' : '']
     ]);
-    var nodes = arr(r.nodes).map(obj).map(function (n) { return { name: str(n.name) || str(n.id), summary: n.summary }; });
+    trackNodes(run, r);
+    var nodeLines = Object.keys(perNode.lines).sort().map(function (id, i) {
+      var line = perNode.lines[id];
+      return { name: line.name, color: R.REGION_COLORS[i % R.REGION_COLORS.length], points: line.points };
+    });
     var regions = Object.keys(obj(r.regions)).sort().map(function (n) { return { name: n, summary: obj(r.regions)[n] }; });
-    redraw(document.getElementById('chart-node-rps'), 'node-rps', 'requests/s', series(nodes, 'rps'));
+    redraw(document.getElementById('chart-node-rps'), 'node-rps', 'requests/s', nodeLines);
     redraw(document.getElementById('chart-vus'), 'vus', 'VUs', series(regions, 'vus'));
     var box = document.getElementById('run-report');
     if (!R.draw(box, r, {})) root.setAttribute('data-state', 'error');

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::html::find_chromium;
 use super::runs::{hello, node_bin, submit, wait_child};
-use super::{serial, target, without_clippy};
+use super::{kill_group, serial, target, without_clippy};
 
 /// How long one DevTools call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -196,10 +196,7 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
+        kill_group(self.child.id());
         let _ = self.child.wait();
     }
 }
@@ -225,7 +222,7 @@ const PROBE: &str = r#"(function () {
     completeness: (q('#completeness') || {}).className || '',
     member_rows: document.querySelectorAll('#members tbody tr').length,
     run_rows: document.querySelectorAll('#run-list tbody tr').length,
-    errors: document.querySelectorAll('.fusi-error').length,
+    errors: document.querySelectorAll('.fusi-error:not([hidden])').length,
     charts: paths,
     hash: location.hash
   };

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use fusi_testnet::{Latency, TargetConfig};
 use serde_json::Value;
 
-use super::{fusi_out, num, scenario, serial, target, tempfile_path};
+use super::{fusi_out, kill_group, num, scenario, serial, target, tempfile_path};
 
 /// How long one Chromium invocation may take before it is killed.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -77,9 +77,7 @@ fn chromium(bin: &Path, dir: &Path, name: &str, extra: &[&str], page: &Path) -> 
                 std::thread::sleep(Duration::from_millis(50));
             }
             _ => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &format!("-{}", child.id())])
-                    .status();
+                kill_group(child.id());
                 let _ = child.wait();
                 panic!(
                     "chromium {name} did not finish in {CHROMIUM_TIMEOUT:?}; its stderr is in {}",
@@ -90,10 +88,7 @@ fn chromium(bin: &Path, dir: &Path, name: &str, extra: &[&str], page: &Path) -> 
     };
     let took = started.elapsed();
     // A browser can leave helpers behind; its group goes with it.
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
-        .stderr(Stdio::null())
-        .status();
+    kill_group(child.id());
     assert!(
         status.success(),
         "chromium {name} exited with {status}; stderr:\n{}",
