@@ -161,7 +161,7 @@
       ' mesh · version ' + str(s.version) + ' · up ' + R.fmtInt(s.uptime_s) + ' s';
     var suspects = peers.filter(function (p) { return p.suspect === true; }).length;
     cards(document.getElementById('mesh-cards'), [
-      ['Members', R.fmtInt(peers.length + 1), 'this node and ' + R.fmtInt(peers.length) + ' others', 'members', peers.length + 1],
+      ['Members', R.fmtInt(peers.length + 1), 'this node and ' + R.fmtInt(peers.length) + ' others', 'mesh-members', peers.length + 1],
       ['Connected', R.fmtInt(s.connected), 'open connections'],
       ['Suspects', R.fmtInt(suspects), suspects ? 'missed heartbeats' : 'none'],
       ['CPU', R.fmtNum(Math.round((num(s.cpu) || 0) * 100) / 100), 'cores in use of ' + R.fmtInt(s.cores)],
@@ -194,8 +194,10 @@
     }
     var t = R.table(box, ['Run', 'Phase', 'Scenario', 'Executor', 'Nodes', 'Elapsed', 'Proposer'], runs.map(function (r) {
       var elapsed = num(r.elapsed_s);
+      var when = ended(r.phase) ? 'ended' : elapsed === null ? '–' :
+        Math.max(0, elapsed).toFixed(1) + ' of ' + R.fmtNum(r.duration_s) + ' s';
       return [el('span', 'mono', str(r.id)), phase(r.phase), str(r.scenario), str(r.executor), R.fmtInt(arr(r.nodes).length),
-        elapsed === null ? '–' : Math.max(0, elapsed).toFixed(1) + ' of ' + R.fmtNum(r.duration_s) + ' s', str(r.proposer)];
+        when, str(r.proposer)];
     }), [false, false, false, false, true, true, false]);
     arr(t.tBodies[0] && t.tBodies[0].rows).forEach(function (row, i) {
       var id = str(runs[i].id);
@@ -276,7 +278,8 @@
     var thresholds = arr(r.thresholds).map(obj);
     var failing = thresholds.filter(function (t) { return t.pass !== true; }).length;
     cards(document.getElementById('run-cards'), [
-      ['Elapsed', elapsed === null ? '–' : Math.max(0, elapsed).toFixed(1) + ' s', 'of ' + R.fmtNum(duration) + ' s'],
+      phaseDone ? ['Measured', R.fmtNum(s.duration_s) + ' s', 'the run ended'] :
+        ['Elapsed', elapsed === null ? '–' : Math.max(0, elapsed).toFixed(1) + ' s', 'of ' + R.fmtNum(duration) + ' s'],
       ['Requests', R.fmtInt(http.requests), R.fmtInt(http.failed) + ' failed', 'live-requests', num(http.requests) || 0],
       ['Requests/s now', R.fmtRate(now.rps), 'latest interval'],
       ['p95 now', R.fmtMs(now.p95_ms), 'p99 ' + R.fmtMs(now.p99_ms)],

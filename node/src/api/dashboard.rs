@@ -96,11 +96,17 @@ pub fn serve_asset(method: &Method, path: &str) -> Response<ApiBody> {
         return plain(StatusCode::NOT_FOUND, "no such file");
     };
     if method != Method::GET && method != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "the dashboard's files take GET");
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the dashboard's files take GET",
+        );
     }
     let mut response = Response::new(whole(Bytes::from_static(body.as_bytes())));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(media));
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(media),
+    );
     secure(headers);
     response
 }
@@ -387,7 +393,11 @@ mod tests {
                 assert!(!text.contains(scheme), "the {name} refers to {scheme}");
             }
         }
-        for src in PAGE.split("src=\"").skip(1).chain(PAGE.split("href=\"").skip(1)) {
+        for src in PAGE
+            .split("src=\"")
+            .skip(1)
+            .chain(PAGE.split("href=\"").skip(1))
+        {
             let url = src.split('"').next().unwrap_or_default();
             assert!(
                 url.starts_with("/ui/") || url == "data:,",

@@ -120,9 +120,8 @@ async fn serve_with(
         let token = token.clone();
         let streams = streams.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                handle(req, queries.clone(), token.clone(), streams.clone())
-            });
+            let service =
+                service_fn(move |req| handle(req, queries.clone(), token.clone(), streams.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
@@ -734,7 +733,13 @@ mod tests {
             request = request.header(name, value);
         }
         let request = request.body(Full::new(body.into())).unwrap_or_default();
-        let Ok(response) = handle(request, node_without_runs(), Arc::new(node_token()), streams()).await;
+        let Ok(response) = handle(
+            request,
+            node_without_runs(),
+            Arc::new(node_token()),
+            streams(),
+        )
+        .await;
         (response.status(), body_text(response).await)
     }
 
@@ -856,7 +861,13 @@ mod tests {
             .header(header::HOST, "evil.example:7401")
             .body(Full::new(Bytes::new()))
             .unwrap_or_default();
-        let Ok(response) = handle(request, node_without_runs(), Arc::new(node_token()), streams()).await;
+        let Ok(response) = handle(
+            request,
+            node_without_runs(),
+            Arc::new(node_token()),
+            streams(),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 
@@ -872,8 +883,13 @@ mod tests {
             .body(Full::new(Bytes::new()))
             .unwrap_or_default();
         let none_free = Arc::new(Semaphore::new(0));
-        let Ok(response) =
-            handle(request, node_without_runs(), Arc::new(node_token()), none_free).await;
+        let Ok(response) = handle(
+            request,
+            node_without_runs(),
+            Arc::new(node_token()),
+            none_free,
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(body_text(response).await.contains("dashboards"));
     }

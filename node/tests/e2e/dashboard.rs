@@ -169,9 +169,9 @@ impl Browser {
             "Runtime.consoleAPICalled" if params["type"] == "error" => self
                 .errors
                 .push(format!("console.error: {}", params["args"])),
-            "Log.entryAdded" if params["entry"]["level"] == "error" => self
-                .errors
-                .push(format!("log: {}", params["entry"])),
+            "Log.entryAdded" if params["entry"]["level"] == "error" => {
+                self.errors.push(format!("log: {}", params["entry"]))
+            }
             _ => {}
         }
     }
@@ -204,6 +204,7 @@ impl Drop for Browser {
 /// What the page shows, as one JSON value.
 const PROBE: &str = r#"(function () {
   var q = function (s) { return document.querySelector(s); };
+  if (!q('#dashboard') || !q('#conn')) return { state: 'not loaded yet', url: location.href };
   var v = function (id) { var e = document.getElementById(id); return e ? Number(e.getAttribute('data-value')) : null; };
   var paths = Array.prototype.map.call(document.querySelectorAll('svg.chart'), function (c) {
     return [c.getAttribute('data-chart'), Array.prototype.filter.call(c.querySelectorAll('path.series'), function (p) {
@@ -214,7 +215,7 @@ const PROBE: &str = r#"(function () {
     state: q('#dashboard').getAttribute('data-state'),
     updates: Number(q('#dashboard').getAttribute('data-updates') || 0),
     conn: q('#conn').textContent,
-    members: v('members'),
+    members: v('mesh-members'),
     requests: v('live-requests'),
     run: q('#run-id').textContent,
     phase: q('#run-phase').textContent,
@@ -321,8 +322,8 @@ fn a_run_is_watched_live_in_the_dashboard_of_a_node_it_was_not_submitted_to() {
     // Once it ends, the page shows the run's whole report, as the node
     // reports it.
     assert_eq!(wait_child(&mut child, Duration::from_secs(60)), Some(0));
-    let report = get_json(nodes[2].api, &token, &format!("/v1/runs/{id}/report"))
-        .unwrap_or(Value::Null);
+    let report =
+        get_json(nodes[2].api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
     let requests = report["summary"]["http"]["requests"].as_f64();
     assert_eq!(requests, Some(t.stats().requests as f64), "{report}");
     let started = Instant::now();
