@@ -22,7 +22,12 @@
 //! when the shown run's merged report changed, a `report` event
 //! ([`ReportEvent`]). The run shown is `?run=ID`, or else the newest run
 //! under way, else the newest run. A finished run's report is rebuilt at
-//! most every [`SETTLED_EVERY`], in case late shards arrive. At most
+//! most every [`SETTLED_EVERY`], in case late shards arrive. Building a
+//! report reads every shard the node holds of the run, which for a long run
+//! of many nodes takes a while: so a report is built again only after
+//! [`COST_FACTOR`] times as long as the last build took, which keeps a
+//! dashboard's share of a core at a tenth or less, however long the run (a
+//! node that generates load must not be slowed by being watched). At most
 //! [`MAX_STREAMS`] streams are open at once; a client that stops reading
 //! for [`SEND_TIMEOUT`] loses its stream.
 
@@ -52,6 +57,10 @@ pub const EVERY: Duration = Duration::from_secs(1);
 
 /// How often a finished run's report is built again.
 pub const SETTLED_EVERY: Duration = Duration::from_secs(10);
+
+/// A report is built again no sooner than this many times the last build's
+/// duration after it.
+pub const COST_FACTOR: u32 = 10;
 
 /// Event streams open at once.
 pub const MAX_STREAMS: usize = 8;
@@ -240,7 +249,8 @@ async fn ask<T>(
 struct Sent {
     run: String,
     hash: u64,
-    built: Instant,
+    /// When the report may be built again.
+    next: Instant,
 }
 
 async fn feed(queries: &mpsc::Sender<Query>, picked: Option<&str>, tx: &mpsc::Sender<Bytes>) {
@@ -254,7 +264,7 @@ async fn feed(queries: &mpsc::Sender<Query>, picked: Option<&str>, tx: &mpsc::Se
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent: Option<Sent> = None;
     loop {
-        tick.tick().await;
+        let at = tick.tick().await.into_std();
         let (Some(status), Some(peers), Some(mut runs)) = (
             ask(queries, Query::Status).await,
             ask(queries, Query::Peers).await,
@@ -275,18 +285,20 @@ async fn feed(queries: &mpsc::Sender<Query>, picked: Option<&str>, tx: &mpsc::Se
         let Some(run) = run else {
             continue;
         };
-        let fresh = sent.as_ref().is_none_or(|s| {
-            s.run != run.id || !ended(&run.phase) || s.built.elapsed() >= SETTLED_EVERY
-        });
+        let fresh = sent
+            .as_ref()
+            .is_none_or(|s| s.run != run.id || at >= s.next);
         if !fresh {
             continue;
         }
         let Some(Some(source)) = ask(queries, |tx| Query::Report(run.id.clone(), tx)).await else {
             continue;
         };
+        let building = Instant::now();
         let Ok(report) = tokio::task::spawn_blocking(move || source.build()).await else {
             continue;
         };
+        let took = building.elapsed();
         let bytes = event(
             "report",
             &ReportEvent {
@@ -303,10 +315,15 @@ async fn feed(queries: &mpsc::Sender<Query>, picked: Option<&str>, tx: &mpsc::Se
         let changed = sent
             .as_ref()
             .is_none_or(|s| s.run != run.id || s.hash != hash);
+        let every = if ended(&run.phase) {
+            SETTLED_EVERY
+        } else {
+            EVERY
+        };
         sent = Some(Sent {
             run: run.id.clone(),
             hash,
-            built: Instant::now(),
+            next: at + every.max(took * COST_FACTOR),
         });
         if changed && !send(bytes).await {
             return;
