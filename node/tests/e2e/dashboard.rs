@@ -16,12 +16,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fusi_testnet::{Mesh, MeshConfig, TargetConfig, get_json};
+use fusi_testnet::{Latency, Mesh, MeshConfig, TargetConfig, get_json};
 use serde_json::{Value, json};
 
 use super::html::find_chromium;
-use super::runs::{hello, node_bin, submit, wait_child};
-use super::{kill_group, serial, target, without_clippy};
+use super::runs::{hello, node_bin, run_id_of, submit, wait_child};
+use super::{fusi_to, kill_group, serial, target, without_clippy};
 
 /// How long one DevTools call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -230,14 +230,14 @@ const PROBE: &str = r#"(function () {
 })()"#;
 
 #[test]
-fn a_run_is_watched_live_in_the_dashboard_of_a_node_it_was_not_submitted_to() {
+fn a_run_is_watched_live_from_another_node_written_as_junit_and_compared_with_a_slower_one() {
     let Some(bin) = find_chromium() else {
         assert!(
             std::env::var_os("FUSI_REQUIRE_CHROMIUM").is_none(),
             "FUSI_REQUIRE_CHROMIUM=1 but no chromium: install Debian's chromium package"
         );
         eprintln!(
-            "\n*** SKIPPED a_run_is_watched_live_in_the_dashboard_of_a_node_it_was_not_submitted_to: \
+            "\n*** SKIPPED a_run_is_watched_live_from_another_node_written_as_junit_and_compared_with_a_slower_one: \
              no chromium (install Debian's chromium package, or set FUSI_CHROMIUM) ***\n"
         );
         return;
@@ -297,7 +297,17 @@ fn a_run_is_watched_live_in_the_dashboard_of_a_node_it_was_not_submitted_to() {
     let (mut child, id) = submit(
         nodes[0].api,
         &token,
-        &[&hello, "--vus", "6", "--duration", "8s", "--env", &env],
+        &[
+            &hello,
+            "--vus",
+            "6",
+            "--duration",
+            "8s",
+            "--env",
+            &env,
+            "--threshold",
+            "http_req_duration: p(95)<1s",
+        ],
     );
     let mut live = Vec::new();
     let started = Instant::now();
@@ -374,5 +384,71 @@ fn a_run_is_watched_live_in_the_dashboard_of_a_node_it_was_not_submitted_to() {
         browser.errors
     );
     drop(browser);
+
+    // The same run as JUnit, from the third node, and compared with a run
+    // against a target 5 ms slower, which `compare` flags.
+    let junit = dir.join("report.xml");
+    let written = fusi_to(
+        &token,
+        &[
+            "report",
+            &id,
+            "--api",
+            &nodes[2].api.to_string(),
+            "--out",
+            junit.to_str().unwrap_or_default(),
+        ],
+    );
+    assert!(written.output.status.success(), "{}", written.stderr());
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    assert!(
+        xml.starts_with("<?xml") && xml.contains("http_req_duration: p(95)&lt;1s"),
+        "{xml}"
+    );
+    let slow = target(TargetConfig {
+        latency: Latency::Fixed(Duration::from_millis(5)),
+        ..TargetConfig::default()
+    });
+    let slower = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello,
+            "--vus",
+            "6",
+            "--duration",
+            "3s",
+            "--env",
+            &format!("TARGET={}", slow.url()),
+            "--api",
+            &nodes[1].api.to_string(),
+        ],
+    );
+    assert!(slower.output.status.success(), "{}", slower.stderr());
+    let compared = fusi_to(
+        &token,
+        &[
+            "compare",
+            &id,
+            &run_id_of(&slower.stderr()),
+            "--fail-if-slower",
+            "5%",
+            "--api",
+            &nodes[2].api.to_string(),
+        ],
+    );
+    assert_eq!(
+        compared.output.status.code(),
+        Some(99),
+        "{}",
+        compared.stderr()
+    );
+    assert!(
+        compared
+            .stderr()
+            .contains("error: B is slower than A beyond noise"),
+        "{}",
+        compared.stderr()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
