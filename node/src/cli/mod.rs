@@ -29,6 +29,7 @@ use crate::{html, junit, summary};
 use fusi_sdk::abi::MetricKind;
 
 mod mesh;
+mod new;
 mod runs;
 mod simulate;
 
@@ -68,6 +69,9 @@ enum Cmd {
     /// Build a scenario crate (or a workspace of them) into .wasm modules.
     #[command(after_long_help = BUILD_EXAMPLES)]
     Build(BuildArgs),
+    /// Make a new scenario crate that builds with one command.
+    #[command(after_long_help = new::NEW_HELP)]
+    New(new::NewArgs),
     /// Start a long-running node that joins (or starts) a mesh.
     #[command(after_long_help = mesh::UP_EXAMPLES)]
     Up(mesh::UpArgs),
@@ -1267,6 +1271,7 @@ pub fn main() -> ExitCode {
         Cmd::Up(args) => runtime().and_then(|rt| rt.block_on(mesh::up(args))),
         Cmd::Peers(args) => runtime().and_then(|rt| rt.block_on(mesh::peers(args))),
         Cmd::Status(args) => runtime().and_then(|rt| rt.block_on(mesh::status(args))),
+        Cmd::New(args) => new::new(&args),
         Cmd::Dashboard(args) => runtime().and_then(|rt| rt.block_on(mesh::dashboard(args))),
         Cmd::Runs(args) => runtime().and_then(|rt| rt.block_on(runs::runs(args))),
         Cmd::Stop(args) => runtime().and_then(|rt| rt.block_on(runs::stop(args))),

@@ -349,3 +349,89 @@ fn a_scenario_built_for_the_host_fails_with_how_to_build_it() {
     );
     assert!(!err.contains("could not find `prelude`"), "{err}");
 }
+
+#[test]
+fn a_new_scenario_builds_and_runs_with_one_command_and_is_never_written_over() {
+    let _g = serial();
+    // The example scenarios are built first: the new crate borrows their
+    // lock file and target directory, so its dependencies are built once.
+    let examples = scenario("hello");
+    let examples_target = examples
+        .ancestors()
+        .nth(3)
+        .unwrap_or_else(|| panic!("no target dir above {}", examples.display()))
+        .to_owned();
+    let dir = tempfile_path("new");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir_arg = dir.to_str().unwrap_or_default();
+    let made = fusi(&["new", "first-load", "--dir", dir_arg]);
+    assert!(made.output.status.success(), "{}", made.stderr());
+    assert!(
+        made.stderr().contains("fusi-node run . --vus 10"),
+        "{}",
+        made.stderr()
+    );
+    let again = fusi(&["new", "first-load", "--dir", dir_arg]);
+    assert_eq!(again.output.status.code(), Some(1));
+    assert!(
+        again.stderr().contains("never overwrites"),
+        "{}",
+        again.stderr()
+    );
+    let bad = fusi(&["new", "First Load"]);
+    assert_eq!(bad.output.status.code(), Some(2));
+    assert!(bad.stderr().contains("checkout-flow"), "{}", bad.stderr());
+
+    let root = dir.join("first-load");
+    std::fs::copy(repo().join("scenarios/Cargo.lock"), root.join("Cargo.lock"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = target(TargetConfig::default());
+    let out = dir.join("summary.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusi-node"));
+    without_clippy(&mut cmd);
+    let run = cmd
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &examples_target)
+        .env("XDG_DATA_HOME", test_data_home())
+        .args(["run", ".", "--vus", "2", "--duration", "1s", "--local"])
+        .args(["--env", &format!("TARGET={}", t.url())])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start fusi-node: {e}"));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let report: serde_json::Value = std::fs::read(&out)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("no report: {stderr}"));
+    let summary = &report["summary"];
+    let requests = num(summary, &["http", "requests"]);
+    assert!(requests >= 2.0, "{summary}");
+    assert_eq!(requests, t.stats().requests as f64);
+    assert_eq!(summary["checks"][0]["name"], "status is 200", "{summary}");
+    assert_eq!(num(&summary["checks"][0], &["fails"]), 0.0, "{summary}");
+    assert_eq!(
+        num(summary, &["custom", "page_bytes", "count"]),
+        requests,
+        "{summary}"
+    );
+    // Its two declared thresholds were judged, and passed.
+    let judged: Vec<&str> = report["thresholds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["pass"] == true)
+        .filter_map(|t| t["threshold"].as_str())
+        .collect();
+    assert_eq!(
+        judged,
+        [
+            "http_req_failed: rate<0.01",
+            "http_req_duration: p(95)<500ms"
+        ],
+        "{}",
+        report["thresholds"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
