@@ -377,6 +377,37 @@ fn the_systemd_unit_starts_a_node_with_its_limits() {
     assert!(maps >= fusi_node::limits::maps_needed(max_vus), "{maps}");
     // wasmtime writes machine code at run time.
     assert!(!unit.contains("\nMemoryDenyWriteExecute=yes"));
+    verify_with_systemd(&unit);
+}
+
+/// Has systemd itself check the unit (settings, specifiers, the binary),
+/// with ExecStart pointed at the binary under test, where `systemd-analyze`
+/// is installed.
+fn verify_with_systemd(unit: &str) {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED `systemd-analyze verify` of fusi-node.service: no systemd-analyze here");
+        return;
+    }
+    let dir = super::tempfile_path("unit");
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let copy = dir.join("fusi-node.service");
+    let bin = node_bin().to_string_lossy().into_owned();
+    std::fs::write(&copy, unit.replace("/usr/local/bin/fusi-node", &bin)).expect("write the unit");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("run systemd-analyze");
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !said.contains("fusi-node.service"),
+        "systemd-analyze verify: {said}"
+    );
 }
 
 /// The instructions of the Containerfile's last stage, joined across `\`.
