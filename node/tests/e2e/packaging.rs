@@ -290,8 +290,17 @@ fn the_kubernetes_manifests_give_the_node_what_it_needs() {
     );
 
     // Nothing runs as root, and the readiness probe is a command the node has.
-    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
-    assert!(pod["securityContext"]["runAsUser"].as_i64() > Some(0));
+    let security = &pod["securityContext"];
+    assert_eq!(security["runAsNonRoot"].as_bool(), Some(true));
+    assert!(security["runAsUser"].as_i64() > Some(0));
+    // An fsGroup applied at every mount would make the API token (0600)
+    // group-readable after a restart, which the node refuses.
+    if !security["fsGroup"].is_badvalue() {
+        assert_eq!(
+            security["fsGroupChangePolicy"].as_str(),
+            Some("OnRootMismatch")
+        );
+    }
     let probe: Vec<String> = list(&container["readinessProbe"]["exec"]["command"], "probe")
         .iter()
         .map(|a| text(a, "the probe's command").to_owned())
