@@ -548,21 +548,39 @@ impl Node {
             }
             Ok(ips) => {
                 let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
-                let line = format!(
-                    "the bootstrap name {name} resolves to [{}]: dialing {} of them \
-                     (not this node's own, not members'); resolving it again in {retry:.0} s",
-                    list.join(", "),
-                    dials.len()
-                );
-                if alone && dials.is_empty() {
-                    warn!(
-                        "{line}; nothing to dial yet (a Kubernetes headless service lists a pod \
-                         only once it is ready, unless it sets publishNotReadyAddresses)"
+                let list = list.join(", ");
+                let dialing: Vec<&str> = dials
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::DialBootstrap { addr, .. } => Some(addr.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                if dialing.is_empty() {
+                    let line = format!(
+                        "the bootstrap name {name} resolves to [{list}], none of them a node to \
+                         dial (this node's own addresses, members', or of the other IP family); \
+                         resolving it again in {retry:.0} s"
                     );
-                } else if alone {
-                    info!("{line}");
+                    if alone {
+                        warn!(
+                            "{line} (a Kubernetes headless service lists a pod only once it is \
+                             ready, unless it sets publishNotReadyAddresses)"
+                        );
+                    } else {
+                        debug!("{line}");
+                    }
                 } else {
-                    debug!("{line}");
+                    let line = format!(
+                        "the bootstrap name {name} resolves to [{list}]: dialing {}; resolving \
+                         it again in {retry:.0} s",
+                        dialing.join(", ")
+                    );
+                    if alone {
+                        info!("{line}");
+                    } else {
+                        debug!("{line}");
+                    }
                 }
             }
         }
