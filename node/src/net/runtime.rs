@@ -547,7 +547,11 @@ impl Node {
                 }
             }
             Ok(ips) => {
-                let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+                // A log line, not a listing: the first 16 addresses.
+                let mut list: Vec<String> = ips.iter().take(16).map(IpAddr::to_string).collect();
+                if ips.len() > 16 {
+                    list.push(format!("and {} more", ips.len() - 16));
+                }
                 let list = list.join(", ");
                 let dialing: Vec<&str> = dials
                     .iter()
