@@ -14,6 +14,7 @@ use crate::api::client::{ApiClient, TokenSource};
 use crate::api::token::TOKEN_ENV;
 use crate::api::{DEFAULT_API, PeersView, StatusView};
 use crate::core::latency::LatencyMap;
+use crate::core::mesh::bootstrap::{Family, Seed, SeedName, is_host_name};
 use crate::core::wire::{MAX_NAME_LEN, validate_region};
 use crate::net::{self, NodeConfig, meshkey};
 
@@ -27,6 +28,12 @@ and learns the rest from it.
   fusi-node up --mesh-key mesh.key --region fra
   fusi-node up --mesh-key mesh.key --region nrt \\
       --bootstrap /ip4/10.0.0.5/tcp/7400/p2p/12D3KooW...
+
+--bootstrap also takes a host name, as NAME:PORT or /dns/NAME/tcp/PORT
+(/dns4, /dns6 for one family): the node resolves it to every address it
+has, dials each, and resolves it again every 30 s at most, so a DNS round
+robin or a Kubernetes headless service (`--bootstrap
+fusi.fusi.svc.cluster.local:7400`) bootstraps every node alike.
 
 The first node prints its address (`p2p listening on ...`), and `fusi-node
 status` shows it later. On a LAN, --mdns finds nodes without --bootstrap.
@@ -48,10 +55,13 @@ pub struct UpArgs {
     /// Where to listen for other nodes (a multiaddr); repeatable.
     #[arg(long, value_parser = listen_arg, default_value = "/ip4/0.0.0.0/tcp/7400")]
     listen: Vec<Multiaddr>,
-    /// A node already in the mesh, for example /ip4/10.0.0.5/tcp/7400/p2p/12D3KooW...;
-    /// repeatable. Retried with backoff until one answers.
-    #[arg(long, value_parser = dial_arg)]
-    bootstrap: Vec<Multiaddr>,
+    /// A node already in the mesh: an address (/ip4/10.0.0.5/tcp/7400[/p2p/12D3KooW...]
+    /// or 10.0.0.5:7400) or a host name whose every address is dialed
+    /// (fusi.example.com:7400, /dns/fusi.example.com/tcp/7400, /dns4, /dns6);
+    /// repeatable. Retried with backoff until one answers; names are
+    /// resolved again every 30 s at most.
+    #[arg(long, value_name = "ADDR_OR_NAME", value_parser = dial_arg)]
+    bootstrap: Vec<Seed>,
     /// Find nodes on the local network by multicast DNS.
     #[arg(long)]
     mdns: bool,
@@ -185,23 +195,81 @@ fn listen_arg(s: &str) -> Result<Multiaddr, String> {
     }
 }
 
-fn dial_arg(s: &str) -> Result<Multiaddr, String> {
+const DIAL_FORMS: &str = "/ip4/10.0.0.5/tcp/7400[/p2p/12D3KooW...], 10.0.0.5:7400, \
+     fusi.example.com:7400 or /dns/fusi.example.com/tcp/7400";
+
+/// `--bootstrap`: a multiaddr (an IP or a name, TCP, optionally a peer
+/// id), or `HOST:PORT` with a host name, an IPv4 address or `[IPv6]`.
+fn dial_arg(s: &str) -> Result<Seed, String> {
+    if !s.starts_with('/') {
+        return host_port(s);
+    }
     let addr = multiaddr(s)?;
     let mut parts = addr.iter();
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (
-            Some(Protocol::Ip4(_) | Protocol::Ip6(_)),
-            Some(Protocol::Tcp(_)),
-            None | Some(Protocol::P2p(_)),
-            None,
-        ) => Ok(addr),
-        (Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)), ..) => Err(format!(
-            "{s:?}: host names are not resolved; give the node's IP address, as in /ip4/10.0.0.5/tcp/7400"
-        )),
-        _ => Err(format!(
-            "{s:?}: write IP, TCP port and (optionally) peer id, as in /ip4/10.0.0.5/tcp/7400/p2p/12D3KooW..."
-        )),
+    let (first, tcp, peer, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let port = match tcp {
+        Some(Protocol::Tcp(port)) if port != 0 => port,
+        _ => return Err(format!("{s:?}: write a TCP port, as in {DIAL_FORMS}")),
+    };
+    let peer = match (peer, rest) {
+        (None, None) => None,
+        (Some(Protocol::P2p(id)), None) => Some(id.to_string()),
+        _ => {
+            return Err(format!(
+                "{s:?}: after the TCP port only /p2p/PEER_ID may follow, as in {DIAL_FORMS}"
+            ));
+        }
+    };
+    let (host, family) = match first {
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_)) => return Ok(Seed::Address(addr.to_string())),
+        Some(Protocol::Dns(host)) => (host, Family::Any),
+        Some(Protocol::Dns4(host)) => (host, Family::V4),
+        Some(Protocol::Dns6(host)) => (host, Family::V6),
+        _ => {
+            return Err(format!(
+                "{s:?}: write an address or a host name, as in {DIAL_FORMS}"
+            ));
+        }
+    };
+    name_seed(s, &host, port, family, peer)
+}
+
+fn name_seed(
+    s: &str,
+    host: &str,
+    port: u16,
+    family: Family,
+    peer: Option<String>,
+) -> Result<Seed, String> {
+    if !is_host_name(host) {
+        return Err(format!(
+            "{s:?}: {host:?} is not a host name (letters, digits, '-' and dots, at most 253 \
+             bytes); write for example {DIAL_FORMS}"
+        ));
     }
+    Ok(Seed::Name(SeedName {
+        host: host.to_ascii_lowercase(),
+        port,
+        family,
+        peer,
+    }))
+}
+
+/// `HOST:PORT`: an IP address becomes the multiaddr it names, a host name a
+/// name to resolve.
+fn host_port(s: &str) -> Result<Seed, String> {
+    let usage =
+        || format!("{s:?} is not an address or a host name with a port; write {DIAL_FORMS}");
+    let (host, port) = s.rsplit_once(':').ok_or_else(usage)?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(usage)?;
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let ip: std::net::Ipv6Addr = v6.parse().map_err(|_| usage())?;
+        return Ok(Seed::Address(format!("/ip6/{ip}/tcp/{port}")));
+    }
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return Ok(Seed::Address(format!("/ip4/{ip}/tcp/{port}")));
+    }
+    name_seed(s, host, port, Family::Any, None)
 }
 
 /// The data directory a node uses without --data-dir.
@@ -541,23 +609,15 @@ mod tests {
     fn addresses_are_checked_with_a_fix_in_the_message() {
         assert!(listen_arg("/ip4/127.0.0.1/tcp/0").is_ok());
         assert!(listen_arg("/ip4/127.0.0.1/udp/1/quic-v1").is_err());
-        assert!(dial_arg("/ip4/10.0.0.5/tcp/7400").is_ok());
         assert!(
-            dial_arg(
-                "/ip4/10.0.0.5/tcp/7400/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
-            )
-            .is_ok()
-        );
-        assert!(
-            dial_arg("/dns4/example.com/tcp/7400")
+            dial_arg("/ip4/10.0.0.5/tcp/7400/udp/1")
                 .unwrap_err()
-                .contains("IP address")
+                .contains("fusi.example.com:7400")
         );
-        assert!(
-            dial_arg("10.0.0.5:7400")
-                .unwrap_err()
-                .contains("/ip4/10.0.0.5/tcp/7400")
-        );
+        assert!(dial_arg("fusi.example.com").is_err());
+        assert!(dial_arg("fusi.example.com:0").is_err());
+        assert!(dial_arg("under_score.example:7400").is_err());
+        assert!(dial_arg("[10.0.0.5]:7400").is_err());
         assert_eq!(
             api_arg("http://127.0.0.1:7401/"),
             Ok("127.0.0.1:7401".parse().unwrap())
@@ -565,6 +625,59 @@ mod tests {
         assert!(api_arg("localhost").is_err());
         assert!(region_arg("Frankfurt").is_err());
         assert!(name_arg(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn bootstrap_takes_addresses_and_host_names() {
+        let id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let address = |a: &str| Ok(Seed::Address(a.to_owned()));
+        let name = |host: &str, port, family, peer: Option<&str>| {
+            Ok(Seed::Name(SeedName {
+                host: host.to_owned(),
+                port,
+                family,
+                peer: peer.map(str::to_owned),
+            }))
+        };
+        let cases = [
+            ("/ip4/10.0.0.5/tcp/7400", address("/ip4/10.0.0.5/tcp/7400")),
+            (
+                &format!("/ip6/::1/tcp/7400/p2p/{id}"),
+                address(&format!("/ip6/::1/tcp/7400/p2p/{id}")),
+            ),
+            ("10.0.0.5:7400", address("/ip4/10.0.0.5/tcp/7400")),
+            ("[fd00::5]:7400", address("/ip6/fd00::5/tcp/7400")),
+            (
+                "fusi.fusi.svc.cluster.local:7400",
+                name("fusi.fusi.svc.cluster.local", 7400, Family::Any, None),
+            ),
+            ("localhost:9", name("localhost", 9, Family::Any, None)),
+            (
+                "Fusi-0.Example:1",
+                name("fusi-0.example", 1, Family::Any, None),
+            ),
+            ("/dns/fusi/tcp/7400", name("fusi", 7400, Family::Any, None)),
+            ("/dns4/fusi/tcp/7400", name("fusi", 7400, Family::V4, None)),
+            (
+                &format!("/dns6/fusi/tcp/7400/p2p/{id}"),
+                name("fusi", 7400, Family::V6, Some(id)),
+            ),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(dial_arg(arg), want, "{arg}");
+        }
+        for (bad, says) in [
+            ("10.0.0.5", "not an address or a host name with a port"),
+            ("fusi:http", "not an address or a host name with a port"),
+            ("/dns/fusi/udp/7400", "write a TCP port"),
+            ("/dns/fusi/tcp/0", "write a TCP port"),
+            ("/dns/-x/tcp/7400", "is not a host name"),
+            ("/ip4/10.0.0.5/tcp/7400/ws", "only /p2p/PEER_ID may follow"),
+            ("/ip4/10.0.0/tcp/1", "not a multiaddr"),
+        ] {
+            let error = dial_arg(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 
     #[test]

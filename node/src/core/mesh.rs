@@ -7,8 +7,9 @@
 //! - it keeps a [`ClockFilter`] per member, fed by NTP-style exchanges that
 //!   it schedules: a quick burst after a member joins, then a steady pace, so
 //!   the estimate is ready soon and follows drift later;
-//! - it dials the bootstrap addresses until one answers (with backoff), and
-//!   every member it learns of but is not connected to.
+//! - it dials the bootstrap addresses until one answers (with backoff),
+//!   resolves the bootstrap names and dials their addresses ([`bootstrap`]),
+//!   and dials every member it learns of but is not connected to.
 //!
 //! The network layer (`crate::net`) feeds it what happened (a heartbeat, a
 //! clock answer, a connection) with the current monotonic time, calls
@@ -22,6 +23,11 @@ use std::time::Duration;
 use crate::core::clock::{ClockFilter, Estimate, Exchange};
 use crate::core::membership::{Event, Heartbeat, Member, Membership, MembershipConfig, PROTOCOL};
 use crate::core::wire::{MAX_ADDR_LEN, MAX_LISTEN_ADDRS};
+
+pub mod bootstrap;
+
+use bootstrap::Bootstraps;
+pub use bootstrap::{Family, Seed, SeedName};
 
 /// The most members that left a node keeps dialing.
 const MAX_DEPARTED: usize = 1024;
@@ -122,12 +128,21 @@ pub enum Action {
         /// Where it listens.
         addrs: Vec<String>,
     },
-    /// Dial a bootstrap address (again).
+    /// Dial a bootstrap address (again), or an address of a bootstrap name;
+    /// report a connection with [`MeshCore::on_bootstrap_connected`].
     DialBootstrap {
-        /// Which bootstrap address, by its position in the list.
+        /// Which bootstrap seed, by its position in the list.
         index: usize,
         /// The address.
         addr: String,
+    },
+    /// Resolve a bootstrap name to its addresses, off the event loop, and
+    /// hand the answer to [`MeshCore::on_resolved`].
+    Resolve {
+        /// Which bootstrap seed, by its position in the list.
+        index: usize,
+        /// The name.
+        name: SeedName,
     },
     /// Membership changed: log it.
     Membership(Event),
@@ -215,18 +230,6 @@ struct Departed {
     until: Duration,
 }
 
-#[derive(Debug, Clone)]
-enum BootstrapState {
-    Dialing(Redial),
-    Connected,
-}
-
-#[derive(Debug, Clone)]
-struct Bootstrap {
-    addr: String,
-    state: BootstrapState,
-}
-
 /// One node's mesh state: membership, clocks, dialing.
 #[derive(Debug)]
 pub struct MeshCore {
@@ -240,7 +243,7 @@ pub struct MeshCore {
     redials: BTreeMap<String, Redial>,
     departed: BTreeMap<String, Departed>,
     connected: BTreeSet<String>,
-    bootstraps: Vec<Bootstrap>,
+    bootstraps: Bootstraps,
     /// Steps of this node's own wall clock, announced in heartbeats.
     clock_epoch: u32,
     /// When this node's own wall clock last stepped (monotonic).
@@ -256,7 +259,7 @@ pub struct MeshCore {
 
 impl MeshCore {
     /// A node that starts at `now`, dialing `bootstraps` until one answers.
-    pub fn new(me: LocalNode, config: MeshConfig, bootstraps: Vec<String>, now: Duration) -> Self {
+    pub fn new(me: LocalNode, config: MeshConfig, bootstraps: Vec<Seed>, now: Duration) -> Self {
         MeshCore {
             membership: Membership::new(&me.id, config.membership),
             me,
@@ -273,13 +276,7 @@ impl MeshCore {
             busy: false,
             dead: BTreeSet::new(),
             pending: Vec::new(),
-            bootstraps: bootstraps
-                .into_iter()
-                .map(|addr| Bootstrap {
-                    addr,
-                    state: BootstrapState::Dialing(Redial::new(now, config.redial_min)),
-                })
-                .collect(),
+            bootstraps: Bootstraps::new(bootstraps, now, config.redial_min, config.redial_max),
         }
     }
 
@@ -358,24 +355,9 @@ impl MeshCore {
                 });
             }
         }
-        if self.connected.is_empty() {
-            // Cut off from everyone: go back to the bootstrap addresses.
-            for b in &mut self.bootstraps {
-                if matches!(b.state, BootstrapState::Connected) {
-                    b.state = BootstrapState::Dialing(Redial::new(now, self.config.redial_min));
-                }
-            }
-        }
-        for (index, b) in self.bootstraps.iter_mut().enumerate() {
-            if let BootstrapState::Dialing(redial) = &mut b.state
-                && redial.due(now, self.config.redial_max)
-            {
-                actions.push(Action::DialBootstrap {
-                    index,
-                    addr: b.addr.clone(),
-                });
-            }
-        }
+        // Cut off from everyone: the bootstrap seeds start over.
+        let isolated = self.connected.is_empty();
+        self.bootstraps.tick(now, isolated, &mut actions);
         // Members and connections are both sorted by id: walk them side by
         // side rather than search one for each of the other (with a
         // thousand members, ticks happen often enough for it to show).
@@ -617,20 +599,40 @@ impl MeshCore {
         self.connected.remove(peer);
     }
 
-    /// A bootstrap dial connected.
-    pub fn on_bootstrap_connected(&mut self, index: usize) {
-        if let Some(b) = self.bootstraps.get_mut(index) {
-            b.state = BootstrapState::Connected;
-        }
+    /// A [`Action::DialBootstrap`] of `addr` for the seed at `index`
+    /// connected.
+    pub fn on_bootstrap_connected(&mut self, index: usize, addr: &str) {
+        self.bootstraps.on_connected(index, addr);
     }
 
-    /// When the bootstrap address at `index` will be dialed next, if it is
-    /// still being dialed (for the log line of a failure).
+    /// The answer to a [`Action::Resolve`] for the seed at `index`: the
+    /// name's addresses, or `None` when resolving failed. Returns the dials
+    /// to make: every address of the name but this node's own and those a
+    /// member announces (see [`bootstrap`]).
+    pub fn on_resolved(
+        &mut self,
+        index: usize,
+        answer: Option<&[std::net::IpAddr]>,
+    ) -> Vec<Action> {
+        let announced: BTreeSet<&str> = self
+            .membership
+            .members()
+            .flat_map(|m| m.heartbeat.listen.iter().map(String::as_str))
+            .chain(self.listen.iter().map(String::as_str))
+            .collect();
+        // An address with a peer id matches the same address announced
+        // without it.
+        let skip = |addr: &str| {
+            let bare = addr.split_once("/p2p/").map_or(addr, |(bare, _)| bare);
+            announced.contains(bare)
+        };
+        self.bootstraps.on_resolved(index, answer, skip)
+    }
+
+    /// When the bootstrap seed at `index` will be dialed or resolved next,
+    /// if it still is (for the log line of a failure).
     pub fn bootstrap_retry_at(&self, index: usize) -> Option<Duration> {
-        match &self.bootstraps.get(index)?.state {
-            BootstrapState::Dialing(redial) => Some(redial.next_at),
-            BootstrapState::Connected => None,
-        }
+        self.bootstraps.retry_at(index)
     }
 
     /// A member, if known.

@@ -34,13 +34,23 @@ pub fn read(path: &Path) -> anyhow::Result<PreSharedKey> {
         })
 }
 
+/// Whether a key file with permission bits `mode`, of group `file_gid`, can
+/// be read by others than this process's user: any user, or a group other
+/// than the process's own (`egid`). A Kubernetes pod's `fsGroup` makes a
+/// Secret's files group-readable by the pod's own group, which is no leak.
+fn exposed(mode: u32, file_gid: u32, egid: u32) -> bool {
+    mode & 0o007 != 0 || (mode & 0o070 != 0 && file_gid != egid)
+}
+
 /// Warns when others than the owner may read a key file.
 fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let egid = unsafe { libc::getegid() };
         if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
+            && exposed(meta.permissions().mode(), meta.gid(), egid)
         {
             tracing::warn!(
                 "the mesh key {} can be read by other users; run `chmod 600 {}`",
@@ -71,6 +81,14 @@ pub fn generate(path: &Path) -> anyhow::Result<PreSharedKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_readable_by_its_own_group_only_is_not_exposed() {
+        assert!(!exposed(0o100600, 5, 7));
+        assert!(!exposed(0o100440, 7, 7), "a pod's fsGroup");
+        assert!(exposed(0o100640, 5, 7));
+        assert!(exposed(0o100604, 7, 7));
+    }
 
     #[test]
     fn a_generated_key_reads_back_and_is_not_overwritten() {

@@ -36,7 +36,8 @@ use crate::api::{self, PeerView, PeersView, Query, StatusView};
 use crate::core::clock::{Exchange, STEP_MARGIN_NS};
 use crate::core::latency::LatencyMap;
 use crate::core::membership::{Event, Heartbeat};
-use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore};
+use crate::core::mesh::bootstrap::MAX_RESOLVED;
+use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore, Seed, SeedName};
 use crate::core::wire::{self, MEMBERS_TOPIC, Request, Response};
 use crate::net::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use crate::net::health::HealthProbe;
@@ -49,8 +50,8 @@ use crate::store::DataDir;
 pub struct NodeConfig {
     /// Addresses to listen on.
     pub listen: Vec<Multiaddr>,
-    /// Nodes to join through.
-    pub bootstrap: Vec<Multiaddr>,
+    /// Nodes to join through: addresses, and host names to resolve.
+    pub bootstrap: Vec<Seed>,
     /// Discover nodes on the LAN.
     pub mdns: bool,
     /// Name shown to others.
@@ -180,6 +181,19 @@ mod sync;
 /// The most messages latency emulation holds at once.
 const MAX_DELAYED: usize = 10_000;
 
+/// How long a bootstrap name may take to resolve before the question counts
+/// as failed (the system resolver's own timeouts are usually 5 s, tried
+/// twice).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The answer to a [`Action::Resolve`]: which seed, and its addresses or
+/// why there are none.
+struct Resolved {
+    index: usize,
+    name: SeedName,
+    answer: Result<Vec<IpAddr>, String>,
+}
+
 const KEY_HINT: &str = "if that node runs, check that both use the same mesh key (compare the fingerprints in `fusi-node status`)";
 
 struct Node {
@@ -195,7 +209,10 @@ struct Node {
     /// Clock questions in flight: the peer, `t1`, and when it was sent on
     /// the monotonic clock.
     pending: HashMap<OutboundRequestId, (PeerId, i64, Duration)>,
-    bootstrap_dials: HashMap<ConnectionId, usize>,
+    /// Bootstrap dials in flight: the seed's index and the address.
+    bootstrap_dials: HashMap<ConnectionId, (usize, String)>,
+    /// Where resolved bootstrap names come back to the event loop.
+    resolved: mpsc::Sender<Resolved>,
     labels: HashMap<String, String>,
     once: LogOnce,
     delayed: mpsc::UnboundedSender<Inbound>,
@@ -270,8 +287,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         vu_limit: config.vu_limit,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let bootstrap = config.bootstrap.iter().map(|a| a.to_string()).collect();
+    let bootstrap = config.bootstrap.clone();
     let (delayed_tx, mut delayed_rx) = mpsc::unbounded_channel();
+    // At most one question per name is out at a time.
+    let (resolved_tx, mut resolved_rx) = mpsc::channel(config.bootstrap.len().max(1));
     let partition = EmulatedPartition::new(config.emulate_partition_file.clone());
     let mut node = Node {
         swarm,
@@ -283,6 +302,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         latency: config.emulate_latency.as_ref().map(|(_, map)| map.clone()),
         pending: HashMap::new(),
         bootstrap_dials: HashMap::new(),
+        resolved: resolved_tx,
         labels: HashMap::new(),
         once: LogOnce(HashSet::new()),
         delayed: delayed_tx,
@@ -308,6 +328,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             _ = health_every.tick() => node.health = probe.sample(),
             Some(query) = query_rx.recv() => node.answer(query),
             Some(inbound) = delayed_rx.recv() => node.handle(inbound),
+            Some(resolved) = resolved_rx.recv() => node.on_resolved(resolved),
             Some(event) = worker_rx.recv() => node.on_worker(event),
             event = node.swarm.select_next_some() => node.on_swarm(event),
         }
@@ -438,25 +459,138 @@ impl Node {
                     _ => DialOpts::unknown_peer_id().address(ma).build(),
                 };
                 let cid = opts.connection_id();
-                self.bootstrap_dials.insert(cid, index);
+                self.bootstrap_dials.insert(cid, (index, addr.clone()));
                 if let Err(e) = self.swarm.dial(opts) {
                     self.bootstrap_dials.remove(&cid);
                     self.bootstrap_failed(index, &addr, &e.to_string());
                 }
             }
+            Action::Resolve { index, name } => self.resolve(index, name),
             Action::Membership(event) => self.log_membership(event),
         }
     }
 
-    fn bootstrap_failed(&mut self, index: usize, addr: &str, error: &str) {
-        let retry = self
-            .core
+    /// Seconds until the seed at `index` is dialed or resolved again.
+    fn retry_in(&self, index: usize) -> f64 {
+        self.core
             .bootstrap_retry_at(index)
             .map(|at| at.saturating_sub(self.now()).as_secs_f64())
-            .unwrap_or(0.0);
-        warn!(
-            "cannot reach the bootstrap node {addr}: {error}; retrying in {retry:.0} s ({KEY_HINT})"
-        );
+            .unwrap_or(0.0)
+    }
+
+    fn bootstrap_failed(&mut self, index: usize, addr: &str, error: &str) {
+        let retry = self.retry_in(index);
+        match self.config.bootstrap.get(index) {
+            Some(Seed::Name(name)) => {
+                // An address of a name: a record of a node not up yet, or
+                // gone. Worth a warning only while this node is alone.
+                let line = format!(
+                    "cannot reach the bootstrap node {addr} (an address of {name}): {error}; \
+                     resolving the name again in {retry:.0} s ({KEY_HINT})"
+                );
+                if self.core.connected_count() == 0 {
+                    warn!("{line}");
+                } else {
+                    debug!("{line}");
+                }
+            }
+            _ => warn!(
+                "cannot reach the bootstrap node {addr}: {error}; retrying in {retry:.0} s ({KEY_HINT})"
+            ),
+        }
+    }
+
+    /// Resolves a bootstrap name with the system resolver on a task of its
+    /// own (the lookup blocks a thread of tokio's blocking pool, never the
+    /// event loop), and hands the answer back through `resolved`.
+    fn resolve(&mut self, index: usize, name: SeedName) {
+        let tx = self.resolved.clone();
+        tokio::spawn(async move {
+            let lookup = tokio::net::lookup_host((name.host.as_str(), name.port));
+            let answer = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                Ok(Ok(addrs)) => Ok(addrs.map(|a| a.ip()).take(4 * MAX_RESOLVED).collect()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {} s", RESOLVE_TIMEOUT.as_secs())),
+            };
+            let _ = tx
+                .send(Resolved {
+                    index,
+                    name,
+                    answer,
+                })
+                .await;
+        });
+    }
+
+    /// A bootstrap name resolved (or not): logs it, and dials what the core
+    /// says. Logged as a warning or at info while this node is alone, at
+    /// debug once it has members (the name is asked again every 30 s).
+    fn on_resolved(&mut self, resolved: Resolved) {
+        let Resolved {
+            index,
+            name,
+            answer,
+        } = resolved;
+        let alone = self.core.connected_count() == 0;
+        let dials = self.core.on_resolved(index, answer.as_deref().ok());
+        let retry = self.retry_in(index);
+        match &answer {
+            Err(e) => {
+                let line = format!(
+                    "cannot resolve the bootstrap name {name}: {e}; trying again in {retry:.0} s \
+                     (check the name, and this host's resolver: /etc/resolv.conf, /etc/hosts)"
+                );
+                if alone {
+                    warn!("{line}")
+                } else {
+                    debug!("{line}")
+                }
+            }
+            Ok(ips) => {
+                // A log line, not a listing: the first 16 addresses.
+                let mut list: Vec<String> = ips.iter().take(16).map(IpAddr::to_string).collect();
+                if ips.len() > 16 {
+                    list.push(format!("and {} more", ips.len() - 16));
+                }
+                let list = list.join(", ");
+                let dialing: Vec<&str> = dials
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::DialBootstrap { addr, .. } => Some(addr.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                if dialing.is_empty() {
+                    let line = format!(
+                        "the bootstrap name {name} resolves to [{list}], none of them a node to \
+                         dial (this node's own addresses, members', or of the other IP family); \
+                         resolving it again in {retry:.0} s"
+                    );
+                    if alone {
+                        warn!(
+                            "{line} (a Kubernetes headless service lists a pod only once it is \
+                             ready, unless it sets publishNotReadyAddresses)"
+                        );
+                    } else {
+                        debug!("{line}");
+                    }
+                } else {
+                    let line = format!(
+                        "the bootstrap name {name} resolves to [{list}]: dialing {}; resolving \
+                         it again in {retry:.0} s",
+                        dialing.join(", ")
+                    );
+                    if alone {
+                        info!("{line}");
+                    } else {
+                        debug!("{line}");
+                    }
+                }
+            }
+        }
+        for action in dials {
+            self.act(action);
+        }
     }
 
     fn log_membership(&mut self, event: Event) {
@@ -673,9 +807,9 @@ impl Node {
                 num_established,
                 ..
             } => {
-                if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
-                    info!(peer = %peer_id, "joined the mesh through a bootstrap node");
-                    self.core.on_bootstrap_connected(index);
+                if let Some((index, addr)) = self.bootstrap_dials.remove(&connection_id) {
+                    info!(peer = %peer_id, "joined the mesh through the bootstrap node {addr}");
+                    self.core.on_bootstrap_connected(index, &addr);
                 }
                 if num_established.get() == 1 {
                     debug!(peer = %peer_id, "connected");
@@ -699,14 +833,12 @@ impl Node {
                 peer_id,
                 error,
             } => {
-                if let Some(index) = self.bootstrap_dials.remove(&connection_id) {
-                    let addr = self
-                        .config
-                        .bootstrap
-                        .get(index)
-                        .map(|a| a.to_string())
-                        .unwrap_or_default();
-                    self.bootstrap_failed(index, &addr, &error.to_string());
+                if let Some((index, addr)) = self.bootstrap_dials.remove(&connection_id) {
+                    if let libp2p::swarm::DialError::LocalPeerId { .. } = error {
+                        debug!("the bootstrap address {addr} is this node's own");
+                    } else {
+                        self.bootstrap_failed(index, &addr, &error.to_string());
+                    }
                 } else {
                     debug!(peer = ?peer_id, "dial failed: {error}");
                     // A member that refuses the redial after its connection

@@ -15,7 +15,7 @@ use super::{GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig,
 use crate::core::assign::Candidate;
 use crate::core::clock::Exchange;
 use crate::core::membership::Event as MemberEvent;
-use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore};
+use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore, Seed};
 use crate::core::metrics::{SeriesKey, SeriesSet};
 use crate::core::runs::{At, MeshView, RunAction, RunsConfig, RunsCore};
 use crate::core::shard::Shard;
@@ -224,9 +224,11 @@ impl World {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let boot = if i < SEEDS {
-                (0..i).map(|s| addrs[s].clone()).collect()
+                (0..i).map(|s| Seed::Address(addrs[s].clone())).collect()
             } else {
-                vec![addrs[rng.below(SEEDS as u64) as usize].clone()]
+                vec![Seed::Address(
+                    addrs[rng.below(SEEDS as u64) as usize].clone(),
+                )]
             };
             let me = LocalNode {
                 id: ids[i].clone(),
@@ -406,7 +408,10 @@ impl World {
                     self.nodes[to].mesh.on_connected(&a);
                 }
                 if let Some(index) = bootstrap {
-                    self.nodes[from].mesh.on_bootstrap_connected(index);
+                    let addr = self.nodes[to].mesh.listen().first().cloned();
+                    self.nodes[from]
+                        .mesh
+                        .on_bootstrap_connected(index, &addr.unwrap_or_default());
                 }
             }
             Event::ClockAsk { from, to, t1 } => {
@@ -562,6 +567,8 @@ impl World {
                         self.dial(i, to, Some(index));
                     }
                 }
+                // The simulated nodes bootstrap by address only.
+                Action::Resolve { .. } => {}
                 Action::Membership(event) => self.on_member_event(i, &event),
             }
         }

@@ -440,10 +440,10 @@ fn up_and_keygen_refuse_bad_flags_with_the_fix() {
         &with(&[
             "--insecure-open",
             "--bootstrap",
-            "/dns4/example.com/tcp/7400",
+            "/dns4/under_score.example/tcp/7400",
         ]),
         2,
-        "give the node's IP address",
+        "is not a host name",
     );
     fails_with(
         &with(&["--insecure-open", "--region", "Frankfurt"]),
@@ -562,4 +562,61 @@ fn the_api_refuses_web_pages_and_requests_without_the_token_and_the_cli_checks_t
         "{}",
         none.stderr()
     );
+}
+
+#[test]
+fn a_node_bootstraps_by_host_name_before_the_name_answers_and_joins() {
+    let _serial = serial();
+    let dir = super::tempfile_path("bootstrap-by-name");
+    let _ = std::fs::remove_dir_all(&dir);
+    // A port nothing listens on yet, for node A to take later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let by_name = format!("localhost:{port}");
+    // B starts first, as pods of a StatefulSet do in parallel: its name
+    // resolves, but nobody answers there yet.
+    let mut config_b = MeshConfig::new(node_bin(), &[("nrt", 1)]);
+    config_b.dir = Some(dir.clone());
+    config_b.extra_args = vec!["--bootstrap".into(), by_name.clone()];
+    let mesh_b = Mesh::start(config_b).expect("node B starts");
+    let b = mesh_b.nodes()[0].clone();
+    let refused = wait_for(Duration::from_secs(20), || {
+        stderr_of(&mesh_b, 0).contains(&format!("(an address of {by_name})"))
+    });
+    assert!(
+        refused.is_some(),
+        "B does not say it cannot reach localhost's address:\n{}",
+        stderr_of(&mesh_b, 0)
+    );
+    // A comes up on 127.0.0.1 (what localhost resolves to, besides maybe
+    // ::1, which then refuses) with the same key.
+    let mut config_a = MeshConfig::new(node_bin(), &[("fra", 1)]);
+    config_a.dir = Some(dir.clone());
+    config_a.extra_args = vec!["--listen".into(), format!("/ip4/127.0.0.1/tcp/{port}")];
+    let mesh_a = Mesh::start(config_a).expect("node A starts");
+    let a = mesh_a.nodes()[0].clone();
+    let joined = wait_for(Duration::from_secs(45), || {
+        listed(a.api, &a.api_token).contains(&b.peer_id)
+            && listed(b.api, &b.api_token).contains(&a.peer_id)
+    });
+    let log_b = stderr_of(&mesh_b, 0);
+    assert!(joined.is_some(), "B did not join A by name:\n{log_b}");
+    eprintln!("B joined A by name {joined:?} after A started");
+    assert!(
+        log_b.contains(&format!("the bootstrap name {by_name} resolves to [")),
+        "{log_b}"
+    );
+    if log_b.contains("::1") {
+        // localhost has an IPv6 address too, where A does not listen: B
+        // said so, and joined through the IPv4 one all the same.
+        assert!(log_b.contains(&format!("/ip6/::1/tcp/{port}")), "{log_b}");
+    }
+    let mut meshes = [mesh_a, mesh_b];
+    for mesh in &mut meshes {
+        assert!(mesh.poll_exits().is_empty(), "a node died");
+    }
+    drop(meshes);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -71,7 +71,7 @@ impl Sim {
                 let boot = if i == 0 {
                     vec![]
                 } else {
-                    vec!["/sim/0".into()]
+                    vec![Seed::Address("/sim/0".into())]
                 };
                 let config = MeshConfig {
                     redial_max: Duration::from_secs(8),
@@ -149,7 +149,7 @@ impl Sim {
                     self.links[from][to] = true;
                     self.links[to][from] = true;
                     if from != 0 && to == 0 {
-                        self.nodes[from].on_bootstrap_connected(0);
+                        self.nodes[from].on_bootstrap_connected(0, "/sim/0");
                     }
                 }
             }
@@ -179,7 +179,7 @@ impl Sim {
                     self.send(i, j, Msg::Connect);
                 }
                 Action::DialBootstrap { .. } => self.send(i, 0, Msg::Connect),
-                Action::Membership(_) => {}
+                Action::Resolve { .. } | Action::Membership(_) => {}
             }
         }
     }
@@ -251,7 +251,7 @@ impl Sim {
 }
 
 /// One node in `fra`, dialing `bootstraps`, at time zero.
-fn lone(id: &str, bootstraps: Vec<String>) -> MeshCore {
+fn lone(id: &str, bootstraps: Vec<Seed>) -> MeshCore {
     let me = LocalNode {
         id: id.into(),
         name: id.into(),
@@ -391,7 +391,7 @@ fn forged_heartbeats_are_refused_and_strangers_get_no_clock() {
 
 #[test]
 fn bootstrap_dials_back_off_and_resume_when_isolated() {
-    let mut core = lone("a", vec!["/x".into()]);
+    let mut core = lone("a", vec![Seed::Address("/x".into())]);
     let mut dials = Vec::new();
     for ms in (0..70_000).step_by(100) {
         let now = Duration::from_millis(ms);
@@ -404,7 +404,7 @@ fn bootstrap_dials_back_off_and_resume_when_isolated() {
     // 0, 1, 3, 7, 15, 31 s, then every 30 s: 61 s.
     assert_eq!(dials, vec![0, 1_000, 3_000, 7_000, 15_000, 31_000, 61_000]);
     core.on_connected("b");
-    core.on_bootstrap_connected(0);
+    core.on_bootstrap_connected(0, "/x");
     let quiet = (700..800).any(|s| {
         core.tick(Duration::from_millis(s * 100), Health::default())
             .iter()
@@ -418,6 +418,124 @@ fn bootstrap_dials_back_off_and_resume_when_isolated() {
             .iter()
             .any(|a| matches!(a, Action::DialBootstrap { .. }))
     );
+}
+
+/// What a batch of actions dials as bootstrap, in order.
+fn bootstrap_dials(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DialBootstrap { addr, .. } => Some(addr.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn resolves(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Resolve { .. }))
+}
+
+#[test]
+fn a_bootstrap_name_dials_every_address_but_its_own_and_members_and_is_asked_again() {
+    use std::net::IpAddr;
+    let name = SeedName {
+        host: "fusi.fusi.svc.cluster.local".into(),
+        port: 7400,
+        family: Family::Any,
+        peer: None,
+    };
+    let mut core = lone("a", vec![Seed::Name(name.clone())]);
+    core.set_listen(vec!["/ip4/10.0.0.1/tcp/7400".into()]);
+    let at = Duration::from_secs;
+    let first = core.tick(at(0), Health::default());
+    assert!(first.contains(&Action::Resolve { index: 0, name }));
+    assert!(
+        !resolves(&core.tick(at(5), Health::default())),
+        "no second question while one is out"
+    );
+    let ips: Vec<IpAddr> = ["10.0.0.1", "10.0.0.2", "10.0.0.2", "fd00::3", "10.0.0.4"]
+        .iter()
+        .map(|ip| ip.parse().unwrap())
+        .collect();
+    assert_eq!(
+        bootstrap_dials(&core.on_resolved(0, Some(&ips))),
+        [
+            "/ip4/10.0.0.2/tcp/7400",
+            "/ip6/fd00::3/tcp/7400",
+            "/ip4/10.0.0.4/tcp/7400"
+        ],
+        "every address once, not this node's own"
+    );
+    // 10.0.0.2 lets it in; 10.0.0.4 turns out to be member c.
+    core.on_connected("b");
+    core.on_bootstrap_connected(0, "/ip4/10.0.0.2/tcp/7400");
+    let mut c = core.heartbeat(Health::default());
+    c.id = "c".into();
+    c.listen = vec!["/ip4/10.0.0.4/tcp/7400".into()];
+    core.on_heartbeat("c", c.clone(), at(5)).unwrap();
+    // Asked again while it has members, on the backoff of a dial.
+    let mut asked = Vec::new();
+    for s in 5..40 {
+        if resolves(&core.tick(at(s), Health::default())) {
+            asked.push(s);
+            assert!(core.on_resolved(0, None).is_empty());
+        }
+    }
+    assert_eq!(asked, [5, 7, 11, 19, 35], "then after 2, 4, 8, 16 s");
+    // A node that started later appears; the address that let this node
+    // in, member c's and this node's own are not dialed; the one that
+    // failed is dialed again.
+    c.seq += 1;
+    core.on_heartbeat("c", c, at(65)).unwrap();
+    let mut later = ips.clone();
+    later.push("10.0.0.5".parse().unwrap());
+    assert!(resolves(&core.tick(at(65), Health::default())));
+    assert_eq!(
+        bootstrap_dials(&core.on_resolved(0, Some(&later))),
+        ["/ip6/fd00::3/tcp/7400", "/ip4/10.0.0.5/tcp/7400"]
+    );
+    // Cut off: asked again at once, and every address but its own and the
+    // member's dialed.
+    core.on_disconnected("b");
+    assert!(resolves(&core.tick(at(66), Health::default())));
+    assert_eq!(bootstrap_dials(&core.on_resolved(0, Some(&later))).len(), 3);
+    assert_eq!(core.bootstrap_retry_at(0), Some(at(67)));
+}
+
+#[test]
+fn a_bootstrap_name_keeps_its_family_and_peer_id() {
+    use std::net::IpAddr;
+    let v6 = SeedName {
+        host: "localhost".into(),
+        port: 9,
+        family: Family::V6,
+        peer: Some("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()),
+    };
+    let mut core = lone("a", vec![Seed::Name(v6.clone())]);
+    core.set_listen(vec!["/ip6/::1/tcp/9".into()]);
+    let _ = core.tick(Duration::ZERO, Health::default());
+    let ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+    assert!(
+        core.on_resolved(0, Some(&ips)).is_empty(),
+        "no IPv4 address, and ::1 is this node's own (with or without the peer id)"
+    );
+    core.set_listen(vec![]);
+    let _ = core.tick(Duration::from_secs(1), Health::default());
+    assert_eq!(
+        bootstrap_dials(&core.on_resolved(0, Some(&ips))),
+        ["/ip6/::1/tcp/9/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"]
+    );
+    assert_eq!(
+        Seed::Name(v6).to_string(),
+        "/dns6/localhost/tcp/9/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+    );
+    assert!(bootstrap::is_host_name(
+        "fusi-0.fusi.default.svc.cluster.local."
+    ));
+    let long = "x".repeat(64);
+    for bad in ["", "10.0.0.5", "-x", "a..b", "a_b", long.as_str(), "x y"] {
+        assert!(!bootstrap::is_host_name(bad), "{bad:?}");
+    }
 }
 
 #[test]
