@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -28,6 +28,7 @@ use crate::local::{self, Observer};
 use crate::{html, junit, summary};
 use fusi_sdk::abi::MetricKind;
 
+mod build;
 mod mesh;
 mod new;
 mod runs;
@@ -766,7 +767,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     check_outs(&args.out)?;
     // A directory is a scenario crate: build it, then run what it built.
     let scenario = if args.scenario.is_dir() {
-        let module = match build_modules(&args.scenario)?.as_slice() {
+        let module = match build::build_modules(&args.scenario)?.as_slice() {
             [one] => one.clone(),
             many => bail!(
                 "{} built {} modules ({}): give the one to run",
@@ -1161,64 +1162,10 @@ fn exit_for_thresholds(report: &RunReport) -> Option<ExitCode> {
 }
 
 fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
-    for module in build_modules(&args.dir)? {
+    for module in build::build_modules(&args.dir)? {
         println!("{}", module.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Builds the scenario crate (or workspace) in `dir` for wasm32-wasip1,
-/// cargo's output on stderr; the modules it built come back.
-fn build_modules(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let manifest = dir.join("Cargo.toml");
-    if !manifest.is_file() {
-        bail!(
-            "{} has no Cargo.toml: give the directory of a scenario crate",
-            dir.display()
-        );
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--message-format=json-render-diagnostics",
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run cargo: is it on PATH?")?;
-    if !output.status.success() {
-        bail!(
-            "cargo build failed for {}; if it says the wasm32-wasip1 target is missing, run \
-             `rustup target add wasm32-wasip1`",
-            dir.display()
-        );
-    }
-    let mut built = Vec::new();
-    for line in output.stdout.split(|b| *b == b'\n') {
-        let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
-        for file in msg["filenames"].as_array().into_iter().flatten() {
-            if let Some(f) = file.as_str().filter(|f| f.ends_with(".wasm")) {
-                built.push(PathBuf::from(f));
-            }
-        }
-    }
-    if built.is_empty() {
-        bail!(
-            "cargo built no .wasm module in {}: a scenario crate needs `crate-type = [\"cdylib\"]` under [lib]",
-            dir.display()
-        );
-    }
-    Ok(built)
 }
 
 /// Runs the command line; the process exit code comes back.

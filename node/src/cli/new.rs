@@ -1,10 +1,12 @@
-//! `fusi-node new NAME`: a scenario crate that builds with one command.
+//! `fusi-node new NAME`: a scenario project that builds with one command,
+//! in Rust or in AssemblyScript.
 //!
-//! The crate carries its own copy of fusi-sdk (`fusi-sdk/`, the very
+//! The project carries its own copy of fusi-sdk (`fusi-sdk/`, the very
 //! sources this binary was built with, embedded in it), so it builds on a
-//! machine with no checkout of fusi and with no SDK published anywhere: only
-//! cargo, the wasm32-wasip1 target and the crate registry for serde. The
-//! SDK speaks the scenario ABI of the node that wrote it.
+//! machine with no checkout of fusi and with no SDK published anywhere: a
+//! Rust one needs only cargo, the wasm32-wasip1 target and the crate
+//! registry for serde; an AssemblyScript one, npm and the npm registry for
+//! the compiler. The SDK speaks the scenario ABI of the node that wrote it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,15 +15,18 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 pub(super) const NEW_HELP: &str = "\
-Writes DIR/NAME/ (DIR is the current directory by default): Cargo.toml,
-src/lib.rs (a scenario that GETs $TARGET/, checks the status, records a
-custom metric and declares two thresholds), fusi-sdk/ (the SDK this
-fusi-node was built with), README.md and .gitignore. It never overwrites:
-an existing NAME is an error.
+Writes DIR/NAME/ (DIR is the current directory by default): a scenario that
+GETs $TARGET/, checks the status and records a custom metric, with fusi-sdk/
+(the SDK this fusi-node was built with), a README.md and a .gitignore. In
+Rust (the default): Cargo.toml and src/lib.rs, which also declares two
+thresholds. In AssemblyScript (--lang assemblyscript): package.json,
+asconfig.json and assembly/index.ts; it builds with Node.js and npm. It
+never overwrites: an existing NAME is an error.
 
 Examples:
   fusi-node new checkout
   cd checkout && fusi-node run . --vus 10 --duration 30s --env TARGET=http://127.0.0.1:8080
+  fusi-node new checkout-ts --lang assemblyscript
   fusi-node new smoke --dir tests/load";
 
 /// `fusi-node new`.
@@ -44,7 +49,25 @@ pub struct NewArgs {
 enum Lang {
     /// Rust, with fusi-sdk.
     Rust,
+    /// AssemblyScript (TypeScript-like), with fusi-sdk for AssemblyScript.
+    Assemblyscript,
 }
+
+/// The AssemblyScript compiler a new project pins (as the example
+/// scenarios/as-hello does).
+const ASC_VERSION: &str = "0.28.20";
+
+/// fusi-sdk for AssemblyScript, as this binary was built with it.
+const AS_SDK_FILES: &[(&str, &str)] = &[
+    (
+        "package.json",
+        include_str!("../../../scenario-sdk/assemblyscript/package.json"),
+    ),
+    (
+        "assembly/index.ts",
+        include_str!("../../../scenario-sdk/assemblyscript/assembly/index.ts"),
+    ),
+];
 
 /// The longest scenario name.
 const MAX_NAME: usize = 64;
@@ -93,15 +116,53 @@ const SDK_FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// `template` with the scenario's name and the versions filled in.
+fn fill(template: &str, name: &str) -> String {
+    template
+        .replace("@NAME@", name)
+        .replace("@MODULE@", &name.replace('-', "_"))
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"))
+        .replace("@ABI@", &fusi_sdk::abi::ABI_VERSION.to_string())
+        .replace("@ASC_VERSION@", ASC_VERSION)
+}
+
+/// Every file of a new AssemblyScript scenario named `name`.
+fn assemblyscript_files(name: &str) -> Vec<(String, String)> {
+    let fill = |template: &str| fill(template, name);
+    let mut files = vec![
+        (
+            "package.json".to_owned(),
+            fill(include_str!("new/as-package.json.txt")),
+        ),
+        (
+            "asconfig.json".to_owned(),
+            fill(include_str!("new/as-asconfig.json.txt")),
+        ),
+        (
+            "assembly/index.ts".to_owned(),
+            fill(include_str!("new/as-index.ts.txt")),
+        ),
+        (
+            "README.md".to_owned(),
+            fill(include_str!("new/as-README.md.txt")),
+        ),
+        (
+            ".gitignore".to_owned(),
+            include_str!("new/as-gitignore.txt").to_owned(),
+        ),
+    ];
+    files.extend(
+        AS_SDK_FILES
+            .iter()
+            .map(|(path, text)| (format!("fusi-sdk/{path}"), (*text).to_owned())),
+    );
+    files
+}
+
 /// Every file of a new Rust scenario named `name`: its path in the
 /// scenario's directory, and its text.
 fn rust_files(name: &str) -> Vec<(String, String)> {
-    let fill = |template: &str| {
-        template
-            .replace("@NAME@", name)
-            .replace("@VERSION@", env!("CARGO_PKG_VERSION"))
-            .replace("@ABI@", &fusi_sdk::abi::ABI_VERSION.to_string())
-    };
+    let fill = |template: &str| fill(template, name);
     let mut files = vec![
         (
             "Cargo.toml".to_owned(),
@@ -165,10 +226,15 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     let root = args.dir.join(&args.name);
     let files = match args.lang {
         Lang::Rust => rust_files(&args.name),
+        Lang::Assemblyscript => assemblyscript_files(&args.name),
     };
     write_all(&root, &files)?;
+    let once = match args.lang {
+        Lang::Rust => "rustup target add wasm32-wasip1",
+        Lang::Assemblyscript => "install Node.js with npm",
+    };
     eprintln!(
-        "made the scenario {name} in {dir}; once per machine: rustup target add wasm32-wasip1; then:\n  \
+        "made the scenario {name} in {dir}; once per machine: {once}; then:\n  \
          cd {dir}\n  \
          fusi-node run . --vus 10 --duration 30s --env TARGET=http://127.0.0.1:8080",
         name = args.name,
@@ -221,6 +287,43 @@ mod tests {
         let mut carried: Vec<String> = SDK_FILES.iter().map(|(p, _)| (*p).to_owned()).collect();
         carried.sort();
         assert_eq!(found, carried);
+    }
+
+    #[test]
+    fn the_assemblyscript_project_pins_the_compiler_of_the_example_and_carries_its_sdk() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/as-hello/package.json");
+        let example = std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            example.contains(&format!("\"assemblyscript\": \"{ASC_VERSION}\"")),
+            "{example}"
+        );
+        let files = assemblyscript_files("shop-ts");
+        let config = &files
+            .iter()
+            .find(|(p, _)| p == "asconfig.json")
+            .unwrap_or_else(|| panic!("no asconfig"))
+            .1;
+        let config: serde_json::Value =
+            serde_json::from_str(config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config["targets"]["release"]["outFile"],
+            "build/shop_ts.wasm"
+        );
+        let package = &files
+            .iter()
+            .find(|(p, _)| p == "package.json")
+            .unwrap_or_else(|| panic!("no package.json"))
+            .1;
+        let package: serde_json::Value =
+            serde_json::from_str(package).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(package["devDependencies"]["assemblyscript"], ASC_VERSION);
+        assert!(files.iter().any(|(p, _)| p == "fusi-sdk/assembly/index.ts"));
+        assert!(
+            !files
+                .iter()
+                .any(|(_, text)| text.contains('@') && text.contains("@NAME@"))
+        );
     }
 
     #[test]

@@ -435,3 +435,127 @@ fn a_new_scenario_builds_and_runs_with_one_command_and_is_never_written_over() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whether npm runs here; without it the AssemblyScript test skips loudly,
+/// unless `FUSI_REQUIRE_NPM=1` (as scripts/test sets once it installed
+/// Debian's npm).
+fn npm_available(test: &str) -> bool {
+    let found = Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("FUSI_REQUIRE_NPM").is_none(),
+            "FUSI_REQUIRE_NPM=1 but no npm: install Debian's nodejs and npm packages"
+        );
+        eprintln!("\n*** SKIPPED {test}: no npm (install Debian's nodejs and npm packages) ***\n");
+    }
+    found
+}
+
+/// `fusi-node run DIR --local ... --out` for a scenario project, whose
+/// build the run starts; the report and stderr come back.
+fn run_project(dir: &Path, args: &[&str]) -> (Option<Value>, String) {
+    let out = tempfile_path("project.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusi-node"));
+    without_clippy(&mut cmd);
+    let run = cmd
+        .env("XDG_DATA_HOME", test_data_home())
+        .arg("run")
+        .arg(dir)
+        .args(["--local"])
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start fusi-node: {e}"));
+    let report = std::fs::read(&out)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let _ = std::fs::remove_file(&out);
+    (report, String::from_utf8_lossy(&run.stderr).into_owned())
+}
+
+#[test]
+fn an_assemblyscript_scenario_is_made_built_and_run_like_a_rust_one() {
+    let test = "an_assemblyscript_scenario_is_made_built_and_run_like_a_rust_one";
+    if !npm_available(test) {
+        return;
+    }
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+
+    // The example, built with npm and the AssemblyScript compiler by
+    // `fusi-node run DIR`.
+    let (report, stderr) = run_project(
+        &repo().join("scenarios/as-hello"),
+        &["--vus", "2", "--iterations", "20", "--env", &env],
+    );
+    let report = report.unwrap_or_else(|| panic!("no report: {stderr}"));
+    let summary = &report["summary"];
+    assert_eq!(num(summary, &["http", "requests"]), 20.0, "{stderr}");
+    assert_eq!(t.stats().requests, 20);
+    for check in summary["checks"].as_array().into_iter().flatten() {
+        assert_eq!(num(check, &["fails"]), 0.0, "{check}");
+        assert_eq!(num(check, &["passes"]), 20.0, "{check}");
+    }
+    assert_eq!(
+        num(summary, &["custom", "hello_bytes", "total"]),
+        20.0 * "hello\n".len() as f64,
+        "{summary}"
+    );
+
+    // A new project, in one command, and run as it is.
+    let dir = tempfile_path("new-as");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let made = fusi(&[
+        "new",
+        "first-ts",
+        "--lang",
+        "assemblyscript",
+        "--dir",
+        dir.to_str().unwrap_or_default(),
+    ]);
+    assert!(made.output.status.success(), "{}", made.stderr());
+    let project = dir.join("first-ts");
+    let (report, stderr) =
+        run_project(&project, &["--vus", "2", "--duration", "1s", "--env", &env]);
+    let report = report.unwrap_or_else(|| panic!("no report: {stderr}"));
+    let summary = &report["summary"];
+    let requests = num(summary, &["http", "requests"]);
+    assert!(requests >= 2.0, "{summary}");
+    assert_eq!(summary["checks"][0]["name"], "status is 200", "{summary}");
+    assert_eq!(num(&summary["checks"][0], &["fails"]), 0.0, "{summary}");
+    assert_eq!(
+        num(summary, &["custom", "page_bytes", "count"]),
+        requests,
+        "{summary}"
+    );
+
+    // An AssemblyScript abort (a failed assertion) fails the iteration as a
+    // panic, with its message, as a Rust panic does.
+    let source = project.join("assembly/index.ts");
+    let text = std::fs::read_to_string(&source).unwrap_or_else(|e| panic!("{e}"));
+    let broken = text.replace(
+        "  sleep(0.5);",
+        "  assert(res.status == 418, \"the teapot is missing\");",
+    );
+    assert_ne!(broken, text);
+    std::fs::write(&source, broken).unwrap_or_else(|e| panic!("{e}"));
+    let (report, stderr) = run_project(
+        &project,
+        &["--vus", "1", "--iterations", "3", "--env", &env],
+    );
+    let report = report.unwrap_or_else(|| panic!("no report: {stderr}"));
+    let failed = num(&report["summary"], &["iterations", "failed", "panic"]);
+    assert_eq!(failed, 3.0, "{stderr}");
+    assert!(
+        stderr
+            .contains("iteration failed (panic, VU 1): the scenario aborted at assembly/index.ts:")
+            && stderr.contains("the teapot is missing"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

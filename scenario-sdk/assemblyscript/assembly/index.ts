@@ -1,0 +1,459 @@
+// fusi-sdk for AssemblyScript: the scenario ABI (docs/scenario-abi.md) in a
+// TypeScript-like language, for scenarios written as k6 users write theirs.
+//
+// A scenario is an AssemblyScript entry file that exports `iteration` (and
+// optionally `setup`, `init`, `teardown`) and re-exports this SDK's
+// `fusi_abi_version`:
+//
+//   import { http, check, sleep, env } from "fusi-sdk";
+//   export { fusi_abi_version } from "fusi-sdk";
+//
+//   export function iteration(): void {
+//     const res = http.get(env("TARGET", "http://127.0.0.1:8080") + "/hello");
+//     check("status is 200", res.status == 200);
+//     sleep(0.5);
+//   }
+//
+// Build it with the asconfig.json that `fusi-node new NAME --lang
+// assemblyscript` writes: it replaces AssemblyScript's `abort` (and
+// `seed`, for Math.random) with this SDK's, since a fusi module may import
+// nothing but `fusi` and `wasi_snapshot_preview1`.
+
+// ---- The host functions (import module `fusi`) ----
+
+@external("fusi", "http_request")
+declare function host_http_request(req: usize, reqLen: i32, buf: usize, bufLen: i32): i32;
+@external("fusi", "result_read")
+declare function host_result_read(ptr: usize, len: i32): i32;
+@external("fusi", "sleep_ms")
+declare function host_sleep_ms(ms: i64): void;
+@external("fusi", "check")
+declare function host_check(name: usize, len: i32, passed: i32): void;
+@external("fusi", "group_enter")
+declare function host_group_enter(name: usize, len: i32): void;
+@external("fusi", "group_exit")
+declare function host_group_exit(): void;
+@external("fusi", "tag_set")
+declare function host_tag_set(key: usize, keyLen: i32, value: usize, valueLen: i32): void;
+@external("fusi", "tag_remove")
+declare function host_tag_remove(key: usize, keyLen: i32): void;
+@external("fusi", "metric_add")
+declare function host_metric_add(kind: i32, name: usize, len: i32, value: f64): void;
+@external("fusi", "vu_id")
+declare function host_vu_id(): i64;
+@external("fusi", "iteration_number")
+declare function host_iteration_number(): i64;
+@external("fusi", "env_get")
+declare function host_env_get(key: usize, len: i32): i32;
+@external("fusi", "log")
+declare function host_log(level: i32, ptr: usize, len: i32): void;
+@external("fusi", "expected_statuses")
+declare function host_expected_statuses(ptr: usize, len: i32): void;
+
+/** The scenario ABI this SDK speaks. */
+export const ABI_VERSION: i32 = 2;
+
+/** Re-export this from the scenario's entry file: the host checks it. */
+export function fusi_abi_version(): i32 {
+  return ABI_VERSION;
+}
+
+// ---- Text and bytes ----
+
+function utf8(s: string): ArrayBuffer {
+  return String.UTF8.encode(s);
+}
+
+function ptr(b: ArrayBuffer): usize {
+  return changetype<usize>(b);
+}
+
+/** The host's result buffer, `n` bytes of it, as a new buffer. */
+function readResult(n: i32): ArrayBuffer {
+  const out = new ArrayBuffer(n);
+  host_result_read(ptr(out), n);
+  return out;
+}
+
+// ---- Logging, env, identity ----
+
+/** Log levels of `log`. */
+export enum Level {
+  Error = 0,
+  Warn = 1,
+  Info = 2,
+  Debug = 3,
+}
+
+/** Writes a line to the node's log, with the VU id. */
+export function log(message: string, level: Level = Level.Info): void {
+  const b = utf8(message);
+  host_log(level, ptr(b), b.byteLength);
+}
+
+/** A run parameter (`--env KEY=VALUE`), or `fallback` when it is not set. */
+export function env(key: string, fallback: string = ""): string {
+  const k = utf8(key);
+  const n = host_env_get(ptr(k), k.byteLength);
+  if (n < 0) return fallback;
+  return String.UTF8.decode(readResult(n));
+}
+
+/** This VU's id: 1, 2, ... unique within the run; 0 in setup and teardown. */
+export function vuId(): i64 {
+  return host_vu_id();
+}
+
+/** How many iterations this VU finished before this one. */
+export function iterationNumber(): i64 {
+  return host_iteration_number();
+}
+
+/** Pauses this VU for `seconds` (as k6's `sleep`); other VUs go on. */
+export function sleep(seconds: f64): void {
+  host_sleep_ms(<i64>Math.round(seconds * 1000.0));
+}
+
+// ---- Checks, groups, tags ----
+
+/** Records a check (k6's `check`) and returns `passed`. */
+export function check(name: string, passed: bool): bool {
+  const b = utf8(name);
+  host_check(ptr(b), b.byteLength, passed ? 1 : 0);
+  return passed;
+}
+
+/**
+ * Runs `body` inside a group (k6's `group`): its time and checks count
+ * under it. `body` is a function or a lambda that captures no local
+ * variable (AssemblyScript has no closures); keep what it needs in globals.
+ */
+export function group(name: string, body: () => void): void {
+  const b = utf8(name);
+  host_group_enter(ptr(b), b.byteLength);
+  body();
+  host_group_exit();
+}
+
+/** Sets a tag on this VU's samples from now on. */
+export function setTag(key: string, value: string): void {
+  const k = utf8(key);
+  const v = utf8(value);
+  host_tag_set(ptr(k), k.byteLength, ptr(v), v.byteLength);
+}
+
+/** Removes a tag `setTag` set. */
+export function removeTag(key: string): void {
+  const k = utf8(key);
+  host_tag_remove(ptr(k), k.byteLength);
+}
+
+// ---- Custom metrics ----
+
+function addSample(kind: i32, name: string, value: f64): void {
+  const b = utf8(name);
+  host_metric_add(kind, ptr(b), b.byteLength, value);
+}
+
+/** A sum (k6's Counter). */
+export class Counter {
+  constructor(public name: string) {}
+  add(value: f64): void {
+    addSample(0, this.name, value);
+  }
+}
+
+/** A distribution with percentiles (k6's Trend). */
+export class Trend {
+  constructor(public name: string) {}
+  add(value: f64): void {
+    addSample(1, this.name, value);
+  }
+}
+
+/** The share of non-zero samples (k6's Rate). */
+export class Rate {
+  constructor(public name: string) {}
+  add(value: bool): void {
+    addSample(2, this.name, value ? 1.0 : 0.0);
+  }
+}
+
+/** The lowest, highest and last value (k6's Gauge). */
+export class Gauge {
+  constructor(public name: string) {}
+  add(value: f64): void {
+    addSample(3, this.name, value);
+  }
+}
+
+// ---- HTTP ----
+
+/** Why no response arrived (the host's error kinds). */
+export const ERROR_KINDS: string[] = [
+  "", "dns", "refused", "timeout", "reset", "tls", "connect", "invalid_request", "protocol",
+];
+
+/** Where a request's time went, in milliseconds (k6's `timings`). */
+export class Timings {
+  dns: f64 = 0;
+  connecting: f64 = 0;
+  tlsHandshaking: f64 = 0;
+  sending: f64 = 0;
+  waiting: f64 = 0;
+  receiving: f64 = 0;
+  duration: f64 = 0;
+  total: f64 = 0;
+}
+
+/** A response, or the error that stood in for one (`status` 0). */
+export class Response {
+  status: i32 = 0;
+  /** "HTTP/1.1", "HTTP/2", or "" when no response arrived. */
+  protocol: string = "";
+  /** The error kind ("refused", "timeout", ...), or "" when a response arrived. */
+  error: string = "";
+  /** What the error says, or "". */
+  errorMessage: string = "";
+  /** Header names (lower case) and values, in order. */
+  headers: string[][] = [];
+  body: ArrayBuffer = new ArrayBuffer(0);
+  timings: Timings = new Timings();
+
+  /** The first value of header `name` (case-insensitive), or null. */
+  header(name: string): string | null {
+    const lower = name.toLowerCase();
+    for (let i = 0; i < this.headers.length; i++) {
+      if (this.headers[i][0] == lower) return this.headers[i][1];
+    }
+    return null;
+  }
+
+  /** The body as UTF-8 text. */
+  text(): string {
+    return String.UTF8.decode(this.body);
+  }
+
+  /** Whether a response arrived with a status in 200-399, as the Rust SDK's `ok`. */
+  ok(): bool {
+    return this.status >= 200 && this.status < 400;
+  }
+}
+
+/** Builds the request bytes of the ABI (little-endian, length-prefixed). */
+class Writer {
+  buf: Uint8Array = new Uint8Array(256);
+  len: i32 = 0;
+
+  private room(n: i32): void {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const bigger = new Uint8Array(size);
+    bigger.set(this.buf.subarray(0, this.len));
+    this.buf = bigger;
+  }
+
+  u32(v: u32): void {
+    this.room(4);
+    store<u32>(this.buf.dataStart + <usize>this.len, v);
+    this.len += 4;
+  }
+
+  u64(v: u64): void {
+    this.room(8);
+    store<u64>(this.buf.dataStart + <usize>this.len, v);
+    this.len += 8;
+  }
+
+  bytes(b: ArrayBuffer): void {
+    this.u32(<u32>b.byteLength);
+    this.room(b.byteLength);
+    memory.copy(this.buf.dataStart + <usize>this.len, changetype<usize>(b), <usize>b.byteLength);
+    this.len += b.byteLength;
+  }
+
+  pairs(list: string[][]): void {
+    this.u32(<u32>list.length);
+    for (let i = 0; i < list.length; i++) {
+      this.bytes(utf8(list[i][0]));
+      this.bytes(utf8(list[i][1]));
+    }
+  }
+}
+
+/** Reads the response bytes of the ABI. */
+class Reader {
+  at: usize;
+  end: usize;
+  constructor(public start: usize, len: i32) {
+    this.at = start;
+    this.end = start + <usize>len;
+  }
+  u8(): u8 {
+    const v = load<u8>(this.at);
+    this.at += 1;
+    return v;
+  }
+  u16(): u16 {
+    const v = load<u16>(this.at);
+    this.at += 2;
+    return v;
+  }
+  u32(): u32 {
+    const v = load<u32>(this.at);
+    this.at += 4;
+    return v;
+  }
+  u64(): u64 {
+    const v = load<u64>(this.at);
+    this.at += 8;
+    return v;
+  }
+  bytes(): ArrayBuffer {
+    const n = this.u32();
+    const out = new ArrayBuffer(<i32>n);
+    memory.copy(changetype<usize>(out), this.at, <usize>n);
+    this.at += <usize>n;
+    return out;
+  }
+  text(): string {
+    return String.UTF8.decode(this.bytes());
+  }
+}
+
+/** The response space handed to the host: most responses fit at once. */
+const SCRATCH: ArrayBuffer = new ArrayBuffer(16 * 1024);
+
+function decode(start: usize, len: i32): Response {
+  const r = new Reader(start, len);
+  const res = new Response();
+  res.status = <i32>r.u16();
+  const protocol = r.u8();
+  res.protocol = protocol == 1 ? "HTTP/1.1" : protocol == 2 ? "HTTP/2" : "";
+  const kind = <i32>r.u8();
+  res.error = kind < ERROR_KINDS.length ? ERROR_KINDS[kind] : "unknown";
+  const t = res.timings;
+  t.dns = <f64>r.u64() / 1000.0;
+  t.connecting = <f64>r.u64() / 1000.0;
+  t.tlsHandshaking = <f64>r.u64() / 1000.0;
+  t.sending = <f64>r.u64() / 1000.0;
+  t.waiting = <f64>r.u64() / 1000.0;
+  t.receiving = <f64>r.u64() / 1000.0;
+  t.duration = <f64>r.u64() / 1000.0;
+  t.total = <f64>r.u64() / 1000.0;
+  res.errorMessage = r.text();
+  const count = r.u32();
+  for (let i: u32 = 0; i < count; i++) {
+    const name = r.text();
+    const value = r.text();
+    res.headers.push([name, value]);
+  }
+  res.body = r.bytes();
+  return res;
+}
+
+/** An HTTP request to build, then `send` (k6's `http.request`). */
+export class Request {
+  headers: string[][] = [];
+  tags: string[][] = [];
+  body: ArrayBuffer = new ArrayBuffer(0);
+  /** Milliseconds; -1 for the host's default (60 s). */
+  timeoutMs: i64 = -1;
+
+  constructor(public method: string, public url: string) {}
+
+  header(name: string, value: string): Request {
+    this.headers.push([name, value]);
+    return this;
+  }
+
+  /** Tags this request's samples; a `name` tag replaces the URL in them. */
+  tag(key: string, value: string): Request {
+    this.tags.push([key, value]);
+    return this;
+  }
+
+  /** A text body. */
+  text(body: string): Request {
+    this.body = utf8(body);
+    return this;
+  }
+
+  /** A JSON body (already serialized) with its content type. */
+  json(body: string): Request {
+    this.body = utf8(body);
+    return this.header("content-type", "application/json");
+  }
+
+  timeout(seconds: f64): Request {
+    this.timeoutMs = <i64>Math.round(seconds * 1000.0);
+    return this;
+  }
+
+  /** Sends it and waits for the response; a network error comes back as status 0. */
+  send(): Response {
+    const w = new Writer();
+    w.bytes(utf8(this.method));
+    w.bytes(utf8(this.url));
+    w.u64(this.timeoutMs < 0 ? u64.MAX_VALUE : <u64>this.timeoutMs);
+    w.pairs(this.headers);
+    w.pairs(this.tags);
+    w.bytes(this.body);
+    const n = host_http_request(w.buf.dataStart, w.len, ptr(SCRATCH), SCRATCH.byteLength);
+    if (n <= SCRATCH.byteLength) return decode(ptr(SCRATCH), n);
+    const all = readResult(n);
+    return decode(ptr(all), n);
+  }
+}
+
+/** The HTTP verbs, as k6's `http` module. */
+export namespace http {
+  export function get(url: string): Response {
+    return new Request("GET", url).send();
+  }
+  export function del(url: string): Response {
+    return new Request("DELETE", url).send();
+  }
+  export function post(url: string, body: string): Response {
+    return new Request("POST", url).text(body).send();
+  }
+  export function put(url: string, body: string): Response {
+    return new Request("PUT", url).text(body).send();
+  }
+  /** The statuses this VU's requests expect from now on ("200-299,404"); "" for the run's. */
+  export function setExpectedStatuses(statuses: string): void {
+    const b = utf8(statuses);
+    host_expected_statuses(ptr(b), b.byteLength);
+  }
+}
+
+// ---- What AssemblyScript itself needs of the host ----
+
+/**
+ * AssemblyScript's `abort` (a failed assertion, an out-of-range index, an
+ * explicit `abort()`): the message goes to the host as the scenario's
+ * panic message (log level 4), then the iteration fails with reason
+ * `panic`. asconfig.json points `abort` here.
+ */
+export function fusiAbort(message: string | null, file: string | null, line: u32, column: u32): void {
+  // The host says "the scenario " before it, as before a Rust panic's
+  // "panicked at ...".
+  let text = "aborted";
+  if (file !== null) text += " at " + file + ":" + line.toString() + ":" + column.toString();
+  if (message !== null) text += ": " + message;
+  const b = utf8(text);
+  host_log(4, ptr(b), b.byteLength);
+  unreachable();
+}
+
+let seedCounter: f64 = 0;
+
+/**
+ * AssemblyScript's `seed` for Math.random: different per VU and per call,
+ * not unpredictable (no scenario needs secrets from it).
+ */
+export function fusiSeed(): f64 {
+  seedCounter += 1;
+  return <f64>host_vu_id() * 1000003.0 + <f64>host_iteration_number() * 7919.0 + seedCounter;
+}
