@@ -27,6 +27,8 @@ mod html;
 mod local_runs;
 #[path = "e2e/mesh.rs"]
 mod mesh;
+#[path = "e2e/observability.rs"]
+mod observability;
 #[path = "e2e/reports.rs"]
 mod reports;
 #[path = "e2e/runs.rs"]
