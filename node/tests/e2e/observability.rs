@@ -213,7 +213,10 @@ fn a_real_prometheus_scrapes_a_node_during_a_run_and_reads_back_what_the_report_
         Mesh::start(MeshConfig::new(node_bin(), &[("fra", 1)])).expect("the testnet starts");
     let token = mesh.api_token().to_owned();
     // The node scraped is not the one the run is submitted to; it also
-    // pushes to a collector that is not there, which must not matter.
+    // pushes to a collector that takes connections and never answers,
+    // which must not matter.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let silent_port = silent.local_addr().map(|a| a.port()).unwrap_or(0);
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -222,7 +225,7 @@ fn a_real_prometheus_scrapes_a_node_during_a_run_and_reads_back_what_the_report_
         "--metrics-listen".into(),
         metrics.to_string(),
         "--otlp-endpoint".into(),
-        format!("http://127.0.0.1:{}", free_port()),
+        format!("http://127.0.0.1:{silent_port}"),
         "--otlp-interval".into(),
         "1s".into(),
     ];
@@ -318,12 +321,19 @@ fn a_real_prometheus_scrapes_a_node_during_a_run_and_reads_back_what_the_report_
     // Scraped while the run went: an earlier sample was below the end.
     let sel = format!("fusi_run_http_reqs_total{{{run_sel},region=\"nrt\"}}[2m]");
     let low = prometheus.one(&format!("min_over_time({sel})"));
+    let samples = prometheus
+        .one(&format!("count_over_time({sel})"))
+        .unwrap_or(0.0);
     assert!(
         low.is_some_and(|low| low < by_region["nrt"]),
-        "no scrape saw the run under way: min {low:?}, samples {}",
-        prometheus
-            .one(&format!("count_over_time({sel})"))
-            .unwrap_or(0.0)
+        "no scrape saw the run under way: min {low:?}, samples {samples}"
+    );
+    let started = Instant::now();
+    let text = http_get(metrics.port(), "/metrics").map(|(_, body)| body.len());
+    eprintln!(
+        "prometheus read {requests} requests ({by_region:?}); nrt's counter in {samples} \
+         samples, the lowest {low:?}; /metrics: {text:?} bytes in {:?}",
+        started.elapsed()
     );
     assert_eq!(
         prometheus.one("fusi_node_runs{phase=\"complete\"}"),
@@ -332,9 +342,10 @@ fn a_real_prometheus_scrapes_a_node_during_a_run_and_reads_back_what_the_report_
     let stderr = mesh.stderr_tail(scraped).join("\n");
     assert!(
         stderr.contains("cannot push metrics"),
-        "the missing collector is named in the log: {stderr}"
+        "the silent collector is named in the log: {stderr}"
     );
     drop(prometheus);
+    drop(silent);
 }
 
 /// What the in-test collector received.
