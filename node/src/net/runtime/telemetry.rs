@@ -13,11 +13,14 @@ use super::Node;
 use crate::telemetry::{MAX_RUNS, NodeHealth, PHASES, RECENT, RegionMetrics, RunMetrics, Snapshot};
 use crate::worker::wall_ns;
 
-/// What the last snapshots folded, by run: the shards held then, and the
+/// What the last snapshot folded, by run: the shards held then, and the
 /// regions. Holds the runs of the last snapshot only.
 #[derive(Debug, Default)]
 pub(super) struct Folded {
     runs: HashMap<String, (usize, Vec<RegionMetrics>)>,
+    /// When the node started, Unix ns, as the first snapshot saw it: later
+    /// ones show the same, whatever the wall clock does.
+    start_unix_ns: Option<u64>,
 }
 
 /// Past an executor's longest duration, how long a run's measurements
@@ -39,7 +42,10 @@ impl Node {
             name: me.name.clone(),
             region: me.region.clone(),
             version: me.version.clone(),
-            start_unix_ns: unix_ns.saturating_sub(now.as_nanos() as u64),
+            start_unix_ns: *self
+                .folded
+                .start_unix_ns
+                .get_or_insert(unix_ns.saturating_sub(now.as_nanos() as u64)),
             members: peers.len() as u64,
             suspects: peers.iter().filter(|p| p.member.suspect).count() as u64,
             connected: self.core.connected_count() as u64,
@@ -51,7 +57,7 @@ impl Node {
         };
         drop(peers);
         let now_ms = unix_ns as f64 / 1e6;
-        let mut was = std::mem::take(&mut self.folded);
+        let mut was = std::mem::take(&mut self.folded.runs);
         let mut runs = Vec::new();
         for view in self.runs_view().runs {
             if let Some(i) = PHASES.iter().position(|p| *p == view.phase) {
@@ -85,7 +91,7 @@ impl Node {
                         continue;
                     }
                     let held = report.held().len();
-                    let regions = match was.runs.remove(&view.id) {
+                    let regions = match was.remove(&view.id) {
                         Some((then, regions)) if then == held => regions,
                         _ => RunMetrics::regions_of(report),
                     };
