@@ -22,6 +22,7 @@
 //! scrape's series are bounded whatever the mesh does. No label carries a
 //! URL, a node or a status.
 
+pub mod families;
 pub mod otlp;
 pub mod prometheus;
 

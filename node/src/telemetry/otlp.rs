@@ -36,6 +36,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::families::{self, Family, Kind};
 use super::{DURATION_BOUNDS_S, PHASES, RegionMetrics, RunMetrics, Snapshot, SnapshotSource};
 
 /// `AGGREGATION_TEMPORALITY_CUMULATIVE`: every point counts from its
@@ -325,12 +326,12 @@ fn attribute(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// A metric with its data.
-fn metric(name: &str, description: &str, unit: &str, data: metric::Data) -> Metric {
+/// A family's metric with its data.
+fn metric(f: &Family, data: metric::Data) -> Metric {
     Metric {
-        name: name.to_owned(),
-        description: description.to_owned(),
-        unit: unit.to_owned(),
+        name: f.name.to_owned(),
+        description: f.help.to_owned(),
+        unit: f.unit.to_owned(),
         data: Some(data),
         ..Metric::default()
     }
@@ -347,89 +348,42 @@ fn point(attributes: Vec<KeyValue>, start: u64, time: u64, value: f64) -> Number
     }
 }
 
-fn gauge(name: &str, description: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
-    metric(
-        name,
-        description,
-        unit,
-        metric::Data::Gauge(Gauge {
-            data_points: points,
-        }),
-    )
-}
-
-fn counter(name: &str, description: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
-    metric(
-        name,
-        description,
-        unit,
-        metric::Data::Sum(Sum {
-            data_points: points,
+/// A gauge or a counter (a cumulative monotonic sum), as the family says.
+fn numbers(f: &Family, data_points: Vec<NumberDataPoint>) -> Metric {
+    let data = match f.kind {
+        Kind::Counter => metric::Data::Sum(Sum {
+            data_points,
             aggregation_temporality: CUMULATIVE,
             is_monotonic: true,
         }),
-    )
+        Kind::Gauge | Kind::Histogram => metric::Data::Gauge(Gauge { data_points }),
+    };
+    metric(f, data)
 }
 
 /// A snapshot as one OTLP export request.
 pub fn encode(s: &Snapshot) -> ExportMetricsServiceRequest {
     let n = &s.node;
     let t = s.unix_ns;
-    let one = |value: f64| vec![point(Vec::new(), 0, t, value)];
-    let since_start = |value: f64| vec![point(Vec::new(), n.start_unix_ns, t, value)];
+    let one = |f: &Family, value: f64| {
+        let start = if f.kind == Kind::Counter {
+            n.start_unix_ns
+        } else {
+            0
+        };
+        numbers(f, vec![point(Vec::new(), start, t, value)])
+    };
     let mut metrics = vec![
-        gauge(
-            "fusi_node_members",
-            "Members of the mesh this node knows, itself not included.",
-            "{member}",
-            one(n.members as f64),
-        ),
-        gauge(
-            "fusi_node_suspect_members",
-            "Members that missed their recent heartbeats.",
-            "{member}",
-            one(n.suspects as f64),
-        ),
-        gauge(
-            "fusi_node_connected_peers",
-            "Peers with an open connection to this node.",
-            "{peer}",
-            one(n.connected as f64),
-        ),
-        counter(
-            "fusi_node_mesh_sent",
-            "Bytes sent on mesh connections since the node started.",
-            "By",
-            since_start(n.mesh_bytes_sent as f64),
-        ),
-        counter(
-            "fusi_node_mesh_received",
-            "Bytes received on mesh connections since the node started.",
-            "By",
-            since_start(n.mesh_bytes_received as f64),
-        ),
-        gauge(
-            "fusi_node_cpu_used_cores",
-            "CPU use of this host over the last second, in cores.",
-            "1",
-            one(n.cpu_cores),
-        ),
-        gauge(
-            "fusi_node_open_sockets",
-            "Open sockets of this node.",
-            "{socket}",
-            one(n.sockets as f64),
-        ),
-        gauge(
-            "fusi_node_vus",
-            "VUs of this node's shares of the runs now running.",
-            "{vu}",
-            one(n.vus as f64),
-        ),
-        gauge(
-            "fusi_node_runs",
-            "Runs this node knows, by phase.",
-            "{run}",
+        one(&families::NODE_MEMBERS, n.members as f64),
+        one(&families::NODE_SUSPECTS, n.suspects as f64),
+        one(&families::NODE_CONNECTED, n.connected as f64),
+        one(&families::NODE_MESH_SENT, n.mesh_bytes_sent as f64),
+        one(&families::NODE_MESH_RECEIVED, n.mesh_bytes_received as f64),
+        one(&families::NODE_CPU, n.cpu_cores),
+        one(&families::NODE_SOCKETS, n.sockets as f64),
+        one(&families::NODE_VUS, n.vus as f64),
+        numbers(
+            &families::NODE_RUNS,
             PHASES
                 .iter()
                 .zip(n.runs_by_phase)
@@ -470,81 +424,44 @@ fn run_metrics(s: &Snapshot) -> Vec<Metric> {
     let labels = |run: &RunMetrics, r: &RegionMetrics| {
         vec![attribute("run", &run.id), attribute("region", &r.region)]
     };
-    let per_region = |value: fn(&RegionMetrics) -> u64| -> Vec<NumberDataPoint> {
-        s.runs
+    let per_region = |f: &Family, value: fn(&RegionMetrics) -> u64| {
+        let points = s
+            .runs
             .iter()
             .flat_map(|run| {
+                let start = if f.kind == Kind::Counter {
+                    run.start_unix_ns
+                } else {
+                    0
+                };
                 run.regions
                     .iter()
-                    .map(move |r| point(labels(run, r), run.start_unix_ns, t, value(r) as f64))
+                    .map(move |r| point(labels(run, r), start, t, value(r) as f64))
             })
-            .collect()
+            .collect();
+        numbers(f, points)
     };
-    let mut out = vec![
-        gauge(
-            "fusi_run_info",
-            "A recent run, with its phase and executor (always 1).",
-            "1",
-            s.runs
-                .iter()
-                .map(|run| {
-                    let attributes = vec![
-                        attribute("run", &run.id),
-                        attribute("phase", &run.phase),
-                        attribute("executor", &run.executor),
-                    ];
-                    point(attributes, 0, t, 1.0)
-                })
-                .collect(),
-        ),
-        gauge(
-            "fusi_run_settled",
-            "1 once the run ended and every shard announced is merged here.",
-            "1",
-            s.runs
-                .iter()
-                .map(|run| {
-                    let settled = if run.settled { 1.0 } else { 0.0 };
-                    point(vec![attribute("run", &run.id)], 0, t, settled)
-                })
-                .collect(),
-        ),
-        counter(
-            "fusi_run_http_reqs",
-            "HTTP requests made by the run's nodes in the region.",
-            "{request}",
-            per_region(|r| r.requests),
-        ),
-        counter(
-            "fusi_run_http_req_failed",
-            "HTTP requests without an expected response.",
-            "{request}",
-            per_region(|r| r.failed_requests),
-        ),
-        counter(
-            "fusi_run_iterations",
-            "Iterations that returned normally.",
-            "{iteration}",
-            per_region(|r| r.iterations),
-        ),
-        counter(
-            "fusi_run_iterations_failed",
-            "Iterations that failed (trap, timeout, ...).",
-            "{iteration}",
-            per_region(|r| r.failed_iterations),
-        ),
-    ];
-    let mut vus = per_region(|r| r.vus);
-    for p in &mut vus {
-        p.start_time_unix_nano = 0;
-    }
-    out.push(gauge(
-        "fusi_run_vus",
-        "VUs active in the region's latest settled interval of the run.",
-        "{vu}",
-        vus,
-    ));
-    let points = s
+    let info = s
+        .runs
+        .iter()
+        .map(|run| {
+            let attributes = vec![
+                attribute("run", &run.id),
+                attribute("phase", &run.phase),
+                attribute("executor", &run.executor),
+            ];
+            point(attributes, 0, t, 1.0)
+        })
+        .collect();
+    let settled = s
+        .runs
+        .iter()
+        .map(|run| {
+            let settled = if run.settled { 1.0 } else { 0.0 };
+            point(vec![attribute("run", &run.id)], 0, t, settled)
+        })
+        .collect();
+    let durations = s
         .runs
         .iter()
         .flat_map(|run| {
@@ -560,16 +477,22 @@ fn run_metrics(s: &Snapshot) -> Vec<Metric> {
             })
         })
         .collect();
-    out.push(metric(
-        "fusi_run_http_req_duration",
-        "http_req_duration: from sending a request to the last byte of its response.",
-        "s",
-        metric::Data::Histogram(Histogram {
-            data_points: points,
-            aggregation_temporality: CUMULATIVE,
-        }),
-    ));
-    out
+    vec![
+        numbers(&families::RUN_INFO, info),
+        numbers(&families::RUN_SETTLED, settled),
+        per_region(&families::RUN_REQUESTS, |r| r.requests),
+        per_region(&families::RUN_FAILED_REQUESTS, |r| r.failed_requests),
+        per_region(&families::RUN_ITERATIONS, |r| r.iterations),
+        per_region(&families::RUN_FAILED_ITERATIONS, |r| r.failed_iterations),
+        per_region(&families::RUN_VUS, |r| r.vus),
+        metric(
+            &families::RUN_DURATION,
+            metric::Data::Histogram(Histogram {
+                data_points: durations,
+                aggregation_temporality: CUMULATIVE,
+            }),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::{DURATION_BOUNDS_S, PHASES, Snapshot, SnapshotSource};
+use super::families::{self, Family};
+use super::{DURATION_BOUNDS_S, PHASES, RegionMetrics, Snapshot, SnapshotSource};
 
 /// The most `/metrics` connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -163,9 +164,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    /// A family's `HELP` and `TYPE` lines; its Prometheus name.
+    fn family(&mut self, f: &Family) -> String {
+        let name = f.prometheus_name();
+        let _ = writeln!(self.out, "# HELP {name} {}", f.help);
+        let _ = writeln!(self.out, "# TYPE {name} {}", f.prometheus_type());
+        name
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -183,178 +187,84 @@ impl Writer {
         let _ = writeln!(self.out, " {}", number(value));
     }
 
-    /// A metric with one sample and no labels.
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
+    /// A family with one sample and no labels.
+    fn single(&mut self, f: &Family, value: f64) {
+        let name = self.family(f);
+        self.sample(&name, &[], value);
+    }
+
+    /// A family with one sample per run and region.
+    fn per_region(&mut self, f: &Family, s: &Snapshot, value: Count) {
+        let name = self.family(f);
+        for run in &s.runs {
+            for r in &run.regions {
+                let labels = [("run", run.id.as_str()), ("region", r.region.as_str())];
+                self.sample(&name, &labels, value(r) as f64);
+            }
+        }
     }
 }
+
+/// One count of a region's part of a run.
+type Count = fn(&RegionMetrics) -> u64;
 
 /// A snapshot in the text format.
 pub fn render(s: &Snapshot) -> String {
     let mut w = Writer { out: String::new() };
     let n = &s.node;
-    w.family(
-        "fusi_node_info",
-        "gauge",
-        "This node: its peer id, name, region and version (always 1).",
-    );
-    w.sample(
-        "fusi_node_info",
-        &[
-            ("id", &n.id),
-            ("name", &n.name),
-            ("region", &n.region),
-            ("version", &n.version),
-        ],
-        1.0,
-    );
-    w.single(
-        "fusi_node_start_time_seconds",
-        "gauge",
-        "When this node started, Unix seconds.",
-        n.start_unix_ns as f64 / 1e9,
-    );
-    w.single(
-        "fusi_node_members",
-        "gauge",
-        "Members of the mesh this node knows, itself not included.",
-        n.members as f64,
-    );
-    w.single(
-        "fusi_node_suspect_members",
-        "gauge",
-        "Members that missed their recent heartbeats.",
-        n.suspects as f64,
-    );
-    w.single(
-        "fusi_node_connected_peers",
-        "gauge",
-        "Peers with an open connection to this node.",
-        n.connected as f64,
-    );
-    w.single(
-        "fusi_node_mesh_sent_bytes_total",
-        "counter",
-        "Bytes sent on mesh connections since the node started.",
-        n.mesh_bytes_sent as f64,
-    );
-    w.single(
-        "fusi_node_mesh_received_bytes_total",
-        "counter",
-        "Bytes received on mesh connections since the node started.",
-        n.mesh_bytes_received as f64,
-    );
-    w.single(
-        "fusi_node_cpu_used_cores",
-        "gauge",
-        "CPU use of this host over the last second, in cores (1 = one core busy).",
-        n.cpu_cores,
-    );
-    w.single(
-        "fusi_node_open_sockets",
-        "gauge",
-        "Open sockets of this node.",
-        n.sockets as f64,
-    );
-    w.single(
-        "fusi_node_vus",
-        "gauge",
-        "VUs of this node's shares of the runs now running.",
-        n.vus as f64,
-    );
-    w.family("fusi_node_runs", "gauge", "Runs this node knows, by phase.");
+    let name = w.family(&families::NODE_INFO);
+    let labels = [
+        ("id", n.id.as_str()),
+        ("name", n.name.as_str()),
+        ("region", n.region.as_str()),
+        ("version", n.version.as_str()),
+    ];
+    w.sample(&name, &labels, 1.0);
+    w.single(&families::NODE_START_TIME, n.start_unix_ns as f64 / 1e9);
+    w.single(&families::NODE_MEMBERS, n.members as f64);
+    w.single(&families::NODE_SUSPECTS, n.suspects as f64);
+    w.single(&families::NODE_CONNECTED, n.connected as f64);
+    w.single(&families::NODE_MESH_SENT, n.mesh_bytes_sent as f64);
+    w.single(&families::NODE_MESH_RECEIVED, n.mesh_bytes_received as f64);
+    w.single(&families::NODE_CPU, n.cpu_cores);
+    w.single(&families::NODE_SOCKETS, n.sockets as f64);
+    w.single(&families::NODE_VUS, n.vus as f64);
+    let name = w.family(&families::NODE_RUNS);
     for (phase, count) in PHASES.iter().zip(n.runs_by_phase) {
-        w.sample("fusi_node_runs", &[("phase", phase)], count as f64);
+        w.sample(&name, &[("phase", phase)], count as f64);
     }
-    render_runs(&mut w, s);
+    let name = w.family(&families::RUN_INFO);
+    for run in &s.runs {
+        let labels = [
+            ("run", run.id.as_str()),
+            ("phase", run.phase.as_str()),
+            ("executor", run.executor.as_str()),
+        ];
+        w.sample(&name, &labels, 1.0);
+    }
+    let name = w.family(&families::RUN_SETTLED);
+    for run in &s.runs {
+        let settled = if run.settled { 1.0 } else { 0.0 };
+        w.sample(&name, &[("run", &run.id)], settled);
+    }
+    w.per_region(&families::RUN_REQUESTS, s, |r| r.requests);
+    w.per_region(&families::RUN_FAILED_REQUESTS, s, |r| r.failed_requests);
+    w.per_region(&families::RUN_ITERATIONS, s, |r| r.iterations);
+    w.per_region(&families::RUN_FAILED_ITERATIONS, s, |r| r.failed_iterations);
+    w.per_region(&families::RUN_VUS, s, |r| r.vus);
+    render_durations(&mut w, s);
     w.out
 }
 
-/// One count of a region's part of a run.
-type Count = fn(&super::RegionMetrics) -> u64;
-
-fn render_runs(w: &mut Writer, s: &Snapshot) {
-    w.family(
-        "fusi_run_info",
-        "gauge",
-        "A recent run, with its phase and executor (always 1).",
+/// `http_req_duration` as a histogram: cumulative `_bucket`s, `_sum`,
+/// `_count`.
+fn render_durations(w: &mut Writer, s: &Snapshot) {
+    let name = w.family(&families::RUN_DURATION);
+    let (bucket, sum, count) = (
+        format!("{name}_bucket"),
+        format!("{name}_sum"),
+        format!("{name}_count"),
     );
-    for run in &s.runs {
-        w.sample(
-            "fusi_run_info",
-            &[
-                ("run", &run.id),
-                ("phase", &run.phase),
-                ("executor", &run.executor),
-            ],
-            1.0,
-        );
-    }
-    w.family(
-        "fusi_run_settled",
-        "gauge",
-        "1 once the run ended and every shard announced is merged here: its counts are final.",
-    );
-    for run in &s.runs {
-        let settled = if run.settled { 1.0 } else { 0.0 };
-        w.sample("fusi_run_settled", &[("run", &run.id)], settled);
-    }
-    let counters: [(&str, &str, Count); 4] = [
-        (
-            "fusi_run_http_reqs_total",
-            "HTTP requests made by the run's nodes in the region.",
-            |r| r.requests,
-        ),
-        (
-            "fusi_run_http_req_failed_total",
-            "HTTP requests without an expected response.",
-            |r| r.failed_requests,
-        ),
-        (
-            "fusi_run_iterations_total",
-            "Iterations that returned normally.",
-            |r| r.iterations,
-        ),
-        (
-            "fusi_run_iterations_failed_total",
-            "Iterations that failed (trap, timeout, ...).",
-            |r| r.failed_iterations,
-        ),
-    ];
-    for (name, help, value) in counters {
-        w.family(name, "counter", help);
-        for run in &s.runs {
-            for r in &run.regions {
-                w.sample(
-                    name,
-                    &[("run", &run.id), ("region", &r.region)],
-                    value(r) as f64,
-                );
-            }
-        }
-    }
-    w.family(
-        "fusi_run_vus",
-        "gauge",
-        "VUs active in the region's latest settled interval of the run.",
-    );
-    for run in &s.runs {
-        for r in &run.regions {
-            w.sample(
-                "fusi_run_vus",
-                &[("run", &run.id), ("region", &r.region)],
-                r.vus as f64,
-            );
-        }
-    }
-    let name = "fusi_run_http_req_duration_seconds";
-    w.family(
-        name,
-        "histogram",
-        "http_req_duration: from sending a request to the last byte of its response.",
-    );
-    let bucket = format!("{name}_bucket");
     let bounds: Vec<String> = DURATION_BOUNDS_S
         .iter()
         .map(|b| number(*b))
@@ -363,11 +273,11 @@ fn render_runs(w: &mut Writer, s: &Snapshot) {
     for run in &s.runs {
         for r in &run.regions {
             let labels = [("run", run.id.as_str()), ("region", r.region.as_str())];
-            for (le, count) in bounds.iter().zip(r.duration.cumulative()) {
-                w.sample(&bucket, &[labels[0], labels[1], ("le", le)], count as f64);
+            for (le, n) in bounds.iter().zip(r.duration.cumulative()) {
+                w.sample(&bucket, &[labels[0], labels[1], ("le", le)], n as f64);
             }
-            w.sample(&format!("{name}_sum"), &labels, r.duration.sum_s);
-            w.sample(&format!("{name}_count"), &labels, r.duration.count() as f64);
+            w.sample(&sum, &labels, r.duration.sum_s);
+            w.sample(&count, &labels, r.duration.count() as f64);
         }
     }
 }
