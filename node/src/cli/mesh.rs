@@ -194,11 +194,11 @@ fn metrics_arg(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-fn otlp_endpoint_arg(s: &str) -> Result<Endpoint, String> {
+pub(super) fn otlp_endpoint_arg(s: &str) -> Result<Endpoint, String> {
     Endpoint::parse(s)
 }
 
-fn otlp_interval_arg(s: &str) -> Result<std::time::Duration, String> {
+pub(super) fn otlp_interval_arg(s: &str) -> Result<std::time::Duration, String> {
     let every = super::duration_arg(s)?;
     if !(1..=3600).contains(&every.as_secs()) {
         return Err(format!("--otlp-interval {s}: push every 1s to 1h"));

@@ -1,6 +1,7 @@
 //! The node's metrics for outside tools: Prometheus scrapes them
 //! ([`prometheus`], `fusi-node up --metrics-listen`), an OpenTelemetry
-//! collector receives them ([`otlp`], `--otlp-endpoint`).
+//! collector receives them ([`otlp`], `--otlp-endpoint`, and [`local`] for
+//! `fusi-node run --otlp-endpoint` on this machine).
 //!
 //! Both render one [`Snapshot`], which the node's event loop takes when
 //! asked ([`SnapshotSource`]): the node's health, and the live metrics of
@@ -23,6 +24,7 @@
 //! URL, a node or a status.
 
 pub mod families;
+pub mod local;
 pub mod otlp;
 pub mod prometheus;
 
@@ -31,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::metrics::{SeriesKey, Value, names};
 use crate::core::report::{REGION_TAG, Report};
@@ -239,9 +241,18 @@ fn region_of(report: &Report, name: &str, in_scope: impl Fn(&SeriesKey) -> bool)
     }
 }
 
-/// How the exporters ask the node's event loop for a snapshot.
+/// Where the exporters get snapshots: a node's event loop, asked each
+/// time, or a local run, which publishes its latest.
 #[derive(Debug, Clone)]
-pub struct SnapshotSource(mpsc::Sender<oneshot::Sender<Arc<Snapshot>>>);
+pub struct SnapshotSource(Source);
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// Asks the event loop, which answers with a fresh snapshot.
+    Ask(mpsc::Sender<oneshot::Sender<Arc<Snapshot>>>),
+    /// The latest snapshot a local run published.
+    Latest(watch::Receiver<Arc<Snapshot>>),
+}
 
 /// What the event loop receives: one reply channel per snapshot asked for.
 pub type SnapshotRequests = mpsc::Receiver<oneshot::Sender<Arc<Snapshot>>>;
@@ -250,14 +261,24 @@ impl SnapshotSource {
     /// A source, and the requests the event loop answers.
     pub fn new() -> (SnapshotSource, SnapshotRequests) {
         let (tx, rx) = mpsc::channel(16);
-        (SnapshotSource(tx), rx)
+        (SnapshotSource(Source::Ask(tx)), rx)
+    }
+
+    /// A source that gives whatever was last published on `latest`.
+    pub fn latest(latest: watch::Receiver<Arc<Snapshot>>) -> SnapshotSource {
+        SnapshotSource(Source::Latest(latest))
     }
 
     /// A snapshot; `None` once the node stops.
     pub async fn get(&self) -> Option<Arc<Snapshot>> {
-        let (tx, rx) = oneshot::channel();
-        self.0.send(tx).await.ok()?;
-        rx.await.ok()
+        match &self.0 {
+            Source::Ask(ask) => {
+                let (tx, rx) = oneshot::channel();
+                ask.send(tx).await.ok()?;
+                rx.await.ok()
+            }
+            Source::Latest(latest) => Some(latest.borrow().clone()),
+        }
     }
 }
 

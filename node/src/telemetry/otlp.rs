@@ -143,7 +143,8 @@ pub struct OtlpConfig {
     pub interval: Duration,
 }
 
-/// Pushes snapshots from `source` until `shutdown`.
+/// Pushes snapshots from `source` until `shutdown`, and then the final
+/// numbers of a run that just ended, if they were not pushed yet.
 pub async fn push(config: OtlpConfig, source: SnapshotSource, shutdown: CancellationToken) {
     let Ok(tls) = tls_config() else {
         tracing::warn!("cannot set up TLS for --otlp-endpoint; metrics are not pushed");
@@ -169,13 +170,24 @@ pub async fn push(config: OtlpConfig, source: SnapshotSource, shutdown: Cancella
         };
         pusher.look(&snapshot).await;
     }
+    // A run that ended just now (a local run ends so) still has its final
+    // numbers pushed.
+    let last = async {
+        if let Some(snapshot) = source.get().await
+            && pusher.has_news(&snapshot)
+        {
+            pusher.send(&snapshot).await;
+        }
+    };
+    let _ = tokio::time::timeout(PUSH_TIMEOUT + LOOK_EVERY, last).await;
 }
 
 /// The pusher's state between looks.
 struct Pusher {
     config: OtlpConfig,
     tls: Arc<rustls::ClientConfig>,
-    /// Runs whose final numbers were pushed (those of the last snapshot).
+    /// Runs whose final numbers were pushed, or tried (those of the last
+    /// push).
     final_sent: BTreeSet<String>,
     next_push: Instant,
     /// Pushes failed since the last warning.
@@ -187,24 +199,31 @@ impl Pusher {
     /// Pushes when the interval is up, or when a run's numbers just became
     /// final.
     async fn look(&mut self, snapshot: &Snapshot) {
-        let settled: BTreeSet<String> = snapshot
+        if Instant::now() < self.next_push && !self.has_news(snapshot) {
+            return;
+        }
+        self.next_push = Instant::now() + self.config.interval;
+        self.send(snapshot).await;
+    }
+
+    /// Whether a run's final numbers in `snapshot` were not pushed yet.
+    fn has_news(&self, snapshot: &Snapshot) -> bool {
+        snapshot
+            .runs
+            .iter()
+            .any(|r| r.settled && !self.final_sent.contains(&r.id))
+    }
+
+    /// One push. A run's final numbers are tried once as soon as they are
+    /// known; if the collector fails then, the pushes every interval carry
+    /// them (counters are cumulative).
+    async fn send(&mut self, snapshot: &Snapshot) {
+        self.final_sent = snapshot
             .runs
             .iter()
             .filter(|r| r.settled)
             .map(|r| r.id.clone())
             .collect();
-        let newly_final = settled.iter().any(|r| !self.final_sent.contains(r));
-        if Instant::now() < self.next_push && !newly_final {
-            return;
-        }
-        self.next_push = Instant::now() + self.config.interval;
-        if self.send(snapshot).await {
-            self.final_sent = settled;
-        }
-    }
-
-    /// One push; whether the collector took it.
-    async fn send(&mut self, snapshot: &Snapshot) -> bool {
         let body = encode(snapshot).encode_to_vec();
         let result = tokio::time::timeout(
             PUSH_TIMEOUT,
@@ -213,7 +232,7 @@ impl Pusher {
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} s", PUSH_TIMEOUT.as_secs())));
         match result {
-            Ok(()) => true,
+            Ok(()) => {}
             Err(e) => {
                 self.failures += 1;
                 if self.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
@@ -225,7 +244,6 @@ impl Pusher {
                     self.warned_at = Some(Instant::now());
                     self.failures = 0;
                 }
-                false
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The node's metrics, read by the real tools: Debian's `prometheus`
 //! scrapes a node's `--metrics-listen` during a run, and a collector in
-//! this test receives the node's OTLP pushes; both are checked against
-//! the run's report and the target's count.
+//! this test receives the OTLP pushes of a node and of a local run; all
+//! are checked against the run's report and the target's count.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -562,4 +562,50 @@ fn a_node_pushes_its_runs_metrics_over_otlp_to_a_collector() {
         "pushed every second and at the end: {} pushes",
         got.requests.len()
     );
+}
+
+#[test]
+fn a_local_run_pushes_its_final_numbers_over_otlp_before_the_command_exits() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port, received) = collector(stop.clone());
+    let run = super::fusi(&[
+        "run",
+        &hello(),
+        "--vus",
+        "2",
+        "--duration",
+        "2s",
+        "--env",
+        &format!("TARGET={}", t.url()),
+        "--otlp-endpoint",
+        &format!("http://127.0.0.1:{port}"),
+        "--otlp-interval",
+        "1s",
+    ]);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let id = run.report()["run_id"].as_str().unwrap_or("").to_owned();
+    let requests = run.summary()["http"]["requests"].as_f64().unwrap_or(-1.0);
+    assert_eq!(t.stats().requests as f64, requests, "the target's count");
+    // The command waited for its last push: it is here already (give the
+    // collector's thread a moment to file it).
+    let settled = || {
+        let got = received.lock().unwrap_or_else(|p| p.into_inner());
+        got.requests
+            .iter()
+            .map(|r| run_in(r, &id))
+            .find(|(_, settled, _)| *settled)
+    };
+    assert!(
+        wait_for(Duration::from_secs(2), || settled().is_some()),
+        "no push of run {id} settled"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (reqs, _, durations) = settled().unwrap_or_else(|| panic!("settled"));
+    assert_eq!(reqs.get("local"), Some(&requests), "{reqs:?}");
+    let count = durations.get("local").map(|d| d.0);
+    assert_eq!(count, Some(requests as u64), "one duration per request");
+    let got = received.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(got.wrong.is_empty(), "{:?}", got.wrong);
 }
