@@ -514,6 +514,24 @@ fn a_node_pushes_its_runs_metrics_over_otlp_to_a_collector() {
     let mesh = Mesh::start(config).expect("the testnet starts");
     let token = mesh.api_token().to_owned();
     let api = mesh.nodes()[0].api.to_string();
+    // The node pushes; a run sent to it is told so rather than pushing twice.
+    let refused = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--api",
+            &api,
+        ],
+    );
+    assert!(!refused.output.status.success());
+    assert!(
+        refused.stderr().contains("fusi-node up --otlp-endpoint"),
+        "{}",
+        refused.stderr()
+    );
     let run = fusi_to(
         &token,
         &[
