@@ -1,6 +1,7 @@
-//! `fusi-node up --otlp-endpoint URL`: the node's metrics pushed to an
-//! OpenTelemetry collector over OTLP/HTTP with protobuf
-//! (`POST URL/v1/metrics`, `Content-Type: application/x-protobuf`).
+//! `fusi-node up --otlp-endpoint URL` (and `run --otlp-endpoint` on this
+//! machine, [`super::local`]): the metrics pushed to an OpenTelemetry
+//! collector over OTLP/HTTP with protobuf (`POST URL/v1/metrics`,
+//! `Content-Type: application/x-protobuf`).
 //!
 //! The same [`Snapshot`] that Prometheus scrapes, as OTLP metrics: the
 //! same names without Prometheus's `_total` and unit suffixes (a
@@ -51,9 +52,6 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The fewest seconds between two warnings about failed pushes.
 pub const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// The default of `--otlp-interval`.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How often the pusher looks for a run whose numbers just became final.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
