@@ -16,6 +16,7 @@
 //!   machine here can start (`fusi-node simulate`).
 //! - [`api`]: the local HTTP API the CLI talks to.
 //! - [`store`]: what a node keeps in its data directory.
+//! - [`telemetry`]: the node's metrics for Prometheus and OpenTelemetry.
 //! - [`cli`]: the command line; `main.rs` only calls it.
 //! - [`fuzz`]: a fuzz target for every decoder of bytes from outside.
 
@@ -33,4 +34,5 @@ pub mod net;
 pub mod sim;
 pub mod store;
 pub mod summary;
+pub mod telemetry;
 pub mod worker;

@@ -29,6 +29,8 @@ mod html;
 mod local_runs;
 #[path = "e2e/mesh.rs"]
 mod mesh;
+#[path = "e2e/observability.rs"]
+mod observability;
 #[path = "e2e/packaging.rs"]
 mod packaging;
 #[path = "e2e/reports.rs"]

@@ -17,6 +17,7 @@ use crate::core::latency::LatencyMap;
 use crate::core::mesh::bootstrap::{Family, Seed, SeedName, is_host_name};
 use crate::core::wire::{MAX_NAME_LEN, validate_region};
 use crate::net::{self, NodeConfig, meshkey};
+use crate::telemetry::otlp::{Endpoint, OtlpConfig};
 
 /// The long help of `fusi-node up`: how a mesh starts.
 pub const UP_EXAMPLES: &str = "\
@@ -105,6 +106,22 @@ pub struct UpArgs {
     /// it, runs from the mesh may target any host.
     #[arg(long = "allow-target", value_name = "HOST_OR_CIDR", num_args = 1..)]
     allow_target: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (read-only, no token;
+    /// docs/observability.md). The one listener that may bind a non-loopback
+    /// address, for a Prometheus server on another host: whoever reaches it
+    /// reads run ids, regions and counts (the node warns in its log).
+    #[arg(long, value_name = "ADDR", value_parser = metrics_arg)]
+    metrics_listen: Option<SocketAddr>,
+    /// Push the same metrics to an OpenTelemetry collector over OTLP/HTTP
+    /// (protobuf): its base URL, for example http://127.0.0.1:4318
+    /// (`/v1/metrics` is added).
+    #[arg(long, value_name = "URL", value_parser = otlp_endpoint_arg)]
+    otlp_endpoint: Option<Endpoint>,
+    /// How often to push to --otlp-endpoint (1s to 1h); a run's final
+    /// numbers are pushed as soon as they are known, too.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = otlp_interval_arg,
+          requires = "otlp_endpoint")]
+    otlp_interval: std::time::Duration,
 }
 
 /// `fusi-node keygen`.
@@ -176,6 +193,27 @@ pub(super) fn api_arg(s: &str) -> Result<SocketAddr, String> {
     trimmed.parse().map_err(|_| {
         format!("{s:?} is not an API address; write IP:PORT, for example {DEFAULT_API}")
     })
+}
+
+fn metrics_arg(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address to serve metrics on; write IP:PORT, for example \
+             127.0.0.1:9464 (or 0.0.0.0:9464 for a Prometheus server on another host)"
+        )
+    })
+}
+
+pub(super) fn otlp_endpoint_arg(s: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(s)
+}
+
+pub(super) fn otlp_interval_arg(s: &str) -> Result<std::time::Duration, String> {
+    let every = super::duration_arg(s)?;
+    if !(1..=3600).contains(&every.as_secs()) {
+        return Err(format!("--otlp-interval {s}: push every 1s to 1h"));
+    }
+    Ok(every)
 }
 
 fn multiaddr(s: &str) -> Result<Multiaddr, String> {
@@ -359,6 +397,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         emulate_partition_file: args.emulate_partition_file,
         source_ip: args.source_ip,
         vu_limit: args.max_vus,
+        metrics_listen: args.metrics_listen,
+        otlp: args.otlp_endpoint.map(|endpoint| OtlpConfig {
+            endpoint,
+            interval: args.otlp_interval,
+        }),
     };
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

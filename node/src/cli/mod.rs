@@ -364,6 +364,16 @@ struct RunArgs {
     /// on this machine only.
     #[arg(long)]
     source_ip: Option<std::net::IpAddr>,
+    /// Push the run's metrics to an OpenTelemetry collector over OTLP/HTTP
+    /// (protobuf) while it runs and at its end: the collector's base URL, for
+    /// example http://127.0.0.1:4318. Runs on this machine only; a node pushes
+    /// with `fusi-node up --otlp-endpoint`.
+    #[arg(long, value_name = "URL", value_parser = mesh::otlp_endpoint_arg)]
+    otlp_endpoint: Option<crate::telemetry::otlp::Endpoint>,
+    /// How often to push to --otlp-endpoint (1s to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "5s",
+          value_parser = mesh::otlp_interval_arg, requires = "otlp_endpoint")]
+    otlp_interval: Duration,
     /// The API of the node to run on, across its mesh [default: 127.0.0.1:7401
     /// when a node answers there, else this machine].
     #[arg(long, env = "FUSI_API", value_parser = mesh::api_arg)]
@@ -687,6 +697,14 @@ impl RunArgs {
                  drop --source-ip, or add --local"
             );
         }
+        if let (Place::Node(api), Some(otlp)) = (&place, &self.otlp_endpoint) {
+            bail!(
+                "--otlp-endpoint {} applies to runs on this machine, and this run goes to the node \
+                 at {api}: start the node with `fusi-node up --otlp-endpoint URL`, which pushes \
+                 every run's metrics; drop --otlp-endpoint, or add --local",
+                otlp.url()
+            );
+        }
         Ok(place)
     }
 }
@@ -714,15 +732,20 @@ fn kebab(name: ExecutorName) -> String {
         .unwrap_or_default()
 }
 
-/// Prints a progress line per shard on a terminal.
+/// Prints a progress line per shard on a terminal, and hands the shards to
+/// `--otlp-endpoint`'s export.
 struct LiveProgress {
     enabled: bool,
     errors: u64,
     dropped: u64,
+    export: Option<crate::telemetry::local::LocalExport>,
 }
 
 impl Observer for LiveProgress {
-    fn on_shard(&mut self, shard: &Shard, _report: &Report, progress: &Progress) {
+    fn on_shard(&mut self, shard: &Shard, report: &Report, progress: &Progress) {
+        if let Some(export) = &mut self.export {
+            export.on_shard(shard, report);
+        }
         // The last shard covers only the tail of a second: its rate would mislead.
         if !self.enabled || shard.last {
             return;
@@ -1041,10 +1064,18 @@ fn write_outs(paths: &[PathBuf], report: &RunReport) -> anyhow::Result<()> {
 
 /// A run on this machine: a mesh of one.
 async fn run_here(args: &RunArgs, spec: RunSpec, wasm: Vec<u8>) -> anyhow::Result<ExitCode> {
+    let export = args.otlp_endpoint.clone().map(|endpoint| {
+        let config = crate::telemetry::otlp::OtlpConfig {
+            endpoint,
+            interval: args.otlp_interval,
+        };
+        crate::telemetry::local::LocalExport::start(config, spec.executor.name())
+    });
     let mut observer = LiveProgress {
         enabled: !args.quiet && std::io::stderr().is_terminal(),
         errors: 0,
         dropped: 0,
+        export,
     };
     let interrupt = cancel_on_ctrl_c(
         "interrupted: stopping the run and printing what was measured (Ctrl-C again quits at once)"
@@ -1074,6 +1105,9 @@ async fn run_here(args: &RunArgs, spec: RunSpec, wasm: Vec<u8>) -> anyhow::Resul
         eprintln!();
     }
     let report = finished.report;
+    if let Some(export) = observer.export.take() {
+        export.finish(&report.outcome).await;
+    }
     print!("{}", summary::render_report(&report));
     match finished.kept {
         Some(Ok(())) => eprintln!(

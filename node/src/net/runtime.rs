@@ -75,6 +75,10 @@ pub struct NodeConfig {
     pub vu_limit: u32,
     /// `--allow-target`: the hosts runs may target; `None` allows any.
     pub allow_target: Option<crate::core::allow::AllowList>,
+    /// `--metrics-listen`: where to serve `/metrics` for Prometheus.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--otlp-endpoint`: where to push metrics over OTLP, and how often.
+    pub otlp: Option<crate::telemetry::otlp::OtlpConfig>,
 }
 
 /// A message from a peer, possibly held back by latency emulation.
@@ -177,6 +181,7 @@ use crate::worker::wall_ns;
 
 mod runs;
 mod sync;
+mod telemetry;
 
 /// The most messages latency emulation holds at once.
 const MAX_DELAYED: usize = 10_000;
@@ -226,6 +231,8 @@ struct Node {
     partition: EmulatedPartition,
     /// Signs this node's shards and the run messages it leads with.
     signer: Signer,
+    /// What the last metrics snapshot folded of each run.
+    folded: telemetry::Folded,
 }
 
 /// Runs a node until `shutdown` is cancelled.
@@ -267,6 +274,30 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         api_token,
         shutdown.clone(),
     ));
+
+    let (snapshots, mut snapshot_rx) = crate::telemetry::SnapshotSource::new();
+    if let Some(addr) = config.metrics_listen {
+        let listener = crate::telemetry::prometheus::bind(addr).await?;
+        let metrics_addr = listener.local_addr()?;
+        tokio::spawn(crate::telemetry::prometheus::serve(
+            listener,
+            snapshots.clone(),
+            shutdown.clone(),
+        ));
+        println!("metrics listening on http://{metrics_addr}/metrics");
+    }
+    if let Some(otlp) = config.otlp.clone() {
+        println!(
+            "pushing metrics to {} every {:?}",
+            otlp.endpoint.url(),
+            otlp.interval
+        );
+        tokio::spawn(crate::telemetry::otlp::push(
+            otlp,
+            snapshots.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     println!("peer id: {peer_id}");
     println!("api listening on http://{api_addr}");
@@ -315,6 +346,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         sync: sync::Syncs::default(),
         partition,
         signer,
+        folded: telemetry::Folded::default(),
     };
     node.restore_runs();
     let mut probe = HealthProbe::new();
@@ -327,12 +359,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             _ = tick.tick() => node.tick(),
             _ = health_every.tick() => node.health = probe.sample(),
             Some(query) = query_rx.recv() => node.answer(query),
+            Some(reply) = snapshot_rx.recv() => {
+                let _ = reply.send(node.snapshot());
+            }
             Some(inbound) = delayed_rx.recv() => node.handle(inbound),
             Some(resolved) = resolved_rx.recv() => node.on_resolved(resolved),
             Some(event) = worker_rx.recv() => node.on_worker(event),
             event = node.swarm.select_next_some() => node.on_swarm(event),
         }
     }
+    drop(snapshots);
     info!("node stopping");
     node.say_goodbye().await;
     drop(store);

@@ -1088,6 +1088,15 @@ impl Node {
         })
     }
 
+    /// A run's shards merged so far; a run restored from the data dir is
+    /// read once, and kept. `None` before its first shard.
+    pub(super) fn merged(&mut self, id: &str) -> Option<&Report> {
+        if self.runs.stored.contains_key(id) {
+            self.report_mut(id);
+        }
+        self.runs.reports.get(id)
+    }
+
     /// A run's progress, from the shards merged so far.
     pub(super) fn live_view(&self, id: &str) -> Option<LiveView> {
         let run = self.run_view(id)?;
