@@ -893,7 +893,11 @@ fn build_wraps_cargo_and_prints_the_module() {
         std::fs::canonicalize(printed[0]).ok(),
         std::fs::canonicalize(&hello).ok()
     );
-    fails_with(&["build", "/no/such/dir"], 1, "has no Cargo.toml");
+    fails_with(
+        &["build", "/no/such/dir"],
+        1,
+        "holds no scenario: neither a Cargo.toml",
+    );
 }
 
 #[test]

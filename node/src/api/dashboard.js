@@ -296,6 +296,8 @@
     var regions = Object.keys(obj(r.regions)).sort().map(function (n) { return { name: n, summary: obj(r.regions)[n] }; });
     redraw(document.getElementById('chart-node-rps'), 'node-rps', 'requests/s', nodeLines);
     redraw(document.getElementById('chart-vus'), 'vus', 'VUs', series(regions, 'vus'));
+    // Intervals are one second long: a count per interval is a rate.
+    redraw(document.getElementById('chart-failed'), 'failed', 'failed/s', series(regions, 'failed'));
     var box = document.getElementById('run-report');
     if (!R.draw(box, r, {})) root.setAttribute('data-state', 'error');
   }

@@ -355,7 +355,7 @@ fn a_run_is_watched_live_from_another_node_written_as_junit_and_compared_with_a_
     assert_eq!(seen["errors"], 0, "{seen}");
     assert_eq!(seen["run_rows"], 1, "{seen}");
     let charts = seen["charts"].as_array().cloned().unwrap_or_default();
-    for kind in ["node-rps", "vus", "rps", "latency", "region-p95"] {
+    for kind in ["node-rps", "vus", "failed", "rps", "latency", "region-p95"] {
         let drawn = charts
             .iter()
             .find(|c| c[0] == kind)
