@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::assign::{Candidate, assign};
+use crate::core::module_name::sha256_hex;
 use crate::core::report::Report;
 use crate::core::run_report::{ExpectedNode, LoadPlan, RunMeta, RunReport, abort_verdict};
 use crate::core::segment::ExecutionSegment;
@@ -32,7 +33,7 @@ use crate::core::spec::{RunSpec, SpecError};
 use crate::core::threshold::parse_all;
 use crate::engine::executor::Progress;
 use crate::engine::http::ClientSettings;
-use crate::engine::module::{LoadError, sha256_hex};
+use crate::engine::module::LoadError;
 use crate::store::StoreError;
 use crate::store::runs::RunStore;
 use crate::worker::{self, ShareJob, WorkerEvent};

@@ -33,8 +33,8 @@ use super::token::{
     ApiToken, MAX_NONCE_BYTES, NONCE_BYTES, TOKEN_ENV, TOKEN_FILE, from_hex, to_hex,
 };
 use super::{HelloView, Query, SubmitRequest};
+use crate::core::module_name::MAX_MODULE_BYTES;
 use crate::engine::module::ScenarioModule;
-use crate::store::modules::MAX_MODULE_BYTES;
 
 /// The most API connections served at once: the CLI opens one at a time,
 /// so this bounds only what a misbehaving client can hold.

@@ -14,6 +14,7 @@ pub mod leader;
 pub mod membership;
 pub mod mesh;
 pub mod metrics;
+pub mod module_name;
 pub mod printable;
 pub mod report;
 pub mod run_report;

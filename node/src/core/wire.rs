@@ -54,7 +54,7 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 pub const MAX_SHARDS_RESPONSE_BYTES: usize = crate::core::sync::MAX_ANSWER_BYTES + (64 << 10);
 
 /// The largest module answer accepted: the module bound and the envelope.
-pub const MAX_MODULE_RESPONSE_BYTES: usize = crate::store::modules::MAX_MODULE_BYTES + 4096;
+pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTES + 4096;
 
 /// The largest run message accepted (a plan of 4096 nodes fits).
 pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
@@ -461,7 +461,7 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
             check_len(WHAT, "the scenario name", &p.spec.scenario, 256)?;
             crate::core::threshold::parse_all(&p.spec.thresholds)
                 .map_err(|e| invalid(e.to_string()))?;
-            if crate::store::modules::check_name(&p.spec.module_sha256).is_err() {
+            if super::module_name::check_name(&p.spec.module_sha256).is_err() {
                 return Err(invalid("the module name is not a sha256".into()));
             }
         }

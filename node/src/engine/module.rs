@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fusi_sdk::abi::{self, MetricKind, exports};
-use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, ExternType, InstancePre, Linker, Module, ValType};
 
 use super::host;
 use super::vu::VuState;
+use crate::core::module_name::sha256_hex;
 
 /// How often the epoch advances: the granularity of iteration timeouts and of
 /// the time slices a CPU-bound scenario gets before it must yield.
@@ -261,14 +261,6 @@ impl Drop for ScenarioModule {
     fn drop(&mut self) {
         self.ticker.store(true, Ordering::Relaxed);
     }
-}
-
-/// The sha256 of some bytes, lower-case hex: how modules are named.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl ScenarioModule {

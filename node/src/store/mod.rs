@@ -62,7 +62,7 @@ pub enum StoreError {
     },
     /// A name that cannot be a stored thing's.
     #[error(transparent)]
-    BadName(#[from] modules::BadModuleName),
+    BadName(#[from] crate::core::module_name::BadModuleName),
     /// A stored file that is not what it should be (empty, torn, too
     /// large, not decodable).
     #[error("cannot read {path}: {why}")]

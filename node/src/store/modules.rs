@@ -11,27 +11,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::engine::module::sha256_hex;
+use crate::core::module_name::{MAX_MODULE_BYTES, check_name, sha256_hex};
 use crate::store::StoreError;
-
-/// The largest module kept.
-pub const MAX_MODULE_BYTES: usize = 64 << 20;
-
-/// A module name that is not a sha256 in lower-case hex.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a module name: a module is named by 64 lower-case hex digits of its sha256")]
-pub struct BadModuleName(pub String);
-
-/// Checks a module name.
-pub fn check_name(sha256: &str) -> Result<(), BadModuleName> {
-    let hex = sha256
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if sha256.len() != 64 || !hex {
-        return Err(BadModuleName(sha256.chars().take(80).collect()));
-    }
-    Ok(())
-}
 
 /// The modules of one data directory.
 #[derive(Debug, Clone)]

@@ -27,6 +27,7 @@ use crate::api::{
 use crate::core::allow::AllowList;
 use crate::core::assign::Candidate;
 use crate::core::mesh::MeshCore;
+use crate::core::module_name::sha256_hex;
 use crate::core::report::Report;
 use crate::core::run_report::abort_verdict;
 use crate::core::runs::{At, EndedRun, MeshView, RunAction, RunRefused, RunsConfig, RunsCore};
@@ -38,7 +39,6 @@ use crate::core::wire::{
     SHARDS_TOPIC,
 };
 use crate::engine::http::ClientSettings;
-use crate::engine::module::sha256_hex;
 use crate::local::new_run_id;
 use crate::store::StoreError;
 use crate::store::modules::ModuleStore;
