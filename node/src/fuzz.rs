@@ -826,6 +826,7 @@ fn scenario_requests() -> Vec<HttpRequest> {
             body: vec![],
             timeout_ms: None,
             tags: vec![],
+            options: None,
         },
         HttpRequest {
             method: "POST".into(),
@@ -837,6 +838,10 @@ fn scenario_requests() -> Vec<HttpRequest> {
             body: br#"{"name":"fusi"}"#.to_vec(),
             timeout_ms: Some(5000),
             tags: vec![("name".into(), "create item".into())],
+            options: Some(vec![
+                ("redirects".into(), "0".into()),
+                ("body".into(), "discard".into()),
+            ]),
         },
     ]
 }
