@@ -35,6 +35,8 @@ mod packaging;
 mod reports;
 #[path = "e2e/runs.rs"]
 mod runs;
+#[path = "e2e/sessions.rs"]
+mod sessions;
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
