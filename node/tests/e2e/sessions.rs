@@ -13,7 +13,7 @@ use super::{check, fusi, fusi_to, num, scenario, serial, target};
 
 /// The checks of every iteration, and those of every iteration but a VU's
 /// first (the jar it kept from the one before).
-const EVERY_ITERATION: [&str; 9] = [
+const EVERY_ITERATION: [&str; 10] = [
     "login: lands on the account page",
     "login: the account page knows the user",
     "login: the jar holds the session cookie",
@@ -21,6 +21,7 @@ const EVERY_ITERATION: [&str; 9] = [
     "redirects: a chain of three is followed",
     "redirects: a discarded body is empty",
     "redirects: max_redirects(0) returns the redirect",
+    "redirects: past the limit the last redirect comes with too_many_redirects",
     "auth: basic credentials are encoded",
     "multipart: sent with its boundary and a bearer token",
 ];
@@ -58,23 +59,30 @@ fn a_session_logs_in_with_a_form_keeps_its_cookie_and_counts_every_redirect_hop(
     for name in LATER_ITERATIONS {
         assert_eq!(passes(s, name), (Some(4), Some(0)), "check {name}");
     }
-    // Ten requests an iteration, each redirect hop one of them: the login
+    // 13 requests an iteration, each redirect hop one of them: the login
     // (303) and its account page, /cookies, three 302s and the end of the
-    // chain, the redirect not followed, and two echoes.
+    // chain, the redirect not followed, a chain cut at its limit of two
+    // (three 302s, the last failed), and two echoes.
     let stats = t.stats();
-    assert_eq!(stats.requests, 60, "the target saw every hop");
-    assert_eq!(num(s, &["http", "requests"]), 60.0);
+    assert_eq!(stats.requests, 78, "the target saw every hop");
+    assert_eq!(num(s, &["http", "requests"]), 78.0);
     assert_eq!(num(s, &["http", "by_status", "303"]), 6.0);
-    assert_eq!(num(s, &["http", "by_status", "302"]), 24.0);
+    assert_eq!(num(s, &["http", "by_status", "302"]), 42.0);
     assert_eq!(num(s, &["http", "by_status", "200"]), 30.0);
     assert_eq!(stats.by_status.get(&303), Some(&6));
-    assert_eq!(stats.by_status.get(&302), Some(&24));
+    assert_eq!(stats.by_status.get(&302), Some(&42));
     assert_eq!(
         stats.by_status.get(&401),
         None,
         "the account page always got the session cookie"
     );
-    assert_eq!(num(s, &["http", "failed"]), 0.0);
+    assert_eq!(num(s, &["http", "failed"]), 6.0, "only the cut chains");
+    assert_eq!(num(s, &["errors", "too_many_redirects"]), 6.0);
+    let said = s["first_failures"]["http:too_many_redirects"].to_string();
+    assert!(
+        said.contains("stopped after 2 redirects") && said.contains("/redirect/3"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -118,8 +126,8 @@ fn a_redirect_to_a_host_outside_allow_target_fails_that_request_and_names_the_ho
     );
     assert_eq!(num(s, &["errors", "connect"]), 2.0, "{s}");
     // The redirect was answered and counted; its hop never left the node.
-    assert_eq!(t.stats().requests, 2 * 11);
-    assert_eq!(num(s, &["http", "requests"]), 2.0 * 12.0);
+    assert_eq!(t.stats().requests, 2 * 14);
+    assert_eq!(num(s, &["http", "requests"]), 2.0 * 15.0);
     assert_eq!(num(s, &["http", "by_status", "0"]), 2.0);
     let said = s["first_failures"]["http:connect"].to_string();
     assert!(

@@ -7,10 +7,11 @@
 //! fusi-node run session.wasm --vus 10 --duration 1m --env TARGET=http://127.0.0.1:8080
 //! ```
 //!
-//! Against `fusi-testnet target`, each iteration makes 10 requests: the
+//! Against `fusi-testnet target`, each iteration makes 13 requests: the
 //! login (303) and the account page it leads to (200), `/cookies`, a chain
 //! of three redirects and its end (3 × 302, 200), one redirect not followed
-//! (302), and two echoes. With `--env OFF_LIST=HOST:PORT` it also asks the
+//! (302), a chain longer than its limit of 2 (3 × 302, the last one failed
+//! with `too_many_redirects`), and two echoes. With `--env OFF_LIST=HOST:PORT` it also asks the
 //! target to redirect there, and checks that the hop fails with an error
 //! that names it (run it on a node whose `--allow-target` leaves that host
 //! out).
@@ -106,6 +107,18 @@ fn iteration() {
     check(
         "redirects: max_redirects(0) returns the redirect",
         res.status() == 302 && res.header("location") == Some("/redirect/0"),
+    );
+
+    let res = Request::get(&format!("{base}/redirect/5"))
+        .max_redirects(2)
+        .send();
+    check(
+        "redirects: past the limit the last redirect comes with too_many_redirects",
+        res.status() == 302
+            && res.url() == format!("{base}/redirect/3")
+            && res
+                .error()
+                .is_some_and(|e| e.kind == ErrorKind::TooManyRedirects),
     );
 
     let res = Request::get(&format!("{base}/echo"))
