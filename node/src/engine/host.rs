@@ -197,9 +197,11 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 }
                 let deadline = state.deadline;
                 let max_redirects = match &req.options {
-                    Some(pairs) => fusi_sdk::abi::RequestOptions::parse(pairs)
-                        .map_err(|e| abi_error(format!("the request does not decode: {e}")))?
-                        .max_redirects,
+                    Some(pairs) => {
+                        fusi_sdk::abi::RequestOptions::parse(pairs)
+                            .map_err(|e| abi_error(format!("the request does not decode: {e}")))?
+                            .max_redirects
+                    }
                     None => 0,
                 };
                 // Every hop shares the request's timeout, as k6's does.
@@ -207,49 +209,22 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     .timeout_ms
                     .map_or(super::http::DEFAULT_TIMEOUT, Duration::from_millis);
                 let chain_deadline = deadline.min(Instant::now() + own);
-                let first_url = req.url.clone();
-                let mut next = Some(req);
+                // Set when the first redirect is followed: a request that
+                // is not redirected copies nothing.
+                let mut first_url: Option<String> = None;
+                let mut next = req;
                 let mut hop = 0u32;
                 let (req, answer) = loop {
-                    let Some(hop_req) = next.take() else {
-                        return Err(abi_error("no request to send"));
-                    };
                     let (req, mut answer, exchange) =
-                        state.http.send_on_task(hop_req, chain_deadline).await;
-                    let location = answer
-                        .headers
-                        .get(http::header::LOCATION)
-                        .filter(|_| answer.error.is_none() && redirects::is_redirect(answer.status));
+                        state.http.send_on_task(next, chain_deadline).await;
                     // A stopping run follows no more redirects: the scenario
                     // gets the redirect it has.
                     let stopping = state.run.stop.is_cancelled() || !state.run.gate.open();
-                    match location {
-                        Some(_) if stopping => {}
-                        Some(location) if hop < max_redirects => {
-                            match redirects::follow(&req, answer.status, location.as_bytes()) {
-                                Ok(to) => next = Some(to),
-                                Err(message) => {
-                                    answer.error = Some(fusi_sdk::abi::HttpError {
-                                        kind: ErrorKind::Protocol,
-                                        message,
-                                    })
-                                }
-                            }
-                        }
-                        Some(location) if max_redirects > 0 => {
-                            answer.error = Some(fusi_sdk::abi::HttpError {
-                                kind: ErrorKind::TooManyRedirects,
-                                message: format!(
-                                    "stopped after {max_redirects} redirects: {} redirects again, to {:?}; a redirect \
-                                     loop, or raise the limit with .max_redirects(n)",
-                                    req.url,
-                                    String::from_utf8_lossy(location.as_bytes())
-                                ),
-                            });
-                        }
-                        _ => {}
+                    let to = redirects::next_hop(&req, &mut answer, hop, max_redirects, stopping);
+                    if to.is_some() {
+                        first_url.get_or_insert_with(|| req.url.clone());
                     }
-                    if hop > 0
+                    if let Some(first_url) = &first_url
                         && let Some(error) = &mut answer.error
                     {
                         error.message = format!(
@@ -258,8 +233,9 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                         );
                     }
                     record(state, &req, &answer, &exchange);
-                    if next.is_none() {
-                        break (req, answer);
+                    match to {
+                        Some(to) => next = to,
+                        None => break (req, answer),
                     }
                     hop += 1;
                 };

@@ -511,6 +511,7 @@ impl HttpClient {
                 }
             }
             if session.is_some()
+                && !self.jar.is_empty()
                 && !headers.contains_key(COOKIE)
                 && let Some(cookies) = self.jar.header(target.cookie_url(), unix_now())
                 && let Ok(value) = HeaderValue::from_str(&cookies)
@@ -536,7 +537,7 @@ impl HttpClient {
         let (sent1, recv1) = conn.meter.totals();
         exchange.bytes_sent = sent1 - sent0;
         exchange.bytes_received = recv1 - recv0;
-        if session.is_some() {
+        if session.is_some() && parts.headers.contains_key(SET_COOKIE) {
             let now = unix_now();
             for header in parts.headers.get_all(SET_COOKIE) {
                 self.jar.store(target.cookie_url(), header.as_bytes(), now);

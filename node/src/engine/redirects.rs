@@ -11,8 +11,52 @@
 //! subdomains) drops the `Authorization` and `Cookie` headers the scenario
 //! set, so a token is not handed to whoever a redirect names.
 
-use fusi_sdk::abi::HttpRequest;
+use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest};
 use url::Url;
+
+use super::http::Answer;
+
+/// What follows `answer`, the answer to `req`, hop `hop` (0 for the
+/// scenario's own request) of a request that allows `max` redirects: the
+/// next hop, or `None` when `answer` is the last. A redirect past the
+/// limit gets the error `too_many_redirects`, and one that cannot be
+/// followed the error `protocol`; a run that is `stopping` follows none.
+pub fn next_hop(
+    req: &HttpRequest,
+    answer: &mut Answer,
+    hop: u32,
+    max: u32,
+    stopping: bool,
+) -> Option<HttpRequest> {
+    if answer.error.is_some() || !is_redirect(answer.status) || stopping {
+        return None;
+    }
+    let location = answer.headers.get(http::header::LOCATION)?;
+    if hop >= max {
+        if max > 0 {
+            answer.error = Some(HttpError {
+                kind: ErrorKind::TooManyRedirects,
+                message: format!(
+                    "stopped after {max} redirects: {} redirects again, to {:?}; a redirect loop, or \
+                     raise the limit with .max_redirects(n)",
+                    req.url,
+                    String::from_utf8_lossy(location.as_bytes())
+                ),
+            });
+        }
+        return None;
+    }
+    match follow(req, answer.status, location.as_bytes()) {
+        Ok(to) => Some(to),
+        Err(message) => {
+            answer.error = Some(HttpError {
+                kind: ErrorKind::Protocol,
+                message,
+            });
+            None
+        }
+    }
+}
 
 /// Whether an answer with `status` is a redirect to follow (given a
 /// `Location`).
@@ -134,6 +178,57 @@ mod tests {
 
     fn names(r: &HttpRequest) -> Vec<&str> {
         r.headers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn answer(status: u16, location: Option<&'static str>) -> Answer {
+        let mut a = Answer {
+            status,
+            ..Answer::default()
+        };
+        if let Some(l) = location {
+            a.headers
+                .insert(http::header::LOCATION, http::HeaderValue::from_static(l));
+        }
+        a
+    }
+
+    #[test]
+    fn a_chain_stops_at_its_limit_with_too_many_redirects() {
+        let r = req("GET", "http://h/a");
+        let mut a = answer(302, Some("/b"));
+        let next = next_hop(&r, &mut a, 0, 2, false);
+        assert_eq!(next.map(|n| n.url).as_deref(), Some("http://h/b"));
+        assert!(a.error.is_none());
+        let mut a = answer(302, Some("/b"));
+        assert!(next_hop(&r, &mut a, 1, 2, false).is_some());
+        let mut a = answer(302, Some("/b"));
+        assert!(next_hop(&r, &mut a, 2, 2, false).is_none());
+        let e = a.error.unwrap_or_else(|| panic!("no error past the limit"));
+        assert_eq!(e.kind, ErrorKind::TooManyRedirects);
+        assert!(
+            e.message
+                .contains("stopped after 2 redirects: http://h/a redirects again, to \"/b\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn what_is_not_followed_is_returned_as_it_is() {
+        let r = req("GET", "http://h/a");
+        for (mut a, max, stopping) in [
+            (answer(302, Some("/b")), 0, false),
+            (answer(302, Some("/b")), 10, true),
+            (answer(302, None), 10, false),
+            (answer(304, Some("/b")), 10, false),
+            (answer(200, Some("/b")), 10, false),
+        ] {
+            assert!(next_hop(&r, &mut a, 0, max, stopping).is_none());
+            assert!(a.error.is_none(), "{} max {max}", a.status);
+        }
+        let mut a = answer(301, Some("ftp://h/"));
+        assert!(next_hop(&r, &mut a, 0, 10, false).is_none());
+        assert_eq!(a.error.map(|e| e.kind), Some(ErrorKind::Protocol));
     }
 
     #[test]
