@@ -99,7 +99,10 @@ fn iteration() {
         "redirects: a chain of three is followed",
         res.status() == 200 && res.url() == format!("{base}/redirect/0"),
     );
-    check("redirects: a discarded body is empty", res.body().is_empty());
+    check(
+        "redirects: a discarded body is empty",
+        res.body().is_empty(),
+    );
 
     let res = Request::get(&format!("{base}/redirect/1"))
         .max_redirects(0)
@@ -130,9 +133,12 @@ fn iteration() {
         echo.is_some_and(|e| e.header("authorization") == "Basic YWxpY2U6b3BlbiBzZXNhbWU="),
     );
 
-    let form = http::Multipart::new()
-        .field("title", "holiday")
-        .file("photo", "beach.bin", "application/octet-stream", vec![7u8; 1000]);
+    let form = http::Multipart::new().field("title", "holiday").file(
+        "photo",
+        "beach.bin",
+        "application/octet-stream",
+        vec![7u8; 1000],
+    );
     let res = Request::post(&format!("{base}/echo"))
         .bearer("t0ken")
         .multipart(form)
@@ -142,7 +148,8 @@ fn iteration() {
         "multipart: sent with its boundary and a bearer token",
         echo.is_some_and(|e| {
             e.header("authorization") == "Bearer t0ken"
-                && e.header("content-type").starts_with("multipart/form-data; boundary=")
+                && e.header("content-type")
+                    .starts_with("multipart/form-data; boundary=")
                 && e.body_len > 1000
         }),
     );
@@ -156,7 +163,10 @@ fn iteration() {
                 && e.message.contains(&off_list)
                 && e.message.contains("--allow-target")
         });
-        check("a redirect off the allow list fails and names the hop", named);
+        check(
+            "a redirect off the allow list fails and names the hop",
+            named,
+        );
     }
 }
 
