@@ -1,6 +1,6 @@
 //! One fuzz target per decoder of bytes from outside: a peer (gossip and
-//! request-response), the API (a submission) or a scenario (its HTTP
-//! requests through the ABI).
+//! request-response), the API (a submission), a scenario (its HTTP
+//! requests through the ABI) or a target (its `Set-Cookie` headers).
 //!
 //! [`Target::run`] takes any bytes, decodes them as the node does, uses what
 //! decodes as the node would, and checks what the decoder promises: it
@@ -41,6 +41,7 @@ use crate::core::wire::{
     self, Assigned, Finish, Handoff, Outcome, Plan, Proposal, RUN_PROTOCOL, Request, Response,
     RunEnvelope, RunMessage, RunSignature,
 };
+use crate::engine::cookies::{self, CookieJar, CookieUrl};
 use crate::net::codec::WireCodec;
 use fusi_sdk::abi::{HttpRequest, MetricKind, wire as abi_wire};
 
@@ -77,11 +78,15 @@ pub enum Target {
     /// ([`abi_wire::decode_request`]): what decodes encodes back to the
     /// same bytes.
     ScenarioRequest,
+    /// `Set-Cookie` headers from a target's response, one a line, stored in
+    /// a VU's cookie jar ([`CookieJar::store`]): the jar stays within its
+    /// bounds, and every `Cookie` header it makes is a valid header value.
+    SetCookie,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 9] = [
+    pub const ALL: [Target; 10] = [
         Target::Heartbeat,
         Target::Run,
         Target::Request,
@@ -91,6 +96,7 @@ impl Target {
         Target::TrendCounts,
         Target::Submit,
         Target::ScenarioRequest,
+        Target::SetCookie,
     ];
 
     /// The target's name, as in `fuzz/fuzz_targets/`.
@@ -105,6 +111,7 @@ impl Target {
             Target::TrendCounts => "trend_counts",
             Target::Submit => "submit",
             Target::ScenarioRequest => "scenario_request",
+            Target::SetCookie => "set_cookie",
         }
     }
 
@@ -121,6 +128,7 @@ impl Target {
             Target::TrendCounts => trend_counts(bytes),
             Target::Submit => submit(bytes),
             Target::ScenarioRequest => scenario_request(bytes),
+            Target::SetCookie => set_cookie(bytes),
         }
     }
 
@@ -152,6 +160,7 @@ impl Target {
                     out
                 })
                 .collect(),
+            Target::SetCookie => set_cookies(),
         }
     }
 }
@@ -429,6 +438,37 @@ fn scenario_request(bytes: &[u8]) -> bool {
     abi_wire::encode_request(&request, &mut out);
     assert_eq!(out, bytes, "an accepted request encodes back to its bytes");
     true
+}
+
+fn set_cookie(bytes: &[u8]) -> bool {
+    const NOW: i64 = 1_800_000_000;
+    let from = CookieUrl {
+        https: true,
+        host: "www.example.com",
+        path: "/account/login",
+    };
+    let mut jar = CookieJar::default();
+    for line in bytes.split(|&b| b == b'\n') {
+        jar.store(from, line, NOW);
+    }
+    assert!(
+        jar.len() <= cookies::MAX_PER_DOMAIN,
+        "a domain's bound holds"
+    );
+    for (host, path) in [("www.example.com", "/account/x"), ("a.example.com", "/")] {
+        let to = CookieUrl {
+            https: true,
+            host,
+            path,
+        };
+        if let Some(header) = jar.header(to, NOW + 60) {
+            assert!(
+                http::HeaderValue::from_str(&header).is_ok(),
+                "the jar made an invalid Cookie header: {header:?}"
+            );
+        }
+    }
+    !jar.is_empty()
 }
 
 // The seeds: real values of every kind and variant.
@@ -817,6 +857,18 @@ fn submissions() -> Vec<SubmitRequest> {
         .collect()
 }
 
+fn set_cookies() -> Vec<Vec<u8>> {
+    [
+        &b"session=user-alice; Path=/; HttpOnly"[..],
+        b"id=a3fWa; Expires=Wed, 21 Oct 2026 07:28:00 GMT; Secure; HttpOnly\n\
+          pref=dark; Domain=.example.com; Max-Age=3600; Path=/account; SameSite=Lax",
+        b"gone=1; Max-Age=0\nlang=en-US; Path=/",
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect()
+}
+
 fn scenario_requests() -> Vec<HttpRequest> {
     vec![
         HttpRequest {
@@ -826,6 +878,7 @@ fn scenario_requests() -> Vec<HttpRequest> {
             body: vec![],
             timeout_ms: None,
             tags: vec![],
+            options: None,
         },
         HttpRequest {
             method: "POST".into(),
@@ -837,6 +890,10 @@ fn scenario_requests() -> Vec<HttpRequest> {
             body: br#"{"name":"fusi"}"#.to_vec(),
             timeout_ms: Some(5000),
             tags: vec![("name".into(), "create item".into())],
+            options: Some(vec![
+                ("redirects".into(), "0".into()),
+                ("body".into(), "discard".into()),
+            ]),
         },
     ]
 }

@@ -221,7 +221,8 @@ async fn work(
         }
     };
     match lifecycle.abi_version().await {
-        Ok(v) if v == i64::from(abi::ABI_VERSION) => {}
+        Ok(v)
+            if (i64::from(abi::OLDEST_ABI_VERSION)..=i64::from(abi::ABI_VERSION)).contains(&v) => {}
         Ok(v) => {
             let _ = events.send(fail(LoadError::AbiMismatch(v).to_string()));
             return;

@@ -37,6 +37,8 @@ mod packaging;
 mod reports;
 #[path = "e2e/runs.rs"]
 mod runs;
+#[path = "e2e/sessions.rs"]
+mod sessions;
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -675,23 +677,23 @@ fn bad_input_gets_a_clear_error() {
         1,
         "does not compile",
     );
-    let v3 = write_temp("v3.wasm", &module_with_abi(3, false));
+    let v4 = write_temp("v4.wasm", &module_with_abi(4, false));
     fails_with(
-        &["run", v3.to_str().unwrap_or_default()],
+        &["run", v4.to_str().unwrap_or_default()],
         1,
-        "ABI version 3",
+        "ABI version 4",
     );
     let old = write_temp("v1.wasm", &module_with_abi(1, false));
     fails_with(
         &["run", old.to_str().unwrap_or_default()],
         1,
-        "built for scenario ABI version 1, but this node speaks version 2",
+        "built for scenario ABI version 1, but this node speaks versions 2 to 3",
     );
     let old_http = write_temp("v1-http.wasm", &module_with_abi(1, true));
     fails_with(
         &["run", old_http.to_str().unwrap_or_default()],
         1,
-        "built for scenario ABI version 1, but this node speaks version 2",
+        "built for scenario ABI version 1, but this node speaks versions 2 to 3",
     );
     let valid = write_temp("v2.wasm", &module_with_abi(2, false));
     let ok = fusi(&[
@@ -706,6 +708,18 @@ fn bad_input_gets_a_clear_error() {
         ok.stderr()
     );
     assert_eq!(num(ok.summary(), &["iterations", "completed"]), 3.0);
+    let current = write_temp("v3.wasm", &module_with_abi(3, false));
+    let ok = fusi(&[
+        "run",
+        current.to_str().unwrap_or_default(),
+        "--iterations",
+        "3",
+    ]);
+    assert!(
+        ok.output.status.success(),
+        "version 2 and version 3 modules both run: {}",
+        ok.stderr()
+    );
     let valid = valid.to_str().unwrap_or_default();
     fails_with(
         &["run", "/no/such/file.wasm"],
@@ -734,7 +748,7 @@ fn bad_input_gets_a_clear_error() {
         1,
         "--max-vus applies",
     );
-    for p in [not_wasm, empty, truncated, v3, old, old_http] {
+    for p in [not_wasm, empty, truncated, v4, current, old, old_http] {
         let _ = std::fs::remove_file(p);
     }
 }

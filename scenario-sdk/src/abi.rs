@@ -20,11 +20,21 @@ use serde::{Deserialize, Serialize};
 pub mod wire;
 
 /// The ABI version this SDK speaks. A host refuses a module whose
-/// [`exports::ABI_VERSION`] export returns any other number.
+/// [`exports::ABI_VERSION`] export returns a number outside
+/// [`OLDEST_ABI_VERSION`]`..=`[`ABI_VERSION`].
 ///
 /// Version 1 passed requests and responses as CBOR, and `http_request` took
-/// no response buffer; version 2 is [`wire`]'s binary encoding.
-pub const ABI_VERSION: u32 = 2;
+/// no response buffer; version 2 is [`wire`]'s binary encoding. Version 3
+/// adds sessions: a request ends with its options (redirects, discarded
+/// bodies; see [`RequestOptions`]), which turn on the cookie jar and
+/// redirects for it, its response ends with its final URL, and the
+/// [`imports::COOKIES_CLEAR`] and [`imports::COOKIE_GET`] imports exist.
+pub const ABI_VERSION: u32 = 3;
+
+/// The oldest ABI version a host still runs. A version 2 module's requests
+/// carry no options: the host sends them as it always did (no cookie jar,
+/// no redirects followed) and answers without the final URL.
+pub const OLDEST_ABI_VERSION: u32 = 2;
 
 /// The wasm import module that holds every host function.
 pub const IMPORT_MODULE: &str = "fusi";
@@ -114,6 +124,13 @@ pub mod imports {
     /// level 0 error, 1 warn, 2 info, 3 debug; level
     /// [`super::PANIC_LEVEL`] is the scenario's panic message instead.
     pub const LOG: &str = "log";
+    /// `() -> ()`: empties this VU's cookie jar (ABI 3).
+    pub const COOKIES_CLEAR: &str = "cookies_clear";
+    /// `(url_ptr: i32, url_len: i32, name_ptr: i32, name_len: i32) -> i32`
+    /// (ABI 3): the value of the cookie named `name` that this VU's jar
+    /// would send to `url`, left in the result buffer; returns its length,
+    /// or -1 when there is none.
+    pub const COOKIE_GET: &str = "cookie_get";
     /// `(ptr: i32, len: i32) -> ()`: sets the statuses this VU's requests
     /// expect from now on, as UTF-8 text such as `200-299,404` (an empty
     /// text restores the run's, `--expected-statuses`); a request with
@@ -191,6 +208,98 @@ pub struct HttpRequest {
     /// metric tags, which keeps URLs with ids from making one series each.
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// The request's options as key and value (ABI 3, see
+    /// [`RequestOptions`]), in the order encoded; `None` for a version 2
+    /// request, which the host sends without the cookie jar and without
+    /// following redirects. Unknown keys are kept and ignored, so a newer
+    /// SDK's options reach an older host harmlessly.
+    #[serde(default)]
+    pub options: Option<Vec<(String, String)>>,
+}
+
+/// The options of a version 3 request, read from
+/// [`HttpRequest::options`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// The most redirects followed (key [`RequestOptions::REDIRECTS`],
+    /// a decimal number; default [`RequestOptions::DEFAULT_REDIRECTS`], as
+    /// k6's `maxRedirects`); 0 returns the redirect itself.
+    pub max_redirects: u32,
+    /// Whether the host reads the body without handing it over (key
+    /// [`RequestOptions::BODY`], value `discard`), as k6's
+    /// `responseType: 'none'`.
+    pub discard_body: bool,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            max_redirects: RequestOptions::DEFAULT_REDIRECTS,
+            discard_body: false,
+        }
+    }
+}
+
+impl RequestOptions {
+    /// The key of [`RequestOptions::max_redirects`].
+    pub const REDIRECTS: &'static str = "redirects";
+    /// The key of [`RequestOptions::discard_body`].
+    pub const BODY: &'static str = "body";
+    /// Redirects followed when a request does not say: 10, as k6.
+    pub const DEFAULT_REDIRECTS: u32 = 10;
+    /// The most redirects a request may ask to follow.
+    pub const MAX_REDIRECTS: u32 = 100;
+
+    /// Reads options from their keys and values (the last of a key wins;
+    /// unknown keys are ignored). A known key with a value that means
+    /// nothing is an error that names it.
+    pub fn parse(pairs: &[(String, String)]) -> Result<RequestOptions, String> {
+        let mut options = RequestOptions::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                RequestOptions::REDIRECTS => {
+                    options.max_redirects = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= RequestOptions::MAX_REDIRECTS)
+                        .ok_or_else(|| {
+                            format!(
+                                "the option `redirects` is {value:?}, not a number of redirects in 0..={}",
+                                RequestOptions::MAX_REDIRECTS
+                            )
+                        })?;
+                }
+                RequestOptions::BODY => {
+                    options.discard_body = match value.as_str() {
+                        "discard" => true,
+                        "keep" => false,
+                        _ => {
+                            return Err(format!(
+                                "the option `body` is {value:?}, not `discard` or `keep`"
+                            ));
+                        }
+                    };
+                }
+                _ => {}
+            }
+        }
+        Ok(options)
+    }
+
+    /// The keys and values of the options that differ from the defaults.
+    pub fn to_pairs(self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        if self.max_redirects != RequestOptions::DEFAULT_REDIRECTS {
+            pairs.push((
+                RequestOptions::REDIRECTS.to_owned(),
+                self.max_redirects.to_string(),
+            ));
+        }
+        if self.discard_body {
+            pairs.push((RequestOptions::BODY.to_owned(), "discard".to_owned()));
+        }
+        pairs
+    }
 }
 
 /// The answer to an [`HttpRequest`], as the host returns it (encoded by
@@ -214,6 +323,10 @@ pub struct HttpResponse {
     /// Why no response arrived, if none did.
     #[serde(default)]
     pub error: Option<HttpError>,
+    /// The URL of the last request made (after redirects), when the host
+    /// says it: in answer to a version 3 request.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// Per-request timings in microseconds, in the order they happen.
@@ -269,10 +382,13 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The peer broke the HTTP protocol.
     Protocol,
+    /// A redirect was still the answer after the most redirects the
+    /// request allowed (ABI 3 only: a version 2 request follows none).
+    TooManyRedirects,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 8] = [
+    const ALL: [ErrorKind; 9] = [
         ErrorKind::Dns,
         ErrorKind::Refused,
         ErrorKind::Timeout,
@@ -281,6 +397,7 @@ impl ErrorKind {
         ErrorKind::Connect,
         ErrorKind::InvalidRequest,
         ErrorKind::Protocol,
+        ErrorKind::TooManyRedirects,
     ];
 
     /// The wire code of this kind, from 1 in the order of the variants (0
@@ -295,6 +412,7 @@ impl ErrorKind {
             ErrorKind::Connect => 6,
             ErrorKind::InvalidRequest => 7,
             ErrorKind::Protocol => 8,
+            ErrorKind::TooManyRedirects => 9,
         }
     }
 
@@ -314,6 +432,7 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::TooManyRedirects => "too_many_redirects",
         }
     }
 }
@@ -341,6 +460,32 @@ mod tests {
             assert_eq!(ErrorKind::from_code(kind.code()), Some(kind));
         }
         assert_eq!(ErrorKind::from_code(0), None);
-        assert_eq!(ErrorKind::from_code(9), None);
+        assert_eq!(ErrorKind::from_code(10), None);
+    }
+
+    #[test]
+    fn request_options_read_what_they_write_and_name_bad_values() {
+        let none = RequestOptions::parse(&[]);
+        assert_eq!(none, Ok(RequestOptions::default()));
+        let set = RequestOptions {
+            max_redirects: 0,
+            discard_body: true,
+        };
+        assert_eq!(RequestOptions::parse(&set.to_pairs()), Ok(set));
+        assert!(RequestOptions::default().to_pairs().is_empty());
+        let pair = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        assert_eq!(
+            RequestOptions::parse(&pair("future", "x")),
+            Ok(RequestOptions::default()),
+            "unknown keys are ignored"
+        );
+        for bad in [
+            pair("redirects", "-1"),
+            pair("redirects", "101"),
+            pair("body", "drop"),
+        ] {
+            let e = RequestOptions::parse(&bad).err().unwrap_or_default();
+            assert!(e.contains(&bad[0].0), "{e}");
+        }
     }
 }

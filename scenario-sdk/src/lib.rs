@@ -23,11 +23,13 @@
 //! goes on.
 //!
 //! The [`abi`] module is the one definition of what crosses between a
-//! scenario and the host; the host uses it too. Everything else here compiles
+//! scenario and the host; the host uses it too. [`body`] builds form bodies
+//! and credentials, which needs no host. Everything else here compiles
 //! only for `wasm32`, because it calls host functions that exist only inside
 //! fusi.
 
 pub mod abi;
+pub mod body;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;

@@ -33,6 +33,12 @@
 //! | `/delay/{ms}`, any method | `200` after `ms` milliseconds (at most 60 000; else 400) |
 //! | `GET /bytes/{n}` | `n` bytes (at most 10 MiB; else 400) |
 //! | `/echo`, any method | JSON `{"method", "path", "query", "version", "headers", "body_len"}` |
+//! | `/redirect/{n}`, any method | `302` to `/redirect/{n-1}` (relative), `200 redirected\n` at 0; `n` at most 100 |
+//! | `/redirect-to?url=URL&status=S`, any method | a redirect to `URL` (anywhere), status `S` in 301, 302 (default), 303, 307, 308 |
+//! | `GET /cookies` | JSON `{"cookie": "<the Cookie header>"}` (`null` without one) |
+//! | `/cookies/set?NAME=VALUE&...`, any method | `302` to `/cookies`, setting each cookie with `Path=/` |
+//! | `POST /login` with a form `user=NAME&...` | `303` to `/account`, setting `session=user-NAME; Path=/; HttpOnly`; no valid user: 400 |
+//! | `GET /account` | `200 {"user": NAME}` with that `session` cookie; without it 401 |
 //! | `GET /__fusi/stats` | the [`Stats`] as JSON (`DELETE` also resets them); never counted |
 //! | anything else | 404 (405 for a known path with the wrong method) |
 //!

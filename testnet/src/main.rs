@@ -41,8 +41,10 @@ enum Command {
     /// instead (HTTP/2 or HTTP/1.1 chosen by ALPN) with a fresh self-signed
     /// certificate for localhost and 127.0.0.1. Routes: GET / and /hello,
     /// POST /items, GET /items/{id}, /status/{code}, /delay/{ms},
-    /// GET /bytes/{len}, /echo, and GET /__fusi/stats (counters as JSON, not
-    /// counted; DELETE resets them).
+    /// GET /bytes/{len}, /echo, /redirect/{n}, /redirect-to?url=URL,
+    /// GET /cookies, /cookies/set?NAME=VALUE, POST /login, GET /account, and
+    /// GET /__fusi/stats (counters as JSON, not counted; DELETE resets
+    /// them).
     ///
     /// Prints `target listening on http://ADDR` (`https://` with --tls) on
     /// stdout once listening, and the final counters as one JSON line on

@@ -473,6 +473,12 @@ async fn route(shared: &Shared, parts: &http::request::Parts, body: Bytes) -> Re
         ["delay", ms] => delay_route(shared, ms).await,
         ["bytes", n] => only(method, &Method::GET, || bytes_route(n)),
         ["echo"] => echo(parts, &body),
+        ["redirect", n] => sessions::redirect_chain(n),
+        ["redirect-to"] => sessions::redirect_to(parts.uri.query()),
+        ["cookies"] => only(method, &Method::GET, || sessions::cookies(parts)),
+        ["cookies", "set"] => sessions::set_cookies(parts.uri.query()),
+        ["login"] => only(method, &Method::POST, || sessions::login(&body)),
+        ["account"] => only(method, &Method::GET, || sessions::account(parts)),
         _ => error_json(StatusCode::NOT_FOUND, format!("no route for {path}")),
     }
 }
@@ -801,6 +807,8 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
 fn error_json(status: StatusCode, message: String) -> Resp {
     json(status, &serde_json::json!({ "error": message }))
 }
+
+mod sessions;
 
 #[cfg(test)]
 mod tests;

@@ -103,6 +103,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         include_str!("../../../scenario-sdk/src/abi/wire.rs"),
     ),
     (
+        "src/body.rs",
+        include_str!("../../../scenario-sdk/src/body.rs"),
+    ),
+    (
         "src/guest.rs",
         include_str!("../../../scenario-sdk/src/guest.rs"),
     ),

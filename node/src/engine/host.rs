@@ -11,14 +11,15 @@ use fusi_sdk::abi::{self, ErrorKind, MetricKind, imports, wire};
 use tokio::time::Instant;
 use wasmtime::{Caller, Linker, Memory};
 
-use super::http::{request_method, request_name};
+use super::http::{Answer, Exchange, request_method, request_name};
 use super::recorder::RequestTags;
+use super::redirects;
 use super::vu::{HostTrap, VuState};
 use crate::core::metrics::{SeriesKey, names, valid_metric_name};
 use crate::core::printable::escape_controls;
 
 /// Every import the host provides, for telling a newer module's imports apart.
-pub const IMPORTS: [&str; 14] = [
+pub const IMPORTS: [&str; 16] = [
     imports::HTTP_REQUEST,
     imports::RESULT_READ,
     imports::SLEEP_MS,
@@ -33,10 +34,14 @@ pub const IMPORTS: [&str; 14] = [
     imports::ENV_GET,
     imports::LOG,
     imports::EXPECTED_STATUSES,
+    imports::COOKIES_CLEAR,
+    imports::COOKIE_GET,
 ];
 
 /// The largest request a scenario may hand to `http_request`.
 const MAX_REQUEST_BYTES: u32 = 64 << 20;
+/// The longest URL `cookie_get` takes.
+const MAX_URL: u32 = 64 << 10;
 /// The longest name, tag key or tag value.
 const MAX_NAME: u32 = 1024;
 /// The most VU tags.
@@ -128,6 +133,47 @@ fn read_str(
     String::from_utf8(bytes).map_err(|_| abi_error(format!("{what} is not UTF-8")))
 }
 
+/// Records one request (one hop of a redirected one) and says the first
+/// few failures of each kind.
+fn record(state: &mut VuState, req: &abi::HttpRequest, answer: &Answer, exchange: &Exchange) {
+    let tags = RequestTags {
+        method: &request_method(req),
+        name: request_name(req),
+        tags: &req.tags,
+    };
+    let expected = state
+        .expected_statuses
+        .as_ref()
+        .unwrap_or(&state.run.expected_statuses);
+    state.run.recorder.http(
+        state.vu_id,
+        state.base_tags(),
+        tags,
+        answer,
+        exchange,
+        expected,
+    );
+    if let Some(error) = &answer.error
+        && state.run.request_errors.note(error.kind.as_str())
+    {
+        let text = format!(
+            "{} {}: {}",
+            tags.method,
+            req.url.escape_debug(),
+            error.message
+        );
+        tracing::warn!(
+            "request failed ({}): {}",
+            error.kind.as_str(),
+            escape_controls(text.chars())
+        );
+        state
+            .run
+            .recorder
+            .note(format!("http:{}", error.kind.as_str()), text);
+    }
+}
+
 /// Registers every host function.
 pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
     let m = abi::IMPORT_MODULE;
@@ -150,43 +196,49 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     return Err(wasmtime::Error::new(HostTrap::Stopped));
                 }
                 let deadline = state.deadline;
-                let (req, answer, exchange) = state.http.send_on_task(req, deadline).await;
-                let tags = RequestTags {
-                    method: &request_method(&req),
-                    name: request_name(&req),
-                    tags: &req.tags,
+                let max_redirects = match &req.options {
+                    Some(pairs) => {
+                        fusi_sdk::abi::RequestOptions::parse(pairs)
+                            .map_err(|e| abi_error(format!("the request does not decode: {e}")))?
+                            .max_redirects
+                    }
+                    None => 0,
                 };
-                let expected = state
-                    .expected_statuses
-                    .as_ref()
-                    .unwrap_or(&state.run.expected_statuses);
-                state.run.recorder.http(
-                    state.vu_id,
-                    state.base_tags(),
-                    tags,
-                    &answer,
-                    &exchange,
-                    expected,
-                );
-                if let Some(error) = &answer.error
-                    && state.run.request_errors.note(error.kind.as_str())
-                {
-                    let text = format!(
-                        "{} {}: {}",
-                        tags.method,
-                        req.url.escape_debug(),
-                        error.message
-                    );
-                    tracing::warn!(
-                        "request failed ({}): {}",
-                        error.kind.as_str(),
-                        escape_controls(text.chars())
-                    );
-                    state
-                        .run
-                        .recorder
-                        .note(format!("http:{}", error.kind.as_str()), text);
-                }
+                // Every hop shares the request's timeout, as k6's does.
+                let own = req
+                    .timeout_ms
+                    .map_or(super::http::DEFAULT_TIMEOUT, Duration::from_millis);
+                let chain_deadline = deadline.min(Instant::now() + own);
+                // Set when the first redirect is followed: a request that
+                // is not redirected copies nothing.
+                let mut first_url: Option<String> = None;
+                let mut next = req;
+                let mut hop = 0u32;
+                let (req, answer) = loop {
+                    let (req, mut answer, exchange) =
+                        state.http.send_on_task(next, chain_deadline).await;
+                    // A stopping run follows no more redirects: the scenario
+                    // gets the redirect it has.
+                    let stopping = state.run.stop.is_cancelled() || !state.run.gate.open();
+                    let to = redirects::next_hop(&req, &mut answer, hop, max_redirects, stopping);
+                    if to.is_some() {
+                        first_url.get_or_insert_with(|| req.url.clone());
+                    }
+                    if let Some(first_url) = &first_url
+                        && let Some(error) = &mut answer.error
+                    {
+                        error.message = format!(
+                            "redirect {hop} from {first_url}, to {}: {}",
+                            req.url, error.message
+                        );
+                    }
+                    record(state, &req, &answer, &exchange);
+                    match to {
+                        Some(to) => next = to,
+                        None => break (req, answer),
+                    }
+                    hop += 1;
+                };
                 let cut = answer
                     .error
                     .as_ref()
@@ -196,7 +248,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 }
                 let mut out = std::mem::take(&mut state.result);
                 out.clear();
-                answer.encode(&mut out);
+                answer.encode(&mut out, req.options.is_some().then_some(req.url.as_str()));
                 let n = out.len();
                 if n <= buf_len as usize {
                     memory.write(&mut caller, buf_ptr as usize, &out).map_err(|_| {
@@ -417,6 +469,33 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 _ => tracing::debug!(target: "scenario", vu, "{msg}"),
             }
             Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::COOKIES_CLEAR,
+        |mut caller: Caller<'_, VuState>| {
+            caller.data_mut().http.jar.clear();
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::COOKIE_GET,
+        |mut caller: Caller<'_, VuState>, up: u32, ul: u32, np: u32, nl: u32| -> HostResult<i32> {
+            let url = read(&mut caller, up, ul, MAX_URL, "the cookie's URL")?;
+            let url =
+                String::from_utf8(url).map_err(|_| abi_error("the cookie's URL is not UTF-8"))?;
+            let name = read_str(&mut caller, np, nl, "the cookie's name")?;
+            let state = caller.data_mut();
+            match state.http.cookie(&url, &name).map_err(abi_error)? {
+                Some(value) => {
+                    state.result = value.into_bytes();
+                    Ok(i32::try_from(state.result.len()).unwrap_or(i32::MAX))
+                }
+                None => Ok(-1),
+            }
         },
     )?;
 

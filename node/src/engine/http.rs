@@ -9,6 +9,12 @@
 //! HTTPS goes through rustls (ring provider), and ALPN picks HTTP/2 or
 //! HTTP/1.1. Every request reports DNS, connect, TLS, waiting (time to first
 //! byte) and receiving times, and the bytes that crossed the socket.
+//!
+//! The client also holds the VU's [`CookieJar`]: a request with options
+//! (ABI 3) gets the jar's cookies unless it sets its own `Cookie` header,
+//! and its response's `Set-Cookie` headers go into the jar. Redirects are
+//! one request each; the host's `http_request` follows them (see
+//! [`super::redirects`]).
 
 use std::borrow::Cow;
 use std::io;
@@ -21,9 +27,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fusi_sdk::abi::wire::{ResponseHead, ResponseWriter};
-use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, Timings};
+use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, RequestOptions, Timings};
 use http::HeaderMap;
-use http::header::{HOST, HeaderName, HeaderValue, USER_AGENT};
+use http::header::{COOKIE, HOST, HeaderName, HeaderValue, SET_COOKIE, USER_AGENT};
 use http::{Method, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
@@ -32,6 +38,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use super::cookies::{CookieJar, CookieUrl};
 
 /// Requests without a timeout of their own give up after this long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -122,8 +130,9 @@ pub struct Answer {
 
 impl Answer {
     /// Appends the answer in the ABI's encoding of a response (header
-    /// values that are not UTF-8 get their invalid bytes replaced).
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// values that are not UTF-8 get their invalid bytes replaced); with
+    /// `url`, the final URL among its extras, for a request with options.
+    pub fn encode(&self, out: &mut Vec<u8>, url: Option<&str>) {
         let head = ResponseHead {
             status: self.status,
             protocol: self.protocol,
@@ -134,7 +143,7 @@ impl Answer {
         for (name, value) in &self.headers {
             w.header(name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
         }
-        w.finish(&self.body);
+        w.finish(&self.body, url);
     }
 }
 
@@ -182,9 +191,11 @@ enum Sender {
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
-/// Waits for a response and reads its whole body (up to [`MAX_BODY`] kept).
+/// Waits for a response and reads its whole body (up to [`MAX_BODY`] kept,
+/// none of it when `discard`).
 async fn read_response(
     response: impl Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+    discard: bool,
 ) -> Result<(http::response::Parts, Vec<u8>, Instant), Failure> {
     let response = response.await.map_err(classify_hyper)?;
     let first_byte = Instant::now();
@@ -192,6 +203,9 @@ async fn read_response(
     let mut data = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(classify_hyper)?;
+        if discard {
+            continue;
+        }
         if let Ok(chunk) = frame.into_data() {
             let room = MAX_BODY.saturating_sub(data.len());
             data.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -253,6 +267,25 @@ impl Target {
     }
 }
 
+impl Target {
+    /// What the cookie jar matches this URL by.
+    fn cookie_url(&self) -> CookieUrl<'_> {
+        CookieUrl {
+            https: self.origin.https,
+            host: &self.origin.host,
+            path: self.path.path(),
+        }
+    }
+}
+
+/// Seconds since the epoch, the cookie jar's clock (0 if the system clock
+/// is before 1970).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// A task that is aborted when its handle is dropped.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -270,6 +303,9 @@ pub struct HttpClient {
     connections: Vec<(Origin, Connection)>,
     /// The last URL requested and its parts: VUs mostly repeat their URLs.
     last: Option<(String, Arc<Target>)>,
+    /// The VU's cookies: they live as long as the VU, across iterations,
+    /// as k6's per-VU jar does.
+    pub jar: CookieJar,
 }
 
 /// A failure with its class, before it becomes an ABI [`HttpError`].
@@ -282,7 +318,18 @@ impl HttpClient {
             tls,
             connections: Vec::new(),
             last: None,
+            jar: CookieJar::default(),
         }
+    }
+
+    /// The value of the cookie called `name` that a request to `url` would
+    /// send, or why `url` is no URL.
+    pub fn cookie(&self, url: &str, name: &str) -> Result<Option<String>, String> {
+        let target = Target::parse(url).map_err(|Failure(_, message)| message)?;
+        Ok(self
+            .jar
+            .get(target.cookie_url(), name, unix_now())
+            .map(str::to_owned))
     }
 
     /// Open connections (for tests and gauges).
@@ -393,6 +440,14 @@ impl HttpClient {
         exchange: &mut Exchange,
     ) -> Result<Answer, Failure> {
         let target = self.target(&req.url)?;
+        // A version 2 request (no options) is sent as it always was: no
+        // cookies, whole body.
+        let session = match &req.options {
+            Some(pairs) => Some(
+                RequestOptions::parse(pairs).map_err(|e| Failure(ErrorKind::InvalidRequest, e))?,
+            ),
+            None => None,
+        };
         let method = Method::from_bytes(request_method(req).as_bytes()).map_err(|_| {
             Failure(
                 ErrorKind::InvalidRequest,
@@ -455,17 +510,26 @@ impl HttpClient {
                     headers.append(name, value);
                 }
             }
+            if session.is_some()
+                && !self.jar.is_empty()
+                && !headers.contains_key(COOKIE)
+                && let Some(cookies) = self.jar.header(target.cookie_url(), unix_now())
+                && let Ok(value) = HeaderValue::from_str(&cookies)
+            {
+                headers.insert(COOKIE, value);
+            }
         }
         let request = builder
             .body(Full::new(Bytes::copy_from_slice(&req.body)))
             .map_err(|e| Failure(ErrorKind::InvalidRequest, e.to_string()))?;
 
+        let discard = session.is_some_and(|o| o.discard_body);
         let sent_at = Instant::now();
         let (parts, data, first_byte) = match &mut conn.sender {
             Sender::H1 { tx, driver } => {
-                drive(driver, read_response(tx.send_request(request))).await
+                drive(driver, read_response(tx.send_request(request), discard)).await
             }
-            Sender::H2(tx) => read_response(tx.send_request(request)).await,
+            Sender::H2(tx) => read_response(tx.send_request(request), discard).await,
         }?;
         timings.waiting_us = micros(first_byte - sent_at);
         timings.receiving_us = micros(first_byte.elapsed());
@@ -473,6 +537,12 @@ impl HttpClient {
         let (sent1, recv1) = conn.meter.totals();
         exchange.bytes_sent = sent1 - sent0;
         exchange.bytes_received = recv1 - recv0;
+        if session.is_some() && parts.headers.contains_key(SET_COOKIE) {
+            let now = unix_now();
+            for header in parts.headers.get_all(SET_COOKIE) {
+                self.jar.store(target.cookie_url(), header.as_bytes(), now);
+            }
+        }
         Ok(Answer {
             status: parts.status.as_u16(),
             protocol: if is_h2 { "HTTP/2" } else { "HTTP/1.1" },

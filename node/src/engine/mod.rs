@@ -4,12 +4,15 @@
 //! - [`host`]: the host functions a scenario imports.
 //! - [`vu`]: one virtual user: a Store, an instance, its connections.
 //! - [`http`]: the per-VU HTTP client.
+//! - [`cookies`]: the per-VU cookie jar the client keeps.
+//! - [`redirects`]: which answers are redirects and what the next hop is.
 //! - [`output`]: a scenario's stdout and stderr, escaped, prefixed and rate-limited.
 //! - [`executor`]: turn a share of a run into iterations over time.
 //! - [`gate`]: fence a share whose node was frozen, so it sends no load
 //!   that was handed on.
 //! - [`recorder`]: collect samples and seal them into per-interval shards.
 
+pub mod cookies;
 pub mod executor;
 pub mod first_errors;
 pub mod gate;
@@ -18,4 +21,5 @@ pub mod http;
 pub mod module;
 pub mod output;
 pub mod recorder;
+pub mod redirects;
 pub mod vu;

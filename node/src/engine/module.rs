@@ -61,8 +61,9 @@ pub enum LoadError {
     NoAbiVersion,
     /// An ABI this node does not speak.
     #[error(
-        "the module was built for scenario ABI version {0}, but this node speaks version {ours}; rebuild \
-         the scenario with a fusi-sdk that matches this node",
+        "the module was built for scenario ABI version {0}, but this node speaks versions {oldest} to {ours}; \
+         rebuild the scenario with a fusi-sdk that matches this node",
+        oldest = abi::OLDEST_ABI_VERSION,
         ours = abi::ABI_VERSION
     )]
     AbiMismatch(i64),

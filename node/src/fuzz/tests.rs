@@ -120,7 +120,8 @@ fn allocation_bound(target: Target, len: usize) -> u64 {
         | Target::Run
         | Target::Request
         | Target::Submit
-        | Target::ScenarioRequest => 16 * MIB + 64 * len,
+        | Target::ScenarioRequest
+        | Target::SetCookie => 16 * MIB + 64 * len,
     }
 }
 
@@ -437,6 +438,12 @@ fn submissions_survive_mutation() {
 #[test]
 fn scenario_requests_survive_mutation() {
     let outcome = fuzz(Target::ScenarioRequest, 100_000);
+    assert!(outcome.decoded > 0);
+}
+
+#[test]
+fn set_cookies_survive_mutation() {
+    let outcome = fuzz(Target::SetCookie, 100_000);
     assert!(outcome.decoded > 0);
 }
 

@@ -3,9 +3,13 @@
 //!
 //! Every number is little-endian. A string or a byte string is a `u32`
 //! length followed by that many bytes; strings are UTF-8. A list is a `u32`
-//! count followed by its items. There are no field names, no optional
-//! fields and no padding: every field is there, in the order below, and a
-//! value ends exactly where its bytes end.
+//! count followed by its items. There are no field names and no padding:
+//! every field is there, in the order below, and a value ends exactly where
+//! its bytes end. The one optional field is the last of each value: a
+//! request of ABI 3 ends with its options, which a request of ABI 2 lacks,
+//! and the response to a request with options ends with its extras, which
+//! the response to one without lacks; so a version 2 module's bytes are
+//! still read and answered as they were.
 //!
 //! A request:
 //!
@@ -17,6 +21,7 @@
 //! | headers | list of (name string, value string) |
 //! | tags | list of (key string, value string) |
 //! | body | byte string |
+//! | options (ABI 3) | list of (key string, value string); see [`RequestOptions`](super::RequestOptions) |
 //!
 //! A response (the first [`RESPONSE_HEAD_BYTES`] bytes have a fixed layout):
 //!
@@ -29,6 +34,7 @@
 //! | 68 | error message | string (empty without an error) |
 //! | | headers | list of (name string, value string) |
 //! | | body | byte string |
+//! | | extras (ABI 3) | list of (key string, value string): `url`, the URL of the last request made |
 //!
 //! Decoding never panics and never allocates more than the input's size:
 //! a length or count that runs past the end is an error.
@@ -54,6 +60,9 @@ pub enum WireError {
     /// Bytes are left after the last field.
     TrailingBytes(usize),
 }
+
+/// The key of a response's final URL among its extras.
+const URL_EXTRA: &str = "url";
 
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,6 +101,9 @@ pub fn encode_request(req: &HttpRequest, out: &mut Vec<u8>) {
     put_pairs(out, &req.headers);
     put_pairs(out, &req.tags);
     put_bytes(out, &req.body);
+    if let Some(options) = &req.options {
+        put_pairs(out, options);
+    }
 }
 
 /// Decodes a request.
@@ -104,6 +116,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<HttpRequest, WireError> {
         headers: r.pairs("headers")?,
         tags: r.pairs("tags")?,
         body: r.bytes("body")?.to_vec(),
+        options: None,
+    };
+    let req = HttpRequest {
+        options: r.optional_pairs("options")?,
+        ..req
     };
     r.end()?;
     Ok(req)
@@ -168,13 +185,19 @@ impl<'a> ResponseWriter<'a> {
         self.count += 1;
     }
 
-    /// Appends the body and fills in the header count.
-    pub fn finish(self, body: &[u8]) {
+    /// Appends the body and fills in the header count; with `url`, the
+    /// extras too (only in answer to a request with options).
+    pub fn finish(self, body: &[u8], url: Option<&str>) {
         let count = self.count.to_le_bytes();
         if let Some(slot) = self.out.get_mut(self.count_at..self.count_at + 4) {
             slot.copy_from_slice(&count);
         }
         put_bytes(self.out, body);
+        if let Some(url) = url {
+            self.out.extend_from_slice(&1u32.to_le_bytes());
+            put_bytes(self.out, URL_EXTRA.as_bytes());
+            put_bytes(self.out, url.as_bytes());
+        }
     }
 }
 
@@ -190,7 +213,7 @@ pub fn encode_response(resp: &HttpResponse, out: &mut Vec<u8>) {
     for (name, value) in &resp.headers {
         w.header(name, value);
     }
-    w.finish(&resp.body);
+    w.finish(&resp.body, resp.url.as_deref());
 }
 
 /// Decodes a response.
@@ -231,9 +254,17 @@ pub fn decode_response(bytes: &[u8]) -> Result<HttpResponse, WireError> {
         }),
         headers: r.pairs("headers")?,
         body: r.bytes("body")?.to_vec(),
+        url: None,
     };
+    let url = r.optional_pairs("extras")?.and_then(|extras| {
+        extras
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == URL_EXTRA)
+            .map(|(_, v)| v)
+    });
     r.end()?;
-    Ok(resp)
+    Ok(HttpResponse { url, ..resp })
 }
 
 fn protocol_code(protocol: &str) -> u8 {
@@ -303,6 +334,17 @@ impl<'a> Reader<'a> {
         Ok(pairs)
     }
 
+    /// A list of pairs that is the last field, when any bytes are left.
+    fn optional_pairs(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<Vec<(String, String)>>, WireError> {
+        if self.bytes.is_empty() {
+            return Ok(None);
+        }
+        self.pairs(field).map(Some)
+    }
+
     fn end(&self) -> Result<(), WireError> {
         match self.bytes.len() {
             0 => Ok(()),
@@ -326,6 +368,7 @@ mod tests {
             body: vec![7; 10_000],
             timeout_ms: Some(1500),
             tags: vec![("name".into(), "x".into())],
+            options: Some(vec![("redirects".into(), "3".into())]),
         }
     }
 
@@ -349,6 +392,7 @@ mod tests {
                 kind: ErrorKind::Timeout,
                 message: "slow".into(),
             }),
+            url: Some("http://127.0.0.1:1/y".into()),
         }
     }
 
@@ -366,8 +410,19 @@ mod tests {
         let mut bytes = Vec::new();
         encode_request(&none, &mut bytes);
         assert_eq!(decode_request(&bytes), Ok(none));
+        let old = HttpRequest {
+            options: None,
+            ..request()
+        };
+        let mut bytes = Vec::new();
+        encode_request(&old, &mut bytes);
+        assert_eq!(decode_request(&bytes), Ok(old));
         for resp in [
             response(),
+            HttpResponse {
+                url: None,
+                ..response()
+            },
             HttpResponse::default(),
             HttpResponse {
                 protocol: "HTTP/2".into(),
@@ -397,7 +452,18 @@ mod tests {
         expected.extend([0xff; 8]);
         expected.extend([0; 12]);
         assert_eq!(bytes, expected);
-        assert_eq!(bytes.len(), 58);
+        assert_eq!(bytes.len(), 58, "a version 2 request");
+        let with_options = HttpRequest {
+            options: Some(vec![("body".into(), "discard".into())]),
+            ..req
+        };
+        let mut bytes = Vec::new();
+        encode_request(&with_options, &mut bytes);
+        let mut options = vec![1, 0, 0, 0, 4, 0, 0, 0];
+        options.extend(b"body");
+        options.extend([7, 0, 0, 0]);
+        options.extend(b"discard");
+        assert_eq!(&bytes[58..], &options[..]);
 
         let mut bytes = Vec::new();
         encode_response(&response(), &mut bytes);
@@ -414,15 +480,37 @@ mod tests {
         encode_request(&request(), &mut req);
         let mut resp = Vec::new();
         encode_response(&response(), &mut resp);
-        for n in 0..req.len() {
+        // Cut right before its optional last field, a value is whole.
+        let mut req_v2 = Vec::new();
+        encode_request(
+            &HttpRequest {
+                options: None,
+                ..request()
+            },
+            &mut req_v2,
+        );
+        let mut resp_v2 = Vec::new();
+        encode_response(
+            &HttpResponse {
+                url: None,
+                ..response()
+            },
+            &mut resp_v2,
+        );
+        for n in (0..req.len()).filter(|&n| n != req_v2.len()) {
             assert!(decode_request(&req[..n]).is_err(), "request cut at {n}");
         }
-        for n in 0..resp.len() {
+        for n in (0..resp.len()).filter(|&n| n != resp_v2.len()) {
             assert!(decode_response(&resp[..n]).is_err(), "response cut at {n}");
         }
+        assert!(decode_request(&req[..req_v2.len()]).is_ok_and(|r| r.options.is_none()));
+        assert!(decode_response(&resp[..resp_v2.len()]).is_ok_and(|r| r.url.is_none()));
         let mut longer = req.clone();
         longer.push(0);
         assert_eq!(decode_request(&longer), Err(WireError::TrailingBytes(1)));
+        let mut longer = resp.clone();
+        longer.push(0);
+        assert_eq!(decode_response(&longer), Err(WireError::TrailingBytes(1)));
         let mut bad = resp.clone();
         bad[2] = 9;
         assert_eq!(

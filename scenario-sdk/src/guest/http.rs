@@ -5,11 +5,20 @@
 //! an API client behaves. A network failure does not panic: it comes back as
 //! a [`Response`] with status 0 and an [`Response::error`].
 //!
+//! Each VU also has a cookie jar, as in k6: cookies the target sets are sent
+//! back on later requests that match, across iterations, until
+//! [`clear_cookies`]. Redirects are followed (up to 10, see
+//! [`Request::max_redirects`]), each hop a request of its own in the
+//! metrics.
+//!
 //! ```ignore
 //! let res = http::get("http://127.0.0.1:8080/hello");
 //! let res = Request::post("http://127.0.0.1:8080/items")
 //!     .json(&serde_json::json!({"name": "fusi"}))
 //!     .tag("name", "create item")
+//!     .send();
+//! let res = Request::post("http://127.0.0.1:8080/login")
+//!     .form(&[("user", "alice"), ("password", "s3cret")])
 //!     .send();
 //! ```
 
@@ -18,7 +27,8 @@ use std::time::Duration;
 
 use super::sys;
 use crate::abi::wire::{self, NO_TIMEOUT};
-use crate::abi::{ErrorKind, HttpError, HttpRequest, HttpResponse, Timings};
+use crate::abi::{ErrorKind, HttpError, HttpRequest, HttpResponse, RequestOptions, Timings};
+pub use crate::body::Multipart;
 
 /// The response buffer's size before any response outgrew it.
 const RESPONSE_BUFFER: usize = 16 << 10;
@@ -60,11 +70,30 @@ pub fn set_expected_statuses(statuses: &str) {
     unsafe { sys::expected_statuses(statuses.as_ptr(), statuses.len()) }
 }
 
+/// Empties this VU's cookie jar, as k6's `http.cookieJar().clear(url)`
+/// for every URL at once. The jar otherwise lives as long as the VU,
+/// across iterations, as k6's does.
+pub fn clear_cookies() {
+    // SAFETY: no arguments.
+    unsafe { sys::cookies_clear() }
+}
+
+/// The value of the cookie called `name` that this VU would send to `url`,
+/// if there is one. A `url` that is no `http://` or `https://` URL fails
+/// the iteration.
+pub fn cookie(url: &str, name: &str) -> Option<String> {
+    // SAFETY: both pointer and length pairs describe live &strs.
+    let len = unsafe { sys::cookie_get(url.as_ptr(), url.len(), name.as_ptr(), name.len()) };
+    let len = usize::try_from(len).ok()?;
+    String::from_utf8(sys::take_result(len)).ok()
+}
+
 /// A request under construction.
 #[derive(Debug, Clone)]
 #[must_use = "a request does nothing until .send()"]
 pub struct Request {
     inner: HttpRequest,
+    options: RequestOptions,
 }
 
 impl Request {
@@ -76,6 +105,7 @@ impl Request {
                 url: url.to_owned(),
                 ..HttpRequest::default()
             },
+            options: RequestOptions::default(),
         }
     }
 
@@ -117,7 +147,52 @@ impl Request {
         self.header("content-type", "application/json").body(body)
     }
 
-    /// Gives up after `timeout` (default 60 s; the iteration timeout always applies).
+    /// Sets an HTML form body (`application/x-www-form-urlencoded`): each
+    /// key and value percent-encoded, as a browser submits a form.
+    pub fn form(self, fields: &[(&str, &str)]) -> Self {
+        let body = crate::body::form_urlencoded(fields);
+        self.header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    }
+
+    /// Sets a `multipart/form-data` body (fields and files) and its
+    /// content type.
+    pub fn multipart(self, form: Multipart) -> Self {
+        let (content_type, body) = form.encode();
+        self.header("content-type", &content_type).body(body)
+    }
+
+    /// Adds `authorization: Basic ...` for `user` and `password`.
+    pub fn basic_auth(self, user: &str, password: &str) -> Self {
+        let credentials = crate::body::base64(format!("{user}:{password}").as_bytes());
+        self.header("authorization", &format!("Basic {credentials}"))
+    }
+
+    /// Adds `authorization: Bearer TOKEN`.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    /// Follows at most `n` redirects (default 10, as k6's `maxRedirects`;
+    /// at most 100); 0 returns the redirect itself. Past the limit the
+    /// response is the last redirect, with the error kind
+    /// `TooManyRedirects`.
+    pub fn max_redirects(mut self, n: u32) -> Self {
+        self.options.max_redirects = n.min(RequestOptions::MAX_REDIRECTS);
+        self
+    }
+
+    /// Reads the response body without handing it to the scenario, as
+    /// k6's `responseType: 'none'`: its bytes are still received and
+    /// counted (`data_received`, `http_req_receiving`), but
+    /// [`Response::body`] is empty and nothing is copied into the module.
+    pub fn discard_body(mut self) -> Self {
+        self.options.discard_body = true;
+        self
+    }
+
+    /// Gives up after `timeout` (default 60 s; the iteration timeout always
+    /// applies). Redirects followed count within it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         self.inner.timeout_ms = Some(ms.min(NO_TIMEOUT - 1));
@@ -132,7 +207,8 @@ impl Request {
     }
 
     /// Sends the request and waits for the whole response.
-    pub fn send(self) -> Response {
+    pub fn send(mut self) -> Response {
+        self.inner.options = Some(self.options.to_pairs());
         let mut req = Vec::with_capacity(64 + self.inner.url.len() + self.inner.body.len());
         wire::encode_request(&self.inner, &mut req);
         let decoded = RESPONSES.with_borrow_mut(|buf| {
@@ -176,6 +252,12 @@ impl Response {
     /// The status code; 0 when no response arrived.
     pub fn status(&self) -> u16 {
         self.inner.status
+    }
+
+    /// The URL of the last request made: where the redirects led, or the
+    /// request's own URL.
+    pub fn url(&self) -> &str {
+        self.inner.url.as_deref().unwrap_or_default()
     }
 
     /// `HTTP/1.1` or `HTTP/2`.

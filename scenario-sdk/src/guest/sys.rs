@@ -21,6 +21,13 @@ unsafe extern "C" {
     pub fn env_get(key_ptr: *const u8, key_len: usize) -> i32;
     pub fn log(level: i32, ptr: *const u8, len: usize);
     pub fn expected_statuses(ptr: *const u8, len: usize);
+    pub fn cookies_clear();
+    pub fn cookie_get(
+        url_ptr: *const u8,
+        url_len: usize,
+        name_ptr: *const u8,
+        name_len: usize,
+    ) -> i32;
 }
 
 /// Copies `len` bytes out of the host's result buffer.

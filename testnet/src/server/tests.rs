@@ -76,6 +76,31 @@ impl Client {
     async fn get(&mut self, path: &str) -> (StatusCode, Bytes) {
         self.send(Method::GET, path, b"").await
     }
+
+    /// A request with headers; the response's status, headers and body.
+    async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.host);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .expect("request");
+        self.sender.ready().await.expect("connection ready");
+        let resp = self.sender.send_request(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, body)
+    }
 }
 
 /// One request on a fresh connection.
@@ -195,6 +220,94 @@ async fn routes_answer_and_stats_count_them() {
 
         let last = target.shutdown().await;
         assert_eq!(last, Stats::default());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn session_routes_redirect_set_cookies_and_want_them() {
+    bounded(async {
+        let target = start(TargetConfig::default()).await;
+        let mut c = Client::connect(&target).await;
+        let location = |h: &http::HeaderMap| {
+            h.get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (status, headers, _) = c.exchange(Method::GET, "/redirect/2", &[], b"").await;
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(location(&headers).as_deref(), Some("/redirect/1"));
+        assert_eq!(
+            c.get("/redirect/0").await,
+            (StatusCode::OK, Bytes::from("redirected\n"))
+        );
+        assert_eq!(c.get("/redirect/101").await.0, StatusCode::BAD_REQUEST);
+
+        let (status, headers, _) = c
+            .exchange(
+                Method::POST,
+                "/redirect-to?url=http%3A%2F%2F127.0.0.9%3A1%2Fx&status=307",
+                &[],
+                b"",
+            )
+            .await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(location(&headers).as_deref(), Some("http://127.0.0.9:1/x"));
+        assert_eq!(
+            c.get("/redirect-to?url=/x&status=200").await.0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(c.get("/redirect-to").await.0, StatusCode::BAD_REQUEST);
+
+        let (status, headers, _) = c
+            .exchange(Method::GET, "/cookies/set?a=1&b=2", &[], b"")
+            .await;
+        assert_eq!(status, StatusCode::FOUND);
+        let set: Vec<_> = headers.get_all(http::header::SET_COOKIE).iter().collect();
+        assert_eq!(set, ["a=1; Path=/", "b=2; Path=/"]);
+        let (_, _, body) = c
+            .exchange(Method::GET, "/cookies", &[("cookie", "a=1; b=2")], b"")
+            .await;
+        assert_eq!(json(&body), serde_json::json!({"cookie": "a=1; b=2"}));
+        assert_eq!(
+            json(&c.get("/cookies").await.1),
+            serde_json::json!({"cookie": null})
+        );
+
+        let (status, headers, _) = c
+            .exchange(
+                Method::POST,
+                "/login",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                b"user=alice&password=x",
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(location(&headers).as_deref(), Some("/account"));
+        assert_eq!(
+            headers
+                .get(http::header::SET_COOKIE)
+                .and_then(|v| v.to_str().ok()),
+            Some("session=user-alice; Path=/; HttpOnly")
+        );
+        assert_eq!(
+            c.send(Method::POST, "/login", b"user=a%20b").await.0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(c.get("/login").await.0, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _, body) = c
+            .exchange(
+                Method::GET,
+                "/account",
+                &[("cookie", "x=1; session=user-alice")],
+                b"",
+            )
+            .await;
+        assert_eq!(
+            (status, json(&body)),
+            (StatusCode::OK, serde_json::json!({"user": "alice"}))
+        );
+        assert_eq!(c.get("/account").await.0, StatusCode::UNAUTHORIZED);
     })
     .await;
 }
