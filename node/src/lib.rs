@@ -23,7 +23,7 @@
 pub mod api;
 pub mod cli;
 pub mod compare;
-pub mod core;
+pub use fusi_core as core;
 pub mod engine;
 pub mod fuzz;
 pub mod html;

@@ -516,6 +516,50 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_share_is_said_with_where_each_part_went() {
+        use crate::core::run_report::{LoadPlan, Move, RunMeta, RunReport};
+        use crate::core::segment::ExecutionSegment;
+        use crate::core::spec::{Executor, Rate, RunSpec};
+        let half =
+            |start| ExecutionSegment::new(start, start + 1, 6).unwrap_or_else(|e| panic!("{e}"));
+        let moved = |to: &str, start| Move {
+            from: "c".into(),
+            to: to.into(),
+            since_ms: 3500,
+            segment: half(start),
+            planned: 0.0,
+        };
+        let meta = RunMeta {
+            scenario: "x.wasm".into(),
+            executor: "constant-arrival-rate".into(),
+            outcome: "complete".into(),
+            expected: Vec::new(),
+            lost: vec!["c".into()],
+            thresholds: Vec::new(),
+            aborted_by: None,
+            load: Some(LoadPlan::of(&RunSpec::new(
+                String::new(),
+                Executor::ConstantArrivalRate {
+                    rate: Rate {
+                        iterations: 300.0,
+                        per: std::time::Duration::from_secs(1),
+                    },
+                    duration: std::time::Duration::from_secs(10),
+                    pre_allocated_vus: 10,
+                    max_vus: 10,
+                },
+            ))),
+            moves: vec![moved("a", 4), moved("b", 5)],
+        };
+        let report = RunReport::build(&crate::core::report::Report::new("r"), &meta);
+        let text = render_report(&report);
+        assert!(
+            text.contains("c's share moved at 3.5 s to a (50 %), b (50 %)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn an_empty_report_renders_and_says_it_is_incomplete_first() {
         use crate::core::run_report::{RunMeta, RunReport};
         let meta = RunMeta {

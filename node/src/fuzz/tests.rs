@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use super::Target;
 use crate::core::metrics::{SeriesKey, SeriesSet};
+use crate::core::rng::Rng;
 use crate::core::shard::{MAX_SHARD_BYTES, Shard, ShardError, SparseShard};
-use crate::core::testutil::Rng;
 use crate::core::wire::MAX_REQUEST_BYTES;
 use fusi_sdk::abi::MetricKind;
 
@@ -159,12 +159,12 @@ fn mutate_once(rng: &mut Rng, b: &mut Vec<u8>, corpus: &[Vec<u8>]) {
         }
         2 if !b.is_empty() => {
             let i = inside(rng, b);
-            b[i] = rng.next() as u8;
+            b[i] = rng.next_u64() as u8;
         }
         3 => {
             let i = at(rng, b);
             let n = 1 + rng.below(8);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             b.splice(i..i, bytes);
         }
         4 if !b.is_empty() => {
@@ -327,7 +327,7 @@ fn fuzz(target: Target, iterations: u64) -> Outcome {
         }
     }
     for len in 0..64 {
-        let junk: Vec<u8> = (0..len * 5).map(|_| rng.next() as u8).collect();
+        let junk: Vec<u8> = (0..len * 5).map(|_| rng.next_u64() as u8).collect();
         execute(target, &junk, &mut outcome);
     }
     let mut corpus = seeds.clone();

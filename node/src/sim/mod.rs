@@ -82,7 +82,6 @@
 
 mod network;
 mod queue;
-mod rng;
 mod world;
 
 use std::time::Duration;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::rng::Rng;
 use super::{KindTraffic, Spread};
 use crate::core::membership::Heartbeat;
+use crate::core::rng::Rng;
 use crate::core::wire::RunEnvelope;
 
 /// Virtual time, in microseconds.

@@ -165,7 +165,7 @@ impl<E> Queue<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::rng::Rng;
+    use crate::core::rng::Rng;
 
     #[test]
     fn events_come_out_earliest_first_and_ties_in_order() {

@@ -10,13 +10,13 @@ use rustc_hash::FxHashMap;
 
 use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
 use super::queue::Queue;
-use super::rng::Rng;
 use super::{GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport};
 use crate::core::assign::Candidate;
 use crate::core::clock::Exchange;
 use crate::core::membership::Event as MemberEvent;
 use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore, Seed};
 use crate::core::metrics::{SeriesKey, SeriesSet};
+use crate::core::rng::Rng;
 use crate::core::runs::{At, MeshView, RunAction, RunsConfig, RunsCore};
 use crate::core::shard::Shard;
 use crate::core::spec::{Executor, RunSpec};

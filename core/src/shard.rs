@@ -150,8 +150,9 @@ pub fn split_signed(bytes: &[u8]) -> (Option<&[u8]>, &[u8]) {
     }
 }
 
-/// [`SHARD_MARKER`], then `cbor` DEFLATE-compressed.
-pub(crate) fn compress(cbor: &[u8]) -> Vec<u8> {
+/// [`SHARD_MARKER`], then `cbor` DEFLATE-compressed (public for the
+/// fuzzer, which feeds both forms to the decoder).
+pub fn compress(cbor: &[u8]) -> Vec<u8> {
     let mut out = DeflateEncoder::new(vec![SHARD_MARKER], Compression::default());
     // Writing into a Vec cannot fail.
     let _ = out.write_all(cbor);
@@ -198,8 +199,8 @@ impl Shard {
         compress(&self.encode_cbor())
     }
 
-    /// The CBOR envelope, uncompressed.
-    pub(crate) fn encode_cbor(&self) -> Vec<u8> {
+    /// The CBOR envelope, uncompressed (public for the fuzzer).
+    pub fn encode_cbor(&self) -> Vec<u8> {
         let mut ser = V2Serializer::new();
         let mut series: Vec<WireSeries> = self
             .series
@@ -715,7 +716,7 @@ mod tests {
             assert_eq!(k, dk);
             match (v, dv) {
                 (SparseValue::Trend(c), Value::Trend(h)) => {
-                    let mut back = crate::core::metrics::new_histogram();
+                    let mut back = crate::metrics::new_histogram();
                     counts::add(&mut back, c);
                     assert_eq!(&back, h, "{k:?}");
                 }

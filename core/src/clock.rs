@@ -177,7 +177,7 @@ impl ClockFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testutil::Rng;
+    use crate::rng::Rng;
 
     /// One exchange with a peer whose clock is `offset` ahead, `forward` and
     /// `back` one-way delays and `held` processing time, sent at true time `t`.

@@ -17,10 +17,10 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::core::assign::{Candidate, RegionWeight};
-use crate::core::membership::Heartbeat;
-use crate::core::segment::ExecutionSegment;
-use crate::core::spec::RunSpec;
+use crate::assign::{Candidate, RegionWeight};
+use crate::membership::Heartbeat;
+use crate::segment::ExecutionSegment;
+use crate::spec::RunSpec;
 
 /// The gossipsub topic of heartbeats.
 pub const MEMBERS_TOPIC: &str = "fusi/1/members";
@@ -28,7 +28,7 @@ pub const MEMBERS_TOPIC: &str = "fusi/1/members";
 /// The gossipsub topic of run lifecycle messages ([`RunMessage`]).
 pub const RUNS_TOPIC: &str = "fusi/1/runs";
 
-/// The gossipsub topic of metric shards ([`crate::core::shard::Shard`]).
+/// The gossipsub topic of metric shards ([`crate::shard::Shard`]).
 pub const SHARDS_TOPIC: &str = "fusi/1/shards";
 
 /// The request-response protocol name.
@@ -51,7 +51,7 @@ pub const MAX_RPC_BYTES: usize = 64 << 10;
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// The largest shards answer accepted: the answer bound and the envelope.
-pub const MAX_SHARDS_RESPONSE_BYTES: usize = crate::core::sync::MAX_ANSWER_BYTES + (64 << 10);
+pub const MAX_SHARDS_RESPONSE_BYTES: usize = crate::sync::MAX_ANSWER_BYTES + (64 << 10);
 
 /// The largest module answer accepted: the module bound and the envelope.
 pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTES + 4096;
@@ -138,12 +138,12 @@ pub enum Request {
         known: Vec<String>,
     },
     /// Send me the shards of this run that I lack (anti-entropy; see
-    /// [`crate::core::sync`]).
+    /// [`crate::sync`]).
     Shards {
         /// The run.
         run: String,
         /// What the asker holds.
-        have: Vec<crate::core::sync::Have>,
+        have: Vec<crate::sync::Have>,
     },
 }
 
@@ -169,7 +169,7 @@ pub enum Response {
     /// Ended runs the asker did not know, newest first.
     Runs {
         /// The runs.
-        runs: Vec<crate::core::runs::EndedRun>,
+        runs: Vec<crate::runs::EndedRun>,
     },
     /// Shards the asker lacked, each encoded as on the shards topic.
     Shards {
@@ -448,7 +448,7 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
             }
             for w in p.weights.iter().flatten() {
                 validate_region(&w.region).map_err(invalid)?;
-                if w.weight == 0 || w.weight > crate::core::assign::MAX_WEIGHT {
+                if w.weight == 0 || w.weight > crate::assign::MAX_WEIGHT {
                     return Err(invalid(format!("region weight {}", w.weight)));
                 }
             }
@@ -459,8 +459,7 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
                 check_len(WHAT, "a target", t, 256)?;
             }
             check_len(WHAT, "the scenario name", &p.spec.scenario, 256)?;
-            crate::core::threshold::parse_all(&p.spec.thresholds)
-                .map_err(|e| invalid(e.to_string()))?;
+            crate::threshold::parse_all(&p.spec.thresholds).map_err(|e| invalid(e.to_string()))?;
             if super::module_name::check_name(&p.spec.module_sha256).is_err() {
                 return Err(invalid("the module name is not a sha256".into()));
             }
@@ -679,8 +678,8 @@ pub fn validate_region(region: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::membership::PROTOCOL;
-    use crate::core::testutil::Rng;
+    use crate::membership::PROTOCOL;
+    use crate::rng::Rng;
 
     fn heartbeat() -> Heartbeat {
         Heartbeat {
@@ -756,7 +755,7 @@ mod tests {
         }
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for len in 0..2_000 {
-            let bytes: Vec<u8> = (0..len % 300).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..len % 300).map(|_| rng.next_u64() as u8).collect();
             let _ = decode_heartbeat(&bytes);
             let _ = decode_request(&bytes);
             let _ = decode_response(&bytes);
@@ -764,8 +763,8 @@ mod tests {
         // Random mutations of a valid heartbeat: decoded or refused, never a panic.
         for _ in 0..5_000 {
             let mut bytes = hb.clone();
-            let i = (rng.next() as usize) % bytes.len();
-            bytes[i] = rng.next() as u8;
+            let i = (rng.next_u64() as usize) % bytes.len();
+            bytes[i] = rng.next_u64() as u8;
             if let Ok(decoded) = decode_heartbeat(&bytes) {
                 assert!(decoded.name.len() <= MAX_NAME_LEN);
             }
@@ -795,7 +794,7 @@ mod tests {
     fn a_forged_proposal_is_held_to_the_limits_of_the_cli() {
         let spec = RunSpec::new(
             "a".repeat(64),
-            crate::core::spec::Executor::ConstantVus {
+            crate::spec::Executor::ConstantVus {
                 vus: 1,
                 duration: std::time::Duration::from_secs(1),
             },
@@ -837,7 +836,7 @@ mod tests {
         ));
         let ask = Request::Shards {
             run: "r1".into(),
-            have: vec![crate::core::sync::Have {
+            have: vec![crate::sync::Have {
                 node: "n".into(),
                 ranges: (0..20_000).map(|i| (i * 2, i * 2)).collect(),
             }],

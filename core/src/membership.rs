@@ -64,7 +64,7 @@ pub struct Heartbeat {
     #[serde(default)]
     pub clock_epoch: u32,
     /// The sender runs a share: it beats faster
-    /// ([`crate::core::mesh::MeshConfig::busy_heartbeat_every`]), and is
+    /// ([`crate::mesh::MeshConfig::busy_heartbeat_every`]), and is
     /// suspected sooner ([`MembershipConfig::busy_suspect_after`]), so a
     /// run hands a frozen node's share on within about a second.
     #[serde(default)]
@@ -301,7 +301,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testutil::Rng;
+    use crate::rng::Rng;
 
     fn hb(id: usize, boot: u64, seq: u64) -> Heartbeat {
         Heartbeat {

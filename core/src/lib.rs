@@ -1,10 +1,12 @@
-//! The sans-IO core: plain, deterministic logic with no sockets, no tokio and
-//! no wall clock.
+//! fusi-core: the sans-IO core of a fusi node: plain, deterministic logic
+//! with no sockets, no tokio and no wall clock.
 //!
 //! Everything here takes data and the current time as arguments and returns
 //! data, so it runs the same under tests, under a simulator and in a node. The
-//! engine and (later) the network layer only translate between this and the
-//! outside world.
+//! engine and the network layer of `fusi-node` only translate between this
+//! and the outside world. It is a crate of its own so that nothing here can
+//! reach for tokio, libp2p, wasmtime or hyper: it depends on none of them
+//! (`fusi-node` re-exports it as `fusi_node::core`).
 
 pub mod allow;
 pub mod assign;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod module_name;
 pub mod printable;
 pub mod report;
+pub mod rng;
 pub mod run_report;
 pub mod runs;
 pub mod schedule;
@@ -25,7 +28,5 @@ pub mod shard;
 pub mod spec;
 pub mod statuses;
 pub mod sync;
-#[cfg(test)]
-pub(crate) mod testutil;
 pub mod threshold;
 pub mod wire;

@@ -1,6 +1,6 @@
 use super::*;
-use crate::core::metrics::{SeriesKey, new_histogram, trend_units};
-use crate::core::testutil::Rng;
+use crate::metrics::{SeriesKey, new_histogram, trend_units};
+use crate::rng::Rng;
 
 fn key(metric: &str, tags: &[(&str, &str)]) -> SeriesKey {
     SeriesKey::new(
@@ -474,8 +474,7 @@ fn trend_aggregations_match_the_histogram_exactly() {
         Some(h.mean() / 1000.0)
     );
     // The same numbers as the report prints.
-    let report =
-        crate::core::report::percentiles(set.fold(names::HTTP_REQ_DURATION, |_| true).as_ref());
+    let report = crate::report::percentiles(set.fold(names::HTTP_REQ_DURATION, |_| true).as_ref());
     assert_eq!(observed("http_req_duration: p(95)<1"), Some(report.p95));
     assert_eq!(observed("http_req_duration: p(99.9)<1"), Some(report.p999));
     assert_eq!(observed("http_req_duration: p(50)<1"), Some(report.p50));
@@ -633,15 +632,15 @@ fn no_samples_fail_except_count() {
     let set: SeriesSet = [
         (
             key("checks", &[]),
-            crate::core::metrics::Value::empty(MetricKind::Rate),
+            crate::metrics::Value::empty(MetricKind::Rate),
         ),
         (
             key("lat", &[]),
-            crate::core::metrics::Value::empty(MetricKind::Trend),
+            crate::metrics::Value::empty(MetricKind::Trend),
         ),
         (
             key("level", &[]),
-            crate::core::metrics::Value::empty(MetricKind::Gauge),
+            crate::metrics::Value::empty(MetricKind::Gauge),
         ),
     ]
     .into_iter()

@@ -3,11 +3,11 @@
 //! prepare and run, and nodes crash.
 
 use super::*;
-use crate::core::assign::RegionWeight;
-use crate::core::leader::ranking;
-use crate::core::spec::{Executor, RunSpec};
-use crate::core::testutil::Rng;
-use crate::core::wire;
+use crate::assign::RegionWeight;
+use crate::leader::ranking;
+use crate::rng::Rng;
+use crate::spec::{Executor, RunSpec};
+use crate::wire;
 
 const TICK: Duration = Duration::from_millis(10);
 const SUSPECT_AFTER: Duration = Duration::from_millis(3500);
@@ -21,7 +21,7 @@ struct Worker {
     finished: bool,
     stop_seen_at: Option<Duration>,
     /// Parts of lost nodes' shares taken over: (segment, since).
-    taken: Vec<(crate::core::segment::ExecutionSegment, Duration)>,
+    taken: Vec<(crate::segment::ExecutionSegment, Duration)>,
 }
 
 struct SimNode {
@@ -112,12 +112,12 @@ impl Sim {
         let mut nodes = Vec::new();
         for (region, count) in regions {
             for i in 0..*count {
-                let id = format!("{region}-{i:03}-{:x}", rng.next() % 0xffff);
+                let id = format!("{region}-{i:03}-{:x}", rng.next_u64() % 0xffff);
                 nodes.push(SimNode {
                     core: RunsCore::new(id.clone(), RunsConfig::default()),
                     id,
                     region: (*region).to_owned(),
-                    skew_ns: (rng.next() % 100_000_000) as i64 - 50_000_000,
+                    skew_ns: (rng.next_u64() % 100_000_000) as i64 - 50_000_000,
                     crashed_at: None,
                     workers: BTreeMap::new(),
                     refuse: None,
@@ -209,7 +209,7 @@ impl Sim {
             nodes: None,
             candidates,
         };
-        let id = format!("r{}", self.rng.next() % 1_000_000);
+        let id = format!("r{}", self.rng.next_u64() % 1_000_000);
         let actions = self.with_core(i, |core, at, view| {
             core.submit(id.clone(), proposal, at, view)
         });
@@ -243,10 +243,10 @@ impl Sim {
                         {
                             continue;
                         }
-                        if self.rng.next() % 100 < self.loss {
+                        if self.rng.next_u64() % 100 < self.loss {
                             continue;
                         }
-                        let delay = Duration::from_millis(1 + self.rng.next() % 20);
+                        let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
                         self.in_flight.push((
                             self.now + delay,
                             j,
@@ -717,7 +717,7 @@ fn a_first_ranked_candidate_that_never_acts_is_passed_over_and_the_run_completes
 fn with_on_loss_abort_a_lost_worker_stops_the_run_at_once_naming_it() {
     let mut sim = Sim::new(&[("fra", 2), ("nrt", 2)], 0, 5);
     let mut s = spec(40, 30);
-    s.on_loss = crate::core::spec::OnLoss::Abort;
+    s.on_loss = crate::spec::OnLoss::Abort;
     let run = sim.submit(1, s, None);
     assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     sim.run_until(Duration::from_secs(2), |_| false);
@@ -1089,8 +1089,8 @@ fn multi_line_refusals_reach_the_leader_and_terms_wrap_around_the_ranking() {
 
 #[test]
 fn shards_are_kept_only_from_a_node_with_a_share_in_its_region_within_the_run() {
-    use crate::core::metrics::SeriesSet;
-    use crate::core::shard::Shard;
+    use crate::metrics::SeriesSet;
+    use crate::shard::Shard;
     let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 11);
     let run = sim.submit(0, spec(3, 5), None);
     assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::*;
-use crate::core::testutil::Rng;
+use crate::rng::Rng;
 
 const EPOCH_NS: i64 = 1_800_000_000_000_000_000;
 const MS: i64 = 1_000_000;
@@ -548,7 +548,7 @@ fn heartbeats_announce_at_most_sixteen_addresses_and_no_loopback_beside_others()
     assert_eq!(hb.listen.len(), 16);
     assert!(hb.listen.iter().all(|a| !a.starts_with("/ip4/127.")));
     // The encoded heartbeat stays inside what peers accept.
-    assert!(crate::core::wire::decode_heartbeat(&crate::core::wire::encode(&hb)).is_ok());
+    assert!(crate::wire::decode_heartbeat(&crate::wire::encode(&hb)).is_ok());
     core.set_listen(vec!["/ip4/127.0.2.1/tcp/1".into()]);
     assert_eq!(
         core.heartbeat(Health::default()).listen,
@@ -559,7 +559,7 @@ fn heartbeats_announce_at_most_sixteen_addresses_and_no_loopback_beside_others()
 
 #[test]
 fn a_flood_of_identities_is_bounded() {
-    use crate::core::membership::MAX_MEMBERS;
+    use crate::membership::MAX_MEMBERS;
     let mut core = lone("me", vec![]);
     let template = core.heartbeat(Health::default());
     let mut refused = 0;

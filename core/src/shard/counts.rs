@@ -151,8 +151,8 @@ fn zig_zag(encoded: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::metrics::new_histogram;
-    use crate::core::testutil::Rng;
+    use crate::metrics::new_histogram;
+    use crate::rng::Rng;
     use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
     fn counts_of(h: &Histogram<u64>) -> Counts {
@@ -217,15 +217,15 @@ mod tests {
                 1 => {
                     for _ in 0..1 + rng.below(4) {
                         let at = rng.below(bytes.len() as u64) as usize;
-                        bytes[at] = rng.next() as u8;
+                        bytes[at] = rng.next_u64() as u8;
                     }
                 }
                 2 => {
                     // The header's fields.
                     let at = 4 + rng.below(36) as usize;
-                    bytes[at] = rng.next() as u8;
+                    bytes[at] = rng.next_u64() as u8;
                 }
-                _ => bytes.extend((0..rng.below(20)).map(|_| rng.next() as u8)),
+                _ => bytes.extend((0..rng.below(20)).map(|_| rng.next_u64() as u8)),
             }
             let mut out = Counts::new();
             let mine = read(&bytes, &mut out);

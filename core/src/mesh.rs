@@ -11,7 +11,7 @@
 //!   resolves the bootstrap names and dials their addresses ([`bootstrap`]),
 //!   and dials every member it learns of but is not connected to.
 //!
-//! The network layer (`crate::net`) feeds it what happened (a heartbeat, a
+//! The network layer (`fusi_node::net`) feeds it what happened (a heartbeat, a
 //! clock answer, a connection) with the current monotonic time, calls
 //! [`MeshCore::tick`] often, and carries out the [`Action`]s it returns. Time
 //! is a `Duration` since the node started; no clock is read here, so the same
@@ -20,9 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::core::clock::{ClockFilter, Estimate, Exchange};
-use crate::core::membership::{Event, Heartbeat, Member, Membership, MembershipConfig, PROTOCOL};
-use crate::core::wire::{MAX_ADDR_LEN, MAX_LISTEN_ADDRS};
+use crate::clock::{ClockFilter, Estimate, Exchange};
+use crate::membership::{Event, Heartbeat, Member, Membership, MembershipConfig, PROTOCOL};
+use crate::wire::{MAX_ADDR_LEN, MAX_LISTEN_ADDRS};
 
 pub mod bootstrap;
 
@@ -161,14 +161,14 @@ pub enum HeartbeatRefused {
     },
     /// Refused by membership (a future protocol, a bad id, too many members).
     #[error(transparent)]
-    Membership(#[from] crate::core::membership::Refused),
+    Membership(#[from] crate::membership::Refused),
 }
 
 impl HeartbeatRefused {
     /// The kind of refusal, without details: a key for logging each kind
     /// once per peer.
     pub fn kind(&self) -> &'static str {
-        use crate::core::membership::Refused;
+        use crate::membership::Refused;
         match self {
             HeartbeatRefused::Forged { .. } => "forged",
             HeartbeatRefused::Membership(Refused::FutureProtocol(..)) => "future protocol",
@@ -636,7 +636,7 @@ impl MeshCore {
     }
 
     /// A member, if known.
-    pub fn member(&self, peer: &str) -> Option<&crate::core::membership::Member> {
+    pub fn member(&self, peer: &str) -> Option<&crate::membership::Member> {
         self.membership.get(peer)
     }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::testutil::Rng;
+use crate::rng::Rng;
 
 fn key(node: &str, seq: u64) -> (String, u64) {
     (node.to_owned(), seq)

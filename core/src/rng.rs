@@ -1,5 +1,6 @@
-//! The random numbers of the simulator: a seeded xorshift, so a run replays
-//! exactly from its seed.
+//! Deterministic random numbers, for the simulator and for tests: a seeded
+//! xorshift, so a run replays exactly from its seed. Not for anything that
+//! needs to be unpredictable.
 
 /// A deterministic xorshift generator.
 #[derive(Debug, Clone)]

@@ -32,15 +32,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::assign::{self, Candidate};
+use crate::assign::{self, Candidate};
 #[cfg(doc)]
-use crate::core::leader::Leadership;
-use crate::core::leader::ranking;
-use crate::core::run_report::{ExpectedNode, LoadPlan, Move, RunMeta};
-use crate::core::segment::ExecutionSegment;
-use crate::core::shard::Shard;
-use crate::core::spec::{OnLoss, Share};
-use crate::core::wire::{
+use crate::leader::Leadership;
+use crate::leader::ranking;
+use crate::run_report::{ExpectedNode, LoadPlan, Move, RunMeta};
+use crate::segment::ExecutionSegment;
+use crate::shard::Shard;
+use crate::spec::{OnLoss, Share};
+use crate::wire::{
     self, Assigned, Finish, Handoff, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope,
     RunMessage, RunSignature, decode_run,
 };
@@ -137,7 +137,7 @@ pub enum RunAction {
         /// The plan the share belongs to.
         plan: PlanId,
         /// The spec.
-        spec: Box<crate::core::spec::RunSpec>,
+        spec: Box<crate::spec::RunSpec>,
         /// The share.
         share: Share,
         /// Peers that have the module.
@@ -239,7 +239,7 @@ pub struct Armed {
 /// What a node tells a node that never heard of a run, once the run has
 /// ended: enough to list it, report on it and fetch its shards. A node that
 /// joins the mesh after a run learns of it this way (see
-/// [`crate::core::sync`]), and takes no part in it.
+/// [`crate::sync`]), and takes no part in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndedRun {
     /// The run id.

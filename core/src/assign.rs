@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::segment::ExecutionSegment;
-use crate::core::spec::Share;
-use crate::core::wire::validate_region;
+use crate::segment::ExecutionSegment;
+use crate::spec::Share;
+use crate::wire::validate_region;
 
 /// A node that may take part in a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,7 +165,7 @@ pub fn assign(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testutil::Rng;
+    use crate::rng::Rng;
 
     fn node(id: &str, region: &str, capacity: u32) -> Candidate {
         Candidate {
@@ -222,13 +222,13 @@ mod tests {
         let mut rng = Rng(0x1234_5678_9abc_def1);
         let regions = ["fra", "nrt", "ewr", "sin"];
         for _ in 0..300 {
-            let count = 1 + rng.next() % 12;
+            let count = 1 + rng.next_u64() % 12;
             let nodes: Vec<Candidate> = (0..count)
                 .map(|i| {
                     node(
-                        &format!("n{:02}", rng.next() % 100 + i * 100),
-                        regions[(rng.next() % 4) as usize],
-                        (1 + rng.next() % 20_000) as u32,
+                        &format!("n{:02}", rng.next_u64() % 100 + i * 100),
+                        regions[(rng.next_u64() % 4) as usize],
+                        (1 + rng.next_u64() % 20_000) as u32,
                     )
                 })
                 .collect();
@@ -239,10 +239,10 @@ mod tests {
                 .iter()
                 .map(|r| RegionWeight {
                     region: (*r).to_owned(),
-                    weight: 1 + rng.next() % 100,
+                    weight: 1 + rng.next_u64() % 100,
                 })
                 .collect();
-            let n = rng.next() % 50_000;
+            let n = rng.next_u64() % 50_000;
             for w in [None, Some(weights.as_slice())] {
                 let shares = assign("r", &nodes, w, n).unwrap();
                 assert_eq!(shares.len(), nodes.len());

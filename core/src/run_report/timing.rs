@@ -18,10 +18,10 @@ use fusi_sdk::abi::MetricKind;
 use hdrhistogram::Histogram;
 
 use super::{ExpectedNode, RunMeta, RunReport};
-use crate::core::metrics::{SeriesKey, SeriesSet, Value, names, new_histogram};
-use crate::core::report::Report;
-use crate::core::shard::{Shard, SparseShard};
-use crate::core::testutil::Rng;
+use crate::metrics::{SeriesKey, SeriesSet, Value, names, new_histogram};
+use crate::report::Report;
+use crate::rng::Rng;
+use crate::shard::{Shard, SparseShard};
 
 const NODES: u64 = 10;
 const INTERVALS: u64 = 60;

@@ -1081,8 +1081,8 @@ pub struct TimelinePoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::metrics::trend_units;
-    use crate::core::testutil::Rng;
+    use crate::metrics::trend_units;
+    use crate::rng::Rng;
     use fusi_sdk::abi::MetricKind;
 
     fn shard(node: &str, seq: u64, last: bool, latencies: &[f64]) -> Shard {
@@ -1113,7 +1113,7 @@ mod tests {
 
     #[test]
     fn failure_texts_are_kept_bounded_and_in_the_same_order_whatever_the_shards_order() {
-        use crate::core::shard::Note;
+        use crate::shard::Note;
         let noted = |node: &str, seq: u64, texts: &[(&str, &str)]| {
             let mut s = shard(node, seq, false, &[1.0]);
             s.notes = texts

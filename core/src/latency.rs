@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::core::spec::parse_duration;
-use crate::core::wire::validate_region;
+use crate::spec::parse_duration;
+use crate::wire::validate_region;
 
 /// The most delay one direction may be given.
 pub const MAX_EMULATED_DELAY: Duration = Duration::from_secs(10);

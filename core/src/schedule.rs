@@ -168,7 +168,7 @@ impl ArrivalSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::spec::Rate;
+    use crate::spec::Rate;
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
