@@ -534,10 +534,40 @@ fn an_assemblyscript_scenario_is_made_built_and_run_like_a_rust_one() {
         "{summary}"
     );
 
-    // An AssemblyScript abort (a failed assertion) fails the iteration as a
-    // panic, with its message, as a Rust panic does.
+    // A session, as the Rust SDK has it (ABI 3): a form login that answers
+    // 303 and sets a cookie, followed to a page that wants the cookie.
     let source = project.join("assembly/index.ts");
     let text = std::fs::read_to_string(&source).unwrap_or_else(|e| panic!("{e}"));
+    let session = text.replace(
+        "  const res = http.get(base + \"/\");",
+        "  const res = new Request(\"POST\", base + \"/login\").form([[\"user\", \"ts-1\"]]).send();\n  \
+         check(\"landed on the account\", res.status == 200 && res.url == base + \"/account\" && res.text().includes(\"ts-1\"));\n  \
+         const kept = http.cookie(base + \"/\", \"session\");\n  \
+         check(\"the jar keeps the session\", kept !== null && kept == \"user-ts-1\");",
+    ).replace("import { http, check,", "import { http, Request, check,");
+    assert_ne!(session, text);
+    std::fs::write(&source, &session).unwrap_or_else(|e| panic!("{e}"));
+    let before = t.stats().requests;
+    let (report, stderr) = run_project(
+        &project,
+        &["--vus", "1", "--iterations", "2", "--env", &env],
+    );
+    let report = report.unwrap_or_else(|| panic!("no report: {stderr}"));
+    let summary = &report["summary"];
+    for check in summary["checks"].as_array().into_iter().flatten() {
+        assert_eq!(num(check, &["fails"]), 0.0, "{check}: {stderr}");
+    }
+    assert_eq!(
+        summary["checks"].as_array().map(Vec::len),
+        Some(3),
+        "{summary}"
+    );
+    // Each hop is a request of its own: the login's 303, then the page.
+    assert_eq!(num(summary, &["http", "requests"]), 4.0, "{summary}");
+    assert_eq!(t.stats().requests - before, 4);
+
+    // An AssemblyScript abort (a failed assertion) fails the iteration as a
+    // panic, with its message, as a Rust panic does.
     let broken = text.replace(
         "  sleep(0.5);",
         "  assert(res.status == 418, \"the teapot is missing\");",

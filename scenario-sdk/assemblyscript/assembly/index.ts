@@ -49,9 +49,16 @@ declare function host_env_get(key: usize, len: i32): i32;
 declare function host_log(level: i32, ptr: usize, len: i32): void;
 @external("fusi", "expected_statuses")
 declare function host_expected_statuses(ptr: usize, len: i32): void;
+@external("fusi", "cookies_clear")
+declare function host_cookies_clear(): void;
+@external("fusi", "cookie_get")
+declare function host_cookie_get(url: usize, urlLen: i32, name: usize, nameLen: i32): i32;
 
-/** The scenario ABI this SDK speaks. */
-export const ABI_VERSION: i32 = 2;
+/**
+ * The scenario ABI this SDK speaks: 3, whose requests carry options, so
+ * that the VU's cookie jar and redirects apply (docs/scenario-abi.md).
+ */
+export const ABI_VERSION: i32 = 3;
 
 /** Re-export this from the scenario's entry file: the host checks it. */
 export function fusi_abi_version(): i32 {
@@ -192,6 +199,7 @@ export class Gauge {
 /** Why no response arrived (the host's error kinds). */
 export const ERROR_KINDS: string[] = [
   "", "dns", "refused", "timeout", "reset", "tls", "connect", "invalid_request", "protocol",
+  "too_many_redirects",
 ];
 
 /** Where a request's time went, in milliseconds (k6's `timings`). */
@@ -219,6 +227,8 @@ export class Response {
   headers: string[][] = [];
   body: ArrayBuffer = new ArrayBuffer(0);
   timings: Timings = new Timings();
+  /** The URL of the last request made, after redirects ("" if the host did not say). */
+  url: string = "";
 
   /** The first value of header `name` (case-insensitive), or null. */
   header(name: string): string | null {
@@ -350,7 +360,57 @@ function decode(start: usize, len: i32): Response {
     res.headers.push([name, value]);
   }
   res.body = r.bytes();
+  // ABI 3: extras follow the body (a key this SDK does not know is skipped).
+  if (r.at < r.end) {
+    const extras = r.u32();
+    for (let i: u32 = 0; i < extras; i++) {
+      const key = r.text();
+      const value = r.text();
+      if (key == "url") res.url = value;
+    }
+  }
   return res;
+}
+
+const HEX = "0123456789ABCDEF";
+
+/** application/x-www-form-urlencoded, as the Rust SDK encodes it. */
+function formEncode(fields: string[][]): string {
+  let out = "";
+  for (let i = 0; i < fields.length; i++) {
+    if (i > 0) out += "&";
+    out += component(fields[i][0]) + "=" + component(fields[i][1]);
+  }
+  return out;
+}
+
+function component(text: string): string {
+  const bytes = Uint8Array.wrap(utf8(text));
+  let out = "";
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    const plain = (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39) ||
+      b == 0x2a || b == 0x2d || b == 0x2e || b == 0x5f;
+    if (plain) out += String.fromCharCode(b);
+    else if (b == 0x20) out += "+";
+    else out += "%" + HEX.charAt(b >> 4) + HEX.charAt(b & 15);
+  }
+  return out;
+}
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/** Standard base64 with padding. */
+function base64(text: string): string {
+  const b = Uint8Array.wrap(utf8(text));
+  let out = "";
+  for (let i = 0; i < b.length; i += 3) {
+    const n = (<u32>b[i] << 16) | (i + 1 < b.length ? <u32>b[i + 1] << 8 : 0) | (i + 2 < b.length ? <u32>b[i + 2] : 0);
+    out += B64.charAt((n >> 18) & 63) + B64.charAt((n >> 12) & 63);
+    out += i + 1 < b.length ? B64.charAt((n >> 6) & 63) : "=";
+    out += i + 2 < b.length ? B64.charAt(n & 63) : "=";
+  }
+  return out;
 }
 
 /** An HTTP request to build, then `send` (k6's `http.request`). */
@@ -360,6 +420,10 @@ export class Request {
   body: ArrayBuffer = new ArrayBuffer(0);
   /** Milliseconds; -1 for the host's default (60 s). */
   timeoutMs: i64 = -1;
+  /** The most redirects followed; -1 for the host's default (10, as k6). */
+  maxRedirectsN: i32 = -1;
+  /** Whether the host hands the body over (it reads and counts it anyway). */
+  keepBody: bool = true;
 
   constructor(public method: string, public url: string) {}
 
@@ -391,6 +455,34 @@ export class Request {
     return this;
   }
 
+  /** An application/x-www-form-urlencoded body of [name, value] pairs. */
+  form(fields: string[][]): Request {
+    this.body = utf8(formEncode(fields));
+    return this.header("content-type", "application/x-www-form-urlencoded");
+  }
+
+  /** `authorization: Basic ...`. */
+  basicAuth(user: string, password: string): Request {
+    return this.header("authorization", "Basic " + base64(user + ":" + password));
+  }
+
+  /** `authorization: Bearer TOKEN`. */
+  bearer(token: string): Request {
+    return this.header("authorization", "Bearer " + token);
+  }
+
+  /** Follows at most `n` redirects (default 10, at most 100); 0 returns the redirect itself. */
+  maxRedirects(n: i32): Request {
+    this.maxRedirectsN = n < 0 ? 0 : n > 100 ? 100 : n;
+    return this;
+  }
+
+  /** The host reads and counts the body but hands none of it over: faster. */
+  discardBody(): Request {
+    this.keepBody = false;
+    return this;
+  }
+
   /** Sends it and waits for the response; a network error comes back as status 0. */
   send(): Response {
     const w = new Writer();
@@ -400,6 +492,10 @@ export class Request {
     w.pairs(this.headers);
     w.pairs(this.tags);
     w.bytes(this.body);
+    const options: string[][] = [];
+    if (this.maxRedirectsN >= 0) options.push(["redirects", this.maxRedirectsN.toString()]);
+    if (!this.keepBody) options.push(["body", "discard"]);
+    w.pairs(options);
     const n = host_http_request(w.buf.dataStart, w.len, ptr(SCRATCH), SCRATCH.byteLength);
     if (n <= SCRATCH.byteLength) return decode(ptr(SCRATCH), n);
     const all = readResult(n);
@@ -421,6 +517,20 @@ export namespace http {
   export function put(url: string, body: string): Response {
     return new Request("PUT", url).text(body).send();
   }
+  /** Empties this VU's cookie jar (it is kept across iterations, as k6's). */
+  export function clearCookies(): void {
+    host_cookies_clear();
+  }
+
+  /** The value of the cookie `name` the jar would send to `url`, or null. */
+  export function cookie(url: string, name: string): string | null {
+    const u = utf8(url);
+    const n = utf8(name);
+    const len = host_cookie_get(ptr(u), u.byteLength, ptr(n), n.byteLength);
+    if (len < 0) return null;
+    return String.UTF8.decode(readResult(len));
+  }
+
   /** The statuses this VU's requests expect from now on ("200-299,404"); "" for the run's. */
   export function setExpectedStatuses(statuses: string): void {
     const b = utf8(statuses);
