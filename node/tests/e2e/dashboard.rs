@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use fusi_testnet::{Latency, Mesh, MeshConfig, TargetConfig, get_json};
 use serde_json::{Value, json};
 
-use super::html::find_chromium;
+use super::html::{CHROMIUM_FLAGS, find_chromium};
 use super::runs::{hello, node_bin, run_id_of, submit, wait_child};
 use super::{fusi_to, kill_group, serial, target, without_clippy};
 
@@ -55,24 +55,14 @@ impl Browser {
         let (read_fd, write_fd) = (their_in.as_raw_fd(), their_out.as_raw_fd());
         let stderr = File::create(dir.join("chromium.stderr")).unwrap_or_else(|e| panic!("{e}"));
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--remote-debugging-pipe",
-            "--window-size=1200,1600",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .process_group(0);
+        cmd.args(CHROMIUM_FLAGS)
+            .args(["--remote-debugging-pipe", "--window-size=1200,1600"])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0);
         // SAFETY: between fork and exec only dup2, which is async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {

@@ -27,6 +27,20 @@ const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
+/// Headless, and with sync, QUIC, component updates and background
+/// networking off, so that the browser itself does not go looking for the
+/// network.
+pub(super) const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 pub(super) fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FUSI_CHROMIUM") {
         return Some(PathBuf::from(p));
@@ -51,16 +65,7 @@ fn chromium(bin: &Path, dir: &Path, name: &str, extra: &[&str], page: &Path) -> 
     let file = |p: &Path| File::create(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let started = Instant::now();
     let mut child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
+        .args(CHROMIUM_FLAGS)
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(format!("file://{}", page.display()))
