@@ -86,11 +86,19 @@ pub trait MeshView {
 /// (this node's wall clock, for T0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct At {
-    /// Monotonic time.
+    /// Monotonic time. A runtime starts it at [`MONOTONIC_ORIGIN`], not at
+    /// zero, so that an instant before the process started (T0 of a run
+    /// taken back after a restart) is still an instant of this clock.
     pub now: Duration,
     /// Wall clock, ns since the Unix epoch.
     pub wall_ns: i64,
 }
+
+/// Where a runtime's monotonic clock ([`At::now`]) starts: further back
+/// than the longest run lasts, so T0 of any run a restarted node takes back
+/// lies after it. Below it, [`monotonic_of`] would clamp such a T0 to the
+/// process's start, and the node would count the run's time from there.
+pub const MONOTONIC_ORIGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Timers of the run state machine.
 #[derive(Debug, Clone)]
@@ -712,8 +720,9 @@ pub struct RunsCore {
     /// most [`MAX_PENDING_REFUSALS`]), so their leaders plan without it.
     refusals: Vec<RunEnvelope>,
     /// The last tick, and when a tick last came [`WAKE_GAP`] after the one
-    /// before (this node was frozen or starved): until it has heard the
-    /// others again, it judges no one lost.
+    /// before (this node was frozen or starved) or this process took back
+    /// a run after a restart: until it has heard the others again, it
+    /// judges no one lost and takes over no armed run ([`Self::judging`]).
     last_tick: Option<Duration>,
     woke_at: Option<Duration>,
 }
@@ -1354,6 +1363,9 @@ impl RunsCore {
         } else if !run.is_finished() && !matches!(run.local, Local::Finished | Local::Refused) {
             run.local = Local::Idle;
         }
+        if !run.is_finished() {
+            self.woke_at = Some(at.now);
+        }
         let id = run.id.clone();
         self.runs.insert(id.clone(), run);
         self.forget_old(at.wall_ns);
@@ -1607,8 +1619,12 @@ impl RunsCore {
         self.pass_over_a_silent_leader(run, at, view);
         let leader = run.leader_term(view).map(|(t, p)| (t, p.to_owned()));
         // Only the node taking over raises its term by itself; the others
-        // raise theirs when they hear the new leader.
-        let leads = leader.as_ref().is_some_and(|(_, l)| *l == self.me);
+        // raise theirs when they hear the new leader. A node that is not
+        // judging takes over no armed run: alone for a moment after a
+        // restart, it would raise the term past the leader still alive,
+        // and lead from there.
+        let leads = leader.as_ref().is_some_and(|(_, l)| *l == self.me)
+            && (self.judging(at) || run.armed.as_ref().is_none_or(|a| a.by == self.me));
         if resend {
             self.resend(run, leads, at, out);
         }
@@ -1654,6 +1670,14 @@ impl RunsCore {
             run.term = leading + 1;
             run.timers.term_since = Some(((run.term, run.plan.as_ref().map(|p| p.id)), at.now));
         }
+    }
+
+    /// Whether this node judges others now. One that was frozen (or
+    /// starved), or has just restarted, judges nobody until it has heard
+    /// the others again: on waking, everyone looks gone.
+    fn judging(&self, at: At) -> bool {
+        self.woke_at
+            .is_none_or(|w| at.now.saturating_sub(w) > REJUDGE_AFTER)
     }
 
     fn leads(&self, run: &Run, view: &dyn MeshView) -> bool {
@@ -1749,11 +1773,7 @@ impl RunsCore {
             run.timers.gone_since.entry(node.clone()).or_insert(at.now);
         }
         let others = plan.shares.iter().filter(|s| s.node != self.me).count();
-        // A node that was itself frozen (or starved) judges nobody until
-        // it has heard the others again: on waking, everyone looks gone.
-        let judging = self
-            .woke_at
-            .is_none_or(|w| at.now.saturating_sub(w) > REJUDGE_AFTER);
+        let judging = self.judging(at);
         if run.proposal.spec.on_loss == OnLoss::Redistribute && judging {
             self.hand_on(run, &plan, term, t0_at, end, at, view, out);
         }
@@ -2191,11 +2211,7 @@ impl RunsCore {
         let Some(plan) = &run.plan else {
             return false;
         };
-        if plan.shares.len() < 3
-            || self
-                .woke_at
-                .is_some_and(|w| at.now.saturating_sub(w) <= REJUDGE_AFTER)
-        {
+        if plan.shares.len() < 3 || !self.judging(at) {
             return false;
         }
         let others: Vec<&str> = plan

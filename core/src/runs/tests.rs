@@ -884,6 +884,96 @@ fn a_run_survives_its_encoding_and_a_restart_hears_the_share_interrupted() {
     ));
 }
 
+/// What a node that has just restarted sees: itself, and the others only
+/// once it has heard them (`others`).
+struct JustRestarted {
+    me: String,
+    others: bool,
+}
+
+impl MeshView for JustRestarted {
+    fn alive(&self, peer: &str) -> bool {
+        peer == self.me || self.others
+    }
+
+    fn offset(&self, _peer: &str) -> Option<(i64, i64)> {
+        Some((0, 1_000_000))
+    }
+}
+
+/// A worker restarted 3 s into a run takes the run back as a new process:
+/// its monotonic clock starts at [`MONOTONIC_ORIGIN`], so T0 (before the
+/// process started) is anchored where it was, not clamped to the start;
+/// and alone for a moment (it has heard no one yet), it takes over nothing:
+/// no arm under a higher term of its own, no handoff counted from its own
+/// start. The leader still alive leads on once it hears the others.
+#[test]
+fn a_restarted_worker_anchors_t0_before_its_start_and_takes_over_nothing() {
+    let mut sim = Sim::new(&[("fra", 3)], 0, 37);
+    let run = sim.submit(0, spec(30, 20), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    sim.run_until(Duration::from_secs(3), |_| false);
+    let leader = sim.leader_index(&run);
+    let victim = (leader + 1) % 3;
+    let stored = sim.nodes[victim]
+        .core
+        .get(&run)
+        .cloned()
+        .unwrap_or_else(|| panic!("no run"));
+    let leader_since = sim.nodes[leader]
+        .core
+        .get(&run)
+        .and_then(|r| {
+            r.since_t0(
+                sim.at(leader),
+                &View {
+                    me: leader,
+                    sim: &sim,
+                },
+            )
+        })
+        .unwrap_or_else(|| panic!("the leader has no T0"));
+    assert!(leader_since > 2.5, "T0 was {leader_since} s ago");
+    let me = sim.nodes[victim].id.clone();
+    let mut fresh = RunsCore::new(me.clone(), RunsConfig::default());
+    let wall_ns = sim.at(victim).wall_ns;
+    let at = |ms: u64| At {
+        now: MONOTONIC_ORIGIN + Duration::from_millis(ms),
+        wall_ns: wall_ns + i64::try_from(ms).unwrap_or(0) * 1_000_000,
+    };
+    assert_eq!(fresh.restore(stored, at(0)), Some(run.clone()));
+    let mut published = fresh.finished(&run, 4, true);
+    for ms in (10..=3000).step_by(10) {
+        let view = JustRestarted {
+            me: me.clone(),
+            others: ms >= 300,
+        };
+        published.extend(fresh.tick(at(ms), &view));
+    }
+    let taken_over: Vec<&RunAction> = published
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                RunAction::Publish(RunEnvelope {
+                    body: RunMessage::Arm { .. } | RunMessage::Handoff(_) | RunMessage::Assign(_),
+                    ..
+                })
+            )
+        })
+        .collect();
+    assert!(taken_over.is_empty(), "{taken_over:?}");
+    let view = JustRestarted { me, others: true };
+    let since = fresh
+        .get(&run)
+        .and_then(|r| r.since_t0(at(3000), &view))
+        .unwrap_or_else(|| panic!("no T0 after the restart"));
+    assert!(
+        (since - (leader_since + 3.0)).abs() < 0.1,
+        "T0 was {since} s ago by the restarted node, {leader_since} + 3 s by the leader"
+    );
+}
+
 #[test]
 fn nodes_n_keeps_n_candidates_one_per_weighted_region_first() {
     let sim = Sim::new(&[("fra", 4), ("nrt", 2)], 0, 23);

@@ -38,6 +38,7 @@ use crate::core::latency::LatencyMap;
 use crate::core::membership::{Event, Heartbeat};
 use crate::core::mesh::bootstrap::MAX_RESOLVED;
 use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore, Seed, SeedName};
+use crate::core::runs::MONOTONIC_ORIGIN;
 use crate::core::wire::{self, MEMBERS_TOPIC, Request, Response};
 use crate::net::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use crate::net::health::HealthProbe;
@@ -325,7 +326,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let partition = EmulatedPartition::new(config.emulate_partition_file.clone());
     let mut node = Node {
         swarm,
-        core: MeshCore::new(me, MeshConfig::default(), bootstrap, Duration::ZERO),
+        core: MeshCore::new(me, MeshConfig::default(), bootstrap, MONOTONIC_ORIGIN),
         started: Instant::now(),
         wall_skew: None,
         topic,
@@ -395,7 +396,7 @@ impl Node {
     }
 
     fn now(&self) -> Duration {
-        self.started.elapsed()
+        MONOTONIC_ORIGIN + self.started.elapsed()
     }
 
     fn warn_once(&mut self, key: String, message: impl FnOnce() -> String) {
