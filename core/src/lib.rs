@@ -11,6 +11,7 @@
 pub mod allow;
 pub mod assign;
 pub mod clock;
+pub mod data;
 pub mod latency;
 pub mod leader;
 pub mod membership;

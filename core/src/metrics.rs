@@ -18,7 +18,7 @@ use std::collections::btree_map::Entry;
 /// Built-in metric names, as k6 users know them.
 pub mod names {
     /// Every built-in metric.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 22] = [
         HTTP_REQS,
         HTTP_REQ_DURATION,
         HTTP_REQ_BLOCKED,
@@ -39,9 +39,16 @@ pub mod names {
         GROUP_DURATION,
         VUS,
         VUS_MAX,
+        DATA_ROWS_USED,
+        DATA_EXHAUSTED,
     ];
     /// Requests made (counter).
     pub const HTTP_REQS: &str = "http_reqs";
+    /// Rows of test data drawn, tagged `data` with the set's name (counter).
+    pub const DATA_ROWS_USED: &str = "data_rows_used";
+    /// Draws that found a node's rows of a set gone, tagged `data`
+    /// (counter).
+    pub const DATA_EXHAUSTED: &str = "data_exhausted";
     /// Sending + waiting + receiving, ms (trend).
     pub const HTTP_REQ_DURATION: &str = "http_req_duration";
     /// DNS lookup time, ms (trend).

@@ -533,8 +533,17 @@ impl Report {
         // Checks made inside a group, by group and check.
         let mut group_checks: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
         let mut custom: BTreeMap<String, Value> = BTreeMap::new();
+        let mut data: BTreeMap<String, DataUse> = BTreeMap::new();
         for (k, v) in t.iter().filter(|(k, _)| in_scope(k)) {
             match (k.metric.as_str(), v) {
+                (names::DATA_ROWS_USED, Value::Counter(c)) => {
+                    let set = k.tag("data").unwrap_or("").to_owned();
+                    data.entry(set).or_default().used += *c as u64;
+                }
+                (names::DATA_EXHAUSTED, Value::Counter(c)) => {
+                    let set = k.tag("data").unwrap_or("").to_owned();
+                    data.entry(set).or_default().ran_out += *c as u64;
+                }
                 (names::HTTP_REQS, Value::Counter(c)) => {
                     let status = k.tag("status").unwrap_or("0").to_owned();
                     *by_status.entry(status).or_insert(0) += *c as u64;
@@ -661,6 +670,7 @@ impl Report {
                 .collect(),
             vus_max,
             timeline,
+            data,
         }
     }
 
@@ -846,6 +856,19 @@ pub struct Summary {
     /// the whole run's summary has them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub first_failures: BTreeMap<String, Vec<String>>,
+    /// Test data drawn (`--data`), by set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, DataUse>,
+}
+
+/// How much of a data set the draws used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataUse {
+    /// Rows drawn (`data_rows_used`).
+    pub used: u64,
+    /// Draws that found a node's rows gone (`data_exhausted`): the data
+    /// ran out there.
+    pub ran_out: u64,
 }
 
 /// HTTP totals.

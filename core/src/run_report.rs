@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::data::{DataFormat, DataMode, DataSpec, Exhausted};
 use super::report::{Report, Scope, Summary};
 use super::schedule::{ArrivalSchedule, ramp_area};
 use super::segment::ExecutionSegment;
@@ -235,6 +236,8 @@ pub struct RunMeta {
     /// The parts of lost nodes' shares handed on (`--on-loss
     /// redistribute`), as the run's end lists them.
     pub moves: Vec<Move>,
+    /// The run's data sets (`--data`).
+    pub data: Vec<DataSpec>,
 }
 
 /// How much of the run a report holds. Printed first, because every number
@@ -316,6 +319,31 @@ pub struct RunReport {
     /// Which parts of lost nodes' shares moved where, and from when.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub moves: Vec<Move>,
+    /// The test data the run shipped (`--data`), and how much of it was
+    /// drawn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<DataReport>,
+}
+
+/// One data set of a run, and how much of it the draws used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataReport {
+    /// The set's name.
+    pub name: String,
+    /// How its file is written.
+    pub format: DataFormat,
+    /// `shared` or `unique`.
+    pub mode: DataMode,
+    /// What a node did when its rows ran out: `stop` or `wrap`.
+    pub exhausted: Exhausted,
+    /// Rows in the set.
+    pub rows: u64,
+    /// Rows drawn, over every node (in `unique` mode each a different row,
+    /// unless a node wrapped around).
+    pub used: u64,
+    /// Draws that found a node's rows gone: the data ran out on some node,
+    /// which then started no more iterations (`stop`).
+    pub ran_out: u64,
 }
 
 impl RunReport {
@@ -433,6 +461,22 @@ impl RunReport {
         } else {
             meta.outcome.clone()
         };
+        let data = meta
+            .data
+            .iter()
+            .map(|set| {
+                let drawn = summary.data.get(&set.name).copied().unwrap_or_default();
+                DataReport {
+                    name: set.name.clone(),
+                    format: set.format,
+                    mode: set.mode,
+                    exhausted: set.exhausted,
+                    rows: set.rows,
+                    used: drawn.used,
+                    ran_out: drawn.ran_out,
+                }
+            })
+            .collect();
         RunReport {
             run_id: summary.run_id.clone(),
             scenario: meta.scenario.clone(),
@@ -454,6 +498,7 @@ impl RunReport {
             regions,
             nodes,
             moves: meta.moves.clone(),
+            data,
         }
     }
 
@@ -616,6 +661,7 @@ mod tests {
 
     fn meta(lost: &[&str]) -> RunMeta {
         RunMeta {
+            data: Vec::new(),
             scenario: "hello.wasm".into(),
             executor: "constant-vus".into(),
             outcome: "complete".into(),
@@ -719,6 +765,7 @@ mod tests {
     fn thirds_meta(spec: &RunSpec, lost: &[&str]) -> RunMeta {
         let thirds = ExecutionSegment::split(&[1, 1, 1]);
         RunMeta {
+            data: Vec::new(),
             scenario: "arrival.wasm".into(),
             executor: spec.executor.name().into(),
             outcome: "complete".into(),

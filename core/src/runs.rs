@@ -395,6 +395,7 @@ impl Run {
                 .unwrap_or_default()
         };
         RunMeta {
+            data: spec.data.clone(),
             scenario: spec.scenario.clone(),
             executor: spec.executor.name().to_owned(),
             outcome: match self.finish.as_ref().map(|f| &f.outcome) {

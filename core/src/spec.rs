@@ -6,6 +6,7 @@
 //! its [`ExecutionSegment`](super::segment::ExecutionSegment) selects, so the
 //! spec never changes with the number of nodes.
 
+use super::data::{DataSpec, check_specs};
 use super::statuses::ExpectedStatuses;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,6 +61,9 @@ pub struct RunSpec {
     /// 200-399); the rest fail `http_req_failed`.
     #[serde(default)]
     pub expected_statuses: ExpectedStatuses,
+    /// Test data shipped with the module (`--data NAME=FILE`), by sha256.
+    #[serde(default)]
+    pub data: Vec<DataSpec>,
 }
 
 /// What a run does when a node of its plan is lost after T0.
@@ -106,6 +110,7 @@ impl RunSpec {
             min_delivered: DEFAULT_MIN_DELIVERED,
             on_loss: OnLoss::Redistribute,
             expected_statuses: ExpectedStatuses::default(),
+            data: Vec::new(),
         }
     }
 }
@@ -170,6 +175,7 @@ impl RunSpec {
                 self.min_delivered
             )));
         }
+        check_specs(&self.data).map_err(|e| SpecError(format!("--data: {e}")))?;
         Ok(())
     }
 }

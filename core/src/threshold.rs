@@ -340,7 +340,7 @@ pub fn builtin_kind(metric: &str) -> Option<MetricKind> {
     use names::*;
     Some(match metric {
         HTTP_REQS | ERRORS | DATA_SENT | DATA_RECEIVED | ITERATIONS | ITERATIONS_FAILED
-        | DROPPED_ITERATIONS => MetricKind::Counter,
+        | DROPPED_ITERATIONS | DATA_ROWS_USED | DATA_EXHAUSTED => MetricKind::Counter,
         HTTP_REQ_DURATION
         | HTTP_REQ_BLOCKED
         | HTTP_REQ_CONNECTING

@@ -525,6 +525,7 @@ mod tests {
             series,
         };
         let meta = RunMeta {
+            data: Vec::new(),
             scenario: "<b>x.wasm".into(),
             executor: "constant-vus".into(),
             outcome: "complete".into(),

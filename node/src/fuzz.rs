@@ -853,6 +853,7 @@ fn submissions() -> Vec<SubmitRequest> {
                 weight: 1,
             }]),
             nodes: Some(3),
+            data: Vec::new(),
         })
         .collect()
 }

@@ -95,6 +95,7 @@ mod tests {
             }
         }
         let meta = RunMeta {
+            data: Vec::new(),
             scenario: name.into(),
             executor: "constant-vus".into(),
             outcome: "complete".into(),

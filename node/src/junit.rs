@@ -197,6 +197,7 @@ mod tests {
 
     fn report() -> RunReport {
         let meta = RunMeta {
+            data: Vec::new(),
             scenario: "x.wasm".into(),
             executor: "constant-vus".into(),
             outcome: "complete".into(),

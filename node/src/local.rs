@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,7 @@ impl LocalRun {
     /// again from the data dir both come from here.
     pub fn meta(&self) -> RunMeta {
         RunMeta {
+            data: self.spec.data.clone(),
             scenario: self.spec.scenario.clone(),
             executor: self.spec.executor.name().to_owned(),
             outcome: self.outcome.clone(),
@@ -240,6 +242,7 @@ pub fn new_run_id() -> String {
 /// data dir as it goes; a failure there never fails the run.
 pub async fn run(
     wasm: Vec<u8>,
+    data: Vec<Vec<u8>>,
     mut spec: RunSpec,
     observer: &mut dyn Observer,
     interrupt: CancellationToken,
@@ -284,6 +287,7 @@ pub async fn run(
             name: LOCAL_NODE.to_owned(),
             region: LOCAL_NODE.to_owned(),
             wasm,
+            data: data.into_iter().map(Arc::new).collect(),
             settings,
             fence: false,
         },

@@ -100,6 +100,7 @@ pub fn render_report(r: &RunReport) -> String {
         );
     }
     render_load(&mut out, r);
+    render_data(&mut out, r);
     out.push_str(&render(&r.summary, &r.scenario));
     if !r.thresholds.is_empty() {
         out.push_str(&render_thresholds(&r.thresholds, &r.summary.custom));
@@ -109,6 +110,38 @@ pub fn render_report(r: &RunReport) -> String {
     }
     out.push_str(&render_warnings(r));
     out
+}
+
+/// One line per data set: how many rows the draws used, and whether they
+/// ran out.
+fn render_data(out: &mut String, r: &RunReport) {
+    for d in &r.data {
+        let _ = write!(
+            out,
+            "  test data: {} ({}, {}, {} rows): {} drawn",
+            d.name,
+            d.format,
+            match d.mode {
+                crate::core::data::DataMode::Shared => "shared",
+                crate::core::data::DataMode::Unique => "unique",
+            },
+            d.rows,
+            d.used
+        );
+        if d.ran_out > 0 {
+            let _ = write!(
+                out,
+                "; RAN OUT ({} {} no row left: those nodes started no more iterations)",
+                d.ran_out,
+                if d.ran_out == 1 {
+                    "draw found"
+                } else {
+                    "draws found"
+                }
+            );
+        }
+        let _ = writeln!(out);
+    }
 }
 
 /// Under a count of failures, what the first ones said, one line each:
@@ -530,6 +563,7 @@ mod tests {
             planned: 0.0,
         };
         let meta = RunMeta {
+            data: Vec::new(),
             scenario: "x.wasm".into(),
             executor: "constant-arrival-rate".into(),
             outcome: "complete".into(),
@@ -563,6 +597,7 @@ mod tests {
     fn an_empty_report_renders_and_says_it_is_incomplete_first() {
         use crate::core::run_report::{RunMeta, RunReport};
         let meta = RunMeta {
+            data: Vec::new(),
             scenario: "x.wasm".into(),
             executor: "constant-vus".into(),
             outcome: "running".into(),
@@ -588,6 +623,7 @@ mod tests {
     fn report_with(thresholds: &[&str]) -> RunReport {
         use crate::core::run_report::RunMeta;
         let meta = RunMeta {
+            data: Vec::new(),
             scenario: "x.wasm".into(),
             executor: "constant-vus".into(),
             outcome: "complete".into(),

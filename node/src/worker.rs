@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, Share};
 use crate::core::wire::PlanId;
+use crate::engine::data::DataSets;
 use crate::engine::executor::{Progress, ShareRunner, TakeOver};
 use crate::engine::first_errors::{FirstErrors, SHOWN};
 use crate::engine::gate::Gate;
@@ -90,6 +91,9 @@ pub struct ShareJob {
     pub region: String,
     /// The module's bytes (compiled by the worker, off the event loop).
     pub wasm: Vec<u8>,
+    /// The bytes of the spec's data files, in its order (parsed by the
+    /// worker, off the event loop).
+    pub data: Vec<Arc<Vec<u8>>>,
     /// HTTP client settings (source address, allow list, TLS).
     pub settings: ClientSettings,
     /// Whether other nodes could take the share over: then a freeze fences
@@ -194,6 +198,19 @@ async fn work(
             return;
         }
     };
+    let data = {
+        let (specs, files, segment) = (job.spec.data.clone(), job.data, job.share.segment);
+        tokio::task::spawn_blocking(move || DataSets::load(&specs, &files, segment))
+            .await
+            .unwrap_or_else(|e| Err(format!("parsing the data files failed: {e}")))
+    };
+    let data = match data {
+        Ok(data) => Arc::new(data),
+        Err(e) => {
+            let _ = events.send(fail(e));
+            return;
+        }
+    };
     let recorder = Arc::new(Recorder::new());
     let spec = &job.spec;
     let context = |stop: CancellationToken, fence: bool| {
@@ -208,6 +225,7 @@ async fn work(
             request_errors: FirstErrors::default(),
             iteration_failures: FirstErrors::default(),
             expected_statuses: spec.expected_statuses.clone(),
+            data: data.clone(),
         })
     };
     // setup, teardown and the ABI check run in their own instance, with

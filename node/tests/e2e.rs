@@ -39,6 +39,8 @@ mod reports;
 mod runs;
 #[path = "e2e/sessions.rs"]
 mod sessions;
+#[path = "e2e/test_data.rs"]
+mod test_data;
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -248,6 +250,7 @@ fn sdk_and_host_agree_on_every_abi_call() {
     for name in [
         "env TARGET is set",
         "missing env is None",
+        "a data set the run does not ship is None",
         "std::env sees --env",
         "vu id starts at 1",
         "iteration number is per VU",

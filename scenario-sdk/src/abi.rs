@@ -29,7 +29,9 @@ pub mod wire;
 /// bodies; see [`RequestOptions`]), which turn on the cookie jar and
 /// redirects for it, its response ends with its final URL, and the
 /// [`imports::COOKIES_CLEAR`] and [`imports::COOKIE_GET`] imports exist.
-pub const ABI_VERSION: u32 = 3;
+/// Version 4 adds test data: the [`imports::DATA_LEN`],
+/// [`imports::DATA_ROW`] and [`imports::DATA_NEXT`] imports.
+pub const ABI_VERSION: u32 = 4;
 
 /// The oldest ABI version a host still runs. A version 2 module's requests
 /// carry no options: the host sends them as it always did (no cookie jar,
@@ -131,6 +133,22 @@ pub mod imports {
     /// would send to `url`, left in the result buffer; returns its length,
     /// or -1 when there is none.
     pub const COOKIE_GET: &str = "cookie_get";
+    /// `(name_ptr: i32, name_len: i32) -> i64` (ABI 4): how many rows the
+    /// run's data set `name` (`--data NAME=FILE`) has, or -1 when the run
+    /// has no such set.
+    pub const DATA_LEN: &str = "data_len";
+    /// `(name_ptr: i32, name_len: i32, index: i64) -> i32` (ABI 4): row
+    /// `index` (from 0) of the data set `name`, as JSON, left in the result
+    /// buffer; returns its length, -1 when the run has no such set, or -2
+    /// when the set has no such row.
+    pub const DATA_ROW: &str = "data_row";
+    /// `(name_ptr: i32, name_len: i32) -> i64` (ABI 4): draws the next row
+    /// of the data set `name` for this node (`--data-mode`: every row in
+    /// turn, or in `unique` mode only rows no other node draws) and returns
+    /// its index, for [`DATA_ROW`]; -1 when the run has no such set, -2
+    /// when this node's rows ran out (`--data-exhausted stop`: no
+    /// iteration starts on this node after this one).
+    pub const DATA_NEXT: &str = "data_next";
     /// `(ptr: i32, len: i32) -> ()`: sets the statuses this VU's requests
     /// expect from now on, as UTF-8 text such as `200-299,404` (an empty
     /// text restores the run's, `--expected-statuses`); a request with

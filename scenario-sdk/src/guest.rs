@@ -1,5 +1,6 @@
 //! The guest side of the ABI: safe, idiomatic wrappers over the host imports.
 
+pub mod data;
 pub mod http;
 mod sys;
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 /// What most scenarios need, in one import.
 pub mod prelude {
+    pub use super::data::{self, Row};
     pub use super::http::{self, Request, Response};
     pub use super::metrics::{Counter, Rate, Trend};
     pub use super::{Level, check, env, group, iteration_number, log, sleep, tag, untag, vu_id};

@@ -477,7 +477,9 @@ async fn route(shared: &Shared, parts: &http::request::Parts, body: Bytes) -> Re
         ["redirect-to"] => sessions::redirect_to(parts.uri.query()),
         ["cookies"] => only(method, &Method::GET, || sessions::cookies(parts)),
         ["cookies", "set"] => sessions::set_cookies(parts.uri.query()),
-        ["login"] => only(method, &Method::POST, || sessions::login(&body)),
+        ["login"] => only(method, &Method::POST, || {
+            sessions::login(&body, |user| shared.counters.count_login(user))
+        }),
         ["account"] => only(method, &Method::GET, || sessions::account(parts)),
         _ => error_json(StatusCode::NOT_FOUND, format!("no route for {path}")),
     }

@@ -5,6 +5,7 @@
 //! counting does not become the bottleneck a benchmark measures.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,15 @@ pub struct Stats {
     /// the time from a command to its first request from it.
     #[serde(default)]
     pub first_request_unix_ms: Option<u64>,
+    /// `POST /login`s answered, by user: a test checks that no test user
+    /// logged in twice. At most [`MAX_USERS`] users are kept; the logins of
+    /// any others count under the empty name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub logins: BTreeMap<String, u64>,
 }
+
+/// The most users [`Stats::logins`] keeps apart.
+pub const MAX_USERS: usize = 100_000;
 
 /// Status codes are `100..=999` in `http::StatusCode`; index by code.
 const STATUS_SLOTS: usize = 1000;
@@ -52,6 +61,7 @@ pub(crate) struct Counters {
     /// Unix milliseconds of the first counted response; 0 until then.
     first_request: AtomicU64,
     by_status: Box<[AtomicU64]>,
+    logins: Mutex<BTreeMap<String, u64>>,
     /// Bumped by every reset, so a connection counted before a reset is
     /// counted again when it carries a request after it.
     epoch: AtomicU64,
@@ -68,6 +78,7 @@ impl Default for Counters {
             bytes_sent: AtomicU64::new(0),
             first_request: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            logins: Mutex::new(BTreeMap::new()),
             epoch: AtomicU64::new(0),
         }
     }
@@ -117,6 +128,17 @@ impl Counters {
         }
     }
 
+    /// Counts a login of `user`.
+    pub(crate) fn count_login(&self, user: &str) {
+        let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if logins.len() < MAX_USERS || logins.contains_key(user) {
+            user
+        } else {
+            ""
+        };
+        *logins.entry(key.to_owned()).or_insert(0) += 1;
+    }
+
     /// Takes a snapshot.
     pub(crate) fn snapshot(&self) -> Stats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -138,6 +160,11 @@ impl Counters {
             bytes_received: load(&self.bytes_received),
             bytes_sent: load(&self.bytes_sent),
             first_request_unix_ms: Some(load(&self.first_request)).filter(|&ms| ms > 0),
+            logins: self
+                .logins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -158,5 +185,9 @@ impl Counters {
         {
             c.store(0, Ordering::Relaxed);
         }
+        self.logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }

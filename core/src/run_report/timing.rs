@@ -168,6 +168,7 @@ fn stored_shards() -> Vec<Vec<u8>> {
 
 fn meta() -> RunMeta {
     RunMeta {
+        data: Vec::new(),
         scenario: "hello.wasm".into(),
         executor: "constant-vus".into(),
         outcome: "complete".into(),

@@ -160,6 +160,9 @@ pub struct SubmitRequest {
     pub weights: Option<Vec<RegionWeight>>,
     /// `--nodes`: at most this many nodes take part.
     pub nodes: Option<u32>,
+    /// The bytes of the spec's data files (`--data`), in the spec's order.
+    #[serde(default)]
+    pub data: Vec<serde_bytes::ByteBuf>,
 }
 
 impl SubmitRequest {
@@ -175,6 +178,21 @@ impl SubmitRequest {
         })?;
         request.spec.validate().map_err(|e| e.to_string())?;
         crate::core::threshold::parse_all(&request.spec.thresholds).map_err(|e| e.to_string())?;
+        if request.data.len() != request.spec.data.len() {
+            return Err(format!(
+                "the spec names {} data sets and the submission carries {} files",
+                request.spec.data.len(),
+                request.data.len()
+            ));
+        }
+        for (set, bytes) in request.spec.data.iter().zip(&request.data) {
+            if crate::core::module_name::sha256_hex(bytes) != set.sha256 {
+                return Err(format!(
+                    "the bytes of data set {} do not match its sha256",
+                    set.name
+                ));
+            }
+        }
         Ok(request)
     }
 }
@@ -391,6 +409,7 @@ mod tests {
 
     fn meta() -> RunMeta {
         RunMeta {
+            data: Vec::new(),
             scenario: "hello.wasm".into(),
             executor: "constant-vus".into(),
             outcome: "complete".into(),

@@ -33,6 +33,7 @@ use super::token::{
     ApiToken, MAX_NONCE_BYTES, NONCE_BYTES, TOKEN_ENV, TOKEN_FILE, from_hex, to_hex,
 };
 use super::{HelloView, Query, SubmitRequest};
+use crate::core::data::MAX_DATA_BYTES;
 use crate::core::module_name::MAX_MODULE_BYTES;
 use crate::engine::module::ScenarioModule;
 
@@ -197,8 +198,9 @@ async fn ask<T>(
     ))
 }
 
-/// The largest `POST /v1/runs` body: the biggest module and room for the spec.
-pub const MAX_SUBMIT_BYTES: usize = MAX_MODULE_BYTES + (1 << 20);
+/// The largest `POST /v1/runs` body: the biggest module, the most data
+/// files and room for the spec.
+pub const MAX_SUBMIT_BYTES: usize = MAX_MODULE_BYTES + MAX_DATA_BYTES + (1 << 20);
 
 /// The longest run id the API accepts.
 pub const MAX_RUN_ID_LEN: usize = 64;
@@ -296,10 +298,11 @@ where
         Err(e) if e.is::<LengthLimitError>() => Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the submission is larger than {} MiB: a scenario module may be at most {} MiB; \
-                 build it with --release, or strip it",
+                "the submission is larger than {} MiB: a scenario module may be at most {} MiB \
+                 (build it with --release, or strip it) and its --data files {} MiB together",
                 limit >> 20,
-                MAX_MODULE_BYTES >> 20
+                MAX_MODULE_BYTES >> 20,
+                MAX_DATA_BYTES >> 20
             ),
         )),
         Err(e) => Err((
@@ -1006,6 +1009,7 @@ mod tests {
             module: b"not wasm".to_vec(),
             weights: None,
             nodes: None,
+            data: Vec::new(),
         };
         let mut body = Vec::new();
         ciborium::into_writer(&request, &mut body).unwrap_or_default();

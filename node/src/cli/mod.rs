@@ -29,6 +29,7 @@ use crate::{html, junit, summary};
 use fusi_sdk::abi::MetricKind;
 
 mod build;
+mod data;
 mod mesh;
 mod new;
 mod runs;
@@ -318,6 +319,23 @@ struct RunArgs {
     /// A run parameter for the scenario, KEY=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_parser = env_arg)]
     env: Vec<(String, String)>,
+    /// Test data for the scenario, NAME=FILE: CSV with a header line, a
+    /// JSON array or NDJSON, by the file's extension; repeatable. It goes
+    /// with the module to every node, which keeps one copy for all its VUs;
+    /// the scenario reads rows with `data::row` and draws them with
+    /// `data::next`.
+    #[arg(long = "data", value_parser = data::data_arg)]
+    data: Vec<(String, PathBuf)>,
+    /// How `data::next` draws rows: `shared` (every node walks every row,
+    /// starting over at the end) or `unique` (each row goes to one draw in
+    /// the whole mesh: the rows are split among the nodes as the load is).
+    #[arg(long, value_enum, default_value = "shared")]
+    data_mode: data::DataModeArg,
+    /// When a node's rows of a `unique` set run out: `stop` (its draws fail
+    /// and its share winds down; the report says the data ran out) or
+    /// `wrap` (it starts over at its first row).
+    #[arg(long, value_enum, default_value = "stop")]
+    data_exhausted: data::ExhaustedArg,
     /// Write the report to this file: HTML for .html, CSV (the timeline)
     /// for .csv, text for .txt, JUnit XML for .xml, else JSON; repeatable, one file each. Each
     /// is checked before the run starts: its directory must exist and be
@@ -788,6 +806,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // so does a report that could not be written at the end.
     let mut spec = args.spec()?;
     check_outs(&args.out)?;
+    let (data_specs, data) = data::load(&args.data, args.data_mode, args.data_exhausted)?;
+    spec.data = data_specs;
     // A directory is a scenario crate: build it, then run what it built.
     let scenario = if args.scenario.is_dir() {
         let module = match build::build_modules(&args.scenario)?.as_slice() {
@@ -850,13 +870,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Place::Node(api) => {
             let client =
                 api::client::ApiClient::new(api, mesh::token_source(args.data_dir.clone()));
-            runs::run_on(client, &args, spec, wasm).await
+            runs::run_on(client, &args, spec, wasm, data).await
         }
         Place::Fallback => {
             eprintln!("no fusi-node at {DEFAULT_API}: running on this machine (a mesh of one)");
-            run_here(&args, spec, wasm).await
+            run_here(&args, spec, wasm, data).await
         }
-        Place::Here => run_here(&args, spec, wasm).await,
+        Place::Here => run_here(&args, spec, wasm, data).await,
     }
 }
 
@@ -1063,7 +1083,12 @@ fn write_outs(paths: &[PathBuf], report: &RunReport) -> anyhow::Result<()> {
 }
 
 /// A run on this machine: a mesh of one.
-async fn run_here(args: &RunArgs, spec: RunSpec, wasm: Vec<u8>) -> anyhow::Result<ExitCode> {
+async fn run_here(
+    args: &RunArgs,
+    spec: RunSpec,
+    wasm: Vec<u8>,
+    data: Vec<Vec<u8>>,
+) -> anyhow::Result<ExitCode> {
     let export = args.otlp_endpoint.clone().map(|endpoint| {
         let config = crate::telemetry::otlp::OtlpConfig {
             endpoint,
@@ -1094,6 +1119,7 @@ async fn run_here(args: &RunArgs, spec: RunSpec, wasm: Vec<u8>) -> anyhow::Resul
     let keeper = data_dir.as_deref().map(local::Keeper::new);
     let finished = local::run(
         wasm,
+        data,
         spec,
         &mut observer,
         interrupt.clone(),

@@ -651,10 +651,12 @@ pub(super) async fn run_on(
     args: &RunArgs,
     spec: RunSpec,
     module: Vec<u8>,
+    data: Vec<Vec<u8>>,
 ) -> anyhow::Result<ExitCode> {
     let request = SubmitRequest {
         spec,
         module,
+        data: data.into_iter().map(serde_bytes::ByteBuf::from).collect(),
         weights: args.region.clone().map(|w| w.0),
         nodes: args.nodes,
     };

@@ -318,6 +318,7 @@ async fn looping(runner: Arc<ShareRunner>, vu: Vu, end: Instant, mut budget: Bud
         if Instant::now() >= end
             || runner.run.stop.is_cancelled()
             || !runner.run.gate.open()
+            || runner.run.data.ran_out()
             || !budget.take()
         {
             break;
@@ -349,7 +350,7 @@ async fn ramped(
             }
             continue;
         }
-        if !runner.run.gate.open() {
+        if !runner.run.gate.open() || runner.run.data.ran_out() {
             break;
         }
         runner.progress.active_vus.fetch_add(1, Ordering::Relaxed);
@@ -388,7 +389,7 @@ async fn dispatch(
         tokio::time::sleep_until(scheduled).await;
         // Reap finished iterations so the set stays as small as the VU count.
         while tasks.try_join_next().is_some() {}
-        if runner.run.stop.is_cancelled() || !runner.run.gate.open() {
+        if runner.run.stop.is_cancelled() || !runner.run.gate.open() || runner.run.data.ran_out() {
             break;
         }
         while let Ok(vu) = back_rx.try_recv() {

@@ -11,6 +11,7 @@ use fusi_sdk::abi::{self, ErrorKind, MetricKind, imports, wire};
 use tokio::time::Instant;
 use wasmtime::{Caller, Linker, Memory};
 
+use super::data::Drawn;
 use super::http::{Answer, Exchange, request_method, request_name};
 use super::recorder::RequestTags;
 use super::redirects;
@@ -19,7 +20,7 @@ use crate::core::metrics::{SeriesKey, names, valid_metric_name};
 use crate::core::printable::escape_controls;
 
 /// Every import the host provides, for telling a newer module's imports apart.
-pub const IMPORTS: [&str; 16] = [
+pub const IMPORTS: [&str; 19] = [
     imports::HTTP_REQUEST,
     imports::RESULT_READ,
     imports::SLEEP_MS,
@@ -36,6 +37,9 @@ pub const IMPORTS: [&str; 16] = [
     imports::EXPECTED_STATUSES,
     imports::COOKIES_CLEAR,
     imports::COOKIE_GET,
+    imports::DATA_LEN,
+    imports::DATA_ROW,
+    imports::DATA_NEXT,
 ];
 
 /// The largest request a scenario may hand to `http_request`.
@@ -412,6 +416,55 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 .recorder
                 .add(state.vu_id, SeriesKey::new(&name, state.base_tags().to_vec()), kind, value);
             Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::DATA_LEN,
+        |mut caller: Caller<'_, VuState>, np: u32, nl: u32| -> HostResult<i64> {
+            let name = read_str(&mut caller, np, nl, "the data set's name")?;
+            let rows = caller.data().run.data.len(&name);
+            Ok(rows.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)))
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::DATA_ROW,
+        |mut caller: Caller<'_, VuState>, np: u32, nl: u32, index: i64| -> HostResult<i32> {
+            let name = read_str(&mut caller, np, nl, "the data set's name")?;
+            let state = caller.data_mut();
+            let data = state.run.data.clone();
+            let Some(row) = data.row(&name, u64::try_from(index).unwrap_or(u64::MAX)) else {
+                return Ok(-1);
+            };
+            let Some(row) = row else {
+                return Ok(-2);
+            };
+            state.result.clear();
+            state.result.extend_from_slice(row);
+            Ok(i32::try_from(row.len()).unwrap_or(i32::MAX))
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::DATA_NEXT,
+        |mut caller: Caller<'_, VuState>, np: u32, nl: u32| -> HostResult<i64> {
+            let name = read_str(&mut caller, np, nl, "the data set's name")?;
+            let state = caller.data();
+            let (metric, answer) = match state.run.data.draw(&name) {
+                Drawn::NoSet => return Ok(-1),
+                Drawn::Row(i) => (names::DATA_ROWS_USED, i64::try_from(i).unwrap_or(i64::MAX)),
+                Drawn::RanOut => (names::DATA_EXHAUSTED, -2),
+            };
+            let key = SeriesKey::new(metric, [("data".to_owned(), name)]);
+            state
+                .run
+                .recorder
+                .add(state.vu_id, key, MetricKind::Counter, 1.0);
+            Ok(answer)
         },
     )?;
 

@@ -5,6 +5,7 @@
 //! - [`vu`]: one virtual user: a Store, an instance, its connections.
 //! - [`http`]: the per-VU HTTP client.
 //! - [`cookies`]: the per-VU cookie jar the client keeps.
+//! - [`data`]: the run's test data, parsed once per node, and its draws.
 //! - [`redirects`]: which answers are redirects and what the next hop is.
 //! - [`output`]: a scenario's stdout and stderr, escaped, prefixed and rate-limited.
 //! - [`executor`]: turn a share of a run into iterations over time.
@@ -13,6 +14,7 @@
 //! - [`recorder`]: collect samples and seal them into per-interval shards.
 
 pub mod cookies;
+pub mod data;
 pub mod executor;
 pub mod first_errors;
 pub mod gate;

@@ -59,6 +59,8 @@ pub struct RunContext {
     pub gate: Arc<super::gate::Gate>,
     /// The statuses that count as success, unless a VU sets its own.
     pub expected_statuses: ExpectedStatuses,
+    /// The run's test data (`--data`), shared by every VU of the node.
+    pub data: Arc<super::data::DataSets>,
 }
 
 /// Why a host function stopped the guest.

@@ -1,8 +1,9 @@
-//! Scenario modules on disk, named by the sha256 of their bytes.
+//! Scenario modules and data files on disk, named by the sha256 of their
+//! bytes.
 //!
-//! A run names its module by hash, and every node taking part gets the bytes
-//! from a peer (distributed runs) and keeps them here, as
-//! `modules/<sha256>.wasm`. The name is checked to be 64 lower-case hex
+//! A run names its module and its data files (`--data`) by hash, and every
+//! node taking part gets the bytes from a peer (distributed runs) and keeps
+//! them here, as `modules/<sha256>.wasm` and `modules/<sha256>.data`. The name is checked to be 64 lower-case hex
 //! digits before it touches a path (names come from peers), a write goes
 //! through [`super::write_durably`] (a crash never leaves half a module
 //! under a valid name), and a read checks the hash again (a corrupted file is
@@ -11,6 +12,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::core::data::MAX_DATA_BYTES;
 use crate::core::module_name::{MAX_MODULE_BYTES, check_name, sha256_hex};
 use crate::store::StoreError;
 
@@ -32,44 +34,62 @@ impl ModuleStore {
         Ok(ModuleStore { dir })
     }
 
-    fn path(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}.wasm"))
+    fn path(&self, sha256: &str, kind: Kind) -> PathBuf {
+        self.dir.join(format!("{sha256}.{}", kind.ext))
     }
 
     /// Keeps `bytes`, and returns their name. Keeping the same bytes twice
     /// is a no-op; a damaged copy is replaced.
     pub fn put(&self, bytes: &[u8]) -> Result<String, StoreError> {
-        if bytes.len() > MAX_MODULE_BYTES {
+        self.put_as(bytes, MODULE)
+    }
+
+    /// The module named `sha256`, checked against its name; `None` when it
+    /// is not here.
+    pub fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_as(sha256, MODULE)
+    }
+
+    /// Keeps a data file's bytes, as [`Self::put`] keeps a module's.
+    pub fn put_data(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        self.put_as(bytes, DATA)
+    }
+
+    /// The data file named `sha256`, as [`Self::get`] reads a module.
+    pub fn get_data(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_as(sha256, DATA)
+    }
+
+    fn put_as(&self, bytes: &[u8], kind: Kind) -> Result<String, StoreError> {
+        if bytes.len() > kind.max {
             return Err(StoreError::TooLarge {
-                what: "module",
+                what: kind.what,
                 len: bytes.len(),
-                max: MAX_MODULE_BYTES,
+                max: kind.max,
             });
         }
         let name = sha256_hex(bytes);
-        if let Ok(Some(_)) = self.get(&name) {
+        if let Ok(Some(_)) = self.get_as(&name, kind) {
             return Ok(name);
         }
-        let path = self.path(&name);
+        let path = self.path(&name, kind);
         super::write_durably(&path, bytes).map_err(|source| StoreError::Io {
-            action: "cannot write the module",
+            action: kind.write,
             path,
             source,
         })?;
         Ok(name)
     }
 
-    /// The module named `sha256`, checked against its name; `None` when it
-    /// is not here.
-    pub fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get_as(&self, sha256: &str, kind: Kind) -> Result<Option<Vec<u8>>, StoreError> {
         check_name(sha256).map_err(StoreError::BadName)?;
-        let path = self.path(sha256);
+        let path = self.path(sha256, kind);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
                 return Err(StoreError::Io {
-                    action: "cannot read the module",
+                    action: kind.read,
                     path,
                     source,
                 });
@@ -81,6 +101,32 @@ impl ModuleStore {
         Ok(Some(bytes))
     }
 }
+
+/// What the store keeps: a module or a data file.
+#[derive(Clone, Copy)]
+struct Kind {
+    ext: &'static str,
+    what: &'static str,
+    max: usize,
+    write: &'static str,
+    read: &'static str,
+}
+
+const MODULE: Kind = Kind {
+    ext: "wasm",
+    what: "module",
+    max: MAX_MODULE_BYTES,
+    write: "cannot write the module",
+    read: "cannot read the module",
+};
+
+const DATA: Kind = Kind {
+    ext: "data",
+    what: "data file",
+    max: MAX_DATA_BYTES,
+    write: "cannot write the data file",
+    read: "cannot read the data file",
+};
 
 #[cfg(test)]
 mod tests {
@@ -118,6 +164,12 @@ mod tests {
         .unwrap();
         assert!(matches!(store.get(&name), Err(StoreError::Corrupt(_))));
         assert_eq!(store.put(b"\0asm module bytes").unwrap(), name);
+        let data = store.put_data(b"user\nann\n").unwrap();
+        assert_eq!(store.get(&data).unwrap(), None, "a data file is no module");
+        assert_eq!(
+            store.get_data(&data).unwrap().as_deref(),
+            Some(&b"user\nann\n"[..])
+        );
         assert!(
             store.get(&name).unwrap().is_some(),
             "put repairs a damaged copy"

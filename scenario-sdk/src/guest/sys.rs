@@ -28,6 +28,9 @@ unsafe extern "C" {
         name_ptr: *const u8,
         name_len: usize,
     ) -> i32;
+    pub fn data_len(name_ptr: *const u8, name_len: usize) -> i64;
+    pub fn data_row(name_ptr: *const u8, name_len: usize, index: i64) -> i32;
+    pub fn data_next(name_ptr: *const u8, name_len: usize) -> i64;
 }
 
 /// Copies `len` bytes out of the host's result buffer.

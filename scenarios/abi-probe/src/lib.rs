@@ -29,6 +29,12 @@ fn iteration() {
     check("env TARGET is set", !base.is_empty());
     check("missing env is None", env("FUSI_NO_SUCH_VAR").is_none());
     check(
+        "a data set the run does not ship is None",
+        data::len("nope").is_none()
+            && data::next("nope").is_none()
+            && data::row("nope", 0).is_none(),
+    );
+    check(
         "std::env sees --env",
         std::env::var("TARGET").ok().as_deref() == Some(base.as_str()),
     );

@@ -78,8 +78,8 @@ pub(super) fn set_cookies(query: Option<&str>) -> Resp {
 
 /// `POST /login` with a form body `user=NAME&password=...`: a `303` to
 /// `/account` that sets the cookie `session=user-NAME` (`Path=/;
-/// HttpOnly`); 400 without a user.
-pub(super) fn login(body: &[u8]) -> Resp {
+/// HttpOnly`); 400 without a user. `counted` hears each user logged in.
+pub(super) fn login(body: &[u8], counted: impl FnOnce(&str)) -> Resp {
     let pairs = parse_form(body);
     let Some(user) = find(&pairs, "user").filter(|u| is_token(u)) else {
         return error_json(
@@ -87,6 +87,7 @@ pub(super) fn login(body: &[u8]) -> Resp {
             "the form needs a `user` of letters, digits, '-' and '_'".into(),
         );
     };
+    counted(user);
     let mut resp = redirect(StatusCode::SEE_OTHER, "/account");
     let cookie = format!("{SESSION_COOKIE}=user-{user}; Path=/; HttpOnly");
     if let Ok(v) = HeaderValue::from_str(&cookie) {

@@ -295,6 +295,11 @@ async fn session_routes_redirect_set_cookies_and_want_them() {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(c.get("/login").await.0, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            target.stats().logins,
+            std::collections::BTreeMap::from([("alice".to_owned(), 1)]),
+            "the target counts logins by user, and not the refused one"
+        );
         let (status, _, body) = c
             .exchange(
                 Method::GET,

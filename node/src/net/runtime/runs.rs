@@ -49,15 +49,29 @@ use crate::worker::{self, ShareJob, WorkerEvent, WorkerHandle, wall_ns};
 /// the key cannot draw a whole run to itself by claiming more.
 pub const MAX_CAPACITY: u32 = 1_000_000;
 
-/// A module being fetched for a share.
+/// What a share needs from its peers (the module, the data files) being
+/// fetched, one file at a time.
 struct Fetch {
     run: String,
     plan: PlanId,
     spec: Box<RunSpec>,
     share: Share,
+    /// The sha256 of each file still missing, the one asked for first.
+    wanted: Vec<String>,
     left: Vec<String>,
     tried: Vec<String>,
     rounds: u32,
+}
+
+impl Fetch {
+    /// What the file asked for now is, for messages.
+    fn what(&self) -> String {
+        let sha = self.wanted.first().map_or("", String::as_str);
+        match self.spec.data.iter().find(|d| d.sha256 == sha) {
+            Some(set) if sha != self.spec.module_sha256 => format!("the data file of {}", set.name),
+            _ => "the scenario module".to_owned(),
+        }
+    }
 }
 
 /// How many times a node asks around for a module (once a second) before
@@ -467,14 +481,15 @@ impl Node {
             self.refuse(&run, e.to_string());
             return;
         }
-        match self.module(&spec.module_sha256) {
-            Ok(Some(wasm)) => self.spawn_worker(run, plan, *spec, share, wasm.to_vec()),
-            Ok(None) => {
+        match self.missing(&spec) {
+            Ok(wanted) if wanted.is_empty() => self.spawn_ready(run, plan, *spec, share),
+            Ok(wanted) => {
                 let fetch = Fetch {
                     run,
                     plan,
                     spec,
                     share,
+                    wanted,
                     left: sources,
                     tried: Vec::new(),
                     rounds: 1,
@@ -485,6 +500,44 @@ impl Node {
         }
     }
 
+    /// The files of `spec` (its module, then its data files) not here yet.
+    fn missing(&mut self, spec: &RunSpec) -> Result<Vec<String>, crate::store::StoreError> {
+        let mut wanted = Vec::new();
+        if self.module(&spec.module_sha256)?.is_none() {
+            wanted.push(spec.module_sha256.clone());
+        }
+        for set in &spec.data {
+            if self.data_file(&set.sha256)?.is_none() && !wanted.contains(&set.sha256) {
+                wanted.push(set.sha256.clone());
+            }
+        }
+        Ok(wanted)
+    }
+
+    /// Hands a share whose files are all here to a worker.
+    fn spawn_ready(&mut self, run: String, plan: PlanId, spec: RunSpec, share: Share) {
+        let wasm = match self.module(&spec.module_sha256) {
+            Ok(Some(wasm)) => wasm,
+            Ok(None) => {
+                return self.refuse(&run, "the scenario module is gone from the cache".into());
+            }
+            Err(e) => return self.refuse(&run, format!("cannot read the module cache: {e}")),
+        };
+        let mut data = Vec::new();
+        for set in &spec.data {
+            match self.data_file(&set.sha256) {
+                Ok(Some(bytes)) => data.push(bytes),
+                Ok(None) => {
+                    return self.refuse(&run, format!("the data file of {} is gone", set.name));
+                }
+                Err(e) => {
+                    return self.refuse(&run, format!("cannot read the data file cache: {e}"));
+                }
+            }
+        }
+        self.spawn_worker(run, plan, spec, share, wasm.to_vec(), data);
+    }
+
     /// A module by name: from memory, else from the data dir (read and
     /// checked once, then kept in memory: peers ask for it while a run
     /// starts, and the event loop must not read 64 MiB each time).
@@ -493,6 +546,22 @@ impl Node {
             return Ok(Some(bytes.clone()));
         }
         let Some(bytes) = self.runs.modules.get(sha256)? else {
+            return Ok(None);
+        };
+        let bytes = Arc::new(bytes);
+        self.cache_module(sha256, bytes.clone());
+        Ok(Some(bytes))
+    }
+
+    /// A data file by name, as [`Self::module`] reads a module.
+    fn data_file(
+        &mut self,
+        sha256: &str,
+    ) -> Result<Option<Arc<Vec<u8>>>, crate::store::StoreError> {
+        if let Some((_, bytes)) = self.runs.module_cache.iter().find(|(s, _)| s == sha256) {
+            return Ok(Some(bytes.clone()));
+        }
+        let Some(bytes) = self.runs.modules.get_data(sha256)? else {
             return Ok(None);
         };
         let bytes = Arc::new(bytes);
@@ -530,8 +599,9 @@ impl Node {
             }
             let Some(peer) = (!fetch.left.is_empty()).then(|| fetch.left.remove(0)) else {
                 let reason = format!(
-                    "cannot fetch the scenario module {} from {}{}",
-                    fetch.spec.module_sha256,
+                    "cannot fetch {} {} from {}{}",
+                    fetch.what(),
+                    fetch.wanted.first().map_or("", String::as_str),
                     if fetch.tried.is_empty() {
                         "any node (none has it)".to_owned()
                     } else {
@@ -550,10 +620,10 @@ impl Node {
             let id = self.swarm.behaviour_mut().rpc.send_request(
                 &peer_id,
                 Request::Module {
-                    sha256: fetch.spec.module_sha256.clone(),
+                    sha256: fetch.wanted.first().cloned().unwrap_or_default(),
                 },
             );
-            debug!(run = %fetch.run, %peer, "fetching the module");
+            debug!(run = %fetch.run, %peer, "fetching {}", fetch.what());
             self.runs.fetches.insert(id, fetch);
             return;
         }
@@ -566,6 +636,7 @@ impl Node {
         spec: RunSpec,
         share: Share,
         wasm: Vec<u8>,
+        data: Vec<Arc<Vec<u8>>>,
     ) {
         let settings = match ClientSettings::new(spec.insecure_skip_tls_verify) {
             Ok(s) => s
@@ -593,6 +664,7 @@ impl Node {
                 name: self.config.name.clone(),
                 region: self.config.region.clone(),
                 wasm,
+                data,
                 settings,
                 fence,
             },
@@ -612,24 +684,38 @@ impl Node {
         let Some(fetch) = self.runs.fetches.remove(&request_id) else {
             return Some(response);
         };
+        let asked = fetch.wanted.first().cloned().unwrap_or_default();
         match response {
-            Response::Module { bytes } if sha256_hex(&bytes) == fetch.spec.module_sha256 => {
-                if let Err(e) = self.runs.modules.put(&bytes) {
-                    warn!("cannot cache the module {}: {e}", fetch.spec.module_sha256);
+            Response::Module { bytes } if sha256_hex(&bytes) == asked => {
+                let what = fetch.what();
+                let kept = if asked == fetch.spec.module_sha256 {
+                    self.runs.modules.put(&bytes)
+                } else {
+                    self.runs.modules.put_data(&bytes)
+                };
+                if let Err(e) = kept {
+                    warn!("cannot cache {what} {asked}: {e}");
                 }
-                info!(run = %fetch.run, %peer, "module fetched ({} bytes)", bytes.len());
-                let Fetch {
-                    run,
-                    plan,
-                    spec,
-                    share,
-                    ..
-                } = fetch;
-                let bytes = Arc::new(bytes);
-                self.cache_module(&spec.module_sha256, bytes.clone());
+                info!(run = %fetch.run, %peer, "{what} fetched ({} bytes)", bytes.len());
+                self.cache_module(&asked, Arc::new(bytes));
+                let mut fetch = fetch;
+                fetch.wanted.remove(0);
                 // Still wanted? A stop or a new plan may have come meanwhile.
-                if self.runs.core.wants(&run, plan) {
-                    self.spawn_worker(run, plan, *spec, share, bytes.to_vec());
+                if self.runs.core.wants(&fetch.run, fetch.plan) {
+                    if fetch.wanted.is_empty() {
+                        let Fetch {
+                            run,
+                            plan,
+                            spec,
+                            share,
+                            ..
+                        } = fetch;
+                        self.spawn_ready(run, plan, *spec, share);
+                    } else {
+                        fetch.left = self.runs.core.module_sources(&fetch.run);
+                        fetch.tried.clear();
+                        self.fetch_next(fetch, None);
+                    }
                 }
             }
             Response::Module { .. } if !self.runs.core.wants(&fetch.run, fetch.plan) => {}
@@ -682,7 +768,10 @@ impl Node {
                 reason: "not a member yet".into(),
             }
         } else {
-            match self.module(sha256) {
+            match self.module(sha256).and_then(|m| match m {
+                Some(m) => Ok(Some(m)),
+                None => self.data_file(sha256),
+            }) {
                 Ok(Some(bytes)) => Response::Module {
                     bytes: bytes.to_vec(),
                 },
@@ -973,6 +1062,13 @@ impl Node {
             return Err("the module's sha256 does not match the spec".into());
         }
         self.cache_module(&sha, Arc::new(req.module));
+        for (set, bytes) in req.spec.data.iter().zip(req.data) {
+            self.runs
+                .modules
+                .put_data(&bytes)
+                .map_err(|e| format!("cannot keep the data file of {}: {e}", set.name))?;
+            self.cache_module(&set.sha256, Arc::new(bytes.into_vec()));
+        }
         let at = self.at();
         let me = self.core.me();
         let mut candidates = vec![Candidate {
