@@ -64,6 +64,14 @@ pub struct RunSpec {
     /// Test data shipped with the module (`--data NAME=FILE`), by sha256.
     #[serde(default)]
     pub data: Vec<DataSpec>,
+    /// The module's `setup` already ran, once, on the node the run was
+    /// submitted to: no node runs it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setup_ran: bool,
+    /// What that `setup` returned, for every VU on every node (at most
+    /// [`fusi_sdk::abi::MAX_SETUP_DATA_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_data: Option<serde_bytes::ByteBuf>,
 }
 
 /// What a run does when a node of its plan is lost after T0.
@@ -111,6 +119,8 @@ impl RunSpec {
             on_loss: OnLoss::Redistribute,
             expected_statuses: ExpectedStatuses::default(),
             data: Vec::new(),
+            setup_ran: false,
+            setup_data: None,
         }
     }
 }
@@ -176,6 +186,16 @@ impl RunSpec {
             )));
         }
         check_specs(&self.data).map_err(|e| SpecError(format!("--data: {e}")))?;
+        if let Some(data) = &self.setup_data {
+            let max = fusi_sdk::abi::MAX_SETUP_DATA_BYTES;
+            if data.len() > max || !self.setup_ran {
+                return Err(SpecError(format!(
+                    "the setup data ({} bytes) is more than the {} KiB a run carries, or no setup ran",
+                    data.len(),
+                    max >> 10
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -742,6 +762,20 @@ mod tests {
                 duration: Duration::from_secs(1),
             },
         )
+    }
+
+    #[test]
+    fn setup_data_is_bounded_and_comes_only_from_a_setup_that_ran() {
+        let max = fusi_sdk::abi::MAX_SETUP_DATA_BYTES;
+        let mut spec = valid_spec();
+        spec.setup_ran = true;
+        spec.setup_data = Some(serde_bytes::ByteBuf::from(vec![7; max]));
+        assert_eq!(spec.validate(), Ok(()));
+        spec.setup_data = Some(serde_bytes::ByteBuf::from(vec![7; max + 1]));
+        assert!(spec.validate().is_err());
+        spec.setup_data = Some(serde_bytes::ByteBuf::from(vec![7; 3]));
+        spec.setup_ran = false;
+        assert!(spec.validate().is_err(), "setup data with no setup run");
     }
 
     #[test]

@@ -320,7 +320,8 @@ pub async fn run(
                 }
                 return Err(RunError::Start(reason));
             }
-            Some(WorkerEvent::Started { .. }) => {}
+            // Only a node's submissions run `setup` apart (`SetupRan`).
+            Some(WorkerEvent::Started { .. } | WorkerEvent::SetupRan { .. }) => {}
             Some(WorkerEvent::Shard(shard)) => {
                 // Shards go through their wire encoding even on one
                 // machine, so a local run tests the format a mesh uses.

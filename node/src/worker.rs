@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::segment::ExecutionSegment;
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, Share};
 use crate::core::wire::PlanId;
@@ -34,6 +35,16 @@ pub const SHARD_INTERVAL: Duration = Duration::from_secs(1);
 /// What a worker reports.
 #[derive(Debug)]
 pub enum WorkerEvent {
+    /// The `setup` of a run submitted here ran ([`run_setup`]): the
+    /// submission goes on with what it returned, or fails with its error.
+    SetupRan {
+        /// The submission.
+        request: Box<crate::api::SubmitRequest>,
+        /// What `setup` returned, or why it failed.
+        outcome: Result<Option<Vec<u8>>, String>,
+        /// Where the submission's answer goes.
+        reply: oneshot::Sender<Result<crate::api::SubmitView, String>>,
+    },
     /// VUs initialized; waiting for the start.
     Prepared {
         /// The run.
@@ -198,14 +209,8 @@ async fn work(
             return;
         }
     };
-    let data = {
-        let (specs, files, segment) = (job.spec.data.clone(), job.data, job.share.segment);
-        tokio::task::spawn_blocking(move || DataSets::load(&specs, &files, segment))
-            .await
-            .unwrap_or_else(|e| Err(format!("parsing the data files failed: {e}")))
-    };
-    let data = match data {
-        Ok(data) => Arc::new(data),
+    let data = match load_data(&job.spec, job.data, job.share.segment).await {
+        Ok(data) => data,
         Err(e) => {
             let _ = events.send(fail(e));
             return;
@@ -213,50 +218,42 @@ async fn work(
     };
     let recorder = Arc::new(Recorder::new());
     let spec = &job.spec;
-    let context = |stop: CancellationToken, fence: bool| {
-        Arc::new(RunContext {
-            recorder: recorder.clone(),
-            env: spec.env.clone(),
-            gate: Arc::new(Gate::new(stop.clone(), fence)),
+    let context = |stop: CancellationToken, fence: bool, setup_data: Option<Arc<Vec<u8>>>| {
+        run_context(
+            spec,
+            &recorder,
+            &job.settings,
+            &data,
             stop,
-            tls: job.settings.clone(),
-            iteration_timeout: spec.iteration_timeout,
-            memory_limit: spec.vu_memory_limit,
-            request_errors: FirstErrors::default(),
-            iteration_failures: FirstErrors::default(),
-            expected_statuses: spec.expected_statuses.clone(),
-            data: data.clone(),
-        })
+            fence,
+            setup_data,
+        )
     };
+    // On a mesh, `setup` ran once where the run was submitted, and what it
+    // returned came with the spec; on one machine it runs here.
+    let given = spec.setup_data.clone().map(|d| Arc::new(d.into_vec()));
     // setup, teardown and the ABI check run in their own instance, with
     // their own stop token: the run's is cancelled when its share ends.
-    let lifecycle_ctx = context(CancellationToken::new(), false);
-    let mut lifecycle = match Vu::for_lifecycle(module.clone(), lifecycle_ctx).await {
+    let lifecycle_ctx = context(CancellationToken::new(), false, given.clone());
+    let mut lifecycle = match lifecycle(module.clone(), lifecycle_ctx).await {
         Ok(vu) => vu,
         Err(e) => {
-            let _ = events.send(fail(e.to_string()));
+            let _ = events.send(fail(e));
             return;
         }
     };
-    match lifecycle.abi_version().await {
-        Ok(v)
-            if (i64::from(abi::OLDEST_ABI_VERSION)..=i64::from(abi::ABI_VERSION)).contains(&v) => {}
-        Ok(v) => {
-            let _ = events.send(fail(LoadError::AbiMismatch(v).to_string()));
-            return;
+    let setup_data = if module.has_setup() && !spec.setup_ran {
+        match lifecycle.call_entry(abi::exports::SETUP).await {
+            Ok(()) => lifecycle.take_setup_data().map(Arc::new),
+            Err(e) => {
+                let _ = events.send(fail(format!("the scenario's {e}")));
+                return;
+            }
         }
-        Err(e) => {
-            let _ = events.send(fail(LoadError::Start(e).to_string()));
-            return;
-        }
-    }
-    if module.has_setup()
-        && let Err(e) = lifecycle.call_entry(abi::exports::SETUP).await
-    {
-        let _ = events.send(fail(format!("the scenario's {e}")));
-        return;
-    }
-    let run_ctx = context(CancellationToken::new(), job.fence);
+    } else {
+        given
+    };
+    let run_ctx = context(CancellationToken::new(), job.fence, setup_data);
     let said = run_ctx.clone();
     let stop = run_ctx.stop.clone();
     let gate = run_ctx.gate.clone();
@@ -402,6 +399,95 @@ async fn work(
         shards: sent,
         fenced: gate.fenced(),
     });
+}
+
+/// Parses the data files of `spec` for a share of `segment`, off the
+/// event loop.
+async fn load_data(
+    spec: &RunSpec,
+    files: Vec<Arc<Vec<u8>>>,
+    segment: ExecutionSegment,
+) -> Result<Arc<DataSets>, String> {
+    let specs = spec.data.clone();
+    tokio::task::spawn_blocking(move || DataSets::load(&specs, &files, segment))
+        .await
+        .unwrap_or_else(|e| Err(format!("parsing the data files failed: {e}")))
+        .map(Arc::new)
+}
+
+/// What every VU of a share (or its lifecycle instance) shares.
+fn run_context(
+    spec: &RunSpec,
+    recorder: &Arc<Recorder>,
+    settings: &ClientSettings,
+    data: &Arc<DataSets>,
+    stop: CancellationToken,
+    fence: bool,
+    setup_data: Option<Arc<Vec<u8>>>,
+) -> Arc<RunContext> {
+    Arc::new(RunContext {
+        recorder: recorder.clone(),
+        env: spec.env.clone(),
+        gate: Arc::new(Gate::new(stop.clone(), fence)),
+        stop,
+        tls: settings.clone(),
+        iteration_timeout: spec.iteration_timeout,
+        memory_limit: spec.vu_memory_limit,
+        request_errors: FirstErrors::default(),
+        iteration_failures: FirstErrors::default(),
+        expected_statuses: spec.expected_statuses.clone(),
+        data: data.clone(),
+        setup_data,
+    })
+}
+
+/// The instance that runs `setup` and `teardown`, its ABI version checked.
+async fn lifecycle(module: Arc<ScenarioModule>, ctx: Arc<RunContext>) -> Result<Vu, String> {
+    let mut vu = Vu::for_lifecycle(module, ctx)
+        .await
+        .map_err(|e| e.to_string())?;
+    match vu.abi_version().await {
+        Ok(v)
+            if (i64::from(abi::OLDEST_ABI_VERSION)..=i64::from(abi::ABI_VERSION)).contains(&v) =>
+        {
+            Ok(vu)
+        }
+        Ok(v) => Err(LoadError::AbiMismatch(v).to_string()),
+        Err(e) => Err(LoadError::Start(e).to_string()),
+    }
+}
+
+/// Runs the module's `setup` once for a run about to be proposed to a mesh,
+/// on the node it was submitted to: what it returns travels with the run
+/// ([`RunSpec::setup_data`]), and no node runs `setup` again. Its requests
+/// obey `settings` (this node's `--allow-target`); what it measures is not
+/// part of the run's report. `Ok(None)`: no `setup`, or it returned nothing.
+pub async fn run_setup(
+    wasm: Vec<u8>,
+    spec: &RunSpec,
+    files: Vec<Arc<Vec<u8>>>,
+    settings: ClientSettings,
+) -> Result<Option<Vec<u8>>, String> {
+    let module = compile(wasm).await.map_err(|e| e.to_string())?;
+    if !module.has_setup() {
+        return Ok(None);
+    }
+    let data = load_data(spec, files, ExecutionSegment::WHOLE).await?;
+    let recorder = Arc::new(Recorder::new());
+    let ctx = run_context(
+        spec,
+        &recorder,
+        &settings,
+        &data,
+        CancellationToken::new(),
+        false,
+        None,
+    );
+    let mut vu = lifecycle(module, ctx).await?;
+    vu.call_entry(abi::exports::SETUP)
+        .await
+        .map_err(|e| format!("the scenario's {e}"))?;
+    Ok(vu.take_setup_data())
 }
 
 /// One line for each kind of failure of the share that was not said with

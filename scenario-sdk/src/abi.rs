@@ -29,8 +29,9 @@ pub mod wire;
 /// bodies; see [`RequestOptions`]), which turn on the cookie jar and
 /// redirects for it, its response ends with its final URL, and the
 /// [`imports::COOKIES_CLEAR`] and [`imports::COOKIE_GET`] imports exist.
-/// Version 4 adds test data: the [`imports::DATA_LEN`],
-/// [`imports::DATA_ROW`] and [`imports::DATA_NEXT`] imports.
+/// Version 4 adds test data (the [`imports::DATA_LEN`],
+/// [`imports::DATA_ROW`] and [`imports::DATA_NEXT`] imports) and setup
+/// data ([`imports::SETUP_DATA_SET`], [`imports::SETUP_DATA_GET`]).
 pub const ABI_VERSION: u32 = 4;
 
 /// The oldest ABI version a host still runs. A version 2 module's requests
@@ -59,6 +60,10 @@ pub const THRESHOLDS_SECTION: &str = "fusi.thresholds";
 /// [`crate::metrics!`]. When a module declares any, a threshold on a
 /// custom metric it does not declare is refused before the run.
 pub const METRICS_SECTION: &str = "fusi.metrics";
+
+/// The most bytes `setup` may hand on to the VUs
+/// ([`imports::SETUP_DATA_SET`]): they travel with the run to every node.
+pub const MAX_SETUP_DATA_BYTES: usize = 256 << 10;
 
 /// The most thresholds a module may declare.
 pub const MAX_DECLARED_THRESHOLDS: usize = 100;
@@ -149,6 +154,13 @@ pub mod imports {
     /// when this node's rows ran out (`--data-exhausted stop`: no
     /// iteration starts on this node after this one).
     pub const DATA_NEXT: &str = "data_next";
+    /// `(ptr: i32, len: i32) -> ()` (ABI 4), during `setup` only: what
+    /// `setup` returned, at most [`super::MAX_SETUP_DATA_BYTES`] bytes,
+    /// for every VU's `iteration` and `teardown` on every node.
+    pub const SETUP_DATA_SET: &str = "setup_data_set";
+    /// `() -> i32` (ABI 4): what `setup` returned, left in the result
+    /// buffer; returns its length, or -1 when `setup` returned nothing.
+    pub const SETUP_DATA_GET: &str = "setup_data_get";
     /// `(ptr: i32, len: i32) -> ()`: sets the statuses this VU's requests
     /// expect from now on, as UTF-8 text such as `200-299,404` (an empty
     /// text restores the run's, `--expected-statuses`); a request with

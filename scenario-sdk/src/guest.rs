@@ -11,7 +11,11 @@ pub mod prelude {
     pub use super::data::{self, Row};
     pub use super::http::{self, Request, Response};
     pub use super::metrics::{Counter, Rate, Trend};
-    pub use super::{Level, check, env, group, iteration_number, log, sleep, tag, untag, vu_id};
+    pub use super::{
+        Level, check, env, group, iteration_number, log, setup_data, setup_json, sleep, tag, untag,
+        vu_id,
+    };
+    pub use crate::Json;
     pub use std::time::Duration;
 }
 
@@ -106,6 +110,43 @@ pub fn log(level: Level, message: &str) {
 /// which says it with the first few failures, instead of to stderr from
 /// every VU at every iteration. [`crate::scenario!`] calls this at the
 /// start of each entry point; only the first call does anything.
+/// What `setup` returned, as bytes: the same on every VU of every node.
+/// `None` when the scenario has no `setup` or it returned `()`.
+///
+/// ```ignore
+/// fn setup() -> Json<Session> {
+///     let res = http::post("http://127.0.0.1:8080/login").form(&[("user", "admin")]).send();
+///     Json(Session { token: res.header("x-token").unwrap_or_default().to_owned() })
+/// }
+///
+/// fn iteration() {
+///     let session: Session = setup_json().expect("setup ran");
+///     // ...
+/// }
+/// ```
+pub fn setup_data() -> Option<Vec<u8>> {
+    // SAFETY: no arguments.
+    let len = unsafe { sys::setup_data_get() };
+    let len = usize::try_from(len).ok()?;
+    Some(sys::take_result(len))
+}
+
+/// What `setup` returned, decoded from JSON (as [`crate::Json`] or a
+/// `serde_json::Value` encode it); `None` without it or when it does not
+/// decode as `T`.
+pub fn setup_json<T: serde::de::DeserializeOwned>() -> Option<T> {
+    serde_json::from_slice(&setup_data()?).ok()
+}
+
+/// Hands what `setup` returned to the host. [`crate::scenario!`] calls it.
+#[doc(hidden)]
+pub fn __setup_returned<T: crate::SetupOutput>(value: T) {
+    if let Some(bytes) = value.into_setup_data() {
+        // SAFETY: the bytes are live for the call; the host only reads them.
+        unsafe { sys::setup_data_set(bytes.as_ptr(), bytes.len()) }
+    }
+}
+
 #[doc(hidden)]
 pub fn __install_panic_hook() {
     static HOOK: std::sync::Once = std::sync::Once::new();

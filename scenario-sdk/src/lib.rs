@@ -36,6 +36,50 @@ mod guest;
 #[cfg(target_arch = "wasm32")]
 pub use guest::*;
 
+/// What a `setup` function may return: nothing (`()`), or data that every
+/// VU's `iteration` and `teardown` read back with `setup_data` or
+/// `setup_json`, on every node (bytes, text, a `serde_json::Value`, or any
+/// serializable value wrapped in [`Json`]). At most
+/// [`abi::MAX_SETUP_DATA_BYTES`]: setup data travels with the run.
+pub trait SetupOutput {
+    /// The bytes to hand on, if any.
+    fn into_setup_data(self) -> Option<Vec<u8>>;
+}
+
+impl SetupOutput for () {
+    fn into_setup_data(self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+impl SetupOutput for Vec<u8> {
+    fn into_setup_data(self) -> Option<Vec<u8>> {
+        Some(self)
+    }
+}
+
+impl SetupOutput for String {
+    fn into_setup_data(self) -> Option<Vec<u8>> {
+        Some(self.into_bytes())
+    }
+}
+
+impl SetupOutput for serde_json::Value {
+    fn into_setup_data(self) -> Option<Vec<u8>> {
+        serde_json::to_vec(&self).ok()
+    }
+}
+
+/// A value `setup` returns as JSON, for `setup_json` to read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> SetupOutput for Json<T> {
+    fn into_setup_data(self) -> Option<Vec<u8>> {
+        serde_json::to_vec(&self.0).ok()
+    }
+}
+
 /// Empty off `wasm32`, where no scenario runs: a scenario crate built for
 /// the host then fails at [`scenario!`], whose error says how to build it,
 /// rather than at this import.
@@ -49,8 +93,9 @@ pub mod prelude {}
 /// fusi_sdk::scenario!(init = per_vu_init, iteration = my_iteration, teardown = done);
 /// ```
 ///
-/// Each name is a `fn()` in scope. `setup`, `init` and `teardown` are
-/// optional; `iteration` is required. Use the macro once per crate.
+/// Each name is a `fn()` in scope, but `setup` may return data for the
+/// VUs (see [`SetupOutput`]). `setup`, `init` and `teardown` are optional;
+/// `iteration` is required. Use the macro once per crate.
 ///
 /// A panic in an entry point fails that call; its message (`panicked at
 /// src/lib.rs:12:5: ...`) goes to the host, which says it with the failure.
@@ -82,7 +127,7 @@ macro_rules! scenario {
         #[unsafe(export_name = "setup")]
         pub extern "C" fn __fusi_export_setup() {
             $crate::__install_panic_hook();
-            $func()
+            $crate::__setup_returned($func())
         }
     };
     (@entry init $func:path) => {

@@ -363,9 +363,12 @@ pub enum Query {
     /// `GET /v1/peers`.
     Peers(oneshot::Sender<PeersView>),
     /// `POST /v1/runs`, after the module was checked to compile: its
-    /// sha256 is in `spec.module_sha256`. An error names the problem.
+    /// sha256 is in `spec.module_sha256`, and the flag says whether it has
+    /// a `setup` (which the node runs before it proposes the run). An
+    /// error names the problem.
     Submit(
         Box<SubmitRequest>,
+        bool,
         oneshot::Sender<Result<SubmitView, String>>,
     ),
     /// `GET /v1/runs`.

@@ -329,13 +329,14 @@ where
     };
     let module = std::mem::take(&mut request.module);
     let compiled = tokio::task::spawn_blocking(move || {
-        ScenarioModule::compile(&module).map(|m| (m.sha256().to_owned(), module))
+        ScenarioModule::compile(&module).map(|m| (m.sha256().to_owned(), m.has_setup(), module))
     })
     .await;
-    match compiled {
-        Ok(Ok((sha256, module))) => {
+    let has_setup = match compiled {
+        Ok(Ok((sha256, has_setup, module))) => {
             request.spec.module_sha256 = sha256;
             request.module = module;
+            has_setup
         }
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => {
@@ -344,8 +345,12 @@ where
                 &format!("compiling the module failed inside the node: {e}"),
             );
         }
-    }
-    match ask(queries, |tx| Query::Submit(Box::new(request), tx)).await {
+    };
+    match ask(queries, |tx| {
+        Query::Submit(Box::new(request), has_setup, tx)
+    })
+    .await
+    {
         Ok(Ok(view)) => json(StatusCode::OK, &view),
         Ok(Err(message)) => error(StatusCode::BAD_REQUEST, &message),
         Err(response) => response,

@@ -20,7 +20,7 @@ use crate::core::metrics::{SeriesKey, names, valid_metric_name};
 use crate::core::printable::escape_controls;
 
 /// Every import the host provides, for telling a newer module's imports apart.
-pub const IMPORTS: [&str; 19] = [
+pub const IMPORTS: [&str; 21] = [
     imports::HTTP_REQUEST,
     imports::RESULT_READ,
     imports::SLEEP_MS,
@@ -40,6 +40,8 @@ pub const IMPORTS: [&str; 19] = [
     imports::DATA_LEN,
     imports::DATA_ROW,
     imports::DATA_NEXT,
+    imports::SETUP_DATA_SET,
+    imports::SETUP_DATA_GET,
 ];
 
 /// The largest request a scenario may hand to `http_request`.
@@ -465,6 +467,42 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 .recorder
                 .add(state.vu_id, key, MetricKind::Counter, 1.0);
             Ok(answer)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::SETUP_DATA_SET,
+        |mut caller: Caller<'_, VuState>, ptr: u32, len: u32| -> HostResult<()> {
+            if caller.data().vu_id != 0 {
+                return Err(abi_error("only `setup` may hand on setup data"));
+            }
+            let max = u32::try_from(abi::MAX_SETUP_DATA_BYTES).unwrap_or(u32::MAX);
+            if len > max {
+                return Err(abi_error(format!(
+                    "setup returned {len} bytes, more than the {} KiB that travel with a run: \
+                     return less (an id, a token), or ship the data with --data",
+                    max >> 10
+                )));
+            }
+            let bytes = read(&mut caller, ptr, len, max, "the setup data")?;
+            caller.data_mut().setup_out = Some(bytes);
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::SETUP_DATA_GET,
+        |mut caller: Caller<'_, VuState>| -> i32 {
+            let state = caller.data_mut();
+            let data = match (&state.setup_out, &state.run.setup_data) {
+                (Some(own), _) => own.clone(),
+                (None, Some(run)) => run.to_vec(),
+                (None, None) => return -1,
+            };
+            state.result = data;
+            i32::try_from(state.result.len()).unwrap_or(i32::MAX)
         },
     )?;
 

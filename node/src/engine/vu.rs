@@ -61,6 +61,8 @@ pub struct RunContext {
     pub expected_statuses: ExpectedStatuses,
     /// The run's test data (`--data`), shared by every VU of the node.
     pub data: Arc<super::data::DataSets>,
+    /// What the run's `setup` returned, for every VU.
+    pub setup_data: Option<Arc<Vec<u8>>>,
 }
 
 /// Why a host function stopped the guest.
@@ -130,6 +132,8 @@ pub struct VuState {
     /// What the scenario said as it panicked in the current call (see
     /// [`super::host`]'s `log`, level [`fusi_sdk::abi::PANIC_LEVEL`]).
     pub(super) panic: Option<String>,
+    /// What this VU's `setup` returned (the lifecycle instance only).
+    pub(super) setup_out: Option<Vec<u8>>,
     /// The statuses this VU expects, when its scenario set them; else the
     /// run's.
     pub(super) expected_statuses: Option<ExpectedStatuses>,
@@ -285,6 +289,7 @@ impl Vu {
             memory: None,
             deadline: Instant::now() + run.iteration_timeout,
             panic: None,
+            setup_out: None,
             expected_statuses: None,
             run,
         };
@@ -366,6 +371,11 @@ impl Vu {
     }
 
     /// Runs a once-per-run entry point (`setup` or `teardown`) in this VU.
+    /// What `setup` returned in this instance, if it returned anything.
+    pub fn take_setup_data(&mut self) -> Option<Vec<u8>> {
+        self.store.data_mut().setup_out.take()
+    }
+
     pub async fn call_entry(&mut self, name: &str) -> Result<(), String> {
         let f = self
             .instance

@@ -1,7 +1,9 @@
-//! Test data (issue 17, item 1): `--data users=users.csv` ships a CSV file
-//! with the module; with `--data-mode unique` every user logs in exactly
-//! once across a 3-node testnet, as the real target counts it; on one
-//! machine, a set that runs out stops the share and the run says so.
+//! Test data and setup data (issue 17, items 1 and 2): `--data
+//! users=users.csv` ships a CSV file with the module; with `--data-mode
+//! unique` every user logs in exactly once across a 3-node testnet, as the
+//! real target counts it, and `setup` runs once for the whole run with what
+//! it returned reaching every iteration on every node; on one machine, a set
+//! that runs out stops the share and the run says so.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use fusi_testnet::{Mesh, MeshConfig, TargetConfig, get_json};
 use serde_json::Value;
 
 use super::runs::{node_bin, run_id_of, wait_for};
-use super::{fails_with, fusi, fusi_to, num, repo, scenario, serial, target, write_temp};
+use super::{check, fails_with, fusi, fusi_to, num, repo, scenario, serial, target, write_temp};
 
 fn users_csv() -> String {
     repo()
@@ -58,9 +60,20 @@ fn unique_test_data_logs_in_each_user_once_across_three_nodes() {
     let report = run.report();
     let iterations = num(report, &["summary", "iterations", "completed"]);
     assert_eq!(iterations, 600.0, "{}", report["load"]);
-    let stats = t.stats();
-    assert_eq!(stats.logins.len(), 600, "600 different users logged in");
-    let twice: Vec<_> = stats.logins.iter().filter(|(_, n)| **n != 1).collect();
+    let mut logins = t.stats().logins;
+    assert_eq!(
+        logins.remove("setup-admin"),
+        Some(1),
+        "setup ran once for the whole run"
+    );
+    let reached = check(&report["summary"], "setup data reached the VU");
+    assert_eq!(
+        (reached["passes"].as_u64(), reached["fails"].as_u64()),
+        (Some(600), Some(0)),
+        "what setup returned reached every iteration on every node"
+    );
+    assert_eq!(logins.len(), 600, "600 different users logged in");
+    let twice: Vec<_> = logins.iter().filter(|(_, n)| **n != 1).collect();
     assert!(
         twice.is_empty(),
         "users logged in more than once: {twice:?}"
@@ -133,9 +146,10 @@ fn test_data_that_runs_out_stops_the_share_and_a_bad_file_names_its_line() {
         "{}",
         report["data"]
     );
-    let stats = t.stats();
-    assert_eq!(stats.logins.len(), 20);
-    assert!(stats.logins.values().all(|&n| n == 1), "{:?}", stats.logins);
+    let mut logins = t.stats().logins;
+    assert_eq!(logins.remove("setup-admin"), Some(1), "setup ran once");
+    assert_eq!(logins.len(), 20);
+    assert!(logins.values().all(|&n| n == 1), "{logins:?}");
     assert!(
         num(report, &["summary", "iterations", "completed"]) < 30.0,
         "no iteration started after the draw that ran out: {}",

@@ -31,6 +31,8 @@ unsafe extern "C" {
     pub fn data_len(name_ptr: *const u8, name_len: usize) -> i64;
     pub fn data_row(name_ptr: *const u8, name_len: usize, index: i64) -> i32;
     pub fn data_next(name_ptr: *const u8, name_len: usize) -> i64;
+    pub fn setup_data_set(ptr: *const u8, len: usize);
+    pub fn setup_data_get() -> i32;
 }
 
 /// Copies `len` bytes out of the host's result buffer.

@@ -14,11 +14,40 @@
 //! account page knows the user, and logs out by clearing the cookie jar.
 //! When this node's users run out, the draw returns `None` and the node
 //! starts no more iterations (`--data-exhausted stop`).
+//!
+//! `setup` logs in once, as `setup-admin`, and returns the session it got:
+//! on a mesh it runs once for the whole run, on the node the run was
+//! submitted to, and every VU on every node reads what it returned with
+//! `setup_json`.
 
 use fusi_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// What `setup` hands to every VU.
+#[derive(Serialize, Deserialize)]
+struct Setup {
+    session: String,
+}
+
+fn base() -> String {
+    env("TARGET").unwrap_or_else(|| "http://127.0.0.1:8080".to_owned())
+}
+
+fn setup() -> Json<Setup> {
+    let base = base();
+    Request::post(&format!("{base}/login"))
+        .form(&[("user", "setup-admin"), ("password", "admin")])
+        .send();
+    let session = http::cookie(&base, "session").unwrap_or_default();
+    Json(Setup { session })
+}
 
 fn iteration() {
-    let base = env("TARGET").unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let base = base();
+    check(
+        "setup data reached the VU",
+        setup_json::<Setup>().is_some_and(|s| s.session == "user-setup-admin"),
+    );
     let Some(row) = data::next("users") else {
         return;
     };
@@ -40,4 +69,4 @@ fn iteration() {
     http::clear_cookies();
 }
 
-fusi_sdk::scenario!(iteration = iteration);
+fusi_sdk::scenario!(setup = setup, iteration = iteration);

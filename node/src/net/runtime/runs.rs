@@ -74,6 +74,10 @@ impl Fetch {
     }
 }
 
+/// The longest a run's `setup` may take where the run is submitted (the
+/// command that submitted it waits for the answer).
+const SETUP_LIMIT: Duration = Duration::from_secs(100);
+
 /// How many times a node asks around for a module (once a second) before
 /// it refuses the run: a node that relayed the proposal may not have
 /// fetched the module itself yet.
@@ -638,12 +642,10 @@ impl Node {
         wasm: Vec<u8>,
         data: Vec<Arc<Vec<u8>>>,
     ) {
-        let settings = match ClientSettings::new(spec.insecure_skip_tls_verify) {
-            Ok(s) => s
-                .with_source_ip(self.runs.source_ip)
-                .with_allow(self.runs.allow.clone()),
+        let settings = match self.client_settings(&spec) {
+            Ok(s) => s,
             Err(e) => {
-                self.refuse(&run, format!("TLS setup failed: {e}"));
+                self.refuse(&run, e);
                 return;
             }
         };
@@ -672,6 +674,54 @@ impl Node {
         );
         self.runs.started.remove(&run);
         self.runs.workers.insert(run, (plan, handle));
+    }
+
+    /// The HTTP client settings of this node's VUs for `spec`.
+    fn client_settings(&self, spec: &RunSpec) -> Result<ClientSettings, String> {
+        ClientSettings::new(spec.insecure_skip_tls_verify)
+            .map(|s| {
+                s.with_source_ip(self.runs.source_ip)
+                    .with_allow(self.runs.allow.clone())
+            })
+            .map_err(|e| format!("TLS setup failed: {e}"))
+    }
+
+    /// Runs the `setup` of a run submitted here, once, off the event loop
+    /// ([`worker::run_setup`]); the submission goes on when it is done
+    /// ([`WorkerEvent::SetupRan`]), with what it returned in the spec.
+    fn setup_then_submit(
+        &mut self,
+        req: Box<SubmitRequest>,
+        reply: tokio::sync::oneshot::Sender<Result<SubmitView, String>>,
+    ) {
+        let settings = match self.client_settings(&req.spec) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let events = self.runs.events.clone();
+        tokio::spawn(async move {
+            let files = req.data.iter().map(|b| Arc::new(b.to_vec())).collect();
+            let limit = req.spec.iteration_timeout.min(SETUP_LIMIT);
+            let outcome = tokio::time::timeout(
+                limit,
+                worker::run_setup(req.module.clone(), &req.spec, files, settings),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the scenario's `setup` did not finish within {} s",
+                    limit.as_secs()
+                ))
+            });
+            let _ = events.send(WorkerEvent::SetupRan {
+                request: req,
+                outcome,
+                reply,
+            });
+        });
     }
 
     /// Whether a response belongs to a module fetch; if so, it is handled.
@@ -856,6 +906,19 @@ impl Node {
                     self.publish(topic, bytes.clone(), "shard");
                 }
                 self.keep_shard(&shard, &bytes);
+            }
+            WorkerEvent::SetupRan {
+                mut request,
+                outcome,
+                reply,
+            } => {
+                let answer = outcome.and_then(|data| {
+                    request.spec.setup_ran = true;
+                    request.spec.setup_data = data.map(serde_bytes::ByteBuf::from);
+                    request.spec.validate().map_err(|e| e.to_string())?;
+                    self.submit(*request)
+                });
+                let _ = reply.send(answer);
             }
             WorkerEvent::Finished {
                 run,
@@ -1387,8 +1450,12 @@ impl Node {
     pub(super) fn answer_runs(&mut self, query: crate::api::Query) {
         use crate::api::Query;
         match query {
-            Query::Submit(req, reply) => {
-                let _ = reply.send(self.submit(*req));
+            Query::Submit(req, has_setup, reply) => {
+                if has_setup && !req.spec.setup_ran {
+                    self.setup_then_submit(req, reply);
+                } else {
+                    let _ = reply.send(self.submit(*req));
+                }
             }
             Query::Runs(reply) => {
                 let _ = reply.send(self.runs_view());
