@@ -207,6 +207,7 @@ async fn work(
             memory_limit: spec.vu_memory_limit,
             request_errors: FirstErrors::default(),
             iteration_failures: FirstErrors::default(),
+            socket_errors: FirstErrors::default(),
             expected_statuses: spec.expected_statuses.clone(),
         })
     };
@@ -391,6 +392,9 @@ async fn work(
 fn say_suppressed(run: &RunContext) {
     for (kind, more) in run.request_errors.suppressed() {
         tracing::warn!("{more} more requests failed ({kind}) after the first {SHOWN} above");
+    }
+    for (kind, more) in run.socket_errors.suppressed() {
+        tracing::warn!("{more} more WebSockets failed ({kind}) after the first {SHOWN} above");
     }
     for (reason, more) in run.iteration_failures.suppressed() {
         tracing::warn!("{more} more iterations failed ({reason}) after the first {SHOWN} above");

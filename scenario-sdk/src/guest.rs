@@ -2,6 +2,7 @@
 
 pub mod http;
 mod sys;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 pub mod prelude {
     pub use super::http::{self, Request, Response};
     pub use super::metrics::{Counter, Rate, Trend};
+    pub use super::ws;
     pub use super::{Level, check, env, group, iteration_number, log, sleep, tag, untag, vu_id};
     pub use std::time::Duration;
 }

@@ -35,6 +35,16 @@ pub struct Stats {
     /// the time from a command to its first request from it.
     #[serde(default)]
     pub first_request_unix_ms: Option<u64>,
+    /// WebSocket upgrades accepted (`/ws/echo`, `/ws/chat`); they are not
+    /// in `requests`.
+    #[serde(default)]
+    pub ws_sessions: u64,
+    /// WebSocket messages (text and binary) received from clients.
+    #[serde(default)]
+    pub ws_msgs_received: u64,
+    /// WebSocket messages (text and binary) sent to clients.
+    #[serde(default)]
+    pub ws_msgs_sent: u64,
 }
 
 /// Status codes are `100..=999` in `http::StatusCode`; index by code.
@@ -49,6 +59,9 @@ pub(crate) struct Counters {
     pub(crate) stalled: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    pub(crate) ws_sessions: AtomicU64,
+    pub(crate) ws_msgs_received: AtomicU64,
+    pub(crate) ws_msgs_sent: AtomicU64,
     /// Unix milliseconds of the first counted response; 0 until then.
     first_request: AtomicU64,
     by_status: Box<[AtomicU64]>,
@@ -66,6 +79,9 @@ impl Default for Counters {
             stalled: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            ws_sessions: AtomicU64::new(0),
+            ws_msgs_received: AtomicU64::new(0),
+            ws_msgs_sent: AtomicU64::new(0),
             first_request: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
@@ -138,6 +154,9 @@ impl Counters {
             bytes_received: load(&self.bytes_received),
             bytes_sent: load(&self.bytes_sent),
             first_request_unix_ms: Some(load(&self.first_request)).filter(|&ms| ms > 0),
+            ws_sessions: load(&self.ws_sessions),
+            ws_msgs_received: load(&self.ws_msgs_received),
+            ws_msgs_sent: load(&self.ws_msgs_sent),
         }
     }
 
@@ -152,6 +171,9 @@ impl Counters {
             &self.bytes_received,
             &self.bytes_sent,
             &self.first_request,
+            &self.ws_sessions,
+            &self.ws_msgs_received,
+            &self.ws_msgs_sent,
         ]
         .into_iter()
         .chain(self.by_status.iter())
