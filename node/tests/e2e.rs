@@ -39,6 +39,8 @@ mod reports;
 mod runs;
 #[path = "e2e/sessions.rs"]
 mod sessions;
+#[path = "e2e/websocket.rs"]
+mod websocket;
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -65,6 +67,7 @@ fn scenario(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         without_clippy(&mut cmd);
+        // Built where it is read from, whatever CARGO_TARGET_DIR says.
         let out = cmd
             .args([
                 "build",
@@ -74,6 +77,8 @@ fn scenario(name: &str) -> PathBuf {
                 "--manifest-path",
             ])
             .arg(root.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root.join("target"))
             .output()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !out.status.success() {

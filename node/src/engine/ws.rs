@@ -133,9 +133,10 @@ impl Socket {
     }
 
     /// Sends a close frame with `code` and waits until `until` (at most
-    /// [`CLOSE_WAIT`]) for the peer to close too. Errors only mean the
-    /// peer went first.
-    async fn close(&mut self, code: u16, until: Instant) {
+    /// [`CLOSE_WAIT`]) for the peer to close too. Messages that arrive
+    /// meanwhile count in `ws_msgs_received` (they crossed the wire) but
+    /// reach no scenario. Errors only mean the peer went first.
+    async fn close(&mut self, code: u16, until: Instant, m: Meters<'_>) {
         let until = until.min(Instant::now() + CLOSE_WAIT);
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -145,8 +146,12 @@ impl Socket {
             if self.stream.close(Some(frame)).await.is_err() {
                 return;
             }
-            // Whatever the peer still sends before its close is dropped.
-            while let Some(Ok(_)) = self.stream.next().await {}
+            while let Some(Ok(message)) = self.stream.next().await {
+                if message.is_text() || message.is_binary() {
+                    m.recorder
+                        .ws_count(m.lane, names::WS_MSGS_RECEIVED, &self.tags);
+                }
+            }
         })
         .await;
     }
@@ -436,7 +441,7 @@ impl WsClient {
                 let mut socket = self.sockets.swap_remove(i);
                 // Sends the answer to the peer's close, which tungstenite
                 // queued.
-                socket.close(1000, deadline).await;
+                socket.close(1000, deadline, m).await;
                 socket.record_end(m);
                 Err(WsFailure::Closed(close))
             }
@@ -456,7 +461,7 @@ impl WsClient {
             .ok()
             .filter(|c| (1000..=4999).contains(c) && !matches!(c, 1004..=1006 | 1015))
             .unwrap_or(1000);
-        socket.close(code, deadline).await;
+        socket.close(code, deadline, m).await;
         socket.record_end(m);
     }
 
@@ -470,7 +475,7 @@ impl WsClient {
         let until = Instant::now() + CLOSE_WAIT;
         for mut socket in std::mem::take(&mut self.sockets) {
             if !stopping {
-                socket.close(1001, until).await;
+                socket.close(1001, until, m).await;
             }
             socket.record_end(m);
         }
