@@ -118,6 +118,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         "src/guest/sys.rs",
         include_str!("../../../scenario-sdk/src/guest/sys.rs"),
     ),
+    (
+        "src/guest/ws.rs",
+        include_str!("../../../scenario-sdk/src/guest/ws.rs"),
+    ),
 ];
 
 /// `template` with the scenario's name and the versions filled in.
