@@ -606,6 +606,96 @@ mod tests {
         assert_eq!(tags[1].1, "chat");
     }
 
+    #[tokio::test]
+    async fn a_vu_opens_at_most_16_sockets_and_every_session_is_recorded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // An echo server that keeps every socket until its client closes.
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut socket) = tokio_tungstenite::accept_async(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok(message)) = socket.next().await {
+                        if (message.is_text() || message.is_binary())
+                            && socket.send(message).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let recorder = Recorder::new();
+        let m = Meters {
+            recorder: &recorder,
+            lane: 1,
+        };
+        let mut client = WsClient::new(ClientSettings::new(false).expect("tls"));
+        let mut jar = CookieJar::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let req = HttpRequest {
+            url: format!("ws://{addr}/x?id=1"),
+            ..HttpRequest::default()
+        };
+        let mut handles = Vec::new();
+        for _ in 0..ws::MAX_SOCKETS {
+            let handle = client.connect(&req, &[], &mut jar, deadline, m).await;
+            handles.push(handle.expect("a socket within the bound opens"));
+        }
+        let over = client.connect(&req, &[], &mut jar, deadline, m).await;
+        assert!(
+            matches!(&over, Err(WsFailure::Failed(ErrorKind::InvalidRequest, e)) if e.contains("16")),
+            "{over:?}"
+        );
+        let first = handles[0];
+        let sent = client
+            .send(first, ws::TEXT, b"hi".to_vec(), deadline, m)
+            .await;
+        assert_eq!(sent, Ok(()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let got = client
+            .recv(first, Duration::from_secs(5), deadline, &stop, m)
+            .await;
+        assert_eq!(got, Ok(Received::Text(Utf8Bytes::from_static("hi"))));
+        let quiet = client
+            .recv(first, Duration::from_millis(20), deadline, &stop, m)
+            .await;
+        assert_eq!(quiet, Err(WsFailure::Timeout));
+        client.close(first, 1000, deadline, m).await;
+        let stale = client
+            .send(first, ws::TEXT, b"late".to_vec(), deadline, m)
+            .await;
+        assert_eq!(
+            stale,
+            Err(WsFailure::Closed(None)),
+            "a closed handle stays closed"
+        );
+        client.close_all(false, m).await;
+        assert_eq!(client.open_count(), 0);
+
+        let set = recorder.seal();
+        let total = |metric: &str| match set.fold(metric, |_| true) {
+            Some(crate::core::metrics::Value::Counter(n)) => n,
+            Some(crate::core::metrics::Value::Trend(h)) => h.len() as f64,
+            _ => 0.0,
+        };
+        assert_eq!(total(names::WS_SESSIONS), 16.0);
+        assert_eq!(total(names::WS_CONNECTING), 16.0);
+        assert_eq!(total(names::WS_SESSION_DURATION), 16.0);
+        assert_eq!(total(names::WS_MSGS_SENT), 1.0);
+        assert_eq!(total(names::WS_MSGS_RECEIVED), 1.0);
+        assert_eq!(total(names::ERRORS), 1.0, "the 17th connect");
+        assert!(total(names::DATA_SENT) > 0.0 && total(names::DATA_RECEIVED) > 0.0);
+        let named = set.iter().any(|(k, _)| {
+            k.metric == names::WS_SESSIONS && k.tag("name") == Some(&*format!("ws://{addr}/x"))
+        });
+        assert!(named, "the name tag is the URL without its query");
+    }
+
     #[test]
     fn handshake_and_frame_errors_are_classified() {
         let too_long = WsError::Capacity(CapacityError::MessageTooLong {
