@@ -18,7 +18,7 @@ use std::collections::btree_map::Entry;
 /// Built-in metric names, as k6 users know them.
 pub mod names {
     /// Every built-in metric.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 27] = [
         HTTP_REQS,
         HTTP_REQ_DURATION,
         HTTP_REQ_BLOCKED,
@@ -41,6 +41,11 @@ pub mod names {
         VUS_MAX,
         DATA_ROWS_USED,
         DATA_EXHAUSTED,
+        WS_CONNECTING,
+        WS_SESSION_DURATION,
+        WS_SESSIONS,
+        WS_MSGS_SENT,
+        WS_MSGS_RECEIVED,
     ];
     /// Requests made (counter).
     pub const HTTP_REQS: &str = "http_reqs";
@@ -87,6 +92,16 @@ pub mod names {
     pub const VUS: &str = "vus";
     /// The most VUs initialized (gauge).
     pub const VUS_MAX: &str = "vus_max";
+    /// Opening a WebSocket: connect, TLS and the upgrade, ms (trend).
+    pub const WS_CONNECTING: &str = "ws_connecting";
+    /// A WebSocket from the start of its connect to its close, ms (trend).
+    pub const WS_SESSION_DURATION: &str = "ws_session_duration";
+    /// WebSockets opened (counter).
+    pub const WS_SESSIONS: &str = "ws_sessions";
+    /// WebSocket messages sent (counter).
+    pub const WS_MSGS_SENT: &str = "ws_msgs_sent";
+    /// WebSocket messages received (counter).
+    pub const WS_MSGS_RECEIVED: &str = "ws_msgs_received";
 }
 
 /// The identity of a series: a metric and its tags, sorted by key.

@@ -613,7 +613,17 @@ impl Report {
             })
             .fold(0.0, f64::max) as u64;
         let duration = t.fold(names::HTTP_REQ_DURATION, in_scope);
+        let connecting = t.fold(names::WS_CONNECTING, in_scope);
+        let session_duration = t.fold(names::WS_SESSION_DURATION, in_scope);
+        let ws = (connecting.is_some() || session_duration.is_some()).then(|| WsSummary {
+            sessions: counter(names::WS_SESSIONS) as u64,
+            msgs_sent: counter(names::WS_MSGS_SENT) as u64,
+            msgs_received: counter(names::WS_MSGS_RECEIVED) as u64,
+            connecting: percentiles(connecting.as_ref()),
+            session_duration: percentiles(session_duration.as_ref()),
+        });
         Summary {
+            ws,
             first_failures: match scope {
                 Scope::All => self
                     .notes
@@ -859,6 +869,10 @@ pub struct Summary {
     /// Test data drawn (`--data`), by set.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, DataUse>,
+    /// WebSockets, when the run opened any (a connect that failed is only
+    /// in `errors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<WsSummary>,
 }
 
 /// How much of a data set the draws used.
@@ -869,6 +883,22 @@ pub struct DataUse {
     /// Draws that found a node's rows gone (`data_exhausted`): the data
     /// ran out there.
     pub ran_out: u64,
+}
+
+/// WebSocket totals: k6's `ws_*` metrics. Failed connects are in
+/// [`Summary::errors`], by kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WsSummary {
+    /// Sockets opened (`ws_sessions`).
+    pub sessions: u64,
+    /// Messages sent (`ws_msgs_sent`).
+    pub msgs_sent: u64,
+    /// Messages received (`ws_msgs_received`).
+    pub msgs_received: u64,
+    /// `ws_connecting`: the connect, TLS and upgrade of each socket.
+    pub connecting: Percentiles,
+    /// `ws_session_duration`: from each connect's start to its close.
+    pub session_duration: Percentiles,
 }
 
 /// HTTP totals.

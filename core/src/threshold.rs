@@ -340,7 +340,8 @@ pub fn builtin_kind(metric: &str) -> Option<MetricKind> {
     use names::*;
     Some(match metric {
         HTTP_REQS | ERRORS | DATA_SENT | DATA_RECEIVED | ITERATIONS | ITERATIONS_FAILED
-        | DROPPED_ITERATIONS | DATA_ROWS_USED | DATA_EXHAUSTED => MetricKind::Counter,
+        | DROPPED_ITERATIONS | DATA_ROWS_USED | DATA_EXHAUSTED | WS_SESSIONS | WS_MSGS_SENT
+        | WS_MSGS_RECEIVED => MetricKind::Counter,
         HTTP_REQ_DURATION
         | HTTP_REQ_BLOCKED
         | HTTP_REQ_CONNECTING
@@ -349,7 +350,9 @@ pub fn builtin_kind(metric: &str) -> Option<MetricKind> {
         | HTTP_REQ_WAITING
         | HTTP_REQ_RECEIVING
         | ITERATION_DURATION
-        | GROUP_DURATION => MetricKind::Trend,
+        | GROUP_DURATION
+        | WS_CONNECTING
+        | WS_SESSION_DURATION => MetricKind::Trend,
         HTTP_REQ_FAILED | CHECKS => MetricKind::Rate,
         VUS | VUS_MAX => MetricKind::Gauge,
         _ => return None,

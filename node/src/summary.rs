@@ -445,6 +445,30 @@ pub fn render(s: &Summary, scenario: &str) -> String {
             fmt_bytes(h.data_received)
         ),
     );
+    if let Some(ws) = &s.ws {
+        let secs = s.duration_s.max(1e-3);
+        line(
+            &mut out,
+            2,
+            "ws_sessions",
+            &format!("{}  {:.1}/s", ws.sessions, ws.sessions as f64 / secs),
+        );
+        line(&mut out, 4, "ws_connecting", &latency(&ws.connecting));
+        line(
+            &mut out,
+            4,
+            "ws_session_duration",
+            &latency(&ws.session_duration),
+        );
+        line(&mut out, 4, "ws_msgs_sent", &ws.msgs_sent.to_string());
+        line(
+            &mut out,
+            4,
+            "ws_msgs_received",
+            &ws.msgs_received.to_string(),
+        );
+    }
+    render_first_failures(&mut out, s, "ws:");
     let i = &s.iterations;
     line(
         &mut out,

@@ -435,6 +435,7 @@ fn run_context(
         memory_limit: spec.vu_memory_limit,
         request_errors: FirstErrors::default(),
         iteration_failures: FirstErrors::default(),
+        socket_errors: FirstErrors::default(),
         expected_statuses: spec.expected_statuses.clone(),
         data: data.clone(),
         setup_data,
@@ -495,6 +496,9 @@ pub async fn run_setup(
 fn say_suppressed(run: &RunContext) {
     for (kind, more) in run.request_errors.suppressed() {
         tracing::warn!("{more} more requests failed ({kind}) after the first {SHOWN} above");
+    }
+    for (kind, more) in run.socket_errors.suppressed() {
+        tracing::warn!("{more} more WebSockets failed ({kind}) after the first {SHOWN} above");
     }
     for (reason, more) in run.iteration_failures.suppressed() {
         tracing::warn!("{more} more iterations failed ({reason}) after the first {SHOWN} above");

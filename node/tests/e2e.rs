@@ -41,6 +41,8 @@ mod runs;
 mod sessions;
 #[path = "e2e/test_data.rs"]
 mod test_data;
+#[path = "e2e/websocket.rs"]
+mod websocket;
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -67,6 +69,7 @@ fn scenario(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         without_clippy(&mut cmd);
+        // Built where it is read from, whatever CARGO_TARGET_DIR says.
         let out = cmd
             .args([
                 "build",
@@ -76,6 +79,8 @@ fn scenario(name: &str) -> PathBuf {
                 "--manifest-path",
             ])
             .arg(root.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root.join("target"))
             .output()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !out.status.success() {
@@ -680,23 +685,23 @@ fn bad_input_gets_a_clear_error() {
         1,
         "does not compile",
     );
-    let v4 = write_temp("v4.wasm", &module_with_abi(4, false));
+    let v5 = write_temp("v5.wasm", &module_with_abi(5, false));
     fails_with(
-        &["run", v4.to_str().unwrap_or_default()],
+        &["run", v5.to_str().unwrap_or_default()],
         1,
-        "ABI version 4",
+        "ABI version 5",
     );
     let old = write_temp("v1.wasm", &module_with_abi(1, false));
     fails_with(
         &["run", old.to_str().unwrap_or_default()],
         1,
-        "built for scenario ABI version 1, but this node speaks versions 2 to 3",
+        "built for scenario ABI version 1, but this node speaks versions 2 to 4",
     );
     let old_http = write_temp("v1-http.wasm", &module_with_abi(1, true));
     fails_with(
         &["run", old_http.to_str().unwrap_or_default()],
         1,
-        "built for scenario ABI version 1, but this node speaks versions 2 to 3",
+        "built for scenario ABI version 1, but this node speaks versions 2 to 4",
     );
     let valid = write_temp("v2.wasm", &module_with_abi(2, false));
     let ok = fusi(&[
@@ -711,18 +716,24 @@ fn bad_input_gets_a_clear_error() {
         ok.stderr()
     );
     assert_eq!(num(ok.summary(), &["iterations", "completed"]), 3.0);
-    let current = write_temp("v3.wasm", &module_with_abi(3, false));
-    let ok = fusi(&[
-        "run",
-        current.to_str().unwrap_or_default(),
-        "--iterations",
-        "3",
-    ]);
-    assert!(
-        ok.output.status.success(),
-        "version 2 and version 3 modules both run: {}",
-        ok.stderr()
-    );
+    for version in [3, 4] {
+        let newer = write_temp(
+            &format!("v{version}.wasm"),
+            &module_with_abi(version, false),
+        );
+        let ok = fusi(&[
+            "run",
+            newer.to_str().unwrap_or_default(),
+            "--iterations",
+            "3",
+        ]);
+        assert!(
+            ok.output.status.success(),
+            "version 2, 3 and 4 modules all run: {}",
+            ok.stderr()
+        );
+        let _ = std::fs::remove_file(newer);
+    }
     let valid = valid.to_str().unwrap_or_default();
     fails_with(
         &["run", "/no/such/file.wasm"],
@@ -751,7 +762,7 @@ fn bad_input_gets_a_clear_error() {
         1,
         "--max-vus applies",
     );
-    for p in [not_wasm, empty, truncated, v4, current, old, old_http] {
+    for p in [not_wasm, empty, truncated, v5, old, old_http] {
         let _ = std::fs::remove_file(p);
     }
 }

@@ -31,7 +31,8 @@ pub mod wire;
 /// [`imports::COOKIES_CLEAR`] and [`imports::COOKIE_GET`] imports exist.
 /// Version 4 adds test data (the [`imports::DATA_LEN`],
 /// [`imports::DATA_ROW`] and [`imports::DATA_NEXT`] imports) and setup
-/// data ([`imports::SETUP_DATA_SET`], [`imports::SETUP_DATA_GET`]).
+/// data ([`imports::SETUP_DATA_SET`], [`imports::SETUP_DATA_GET`]), and
+/// WebSocket (the `ws_*` imports, see [`ws`]).
 pub const ABI_VERSION: u32 = 4;
 
 /// The oldest ABI version a host still runs. A version 2 module's requests
@@ -167,6 +168,71 @@ pub mod imports {
     /// any other status fails `http_req_failed`. Text that is no such
     /// list traps.
     pub const EXPECTED_STATUSES: &str = "expected_statuses";
+    /// `(req_ptr: i32, req_len: i32) -> i32` (ABI 4): opens a WebSocket.
+    /// The [`super::HttpRequest`] encoded at `req_ptr` (see [`super::wire`])
+    /// names the `ws://` or `wss://` URL, the headers of the upgrade
+    /// request, the connect timeout and the tags of the socket's metrics;
+    /// its method and body are ignored. Returns the socket's handle (`>= 0`)
+    /// or a negative [`super::ws`] code: [`super::ws::FAILED`], with the
+    /// reason in the result buffer, when it could not connect.
+    pub const WS_CONNECT: &str = "ws_connect";
+    /// `(handle: i32, kind: i32, ptr: i32, len: i32) -> i32` (ABI 4): sends
+    /// the `len` bytes at `ptr` as one message of `kind`
+    /// ([`super::ws::TEXT`] or [`super::ws::BINARY`]). Returns 0, or
+    /// [`super::ws::CLOSED`] or [`super::ws::FAILED`].
+    pub const WS_SEND: &str = "ws_send";
+    /// `(handle: i32, timeout_ms: i64) -> i32` (ABI 4): waits up to
+    /// `timeout_ms` for the next message. Returns its length `n + 1`: the
+    /// result buffer holds its kind as one byte, then its `n` bytes. Or
+    /// [`super::ws::TIMEOUT`], [`super::ws::CLOSED`] or
+    /// [`super::ws::FAILED`].
+    pub const WS_RECV: &str = "ws_recv";
+    /// `(handle: i32, code: i32) -> ()` (ABI 4): closes the socket with a
+    /// close `code` (1000 for a normal close; a code outside
+    /// `1000..=4999` sends 1000) and waits briefly for the peer's answer.
+    /// A handle already closed is ignored.
+    pub const WS_CLOSE: &str = "ws_close";
+}
+
+/// The constants of the WebSocket imports (ABI 4).
+///
+/// A VU has at most [`MAX_SOCKETS`] sockets open. A socket its iteration
+/// leaves open is closed by the host (close code 1001, "going away") when
+/// the iteration ends, as k6 closes them at the end of a VU's session;
+/// its handle then answers [`CLOSED`]. An instance never gets a handle
+/// twice, so a stale handle answers [`CLOSED`] too.
+///
+/// Negative return values say why a call did nothing:
+/// - [`TIMEOUT`]: no message within the time asked.
+/// - [`CLOSED`]: the socket is closed. When the peer closed it, the result
+///   buffer holds its close code (two bytes, big-endian) and reason
+///   (UTF-8), or nothing if it sent no code.
+/// - [`FAILED`]: the connect or the socket failed; the result buffer holds
+///   an [`super::ErrorKind`] code (one byte) and a UTF-8 message of at most
+///   [`MAX_ERROR_MESSAGE`] bytes. The socket, if any, is closed.
+pub mod ws {
+    /// A text message (UTF-8).
+    pub const TEXT: i32 = 0;
+    /// A binary message.
+    pub const BINARY: i32 = 1;
+    /// Nothing arrived within the timeout.
+    pub const TIMEOUT: i32 = -1;
+    /// The socket is closed.
+    pub const CLOSED: i32 = -2;
+    /// The connect or the socket failed.
+    pub const FAILED: i32 = -3;
+    /// The most sockets one VU has open at once; a connect past it fails
+    /// (`invalid_request`).
+    pub const MAX_SOCKETS: usize = 16;
+    /// The largest message sent or received, in bytes (1 MiB); a larger
+    /// one received fails the socket (`protocol`), a larger one sent fails
+    /// the send (`invalid_request`).
+    pub const MAX_MESSAGE: usize = 1 << 20;
+    /// The connect timeout when the request gives none: 10 s, for the TCP
+    /// and TLS handshakes and the upgrade together.
+    pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+    /// The longest message a [`FAILED`] leaves, in bytes.
+    pub const MAX_ERROR_MESSAGE: usize = 1024;
 }
 
 /// The [`imports::LOG`] level that hands the host the message of a panic

@@ -3,6 +3,7 @@
 pub mod data;
 pub mod http;
 mod sys;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ pub mod prelude {
     pub use super::data::{self, Row};
     pub use super::http::{self, Request, Response};
     pub use super::metrics::{Counter, Rate, Trend};
+    pub use super::ws;
     pub use super::{
         Level, check, env, group, iteration_number, log, setup_data, setup_json, sleep, tag, untag,
         vu_id,

@@ -39,8 +39,15 @@
 //! | `/cookies/set?NAME=VALUE&...`, any method | `302` to `/cookies`, setting each cookie with `Path=/` |
 //! | `POST /login` with a form `user=NAME&...` | `303` to `/account`, setting `session=user-NAME; Path=/; HttpOnly`; no valid user: 400 |
 //! | `GET /account` | `200 {"user": NAME}` with that `session` cookie; without it 401 |
+//! | `GET /ws/echo` (WebSocket) | each text or binary message sent back |
+//! | `GET /ws/chat?room=NAME` (WebSocket) | each message sent to every client in room `NAME`, the sender included (messages of at most 16 KiB) |
+//! | `GET /ws/bytes/{n}` (WebSocket) | one binary message of `n` bytes (at most 10 MiB), then an echo |
 //! | `GET /__fusi/stats` | the [`Stats`] as JSON (`DELETE` also resets them); never counted |
 //! | anything else | 404 (405 for a known path with the wrong method) |
+//!
+//! WebSocket upgrades skip the knobs and are counted apart from requests
+//! (`ws_sessions`, `ws_msgs_received`, `ws_msgs_sent` in [`Stats`]); a
+//! request without `Upgrade: websocket` to one of them gets 426.
 //!
 //! Request bodies above 16 MiB are answered with 413. The items store keeps
 //! the newest 10 000 items (and at most 64 MiB of them).

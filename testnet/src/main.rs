@@ -42,7 +42,8 @@ enum Command {
     /// certificate for localhost and 127.0.0.1. Routes: GET / and /hello,
     /// POST /items, GET /items/{id}, /status/{code}, /delay/{ms},
     /// GET /bytes/{len}, /echo, /redirect/{n}, /redirect-to?url=URL,
-    /// GET /cookies, /cookies/set?NAME=VALUE, POST /login, GET /account, and
+    /// GET /cookies, /cookies/set?NAME=VALUE, POST /login, GET /account,
+    /// the WebSockets GET /ws/echo, /ws/chat?room=NAME and /ws/bytes/{n}, and
     /// GET /__fusi/stats (counters as JSON, not counted; DELETE resets
     /// them).
     ///

@@ -100,6 +100,7 @@ impl Target {
             first_request: OnceLock::new(),
             counters: Arc::new(Counters::default()),
             items: Mutex::new(Items::default()),
+            rooms: websocket::Rooms::default(),
             shutdown: shutdown_rx.clone(),
             cfg,
         });
@@ -201,6 +202,8 @@ struct Shared {
     first_request: OnceLock<Instant>,
     counters: Arc<Counters>,
     items: Mutex<Items>,
+    /// The chat rooms and open sockets of the WebSocket routes.
+    rooms: websocket::Rooms,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -371,9 +374,15 @@ async fn serve_http<I>(
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         let counted = Arc::clone(&counted);
-        async move { Ok::<_, Infallible>(handle(&shared, &counted, peer.ip(), req).await) }
+        async move {
+            if websocket::is_ws_path(req.uri().path()) {
+                return Ok::<_, Infallible>(websocket::route(shared, req));
+            }
+            Ok(handle(&shared, &counted, peer.ip(), req).await)
+        }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    // With upgrades: the WebSocket routes take the connection over.
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -811,6 +820,7 @@ fn error_json(status: StatusCode, message: String) -> Resp {
 }
 
 mod sessions;
+mod websocket;
 
 #[cfg(test)]
 mod tests;

@@ -41,6 +41,16 @@ pub struct Stats {
     /// any others count under the empty name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub logins: BTreeMap<String, u64>,
+    /// WebSocket upgrades accepted (`/ws/echo`, `/ws/chat`); they are not
+    /// in `requests`.
+    #[serde(default)]
+    pub ws_sessions: u64,
+    /// WebSocket messages (text and binary) received from clients.
+    #[serde(default)]
+    pub ws_msgs_received: u64,
+    /// WebSocket messages (text and binary) sent to clients.
+    #[serde(default)]
+    pub ws_msgs_sent: u64,
 }
 
 /// The most users [`Stats::logins`] keeps apart.
@@ -58,6 +68,9 @@ pub(crate) struct Counters {
     pub(crate) stalled: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    pub(crate) ws_sessions: AtomicU64,
+    pub(crate) ws_msgs_received: AtomicU64,
+    pub(crate) ws_msgs_sent: AtomicU64,
     /// Unix milliseconds of the first counted response; 0 until then.
     first_request: AtomicU64,
     by_status: Box<[AtomicU64]>,
@@ -76,6 +89,9 @@ impl Default for Counters {
             stalled: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            ws_sessions: AtomicU64::new(0),
+            ws_msgs_received: AtomicU64::new(0),
+            ws_msgs_sent: AtomicU64::new(0),
             first_request: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             logins: Mutex::new(BTreeMap::new()),
@@ -165,6 +181,9 @@ impl Counters {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            ws_sessions: load(&self.ws_sessions),
+            ws_msgs_received: load(&self.ws_msgs_received),
+            ws_msgs_sent: load(&self.ws_msgs_sent),
         }
     }
 
@@ -179,6 +198,9 @@ impl Counters {
             &self.bytes_received,
             &self.bytes_sent,
             &self.first_request,
+            &self.ws_sessions,
+            &self.ws_msgs_received,
+            &self.ws_msgs_sent,
         ]
         .into_iter()
         .chain(self.by_status.iter())

@@ -358,6 +358,26 @@ fn a_near_miss_of_a_built_in_metric_is_refused_with_the_name_meant() {
 }
 
 #[test]
+fn every_built_in_metric_has_a_kind_and_thresholds_on_websocket_metrics_parse() {
+    for name in names::ALL {
+        assert!(builtin_kind(name).is_some(), "{name} has no kind");
+    }
+    assert_eq!(builtin_kind("ws_msgs_sent"), Some(MetricKind::Counter));
+    assert_eq!(builtin_kind("ws_connecting"), Some(MetricKind::Trend));
+    for text in [
+        "ws_connecting: p(95)<500ms",
+        "ws_session_duration{name:chat}: max<10s",
+        "ws_msgs_received: count>0",
+        "ws_sessions: rate>1",
+    ] {
+        assert_eq!(
+            parse(text).metric,
+            text.split([':', '{']).next().unwrap_or("")
+        );
+    }
+}
+
+#[test]
 fn error_messages_stay_short_and_printable() {
     let text = format!("{}\u{7}: count<1", "a".repeat(500));
     let msg = error(&text);

@@ -111,12 +111,20 @@ const SDK_FILES: &[(&str, &str)] = &[
         include_str!("../../../scenario-sdk/src/guest.rs"),
     ),
     (
+        "src/guest/data.rs",
+        include_str!("../../../scenario-sdk/src/guest/data.rs"),
+    ),
+    (
         "src/guest/http.rs",
         include_str!("../../../scenario-sdk/src/guest/http.rs"),
     ),
     (
         "src/guest/sys.rs",
         include_str!("../../../scenario-sdk/src/guest/sys.rs"),
+    ),
+    (
+        "src/guest/ws.rs",
+        include_str!("../../../scenario-sdk/src/guest/ws.rs"),
     ),
 ];
 
@@ -130,9 +138,22 @@ fn fill(template: &str, name: &str) -> String {
         .replace("@ASC_VERSION@", ASC_VERSION)
 }
 
+/// The scenario ABI version the AssemblyScript SDK speaks, read from its
+/// source: it may be older than the Rust SDK's (`?` if it is not found).
+fn as_abi_version() -> &'static str {
+    AS_SDK_FILES
+        .iter()
+        .find(|(path, _)| *path == "assembly/index.ts")
+        .and_then(|(_, text)| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("export const ABI_VERSION: i32 = "))
+        })
+        .map_or("?", |v| v.trim_end_matches(';'))
+}
+
 /// Every file of a new AssemblyScript scenario named `name`.
 fn assemblyscript_files(name: &str) -> Vec<(String, String)> {
-    let fill = |template: &str| fill(template, name);
+    let fill = |template: &str| fill(template, name).replace("@AS_ABI@", as_abi_version());
     let mut files = vec![
         (
             "package.json".to_owned(),
@@ -291,6 +312,26 @@ mod tests {
         let mut carried: Vec<String> = SDK_FILES.iter().map(|(p, _)| (*p).to_owned()).collect();
         carried.sort();
         assert_eq!(found, carried);
+    }
+
+    #[test]
+    fn the_assemblyscript_readme_names_the_abi_its_sdk_speaks() {
+        let version: u32 = as_abi_version()
+            .parse()
+            .unwrap_or_else(|e| panic!("{:?}: {e}", as_abi_version()));
+        assert!(
+            (fusi_sdk::abi::OLDEST_ABI_VERSION..=fusi_sdk::abi::ABI_VERSION).contains(&version),
+            "{version}"
+        );
+        let readme = assemblyscript_files("x")
+            .into_iter()
+            .find(|(path, _)| path == "README.md")
+            .map(|(_, text)| text)
+            .unwrap_or_default();
+        assert!(
+            readme.contains(&format!("scenario ABI {version})")),
+            "{readme}"
+        );
     }
 
     #[test]

@@ -16,11 +16,12 @@ use super::http::{Answer, Exchange, request_method, request_name};
 use super::recorder::RequestTags;
 use super::redirects;
 use super::vu::{HostTrap, VuState};
+use super::ws::{Meters, Received, WsFailure};
 use crate::core::metrics::{SeriesKey, names, valid_metric_name};
 use crate::core::printable::escape_controls;
 
 /// Every import the host provides, for telling a newer module's imports apart.
-pub const IMPORTS: [&str; 21] = [
+pub const IMPORTS: [&str; 25] = [
     imports::HTTP_REQUEST,
     imports::RESULT_READ,
     imports::SLEEP_MS,
@@ -42,6 +43,10 @@ pub const IMPORTS: [&str; 21] = [
     imports::DATA_NEXT,
     imports::SETUP_DATA_SET,
     imports::SETUP_DATA_GET,
+    imports::WS_CONNECT,
+    imports::WS_SEND,
+    imports::WS_RECV,
+    imports::WS_CLOSE,
 ];
 
 /// The largest request a scenario may hand to `http_request`.
@@ -180,8 +185,173 @@ fn record(state: &mut VuState, req: &abi::HttpRequest, answer: &Answer, exchange
     }
 }
 
+/// What a `ws_*` call returns to the guest for `result`, leaving what
+/// goes with it in the result buffer (see [`abi::ws`]); a failure's first
+/// few of each kind are said, with `what` (the URL of a connect) before
+/// the reason. A call cut by the iteration's deadline or the run's stop
+/// traps.
+fn ws_answer(state: &mut VuState, result: Result<i32, WsFailure>, what: &str) -> HostResult<i32> {
+    match result {
+        Ok(n) => Ok(n),
+        Err(WsFailure::Timeout) => Ok(abi::ws::TIMEOUT),
+        Err(WsFailure::Closed(close)) => {
+            state.result.clear();
+            if let Some((code, reason)) = close {
+                state.result.extend_from_slice(&code.to_be_bytes());
+                state.result.extend_from_slice(reason.as_bytes());
+            }
+            Ok(abi::ws::CLOSED)
+        }
+        Err(WsFailure::Failed(kind, mut message)) => {
+            if !what.is_empty() {
+                message = format!("{what}: {message}");
+            }
+            if state.run.socket_errors.note(kind.as_str()) {
+                tracing::warn!(
+                    "WebSocket failed ({}): {}",
+                    kind.as_str(),
+                    escape_controls(message.chars())
+                );
+                state
+                    .run
+                    .recorder
+                    .note(format!("ws:{}", kind.as_str()), message.clone());
+            }
+            truncate_at_char(&mut message, abi::ws::MAX_ERROR_MESSAGE);
+            state.result.clear();
+            state.result.push(kind.code());
+            state.result.extend_from_slice(message.as_bytes());
+            Ok(abi::ws::FAILED)
+        }
+        Err(WsFailure::Deadline) => Err(wasmtime::Error::new(HostTrap::Timeout)),
+        Err(WsFailure::Stopped) => Err(wasmtime::Error::new(HostTrap::Stopped)),
+    }
+}
+
+/// Whether the run stops, or this share may no longer send.
+fn stopping(state: &VuState) -> bool {
+    state.run.stop.is_cancelled() || !state.run.gate.open()
+}
+
+/// Registers the WebSocket imports (ABI 4).
+fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
+    let m = abi::IMPORT_MODULE;
+
+    linker.func_wrap_async(
+        m,
+        imports::WS_CONNECT,
+        |mut caller: Caller<'_, VuState>, (req_ptr, req_len): (u32, u32)| {
+            Box::new(async move {
+                let memory = memory(&caller)?;
+                let bytes = slice(
+                    memory.data(&caller),
+                    req_ptr,
+                    req_len,
+                    MAX_URL * 4,
+                    "the WebSocket request",
+                )?;
+                let req = wire::decode_request(bytes).map_err(|e| {
+                    abi_error(format!("the WebSocket request does not decode: {e}"))
+                })?;
+                let state = caller.data_mut();
+                if stopping(state) {
+                    return Err(wasmtime::Error::new(HostTrap::Stopped));
+                }
+                let run = state.run.clone();
+                let meters = Meters {
+                    recorder: &run.recorder,
+                    lane: state.vu_id,
+                };
+                let base = state.base_tags().to_vec();
+                let deadline = state.deadline;
+                let result = state
+                    .ws
+                    .connect(&req, &base, &mut state.http.jar, deadline, meters)
+                    .await;
+                ws_answer(state, result, &req.url)
+            })
+        },
+    )?;
+
+    linker.func_wrap_async(
+        m,
+        imports::WS_SEND,
+        |mut caller: Caller<'_, VuState>, (handle, kind, ptr, len): (i32, i32, u32, u32)| {
+            Box::new(async move {
+                let data = read(&mut caller, ptr, len, u32::MAX, "the WebSocket message")?;
+                let state = caller.data_mut();
+                if stopping(state) {
+                    return Err(wasmtime::Error::new(HostTrap::Stopped));
+                }
+                let run = state.run.clone();
+                let meters = Meters {
+                    recorder: &run.recorder,
+                    lane: state.vu_id,
+                };
+                let deadline = state.deadline;
+                let result = state.ws.send(handle, kind, data, deadline, meters).await;
+                ws_answer(state, result.map(|()| 0), "")
+            })
+        },
+    )?;
+
+    linker.func_wrap_async(
+        m,
+        imports::WS_RECV,
+        |mut caller: Caller<'_, VuState>, (handle, timeout_ms): (i32, i64)| {
+            Box::new(async move {
+                let state = caller.data_mut();
+                let run = state.run.clone();
+                let meters = Meters {
+                    recorder: &run.recorder,
+                    lane: state.vu_id,
+                };
+                let timeout =
+                    Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0).min(86_400_000));
+                let deadline = state.deadline;
+                let result = state
+                    .ws
+                    .recv(handle, timeout, deadline, &run.stop, meters)
+                    .await;
+                let result = result.map(|message| {
+                    let (kind, payload): (i32, &[u8]) = match &message {
+                        Received::Text(text) => (abi::ws::TEXT, text.as_bytes()),
+                        Received::Binary(bytes) => (abi::ws::BINARY, bytes),
+                    };
+                    state.result.clear();
+                    state.result.push(kind as u8);
+                    state.result.extend_from_slice(payload);
+                    i32::try_from(state.result.len()).unwrap_or(i32::MAX)
+                });
+                ws_answer(state, result, "")
+            })
+        },
+    )?;
+
+    linker.func_wrap_async(
+        m,
+        imports::WS_CLOSE,
+        |mut caller: Caller<'_, VuState>, (handle, code): (i32, i32)| {
+            Box::new(async move {
+                let state = caller.data_mut();
+                let run = state.run.clone();
+                let meters = Meters {
+                    recorder: &run.recorder,
+                    lane: state.vu_id,
+                };
+                let deadline = state.deadline;
+                state.ws.close(handle, code, deadline, meters).await;
+                Ok(())
+            })
+        },
+    )?;
+
+    Ok(())
+}
+
 /// Registers every host function.
 pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
+    add_ws_to_linker(linker)?;
     let m = abi::IMPORT_MODULE;
 
     linker.func_wrap_async(

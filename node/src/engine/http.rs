@@ -53,6 +53,9 @@ const USER_AGENT_VALUE: &str = concat!("fusi/", env!("CARGO_PKG_VERSION"));
 #[derive(Clone)]
 pub struct ClientSettings {
     config: Arc<rustls::ClientConfig>,
+    /// The same, offering only `http/1.1` by ALPN: a WebSocket upgrade is
+    /// an HTTP/1.1 request.
+    http1_config: Arc<rustls::ClientConfig>,
     source_ip: Option<std::net::IpAddr>,
     allow: Option<Arc<crate::core::allow::AllowList>>,
 }
@@ -92,11 +95,14 @@ impl ClientSettings {
             };
             builder.with_root_certificates(roots).with_no_client_auth()
         };
+        let mut http1_config = config.clone();
+        http1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ClientSettings {
             source_ip: None,
             allow: None,
             config: Arc::new(config),
+            http1_config: Arc::new(http1_config),
         })
     }
 }
@@ -167,11 +173,15 @@ pub fn request_method(req: &HttpRequest) -> Cow<'_, str> {
     }
 }
 
+/// Where a connection goes: scheme, host and port.
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct Origin {
-    https: bool,
-    host: String,
-    port: u16,
+pub(super) struct Origin {
+    /// Whether it speaks TLS (`https://`, `wss://`).
+    pub(super) https: bool,
+    /// The host name or IP address, without brackets.
+    pub(super) host: String,
+    /// The port, the scheme's default when the URL names none.
+    pub(super) port: u16,
 }
 
 /// An HTTP/1.1 connection's driver: hyper's state machine for the socket.
@@ -280,7 +290,7 @@ impl Target {
 
 /// Seconds since the epoch, the cookie jar's clock (0 if the system clock
 /// is before 1970).
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -309,7 +319,7 @@ pub struct HttpClient {
 }
 
 /// A failure with its class, before it becomes an ABI [`HttpError`].
-struct Failure(ErrorKind, String);
+pub(super) struct Failure(pub(super) ErrorKind, pub(super) String);
 
 impl HttpClient {
     /// A client with no connections yet.
@@ -582,7 +592,7 @@ fn strip_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-fn origin_of(url: &str) -> Result<Origin, Failure> {
+pub(super) fn origin_of(url: &str) -> Result<Origin, Failure> {
     parse_url(url).map(|(_, origin)| origin)
 }
 
@@ -647,11 +657,50 @@ async fn connect_from(addr: SocketAddr, source: Option<std::net::IpAddr>) -> io:
     socket.connect(addr).await
 }
 
+/// A socket [`open`] made: plain or TLS, counted by its [`Meter`].
+pub(super) enum Opened {
+    /// `http://`, `ws://`.
+    Plain(Metered<TcpStream>),
+    /// `https://`, `wss://`, with the protocol ALPN chose.
+    Tls(Box<tokio_rustls::client::TlsStream<Metered<TcpStream>>>),
+}
+
+/// Which protocols a TLS connection offers by ALPN.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Alpn {
+    /// `h2` and `http/1.1`: the HTTP client's.
+    Any,
+    /// `http/1.1` only: a WebSocket's upgrade.
+    Http1,
+}
+
 async fn connect(
     origin: &Origin,
     tls: &ClientSettings,
     timings: &mut Timings,
 ) -> Result<Connection, Failure> {
+    let (opened, meter) = open(origin, tls, Alpn::Any, timings).await?;
+    let sender = match opened {
+        Opened::Tls(stream) => {
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            handshake(TokioIo::new(stream), h2).await?
+        }
+        Opened::Plain(io) => handshake(TokioIo::new(io), false).await?,
+    };
+    Ok(Connection { sender, meter })
+}
+
+/// Resolves `origin`, refuses it unless this node's `--allow-target`
+/// allows it, connects (from the source address, if set) and, for a TLS
+/// origin, makes the TLS handshake: every connection the engine makes, an
+/// HTTP request's or a WebSocket's, starts here, so one rule decides where
+/// traffic may go. Fills `timings`' DNS, connect and TLS phases.
+pub(super) async fn open(
+    origin: &Origin,
+    tls: &ClientSettings,
+    alpn: Alpn,
+    timings: &mut Timings,
+) -> Result<(Opened, Arc<Meter>), Failure> {
     let t = Instant::now();
     let addrs: Vec<SocketAddr> = match origin.host.parse::<std::net::IpAddr>() {
         // An IP address needs no lookup: blocked stays 0.
@@ -722,30 +771,31 @@ async fn connect(
         inner: tcp,
         meter: meter.clone(),
     };
-    let sender = if origin.https {
-        let t = Instant::now();
-        let name = ServerName::try_from(origin.host.clone()).map_err(|e| {
+    if !origin.https {
+        return Ok((Opened::Plain(io), meter));
+    }
+    let t = Instant::now();
+    let name = ServerName::try_from(origin.host.clone()).map_err(|e| {
+        Failure(
+            ErrorKind::InvalidRequest,
+            format!("invalid TLS server name: {e}"),
+        )
+    })?;
+    let config = match alpn {
+        Alpn::Any => &tls.config,
+        Alpn::Http1 => &tls.http1_config,
+    };
+    let stream = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, io)
+        .await
+        .map_err(|e| {
             Failure(
-                ErrorKind::InvalidRequest,
-                format!("invalid TLS server name: {e}"),
+                ErrorKind::Tls,
+                format!("TLS handshake with {} failed: {e}", origin.host),
             )
         })?;
-        let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
-            .connect(name, io)
-            .await
-            .map_err(|e| {
-                Failure(
-                    ErrorKind::Tls,
-                    format!("TLS handshake with {} failed: {e}", origin.host),
-                )
-            })?;
-        timings.tls_us = micros(t.elapsed());
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        handshake(TokioIo::new(stream), h2).await?
-    } else {
-        handshake(TokioIo::new(io), false).await?
-    };
-    Ok(Connection { sender, meter })
+    timings.tls_us = micros(t.elapsed());
+    Ok((Opened::Tls(Box::new(stream)), meter))
 }
 
 async fn handshake<T>(io: TokioIo<T>, h2: bool) -> Result<Sender, Failure>
@@ -804,13 +854,14 @@ fn micros(d: Duration) -> u64 {
 
 /// Bytes through one connection, both ways.
 #[derive(Default)]
-struct Meter {
+pub(super) struct Meter {
     written: AtomicU64,
     read: AtomicU64,
 }
 
 impl Meter {
-    fn totals(&self) -> (u64, u64) {
+    /// Bytes written and read so far.
+    pub(super) fn totals(&self) -> (u64, u64) {
         (
             self.written.load(Ordering::Relaxed),
             self.read.load(Ordering::Relaxed),
@@ -819,7 +870,7 @@ impl Meter {
 }
 
 /// A socket that counts what crosses it.
-struct Metered<S> {
+pub(super) struct Metered<S> {
     inner: S,
     meter: Arc<Meter>,
 }

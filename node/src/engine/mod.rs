@@ -7,6 +7,7 @@
 //! - [`cookies`]: the per-VU cookie jar the client keeps.
 //! - [`data`]: the run's test data, parsed once per node, and its draws.
 //! - [`redirects`]: which answers are redirects and what the next hop is.
+//! - [`ws`]: the per-VU WebSocket client.
 //! - [`output`]: a scenario's stdout and stderr, escaped, prefixed and rate-limited.
 //! - [`executor`]: turn a share of a run into iterations over time.
 //! - [`gate`]: fence a share whose node was frozen, so it sends no load
@@ -25,3 +26,4 @@ pub mod output;
 pub mod recorder;
 pub mod redirects;
 pub mod vu;
+pub mod ws;

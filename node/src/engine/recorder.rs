@@ -464,6 +464,40 @@ impl Recorder {
         l.received += ex.bytes_received;
     }
 
+    /// Adds one sample of a WebSocket trend (`ws_connecting`,
+    /// `ws_session_duration`, in ms); `tags` are the socket's, sorted.
+    pub fn ws_sample(&self, lane: u64, metric: &str, tags: &[(String, String)], ms: f64) {
+        let key = SeriesKey {
+            metric: metric.to_owned(),
+            tags: tags.to_vec(),
+        };
+        self.add(lane, key, MetricKind::Trend, ms);
+    }
+
+    /// Counts one of a WebSocket counter (`ws_sessions`, `ws_msgs_sent`,
+    /// `ws_msgs_received`); `tags` are the socket's, sorted.
+    pub fn ws_count(&self, lane: u64, metric: &str, tags: &[(String, String)]) {
+        let key = SeriesKey {
+            metric: metric.to_owned(),
+            tags: tags.to_vec(),
+        };
+        self.add(lane, key, MetricKind::Counter, 1.0);
+    }
+
+    /// Counts a failed WebSocket connect or socket in `errors`, by `kind`
+    /// and the socket's `name`, as a failed request is.
+    pub fn ws_error(&self, lane: u64, kind: &'static str, name: &str) {
+        let mut l = self.lane(lane);
+        *l.errors.entry((kind, name.to_owned())).or_insert(0) += 1;
+    }
+
+    /// Adds bytes written and read to `data_sent` and `data_received`.
+    pub fn bytes(&self, lane: u64, sent: u64, received: u64) {
+        let mut l = self.lane(lane);
+        l.sent += sent;
+        l.received += received;
+    }
+
     /// Takes the current interval's series, leaving a fresh set.
     pub fn seal(&self) -> SeriesSet {
         let mut out = SeriesSet::new();

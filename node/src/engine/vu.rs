@@ -29,6 +29,7 @@ use super::http::{ClientSettings, HttpClient};
 use super::module::ScenarioModule;
 use super::output::{Fd, VuOutput};
 use super::recorder::Recorder;
+use super::ws::{Meters, WsClient};
 use crate::core::metrics::{SeriesKey, names};
 use crate::core::printable::escape_controls;
 use crate::core::statuses::ExpectedStatuses;
@@ -55,6 +56,8 @@ pub struct RunContext {
     pub request_errors: FirstErrors,
     /// Iterations that failed, by reason, to say only the first few.
     pub iteration_failures: FirstErrors,
+    /// WebSockets that failed, by error kind, to say only the first few.
+    pub socket_errors: FirstErrors,
     /// Whether the share may still send (see [`super::gate`]).
     pub gate: Arc<super::gate::Gate>,
     /// The statuses that count as success, unless a VU sets its own.
@@ -122,6 +125,8 @@ pub struct VuState {
     /// sample the VU records carries them.
     base: Vec<(String, String)>,
     pub(super) http: HttpClient,
+    /// Its WebSockets, all closed at the end of each call into the guest.
+    pub(super) ws: WsClient,
     /// Where its stdout and stderr go, escaped and rate-limited.
     output: Arc<VuOutput>,
     /// The instance's exported memory, once it is instantiated.
@@ -166,6 +171,20 @@ impl VuState {
 
     fn refresh_base(&mut self) {
         self.base = self.tags_with_group(self.group_path());
+    }
+
+    /// Closes the sockets a call into the guest left open (dropping them
+    /// when the run stops), recording their sessions' ends.
+    async fn close_sockets(&mut self) {
+        if self.ws.open_count() == 0 {
+            return;
+        }
+        let stopping = self.run.stop.is_cancelled();
+        let meters = Meters {
+            recorder: &self.run.recorder,
+            lane: self.vu_id,
+        };
+        self.ws.close_all(stopping, meters).await;
     }
 
     /// Open groups.
@@ -285,6 +304,7 @@ impl Vu {
             tags: BTreeMap::new(),
             base: Vec::new(),
             http,
+            ws: WsClient::new(run.tls.clone()),
             output,
             memory: None,
             deadline: Instant::now() + run.iteration_timeout,
@@ -327,7 +347,9 @@ impl Vu {
                 .get_typed_func::<(), ()>(&mut vu.store, exports::INIT)
                 .map_err(|e| err(format!("{e:#}")))?;
             vu.arm();
-            if let Err(e) = init.call_async(&mut vu.store, ()).await {
+            let result = init.call_async(&mut vu.store, ()).await;
+            vu.store.data_mut().close_sockets().await;
+            if let Err(e) = result {
                 return Err(err(format!("`init` failed: {}", vu.failure_text(&e))));
             }
         }
@@ -382,7 +404,9 @@ impl Vu {
             .get_typed_func::<(), ()>(&mut self.store, name)
             .map_err(|e| format!("{e:#}"))?;
         self.arm();
-        match f.call_async(&mut self.store, ()).await {
+        let result = f.call_async(&mut self.store, ()).await;
+        self.store.data_mut().close_sockets().await;
+        match result {
             Ok(()) => Ok(()),
             Err(e) => Err(format!("`{name}` failed: {}", self.failure_text(&e))),
         }
@@ -415,6 +439,9 @@ impl Vu {
             None => Outcome::Failed("timeout"),
         };
         let lane = vu.id;
+        // After the iteration's time is taken: closing what it left open
+        // is the host's work, not the scenario's.
+        vu.store.data_mut().close_sockets().await;
         match outcome {
             Outcome::Completed => {
                 let ms = scheduled.elapsed().as_secs_f64() * 1000.0;

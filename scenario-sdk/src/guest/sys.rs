@@ -33,6 +33,10 @@ unsafe extern "C" {
     pub fn data_next(name_ptr: *const u8, name_len: usize) -> i64;
     pub fn setup_data_set(ptr: *const u8, len: usize);
     pub fn setup_data_get() -> i32;
+    pub fn ws_connect(req_ptr: *const u8, req_len: usize) -> i32;
+    pub fn ws_send(handle: i32, kind: i32, ptr: *const u8, len: usize) -> i32;
+    pub fn ws_recv(handle: i32, timeout_ms: i64) -> i32;
+    pub fn ws_close(handle: i32, code: i32);
 }
 
 /// Copies `len` bytes out of the host's result buffer.

@@ -138,7 +138,7 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == key)
@@ -147,7 +147,7 @@ fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// `application/x-www-form-urlencoded` (a query or a form body): at most
 /// 64 pairs, `+` as space, `%XX` decoded, invalid UTF-8 replaced.
-fn parse_form(bytes: &[u8]) -> Vec<(String, String)> {
+pub(super) fn parse_form(bytes: &[u8]) -> Vec<(String, String)> {
     bytes
         .split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())

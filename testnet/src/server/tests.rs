@@ -816,3 +816,88 @@ async fn plain_target_has_no_certificate() {
     assert!(target.url().starts_with("http://"));
     target.shutdown().await;
 }
+
+/// A WebSocket client to `path` on `target`.
+async fn ws_client(target: &Target, path: &str) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let stream = TcpStream::connect(target.addr()).await.expect("connect");
+    let url = format!("ws://{}{path}", target.addr());
+    let (socket, resp) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("the upgrade succeeds");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket
+}
+
+#[tokio::test]
+async fn websocket_routes_echo_chat_and_count_messages_apart_from_requests() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let target = start(TargetConfig::default()).await;
+    bounded(async {
+        let mut echo = ws_client(&target, "/ws/echo").await;
+        echo.send(Message::text("one")).await.expect("send");
+        echo.send(Message::binary(vec![1u8, 2, 3]))
+            .await
+            .expect("send");
+        let got = echo.next().await.expect("a message").expect("no error");
+        assert_eq!(got, Message::text("one"));
+        let got = echo.next().await.expect("a message").expect("no error");
+        assert_eq!(got, Message::binary(vec![1u8, 2, 3]));
+        echo.close(None).await.expect("close");
+
+        // Two clients in room a, one in room b: a's messages reach both
+        // of a's clients, the sender included, and nobody in b.
+        let mut a1 = ws_client(&target, "/ws/chat?room=a").await;
+        let mut a2 = ws_client(&target, "/ws/chat?room=a").await;
+        let mut b = ws_client(&target, "/ws/chat?room=b").await;
+        a1.send(Message::text("hi")).await.expect("send");
+        for client in [&mut a1, &mut a2] {
+            let got = client.next().await.expect("a message").expect("no error");
+            assert_eq!(got, Message::text("hi"));
+        }
+        b.send(Message::text("b only")).await.expect("send");
+        let got = b.next().await.expect("a message").expect("no error");
+        assert_eq!(got, Message::text("b only"));
+        for mut client in [a1, a2, b] {
+            client.close(None).await.expect("close");
+            while let Some(Ok(_)) = client.next().await {}
+        }
+
+        // A plain GET to a WebSocket route is told to upgrade.
+        let (status, _) = get(&target, "/ws/echo").await;
+        assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+        let (status, _) = get(&target, "/ws/nothing").await;
+        assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+    })
+    .await;
+    let stats = target.shutdown().await;
+    assert_eq!(stats.ws_sessions, 4);
+    assert_eq!(stats.ws_msgs_received, 2 + 1 + 1);
+    assert_eq!(stats.ws_msgs_sent, 2 + 2 + 1);
+    assert_eq!(stats.requests, 0, "upgrades and refusals are not requests");
+}
+
+#[tokio::test]
+async fn a_websocket_room_is_bounded_and_a_large_chat_message_closes_its_sender() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let target = start(TargetConfig::default()).await;
+    bounded(async {
+        let mut client = ws_client(&target, "/ws/chat?room=big").await;
+        let big = "x".repeat(super::websocket::MAX_CHAT_MESSAGE + 1);
+        client.send(Message::text(big)).await.expect("send");
+        match client.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1009),
+            other => panic!("expected a close with 1009, got {other:?}"),
+        }
+        let stream = TcpStream::connect(target.addr()).await.expect("connect");
+        let url = format!("ws://{}/ws/chat", target.addr());
+        let refused = tokio_tungstenite::client_async(url, stream).await;
+        assert!(
+            matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == StatusCode::BAD_REQUEST),
+            "a chat without a room is refused: {refused:?}"
+        );
+    })
+    .await;
+    target.shutdown().await;
+}
