@@ -29,6 +29,7 @@ use crate::{html, junit, summary};
 use fusi_sdk::abi::MetricKind;
 
 mod build;
+mod config;
 mod data;
 mod mesh;
 mod new;
@@ -51,7 +52,7 @@ struct Cli {
 enum Cmd {
     /// Run a scenario, across the mesh of a running node or on this machine, and
     /// print the end-of-test summary.
-    #[command(after_long_help = RUN_EXAMPLES)]
+    #[command(after_long_help = RUN_EXAMPLES, args_override_self = true)]
     Run(RunArgs),
     /// List the runs a node knows, or show one run and its nodes.
     #[command(after_long_help = runs::RUNS_EXAMPLES)]
@@ -291,6 +292,13 @@ struct RunArgs {
     /// The scenario: a module (.wasm), or the directory of a scenario crate,
     /// which is built first (as `fusi-node build DIR` does).
     scenario: PathBuf,
+    /// A run file (TOML, or JSON for .json) whose keys are these long
+    /// flags without the dashes, and `scenario`: `rate = "200/s"`, `env = {
+    /// TARGET = "..." }`, `threshold = ["..."]`. Flags given here override
+    /// the file's; list flags add to its lists. Paths in it are relative to
+    /// it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Executor; see below for the one picked when this is left out.
     #[arg(long, value_enum)]
     executor: Option<ExecutorName>,
@@ -1230,7 +1238,14 @@ fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the command line; the process exit code comes back.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     // A node logs who joins and leaves; a run logs only what its scenario says.
     let node = matches!(cli.command, Cmd::Up(_));
     let default_filter = if node {

@@ -11,7 +11,10 @@ use fusi_testnet::{Mesh, MeshConfig, TargetConfig, get_json};
 use serde_json::Value;
 
 use super::runs::{node_bin, run_id_of, wait_for};
-use super::{check, fails_with, fusi, fusi_to, num, repo, scenario, serial, target, write_temp};
+use super::{
+    check, fails_with, fusi, fusi_to, num, repo, scenario, serial, target, tempfile_path,
+    write_temp,
+};
 
 fn users_csv() -> String {
     repo()
@@ -171,5 +174,51 @@ fn test_data_that_runs_out_stops_the_share_and_a_bad_file_names_its_line() {
         ],
         1,
         "line 3 has 1 field, and the header 2",
+    );
+}
+
+/// `--config run.toml` gives the run's flags from a file, its paths
+/// relative to the file; a flag on the command line overrides the file's.
+#[test]
+fn a_run_file_gives_the_flags_and_the_command_line_overrides_them() {
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let dir = tempfile_path("run-file");
+    std::fs::create_dir_all(&dir).expect("make the run file's directory");
+    std::fs::copy(users_csv(), dir.join("users.csv")).expect("copy the users");
+    let file = dir.join("run.toml");
+    let toml = format!(
+        "scenario = {scenario:?}\nrate = \"40/s\"\nduration = \"30s\"\ndata = {{ users = \"users.csv\" }}\n\
+         data_mode = \"unique\"\nthreshold = [\"checks: rate>0.99\"]\nenv = {{ TARGET = {url:?} }}\n",
+        scenario = scenario("login_data").to_string_lossy(),
+        url = t.url(),
+    );
+    std::fs::write(&file, toml).expect("write the run file");
+    let run = fusi(&[
+        "run",
+        "--config",
+        file.to_str().unwrap_or_default(),
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.stderr());
+    let report = run.report();
+    assert_eq!(
+        num(report, &["summary", "iterations", "completed"]),
+        40.0,
+        "40/s for the command line's 1 s, not the file's 30 s"
+    );
+    assert_eq!(report["data"][0]["used"], 40);
+    assert_eq!(
+        report["thresholds"][0]["pass"], true,
+        "{}",
+        report["thresholds"]
+    );
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "ratee = \"5/s\"\n").expect("write the bad file");
+    fails_with(
+        &["run", "--config", bad.to_str().unwrap_or_default()],
+        2,
+        "`ratee` is not a flag",
     );
 }
