@@ -244,7 +244,7 @@ async fn work(
     };
     let setup_data = if module.has_setup() && !spec.setup_ran {
         match lifecycle.call_entry(abi::exports::SETUP).await {
-            Ok(()) => lifecycle.take_setup_data().map(Arc::new),
+            Ok(()) => lifecycle.setup_data().map(Arc::new),
             Err(e) => {
                 let _ = events.send(fail(format!("the scenario's {e}")));
                 return;
@@ -488,7 +488,7 @@ pub async fn run_setup(
     vu.call_entry(abi::exports::SETUP)
         .await
         .map_err(|e| format!("the scenario's {e}"))?;
-    Ok(vu.take_setup_data())
+    Ok(vu.setup_data())
 }
 
 /// One line for each kind of failure of the share that was not said with

@@ -132,7 +132,12 @@ mod tests {
             exhausted: Exhausted::Stop,
         };
         let halves = ExecutionSegment::split(&[1, 1]);
-        let sets = DataSets::load(std::slice::from_ref(&spec), &[csv.clone()], halves[0]).unwrap();
+        let sets = DataSets::load(
+            std::slice::from_ref(&spec),
+            std::slice::from_ref(&csv),
+            halves[0],
+        )
+        .unwrap();
         assert_eq!(sets.len("users"), Some(4));
         assert_eq!(sets.len("nope"), None);
         assert_eq!(sets.row("users", 1), Some(Some(&br#"{"user":"bob"}"#[..])));

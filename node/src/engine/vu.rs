@@ -393,9 +393,10 @@ impl Vu {
     }
 
     /// Runs a once-per-run entry point (`setup` or `teardown`) in this VU.
-    /// What `setup` returned in this instance, if it returned anything.
-    pub fn take_setup_data(&mut self) -> Option<Vec<u8>> {
-        self.store.data_mut().setup_out.take()
+    /// What `setup` returned in this instance, if it returned anything;
+    /// the instance keeps it for its `teardown`.
+    pub fn setup_data(&self) -> Option<Vec<u8>> {
+        self.store.data().setup_out.clone()
     }
 
     pub async fn call_entry(&mut self, name: &str) -> Result<(), String> {
