@@ -1,6 +1,7 @@
 //! One fuzz target per decoder of bytes from outside: a peer (gossip and
 //! request-response), the API (a submission), a scenario (its HTTP
-//! requests through the ABI) or a target (its `Set-Cookie` headers).
+//! requests through the ABI), a target (its `Set-Cookie` headers) or a
+//! data file a peer sends for a run (`--data`).
 //!
 //! [`Target::run`] takes any bytes, decodes them as the node does, uses what
 //! decodes as the node would, and checks what the decoder promises: it
@@ -28,6 +29,10 @@ use libp2p::request_response::Codec as _;
 
 use crate::api::SubmitRequest;
 use crate::core::assign::{Candidate, RegionWeight};
+use crate::core::data::{
+    Cursor as DataCursor, DataFormat, DataMode, DataSpec, Draw, Exhausted, MAX_ROW_BYTES, MAX_ROWS,
+    Rows,
+};
 use crate::core::leader::ranking;
 use crate::core::membership::{self, Heartbeat};
 use crate::core::metrics::{SeriesKey, SeriesSet, new_histogram};
@@ -82,11 +87,15 @@ pub enum Target {
     /// a VU's cookie jar ([`CookieJar::store`]): the jar stays within its
     /// bounds, and every `Cookie` header it makes is a valid header value.
     SetCookie,
+    /// A data file from a peer ([`Rows::parse`]), as CSV, JSON and NDJSON:
+    /// every row it keeps is JSON within the row bound, and the rows are
+    /// read back in order; a unique draw over them takes each row once.
+    DataFile,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 10] = [
+    pub const ALL: [Target; 11] = [
         Target::Heartbeat,
         Target::Run,
         Target::Request,
@@ -97,6 +106,7 @@ impl Target {
         Target::Submit,
         Target::ScenarioRequest,
         Target::SetCookie,
+        Target::DataFile,
     ];
 
     /// The target's name, as in `fuzz/fuzz_targets/`.
@@ -112,6 +122,7 @@ impl Target {
             Target::Submit => "submit",
             Target::ScenarioRequest => "scenario_request",
             Target::SetCookie => "set_cookie",
+            Target::DataFile => "data_file",
         }
     }
 
@@ -129,6 +140,7 @@ impl Target {
             Target::Submit => submit(bytes),
             Target::ScenarioRequest => scenario_request(bytes),
             Target::SetCookie => set_cookie(bytes),
+            Target::DataFile => data_file(bytes),
         }
     }
 
@@ -161,6 +173,7 @@ impl Target {
                 })
                 .collect(),
             Target::SetCookie => set_cookies(),
+            Target::DataFile => data_files(),
         }
     }
 }
@@ -438,6 +451,54 @@ fn scenario_request(bytes: &[u8]) -> bool {
     abi_wire::encode_request(&request, &mut out);
     assert_eq!(out, bytes, "an accepted request encodes back to its bytes");
     true
+}
+
+fn data_file(bytes: &[u8]) -> bool {
+    let mut any = false;
+    for format in [DataFormat::Csv, DataFormat::Json, DataFormat::Ndjson] {
+        let Ok(rows) = Rows::parse(format, bytes) else {
+            continue;
+        };
+        any = true;
+        assert!(
+            !rows.is_empty() && rows.len() <= MAX_ROWS,
+            "the row bounds hold"
+        );
+        for i in 0..rows.len().min(1000) {
+            let row = rows
+                .get(i)
+                .unwrap_or_else(|| panic!("row {i} of {} is there", rows.len()));
+            assert!(row.len() <= MAX_ROW_BYTES, "a row's bound holds");
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(row).is_ok(),
+                "every row is JSON"
+            );
+        }
+        assert!(rows.get(rows.len()).is_none());
+        let spec = DataSpec {
+            name: "fuzz".into(),
+            sha256: "0".repeat(64),
+            format,
+            rows: rows.len(),
+            mode: DataMode::Unique,
+            exhausted: Exhausted::Stop,
+        };
+        let halves = ExecutionSegment::split(&[1, 2]);
+        let drawn: u64 = halves
+            .iter()
+            .map(|segment| {
+                let mut cursor = DataCursor::new(&spec, rows.len(), *segment);
+                let mut n = 0;
+                while let Draw::Row(i) = cursor.draw() {
+                    assert!(i < rows.len());
+                    n += 1;
+                }
+                n
+            })
+            .sum();
+        assert_eq!(drawn, rows.len(), "a unique draw takes every row once");
+    }
+    any
 }
 
 fn set_cookie(bytes: &[u8]) -> bool {
@@ -856,6 +917,17 @@ fn submissions() -> Vec<SubmitRequest> {
             data: Vec::new(),
         })
         .collect()
+}
+
+fn data_files() -> Vec<Vec<u8>> {
+    [
+        &b"user,password\nann,\"a,1\"\nbob,b2\n"[..],
+        br#"[{"id":1,"tags":["a","b"]},"two",3.5,null]"#,
+        b"{\"user\":\"ann\"}\n\n{\"user\":\"bob\\u00e9\"}\n",
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect()
 }
 
 fn set_cookies() -> Vec<Vec<u8>> {

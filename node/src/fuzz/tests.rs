@@ -121,7 +121,8 @@ fn allocation_bound(target: Target, len: usize) -> u64 {
         | Target::Request
         | Target::Submit
         | Target::ScenarioRequest
-        | Target::SetCookie => 16 * MIB + 64 * len,
+        | Target::SetCookie
+        | Target::DataFile => 16 * MIB + 64 * len,
     }
 }
 
@@ -438,6 +439,12 @@ fn submissions_survive_mutation() {
 #[test]
 fn scenario_requests_survive_mutation() {
     let outcome = fuzz(Target::ScenarioRequest, 100_000);
+    assert!(outcome.decoded > 0);
+}
+
+#[test]
+fn data_files_survive_mutation() {
+    let outcome = fuzz(Target::DataFile, 20_000);
     assert!(outcome.decoded > 0);
 }
 

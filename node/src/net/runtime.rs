@@ -396,7 +396,13 @@ impl Node {
     }
 
     fn now(&self) -> Duration {
-        MONOTONIC_ORIGIN + self.started.elapsed()
+        self.monotonic(Instant::now())
+    }
+
+    /// `instant` on the clock of [`At::now`](crate::core::runs::At::now),
+    /// which starts at [`MONOTONIC_ORIGIN`] when this node does.
+    fn monotonic(&self, instant: Instant) -> Duration {
+        MONOTONIC_ORIGIN + instant.saturating_duration_since(self.started)
     }
 
     fn warn_once(&mut self, key: String, message: impl FnOnce() -> String) {

@@ -566,6 +566,68 @@ fn an_assemblyscript_scenario_is_made_built_and_run_like_a_rust_one() {
     assert_eq!(num(summary, &["http", "requests"]), 4.0, "{summary}");
     assert_eq!(t.stats().requests - before, 4);
 
+    // Test data and setup data, as the Rust SDK has them (ABI 4): five
+    // users drawn in `unique` mode log in once each, and what `setup`
+    // handed on reaches every iteration.
+    let with_data = [
+        "import { http, Request, check, env, data, setSetupData, setupData, ABI_VERSION } from \"fusi-sdk/assembly/index\";",
+        "export function fusi_abi_version(): i32 { return ABI_VERSION; }",
+        "let base = \"\";",
+        "export function setup(): void { setSetupData(\"{\\\"token\\\":\\\"t-1\\\"}\"); }",
+        "export function init(): void { base = env(\"TARGET\"); }",
+        "export function iteration(): void {",
+        "  const handed = setupData();",
+        "  check(\"setup data reached the VU\", handed !== null && handed == \"{\\\"token\\\":\\\"t-1\\\"}\");",
+        "  const row = data.next(\"users\");",
+        "  if (row === null) return;",
+        "  const user = data.field(row, \"user\");",
+        "  if (user === null) return;",
+        "  const res = new Request(\"POST\", base + \"/login\").form([[\"user\", user]]).send();",
+        "  check(\"logged in as a user of the file\", res.status == 200 && res.text().includes(user));",
+        "  http.clearCookies();",
+        "}",
+    ]
+    .join("\n");
+    std::fs::write(&source, with_data).unwrap_or_else(|e| panic!("{e}"));
+    let users = project.join("users.csv");
+    std::fs::write(
+        &users,
+        "user,password\nts-a,x\nts-b,x\nts-c,x\nts-d,x\nts-e,x\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let before = t.stats().logins.len();
+    let (report, stderr) = run_project(
+        &project,
+        &[
+            "--vus",
+            "2",
+            "--iterations",
+            "5",
+            "--data",
+            &format!("users={}", users.display()),
+            "--data-mode",
+            "unique",
+            "--env",
+            &env,
+        ],
+    );
+    let report = report.unwrap_or_else(|| panic!("no report: {stderr}"));
+    let summary = &report["summary"];
+    for check in summary["checks"].as_array().into_iter().flatten() {
+        assert_eq!(num(check, &["fails"]), 0.0, "{check}: {stderr}");
+        assert_eq!(num(check, &["passes"]), 5.0, "{check}: {stderr}");
+    }
+    assert_eq!(report["data"][0]["used"], 5, "{}", report["data"]);
+    let logins = t.stats().logins;
+    assert_eq!(logins.len() - before, 5, "{logins:?}");
+    assert!(
+        ["ts-a", "ts-b", "ts-c", "ts-d", "ts-e"]
+            .iter()
+            .all(|u| logins.get(*u) == Some(&1)),
+        "{logins:?}"
+    );
+    std::fs::write(&source, &text).unwrap_or_else(|e| panic!("{e}"));
+
     // An AssemblyScript abort (a failed assertion) fails the iteration as a
     // panic, with its message, as a Rust panic does.
     let broken = text.replace(

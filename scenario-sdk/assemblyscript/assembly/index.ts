@@ -53,12 +53,23 @@ declare function host_expected_statuses(ptr: usize, len: i32): void;
 declare function host_cookies_clear(): void;
 @external("fusi", "cookie_get")
 declare function host_cookie_get(url: usize, urlLen: i32, name: usize, nameLen: i32): i32;
+@external("fusi", "data_len")
+declare function host_data_len(name: usize, len: i32): i64;
+@external("fusi", "data_row")
+declare function host_data_row(name: usize, len: i32, index: i64): i32;
+@external("fusi", "data_next")
+declare function host_data_next(name: usize, len: i32): i64;
+@external("fusi", "setup_data_set")
+declare function host_setup_data_set(ptr: usize, len: i32): void;
+@external("fusi", "setup_data_get")
+declare function host_setup_data_get(): i32;
 
 /**
- * The scenario ABI this SDK speaks: 3, whose requests carry options, so
- * that the VU's cookie jar and redirects apply (docs/scenario-abi.md).
+ * The scenario ABI this SDK speaks: 4. Requests carry options, so that
+ * the VU's cookie jar and redirects apply (3), and test data and setup
+ * data are there (4) (docs/scenario-abi.md).
  */
-export const ABI_VERSION: i32 = 3;
+export const ABI_VERSION: i32 = 4;
 
 /** Re-export this from the scenario's entry file: the host checks it. */
 export function fusi_abi_version(): i32 {
@@ -119,6 +130,112 @@ export function iterationNumber(): i64 {
 /** Pauses this VU for `seconds` (as k6's `sleep`); other VUs go on. */
 export function sleep(seconds: f64): void {
   host_sleep_ms(<i64>Math.round(seconds * 1000.0));
+}
+
+// ---- Test data and setup data ----
+
+/**
+ * Test data: the files the run ships with the scenario
+ * (`fusi-node run --data users=users.csv`). A row is JSON text: a CSV row
+ * is an object of strings keyed by the header (read a column with
+ * `data.field`).
+ */
+export namespace data {
+  /** How many rows the set `name` has; -1 when the run ships no such set. */
+  export function len(name: string): i64 {
+    const n = utf8(name);
+    return host_data_len(ptr(n), n.byteLength);
+  }
+
+  /** Row `index` (from 0) of the set `name`, as JSON; null when there is no such set or row. */
+  export function row(name: string, index: i64): string | null {
+    const n = utf8(name);
+    const got = host_data_row(ptr(n), n.byteLength, index);
+    if (got < 0) return null;
+    return String.UTF8.decode(readResult(got));
+  }
+
+  /**
+   * The next row of the set `name` for this node, as JSON: every row in
+   * turn (`--data-mode shared`), or only rows no other node draws
+   * (`--data-mode unique`). Null when there is no such set or this node's
+   * rows ran out (with `--data-exhausted stop`, no iteration starts on this
+   * node after this one).
+   */
+  export function next(name: string): string | null {
+    const n = utf8(name);
+    const index = host_data_next(ptr(n), n.byteLength);
+    if (index < 0) return null;
+    return row(name, index);
+  }
+
+  /** The row for this VU: row `(vuId - 1) % len`. */
+  export function forVu(name: string): string | null {
+    const n = len(name);
+    if (n <= 0) return null;
+    return row(name, (host_vu_id() - 1) % n);
+  }
+
+  /** The row for this VU's iteration: row `iterationNumber % len`. */
+  export function forIteration(name: string): string | null {
+    const n = len(name);
+    if (n <= 0) return null;
+    return row(name, host_iteration_number() % n);
+  }
+
+  /**
+   * The text of the field `key` of a flat JSON object of strings (a CSV
+   * row, as `row` and `next` give it); null when it has none.
+   */
+  export function field(row: string, key: string): string | null {
+    const needle = JSON_QUOTE + escapeJson(key) + JSON_QUOTE + ":" + JSON_QUOTE;
+    const at = row.indexOf(needle);
+    if (at < 0) return null;
+    let out = "";
+    let i = at + needle.length;
+    while (i < row.length) {
+      const c = row.charAt(i);
+      if (c == JSON_QUOTE) return out;
+      if (c == "\\" && i + 1 < row.length) {
+        const e = row.charAt(i + 1);
+        if (e == "n") out += "\n";
+        else if (e == "t") out += "\t";
+        else if (e == "r") out += "\r";
+        else if (e == "u" && i + 5 < row.length) {
+          out += String.fromCharCode(<i32>parseInt(row.substr(i + 2, 4), 16));
+          i += 4;
+        } else out += e;
+        i += 2;
+        continue;
+      }
+      out += c;
+      i += 1;
+    }
+    return null;
+  }
+}
+
+const JSON_QUOTE = "\"";
+
+function escapeJson(s: string): string {
+  return s.replaceAll("\\", "\\\\").replaceAll(JSON_QUOTE, "\\\"");
+}
+
+/**
+ * Hands `value` from `setup` to every VU's `iteration` and `teardown`, on
+ * every node (at most 256 KiB; JSON text is the usual choice). On a mesh,
+ * `setup` runs once, where the run was submitted. Call it in `setup` only.
+ */
+export function setSetupData(value: string): void {
+  const b = utf8(value);
+  host_setup_data_set(ptr(b), b.byteLength);
+}
+
+/** What `setup` handed on with `setSetupData`; null when it handed on nothing. */
+export function setupData(): string | null {
+  const n = host_setup_data_get();
+  if (n < 0) return null;
+  return String.UTF8.decode(readResult(n));
 }
 
 // ---- Checks, groups, tags ----

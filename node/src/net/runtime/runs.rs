@@ -878,7 +878,7 @@ impl Node {
                     core: &self.core,
                     now: at.now,
                 };
-                let mono = started_at.saturating_duration_since(self.started);
+                let mono = self.monotonic(started_at);
                 let actions = self.runs.core.started(&run, wall_ns, mono, &view);
                 self.run_actions(actions);
             }
