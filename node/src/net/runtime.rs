@@ -482,9 +482,14 @@ impl Node {
                     return;
                 };
                 let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                // A new source port each dial: reusing the listen port can
+                // meet the 4-tuple of a connection still in TIME_WAIT, and
+                // the dial fails with `Address already in use` each time
+                // for a minute (seen once: a node never joined).
                 let opts = DialOpts::peer_id(peer_id)
                     .addresses(addrs)
                     .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .allocate_new_port()
                     .build();
                 if let Err(e) = self.swarm.dial(opts) {
                     debug!(%peer, "dial: {e}");
@@ -498,8 +503,12 @@ impl Node {
                     Some(Protocol::P2p(id)) => DialOpts::peer_id(id)
                         .addresses(vec![ma])
                         .condition(PeerCondition::Always)
+                        .allocate_new_port()
                         .build(),
-                    _ => DialOpts::unknown_peer_id().address(ma).build(),
+                    _ => DialOpts::unknown_peer_id()
+                        .address(ma)
+                        .allocate_new_port()
+                        .build(),
                 };
                 let cid = opts.connection_id();
                 self.bootstrap_dials.insert(cid, (index, addr.clone()));

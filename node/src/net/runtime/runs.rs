@@ -546,15 +546,7 @@ impl Node {
     /// checked once, then kept in memory: peers ask for it while a run
     /// starts, and the event loop must not read 64 MiB each time).
     fn module(&mut self, sha256: &str) -> Result<Option<Arc<Vec<u8>>>, crate::store::StoreError> {
-        if let Some((_, bytes)) = self.runs.module_cache.iter().find(|(s, _)| s == sha256) {
-            return Ok(Some(bytes.clone()));
-        }
-        let Some(bytes) = self.runs.modules.get(sha256)? else {
-            return Ok(None);
-        };
-        let bytes = Arc::new(bytes);
-        self.cache_module(sha256, bytes.clone());
-        Ok(Some(bytes))
+        self.cached(sha256, ModuleStore::get)
     }
 
     /// A data file by name, as [`Self::module`] reads a module.
@@ -562,10 +554,18 @@ impl Node {
         &mut self,
         sha256: &str,
     ) -> Result<Option<Arc<Vec<u8>>>, crate::store::StoreError> {
+        self.cached(sha256, ModuleStore::get_data)
+    }
+
+    fn cached(
+        &mut self,
+        sha256: &str,
+        read: impl FnOnce(&ModuleStore, &str) -> Result<Option<Vec<u8>>, crate::store::StoreError>,
+    ) -> Result<Option<Arc<Vec<u8>>>, crate::store::StoreError> {
         if let Some((_, bytes)) = self.runs.module_cache.iter().find(|(s, _)| s == sha256) {
             return Ok(Some(bytes.clone()));
         }
-        let Some(bytes) = self.runs.modules.get_data(sha256)? else {
+        let Some(bytes) = read(&self.runs.modules, sha256)? else {
             return Ok(None);
         };
         let bytes = Arc::new(bytes);
