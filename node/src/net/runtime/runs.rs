@@ -27,7 +27,7 @@ use crate::api::{
 use crate::core::allow::AllowList;
 use crate::core::assign::Candidate;
 use crate::core::mesh::MeshCore;
-use crate::core::module_name::sha256_hex;
+use crate::core::module_name::{MAX_MODULE_BYTES, sha256_hex};
 use crate::core::report::Report;
 use crate::core::run_report::abort_verdict;
 use crate::core::runs::{At, EndedRun, MeshView, RunAction, RunRefused, RunsConfig, RunsCore};
@@ -112,7 +112,8 @@ pub(super) struct Runs {
     store: RunStore,
     modules: ModuleStore,
     workers: HashMap<String, (PlanId, WorkerHandle)>,
-    /// Verified modules kept in memory, newest last: peers ask for them.
+    /// Verified modules and data files kept in memory, newest last: peers
+    /// ask for them.
     module_cache: Vec<(String, Arc<Vec<u8>>)>,
     started: std::collections::HashSet<String>,
     /// The shards merged, by run, for runs whose shards were read.
@@ -573,12 +574,19 @@ impl Node {
         Ok(Some(bytes))
     }
 
+    /// Keeps `bytes` in memory, newest last: room for two runs' module
+    /// and data files, by count and by size, so that serving a run's files
+    /// to its peers does not read them from disk again and again.
     fn cache_module(&mut self, sha256: &str, bytes: Arc<Vec<u8>>) {
-        const KEEP: usize = 4;
-        self.runs.module_cache.retain(|(s, _)| s != sha256);
-        self.runs.module_cache.push((sha256.to_owned(), bytes));
-        if self.runs.module_cache.len() > KEEP {
-            self.runs.module_cache.remove(0);
+        const KEEP: usize = 2 * (1 + crate::core::data::MAX_DATA_SETS);
+        const KEEP_BYTES: usize = 2 * (MAX_MODULE_BYTES + crate::core::data::MAX_DATA_BYTES);
+        let cache = &mut self.runs.module_cache;
+        cache.retain(|(s, _)| s != sha256);
+        cache.push((sha256.to_owned(), bytes));
+        while cache.len() > KEEP
+            || (cache.len() > 1 && cache.iter().map(|(_, b)| b.len()).sum::<usize>() > KEEP_BYTES)
+        {
+            cache.remove(0);
         }
     }
 
