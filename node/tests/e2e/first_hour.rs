@@ -626,6 +626,37 @@ fn an_assemblyscript_scenario_is_made_built_and_run_like_a_rust_one() {
             .all(|u| logins.get(*u) == Some(&1)),
         "{logins:?}"
     );
+    // A WebSocket, as the Rust SDK has it (ABI 4): the target's echo.
+    let with_ws = [
+        "import { check, env, ws, ABI_VERSION } from \"fusi-sdk/assembly/index\";",
+        "export function fusi_abi_version(): i32 { return ABI_VERSION; }",
+        "export function iteration(): void {",
+        "  const socket = ws.connect(env(\"TARGET\").replace(\"http://\", \"ws://\") + \"/ws/echo\");",
+        "  check(\"connected\", socket !== null);",
+        "  if (socket === null) return;",
+        "  check(\"sent\", socket.sendText(\"hi from ts\"));",
+        "  const got = socket.recv(5.0);",
+        "  check(\"echoed\", got !== null && got.text() == \"hi from ts\");",
+        "  socket.close();",
+        "}",
+    ]
+    .join("\n");
+    std::fs::write(&source, with_ws).unwrap_or_else(|e| panic!("{e}"));
+    let sessions = t.stats().ws_sessions;
+    let (report, stderr) = run_project(
+        &project,
+        &["--vus", "1", "--iterations", "3", "--env", &env],
+    );
+    let report = report.unwrap_or_else(|| panic!("no report: {stderr}"));
+    let summary = &report["summary"];
+    for check in summary["checks"].as_array().into_iter().flatten() {
+        assert_eq!(num(check, &["fails"]), 0.0, "{check}: {stderr}");
+        assert_eq!(num(check, &["passes"]), 3.0, "{check}: {stderr}");
+    }
+    assert_eq!(num(summary, &["ws", "sessions"]), 3.0, "{summary}");
+    assert_eq!(num(summary, &["ws", "msgs_sent"]), 3.0, "{summary}");
+    assert_eq!(num(summary, &["ws", "msgs_received"]), 3.0, "{summary}");
+    assert_eq!(t.stats().ws_sessions - sessions, 3);
     std::fs::write(&source, &text).unwrap_or_else(|e| panic!("{e}"));
 
     // An AssemblyScript abort (a failed assertion) fails the iteration as a

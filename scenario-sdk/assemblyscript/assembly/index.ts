@@ -63,11 +63,19 @@ declare function host_data_next(name: usize, len: i32): i64;
 declare function host_setup_data_set(ptr: usize, len: i32): void;
 @external("fusi", "setup_data_get")
 declare function host_setup_data_get(): i32;
+@external("fusi", "ws_connect")
+declare function host_ws_connect(req: usize, len: i32): i32;
+@external("fusi", "ws_send")
+declare function host_ws_send(handle: i32, kind: i32, data: usize, len: i32): i32;
+@external("fusi", "ws_recv")
+declare function host_ws_recv(handle: i32, timeoutMs: i64): i32;
+@external("fusi", "ws_close")
+declare function host_ws_close(handle: i32, code: i32): void;
 
 /**
  * The scenario ABI this SDK speaks: 4. Requests carry options, so that
- * the VU's cookie jar and redirects apply (3), and test data and setup
- * data are there (4) (docs/scenario-abi.md).
+ * the VU's cookie jar and redirects apply (3), and test data, setup data
+ * and WebSockets are there (4) (docs/scenario-abi.md).
  */
 export const ABI_VERSION: i32 = 4;
 
@@ -91,6 +99,13 @@ function readResult(n: i32): ArrayBuffer {
   const out = new ArrayBuffer(n);
   host_result_read(ptr(out), n);
   return out;
+}
+
+/** At most `max` bytes of the host's result buffer, as many as it holds. */
+function readResultUpTo(max: i32): ArrayBuffer {
+  const out = new ArrayBuffer(max);
+  const got = host_result_read(ptr(out), max);
+  return out.slice(0, got < 0 ? 0 : got);
 }
 
 // ---- Logging, env, identity ----
@@ -600,8 +615,32 @@ export class Request {
     return this;
   }
 
+  /**
+   * Opens a WebSocket to this request's `ws://` or `wss://` URL, with its
+   * headers, tags and timeout (the connect's); null when it could not
+   * connect (`ws.lastError()` says why).
+   */
+  websocket(): WebSocket | null {
+    const w = this.encode();
+    const handle = host_ws_connect(w.buf.dataStart, w.len);
+    if (handle < 0) {
+      lastWsError = wsError(handle);
+      return null;
+    }
+    lastWsError = "";
+    return new WebSocket(handle);
+  }
+
   /** Sends it and waits for the response; a network error comes back as status 0. */
   send(): Response {
+    const w = this.encode();
+    const n = host_http_request(w.buf.dataStart, w.len, ptr(SCRATCH), SCRATCH.byteLength);
+    if (n <= SCRATCH.byteLength) return decode(ptr(SCRATCH), n);
+    const all = readResult(n);
+    return decode(ptr(all), n);
+  }
+
+  private encode(): Writer {
     const w = new Writer();
     w.bytes(utf8(this.method));
     w.bytes(utf8(this.url));
@@ -613,10 +652,95 @@ export class Request {
     if (this.maxRedirectsN >= 0) options.push(["redirects", this.maxRedirectsN.toString()]);
     if (!this.keepBody) options.push(["body", "discard"]);
     w.pairs(options);
-    const n = host_http_request(w.buf.dataStart, w.len, ptr(SCRATCH), SCRATCH.byteLength);
-    if (n <= SCRATCH.byteLength) return decode(ptr(SCRATCH), n);
-    const all = readResult(n);
-    return decode(ptr(all), n);
+    return w;
+  }
+}
+
+// ---- WebSockets ----
+
+let lastWsError = "";
+
+/** Why a WebSocket call returned nothing, from its negative code. */
+function wsError(code: i32): string {
+  if (code == -1) return "timeout";
+  if (code == -2) {
+    const raw = readResultUpTo(1026);
+    if (raw.byteLength < 2) return "closed";
+    const at = ptr(raw);
+    const closeCode = (<i32>load<u8>(at) << 8) | <i32>load<u8>(at + 1);
+    return "closed (" + closeCode.toString() + " " + String.UTF8.decode(raw.slice(2)) + ")";
+  }
+  const raw = readResultUpTo(1025);
+  if (raw.byteLength < 1) return "failed";
+  return "failed: " + String.UTF8.decode(raw.slice(1));
+}
+
+/** A message a WebSocket received. */
+export class WsMessage {
+  constructor(public binary: bool, public data: ArrayBuffer) {}
+
+  /** The message as UTF-8 text. */
+  text(): string {
+    return String.UTF8.decode(this.data);
+  }
+}
+
+/**
+ * An open WebSocket (`ws.connect`). A socket the iteration leaves open is
+ * closed by the host when the iteration ends. Every call sets `error`:
+ * empty after a success, else `timeout`, `closed (CODE REASON)` or
+ * `failed: MESSAGE`.
+ */
+export class WebSocket {
+  error: string = "";
+
+  constructor(private handle: i32) {}
+
+  /** Sends one text message; false when it could not (see `error`). */
+  sendText(text: string): bool {
+    return this.sendKind(0, utf8(text));
+  }
+
+  /** Sends one binary message; false when it could not (see `error`). */
+  sendBinary(data: ArrayBuffer): bool {
+    return this.sendKind(1, data);
+  }
+
+  private sendKind(kind: i32, data: ArrayBuffer): bool {
+    const code = host_ws_send(this.handle, kind, ptr(data), data.byteLength);
+    this.error = code < 0 ? wsError(code) : "";
+    return code >= 0;
+  }
+
+  /** The next message, waiting up to `timeoutSeconds`; null on a timeout or a closed socket (see `error`). */
+  recv(timeoutSeconds: f64): WsMessage | null {
+    const n = host_ws_recv(this.handle, <i64>Math.round(timeoutSeconds * 1000.0));
+    if (n < 0) {
+      this.error = wsError(n);
+      return null;
+    }
+    this.error = "";
+    const raw = readResult(n);
+    if (n == 0) return new WsMessage(true, raw);
+    return new WsMessage(load<u8>(ptr(raw)) == 1, raw.slice(1));
+  }
+
+  /** Closes it with `code` (1000: a normal close). */
+  close(code: i32 = 1000): void {
+    host_ws_close(this.handle, code);
+  }
+}
+
+/** WebSockets, as k6's `ws` module, with k6's `ws_*` metrics. */
+export namespace ws {
+  /** Opens a WebSocket to `url`; null when it could not (`ws.lastError()` says why). */
+  export function connect(url: string): WebSocket | null {
+    return new Request("GET", url).websocket();
+  }
+
+  /** Why the last connect failed; empty after one that worked. */
+  export function lastError(): string {
+    return lastWsError;
   }
 }
 
