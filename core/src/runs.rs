@@ -2055,6 +2055,12 @@ impl RunsCore {
             by: self.me.clone(),
             sig: None,
         });
+        // T0 on the monotonic clock now, with the wall clock it was read
+        // from: anchored at the next tick instead, a step of this node's
+        // wall clock in between would move it (by +90 s: every node looked
+        // silent past the run's end, and was declared lost).
+        run.timers.t0_at = Some(monotonic_of(t0_ns, at));
+        run.timers.t0_bound = 0;
         out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
             term,
             plan,

@@ -974,6 +974,39 @@ fn a_restarted_worker_anchors_t0_before_its_start_and_takes_over_nothing() {
     );
 }
 
+/// The leader's wall clock steps +90 s right after it armed, before its
+/// next tick: T0 stays where it was armed (on the monotonic clock), so the
+/// run goes on and ends complete, with no node lost. (Anchored at the next
+/// tick, T0 moved 90 s into the past and every node was declared lost.)
+#[test]
+fn a_wall_clock_step_of_the_leader_just_after_it_armed_moves_no_t0() {
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 41);
+    let run = sim.submit(0, spec(30, 5), None);
+    let armed_by = |s: &Sim| {
+        s.nodes.iter().position(|n| {
+            n.core
+                .get(&run)
+                .and_then(|r| r.armed.as_ref())
+                .is_some_and(|a| a.by == n.id)
+        })
+    };
+    assert!(sim.run_until(Duration::from_secs(5), |s| armed_by(s).is_some()));
+    let leader = armed_by(&sim).unwrap_or_else(|| panic!("no arm"));
+    sim.nodes[leader].skew_ns += 90_000_000_000;
+    assert!(sim.run_until(Duration::from_secs(20), |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.core.get(&run).is_some_and(|r| r.is_finished()))
+    }));
+    let finish = sim.nodes[leader]
+        .core
+        .get(&run)
+        .and_then(|r| r.finish.clone())
+        .unwrap_or_else(|| panic!("no finish"));
+    assert_eq!(finish.outcome, Outcome::Complete, "{finish:?}");
+    assert!(finish.lost.is_empty(), "{finish:?}");
+}
+
 #[test]
 fn nodes_n_keeps_n_candidates_one_per_weighted_region_first() {
     let sim = Sim::new(&[("fra", 4), ("nrt", 2)], 0, 23);
