@@ -33,6 +33,8 @@ use super::shard::{Shard, SparseShard, SparseValue};
 /// The tag every merged series carries: the region of the node that measured it.
 pub const REGION_TAG: &str = "region";
 
+use super::spec::SCENARIO_TAG;
+
 /// Merged shards of one run.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -266,6 +268,10 @@ pub enum Scope<'a> {
     Region(&'a str),
     /// One node, by id.
     Node(&'a str),
+    /// One scenario of a run with named scenarios: the samples tagged
+    /// with its name, over every node. No timeline and no VU counts (the
+    /// intervals are the run's).
+    Scenario(&'a str),
 }
 
 impl Report {
@@ -493,6 +499,25 @@ impl Report {
         self.nodes.get(node).map_or(0, |n| n.end_ms)
     }
 
+    /// Iterations a node ran, completed or failed, as its shards held
+    /// here show: of every scenario, or of the one named (by its tag).
+    pub fn iterations_of(&self, node: &str, scenario: Option<&str>) -> u64 {
+        let Some(n) = self.nodes.get(node) else {
+            return 0;
+        };
+        let in_scope = |k: &SeriesKey| scenario.is_none_or(|s| k.tag(SCENARIO_TAG) == Some(s));
+        let mut ran = 0.0;
+        for (k, v) in n.series.iter() {
+            if let (names::ITERATIONS | names::ITERATIONS_FAILED, Value::Counter(c)) =
+                (k.metric.as_str(), v)
+                && in_scope(k)
+            {
+                ran += *c;
+            }
+        }
+        ran as u64
+    }
+
     /// Regions heard from.
     pub fn regions(&self) -> BTreeSet<&str> {
         self.nodes.values().map(|n| n.region.as_str()).collect()
@@ -507,7 +532,7 @@ impl Report {
     pub fn summary_of(&self, executor: &str, scope: Scope<'_>) -> Summary {
         let empty = SeriesSet::new();
         let (t, completeness) = match scope {
-            Scope::All => (&self.totals, self.completeness()),
+            Scope::All | Scope::Scenario(_) => (&self.totals, self.completeness()),
             Scope::Region(r) => (&self.totals, self.completeness_of(|_, n| n.region == r)),
             Scope::Node(id) => (
                 self.nodes.get(id).map(|n| &n.series).unwrap_or(&empty),
@@ -516,6 +541,7 @@ impl Report {
         };
         let in_scope = |k: &SeriesKey| match scope {
             Scope::Region(r) => k.tag(REGION_TAG) == Some(r),
+            Scope::Scenario(name) => k.tag(SCENARIO_TAG) == Some(name),
             Scope::All | Scope::Node(_) => true,
         };
         let secs = (self.end_ms as f64 / 1000.0).max(1e-3);
@@ -594,7 +620,7 @@ impl Report {
         let timeline = match scope {
             Scope::All => self.timeline(|_| true),
             Scope::Region(r) => self.timeline(|region| region == r),
-            Scope::Node(_) => Vec::new(),
+            Scope::Node(_) | Scope::Scenario(_) => Vec::new(),
         };
         let vus_max = self
             .timeline
@@ -607,6 +633,7 @@ impl Report {
                         Scope::All => true,
                         Scope::Region(r) => region.as_str() == r,
                         Scope::Node(id) => node.as_str() == id,
+                        Scope::Scenario(_) => false,
                     })
                     .map(|(_, _, v)| v.1)
                     .sum::<f64>()
@@ -630,7 +657,7 @@ impl Report {
                     .iter()
                     .map(|(kind, texts)| (kind.clone(), texts.iter().cloned().collect()))
                     .collect(),
-                Scope::Region(_) | Scope::Node(_) => BTreeMap::new(),
+                Scope::Region(_) | Scope::Node(_) | Scope::Scenario(_) => BTreeMap::new(),
             },
             run_id: self.run_id.clone(),
             executor: executor.to_owned(),

@@ -19,7 +19,7 @@ use super::data::{DataFormat, DataMode, DataSpec, Exhausted};
 use super::report::{Report, Scope, Summary};
 use super::schedule::{ArrivalSchedule, ramp_area};
 use super::segment::ExecutionSegment;
-use super::spec::{Executor, RunSpec};
+use super::spec::{Executor, RunSpec, ScenarioSpec};
 use super::threshold::{Threshold, ThresholdResult};
 
 /// A node the plan gave a share.
@@ -49,20 +49,39 @@ pub enum LoadUnit {
     VuSeconds,
 }
 
-/// A run's planned load, as the report weighs delivery against it.
+/// A run's planned load, as the report weighs delivery against it: one
+/// part per scenario, each weighed on its own (a scenario's load may be
+/// counted in iterations and another's in VU-seconds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadPlan {
-    /// What it is counted in.
-    pub unit: LoadUnit,
-    /// The whole run's load, in `unit`.
-    pub total: f64,
-    /// How long the executor schedules load, ms.
-    pub duration_ms: u64,
-    /// The least fraction of `total` that makes a run whole
+    /// Per scenario, in the spec's order.
+    pub scenarios: Vec<ScenarioPlan>,
+    /// The least fraction of each scenario's load that makes a run whole
     /// (`--min-delivered`), within `[0, 1]`.
     pub min_delivered: f64,
     /// Whether a lost node stops the run (`--on-loss abort`).
     pub abort_on_loss: bool,
+    /// Whether the run's samples carry the scenario tag (see
+    /// [`RunSpec::has_named_scenarios`]): then each scenario's iterations
+    /// are counted apart.
+    pub named: bool,
+}
+
+/// One scenario's planned load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioPlan {
+    /// The scenario's name.
+    pub name: String,
+    /// The function its VUs run.
+    pub exec: String,
+    /// When it starts, ms after T0.
+    pub start_ms: u64,
+    /// What it is counted in.
+    pub unit: LoadUnit,
+    /// The scenario's whole load, in `unit`.
+    pub total: f64,
+    /// How long its executor schedules load, ms.
+    pub duration_ms: u64,
     /// For the split of iteration counts: the count the segments scale
     /// (VUs for `per-vu-iterations`, iterations or arrivals otherwise) and
     /// what each of them is worth.
@@ -84,7 +103,9 @@ pub struct Move {
     pub since_ms: u64,
     /// The part.
     pub segment: ExecutionSegment,
-    /// The load of the part after `since_ms`, in the report's unit.
+    /// The load of the part after `since_ms`, in the report's unit (0 for
+    /// a run of several scenarios, whose units may differ: each
+    /// scenario's report counts it).
     #[serde(default)]
     pub planned: f64,
 }
@@ -93,45 +114,68 @@ impl LoadPlan {
     /// The plan of `spec`. A `min_delivered` outside `[0, 1]` (from a
     /// peer) is clamped into it.
     pub fn of(spec: &RunSpec) -> LoadPlan {
-        let duration_ms = u64::try_from(spec.executor.duration().as_millis()).unwrap_or(u64::MAX);
-        let secs = spec.executor.duration().as_secs_f64();
         let min_delivered = if spec.min_delivered.is_nan() {
             crate::spec::DEFAULT_MIN_DELIVERED
         } else {
             spec.min_delivered.clamp(0.0, 1.0)
         };
-        let abort_on_loss = spec.on_loss == crate::spec::OnLoss::Abort;
-        let iterations = |scaled: u64, each: u64| LoadPlan {
-            unit: LoadUnit::Iterations,
-            total: scaled.saturating_mul(each) as f64,
-            duration_ms,
+        LoadPlan {
+            scenarios: spec.scenarios.iter().map(ScenarioPlan::of).collect(),
             min_delivered,
-            abort_on_loss,
+            abort_on_loss: spec.on_loss == crate::spec::OnLoss::Abort,
+            named: spec.has_named_scenarios(),
+        }
+    }
+
+    /// The load of `segment` from `since_ms` after T0 on, for a
+    /// [`Move`]: its one scenario's (see [`ScenarioPlan::share_since`]);
+    /// 0 for a run of several.
+    pub fn share_since(&self, segment: &ExecutionSegment, since_ms: u64) -> f64 {
+        match self.scenarios.as_slice() {
+            [one] => one.share_since(segment, since_ms.saturating_sub(one.start_ms)),
+            _ => 0.0,
+        }
+    }
+}
+
+impl ScenarioPlan {
+    /// The plan of one scenario.
+    pub fn of(scenario: &ScenarioSpec) -> ScenarioPlan {
+        let executor = &scenario.executor;
+        let duration_ms = u64::try_from(executor.duration().as_millis()).unwrap_or(u64::MAX);
+        let secs = executor.duration().as_secs_f64();
+        let plan = |unit, total, scaled, each| ScenarioPlan {
+            name: scenario.name.clone(),
+            exec: scenario.exec_name().to_owned(),
+            start_ms: u64::try_from(scenario.start_time.as_millis()).unwrap_or(u64::MAX),
+            unit,
+            total,
+            duration_ms,
             scaled,
             each,
-            executor: spec.executor.clone(),
+            executor: executor.clone(),
         };
-        match &spec.executor {
-            Executor::ConstantVus { vus, .. } => LoadPlan {
-                unit: LoadUnit::VuSeconds,
-                total: f64::from(*vus) * secs,
-                duration_ms,
-                min_delivered,
-                abort_on_loss,
-                scaled: u64::from(*vus),
-                each: 0,
-                executor: spec.executor.clone(),
-            },
-            Executor::RampingVus { start_vus, stages } => LoadPlan {
-                unit: LoadUnit::VuSeconds,
-                total: ramp_area(f64::from(*start_vus), stages).max(0.0),
-                duration_ms,
-                min_delivered,
-                abort_on_loss,
-                scaled: 0,
-                each: 0,
-                executor: spec.executor.clone(),
-            },
+        let iterations = |scaled: u64, each: u64| {
+            plan(
+                LoadUnit::Iterations,
+                scaled.saturating_mul(each) as f64,
+                scaled,
+                each,
+            )
+        };
+        match executor {
+            Executor::ConstantVus { vus, .. } => plan(
+                LoadUnit::VuSeconds,
+                f64::from(*vus) * secs,
+                u64::from(*vus),
+                0,
+            ),
+            Executor::RampingVus { start_vus, stages } => plan(
+                LoadUnit::VuSeconds,
+                ramp_area(f64::from(*start_vus), stages).max(0.0),
+                0,
+                0,
+            ),
             Executor::PerVuIterations {
                 vus, iterations: n, ..
             } => iterations(u64::from(*vus), *n),
@@ -141,6 +185,11 @@ impl LoadPlan {
                 1,
             ),
         }
+    }
+
+    /// The executor's k6 name.
+    pub fn executor_name(&self) -> &'static str {
+        self.executor.name()
     }
 
     /// The part of the load a node with `segment` was given.
@@ -159,10 +208,10 @@ impl LoadPlan {
         }
     }
 
-    /// The part of [`share`](Self::share) due from `since_ms` after T0 on:
-    /// the arrivals of `segment` scheduled from then, or for VU executors
-    /// its VU-seconds from then (in proportion to the time left, for a
-    /// ramp). Iteration executors hand nothing on: zero.
+    /// The part of [`share`](Self::share) due from `since_ms` after the
+    /// scenario's start on: the arrivals of `segment` scheduled from then,
+    /// or for VU executors its VU-seconds from then (in proportion to the
+    /// time left, for a ramp). Iteration executors hand nothing on: zero.
     pub fn share_since(&self, segment: &ExecutionSegment, since_ms: u64) -> f64 {
         match self.unit {
             LoadUnit::Iterations => {
@@ -212,6 +261,11 @@ pub struct LoadDelivery {
     /// The run fell short: below `min_ratio`, or a node was lost with load
     /// still to send.
     pub short: bool,
+    /// In a run of several scenarios, the one these figures are of: the
+    /// one that delivered the least of its plan (`short` is any
+    /// scenario's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
 }
 
 /// What a report needs besides the shards.
@@ -323,6 +377,27 @@ pub struct RunReport {
     /// drawn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<DataReport>,
+    /// Per scenario, for a run with named scenarios (a run file's
+    /// `[scenarios.NAME]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scenarios: BTreeMap<String, ScenarioReport>,
+}
+
+/// One scenario of a run with named scenarios: its load and what its VUs
+/// measured (the samples tagged with its name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioReport {
+    /// Its executor's k6 name.
+    pub executor: String,
+    /// The function its VUs ran.
+    pub exec: String,
+    /// When it started, seconds after the run's start.
+    pub start_s: f64,
+    /// Its load, planned against delivered.
+    pub load: LoadDelivery,
+    /// What its VUs measured: no timeline, no VU counts, no first failures
+    /// (those are the run's).
+    pub summary: Summary,
 }
 
 /// One data set of a run, and how much of it the draws used.
@@ -356,6 +431,8 @@ impl RunReport {
             .collect();
         let label = |id: &str| names.get(id).copied().unwrap_or(id).to_owned();
         let mut nodes = Vec::new();
+        // Per node, per scenario: planned and delivered load.
+        let mut per_node: Vec<Vec<(f64, f64)>> = Vec::new();
         let mut incomplete = Vec::new();
         let mut announced_total = 0;
         let mut complete = true;
@@ -396,35 +473,23 @@ impl RunReport {
                 .map(|(_, _, r)| r)
                 .unwrap_or(planned_region);
             let summary = report.summary_of(&meta.executor, Scope::Node(id));
-            // Its own share up to a handoff of it, and the parts it took
-            // from others after theirs.
-            let moved_at = meta.moves.iter().find(|m| m.from == id).map(|m| m.since_ms);
-            let taken: Vec<&Move> = meta.moves.iter().filter(|m| m.to == id).collect();
-            let own = match (&meta.load, segments.get(id)) {
-                (Some(plan), Some(segment)) => {
-                    plan.share(segment) - moved_at.map_or(0.0, |t| plan.share_since(segment, t))
-                }
-                _ => 0.0,
-            };
-            let planned = own + taken.iter().map(|m| m.planned).sum::<f64>();
-            let delivered = match &meta.load {
-                Some(plan) if plan.unit == LoadUnit::VuSeconds => {
-                    let measured = report.active_ms_of(id) as f64;
-                    let own_vus = segments.get(id).map_or(0.0, |s| plan.vus_of(s));
-                    let vu_ms = own_vus * measured
-                        + taken
-                            .iter()
-                            .map(|m| {
-                                plan.vus_of(&m.segment) * (measured - m.since_ms as f64).max(0.0)
-                            })
-                            .sum::<f64>();
-                    (vu_ms / 1000.0).min(planned)
-                }
-                _ => {
-                    (summary.iterations.completed + summary.iterations.failed.values().sum::<u64>())
-                        as f64
-                }
-            };
+            per_node.push(
+                meta.load
+                    .iter()
+                    .flat_map(|plan| {
+                        plan.scenarios.iter().map(|sp| {
+                            node_load(
+                                sp,
+                                plan.named,
+                                id,
+                                report,
+                                segments.get(id).copied(),
+                                &meta.moves,
+                            )
+                        })
+                    })
+                    .collect::<Vec<(f64, f64)>>(),
+            );
             nodes.push(NodeReport {
                 id: id.to_owned(),
                 name: names.get(id).copied().unwrap_or_default().to_owned(),
@@ -432,8 +497,8 @@ impl RunReport {
                 state: state.to_owned(),
                 shards_received: received,
                 shards_announced: announced,
-                planned,
-                delivered,
+                planned: 0.0,
+                delivered: 0.0,
                 summary,
             });
         }
@@ -449,7 +514,65 @@ impl RunReport {
             .collect();
         let summary = report.summary(&meta.executor);
         let thresholds = judge(&meta.thresholds, report);
-        let load = delivery(meta, &nodes, &meta.moves);
+        let deliveries = deliveries(meta, &nodes, &per_node);
+        // The run's load is its weakest scenario's (the one that decides
+        // whether it fell short); each node's figures are that scenario's.
+        let weakest = deliveries
+            .iter()
+            .enumerate()
+            .min_by(|(_, a), (_, b)| a.ratio.total_cmp(&b.ratio))
+            .map(|(i, _)| i);
+        let load = match weakest {
+            Some(i) => {
+                for (node, loads) in nodes.iter_mut().zip(&per_node) {
+                    if let Some((planned, delivered)) = loads.get(i) {
+                        node.planned = *planned;
+                        node.delivered = *delivered;
+                    }
+                }
+                let mut load = deliveries[i].clone();
+                load.short = deliveries.iter().any(|d| d.short);
+                if deliveries.len() > 1 {
+                    load.scenario = meta
+                        .load
+                        .as_ref()
+                        .and_then(|p| p.scenarios.get(i))
+                        .map(|sp| sp.name.clone());
+                }
+                load
+            }
+            None => {
+                // No plan known: a node's delivery is what it ran.
+                for node in &mut nodes {
+                    node.delivered = report.iterations_of(&node.id, None) as f64;
+                }
+                LoadDelivery {
+                    ratio: 1.0,
+                    ..LoadDelivery::default()
+                }
+            }
+        };
+        let scenarios = match &meta.load {
+            Some(plan) if plan.named => plan
+                .scenarios
+                .iter()
+                .zip(&deliveries)
+                .map(|(sp, load)| {
+                    (
+                        sp.name.clone(),
+                        ScenarioReport {
+                            executor: sp.executor_name().to_owned(),
+                            exec: sp.exec.clone(),
+                            start_s: sp.start_ms as f64 / 1000.0,
+                            load: load.clone(),
+                            summary: report
+                                .summary_of(sp.executor_name(), Scope::Scenario(&sp.name)),
+                        },
+                    )
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         // A run stopped because a node was lost (`--on-loss abort`) fell
         // short as well: it did not deliver its plan.
         let stopped_by_loss = meta.outcome == "stopped"
@@ -499,6 +622,7 @@ impl RunReport {
             nodes,
             moves: meta.moves.clone(),
             data,
+            scenarios,
         }
     }
 
@@ -553,39 +677,93 @@ impl RunReport {
     }
 }
 
-/// The run's load, planned against delivered. A run is short when it
-/// delivered less than `min_delivered` of its plan, or when a node was lost
-/// before its share was done (its load was not handed on): lost, and its
-/// shards here are not all it announced. A node declared lost whose last
-/// shard did arrive (only its `Done` was missed) is weighed by its load
-/// alone.
-fn delivery(meta: &RunMeta, nodes: &[NodeReport], moves: &[Move]) -> LoadDelivery {
+/// One node's planned and delivered load of one scenario: its own share
+/// up to a handoff of it, and the parts it took from others after theirs.
+fn node_load(
+    plan: &ScenarioPlan,
+    named: bool,
+    id: &str,
+    report: &Report,
+    segment: Option<&ExecutionSegment>,
+    moves: &[Move],
+) -> (f64, f64) {
+    // Handoffs are timed from T0, the scenario's load from its start.
+    let since = |ms: u64| ms.saturating_sub(plan.start_ms);
+    let moved_at = moves.iter().find(|m| m.from == id).map(|m| m.since_ms);
+    let taken: Vec<&Move> = moves.iter().filter(|m| m.to == id).collect();
+    let own = segment.map_or(0.0, |segment| {
+        plan.share(segment) - moved_at.map_or(0.0, |t| plan.share_since(segment, since(t)))
+    });
+    let planned = own
+        + taken
+            .iter()
+            .map(|m| plan.share_since(&m.segment, since(m.since_ms)))
+            .sum::<f64>();
+    let delivered = match plan.unit {
+        LoadUnit::VuSeconds => {
+            let measured = report.active_ms_of(id).saturating_sub(plan.start_ms) as f64;
+            let own_vus = segment.map_or(0.0, |s| plan.vus_of(s));
+            let vu_ms = own_vus * measured
+                + taken
+                    .iter()
+                    .map(|m| {
+                        plan.vus_of(&m.segment) * (measured - since(m.since_ms) as f64).max(0.0)
+                    })
+                    .sum::<f64>();
+            (vu_ms / 1000.0).min(planned)
+        }
+        LoadUnit::Iterations => {
+            report.iterations_of(id, named.then_some(plan.name.as_str())) as f64
+        }
+    };
+    (planned, delivered)
+}
+
+/// Each scenario's load, planned against delivered. A scenario is short
+/// when it delivered less than `min_delivered` of its plan, or when a node
+/// was lost before its share was done (its load was not handed on): lost,
+/// and its shards here are not all it announced. A node declared lost
+/// whose last shard did arrive (only its `Done` was missed) is weighed by
+/// its load alone.
+fn deliveries(
+    meta: &RunMeta,
+    nodes: &[NodeReport],
+    per_node: &[Vec<(f64, f64)>],
+) -> Vec<LoadDelivery> {
     let Some(plan) = &meta.load else {
-        return LoadDelivery {
-            ratio: 1.0,
-            ..LoadDelivery::default()
-        };
+        return Vec::new();
     };
-    let delivered: f64 = nodes.iter().map(|n| n.delivered).sum();
-    let ratio = if plan.total > 0.0 {
-        delivered / plan.total
-    } else {
-        1.0
-    };
-    // Rounded as the report prints it, so that what the user reads and the
-    // verdict agree, and every node computes the same.
-    let ratio = (ratio * 1e6).round() / 1e6;
-    LoadDelivery {
-        unit: plan.unit,
-        planned: plan.total,
-        delivered,
-        ratio,
-        min_ratio: plan.min_delivered,
-        short: ratio < plan.min_delivered
-            || nodes
+    let lost_unmoved = nodes
+        .iter()
+        .any(|n| n.state == "lost" && !meta.moves.iter().any(|m| m.from == n.id));
+    plan.scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, sp)| {
+            let delivered: f64 = per_node
                 .iter()
-                .any(|n| n.state == "lost" && !moves.iter().any(|m| m.from == n.id)),
-    }
+                .filter_map(|loads| loads.get(i))
+                .map(|l| l.1)
+                .sum();
+            let ratio = if sp.total > 0.0 {
+                delivered / sp.total
+            } else {
+                1.0
+            };
+            // Rounded as the report prints it, so that what the user reads
+            // and the verdict agree, and every node computes the same.
+            let ratio = (ratio * 1e6).round() / 1e6;
+            LoadDelivery {
+                unit: sp.unit,
+                planned: sp.total,
+                delivered,
+                ratio,
+                min_ratio: plan.min_delivered,
+                short: ratio < plan.min_delivered || lost_unmoved,
+                scenario: None,
+            }
+        })
+        .collect()
 }
 
 /// The thresholds judged on a report's totals. One that does not parse
@@ -767,7 +945,7 @@ mod tests {
         RunMeta {
             data: Vec::new(),
             scenario: "arrival.wasm".into(),
-            executor: spec.executor.name().into(),
+            executor: spec.executor_name(),
             outcome: "complete".into(),
             expected: ["a", "b", "c"]
                 .iter()

@@ -397,7 +397,7 @@ impl Run {
         RunMeta {
             data: spec.data.clone(),
             scenario: spec.scenario.clone(),
-            executor: spec.executor.name().to_owned(),
+            executor: spec.executor_name(),
             outcome: match self.finish.as_ref().map(|f| &f.outcome) {
                 None => "running",
                 Some(Outcome::Complete) => "complete",
@@ -623,7 +623,6 @@ impl Run {
         }
         let spec = &self.proposal.spec;
         let longest = spec
-            .executor
             .duration()
             .saturating_add(spec.graceful_stop)
             .saturating_add(SHARD_SLACK);
@@ -656,7 +655,6 @@ impl Run {
     fn is_abandoned(&self, wall_ns: i64) -> bool {
         let spec = &self.proposal.spec;
         let longest = spec
-            .executor
             .duration()
             .saturating_add(spec.graceful_stop)
             .saturating_add(SHARD_SLACK)
@@ -1750,7 +1748,7 @@ impl RunsCore {
         // node's wall clock, either way, neither ends the run early nor
         // holds it open.
         let end = t0_at
-            .saturating_add(run.proposal.spec.executor.duration())
+            .saturating_add(run.proposal.spec.duration())
             .saturating_add(run.proposal.spec.graceful_stop);
         let stopped_for = run.timers.stop_at.map(|s| at.now.saturating_sub(s));
         let gone_is_lost = at.now > end.saturating_add(LOST_AFTER_END)
@@ -1852,11 +1850,11 @@ impl RunsCore {
         view: &dyn MeshView,
         out: &mut Vec<RunAction>,
     ) {
-        let executor_end = t0_at.saturating_add(run.proposal.spec.executor.duration());
+        let executor_end = t0_at.saturating_add(run.proposal.spec.duration());
         if run.stop_by.is_some()
             || at.now < t0_at
             || at.now >= executor_end.min(end)
-            || !run.proposal.spec.executor.can_hand_on()
+            || !run.proposal.spec.can_hand_on()
         {
             return;
         }
@@ -1940,7 +1938,7 @@ impl RunsCore {
                 })
                 .collect();
             let mut eligible = select(&run.id, eligible, &run.proposal);
-            let max_vus = u64::from(run.proposal.spec.executor.max_vus());
+            let max_vus = u64::from(run.proposal.spec.max_vus());
             // With fewer VUs than nodes, a node whose share has no VU could
             // run none of its iterations or arrivals: it takes no part (not
             // with region weights, where a region's only node must stay).
@@ -1950,7 +1948,7 @@ impl RunsCore {
                 let spec = &run.proposal.spec;
                 let idle: BTreeSet<String> = shares
                     .iter()
-                    .filter(|s| spec.executor.share_vus(&s.segment) == 0)
+                    .filter(|s| spec.share_vus(&s.segment) == 0)
                     .map(|s| s.node.clone())
                     .collect();
                 if !idle.is_empty() && idle.len() < shares.len() {
@@ -2414,12 +2412,9 @@ fn handoff_of(
             .values()
             .flat_map(|h| &h.to)
             .filter(|a| a.node == *node)
-            .map(|a| spec.executor.share_vus(&a.segment))
+            .map(|a| spec.share_vus(&a.segment))
             .sum();
-        let used = spec
-            .executor
-            .share_vus(&share.segment)
-            .saturating_add(taken);
+        let used = spec.share_vus(&share.segment).saturating_add(taken);
         let left = capacity.saturating_sub(used);
         if left > 0 {
             room.push((node.clone(), left));
@@ -2430,7 +2425,7 @@ fn handoff_of(
     }
     let weights: Vec<u64> = room.iter().map(|(_, w)| *w).collect();
     let parts = segment.subdivide(&weights)?;
-    let max_vus = u64::from(spec.executor.max_vus());
+    let max_vus = u64::from(spec.max_vus());
     let to: Vec<Assigned> = room
         .into_iter()
         .zip(parts)

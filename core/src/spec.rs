@@ -22,8 +22,11 @@ use super::segment::ExecutionSegment;
 pub struct RunSpec {
     /// The scenario module's sha256, lower-case hex.
     pub module_sha256: String,
-    /// How load is generated.
-    pub executor: Executor,
+    /// The scenarios the run drives side by side, each with its executor
+    /// (k6's `options.scenarios`): one, named [`DEFAULT_SCENARIO`], for a
+    /// run given by flags; those of a run file's `[scenarios.NAME]`
+    /// tables otherwise. Never empty in a valid spec.
+    pub scenarios: Vec<ScenarioSpec>,
     /// Run parameters (`--env K=V`), visible to the scenario.
     pub env: BTreeMap<String, String>,
     /// One iteration fails after this long (default 60 s).
@@ -101,12 +104,147 @@ fn default_min_delivered() -> f64 {
     DEFAULT_MIN_DELIVERED
 }
 
+/// The name of the one scenario of a run given by flags, as k6 names it.
+pub const DEFAULT_SCENARIO: &str = "default";
+
+/// The most scenarios one run may have.
+pub const MAX_SCENARIOS: usize = 32;
+
+/// The longest `start_time` a scenario may have: the longest a run lasts.
+pub const MAX_START_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The tag every sample of a run with named scenarios carries: the name of
+/// the scenario whose VU measured it, so thresholds and reports can select
+/// one (`http_req_duration{scenario:api}`).
+pub const SCENARIO_TAG: &str = "scenario";
+
+/// One scenario of a run: how its load is generated, which exported
+/// function its VUs run, from when, and with which parameters and tags.
+///
+/// Every node runs every scenario on its own execution segment, so a
+/// scenario's load splits across the mesh as a run's does, and test data
+/// drawn in `unique` mode stays unique across scenarios and nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioSpec {
+    /// Its name: letters, digits, `_` and `-`, at most 64 (the `scenario`
+    /// tag of its samples).
+    pub name: String,
+    /// How its load is generated.
+    pub executor: Executor,
+    /// The module's exported function its VUs run (k6's `exec`); `None`
+    /// for `iteration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
+    /// When it starts, after the run's start (k6's `startTime`).
+    #[serde(default, with = "millis", skip_serializing_if = "Duration::is_zero")]
+    pub start_time: Duration,
+    /// Parameters of its own, over the run's `env`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Tags of every sample its VUs record, besides `scenario`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ScenarioSpec {
+    /// The scenario [`DEFAULT_SCENARIO`] with `executor`, running
+    /// `iteration`.
+    pub fn default_with(executor: Executor) -> ScenarioSpec {
+        ScenarioSpec {
+            name: DEFAULT_SCENARIO.to_owned(),
+            executor,
+            exec: None,
+            start_time: Duration::ZERO,
+            env: BTreeMap::new(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// The exported function its VUs run.
+    pub fn exec_name(&self) -> &str {
+        self.exec
+            .as_deref()
+            .unwrap_or(fusi_sdk::abi::exports::ITERATION)
+    }
+
+    /// When it stops scheduling work, after the run's start.
+    pub fn end(&self) -> Duration {
+        self.start_time.saturating_add(self.executor.duration())
+    }
+
+    /// Checks its name, function, start and executor; the error names the
+    /// scenario.
+    fn validate(&self) -> Result<(), SpecError> {
+        let named = |what: String| SpecError(format!("scenario {:?}: {what}", self.name));
+        check_scenario_name(&self.name).map_err(named)?;
+        if let Some(exec) = &self.exec {
+            check_exec_name(exec).map_err(named)?;
+        }
+        if self.start_time > MAX_START_TIME {
+            return Err(named(format!(
+                "start_time {} is past the 7 days a run may last",
+                format_duration_exact(self.start_time)
+            )));
+        }
+        self.executor.validate().map_err(|e| named(e.0))
+    }
+}
+
+/// Checks a scenario's name: 1 to 64 letters, digits, `_` or `-`.
+pub fn check_scenario_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the name {:?} is not a scenario name: use 1 to 64 letters, digits, `_` or `-`",
+            crate::printable::escape_controls(name.chars().take(80))
+        ))
+    }
+}
+
+/// Checks an `exec` function's name: an identifier of at most 64 bytes,
+/// not one of the entry points fusi calls itself.
+pub fn check_exec_name(exec: &str) -> Result<(), String> {
+    use fusi_sdk::abi::exports;
+    let identifier = exec.len() <= 64
+        && exec
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && exec.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !identifier {
+        return Err(format!(
+            "exec {:?} is not a function name: give the name the scenario exports,              an identifier of at most 64 letters, digits and `_`",
+            crate::printable::escape_controls(exec.chars().take(80))
+        ));
+    }
+    let reserved = [
+        exports::SETUP,
+        exports::INIT,
+        exports::TEARDOWN,
+        exports::ABI_VERSION,
+        exports::MEMORY,
+    ];
+    if reserved.contains(&exec) {
+        return Err(format!(
+            "exec {exec:?} is an entry point fusi calls itself: give the function the scenario's VUs run"
+        ));
+    }
+    Ok(())
+}
+
 impl RunSpec {
-    /// The defaults for everything but the module and the executor.
+    /// The defaults for everything but the module and the executor, which
+    /// is the run's one scenario, [`DEFAULT_SCENARIO`].
     pub fn new(module_sha256: String, executor: Executor) -> RunSpec {
         RunSpec {
             module_sha256,
-            executor,
+            scenarios: vec![ScenarioSpec::default_with(executor)],
             env: BTreeMap::new(),
             iteration_timeout: Duration::from_secs(60),
             graceful_stop: Duration::from_secs(30),
@@ -144,7 +282,7 @@ impl RunSpec {
     /// CLI, the API or a peer's proposal): the error names the flag, the
     /// spec field and the range allowed.
     pub fn validate(&self) -> Result<(), SpecError> {
-        self.executor.validate()?;
+        self.check_scenarios()?;
         let duration_in = |value: Duration, range: &RangeInclusive<Duration>, flag, field| {
             if range.contains(&value) {
                 Ok(())
@@ -195,6 +333,139 @@ impl RunSpec {
                     max >> 10
                 )));
             }
+        }
+        Ok(())
+    }
+}
+
+impl RunSpec {
+    /// Whether the run's scenarios are named: more than one, or one not
+    /// called [`DEFAULT_SCENARIO`]. Then every sample carries the
+    /// [`SCENARIO_TAG`], and reports break down by scenario; a run given
+    /// by flags carries neither.
+    pub fn has_named_scenarios(&self) -> bool {
+        self.scenarios.len() > 1 || self.scenarios.iter().any(|s| s.name != DEFAULT_SCENARIO)
+    }
+
+    /// How long the run schedules work, before the graceful stop: to the
+    /// end of its last scenario.
+    pub fn duration(&self) -> Duration {
+        self.scenarios
+            .iter()
+            .map(ScenarioSpec::end)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The most VUs the run may use, across all nodes: its scenarios'
+    /// together (they may overlap).
+    pub fn max_vus(&self) -> u32 {
+        self.scenarios
+            .iter()
+            .fold(0u32, |n, s| n.saturating_add(s.executor.max_vus()))
+    }
+
+    /// The most VUs the share `segment` runs at once, over every scenario.
+    pub fn share_vus(&self, segment: &ExecutionSegment) -> u64 {
+        self.scenarios
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.executor.share_vus(segment)))
+    }
+
+    /// Whether part of a lost node's share can be handed on: when any of
+    /// the run's scenarios can (see [`Executor::can_hand_on`]); the others
+    /// hand nothing on.
+    pub fn can_hand_on(&self) -> bool {
+        self.scenarios.iter().any(|s| s.executor.can_hand_on())
+    }
+
+    /// Checks the share `segment` of every scenario together against the
+    /// most VUs a node will run (`fusi-node up --max-vus`): a plan, from
+    /// whichever leader, cannot make a node run more than it announced.
+    pub fn check_node_limit(
+        &self,
+        segment: &ExecutionSegment,
+        vu_limit: u32,
+    ) -> Result<(), SpecError> {
+        match self.scenarios.as_slice() {
+            [one] => one.executor.check_node_limit(segment, vu_limit),
+            _ => {
+                let vus = self.share_vus(segment);
+                if vus <= u64::from(vu_limit) {
+                    return Ok(());
+                }
+                Err(SpecError(format!(
+                    "its share is {vus} VUs ({} scenarios together), more than the {vu_limit} this \
+                     node runs at most (fusi-node up --max-vus {vu_limit}); raise --max-vus or spread \
+                     the run over more nodes",
+                    self.scenarios.len()
+                )))
+            }
+        }
+    }
+
+    /// The executor's k6 name, or the names of the scenarios' executors,
+    /// joined by `,`.
+    pub fn executor_name(&self) -> String {
+        let names: Vec<&str> = self.scenarios.iter().map(|s| s.executor.name()).collect();
+        names.join(",")
+    }
+
+    /// The first VU id of scenario `index` in the share `segment`: the
+    /// scenarios' VU ids follow one another (each scenario's own split by
+    /// the segments), so no two VUs of a run share one.
+    pub fn first_vu_id(&self, index: usize, segment: &ExecutionSegment) -> u64 {
+        let before: u64 = self
+            .scenarios
+            .iter()
+            .take(index)
+            .map(|s| u64::from(s.executor.max_vus()))
+            .sum();
+        let own = self
+            .scenarios
+            .get(index)
+            .map_or(0, |s| u64::from(s.executor.max_vus()));
+        before + segment.offset(own) + 1
+    }
+
+    /// Checks the scenarios: at least one, at most [`MAX_SCENARIOS`],
+    /// names distinct, each valid, and together within a run's bounds.
+    fn check_scenarios(&self) -> Result<(), SpecError> {
+        if self.scenarios.is_empty() {
+            return Err(SpecError(
+                "the run has no scenario: give an executor's flags (--vus, --duration, --rate,                  --stages), or [scenarios.NAME] tables in a run file"
+                    .into(),
+            ));
+        }
+        if self.scenarios.len() > MAX_SCENARIOS {
+            return Err(SpecError(format!(
+                "{} scenarios, more than the {MAX_SCENARIOS} one run may have",
+                self.scenarios.len()
+            )));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for scenario in &self.scenarios {
+            scenario.validate()?;
+            if !names.insert(scenario.name.as_str()) {
+                return Err(SpecError(format!(
+                    "two scenarios are named {:?}: give each its own name",
+                    scenario.name
+                )));
+            }
+        }
+        const MAX_VUS: u32 = 1_000_000;
+        if self.scenarios.len() > 1 && self.max_vus() > MAX_VUS {
+            return Err(SpecError(format!(
+                "the scenarios use {} VUs together, more than the {MAX_VUS} one run may use",
+                self.max_vus()
+            )));
+        }
+        const MAX_RUN: Duration = Duration::from_secs(7 * 24 * 3600);
+        if self.duration() > MAX_RUN {
+            return Err(SpecError(format!(
+                "the run lasts {}, more than the 7 days one run may last",
+                format_duration(self.duration())
+            )));
         }
         Ok(())
     }
@@ -860,7 +1131,7 @@ mod tests {
     #[test]
     fn the_spec_check_includes_the_executor_check() {
         let mut s = valid_spec();
-        s.executor = Executor::ConstantVus {
+        s.scenarios[0].executor = Executor::ConstantVus {
             vus: 0,
             duration: Duration::from_secs(1),
         };

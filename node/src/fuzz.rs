@@ -438,8 +438,8 @@ fn submit(bytes: &[u8]) -> bool {
         Ok(&request),
         "an accepted submission re-encodes to one that decodes the same"
     );
-    let _ = request.spec.executor.max_vus();
-    let _ = request.spec.executor.duration();
+    let _ = request.spec.max_vus();
+    let _ = request.spec.duration();
     true
 }
 

@@ -94,7 +94,7 @@ impl LocalRun {
         RunMeta {
             data: self.spec.data.clone(),
             scenario: self.spec.scenario.clone(),
-            executor: self.spec.executor.name().to_owned(),
+            executor: self.spec.executor_name(),
             outcome: self.outcome.clone(),
             expected: vec![ExpectedNode {
                 id: LOCAL_NODE.to_owned(),
@@ -272,12 +272,12 @@ pub async fn run(
         region: "local".to_owned(),
         capacity: 1,
     };
-    let share = assign(&run_id, &[me], None, u64::from(spec.executor.max_vus()))
+    let share = assign(&run_id, &[me], None, u64::from(spec.max_vus()))
         .map_err(|e| RunError::Start(e.to_string()))?
         .into_iter()
         .next()
         .ok_or_else(|| RunError::Start("no share for this node".into()))?;
-    let executor = spec.executor.name();
+    let executor = spec.executor_name();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut handle = worker::spawn(
         ShareJob {

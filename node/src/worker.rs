@@ -27,7 +27,7 @@ use crate::engine::gate::Gate;
 use crate::engine::http::ClientSettings;
 use crate::engine::module::{LoadError, ScenarioModule};
 use crate::engine::recorder::{Recorder, ShardOrigin, seal_every};
-use crate::engine::vu::{RunContext, Vu};
+use crate::engine::vu::{RunContext, ScenarioContext, Vu};
 
 /// How often measurements are sealed into a shard.
 pub const SHARD_INTERVAL: Duration = Duration::from_secs(1);
@@ -209,6 +209,10 @@ async fn work(
             return;
         }
     };
+    if let Err(e) = module.check_exec(&job.spec) {
+        let _ = events.send(fail(e.to_string()));
+        return;
+    }
     let data = match load_data(&job.spec, job.data, job.share.segment).await {
         Ok(data) => data,
         Err(e) => {
@@ -235,7 +239,7 @@ async fn work(
     // setup, teardown and the ABI check run in their own instance, with
     // their own stop token: the run's is cancelled when its share ends.
     let lifecycle_ctx = context(CancellationToken::new(), false, given.clone());
-    let mut lifecycle = match lifecycle(module.clone(), lifecycle_ctx).await {
+    let mut lifecycle = match lifecycle(module.clone(), lifecycle_ctx, spec).await {
         Ok(vu) => vu,
         Err(e) => {
             let _ = events.send(fail(e));
@@ -266,7 +270,7 @@ async fn work(
     );
     // Limits of the host that this share's VUs would exceed, said before
     // the VUs start, and again with the error should they fail for it.
-    let limits = crate::limits::check_vus(spec.executor.share_vus(&job.share.segment));
+    let limits = crate::limits::check_vus(spec.share_vus(&job.share.segment));
     for warning in &limits {
         tracing::warn!(run = %run_id, "{warning}");
     }
@@ -334,7 +338,7 @@ async fn work(
         wall_ns: wall_ns(),
         at: std::time::Instant::now(),
     });
-    tracing::info!(run = %run_id, executor = spec.executor.name(), vus = prepared.vus(), "share starting");
+    tracing::info!(run = %run_id, executor = spec.executor_name(), vus = prepared.vus(), "share starting");
     let on_cancel = cancel.clone();
     let stop_run = stop.clone();
     tokio::spawn(async move {
@@ -427,7 +431,6 @@ fn run_context(
 ) -> Arc<RunContext> {
     Arc::new(RunContext {
         recorder: recorder.clone(),
-        env: spec.env.clone(),
         gate: Arc::new(Gate::new(stop.clone(), fence)),
         stop,
         tls: settings.clone(),
@@ -443,8 +446,13 @@ fn run_context(
 }
 
 /// The instance that runs `setup` and `teardown`, its ABI version checked.
-async fn lifecycle(module: Arc<ScenarioModule>, ctx: Arc<RunContext>) -> Result<Vu, String> {
-    let mut vu = Vu::for_lifecycle(module, ctx)
+async fn lifecycle(
+    module: Arc<ScenarioModule>,
+    ctx: Arc<RunContext>,
+    spec: &RunSpec,
+) -> Result<Vu, String> {
+    let scenario = Arc::new(ScenarioContext::lifecycle(spec));
+    let mut vu = Vu::for_lifecycle(module, ctx, scenario)
         .await
         .map_err(|e| e.to_string())?;
     match vu.abi_version().await {
@@ -470,6 +478,7 @@ pub async fn run_setup(
     settings: ClientSettings,
 ) -> Result<Option<Vec<u8>>, String> {
     let module = compile(wasm).await.map_err(|e| e.to_string())?;
+    module.check_exec(spec).map_err(|e| e.to_string())?;
     if !module.has_setup() {
         return Ok(None);
     }
@@ -484,7 +493,7 @@ pub async fn run_setup(
         false,
         None,
     );
-    let mut vu = lifecycle(module, ctx).await?;
+    let mut vu = lifecycle(module, ctx, spec).await?;
     vu.call_entry(abi::exports::SETUP)
         .await
         .map_err(|e| format!("the scenario's {e}"))?;

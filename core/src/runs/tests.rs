@@ -343,7 +343,7 @@ impl Sim {
             let duration = self.nodes[i]
                 .core
                 .get(&run)
-                .map(|r| r.proposal.spec.executor.duration())
+                .map(|r| r.proposal.spec.duration())
                 .unwrap_or_default();
             // Stopped before its start, a worker ends with no shards.
             let ended = w.started.is_some_and(|s| self.now >= s + duration)
@@ -1928,7 +1928,7 @@ fn a_leader_gives_no_node_more_than_its_own_heartbeat_announces() {
 fn with_fewer_vus_than_nodes_a_node_without_a_vu_gets_no_share() {
     let mut sim = Sim::new(&[("fra", 4)], 0, 97);
     let mut s = spec(2, 5);
-    s.executor = Executor::SharedIterations {
+    s.scenarios[0].executor = Executor::SharedIterations {
         vus: 2,
         iterations: 100,
         max_duration: Duration::from_secs(5),

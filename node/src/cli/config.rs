@@ -20,6 +20,27 @@
 //! data_mode = "unique"
 //! ```
 //!
+//! Several scenarios side by side, as k6's `options.scenarios`, are
+//! `[scenarios.NAME]` tables: each holds an executor's flags (`executor`,
+//! `vus`, `duration`, `iterations`, `rate`, `stages`, `start`, `max_vus`)
+//! and the scenario's own `exec` (the exported function its VUs run),
+//! `start_time`, `env` and `tags`. A table becomes a hidden
+//! `--scenario-table NAME=JSON` flag, parsed by the same executor flags.
+//!
+//! ```toml
+//! [scenarios.api]
+//! executor = "ramping-arrival-rate"
+//! stages = "10s:50,20s:50"
+//! vus = 20
+//! exec = "api"
+//!
+//! [scenarios.chat]
+//! vus = 10
+//! duration = "30s"
+//! exec = "chat"
+//! start_time = "5s"
+//! ```
+//!
 //! Paths in the file (`scenario`, `out`, `data`, `data_dir`) are relative
 //! to the file's directory. A `.json` file holds the same keys as an
 //! object; anything else is read as TOML.
@@ -183,6 +204,19 @@ fn flags_of(file: &Path) -> Result<FileFlags, String> {
                 "names another run file (`config`): one file per run".into(),
             ));
         }
+        if flag == "scenarios" {
+            let Value::Object(tables) = &value else {
+                return Err(fail(
+                    "`scenarios` holds no tables: write one [scenarios.NAME] table per scenario"
+                        .into(),
+                ));
+            };
+            for (name, table) in tables {
+                flags.push("--scenario-table".into());
+                flags.push(format!("{name}={table}").into());
+            }
+            continue;
+        }
         let flag_known = super::Cli::command()
             .find_subcommand("run")
             .is_some_and(|run| {
@@ -313,7 +347,7 @@ iteration_timeout = "5s"
         let crate::cli::Cmd::Run(run) = parsed.command else {
             panic!("not run");
         };
-        assert_eq!(run.rate.map(|r| r.per_second()), Some(50.0));
+        assert_eq!(run.load.rate.map(|r| r.per_second()), Some(50.0));
         assert_eq!(run.iteration_timeout, std::time::Duration::from_secs(5));
         // A scenario on the command line wins over the file's.
         let own = strings(
@@ -347,6 +381,116 @@ iteration_timeout = "5s"
             out.windows(2).any(|w| w[0] == "--vus" && w[1] == "3"),
             "{out:?}"
         );
+    }
+
+    /// The spec of `fusi-node run --config FILE` plus `more` flags.
+    fn spec_of(file: &Path, more: &[&str]) -> Result<crate::core::spec::RunSpec, String> {
+        let mut words = vec!["fusi-node", "run", "--config"];
+        let file = file.to_string_lossy().into_owned();
+        words.push(&file);
+        words.extend_from_slice(more);
+        let out = expand(args(&words))?;
+        let parsed =
+            <crate::cli::Cli as clap::Parser>::try_parse_from(&out).map_err(|e| e.to_string())?;
+        let crate::cli::Cmd::Run(run) = parsed.command else {
+            return Err("not run".into());
+        };
+        run.spec().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn scenario_tables_become_the_runs_scenarios() {
+        use crate::core::spec::Executor;
+        let dir = std::env::temp_dir().join(format!("fusi-scenarios-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mixed.toml");
+        std::fs::write(
+            &file,
+            r#"
+scenario = "shop.wasm"
+env = { TARGET = "http://127.0.0.1:9" }
+
+[scenarios.api]
+executor = "ramping-arrival-rate"
+stages = "2s:20,2s:20"
+vus = 4
+max_vus = 8
+exec = "api"
+tags = { team = "checkout" }
+
+[scenarios.chat]
+vus = 3
+duration = "3s"
+exec = "chat"
+start_time = "1s"
+env = { ROOM = "lobby" }
+"#,
+        )
+        .unwrap();
+        let spec = spec_of(&file, &[]).unwrap();
+        assert!(spec.has_named_scenarios());
+        let names: Vec<&str> = spec.scenarios.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["api", "chat"]);
+        let api = &spec.scenarios[0];
+        assert!(matches!(
+            api.executor,
+            Executor::RampingArrivalRate {
+                pre_allocated_vus: 4,
+                max_vus: 8,
+                ..
+            }
+        ));
+        assert_eq!(api.exec_name(), "api");
+        assert_eq!(api.tags.get("team").map(String::as_str), Some("checkout"));
+        let chat = &spec.scenarios[1];
+        assert_eq!(chat.executor.name(), "constant-vus");
+        assert_eq!(chat.start_time, std::time::Duration::from_secs(1));
+        assert_eq!(chat.env.get("ROOM").map(String::as_str), Some("lobby"));
+        assert_eq!(spec.duration(), std::time::Duration::from_secs(4));
+        assert_eq!(spec.max_vus(), 11);
+        assert_eq!(spec.targets, ["127.0.0.1:9"]);
+        // The executor flags are a scenario's: on the command line beside
+        // tables they are refused, not silently merged.
+        let e = spec_of(&file, &["--vus", "5"]).unwrap_err();
+        assert!(e.contains("[scenarios.NAME]") && e.contains("--vus"), "{e}");
+        // Bad tables are named by file and scenario.
+        for (name, text, says) in [
+            (
+                "s1.toml",
+                "[scenarios.api]\nrate = \"fast\"",
+                "scenario \"api\"",
+            ),
+            (
+                "s2.toml",
+                "[scenarios.api]\nvuss = 3\nduration = \"1s\"",
+                "--vuss",
+            ),
+            (
+                "s3.toml",
+                "[scenarios.\"a b\"]\nvus = 1\nduration = \"1s\"",
+                "not a scenario name",
+            ),
+            (
+                "s4.toml",
+                "[scenarios.api]\nvus = 1\nduration = \"1s\"\nexec = \"setup\"",
+                "entry point",
+            ),
+            ("s5.toml", "scenarios = 3", "holds no tables"),
+            (
+                "s6.toml",
+                "[scenarios.api]\nexecutor = \"constant-vus\"\nvus = 1",
+                "constant-vus needs --duration",
+            ),
+        ] {
+            let file = dir.join(name);
+            std::fs::write(&file, format!("scenario = \"x.wasm\"\n{text}")).unwrap();
+            let e = spec_of(&file, &[]).unwrap_err();
+            assert!(e.contains(says), "{name}: {e}");
+            if name != "s6.toml" {
+                assert!(e.contains(name), "{name} names the file: {e}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

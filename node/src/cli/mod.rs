@@ -18,7 +18,8 @@ use crate::core::report::{Report, percentiles};
 use crate::core::run_report::{LoadUnit, RunReport};
 use crate::core::shard::Shard;
 use crate::core::spec::{
-    Executor, OnLoss, Rate, RunSpec, Stage, VU_MEMORY_MIB, parse_duration, parse_rate, parse_stages,
+    Executor, OnLoss, Rate, RunSpec, ScenarioSpec, Stage, VU_MEMORY_MIB, parse_duration,
+    parse_rate, parse_stages,
 };
 use crate::core::statuses::ExpectedStatuses;
 use crate::core::threshold::{Threshold, builtin_kind, closest, parse_all};
@@ -299,31 +300,16 @@ struct RunArgs {
     /// it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Executor; see below for the one picked when this is left out.
-    #[arg(long, value_enum)]
-    executor: Option<ExecutorName>,
-    /// VUs (closed executors), or pre-allocated VUs (arrival-rate executors).
-    #[arg(long)]
-    vus: Option<u32>,
-    /// How long the run lasts (or, with --iterations, at most lasts).
-    #[arg(long, value_parser = duration_arg)]
-    duration: Option<Duration>,
-    /// Iterations: shared by all VUs, or per VU with --executor per-vu-iterations.
-    #[arg(long)]
-    iterations: Option<u64>,
-    /// Arrival rate, for example 500/s; implies constant-arrival-rate.
-    #[arg(long, value_parser = rate_arg)]
-    rate: Option<Rate>,
-    /// Ramp stages DURATION:TARGET,..., for example 10s:100,30s:100,10s:0.
-    /// Targets are VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
-    #[arg(long, value_parser = stages_arg)]
-    stages: Option<Stages>,
-    /// Starting VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
-    #[arg(long, default_value_t = 0.0)]
-    start: f64,
-    /// The most VUs an arrival-rate executor may use [default: the larger of --vus and 100].
-    #[arg(long)]
-    max_vus: Option<u32>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The function the VUs run: one the scenario exports (k6's `--exec`)
+    /// [default: iteration].
+    #[arg(long, value_name = "FUNCTION", value_parser = exec_arg)]
+    exec: Option<String>,
+    /// A scenario of a run file's `[scenarios.NAME]` tables, as NAME=JSON
+    /// (written by --config).
+    #[arg(long = "scenario-table", hide = true, value_parser = scenario_table_arg)]
+    scenario_tables: Vec<ScenarioSpec>,
     /// A run parameter for the scenario, KEY=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_parser = env_arg)]
     env: Vec<(String, String)>,
@@ -431,6 +417,129 @@ struct RunArgs {
     /// own with http::set_expected_statuses.
     #[arg(long, default_value = "200-399", value_parser = statuses_arg)]
     expected_statuses: ExpectedStatuses,
+}
+
+/// How a scenario's load is generated: the executor and its numbers, as
+/// flags of `run` and as keys of a run file's `[scenarios.NAME]` tables.
+#[derive(Args, Debug, Default)]
+struct LoadArgs {
+    /// Executor; see below for the one picked when this is left out.
+    #[arg(long, value_enum)]
+    executor: Option<ExecutorName>,
+    /// VUs (closed executors), or pre-allocated VUs (arrival-rate executors).
+    #[arg(long)]
+    vus: Option<u32>,
+    /// How long the run lasts (or, with --iterations, at most lasts).
+    #[arg(long, value_parser = duration_arg)]
+    duration: Option<Duration>,
+    /// Iterations: shared by all VUs, or per VU with --executor per-vu-iterations.
+    #[arg(long)]
+    iterations: Option<u64>,
+    /// Arrival rate, for example 500/s; implies constant-arrival-rate.
+    #[arg(long, value_parser = rate_arg)]
+    rate: Option<Rate>,
+    /// Ramp stages DURATION:TARGET,..., for example 10s:100,30s:100,10s:0.
+    /// Targets are VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
+    #[arg(long, value_parser = stages_arg)]
+    stages: Option<Stages>,
+    /// Starting VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
+    #[arg(long, default_value_t = 0.0)]
+    start: f64,
+    /// The most VUs an arrival-rate executor may use [default: the larger of --vus and 100].
+    #[arg(long)]
+    max_vus: Option<u32>,
+}
+
+/// One `[scenarios.NAME]` table of a run file: an executor's flags, and
+/// the scenario's own keys.
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true, disable_help_flag = true)]
+struct ScenarioTable {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The function its VUs run [default: iteration].
+    #[arg(long, value_parser = exec_arg)]
+    exec: Option<String>,
+    /// When it starts, after the run's start (k6's startTime).
+    #[arg(long, value_parser = duration_arg)]
+    start_time: Option<Duration>,
+    /// Its own parameters, over the run's.
+    #[arg(long = "env", value_parser = env_arg)]
+    env: Vec<(String, String)>,
+    /// Tags of every sample of its VUs.
+    #[arg(long = "tags", value_parser = env_arg)]
+    tags: Vec<(String, String)>,
+}
+
+fn exec_arg(s: &str) -> Result<String, String> {
+    crate::core::spec::check_exec_name(s).map(|()| s.to_owned())
+}
+
+/// `--scenario-table NAME=JSON`: a run file's scenario, its keys turned
+/// into the flags of [`ScenarioTable`] and parsed by clap, so its keys are
+/// the run's executor flags.
+fn scenario_table_arg(s: &str) -> Result<ScenarioSpec, String> {
+    let (name, json) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid scenario {s:?}: write NAME=JSON"))?;
+    crate::core::spec::check_scenario_name(name)?;
+    let fail = |what: String| format!("scenario {name:?}: {what}");
+    let table: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| fail(format!("is not a table ({e})")))?;
+    let serde_json::Value::Object(keys) = table else {
+        return Err(fail(
+            "is not a table: write [scenarios.NAME] with KEY = VALUE lines".into(),
+        ));
+    };
+    let mut flags: Vec<String> = Vec::new();
+    for (key, value) in keys {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let scalar = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Ok(s.clone()),
+            serde_json::Value::Number(n) => Ok(n.to_string()),
+            v => Err(fail(format!(
+                "`{key}` holds {v}: give a string or a number"
+            ))),
+        };
+        match &value {
+            serde_json::Value::Object(pairs) => {
+                for (k, v) in pairs {
+                    flags.push(flag.clone());
+                    flags.push(format!("{k}={}", scalar(v)?));
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    flags.push(flag.clone());
+                    flags.push(scalar(item)?);
+                }
+            }
+            serde_json::Value::Bool(true) => flags.push(flag),
+            v => {
+                flags.push(flag);
+                flags.push(scalar(v)?);
+            }
+        }
+    }
+    let table = ScenarioTable::try_parse_from(&flags).map_err(|e| {
+        let text = e.render().to_string();
+        let text = text.trim_start_matches("error: ").trim_end();
+        fail(format!(
+            "{}; its keys are an executor's flags of `fusi-node run` (executor, vus, duration, \
+             iterations, rate, stages, start, max_vus) and exec, start_time, env and tags",
+            text.lines().next().unwrap_or(text)
+        ))
+    })?;
+    let executor = table.load.executor().map_err(|e| fail(e.to_string()))?;
+    let scenario = ScenarioSpec {
+        name: name.to_owned(),
+        executor,
+        exec: table.exec,
+        start_time: table.start_time.unwrap_or(Duration::ZERO),
+        env: table.env.into_iter().collect(),
+        tags: table.tags.into_iter().collect(),
+    };
+    Ok(scenario)
 }
 
 fn statuses_arg(s: &str) -> Result<ExpectedStatuses, String> {
@@ -561,7 +670,19 @@ fn env_arg(s: &str) -> Result<(String, String), String> {
     }
 }
 
-impl RunArgs {
+impl LoadArgs {
+    /// Whether any executor flag was given.
+    fn any(&self) -> bool {
+        self.executor.is_some()
+            || self.vus.is_some()
+            || self.duration.is_some()
+            || self.iterations.is_some()
+            || self.rate.is_some()
+            || self.stages.is_some()
+            || self.start != 0.0
+            || self.max_vus.is_some()
+    }
+
     /// The executor the flags describe; the error names the flag to fix.
     fn executor(&self) -> anyhow::Result<Executor> {
         use ExecutorName::*;
@@ -659,9 +780,34 @@ impl RunArgs {
             },
         })
     }
+}
 
+impl RunArgs {
     fn spec(&self) -> anyhow::Result<RunSpec> {
-        let mut spec = RunSpec::new(String::new(), self.executor()?);
+        let mut spec = if self.scenario_tables.is_empty() {
+            let mut spec = RunSpec::new(String::new(), self.load.executor()?);
+            spec.scenarios[0].exec.clone_from(&self.exec);
+            spec
+        } else {
+            if self.load.any() || self.exec.is_some() {
+                bail!(
+                    "the run file names scenarios ([scenarios.NAME]), each with its executor: the \
+                     executor flags (--executor, --vus, --duration, --iterations, --rate, --stages, \
+                     --start, --max-vus, --exec) apply to a run of one scenario; set them in a \
+                     scenario's table instead"
+                );
+            }
+            let mut spec = RunSpec::new(
+                String::new(),
+                Executor::SharedIterations {
+                    vus: 1,
+                    iterations: 1,
+                    max_duration: Duration::from_secs(1),
+                },
+            );
+            spec.scenarios.clone_from(&self.scenario_tables);
+            spec
+        };
         spec.env = local::env_map(&self.env);
         spec.iteration_timeout = self.iteration_timeout;
         spec.graceful_stop = self.graceful_stop;
@@ -1102,7 +1248,7 @@ async fn run_here(
             endpoint,
             interval: args.otlp_interval,
         };
-        crate::telemetry::local::LocalExport::start(config, spec.executor.name())
+        crate::telemetry::local::LocalExport::start(config, &spec.executor_name())
     });
     let mut observer = LiveProgress {
         enabled: !args.quiet && std::io::stderr().is_terminal(),
@@ -1379,7 +1525,11 @@ mod tests {
 
     #[test]
     fn executors_are_picked_from_the_flags() {
-        let name = |args: &[&str]| spec(args).map(|s| s.executor.name()).unwrap_or("error");
+        let name = |args: &[&str]| {
+            spec(args)
+                .map(|s| s.scenarios[0].executor.name())
+                .unwrap_or("error")
+        };
         assert_eq!(name(&[]), "shared-iterations");
         assert_eq!(name(&["--vus", "5", "--duration", "1s"]), "constant-vus");
         assert_eq!(name(&["--stages", "1s:5,1s:0"]), "ramping-vus");
@@ -1412,12 +1562,7 @@ mod tests {
         );
         assert_eq!(name(&["--executor", "constant-vus"]), "error");
         assert_eq!(name(&["--vus", "4"]), "shared-iterations");
-        assert_eq!(
-            spec(&["--vus", "4"])
-                .map(|s| s.executor.max_vus())
-                .unwrap_or(0),
-            4
-        );
+        assert_eq!(spec(&["--vus", "4"]).map(|s| s.max_vus()).unwrap_or(0), 4);
         assert_eq!(name(&["--stages", "1s:5", "--duration", "3s"]), "error");
         assert_eq!(name(&["--stages", "1s:5", "--vus", "3"]), "error");
         assert_eq!(name(&["--duration", "1s", "--start", "3"]), "error");
@@ -1443,7 +1588,7 @@ mod tests {
         assert_eq!(s.env.get("B").map(String::as_str), Some("x=y"));
         assert_eq!(s.iteration_timeout, Duration::from_millis(500));
         assert_eq!(s.vu_memory_limit, 8 << 20);
-        assert_eq!(s.executor.max_vus(), 3);
+        assert_eq!(s.max_vus(), 3);
     }
 
     #[test]

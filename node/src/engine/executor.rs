@@ -36,8 +36,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::module::ScenarioModule;
-use super::vu::{RunContext, Vu, VuError};
-use crate::core::metrics::{SeriesKey, names};
+use super::vu::{RunContext, ScenarioContext, Vu, VuError};
+use crate::core::metrics::names;
 use crate::core::schedule::{ArrivalSchedule, ramp_value};
 use crate::core::segment::ExecutionSegment;
 use crate::core::spec::{Executor, RunSpec, Share};
@@ -61,12 +61,25 @@ pub struct Progress {
     pub initialized_vus: AtomicU64,
 }
 
-/// Runs one share of a run.
+/// Runs one share of a run: the share of each of its scenarios.
 pub struct ShareRunner {
+    scenarios: Vec<ScenarioRunner>,
+    run: Arc<RunContext>,
+    graceful_stop: Duration,
+    /// When the last scenario ends, after the start.
+    duration: Duration,
+}
+
+/// Runs the share of one scenario.
+struct ScenarioRunner {
     module: Arc<ScenarioModule>,
     run: Arc<RunContext>,
+    scenario: Arc<ScenarioContext>,
     executor: Executor,
-    graceful_stop: Duration,
+    /// When it starts, after the run's start.
+    start_time: Duration,
+    /// VU ids of the scenarios before it, across all nodes.
+    vu_base: u64,
     share: Share,
     progress: Arc<Progress>,
 }
@@ -74,7 +87,7 @@ pub struct ShareRunner {
 /// A share whose VUs are initialized and waiting for the start instant.
 pub struct Prepared {
     runner: ShareRunner,
-    vus: Vec<Vu>,
+    vus: Vec<Vec<Vu>>,
 }
 
 impl ShareRunner {
@@ -86,136 +99,193 @@ impl ShareRunner {
         share: Share,
         progress: Arc<Progress>,
     ) -> Self {
+        let mut vu_base = 0u64;
+        let scenarios = spec
+            .scenarios
+            .iter()
+            .map(|scenario| {
+                let runner = ScenarioRunner {
+                    module: module.clone(),
+                    run: run.clone(),
+                    scenario: Arc::new(ScenarioContext::of(spec, scenario)),
+                    executor: scenario.executor.clone(),
+                    start_time: scenario.start_time,
+                    vu_base,
+                    share: share.clone(),
+                    progress: progress.clone(),
+                };
+                vu_base = vu_base.saturating_add(u64::from(scenario.executor.max_vus()));
+                runner
+            })
+            .collect();
         ShareRunner {
-            module,
+            scenarios,
             run,
-            executor: spec.executor.clone(),
             graceful_stop: spec.graceful_stop,
-            share,
-            progress,
+            duration: spec.duration(),
         }
     }
 
-    async fn new_vu(&self, first_vu_id: u64, index: u64) -> Result<Vu, VuError> {
-        let vu = Vu::new(self.module.clone(), self.run.clone(), first_vu_id + index).await?;
+    /// Initializes the VUs each scenario needs before the start.
+    pub async fn prepare(self) -> Result<Prepared, VuError> {
+        let mut vus = Vec::with_capacity(self.scenarios.len());
+        for scenario in &self.scenarios {
+            let n = scenario
+                .share
+                .segment
+                .scale(u64::from(scenario.executor.initial_vus()));
+            let mut mine = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+            for i in 0..n {
+                mine.push(scenario.new_vu(&scenario.share.segment, i).await?);
+            }
+            vus.push(mine);
+        }
+        Ok(Prepared { runner: self, vus })
+    }
+}
+
+impl ScenarioRunner {
+    /// VU `index` of the part `segment` of this scenario: ids follow the
+    /// scenarios before it, then the segments' offsets, so no two VUs of a
+    /// run share one.
+    async fn new_vu(&self, segment: &ExecutionSegment, index: u64) -> Result<Vu, VuError> {
+        let first = self.vu_base + segment.offset(u64::from(self.executor.max_vus())) + 1;
+        let vu = Vu::new(
+            self.module.clone(),
+            self.run.clone(),
+            self.scenario.clone(),
+            first + index,
+        )
+        .await?;
         self.progress
             .initialized_vus
             .fetch_add(1, Ordering::Relaxed);
         Ok(vu)
     }
 
-    /// Initializes the VUs the executor needs before the start.
-    pub async fn prepare(self) -> Result<Prepared, VuError> {
-        let n = self
-            .share
-            .segment
-            .scale(u64::from(self.executor.initial_vus()));
-        let mut vus = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-        for i in 0..n {
-            vus.push(self.new_vu(self.share.first_vu_id, i).await?);
+    /// Waits for the scenario's start, then drives its VUs as its
+    /// executor says until its end.
+    async fn drive(self: Arc<Self>, vus: Vec<Vu>, run_start: Instant) {
+        let start = run_start + self.start_time;
+        tokio::select! {
+            () = tokio::time::sleep_until(start) => {}
+            () = self.run.stop.cancelled() => return,
         }
-        Ok(Prepared { runner: self, vus })
+        let end = start + self.executor.duration();
+        let mut tasks = JoinSet::new();
+        match self.executor.clone() {
+            Executor::ConstantVus { .. } => {
+                for vu in vus {
+                    tasks.spawn(looping(self.clone(), vu, end, Budget::Unlimited));
+                }
+            }
+            Executor::PerVuIterations { iterations, .. } => {
+                for vu in vus {
+                    tasks.spawn(looping(self.clone(), vu, end, Budget::PerVu(iterations)));
+                }
+            }
+            Executor::SharedIterations { iterations, .. } => {
+                let left = Arc::new(AtomicU64::new(self.share.segment.scale(iterations)));
+                for vu in vus {
+                    tasks.spawn(looping(self.clone(), vu, end, Budget::Shared(left.clone())));
+                }
+            }
+            Executor::RampingVus { .. } => {
+                tasks.spawn(ramp(self.clone(), self.share.segment, vus, start, end));
+            }
+            Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. } => {
+                let share = self.share.clone();
+                tasks.spawn(dispatch(self.clone(), share, vus, start, Duration::ZERO));
+            }
+        }
+        while tasks.join_next().await.is_some() {}
     }
 }
 
 impl Prepared {
     /// VUs ready.
     pub fn vus(&self) -> usize {
-        self.vus.len()
+        self.vus.iter().map(Vec::len).sum()
     }
 
-    /// Waits for `start`, runs the executor to its end (adding the parts
-    /// of other nodes' shares that come on `takeovers` meanwhile), lets
-    /// in-flight iterations finish within the graceful stop, then
-    /// interrupts the rest.
+    /// Waits for `start`, runs each scenario from its start time to its
+    /// end (adding the parts of other nodes' shares that come on
+    /// `takeovers` meanwhile), lets in-flight iterations finish within the
+    /// graceful stop past the last scenario's end, then interrupts the rest.
     pub async fn run(self, start: Instant, mut takeovers: mpsc::UnboundedReceiver<TakeOver>) {
         let Prepared { runner, vus } = self;
-        let runner = Arc::new(runner);
+        let ShareRunner {
+            scenarios,
+            run,
+            graceful_stop,
+            duration,
+        } = runner;
+        let scenarios: Vec<Arc<ScenarioRunner>> = scenarios.into_iter().map(Arc::new).collect();
         tokio::time::sleep_until(start).await;
-        let end = start + runner.executor.duration();
+        let end = start + duration;
         let mut tasks = JoinSet::new();
         // The gate's ticker runs beside the share, not among its tasks:
         // the share ends when its iterations do.
-        let gate = runner.run.gate.clone();
+        let gate = run.gate.clone();
         gate.arm();
         let watcher = tokio::spawn(async move { gate.watch().await });
-        match runner.executor.clone() {
-            Executor::ConstantVus { .. } => {
-                for vu in vus {
-                    tasks.spawn(looping(runner.clone(), vu, end, Budget::Unlimited));
-                }
-            }
-            Executor::PerVuIterations { iterations, .. } => {
-                for vu in vus {
-                    tasks.spawn(looping(runner.clone(), vu, end, Budget::PerVu(iterations)));
-                }
-            }
-            Executor::SharedIterations { iterations, .. } => {
-                let left = Arc::new(AtomicU64::new(runner.share.segment.scale(iterations)));
-                for vu in vus {
-                    tasks.spawn(looping(
-                        runner.clone(),
-                        vu,
-                        end,
-                        Budget::Shared(left.clone()),
-                    ));
-                }
-            }
-            Executor::RampingVus { .. } => {
-                tasks.spawn(ramp(runner.clone(), runner.share.segment, vus, start, end));
-            }
-            Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. } => {
-                let share = runner.share.clone();
-                tasks.spawn(dispatch(runner.clone(), share, vus, start, Duration::ZERO));
-            }
+        for (scenario, vus) in scenarios.iter().zip(vus) {
+            tasks.spawn(scenario.clone().drive(vus, start));
         }
-        // Parts handed on, until the executor's end (or until every task
-        // is done, as an iteration executor's may be early).
+        // Parts handed on, until the last scenario's end (or until every
+        // task is done, as an iteration executor's may be early).
         let mut listening = true;
         while listening {
             tokio::select! {
                 part = takeovers.recv() => match part {
-                    Some(part) => runner.clone().take_over(part, start, end, &mut tasks),
+                    Some(part) => {
+                        for scenario in &scenarios {
+                            scenario.clone().take_over(part.clone(), start, &mut tasks);
+                        }
+                    }
                     None => listening = false,
                 },
                 done = tasks.join_next() => if done.is_none() { listening = false },
                 () = tokio::time::sleep_until(end) => listening = false,
-                () = runner.run.stop.cancelled() => listening = false,
+                () = run.stop.cancelled() => listening = false,
             }
         }
-        let hard_stop = end + runner.graceful_stop;
+        let hard_stop = end + graceful_stop;
         let drained = tokio::time::timeout_at(hard_stop, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            runner.run.stop.cancel();
+            run.stop.cancel();
             while tasks.join_next().await.is_some() {}
         }
-        runner.run.stop.cancel();
+        run.stop.cancel();
         watcher.abort();
     }
 }
 
-impl ShareRunner {
-    /// Adds a part of another node's share to this running share.
-    fn take_over(
-        self: Arc<Self>,
-        part: TakeOver,
-        start: Instant,
-        end: Instant,
-        tasks: &mut JoinSet<()>,
-    ) {
+impl ScenarioRunner {
+    /// Adds a part of another node's share of this scenario to this
+    /// running share, from the part's instant or the scenario's start,
+    /// whichever is later.
+    fn take_over(self: Arc<Self>, part: TakeOver, run_start: Instant, tasks: &mut JoinSet<()>) {
+        let start = run_start + self.start_time;
+        let end = start + self.executor.duration();
+        // The handoff is timed from the run's start, the scenario from its own.
+        let since = part.since.saturating_sub(self.start_time);
         match self.executor.clone() {
             Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. } => {
-                tasks.spawn(dispatch(self, part.share, Vec::new(), start, part.since));
+                tasks.spawn(dispatch(self, part.share, Vec::new(), start, since));
             }
             Executor::ConstantVus { vus, .. } => {
                 let n = part.share.segment.scale(u64::from(vus));
                 tasks.spawn(async move {
+                    if !self.wait_for(start).await {
+                        return;
+                    }
                     let mut loops = JoinSet::new();
                     for i in 0..n {
-                        match self.new_vu(part.share.first_vu_id, i).await {
+                        match self.new_vu(&part.share.segment, i).await {
                             Ok(vu) => {
                                 loops.spawn(looping(self.clone(), vu, end, Budget::Unlimited));
                             }
@@ -231,9 +301,12 @@ impl ShareRunner {
             Executor::RampingVus { .. } => {
                 let n = part.share.segment.scale(u64::from(self.executor.max_vus()));
                 tasks.spawn(async move {
+                    if !self.wait_for(start).await {
+                        return;
+                    }
                     let mut vus = Vec::new();
                     for i in 0..n {
-                        match self.new_vu(part.share.first_vu_id, i).await {
+                        match self.new_vu(&part.share.segment, i).await {
                             Ok(vu) => vus.push(vu),
                             Err(e) => {
                                 tracing::error!("cannot add a VU for a part taken over: {e}");
@@ -251,12 +324,20 @@ impl ShareRunner {
             }
         }
     }
+
+    /// Waits until `at`; false when the run stopped first.
+    async fn wait_for(&self, at: Instant) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => true,
+            () = self.run.stop.cancelled() => false,
+        }
+    }
 }
 
 /// `ramping-vus` over `segment`: its VUs follow the ramp, as the
 /// segment's part of the global target, until `end`.
 async fn ramp(
-    runner: Arc<ShareRunner>,
+    runner: Arc<ScenarioRunner>,
     segment: ExecutionSegment,
     vus: Vec<Vu>,
     start: Instant,
@@ -311,7 +392,7 @@ impl Budget {
     }
 }
 
-async fn looping(runner: Arc<ShareRunner>, vu: Vu, end: Instant, mut budget: Budget) {
+async fn looping(runner: Arc<ScenarioRunner>, vu: Vu, end: Instant, mut budget: Budget) {
     let mut vu = Some(vu);
     runner.progress.active_vus.fetch_add(1, Ordering::Relaxed);
     while let Some(v) = vu.take() {
@@ -329,7 +410,7 @@ async fn looping(runner: Arc<ShareRunner>, vu: Vu, end: Instant, mut budget: Bud
 }
 
 async fn ramped(
-    runner: Arc<ShareRunner>,
+    runner: Arc<ScenarioRunner>,
     vu: Vu,
     index: u64,
     mut target: watch::Receiver<u64>,
@@ -366,7 +447,7 @@ pub const MAX_LATE: Duration = Duration::from_secs(1);
 /// time, on an idle VU (adding VUs up to the segment's part of `max_vus`),
 /// then waits for the iterations it started.
 async fn dispatch(
-    runner: Arc<ShareRunner>,
+    runner: Arc<ScenarioRunner>,
     share: Share,
     vus: Vec<Vu>,
     start: Instant,
@@ -380,7 +461,7 @@ async fn dispatch(
     let mut total = vus.len() as u64;
     let mut idle = vus;
     let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vu>();
-    let dropped_key = SeriesKey::new(names::DROPPED_ITERATIONS, []);
+    let dropped_key = runner.scenario.key(names::DROPPED_ITERATIONS, []);
     while let Some((index, due)) = schedule.next_due() {
         if due < since || !share.segment.owns(index) {
             continue;
@@ -425,9 +506,9 @@ async fn dispatch(
                     total += 1;
                     let back = back_tx.clone();
                     let r = runner.clone();
-                    let first = share.first_vu_id;
+                    let segment = share.segment;
                     tasks.spawn(async move {
-                        match r.new_vu(first, index).await {
+                        match r.new_vu(&segment, index).await {
                             Ok(vu) => {
                                 let _ = back.send(vu);
                             }

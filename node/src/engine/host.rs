@@ -694,7 +694,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, VuState>, ptr: u32, len: u32| -> HostResult<i32> {
             let key = read_str(&mut caller, ptr, len, "the env key")?;
             let state = caller.data_mut();
-            match state.run.env.get(&key) {
+            match state.scenario.env.get(&key) {
                 Some(v) => {
                     state.result = v.clone().into_bytes();
                     Ok(i32::try_from(state.result.len()).unwrap_or(i32::MAX))

@@ -43,6 +43,20 @@ pub enum LoadError {
          `fusi_sdk::scenario!(iteration = my_iteration)`"
     )]
     NoIteration,
+    /// No export of the function a scenario's `exec` names.
+    #[error(
+        "scenario {scenario:?} runs `{exec}`, which the module does not export (it exports: {known}); \
+         export it, for example with `fusi_sdk::scenario!(exec {exec} = my_function)`, or fix the \
+         scenario's `exec`"
+    )]
+    NoExec {
+        /// The scenario.
+        scenario: String,
+        /// The function it names.
+        exec: String,
+        /// The functions the module exports that an iteration may call.
+        known: String,
+    },
     /// An entry point with the wrong signature.
     #[error("the export `{0}` must be a function with no parameters and no results")]
     BadEntryPoint(String),
@@ -255,6 +269,9 @@ pub struct ScenarioModule {
     has_setup: bool,
     has_init: bool,
     has_teardown: bool,
+    /// The functions an iteration may call (`iteration`, and those a
+    /// scenario's `exec` names).
+    entries: std::collections::BTreeSet<String>,
     ticker: Arc<AtomicBool>,
 }
 
@@ -285,7 +302,21 @@ impl ScenarioModule {
                 Some(_) => Err(LoadError::BadEntryPoint(name.to_owned())),
             }
         };
-        if !has(exports::ITERATION)? {
+        // Every function a scenario's `exec` may name: no parameters, no
+        // results, and not an entry point fusi calls itself.
+        let lifecycle = [exports::SETUP, exports::INIT, exports::TEARDOWN];
+        let mut entries = std::collections::BTreeSet::new();
+        for export in module.exports() {
+            if let ExternType::Func(f) = export.ty()
+                && f.params().len() == 0
+                && f.results().len() == 0
+                && !lifecycle.contains(&export.name())
+            {
+                entries.insert(export.name().to_owned());
+            }
+        }
+        has(exports::ITERATION)?;
+        if entries.is_empty() {
             return Err(LoadError::NoIteration);
         }
         let has_setup = has(exports::SETUP)?;
@@ -363,6 +394,7 @@ impl ScenarioModule {
             has_setup,
             has_init,
             has_teardown,
+            entries,
             ticker,
         })
     }
@@ -370,6 +402,23 @@ impl ScenarioModule {
     /// The module's sha256.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// Checks that the module exports the function each of `spec`'s
+    /// scenarios runs, before any VU starts.
+    pub fn check_exec(&self, spec: &crate::core::spec::RunSpec) -> Result<(), LoadError> {
+        for scenario in &spec.scenarios {
+            let exec = scenario.exec_name();
+            if !self.entries.contains(exec) {
+                let known: Vec<&str> = self.entries.iter().map(String::as_str).collect();
+                return Err(LoadError::NoExec {
+                    scenario: scenario.name.clone(),
+                    exec: exec.to_owned(),
+                    known: known.join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether it exports `setup`.

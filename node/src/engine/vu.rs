@@ -32,6 +32,7 @@ use super::recorder::Recorder;
 use super::ws::{Meters, WsClient};
 use crate::core::metrics::{SeriesKey, names};
 use crate::core::printable::escape_controls;
+use crate::core::spec::{RunSpec, SCENARIO_TAG, ScenarioSpec};
 use crate::core::statuses::ExpectedStatuses;
 
 /// How long after its deadline (or the hard stop) an iteration stuck in a
@@ -42,8 +43,6 @@ const BACKSTOP: Duration = Duration::from_secs(1);
 pub struct RunContext {
     /// Where measurements go.
     pub recorder: Arc<Recorder>,
-    /// Run parameters.
-    pub env: BTreeMap<String, String>,
     /// Cancelled at the hard stop: in-flight iterations are interrupted.
     pub stop: CancellationToken,
     /// TLS settings for every VU's client.
@@ -66,6 +65,64 @@ pub struct RunContext {
     pub data: Arc<super::data::DataSets>,
     /// What the run's `setup` returned, for every VU.
     pub setup_data: Option<Arc<Vec<u8>>>,
+}
+
+/// What the VUs of one scenario share: the function they run, their
+/// parameters and their tags.
+#[derive(Debug, Clone, Default)]
+pub struct ScenarioContext {
+    /// The exported function an iteration calls; `None` for the instance
+    /// that runs `setup` and `teardown`, which runs no iteration.
+    pub exec: Option<String>,
+    /// Run parameters: the run's, with the scenario's own over them.
+    pub env: BTreeMap<String, String>,
+    /// The tags every sample of its VUs starts with: `scenario` and the
+    /// scenario's own, in a run with named scenarios; none otherwise.
+    pub tags: BTreeMap<String, String>,
+    /// The `scenario` tag alone (or nothing), for the samples that carry no
+    /// VU tags: failed and dropped iterations.
+    pub scenario_tag: Vec<(String, String)>,
+}
+
+impl ScenarioContext {
+    /// The context of `scenario`, one of `spec`'s.
+    pub fn of(spec: &RunSpec, scenario: &ScenarioSpec) -> ScenarioContext {
+        let mut env = spec.env.clone();
+        env.extend(scenario.env.clone());
+        let (tags, scenario_tag) = if spec.has_named_scenarios() {
+            let tag = (SCENARIO_TAG.to_owned(), scenario.name.clone());
+            let mut tags = scenario.tags.clone();
+            tags.insert(tag.0.clone(), tag.1.clone());
+            (tags, vec![tag])
+        } else {
+            (scenario.tags.clone(), Vec::new())
+        };
+        ScenarioContext {
+            exec: Some(scenario.exec_name().to_owned()),
+            env,
+            tags,
+            scenario_tag,
+        }
+    }
+
+    /// The context of the instance that runs `setup` and `teardown`: the
+    /// run's parameters, no tags.
+    pub fn lifecycle(spec: &RunSpec) -> ScenarioContext {
+        ScenarioContext {
+            exec: None,
+            env: spec.env.clone(),
+            tags: BTreeMap::new(),
+            scenario_tag: Vec::new(),
+        }
+    }
+
+    /// `key` with the `scenario` tag, for a sample that carries no VU tags.
+    pub fn key(&self, metric: &str, tags: impl IntoIterator<Item = (String, String)>) -> SeriesKey {
+        SeriesKey::new(
+            metric,
+            tags.into_iter().chain(self.scenario_tag.iter().cloned()),
+        )
+    }
 }
 
 /// Why a host function stopped the guest.
@@ -132,6 +189,8 @@ pub struct VuState {
     /// The instance's exported memory, once it is instantiated.
     pub(super) memory: Option<Memory>,
     pub(super) run: Arc<RunContext>,
+    /// The scenario this VU belongs to.
+    pub(super) scenario: Arc<ScenarioContext>,
     /// The current call must finish by then.
     pub(super) deadline: Instant,
     /// What the scenario said as it panicked in the current call (see
@@ -250,18 +309,20 @@ pub struct Vu {
     module: Arc<ScenarioModule>,
     store: Store<VuState>,
     instance: Instance,
-    iteration_fn: TypedFunc<(), ()>,
+    /// The scenario's `exec` function; `None` in the lifecycle instance.
+    iteration_fn: Option<TypedFunc<(), ()>>,
 }
 
 impl Vu {
-    /// Instantiates the module for VU `id` and runs its `init`.
+    /// Instantiates the module for VU `id` of `scenario` and runs its `init`.
     pub async fn new(
         module: Arc<ScenarioModule>,
         run: Arc<RunContext>,
+        scenario: Arc<ScenarioContext>,
         id: u64,
     ) -> Result<Vu, VuError> {
         let http = HttpClient::new(run.tls.clone());
-        Vu::instantiate(module, run, id, 0, http, VuOutput::new(id), true).await
+        Vu::instantiate(module, run, scenario, id, 0, http, VuOutput::new(id), true).await
     }
 
     /// An instance for the once-per-run entry points (`setup`, `teardown`)
@@ -269,14 +330,17 @@ impl Vu {
     pub async fn for_lifecycle(
         module: Arc<ScenarioModule>,
         run: Arc<RunContext>,
+        scenario: Arc<ScenarioContext>,
     ) -> Result<Vu, VuError> {
         let http = HttpClient::new(run.tls.clone());
-        Vu::instantiate(module, run, 0, 0, http, VuOutput::new(0), false).await
+        Vu::instantiate(module, run, scenario, 0, 0, http, VuOutput::new(0), false).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn instantiate(
         module: Arc<ScenarioModule>,
         run: Arc<RunContext>,
+        scenario: Arc<ScenarioContext>,
         id: u64,
         iteration: u64,
         http: HttpClient,
@@ -284,7 +348,7 @@ impl Vu {
         run_init: bool,
     ) -> Result<Vu, VuError> {
         let err = |message: String| VuError { vu: id, message };
-        let env: Vec<(&String, &String)> = run.env.iter().collect();
+        let env: Vec<(&String, &String)> = scenario.env.iter().collect();
         let wasi = WasiCtxBuilder::new()
             .stdout(output.stream(Fd::Stdout))
             .stderr(output.stream(Fd::Stderr))
@@ -301,8 +365,8 @@ impl Vu {
             iteration,
             result: Vec::new(),
             groups: Vec::new(),
-            tags: BTreeMap::new(),
-            base: Vec::new(),
+            tags: scenario.tags.clone(),
+            base: scenario.tags.clone().into_iter().collect(),
             http,
             ws: WsClient::new(run.tls.clone()),
             output,
@@ -312,6 +376,7 @@ impl Vu {
             setup_out: None,
             expected_statuses: None,
             run,
+            scenario: scenario.clone(),
         };
         let mut store = Store::new(module.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -332,9 +397,14 @@ impl Vu {
             .await
             .map_err(|e| err(format!("cannot instantiate the scenario: {e:#}")))?;
         store.data_mut().memory = instance.get_memory(&mut store, exports::MEMORY);
-        let iteration_fn = instance
-            .get_typed_func::<(), ()>(&mut store, exports::ITERATION)
-            .map_err(|e| err(format!("{e:#}")))?;
+        let iteration_fn = match &scenario.exec {
+            Some(exec) => Some(
+                instance
+                    .get_typed_func::<(), ()>(&mut store, exec)
+                    .map_err(|e| err(format!("the scenario's function `{exec}`: {e:#}")))?,
+            ),
+            None => None,
+        };
         let mut vu = Vu {
             id,
             module: module.clone(),
@@ -418,13 +488,18 @@ impl Vu {
     /// VU is not hidden.
     pub async fn iterate(self, scheduled: Instant) -> (Option<Vu>, Outcome) {
         let mut vu = self;
+        let Some(iteration_fn) = vu.iteration_fn.clone() else {
+            // Only the lifecycle instance has none, and it runs no iteration.
+            return (Some(vu), Outcome::Failed("abi"));
+        };
         vu.arm();
         let run = vu.store.data().run.clone();
+        let scenario = vu.store.data().scenario.clone();
         let deadline = vu.store.data().deadline;
         // The epoch callback and fusi's own host calls honour the deadline
         // and the stop; a host call that does not (a WASI sleep) is cut here,
         // a moment later, by dropping the call, which wasmtime unwinds.
-        let call = vu.iteration_fn.call_async(&mut vu.store, ());
+        let call = iteration_fn.call_async(&mut vu.store, ());
         let result = tokio::select! {
             r = call => Some(r),
             () = tokio::time::sleep_until(deadline + BACKSTOP) => None,
@@ -457,7 +532,7 @@ impl Vu {
                 };
                 run.recorder.add(
                     lane,
-                    SeriesKey::new(
+                    scenario.key(
                         names::ITERATIONS_FAILED,
                         [("reason".to_owned(), reason.to_owned())],
                     ),
@@ -495,6 +570,7 @@ impl Vu {
         match Vu::instantiate(
             module,
             state.run.clone(),
+            state.scenario.clone(),
             id,
             state.iteration,
             state.http,

@@ -478,10 +478,7 @@ impl Node {
             self.refuse(&run, reason);
             return;
         }
-        if let Err(e) = spec
-            .executor
-            .check_node_limit(&share.segment, self.core.me().vu_limit)
-        {
+        if let Err(e) = spec.check_node_limit(&share.segment, self.core.me().vu_limit) {
             warn!(run = %run, "refusing run {run}: {e}");
             self.refuse(&run, e.to_string());
             return;
@@ -1341,7 +1338,7 @@ impl Node {
             )),
             Outcome::Failed { reason } => Some(reason.clone()),
         });
-        let max_vus = u64::from(run.proposal.spec.executor.max_vus());
+        let max_vus = u64::from(run.proposal.spec.max_vus());
         let lost = run.lost(&view);
         let t0 = run.armed.as_ref().map(|a| a.t0_ns);
         let node_view = |id: &str, segment: Option<crate::core::segment::ExecutionSegment>| {
@@ -1432,7 +1429,7 @@ impl Node {
             id: run.id.clone(),
             phase: phase.name().to_owned(),
             reason,
-            executor: run.proposal.spec.executor.name().to_owned(),
+            executor: run.proposal.spec.executor_name(),
             module_sha256: run.proposal.spec.module_sha256.clone(),
             scenario: run.proposal.spec.scenario.clone(),
             proposer: run.proposer.clone(),
@@ -1446,7 +1443,7 @@ impl Node {
             }),
             t0_unix_ms: t0.map(|t| t as f64 / 1e6),
             elapsed_s: run.since_t0(at, &view),
-            duration_s: run.proposal.spec.executor.duration().as_secs_f64(),
+            duration_s: run.proposal.spec.duration().as_secs_f64(),
             start_skew_ms: skew,
             clock_bound_ms: bound,
             storage_error,
