@@ -349,6 +349,30 @@
     }), [false, true, true, true]);
   }
 
+  // A run with named scenarios: each scenario's executor, load and what
+  // its VUs measured. Hidden for a run of one unnamed scenario.
+  function scenarios(r, section) {
+    var all = obj(r.scenarios), names = Object.keys(all).sort();
+    if (!names.length) {
+      section.hidden = true;
+      return;
+    }
+    table(section, ['Scenario', 'Executor', 'Start', 'Load delivered', 'Iterations', 'Requests', 'Failed rate', 'p95',
+      'WebSocket sessions', 'Checks'], names.map(function (n) {
+      var sc = obj(all[n]), load = obj(sc.load), s = obj(sc.summary), h = obj(s.http), it = obj(s.iterations);
+      var unit = load.unit === 'vu_seconds' ? ' VU-s' : '';
+      var p = 0, f = 0;
+      arr(s.checks).map(obj).forEach(function (c) { p += num(c.passes) || 0; f += num(c.fails) || 0; });
+      var delivered = fmtInt(load.delivered) + ' of ' + fmtInt(load.planned) + unit + ' (' + fmtPct(load.ratio) + ')';
+      return [
+        el('span', 'mono', n), str(sc.executor) + ' · ' + str(sc.exec), fmtNum(num(sc.start_s)) + ' s',
+        load.short ? badge(delivered, 'fail') : delivered,
+        fmtInt(it.completed), fmtInt(h.requests), fmtPct(h.failed_rate), fmtMs(obj(h.duration).p95),
+        s.ws ? fmtInt(obj(s.ws).sessions) : '–', p + f ? fmtPct(p / (p + f)) + ' of ' + fmtInt(p + f) : '–'
+      ];
+    }), [false, false, true, true, true, true, true, true, true, true]);
+  }
+
   function regions(r, section) {
     var names = Object.keys(obj(r.regions)).sort();
     if (!names.length) {
@@ -406,8 +430,8 @@
       ['chart-region-p95', 'p95 request duration per region (ms)']
     ].forEach(function (f) { add(part(charts, 'figure', f[0]), el('h3', '', f[1])); });
     [
-      ['checks', 'Checks and errors'], ['groups', 'Groups'], ['custom', 'Custom metrics'],
-      ['regions', 'Regions'], ['nodes', 'Nodes']
+      ['scenarios', 'Scenarios'], ['checks', 'Checks and errors'], ['groups', 'Groups'],
+      ['custom', 'Custom metrics'], ['regions', 'Regions'], ['nodes', 'Nodes']
     ].forEach(function (s) { add(part(root, 'section', s[0]), el('h2', '', s[1])); });
   }
 
@@ -422,7 +446,7 @@
     report = obj(report);
     [
       ['meta', header], ['completeness', completeness], ['thresholds', thresholds],
-      ['numbers', numbers], ['charts', charts], ['checks', checks],
+      ['numbers', numbers], ['charts', charts], ['scenarios', scenarios], ['checks', checks],
       ['groups', groups], ['custom', custom], ['regions', regions], ['nodes', nodes]
     ].forEach(function (p) {
       var section = document.getElementById(p[0]);

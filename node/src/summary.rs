@@ -100,6 +100,7 @@ pub fn render_report(r: &RunReport) -> String {
         );
     }
     render_load(&mut out, r);
+    render_scenarios(&mut out, r);
     render_data(&mut out, r);
     out.push_str(&render(&r.summary, &r.scenario));
     if !r.thresholds.is_empty() {
@@ -110,6 +111,71 @@ pub fn render_report(r: &RunReport) -> String {
     }
     out.push_str(&render_warnings(r));
     out
+}
+
+/// In a run with named scenarios, one line per scenario: its executor,
+/// start and function, its load planned against delivered, and what its VUs
+/// measured.
+fn render_scenarios(out: &mut String, r: &RunReport) {
+    if r.scenarios.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  scenarios:");
+    for (name, sc) in &r.scenarios {
+        let load = &sc.load;
+        let start = if sc.start_s > 0.0 {
+            format!(" from {:.1}s", sc.start_s)
+        } else {
+            String::new()
+        };
+        let short = if load.short { ": SHORT" } else { "" };
+        let _ = writeln!(
+            out,
+            "    {name}: {}{start}, exec {}: {:.0} of {:.0} {} delivered ({:.1} %){short}",
+            sc.executor,
+            sc.exec,
+            load.delivered,
+            load.planned,
+            unit_name(load.unit),
+            load.ratio * 100.0
+        );
+        let s = &sc.summary;
+        let mut parts = vec![format!(
+            "{} iterations ({} failed, {} dropped)",
+            s.iterations.completed,
+            s.iterations.failed.values().sum::<u64>(),
+            s.iterations.dropped
+        )];
+        if s.http.requests > 0 {
+            parts.push(format!(
+                "{} requests, {:.2}% failed, p95 {}",
+                s.http.requests,
+                s.http.failed_rate * 100.0,
+                fmt_ms(s.http.duration.p95)
+            ));
+        }
+        if let Some(ws) = &s.ws {
+            parts.push(format!(
+                "{} WebSocket sessions, {} messages sent, {} received",
+                ws.sessions, ws.msgs_sent, ws.msgs_received
+            ));
+        }
+        let (passed, failed) = s
+            .checks
+            .iter()
+            .fold((0, 0), |(p, f), c| (p + c.passes, f + c.fails));
+        if passed + failed > 0 {
+            parts.push(format!("checks {passed} ✓ {failed} ✗"));
+        }
+        let _ = writeln!(out, "      {}", parts.join("; "));
+    }
+}
+
+fn unit_name(unit: LoadUnit) -> &'static str {
+    match unit {
+        LoadUnit::Iterations => "iterations",
+        LoadUnit::VuSeconds => "VU-seconds",
+    }
 }
 
 /// One line per data set: how many rows the draws used, and whether they
@@ -255,22 +321,33 @@ fn render_load(out: &mut String, r: &RunReport) {
     if load.planned <= 0.0 && load.delivered <= 0.0 {
         return;
     }
-    let unit = match load.unit {
-        LoadUnit::Iterations => "iterations",
-        LoadUnit::VuSeconds => "VU-seconds",
-    };
+    let unit = unit_name(load.unit);
     let verdict = if load.short {
         format!(": SHORT (--min-delivered {:.1} %)", load.min_ratio * 100.0)
     } else {
         String::new()
     };
-    let _ = writeln!(
-        out,
-        "  load: {:.0} of {:.0} {unit} delivered ({:.1} %){verdict}",
-        load.delivered,
-        load.planned,
-        load.ratio * 100.0
-    );
+    match &load.scenario {
+        Some(name) => {
+            let _ = writeln!(
+                out,
+                "  load: {:.1} % delivered by the scenario with the least of {}: {name}, {:.0} of {:.0} {unit}{verdict}",
+                load.ratio * 100.0,
+                r.scenarios.len(),
+                load.delivered,
+                load.planned,
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  load: {:.0} of {:.0} {unit} delivered ({:.1} %){verdict}",
+                load.delivered,
+                load.planned,
+                load.ratio * 100.0
+            );
+        }
+    }
     let name_of = |id: &str| {
         r.nodes
             .iter()

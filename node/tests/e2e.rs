@@ -37,6 +37,8 @@ mod packaging;
 mod reports;
 #[path = "e2e/runs.rs"]
 mod runs;
+#[path = "e2e/scenarios.rs"]
+mod scenarios;
 #[path = "e2e/sessions.rs"]
 mod sessions;
 #[path = "e2e/test_data.rs"]

@@ -91,11 +91,16 @@ pub mod prelude {}
 /// ```ignore
 /// fusi_sdk::scenario!(iteration = my_iteration);
 /// fusi_sdk::scenario!(init = per_vu_init, iteration = my_iteration, teardown = done);
+/// // Functions for a run file's scenarios (`exec = "browse"`), as k6's `exec`:
+/// fusi_sdk::scenario!(setup = login, exec browse = browse_shop, exec chat = chat_room);
 /// ```
 ///
 /// Each name is a `fn()` in scope, but `setup` may return data for the
-/// VUs (see [`SetupOutput`]). `setup`, `init` and `teardown` are optional;
-/// `iteration` is required. Use the macro once per crate.
+/// VUs (see [`SetupOutput`]). `setup`, `init` and `teardown` are optional.
+/// `iteration` is what a run of one scenario calls; `exec NAME = function`
+/// exports `function` as `NAME`, for the scenarios of a run file that name
+/// it in their `exec` key. A module needs `iteration` or at least one
+/// `exec`. Use the macro once per crate.
 ///
 /// A panic in an entry point fails that call; its message (`panicked at
 /// src/lib.rs:12:5: ...`) goes to the host, which says it with the failure.
@@ -104,7 +109,7 @@ pub mod prelude {}
 /// stops the build with an error that says how to build one.
 #[macro_export]
 macro_rules! scenario {
-    ($($entry:ident = $func:path),+ $(,)?) => {
+    ($($entry:ident $($exec:ident)? = $func:path),+ $(,)?) => {
         #[cfg(not(target_arch = "wasm32"))]
         ::core::compile_error!(
             "fusi scenarios build for WebAssembly: run `fusi-node build .` in the scenario crate, \
@@ -114,7 +119,16 @@ macro_rules! scenario {
         pub extern "C" fn __fusi_export_abi_version() -> i32 {
             $crate::abi::ABI_VERSION as i32
         }
-        $( $crate::scenario!(@entry $entry $func); )+
+        $( $crate::scenario!(@entry $entry $($exec)? $func); )+
+    };
+    (@entry exec $name:ident $func:path) => {
+        const _: () = {
+            #[unsafe(export_name = ::core::stringify!($name))]
+            extern "C" fn __fusi_export_exec() {
+                $crate::__install_panic_hook();
+                $func()
+            }
+        };
     };
     (@entry iteration $func:path) => {
         #[unsafe(export_name = "iteration")]
