@@ -1051,6 +1051,88 @@ mod tests {
         assert_eq!(report.outcome, "short");
     }
 
+    /// A run of two scenarios: `api`, 300 arrivals a second for 10 s, and
+    /// `chat`, 30 VUs for 5 s from 5 s in.
+    fn two_scenarios() -> RunSpec {
+        let mut spec = arrival_spec();
+        spec.scenarios[0].name = "api".into();
+        spec.scenarios.push(crate::spec::ScenarioSpec {
+            start_time: std::time::Duration::from_secs(5),
+            ..crate::spec::ScenarioSpec::default_with(Executor::ConstantVus {
+                vus: 30,
+                duration: std::time::Duration::from_secs(5),
+            })
+        });
+        spec.scenarios[1].name = "chat".into();
+        spec
+    }
+
+    /// A node's shards over `[0, 10)` s: each interval `api` and `chat`
+    /// iterations, tagged with their scenario.
+    fn scenario_shards(api: f64, chat: f64) -> Vec<Shard> {
+        ["a", "b", "c"]
+            .iter()
+            .flat_map(|n| {
+                (0..10).map(move |i| {
+                    let mut s = shard(n, "fra", i, i == 9);
+                    for (name, count) in [("api", api), ("chat", chat)] {
+                        let _ = s.series.add(
+                            &SeriesKey::new(
+                                names::ITERATIONS,
+                                [(crate::spec::SCENARIO_TAG.into(), name.into())],
+                            ),
+                            MetricKind::Counter,
+                            count,
+                        );
+                    }
+                    s
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_scenario_is_weighed_on_its_own_samples_and_the_weakest_decides() {
+        let spec = two_scenarios();
+        assert!(spec.has_named_scenarios());
+        let meta = thirds_meta(&spec, &[]);
+        let report = RunReport::build(&Report::from_shards("r", scenario_shards(100.0, 50.0)), &meta);
+        assert_eq!(report.outcome, "complete", "{:?}", report.load);
+        let api = &report.scenarios["api"];
+        assert_eq!(
+            (api.load.unit, api.load.planned, api.load.delivered),
+            (LoadUnit::Iterations, 3000.0, 3000.0),
+            "api counts its own iterations, not the chat's"
+        );
+        assert_eq!(api.summary.iterations.completed, 3000);
+        assert_eq!(api.executor, "constant-arrival-rate");
+        let chat = &report.scenarios["chat"];
+        assert_eq!(chat.start_s, 5.0);
+        assert_eq!(
+            (chat.load.unit, chat.load.planned, chat.load.delivered),
+            (LoadUnit::VuSeconds, 150.0, 150.0),
+            "30 VUs for the 5 s each node measured after the chat's start"
+        );
+        assert_eq!(chat.summary.iterations.completed, 1500);
+        assert!(chat.summary.timeline.is_empty());
+        assert_eq!(report.summary.iterations.completed, 4500);
+        // api fell 10 % short: the run is short, and its load line is api's.
+        let report = RunReport::build(&Report::from_shards("r", scenario_shards(90.0, 50.0)), &meta);
+        assert_eq!(report.outcome, "short");
+        assert_eq!(report.load.scenario.as_deref(), Some("api"));
+        assert_eq!((report.load.planned, report.load.delivered), (3000.0, 2700.0));
+        assert!(report.scenarios["api"].load.short && !report.scenarios["chat"].load.short);
+        assert_eq!(report.nodes.iter().map(|n| n.delivered).sum::<f64>(), 2700.0);
+        // A run of one unnamed scenario has no breakdown, and its JSON no
+        // `scenarios` key: reports of earlier runs read the same.
+        let one = RunReport::build(
+            &Report::from_shards("r", scenario_shards(100.0, 0.0)),
+            &thirds_meta(&arrival_spec(), &[]),
+        );
+        assert!(one.scenarios.is_empty() && one.load.scenario.is_none());
+        assert!(!String::from_utf8_lossy(&one.to_json()).contains("\"scenarios\""));
+    }
+
     #[test]
     fn a_run_that_delivered_its_plan_is_complete_and_one_that_lost_a_node_is_short() {
         let spec = arrival_spec();

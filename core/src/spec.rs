@@ -1223,4 +1223,66 @@ mod tests {
         assert_eq!(e.duration(), Duration::from_secs(2));
         assert!(e.validate().is_ok());
     }
+
+    #[test]
+    fn scenarios_are_checked_and_their_vu_ids_never_overlap() {
+        let constant = |vus| Executor::ConstantVus {
+            vus,
+            duration: Duration::from_secs(10),
+        };
+        let mut spec = RunSpec::new(String::new(), constant(3));
+        assert!(!spec.has_named_scenarios());
+        spec.scenarios[0].name = "api".into();
+        spec.scenarios.push(ScenarioSpec {
+            name: "chat".into(),
+            exec: Some("chat".into()),
+            start_time: Duration::from_secs(5),
+            ..ScenarioSpec::default_with(constant(5))
+        });
+        assert_eq!(spec.validate(), Ok(()));
+        assert!(spec.has_named_scenarios());
+        assert_eq!(spec.duration(), Duration::from_secs(15));
+        assert_eq!(spec.max_vus(), 8);
+        assert_eq!(spec.executor_name(), "constant-vus,constant-vus");
+        // Every VU id of both scenarios over three nodes, each once.
+        let thirds = ExecutionSegment::split(&[1, 1, 1]);
+        let mut ids = Vec::new();
+        for (index, scenario) in spec.scenarios.iter().enumerate() {
+            for segment in &thirds {
+                let first = spec.first_vu_id(index, segment);
+                let n = scenario.executor.share_vus(segment);
+                ids.extend(first..first + n);
+            }
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=8).collect::<Vec<u64>>());
+        let refused = |change: &dyn Fn(&mut RunSpec), says: &str| {
+            let mut bad = spec.clone();
+            change(&mut bad);
+            let e = bad.validate().expect_err(says);
+            assert!(e.0.contains(says), "{says}: {e}");
+        };
+        refused(&|s| s.scenarios[1].name = "api".into(), "two scenarios are named \"api\"");
+        refused(&|s| s.scenarios[1].name = "a b".into(), "not a scenario name");
+        refused(&|s| s.scenarios[1].exec = Some("teardown".into()), "entry point");
+        refused(&|s| s.scenarios[1].exec = Some("9lives".into()), "not a function name");
+        refused(&|s| s.scenarios[1].start_time = Duration::from_secs(8 * 24 * 3600), "start_time");
+        refused(&|s| s.scenarios.clear(), "no scenario");
+        refused(
+            &|s| s.scenarios[1].executor = constant(0),
+            "scenario \"chat\": --vus must be at least 1",
+        );
+        refused(
+            &|s| {
+                let one = s.scenarios[1].clone();
+                s.scenarios = (0..=MAX_SCENARIOS)
+                    .map(|i| ScenarioSpec {
+                        name: format!("s{i}"),
+                        ..one.clone()
+                    })
+                    .collect();
+            },
+            "scenarios, more than",
+        );
+    }
 }

@@ -297,7 +297,8 @@ struct RunArgs {
     /// flags without the dashes, and `scenario`: `rate = "200/s"`, `env = {
     /// TARGET = "..." }`, `threshold = ["..."]`. Flags given here override
     /// the file's; list flags add to its lists. Paths in it are relative to
-    /// it.
+    /// it. Several scenarios side by side are `[scenarios.NAME]` tables of
+    /// executor flags plus `exec`, `start_time`, `env` and `tags`.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
