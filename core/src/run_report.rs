@@ -1096,7 +1096,10 @@ mod tests {
         let spec = two_scenarios();
         assert!(spec.has_named_scenarios());
         let meta = thirds_meta(&spec, &[]);
-        let report = RunReport::build(&Report::from_shards("r", scenario_shards(100.0, 50.0)), &meta);
+        let report = RunReport::build(
+            &Report::from_shards("r", scenario_shards(100.0, 50.0)),
+            &meta,
+        );
         assert_eq!(report.outcome, "complete", "{:?}", report.load);
         let api = &report.scenarios["api"];
         assert_eq!(
@@ -1117,12 +1120,21 @@ mod tests {
         assert!(chat.summary.timeline.is_empty());
         assert_eq!(report.summary.iterations.completed, 4500);
         // api fell 10 % short: the run is short, and its load line is api's.
-        let report = RunReport::build(&Report::from_shards("r", scenario_shards(90.0, 50.0)), &meta);
+        let report = RunReport::build(
+            &Report::from_shards("r", scenario_shards(90.0, 50.0)),
+            &meta,
+        );
         assert_eq!(report.outcome, "short");
         assert_eq!(report.load.scenario.as_deref(), Some("api"));
-        assert_eq!((report.load.planned, report.load.delivered), (3000.0, 2700.0));
+        assert_eq!(
+            (report.load.planned, report.load.delivered),
+            (3000.0, 2700.0)
+        );
         assert!(report.scenarios["api"].load.short && !report.scenarios["chat"].load.short);
-        assert_eq!(report.nodes.iter().map(|n| n.delivered).sum::<f64>(), 2700.0);
+        assert_eq!(
+            report.nodes.iter().map(|n| n.delivered).sum::<f64>(),
+            2700.0
+        );
         // A run of one unnamed scenario has no breakdown, and its JSON no
         // `scenarios` key: reports of earlier runs read the same.
         let one = RunReport::build(

@@ -1262,11 +1262,26 @@ mod tests {
             let e = bad.validate().expect_err(says);
             assert!(e.0.contains(says), "{says}: {e}");
         };
-        refused(&|s| s.scenarios[1].name = "api".into(), "two scenarios are named \"api\"");
-        refused(&|s| s.scenarios[1].name = "a b".into(), "not a scenario name");
-        refused(&|s| s.scenarios[1].exec = Some("teardown".into()), "entry point");
-        refused(&|s| s.scenarios[1].exec = Some("9lives".into()), "not a function name");
-        refused(&|s| s.scenarios[1].start_time = Duration::from_secs(8 * 24 * 3600), "start_time");
+        refused(
+            &|s| s.scenarios[1].name = "api".into(),
+            "two scenarios are named \"api\"",
+        );
+        refused(
+            &|s| s.scenarios[1].name = "a b".into(),
+            "not a scenario name",
+        );
+        refused(
+            &|s| s.scenarios[1].exec = Some("teardown".into()),
+            "entry point",
+        );
+        refused(
+            &|s| s.scenarios[1].exec = Some("9lives".into()),
+            "not a function name",
+        );
+        refused(
+            &|s| s.scenarios[1].start_time = Duration::from_secs(8 * 24 * 3600),
+            "start_time",
+        );
         refused(&|s| s.scenarios.clear(), "no scenario");
         refused(
             &|s| s.scenarios[1].executor = constant(0),

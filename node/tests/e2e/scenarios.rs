@@ -185,3 +185,72 @@ fn two_scenarios_run_side_by_side_across_three_nodes_with_unique_users_and_one_r
     assert_eq!(first["scenarios"], report["scenarios"]);
     assert_eq!(first["completeness"]["complete"], true);
 }
+
+/// `--exec` picks the function of a run of one scenario; a function the
+/// module does not export is refused before any VU starts, naming the
+/// ones it does export, and so is a scenario table's.
+#[test]
+fn exec_runs_the_function_named_and_a_missing_one_is_named_before_the_run() {
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let module = scenario("shop_mix");
+    let module = module.to_str().unwrap_or_default();
+    let env = format!("TARGET={}", t.url());
+    let run = super::fusi(&[
+        "run",
+        module,
+        "--exec",
+        "chat",
+        "--vus",
+        "2",
+        "--duration",
+        "1s",
+        "--env",
+        &env,
+    ]);
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.stderr());
+    let report = run.report();
+    let sessions = num(&report["summary"], &["ws", "sessions"]);
+    assert!(sessions > 0.0, "{}", report["summary"]);
+    assert_eq!(sessions, t.stats().ws_sessions as f64);
+    assert_eq!(
+        num(&report["summary"], &["http", "requests"]),
+        0.0,
+        "chat sends no HTTP request"
+    );
+    assert!(
+        report.get("scenarios").is_none(),
+        "one unnamed scenario has no breakdown"
+    );
+    super::fails_with(
+        &[
+            "run",
+            module,
+            "--exec",
+            "browse",
+            "--vus",
+            "1",
+            "--duration",
+            "1s",
+            "--env",
+            &env,
+        ],
+        1,
+        "runs `browse`, which the module does not export (it exports: api, chat)",
+    );
+    let file = super::write_temp(
+        "no-exec.toml",
+        format!("scenario = {module:?}\n[scenarios.web]\nvus = 1\nduration = \"1s\"\n").as_bytes(),
+    );
+    super::fails_with(
+        &[
+            "run",
+            "--config",
+            file.to_str().unwrap_or_default(),
+            "--env",
+            &env,
+        ],
+        1,
+        "scenario \"web\" runs `iteration`, which the module does not export",
+    );
+}
