@@ -267,6 +267,38 @@ fn the_html_report_draws_its_charts_in_chromium() {
     ] {
         assert!(dom.contains(shown), "{shown} is not drawn: {dom}");
     }
+    assert!(
+        dom.contains("id=\"scenarios\" hidden"),
+        "a run of one scenario has no Scenarios table: {dom}"
+    );
+
+    // A run of two scenarios: its Scenarios table, a row each.
+    let _ = scenario("shop_mix");
+    let mix_page = dir.join("mix.html");
+    let run_file = super::repo().join("scenarios/shop-mix/run.toml");
+    let mix = fusi_out(
+        &[
+            "run",
+            "--config",
+            run_file.to_str().unwrap_or_default(),
+            "--env",
+            &format!("TARGET={}", t.url()),
+        ],
+        &mix_page,
+    );
+    assert!(mix.output.status.success(), "{}", mix.stderr());
+    chromium(&bin, &dir, "mix", &["--dump-dom"], &mix_page);
+    let dom = std::fs::read_to_string(dir.join("mix.stdout")).unwrap_or_default();
+    assert!(dom.contains("id=\"report\" data-state=\"ok\""), "{dom}");
+    assert!(!dom.contains("id=\"scenarios\" hidden"), "{dom}");
+    for shown in [
+        "<span class=\"mono\">api</span>",
+        "<span class=\"mono\">chat</span>",
+        "ramping-arrival-rate · api",
+        "constant-vus · chat",
+    ] {
+        assert!(dom.contains(shown), "{shown} is not drawn: {dom}");
+    }
 
     let blank = dir.join("blank.html");
     std::fs::write(&blank, "<!doctype html><title>blank</title>\n")
