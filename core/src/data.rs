@@ -170,12 +170,7 @@ pub fn check_specs(sets: &[DataSpec]) -> Result<(), DataError> {
 /// Checks a data set's name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits,
 /// `_` or `-`.
 pub fn check_name(name: &str) -> Result<(), DataError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
+    if crate::printable::is_plain_name(name, MAX_NAME_LEN) {
         Ok(())
     } else {
         Err(DataError(format!(

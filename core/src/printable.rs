@@ -15,6 +15,17 @@ pub fn escape_controls(chars: impl Iterator<Item = char>) -> String {
     out
 }
 
+/// Whether `name` is a plain name: 1 to `max_len` ASCII letters, digits,
+/// `_` or `-`, safe in a terminal, a file name, a tag value and a URL (the
+/// names of data sets and scenarios).
+pub fn is_plain_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

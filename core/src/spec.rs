@@ -192,12 +192,7 @@ impl ScenarioSpec {
 
 /// Checks a scenario's name: 1 to 64 letters, digits, `_` or `-`.
 pub fn check_scenario_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
+    if crate::printable::is_plain_name(name, 64) {
         Ok(())
     } else {
         Err(format!(
