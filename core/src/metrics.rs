@@ -18,7 +18,7 @@ use std::collections::btree_map::Entry;
 /// Built-in metric names, as k6 users know them.
 pub mod names {
     /// Every built-in metric.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 28] = [
         HTTP_REQS,
         HTTP_REQ_DURATION,
         HTTP_REQ_BLOCKED,
@@ -46,6 +46,7 @@ pub mod names {
         WS_SESSIONS,
         WS_MSGS_SENT,
         WS_MSGS_RECEIVED,
+        CONNECTIONS_PACED,
     ];
     /// Requests made (counter).
     pub const HTTP_REQS: &str = "http_reqs";
@@ -102,6 +103,9 @@ pub mod names {
     pub const WS_MSGS_SENT: &str = "ws_msgs_sent";
     /// WebSocket messages received (counter).
     pub const WS_MSGS_RECEIVED: &str = "ws_msgs_received";
+    /// New connections that waited for one of the node's opening slots
+    /// (`--max-connecting`) before they connected (counter).
+    pub const CONNECTIONS_PACED: &str = "connections_paced";
 }
 
 /// The identity of a series: a metric and its tags, sorted by key.

@@ -678,6 +678,7 @@ impl Report {
                 duration_buckets: buckets(duration.as_ref()),
                 phases,
                 by_status,
+                connections_paced: counter(names::CONNECTIONS_PACED) as u64,
             },
             errors,
             iterations: IterationSummary {
@@ -955,6 +956,14 @@ pub struct HttpSummary {
     pub phases: BTreeMap<String, Percentiles>,
     /// Requests by status code (`0`: no response).
     pub by_status: BTreeMap<String, u64>,
+    /// New connections that waited for one of a node's opening slots
+    /// (`--max-connecting`); how long is in the `blocked` phase.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub connections_paced: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Iteration totals.

@@ -67,6 +67,10 @@ pub struct RunSpec {
     /// Test data shipped with the module (`--data NAME=FILE`), by sha256.
     #[serde(default)]
     pub data: Vec<DataSpec>,
+    /// The most new connections each node opens at once, each holding its
+    /// slot until its first response (`--max-connecting`); 0 for no limit.
+    #[serde(default = "default_max_connecting")]
+    pub max_connecting: u32,
     /// The module's `setup` already ran, once, on the node the run was
     /// submitted to: no node runs it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -99,6 +103,14 @@ pub enum OnLoss {
 
 /// The default of [`RunSpec::min_delivered`]: 99 % of the plan.
 pub const DEFAULT_MIN_DELIVERED: f64 = 0.99;
+
+/// The default of [`RunSpec::max_connecting`]: under the accept backlog
+/// of common servers (nginx's 511, tokio's 1024).
+pub const DEFAULT_MAX_CONNECTING: u32 = 256;
+
+fn default_max_connecting() -> u32 {
+    DEFAULT_MAX_CONNECTING
+}
 
 fn default_min_delivered() -> f64 {
     DEFAULT_MIN_DELIVERED
@@ -252,6 +264,7 @@ impl RunSpec {
             on_loss: OnLoss::Redistribute,
             expected_statuses: ExpectedStatuses::default(),
             data: Vec::new(),
+            max_connecting: DEFAULT_MAX_CONNECTING,
             setup_ran: false,
             setup_data: None,
         }

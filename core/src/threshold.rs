@@ -341,7 +341,7 @@ pub fn builtin_kind(metric: &str) -> Option<MetricKind> {
     Some(match metric {
         HTTP_REQS | ERRORS | DATA_SENT | DATA_RECEIVED | ITERATIONS | ITERATIONS_FAILED
         | DROPPED_ITERATIONS | DATA_ROWS_USED | DATA_EXHAUSTED | WS_SESSIONS | WS_MSGS_SENT
-        | WS_MSGS_RECEIVED => MetricKind::Counter,
+        | WS_MSGS_RECEIVED | CONNECTIONS_PACED => MetricKind::Counter,
         HTTP_REQ_DURATION
         | HTTP_REQ_BLOCKED
         | HTTP_REQ_CONNECTING

@@ -493,6 +493,17 @@ pub fn render(s: &Summary, scenario: &str) -> String {
         ),
     );
     line(&mut out, 2, "http_req_duration", &latency(&h.duration));
+    if h.connections_paced > 0 {
+        line(
+            &mut out,
+            2,
+            "connections_paced",
+            &format!(
+                "{}  new connections waited for an opening slot (--max-connecting; the wait is in blocked)",
+                h.connections_paced
+            ),
+        );
+    }
     for (phase, p) in &h.phases {
         if p.count > 0 && p.max > 0.0 {
             line(&mut out, 4, phase, &latency(p));

@@ -222,16 +222,13 @@ async fn work(
     };
     let recorder = Arc::new(Recorder::new());
     let spec = &job.spec;
+    // One set of opening slots for every VU of the share.
+    let settings = job
+        .settings
+        .clone()
+        .with_max_connecting(spec.max_connecting);
     let context = |stop: CancellationToken, fence: bool, setup_data: Option<Arc<Vec<u8>>>| {
-        run_context(
-            spec,
-            &recorder,
-            &job.settings,
-            &data,
-            stop,
-            fence,
-            setup_data,
-        )
+        run_context(spec, &recorder, &settings, &data, stop, fence, setup_data)
     };
     // On a mesh, `setup` ran once where the run was submitted, and what it
     // returned came with the spec; on one machine it runs here.

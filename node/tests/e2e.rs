@@ -961,3 +961,60 @@ fn a_scenario_declares_thresholds_in_its_module() {
         Ok(vec![])
     );
 }
+
+/// 20 VUs that start together, one request each to a target that answers
+/// in 50 ms, with `--max-connecting 2`: two connections open at once, each
+/// holding its slot until its first response, so 18 connections wait
+/// (`connections_paced`), their wait is in `blocked`, and every request
+/// still succeeds. With `--max-connecting 0` none waits.
+#[test]
+fn new_connections_are_paced_and_the_summary_says_so() {
+    let _g = serial();
+    let t = target(TargetConfig {
+        latency: Latency::Fixed(Duration::from_millis(50)),
+        ..TargetConfig::default()
+    });
+    let env = format!("TARGET={}", t.url());
+    let hello = scenario("hello");
+    let hello = hello.to_str().unwrap_or_default();
+    let args = |max: &'static str| {
+        vec![
+            "run",
+            hello,
+            "--vus",
+            "20",
+            "--iterations",
+            "20",
+            "--max-connecting",
+            max,
+            "--env",
+            &env,
+        ]
+    };
+    let paced = fusi(&args("2"));
+    assert_eq!(paced.output.status.code(), Some(0), "{}", paced.stderr());
+    let http = &paced.report()["summary"]["http"];
+    assert_eq!(num(http, &["requests"]), 20.0);
+    assert_eq!(num(http, &["failed"]), 0.0);
+    assert_eq!(num(http, &["connections_paced"]), 18.0, "{http}");
+    let blocked = num(http, &["phases", "blocked", "max"]);
+    assert!(
+        blocked >= 200.0,
+        "the last of ten pairs waited for four pairs' 50 ms at least: {blocked} ms"
+    );
+    assert!(
+        paced.stdout().contains("connections_paced"),
+        "{}",
+        paced.stdout()
+    );
+    let unpaced = fusi(&args("0"));
+    assert_eq!(
+        unpaced.output.status.code(),
+        Some(0),
+        "{}",
+        unpaced.stderr()
+    );
+    let http = &unpaced.report()["summary"]["http"];
+    assert_eq!(num(http, &["requests"]), 20.0);
+    assert!(http["connections_paced"].is_null(), "{http}");
+}

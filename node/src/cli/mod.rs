@@ -357,6 +357,14 @@ struct RunArgs {
     /// within about 1.5 s of going silent, at once when its process is gone.
     #[arg(long, value_enum, default_value = "redistribute")]
     on_loss: OnLossArg,
+    /// The most new connections each node opens at once, each holding its
+    /// slot until its first response: thousands of VUs starting together
+    /// would overflow the target's accept queue (its dropped SYNs are
+    /// retried only after 1 s, then 3 s). A connection that waited counts
+    /// in `connections_paced`, and its wait in `http_req_blocked`. 0 opens
+    /// them all at once, as k6 does.
+    #[arg(long, value_name = "N", default_value_t = crate::core::spec::DEFAULT_MAX_CONNECTING)]
+    max_connecting: u32,
     /// An iteration that runs longer fails with reason `timeout` (1ms to 24h).
     #[arg(long, value_parser = duration_arg, default_value = "60s")]
     iteration_timeout: Duration,
@@ -823,6 +831,7 @@ impl RunArgs {
             OnLossArg::Abort => OnLoss::Abort,
         };
         spec.expected_statuses = self.expected_statuses.clone();
+        spec.max_connecting = self.max_connecting;
         spec.targets = if self.targets.is_empty() {
             targets_from_env(&self.env)
         } else {

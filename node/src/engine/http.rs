@@ -58,6 +58,9 @@ pub struct ClientSettings {
     http1_config: Arc<rustls::ClientConfig>,
     source_ip: Option<std::net::IpAddr>,
     allow: Option<Arc<crate::core::allow::AllowList>>,
+    /// Slots for new connections (`--max-connecting`), each held from the
+    /// connect to the first response on it; `None` for no limit.
+    opening: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ClientSettings {
@@ -76,6 +79,16 @@ impl ClientSettings {
         allow: Option<Arc<crate::core::allow::AllowList>>,
     ) -> ClientSettings {
         self.allow = allow;
+        self
+    }
+
+    /// Lets at most `n` new connections open at once (0: no limit), each
+    /// holding its slot until the first response on it arrives: thousands
+    /// of VUs that start together would otherwise overflow the target's
+    /// accept queue, whose dropped SYNs are retried only after 1 s, 3 s.
+    /// The slots are shared by every client made from these settings.
+    pub fn with_max_connecting(mut self, n: u32) -> ClientSettings {
+        self.opening = (n > 0).then(|| Arc::new(tokio::sync::Semaphore::new(n as usize)));
         self
     }
 
@@ -101,6 +114,7 @@ impl ClientSettings {
         Ok(ClientSettings {
             source_ip: None,
             allow: None,
+            opening: None,
             config: Arc::new(config),
             http1_config: Arc::new(http1_config),
         })
@@ -114,6 +128,8 @@ pub struct Exchange {
     pub bytes_sent: u64,
     /// Bytes read from the socket for this request (headers included).
     pub bytes_received: u64,
+    /// It opened a connection that waited for an opening slot.
+    pub paced: bool,
 }
 
 /// A response as the client got it, or the reason there is none: what the
@@ -476,9 +492,28 @@ impl HttpClient {
             }
             None => None,
         };
+        // A new connection holds an opening slot until its first response.
+        let mut _slot = None;
         let i = match reusable {
             Some(i) => i,
             None => {
+                if let Some(opening) = &self.tls.opening {
+                    let slot = match opening.clone().try_acquire_owned() {
+                        Ok(slot) => slot,
+                        Err(_) => {
+                            exchange.paced = true;
+                            let waited = Instant::now();
+                            let slot = opening.clone().acquire_owned().await.map_err(|_| {
+                                Failure(ErrorKind::Connect, "the run is over".to_owned())
+                            })?;
+                            // Waiting for a slot is `blocked`, as k6's wait
+                            // for a free connection is.
+                            timings.dns_us += micros(waited.elapsed());
+                            slot
+                        }
+                    };
+                    _slot = Some(slot);
+                }
                 // Boxed: the connect future (TLS state included) is large, and
                 // would otherwise be copied around with every request's future.
                 let conn = Box::pin(connect(&target.origin, &self.tls, timings)).await?;
@@ -715,7 +750,7 @@ pub(super) async fn open(
                     )
                 })?
                 .collect();
-            timings.dns_us = micros(t.elapsed());
+            timings.dns_us += micros(t.elapsed());
             found
         }
     };

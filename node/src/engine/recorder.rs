@@ -157,6 +157,8 @@ struct Lane {
     errors: FxHashMap<(&'static str, String), u64>,
     sent: u64,
     received: u64,
+    /// New connections that waited for an opening slot.
+    paced: u64,
 }
 
 impl Lane {
@@ -224,6 +226,7 @@ impl Lane {
         for (metric, bytes) in [
             (names::DATA_SENT, &mut self.sent),
             (names::DATA_RECEIVED, &mut self.received),
+            (names::CONNECTIONS_PACED, &mut self.paced),
         ] {
             if *bytes > 0 {
                 let _ = out.merge(&SeriesKey::new(metric, []), &Value::Counter(*bytes as f64));
@@ -462,6 +465,7 @@ impl Recorder {
         }
         l.sent += ex.bytes_sent;
         l.received += ex.bytes_received;
+        l.paced += u64::from(ex.paced);
     }
 
     /// Adds one sample of a WebSocket trend (`ws_connecting`,

@@ -27,6 +27,9 @@ struct Sample {
     peak_kib: f64,
     requests: f64,
     failed: f64,
+    /// The highest requests/s of the report's intervals that start in the
+    /// first 5 s: how fast the VUs' first connections opened.
+    early_rps: f64,
 }
 
 /// Runs the benchmark.
@@ -61,12 +64,13 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             let vus = sizes[i];
             let s = measure(setup, &hello, &target.url, vus, duration, &tmp)?;
             eprintln!(
-                "round {}: {} VUs: peak RSS {} KiB, {} requests ({} failed)",
+                "round {}: {} VUs: peak RSS {} KiB, {} requests ({} failed), {} requests/s at best in the first 5 s",
                 round + 1,
                 num(f64::from(vus), 0),
                 num(s.peak_kib, 0),
                 num(s.requests, 0),
-                num(s.failed, 0)
+                num(s.failed, 0),
+                num(s.early_rps, 0)
             );
             row[i] = Some(s);
         }
@@ -75,9 +79,9 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     println!();
     println!(
-        "| VUs | peak RSS KiB, median (min–max) | KiB per VU above {BASE_VUS} VUs | requests/s | failed |"
+        "| VUs | peak RSS KiB, median (min–max) | KiB per VU above {BASE_VUS} VUs | requests/s | best requests/s in the first 5 s | failed |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (i, vus) in sizes.iter().enumerate() {
         let peaks: Vec<f64> = rounds.iter().map(|r| r[i].peak_kib).collect();
         let per_vu: Vec<f64> = rounds
@@ -89,8 +93,9 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             .map(|r| r[i].requests / duration.as_secs_f64())
             .collect();
         let failed: Vec<f64> = rounds.iter().map(|r| r[i].failed).collect();
+        let early: Vec<f64> = rounds.iter().map(|r| r[i].early_rps).collect();
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             num(f64::from(*vus), 0),
             spread_cell(&peaks, 0),
             if i == 0 {
@@ -99,6 +104,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
                 spread_cell(&per_vu, 1)
             },
             spread_cell(&rps, 0),
+            spread_cell(&early, 0),
             spread_cell(&failed, 0),
         );
     }
@@ -213,9 +219,18 @@ fn measure(
         .pointer("/summary/http/failed")
         .and_then(serde_json::Value::as_f64)
         .unwrap_or(0.0);
+    let early_rps = report
+        .pointer("/summary/timeline")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p["t_s"].as_f64().is_some_and(|t| t < 5.0))
+        .filter_map(|p| p["rps"].as_f64())
+        .fold(0.0, f64::max);
     Ok(Sample {
         peak_kib: peak,
         requests: run.requests,
         failed,
+        early_rps,
     })
 }
