@@ -701,7 +701,11 @@ fn node_load(
             .sum::<f64>();
     let delivered = match plan.unit {
         LoadUnit::VuSeconds => {
-            let measured = report.active_ms_of(id).saturating_sub(plan.start_ms) as f64;
+            // The time the node measured within the scenario.
+            let measured = report
+                .active_ms_of(id)
+                .saturating_sub(plan.start_ms)
+                .min(plan.duration_ms) as f64;
             let own_vus = segment.map_or(0.0, |s| plan.vus_of(s));
             let vu_ms = own_vus * measured
                 + taken

@@ -1939,8 +1939,8 @@ impl RunsCore {
                 .collect();
             let mut eligible = select(&run.id, eligible, &run.proposal);
             let max_vus = u64::from(run.proposal.spec.max_vus());
-            // With fewer VUs than nodes, a node whose share has no VU could
-            // run none of its iterations or arrivals: it takes no part (not
+            // With fewer VUs than nodes, a node whose share has no VU of a
+            // scenario could run none of its iterations or arrivals: it takes no part (not
             // with region weights, where a region's only node must stay).
             if run.proposal.weights.is_none()
                 && let Ok(shares) = assign::assign(&run.id, &eligible, None, max_vus)
@@ -1948,7 +1948,21 @@ impl RunsCore {
                 let spec = &run.proposal.spec;
                 let idle: BTreeSet<String> = shares
                     .iter()
-                    .filter(|s| spec.share_vus(&s.segment) == 0)
+                    .filter(|s| {
+                        // No VU at all; or none for work split apart from
+                        // the VUs (shared iterations, arrivals), which would
+                        // be left undone (a closed model's VUs carry their
+                        // own work).
+                        spec.share_vus(&s.segment) == 0
+                            || spec.scenarios.iter().any(|sc| {
+                                matches!(
+                                    sc.executor,
+                                    crate::spec::Executor::SharedIterations { .. }
+                                        | crate::spec::Executor::ConstantArrivalRate { .. }
+                                        | crate::spec::Executor::RampingArrivalRate { .. }
+                                ) && sc.executor.share_vus(&s.segment) == 0
+                            })
+                    })
                     .map(|s| s.node.clone())
                     .collect();
                 if !idle.is_empty() && idle.len() < shares.len() {

@@ -25,7 +25,10 @@ pub struct RunSpec {
     /// The scenarios the run drives side by side, each with its executor
     /// (k6's `options.scenarios`): one, named [`DEFAULT_SCENARIO`], for a
     /// run given by flags; those of a run file's `[scenarios.NAME]`
-    /// tables otherwise. Never empty in a valid spec.
+    /// tables otherwise. Never empty in a valid spec. A spec written
+    /// before runs had scenarios (its `executor` alone) reads as one
+    /// [`DEFAULT_SCENARIO`].
+    #[serde(alias = "executor", deserialize_with = "scenarios_or_executor")]
     pub scenarios: Vec<ScenarioSpec>,
     /// Run parameters (`--env K=V`), visible to the scenario.
     pub env: BTreeMap<String, String>,
@@ -108,6 +111,9 @@ pub const DEFAULT_MIN_DELIVERED: f64 = 0.99;
 /// of common servers (nginx's 511, tokio's 1024).
 pub const DEFAULT_MAX_CONNECTING: u32 = 256;
 
+/// The most `--max-connecting` may be.
+pub const MAX_CONNECTING: u32 = 1_000_000;
+
 fn default_max_connecting() -> u32 {
     DEFAULT_MAX_CONNECTING
 }
@@ -116,11 +122,46 @@ fn default_min_delivered() -> f64 {
     DEFAULT_MIN_DELIVERED
 }
 
+/// `scenarios`, or the one `executor` of a spec stored or sent before runs
+/// had scenarios.
+fn scenarios_or_executor<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ScenarioSpec>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Scenarios(Vec<ScenarioSpec>),
+        Executor(Executor),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Scenarios(scenarios) => scenarios,
+        Either::Executor(executor) => vec![ScenarioSpec::default_with(executor)],
+    })
+}
+
 /// The name of the one scenario of a run given by flags, as k6 names it.
 pub const DEFAULT_SCENARIO: &str = "default";
 
 /// The most scenarios one run may have.
 pub const MAX_SCENARIOS: usize = 32;
+
+/// The most tags one scenario may give its samples.
+pub const MAX_SCENARIO_TAGS: usize = 32;
+
+/// The most env values one scenario may add to the run's.
+pub const MAX_SCENARIO_ENV: usize = 256;
+
+/// Tags a scenario's `tags` may not set: fusi sets them on every sample.
+pub const RESERVED_SCENARIO_TAGS: [&str; 8] = [
+    SCENARIO_TAG,
+    "group",
+    "name",
+    "method",
+    "status",
+    "region",
+    "check",
+    "overflow",
+];
 
 /// The longest `start_time` a scenario may have: the longest a run lasts.
 pub const MAX_START_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -192,6 +233,29 @@ impl ScenarioSpec {
         if let Some(exec) = &self.exec {
             check_exec_name(exec).map_err(named)?;
         }
+        if self.tags.len() > MAX_SCENARIO_TAGS || self.env.len() > MAX_SCENARIO_ENV {
+            return Err(named(format!(
+                "{} tags and {} env values: a scenario may have at most {MAX_SCENARIO_TAGS} and \
+                 {MAX_SCENARIO_ENV}",
+                self.tags.len(),
+                self.env.len()
+            )));
+        }
+        let long = |(k, v): (&String, &String)| k.len() > 128 || v.len() > 4096;
+        if self.tags.iter().any(long) || self.env.iter().any(long) {
+            return Err(named(
+                "a tag or env key is longer than 128 bytes, or its value than 4096".into(),
+            ));
+        }
+        if let Some(key) = self
+            .tags
+            .keys()
+            .find(|k| RESERVED_SCENARIO_TAGS.contains(&k.as_str()))
+        {
+            return Err(named(format!(
+                "the tag `{key}` is set by fusi itself: give the scenario's tags other names"
+            )));
+        }
         if self.start_time > MAX_START_TIME {
             return Err(named(format!(
                 "start_time {} is past the 7 days a run may last",
@@ -226,7 +290,7 @@ pub fn check_exec_name(exec: &str) -> Result<(), String> {
         && exec.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !identifier {
         return Err(format!(
-            "exec {:?} is not a function name: give the name the scenario exports,              an identifier of at most 64 letters, digits and `_`",
+            "exec {:?} is not a function name: give the name the scenario exports, an identifier of at most 64 letters, digits and `_`",
             crate::printable::escape_controls(exec.chars().take(80))
         ));
     }
@@ -332,6 +396,12 @@ impl RunSpec {
             )));
         }
         check_specs(&self.data).map_err(|e| SpecError(format!("--data: {e}")))?;
+        if self.max_connecting > MAX_CONNECTING {
+            return Err(SpecError(format!(
+                "--max-connecting (max_connecting) of {} is out of range: give 0 (no limit) to {MAX_CONNECTING}",
+                self.max_connecting
+            )));
+        }
         if let Some(data) = &self.setup_data {
             let max = fusi_sdk::abi::MAX_SETUP_DATA_BYTES;
             if data.len() > max || !self.setup_ran {
@@ -441,7 +511,7 @@ impl RunSpec {
     fn check_scenarios(&self) -> Result<(), SpecError> {
         if self.scenarios.is_empty() {
             return Err(SpecError(
-                "the run has no scenario: give an executor's flags (--vus, --duration, --rate,                  --stages), or [scenarios.NAME] tables in a run file"
+                "the run has no scenario: give an executor's flags (--vus, --duration, --rate, --stages), or [scenarios.NAME] tables in a run file"
                     .into(),
             ));
         }
@@ -1307,5 +1377,60 @@ mod tests {
             },
             "scenarios, more than",
         );
+    }
+
+    #[test]
+    fn a_spec_written_before_scenarios_reads_as_one_default_scenario() {
+        let spec = RunSpec::new(
+            "ab".repeat(32),
+            Executor::ConstantVus {
+                vus: 3,
+                duration: Duration::from_secs(10),
+            },
+        );
+        let mut old = serde_json::to_value(&spec).expect("json");
+        let executor = old["scenarios"][0]["executor"].clone();
+        if let Some(fields) = old.as_object_mut() {
+            fields.remove("scenarios");
+            fields.insert("executor".into(), executor);
+        }
+        let read: RunSpec = serde_json::from_value(old).expect("an old spec reads");
+        assert_eq!(read, spec);
+        assert!(!read.has_named_scenarios());
+        // And the stored form, CBOR, round-trips the new one.
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&spec, &mut bytes).expect("cbor");
+        let back: RunSpec = ciborium::from_reader(bytes.as_slice()).expect("cbor reads");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn a_scenarios_tags_are_bounded_and_may_not_be_fusis_own() {
+        let mut spec = RunSpec::new(
+            String::new(),
+            Executor::ConstantVus {
+                vus: 1,
+                duration: Duration::from_secs(1),
+            },
+        );
+        spec.scenarios[0].tags.insert("team".into(), "api".into());
+        assert_eq!(spec.validate(), Ok(()));
+        for key in ["scenario", "group", "status"] {
+            let mut bad = spec.clone();
+            bad.scenarios[0].tags.insert(key.into(), "x".into());
+            let e = bad.validate().expect_err(key);
+            assert!(e.0.contains("set by fusi itself"), "{key}: {e}");
+        }
+        let mut many = spec.clone();
+        many.scenarios[0].tags = (0..=MAX_SCENARIO_TAGS)
+            .map(|i| (format!("t{i}"), "x".into()))
+            .collect();
+        assert!(many.validate().is_err());
+        let mut long = spec.clone();
+        long.scenarios[0].env.insert("K".into(), "v".repeat(5000));
+        assert!(long.validate().is_err());
+        let mut connecting = spec.clone();
+        connecting.max_connecting = MAX_CONNECTING + 1;
+        assert!(connecting.validate().is_err());
     }
 }

@@ -60,7 +60,7 @@ pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTE
 pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
 
 /// The version of the run messages; a node ignores other versions.
-pub const RUN_PROTOCOL: u32 = 2;
+pub const RUN_PROTOCOL: u32 = 3;
 
 /// The most candidates a proposal may name.
 pub const MAX_CANDIDATES: usize = 4096;

@@ -254,8 +254,18 @@ pub async fn run(
     let run_id = new_run_id();
     let mut record = LocalRun {
         id: run_id.clone(),
+        // Parameters may hold secrets: the record keeps none, the
+        // scenarios' own neither.
         spec: RunSpec {
             env: BTreeMap::new(),
+            scenarios: spec
+                .scenarios
+                .iter()
+                .map(|s| crate::core::spec::ScenarioSpec {
+                    env: BTreeMap::new(),
+                    ..s.clone()
+                })
+                .collect(),
             ..spec.clone()
         },
         outcome: "running".to_owned(),

@@ -6,7 +6,7 @@ use super::*;
 use crate::assign::RegionWeight;
 use crate::leader::ranking;
 use crate::rng::Rng;
-use crate::spec::{Executor, RunSpec};
+use crate::spec::{Executor, RunSpec, ScenarioSpec};
 use crate::wire;
 
 const TICK: Duration = Duration::from_millis(10);
@@ -1945,4 +1945,33 @@ fn with_fewer_vus_than_nodes_a_node_without_a_vu_gets_no_share() {
     let iterations: u64 = plan.shares.iter().map(|a| a.segment.scale(100)).sum();
     assert_eq!(vus, vec![1, 1]);
     assert_eq!(iterations, 100, "every iteration has a node with a VU");
+}
+
+#[test]
+fn a_node_without_a_vu_for_a_scenarios_shared_work_gets_no_share() {
+    // api: 40 looping VUs; cron: 2 VUs sharing 100 iterations. Over four
+    // nodes, two would own cron iterations and no cron VU to run them.
+    let mut sim = Sim::new(&[("fra", 4)], 0, 97);
+    let mut s = spec(40, 5);
+    s.scenarios[0].name = "api".into();
+    s.scenarios.push(ScenarioSpec {
+        name: "cron".into(),
+        ..ScenarioSpec::default_with(Executor::SharedIterations {
+            vus: 2,
+            iterations: 100,
+            max_duration: Duration::from_secs(5),
+        })
+    });
+    let run = sim.submit(0, s, None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let r = sim.nodes[0]
+        .core
+        .get(&run)
+        .unwrap_or_else(|| panic!("no run"));
+    let plan = r.plan.as_ref().unwrap_or_else(|| panic!("no plan"));
+    assert_eq!(plan.shares.len(), 2, "{:?}", plan.shares);
+    let cron_vus: Vec<u64> = plan.shares.iter().map(|a| a.segment.scale(2)).collect();
+    assert_eq!(cron_vus, vec![1, 1]);
+    let api_vus: u64 = plan.shares.iter().map(|a| a.segment.scale(40)).sum();
+    assert_eq!(api_vus, 40);
 }

@@ -833,7 +833,12 @@ impl RunArgs {
         spec.expected_statuses = self.expected_statuses.clone();
         spec.max_connecting = self.max_connecting;
         spec.targets = if self.targets.is_empty() {
-            targets_from_env(&self.env)
+            // The scenarios' own parameters name targets too.
+            let mut env = self.env.clone();
+            for scenario in &spec.scenarios {
+                env.extend(scenario.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            targets_from_env(&env)
         } else {
             self.targets.clone()
         };

@@ -974,14 +974,14 @@ async fn report_of(api: &ApiArgs, which: &str) -> anyhow::Result<RunReport> {
             .with_context(|| format!("cannot read the report {}", path.display()))?;
         return serde_json::from_slice(&bytes).with_context(|| {
             format!(
-                "{} is not a fusi report: give a file that `--out x.json` or `fusi-node report                  RUN --format json` wrote, or a run id",
+                "{} is not a fusi report: give a file that `--out x.json` or `fusi-node report RUN --format json` wrote, or a run id",
                 path.display()
             )
         });
     }
     if !valid_run_id(which) {
         bail!(
-            "{which:?} is neither a report file nor a run id: give a report JSON file, or a run              id as `fusi-node runs` lists them"
+            "{which:?} is neither a report file nor a run id: give a report JSON file, or a run id as `fusi-node runs` lists them"
         );
     }
     match ReportSource::find(api, which, false).await? {

@@ -45,7 +45,8 @@ use crate::core::spec::{Executor, RunSpec, Share};
 /// Part of a lost node's share, to run besides this node's own.
 #[derive(Debug, Clone)]
 pub struct TakeOver {
-    /// The part, and the first VU id of its VUs.
+    /// The part (its VUs' ids follow from its segment, scenario by
+    /// scenario: see [`RunSpec::first_vu_id`]).
     pub share: Share,
     /// From when, after the start: arrivals due before are not this
     /// node's; VUs start at once.
@@ -78,8 +79,10 @@ struct ScenarioRunner {
     executor: Executor,
     /// When it starts, after the run's start.
     start_time: Duration,
-    /// VU ids of the scenarios before it, across all nodes.
-    vu_base: u64,
+    /// The run, for its VU ids.
+    spec: Arc<RunSpec>,
+    /// Its place among the run's scenarios.
+    index: usize,
     share: Share,
     progress: Arc<Progress>,
 }
@@ -99,23 +102,21 @@ impl ShareRunner {
         share: Share,
         progress: Arc<Progress>,
     ) -> Self {
-        let mut vu_base = 0u64;
+        let shared = Arc::new(spec.clone());
         let scenarios = spec
             .scenarios
             .iter()
-            .map(|scenario| {
-                let runner = ScenarioRunner {
-                    module: module.clone(),
-                    run: run.clone(),
-                    scenario: Arc::new(ScenarioContext::of(spec, scenario)),
-                    executor: scenario.executor.clone(),
-                    start_time: scenario.start_time,
-                    vu_base,
-                    share: share.clone(),
-                    progress: progress.clone(),
-                };
-                vu_base = vu_base.saturating_add(u64::from(scenario.executor.max_vus()));
-                runner
+            .enumerate()
+            .map(|(index, scenario)| ScenarioRunner {
+                module: module.clone(),
+                run: run.clone(),
+                scenario: Arc::new(ScenarioContext::of(spec, scenario)),
+                executor: scenario.executor.clone(),
+                start_time: scenario.start_time,
+                spec: shared.clone(),
+                index,
+                share: share.clone(),
+                progress: progress.clone(),
             })
             .collect();
         ShareRunner {
@@ -149,7 +150,7 @@ impl ScenarioRunner {
     /// scenarios before it, then the segments' offsets, so no two VUs of a
     /// run share one.
     async fn new_vu(&self, segment: &ExecutionSegment, index: u64) -> Result<Vu, VuError> {
-        let first = self.vu_base + segment.offset(u64::from(self.executor.max_vus())) + 1;
+        let first = self.spec.first_vu_id(self.index, segment);
         let vu = Vu::new(
             self.module.clone(),
             self.run.clone(),
@@ -271,6 +272,10 @@ impl ScenarioRunner {
     fn take_over(self: Arc<Self>, part: TakeOver, run_start: Instant, tasks: &mut JoinSet<()>) {
         let start = run_start + self.start_time;
         let end = start + self.executor.duration();
+        if Instant::now() >= end {
+            // This scenario is over: nothing of it to take.
+            return;
+        }
         // The handoff is timed from the run's start, the scenario from its own.
         let since = part.since.saturating_sub(self.start_time);
         match self.executor.clone() {

@@ -75,9 +75,10 @@ fn truncate_at_char(s: &mut String, max: usize) {
         s.truncate(end);
     }
 }
-/// Tags the host (or the report, for `region`) sets itself; a scenario may
-/// not set them as VU tags.
-const RESERVED_TAGS: [&str; 7] = [
+/// Tags the host (or the report, for `region`; the run, for `scenario`)
+/// sets itself; a scenario may not set them as VU tags.
+const RESERVED_TAGS: [&str; 8] = [
+    crate::core::spec::SCENARIO_TAG,
     "name",
     crate::core::report::REGION_TAG,
     "method",
@@ -560,7 +561,10 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         imports::TAG_REMOVE,
         |mut caller: Caller<'_, VuState>, kp: u32, kl: u32| -> HostResult<()> {
             let key = read_str(&mut caller, kp, kl, "the tag key")?;
-            caller.data_mut().remove_tag(&key);
+            // The `scenario` tag is the run's: per-scenario counts rely on it.
+            if key != crate::core::spec::SCENARIO_TAG {
+                caller.data_mut().remove_tag(&key);
+            }
             Ok(())
         },
     )?;

@@ -219,12 +219,17 @@ enum Sender {
 
 /// Waits for a response and reads its whole body (up to [`MAX_BODY`] kept,
 /// none of it when `discard`).
+/// An opening slot held for a new connection (see
+/// [`ClientSettings::with_max_connecting`]) is given back once the
+/// response's head arrived.
 async fn read_response(
     response: impl Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
     discard: bool,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<(http::response::Parts, Vec<u8>, Instant), Failure> {
     let response = response.await.map_err(classify_hyper)?;
     let first_byte = Instant::now();
+    drop(slot);
     let (parts, mut body) = response.into_parts();
     let mut data = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -493,13 +498,13 @@ impl HttpClient {
             None => None,
         };
         // A new connection holds an opening slot until its first response.
-        let mut _slot = None;
+        let mut slot = None;
         let i = match reusable {
             Some(i) => i,
             None => {
                 if let Some(opening) = &self.tls.opening {
-                    let slot = match opening.clone().try_acquire_owned() {
-                        Ok(slot) => slot,
+                    let taken = match opening.clone().try_acquire_owned() {
+                        Ok(taken) => taken,
                         Err(_) => {
                             exchange.paced = true;
                             let waited = Instant::now();
@@ -512,7 +517,7 @@ impl HttpClient {
                             slot
                         }
                     };
-                    _slot = Some(slot);
+                    slot = Some(taken);
                 }
                 // Boxed: the connect future (TLS state included) is large, and
                 // would otherwise be copied around with every request's future.
@@ -572,9 +577,13 @@ impl HttpClient {
         let sent_at = Instant::now();
         let (parts, data, first_byte) = match &mut conn.sender {
             Sender::H1 { tx, driver } => {
-                drive(driver, read_response(tx.send_request(request), discard)).await
+                drive(
+                    driver,
+                    read_response(tx.send_request(request), discard, slot),
+                )
+                .await
             }
-            Sender::H2(tx) => read_response(tx.send_request(request), discard).await,
+            Sender::H2(tx) => read_response(tx.send_request(request), discard, slot).await,
         }?;
         timings.waiting_us = micros(first_byte - sent_at);
         timings.receiving_us = micros(first_byte.elapsed());

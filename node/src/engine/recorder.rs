@@ -606,6 +606,7 @@ mod tests {
         let ex = Exchange {
             bytes_sent: 100,
             bytes_received: 200,
+            paced: false,
         };
         let req = RequestTags {
             method: "GET",
