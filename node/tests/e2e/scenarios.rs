@@ -172,6 +172,21 @@ fn two_scenarios_run_side_by_side_across_three_nodes_with_unique_users_and_one_r
         "{text}"
     );
 
+    eprintln!(
+        "two scenarios over 3 nodes: api {api_iterations} of {planned} iterations, {} different users \
+         each once; chat {sessions} sessions, {} messages sent, {}; nodes {:?}",
+        logins.len(),
+        num(chat, &["summary", "ws", "msgs_sent"]),
+        chat["load"],
+        nodes
+            .iter()
+            .map(|n| (
+                n["name"].as_str().unwrap_or_default().to_owned(),
+                num(n, &["summary", "data", "users", "used"]),
+                num(n, &["summary", "ws", "sessions"])
+            ))
+            .collect::<Vec<_>>()
+    );
     // One report, byte for byte, on every node.
     let mut reports = vec![String::new(); apis.len()];
     let same = wait_for(Duration::from_secs(30), || {
