@@ -533,11 +533,15 @@ fn scenario_table_arg(s: &str) -> Result<ScenarioSpec, String> {
     let table = ScenarioTable::try_parse_from(&flags).map_err(|e| {
         let text = e.render().to_string();
         let text = text.trim_start_matches("error: ").trim_end();
-        fail(format!(
-            "{}; its keys are an executor's flags of `fusi-node run` (executor, vus, duration, \
-             iterations, rate, stages, start, max_vus) and exec, start_time, env and tags",
-            text.lines().next().unwrap_or(text)
-        ))
+        let first = text.lines().next().unwrap_or(text);
+        if e.kind() == clap::error::ErrorKind::UnknownArgument {
+            fail(format!(
+                "{first}; its keys are an executor's flags of `fusi-node run` (executor, vus, \
+                 duration, iterations, rate, stages, start, max_vus) and exec, start_time, env and tags"
+            ))
+        } else {
+            fail(first.to_owned())
+        }
     })?;
     let executor = table.load.executor().map_err(|e| fail(e.to_string()))?;
     let scenario = ScenarioSpec {
