@@ -323,14 +323,17 @@ struct RunArgs {
     data: Vec<(String, PathBuf)>,
     /// How `data::next` draws rows: `shared` (every node walks every row,
     /// starting over at the end) or `unique` (each row goes to one draw in
-    /// the whole mesh: the rows are split among the nodes as the load is).
-    #[arg(long, value_enum, default_value = "shared")]
-    data_mode: data::DataModeArg,
+    /// the whole mesh: the rows are split among the nodes as the load is);
+    /// `NAME=MODE` for one set; repeatable, the last word for a set wins
+    /// [default: shared].
+    #[arg(long, value_name = "[NAME=]MODE", value_parser = data::mode_arg)]
+    data_mode: Vec<data::PerSet<data::DataModeArg>>,
     /// When a node's rows of a `unique` set run out: `stop` (its draws fail
     /// and its share winds down; the report says the data ran out) or
-    /// `wrap` (it starts over at its first row).
-    #[arg(long, value_enum, default_value = "stop")]
-    data_exhausted: data::ExhaustedArg,
+    /// `wrap` (it starts over at its first row); `NAME=WHAT` for one set;
+    /// repeatable [default: stop].
+    #[arg(long, value_name = "[NAME=]WHAT", value_parser = data::exhausted_arg)]
+    data_exhausted: Vec<data::PerSet<data::ExhaustedArg>>,
     /// Write the report to this file: HTML for .html, CSV (the timeline)
     /// for .csv, text for .txt, JUnit XML for .xml, else JSON; repeatable, one file each. Each
     /// is checked before the run starts: its directory must exist and be
@@ -979,7 +982,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // so does a report that could not be written at the end.
     let mut spec = args.spec()?;
     check_outs(&args.out)?;
-    let (data_specs, data) = data::load(&args.data, args.data_mode, args.data_exhausted)?;
+    let (data_specs, data) = data::load(&args.data, &args.data_mode, &args.data_exhausted)?;
     spec.data = data_specs;
     // A directory is a scenario crate: build it, then run what it built.
     let scenario = if args.scenario.is_dir() {
