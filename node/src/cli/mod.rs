@@ -54,7 +54,7 @@ enum Cmd {
     /// Run a scenario, across the mesh of a running node or on this machine, and
     /// print the end-of-test summary.
     #[command(after_long_help = RUN_EXAMPLES, args_override_self = true)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the runs a node knows, or show one run and its nodes.
     #[command(after_long_help = runs::RUNS_EXAMPLES)]
     Runs(runs::RunsArgs),
@@ -78,7 +78,7 @@ enum Cmd {
     New(new::NewArgs),
     /// Start a long-running node that joins (or starts) a mesh.
     #[command(after_long_help = mesh::UP_EXAMPLES)]
-    Up(mesh::UpArgs),
+    Up(Box<mesh::UpArgs>),
     /// Write a new mesh key: nodes talk only to nodes with the same key.
     Keygen(mesh::KeygenArgs),
     /// List the members of the mesh, as a running node sees them.
@@ -1457,8 +1457,8 @@ pub fn main() -> ExitCode {
         Cmd::Simulate(args) => simulate::run(&args),
         Cmd::Completions(args) => completions(&args),
         Cmd::Man(args) => man(&args),
-        Cmd::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
-        Cmd::Up(args) => runtime().and_then(|rt| rt.block_on(mesh::up(args))),
+        Cmd::Run(args) => runtime().and_then(|rt| rt.block_on(run(*args))),
+        Cmd::Up(args) => runtime().and_then(|rt| rt.block_on(mesh::up(*args))),
         Cmd::Peers(args) => runtime().and_then(|rt| rt.block_on(mesh::peers(args))),
         Cmd::Status(args) => runtime().and_then(|rt| rt.block_on(mesh::status(args))),
         Cmd::New(args) => new::new(&args),
@@ -1639,7 +1639,7 @@ mod tests {
                 if !args.contains(&"--api") {
                     run.api = None;
                 }
-                Ok(run)
+                Ok(*run)
             }
             _ => bail!("not a run"),
         }
