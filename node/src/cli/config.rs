@@ -22,7 +22,7 @@
 //!
 //! Several scenarios side by side, as k6's `options.scenarios`, are
 //! `[scenarios.NAME]` tables: each holds an executor's flags (`executor`,
-//! `vus`, `duration`, `iterations`, `rate`, `stages`, `start`, `max_vus`)
+//! `vus`, `duration`, `iterations`, `rate`, `stages`, `start`, `max_vus`, `time_unit`)
 //! and the scenario's own `exec` (the exported function its VUs run),
 //! `start_time`, `env` and `tags`. A table becomes a hidden
 //! `--scenario-table NAME=JSON` flag, parsed by the same executor flags.

@@ -451,10 +451,15 @@ struct LoadArgs {
     #[arg(long, value_parser = rate_arg)]
     rate: Option<Rate>,
     /// Ramp stages DURATION:TARGET,..., for example 10s:100,30s:100,10s:0.
-    /// Targets are VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
+    /// Targets are VUs (ramping-vus) or iterations per --time-unit, a second
+    /// by default (ramping-arrival-rate).
     #[arg(long, value_parser = stages_arg)]
     stages: Option<Stages>,
-    /// Starting VUs (ramping-vus) or iterations per second (ramping-arrival-rate).
+    /// The unit of ramping-arrival-rate's --start and stage targets, for
+    /// example 1m for iterations per minute (k6's timeUnit) [default: 1s].
+    #[arg(long, value_parser = duration_arg)]
+    time_unit: Option<Duration>,
+    /// Starting VUs (ramping-vus) or iterations per --time-unit (ramping-arrival-rate).
     #[arg(long, default_value_t = 0.0)]
     start: f64,
     /// The most VUs an arrival-rate executor may use [default: the larger of --vus and 100].
@@ -540,7 +545,7 @@ fn scenario_table_arg(s: &str) -> Result<ScenarioSpec, String> {
         if e.kind() == clap::error::ErrorKind::UnknownArgument {
             fail(format!(
                 "{first}; its keys are an executor's flags of `fusi-node run` (executor, vus, \
-                 duration, iterations, rate, stages, start, max_vus) and exec, start_time, env and tags"
+                 duration, iterations, rate, stages, start, max_vus, time_unit) and exec, start_time, env and tags"
             ))
         } else {
             fail(first.to_owned())
@@ -697,6 +702,7 @@ impl LoadArgs {
             || self.stages.is_some()
             || self.start != 0.0
             || self.max_vus.is_some()
+            || self.time_unit.is_some()
     }
 
     /// The executor the flags describe; the error names the flag to fix.
@@ -746,6 +752,15 @@ impl LoadArgs {
         if self.vus.is_some() && name == RampingVus {
             bail!("ramping-vus starts from --start VUs and follows --stages; drop --vus");
         }
+        if self.time_unit.is_some_and(|u| u.is_zero()) {
+            bail!("--time-unit must be more than 0: give for example 1s or 1m");
+        }
+        if self.time_unit.is_some() && name != RampingArrivalRate {
+            bail!(
+                "--time-unit applies to ramping-arrival-rate only; constant-arrival-rate takes its \
+                 unit in --rate (for example 30/1m)"
+            );
+        }
         if self.start != 0.0 && !matches!(name, RampingVus | RampingArrivalRate) {
             bail!("--start applies to ramping-vus and ramping-arrival-rate only");
         }
@@ -785,7 +800,7 @@ impl LoadArgs {
             },
             RampingArrivalRate => Executor::RampingArrivalRate {
                 start_rate: self.start,
-                time_unit: Duration::from_secs(1),
+                time_unit: self.time_unit.unwrap_or(Duration::from_secs(1)),
                 stages: self
                     .stages
                     .clone()
@@ -809,7 +824,7 @@ impl RunArgs {
                 bail!(
                     "the run file names scenarios ([scenarios.NAME]), each with its executor: the \
                      executor flags (--executor, --vus, --duration, --iterations, --rate, --stages, \
-                     --start, --max-vus, --exec) apply to a run of one scenario; set them in a \
+                     --start, --max-vus, --time-unit, --exec) apply to a run of one scenario; set them in a \
                      scenario's table instead"
                 );
             }
@@ -1543,6 +1558,41 @@ mod tests {
             Cmd::Run(run) => run.spec(),
             _ => bail!("not a run"),
         }
+    }
+
+    #[test]
+    fn a_ramping_arrival_rate_takes_its_time_unit() {
+        let s = spec(&[
+            "--executor",
+            "ramping-arrival-rate",
+            "--stages",
+            "1m:120",
+            "--time-unit",
+            "1m",
+            "--vus",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(s.scenarios[0].executor.peak_rate_per_second(), Some(2.0));
+        let e = spec(&["--rate", "5/s", "--duration", "1s", "--time-unit", "1m"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--time-unit applies to ramping-arrival-rate"),
+            "{e}"
+        );
+        let e = spec(&[
+            "--executor",
+            "ramping-arrival-rate",
+            "--stages",
+            "1s:1",
+            "--time-unit",
+            "0s",
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("--time-unit must be more than 0"),
+            "{e}"
+        );
     }
 
     #[test]
