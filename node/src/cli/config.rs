@@ -163,6 +163,54 @@ fn has_positional(args: &[OsString]) -> bool {
     false
 }
 
+/// A value that stands for one argument: a string or a number. The error
+/// names `key`.
+fn scalar(key: &str, v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => Err(format!("`{key}` holds {v}: give a string or a number")),
+    }
+}
+
+/// The flags of one key of a run file or of a `[scenarios.NAME]` table:
+/// `--KEY VALUE`, `--KEY ITEM` for each item of a list, `--KEY K=V` for
+/// each entry of a table, a bare `--KEY` for `true` and nothing for
+/// `false`. `arg` turns a value into its argument (a path relative to the
+/// file, for the keys that name files). The error names the key.
+pub(super) fn key_flags(
+    key: &str,
+    value: &Value,
+    arg: &dyn Fn(&str) -> OsString,
+) -> Result<Vec<OsString>, String> {
+    let dashed: OsString = format!("--{}", key.replace('_', "-")).into();
+    let mut flags = Vec::new();
+    match value {
+        Value::Bool(true) => flags.push(dashed),
+        Value::Bool(false) => {}
+        Value::Array(items) => {
+            for item in items {
+                flags.push(dashed.clone());
+                flags.push(arg(&scalar(key, item)?));
+            }
+        }
+        Value::Object(pairs) => {
+            for (k, v) in pairs {
+                let mut pair = OsString::from(format!("{k}="));
+                pair.push(arg(&scalar(key, v)?));
+                flags.push(dashed.clone());
+                flags.push(pair);
+            }
+        }
+        Value::Null => return Err(format!("`{key}` has no value")),
+        v => {
+            flags.push(dashed);
+            flags.push(arg(&scalar(key, v)?));
+        }
+    }
+    Ok(flags)
+}
+
 /// A run file as flags, and the scenario it names.
 struct FileFlags {
     flags: Vec<OsString>,
@@ -236,48 +284,12 @@ fn flags_of(file: &Path) -> Result<FileFlags, String> {
                 s.into()
             }
         };
-        let scalar = |v: &Value| -> Result<String, String> {
-            match v {
-                Value::String(s) => Ok(s.clone()),
-                Value::Number(n) => Ok(n.to_string()),
-                _ => Err(fail(format!(
-                    "`{key}` holds {v}: give a string or a number"
-                ))),
-            }
-        };
         if flag == "scenario" {
-            scenario = Some(path(&scalar(&value)?));
+            let name = scalar(&key, &value).map_err(fail)?;
+            scenario = Some(path(&name));
             continue;
         }
-        let dashed: OsString = format!("--{flag}").into();
-        match &value {
-            Value::Bool(true) => flags.push(dashed),
-            Value::Bool(false) => {}
-            Value::Array(items) => {
-                for item in items {
-                    flags.push(dashed.clone());
-                    flags.push(path(&scalar(item)?));
-                }
-            }
-            Value::Object(pairs) => {
-                for (k, v) in pairs {
-                    let v = scalar(v)?;
-                    flags.push(dashed.clone());
-                    if flag == "data" {
-                        let mut pair = OsString::from(format!("{k}="));
-                        pair.push(path(&v));
-                        flags.push(pair);
-                    } else {
-                        flags.push(format!("{k}={v}").into());
-                    }
-                }
-            }
-            Value::Null => return Err(fail(format!("`{key}` has no value"))),
-            v => {
-                flags.push(dashed);
-                flags.push(path(&scalar(v)?));
-            }
-        }
+        flags.extend(key_flags(&key, &value, &path).map_err(fail)?);
     }
     Ok(FileFlags { flags, scenario })
 }

@@ -508,35 +508,9 @@ fn scenario_table_arg(s: &str) -> Result<ScenarioSpec, String> {
             "is not a table: write [scenarios.NAME] with KEY = VALUE lines".into(),
         ));
     };
-    let mut flags: Vec<String> = Vec::new();
-    for (key, value) in keys {
-        let flag = format!("--{}", key.replace('_', "-"));
-        let scalar = |v: &serde_json::Value| match v {
-            serde_json::Value::String(s) => Ok(s.clone()),
-            serde_json::Value::Number(n) => Ok(n.to_string()),
-            v => Err(fail(format!(
-                "`{key}` holds {v}: give a string or a number"
-            ))),
-        };
-        match &value {
-            serde_json::Value::Object(pairs) => {
-                for (k, v) in pairs {
-                    flags.push(flag.clone());
-                    flags.push(format!("{k}={}", scalar(v)?));
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for item in items {
-                    flags.push(flag.clone());
-                    flags.push(scalar(item)?);
-                }
-            }
-            serde_json::Value::Bool(true) => flags.push(flag),
-            v => {
-                flags.push(flag);
-                flags.push(scalar(v)?);
-            }
-        }
+    let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in &keys {
+        flags.extend(config::key_flags(key, value, &|s| s.into()).map_err(fail)?);
     }
     let table = ScenarioTable::try_parse_from(&flags).map_err(|e| {
         let text = e.render().to_string();
