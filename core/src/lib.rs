@@ -18,6 +18,7 @@ pub mod membership;
 pub mod mesh;
 pub mod metrics;
 pub mod module_name;
+pub mod node;
 pub mod printable;
 pub mod report;
 pub mod rng;

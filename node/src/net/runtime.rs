@@ -37,7 +37,8 @@ use crate::core::clock::{Exchange, STEP_MARGIN_NS};
 use crate::core::latency::LatencyMap;
 use crate::core::membership::{Event, Heartbeat};
 use crate::core::mesh::bootstrap::MAX_RESOLVED;
-use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore, Seed, SeedName};
+use crate::core::mesh::{Action, Health, LocalNode, Seed, SeedName};
+use crate::core::node::{CoreConfig, NodeCore, Output};
 use crate::core::runs::MONOTONIC_ORIGIN;
 use crate::core::wire::{self, MEMBERS_TOPIC, Request, Response};
 use crate::net::behaviour::{Behaviour, BehaviourEvent, build_swarm};
@@ -204,7 +205,7 @@ const KEY_HINT: &str = "if that node runs, check that both use the same mesh key
 
 struct Node {
     swarm: Swarm<Behaviour>,
-    core: MeshCore,
+    core: NodeCore,
     started: Instant,
     /// The wall clock minus the monotonic clock at the last tick, ns: when
     /// it moves by more than a step's margin, the wall clock stepped.
@@ -255,7 +256,6 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
     let (worker_tx, mut worker_rx) = mpsc::unbounded_channel();
     let runs = runs::Runs::open(
-        &peer_id.to_string(),
         store.path(),
         config.allow_target.clone(),
         config.source_ip,
@@ -326,7 +326,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let partition = EmulatedPartition::new(config.emulate_partition_file.clone());
     let mut node = Node {
         swarm,
-        core: MeshCore::new(me, MeshConfig::default(), bootstrap, MONOTONIC_ORIGIN),
+        core: NodeCore::new(me, CoreConfig::default(), bootstrap, MONOTONIC_ORIGIN),
         started: Instant::now(),
         wall_skew: None,
         topic,
@@ -382,10 +382,10 @@ impl Node {
     /// acknowledgements, and members that miss it drop this node after its
     /// silence anyway).
     async fn say_goodbye(&mut self) {
-        if self.core.connected_count() == 0 {
+        if self.core.mesh().connected_count() == 0 {
             return;
         }
-        let action = self.core.leave(self.health);
+        let action = self.core.mesh_mut().leave(self.health);
         self.act(action);
         let _ = tokio::time::timeout(Duration::from_millis(300), async {
             loop {
@@ -419,16 +419,27 @@ impl Node {
     }
 
     fn tick(&mut self) {
-        let now = self.now();
-        self.watch_own_clock(now);
-        self.partition.refresh(now);
+        let at = self.at();
+        self.watch_own_clock(at.now);
+        self.partition.refresh(at.now);
         let busy = self.runs_a_share();
-        self.core.set_busy(busy, now);
-        for action in self.core.tick(now, self.health) {
-            self.act(action);
+        self.core.mesh_mut().set_busy(busy, at.now);
+        self.retry_fetches(at);
+        self.core.handle_timeout(at, self.health, &self.runs);
+        self.flush_core();
+        self.after_runs_tick(at);
+    }
+
+    /// Carries out what the core decided.
+    fn flush_core(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Mesh(action) => self.act(action),
+                Output::Run(action) => self.run_action(action),
+                Output::AskShards { run, peer } => self.ask_shards(run, &peer),
+                Output::AskRuns { peer, known } => self.ask_runs(&peer, known),
+            }
         }
-        self.runs_tick();
-        self.sync_tick();
     }
 
     /// Tells the core when this node's wall clock stepped (NTP, a resumed
@@ -444,7 +455,7 @@ impl Node {
                 "this node's wall clock stepped by {:+.3} s: its clock estimates start again",
                 skew.saturating_sub(last) as f64 / 1e9
             );
-            self.core.on_own_clock_step(now);
+            self.core.mesh_mut().on_own_clock_step(now);
         }
     }
 
@@ -525,6 +536,7 @@ impl Node {
     /// Seconds until the seed at `index` is dialed or resolved again.
     fn retry_in(&self, index: usize) -> f64 {
         self.core
+            .mesh()
             .bootstrap_retry_at(index)
             .map(|at| at.saturating_sub(self.now()).as_secs_f64())
             .unwrap_or(0.0)
@@ -540,7 +552,7 @@ impl Node {
                     "cannot reach the bootstrap node {addr} (an address of {name}): {error}; \
                      resolving the name again in {retry:.0} s ({KEY_HINT})"
                 );
-                if self.core.connected_count() == 0 {
+                if self.core.mesh().connected_count() == 0 {
                     warn!("{line}");
                 } else {
                     debug!("{line}");
@@ -583,8 +595,11 @@ impl Node {
             name,
             answer,
         } = resolved;
-        let alone = self.core.connected_count() == 0;
-        let dials = self.core.on_resolved(index, answer.as_deref().ok());
+        let alone = self.core.mesh().connected_count() == 0;
+        let dials = self
+            .core
+            .mesh_mut()
+            .on_resolved(index, answer.as_deref().ok());
         let retry = self.retry_in(index);
         match &answer {
             Err(e) => {
@@ -713,10 +728,10 @@ impl Node {
             Inbound::Heartbeat { source, via, hb } => {
                 let label = format!("{} ({}) {}", hb.name, hb.region, hb.id);
                 let id = source.to_string();
-                match self.core.on_heartbeat(&id, hb, now) {
+                match self.core.mesh_mut().on_heartbeat(&id, hb, now) {
                     Ok(event) => {
                         // Labels only for members: strangers must not grow it.
-                        if self.core.region_of(&id).is_some() {
+                        if self.core.mesh().region_of(&id).is_some() {
                             self.labels.insert(id, label);
                         }
                         if let Some(event) = event {
@@ -736,7 +751,7 @@ impl Node {
                 channel,
             } => {
                 let t2 = wall_ns();
-                let response = if self.core.may_answer_clock(&peer.to_string()) {
+                let response = if self.core.mesh().may_answer_clock(&peer.to_string()) {
                     Response::Clock {
                         t1,
                         t2,
@@ -769,6 +784,7 @@ impl Node {
                 channel,
             } => self.answer_runs_known(peer, &known, channel),
             Inbound::Answer { channel, response } => {
+                self.core.shards_answer_sent();
                 let _ = self
                     .swarm
                     .behaviour_mut()
@@ -816,7 +832,7 @@ impl Node {
                     }
                     Response::Clock { t1, t2, t3 } if t1 == sent_t1 => {
                         let exchange = Exchange { t1, t2, t3, t4 };
-                        if !self.core.on_clock_answer(&peer.to_string(), exchange, now) {
+                        if !self.core.mesh_mut().on_clock_answer(&peer.to_string(), exchange, now) {
                             self.warn_once(format!("clock:{peer}"), || {
                                 format!("dropped a clock answer from {peer} with impossible timestamps")
                             });
@@ -838,20 +854,21 @@ impl Node {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 println!("p2p listening on {address}/p2p/{}", self.peer_id);
-                let mut listen = self.core.listen().to_vec();
+                let mut listen = self.core.mesh().listen().to_vec();
                 listen.push(address.to_string());
-                self.core.set_listen(listen);
+                self.core.mesh_mut().set_listen(listen);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 let gone = address.to_string();
                 let listen = self
                     .core
+                    .mesh()
                     .listen()
                     .iter()
                     .filter(|a| **a != gone)
                     .cloned()
                     .collect();
-                self.core.set_listen(listen);
+                self.core.mesh_mut().set_listen(listen);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -861,11 +878,11 @@ impl Node {
             } => {
                 if let Some((index, addr)) = self.bootstrap_dials.remove(&connection_id) {
                     info!(peer = %peer_id, "joined the mesh through the bootstrap node {addr}");
-                    self.core.on_bootstrap_connected(index, &addr);
+                    self.core.mesh_mut().on_bootstrap_connected(index, &addr);
                 }
                 if num_established.get() == 1 {
                     debug!(peer = %peer_id, "connected");
-                    self.core.on_connected(&peer_id.to_string());
+                    self.core.mesh_mut().on_connected(&peer_id.to_string());
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -877,7 +894,7 @@ impl Node {
                 self.bootstrap_dials.remove(&connection_id);
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
-                    self.core.on_disconnected(&peer_id.to_string());
+                    self.core.mesh_mut().on_disconnected(&peer_id.to_string());
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -900,7 +917,7 @@ impl Node {
                     if let Some(peer) = peer_id
                         && error.to_string().contains("Connection refused")
                     {
-                        self.core.on_dial_refused(&peer.to_string());
+                        self.core.mesh_mut().on_dial_refused(&peer.to_string());
                     }
                 }
             }
@@ -933,7 +950,7 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
-                    if peer == self.peer_id || self.core.is_connected(&peer.to_string()) {
+                    if peer == self.peer_id || self.core.mesh().is_connected(&peer.to_string()) {
                         continue;
                     }
                     debug!(%peer, %addr, "found by mDNS");
@@ -1008,6 +1025,7 @@ impl Node {
                 let via = propagation_source.to_string();
                 let region = self
                     .core
+                    .mesh()
                     .region_of(&via)
                     .map(str::to_owned)
                     .unwrap_or_else(|| hb.region.clone());
@@ -1042,7 +1060,12 @@ impl Node {
         what: &str,
         decoded: Result<Inbound, String>,
     ) -> gossipsub::MessageAcceptance {
-        let Some(region) = self.core.region_of(&source.to_string()).map(str::to_owned) else {
+        let Some(region) = self
+            .core
+            .mesh()
+            .region_of(&source.to_string())
+            .map(str::to_owned)
+        else {
             debug!(%source, "a {what} from a node that is not a member (yet)");
             return gossipsub::MessageAcceptance::Ignore;
         };
@@ -1050,6 +1073,7 @@ impl Node {
             Ok(inbound) => {
                 let region = self
                     .core
+                    .mesh()
                     .region_of(&via.to_string())
                     .map(str::to_owned)
                     .unwrap_or(region);
@@ -1068,7 +1092,11 @@ impl Node {
     fn on_rpc(&mut self, event: request_response::Event<Request, Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => {
-                let region = self.core.region_of(&peer.to_string()).map(str::to_owned);
+                let region = self
+                    .core
+                    .mesh()
+                    .region_of(&peer.to_string())
+                    .map(str::to_owned);
                 let inbound = match message {
                     request_response::Message::Request {
                         request, channel, ..
@@ -1120,22 +1148,22 @@ impl Node {
         let now = self.now();
         match query {
             Query::Status(reply) => {
-                let me = self.core.me();
+                let me = self.core.mesh().me();
                 let _ = reply.send(StatusView {
                     id: me.id.clone(),
                     name: me.name.clone(),
                     region: me.region.clone(),
                     version: me.version.clone(),
                     uptime_s: now.as_secs_f64(),
-                    listen: self.core.listen().to_vec(),
+                    listen: self.core.mesh().listen().to_vec(),
                     mesh: if self.config.mesh_key.is_some() {
                         "private".into()
                     } else {
                         "open".into()
                     },
                     key_fingerprint: self.config.mesh_key.map(|k| k.fingerprint().to_string()),
-                    members: self.core.peers(now).len(),
-                    connected: self.core.connected_count(),
+                    members: self.core.mesh().peers(now).len(),
+                    connected: self.core.mesh().connected_count(),
                     cores: me.cores,
                     vu_limit: me.vu_limit,
                     cpu: self.health.cpu,
@@ -1151,6 +1179,7 @@ impl Node {
                 let ms = |ns: i64| ns as f64 / 1e6;
                 let peers = self
                     .core
+                    .mesh()
                     .peers(now)
                     .into_iter()
                     .map(|p| {

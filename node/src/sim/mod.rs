@@ -1,12 +1,14 @@
 //! A deterministic simulator of a whole mesh under virtual time: the answer
 //! to "what happens with 1,000 nodes" on a machine that cannot start them.
 //!
-//! It drives the real sans-IO state machines of every node — [`MeshCore`]
-//! (heartbeats, membership, clock exchanges, dialing) and [`RunsCore`] (the
-//! run, its leader, plan, arm, start and finish) — with the real wire types
-//! and the real anti-entropy rules of [`crate::core::sync`], and replaces
-//! only what lies outside them: sockets, libp2p and the engine. One seed
-//! gives one run, event for event.
+//! It drives every node's [`NodeCore`], the very core a node's event loop
+//! drives: its mesh (heartbeats, membership, clock exchanges, dialing), its
+//! runs (the run, its leader, plan, arm, start and finish), the view of the
+//! mesh the runs decide on, and the anti-entropy schedule (when to ask whom
+//! for missing shards and for unknown runs, how many asks to answer at
+//! once), with the real wire types. It replaces only what lies outside the
+//! core: sockets, libp2p and the engine, and holds no copy of a decision
+//! the core makes. One seed gives one run, event for event.
 //!
 //! It measures three phases, one after the other:
 //!
@@ -25,11 +27,11 @@
 //!
 //! # The model
 //!
-//! - **Time** is virtual, in microseconds. Each node's run core is ticked
-//!   every [`SimConfig::tick`] (100 ms) and its mesh core every
-//!   [`SimConfig::mesh_tick`] (200 ms), at a phase of its own, so ticks do
-//!   not all fall on one instant. The real event loop ticks both every
-//!   50 ms; the mesh core's timers are 200 ms and up (its fastest is the
+//! - **Time** is virtual, in microseconds. Each node's core is given the
+//!   time when its [`NodeCore::poll_timeout`] asks, from a phase of its own
+//!   so ticks do not all fall on one instant; its runs tick every
+//!   [`SimConfig::tick`] (100 ms) and its mesh every [`SimConfig::mesh_tick`]
+//!   (200 ms). The real event loop ticks both every 50 ms; the mesh core's timers are 200 ms and up (its fastest is the
 //!   clock exchanges of a new member), so a slower tick changes little,
 //!   and a mesh core's tick walks all its members: at 1,000 nodes it is
 //!   most of the simulator's work. A run's steps may wait up to a tick
@@ -76,9 +78,9 @@
 //! the non-mesh peers) is not simulated, nor counted: in a full connection
 //! graph of N nodes it is another control flow that grows with N. Also left
 //! out: peer scoring, prune backoff and peer exchange, bandwidth and CPU
-//! limits beyond the runtime's own (a node prepares 4 answers to shard asks
-//! at a time, 20 ms each here, and refuses more as busy), identify and ping, the ask for ended runs every 15 s (one small
-//! request per node), crashes and partitions (the core's tests cover those).
+//! limits beyond the core's own (it prepares 4 answers to shard asks at a
+//! time, each taking 20 ms here, and refuses more as busy), identify and
+//! ping, crashes and partitions (the core's tests cover those).
 
 mod network;
 mod queue;
@@ -89,7 +91,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 #[cfg(doc)]
-use crate::core::{mesh::MeshCore, runs::RunsCore, shard::Shard};
+use crate::core::{node::NodeCore, shard::Shard};
 
 /// What one gossip message costs on top of its payload: gossipsub's
 /// protobuf framing, topic, sequence number, author and signature.
@@ -123,8 +125,8 @@ pub struct SimConfig {
     /// How many one-second intervals each share runs (each gives a shard;
     /// then comes the last shard).
     pub intervals: u32,
-    /// How often each node's run core is ticked (and its scan for missing
-    /// shards runs, at most every 500 ms).
+    /// How often each node's runs are ticked (its scan for missing shards
+    /// runs every 500 ms).
     pub tick: Duration,
     /// How often each node's mesh core is ticked.
     pub mesh_tick: Duration,

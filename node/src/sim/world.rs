@@ -11,17 +11,17 @@ use rustc_hash::FxHashMap;
 use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
 use super::queue::Queue;
 use super::{GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport};
-use crate::core::assign::Candidate;
 use crate::core::clock::Exchange;
 use crate::core::membership::Event as MemberEvent;
-use crate::core::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore, Seed};
+use crate::core::mesh::{Action, Health, LocalNode, Seed};
 use crate::core::metrics::{SeriesKey, SeriesSet};
+use crate::core::node::{CoreConfig, Holdings, NodeCore, Output};
 use crate::core::rng::Rng;
-use crate::core::runs::{At, MeshView, RunAction, RunsConfig, RunsCore};
+use crate::core::runs::{At, EndedRun, Run, RunAction};
 use crate::core::shard::Shard;
 use crate::core::spec::{Executor, RunSpec};
-use crate::core::sync::{Have, MAX_ANSWER_BYTES, MAX_ANSWER_SHARDS, SyncState, have_of, missing};
-use crate::core::wire::{self, PlanId, Proposal, Request, Response};
+use crate::core::sync::{Have, MAX_ANSWER_BYTES, MAX_ANSWER_SHARDS, have_of, missing};
+use crate::core::wire::{self, PlanId, Request, Response};
 
 /// The wall clock at virtual time zero, ns since the Unix epoch.
 const EPOCH_NS: i64 = 1_800_000_000_000_000_000;
@@ -34,13 +34,8 @@ const GOSSIP_HEARTBEAT: Micros = 500_000;
 const GOSSIP_FIRST: Micros = 100_000;
 /// Compiling the module and initializing VUs.
 const COMPILE: Micros = 200_000;
-/// How often the runtime scans ended runs for missing shards.
-const SYNC_SCAN: Micros = 500_000;
 /// Between a share's end and its last shard.
 const SEAL: Micros = 100_000;
-/// The most answers to asks for shards a node prepares at once, as the
-/// runtime (`net/runtime/sync.rs`); more asks are refused as busy.
-const MAX_ANSWERING: usize = 4;
 /// How long preparing one answer takes (reading its shards from disk).
 const ANSWER_TAKES: Micros = 20_000;
 /// How often the phases' conditions are checked.
@@ -115,28 +110,29 @@ enum Event {
     },
     /// A node has sent an answer it was preparing.
     Answered(usize),
+    /// An ask for the ended runs it does not know arrives at `to`.
+    RunsAsk {
+        from: usize,
+        to: usize,
+        known: Vec<String>,
+    },
+    /// The answer to that ask arrives back at `to`: the runs, or `None` if
+    /// refused.
+    RunsAnswer {
+        to: usize,
+        runs: Option<Vec<EndedRun>>,
+    },
     /// The phases' conditions are checked.
     Check,
 }
 
-/// What a node sees of the others, as in `net/runtime/runs.rs`.
-struct View<'a> {
-    mesh: &'a MeshCore,
-    now: Duration,
-}
+/// Whether a node holds every shard of the one run (the simulator's
+/// [`Holdings`]).
+struct Complete(bool);
 
-impl MeshView for View<'_> {
-    fn alive(&self, peer: &str) -> bool {
-        peer == self.mesh.me().id || self.mesh.member(peer).is_some_and(|m| !m.suspect)
-    }
-
-    fn offset(&self, peer: &str) -> Option<(i64, i64)> {
-        if peer == self.mesh.me().id {
-            return Some((0, 0));
-        }
-        self.mesh
-            .clock(peer, self.now)
-            .map(|e| (e.offset_ns, e.bound_ns))
+impl Holdings for Complete {
+    fn holds_all(&self, _run: &Run) -> bool {
+        self.0
     }
 }
 
@@ -145,8 +141,7 @@ struct Node {
     id: String,
     skew_ns: i64,
     up: bool,
-    mesh: MeshCore,
-    runs: RunsCore,
+    core: NodeCore,
     /// Members it lists (joins less leaves), from its events.
     members: usize,
     /// Whether it listed every other node as live, and when.
@@ -158,11 +153,6 @@ struct Node {
     held: Vec<u64>,
     /// Origins whose shards are all held.
     complete: usize,
-    sync: SyncState,
-    next_scan: Micros,
-    /// Answers to asks for shards being prepared.
-    answering: usize,
-    next_mesh_tick: Micros,
     started: bool,
     /// The size of its shards on the wire.
     shard_bytes: usize,
@@ -239,24 +229,24 @@ impl World {
                 vu_limit: 20_000,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             };
-            let mut mesh = MeshCore::new(me, MeshConfig::default(), boot, Duration::ZERO);
-            mesh.set_listen(vec![addrs[i].clone()]);
+            let core_config = CoreConfig {
+                mesh_every: config.mesh_tick,
+                runs_every: config.tick,
+                ..CoreConfig::default()
+            };
+            let mut core = NodeCore::new(me, core_config, boot, Duration::ZERO);
+            core.mesh_mut().set_listen(vec![addrs[i].clone()]);
             nodes.push(Node {
                 id: ids[i].clone(),
                 skew_ns: rng.below(100_000_000) as i64 - 50_000_000,
                 up: false,
-                mesh,
-                runs: RunsCore::new(ids[i].clone(), RunsConfig::default()),
+                core,
                 members: 0,
                 listed: false,
                 clocked: vec![0; n.div_ceil(64)],
                 clocked_count: 0,
                 held: vec![0; n],
                 complete: 0,
-                sync: SyncState::default(),
-                next_scan: 0,
-                answering: 0,
-                next_mesh_tick: 0,
                 started: false,
                 shard_bytes: 0,
             });
@@ -387,7 +377,8 @@ impl World {
             }
             Event::Tick(i) => {
                 self.tick(i);
-                self.schedule(self.now + micros(self.config.tick), Event::Tick(i));
+                let next = micros(self.nodes[i].core.poll_timeout()).max(self.now + 1);
+                self.schedule(next, Event::Tick(i));
             }
             Event::Gossipsub(i) => {
                 self.net.maintain_mesh(i);
@@ -404,19 +395,21 @@ impl World {
                 }
                 if self.net.connect(from, to) {
                     let (a, b) = (self.nodes[from].id.clone(), self.nodes[to].id.clone());
-                    self.nodes[from].mesh.on_connected(&b);
-                    self.nodes[to].mesh.on_connected(&a);
+                    self.nodes[from].core.mesh_mut().on_connected(&b);
+                    self.nodes[to].core.mesh_mut().on_connected(&a);
                 }
                 if let Some(index) = bootstrap {
-                    let addr = self.nodes[to].mesh.listen().first().cloned();
+                    let addr = self.nodes[to].core.mesh().listen().first().cloned();
                     self.nodes[from]
-                        .mesh
+                        .core
+                        .mesh_mut()
                         .on_bootstrap_connected(index, &addr.unwrap_or_default());
                 }
             }
             Event::ClockAsk { from, to, t1 } => {
                 let answer = self.nodes[to]
-                    .mesh
+                    .core
+                    .mesh()
                     .may_answer_clock(&self.nodes[from].id)
                     .then(|| {
                         let t2 = self.wall_ns(to);
@@ -446,11 +439,12 @@ impl World {
                 let peer = self.nodes[from].id.clone();
                 let now = duration(self.now);
                 let node = &mut self.nodes[to];
-                let had = node.mesh.clock(&peer, now).is_some();
-                node.mesh
+                let had = node.core.mesh().clock(&peer, now).is_some();
+                node.core
+                    .mesh_mut()
                     .on_clock_answer(&peer, Exchange { t1, t2, t3, t4 }, now);
                 if !had
-                    && node.mesh.clock(&peer, now).is_some()
+                    && node.core.mesh().clock(&peer, now).is_some()
                     && node.clocked[from / 64] & (1 << (from % 64)) == 0
                 {
                     node.clocked[from / 64] |= 1 << (from % 64);
@@ -475,21 +469,16 @@ impl World {
                     return;
                 };
                 let at = self.at(node);
-                let n = &mut self.nodes[node];
-                let view = View {
-                    mesh: &n.mesh,
-                    now: at.now,
-                };
-                let actions = n.runs.prepared(&run, plan, at, &view);
-                self.carry_out(node, actions);
+                self.nodes[node].core.prepared(&run, plan, at);
+                self.carry_out(node);
             }
             Event::Start(i) => self.start(i),
             Event::Seal { node, seq } => self.seal(node, seq),
             Event::SyncAsk { from, to, have } => self.answer_sync(from, to, &have),
             Event::SyncAnswer { to, answer } => self.on_sync_answer(to, answer),
-            Event::Answered(i) => {
-                self.nodes[i].answering = self.nodes[i].answering.saturating_sub(1);
-            }
+            Event::Answered(i) => self.nodes[i].core.shards_answer_sent(),
+            Event::RunsAsk { from, to, known } => self.answer_runs(from, to, &known),
+            Event::RunsAnswer { to, runs } => self.on_runs_answer(to, runs),
             Event::Check => {
                 self.check();
                 if self.stage != Stage::Done {
@@ -508,69 +497,66 @@ impl World {
     }
 
     fn tick(&mut self, i: usize) {
-        if self.now >= self.nodes[i].next_mesh_tick {
-            self.nodes[i].next_mesh_tick = self.now + micros(self.config.mesh_tick);
-            self.tick_mesh(i);
-        }
         let at = self.at(i);
-        let n = &mut self.nodes[i];
-        let view = View {
-            mesh: &n.mesh,
-            now: at.now,
-        };
-        let mut actions = n.runs.tick(at, &view);
-        actions.extend(n.runs.take_refusals());
-        self.carry_out(i, actions);
-        if self.now >= self.nodes[i].next_scan {
-            self.nodes[i].next_scan = self.now + SYNC_SCAN;
-            self.scan_sync(i);
+        let n = self.nodes.len();
+        let node = &mut self.nodes[i];
+        let complete = Complete(node.complete == n);
+        node.core.handle_timeout(at, Health::default(), &complete);
+        self.carry_out(i);
+    }
+
+    /// Carries out what node `i`'s core decided.
+    fn carry_out(&mut self, i: usize) {
+        while let Some(output) = self.nodes[i].core.poll_output() {
+            match output {
+                Output::Mesh(action) => self.mesh_action(i, action),
+                Output::Run(action) => self.run_action(i, action),
+                Output::AskShards { peer, .. } => self.ask_shards(i, &peer),
+                Output::AskRuns { peer, known } => self.ask_runs(i, &peer, known),
+            }
         }
     }
 
-    fn tick_mesh(&mut self, i: usize) {
-        let now = duration(self.now);
-        let actions = self.nodes[i].mesh.tick(now, Health::default());
-        for action in actions {
-            match action {
-                Action::Publish(hb) => {
-                    let bytes = wire::encode(&hb).len() + GOSSIP_OVERHEAD;
-                    let out = self.net.publish(
-                        i,
-                        Kind::Heartbeat,
-                        Payload::Heartbeat(Arc::new(hb)),
-                        bytes,
-                        self.now,
-                    );
-                    self.deliver_all(out);
-                }
-                Action::AskClock { peer } => {
-                    let Some(&to) = self.by_id.get(&peer) else {
-                        continue;
-                    };
-                    let t1 = self.wall_ns(i);
-                    let bytes = wire::encode(&Request::Clock { t1 }).len() + RPC_OVERHEAD;
-                    self.rpc(
-                        Kind::Clock,
-                        i,
-                        to,
-                        bytes,
-                        Event::ClockAsk { from: i, to, t1 },
-                    );
-                }
-                Action::DialPeer { peer, .. } => {
-                    if let Some(&to) = self.by_id.get(&peer) {
-                        self.dial(i, to, None);
-                    }
-                }
-                Action::DialBootstrap { index, addr } => {
-                    if let Some(&to) = self.by_addr.get(&addr) {
-                        self.dial(i, to, Some(index));
-                    }
-                }
-                // The simulated nodes bootstrap by address only.
-                Action::Resolve { .. } => {}
-                Action::Membership(event) => self.on_member_event(i, &event),
+    fn mesh_action(&mut self, i: usize, action: Action) {
+        match action {
+            Action::Publish(hb) => {
+                let bytes = wire::encode(&hb).len() + GOSSIP_OVERHEAD;
+                let out = self.net.publish(
+                    i,
+                    Kind::Heartbeat,
+                    Payload::Heartbeat(Arc::new(hb)),
+                    bytes,
+                    self.now,
+                );
+                self.deliver_all(out);
             }
+            Action::AskClock { peer } => {
+                let Some(&to) = self.by_id.get(&peer) else {
+                    return;
+                };
+                let t1 = self.wall_ns(i);
+                let bytes = wire::encode(&Request::Clock { t1 }).len() + RPC_OVERHEAD;
+                self.rpc(
+                    Kind::Clock,
+                    i,
+                    to,
+                    bytes,
+                    Event::ClockAsk { from: i, to, t1 },
+                );
+            }
+            Action::DialPeer { peer, .. } => {
+                if let Some(&to) = self.by_id.get(&peer) {
+                    self.dial(i, to, None);
+                }
+            }
+            Action::DialBootstrap { index, addr } => {
+                if let Some(&to) = self.by_addr.get(&addr) {
+                    self.dial(i, to, Some(index));
+                }
+            }
+            // The simulated nodes bootstrap by address only.
+            Action::Resolve { .. } => {}
+            Action::Membership(event) => self.on_member_event(i, &event),
         }
     }
 
@@ -613,7 +599,8 @@ impl World {
                 let source = self.nodes[author].id.clone();
                 if let Ok(Some(event)) =
                     self.nodes[to]
-                        .mesh
+                        .core
+                        .mesh_mut()
                         .on_heartbeat(&source, (*hb).clone(), now)
                 {
                     self.on_member_event(to, &event);
@@ -622,10 +609,13 @@ impl World {
             Payload::Run(env) => {
                 let at = self.at(to);
                 let from = self.nodes[author].id.clone();
-                let _ = self.nodes[to].runs.on_message(&from, (*env).clone(), at);
+                let _ = self.nodes[to]
+                    .core
+                    .runs_mut()
+                    .on_message(&from, (*env).clone(), at);
             }
             Payload::Shard { run, seq } => {
-                if self.nodes[to].runs.get(&run).is_some() {
+                if self.nodes[to].core.runs().get(&run).is_some() {
                     self.hold(to, author, seq);
                 }
             }
@@ -649,67 +639,63 @@ impl World {
         true
     }
 
-    fn carry_out(&mut self, i: usize, actions: Vec<RunAction>) {
-        for action in actions {
-            match action {
-                RunAction::Publish(mut env) => {
-                    // As the runtime does: a leader's message this node
-                    // sends as itself is signed (the signature is not
-                    // modelled, only who signed).
-                    if env.sig.is_none() && env.is_leaders() {
-                        env.sig = Some(wire::RunSignature {
-                            signer: self.nodes[i].id.clone(),
-                            bytes: vec![0; 64],
-                        });
-                    }
-                    let bytes = wire::encode(&env);
-                    // As on the wire: what the others get is what decodes.
-                    let Ok(env) = wire::decode_run(&bytes) else {
-                        continue;
-                    };
-                    let out = self.net.publish(
-                        i,
-                        Kind::Runs,
-                        Payload::Run(Arc::new(env)),
-                        bytes.len() + GOSSIP_OVERHEAD,
-                        self.now,
-                    );
-                    self.deliver_all(out);
+    fn run_action(&mut self, i: usize, action: RunAction) {
+        match action {
+            RunAction::Publish(mut env) => {
+                // As the runtime does: a leader's message this node
+                // sends as itself is signed (the signature is not
+                // modelled, only who signed).
+                if env.sig.is_none() && env.is_leaders() {
+                    env.sig = Some(wire::RunSignature {
+                        signer: self.nodes[i].id.clone(),
+                        bytes: vec![0; 64],
+                    });
                 }
-                RunAction::Prepare { plan, sources, .. } => {
-                    match sources.first().and_then(|s| self.by_id.get(s)).copied() {
-                        Some(source) => {
-                            let bytes = wire::encode(&Request::Module {
-                                sha256: "ab".repeat(32),
-                            })
-                            .len()
-                                + RPC_OVERHEAD;
-                            self.rpc(
-                                Kind::Module,
-                                i,
-                                source,
-                                bytes,
-                                Event::ModuleAsk {
-                                    from: i,
-                                    to: source,
-                                    plan,
-                                },
-                            );
-                        }
-                        None => {
-                            self.schedule(self.now + COMPILE, Event::Prepared { node: i, plan })
-                        }
-                    }
-                }
-                RunAction::Start { at_wall_ns, .. } => {
-                    let true_ns = at_wall_ns - EPOCH_NS - self.nodes[i].skew_ns;
-                    let at = u64::try_from(true_ns / 1000).unwrap_or(0).max(self.now);
-                    self.schedule(at, Event::Start(i));
-                }
-                // The simulator models a share's shards, not its load: a
-                // part taken over adds none.
-                RunAction::Stop { .. } | RunAction::TakeOver { .. } => {}
+                let bytes = wire::encode(&env);
+                // As on the wire: what the others get is what decodes.
+                let Ok(env) = wire::decode_run(&bytes) else {
+                    return;
+                };
+                let out = self.net.publish(
+                    i,
+                    Kind::Runs,
+                    Payload::Run(Arc::new(env)),
+                    bytes.len() + GOSSIP_OVERHEAD,
+                    self.now,
+                );
+                self.deliver_all(out);
             }
+            RunAction::Prepare { plan, sources, .. } => {
+                match sources.first().and_then(|s| self.by_id.get(s)).copied() {
+                    Some(source) => {
+                        let bytes = wire::encode(&Request::Module {
+                            sha256: "ab".repeat(32),
+                        })
+                        .len()
+                            + RPC_OVERHEAD;
+                        self.rpc(
+                            Kind::Module,
+                            i,
+                            source,
+                            bytes,
+                            Event::ModuleAsk {
+                                from: i,
+                                to: source,
+                                plan,
+                            },
+                        );
+                    }
+                    None => self.schedule(self.now + COMPILE, Event::Prepared { node: i, plan }),
+                }
+            }
+            RunAction::Start { at_wall_ns, .. } => {
+                let true_ns = at_wall_ns - EPOCH_NS - self.nodes[i].skew_ns;
+                let at = u64::try_from(true_ns / 1000).unwrap_or(0).max(self.now);
+                self.schedule(at, Event::Start(i));
+            }
+            // The simulator models a share's shards, not its load: a
+            // part taken over adds none.
+            RunAction::Stop { .. } | RunAction::TakeOver { .. } => {}
         }
     }
 
@@ -723,13 +709,8 @@ impl World {
         self.nodes[i].started = true;
         self.starts.push(self.now as i64 * 1000);
         let at = self.at(i);
-        let n = &mut self.nodes[i];
-        let view = View {
-            mesh: &n.mesh,
-            now: at.now,
-        };
-        let actions = n.runs.started(&run, at.wall_ns, at.now, &view);
-        self.carry_out(i, actions);
+        self.nodes[i].core.started(&run, at.wall_ns, at.now);
+        self.carry_out(i);
         self.nodes[i].shard_bytes = shard_size(&run, &self.nodes[i]) + GOSSIP_OVERHEAD;
         for seq in 0..self.config.intervals {
             let at = self.now + u64::from(seq + 1) * 1_000_000;
@@ -763,8 +744,8 @@ impl World {
         );
         self.deliver_all(out);
         if seq == self.config.intervals {
-            let actions = self.nodes[i].runs.finished(&run, u64::from(seq) + 1, false);
-            self.carry_out(i, actions);
+            self.nodes[i].core.finished(&run, u64::from(seq) + 1, false);
+            self.carry_out(i);
         }
     }
 
@@ -782,32 +763,9 @@ impl World {
         out
     }
 
-    /// The runtime's scan for missing shards (`net/runtime/sync.rs`).
-    fn scan_sync(&mut self, i: usize) {
-        let Some(run) = self.run.clone() else {
-            return;
-        };
-        let n = self.nodes.len();
-        let node = &self.nodes[i];
-        let finished = node.runs.get(&run).is_some_and(|r| r.is_finished());
-        if !finished || node.complete == n {
-            return;
-        }
-        let now = duration(self.now);
-        if !node.sync.due(now) {
-            return;
-        }
-        let mut peers: Vec<String> = (0..n)
-            .filter(|&j| j != i)
-            .map(|j| &self.nodes[j].id)
-            .filter(|id| node.mesh.member(id).is_some_and(|m| !m.suspect))
-            .cloned()
-            .collect();
-        peers.sort();
-        let mut sync = std::mem::take(&mut self.nodes[i].sync);
-        let peer = sync.pick(&peers, now).cloned();
-        self.nodes[i].sync = sync;
-        let Some(to) = peer.and_then(|p| self.by_id.get(&p).copied()) else {
+    /// Node `i` asks `peer` for the shards it lacks, as its core decided.
+    fn ask_shards(&mut self, i: usize, peer: &str) {
+        let (Some(run), Some(&to)) = (self.run.clone(), self.by_id.get(peer)) else {
             return;
         };
         let have = have_of(&self.held_keys(i));
@@ -828,40 +786,42 @@ impl World {
         );
     }
 
-    /// The runtime's answer to an ask for shards: refused from a stranger
-    /// or while [`MAX_ANSWERING`] answers are being prepared, each taking
-    /// [`ANSWER_TAKES`] (reading the shards from disk).
+    /// Node `to` answers an ask for shards, if its core lets it: each
+    /// answer takes [`ANSWER_TAKES`] to prepare (reading the shards from
+    /// disk).
     fn answer_sync(&mut self, from: usize, to: usize, have: &[Have]) {
-        let busy = self.nodes[to].answering >= MAX_ANSWERING;
-        let answer =
-            (!busy && self.nodes[to].mesh.may_answer_clock(&self.nodes[from].id)).then(|| {
-                let held = self.held_keys(to);
-                let mut keys = missing(&held, have, MAX_ANSWER_SHARDS + 1);
-                let mut more = keys.len() > MAX_ANSWER_SHARDS;
-                keys.truncate(MAX_ANSWER_SHARDS);
-                let mut shards = Vec::new();
-                let mut bytes = 0;
-                for (node, seq) in keys {
-                    let Some(&origin) = self.by_id.get(&node) else {
-                        continue;
-                    };
-                    let size = self.nodes[origin].shard_bytes - GOSSIP_OVERHEAD;
-                    if bytes + size > MAX_ANSWER_BYTES && !shards.is_empty() {
-                        more = true;
-                        break;
-                    }
-                    bytes += size;
-                    shards.push((origin, seq as u32));
+        let Some(run) = self.run.clone() else {
+            return;
+        };
+        let from_id = self.nodes[from].id.clone();
+        let allowed = self.nodes[to].core.begin_shards_answer(&from_id, &run);
+        let answer = allowed.is_ok().then(|| {
+            let held = self.held_keys(to);
+            let mut keys = missing(&held, have, MAX_ANSWER_SHARDS + 1);
+            let mut more = keys.len() > MAX_ANSWER_SHARDS;
+            keys.truncate(MAX_ANSWER_SHARDS);
+            let mut shards = Vec::new();
+            let mut bytes = 0;
+            for (node, seq) in keys {
+                let Some(&origin) = self.by_id.get(&node) else {
+                    continue;
+                };
+                let size = self.nodes[origin].shard_bytes - GOSSIP_OVERHEAD;
+                if bytes + size > MAX_ANSWER_BYTES && !shards.is_empty() {
+                    more = true;
+                    break;
                 }
-                (shards, more, bytes)
-            });
+                bytes += size;
+                shards.push((origin, seq as u32));
+            }
+            (shards, more, bytes)
+        });
         let bytes = match &answer {
             Some((shards, _, bytes)) => bytes + 8 * shards.len() + RPC_OVERHEAD,
             None => refused_bytes(),
         };
         let answer = answer.map(|(shards, more, _)| (shards, more));
         let takes = if answer.is_some() {
-            self.nodes[to].answering += 1;
             self.schedule(self.now + ANSWER_TAKES, Event::Answered(to));
             ANSWER_TAKES
         } else {
@@ -873,21 +833,77 @@ impl World {
     }
 
     fn on_sync_answer(&mut self, to: usize, answer: Option<(Vec<(usize, u32)>, bool)>) {
-        let now = duration(self.now);
-        let (new, more) = match answer {
-            Some((shards, more)) => {
-                let mut new = 0;
-                for (origin, seq) in shards {
-                    if self.hold(to, origin, seq) {
-                        new += 1;
-                    }
-                }
-                (new, more)
-            }
-            None => (0, false),
+        let Some(run) = self.run.clone() else {
+            return;
         };
+        let now = duration(self.now);
+        let Some((shards, more)) = answer else {
+            self.nodes[to].core.shards_ask_failed(&run, now);
+            return;
+        };
+        let mut new = 0;
+        for (origin, seq) in shards {
+            if self.hold(to, origin, seq) {
+                new += 1;
+            }
+        }
         self.by_sync += new as u64;
-        self.nodes[to].sync.answered(new, more, now);
+        self.nodes[to].core.shards_answered(&run, new, more, now);
+    }
+
+    /// Node `i` asks `peer` for the ended runs it does not know.
+    fn ask_runs(&mut self, i: usize, peer: &str, known: Vec<String>) {
+        let Some(&to) = self.by_id.get(peer) else {
+            self.nodes[i].core.runs_ask_failed();
+            return;
+        };
+        let request = Request::Runs { known };
+        let bytes = wire::encode(&request).len() + RPC_OVERHEAD;
+        let Request::Runs { known } = request else {
+            return;
+        };
+        self.rpc(
+            Kind::Sync,
+            i,
+            to,
+            bytes,
+            Event::RunsAsk { from: i, to, known },
+        );
+    }
+
+    /// Node `to` answers with the ended runs `from` does not know.
+    fn answer_runs(&mut self, from: usize, to: usize, known: &[String]) {
+        let from_id = self.nodes[from].id.clone();
+        let runs = self.nodes[to]
+            .core
+            .runs_unknown_to(&from_id, known)
+            .ok()
+            .map(|runs| runs.into_iter().filter_map(Run::ended).collect::<Vec<_>>());
+        let bytes = match &runs {
+            Some(runs) => wire::encode(&Response::Runs { runs: runs.clone() }).len() + RPC_OVERHEAD,
+            None => refused_bytes(),
+        };
+        self.rpc(
+            Kind::Sync,
+            to,
+            from,
+            bytes,
+            Event::RunsAnswer { to: from, runs },
+        );
+    }
+
+    fn on_runs_answer(&mut self, to: usize, runs: Option<Vec<EndedRun>>) {
+        let Some(runs) = runs else {
+            self.nodes[to].core.runs_ask_failed();
+            return;
+        };
+        let at = self.at(to);
+        let core = &mut self.nodes[to].core;
+        let taken = runs
+            .into_iter()
+            .filter(|ended| core.runs_mut().adopt(ended.clone(), at) == Ok(true))
+            .count();
+        core.runs_answered(taken, at.now);
     }
 
     /// Checks whether the current phase is done, and moves on.
@@ -951,7 +967,12 @@ impl World {
             }
             let node = &self.nodes[i];
             let all = self.nodes.iter().enumerate().all(|(j, other)| {
-                j == i || node.mesh.member(&other.id).is_some_and(|m| !m.suspect)
+                j == i
+                    || node
+                        .core
+                        .mesh()
+                        .member(&other.id)
+                        .is_some_and(|m| !m.suspect)
             });
             self.nodes[i].listed = all;
         }
@@ -962,8 +983,7 @@ impl World {
         listed && self.nodes.iter().all(|node| node.clocked_count == n - 1)
     }
 
-    /// Submits the run to a node, as the runtime does: the candidates are
-    /// itself and the members it sees alive.
+    /// Submits the run to a node (its core picks the candidates).
     fn submit(&mut self) {
         let n = self.nodes.len();
         let i = self.rng.below(n as u64) as usize;
@@ -976,39 +996,10 @@ impl World {
             },
         );
         spec.graceful_stop = Duration::from_secs(1);
-        let node = &self.nodes[i];
-        let now = duration(self.now);
-        let mut candidates = vec![Candidate {
-            id: node.id.clone(),
-            region: node.mesh.me().region.clone(),
-            capacity: node.mesh.me().vu_limit,
-        }];
-        for p in node.mesh.peers(now) {
-            if !p.member.suspect {
-                let hb = &p.member.heartbeat;
-                candidates.push(Candidate {
-                    id: hb.id.clone(),
-                    region: hb.region.clone(),
-                    capacity: hb.vu_limit,
-                });
-            }
-        }
-        let proposal = Proposal {
-            proposer: node.id.clone(),
-            spec,
-            weights: None,
-            nodes: None,
-            candidates,
-        };
         self.run = Some(Arc::from(run.as_str()));
         let at = self.at(i);
-        let node = &mut self.nodes[i];
-        let view = View {
-            mesh: &node.mesh,
-            now: at.now,
-        };
-        if let Ok(actions) = node.runs.submit(run, proposal, at, &view) {
-            self.carry_out(i, actions);
+        if self.nodes[i].core.submit(run, spec, None, None, at).is_ok() {
+            self.carry_out(i);
         }
     }
 
@@ -1021,13 +1012,9 @@ impl World {
         let mut leaders = BTreeSet::new();
         let mut arms = BTreeSet::new();
         for node in &self.nodes {
-            let view = View {
-                mesh: &node.mesh,
-                now,
-            };
-            let r = node.runs.get(&run);
-            leaders.insert(r.and_then(|r| r.leader(&view)));
-            arms.insert(r.and_then(|r| r.armed.as_ref().map(|a| (a.plan, a.t0_ns))));
+            leaders.insert(node.core.leader(&run, now));
+            let armed = node.core.runs().get(&run).and_then(|r| r.armed.as_ref());
+            arms.insert(armed.map(|a| (a.plan, a.t0_ns)));
         }
         let agreed = leaders.len() == 1 && !leaders.contains(&None);
         if agreed && self.leader_at.is_none() {
@@ -1100,8 +1087,8 @@ fn shard_size(run: &str, node: &Node) -> usize {
         notes: Vec::new(),
         run_id: run.to_owned(),
         node: node.id.clone(),
-        name: node.mesh.me().name.clone(),
-        region: node.mesh.me().region.clone(),
+        name: node.core.mesh().me().name.clone(),
+        region: node.core.mesh().me().region.clone(),
         seq: 0,
         start_ms: 0,
         end_ms: 1000,

@@ -1,4 +1,4 @@
-//! The runs side of a node's event loop: it drives [`RunsCore`] and carries
+//! The runs side of a node's event loop: it drives the core's runs and carries
 //! out what it asks (gossip, module fetches, workers), keeps the shards of
 //! every run in the data dir and merged in memory, and answers the API's
 //! questions about runs.
@@ -25,17 +25,16 @@ use crate::api::{
     LivePart, LiveView, ReportSource, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView,
 };
 use crate::core::allow::AllowList;
-use crate::core::assign::Candidate;
-use crate::core::mesh::MeshCore;
 use crate::core::module_name::{MAX_MODULE_BYTES, sha256_hex};
+use crate::core::node::Holdings;
 use crate::core::report::Report;
 use crate::core::run_report::abort_verdict;
-use crate::core::runs::{At, EndedRun, MeshView, RunAction, RunRefused, RunsConfig, RunsCore};
+use crate::core::runs::{At, EndedRun, Run, RunAction, RunRefused};
 use crate::core::shard::Shard;
 use crate::core::spec::{OnLoss, RunSpec, Share};
 use crate::core::threshold::parse_all;
 use crate::core::wire::{
-    self, MAX_GOSSIP_BYTES, Outcome, PlanId, Proposal, RUNS_TOPIC, Request, Response, RunEnvelope,
+    self, MAX_GOSSIP_BYTES, Outcome, PlanId, RUNS_TOPIC, Request, Response, RunEnvelope,
     SHARDS_TOPIC,
 };
 use crate::engine::http::ClientSettings;
@@ -44,10 +43,6 @@ use crate::store::StoreError;
 use crate::store::modules::ModuleStore;
 use crate::store::runs::{RunStore, StoredShards};
 use crate::worker::{self, ShareJob, WorkerEvent, WorkerHandle, wall_ns};
-
-/// The most VUs a node's heartbeat may claim as its capacity: a peer with
-/// the key cannot draw a whole run to itself by claiming more.
-pub const MAX_CAPACITY: u32 = 1_000_000;
 
 /// What a share needs from its peers (the module, the data files) being
 /// fetched, one file at a time.
@@ -108,7 +103,6 @@ struct StorageProblem {
 
 /// What the event loop keeps for runs.
 pub(super) struct Runs {
-    core: RunsCore,
     store: RunStore,
     modules: ModuleStore,
     workers: HashMap<String, (PlanId, WorkerHandle)>,
@@ -141,63 +135,33 @@ pub(super) struct Runs {
     pub(super) shards_topic: gossipsub::IdentTopic,
 }
 
-/// The mesh, as the run state machine sees it.
-struct View<'a> {
-    core: &'a MeshCore,
-    now: Duration,
-}
-
-impl MeshView for View<'_> {
-    fn alive(&self, peer: &str) -> bool {
-        peer == self.core.me().id || self.core.member(peer).is_some_and(|m| !m.suspect)
-    }
-
-    fn offset(&self, peer: &str) -> Option<(i64, i64)> {
-        if peer == self.core.me().id {
-            return Some((0, 0));
+/// What this node holds of a run's shards, from its reports (or the names
+/// of the files of a run not read yet).
+impl Holdings for Runs {
+    fn holds_all(&self, run: &Run) -> bool {
+        let shards_of = |node: &str| match self.reports.get(&run.id) {
+            Some(report) => Some(report.shards_of(node)),
+            None => self.stored.get(&run.id).map(|s| s.shards_of(node)),
+        };
+        if !self.reports.contains_key(&run.id) && !self.stored.contains_key(&run.id) {
+            return run.plan.is_none();
         }
-        self.core
-            .clock(peer, self.now)
-            .map(|e| (e.offset_ns, e.bound_ns))
-    }
-
-    fn clock_settling(&self) -> bool {
-        self.core.clock_settling(self.now)
-    }
-
-    fn dead(&self, peer: &str) -> bool {
-        self.core.is_dead(peer)
-    }
-
-    /// Judged on a member that beats fast (its last heartbeat said it
-    /// runs a share); one that beats once a second is judged by the usual
-    /// suspicion only, or every node would look silent at a run's start.
-    fn heard_within(&self, peer: &str, within: Duration) -> bool {
-        peer == self.core.me().id
-            || self.core.member(peer).is_some_and(|m| {
-                !m.suspect && (!m.heartbeat.busy || self.now.saturating_sub(m.last_seen) <= within)
-            })
-    }
-
-    fn capacity(&self, peer: &str) -> Option<u32> {
-        if peer == self.core.me().id {
-            return Some(self.core.me().vu_limit);
-        }
-        self.core.member(peer).map(|m| m.heartbeat.vu_limit)
+        run.plan.iter().flat_map(|p| &p.shares).all(|share| {
+            let (received, announced) = shards_of(&share.node).unwrap_or((0, None));
+            announced == Some(received)
+        })
     }
 }
 
 impl Runs {
     /// The runs of node `me`, with what its data dir holds.
     pub(super) fn open(
-        me: &str,
         data_dir: &std::path::Path,
         allow: Option<AllowList>,
         source_ip: Option<std::net::IpAddr>,
         events: mpsc::UnboundedSender<WorkerEvent>,
     ) -> anyhow::Result<Runs> {
         Ok(Runs {
-            core: RunsCore::new(me.to_owned(), RunsConfig::default()),
             store: RunStore::open(data_dir)?,
             modules: ModuleStore::open(data_dir)?,
             workers: HashMap::new(),
@@ -239,7 +203,7 @@ impl Node {
     /// needed); a share that was running when the node went down is
     /// reported interrupted.
     pub(super) fn restore_runs(&mut self) {
-        let me = self.core.me().id.clone();
+        let me = self.core.mesh().me().id.clone();
         let (stored, problems) = self.runs.store.load();
         for p in problems {
             warn!("a file in the data dir was skipped: {p}");
@@ -250,25 +214,26 @@ impl Node {
             let (mine, _) = shards.shards_of(&me);
             self.runs.stored.insert(id.clone(), shards);
             let at = self.at();
-            if let Some(id) = self.runs.core.restore(run, at) {
+            if let Some(id) = self.core.runs_mut().restore(run, at) {
                 interrupted.push((id, mine));
             }
         }
         for (id, shards) in interrupted {
             info!(run = %id, "this node's share of run {id} was interrupted by a restart");
-            let actions = self.runs.core.finished(&id, shards, true);
-            self.run_actions(actions);
+            self.core.finished(&id, shards, true);
+            self.flush_core();
         }
-        if !self.runs.core.all().is_empty() {
+        if !self.core.runs().all().is_empty() {
             info!(
                 "{} runs restored from the data dir",
-                self.runs.core.all().len()
+                self.core.runs().all().len()
             );
         }
     }
 
-    pub(super) fn runs_tick(&mut self) {
-        let at = self.at();
+    /// Fetches due for another round ask the proposer and every node that
+    /// is ready by now.
+    pub(super) fn retry_fetches(&mut self, at: At) {
         // Fetches due for another round ask the proposer and every node
         // that is ready by now.
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs.retries)
@@ -276,20 +241,19 @@ impl Node {
             .partition(|(t, _)| *t <= at.now);
         self.runs.retries = later;
         for (_, mut fetch) in due {
-            if !self.runs.core.wants(&fetch.run, fetch.plan) {
+            if !self.core.runs().wants(&fetch.run, fetch.plan) {
                 continue;
             }
-            fetch.left = self.runs.core.module_sources(&fetch.run);
+            fetch.left = self.core.runs().module_sources(&fetch.run);
             self.fetch_next(fetch, None);
         }
-        let view = View {
-            core: &self.core,
-            now: at.now,
-        };
-        let mut actions = self.runs.core.tick(at, &view);
-        actions.extend(self.runs.core.take_refusals());
-        self.run_actions(actions);
-        for id in self.runs.core.take_evicted() {
+    }
+
+    /// After the core's tick: the data of runs it evicted goes, the records
+    /// of runs that changed are stored, and what waits for room in the data
+    /// dir is tried again when due.
+    pub(super) fn after_runs_tick(&mut self, at: At) {
+        for id in self.core.runs_mut().take_evicted() {
             self.runs.reports.remove(&id);
             self.runs.stored.remove(&id);
             self.runs.abort_checked.remove(&id);
@@ -300,8 +264,8 @@ impl Node {
             self.runs.storage.remove(&id);
             self.runs.store.remove_run(&id);
         }
-        for id in self.runs.core.take_dirty() {
-            let saved = match self.runs.core.get(&id) {
+        for id in self.core.runs_mut().take_dirty() {
+            let saved = match self.core.runs().get(&id) {
                 Some(run) => self.runs.store.save_run(run),
                 None => Ok(()),
             };
@@ -357,7 +321,7 @@ impl Node {
     /// Stores a run's record and shards that wait; returns how many shards.
     fn store_run_again(&mut self, id: &str) -> Result<usize, StoreError> {
         if self.runs.unsaved_records.contains(id) {
-            if let Some(run) = self.runs.core.get(id) {
+            if let Some(run) = self.core.runs().get(id) {
                 self.runs.store.save_run(run)?;
             }
             self.runs.unsaved_records.remove(id);
@@ -393,69 +357,67 @@ impl Node {
         }
     }
 
-    fn run_actions(&mut self, actions: Vec<RunAction>) {
-        for action in actions {
-            match action {
-                RunAction::Publish(mut env) => {
-                    // A leader's message goes out signed, so that whoever
-                    // passes it on cannot change it (a relayed one keeps
-                    // its leader's signature).
-                    if env.is_leaders()
-                        && let Err(e) = self.signer.sign_run(&mut env)
-                    {
-                        self.warn_once("sign-run".into(), || {
-                            format!("cannot sign a run message: {e}")
-                        });
-                        continue;
-                    }
-                    let topic = self.runs.runs_topic.clone();
-                    self.publish(topic, wire::encode(&env), "run message");
-                }
-                RunAction::Prepare {
-                    run,
-                    plan,
-                    spec,
-                    share,
-                    sources,
-                } => self.prepare(run, plan, spec, share, sources),
-                RunAction::Start { run, at_wall_ns } => {
-                    let wait = at_wall_ns.saturating_sub(wall_ns()).max(0);
-                    let at = tokio::time::Instant::now()
-                        + Duration::from_nanos(u64::try_from(wait).unwrap_or(0));
-                    let started = self
-                        .runs
-                        .workers
-                        .get_mut(&run)
-                        .is_some_and(|(_, handle)| handle.start(at));
-                    if started {
-                        self.runs.started.insert(run.clone());
-                        info!(run = %run, "share starts in {:.1} ms", wait as f64 / 1e6);
-                    } else {
-                        warn!(run = %run, "told to start a share that is not prepared");
-                    }
-                }
-                RunAction::TakeOver { run, share, since } => {
-                    let taken = self.runs.workers.get(&run).is_some_and(|(_, handle)| {
-                        handle.take_over(crate::engine::executor::TakeOver {
-                            share: share.clone(),
-                            since,
-                        })
+    pub(super) fn run_action(&mut self, action: RunAction) {
+        match action {
+            RunAction::Publish(mut env) => {
+                // A leader's message goes out signed, so that whoever
+                // passes it on cannot change it (a relayed one keeps
+                // its leader's signature).
+                if env.is_leaders()
+                    && let Err(e) = self.signer.sign_run(&mut env)
+                {
+                    self.warn_once("sign-run".into(), || {
+                        format!("cannot sign a run message: {e}")
                     });
-                    if taken {
-                        info!(run = %run, segment = %share.segment, since_ms = since.as_millis() as u64,
-                            "taking over part of a lost node's share");
-                    } else {
-                        warn!(run = %run, "told to take over part of a share, but this node's share has ended");
-                    }
+                    return;
                 }
-                RunAction::Stop { run } => {
-                    if self.runs.started.contains(&run) {
-                        if let Some((_, handle)) = self.runs.workers.get(&run) {
-                            handle.stop();
-                        }
-                    } else {
-                        self.runs.workers.remove(&run);
+                let topic = self.runs.runs_topic.clone();
+                self.publish(topic, wire::encode(&env), "run message");
+            }
+            RunAction::Prepare {
+                run,
+                plan,
+                spec,
+                share,
+                sources,
+            } => self.prepare(run, plan, spec, share, sources),
+            RunAction::Start { run, at_wall_ns } => {
+                let wait = at_wall_ns.saturating_sub(wall_ns()).max(0);
+                let at = tokio::time::Instant::now()
+                    + Duration::from_nanos(u64::try_from(wait).unwrap_or(0));
+                let started = self
+                    .runs
+                    .workers
+                    .get_mut(&run)
+                    .is_some_and(|(_, handle)| handle.start(at));
+                if started {
+                    self.runs.started.insert(run.clone());
+                    info!(run = %run, "share starts in {:.1} ms", wait as f64 / 1e6);
+                } else {
+                    warn!(run = %run, "told to start a share that is not prepared");
+                }
+            }
+            RunAction::TakeOver { run, share, since } => {
+                let taken = self.runs.workers.get(&run).is_some_and(|(_, handle)| {
+                    handle.take_over(crate::engine::executor::TakeOver {
+                        share: share.clone(),
+                        since,
+                    })
+                });
+                if taken {
+                    info!(run = %run, segment = %share.segment, since_ms = since.as_millis() as u64,
+                        "taking over part of a lost node's share");
+                } else {
+                    warn!(run = %run, "told to take over part of a share, but this node's share has ended");
+                }
+            }
+            RunAction::Stop { run } => {
+                if self.runs.started.contains(&run) {
+                    if let Some((_, handle)) = self.runs.workers.get(&run) {
+                        handle.stop();
                     }
+                } else {
+                    self.runs.workers.remove(&run);
                 }
             }
         }
@@ -478,7 +440,7 @@ impl Node {
             self.refuse(&run, reason);
             return;
         }
-        if let Err(e) = spec.check_node_limit(&share.segment, self.core.me().vu_limit) {
+        if let Err(e) = spec.check_node_limit(&share.segment, self.core.mesh().me().vu_limit) {
             warn!(run = %run, "refusing run {run}: {e}");
             self.refuse(&run, e.to_string());
             return;
@@ -589,12 +551,8 @@ impl Node {
 
     fn refuse(&mut self, run: &str, reason: String) {
         let at = self.at();
-        let view = View {
-            core: &self.core,
-            now: at.now,
-        };
-        let actions = self.runs.core.refused(run, reason, at, &view);
-        self.run_actions(actions);
+        self.core.refused(run, reason, at);
+        self.flush_core();
     }
 
     /// Asks the next peer for a module; refuses the run when none is left.
@@ -658,8 +616,8 @@ impl Node {
         // more that redistributes: then a freeze fences it.
         let fence = spec.on_loss == OnLoss::Redistribute
             && self
-                .runs
                 .core
+                .runs()
                 .get(&run)
                 .and_then(|r| r.plan.as_ref())
                 .is_some_and(|p| p.shares.len() > 1);
@@ -756,7 +714,7 @@ impl Node {
                 let mut fetch = fetch;
                 fetch.wanted.remove(0);
                 // Still wanted? A stop or a new plan may have come meanwhile.
-                if self.runs.core.wants(&fetch.run, fetch.plan) {
+                if self.core.runs().wants(&fetch.run, fetch.plan) {
                     if fetch.wanted.is_empty() {
                         let Fetch {
                             run,
@@ -767,24 +725,24 @@ impl Node {
                         } = fetch;
                         self.spawn_ready(run, plan, *spec, share);
                     } else {
-                        fetch.left = self.runs.core.module_sources(&fetch.run);
+                        fetch.left = self.core.runs().module_sources(&fetch.run);
                         fetch.tried.clear();
                         self.fetch_next(fetch, None);
                     }
                 }
             }
-            Response::Module { .. } if !self.runs.core.wants(&fetch.run, fetch.plan) => {}
+            Response::Module { .. } if !self.core.runs().wants(&fetch.run, fetch.plan) => {}
             Response::Module { .. } => {
                 self.warn_once(format!("module-hash:{peer}"), || {
                     format!("{peer} sent a module whose sha256 is not the one asked for; trying another node")
                 });
                 self.fetch_next(fetch, Some(format!("{peer} sent other bytes")));
             }
-            Response::Refused { reason } if self.runs.core.wants(&fetch.run, fetch.plan) => {
+            Response::Refused { reason } if self.core.runs().wants(&fetch.run, fetch.plan) => {
                 self.fetch_next(fetch, Some(reason))
             }
             Response::Clock { .. } | Response::Shards { .. } | Response::Runs { .. }
-                if self.runs.core.wants(&fetch.run, fetch.plan) =>
+                if self.core.runs().wants(&fetch.run, fetch.plan) =>
             {
                 self.fetch_next(fetch, Some("another answer than a module".into()))
             }
@@ -818,7 +776,7 @@ impl Node {
         sha256: &str,
         channel: ResponseChannel<Response>,
     ) {
-        let response = if !self.core.may_answer_clock(&peer.to_string()) {
+        let response = if !self.core.mesh().may_answer_clock(&peer.to_string()) {
             Response::Refused {
                 reason: "not a member yet".into(),
             }
@@ -855,12 +813,8 @@ impl Node {
         let at = self.at();
         match event {
             WorkerEvent::Prepared { run, plan } => {
-                let view = View {
-                    core: &self.core,
-                    now: at.now,
-                };
-                let actions = self.runs.core.prepared(&run, plan, at, &view);
-                self.run_actions(actions);
+                self.core.prepared(&run, plan, at);
+                self.flush_core();
             }
             WorkerEvent::Failed { run, plan, reason } => {
                 if !self.current(&run, plan) {
@@ -879,13 +833,9 @@ impl Node {
                 if !self.current(&run, plan) {
                     return;
                 }
-                let view = View {
-                    core: &self.core,
-                    now: at.now,
-                };
                 let mono = self.monotonic(started_at);
-                let actions = self.runs.core.started(&run, wall_ns, mono, &view);
-                self.run_actions(actions);
+                self.core.started(&run, wall_ns, mono);
+                self.flush_core();
             }
             WorkerEvent::Shard(shard) => {
                 let bytes = match self.signer.sign_shard(&shard.encode()) {
@@ -937,8 +887,8 @@ impl Node {
                 info!(run = %run, fenced, "share done ({shards} shards)");
                 self.runs.workers.remove(&run);
                 self.runs.started.remove(&run);
-                let actions = self.runs.core.finished(&run, shards, fenced);
-                self.run_actions(actions);
+                self.core.finished(&run, shards, fenced);
+                self.flush_core();
             }
         }
     }
@@ -1035,10 +985,10 @@ impl Node {
     /// stops the run, and a stop heard twice changes nothing.
     fn judge_aborts(&mut self, id: &str) {
         let now = self.at().now;
-        let Some(run) = self.runs.core.get(id) else {
+        let Some(run) = self.core.runs().get(id) else {
             return;
         };
-        let me = self.runs.core.me();
+        let me = self.core.runs().me();
         let has_share = run
             .plan
             .as_ref()
@@ -1084,7 +1034,7 @@ impl Node {
             wire::RunMessage::Propose(_) => "propose",
             _ => "other",
         };
-        match self.runs.core.on_message(&from, env, at) {
+        match self.core.runs_mut().on_message(&from, env, at) {
             Ok(_) | Err(RunRefused::UnknownRun) => {}
             Err(e @ RunRefused::NotLeader(_)) => debug!("run message from {from} not obeyed: {e}"),
             Err(e) => self.warn_once(format!("run:{from}:{kind}"), || {
@@ -1113,7 +1063,7 @@ impl Node {
 
     /// Why a shard, from gossip or from a peer's answer, cannot be kept.
     pub(super) fn shard_problem(&self, shard: &Shard) -> Result<(), String> {
-        match self.runs.core.get(&shard.run_id) {
+        match self.core.runs().get(&shard.run_id) {
             None => Err(format!("run {} is unknown here", shard.run_id)),
             Some(run) => run.check_shard(shard),
         }
@@ -1138,58 +1088,27 @@ impl Node {
             self.cache_module(&set.sha256, Arc::new(bytes.into_vec()));
         }
         let at = self.at();
-        let me = self.core.me();
-        let mut candidates = vec![Candidate {
-            id: me.id.clone(),
-            region: me.region.clone(),
-            capacity: me.vu_limit.min(MAX_CAPACITY),
-        }];
-        for p in self.core.peers(at.now) {
-            if p.member.suspect {
-                continue;
-            }
-            let hb = &p.member.heartbeat;
-            candidates.push(Candidate {
-                id: hb.id.clone(),
-                region: hb.region.clone(),
-                capacity: hb.vu_limit.min(MAX_CAPACITY),
-            });
-        }
-        let proposal = Proposal {
-            proposer: self.core.me().id.clone(),
-            spec: req.spec,
-            weights: req.weights,
-            nodes: req.nodes,
-            candidates,
-        };
         let id = new_run_id();
-        let view = View {
-            core: &self.core,
-            now: at.now,
-        };
-        let actions = self.runs.core.submit(id.clone(), proposal, at, &view)?;
+        self.core
+            .submit(id.clone(), req.spec, req.weights, req.nodes, at)?;
         info!(run = %id, "run {id} submitted here");
-        self.run_actions(actions);
+        self.flush_core();
         Ok(SubmitView { run_id: id })
     }
 
     pub(super) fn stop_run(&mut self, id: &str, reason: Option<String>) -> Result<RunView, String> {
         let at = self.at();
-        let view = View {
-            core: &self.core,
-            now: at.now,
-        };
-        let actions = self.runs.core.stop(id, reason, at, &view)?;
+        self.core.stop(id, reason, at)?;
         info!(run = %id, "stop asked here");
-        self.run_actions(actions);
+        self.flush_core();
         self.run_view(id).ok_or_else(|| format!("no run {id}"))
     }
 
     pub(super) fn runs_view(&self) -> RunsView {
         RunsView {
             runs: self
-                .runs
                 .core
+                .runs()
                 .all()
                 .into_iter()
                 .filter_map(|r| self.run_view(&r.id))
@@ -1206,12 +1125,7 @@ impl Node {
             sig: ended.finish_sig.clone(),
         };
         crate::net::sign::verify_run(&env).map_err(|e| format!("its finish: {e}"))?;
-        self.runs.core.adopt(ended, at)
-    }
-
-    /// The runs state machine.
-    pub(super) fn runs_core(&self) -> &RunsCore {
-        &self.runs.core
+        self.core.runs_mut().adopt(ended, at)
     }
 
     /// The shards this node holds of a run: `(node, seq)`.
@@ -1222,15 +1136,6 @@ impl Node {
         }
     }
 
-    /// Shards this node holds of a node's in a run, and the count that
-    /// node announced, if any.
-    pub(super) fn runs_shards_of(&self, id: &str, node: &str) -> Option<(u64, Option<u64>)> {
-        match self.runs.reports.get(id) {
-            Some(report) => Some(report.shards_of(node)),
-            None => self.runs.stored.get(id).map(|s| s.shards_of(node)),
-        }
-    }
-
     /// Where runs and shards are stored.
     pub(super) fn runs_store(&self) -> RunStore {
         self.runs.store.clone()
@@ -1238,7 +1143,7 @@ impl Node {
 
     /// What the API server builds a run's report from.
     pub(super) fn report_source(&self, id: &str) -> Option<ReportSource> {
-        let run = self.runs.core.get(id)?;
+        let run = self.core.runs().get(id)?;
         Some(ReportSource {
             store: self.runs.store.clone(),
             run_id: id.to_owned(),
@@ -1291,10 +1196,10 @@ impl Node {
     }
 
     fn name_of(&self, id: &str) -> String {
-        if id == self.core.me().id {
-            return self.core.me().name.clone();
+        if id == self.core.mesh().me().id {
+            return self.core.mesh().me().name.clone();
         }
-        match self.core.member(id) {
+        match self.core.mesh().member(id) {
             Some(m) => m.heartbeat.name.clone(),
             None => id
                 .chars()
@@ -1308,13 +1213,9 @@ impl Node {
     }
 
     pub(super) fn run_view(&self, id: &str) -> Option<RunView> {
-        let run = self.runs.core.get(id)?;
+        let run = self.core.runs().get(id)?;
         let at = self.at();
-        let view = View {
-            core: &self.core,
-            now: at.now,
-        };
-        let phase = run.phase(at, &view);
+        let phase = run.phase(at, &self.core.view(at.now));
         let reason = run.finish.as_ref().and_then(|f| match &f.outcome {
             Outcome::Complete => None,
             Outcome::Stopped { reason: None, .. }
@@ -1339,7 +1240,7 @@ impl Node {
             Outcome::Failed { reason } => Some(reason.clone()),
         });
         let max_vus = u64::from(run.proposal.spec.max_vus());
-        let lost = run.lost(&view);
+        let lost = run.lost(&self.core.view(at.now));
         let t0 = run.armed.as_ref().map(|a| a.t0_ns);
         let node_view = |id: &str, segment: Option<crate::core::segment::ExecutionSegment>| {
             let region = run
@@ -1404,7 +1305,7 @@ impl Node {
             }
         }
         let storage_error = self.runs.storage.get(id).map(|p| {
-            let me = &self.core.me().name;
+            let me = &self.core.mesh().me().name;
             let waiting = self.runs.unsaved.get(id).map_or(0, Vec::len);
             let mut text = match &p.error {
                 Some(e) => format!(
@@ -1433,7 +1334,7 @@ impl Node {
             module_sha256: run.proposal.spec.module_sha256.clone(),
             scenario: run.proposal.spec.scenario.clone(),
             proposer: run.proposer.clone(),
-            leader: run.leader(&view),
+            leader: run.leader(&self.core.view(at.now)),
             term: run.term,
             weights: run.proposal.weights.as_ref().map(|ws| {
                 ws.iter()
@@ -1442,7 +1343,7 @@ impl Node {
                     .join(",")
             }),
             t0_unix_ms: t0.map(|t| t as f64 / 1e6),
-            elapsed_s: run.since_t0(at, &view),
+            elapsed_s: run.since_t0(at, &self.core.view(at.now)),
             duration_s: run.proposal.spec.duration().as_secs_f64(),
             start_skew_ms: skew,
             clock_bound_ms: bound,

@@ -35,8 +35,8 @@ impl Node {
     pub(super) fn snapshot(&mut self) -> Arc<Snapshot> {
         let now = self.now();
         let unix_ns = u64::try_from(wall_ns()).unwrap_or(0);
-        let me = self.core.me().clone();
-        let peers = self.core.peers(now);
+        let me = self.core.mesh().me().clone();
+        let peers = self.core.mesh().peers(now);
         let mut node = NodeHealth {
             id: me.id.clone(),
             name: me.name.clone(),
@@ -48,7 +48,7 @@ impl Node {
                 .get_or_insert(unix_ns.saturating_sub(now.as_nanos() as u64)),
             members: peers.len() as u64,
             suspects: peers.iter().filter(|p| p.member.suspect).count() as u64,
-            connected: self.core.connected_count() as u64,
+            connected: self.core.mesh().connected_count() as u64,
             mesh_bytes_sent: self.traffic.sent(),
             mesh_bytes_received: self.traffic.received(),
             cpu_cores: f64::from(self.health.cpu),
