@@ -11,11 +11,13 @@
 
 use std::net::IpAddr;
 
+use crate::cidr::Cidr;
+
 /// One `--allow-target` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
     Host(String),
-    Net(IpAddr, u8),
+    Net(Cidr),
 }
 
 /// The hosts and networks a node's runs may target.
@@ -38,21 +40,14 @@ impl AllowList {
                     "--allow-target {v:?} is not a host name, an IP address or a CIDR (give hosts without scheme or port)"
                 ));
             }
-            if let Some((ip, bits)) = v.split_once('/') {
-                let ip: IpAddr = ip.parse().map_err(|_| {
-                    format!("--allow-target {v:?}: {ip:?} is not an IP address; write a CIDR such as 10.0.0.0/8")
-                })?;
-                let max = if ip.is_ipv4() { 32 } else { 128 };
-                let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| {
-                    format!("--allow-target {v:?}: the prefix length is 0 to {max}")
-                })?;
-                entries.push(Entry::Net(ip, bits));
-            } else if let Ok(ip) = v
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-            {
-                entries.push(Entry::Net(ip, if ip.is_ipv4() { 32 } else { 128 }));
+            let address = v.trim_start_matches('[').trim_end_matches(']');
+            if v.contains('/') {
+                let net: Cidr = v
+                    .parse()
+                    .map_err(|e| format!("--allow-target {v:?}: {e}"))?;
+                entries.push(Entry::Net(net));
+            } else if let Ok(ip) = address.parse::<IpAddr>() {
+                entries.push(Entry::Net(Cidr::masked(ip, 128)));
             } else if v
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
@@ -70,7 +65,7 @@ impl AllowList {
     /// Whether an address is in one of the networks.
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
         self.entries.iter().any(|e| match e {
-            Entry::Net(net, bits) => in_net(ip, *net, *bits),
+            Entry::Net(net) => net.contains(ip),
             Entry::Host(_) => false,
         })
     }
@@ -115,7 +110,7 @@ impl std::fmt::Display for AllowList {
             .iter()
             .map(|e| match e {
                 Entry::Host(h) => h.clone(),
-                Entry::Net(ip, bits) => format!("{ip}/{bits}"),
+                Entry::Net(net) => net.to_string(),
             })
             .collect();
         write!(f, "{}", items.join(", "))
@@ -133,28 +128,6 @@ fn host_of(target: &str) -> &str {
     }
 }
 
-fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(bits))
-            };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(bits))
-            };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +139,9 @@ mod tests {
         assert!(allow.allows_host("API.example.com"));
         assert!(allow.allows_host("127.0.2.9"));
         assert!(allow.allows_host("[::1]"));
+        // An IPv4-mapped address is its IPv4 address.
+        assert!(allow.allows_host("::ffff:127.0.0.1"));
+        assert!(!allow.allows_host("::ffff:192.168.1.1"));
         assert!(allow.allows_host("10.1.2.3"));
         assert!(!allow.allows_host("10.1.2.4"));
         assert!(!allow.allows_host("example.com"));
@@ -188,8 +164,8 @@ mod tests {
     #[test]
     fn bad_entries_name_the_problem() {
         for (bad, needle) in [
-            ("10.0.0.0/33", "prefix"),
-            ("x.y/8", "not an IP"),
+            ("10.0.0.0/33", "prefix length"),
+            ("x.y/8", "not an IP address"),
             ("http://a.b", "not a host name"),
             ("", "empty"),
         ] {

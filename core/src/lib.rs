@@ -10,6 +10,7 @@
 
 pub mod allow;
 pub mod assign;
+pub mod cidr;
 pub mod clock;
 pub mod data;
 pub mod latency;

@@ -922,54 +922,91 @@ pub struct Share {
     pub first_vu_id: u64,
 }
 
-/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or combinations such as
-/// `1m30s`. A bare number is refused, because its unit would be a guess.
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, `1.5s`, `250us`, or parts
+/// summed such as `1m30s`. Units: `h`, `m`, `s`, `ms`, `us` (or `µs`), `ns`;
+/// a number may have a fraction (kept to the nanosecond). A bare number is
+/// refused, because its unit would be a guess; so is a total over a week.
 pub fn parse_duration(text: &str) -> Result<Duration, SpecError> {
     let text = text.trim();
     let err = |why: &str| {
         SpecError(format!(
-            "invalid duration {text:?}: {why}; use a number with a unit, for example 500ms, 30s, 5m, 1h or 1m30s"
+            "invalid duration {text:?}: {why}; use a number with a unit, for example 500ms, 30s, 5m, 1h or 1m30s (units: h, m, s, ms, us, ns)"
         ))
     };
     if text.is_empty() {
         return Err(err("it is empty"));
     }
-    let mut total = Duration::ZERO;
+    let is_number = |c: char| c.is_ascii_digit() || c == '.';
+    if text.chars().all(is_number) {
+        return Err(err(&format!(
+            "a bare number has no unit: write {text}ms or {text}s"
+        )));
+    }
+    let mut total: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .find(|c: char| !is_number(c))
             .ok_or_else(|| err("a number has no unit"))?;
         if digits == 0 {
             return Err(err("expected a number"));
         }
-        let value: f64 = rest[..digits].parse().map_err(|_| err("bad number"))?;
+        let number = &rest[..digits];
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let unit_len = rest.find(is_number).unwrap_or(rest.len());
+        let unit_ns: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(err("unknown unit")),
         };
         rest = &rest[unit_len..];
-        let part = Duration::try_from_secs_f64(value * scale).map_err(|_| err("out of range"))?;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(err("bad number"));
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| err("out of range"))?
+        };
+        // The fraction's first 18 digits are more than a nanosecond of an
+        // hour needs; the rest cannot change the result.
+        let kept = &fraction[..fraction.len().min(18)];
+        let scale = 10u128.pow(kept.len() as u32);
+        let fraction: u128 = if kept.is_empty() {
+            0
+        } else {
+            kept.parse().map_err(|_| err("bad number"))?
+        };
+        let part = whole
+            .checked_mul(unit_ns)
+            .and_then(|ns| ns.checked_add(fraction * unit_ns / scale))
+            .ok_or_else(|| err("out of range"))?;
         total = total.checked_add(part).ok_or_else(|| err("out of range"))?;
     }
-    if total > Duration::from_secs(7 * 24 * 3600) {
+    if total > 7 * 24 * 3_600_000_000_000 {
         return Err(err("longer than a week"));
     }
-    Ok(total)
+    Ok(Duration::from_nanos(
+        u64::try_from(total).map_err(|_| err("out of range"))?,
+    ))
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms == 0 {
+    if d.is_zero() {
         "0s".into()
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        if d.subsec_nanos().is_multiple_of(1000) {
+            format!("{}us", d.as_micros())
+        } else {
+            format!("{}ns", d.as_nanos())
+        }
     } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
     } else if ms.is_multiple_of(60_000) {
@@ -1064,7 +1101,40 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "30", "s", "10x", "-1s", "1e9h", "1..2s", "ms5"] {
+        assert_eq!(parse_duration("0.1s"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration(".25m"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("250µs"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("7ns"), Ok(Duration::from_nanos(7)));
+        assert_eq!(
+            parse_duration("1.0000000015s"),
+            Ok(Duration::from_nanos(1_000_000_001))
+        );
+        assert_eq!(
+            parse_duration(" 1h2m3s4ms\n"),
+            Ok(Duration::from_millis(3_723_004))
+        );
+        assert_eq!(
+            parse_duration("168h"),
+            Ok(Duration::from_secs(7 * 24 * 3600))
+        );
+        for bad in [
+            "",
+            "30",
+            "s",
+            "10x",
+            "-1s",
+            "1e9h",
+            "1..2s",
+            "ms5",
+            ".s",
+            "1 s",
+            "1S",
+            "5d",
+            "1m30",
+            "168h1ns",
+            "99999999999999999999999999999999999999999s",
+        ] {
             let e = parse_duration(bad).expect_err(bad);
             assert!(e.0.contains("for example"), "{e}");
         }
@@ -1072,7 +1142,7 @@ mod tests {
 
     #[test]
     fn durations_format_back() {
-        for text in ["500ms", "30s", "5m", "1h", "0s"] {
+        for text in ["500ms", "30s", "5m", "1h", "0s", "250us", "7ns", "1500ms"] {
             assert_eq!(
                 format_duration(parse_duration(text).unwrap_or_default()),
                 text

@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail, ensure};
 use http::StatusCode;
 use rand::Rng as _;
 
-use crate::{Ipv4Cidr, parse_duration};
+use crate::{Cidr, parse_duration};
 
 /// Extra latency added to every counted request before it is answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,13 +111,13 @@ impl fmt::Display for Latency {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SourceLatency {
     /// The client addresses it applies to.
-    pub from: Ipv4Cidr,
+    pub from: Cidr,
     /// The latency added, on top of [`TargetConfig::latency`].
     pub latency: Latency,
 }
 
 /// Parses `RANGE=LATENCY`, as accepted by the `--latency-from` flag: an
-/// [`Ipv4Cidr`] and a [`Latency`], e.g. `127.0.2.0/24=60ms` or
+/// [`Cidr`] and a [`Latency`], e.g. `127.0.2.0/24=60ms` or
 /// `127.0.3.0/24=20ms..80ms`.
 impl FromStr for SourceLatency {
     type Err = anyhow::Error;
@@ -300,9 +300,9 @@ mod tests {
             Err(e) => format!("{e:#}"),
         };
         assert!(err("127.0.2.0/24").contains("RANGE=LATENCY"));
-        assert!(err("127.0.2.0/33=60ms").contains("prefix length 33 is above 32"));
-        assert!(err("127.0.2.0/24=60").contains("`60ms`"));
-        assert!(err("fra=60ms").contains("127.0.2.0/24"));
+        assert!(err("127.0.2.0/33=60ms").contains("not a number from 0 to 32"));
+        assert!(err("127.0.2.0/24=60").contains("write 60ms or 60s"));
+        assert!(err("fra=60ms").contains("\"fra\" is not an IP address"));
         assert!(err("127.0.2.0/24=80ms..20ms").contains("inverted"));
         Ok(())
     }

@@ -82,9 +82,7 @@
 //! ```
 
 mod blocking;
-mod cidr;
 mod config;
-mod duration;
 mod mesh;
 mod netns;
 mod precise;
@@ -93,9 +91,11 @@ mod stats;
 mod tls;
 
 pub use blocking::{TargetHandle, spawn_target};
-pub use cidr::Ipv4Cidr;
 pub use config::{Latency, SourceLatency, StallWindow, TargetConfig};
-pub use duration::parse_duration;
+/// Address ranges and durations read as the nodes read them: one grammar
+/// for the whole project.
+pub use fusi_core::cidr::Cidr;
+pub use fusi_core::spec::parse_duration;
 pub use mesh::{
     API_TOKEN_ENV, API_TOKEN_FILE, ExtraNode, KeyChoice, LOGS_ENV, MAX_NODES_PER_REGION,
     MAX_REGION_LEN, MAX_REGIONS, Mesh, MeshConfig, MeshNode, STARTUP_TIMEOUT, STDERR_TAIL_LINES,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow, bail, ensure};
 
 use crate::netns::{self, Network, NodeNet};
-use crate::{Ipv4Cidr, TargetConfig, TargetHandle};
+use crate::{Cidr, TargetConfig, TargetHandle};
 
 /// How long [`Mesh::start`] and friends wait, by default, for a node to
 /// print its listen addresses.
@@ -28,7 +28,7 @@ pub const STDERR_TAIL_LINES: usize = 50;
 /// Set to `1` to echo every node's output to stderr, prefixed with `[name]`.
 pub const LOGS_ENV: &str = "FUSI_TESTNET_LOGS";
 /// The longest region name; names are 1 to 32 of `a-z`, `0-9` and `-`.
-pub const MAX_REGION_LEN: usize = 32;
+pub use fusi_core::wire::MAX_REGION_LEN;
 /// The most regions a mesh can have: one `127.0.R.0/24` range each.
 pub const MAX_REGIONS: usize = 255;
 /// The most nodes a region can have: `127.0.R.1` to `127.0.R.254`.
@@ -143,25 +143,20 @@ impl MeshConfig {
     }
 }
 
-/// Checks a region name: 1 to [`MAX_REGION_LEN`] of `a-z`, `0-9` and `-`.
+/// Checks a region name as a node does
+/// ([`fusi_core::wire::validate_region`]): 1 to [`MAX_REGION_LEN`] of `a-z`,
+/// `0-9` and `-`.
 ///
 /// # Errors
 ///
 /// Any other name, with the rule in the message.
 pub fn validate_region(name: &str) -> anyhow::Result<()> {
-    let plain = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    ensure!(
-        !name.is_empty() && name.len() <= MAX_REGION_LEN && plain,
-        "invalid region name `{name}`: use 1 to {MAX_REGION_LEN} of a-z, 0-9 and '-' (e.g. fra)"
-    );
-    Ok(())
+    fusi_core::wire::validate_region(name).map_err(|e| anyhow::anyhow!("{e} (e.g. fra)"))
 }
 
 /// The loopback range of region `region_index` (1-based): `127.0.R.0/24`.
-pub fn region_range(region_index: u8) -> Ipv4Cidr {
-    Ipv4Cidr::masked(Ipv4Addr::new(127, 0, region_index, 0), 24)
+pub fn region_range(region_index: u8) -> Cidr {
+    Cidr::masked(Ipv4Addr::new(127, 0, region_index, 0).into(), 24)
 }
 
 /// Which pre-shared key an extra node gets; see [`Mesh::start_node`].
@@ -430,7 +425,7 @@ impl Mesh {
 
     /// The address range of a region of this mesh, `127.0.R.0/24` (in
     /// network namespaces `10.200.R.0/24`).
-    pub fn region_range(&self, region: &str) -> Option<Ipv4Cidr> {
+    pub fn region_range(&self, region: &str) -> Option<Cidr> {
         let position = self.regions.iter().position(|(name, _)| name == region)?;
         let r = u8::try_from(position + 1).ok()?;
         Some(if self.network.is_some() {

@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, ensure};
 
-use crate::Ipv4Cidr;
+use crate::Cidr;
 
 /// The start of the name of every namespace the testnet makes:
 /// `fusit-<pid>-<n>-hub`, `fusit-<pid>-<n>-<R>-<i>`.
@@ -72,8 +72,8 @@ pub fn netns_ip(region: u8, node: u8) -> Ipv4Addr {
 
 /// The range of region `region` (1-based) in a mesh of namespaces:
 /// `10.200.R.0/24`.
-pub fn netns_region_range(region: u8) -> Ipv4Cidr {
-    Ipv4Cidr::masked(netns_ip(region, 0), 24)
+pub fn netns_region_range(region: u8) -> Cidr {
+    Cidr::masked(netns_ip(region, 0).into(), 24)
 }
 
 /// Checks that this process can make network namespaces: it runs as root,
