@@ -527,7 +527,7 @@ mod tests {
         let msg = up(&["--nodes", "1", "--target", "--target-latency", "fra=10"])
             .expect_err("a duration without a unit");
         assert!(
-            msg.contains("--target-latency") && msg.contains("`10ms`"),
+            msg.contains("--target-latency") && msg.contains("write 10ms or 10s"),
             "{msg}"
         );
         let msg = up(&["--regions", "fra"]).expect_err("no count");
