@@ -32,7 +32,7 @@ use http::HeaderMap;
 use http::header::{COOKIE, HOST, HeaderName, HeaderValue, SET_COOKIE, USER_AGENT};
 use http::{Method, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -40,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::cookies::{CookieJar, CookieUrl};
+use super::h1;
 
 /// Requests without a timeout of their own give up after this long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -200,18 +201,10 @@ pub(super) struct Origin {
     pub(super) port: u16,
 }
 
-/// An HTTP/1.1 connection's driver: hyper's state machine for the socket.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
 enum Sender {
-    /// HTTP/1.1: the VU drives its own connection while it waits for a
-    /// response (see [`drive`]), instead of a separate task doing it. One
-    /// task less per connection, and no wake-up across threads per request.
-    H1 {
-        tx: http1::SendRequest<Full<Bytes>>,
-        /// `None` once the connection has ended.
-        driver: Option<Driver>,
-    },
+    /// HTTP/1.1: the socket itself; the VU's task writes each request and
+    /// reads its response ([`super::h1`]).
+    H1(Opened),
     /// HTTP/2: a spawned task drives the connection, which may carry
     /// streams of several requests at once.
     H2(http2::SendRequest<Full<Bytes>>),
@@ -243,23 +236,6 @@ async fn read_response(
         }
     }
     Ok((parts, data, first_byte))
-}
-
-/// Runs `work` while polling the connection driver, so hyper can move bytes.
-/// When the driver ends (the server closed the connection), `work` fails on
-/// its own soon after, which is then the outcome.
-async fn drive<F: Future>(driver: &mut Option<Driver>, work: F) -> F::Output {
-    tokio::pin!(work);
-    loop {
-        let Some(d) = driver.as_mut() else {
-            return work.await;
-        };
-        tokio::select! {
-            biased;
-            out = &mut work => return out,
-            _ = d.as_mut() => *driver = None,
-        }
-    }
 }
 
 struct Connection {
@@ -530,77 +506,100 @@ impl HttpClient {
         let (sent0, recv0) = conn.meter.totals();
 
         let is_h2 = matches!(conn.sender, Sender::H2(_));
-        let uri = if is_h2 {
-            target.uri.clone()
-        } else {
-            target.path.clone()
-        };
-        let mut builder = http::Request::builder().method(method).uri(uri);
-        if let Some(headers) = builder.headers_mut() {
-            if !is_h2 && let Some(host) = &target.host {
-                headers.insert(HOST, host.clone());
-            }
-            headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-            for (name, value) in &req.headers {
-                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    Failure(
-                        ErrorKind::InvalidRequest,
-                        format!("invalid header name {name:?}"),
-                    )
-                })?;
-                let value = HeaderValue::from_str(value).map_err(|_| {
-                    Failure(
-                        ErrorKind::InvalidRequest,
-                        format!("invalid value for header {name}"),
-                    )
-                })?;
-                if name == HOST || name == USER_AGENT {
-                    headers.insert(name, value);
-                } else {
-                    headers.append(name, value);
-                }
-            }
-            if session.is_some()
-                && !self.jar.is_empty()
-                && !headers.contains_key(COOKIE)
-                && let Some(cookies) = self.jar.header(target.cookie_url(), unix_now())
-                && let Ok(value) = HeaderValue::from_str(&cookies)
-            {
-                headers.insert(COOKIE, value);
+        let mut headers = HeaderMap::new();
+        if !is_h2 && let Some(host) = &target.host {
+            headers.insert(HOST, host.clone());
+        }
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        for (name, value) in &req.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                Failure(
+                    ErrorKind::InvalidRequest,
+                    format!("invalid header name {name:?}"),
+                )
+            })?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                Failure(
+                    ErrorKind::InvalidRequest,
+                    format!("invalid value for header {name}"),
+                )
+            })?;
+            if name == HOST || name == USER_AGENT {
+                headers.insert(name, value);
+            } else {
+                headers.append(name, value);
             }
         }
-        let request = builder
-            .body(Full::new(Bytes::copy_from_slice(&req.body)))
-            .map_err(|e| Failure(ErrorKind::InvalidRequest, e.to_string()))?;
+        if session.is_some()
+            && !self.jar.is_empty()
+            && !headers.contains_key(COOKIE)
+            && let Some(cookies) = self.jar.header(target.cookie_url(), unix_now())
+            && let Ok(value) = HeaderValue::from_str(&cookies)
+        {
+            headers.insert(COOKIE, value);
+        }
 
         let discard = session.is_some_and(|o| o.discard_body);
-        let sent_at = Instant::now();
-        let (parts, data, first_byte) = match &mut conn.sender {
-            Sender::H1 { tx, driver } => {
-                drive(
-                    driver,
-                    read_response(tx.send_request(request), discard, slot),
+        let started = Instant::now();
+        let (status, headers, data, sent, first_byte, reusable) = match &mut conn.sender {
+            Sender::H1(io) => {
+                let request = h1::Request {
+                    method: &method,
+                    target: target.path.path_and_query().map_or("/", |p| p.as_str()),
+                    headers: &headers,
+                    body: &req.body,
+                };
+                // Boxed, as the connect is: the exchange's state would
+                // otherwise be copied with every request's future.
+                let r = Box::pin(h1::exchange(io, &request, discard, MAX_BODY, || drop(slot)))
+                    .await
+                    .map_err(h1_failure)?;
+                (
+                    r.status,
+                    r.headers,
+                    r.body,
+                    r.sent,
+                    r.first_byte,
+                    r.reusable,
                 )
-                .await
             }
-            Sender::H2(tx) => read_response(tx.send_request(request), discard, slot).await,
-        }?;
-        timings.waiting_us = micros(first_byte - sent_at);
+            Sender::H2(tx) => {
+                let mut request = http::Request::new(Full::new(Bytes::copy_from_slice(&req.body)));
+                *request.method_mut() = method;
+                *request.uri_mut() = target.uri.clone();
+                *request.headers_mut() = headers;
+                let (parts, data, first_byte) =
+                    read_response(tx.send_request(request), discard, slot).await?;
+                (
+                    parts.status.as_u16(),
+                    parts.headers,
+                    data,
+                    started,
+                    first_byte,
+                    true,
+                )
+            }
+        };
+        timings.sending_us = micros(sent - started);
+        timings.waiting_us = micros(first_byte.saturating_duration_since(sent));
         timings.receiving_us = micros(first_byte.elapsed());
         timings.duration_us = timings.sending_us + timings.waiting_us + timings.receiving_us;
         let (sent1, recv1) = conn.meter.totals();
         exchange.bytes_sent = sent1 - sent0;
         exchange.bytes_received = recv1 - recv0;
-        if session.is_some() && parts.headers.contains_key(SET_COOKIE) {
+        if !reusable {
+            self.connections.swap_remove(i);
+        }
+        if session.is_some() && headers.contains_key(SET_COOKIE) {
             let now = unix_now();
-            for header in parts.headers.get_all(SET_COOKIE) {
+            for header in headers.get_all(SET_COOKIE) {
                 self.jar.store(target.cookie_url(), header.as_bytes(), now);
             }
         }
         Ok(Answer {
-            status: parts.status.as_u16(),
+            status,
             protocol: if is_h2 { "HTTP/2" } else { "HTTP/1.1" },
-            headers: parts.headers,
+            headers,
             body: data,
             timings: Timings::default(),
             error: None,
@@ -626,7 +625,7 @@ impl Connection {
     /// Whether the connection can take another request.
     async fn ready(&mut self) -> bool {
         match &mut self.sender {
-            Sender::H1 { tx, driver } => drive(driver, tx.ready()).await.is_ok(),
+            Sender::H1(io) => !h1::idle_gone(io),
             Sender::H2(s) => s.ready().await.is_ok(),
         }
     }
@@ -709,6 +708,46 @@ pub(super) enum Opened {
     Tls(Box<tokio_rustls::client::TlsStream<Metered<TcpStream>>>),
 }
 
+impl AsyncRead for Opened {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Opened::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Opened::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Opened {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Opened::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Opened::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Opened::Plain(io) => Pin::new(io).poll_flush(cx),
+            Opened::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Opened::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Opened::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Which protocols a TLS connection offers by ALPN.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Alpn {
@@ -725,11 +764,10 @@ async fn connect(
 ) -> Result<Connection, Failure> {
     let (opened, meter) = open(origin, tls, Alpn::Any, timings).await?;
     let sender = match opened {
-        Opened::Tls(stream) => {
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            handshake(TokioIo::new(stream), h2).await?
+        Opened::Tls(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            h2_handshake(TokioIo::new(stream)).await?
         }
-        Opened::Plain(io) => handshake(TokioIo::new(io), false).await?,
+        opened => Sender::H1(opened),
     };
     Ok(Connection { sender, meter })
 }
@@ -842,29 +880,34 @@ pub(super) async fn open(
     Ok((Opened::Tls(Box::new(stream)), meter))
 }
 
-async fn handshake<T>(io: TokioIo<T>, h2: bool) -> Result<Sender, Failure>
+async fn h2_handshake<T>(io: TokioIo<T>) -> Result<Sender, Failure>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if h2 {
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20)
-            .handshake(io)
-            .await
-            .map_err(classify_hyper)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Sender::H2(sender))
-    } else {
-        let (tx, conn) = http1::handshake(io).await.map_err(classify_hyper)?;
-        Ok(Sender::H1 {
-            tx,
-            driver: Some(Box::pin(conn)),
-        })
-    }
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake(io)
+        .await
+        .map_err(classify_hyper)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Sender::H2(sender))
+}
+
+/// An HTTP/1.1 exchange's failure, classed as hyper's are.
+fn h1_failure(e: h1::Error) -> Failure {
+    let kind = match &e {
+        h1::Error::Send(io) | h1::Error::Receive(io) => match io.kind() {
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Reset,
+        },
+        h1::Error::Closed => ErrorKind::Reset,
+        h1::Error::Protocol(_) => ErrorKind::Protocol,
+    };
+    Failure(kind, e.to_string())
 }
 
 fn classify_hyper(e: hyper::Error) -> Failure {

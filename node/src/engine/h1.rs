@@ -1,0 +1,700 @@
+//! HTTP/1.1 on a VU's own connection: one request at a time, no driver.
+//!
+//! Why not hyper's client connection here: for as long as it is open, a
+//! hyper `http1` connection keeps a dispatch channel (a 32-slot block of
+//! requests, about 8.7 KiB), an 8 KiB write buffer and a read buffer of at
+//! least 8 KiB, and every request crosses that channel. A VU that sleeps
+//! between requests, the common case of a load test, held all of it: about
+//! 25 KiB of its 85 (docs/benchmarks.md, memory). Here a connection is only
+//! its socket between requests; a request's buffers live while it is in
+//! flight, and the VU's own task writes the request and reads the response.
+//!
+//! What it speaks is what a load generator's requests need (RFC 9112): one
+//! request in flight per connection (no pipelining); a response body framed
+//! by `Transfer-Encoding: chunked`, `Content-Length` or the end of the
+//! connection; interim (1xx) responses skipped; no body after `HEAD`, 204 or
+//! 304; and keep-alive unless either side says `Connection: close` (or the
+//! server speaks HTTP/1.0 without `keep-alive`). A response that breaks the
+//! framing is a `protocol` error and its connection is closed. HTTP/2 stays
+//! with hyper (`super::http`).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Waker};
+
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+/// The longest response head (status line and headers) accepted.
+pub(super) const MAX_HEAD: usize = 64 << 10;
+/// The most header fields one response head may have.
+const MAX_HEADERS: usize = 128;
+/// The longest chunk-size line, and the most trailer bytes after the last
+/// chunk.
+const MAX_CHUNK_LINE: usize = 4 << 10;
+const MAX_TRAILERS: usize = 64 << 10;
+/// What a read asks for while a head is read, and at most while a body is.
+const HEAD_READ: usize = 4 << 10;
+const BODY_READ: usize = 64 << 10;
+/// A body up to this size goes out in the same write as the head.
+const COALESCE: usize = 16 << 10;
+
+/// Why a request got no whole response.
+#[derive(Debug)]
+pub(super) enum Error {
+    /// The socket failed while sending.
+    Send(io::Error),
+    /// The socket failed while receiving.
+    Receive(io::Error),
+    /// The server closed the connection before the response was complete.
+    Closed,
+    /// The response breaks HTTP/1.1.
+    Protocol(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Send(e) => write!(f, "cannot send the request: {e}"),
+            Error::Receive(e) => write!(f, "cannot read the response: {e}"),
+            Error::Closed => {
+                f.write_str("the server closed the connection before the response was complete")
+            }
+            Error::Protocol(m) => write!(f, "invalid HTTP/1.1 response: {m}"),
+        }
+    }
+}
+
+/// A whole response.
+pub(super) struct Response {
+    /// The status code.
+    pub(super) status: u16,
+    /// The header fields, in the order they came (repeated names kept).
+    pub(super) headers: HeaderMap,
+    /// The body, at most `keep` bytes of it.
+    pub(super) body: Vec<u8>,
+    /// When the request's last byte was written.
+    pub(super) sent: Instant,
+    /// When the response's first byte was read.
+    pub(super) first_byte: Instant,
+    /// Whether the connection may carry another request.
+    pub(super) reusable: bool,
+}
+
+/// A request, as [`exchange`] writes it.
+pub(super) struct Request<'a> {
+    pub(super) method: &'a Method,
+    /// The request target: the path and query.
+    pub(super) target: &'a str,
+    /// Every header field, `host` included.
+    pub(super) headers: &'a HeaderMap,
+    pub(super) body: &'a [u8],
+}
+
+impl Request<'_> {
+    /// The head, and with it the body when that is small.
+    fn encode(&self) -> Vec<u8> {
+        let mut size = self.method.as_str().len() + self.target.len() + 64;
+        for (name, value) in self.headers {
+            size += name.as_str().len() + value.len() + 4;
+        }
+        let coalesce = self.body.len() <= COALESCE;
+        if coalesce {
+            size += self.body.len();
+        }
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in self.headers {
+            // The body's length is the body's; a scenario's own framing
+            // headers would contradict it.
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+                continue;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !self.body.is_empty()
+            || matches!(*self.method, Method::POST | Method::PUT | Method::PATCH)
+        {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(self.body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if coalesce {
+            out.extend_from_slice(self.body);
+        }
+        out
+    }
+
+    /// Whether the request itself asks to close the connection after it.
+    fn closes(&self) -> bool {
+        has_token(self.headers, "close")
+    }
+}
+
+/// Whether an idle connection was closed by the server (or sent bytes it
+/// was not asked for), looked at without waiting: such a connection takes
+/// no more requests.
+pub(super) fn idle_gone<S: AsyncRead + Unpin>(io: &mut S) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    // Pending: nothing to read, the connection is as it was left.
+    Pin::new(io).poll_read(&mut cx, &mut buf).is_ready()
+}
+
+/// Writes `req` and reads its whole response, keeping at most `keep`
+/// bytes of the body (none when `discard`). `on_head` runs once the
+/// response's head has arrived.
+pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    req: &Request<'_>,
+    discard: bool,
+    keep: usize,
+    on_head: impl FnOnce(),
+) -> Result<Response, Error> {
+    let head = req.encode();
+    io.write_all(&head).await.map_err(Error::Send)?;
+    if req.body.len() > COALESCE {
+        io.write_all(req.body).await.map_err(Error::Send)?;
+    }
+    io.flush().await.map_err(Error::Send)?;
+    drop(head);
+    let sent = Instant::now();
+
+    let mut reader = Reader {
+        io,
+        buf: Vec::with_capacity(HEAD_READ),
+        pos: 0,
+        first_byte: None,
+    };
+    let (status, version, headers) = reader.head().await?;
+    on_head();
+    let first_byte = reader.first_byte.unwrap_or_else(Instant::now);
+
+    let no_body = *req.method == Method::HEAD || status == 204 || status == 304 || status == 101;
+    let framing = if no_body {
+        Framing::Length(0)
+    } else {
+        framing(&headers)?
+    };
+    let mut body = Body {
+        data: Vec::new(),
+        keep: if discard { 0 } else { keep },
+    };
+    match framing {
+        Framing::Length(n) => {
+            body.data.reserve(
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(body.keep)
+                    .min(BODY_READ),
+            );
+            reader.copy(n, &mut body).await?;
+        }
+        Framing::Chunked => reader.chunked(&mut body).await?,
+        Framing::UntilClose => reader.until_close(&mut body).await?,
+    }
+    let keep_alive = match version {
+        1 => !has_token(&headers, "close"),
+        _ => has_token(&headers, "keep-alive") && !has_token(&headers, "close"),
+    };
+    let reusable = keep_alive
+        && status != 101
+        && !req.closes()
+        && !matches!(framing, Framing::UntilClose)
+        && !(matches!(framing, Framing::Chunked) && headers.contains_key(CONTENT_LENGTH))
+        && reader.pos == reader.buf.len();
+    Ok(Response {
+        status,
+        headers,
+        body: body.data,
+        sent,
+        first_byte,
+        reusable,
+    })
+}
+
+/// How a response's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// The framing of a body from its head (RFC 9112, 6.3).
+fn framing(headers: &HeaderMap) -> Result<Framing, Error> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_some() {
+        let last = codings
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .last();
+        return Ok(match last {
+            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::UntilClose,
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "content-length {:?} is not a number",
+                        String::from_utf8_lossy(value.as_bytes())
+                    ))
+                })?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Protocol(
+                    "content-length given twice, with different values".into(),
+                ));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// Whether a `Connection` header field lists `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A response head at the start of `bytes`: its length, status, HTTP minor
+/// version and header fields, or `None` while it is incomplete. Not async,
+/// so that the array of parsed fields (4 KiB) lives on the stack of this
+/// call only, never in a request's future.
+fn parse_head(bytes: &[u8]) -> Result<Option<(usize, u16, u8, HeaderMap)>, Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let len = match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Protocol(format!(
+                "more than {MAX_HEADERS} header fields"
+            )));
+        }
+        Err(e) => return Err(Error::Protocol(e.to_string())),
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Error::Protocol(format!("invalid header name {:?}", field.name)))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| Error::Protocol(format!("invalid value of header {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(Some((
+        len,
+        parsed.code.unwrap_or(0),
+        parsed.version.unwrap_or(1),
+        headers,
+    )))
+}
+
+/// The body being read: what is kept of it.
+struct Body {
+    data: Vec<u8>,
+    keep: usize,
+}
+
+impl Body {
+    fn take(&mut self, bytes: &[u8]) {
+        let room = self.keep.saturating_sub(self.data.len());
+        self.data.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
+/// A response being read: the bytes read and not yet taken are
+/// `buf[pos..]`.
+struct Reader<'a, S> {
+    io: &'a mut S,
+    buf: Vec<u8>,
+    pos: usize,
+    first_byte: Option<Instant>,
+}
+
+impl<S: AsyncRead + Unpin> Reader<'_, S> {
+    /// Reads more, about `want` bytes at most; 0 at the end of the stream.
+    async fn fill(&mut self, want: usize) -> Result<usize, Error> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.reserve(want);
+        let n = self
+            .io
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(Error::Receive)?;
+        if n > 0 && self.first_byte.is_none() {
+            self.first_byte = Some(Instant::now());
+        }
+        Ok(n)
+    }
+
+    fn unread(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The final response's status, HTTP minor version and header fields;
+    /// interim (1xx) responses are read and skipped.
+    async fn head(&mut self) -> Result<(u16, u8, HeaderMap), Error> {
+        loop {
+            if let Some((len, status, version, headers)) = parse_head(&self.buf[self.pos..])? {
+                self.pos += len;
+                if (100..200).contains(&status) && status != 101 {
+                    continue;
+                }
+                return Ok((status, version, headers));
+            }
+            if self.unread() >= MAX_HEAD {
+                return Err(Error::Protocol(format!(
+                    "the response head is larger than {} KiB",
+                    MAX_HEAD >> 10
+                )));
+            }
+            if self.fill(HEAD_READ).await? == 0 {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    /// Takes the next `n` bytes into `body`.
+    async fn copy(&mut self, mut n: u64, body: &mut Body) -> Result<(), Error> {
+        while n > 0 {
+            if self.unread() == 0 {
+                let want = usize::try_from(n)
+                    .unwrap_or(BODY_READ)
+                    .clamp(HEAD_READ, BODY_READ);
+                if self.fill(want).await? == 0 {
+                    return Err(Error::Closed);
+                }
+            }
+            let take = self.unread().min(usize::try_from(n).unwrap_or(usize::MAX));
+            body.take(&self.buf[self.pos..self.pos + take]);
+            self.pos += take;
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// The next line, without its line ending, as a range of `buf`; at
+    /// most `max` bytes long.
+    async fn line(&mut self, max: usize) -> Result<std::ops::Range<usize>, Error> {
+        let mut searched = 0;
+        loop {
+            if let Some(i) = self.buf[self.pos + searched..]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let start = self.pos;
+                let mut end = start + searched + i;
+                self.pos = end + 1;
+                if end > start && self.buf[end - 1] == b'\r' {
+                    end -= 1;
+                }
+                return Ok(start..end);
+            }
+            searched = self.unread();
+            if searched > max {
+                return Err(Error::Protocol(format!(
+                    "a chunk line longer than {max} bytes"
+                )));
+            }
+            // `fill` keeps the unread bytes, from the start of `buf`.
+            if self.fill(HEAD_READ).await? == 0 {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    /// A chunked body, up to and with its trailer section.
+    async fn chunked(&mut self, body: &mut Body) -> Result<(), Error> {
+        loop {
+            let line = self.line(MAX_CHUNK_LINE).await?;
+            let size = &self.buf[line];
+            let digits = size
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or(&[])
+                .trim_ascii();
+            let n = std::str::from_utf8(digits)
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 16)
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "invalid chunk size {:?}",
+                        String::from_utf8_lossy(size)
+                    ))
+                })?;
+            if n == 0 {
+                let mut trailers = 0;
+                loop {
+                    let line = self.line(MAX_CHUNK_LINE).await?;
+                    if line.is_empty() {
+                        return Ok(());
+                    }
+                    trailers += line.len();
+                    if trailers > MAX_TRAILERS {
+                        return Err(Error::Protocol(format!(
+                            "trailers longer than {} KiB",
+                            MAX_TRAILERS >> 10
+                        )));
+                    }
+                }
+            }
+            self.copy(n, body).await?;
+            if !self.line(2).await?.is_empty() {
+                return Err(Error::Protocol("a chunk longer than its size".into()));
+            }
+        }
+    }
+
+    /// A body that ends with the connection.
+    async fn until_close(&mut self, body: &mut Body) -> Result<(), Error> {
+        loop {
+            body.take(&self.buf[self.pos..]);
+            self.pos = self.buf.len();
+            match self.fill(BODY_READ).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                // A TLS peer that closes without close_notify.
+                Err(Error::Receive(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    fn get<'a>(headers: &'a HeaderMap) -> Request<'a> {
+        Request {
+            method: &Method::GET,
+            target: "/x?y=1",
+            headers,
+            body: b"",
+        }
+    }
+
+    /// Serves `reply` to one request and returns what the client wrote.
+    async fn once(req: Request<'_>, reply: &'static [u8]) -> (Result<Response, Error>, Vec<u8>) {
+        let (mut client, mut server) = duplex(1 << 20);
+        let serve = tokio::spawn(async move {
+            let mut got = vec![0u8; 4096];
+            let n = server.read(&mut got).await.unwrap_or(0);
+            got.truncate(n);
+            let _ = server.write_all(reply).await;
+            // Keep the connection open unless the reply ends it.
+            (got, server)
+        });
+        let out = exchange(&mut client, &req, false, 1 << 20, || {}).await;
+        let (got, _server) = serve.await.expect("server task");
+        (out, got)
+    }
+
+    #[tokio::test]
+    async fn writes_the_request_and_reads_a_length_framed_response() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("example.test"));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let req = Request {
+            method: &Method::POST,
+            target: "/p",
+            headers: &headers,
+            body: b"abc",
+        };
+        let (out, got) = once(
+            req,
+            b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nX-A: 2\r\n\r\nok",
+        )
+        .await;
+        let r = out.expect("response");
+        assert_eq!(
+            got,
+            b"POST /p HTTP/1.1\r\nhost: example.test\r\ncontent-length: 3\r\n\r\nabc".to_vec()
+        );
+        assert_eq!(r.status, 201);
+        assert_eq!(r.body, b"ok");
+        assert_eq!(r.headers.get_all("x-a").iter().count(), 2);
+        assert!(r.reusable);
+    }
+
+    #[tokio::test]
+    async fn reads_chunked_bodies_with_extensions_and_trailers_and_skips_interim_responses() {
+        let headers = HeaderMap::new();
+        let (out, got) = once(
+            get(&headers),
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+        )
+        .await;
+        assert_eq!(got, b"GET /x?y=1 HTTP/1.1\r\n\r\n".to_vec());
+        let r = out.expect("response");
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.reusable),
+            (200, &b"hello world"[..], true)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_until_close_or_a_close_token_ends_the_connection() {
+        let headers = HeaderMap::new();
+        let (mut client, mut server) = duplex(1 << 16);
+        let serve = tokio::spawn(async move {
+            let mut got = [0u8; 256];
+            let _ = server.read(&mut got).await;
+            let _ = server.write_all(b"HTTP/1.1 200 OK\r\n\r\nall of it").await;
+        });
+        let r = exchange(&mut client, &get(&headers), false, 1 << 20, || {})
+            .await
+            .expect("response");
+        serve.await.expect("server");
+        assert_eq!((r.body.as_slice(), r.reusable), (&b"all of it"[..], false));
+
+        let (out, _) = once(
+            get(&headers),
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(!out.expect("response").reusable);
+        let (out, _) = once(
+            get(&headers),
+            b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(!out.expect("response").reusable);
+        let (out, _) = once(
+            get(&headers),
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(out.expect("response").reusable);
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_have_no_body_and_bodies_past_keep_are_read_not_kept() {
+        let headers = HeaderMap::new();
+        let head = Request {
+            method: &Method::HEAD,
+            ..get(&headers)
+        };
+        let (out, _) = once(head, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n").await;
+        let r = out.expect("response");
+        assert!(r.body.is_empty() && r.reusable);
+        let (out, _) = once(
+            get(&headers),
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n",
+        )
+        .await;
+        assert!(out.expect("response").reusable);
+
+        let (mut client, mut server) = duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut got = [0u8; 256];
+            let _ = server.read(&mut got).await;
+            let _ = server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789")
+                .await;
+            got
+        });
+        let r = exchange(&mut client, &get(&headers), false, 4, || {})
+            .await
+            .expect("response");
+        assert_eq!((r.body.as_slice(), r.reusable), (&b"0123"[..], true));
+    }
+
+    #[tokio::test]
+    async fn broken_framing_is_a_protocol_error_and_an_early_close_is_closed() {
+        let headers = HeaderMap::new();
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"NOT HTTP\r\n\r\n",
+        ] {
+            let (mut client, mut server) = duplex(1 << 16);
+            tokio::spawn(async move {
+                let mut got = [0u8; 256];
+                let _ = server.read(&mut got).await;
+                let _ = server.write_all(reply).await;
+                server
+            });
+            let out = exchange(&mut client, &get(&headers), false, 1 << 20, || {}).await;
+            assert!(
+                matches!(out, Err(Error::Protocol(_))),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(reply),
+                out.err()
+            );
+        }
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"[..],
+            b"HTTP/1.1 200 O",
+        ] {
+            let (mut client, mut server) = duplex(1 << 16);
+            tokio::spawn(async move {
+                let mut got = [0u8; 256];
+                let _ = server.read(&mut got).await;
+                let _ = server.write_all(reply).await;
+            });
+            let out = exchange(&mut client, &get(&headers), false, 1 << 20, || {}).await;
+            assert!(matches!(out, Err(Error::Closed)), "{:?}", out.err());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_past_its_bound_is_refused_and_an_idle_close_is_seen() {
+        let headers = HeaderMap::new();
+        let (mut client, mut server) = duplex(1 << 20);
+        tokio::spawn(async move {
+            let mut got = [0u8; 256];
+            let _ = server.read(&mut got).await;
+            let mut reply = b"HTTP/1.1 200 OK\r\n".to_vec();
+            while reply.len() <= MAX_HEAD {
+                reply.extend_from_slice(b"x-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+            }
+            let _ = server.write_all(&reply).await;
+            server
+        });
+        let out = exchange(&mut client, &get(&headers), false, 1 << 20, || {}).await;
+        assert!(matches!(out, Err(Error::Protocol(_))), "{:?}", out.err());
+
+        let (mut client, server) = duplex(64);
+        assert!(!idle_gone(&mut client));
+        drop(server);
+        assert!(idle_gone(&mut client));
+    }
+}
