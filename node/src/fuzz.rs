@@ -47,6 +47,7 @@ use crate::core::wire::{
     RunEnvelope, RunMessage, RunSignature,
 };
 use crate::engine::cookies::{self, CookieJar, CookieUrl};
+use crate::engine::h1;
 use crate::net::codec::WireCodec;
 use fusi_sdk::abi::{HttpRequest, MetricKind, wire as abi_wire};
 
@@ -91,11 +92,15 @@ pub enum Target {
     /// every row it keeps is JSON within the row bound, and the rows are
     /// read back in order; a unique draw over them takes each row once.
     DataFile,
+    /// A target's HTTP/1.1 response (`engine::h1::exchange`) to a `GET`: its
+    /// body is kept within its bound, and a connection with bytes left
+    /// after the response is never used again.
+    HttpResponse,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 11] = [
+    pub const ALL: [Target; 12] = [
         Target::Heartbeat,
         Target::Run,
         Target::Request,
@@ -107,6 +112,7 @@ impl Target {
         Target::ScenarioRequest,
         Target::SetCookie,
         Target::DataFile,
+        Target::HttpResponse,
     ];
 
     /// The target's name, as in `fuzz/fuzz_targets/`.
@@ -123,6 +129,7 @@ impl Target {
             Target::ScenarioRequest => "scenario_request",
             Target::SetCookie => "set_cookie",
             Target::DataFile => "data_file",
+            Target::HttpResponse => "http_response",
         }
     }
 
@@ -141,6 +148,7 @@ impl Target {
             Target::ScenarioRequest => scenario_request(bytes),
             Target::SetCookie => set_cookie(bytes),
             Target::DataFile => data_file(bytes),
+            Target::HttpResponse => http_response(bytes),
         }
     }
 
@@ -174,6 +182,7 @@ impl Target {
                 .collect(),
             Target::SetCookie => set_cookies(),
             Target::DataFile => data_files(),
+            Target::HttpResponse => http_responses(),
         }
     }
 }
@@ -924,6 +933,100 @@ fn data_files() -> Vec<Vec<u8>> {
         &b"user,password\nann,\"a,1\"\nbob,b2\n"[..],
         br#"[{"id":1,"tags":["a","b"]},"two",3.5,null]"#,
         b"{\"user\":\"ann\"}\n\n{\"user\":\"bob\\u00e9\"}\n",
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect()
+}
+
+/// The bytes of a target's connection: what it answers, read once, and
+/// what the client writes, kept.
+struct Scripted<'a> {
+    answer: &'a [u8],
+    written: usize,
+}
+
+impl tokio::io::AsyncRead for Scripted<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // A few bytes a read, so that every state of the reader sees a
+        // boundary.
+        let n = self.answer.len().min(buf.remaining()).min(7);
+        buf.put_slice(&self.answer[..n]);
+        self.answer = &self.answer[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Scripted<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.written += buf.len();
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn http_response(bytes: &[u8]) -> bool {
+    const KEEP: usize = 1 << 10;
+    let mut io = Scripted {
+        answer: bytes,
+        written: 0,
+    };
+    let headers = http::HeaderMap::new();
+    let request = h1::Request {
+        method: &http::Method::GET,
+        target: "/",
+        headers: &headers,
+        body: b"",
+    };
+    // Every read is ready, so the exchange never waits.
+    let out = futures::executor::block_on(h1::exchange(&mut io, &request, false, KEEP, || {}));
+    assert!(io.written > 0, "the request was written");
+    match out {
+        Ok(response) => {
+            assert!(response.body.len() <= KEEP, "the body kept its bound");
+            // Bytes past the response are not read by the exchange; the
+            // check before the next request must see them and retire the
+            // connection, or the next response would start with them.
+            if response.reusable && !io.answer.is_empty() {
+                assert!(
+                    h1::idle_gone(&mut io),
+                    "a connection with bytes left over would be reused"
+                );
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn http_responses() -> Vec<Vec<u8>> {
+    [
+        &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"[..],
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;a=b\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nSet-Cookie: a=b; Path=/\r\n\r\nuntil the end",
+        b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\nETag: \"x\"\r\n\r\n",
     ]
     .iter()
     .map(|s| s.to_vec())

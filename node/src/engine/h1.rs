@@ -28,9 +28,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 /// The longest response head (status line and headers) accepted.
-pub(super) const MAX_HEAD: usize = 64 << 10;
+const MAX_HEAD: usize = 64 << 10;
 /// The most header fields one response head may have.
 const MAX_HEADERS: usize = 128;
+/// The most interim (1xx) responses before the final one.
+const MAX_INTERIM: usize = 16;
 /// The longest chunk-size line, and the most trailer bytes after the last
 /// chunk.
 const MAX_CHUNK_LINE: usize = 4 << 10;
@@ -43,7 +45,7 @@ const COALESCE: usize = 16 << 10;
 
 /// Why a request got no whole response.
 #[derive(Debug)]
-pub(super) enum Error {
+pub(crate) enum Error {
     /// The socket failed while sending.
     Send(io::Error),
     /// The socket failed while receiving.
@@ -68,29 +70,29 @@ impl std::fmt::Display for Error {
 }
 
 /// A whole response.
-pub(super) struct Response {
+pub(crate) struct Response {
     /// The status code.
-    pub(super) status: u16,
+    pub(crate) status: u16,
     /// The header fields, in the order they came (repeated names kept).
-    pub(super) headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     /// The body, at most `keep` bytes of it.
-    pub(super) body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     /// When the request's last byte was written.
-    pub(super) sent: Instant,
+    pub(crate) sent: Instant,
     /// When the response's first byte was read.
-    pub(super) first_byte: Instant,
+    pub(crate) first_byte: Instant,
     /// Whether the connection may carry another request.
-    pub(super) reusable: bool,
+    pub(crate) reusable: bool,
 }
 
 /// A request, as [`exchange`] writes it.
-pub(super) struct Request<'a> {
-    pub(super) method: &'a Method,
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a Method,
     /// The request target: the path and query.
-    pub(super) target: &'a str,
+    pub(crate) target: &'a str,
     /// Every header field, `host` included.
-    pub(super) headers: &'a HeaderMap,
-    pub(super) body: &'a [u8],
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: &'a [u8],
 }
 
 impl Request<'_> {
@@ -143,7 +145,7 @@ impl Request<'_> {
 /// Whether an idle connection was closed by the server (or sent bytes it
 /// was not asked for), looked at without waiting: such a connection takes
 /// no more requests.
-pub(super) fn idle_gone<S: AsyncRead + Unpin>(io: &mut S) -> bool {
+pub(crate) fn idle_gone<S: AsyncRead + Unpin>(io: &mut S) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     let mut cx = Context::from_waker(Waker::noop());
@@ -154,7 +156,7 @@ pub(super) fn idle_gone<S: AsyncRead + Unpin>(io: &mut S) -> bool {
 /// Writes `req` and reads its whole response, keeping at most `keep`
 /// bytes of the body (none when `discard`). `on_head` runs once the
 /// response's head has arrived.
-pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     req: &Request<'_>,
     discard: bool,
@@ -365,10 +367,17 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
     /// The final response's status, HTTP minor version and header fields;
     /// interim (1xx) responses are read and skipped.
     async fn head(&mut self) -> Result<(u16, u8, HeaderMap), Error> {
+        let mut interim = 0;
         loop {
             if let Some((len, status, version, headers)) = parse_head(&self.buf[self.pos..])? {
                 self.pos += len;
                 if (100..200).contains(&status) && status != 101 {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(Error::Protocol(format!(
+                            "more than {MAX_INTERIM} interim (1xx) responses"
+                        )));
+                    }
                     continue;
                 }
                 return Ok((status, version, headers));
@@ -644,6 +653,15 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"NOT HTTP\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\n\r\n",
         ] {
             let (mut client, mut server) = duplex(1 << 16);
             tokio::spawn(async move {

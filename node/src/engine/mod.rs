@@ -19,7 +19,7 @@ pub mod data;
 pub mod executor;
 pub mod first_errors;
 pub mod gate;
-mod h1;
+pub(crate) mod h1;
 pub mod host;
 pub mod http;
 pub mod module;

@@ -122,7 +122,8 @@ fn allocation_bound(target: Target, len: usize) -> u64 {
         | Target::Submit
         | Target::ScenarioRequest
         | Target::SetCookie
-        | Target::DataFile => 16 * MIB + 64 * len,
+        | Target::DataFile
+        | Target::HttpResponse => 16 * MIB + 64 * len,
     }
 }
 
@@ -445,6 +446,12 @@ fn scenario_requests_survive_mutation() {
 #[test]
 fn data_files_survive_mutation() {
     let outcome = fuzz(Target::DataFile, 20_000);
+    assert!(outcome.decoded > 0);
+}
+
+#[test]
+fn http_responses_survive_mutation() {
+    let outcome = fuzz(Target::HttpResponse, 50_000);
     assert!(outcome.decoded > 0);
 }
 
