@@ -352,11 +352,12 @@ impl HttpClient {
     /// Like [`send`](Self::send), on a task of its own.
     ///
     /// A VU's host calls run on its fiber stack, and a stack keeps every
-    /// page it ever touched: hyper's client path is ~44 KiB deep, against
-    /// ~4 KiB for a VU that only sleeps, so a VU that made one request kept
-    /// that much resident while it slept. On a task, that depth lives on
-    /// the runtime's thread stacks, shared by every VU (docs/benchmarks.md,
-    /// memory). The client and the request go to the task and come back.
+    /// page it ever touched: a request's path (connect, TLS, the exchange)
+    /// is far deeper than the ~4 KiB of a VU that only sleeps (hyper's was
+    /// ~44 KiB), and a VU that made one request kept that depth resident
+    /// while it slept. On a task, it lives on the runtime's thread stacks,
+    /// shared by every VU (docs/benchmarks.md, memory). The client and the
+    /// request go to the task and come back.
     pub async fn send_on_task(
         &mut self,
         req: HttpRequest,
