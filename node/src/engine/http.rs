@@ -1217,6 +1217,114 @@ mod tests {
         assert_eq!(strip_query("http://h/p"), "http://h/p");
     }
 
+    /// An HTTPS server that offers only HTTP/1.1 by ALPN and answers each
+    /// request with the length of its body; counts its connections.
+    async fn http1_tls_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let addr = listener.local_addr().expect("address");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    loop {
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match tls.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + length {
+                            let mut chunk = [0u8; 65536];
+                            match tls.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + length);
+                        let body = length.to_string();
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if tls.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn https_without_h2_is_http1_on_one_kept_connection_with_sending_timed() {
+        let (addr, accepted) = http1_tls_server().await;
+        let mut client = HttpClient::new(ClientSettings::new(true).expect("settings"));
+        for (i, size) in [0usize, 100, 200_000].into_iter().enumerate() {
+            let req = HttpRequest {
+                method: "POST".into(),
+                url: format!("https://{addr}/echo"),
+                body: vec![b'x'; size],
+                ..HttpRequest::default()
+            };
+            let (answer, exchange) = client
+                .send(&req, Instant::now() + Duration::from_secs(20))
+                .await;
+            assert!(answer.error.is_none(), "request {i}: {:?}", answer.error);
+            assert_eq!(
+                (answer.status, answer.protocol, answer.body.as_slice()),
+                (200, "HTTP/1.1", size.to_string().as_bytes()),
+                "request {i}"
+            );
+            assert!(exchange.bytes_sent > size as u64, "TLS bytes counted");
+            if size == 200_000 {
+                // Encrypting and writing 200 KB takes more than a microsecond.
+                assert!(answer.timings.sending_us > 0, "{:?}", answer.timings);
+            }
+        }
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            1,
+            "one connection for all three"
+        );
+        assert_eq!(client.connection_count(), 1);
+    }
+
     #[test]
     fn port_windows_go_round_the_range_and_a_small_range_has_none() {
         assert_eq!(ports::parse_range("32768\t60999\n"), Some((32768, 60999)));
