@@ -30,8 +30,12 @@ use crate::abi::wire::{self, NO_TIMEOUT};
 use crate::abi::{ErrorKind, HttpError, HttpRequest, HttpResponse, RequestOptions, Timings};
 pub use crate::body::Multipart;
 
-/// The response buffer's size before any response outgrew it.
-const RESPONSE_BUFFER: usize = 16 << 10;
+/// The response buffer's size before any response outgrew it. Small: the
+/// pages of a VU's memory that the guest touches stay resident while it
+/// sleeps, and a 16 KiB buffer pushed later allocations onto pages of their
+/// own (4 KiB more per VU, docs/benchmarks.md); a larger response costs one
+/// host call more, once, and the buffer grows to it.
+const RESPONSE_BUFFER: usize = 2 << 10;
 /// The response buffer does not grow past this; larger responses come
 /// through the host's result buffer.
 const MAX_RESPONSE_BUFFER: usize = 1 << 20;
