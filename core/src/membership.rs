@@ -1,18 +1,28 @@
 //! Who is in the mesh, as a pure state machine.
 //!
-//! Every node gossips a [`Heartbeat`] every second. [`Membership`] takes the
-//! heartbeats it hears and the passing of (virtual) time, and says who joined,
-//! who went quiet, who came back and who left:
+//! A node does not hear every other node every second: that costs each
+//! node traffic in proportion to the mesh, and the mesh in its square. It
+//! *watches* a few members (which ones is the mesh core's choice, see
+//! [`crate::mesh`]): it asks each of them every second, and judges them by
+//! their silence. Every other member it takes as alive until a watcher
+//! says otherwise. [`Membership`] takes what it hears and the passing of
+//! (virtual) time, and says who joined, who went quiet, who came back and
+//! who left:
 //!
-//! - a member is **suspected** after [`MembershipConfig::suspect_after`]
-//!   without a heartbeat (3 missed heartbeats by default);
-//! - it is **removed** after [`MembershipConfig::remove_after`] (9 s of
-//!   silence; heartbeats come every second, so a node that dies is gone from
-//!   every list at most 10 s after its death);
+//! - a watched member is **suspected** after
+//!   [`MembershipConfig::suspect_after`] without an answer (3 missed
+//!   beats by default), and **removed** after
+//!   [`MembershipConfig::remove_after`] (9 s of silence);
+//! - a member that another node's watch suspects ([`Membership::on_suspicion`])
+//!   is suspected here too, and removed
+//!   [`MembershipConfig::confirm_after`] later (5.5 s: the same 9 s after
+//!   its last beat) unless it answers the suspicion with a newer heartbeat
+//!   first: a live node that hears it is suspected refutes it;
 //! - a heartbeat from a removed member makes it **join** again.
 //!
-//! Gossip may deliver heartbeats late, twice or out of order, so each carries
-//! `(boot, seq)`: the sender's start time and a counter. An older pair than
+//! Heartbeats may arrive late, twice or out of order, so each carries
+//! `(boot, seq)`: the sender's start time and a counter that grows whenever
+//! what it says changes (and when it refutes a suspicion). An older pair than
 //! the newest seen is ignored; a newer `boot` is a restart of the same node.
 //! A heartbeat of a protocol version newer than this node's is refused (and
 //! the caller logs it once), so old nodes do not act on fields they do not
@@ -23,8 +33,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The membership protocol version this node speaks.
-pub const PROTOCOL: u32 = 1;
+/// The membership protocol version this node speaks: 2 since heartbeats go
+/// to watchers rather than to everyone.
+pub const PROTOCOL: u32 = 2;
 
 /// A node's announcement of itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +50,8 @@ pub struct Heartbeat {
     pub region: String,
     /// When the sender started (its wall clock, ns): a restart increases it.
     pub boot: u64,
-    /// Counts up with every heartbeat of one boot.
+    /// Counts up, within one boot, whenever the heartbeat changes or the
+    /// sender refutes a suspicion of itself.
     pub seq: u64,
     /// CPU cores.
     pub cores: u32,
@@ -71,6 +83,22 @@ pub struct Heartbeat {
     pub busy: bool,
 }
 
+/// A watched member's answer, beside the clock answer: that it is there,
+/// its load, and its heartbeat when the asker's is not the latest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pulse {
+    /// When the member started (its wall clock, ns).
+    pub boot: u64,
+    /// Its heartbeat's `seq`.
+    pub seq: u64,
+    /// CPU use, 0..=1 per core summed.
+    pub cpu: f32,
+    /// Open sockets.
+    pub sockets: u32,
+    /// Its heartbeat, when the asker holds another `(boot, seq)`.
+    pub heartbeat: Option<Heartbeat>,
+}
+
 /// A member as this node sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
@@ -78,8 +106,12 @@ pub struct Member {
     pub heartbeat: Heartbeat,
     /// When it was last heard from (monotonic).
     pub last_seen: Duration,
-    /// Whether it has gone quiet.
+    /// Whether it has gone quiet (here, or by another node's watch).
     pub suspect: bool,
+    /// Whether this node watches it, and so judges it by its silence.
+    pub watched: bool,
+    /// When it was suspected.
+    pub suspected_at: Option<Duration>,
 }
 
 /// A change in membership, to log and act on.
@@ -107,8 +139,11 @@ pub struct MembershipConfig {
     /// Silence before a member whose last heartbeat said it runs a share
     /// is suspected.
     pub busy_suspect_after: Duration,
-    /// Silence before a member is removed.
+    /// Silence before a watched member is removed.
     pub remove_after: Duration,
+    /// How long a member another node suspects stays suspected before it
+    /// is removed, if it does not refute the suspicion.
+    pub confirm_after: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -117,6 +152,7 @@ impl Default for MembershipConfig {
             suspect_after: Duration::from_millis(3_500),
             busy_suspect_after: Duration::from_millis(1_200),
             remove_after: Duration::from_secs(9),
+            confirm_after: Duration::from_millis(5_500),
         }
     }
 }
@@ -154,6 +190,12 @@ pub struct Membership {
     stopped: BTreeMap<String, ((u64, u64), Duration)>,
     /// Members removed by the last [`Membership::tick`].
     removed: Vec<Member>,
+    /// Nodes another member says it knows, not yet heard from themselves:
+    /// their heartbeat as passed on, and when it came.
+    leads: BTreeMap<String, (Heartbeat, Duration)>,
+    /// Counts the joins and departures, so a caller can tell that the
+    /// members changed.
+    changes: u64,
 }
 
 impl Membership {
@@ -165,6 +207,8 @@ impl Membership {
             members: BTreeMap::new(),
             stopped: BTreeMap::new(),
             removed: Vec::new(),
+            leads: BTreeMap::new(),
+            changes: 0,
         }
     }
 
@@ -186,10 +230,12 @@ impl Membership {
             }
             self.stopped.remove(&id);
         }
+        self.leads.remove(&id);
         if hb.leaving {
             // Only members are remembered as stopped: strangers' goodbyes
             // would otherwise fill the memory.
             return Ok(self.members.remove(&id).map(|_| {
+                self.changes += 1;
                 self.stopped.insert(id.clone(), ((hb.boot, hb.seq), now));
                 Event::Stopped(id)
             }));
@@ -205,8 +251,11 @@ impl Membership {
                         heartbeat: hb,
                         last_seen: now,
                         suspect: false,
+                        watched: false,
+                        suspected_at: None,
                     },
                 );
+                self.changes += 1;
                 Ok(Some(Event::Joined(id)))
             }
             Some(m) => {
@@ -219,6 +268,10 @@ impl Membership {
                 m.heartbeat = hb;
                 m.last_seen = now;
                 m.suspect = false;
+                m.suspected_at = None;
+                if restarted {
+                    self.changes += 1;
+                }
                 Ok(if restarted {
                     Some(Event::Restarted(id))
                 } else if was_suspect {
@@ -230,16 +283,24 @@ impl Membership {
         }
     }
 
-    /// Advances time: suspects and removes silent members.
+    /// Advances time: suspects and removes silent watched members, and
+    /// removes members suspected for [`MembershipConfig::confirm_after`].
+    /// The suspicions it raises are this node's own (its watch found the
+    /// member silent), for the caller to tell the mesh.
     pub fn tick(&mut self, now: Duration) -> Vec<Event> {
         let mut events = Vec::new();
         let config = self.config;
         self.stopped
             .retain(|_, (_, at)| now.saturating_sub(*at) < STOPPED_MEMORY);
+        self.leads
+            .retain(|_, (_, at)| now.saturating_sub(*at) < config.remove_after);
         let mut removed = Vec::new();
         self.members.retain(|id, m| {
             let silent = now.saturating_sub(m.last_seen);
-            if silent > config.remove_after {
+            let confirmed = m
+                .suspected_at
+                .is_some_and(|at| now.saturating_sub(at) > config.confirm_after);
+            if (m.watched && silent > config.remove_after) || (!m.watched && confirmed) {
                 events.push(Event::Left(id.clone()));
                 removed.push(m.clone());
                 return false;
@@ -249,25 +310,100 @@ impl Membership {
             } else {
                 config.suspect_after
             };
-            if silent > suspect_after && !m.suspect {
+            if m.watched && silent > suspect_after && !m.suspect {
                 m.suspect = true;
+                m.suspected_at = Some(now);
                 events.push(Event::Suspected(id.clone()));
             }
             true
         });
+        self.changes += removed.len() as u64;
         self.removed = removed;
         events
+    }
+
+    /// Which members this node watches: those in `watched` are judged by
+    /// their silence from now on, counted from `now` at the earliest (a
+    /// member it has not asked before is not silent yet).
+    pub fn set_watched(&mut self, watched: &std::collections::BTreeSet<String>, now: Duration) {
+        for (id, m) in &mut self.members {
+            let watch = watched.contains(id);
+            if watch && !m.watched {
+                m.last_seen = m.last_seen.max(now);
+            }
+            m.watched = watch;
+        }
+    }
+
+    /// Another member's watch found `id` silent when it knew it at
+    /// `(boot, seq)`: it is suspected here too, unless this node has heard
+    /// a newer heartbeat of it since.
+    pub fn on_suspicion(&mut self, id: &str, boot: u64, seq: u64, now: Duration) -> Option<Event> {
+        let m = self.members.get_mut(id)?;
+        if m.suspect || (boot, seq) < (m.heartbeat.boot, m.heartbeat.seq) {
+            return None;
+        }
+        m.suspect = true;
+        m.suspected_at = Some(now);
+        Some(Event::Suspected(id.to_owned()))
+    }
+
+    /// `id` answered directly with the `(boot, seq)` this node holds: it
+    /// is heard from now, with its load as it says. Returns `false` when
+    /// the pair is not the one held (the caller needs its heartbeat).
+    pub fn on_pulse(&mut self, id: &str, pulse: &Pulse, now: Duration) -> bool {
+        let Some(m) = self.members.get_mut(id) else {
+            return false;
+        };
+        if (m.heartbeat.boot, m.heartbeat.seq) != (pulse.boot, pulse.seq) {
+            return false;
+        }
+        m.last_seen = now;
+        m.heartbeat.cpu = pulse.cpu;
+        m.heartbeat.sockets = pulse.sockets;
+        true
+    }
+
+    /// Takes the heartbeat of a node that another member passed on: a
+    /// lead, kept until that node is heard from itself (then it joins) or
+    /// for [`MembershipConfig::remove_after`]. What a member passes on for
+    /// another is not that node's word, so it changes no member.
+    pub fn on_lead(&mut self, hb: Heartbeat, now: Duration) {
+        if hb.protocol > PROTOCOL
+            || hb.id.is_empty()
+            || hb.id.len() > 128
+            || hb.id == self.me
+            || hb.leaving
+            || self.members.contains_key(&hb.id)
+            || self.stopped.contains_key(&hb.id)
+            || (!self.leads.contains_key(&hb.id) && self.leads.len() >= MAX_MEMBERS)
+        {
+            return;
+        }
+        self.leads.insert(hb.id.clone(), (hb, now));
+    }
+
+    /// The leads: nodes heard of but not yet from.
+    pub fn leads(&self) -> impl Iterator<Item = &Heartbeat> {
+        self.leads.values().map(|(hb, _)| hb)
+    }
+
+    /// Counts joins and departures: when it has not moved, the members
+    /// are the same ones.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Suspects `id` at once (its connection closed and its address
     /// refused the redial: its process is gone). Its next heartbeat, should
     /// it come back, clears it as any suspicion.
-    pub fn suspect_now(&mut self, id: &str) -> Option<Event> {
+    pub fn suspect_now(&mut self, id: &str, now: Duration) -> Option<Event> {
         let m = self.members.get_mut(id)?;
         if m.suspect {
             return None;
         }
         m.suspect = true;
+        m.suspected_at = Some(now);
         Some(Event::Suspected(id.to_owned()))
     }
 
@@ -327,6 +463,10 @@ mod tests {
         Duration::from_secs_f64(s)
     }
 
+    fn ids(ids: &[&str]) -> std::collections::BTreeSet<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
+
     #[test]
     fn join_suspect_recover_leave_restart() {
         let mut m = Membership::new("node-0", MembershipConfig::default());
@@ -334,6 +474,7 @@ mod tests {
             m.on_heartbeat(hb(1, 1, 0), secs(0.0)),
             Ok(Some(Event::Joined("node-1".into())))
         );
+        m.set_watched(&ids(&["node-1"]), secs(0.0));
         assert_eq!(
             m.on_heartbeat(hb(0, 1, 0), secs(0.0)),
             Ok(None),
@@ -412,12 +553,93 @@ mod tests {
         future.protocol = PROTOCOL + 1;
         assert!(matches!(
             m.on_heartbeat(future, secs(0.0)),
-            Err(Refused::FutureProtocol(2, _))
+            Err(Refused::FutureProtocol(p, _)) if p == PROTOCOL + 1
         ));
         let mut bad = hb(1, 1, 1);
         bad.id = String::new();
         assert_eq!(m.on_heartbeat(bad, secs(0.0)), Err(Refused::BadId));
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn an_unwatched_member_goes_on_a_suspicion_unless_it_refutes_it() {
+        let mut m = Membership::new("node-0", MembershipConfig::default());
+        for i in 1..=3 {
+            m.on_heartbeat(hb(i, 1, 4), secs(0.0)).unwrap();
+        }
+        m.set_watched(&ids(&["node-1"]), secs(0.0));
+        // An unwatched member is never suspected for its silence here.
+        assert_eq!(m.tick(secs(30.0)), vec![Event::Left("node-1".into())]);
+        assert_eq!(m.len(), 2);
+        // A watcher's suspicion of an older heartbeat than the one held
+        // changes nothing; one of the latest suspects it.
+        assert_eq!(m.on_suspicion("node-2", 1, 3, secs(30.0)), None);
+        assert_eq!(
+            m.on_suspicion("node-2", 1, 4, secs(30.0)),
+            Some(Event::Suspected("node-2".into()))
+        );
+        assert_eq!(m.on_suspicion("node-2", 1, 4, secs(31.0)), None, "once");
+        assert_eq!(
+            m.on_suspicion("node-3", 1, 4, secs(30.0)),
+            Some(Event::Suspected("node-3".into()))
+        );
+        // node-3 refutes it with a newer heartbeat; node-2 does not, and
+        // goes 5.5 s after the suspicion.
+        assert_eq!(
+            m.on_heartbeat(hb(3, 1, 5), secs(32.0)),
+            Ok(Some(Event::Recovered("node-3".into())))
+        );
+        assert!(m.tick(secs(35.4)).is_empty());
+        assert_eq!(m.tick(secs(35.6)), vec![Event::Left("node-2".into())]);
+        assert!(m.tick(secs(60.0)).is_empty(), "node-3 stays, unwatched");
+        // A pulse of the held heartbeat is a sign of life; of another, not.
+        m.set_watched(&ids(&["node-3"]), secs(60.0));
+        let pulse = |seq| Pulse {
+            boot: 1,
+            seq,
+            cpu: 0.5,
+            sockets: 7,
+            heartbeat: None,
+        };
+        assert!(m.on_pulse("node-3", &pulse(5), secs(63.0)));
+        assert!(!m.on_pulse("node-3", &pulse(6), secs(66.0)));
+        assert!(m.tick(secs(66.4)).is_empty(), "3.4 s since the pulse");
+        assert_eq!(m.tick(secs(66.6)), vec![Event::Suspected("node-3".into())]);
+        assert_eq!(m.get("node-3").map(|x| x.heartbeat.sockets), Some(7));
+    }
+
+    #[test]
+    fn leads_wait_for_their_own_word_and_expire() {
+        let mut m = Membership::new("node-0", MembershipConfig::default());
+        m.on_heartbeat(hb(1, 1, 1), secs(0.0)).unwrap();
+        m.on_lead(hb(1, 1, 9), secs(0.0));
+        m.on_lead(hb(0, 1, 9), secs(0.0));
+        m.on_lead(hb(2, 1, 1), secs(0.0));
+        let mut gone = hb(3, 1, 1);
+        gone.leaving = true;
+        m.on_lead(gone, secs(0.0));
+        let leads: Vec<&str> = m.leads().map(|l| l.id.as_str()).collect();
+        assert_eq!(leads, ["node-2"], "not a member, not itself, not a leaver");
+        assert_eq!(
+            m.get("node-1").map(|x| x.heartbeat.seq),
+            Some(1),
+            "a lead changes no member"
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            m.on_heartbeat(hb(2, 1, 1), secs(1.0)),
+            Ok(Some(Event::Joined("node-2".into())))
+        );
+        assert_eq!(m.leads().count(), 0);
+        m.on_lead(hb(4, 1, 1), secs(1.0));
+        let _ = m.tick(secs(9.9));
+        assert_eq!(m.leads().count(), 1);
+        let _ = m.tick(secs(10.1));
+        assert_eq!(
+            m.leads().count(),
+            0,
+            "a lead that never answers is forgotten"
+        );
     }
 
     /// Hundreds of nodes gossiping under virtual time, with message loss and
@@ -448,7 +670,11 @@ mod tests {
             }
             seq += 1;
             t += 1.0;
+            let everyone: std::collections::BTreeSet<String> =
+                (0..N).map(|i| format!("node-{i}")).collect();
             for (i, view) in views.iter_mut().enumerate() {
+                // Everyone watches everyone here (the old full mesh).
+                view.set_watched(&everyone, secs(t));
                 left[i] += view
                     .tick(secs(t))
                     .iter()

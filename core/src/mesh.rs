@@ -2,11 +2,28 @@
 //!
 //! [`MeshCore`] ties together what a running node does every moment it is up:
 //!
-//! - it announces itself with a [`Heartbeat`] every second;
-//! - it keeps [`Membership`] from the heartbeats it hears;
-//! - it keeps a [`ClockFilter`] per member, fed by NTP-style exchanges that
-//!   it schedules: a quick burst after a member joins, then a steady pace, so
-//!   the estimate is ready soon and follows drift later;
+//! - it announces its [`Heartbeat`] to the whole mesh when it starts and
+//!   whenever what it says changes (and refutes a suspicion of itself the
+//!   same way), never on a timer: the members topic carries changes only;
+//! - it **watches** [`MeshConfig::watch`] members: the ones just before it
+//!   on a ring of every member ordered by a hash of its id, so every node
+//!   is watched by about as many others, whatever the mesh's size. It asks
+//!   each of them every second (every 250 ms one that runs a share). The
+//!   question is a clock exchange, and the answer carries a [`Pulse`]: the
+//!   member is there, and here is its heartbeat if the asker's is old. A
+//!   watched member silent too long is suspected, and the suspicion goes to
+//!   the whole mesh ([`Action::Suspect`]); the suspect refutes it if it
+//!   can, and every node removes it otherwise. So each node's control
+//!   traffic stays flat as the mesh grows, where a heartbeat from every
+//!   node every second made it grow with the mesh;
+//! - it keeps [`Membership`] from the heartbeats, pulses and suspicions it
+//!   hears, and learns the members a newcomer cannot have heard announce
+//!   from a member's list ([`Action::AskMembers`]): those are leads, which
+//!   join once they answer themselves;
+//! - it keeps a [`ClockFilter`] per member it watches or runs with
+//!   ([`MeshCore::set_clock_peers`]), fed by NTP-style exchanges that it
+//!   schedules: a quick burst at first, then a steady pace, so the estimate
+//!   is ready soon and follows drift later;
 //! - it dials the bootstrap addresses until one answers (with backoff),
 //!   resolves the bootstrap names and dials their addresses ([`bootstrap`]),
 //!   and dials every member it learns of but is not connected to.
@@ -21,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::clock::{ClockFilter, Estimate, Exchange};
-use crate::membership::{Event, Heartbeat, Member, Membership, MembershipConfig, PROTOCOL};
+use crate::membership::{Event, Heartbeat, Member, Membership, MembershipConfig, PROTOCOL, Pulse};
 use crate::wire::{MAX_ADDR_LEN, MAX_LISTEN_ADDRS};
 
 pub mod bootstrap;
@@ -31,6 +48,26 @@ pub use bootstrap::{Family, Seed, SeedName};
 
 /// The most members that left a node keeps dialing.
 const MAX_DEPARTED: usize = 1024;
+
+/// After a heartbeat changes, it is announced again this long after the
+/// first time, and again after the second: an announcement made before the
+/// gossip mesh formed reaches no one.
+const ANNOUNCE_AGAIN: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+
+/// Between two asks for a member's list, to find the members whose
+/// announcements this node missed.
+const MEMBERS_SYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// The least time between two asks for a member's list that a new
+/// connection prompts.
+const MEMBERS_SYNC_MIN: Duration = Duration::from_secs(5);
+
+/// The most heartbeats in one answer to a members ask.
+pub const MAX_MEMBERS_ANSWER: usize = 2048;
+
+/// About the most bytes of heartbeats in one answer to a members ask, well
+/// within the answer's bound ([`crate::wire::MAX_SHARDS_RESPONSE_BYTES`]).
+const MEMBERS_ANSWER_BYTES: usize = 768 << 10;
 
 /// How long after a step of its own clock a node waits before it trusts
 /// clock estimates again: a heartbeat (every second) tells the members,
@@ -68,10 +105,12 @@ pub struct Health {
 /// Timings of the mesh core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeshConfig {
-    /// Between two heartbeats.
+    /// Between two asks of a watched member.
     pub heartbeat_every: Duration,
-    /// Between two heartbeats while this node runs a share.
+    /// Between two asks of a watched member that runs a share.
     pub busy_heartbeat_every: Duration,
+    /// How many members each node watches.
+    pub watch: usize,
     /// Failure detection.
     pub membership: MembershipConfig,
     /// Between clock exchanges with a member while its first samples come in.
@@ -98,6 +137,7 @@ impl Default for MeshConfig {
         MeshConfig {
             heartbeat_every: Duration::from_secs(1),
             busy_heartbeat_every: Duration::from_millis(250),
+            watch: 4,
             membership: MembershipConfig::default(),
             clock_fast: Duration::from_millis(200),
             clock_fast_samples: 8,
@@ -116,10 +156,39 @@ impl Default for MeshConfig {
 pub enum Action {
     /// Gossip this heartbeat on the members topic.
     Publish(Heartbeat),
-    /// Start a clock exchange with this member.
+    /// Gossip on the members topic that this node's watch found a member
+    /// silent.
+    Suspect {
+        /// The member.
+        id: String,
+        /// Its boot, as last heard.
+        boot: u64,
+        /// Its seq, as last heard.
+        seq: u64,
+    },
+    /// Start a clock exchange with this member (or lead), and ask for its
+    /// [`Pulse`].
     AskClock {
         /// The member's peer id.
         peer: String,
+        /// The `(boot, seq)` of its heartbeat this node holds: the answer
+        /// carries the heartbeat when it is not the latest.
+        known: Option<(u64, u64)>,
+        /// This node suspects it: it should refute that.
+        suspect: bool,
+        /// This node's heartbeat, for a lead: it may not know this node.
+        introduce: Option<Box<Heartbeat>>,
+    },
+    /// Ask a member for the members it knows, unless its list has this
+    /// digest ([`MeshCore::members_digest`]), telling it this node's
+    /// heartbeat (it may not know this node yet).
+    AskMembers {
+        /// The member's peer id.
+        peer: String,
+        /// This node's digest.
+        digest: u64,
+        /// This node's heartbeat.
+        heartbeat: Heartbeat,
     },
     /// Dial a member that this node is not connected to.
     DialPeer {
@@ -237,12 +306,13 @@ pub struct MeshCore {
     config: MeshConfig,
     membership: Membership,
     seq: u64,
-    next_heartbeat: Duration,
     listen: Vec<String>,
     clocks: BTreeMap<String, PeerClock>,
     redials: BTreeMap<String, Redial>,
     departed: BTreeMap<String, Departed>,
     connected: BTreeSet<String>,
+    /// Members this node has had a connection to.
+    were_connected: BTreeSet<String>,
     bootstraps: Bootstraps,
     /// Steps of this node's own wall clock, announced in heartbeats.
     clock_epoch: u32,
@@ -255,6 +325,37 @@ pub struct MeshCore {
     dead: BTreeSet<String>,
     /// Membership events raised outside a tick, for the next one to hand out.
     pending: Vec<Event>,
+    /// Actions decided outside a tick, for the next one to hand out.
+    pending_actions: Vec<Action>,
+    /// When this node's heartbeat is to be announced (again).
+    announce_at: Vec<Duration>,
+    /// The members this node watches, and the membership changes they were
+    /// chosen at.
+    watched: BTreeSet<String>,
+    watched_at: Option<(u64, u64)>,
+    /// Members whose clocks the runs need, besides the watched ones.
+    clock_peers: BTreeSet<String>,
+    /// When each lead is asked next.
+    lead_asks: BTreeMap<String, Duration>,
+    /// Members a peer's full list lacked, watched until then: one that
+    /// answers stays, one that does not is suspected (this node may have
+    /// missed the suspicion that removed it everywhere else).
+    doubted: BTreeMap<String, Duration>,
+    /// Counts changes of `doubted`.
+    doubts: u64,
+    /// Asks for a member's list.
+    sync: MembersSync,
+    /// This node's load, as of the last tick.
+    health: Health,
+}
+
+#[derive(Debug, Default)]
+struct MembersSync {
+    next_at: Duration,
+    last_ask: Option<Duration>,
+    /// A peer to ask soon (a first connection, or one from a stranger).
+    wanted: Option<String>,
+    turn: usize,
 }
 
 impl MeshCore {
@@ -264,18 +365,31 @@ impl MeshCore {
             membership: Membership::new(&me.id, config.membership),
             me,
             config,
-            seq: 0,
-            next_heartbeat: now,
+            seq: 1,
             listen: Vec::new(),
             clocks: BTreeMap::new(),
             redials: BTreeMap::new(),
             departed: BTreeMap::new(),
             connected: BTreeSet::new(),
+            were_connected: BTreeSet::new(),
             clock_epoch: 0,
             stepped_at: None,
             busy: false,
             dead: BTreeSet::new(),
             pending: Vec::new(),
+            pending_actions: Vec::new(),
+            announce_at: vec![now],
+            watched: BTreeSet::new(),
+            watched_at: None,
+            clock_peers: BTreeSet::new(),
+            lead_asks: BTreeMap::new(),
+            doubted: BTreeMap::new(),
+            doubts: 0,
+            sync: MembersSync {
+                next_at: now + MEMBERS_SYNC_EVERY,
+                ..MembersSync::default()
+            },
+            health: Health::default(),
             bootstraps: Bootstraps::new(bootstraps, now, config.redial_min, config.redial_max),
         }
     }
@@ -285,9 +399,13 @@ impl MeshCore {
         &self.me
     }
 
-    /// Sets the addresses this node listens on, for its heartbeats.
-    pub fn set_listen(&mut self, addrs: Vec<String>) {
-        self.listen = addrs;
+    /// Sets the addresses this node listens on, for its heartbeats: a
+    /// change is announced.
+    pub fn set_listen(&mut self, addrs: Vec<String>, now: Duration) {
+        if addrs != self.listen {
+            self.listen = addrs;
+            self.changed(now, true);
+        }
     }
 
     /// The addresses in this node's heartbeats.
@@ -295,29 +413,92 @@ impl MeshCore {
         &self.listen
     }
 
-    /// Advances time to `now`: heartbeats, failure detection, clock
-    /// exchanges and dials that are due.
+    /// This node's heartbeat changed at `now`: a new `seq`, and, when
+    /// `announce`, an announcement to the whole mesh now and again later.
+    fn changed(&mut self, now: Duration, announce: bool) {
+        self.seq += 1;
+        if announce {
+            self.announce_at = std::iter::once(now)
+                .chain(ANNOUNCE_AGAIN.iter().map(|d| now + *d))
+                .collect();
+        }
+    }
+
+    /// The members whose clocks the runs need besides the watched ones (a
+    /// leader's workers, a worker's leader): they are asked at the clock's
+    /// pace while they stay in the set.
+    pub fn set_clock_peers(&mut self, peers: BTreeSet<String>) {
+        self.clock_peers = peers;
+    }
+
+    /// The members this node watches.
+    pub fn watched(&self) -> &BTreeSet<String> {
+        &self.watched
+    }
+
+    /// Chooses the watched members again when the members changed: the
+    /// [`MeshConfig::watch`] members just before this node on the ring of
+    /// every member and this node, ordered by [`ring_position`].
+    fn choose_watched(&mut self, now: Duration) {
+        let before = self.doubted.len();
+        self.doubted.retain(|_, until| now < *until);
+        if self.doubted.len() != before {
+            self.doubts += 1;
+        }
+        let changes = (self.membership.changes(), self.doubts);
+        if self.watched_at == Some(changes) {
+            return;
+        }
+        self.watched_at = Some(changes);
+        let mine = ring_position(&self.me.id);
+        let mut before: Vec<(u64, &str)> = self
+            .membership
+            .members()
+            .map(|m| {
+                let id = m.heartbeat.id.as_str();
+                (mine.wrapping_sub(ring_position(id)), id)
+            })
+            .collect();
+        before.sort_unstable();
+        self.watched = before
+            .into_iter()
+            .take(self.config.watch)
+            .map(|(_, id)| id.to_owned())
+            .chain(self.doubted.keys().cloned())
+            .collect();
+        self.membership.set_watched(&self.watched, now);
+    }
+
+    /// Advances time to `now`: announcements, failure detection, the asks
+    /// of watched members, clock exchanges and dials that are due.
     pub fn tick(&mut self, now: Duration, health: Health) -> Vec<Action> {
-        let mut actions = Vec::new();
-        if now >= self.next_heartbeat {
-            self.seq += 1;
-            let every = if self.busy {
-                self.config.busy_heartbeat_every
-            } else {
-                self.config.heartbeat_every
-            };
-            // Keep the pace without drifting, but never send a burst to catch up.
-            self.next_heartbeat = (self.next_heartbeat + every).max(now + every / 2);
+        self.health = health;
+        let mut actions = std::mem::take(&mut self.pending_actions);
+        if self.announce_at.first().is_some_and(|at| now >= *at) {
+            self.announce_at.retain(|at| now < *at);
             actions.push(Action::Publish(self.heartbeat(health)));
         }
         let mut events = std::mem::take(&mut self.pending);
-        events.extend(self.membership.tick(now));
+        for event in self.membership.tick(now) {
+            // A suspicion raised by this tick is this node's own watch:
+            // the mesh hears of it.
+            if let Event::Suspected(id) = &event
+                && let Some(m) = self.membership.get(id)
+            {
+                actions.push(Action::Suspect {
+                    id: id.clone(),
+                    boot: m.heartbeat.boot,
+                    seq: m.heartbeat.seq,
+                });
+            }
+            events.push(event);
+        }
         for member in self.membership.take_removed() {
             let id = &member.heartbeat.id;
             // Only members this node was connected to are dialed again: an
             // identity heard of only through gossip chooses the addresses it
             // announces, and must not make the mesh dial them for minutes.
-            let was_connected = self.clocks.contains_key(id);
+            let was_connected = self.were_connected.remove(id);
             if was_connected && !member.heartbeat.listen.is_empty() {
                 if self.departed.len() >= MAX_DEPARTED
                     && let Some(oldest) = self
@@ -346,6 +527,7 @@ impl MeshCore {
             }
             actions.push(Action::Membership(event));
         }
+        self.choose_watched(now);
         self.departed.retain(|_, d| now < d.until);
         for (id, d) in &mut self.departed {
             if !self.connected.contains(id) && d.redial.due(now, self.config.redial_max) {
@@ -358,6 +540,8 @@ impl MeshCore {
         // Cut off from everyone: the bootstrap seeds start over.
         let isolated = self.connected.is_empty();
         self.bootstraps.tick(now, isolated, &mut actions);
+        self.ask_members(now, &mut actions);
+        self.ask_leads(now, &mut actions);
         // Members and connections are both sorted by id: walk them side by
         // side rather than search one for each of the other (with a
         // thousand members, ticks happen often enough for it to show).
@@ -366,43 +550,49 @@ impl MeshCore {
             let id = &member.heartbeat.id;
             while connected.next_if(|c| *c < id).is_some() {}
             if connected.peek() == Some(&id) {
-                if !self.clocks.contains_key(id) {
-                    self.clocks.insert(
-                        id.clone(),
-                        PeerClock {
-                            filter: ClockFilter::new(
-                                self.config.clock_window,
-                                self.config.clock_max_age,
-                            ),
-                            next_at: now,
-                            last_rtt_ns: None,
-                        },
-                    );
-                }
-                let Some(clock) = self.clocks.get_mut(id) else {
+                let watched = self.watched.contains(id);
+                if !watched && !self.clock_peers.contains(id) {
                     continue;
-                };
+                }
+                let clock = self.clocks.entry(id.clone()).or_insert_with(|| PeerClock {
+                    filter: ClockFilter::new(self.config.clock_window, self.config.clock_max_age),
+                    next_at: now,
+                    last_rtt_ns: None,
+                });
                 if now >= clock.next_at {
                     // Fast until enough answers came back (questions may be
-                    // lost, or refused while the peer has not heard of us).
-                    let pace = if clock.filter.len() < self.config.clock_fast_samples as usize {
+                    // lost, or refused while the peer has not heard of us);
+                    // a watched member every beat.
+                    let missed = now.saturating_sub(member.last_seen)
+                        > self.config.heartbeat_every + self.config.heartbeat_every / 2;
+                    let pace = if clock.filter.len() < self.config.clock_fast_samples as usize
+                        || (watched && missed)
+                    {
+                        // Fast, too, once a watched member missed a beat:
+                        // the questions or answers may be lost, and the
+                        // member should not be suspected for that.
                         self.config.clock_fast
+                    } else if watched && member.heartbeat.busy {
+                        self.config.busy_heartbeat_every
+                    } else if watched {
+                        self.config.heartbeat_every
                     } else {
                         self.config.clock_every
                     };
                     clock.next_at = now + pace;
-                    actions.push(Action::AskClock { peer: id.clone() });
+                    actions.push(Action::AskClock {
+                        peer: id.clone(),
+                        known: Some((member.heartbeat.boot, member.heartbeat.seq)),
+                        suspect: member.suspect,
+                        introduce: None,
+                    });
                 }
             } else if !member.heartbeat.listen.is_empty() {
-                if !self.redials.contains_key(id) {
-                    self.redials
-                        .insert(id.clone(), Redial::new(now, self.config.redial_min));
-                }
-                let due = self
+                let redial = self
                     .redials
-                    .get_mut(id)
-                    .is_some_and(|r| r.due(now, self.config.redial_max));
-                if due {
+                    .entry(id.clone())
+                    .or_insert_with(|| Redial::new(now, self.config.redial_min));
+                if redial.due(now, self.config.redial_max) {
                     actions.push(Action::DialPeer {
                         peer: id.clone(),
                         addrs: member.heartbeat.listen.clone(),
@@ -411,6 +601,258 @@ impl MeshCore {
             }
         }
         actions
+    }
+
+    /// Leads (nodes a member's list named, not heard from themselves): dial
+    /// them, and ask them once connected, until they answer and join.
+    fn ask_leads(&mut self, now: Duration, actions: &mut Vec<Action>) {
+        let leads: BTreeSet<&str> = self.membership.leads().map(|hb| hb.id.as_str()).collect();
+        self.lead_asks.retain(|id, _| leads.contains(id.as_str()));
+        let me = self.heartbeat(self.health);
+        for hb in self.membership.leads() {
+            let id = &hb.id;
+            if self.connected.contains(id) {
+                let next = self.lead_asks.entry(id.clone()).or_insert(now);
+                if now >= *next {
+                    *next = now + self.config.heartbeat_every;
+                    actions.push(Action::AskClock {
+                        peer: id.clone(),
+                        known: None,
+                        suspect: false,
+                        introduce: Some(Box::new(me.clone())),
+                    });
+                }
+            } else if !hb.listen.is_empty() {
+                let redial = self
+                    .redials
+                    .entry(id.clone())
+                    .or_insert_with(|| Redial::new(now, self.config.redial_min));
+                if redial.due(now, self.config.redial_max) {
+                    actions.push(Action::DialPeer {
+                        peer: id.clone(),
+                        addrs: hb.listen.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Asks for a member's list: of a peer a new connection named (at
+    /// most every [`MEMBERS_SYNC_MIN`]), and of a connected member in turn
+    /// every [`MEMBERS_SYNC_EVERY`].
+    fn ask_members(&mut self, now: Duration, actions: &mut Vec<Action>) {
+        let recent = self
+            .sync
+            .last_ask
+            .is_some_and(|at| now.saturating_sub(at) < MEMBERS_SYNC_MIN);
+        let peer = match self.sync.wanted.take() {
+            Some(peer) if !recent && self.connected.contains(&peer) => Some(peer),
+            Some(peer) if self.connected.contains(&peer) => {
+                self.sync.wanted = Some(peer);
+                None
+            }
+            _ if now >= self.sync.next_at => {
+                self.sync.next_at = now + MEMBERS_SYNC_EVERY;
+                let members: Vec<&String> = self
+                    .membership
+                    .members()
+                    .map(|m| &m.heartbeat.id)
+                    .filter(|id| self.connected.contains(*id))
+                    .collect();
+                if members.is_empty() {
+                    None
+                } else {
+                    self.sync.turn = self.sync.turn.wrapping_add(1);
+                    Some(members[self.sync.turn % members.len()].clone())
+                }
+            }
+            _ => None,
+        };
+        if let Some(peer) = peer {
+            self.sync.last_ask = Some(now);
+            actions.push(Action::AskMembers {
+                peer,
+                digest: self.members_digest(),
+                heartbeat: self.heartbeat(self.health),
+            });
+        }
+    }
+
+    /// A digest of the nodes this node knows (its members and itself, by id
+    /// and boot): two nodes with the same digest know the same nodes.
+    pub fn members_digest(&self) -> u64 {
+        let mut ids: Vec<(&str, u64)> = self
+            .membership
+            .members()
+            .map(|m| (m.heartbeat.id.as_str(), m.heartbeat.boot))
+            .chain(std::iter::once((self.me.id.as_str(), self.me.boot)))
+            .collect();
+        ids.sort_unstable();
+        let mut hash = Fnv::default();
+        for (id, boot) in ids {
+            hash.write(id.as_bytes());
+            hash.write(&[0]);
+            hash.write(&boot.to_le_bytes());
+        }
+        hash.0
+    }
+
+    /// The answer to a members ask from `asker` whose digest is `digest`:
+    /// `None` when this node knows the same nodes, else this node's
+    /// heartbeat and its members' but suspected ones (at most
+    /// [`MAX_MEMBERS_ANSWER`] and about 768 KiB), and whether that is all
+    /// of them. Only members and connected peers are answered. Call
+    /// [`MeshCore::on_heartbeat`] with the asker's heartbeat first: an ask
+    /// is how a node that this one missed makes itself known.
+    pub fn answer_members(
+        &self,
+        asker: &str,
+        digest: u64,
+    ) -> Result<Option<(Vec<Heartbeat>, bool)>, &'static str> {
+        if self.membership.get(asker).is_none() && !self.connected.contains(asker) {
+            return Err("not a member yet: no heartbeat of yours has arrived");
+        }
+        if digest == self.members_digest() {
+            return Ok(None);
+        }
+        // Within the answer's bound: a heartbeat's encoding is about the
+        // length of its strings and 64 bytes more.
+        let mut budget = MEMBERS_ANSWER_BYTES;
+        let mut complete = true;
+        let mut members = Vec::new();
+        let all = std::iter::once(self.heartbeat(self.health)).chain(
+            self.membership
+                .members()
+                .filter(|m| !m.suspect && m.heartbeat.id != asker)
+                .map(|m| m.heartbeat.clone()),
+        );
+        for hb in all {
+            let len = 64
+                + hb.id.len()
+                + hb.name.len()
+                + hb.region.len()
+                + hb.version.len()
+                + hb.listen.iter().map(|a| a.len() + 2).sum::<usize>();
+            match budget.checked_sub(len) {
+                Some(left) if members.len() < MAX_MEMBERS_ANSWER => {
+                    budget = left;
+                    members.push(hb);
+                }
+                _ => {
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        Ok(Some((members, complete)))
+    }
+
+    /// A member's list, from `from`: its own heartbeat is its word; the
+    /// others are leads until they answer themselves. When the list is
+    /// `complete`, the members it lacks that this node does not watch are
+    /// doubted: watched for [`MembershipConfig::remove_after`], so that one
+    /// whose suspicion this node missed goes, and one that answers is told
+    /// it was doubted (it announces itself again, which tells `from`).
+    pub fn on_members(
+        &mut self,
+        from: &str,
+        members: Vec<Heartbeat>,
+        complete: bool,
+        now: Duration,
+    ) -> Vec<Result<Option<Event>, HeartbeatRefused>> {
+        let mut out = Vec::new();
+        let mut listed = BTreeSet::new();
+        for hb in members.into_iter().take(MAX_MEMBERS_ANSWER) {
+            listed.insert(hb.id.clone());
+            if hb.id == from {
+                out.push(self.on_heartbeat(from, hb, now));
+            } else {
+                self.membership.on_lead(hb, now);
+            }
+        }
+        if complete {
+            let until = now + self.config.membership.remove_after;
+            let lacked: Vec<String> = self
+                .membership
+                .members()
+                .map(|m| &m.heartbeat.id)
+                .filter(|id| {
+                    !listed.contains(*id)
+                        && *id != from
+                        && !self.watched.contains(*id)
+                        && self.doubted.len() < self.config.watch * 4
+                })
+                .cloned()
+                .collect();
+            for id in lacked.into_iter().take(self.config.watch * 4) {
+                self.doubted.insert(id, until);
+                self.doubts += 1;
+            }
+        }
+        out
+    }
+
+    /// The [`Pulse`] that answers a clock question from `asker`, which holds
+    /// this node's heartbeat at `known` and may suspect this node. A
+    /// suspicion of this node's latest heartbeat is refuted: a newer one,
+    /// announced to the whole mesh.
+    pub fn answer_clock(
+        &mut self,
+        known: Option<(u64, u64)>,
+        suspect: bool,
+        now: Duration,
+    ) -> Pulse {
+        if suspect && known.is_some_and(|k| k >= (self.me.boot, self.seq)) {
+            self.changed(now, true);
+        }
+        let current = (self.me.boot, self.seq);
+        Pulse {
+            boot: self.me.boot,
+            seq: self.seq,
+            cpu: self.health.cpu,
+            sockets: self.health.sockets,
+            heartbeat: (known != Some(current)).then(|| self.heartbeat(self.health)),
+        }
+    }
+
+    /// The [`Pulse`] `peer` answered a clock question with: it is heard
+    /// from, directly.
+    pub fn on_pulse(
+        &mut self,
+        peer: &str,
+        pulse: Pulse,
+        now: Duration,
+    ) -> Result<Option<Event>, HeartbeatRefused> {
+        if self.membership.on_pulse(peer, &pulse, now) {
+            return Ok(None);
+        }
+        match pulse.heartbeat {
+            Some(hb) => self.on_heartbeat(peer, hb, now),
+            None => Ok(None),
+        }
+    }
+
+    /// A member's watch found `id` silent at `(boot, seq)`, says `source`:
+    /// suspected here too. A suspicion of this node's latest heartbeat is
+    /// refuted. Gossip from a node that is not a member is not taken.
+    pub fn on_suspicion(
+        &mut self,
+        source: &str,
+        id: &str,
+        boot: u64,
+        seq: u64,
+        now: Duration,
+    ) -> Option<Event> {
+        if source == id || self.membership.get(source).is_none() {
+            return None;
+        }
+        if id == self.me.id {
+            if (boot, seq) >= (self.me.boot, self.seq) {
+                self.changed(now, true);
+            }
+            return None;
+        }
+        self.membership.on_suspicion(id, boot, seq, now)
     }
 
     fn heartbeat(&self, health: Health) -> Heartbeat {
@@ -433,26 +875,36 @@ impl MeshCore {
         }
     }
 
-    /// Whether this node runs a share: while it does, it beats every
-    /// [`MeshConfig::busy_heartbeat_every`] (the change takes effect at
-    /// once), and says so, so the others suspect it sooner.
+    /// Whether this node runs a share: while it does, its heartbeat says
+    /// so, and its watchers ask it every
+    /// [`MeshConfig::busy_heartbeat_every`] and suspect it sooner. The
+    /// watchers learn it from their next ask; it is not announced.
     pub fn set_busy(&mut self, busy: bool, now: Duration) {
         if busy != self.busy {
             self.busy = busy;
-            self.next_heartbeat = self.next_heartbeat.min(now);
+            self.changed(now, false);
         }
     }
 
     /// A dial of `peer` failed because its address refused the connection:
     /// a member whose connection closed and whose address now refuses is a
     /// process that is gone, suspected at once (not after its silence).
-    pub fn on_dial_refused(&mut self, peer: &str) {
-        if self.connected.contains(peer) || self.membership.get(peer).is_none() {
+    pub fn on_dial_refused(&mut self, peer: &str, now: Duration) {
+        if self.connected.contains(peer) {
             return;
         }
+        let Some(m) = self.membership.get(peer) else {
+            return;
+        };
+        let (boot, seq) = (m.heartbeat.boot, m.heartbeat.seq);
         self.dead.insert(peer.to_owned());
-        if let Some(event) = self.membership.suspect_now(peer) {
+        if let Some(event) = self.membership.suspect_now(peer, now) {
             self.pending.push(event);
+            self.pending_actions.push(Action::Suspect {
+                id: peer.to_owned(),
+                boot,
+                seq,
+            });
         }
     }
 
@@ -474,8 +926,8 @@ impl MeshCore {
         }
         self.clock_epoch = self.clock_epoch.wrapping_add(1);
         self.stepped_at = Some(now);
-        // Tell the members now rather than at the next beat.
-        self.next_heartbeat = now;
+        // Tell the members now rather than at their next ask.
+        self.changed(now, true);
     }
 
     /// Whether clock estimates may still be settling after a step of this
@@ -510,6 +962,7 @@ impl MeshCore {
     /// at once instead of after its silence.
     pub fn leave(&mut self, health: Health) -> Action {
         self.seq += 1;
+        self.announce_at.clear();
         let mut hb = self.heartbeat(health);
         hb.leaving = true;
         Action::Publish(hb)
@@ -587,9 +1040,22 @@ impl MeshCore {
         }
     }
 
-    /// A first connection to `peer` opened.
-    pub fn on_connected(&mut self, peer: &str) {
+    /// A first connection to `peer` opened. The first connection of a node
+    /// cut off from everyone, or one with a node that is not a member (a
+    /// newcomer, the other side of a healed partition), prompts an ask for
+    /// its list of members, and an announcement of this node.
+    pub fn on_connected(&mut self, peer: &str, now: Duration) {
+        let first = self.connected.is_empty();
+        let stranger =
+            self.membership.get(peer).is_none() && !self.membership.leads().any(|hb| hb.id == peer);
+        if first || stranger {
+            self.sync.wanted = Some(peer.to_owned());
+        }
+        if first {
+            self.announce_at = ANNOUNCE_AGAIN.iter().map(|d| now + *d).collect();
+        }
         self.connected.insert(peer.to_owned());
+        self.were_connected.insert(peer.to_owned());
         self.redials.remove(peer);
         self.dead.remove(peer);
     }
@@ -635,6 +1101,12 @@ impl MeshCore {
         self.bootstraps.retry_at(index)
     }
 
+    /// Whether `peer` is a node this node heard of from a member but not
+    /// yet from itself.
+    pub fn is_lead(&self, peer: &str) -> bool {
+        self.membership.leads().any(|hb| hb.id == peer)
+    }
+
     /// A member, if known.
     pub fn member(&self, peer: &str) -> Option<&crate::membership::Member> {
         self.membership.get(peer)
@@ -677,6 +1149,33 @@ impl MeshCore {
                 }
             })
             .collect()
+    }
+}
+
+/// Where a node sits on the ring of watches: a hash of its id, the same
+/// on every node.
+pub fn ring_position(id: &str) -> u64 {
+    let mut hash = Fnv::default();
+    hash.write(id.as_bytes());
+    hash.0
+}
+
+/// 64-bit FNV-1a: stable across nodes, versions and platforms, as the ring
+/// and the members digest need (std's hasher promises none of that).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
     }
 }
 

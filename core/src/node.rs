@@ -148,13 +148,17 @@ impl MeshView for View<'_> {
         self.mesh.is_dead(peer)
     }
 
-    /// Judged on a member that beats fast (its last heartbeat said it
-    /// runs a share); one that beats once a second is judged by the usual
-    /// suspicion only, or every node would look silent at a run's start.
+    /// Judged on a watched member that is asked fast (its heartbeat says
+    /// it runs a share); one asked once a second is judged by the usual
+    /// suspicion only, or every node would look silent at a run's start,
+    /// and one this node does not watch by its watchers' suspicion.
     fn heard_within(&self, peer: &str, within: Duration) -> bool {
         peer == self.mesh.me().id
             || self.mesh.member(peer).is_some_and(|m| {
-                !m.suspect && (!m.heartbeat.busy || self.now.saturating_sub(m.last_seen) <= within)
+                !m.suspect
+                    && (!m.watched
+                        || !m.heartbeat.busy
+                        || self.now.saturating_sub(m.last_seen) <= within)
             })
     }
 
@@ -255,6 +259,7 @@ impl NodeCore {
     pub fn handle_timeout(&mut self, at: At, health: Health, holdings: &dyn Holdings) {
         let now = at.now;
         if due(&mut self.next_mesh, self.mesh_every, now) {
+            self.mesh.set_clock_peers(self.runs.clock_peers());
             let actions = self.mesh.tick(now, health);
             self.out.extend(actions.into_iter().map(Output::Mesh));
         }

@@ -1196,6 +1196,19 @@ impl RunsCore {
         std::mem::take(&mut self.evicted)
     }
 
+    /// The nodes whose clocks this node needs: every other candidate of
+    /// each run it is a candidate of that has not finished (any of them
+    /// may lead it, and a leader needs every worker's clock, a worker its
+    /// leader's).
+    pub fn clock_peers(&self) -> BTreeSet<String> {
+        self.runs
+            .values()
+            .filter(|run| !run.is_finished() && run.is_candidate(&self.me))
+            .flat_map(|run| run.proposal.candidates.iter().map(|c| c.id.clone()))
+            .filter(|id| *id != self.me)
+            .collect()
+    }
+
     /// Whether this node is preparing its share of `plan` (so a module
     /// that arrives, or a worker's word, still matters).
     pub fn wants(&self, id: &str, plan: PlanId) -> bool {

@@ -3,7 +3,9 @@
 //! Two kinds of traffic cross the mesh:
 //!
 //! - **gossip** (libp2p gossipsub), best effort, to every node: on
-//!   [`MEMBERS_TOPIC`], one [`Heartbeat`] per node per second;
+//!   [`MEMBERS_TOPIC`], a node's [`Heartbeat`] when it starts or changes;
+//!   on [`SUSPECTS_TOPIC`], a [`Suspicion`] when a watch finds a member
+//!   silent;
 //! - **request-response** ([`RPC_PROTOCOL`]), one answer per question, to one
 //!   peer: a [`Request`] and its [`Response`].
 //!
@@ -18,12 +20,15 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::assign::{Candidate, RegionWeight};
-use crate::membership::Heartbeat;
+use crate::membership::{Heartbeat, Pulse};
 use crate::segment::ExecutionSegment;
 use crate::spec::RunSpec;
 
 /// The gossipsub topic of heartbeats.
 pub const MEMBERS_TOPIC: &str = "fusi/1/members";
+
+/// The gossipsub topic of suspicions ([`Suspicion`]).
+pub const SUSPECTS_TOPIC: &str = "fusi/1/suspects";
 
 /// The gossipsub topic of run lifecycle messages ([`RunMessage`]).
 pub const RUNS_TOPIC: &str = "fusi/1/runs";
@@ -118,13 +123,33 @@ impl WireError {
 }
 
 /// A question to one peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// What time is it? `t1` is the asker's wall clock (ns since the Unix
     /// epoch) when it sent the question.
     Clock {
         /// The asker's send time.
         t1: i64,
+        /// The `(boot, seq)` of the answerer's heartbeat the asker holds:
+        /// the answer's [`Pulse`] carries the heartbeat when it is not the
+        /// latest. Absent from a lead's ask.
+        #[serde(default)]
+        known: Option<(u64, u64)>,
+        /// The asker suspects the answerer, which should refute it.
+        #[serde(default)]
+        suspect: bool,
+        /// The asker's heartbeat, when it asks a node it heard of from
+        /// another (which may not know it yet).
+        #[serde(default)]
+        introduce: Option<Box<Heartbeat>>,
+    },
+    /// Tell me the members you know, unless the nodes you know have this
+    /// digest (see `MeshCore::members_digest`); here is my heartbeat.
+    Members {
+        /// The asker's digest.
+        digest: u64,
+        /// The asker's heartbeat.
+        heartbeat: Heartbeat,
     },
     /// Send me the scenario module with this sha256 (lower-case hex).
     Module {
@@ -159,6 +184,20 @@ pub enum Response {
         t2: i64,
         /// Send time at the answerer.
         t3: i64,
+        /// The answerer is there, and its heartbeat if the asker's is old.
+        #[serde(default)]
+        pulse: Option<Pulse>,
+    },
+    /// The members the answerer knows, its own heartbeat first; empty and
+    /// `same` when it knows the nodes the asker does.
+    Members {
+        /// Their heartbeats.
+        members: Vec<Heartbeat>,
+        /// The answerer knows the same nodes.
+        same: bool,
+        /// `members` is every member the answerer holds but suspected ones
+        /// (not cut at the answer's bound).
+        complete: bool,
     },
     /// The module asked for; the asker checks its sha256.
     Module {
@@ -591,8 +630,32 @@ fn check_len(what: &'static str, field: &str, value: &str, max: usize) -> Result
 
 /// Decodes a heartbeat from gossip and checks its fields' bounds.
 pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
+    let hb: Heartbeat = decode_bounded(bytes, "heartbeat", MAX_HEARTBEAT_BYTES)?;
+    check_heartbeat(hb)
+}
+
+/// A member's watch found a member silent: gossip on [`SUSPECTS_TOPIC`].
+/// Its author (the gossip's signed source) is the watcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspicion {
+    /// The member found silent.
+    pub id: String,
+    /// Its boot, as the watcher last heard.
+    pub boot: u64,
+    /// Its seq, as the watcher last heard.
+    pub seq: u64,
+}
+
+/// Decodes a suspicion from gossip.
+pub fn decode_suspicion(bytes: &[u8]) -> Result<Suspicion, WireError> {
+    let s: Suspicion = decode_bounded(bytes, "suspicion", 1024)?;
+    check_len("suspicion", "id", &s.id, 128)?;
+    Ok(s)
+}
+
+/// Checks a heartbeat's fields' bounds, wherever it came from.
+fn check_heartbeat(hb: Heartbeat) -> Result<Heartbeat, WireError> {
     const WHAT: &str = "heartbeat";
-    let hb: Heartbeat = decode_bounded(bytes, WHAT, MAX_HEARTBEAT_BYTES)?;
     check_len(WHAT, "id", &hb.id, 128)?;
     check_len(WHAT, "name", &hb.name, MAX_NAME_LEN)?;
     check_len(WHAT, "version", &hb.version, 64)?;
@@ -625,7 +688,15 @@ pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
 
 /// Decodes a request-response question.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
-    let request: Request = decode_bounded(bytes, "request", MAX_REQUEST_BYTES)?;
+    let mut request: Request = decode_bounded(bytes, "request", MAX_REQUEST_BYTES)?;
+    match &mut request {
+        Request::Members { heartbeat, .. } => *heartbeat = check_heartbeat(heartbeat.clone())?,
+        Request::Clock {
+            introduce: Some(heartbeat),
+            ..
+        } => **heartbeat = check_heartbeat((**heartbeat).clone())?,
+        _ => {}
+    }
     if !matches!(request, Request::Shards { .. } | Request::Runs { .. })
         && bytes.len() > MAX_RPC_BYTES
     {
@@ -642,10 +713,12 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
 /// others: `max` is [`MAX_MODULE_RESPONSE_BYTES`] for the codec, which
 /// cannot know the question.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
-    let response: Response = decode_bounded(bytes, "response", MAX_MODULE_RESPONSE_BYTES)?;
+    let mut response: Response = decode_bounded(bytes, "response", MAX_MODULE_RESPONSE_BYTES)?;
     let max = match response {
         Response::Module { .. } => MAX_MODULE_RESPONSE_BYTES,
-        Response::Shards { .. } | Response::Runs { .. } => MAX_SHARDS_RESPONSE_BYTES,
+        Response::Shards { .. } | Response::Runs { .. } | Response::Members { .. } => {
+            MAX_SHARDS_RESPONSE_BYTES
+        }
         Response::Clock { .. } | Response::Refused { .. } => MAX_RPC_BYTES,
     };
     if bytes.len() > max {
@@ -655,8 +728,38 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
             max,
         });
     }
-    if let Response::Refused { reason } = &response {
-        check_len("response", "reason", reason, 1024)?;
+    match &mut response {
+        Response::Refused { reason } => check_len("response", "reason", reason, 1024)?,
+        Response::Clock {
+            pulse: Some(pulse), ..
+        } => {
+            if let Some(hb) = pulse.heartbeat.take() {
+                pulse.heartbeat = Some(check_heartbeat(hb)?);
+            }
+            if !pulse.cpu.is_finite() || pulse.cpu < 0.0 {
+                return Err(WireError::Invalid {
+                    what: "response",
+                    detail: format!("cpu is {}", pulse.cpu),
+                });
+            }
+        }
+        Response::Members { members, .. } => {
+            if members.len() > crate::mesh::MAX_MEMBERS_ANSWER {
+                return Err(WireError::Invalid {
+                    what: "response",
+                    detail: format!(
+                        "{} members, more than {}",
+                        members.len(),
+                        crate::mesh::MAX_MEMBERS_ANSWER
+                    ),
+                });
+            }
+            *members = std::mem::take(members)
+                .into_iter()
+                .map(check_heartbeat)
+                .collect::<Result<_, _>>()?;
+        }
+        _ => {}
     }
     Ok(response)
 }
@@ -704,14 +807,48 @@ mod tests {
     #[test]
     fn round_trips() {
         let hb = heartbeat();
-        assert_eq!(decode_heartbeat(&encode(&hb)), Ok(hb));
-        let req = Request::Clock { t1: -5 };
+        assert_eq!(decode_heartbeat(&encode(&hb)), Ok(hb.clone()));
+        let req = Request::Clock {
+            t1: -5,
+            known: Some((1, 2)),
+            suspect: true,
+            introduce: Some(Box::new(hb.clone())),
+        };
         assert_eq!(decode_request(&encode(&req)), Ok(req));
+        let req = Request::Members {
+            digest: 7,
+            heartbeat: hb.clone(),
+        };
+        assert_eq!(decode_request(&encode(&req)), Ok(req));
+        let s = Suspicion {
+            id: "a".into(),
+            boot: 1,
+            seq: 2,
+        };
+        assert_eq!(decode_suspicion(&encode(&s)), Ok(s));
         for resp in [
             Response::Clock {
                 t1: 1,
                 t2: 2,
                 t3: 3,
+                pulse: None,
+            },
+            Response::Clock {
+                t1: 1,
+                t2: 2,
+                t3: 3,
+                pulse: Some(Pulse {
+                    boot: 1,
+                    seq: 2,
+                    cpu: 0.5,
+                    sockets: 3,
+                    heartbeat: Some(hb.clone()),
+                }),
+            },
+            Response::Members {
+                members: vec![hb.clone(), hb.clone()],
+                same: false,
+                complete: true,
             },
             Response::Refused {
                 reason: "not a member".into(),
@@ -748,6 +885,7 @@ mod tests {
             t1: 1,
             t2: 2,
             t3: 3,
+            pulse: None,
         });
         for cut in 0..resp.len() {
             assert!(decode_response(&resp[..cut]).is_err());

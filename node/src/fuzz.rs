@@ -35,6 +35,7 @@ use crate::core::data::{
 };
 use crate::core::leader::ranking;
 use crate::core::membership::{self, Heartbeat};
+use crate::core::mesh::{Health, LocalNode, MeshConfig, MeshCore};
 use crate::core::metrics::{SeriesKey, SeriesSet, new_histogram};
 use crate::core::report::Report;
 use crate::core::runs::{Armed, At, EndedRun, MeshView, RunsConfig, RunsCore};
@@ -206,6 +207,20 @@ impl MeshView for Everyone {
     }
 }
 
+/// A lone mesh core, for what a response tells one.
+fn mesh_core() -> MeshCore {
+    let me = LocalNode {
+        id: "me".into(),
+        name: "me".into(),
+        region: "fra".into(),
+        boot: 1,
+        cores: 1,
+        vu_limit: 1,
+        version: "fuzz".into(),
+    };
+    MeshCore::new(me, MeshConfig::default(), Vec::new(), AT.now)
+}
+
 fn heartbeat(bytes: &[u8]) -> bool {
     let Ok(hb) = wire::decode_heartbeat(bytes) else {
         return false;
@@ -335,6 +350,20 @@ fn response(bytes: &[u8]) -> bool {
             for bytes in shards {
                 shard(&bytes);
             }
+        }
+        Response::Members {
+            members, complete, ..
+        } => {
+            let mut core = mesh_core();
+            let _ = core.on_members("peer", members, complete, AT.now);
+            let _ = core.tick(AT.now + Duration::from_secs(10), Health::default());
+        }
+        Response::Clock {
+            pulse: Some(pulse), ..
+        } => {
+            let mut core = mesh_core();
+            let _ = core.on_pulse("peer", pulse, AT.now);
+            let _ = core.tick(AT.now + Duration::from_secs(10), Health::default());
         }
         Response::Clock { .. } | Response::Module { .. } | Response::Refused { .. } => {}
     }
@@ -543,8 +572,8 @@ fn set_cookie(bytes: &[u8]) -> bool {
 
 // The seeds: real values of every kind and variant.
 
-fn heartbeats() -> Vec<Heartbeat> {
-    let hb = Heartbeat {
+fn sample_heartbeat() -> Heartbeat {
+    Heartbeat {
         protocol: membership::PROTOCOL,
         id: "12D3KooWExample".into(),
         name: "fra-1".into(),
@@ -560,7 +589,11 @@ fn heartbeats() -> Vec<Heartbeat> {
         leaving: false,
         clock_epoch: 0,
         busy: false,
-    };
+    }
+}
+
+fn heartbeats() -> Vec<Heartbeat> {
+    let hb = sample_heartbeat();
     let leaving = Heartbeat {
         id: "12D3KooWOther".into(),
         region: "nrt-2".into(),
@@ -765,7 +798,16 @@ fn run_messages() -> Vec<RunEnvelope> {
 
 fn requests() -> Vec<Request> {
     vec![
-        Request::Clock { t1: AT.wall_ns },
+        Request::Clock {
+            t1: AT.wall_ns,
+            known: Some((1, 2)),
+            suspect: true,
+            introduce: None,
+        },
+        Request::Members {
+            digest: 7,
+            heartbeat: sample_heartbeat(),
+        },
         Request::Module {
             sha256: "ab".repeat(32),
         },
@@ -825,6 +867,18 @@ fn responses() -> Vec<Response> {
             t1: 1,
             t2: 2,
             t3: 3,
+            pulse: Some(membership::Pulse {
+                boot: 1,
+                seq: 2,
+                cpu: 0.5,
+                sockets: 3,
+                heartbeat: Some(sample_heartbeat()),
+            }),
+        },
+        Response::Members {
+            members: vec![sample_heartbeat()],
+            same: false,
+            complete: true,
         },
         Response::Module {
             bytes: b"\0asm\x01\0\0\0".to_vec(),

@@ -64,7 +64,7 @@ fn pair() -> (NodeCore, NodeCore) {
     b.mesh_mut()
         .on_heartbeat("a", heartbeat, Duration::ZERO)
         .expect("a's heartbeat taken");
-    b.mesh_mut().on_connected("a");
+    b.mesh_mut().on_connected("a", Duration::ZERO);
     (a, b)
 }
 
@@ -105,9 +105,14 @@ fn the_mesh_and_the_runs_tick_at_their_own_grain_and_poll_timeout_says_when() {
         // Never later than the runs' grain.
         assert!(core.poll_timeout() <= now + Duration::from_millis(100));
         now += Duration::from_millis(10);
+        if now == Duration::from_secs(5) {
+            core.mesh_mut()
+                .set_listen(vec!["/ip4/10.0.0.1/tcp/1".into()], now);
+        }
     }
-    // One heartbeat a second, from 0 s to 10 s.
-    assert_eq!(heartbeats, 11);
+    // Announced at the start, and at a change (the listen address) and
+    // twice after it; never on a timer.
+    assert_eq!(heartbeats, 4);
 }
 
 #[test]
@@ -130,7 +135,8 @@ fn shard_asks_are_answered_for_members_only_and_at_most_four_at_once() {
 }
 
 /// Advances `a` and `b` from `from` to `to` in steps of 100 ms, `a`'s
-/// heartbeats reaching `b`; `b`'s asks for ended runs on the way.
+/// heartbeats and answers to `b`'s watch reaching `b`; `b`'s asks for
+/// ended runs on the way.
 fn advance(a: &mut NodeCore, b: &mut NodeCore, from: Duration, to: Duration) -> Vec<Output> {
     let mut asks = Vec::new();
     let mut now = from;
@@ -142,11 +148,16 @@ fn advance(a: &mut NodeCore, b: &mut NodeCore, from: Duration, to: Duration) -> 
             }
         }
         b.handle_timeout(at(now), Health::default(), &Nothing);
-        asks.extend(
-            outputs(b)
-                .into_iter()
-                .filter(|o| matches!(o, Output::AskRuns { .. })),
-        );
+        for output in outputs(b) {
+            match output {
+                Output::Mesh(Action::AskClock { known, suspect, .. }) => {
+                    let pulse = a.mesh_mut().answer_clock(known, suspect, now);
+                    b.mesh_mut().on_pulse("a", pulse, now).expect("a pulse");
+                }
+                ask @ Output::AskRuns { .. } => asks.push(ask),
+                _ => {}
+            }
+        }
         now += Duration::from_millis(100);
     }
     asks

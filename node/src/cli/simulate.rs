@@ -120,9 +120,14 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render(&report));
     }
-    let done = [&report.membership, &report.leader, &report.shards]
-        .iter()
-        .all(|p| p.seconds.is_some());
+    let done = [
+        &report.membership,
+        &report.idle,
+        &report.leader,
+        &report.shards,
+    ]
+    .iter()
+    .all(|p| p.seconds.is_some());
     Ok(if done {
         ExitCode::SUCCESS
     } else {
@@ -199,6 +204,8 @@ pub fn render(r: &SimReport) -> String {
         "  every node listed every other as live after {}; clock estimates of all took the rest\n\n",
         secs(r.members_listed_s)
     ));
+    render_phase(&r.idle, &mut out);
+    out.push('\n');
     render_phase(&r.leader, &mut out);
     out.push_str(&format!(
         "  every node named the same leader after {}\n\n",

@@ -76,12 +76,15 @@ mod tests {
         futures::executor::block_on(async {
             let mut codec = WireCodec;
             let protocol = StreamProtocol::new(wire::RPC_PROTOCOL);
-            let good = wire::encode(&Request::Clock { t1: 7 });
+            let ask = Request::Clock {
+                t1: 7,
+                known: Some((1, 2)),
+                suspect: false,
+                introduce: None,
+            };
+            let good = wire::encode(&ask);
             let mut io = Cursor::new(good.clone());
-            assert_eq!(
-                codec.read_request(&protocol, &mut io).await.unwrap(),
-                Request::Clock { t1: 7 }
-            );
+            assert_eq!(codec.read_request(&protocol, &mut io).await.unwrap(), ask);
             for cut in 0..good.len() {
                 let mut io = Cursor::new(good[..cut].to_vec());
                 assert!(codec.read_request(&protocol, &mut io).await.is_err());

@@ -37,7 +37,7 @@ use crate::core::clock::{Exchange, STEP_MARGIN_NS};
 use crate::core::latency::LatencyMap;
 use crate::core::membership::{Event, Heartbeat};
 use crate::core::mesh::bootstrap::MAX_RESOLVED;
-use crate::core::mesh::{Action, Health, LocalNode, Seed, SeedName};
+use crate::core::mesh::{Action, Health, HeartbeatRefused, LocalNode, Seed, SeedName};
 use crate::core::node::{CoreConfig, NodeCore, Output};
 use crate::core::runs::MONOTONIC_ORIGIN;
 use crate::core::wire::{self, MEMBERS_TOPIC, Request, Response};
@@ -89,6 +89,10 @@ enum Inbound {
         source: PeerId,
         via: PeerId,
         hb: Heartbeat,
+    },
+    Suspicion {
+        source: PeerId,
+        suspicion: wire::Suspicion,
     },
     Request {
         peer: PeerId,
@@ -216,6 +220,10 @@ struct Node {
     /// Clock questions in flight: the peer, `t1`, and when it was sent on
     /// the monotonic clock.
     pending: HashMap<OutboundRequestId, (PeerId, i64, Duration)>,
+    /// Asks for a member's list in flight.
+    members_asks: HashSet<OutboundRequestId>,
+    /// The gossipsub topic of suspicions.
+    suspects: gossipsub::IdentTopic,
     /// Bootstrap dials in flight: the seed's index and the address.
     bootstrap_dials: HashMap<ConnectionId, (usize, String)>,
     /// Where resolved bootstrap names come back to the event loop.
@@ -247,7 +255,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let signer = Signer::new(key.clone());
     let mut swarm = build_swarm(key, config.mesh_key, config.mdns, traffic.clone())?;
     let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
-    for name in [MEMBERS_TOPIC, wire::RUNS_TOPIC, wire::SHARDS_TOPIC] {
+    for name in [
+        MEMBERS_TOPIC,
+        wire::SUSPECTS_TOPIC,
+        wire::RUNS_TOPIC,
+        wire::SHARDS_TOPIC,
+    ] {
         swarm
             .behaviour_mut()
             .gossipsub
@@ -333,6 +346,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         peer_id,
         latency: config.emulate_latency.as_ref().map(|(_, map)| map.clone()),
         pending: HashMap::new(),
+        members_asks: HashSet::new(),
+        suspects: gossipsub::IdentTopic::new(wire::SUSPECTS_TOPIC),
         bootstrap_dials: HashMap::new(),
         resolved: resolved_tx,
         labels: HashMap::new(),
@@ -475,18 +490,58 @@ impl Node {
                     }),
                 }
             }
-            Action::AskClock { peer } => {
+            Action::Suspect { id, boot, seq } => {
+                let bytes = wire::encode(&wire::Suspicion { id, boot, seq });
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.suspects.clone(), bytes)
+                {
+                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                    Err(e) => self.warn_once(format!("publish:{e}"), || {
+                        format!("cannot publish a suspicion: {e}")
+                    }),
+                }
+            }
+            Action::AskClock {
+                peer,
+                known,
+                suspect,
+                introduce,
+            } => {
                 let Ok(peer_id) = peer.parse::<PeerId>() else {
                     return;
                 };
                 let t1 = wall_ns();
+                let request = Request::Clock {
+                    t1,
+                    known,
+                    suspect,
+                    introduce,
+                };
                 let id = self
                     .swarm
                     .behaviour_mut()
                     .rpc
-                    .send_request(&peer_id, Request::Clock { t1 });
+                    .send_request(&peer_id, request);
                 let sent_at = self.now();
                 self.pending.insert(id, (peer_id, t1, sent_at));
+            }
+            Action::AskMembers {
+                peer,
+                digest,
+                heartbeat,
+            } => {
+                let Ok(peer_id) = peer.parse::<PeerId>() else {
+                    return;
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_request(&peer_id, Request::Members { digest, heartbeat });
+                self.members_asks.insert(id);
             }
             Action::DialPeer { peer, addrs } => {
                 let Ok(peer_id) = peer.parse::<PeerId>() else {
@@ -725,42 +780,71 @@ impl Node {
     fn handle(&mut self, inbound: Inbound) {
         let now = self.now();
         match inbound {
-            Inbound::Heartbeat { source, via, hb } => {
-                let label = format!("{} ({}) {}", hb.name, hb.region, hb.id);
-                let id = source.to_string();
-                match self.core.mesh_mut().on_heartbeat(&id, hb, now) {
-                    Ok(event) => {
-                        // Labels only for members: strangers must not grow it.
-                        if self.core.mesh().region_of(&id).is_some() {
-                            self.labels.insert(id, label);
-                        }
-                        if let Some(event) = event {
-                            self.log_membership(event);
-                        }
-                    }
-                    // Keyed by the connected peer that relayed it, not by the
-                    // author, which a peer with the key can mint without end.
-                    Err(e) => self.warn_once(format!("heartbeat:{via}:{}", e.kind()), || {
-                        format!("refused a heartbeat from {id} (via {via}): {e}")
-                    }),
+            Inbound::Heartbeat { source, via, hb } => self.take_heartbeat(source, via, hb),
+            Inbound::Suspicion { source, suspicion } => {
+                let wire::Suspicion { id, boot, seq } = suspicion;
+                if let Some(event) =
+                    self.core
+                        .mesh_mut()
+                        .on_suspicion(&source.to_string(), &id, boot, seq, now)
+                {
+                    self.log_membership(event);
                 }
             }
             Inbound::Request {
                 peer,
-                request: Request::Clock { t1 },
+                request:
+                    Request::Clock {
+                        t1,
+                        known,
+                        suspect,
+                        introduce,
+                    },
                 channel,
             } => {
                 let t2 = wall_ns();
+                if let Some(hb) = introduce {
+                    self.take_heartbeat(peer, peer, *hb);
+                }
                 let response = if self.core.mesh().may_answer_clock(&peer.to_string()) {
+                    let pulse = self.core.mesh_mut().answer_clock(known, suspect, now);
                     Response::Clock {
                         t1,
                         t2,
                         t3: wall_ns(),
+                        pulse: Some(pulse),
                     }
                 } else {
                     Response::Refused {
                         reason: "not a member yet: no heartbeat of yours has arrived".into(),
                     }
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, response);
+            }
+            Inbound::Request {
+                peer,
+                request: Request::Members { digest, heartbeat },
+                channel,
+            } => {
+                self.take_heartbeat(peer, peer, heartbeat);
+                let response = match self.core.mesh().answer_members(&peer.to_string(), digest) {
+                    Ok(None) => Response::Members {
+                        members: Vec::new(),
+                        same: true,
+                        complete: true,
+                    },
+                    Ok(Some((members, complete))) => Response::Members {
+                        members,
+                        same: false,
+                        complete,
+                    },
+                    Err(reason) => Response::Refused {
+                        reason: reason.into(),
+                    },
                 };
                 let _ = self
                     .swarm
@@ -803,6 +887,25 @@ impl Node {
                 response,
             } => {
                 let t4 = wall_ns();
+                if self.members_asks.remove(&request_id) {
+                    if let Response::Members {
+                        members,
+                        same: false,
+                        complete,
+                    } = response
+                    {
+                        let results = self.core.mesh_mut().on_members(
+                            &peer.to_string(),
+                            members,
+                            complete,
+                            now,
+                        );
+                        for result in results {
+                            self.after_heartbeat(&peer.to_string(), peer, None, result);
+                        }
+                    }
+                    return;
+                }
                 if self.on_sync_response(request_id, peer, &response)
                     || self.on_runs_response(request_id, &response)
                 {
@@ -830,7 +933,14 @@ impl Node {
                     {
                         debug!(%peer, "dropped a clock answer: this node's clock stepped meanwhile");
                     }
-                    Response::Clock { t1, t2, t3 } if t1 == sent_t1 => {
+                    Response::Clock {
+                        t1, t2, t3, pulse, ..
+                    } if t1 == sent_t1 => {
+                        if let Some(pulse) = pulse {
+                            let label = pulse.heartbeat.as_ref().map(label_of);
+                            let result = self.core.mesh_mut().on_pulse(&peer.to_string(), pulse, now);
+                            self.after_heartbeat(&peer.to_string(), peer, label, result);
+                        }
                         let exchange = Exchange { t1, t2, t3, t4 };
                         if !self.core.mesh_mut().on_clock_answer(&peer.to_string(), exchange, now) {
                             self.warn_once(format!("clock:{peer}"), || {
@@ -842,11 +952,52 @@ impl Node {
                         format!("dropped a clock answer from {peer} that echoes a time this node did not send")
                     }),
                     Response::Refused { reason } => debug!(%peer, "clock question refused: {reason}"),
-                    Response::Module { .. } | Response::Shards { .. } | Response::Runs { .. } => {
+                    Response::Module { .. }
+                    | Response::Shards { .. }
+                    | Response::Runs { .. }
+                    | Response::Members { .. } => {
                         debug!(%peer, "an answer nobody asked for")
                     }
                 }
             }
+        }
+    }
+
+    /// A heartbeat from `source` itself (by gossip, in an ask, in its own
+    /// list), relayed by `via`.
+    fn take_heartbeat(&mut self, source: PeerId, via: PeerId, hb: Heartbeat) {
+        let label = label_of(&hb);
+        let id = source.to_string();
+        let now = self.now();
+        let result = self.core.mesh_mut().on_heartbeat(&id, hb, now);
+        self.after_heartbeat(&id, via, Some(label), result);
+    }
+
+    /// Logs what taking a heartbeat of `id` did.
+    fn after_heartbeat(
+        &mut self,
+        id: &str,
+        via: PeerId,
+        label: Option<String>,
+        result: Result<Option<Event>, HeartbeatRefused>,
+    ) {
+        match result {
+            Ok(event) => {
+                // Labels only for members: strangers must not grow it.
+                if let Some(label) = label
+                    && self.core.mesh().region_of(id).is_some()
+                {
+                    self.labels.insert(id.to_owned(), label);
+                }
+                if let Some(event) = event {
+                    self.log_membership(event);
+                }
+            }
+            // Keyed by the connected peer that relayed it, not by the
+            // author, which a peer with the key can mint without end.
+            Err(e) => self.warn_once(format!("heartbeat:{via}:{}", e.kind()), || {
+                format!("refused a heartbeat from {id} (via {via}): {e}")
+            }),
         }
     }
 
@@ -856,7 +1007,8 @@ impl Node {
                 println!("p2p listening on {address}/p2p/{}", self.peer_id);
                 let mut listen = self.core.mesh().listen().to_vec();
                 listen.push(address.to_string());
-                self.core.mesh_mut().set_listen(listen);
+                let now = self.now();
+                self.core.mesh_mut().set_listen(listen, now);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 let gone = address.to_string();
@@ -868,7 +1020,8 @@ impl Node {
                     .filter(|a| **a != gone)
                     .cloned()
                     .collect();
-                self.core.mesh_mut().set_listen(listen);
+                let now = self.now();
+                self.core.mesh_mut().set_listen(listen, now);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -882,7 +1035,8 @@ impl Node {
                 }
                 if num_established.get() == 1 {
                     debug!(peer = %peer_id, "connected");
-                    self.core.mesh_mut().on_connected(&peer_id.to_string());
+                    let now = self.now();
+                    self.core.mesh_mut().on_connected(&peer_id.to_string(), now);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -917,7 +1071,8 @@ impl Node {
                     if let Some(peer) = peer_id
                         && error.to_string().contains("Connection refused")
                     {
-                        self.core.mesh_mut().on_dial_refused(&peer.to_string());
+                        let now = self.now();
+                        self.core.mesh_mut().on_dial_refused(&peer.to_string(), now);
                     }
                 }
             }
@@ -1011,6 +1166,12 @@ impl Node {
                     },
                 );
             return self.judge_member_gossip(propagation_source, source, "shard", decoded);
+        }
+        if message.topic == self.suspects.hash() {
+            let decoded = wire::decode_suspicion(&message.data)
+                .map(|suspicion| Inbound::Suspicion { source, suspicion })
+                .map_err(|e| e.to_string());
+            return self.judge_member_gossip(propagation_source, source, "suspicion", decoded);
         }
         if message.topic != self.topic.hash() {
             return gossipsub::MessageAcceptance::Ignore;
@@ -1122,7 +1283,8 @@ impl Node {
                 error,
                 ..
             } => {
-                if !self.on_sync_failure(request_id)
+                if !self.members_asks.remove(&request_id)
+                    && !self.on_sync_failure(request_id)
                     && !self.on_runs_failure(request_id)
                     && !self.on_fetch_failure(request_id, error.to_string())
                 {
@@ -1209,4 +1371,9 @@ impl Node {
             other => self.answer_runs(other),
         }
     }
+}
+
+/// How the log names a member: its name, region and id.
+fn label_of(hb: &Heartbeat) -> String {
+    format!("{} ({}) {}", hb.name, hb.region, hb.id)
 }

@@ -2,7 +2,8 @@
 //! to "what happens with 1,000 nodes" on a machine that cannot start them.
 //!
 //! It drives every node's [`NodeCore`], the very core a node's event loop
-//! drives: its mesh (heartbeats, membership, clock exchanges, dialing), its
+//! drives: its mesh (announcements, watches, suspicions, members' lists,
+//! clock exchanges, dialing), its
 //! runs (the run, its leader, plan, arm, start and finish), the view of the
 //! mesh the runs decide on, and the anti-entropy schedule (when to ask whom
 //! for missing shards and for unknown runs, how many asks to answer at
@@ -10,14 +11,16 @@
 //! core: sockets, libp2p and the engine, and holds no copy of a decision
 //! the core makes. One seed gives one run, event for event.
 //!
-//! It measures three phases, one after the other:
+//! It measures four phases, one after the other:
 //!
 //! 1. **membership**: every node starts within the first second, dialing one
 //!    of three seed nodes; the phase ends when every node lists every other
-//!    as a live member and holds a clock estimate of each;
-//! 2. **leader**: a run is submitted to one node; the phase ends when every
+//!    as a live member and holds a clock estimate of each it watches;
+//! 2. **idle**: 10 s of the converged mesh with nothing to do, what it
+//!    costs between runs;
+//! 3. **leader**: a run is submitted to one node; the phase ends when every
 //!    node names the same leader and holds the same armed plan;
-//! 3. **shards**: every node runs its share for `intervals` seconds, gossips
+//! 4. **shards**: every node runs its share for `intervals` seconds, gossips
 //!    a shard per interval and its last one, then says it is done; gossip
 //!    drops some, and once the run is finished anti-entropy asks peers for
 //!    what is missing. The phase ends when every node holds every shard.
@@ -220,9 +223,10 @@ impl Spread {
 /// The traffic of one kind of message in one phase, per node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KindTraffic {
-    /// Which kind: `heartbeat`, `runs`, `shards` (gossip topics), `clock`,
-    /// `module`, `sync` (requests and answers), `control` (GRAFT, PRUNE,
-    /// IDONTWANT).
+    /// Which kind: `heartbeat`, `suspect`, `runs`, `shards` (gossip
+    /// topics), `clock` (the watches' asks and clock exchanges), `members`
+    /// (asks for a member's list), `module`, `sync` (requests and answers),
+    /// `control` (GRAFT, PRUNE, IDONTWANT).
     pub kind: &'static str,
     /// Messages sent.
     pub sent: Spread,
@@ -273,6 +277,8 @@ pub struct SimReport {
     /// Within membership: virtual seconds until every node listed every
     /// other as live (clock estimates aside).
     pub members_listed_s: Option<f64>,
+    /// Idle: 10 virtual seconds of the converged mesh before the run.
+    pub idle: PhaseReport,
     /// Leader: from the submission until every node holds the same armed
     /// plan.
     pub leader: PhaseReport,

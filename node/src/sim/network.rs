@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use super::{KindTraffic, Spread};
 use crate::core::membership::Heartbeat;
 use crate::core::rng::Rng;
-use crate::core::wire::RunEnvelope;
+use crate::core::wire::{RunEnvelope, Suspicion};
 
 /// Virtual time, in microseconds.
 pub type Micros = u64;
@@ -32,6 +32,10 @@ const LOCAL_DELAY: Micros = 500;
 pub enum Kind {
     /// Gossip on the members topic.
     Heartbeat,
+    /// Gossip on the suspects topic.
+    Suspect,
+    /// Asks for a member's list, and the answers.
+    Members,
     /// Gossip on the runs topic.
     Runs,
     /// Gossip on the shards topic.
@@ -46,8 +50,10 @@ pub enum Kind {
     Control,
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 9] = [
     Kind::Heartbeat,
+    Kind::Suspect,
+    Kind::Members,
     Kind::Runs,
     Kind::Shards,
     Kind::Clock,
@@ -60,6 +66,8 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Heartbeat => "heartbeat",
+            Kind::Suspect => "suspect",
+            Kind::Members => "members",
             Kind::Runs => "runs",
             Kind::Shards => "shards",
             Kind::Clock => "clock",
@@ -150,6 +158,8 @@ impl Counters {
 pub enum Payload {
     /// A heartbeat.
     Heartbeat(Arc<Heartbeat>),
+    /// A suspicion.
+    Suspect(Arc<Suspicion>),
     /// A run message.
     Run(Arc<RunEnvelope>),
     /// Shard `seq` of its author.

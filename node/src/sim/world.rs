@@ -12,7 +12,7 @@ use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
 use super::queue::Queue;
 use super::{GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport};
 use crate::core::clock::Exchange;
-use crate::core::membership::Event as MemberEvent;
+use crate::core::membership::{Event as MemberEvent, Heartbeat, Pulse};
 use crate::core::mesh::{Action, Health, LocalNode, Seed};
 use crate::core::metrics::{SeriesKey, SeriesSet};
 use crate::core::node::{CoreConfig, Holdings, NodeCore, Output};
@@ -43,6 +43,9 @@ const CHECK_EVERY: Micros = 100_000;
 /// The most virtual time each phase is given.
 const MEMBERSHIP_LIMIT: Micros = 120_000_000;
 const LEADER_LIMIT: Micros = 60_000_000;
+/// How long the converged mesh idles before the run is submitted: its
+/// traffic then is what a mesh costs between runs.
+const IDLE: Micros = 10_000_000;
 const SHARDS_LIMIT: Micros = 300_000_000;
 
 fn micros(d: Duration) -> Micros {
@@ -75,12 +78,33 @@ enum Event {
         bootstrap: Option<usize>,
     },
     /// A clock question arrives at `to`.
-    ClockAsk { from: usize, to: usize, t1: i64 },
+    ClockAsk {
+        from: usize,
+        to: usize,
+        t1: i64,
+        known: Option<(u64, u64)>,
+        suspect: bool,
+        introduce: Option<Box<Heartbeat>>,
+    },
     /// A clock answer arrives back at `to`, from `from`.
     ClockAnswer {
         from: usize,
         to: usize,
-        answer: Option<(i64, i64, i64)>,
+        answer: Option<(i64, i64, i64, Pulse)>,
+    },
+    /// An ask for a member's list arrives at `to`.
+    MembersAsk {
+        from: usize,
+        to: usize,
+        digest: u64,
+        heartbeat: Box<Heartbeat>,
+    },
+    /// The list arrives back at `to`, from `from`: the heartbeats and
+    /// whether they are all; `None` when the lists were the same.
+    MembersAnswer {
+        from: usize,
+        to: usize,
+        answer: Option<(Vec<Heartbeat>, bool)>,
     },
     /// An ask for the module arrives at `to`.
     ModuleAsk {
@@ -147,8 +171,6 @@ struct Node {
     /// Whether it listed every other node as live, and when.
     listed: bool,
     /// Members it has a clock sample of, as bits.
-    clocked: Vec<u64>,
-    clocked_count: usize,
     /// Per origin node, the shards held, as bits of sequence numbers.
     held: Vec<u64>,
     /// Origins whose shards are all held.
@@ -162,6 +184,7 @@ struct Node {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Membership,
+    Idle,
     Leader,
     Shards,
     Done,
@@ -235,7 +258,8 @@ impl World {
                 ..CoreConfig::default()
             };
             let mut core = NodeCore::new(me, core_config, boot, Duration::ZERO);
-            core.mesh_mut().set_listen(vec![addrs[i].clone()]);
+            core.mesh_mut()
+                .set_listen(vec![addrs[i].clone()], Duration::ZERO);
             nodes.push(Node {
                 id: ids[i].clone(),
                 skew_ns: rng.below(100_000_000) as i64 - 50_000_000,
@@ -243,8 +267,6 @@ impl World {
                 core,
                 members: 0,
                 listed: false,
-                clocked: vec![0; n.div_ceil(64)],
-                clocked_count: 0,
                 held: vec![0; n],
                 complete: 0,
                 started: false,
@@ -338,7 +360,12 @@ impl World {
                 by_kind: Vec::new(),
             })
         };
-        let (membership, leader, shards) = (phase("membership"), phase("leader"), phase("shards"));
+        let (membership, idle, leader, shards) = (
+            phase("membership"),
+            phase("idle"),
+            phase("leader"),
+            phase("shards"),
+        );
         let spread = match (self.starts.iter().min(), self.starts.iter().max()) {
             (Some(a), Some(b)) if self.starts.len() == n => Some((b - a) as f64 / 1e6),
             _ => None,
@@ -353,6 +380,7 @@ impl World {
             intervals: self.config.intervals,
             membership,
             members_listed_s: self.listed_at.map(seconds),
+            idle,
             leader,
             leader_agreed_s: self.leader_at.map(seconds),
             shards,
@@ -395,8 +423,9 @@ impl World {
                 }
                 if self.net.connect(from, to) {
                     let (a, b) = (self.nodes[from].id.clone(), self.nodes[to].id.clone());
-                    self.nodes[from].core.mesh_mut().on_connected(&b);
-                    self.nodes[to].core.mesh_mut().on_connected(&a);
+                    let now = duration(self.now);
+                    self.nodes[from].core.mesh_mut().on_connected(&b, now);
+                    self.nodes[to].core.mesh_mut().on_connected(&a, now);
                 }
                 if let Some(index) = bootstrap {
                     let addr = self.nodes[to].core.mesh().listen().first().cloned();
@@ -406,17 +435,43 @@ impl World {
                         .on_bootstrap_connected(index, &addr.unwrap_or_default());
                 }
             }
-            Event::ClockAsk { from, to, t1 } => {
-                let answer = self.nodes[to]
-                    .core
-                    .mesh()
-                    .may_answer_clock(&self.nodes[from].id)
-                    .then(|| {
-                        let t2 = self.wall_ns(to);
-                        (t1, t2, t2)
-                    });
-                let bytes = match answer {
-                    Some((t1, t2, t3)) => wire::encode(&Response::Clock { t1, t2, t3 }).len(),
+            Event::ClockAsk {
+                from,
+                to,
+                t1,
+                known,
+                suspect,
+                introduce,
+            } => {
+                let now = duration(self.now);
+                let asker = self.nodes[from].id.clone();
+                if let Some(hb) = introduce {
+                    self.take_heartbeat(to, &asker, *hb);
+                }
+                let answer = if self.nodes[to].core.mesh().may_answer_clock(&asker) {
+                    let t2 = self.wall_ns(to);
+                    let pulse = self.nodes[to]
+                        .core
+                        .mesh_mut()
+                        .answer_clock(known, suspect, now);
+                    Some((t1, t2, t2, pulse))
+                } else {
+                    None
+                };
+                // Answers carry what they would on the wire; the mesh
+                // core's own actions (a refutation) go out at once.
+                self.carry_out(to);
+                let bytes = match &answer {
+                    Some((t1, t2, t3, pulse)) => {
+                        wire::encode(&Response::Clock {
+                            t1: *t1,
+                            t2: *t2,
+                            t3: *t3,
+                            pulse: Some(pulse.clone()),
+                        })
+                        .len()
+                            + RPC_OVERHEAD
+                    }
                     None => refused_bytes(),
                 };
                 self.rpc(
@@ -432,23 +487,66 @@ impl World {
                 );
             }
             Event::ClockAnswer { from, to, answer } => {
-                let Some((t1, t2, t3)) = answer else {
+                let Some((t1, t2, t3, pulse)) = answer else {
                     return;
                 };
                 let t4 = self.wall_ns(to);
                 let peer = self.nodes[from].id.clone();
                 let now = duration(self.now);
-                let node = &mut self.nodes[to];
-                let had = node.core.mesh().clock(&peer, now).is_some();
-                node.core
-                    .mesh_mut()
-                    .on_clock_answer(&peer, Exchange { t1, t2, t3, t4 }, now);
-                if !had
-                    && node.core.mesh().clock(&peer, now).is_some()
-                    && node.clocked[from / 64] & (1 << (from % 64)) == 0
+                if let Ok(Some(event)) = self.nodes[to].core.mesh_mut().on_pulse(&peer, pulse, now)
                 {
-                    node.clocked[from / 64] |= 1 << (from % 64);
-                    node.clocked_count += 1;
+                    self.on_member_event(to, &event);
+                }
+                self.nodes[to].core.mesh_mut().on_clock_answer(
+                    &peer,
+                    Exchange { t1, t2, t3, t4 },
+                    now,
+                );
+            }
+            Event::MembersAsk {
+                from,
+                to,
+                digest,
+                heartbeat,
+            } => {
+                let asker = self.nodes[from].id.clone();
+                self.take_heartbeat(to, &asker, *heartbeat);
+                let Ok(answer) = self.nodes[to].core.mesh().answer_members(&asker, digest) else {
+                    return;
+                };
+                let bytes = match &answer {
+                    Some((members, complete)) => wire::encode(&Response::Members {
+                        members: members.clone(),
+                        same: false,
+                        complete: *complete,
+                    })
+                    .len(),
+                    None => 16,
+                } + RPC_OVERHEAD;
+                self.rpc(
+                    Kind::Members,
+                    to,
+                    from,
+                    bytes,
+                    Event::MembersAnswer {
+                        from: to,
+                        to: from,
+                        answer,
+                    },
+                );
+            }
+            Event::MembersAnswer { from, to, answer } => {
+                let Some((members, complete)) = answer else {
+                    return;
+                };
+                let peer = self.nodes[from].id.clone();
+                let now = duration(self.now);
+                let results = self.nodes[to]
+                    .core
+                    .mesh_mut()
+                    .on_members(&peer, members, complete, now);
+                for event in results.into_iter().filter_map(|r| r.ok().flatten()) {
+                    self.on_member_event(to, &event);
                 }
             }
             Event::ModuleAsk { from, to, plan } => {
@@ -530,18 +628,77 @@ impl World {
                 );
                 self.deliver_all(out);
             }
-            Action::AskClock { peer } => {
+            Action::Suspect { id, boot, seq } => {
+                let suspicion = wire::Suspicion { id, boot, seq };
+                let bytes = wire::encode(&suspicion).len() + GOSSIP_OVERHEAD;
+                let out = self.net.publish(
+                    i,
+                    Kind::Suspect,
+                    Payload::Suspect(Arc::new(suspicion)),
+                    bytes,
+                    self.now,
+                );
+                self.deliver_all(out);
+            }
+            Action::AskClock {
+                peer,
+                known,
+                suspect,
+                introduce,
+            } => {
                 let Some(&to) = self.by_id.get(&peer) else {
                     return;
                 };
                 let t1 = self.wall_ns(i);
-                let bytes = wire::encode(&Request::Clock { t1 }).len() + RPC_OVERHEAD;
+                let request = Request::Clock {
+                    t1,
+                    known,
+                    suspect,
+                    introduce,
+                };
+                let bytes = wire::encode(&request).len() + RPC_OVERHEAD;
+                let Request::Clock { introduce, .. } = request else {
+                    return;
+                };
                 self.rpc(
                     Kind::Clock,
                     i,
                     to,
                     bytes,
-                    Event::ClockAsk { from: i, to, t1 },
+                    Event::ClockAsk {
+                        from: i,
+                        to,
+                        t1,
+                        known,
+                        suspect,
+                        introduce,
+                    },
+                );
+            }
+            Action::AskMembers {
+                peer,
+                digest,
+                heartbeat,
+            } => {
+                let Some(&to) = self.by_id.get(&peer) else {
+                    return;
+                };
+                let request = Request::Members { digest, heartbeat };
+                let bytes = wire::encode(&request).len() + RPC_OVERHEAD;
+                let Request::Members { heartbeat, .. } = request else {
+                    return;
+                };
+                self.rpc(
+                    Kind::Members,
+                    i,
+                    to,
+                    bytes,
+                    Event::MembersAsk {
+                        from: i,
+                        to,
+                        digest,
+                        heartbeat: Box::new(heartbeat),
+                    },
                 );
             }
             Action::DialPeer { peer, .. } => {
@@ -597,11 +754,14 @@ impl World {
         match payload {
             Payload::Heartbeat(hb) => {
                 let source = self.nodes[author].id.clone();
-                if let Ok(Some(event)) =
-                    self.nodes[to]
-                        .core
-                        .mesh_mut()
-                        .on_heartbeat(&source, (*hb).clone(), now)
+                self.take_heartbeat(to, &source, (*hb).clone());
+            }
+            Payload::Suspect(s) => {
+                let source = self.nodes[author].id.clone();
+                if let Some(event) = self.nodes[to]
+                    .core
+                    .mesh_mut()
+                    .on_suspicion(&source, &s.id, s.boot, s.seq, now)
                 {
                     self.on_member_event(to, &event);
                 }
@@ -622,6 +782,14 @@ impl World {
         }
         let out = self.net.forward(d);
         self.deliver_all(out);
+    }
+
+    /// Node `to` takes a heartbeat from `source` itself.
+    fn take_heartbeat(&mut self, to: usize, source: &str, hb: Heartbeat) {
+        let now = duration(self.now);
+        if let Ok(Some(event)) = self.nodes[to].core.mesh_mut().on_heartbeat(source, hb, now) {
+            self.on_member_event(to, &event);
+        }
     }
 
     /// Node `i` now holds shard `seq` of `origin`; whether it is new.
@@ -914,9 +1082,12 @@ impl World {
                 let done = self.membership_done();
                 if done || elapsed >= MEMBERSHIP_LIMIT {
                     self.end_phase("membership", done, MEMBERSHIP_LIMIT);
-                    if done {
-                        self.submit();
-                    }
+                }
+            }
+            Stage::Idle => {
+                if elapsed >= IDLE {
+                    self.end_phase("idle", true, IDLE);
+                    self.submit();
                 }
             }
             Stage::Leader => {
@@ -951,14 +1122,15 @@ impl World {
         self.stage_start = self.now;
         self.stage = match (self.stage, done) {
             (_, false) => Stage::Done,
-            (Stage::Membership, true) => Stage::Leader,
+            (Stage::Membership, true) => Stage::Idle,
+            (Stage::Idle, true) => Stage::Leader,
             (Stage::Leader, true) => Stage::Shards,
             _ => Stage::Done,
         };
     }
 
     /// Every node lists every other as live, and has a clock estimate of
-    /// each.
+    /// each member it watches.
     fn membership_done(&mut self) -> bool {
         let n = self.nodes.len();
         for i in 0..n {
@@ -980,7 +1152,14 @@ impl World {
         if listed && self.listed_at.is_none() {
             self.listed_at = Some(self.now);
         }
-        listed && self.nodes.iter().all(|node| node.clocked_count == n - 1)
+        let now = duration(self.now);
+        listed
+            && self.nodes.iter().all(|node| {
+                let mesh = node.core.mesh();
+                mesh.watched()
+                    .iter()
+                    .all(|id| mesh.clock(id, now).is_some())
+            })
     }
 
     /// Submits the run to a node (its core picks the candidates).

@@ -741,7 +741,10 @@ impl Node {
             Response::Refused { reason } if self.core.runs().wants(&fetch.run, fetch.plan) => {
                 self.fetch_next(fetch, Some(reason))
             }
-            Response::Clock { .. } | Response::Shards { .. } | Response::Runs { .. }
+            Response::Clock { .. }
+            | Response::Shards { .. }
+            | Response::Runs { .. }
+            | Response::Members { .. }
                 if self.core.runs().wants(&fetch.run, fetch.plan) =>
             {
                 self.fetch_next(fetch, Some("another answer than a module".into()))
@@ -749,7 +752,8 @@ impl Node {
             Response::Refused { .. }
             | Response::Clock { .. }
             | Response::Shards { .. }
-            | Response::Runs { .. } => {}
+            | Response::Runs { .. }
+            | Response::Members { .. } => {}
         }
         None
     }

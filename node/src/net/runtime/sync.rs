@@ -223,7 +223,10 @@ impl Node {
                 debug!(run = %run, %peer, "shard ask refused: {reason}");
                 (0, false)
             }
-            Response::Clock { .. } | Response::Module { .. } | Response::Runs { .. } => (0, false),
+            Response::Clock { .. }
+            | Response::Module { .. }
+            | Response::Runs { .. }
+            | Response::Members { .. } => (0, false),
         };
         if new > 0 {
             info!(run = %run, %peer, "filled {new} missing shards");
