@@ -335,6 +335,15 @@ impl Membership {
         }
     }
 
+    /// This node itself stood still for `gap` (frozen, or its event loop
+    /// starved) until `now`: the watched members' silence in that time is
+    /// not theirs, and is not held against them.
+    pub fn forgive(&mut self, gap: Duration, now: Duration) {
+        for m in self.members.values_mut().filter(|m| m.watched) {
+            m.last_seen = (m.last_seen + gap).min(now);
+        }
+    }
+
     /// Another member's watch found `id` silent when it knew it at
     /// `(boot, seq)`: it is suspected here too, unless this node has heard
     /// a newer heartbeat of it since.

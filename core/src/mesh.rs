@@ -62,6 +62,9 @@ const MEMBERS_SYNC_EVERY: Duration = Duration::from_secs(30);
 /// connection prompts.
 const MEMBERS_SYNC_MIN: Duration = Duration::from_secs(5);
 
+/// Ticks this far apart mean the node stood still in between.
+const STALL: Duration = Duration::from_millis(500);
+
 /// The most heartbeats in one answer to a members ask.
 pub const MAX_MEMBERS_ANSWER: usize = 2048;
 
@@ -288,7 +291,8 @@ impl Redial {
 #[derive(Debug, Clone)]
 struct PeerClock {
     filter: ClockFilter,
-    next_at: Duration,
+    /// When it was last asked; `None`: ask at once.
+    asked_at: Option<Duration>,
     last_rtt_ns: Option<i64>,
 }
 
@@ -347,6 +351,8 @@ pub struct MeshCore {
     sync: MembersSync,
     /// This node's load, as of the last tick.
     health: Health,
+    /// When the last tick was.
+    ticked_at: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -390,6 +396,7 @@ impl MeshCore {
                 ..MembersSync::default()
             },
             health: Health::default(),
+            ticked_at: None,
             bootstraps: Bootstraps::new(bootstraps, now, config.redial_min, config.redial_max),
         }
     }
@@ -473,6 +480,15 @@ impl MeshCore {
     /// of watched members, clock exchanges and dials that are due.
     pub fn tick(&mut self, now: Duration, health: Health) -> Vec<Action> {
         self.health = health;
+        // A node that stood still (frozen, starved) heard nothing meanwhile:
+        // that is not the members' silence, and woken, it must not suspect
+        // them all (a suspicion goes to the whole mesh).
+        if let Some(last) = self.ticked_at.replace(now) {
+            let gap = now.saturating_sub(last);
+            if gap > STALL {
+                self.membership.forgive(gap, now);
+            }
+        }
         let mut actions = std::mem::take(&mut self.pending_actions);
         if self.announce_at.first().is_some_and(|at| now >= *at) {
             self.announce_at.retain(|at| now < *at);
@@ -556,30 +572,32 @@ impl MeshCore {
                 }
                 let clock = self.clocks.entry(id.clone()).or_insert_with(|| PeerClock {
                     filter: ClockFilter::new(self.config.clock_window, self.config.clock_max_age),
-                    next_at: now,
+                    asked_at: None,
                     last_rtt_ns: None,
                 });
-                if now >= clock.next_at {
-                    // Fast until enough answers came back (questions may be
-                    // lost, or refused while the peer has not heard of us);
-                    // a watched member every beat.
-                    let missed = now.saturating_sub(member.last_seen)
-                        > self.config.heartbeat_every + self.config.heartbeat_every / 2;
-                    let pace = if clock.filter.len() < self.config.clock_fast_samples as usize
-                        || (watched && missed)
-                    {
-                        // Fast, too, once a watched member missed a beat:
-                        // the questions or answers may be lost, and the
-                        // member should not be suspected for that.
-                        self.config.clock_fast
-                    } else if watched && member.heartbeat.busy {
-                        self.config.busy_heartbeat_every
-                    } else if watched {
-                        self.config.heartbeat_every
-                    } else {
-                        self.config.clock_every
-                    };
-                    clock.next_at = now + pace;
+                // The pace follows what is known now, not when the last
+                // ask left: a member that turned busy since is asked
+                // 250 ms after the last ask, not a second.
+                let missed = now.saturating_sub(member.last_seen)
+                    > self.config.heartbeat_every + self.config.heartbeat_every / 2;
+                let pace = if clock.filter.len() < self.config.clock_fast_samples as usize
+                    || (watched && missed)
+                {
+                    // Fast until enough answers came back (questions may
+                    // be lost, or refused while the peer has not heard of
+                    // us), and once a watched member missed a beat: the
+                    // questions or answers may be lost, and the member
+                    // should not be suspected for that.
+                    self.config.clock_fast
+                } else if watched && member.heartbeat.busy {
+                    self.config.busy_heartbeat_every
+                } else if watched {
+                    self.config.heartbeat_every
+                } else {
+                    self.config.clock_every
+                };
+                if clock.asked_at.is_none_or(|at| now >= at + pace) {
+                    clock.asked_at = Some(now);
                     actions.push(Action::AskClock {
                         peer: id.clone(),
                         known: Some((member.heartbeat.boot, member.heartbeat.seq)),
@@ -852,6 +870,14 @@ impl MeshCore {
             }
             return None;
         }
+        // This node watches it and heard it lately: its own word wins over
+        // another watcher's, which may be the slow one.
+        if let Some(m) = self.membership.get(id)
+            && m.watched
+            && now.saturating_sub(m.last_seen) < self.config.membership.busy_suspect_after
+        {
+            return None;
+        }
         self.membership.on_suspicion(id, boot, seq, now)
     }
 
@@ -922,7 +948,7 @@ impl MeshCore {
     pub fn on_own_clock_step(&mut self, now: Duration) {
         for clock in self.clocks.values_mut() {
             clock.filter.clear();
-            clock.next_at = now;
+            clock.asked_at = None;
         }
         self.clock_epoch = self.clock_epoch.wrapping_add(1);
         self.stepped_at = Some(now);
@@ -1000,7 +1026,7 @@ impl MeshCore {
             && let Some(clock) = self.clocks.get_mut(source)
         {
             clock.filter.clear();
-            clock.next_at = now;
+            clock.asked_at = None;
         }
         match &event {
             Some(Event::Joined(id)) => {

@@ -743,3 +743,51 @@ fn a_stepped_clock_is_re_estimated_by_every_member_within_two_seconds() {
         assert!(!sim.nodes[3].clock_settling(sim.now));
     }
 }
+
+#[test]
+fn a_node_that_stood_still_suspects_no_one_and_its_own_watch_outweighs_anothers() {
+    let mut core = lone("a", vec![]);
+    let at = Duration::from_millis;
+    let mut member = |id: &str| {
+        let mut hb = core.heartbeat(Health::default());
+        hb.id = id.into();
+        core.on_heartbeat(id, hb, at(0)).expect("a member");
+        core.on_connected(id, at(0));
+    };
+    member("b");
+    member("c");
+    let suspects = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Suspect { .. }))
+            .count()
+    };
+    assert_eq!(suspects(&core.tick(at(0), Health::default())), 0);
+    assert!(core.watched().contains("b") && core.watched().contains("c"));
+    // Frozen from 0.1 s to 5 s: b and c said nothing it could hear.
+    let _ = core.tick(at(100), Health::default());
+    assert_eq!(suspects(&core.tick(at(5_000), Health::default())), 0);
+    assert_eq!(suspects(&core.tick(at(5_100), Health::default())), 0);
+    // c answers; c says b is silent, but this node heard b 100 ms ago.
+    let pulse = |core: &mut MeshCore, id: &str, t| {
+        let known = core.member(id).map(|m| (m.heartbeat.boot, m.heartbeat.seq));
+        let (boot, seq) = known.expect("known");
+        let pulse = Pulse {
+            boot,
+            seq,
+            cpu: 0.0,
+            sockets: 0,
+            heartbeat: None,
+        };
+        core.on_pulse(id, pulse, t).expect("a pulse");
+    };
+    pulse(&mut core, "b", at(5_200));
+    pulse(&mut core, "c", at(5_200));
+    assert_eq!(core.on_suspicion("c", "b", 1, 9, at(5_300)), None);
+    assert!(core.member("b").is_some_and(|m| !m.suspect));
+    // Silent to this node too, for longer than 1.2 s: then c's word is
+    // taken.
+    pulse(&mut core, "c", at(8_000));
+    assert!(core.on_suspicion("c", "b", 1, 9, at(8_800)).is_some());
+    assert!(core.member("b").is_some_and(|m| m.suspect));
+}
