@@ -780,13 +780,20 @@ impl MeshCore {
     ) -> Vec<Result<Option<Event>, HeartbeatRefused>> {
         let mut out = Vec::new();
         let mut listed = BTreeSet::new();
+        let mut new = false;
         for hb in members.into_iter().take(MAX_MEMBERS_ANSWER) {
             listed.insert(hb.id.clone());
             if hb.id == from {
                 out.push(self.on_heartbeat(from, hb, now));
             } else {
+                new |= self.membership.get(&hb.id).is_none();
                 self.membership.on_lead(hb, now);
             }
+        }
+        // The lists differed by nodes this one did not know: the mesh is
+        // forming or healing, and the next list is asked for sooner.
+        if new {
+            self.sync.next_at = self.sync.next_at.min(now + MEMBERS_SYNC_MIN);
         }
         if complete {
             let until = now + self.config.membership.remove_after;
@@ -1048,6 +1055,15 @@ impl MeshCore {
     /// (which latency emulation needs) and strangers learn nothing.
     pub fn may_answer_clock(&self, peer: &str) -> bool {
         self.membership.get(peer).is_some()
+    }
+
+    /// A connected peer that is not a member asked something (it knows
+    /// this node, this node missed it): its list is asked for soon, which
+    /// tells this node its heartbeat.
+    pub fn on_stranger(&mut self, peer: &str) {
+        if self.connected.contains(peer) && self.membership.get(peer).is_none() {
+            self.sync.wanted = Some(peer.to_owned());
+        }
     }
 
     /// Takes a completed clock exchange with `peer`. Returns `false` if its

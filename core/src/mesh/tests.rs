@@ -169,7 +169,9 @@ impl Sim {
                         .on_heartbeat(&from_id, *hb, now)
                         .expect("valid heartbeat");
                 }
-                if self.nodes[to].may_answer_clock(&from_id) {
+                if !self.nodes[to].may_answer_clock(&from_id) {
+                    self.nodes[to].on_stranger(&from_id);
+                } else {
                     let t2 = self.wall(to, now);
                     let t3 = t2 + 50_000;
                     let pulse = self.nodes[to].answer_clock(known, suspect, now);
@@ -674,7 +676,9 @@ fn a_flood_of_identities_is_bounded() {
     let _ = core.tick(Duration::ZERO, Health::default());
     let watched = core.watched().clone();
     assert_eq!(watched.len(), 4);
-    let _ = core.tick(Duration::from_secs(10), Health::default());
+    for ms in (100..=10_000).step_by(100) {
+        let _ = core.tick(Duration::from_millis(ms), Health::default());
+    }
     assert_eq!(core.peers(Duration::from_secs(10)).len(), MAX_MEMBERS - 4);
     let later = core.tick(Duration::from_secs(20), Health::default());
     assert!(

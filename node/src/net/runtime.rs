@@ -815,6 +815,7 @@ impl Node {
                         pulse: Some(pulse),
                     }
                 } else {
+                    self.core.mesh_mut().on_stranger(&peer.to_string());
                     Response::Refused {
                         reason: "not a member yet: no heartbeat of yours has arrived".into(),
                     }

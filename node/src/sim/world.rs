@@ -456,6 +456,7 @@ impl World {
                         .answer_clock(known, suspect, now);
                     Some((t1, t2, t2, pulse))
                 } else {
+                    self.nodes[to].core.mesh_mut().on_stranger(&asker);
                     None
                 };
                 // Answers carry what they would on the wire; the mesh
