@@ -392,6 +392,11 @@ impl Membership {
         self.leads.insert(hb.id.clone(), (hb, now));
     }
 
+    /// Whether `id` is a lead.
+    pub fn is_lead(&self, id: &str) -> bool {
+        self.leads.contains_key(id)
+    }
+
     /// The leads: nodes heard of but not yet from.
     pub fn leads(&self) -> impl Iterator<Item = &Heartbeat> {
         self.leads.values().map(|(hb, _)| hb)

@@ -605,17 +605,16 @@ impl MeshCore {
                         introduce: None,
                     });
                 }
-            } else if !member.heartbeat.listen.is_empty() {
-                let redial = self
-                    .redials
-                    .entry(id.clone())
-                    .or_insert_with(|| Redial::new(now, self.config.redial_min));
-                if redial.due(now, self.config.redial_max) {
-                    actions.push(Action::DialPeer {
-                        peer: id.clone(),
-                        addrs: member.heartbeat.listen.clone(),
-                    });
-                }
+            } else {
+                let addrs = &member.heartbeat.listen;
+                redial(
+                    &mut self.redials,
+                    &self.config,
+                    id,
+                    addrs,
+                    now,
+                    &mut actions,
+                );
             }
         }
         actions
@@ -640,17 +639,15 @@ impl MeshCore {
                         introduce: Some(Box::new(me.clone())),
                     });
                 }
-            } else if !hb.listen.is_empty() {
-                let redial = self
-                    .redials
-                    .entry(id.clone())
-                    .or_insert_with(|| Redial::new(now, self.config.redial_min));
-                if redial.due(now, self.config.redial_max) {
-                    actions.push(Action::DialPeer {
-                        peer: id.clone(),
-                        addrs: hb.listen.clone(),
-                    });
-                }
+            } else {
+                redial(
+                    &mut self.redials,
+                    &self.config,
+                    id,
+                    &hb.listen,
+                    now,
+                    actions,
+                );
             }
         }
     }
@@ -1143,12 +1140,6 @@ impl MeshCore {
         self.bootstraps.retry_at(index)
     }
 
-    /// Whether `peer` is a node this node heard of from a member but not
-    /// yet from itself.
-    pub fn is_lead(&self, peer: &str) -> bool {
-        self.membership.leads().any(|hb| hb.id == peer)
-    }
-
     /// A member, if known.
     pub fn member(&self, peer: &str) -> Option<&crate::membership::Member> {
         self.membership.get(peer)
@@ -1191,6 +1182,30 @@ impl MeshCore {
                 }
             })
             .collect()
+    }
+}
+
+/// Dials a node this node is not connected to, on its redial backoff in
+/// `redials`.
+fn redial(
+    redials: &mut BTreeMap<String, Redial>,
+    config: &MeshConfig,
+    id: &str,
+    addrs: &[String],
+    now: Duration,
+    actions: &mut Vec<Action>,
+) {
+    if addrs.is_empty() {
+        return;
+    }
+    let redial = redials
+        .entry(id.to_owned())
+        .or_insert_with(|| Redial::new(now, config.redial_min));
+    if redial.due(now, config.redial_max) {
+        actions.push(Action::DialPeer {
+            peer: id.to_owned(),
+            addrs: addrs.to_vec(),
+        });
     }
 }
 
