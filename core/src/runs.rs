@@ -1596,18 +1596,7 @@ impl RunsCore {
         if run.timers.progress != Some(progress) || !under_way {
             run.timers.quiet = 0;
         }
-        // The leader that armed re-sends the arm four times as often until
-        // T0: a node that missed it still hears it before T0, where the
-        // one-second pace would have it start late (the simulator, 100
-        // nodes with 1 % of first copies dropped: starts spread over up to
-        // 119 ms, against 4-6 ms when none is dropped).
-        let arming = run.armed.as_ref().is_some_and(|a| a.by == self.me)
-            && run.timers.t0_at.is_some_and(|t0| at.now < t0);
-        let wait = if arming {
-            self.config.republish / 4
-        } else {
-            self.config.republish * (1 << run.timers.quiet)
-        };
+        let wait = self.config.republish * (1 << run.timers.quiet);
         let resend = run
             .timers
             .last_publish
