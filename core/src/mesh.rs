@@ -623,6 +623,10 @@ impl MeshCore {
     /// Leads (nodes a member's list named, not heard from themselves): dial
     /// them, and ask them once connected, until they answer and join.
     fn ask_leads(&mut self, now: Duration, actions: &mut Vec<Action>) {
+        if self.membership.leads().next().is_none() {
+            self.lead_asks.clear();
+            return;
+        }
         let leads: BTreeSet<&str> = self.membership.leads().map(|hb| hb.id.as_str()).collect();
         self.lead_asks.retain(|id, _| leads.contains(id.as_str()));
         let me = self.heartbeat(self.health);
