@@ -860,7 +860,8 @@ impl MeshCore {
 
     /// A member's watch found `id` silent at `(boot, seq)`, says `source`:
     /// suspected here too. A suspicion of this node's latest heartbeat is
-    /// refuted. Gossip from a node that is not a member is not taken.
+    /// refuted. Gossip from a node that is not a member, or that this node
+    /// suspects, is not taken.
     pub fn on_suspicion(
         &mut self,
         source: &str,
@@ -869,7 +870,10 @@ impl MeshCore {
         seq: u64,
         now: Duration,
     ) -> Option<Event> {
-        if source == id || self.membership.get(source).is_none() {
+        // A member this node suspects is likely the one cut off, and finds
+        // everyone silent: its word does not count (its suspicions may also
+        // arrive late, held in a connection while its link was down).
+        if source == id || self.membership.get(source).is_none_or(|m| m.suspect) {
             return None;
         }
         if id == self.me.id {

@@ -794,4 +794,7 @@ fn a_node_that_stood_still_suspects_no_one_and_its_own_watch_outweighs_anothers(
     pulse(&mut core, "c", at(8_000));
     assert!(core.on_suspicion("c", "b", 1, 9, at(8_800)).is_some());
     assert!(core.member("b").is_some_and(|m| m.suspect));
+    // A suspect's own suspicions do not count: it is likely the one cut off.
+    assert_eq!(core.on_suspicion("b", "c", 1, 9, at(8_900)), None);
+    assert!(core.member("c").is_some_and(|m| !m.suspect));
 }
