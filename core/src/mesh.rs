@@ -56,6 +56,9 @@ const ANNOUNCE_AGAIN: [Duration; 2] = [Duration::from_secs(1), Duration::from_se
 
 /// Between two asks for a member's list, to find the members whose
 /// announcements this node missed.
+/// How often a node looks for members it lost its connection to (each is
+/// then dialed at its own backoff, [`MeshConfig::redial_min`] at the least).
+const REDIAL_SCAN_EVERY: Duration = Duration::from_millis(250);
 const MEMBERS_SYNC_EVERY: Duration = Duration::from_secs(30);
 
 /// The least time between two asks for a member's list that a new
@@ -353,6 +356,8 @@ pub struct MeshCore {
     health: Health,
     /// When the last tick was.
     ticked_at: Option<Duration>,
+    /// When the members this node is not connected to are next looked for.
+    redial_scan_at: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -397,6 +402,7 @@ impl MeshCore {
             },
             health: Health::default(),
             ticked_at: None,
+            redial_scan_at: None,
             bootstraps: Bootstraps::new(bootstraps, now, config.redial_min, config.redial_max),
         }
     }
@@ -558,66 +564,92 @@ impl MeshCore {
         self.bootstraps.tick(now, isolated, &mut actions);
         self.ask_members(now, &mut actions);
         self.ask_leads(now, &mut actions);
-        // Members and connections are both sorted by id: walk them side by
-        // side rather than search one for each of the other (with a
-        // thousand members, ticks happen often enough for it to show).
+        self.ask_clocks(now, &mut actions);
+        // Members the connection to which was lost are dialed again; the
+        // walk over every member is paced, not done on every tick (with a
+        // thousand members, ticks come often enough for it to show).
+        if self.redial_scan_at.is_none_or(|at| now >= at) {
+            self.redial_scan_at = Some(now + REDIAL_SCAN_EVERY);
+            self.redial_members(now, &mut actions);
+        }
+        actions
+    }
+
+    /// Asks the time of each watched member and clock peer that is due,
+    /// at the pace its state calls for now: only those, found by id, so a
+    /// tick costs the same whatever the size of the mesh.
+    fn ask_clocks(&mut self, now: Duration, actions: &mut Vec<Action>) {
+        let config = &self.config;
+        let extra = self.clock_peers.difference(&self.watched);
+        for id in self.watched.iter().chain(extra) {
+            let watched = self.watched.contains(id);
+            let Some(member) = self.membership.get(id) else {
+                continue;
+            };
+            if !self.connected.contains(id) {
+                continue;
+            }
+            let clock = self.clocks.entry(id.clone()).or_insert_with(|| PeerClock {
+                filter: ClockFilter::new(config.clock_window, config.clock_max_age),
+                asked_at: None,
+                last_rtt_ns: None,
+            });
+            // The pace follows what is known now, not when the last ask
+            // left: a member that turned busy since is asked 250 ms after
+            // the last ask, not a second.
+            let missed = now.saturating_sub(member.last_seen)
+                > config.heartbeat_every + config.heartbeat_every / 2;
+            // A doubted member is asked only whether it lives: its clock
+            // is not needed, and a list that lacked a dozen members would
+            // have them asked five times a second for 9 s.
+            let estimate = !self.doubted.contains_key(id) || self.clock_peers.contains(id);
+            let pace = if (estimate && clock.filter.len() < config.clock_fast_samples as usize)
+                || (watched && missed)
+            {
+                // Fast until enough answers came back (questions may be
+                // lost, or refused while the peer has not heard of us), and
+                // once a watched member missed a beat: the questions or
+                // answers may be lost, and the member should not be
+                // suspected for that.
+                config.clock_fast
+            } else if watched && member.heartbeat.busy {
+                config.busy_heartbeat_every
+            } else if watched {
+                config.heartbeat_every
+            } else {
+                config.clock_every
+            };
+            if clock.asked_at.is_none_or(|at| now >= at + pace) {
+                clock.asked_at = Some(now);
+                actions.push(Action::AskClock {
+                    peer: id.clone(),
+                    known: Some((member.heartbeat.boot, member.heartbeat.seq)),
+                    suspect: member.suspect,
+                    introduce: None,
+                });
+            }
+        }
+    }
+
+    /// Dials the members this node is not connected to, each at its
+    /// redial pace. Members and connections are both sorted by id: they are
+    /// walked side by side.
+    fn redial_members(&mut self, now: Duration, actions: &mut Vec<Action>) {
         let mut connected = self.connected.iter().peekable();
         for member in self.membership.members() {
             let id = &member.heartbeat.id;
             while connected.next_if(|c| *c < id).is_some() {}
-            if connected.peek() == Some(&id) {
-                let watched = self.watched.contains(id);
-                if !watched && !self.clock_peers.contains(id) {
-                    continue;
-                }
-                let clock = self.clocks.entry(id.clone()).or_insert_with(|| PeerClock {
-                    filter: ClockFilter::new(self.config.clock_window, self.config.clock_max_age),
-                    asked_at: None,
-                    last_rtt_ns: None,
-                });
-                // The pace follows what is known now, not when the last
-                // ask left: a member that turned busy since is asked
-                // 250 ms after the last ask, not a second.
-                let missed = now.saturating_sub(member.last_seen)
-                    > self.config.heartbeat_every + self.config.heartbeat_every / 2;
-                let pace = if clock.filter.len() < self.config.clock_fast_samples as usize
-                    || (watched && missed)
-                {
-                    // Fast until enough answers came back (questions may
-                    // be lost, or refused while the peer has not heard of
-                    // us), and once a watched member missed a beat: the
-                    // questions or answers may be lost, and the member
-                    // should not be suspected for that.
-                    self.config.clock_fast
-                } else if watched && member.heartbeat.busy {
-                    self.config.busy_heartbeat_every
-                } else if watched {
-                    self.config.heartbeat_every
-                } else {
-                    self.config.clock_every
-                };
-                if clock.asked_at.is_none_or(|at| now >= at + pace) {
-                    clock.asked_at = Some(now);
-                    actions.push(Action::AskClock {
-                        peer: id.clone(),
-                        known: Some((member.heartbeat.boot, member.heartbeat.seq)),
-                        suspect: member.suspect,
-                        introduce: None,
-                    });
-                }
-            } else {
-                let addrs = &member.heartbeat.listen;
+            if connected.peek() != Some(&id) {
                 redial(
                     &mut self.redials,
                     &self.config,
                     id,
-                    addrs,
+                    &member.heartbeat.listen,
                     now,
-                    &mut actions,
+                    actions,
                 );
             }
         }
-        actions
     }
 
     /// Leads (nodes a member's list named, not heard from themselves): dial

@@ -259,7 +259,8 @@ impl NodeCore {
     pub fn handle_timeout(&mut self, at: At, health: Health, holdings: &dyn Holdings) {
         let now = at.now;
         if due(&mut self.next_mesh, self.mesh_every, now) {
-            self.mesh.set_clock_peers(self.runs.clock_peers());
+            let peers = self.runs.clock_peers(&View::new(&self.mesh, now));
+            self.mesh.set_clock_peers(peers);
             let actions = self.mesh.tick(now, health);
             self.out.extend(actions.into_iter().map(Output::Mesh));
         }

@@ -1975,3 +1975,52 @@ fn a_node_without_a_vu_for_a_scenarios_shared_work_gets_no_share() {
     let api_vus: u64 = plan.shares.iter().map(|a| a.segment.scale(40)).sum();
     assert_eq!(api_vus, 40);
 }
+
+#[test]
+fn a_leader_samples_every_candidates_clock_a_worker_only_its_leaders() {
+    let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 23);
+    let run = sim.submit(0, spec(10, 5), None);
+    assert!(sim.run_until(Duration::from_secs(1), |s| {
+        s.nodes.iter().all(|n| n.core.get(&run).is_some())
+    }));
+    let clock_peers = |sim: &Sim, i: usize| sim.nodes[i].core.clock_peers(&View { me: i, sim });
+    let ids: Vec<String> = sim.nodes.iter().map(|n| n.id.clone()).collect();
+    let leader = sim.leader_index(&run);
+    let others: BTreeSet<String> = (0..5)
+        .filter(|i| *i != leader)
+        .map(|i| ids[i].clone())
+        .collect();
+    assert_eq!(clock_peers(&sim, leader), others);
+    let worker = (0..5).find(|i| *i != leader).unwrap_or_default();
+    assert_eq!(
+        clock_peers(&sim, worker),
+        BTreeSet::from([ids[leader].clone()])
+    );
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    // A worker that believes the leader gone samples the next one, and
+    // still the one that armed (T0 is in its clock).
+    sim.suspects.insert((worker, leader));
+    let next = {
+        let view = View {
+            me: worker,
+            sim: &sim,
+        };
+        let r = sim.nodes[worker].core.get(&run);
+        r.and_then(|r| r.leader(&view)).unwrap_or_default()
+    };
+    assert_ne!(next, ids[leader]);
+    let mut expected = BTreeSet::from([ids[leader].clone(), next.clone()]);
+    expected.remove(&ids[worker]);
+    if next == ids[worker] {
+        // It leads now: every other candidate.
+        expected = others.clone();
+        expected.remove(&ids[worker]);
+        expected.insert(ids[leader].clone());
+    }
+    assert_eq!(clock_peers(&sim, worker), expected);
+    sim.suspects.clear();
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
+    for i in 0..5 {
+        assert!(clock_peers(&sim, i).is_empty(), "node {i}");
+    }
+}
