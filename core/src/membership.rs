@@ -28,7 +28,7 @@
 //! the caller logs it once), so old nodes do not act on fields they do not
 //! understand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,10 @@ pub struct Membership {
     /// Counts the joins and departures, so a caller can tell that the
     /// members changed.
     changes: u64,
+    /// The members a tick judges: those watched or suspected (a superset:
+    /// one refuted since stays until the next tick). A tick looks up only
+    /// these, so it costs the same whatever the size of the mesh.
+    judged: BTreeSet<String>,
 }
 
 impl Membership {
@@ -209,6 +213,7 @@ impl Membership {
             removed: Vec::new(),
             leads: BTreeMap::new(),
             changes: 0,
+            judged: BTreeSet::new(),
         }
     }
 
@@ -295,14 +300,18 @@ impl Membership {
         self.leads
             .retain(|_, (_, at)| now.saturating_sub(*at) < config.remove_after);
         let mut removed = Vec::new();
-        self.members.retain(|id, m| {
+        let members = &mut self.members;
+        self.judged.retain(|id| {
+            let Some(m) = members.get_mut(id) else {
+                return false;
+            };
             let silent = now.saturating_sub(m.last_seen);
             let confirmed = m
                 .suspected_at
                 .is_some_and(|at| now.saturating_sub(at) > config.confirm_after);
             if (m.watched && silent > config.remove_after) || (!m.watched && confirmed) {
                 events.push(Event::Left(id.clone()));
-                removed.push(m.clone());
+                removed.extend(members.remove(id));
                 return false;
             }
             let suspect_after = if m.heartbeat.busy {
@@ -315,7 +324,7 @@ impl Membership {
                 m.suspected_at = Some(now);
                 events.push(Event::Suspected(id.clone()));
             }
-            true
+            m.watched || m.suspect
         });
         self.changes += removed.len() as u64;
         self.removed = removed;
@@ -325,13 +334,16 @@ impl Membership {
     /// Which members this node watches: those in `watched` are judged by
     /// their silence from now on, counted from `now` at the earliest (a
     /// member it has not asked before is not silent yet).
-    pub fn set_watched(&mut self, watched: &std::collections::BTreeSet<String>, now: Duration) {
+    pub fn set_watched(&mut self, watched: &BTreeSet<String>, now: Duration) {
         for (id, m) in &mut self.members {
             let watch = watched.contains(id);
             if watch && !m.watched {
                 m.last_seen = m.last_seen.max(now);
             }
             m.watched = watch;
+            if watch || m.suspect {
+                self.judged.insert(id.clone());
+            }
         }
     }
 
@@ -354,6 +366,7 @@ impl Membership {
         }
         m.suspect = true;
         m.suspected_at = Some(now);
+        self.judged.insert(id.to_owned());
         Some(Event::Suspected(id.to_owned()))
     }
 
@@ -418,6 +431,7 @@ impl Membership {
         }
         m.suspect = true;
         m.suspected_at = Some(now);
+        self.judged.insert(id.to_owned());
         Some(Event::Suspected(id.to_owned()))
     }
 

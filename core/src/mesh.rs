@@ -54,11 +54,12 @@ const MAX_DEPARTED: usize = 1024;
 /// gossip mesh formed reaches no one.
 const ANNOUNCE_AGAIN: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 
-/// Between two asks for a member's list, to find the members whose
-/// announcements this node missed.
 /// How often a node looks for members it lost its connection to (each is
 /// then dialed at its own backoff, [`MeshConfig::redial_min`] at the least).
-const REDIAL_SCAN_EVERY: Duration = Duration::from_millis(250);
+const REDIAL_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Between two asks for a member's list, to find the members whose
+/// announcements this node missed.
 const MEMBERS_SYNC_EVERY: Duration = Duration::from_secs(30);
 
 /// The least time between two asks for a member's list that a new

@@ -1546,9 +1546,12 @@ impl RunsCore {
             let Some(mut run) = self.runs.remove(&id) else {
                 continue;
             };
+            // A plan is known by its term and id: a tick makes a new one
+            // or adopts one under its term, and a plan of a thousand shares
+            // is not copied twice a tick to find that out.
             let before = (
                 run.term,
-                run.plan.clone(),
+                run.plan.as_ref().map(|p| (p.term, p.id)),
                 run.armed.clone(),
                 run.finish.clone(),
                 run.local,
@@ -1557,7 +1560,7 @@ impl RunsCore {
             if before
                 != (
                     run.term,
-                    run.plan.clone(),
+                    run.plan.as_ref().map(|p| (p.term, p.id)),
                     run.armed.clone(),
                     run.finish.clone(),
                     run.local,
