@@ -395,7 +395,7 @@ impl NodeCore {
                 .sync
                 .states
                 .entry(run.id.clone())
-                .or_insert_with(|| (SyncState::default(), now));
+                .or_insert_with(|| (SyncState::after(me, &peers), now));
             if now.saturating_sub(*since) > SYNC_FOR || !state.due(now) {
                 continue;
             }

@@ -130,6 +130,18 @@ impl SyncState {
         free && now >= self.next_at
     }
 
+    /// A state whose first ask goes to the first of `peers` (sorted) after
+    /// `me`, wrapping around. Each node starts at its own place: all
+    /// starting at the first, a thousand nodes that learn at one instant
+    /// that a run ended would all ask the same peer, which answers 4 at a
+    /// time and refuses the rest, and then all the next one.
+    pub fn after(me: &str, peers: &[String]) -> SyncState {
+        SyncState {
+            turn: peers.partition_point(|p| p.as_str() < me),
+            ..SyncState::default()
+        }
+    }
+
     /// The peer to ask next, in turn among `peers` (sorted, without this
     /// node), so every peer is asked within `peers.len()` rounds. Marks a
     /// request in flight since `now`.

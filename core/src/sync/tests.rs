@@ -167,3 +167,19 @@ fn every_node_converges_to_the_union_despite_losses() {
         now.as_secs_f64()
     );
 }
+
+#[test]
+fn nodes_that_start_at_their_own_place_ask_different_peers_first() {
+    let all: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    let mut first = BTreeSet::new();
+    for me in &all {
+        let peers: Vec<String> = all.iter().filter(|p| *p != me).cloned().collect();
+        let mut state = SyncState::after(me, &peers);
+        let asked = state.pick(&peers, Duration::ZERO).cloned();
+        // Its successor, wrapping around.
+        let i = all.iter().position(|p| p == me).unwrap_or(0);
+        assert_eq!(asked.as_ref(), Some(&all[(i + 1) % all.len()]));
+        first.extend(asked);
+    }
+    assert_eq!(first.len(), all.len(), "every peer is asked once");
+}
