@@ -1,7 +1,11 @@
 //! Mesh overhead: what coordination costs, on 10 nodes of this machine
-//! running one 60 s test of the hello scenario (10 VUs across the mesh,
-//! each pausing 100 ms per iteration, so the load itself stays small).
+//! (`--nodes` for more, split 4:3:3 over three regions) running one 60 s
+//! test of the hello scenario (10 VUs across the mesh, each pausing 100 ms
+//! per iteration, so the load itself stays small).
 //!
+//! - Idle CPU per node: each node process's user and system time
+//!   (`/proc/PID/stat`) over the 10 idle seconds before each run, as a
+//!   share of one core.
 //! - Mesh bytes/s per node: the difference of every node's
 //!   `mesh_bytes_sent` and `mesh_bytes_received` (`/v1/status`, counted on
 //!   its TCP connections: heartbeats, clock exchanges, run messages,
@@ -26,8 +30,36 @@ use super::throughput::{limit, secs};
 use super::{Setup, num, spread_cell};
 use fusi_testnet::{API_TOKEN_ENV, Mesh, MeshConfig, TargetConfig, get_json, spawn_target};
 
-/// The regions of the mesh, with their node counts.
+/// The regions of the mesh, with their share of the nodes in tenths.
 const REGIONS: [(&str, usize); 3] = [("fra", 4), ("nrt", 3), ("ewr", 3)];
+
+/// `nodes` split over [`REGIONS`] by their shares, the first taking what
+/// rounding leaves.
+fn regions(nodes: usize) -> Vec<(&'static str, usize)> {
+    let tenths: usize = REGIONS.iter().map(|(_, n)| n).sum();
+    let mut out: Vec<(&str, usize)> = REGIONS
+        .iter()
+        .map(|(r, n)| (*r, nodes * n / tenths))
+        .collect();
+    let given: usize = out.iter().map(|(_, n)| n).sum();
+    out[0].1 += nodes - given;
+    out.retain(|(_, n)| *n > 0);
+    out
+}
+
+/// A process's user and system CPU time so far, in seconds (Linux), or
+/// `None` where /proc does not say.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: count fields
+    // after its closing parenthesis (utime and stime are fields 14, 15).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
+}
 
 /// How long the mesh is watched idle before each run.
 const IDLE: Duration = Duration::from_secs(10);
@@ -40,6 +72,8 @@ struct Round {
     run_received: Vec<f64>,
     /// Per node: bytes/s sent while idle.
     idle_sent: Vec<f64>,
+    /// Per node: CPU while idle, as a share of one core.
+    idle_cpu: Vec<f64>,
     /// Per node: ms to get the full report.
     report_ms: Vec<f64>,
     /// Shards in the report.
@@ -90,21 +124,24 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     let duration = setup.duration.unwrap_or(Duration::from_secs(60));
     let vus = setup.vus.unwrap_or(10);
     let hello = setup.scenario("hello")?;
-    let nodes: usize = REGIONS.iter().map(|(_, n)| n).sum();
+    let nodes = setup.nodes.unwrap_or(10) as usize;
+    let regions = regions(nodes);
     println!(
         "mesh: {nodes} nodes ({}) on loopback, hello.wasm at {vus} VUs with SLEEP_MS=100 for {}",
-        REGIONS
+        regions
             .iter()
             .map(|(r, n)| format!("{r}:{n}"))
             .collect::<Vec<_>>()
             .join(","),
         secs(duration)
     );
-    let mut mesh = Mesh::start(MeshConfig::new(&setup.node_bin, &REGIONS))?;
-    mesh.wait_converged(Duration::from_secs(60))?;
+    let mut mesh = Mesh::start(MeshConfig::new(&setup.node_bin, &regions))?;
+    mesh.wait_converged(Duration::from_secs((nodes as u64 * 3).max(60)))?;
     // Let the clock estimates settle before the first start is measured.
     thread::sleep(Duration::from_secs(5));
     let apis: Vec<SocketAddr> = mesh.nodes().iter().map(|n| n.api).collect();
+    let pids: Vec<u32> = mesh.nodes().iter().map(|n| n.pid).collect();
+    let cpu = || pids.iter().map(|p| cpu_seconds(*p)).collect::<Vec<_>>();
     let token = mesh.api_token().to_owned();
     let tmp = mesh.dir().join("bench");
     std::fs::create_dir_all(&tmp)?;
@@ -112,10 +149,17 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     for round in 0..setup.rounds as usize {
         let target = spawn_target(TargetConfig::default())?;
         let before_idle = traffic(&apis, &token)?;
+        let cpu_before = cpu();
         let idle_start = Instant::now();
         thread::sleep(IDLE);
         let before = traffic(&apis, &token)?;
+        let cpu_after = cpu();
         let idle_secs = idle_start.elapsed().as_secs_f64();
+        let idle_cpu = cpu_after
+            .iter()
+            .zip(&cpu_before)
+            .filter_map(|(a, b)| Some((a.as_ref()? - b.as_ref()?) / idle_secs))
+            .collect();
         let idle_sent = before
             .iter()
             .zip(&before_idle)
@@ -188,6 +232,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
                 .map(|(a, b)| (a.1 - b.1) / run_secs)
                 .collect(),
             idle_sent,
+            idle_cpu,
             report_ms,
             shards,
             first_request_ms: first - submitted,
@@ -219,7 +264,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     println!();
     println!("| measure | median (min–max) of {} rounds |", rounds.len());
     println!("|---|---|");
-    let rows: [(&str, Vec<f64>, usize); 10] = [
+    let rows: [(&str, Vec<f64>, usize); 12] = [
         (
             "mesh bytes/s sent per node, mean of nodes",
             col(&|r| mean(&r.run_sent)),
@@ -244,6 +289,16 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             "mesh bytes/s sent per node while idle",
             col(&|r| mean(&r.idle_sent)),
             0,
+        ),
+        (
+            "CPU per node while idle, % of a core, mean of nodes",
+            col(&|r| 100.0 * mean(&r.idle_cpu)),
+            2,
+        ),
+        (
+            "CPU while idle, % of a core, busiest node",
+            col(&|r| 100.0 * max(&r.idle_cpu)),
+            2,
         ),
         (
             "full report, ms (median of the nodes)",

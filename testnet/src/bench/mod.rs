@@ -53,9 +53,9 @@ pub enum BenchName {
     /// Resident memory of fusi-node at 10, 1,000 and 20,000 VUs of the hello
     /// scenario sleeping 1 s per iteration, and the memory per VU.
     Memory,
-    /// 10 nodes on this machine run a 60 s test: mesh bytes/s per node, the
-    /// time to build the full report, from `run` to the first request, and
-    /// the start skew.
+    /// 10 nodes on this machine (or --nodes) run a 60 s test: mesh bytes/s
+    /// and idle CPU per node, the time to build the full report, from `run`
+    /// to the first request, and the start skew.
     Mesh,
     /// CPU time per request of fusi-node and oha (10,000 then 110,000
     /// requests; the difference over the extra 100,000), the figure that
@@ -118,7 +118,8 @@ pub struct BenchArgs {
     #[arg(long)]
     no_install: bool,
 
-    /// Nodes of the simulation (sim) [default: 1000].
+    /// Nodes of the simulation (sim) [default: 1000] or of the local mesh
+    /// (mesh) [default: 10].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=100_000))]
     nodes: Option<u32>,
 }
