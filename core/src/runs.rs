@@ -1665,9 +1665,17 @@ impl RunsCore {
         // raise theirs when they hear the new leader. A node that is not
         // judging takes over no armed run: alone for a moment after a
         // restart, it would raise the term past the leader still alive,
-        // and lead from there.
+        // and lead from there. Nor does a node cut off from most of the
+        // others: it finds the leader silent because it is the one cut
+        // off, and once its link is back, with only some of the others
+        // heard again, it would lead from its higher term and hand on the
+        // share of a live node it has not heard yet (the e2e cut-off test
+        // caught that: a link back 3 s before the other).
+        let taking_over = run.armed.as_ref().is_some_and(|a| a.by != self.me)
+            && leader.as_ref().is_some_and(|(t, _)| *t > run.term);
         let leads = leader.as_ref().is_some_and(|(_, l)| *l == self.me)
-            && (self.judging(at) || run.armed.as_ref().is_none_or(|a| a.by == self.me));
+            && (self.judging(at) || run.armed.as_ref().is_none_or(|a| a.by == self.me))
+            && !(taking_over && self.cut_off(run, view, at));
         if resend {
             self.resend(run, leads, at, out);
         }
