@@ -334,7 +334,11 @@ struct Timers {
     /// A node talks of another plan than the one armed: pass the arm on.
     unaware: bool,
     plan_at: Duration,
+    /// When this node first knew the run (monotonic).
+    known_at: Duration,
     last_publish: Option<Duration>,
+    /// The last hurried re-send (of the plan or the arm alone).
+    last_hurried: Option<Duration>,
     /// Re-sends since the run last moved: each doubles the wait before the
     /// next, up to [`MAX_QUIET_DOUBLINGS`].
     quiet: u32,
@@ -372,6 +376,23 @@ type Progress = (
     bool,
     bool,
 );
+
+/// What the leader re-sends at four times the usual pace, alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hurry {
+    /// The proposal, by its proposer until a plan exists (the leader may
+    /// be a node that dropped it).
+    Proposal,
+    /// The plan and the proposal, while nodes get ready.
+    Plan,
+    /// The arm, until T0.
+    Arm,
+}
+
+/// How long after making a plan its leader re-sends it four times a
+/// second (while not every node is ready): what a node takes to get
+/// ready, fetching and compiling the module, is about a second.
+const HURRY_PLAN_FOR: Duration = Duration::from_secs(2);
 
 /// A run under way (every node of its plan started) that does not move
 /// re-sends after 1, 2, then every 4 `republish` intervals: enough for a
@@ -1120,7 +1141,10 @@ impl RunsCore {
                 seen_wall_ns: at.wall_ns,
                 owner: Some(from.to_owned()),
                 local: Local::Idle,
-                timers: Timers::default(),
+                timers: Timers {
+                    known_at: at.now,
+                    ..Timers::default()
+                },
                 ranked: std::sync::OnceLock::new(),
                 candidate_ids: std::sync::OnceLock::new(),
             },
@@ -1616,29 +1640,20 @@ impl RunsCore {
         if run.timers.progress != Some(progress) || !under_way {
             run.timers.quiet = 0;
         }
-        // The leader that armed re-sends the arm four times as often until
-        // T0: a node that missed it still hears it before T0, where the
-        // one-second pace would have it start late (the simulator, 100
-        // nodes with 1 % of first copies dropped: starts spread over up to
-        // 119 ms, against 4-6 ms when none is dropped).
-        let arming = run.armed.as_ref().is_some_and(|a| a.by == self.me)
-            && run.timers.t0_at.is_some_and(|t0| at.now < t0);
-        let wait = if arming {
-            self.config.republish / 4
-        } else {
-            self.config.republish * (1 << run.timers.quiet)
-        };
+        let wait = self.config.republish * (1 << run.timers.quiet);
         let resend = run
             .timers
             .last_publish
             .is_none_or(|t| at.now.saturating_sub(t) >= wait);
         if resend {
             run.timers.last_publish = Some(at.now);
+            run.timers.last_hurried = Some(at.now);
             if run.timers.progress == Some(progress) {
                 run.timers.quiet = (run.timers.quiet + 1).min(MAX_QUIET_DOUBLINGS);
             }
             run.timers.progress = Some(progress);
         }
+        let hurry = self.hurry(run, at, view);
         if let Some(f) = run.finish.clone() {
             let done_at = *run.timers.finished_at.get_or_insert(at.now);
             // The leader re-sends the finish for a while; any node that
@@ -1678,14 +1693,65 @@ impl RunsCore {
             && !(taking_over && self.cut_off(run, view, at));
         if resend {
             self.resend(run, leads, at, out);
+        } else if hurry == Some(Hurry::Arm) {
+            self.publish_arm(run, at, out);
+        } else if matches!(hurry, Some(Hurry::Plan | Hurry::Proposal)) {
+            // A node that dropped the proposal cannot follow the plan.
+            out.push(RunAction::Publish(
+                run.envelope(RunMessage::Propose(Box::new(run.proposal.clone()))),
+            ));
         }
         if let Some((term, _)) = leader
             && leads
         {
             run.term = run.term.max(term);
-            self.lead(run, term, at, view, resend, out);
+            let resend_plan = resend || hurry == Some(Hurry::Plan);
+            self.lead(run, term, at, view, resend_plan, out);
         }
         self.work(run, view, at, out);
+    }
+
+    /// What this node re-sends four times as often as the rest, if
+    /// anything: the arm it made, until T0 (a node that dropped it still
+    /// hears it before T0, where the one-second pace would have it start
+    /// late: 100 simulated nodes with 1 % of first copies dropped started
+    /// over up to 119 ms, against 4-6 ms with none dropped); the proposal
+    /// it made, until there is a plan (the leader itself may have dropped
+    /// it); the plan it made and the proposal, for [`HURRY_PLAN_FOR`] or
+    /// until it arms (at 300 simulated nodes the last node ready had
+    /// dropped the plan and heard it a second later, so the arm waited for
+    /// it). Only those go out, not the node's other words. Marks the
+    /// re-send done.
+    fn hurry(&self, run: &mut Run, at: At, view: &dyn MeshView) -> Option<Hurry> {
+        if run
+            .timers
+            .last_hurried
+            .is_some_and(|t| at.now.saturating_sub(t) < self.config.republish / 4)
+        {
+            return None;
+        }
+        let hurry = match &run.armed {
+            Some(a) if a.by == self.me && run.timers.t0_at.is_some_and(|t0| at.now < t0) => {
+                Some(Hurry::Arm)
+            }
+            None if run.plan.is_some()
+                && at.now.saturating_sub(run.timers.plan_at) < HURRY_PLAN_FOR
+                && self.leads(run, view) =>
+            {
+                Some(Hurry::Plan)
+            }
+            None if run.plan.is_none()
+                && run.proposer == self.me
+                && at.now.saturating_sub(run.timers.known_at) < HURRY_PLAN_FOR =>
+            {
+                Some(Hurry::Proposal)
+            }
+            _ => None,
+        };
+        if hurry.is_some() {
+            run.timers.last_hurried = Some(at.now);
+        }
+        hurry
     }
 
     /// A leader that is alive but does not act (it never plans, or never
@@ -2333,14 +2399,9 @@ impl RunsCore {
         run.timers.unaware = false;
     }
 
-    fn resend_all(&self, run: &Run, leads: bool, at: At, out: &mut Vec<RunAction>) {
-        // The proposal, until a plan exists (the proposer) or the run is
-        // over (its leader), so a node that missed it can still follow.
-        if leads || (run.proposer == self.me && run.plan.is_none()) {
-            out.push(RunAction::Publish(
-                run.envelope(RunMessage::Propose(Box::new(run.proposal.clone()))),
-            ));
-        }
+    /// The arm, by the leader that made it, or passed on to a node that
+    /// talks of another plan.
+    fn publish_arm(&self, run: &Run, at: At, out: &mut Vec<RunAction>) {
         if let Some(a) = &run.armed
             && (a.by == self.me || run.timers.unaware)
             && let Some(plan) = run.plan.clone().filter(|p| p.id == a.plan)
@@ -2366,6 +2427,17 @@ impl RunsCore {
                 out.push(RunAction::Publish(env));
             }
         }
+    }
+
+    fn resend_all(&self, run: &Run, leads: bool, at: At, out: &mut Vec<RunAction>) {
+        // The proposal, until a plan exists (the proposer) or the run is
+        // over (its leader), so a node that missed it can still follow.
+        if leads || (run.proposer == self.me && run.plan.is_none()) {
+            out.push(RunAction::Publish(
+                run.envelope(RunMessage::Propose(Box::new(run.proposal.clone()))),
+            ));
+        }
+        self.publish_arm(run, at, out);
         if let Some(plan) = run.ready.get(&self.me)
             && run.armed.is_none()
         {

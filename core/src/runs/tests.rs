@@ -91,6 +91,8 @@ struct Sim {
     partition: Option<(Vec<u8>, Duration)>,
     in_flight: Vec<(Duration, usize, String, RunEnvelope)>,
     sent: u64,
+    /// Every publish: when, by whom, and the message's kind.
+    published: Vec<(Duration, usize, &'static str)>,
     by_id: std::collections::HashMap<String, usize>,
     /// Arms from the first to the second node are lost.
     blocked: BTreeSet<(usize, usize)>,
@@ -142,6 +144,7 @@ impl Sim {
             partition: None,
             in_flight: Vec::new(),
             sent: 0,
+            published: Vec::new(),
         }
     }
 
@@ -235,6 +238,7 @@ impl Sim {
                     let bytes = wire::encode(&env);
                     let env = wire::decode_run(&bytes).unwrap_or_else(|e| panic!("{e}: {env:?}"));
                     self.sent += 1;
+                    self.published.push((self.now, i, kind_of(&env.body)));
                     for j in 0..self.nodes.len() {
                         let arm = matches!(env.body, RunMessage::Arm { .. });
                         if j == i
@@ -432,6 +436,22 @@ impl Sim {
         self.live()
             .find_map(|(_, n)| n.core.get(run).and_then(|r| r.finish.clone()))
             .unwrap_or_else(|| panic!("run {run} has no finish"))
+    }
+}
+
+/// A run message's kind, for counting.
+fn kind_of(body: &RunMessage) -> &'static str {
+    match body {
+        RunMessage::Propose(_) => "propose",
+        RunMessage::Assign(_) => "assign",
+        RunMessage::Ready { .. } => "ready",
+        RunMessage::Refuse { .. } => "refuse",
+        RunMessage::Arm { .. } => "arm",
+        RunMessage::Started { .. } => "started",
+        RunMessage::Done { .. } => "done",
+        RunMessage::Stop { .. } => "stop",
+        RunMessage::Handoff(_) => "handoff",
+        RunMessage::Finish(_) => "finish",
     }
 }
 
@@ -2060,4 +2080,56 @@ fn a_worker_cut_off_takes_nothing_over_and_after_a_partial_heal_hands_nothing_on
     assert_eq!(moved, vec![sim.nodes[victim].id.clone()]);
     let w = &sim.nodes[other].workers[&run];
     assert!(w.stop_seen_at.is_none(), "the live worker was stopped");
+}
+
+/// A node that dropped the proposal or the plan hears it again within
+/// 250 ms while the leader waits for readiness, and the arm until T0; the
+/// hurried re-sends carry only those, and the plan's stop after 2 s.
+#[test]
+fn the_plan_and_the_arm_are_re_sent_four_times_a_second_while_they_are_awaited() {
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 37);
+    let run = sim.submit(0, spec(6, 20), None);
+    assert!(sim.run_until(Duration::from_secs(1), |s| {
+        s.nodes.iter().all(|n| n.core.get(&run).is_some())
+    }));
+    let leader = sim.leader_index(&run);
+    // A worker whose words are lost: the leader waits for its readiness.
+    let silent = (leader + 1) % 3;
+    sim.muted.insert(silent);
+    sim.run_until(Duration::from_secs(4), |_| false);
+    let by_leader = |sim: &Sim, kind: &str, from: Duration, to: Duration| {
+        sim.published
+            .iter()
+            .filter(|(t, i, k)| *i == leader && *k == kind && *t >= from && *t < to)
+            .count()
+    };
+    let plan_at = sim
+        .published
+        .iter()
+        .find(|(_, i, k)| *i == leader && *k == "assign")
+        .map(|(t, _, _)| *t)
+        .unwrap_or_else(|| panic!("no plan"));
+    let first = plan_at + HURRY_PLAN_FOR;
+    assert!(
+        by_leader(&sim, "assign", plan_at, first) >= 7,
+        "{:?}",
+        sim.published
+    );
+    assert!(by_leader(&sim, "propose", plan_at, first) >= 7);
+    // Its own readiness keeps the one-second pace.
+    assert!(by_leader(&sim, "ready", plan_at, first) <= 3);
+    let after = by_leader(&sim, "assign", first + TICK, first + Duration::from_secs(2));
+    assert!((1..=3).contains(&after), "{after} plans in the 2 s after");
+    // Heard again, the worker is ready, the leader arms, and re-sends the
+    // arm until T0.
+    sim.muted.clear();
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let arm_at = sim
+        .published
+        .iter()
+        .find(|(_, i, k)| *i == leader && *k == "arm")
+        .map(|(t, _, _)| *t)
+        .unwrap_or_else(|| panic!("no arm"));
+    let arms = by_leader(&sim, "arm", arm_at, arm_at + Duration::from_millis(300));
+    assert!(arms >= 2, "{arms} arms before T0");
 }
