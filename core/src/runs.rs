@@ -2116,6 +2116,7 @@ impl RunsCore {
                         Some(plan) => {
                             run.plan = Some(plan.clone());
                             run.timers.plan_at = at.now;
+                            run.timers.last_hurried = Some(at.now);
                             out.push(RunAction::Publish(run.envelope(RunMessage::Assign(plan))));
                         }
                         None => self.fail(run, term, "no node can take a share".into(), at, out),
@@ -2191,6 +2192,8 @@ impl RunsCore {
         // silent past the run's end, and was declared lost).
         run.timers.t0_at = Some(monotonic_of(t0_ns, at));
         run.timers.t0_bound = 0;
+        // The hurried re-sends count from this first copy.
+        run.timers.last_hurried = Some(at.now);
         out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
             term,
             plan,
