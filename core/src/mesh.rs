@@ -54,6 +54,9 @@ const MAX_DEPARTED: usize = 1024;
 /// gossip mesh formed reaches no one.
 const ANNOUNCE_AGAIN: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 
+/// The least time between two refutations of suspicions of this node.
+const REFUTE_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a node looks for members it lost its connection to (each is
 /// then dialed at its own backoff, [`MeshConfig::redial_min`] at the least).
 const REDIAL_SCAN_EVERY: Duration = Duration::from_secs(1);
@@ -359,6 +362,10 @@ pub struct MeshCore {
     ticked_at: Option<Duration>,
     /// When the members this node is not connected to are next looked for.
     redial_scan_at: Option<Duration>,
+    /// When this node last refuted a suspicion, and whether another is
+    /// due once [`REFUTE_EVERY`] has passed.
+    refuted_at: Option<Duration>,
+    refute_due: bool,
 }
 
 #[derive(Debug, Default)]
@@ -404,6 +411,8 @@ impl MeshCore {
             health: Health::default(),
             ticked_at: None,
             redial_scan_at: None,
+            refuted_at: None,
+            refute_due: false,
             bootstraps: Bootstraps::new(bootstraps, now, config.redial_min, config.redial_max),
         }
     }
@@ -495,6 +504,9 @@ impl MeshCore {
             if gap > STALL {
                 self.membership.forgive(gap, now);
             }
+        }
+        if self.refute_due {
+            self.refute(now);
         }
         let mut actions = std::mem::take(&mut self.pending_actions);
         if self.announce_at.first().is_some_and(|at| now >= *at) {
@@ -851,6 +863,24 @@ impl MeshCore {
         out
     }
 
+    /// Refutes a suspicion of this node's latest heartbeat: a newer one,
+    /// announced. At most once every [`REFUTE_EVERY`]: a member that
+    /// publishes suspicions of this node as fast as it likes gets one
+    /// announcement a second, not one each (a suspicion takes 5.5 s to
+    /// confirm, so a refutation a second late still wins).
+    fn refute(&mut self, now: Duration) {
+        if self
+            .refuted_at
+            .is_some_and(|at| now.saturating_sub(at) < REFUTE_EVERY)
+        {
+            self.refute_due = true;
+            return;
+        }
+        self.refuted_at = Some(now);
+        self.refute_due = false;
+        self.changed(now, true);
+    }
+
     /// The [`Pulse`] that answers a clock question from `asker`, which holds
     /// this node's heartbeat at `known` and may suspect this node. A
     /// suspicion of this node's latest heartbeat is refuted: a newer one,
@@ -862,7 +892,7 @@ impl MeshCore {
         now: Duration,
     ) -> Pulse {
         if suspect && known.is_some_and(|k| k >= (self.me.boot, self.seq)) {
-            self.changed(now, true);
+            self.refute(now);
         }
         let current = (self.me.boot, self.seq);
         Pulse {
@@ -911,7 +941,7 @@ impl MeshCore {
         }
         if id == self.me.id {
             if (boot, seq) >= (self.me.boot, self.seq) {
-                self.changed(now, true);
+                self.refute(now);
             }
             return None;
         }

@@ -798,3 +798,44 @@ fn a_node_that_stood_still_suspects_no_one_and_its_own_watch_outweighs_anothers(
     assert_eq!(core.on_suspicion("b", "c", 1, 9, at(8_900)), None);
     assert!(core.member("c").is_some_and(|m| !m.suspect));
 }
+
+#[test]
+fn suspicions_of_this_node_are_refuted_at_most_once_a_second() {
+    let mut core = lone("a", vec![]);
+    let at = Duration::from_millis;
+    let mut hb = core.heartbeat(Health::default());
+    hb.id = "b".into();
+    core.on_heartbeat("b", hb, at(0)).expect("a member");
+    core.on_connected("b", at(0));
+    let _ = core.tick(at(0), Health::default());
+    let announced = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Publish(hb) if hb.id == "a"))
+            .count()
+    };
+    let seq = |core: &MeshCore| core.heartbeat(Health::default()).seq;
+    let first = seq(&core);
+    // A member publishes a suspicion of this node's latest heartbeat
+    // every 10 ms for 2 s, and asks the time claiming to suspect it.
+    let mut announcements = 0;
+    for t in (10..2_000).step_by(10) {
+        let now = at(t);
+        let current = seq(&core);
+        assert_eq!(core.on_suspicion("b", "a", 1, current, now), None);
+        let _ = core.answer_clock(Some((1, current)), true, now);
+        announcements += announced(&core.tick(now, Health::default()));
+    }
+    // Refuted at once, then once a second: 2 new heartbeats, not 200.
+    let refuted = seq(&core) - first;
+    assert!((2..=3).contains(&refuted), "{refuted} refutations");
+    assert!(announcements <= 4, "{announcements} announcements");
+    // The last one, due when a second has passed, goes out then; after
+    // that, a suspicion of an older heartbeat refutes nothing.
+    let _ = core.tick(at(2_100), Health::default());
+    let last = seq(&core);
+    assert_eq!(last - first, 3);
+    let _ = core.on_suspicion("b", "a", 1, first, at(3_000));
+    let _ = core.tick(at(3_100), Health::default());
+    assert_eq!(seq(&core), last);
+}
