@@ -747,6 +747,30 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The run's progress as merged here: the whole run first (scope
+    /// `all`), then each region, each with its latest settled interval
+    /// and its counts so far.
+    pub fn live(&self) -> Vec<crate::wire::LiveScope> {
+        let scope = |name: &str, region: Option<&str>| {
+            let latest = self.latest(region);
+            let (requests, failed) = self.requests(region);
+            crate::wire::LiveScope {
+                scope: name.to_owned(),
+                t_s: latest.as_ref().map_or(0.0, |p| p.t_s),
+                vus: latest.as_ref().map_or(0, |p| p.vus),
+                rps: latest.as_ref().map_or(0.0, |p| p.rps),
+                p95_ms: latest.as_ref().map_or(0.0, |p| p.p95_ms),
+                requests,
+                failed,
+            }
+        };
+        std::iter::once(scope("all", None))
+            .chain(self.regions().into_iter().map(|r| scope(r, Some(r))))
+            .collect()
+    }
+}
+
 /// One interval over the regions `keep` selects; `None` if it has none.
 fn point(start: u64, iv: &Interval, keep: &impl Fn(&str) -> bool) -> Option<TimelinePoint> {
     let mut series = SeriesSet::new();

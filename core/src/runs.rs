@@ -41,8 +41,8 @@ use crate::segment::ExecutionSegment;
 use crate::shard::Shard;
 use crate::spec::{OnLoss, Share};
 use crate::wire::{
-    self, Assigned, Finish, Handoff, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL, RunEnvelope,
-    RunMessage, RunSignature, decode_run,
+    self, Assigned, Finish, Handoff, Live, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL,
+    RunEnvelope, RunMessage, RunSignature, decode_run,
 };
 
 /// Time a share may take past its executor and graceful stop: setup,
@@ -175,6 +175,15 @@ pub enum RunAction {
         share: Share,
         /// From when, after the start.
         since: Duration,
+    },
+    /// Send the run's progress as merged here ([`RunMessage::Live`]): this
+    /// node leads it, and the run's shards come to it. The driver fills
+    /// in the scopes; the term and the words heard are filled in.
+    Live {
+        /// The run.
+        run: String,
+        /// The message, without its scopes.
+        live: Live,
     },
 }
 
@@ -319,6 +328,10 @@ pub struct Run {
     #[serde(default)]
     owner: Option<String>,
     local: Local,
+    /// The latest progress of the whole run its leader sent (not kept:
+    /// once the run ends, every node merges every shard).
+    #[serde(skip)]
+    pub live: Option<Live>,
     #[serde(skip)]
     timers: Timers,
     #[serde(skip)]
@@ -363,6 +376,8 @@ struct Timers {
     gone_since: BTreeMap<String, Duration>,
     /// Nodes whose handed-on parts this node was told to run.
     taken: BTreeSet<String>,
+    /// When this node, leading, last sent the run's progress.
+    live_at: Option<Duration>,
 }
 
 /// How far a run has come, as re-sending sees it: any change (a plan, an
@@ -393,6 +408,9 @@ enum Hurry {
 /// second (while not every node is ready): what a node takes to get
 /// ready, fetching and compiling the module, is about a second.
 const HURRY_PLAN_FOR: Duration = Duration::from_secs(2);
+
+/// How often the leader sends a run's progress while it goes.
+pub const LIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// A run under way (every node of its plan started) that does not move
 /// re-sends after 1, 2, then every 4 `republish` intervals: enough for a
@@ -528,6 +546,17 @@ impl Run {
         (from..from + n)
             .find(|&t| view.alive(&ranked[t % n]))
             .map(|t| (t as u32, ranked[t % n].as_str()))
+    }
+
+    /// The leader and the candidate that would take over from it: the
+    /// first alive in the ranking after the leader's rank.
+    fn leader_and_next(&self, view: &dyn MeshView) -> (Option<&str>, Option<&str>) {
+        let ranked = self.ranked();
+        let n = ranked.len();
+        let mut alive = (self.term as usize..self.term as usize + n)
+            .map(|t| ranked[t % n].as_str())
+            .filter(|c| view.alive(c));
+        (alive.next(), alive.next())
     }
 
     /// The candidate that leads at `term`.
@@ -898,7 +927,7 @@ impl RunsCore {
             }
             return Err(RunRefused::UnknownRun);
         };
-        if run.is_finished() && !matches!(env.body, RunMessage::Finish(_)) {
+        if run.is_finished() && !matches!(env.body, RunMessage::Finish(_) | RunMessage::Live(_)) {
             run.timers.straggler = true;
         }
         let per_node = matches!(
@@ -919,6 +948,20 @@ impl RunsCore {
         let author = sig.as_ref().map_or(from, |s| s.signer.as_str()).to_owned();
         let changed = match env.body {
             RunMessage::Propose(_) => false,
+            RunMessage::Live(live) => {
+                // Only first hand, from the leader of its term, while the
+                // run goes; it changes nothing of the run's state.
+                if live.term > MAX_TERM || run.holder(live.term) != Some(from) {
+                    return Err(RunRefused::NotLeader(from.to_owned()));
+                }
+                if run.armed.is_some()
+                    && !run.is_finished()
+                    && run.live.as_ref().is_none_or(|l| l.term <= live.term)
+                {
+                    run.live = Some(live);
+                }
+                false
+            }
             RunMessage::Assign(plan) => {
                 if run.armed.as_ref().is_some_and(|a| a.plan != plan.id) {
                     run.timers.unaware = true;
@@ -1141,6 +1184,7 @@ impl RunsCore {
                 seen_wall_ns: at.wall_ns,
                 owner: Some(from.to_owned()),
                 local: Local::Idle,
+                live: None,
                 timers: Timers {
                     known_at: at.now,
                     ..Timers::default()
@@ -1248,6 +1292,41 @@ impl RunsCore {
         }
         peers.remove(&self.me);
         peers
+    }
+
+    /// Where this node sends a shard of its own of run `id` as it seals
+    /// it, while the run goes: to the run's leader, and to the candidate
+    /// that would take over from it, so that a leader's death loses none
+    /// of its own shards and its successor leads with every shard so far.
+    /// Shards spread to every node only once the run ends (anti-entropy),
+    /// so that a run's traffic does not grow with its nodes: each shard
+    /// crosses the network twice while the run goes, where gossip had
+    /// every node pass on every other's. Empty once the run ended.
+    pub fn shard_to(&self, id: &str, view: &dyn MeshView) -> Vec<String> {
+        let Some(run) = self.runs.get(id).filter(|r| !r.is_finished()) else {
+            return Vec::new();
+        };
+        let (leader, next) = run.leader_and_next(view);
+        [leader, next]
+            .into_iter()
+            .flatten()
+            .filter(|n| *n != self.me)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether this node judges run `id`'s `abortOnFail` thresholds now:
+    /// it leads the run, which is armed and not stopped or finished. The
+    /// leader is the node that holds every shard while the run goes; the
+    /// others hold their own, and a threshold judged on one node's share
+    /// (its p95, say) is not the run's.
+    pub fn judges_aborts(&self, id: &str, view: &dyn MeshView) -> bool {
+        self.runs.get(id).is_some_and(|run| {
+            run.armed.is_some()
+                && run.stop_by.is_none()
+                && !run.is_finished()
+                && run.leader(view).is_some_and(|l| l == self.me)
+        })
     }
 
     /// Whether this node is preparing its share of `plan` (so a module
@@ -1510,6 +1589,7 @@ impl RunsCore {
             seen_wall_ns: seen,
             owner: None,
             local: Local::Idle,
+            live: None,
             timers: Timers {
                 plan_at: at.now,
                 // Long enough ago that it republishes no finish.
@@ -1692,7 +1772,7 @@ impl RunsCore {
             && (self.judging(at) || run.armed.as_ref().is_none_or(|a| a.by == self.me))
             && !(taking_over && self.cut_off(run, view, at));
         if resend {
-            self.resend(run, leads, at, out);
+            self.resend(run, leads, under_way, at, out);
         } else if hurry == Some(Hurry::Arm) {
             self.publish_arm(run, at, out);
         } else if matches!(hurry, Some(Hurry::Plan | Hurry::Proposal)) {
@@ -1705,6 +1785,31 @@ impl RunsCore {
             && leads
         {
             run.term = run.term.max(term);
+            if run.armed.is_some()
+                && run.timers.t0_at.is_some_and(|t0| at.now >= t0)
+                && run
+                    .timers
+                    .live_at
+                    .is_none_or(|t| at.now.saturating_sub(t) >= LIVE_EVERY)
+            {
+                run.timers.live_at = Some(at.now);
+                let shares = run
+                    .armed
+                    .as_ref()
+                    .and_then(|a| run.plan.as_ref().filter(|p| p.id == a.plan))
+                    .map_or(&[][..], |p| &p.shares[..]);
+                let heard =
+                    |has: &dyn Fn(&str) -> bool| Live::bits(shares.len(), |i| has(&shares[i].node));
+                out.push(RunAction::Live {
+                    run: run.id.clone(),
+                    live: Live {
+                        term,
+                        scopes: Vec::new(),
+                        started: heard(&|n| run.started.contains_key(n)),
+                        done: heard(&|n| run.done.contains_key(n)),
+                    },
+                });
+            }
             let resend_plan = resend || hurry == Some(Hurry::Plan);
             self.lead(run, term, at, view, resend_plan, out);
         }
@@ -2397,8 +2502,15 @@ impl RunsCore {
     }
 
     /// What this node re-sends once a second, until the run is finished.
-    fn resend(&self, run: &mut Run, leads: bool, at: At, out: &mut Vec<RunAction>) {
-        self.resend_all(run, leads, at, out);
+    fn resend(
+        &self,
+        run: &mut Run,
+        leads: bool,
+        under_way: bool,
+        at: At,
+        out: &mut Vec<RunAction>,
+    ) {
+        self.resend_all(run, leads, under_way, at, out);
         run.timers.unaware = false;
     }
 
@@ -2432,15 +2544,46 @@ impl RunsCore {
         }
     }
 
-    fn resend_all(&self, run: &Run, leads: bool, at: At, out: &mut Vec<RunAction>) {
+    /// What this node re-sends at the usual pace. Once every node of the
+    /// armed plan has started (`under_way`), the leader re-sends neither the
+    /// proposal nor the arm (every node of the plan holds them; one that
+    /// talks of another plan is passed the arm), and a node whose `started`
+    /// or `done` the leader's latest `live` says it holds does not re-send
+    /// it (nor does the leader its own): at 1,000 simulated nodes those re-sends were most of a run's
+    /// traffic, each node passing on every other's every few seconds.
+    fn resend_all(
+        &self,
+        run: &Run,
+        leads: bool,
+        under_way: bool,
+        at: At,
+        out: &mut Vec<RunAction>,
+    ) {
         // The proposal, until a plan exists (the proposer) or the run is
-        // over (its leader), so a node that missed it can still follow.
-        if leads || (run.proposer == self.me && run.plan.is_none()) {
+        // under way (its leader), so a node that missed it can still follow.
+        if (leads && !under_way) || (run.proposer == self.me && run.plan.is_none()) {
             out.push(RunAction::Publish(
                 run.envelope(RunMessage::Propose(Box::new(run.proposal.clone()))),
             ));
         }
-        self.publish_arm(run, at, out);
+        if !under_way || run.timers.unaware {
+            self.publish_arm(run, at, out);
+        }
+        let acked = |bits: fn(&Live) -> &[u8]| {
+            let armed_plan = run.armed.as_ref().map(|a| a.plan);
+            let index = run
+                .plan
+                .as_ref()
+                .filter(|p| Some(p.id) == armed_plan)
+                .and_then(|p| p.shares.iter().position(|s| s.node == self.me));
+            // The leader holds its own words.
+            leads
+                || run
+                    .live
+                    .as_ref()
+                    .zip(index)
+                    .is_some_and(|(live, i)| Live::has(bits(live), i))
+        };
         if let Some(plan) = run.ready.get(&self.me)
             && run.armed.is_none()
         {
@@ -2455,13 +2598,17 @@ impl RunsCore {
                 reason: reason.clone(),
             })));
         }
-        if let Some((at_ns, bound_ns)) = run.started.get(&self.me) {
+        if let Some((at_ns, bound_ns)) = run.started.get(&self.me)
+            && !acked(|l| &l.started)
+        {
             out.push(RunAction::Publish(run.envelope(RunMessage::Started {
                 at_ns: *at_ns,
                 bound_ns: *bound_ns,
             })));
         }
-        if let Some((shards, interrupted)) = run.done.get(&self.me) {
+        if let Some((shards, interrupted)) = run.done.get(&self.me)
+            && !acked(|l| &l.done)
+        {
             out.push(RunAction::Publish(run.envelope(RunMessage::Done {
                 shards: *shards,
                 interrupted: *interrupted,

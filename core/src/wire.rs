@@ -55,6 +55,10 @@ pub const MAX_RPC_BYTES: usize = 64 << 10;
 /// holds, which for a run of thousands of nodes is more than 64 KiB.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
+/// The largest shard a worker sends its leader ([`Request::Shard`]): the
+/// request bound less room for the envelope.
+pub const MAX_SENT_SHARD_BYTES: usize = MAX_REQUEST_BYTES - 1024;
+
 /// The largest shards answer accepted: the answer bound and the envelope.
 pub const MAX_SHARDS_RESPONSE_BYTES: usize = crate::sync::MAX_ANSWER_BYTES + (64 << 10);
 
@@ -65,7 +69,7 @@ pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTE
 pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
 
 /// The version of the run messages; a node ignores other versions.
-pub const RUN_PROTOCOL: u32 = 3;
+pub const RUN_PROTOCOL: u32 = 4;
 
 /// The most candidates a proposal may name.
 pub const MAX_CANDIDATES: usize = 4096;
@@ -162,6 +166,13 @@ pub enum Request {
         /// The run ids the asker knows.
         known: Vec<String>,
     },
+    /// Take this shard of mine (encoded and signed as in an answer to
+    /// [`Request::Shards`]): a worker sends each shard to its run's leader
+    /// while the run goes.
+    Shard {
+        /// The shard.
+        shard: serde_bytes::ByteBuf,
+    },
     /// Send me the shards of this run that I lack (anti-entropy; see
     /// [`crate::sync`]).
     Shards {
@@ -217,6 +228,8 @@ pub enum Response {
         /// The peer holds more that the asker lacks: ask again.
         more: bool,
     },
+    /// The shard sent is kept.
+    Kept,
     /// The peer would not answer, and says why (for example: the asker is not
     /// yet a member it knows).
     Refused {
@@ -336,6 +349,68 @@ pub enum RunMessage {
     Handoff(Handoff),
     /// From the leader: the run is over.
     Finish(Finish),
+    /// From the leader, about once a second while the run goes: the whole
+    /// run's progress, from the shards its workers send it. Shards do not
+    /// spread to every node until the run ends (anti-entropy spreads them
+    /// then), so this is what the other nodes show meanwhile.
+    Live(Live),
+}
+
+/// The most scopes in a [`Live`]: every region, and the whole run.
+pub const MAX_LIVE_SCOPES: usize = 65;
+
+/// A run's progress as its leader merged it ([`RunMessage::Live`]), and
+/// which nodes' words it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    /// The leader's term.
+    pub term: u32,
+    /// The whole run first (scope `all`), then each region.
+    pub scopes: Vec<LiveScope>,
+    /// The nodes of the armed plan whose `started` the leader holds: bit
+    /// `i % 8` of byte `i / 8` for the plan's `i`th share. A node whose bit
+    /// is set stops re-sending its `started`.
+    #[serde(default, with = "serde_bytes")]
+    pub started: Vec<u8>,
+    /// The same for `done`.
+    #[serde(default, with = "serde_bytes")]
+    pub done: Vec<u8>,
+}
+
+impl Live {
+    /// A bitmap of `n` bits, bit `i` set where `set(i)`.
+    pub fn bits(n: usize, set: impl Fn(usize) -> bool) -> Vec<u8> {
+        let mut bits = vec![0u8; n.div_ceil(8)];
+        for i in (0..n).filter(|&i| set(i)) {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+        bits
+    }
+
+    /// Whether bit `i` of `bits` is set.
+    pub fn has(bits: &[u8], i: usize) -> bool {
+        bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+}
+
+/// One scope of a [`Live`]: the latest interval the leader holds, and the
+/// counts so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveScope {
+    /// `all`, or the region.
+    pub scope: String,
+    /// The interval: seconds since the start instant.
+    pub t_s: f64,
+    /// VUs running in it.
+    pub vus: u64,
+    /// Requests per second in it.
+    pub rps: f64,
+    /// 95th percentile of `http_req_duration` in it, ms.
+    pub p95_ms: f64,
+    /// Requests so far.
+    pub requests: u64,
+    /// Failed requests so far.
+    pub failed: u64,
 }
 
 /// A lost node's share, handed on: from `since_ms` after T0, the nodes of
@@ -549,6 +624,17 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
             }
         }
         RunMessage::Handoff(h) => check_handoff(h).map_err(invalid)?,
+        RunMessage::Live(live) => {
+            if live.scopes.len() > MAX_LIVE_SCOPES {
+                return Err(invalid(format!("{} live scopes", live.scopes.len())));
+            }
+            for s in &live.scopes {
+                check_len(WHAT, "a live scope", &s.scope, 64)?;
+            }
+            if live.started.len().max(live.done.len()) > MAX_CANDIDATES.div_ceil(8) {
+                return Err(invalid("a live bitmap longer than the most shares".into()));
+            }
+        }
         RunMessage::Stop {
             reason: Some(reason),
         } => check_len(WHAT, "reason", reason, 1024)?,
@@ -697,8 +783,10 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
         } => **heartbeat = check_heartbeat((**heartbeat).clone())?,
         _ => {}
     }
-    if !matches!(request, Request::Shards { .. } | Request::Runs { .. })
-        && bytes.len() > MAX_RPC_BYTES
+    if !matches!(
+        request,
+        Request::Shards { .. } | Request::Runs { .. } | Request::Shard { .. }
+    ) && bytes.len() > MAX_RPC_BYTES
     {
         return Err(WireError::TooLarge {
             what: "request",
@@ -719,7 +807,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
         Response::Shards { .. } | Response::Runs { .. } | Response::Members { .. } => {
             MAX_SHARDS_RESPONSE_BYTES
         }
-        Response::Clock { .. } | Response::Refused { .. } => MAX_RPC_BYTES,
+        Response::Clock { .. } | Response::Refused { .. } | Response::Kept => MAX_RPC_BYTES,
     };
     if bytes.len() > max {
         return Err(WireError::TooLarge {

@@ -309,10 +309,13 @@ fn request(bytes: &[u8]) -> bool {
         return false;
     };
     assert_eq!(
-        wire::decode_request(&wire::encode(&request)),
-        Ok(request),
+        wire::decode_request(&wire::encode(&request)).as_ref(),
+        Ok(&request),
         "an accepted request re-encodes to one that decodes the same"
     );
+    if let Request::Shard { shard: bytes } = request {
+        shard(&bytes);
+    }
     true
 }
 
@@ -365,7 +368,10 @@ fn response(bytes: &[u8]) -> bool {
             let _ = core.on_pulse("peer", pulse, AT.now);
             let _ = core.tick(AT.now + Duration::from_secs(10), Health::default());
         }
-        Response::Clock { .. } | Response::Module { .. } | Response::Refused { .. } => {}
+        Response::Clock { .. }
+        | Response::Kept
+        | Response::Module { .. }
+        | Response::Refused { .. } => {}
     }
     true
 }
@@ -757,6 +763,20 @@ fn run_messages() -> Vec<RunEnvelope> {
             interrupted: false,
         },
         RunMessage::Stop { reason: None },
+        RunMessage::Live(wire::Live {
+            term: 0,
+            scopes: vec![wire::LiveScope {
+                scope: "all".into(),
+                t_s: 3.0,
+                vus: 10,
+                rps: 950.5,
+                p95_ms: 12.25,
+                requests: 2851,
+                failed: 3,
+            }],
+            started: vec![0b1011],
+            done: vec![0b0001],
+        }),
         RunMessage::Handoff(handoff()),
         RunMessage::Stop {
             reason: Some("http_req_failed: rate<0.01".into()),
@@ -827,6 +847,9 @@ fn requests() -> Vec<Request> {
                 },
             ],
         },
+        Request::Shard {
+            shard: serde_bytes::ByteBuf::from(shards()[0].encode()),
+        },
     ]
 }
 
@@ -893,6 +916,7 @@ fn responses() -> Vec<Response> {
                 .collect(),
             more: true,
         },
+        Response::Kept,
         Response::Refused {
             reason: "not a member".into(),
         },

@@ -6,7 +6,8 @@
 //! that runs a share on a node of a mesh, shards sealed every interval and
 //! carried through their wire encoding, and a [`Report`] that merges them.
 //! Only where the share comes from and where the shards go differ in a mesh:
-//! there the plan comes from the run's leader and the shards are gossiped.
+//! there the plan comes from the run's leader and the shards go to it, then
+//! to every node.
 //!
 //! A node keeps its runs in its data dir; a local run is kept the same way
 //! ([`Keeper`]: its record, [`LocalRun`], and its shards, under

@@ -277,6 +277,15 @@ impl Sim {
                     let w = self.nodes[i].workers.entry(run).or_default();
                     w.taken.push((share.segment, since));
                 }
+                RunAction::Live { run, live } => {
+                    let env = RunEnvelope {
+                        protocol: wire::RUN_PROTOCOL,
+                        run,
+                        body: RunMessage::Live(live),
+                        sig: None,
+                    };
+                    self.carry_out(i, vec![RunAction::Publish(env)]);
+                }
             }
         }
     }
@@ -452,6 +461,7 @@ fn kind_of(body: &RunMessage) -> &'static str {
         RunMessage::Stop { .. } => "stop",
         RunMessage::Handoff(_) => "handoff",
         RunMessage::Finish(_) => "finish",
+        RunMessage::Live(_) => "live",
     }
 }
 
@@ -2132,4 +2142,119 @@ fn the_plan_and_the_arm_are_re_sent_four_times_a_second_while_they_are_awaited()
         .unwrap_or_else(|| panic!("no arm"));
     let arms = by_leader(&sim, "arm", arm_at, arm_at + Duration::from_millis(300));
     assert!(arms >= 2, "{arms} arms before T0");
+}
+
+/// While a run goes, a node sends its shards to the leader and the next in
+/// line, the leader alone judges `abortOnFail` and sends the run's progress
+/// about once a second, and every node holds the leader's progress; a
+/// progress from another node is refused. Once the run ended, shards go nowhere (they
+/// spread by anti-entropy) and no progress is sent.
+#[test]
+fn shards_go_to_the_leader_which_alone_sends_the_progress_while_the_run_goes() {
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 2)], 0, 41);
+    let run = sim.submit(0, spec(8, 6), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let leader = sim.leader_index(&run);
+    assert_eq!(leader, sim.rank(&run, 0));
+    let leader_id = sim.nodes[leader].id.clone();
+    let next = sim.rank(&run, 1);
+    let next_id = sim.nodes[next].id.clone();
+    for i in 0..4 {
+        let (to, judges) = sim.with_core(i, |core, _, view| {
+            (core.shard_to(&run, view), core.judges_aborts(&run, view))
+        });
+        let expected = if i == leader {
+            vec![next_id.clone()]
+        } else if i == next {
+            vec![leader_id.clone()]
+        } else {
+            vec![leader_id.clone(), next_id.clone()]
+        };
+        assert_eq!(to, expected, "node {i}: to the leader and the next in line");
+        assert_eq!(judges, i == leader, "node {i}: only the leader judges");
+    }
+    let since = sim.now;
+    let _ = sim.run_until(Duration::from_secs(3), |_| false);
+    let lives: Vec<usize> = sim
+        .published
+        .iter()
+        .filter(|(t, _, kind)| *t >= since && *kind == "live")
+        .map(|(_, by, _)| *by)
+        .collect();
+    assert!(
+        (2..=4).contains(&lives.len()) && lives.iter().all(|by| *by == leader),
+        "3 s of the run: {lives:?} (leader {leader})"
+    );
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let held = n.core.get(&run).and_then(|r| r.live.clone());
+        if i != leader {
+            assert!(held.is_some(), "node {i} holds the leader's progress");
+        }
+    }
+    // A progress from a worker is not taken.
+    let worker = (leader + 1) % 4;
+    let other = (leader + 2) % 4;
+    let at = sim.at(other);
+    let term = sim.nodes[other].core.get(&run).map_or(0, |r| r.term);
+    let forged = RunEnvelope {
+        protocol: RUN_PROTOCOL,
+        run: run.clone(),
+        body: RunMessage::Live(wire::Live {
+            term,
+            scopes: Vec::new(),
+            started: Vec::new(),
+            done: Vec::new(),
+        }),
+        sig: None,
+    };
+    let from = sim.nodes[worker].id.clone();
+    assert!(matches!(
+        sim.nodes[other].core.on_message(&from, forged, at),
+        Err(RunRefused::NotLeader(_))
+    ));
+    assert!(sim.run_until(Duration::from_secs(15), |s| s.all_finished(&run)));
+    let ended = sim.now;
+    for i in 0..4 {
+        let (to, judges) = sim.with_core(i, |core, _, view| {
+            (core.shard_to(&run, view), core.judges_aborts(&run, view))
+        });
+        assert_eq!((to, judges), (Vec::new(), false), "node {i}, after the end");
+    }
+    let _ = sim.run_until(Duration::from_secs(3), |_| false);
+    assert!(
+        !sim.published
+            .iter()
+            .any(|(t, _, kind)| *t > ended && *kind == "live"),
+        "no progress once the run ended"
+    );
+}
+
+/// Once every node of the armed plan has started and the leader's `live`
+/// says it holds their `started`, nobody re-sends it, and the leader sends
+/// neither the proposal nor the arm again: what goes on while the run goes
+/// is the leader's progress, once a second.
+#[test]
+fn a_run_under_way_re_sends_nothing_the_leader_holds() {
+    let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 43);
+    let run = sim.submit(0, spec(10, 12), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let leader = sim.leader_index(&run);
+    let _ = sim.run_until(Duration::from_secs(3), |_| false);
+    let since = sim.now;
+    let _ = sim.run_until(Duration::from_secs(5), |_| false);
+    let kinds: Vec<(usize, &str)> = sim
+        .published
+        .iter()
+        .filter(|(t, _, _)| *t >= since)
+        .map(|(_, by, kind)| (*by, *kind))
+        .collect();
+    let count = |kind: &str| kinds.iter().filter(|(_, k)| *k == kind).count();
+    assert_eq!(count("started"), 0, "{kinds:?}");
+    assert_eq!(count("propose") + count("arm"), 0, "{kinds:?}");
+    assert!(
+        (4..=6).contains(&count("live")) && kinds.iter().all(|(by, _)| *by == leader),
+        "5 s under way: {kinds:?} (leader {leader})"
+    );
+    assert!(sim.run_until(Duration::from_secs(15), |s| s.all_finished(&run)));
+    assert_eq!(sim.finish_of(&run).outcome, Outcome::Complete);
 }

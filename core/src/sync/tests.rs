@@ -183,3 +183,76 @@ fn nodes_that_start_at_their_own_place_ask_different_peers_first() {
     }
     assert_eq!(first.len(), all.len(), "every peer is asked once");
 }
+
+/// Each node strides over its peers its own way and asks every one within
+/// as many asks as there are peers. When a run ends with each of 200
+/// nodes holding only its own shards and the leader holding all, asks
+/// answered at once spread everything in 12 rounds; walking the ring one
+/// by one (every stride 1) takes 20.
+#[test]
+fn strides_reach_every_peer_and_spread_a_runs_shards_in_few_rounds() {
+    let all: Vec<String> = (0..37).map(|i| format!("n{i:02}")).collect();
+    let mut seconds = BTreeSet::new();
+    for me in &all {
+        let peers: Vec<String> = all.iter().filter(|p| *p != me).cloned().collect();
+        let mut state = SyncState::after(me, &peers);
+        let asked: BTreeSet<String> = (0..peers.len())
+            .filter_map(|_| state.pick(&peers, Duration::ZERO).cloned())
+            .collect();
+        assert_eq!(asked.len(), peers.len(), "{me} asks every peer once");
+        let mut again = SyncState::after(me, &peers);
+        again.pick(&peers, Duration::ZERO);
+        seconds.extend(again.pick(&peers, Duration::ZERO).cloned());
+    }
+    assert!(seconds.len() > 20, "second asks: {seconds:?}");
+
+    let rounds = |strided: bool| {
+        const NODES: usize = 200;
+        let names: Vec<String> = (0..NODES).map(|i| format!("n{i:03}")).collect();
+        let mut held: Vec<BTreeSet<(String, u64)>> = (0..NODES)
+            .map(|n| (0..2).map(|seq| (names[n].clone(), seq)).collect())
+            .collect();
+        let union: BTreeSet<(String, u64)> = held.iter().flatten().cloned().collect();
+        held[57] = union.clone();
+        let peers: Vec<Vec<String>> = (0..NODES)
+            .map(|n| names.iter().filter(|p| **p != names[n]).cloned().collect())
+            .collect();
+        let mut states: Vec<SyncState> = (0..NODES)
+            .map(|n| {
+                let mut s = SyncState::after(&names[n], &peers[n]);
+                if !strided {
+                    s.stride = 1;
+                }
+                s
+            })
+            .collect();
+        let mut rounds = 0;
+        while held.iter().any(|h| *h != union) && rounds < 400 {
+            rounds += 1;
+            let before = held.clone();
+            for n in 0..NODES {
+                if held[n] == union {
+                    continue;
+                }
+                let Some(peer) = states[n].pick(&peers[n], Duration::ZERO).cloned() else {
+                    continue;
+                };
+                let p = names.iter().position(|x| *x == peer).unwrap_or(0);
+                let want = missing(&before[p], &have_of(&held[n]), MAX_ANSWER_SHARDS + 1);
+                let more = want.len() > MAX_ANSWER_SHARDS;
+                let mut new = 0;
+                for k in want.into_iter().take(MAX_ANSWER_SHARDS) {
+                    new += usize::from(held[n].insert(k));
+                }
+                states[n].answered(new, more, Duration::ZERO);
+            }
+        }
+        rounds
+    };
+    let (strided, walked) = (rounds(true), rounds(false));
+    eprintln!("every shard everywhere: {strided} rounds strided, {walked} walking the ring");
+    assert!(
+        strided * 3 < walked * 2,
+        "{strided} rounds strided, {walked} walking"
+    );
+}

@@ -1,9 +1,11 @@
 //! The live dashboard every node serves: a web page at `/` and one stream
 //! of server-sent events, `GET /v1/events`, that feeds it.
 //!
-//! Any node of the mesh holds every shard of a run as it is gossiped, so any
-//! node can show the whole run merged, live, whichever node the run was
-//! submitted to. The page is drawn by the same script as the HTML report
+//! A run's leader holds every shard of the run as it goes (the workers send
+//! it theirs), and every node holds every shard once it has ended: so the
+//! leader shows the whole run merged, live, whichever node the run was
+//! submitted to, another node its own share until the end, and any node
+//! the whole run after it. The page is drawn by the same script as the HTML report
 //! (`report.js`), so a run under way looks like its final report, growing.
 //!
 //! The page, its scripts and its style are embedded in the binary and

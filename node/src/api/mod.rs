@@ -336,24 +336,8 @@ pub struct LiveView {
     pub regions: Vec<LivePart>,
 }
 
-/// One part of a run's progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LivePart {
-    /// `all`, or the region.
-    pub scope: String,
-    /// The interval shown: seconds since the start instant.
-    pub t_s: f64,
-    /// VUs running in it.
-    pub vus: u64,
-    /// Requests per second in it.
-    pub rps: f64,
-    /// 95th percentile of `http_req_duration` in it, ms.
-    pub p95_ms: f64,
-    /// Requests so far.
-    pub requests: u64,
-    /// Failed requests so far.
-    pub failed: u64,
-}
+/// One part of a run's progress: the wire's own, as the leader sends it.
+pub use crate::core::wire::LiveScope as LivePart;
 
 /// What the API asks of the node's event loop.
 #[derive(Debug)]

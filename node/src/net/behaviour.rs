@@ -4,7 +4,7 @@
 //!   (authenticates the peer id) and Yamux (streams). QUIC is left out: a
 //!   private network only covers TCP, and a QUIC listener would be a way in
 //!   that the mesh key does not close.
-//! - gossipsub: heartbeats (and, later, run lifecycle and shards). Every
+//! - gossipsub: heartbeats, suspicions and run messages. Every
 //!   message is signed by its author (`Strict`), so the author's peer id is
 //!   known and a heartbeat cannot speak for another node. Messages are
 //!   validated by the node before gossipsub forwards them: what does not

@@ -108,11 +108,6 @@ enum Inbound {
         source: PeerId,
         env: wire::RunEnvelope,
     },
-    Shard {
-        source: PeerId,
-        shard: Box<crate::core::shard::Shard>,
-        bytes: Vec<u8>,
-    },
     /// An answer prepared off the event loop, to send.
     Answer {
         channel: ResponseChannel<Response>,
@@ -255,12 +250,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let signer = Signer::new(key.clone());
     let mut swarm = build_swarm(key, config.mesh_key, config.mdns, traffic.clone())?;
     let topic = gossipsub::IdentTopic::new(MEMBERS_TOPIC);
-    for name in [
-        MEMBERS_TOPIC,
-        wire::SUSPECTS_TOPIC,
-        wire::RUNS_TOPIC,
-        wire::SHARDS_TOPIC,
-    ] {
+    for name in [MEMBERS_TOPIC, wire::SUSPECTS_TOPIC, wire::RUNS_TOPIC] {
         swarm
             .behaviour_mut()
             .gossipsub
@@ -868,6 +858,11 @@ impl Node {
                 request: Request::Runs { known },
                 channel,
             } => self.answer_runs_known(peer, &known, channel),
+            Inbound::Request {
+                peer,
+                request: Request::Shard { shard },
+                channel,
+            } => self.take_sent_shard(peer, &shard, channel),
             Inbound::Answer { channel, response } => {
                 self.core.shards_answer_sent();
                 let _ = self
@@ -877,11 +872,6 @@ impl Node {
                     .send_response(channel, response);
             }
             Inbound::Run { source, env } => self.on_run_message(source, env),
-            Inbound::Shard {
-                source,
-                shard,
-                bytes,
-            } => self.on_shard(source, *shard, bytes),
             Inbound::Response {
                 peer,
                 request_id,
@@ -954,6 +944,7 @@ impl Node {
                     }),
                     Response::Refused { reason } => debug!(%peer, "clock question refused: {reason}"),
                     Response::Module { .. }
+                    | Response::Kept
                     | Response::Shards { .. }
                     | Response::Runs { .. }
                     | Response::Members { .. } => {
@@ -1152,21 +1143,6 @@ impl Node {
                     Err(e) => Err(e.to_string()),
                 });
             return self.judge_member_gossip(propagation_source, source, "run message", decoded);
-        }
-        if message.topic == self.runs.shards_topic.hash() {
-            let decoded = crate::core::shard::Shard::decode(&message.data)
-                .map_err(|e| e.to_string())
-                .and_then(
-                    |shard| match sign::verify_shard(&message.data, &shard.node) {
-                        Ok(()) => Ok(Inbound::Shard {
-                            source,
-                            shard: Box::new(shard),
-                            bytes: message.data.clone(),
-                        }),
-                        Err(e) => Err(e.to_string()),
-                    },
-                );
-            return self.judge_member_gossip(propagation_source, source, "shard", decoded);
         }
         if message.topic == self.suspects.hash() {
             let decoded = wire::decode_suspicion(&message.data)

@@ -20,10 +20,12 @@
 //!    costs between runs;
 //! 3. **leader**: a run is submitted to one node; the phase ends when every
 //!    node names the same leader and holds the same armed plan;
-//! 4. **shards**: every node runs its share for `intervals` seconds, gossips
-//!    a shard per interval and its last one, then says it is done; gossip
-//!    drops some, and once the run is finished anti-entropy asks peers for
-//!    what is missing. The phase ends when every node holds every shard.
+//! 4. **shards**: every node runs its share for `intervals` seconds, sends
+//!    a shard per interval and its last one to the run's leader (as its
+//!    core says), then says it is done; the leader gossips the run's
+//!    progress every second (with made-up figures of the real size); once
+//!    the run is finished anti-entropy asks peers for what is missing. The
+//!    phase ends when every node holds every shard.
 //!
 //! For each phase it counts every transmission per node, by kind, in
 //! messages and bytes.
@@ -67,8 +69,8 @@
 //!   that a node discards a message it sees for the first time (what an
 //!   overloaded node whose queues are full does): later copies are then
 //!   duplicates, so the message is lost to that node for good, and only
-//!   anti-entropy brings a shard back. Request-response rides on TCP and is
-//!   never lost.
+//!   anti-entropy brings a shard back. Request-response (a shard sent to
+//!   the leader among it) rides on TCP and is never lost.
 //! - **Preparing a share** fetches the module from the first source the core
 //!   names (the proposer) as one answer of [`MODULE_BYTES`], then compiles it
 //!   in 200 ms.

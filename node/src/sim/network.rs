@@ -38,7 +38,7 @@ pub enum Kind {
     Members,
     /// Gossip on the runs topic.
     Runs,
-    /// Gossip on the shards topic.
+    /// Shards a worker sends its leader.
     Shards,
     /// Clock exchanges.
     Clock,
@@ -162,13 +162,6 @@ pub enum Payload {
     Suspect(Arc<Suspicion>),
     /// A run message.
     Run(Arc<RunEnvelope>),
-    /// Shard `seq` of its author.
-    Shard {
-        /// The run.
-        run: Arc<str>,
-        /// The sequence number.
-        seq: u32,
-    },
 }
 
 /// One gossip message while copies of it are in flight.

@@ -5,9 +5,10 @@
 //!
 //! Both render one [`Snapshot`], which the node's event loop takes when
 //! asked ([`SnapshotSource`]): the node's health, and the live metrics of
-//! the recent runs, merged from every shard the node holds (a node holds
-//! every shard of a run, gossiped during it, so every node shows the whole
-//! run, not only its own share).
+//! the recent runs, merged from every shard the node holds (while a run
+//! goes its shards go to its leader, which shows the whole run, and the
+//! others their own share; after the end every node holds every shard and
+//! shows the whole run).
 //!
 //! **Why from the merged shards.** The event loop keeps each run's shards
 //! merged in memory already (for the live view and abort thresholds), so a

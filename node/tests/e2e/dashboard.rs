@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fusi_testnet::{Latency, Mesh, MeshConfig, TargetConfig, get_json};
+use fusi_testnet::{Latency, Mesh, MeshConfig, TargetConfig};
 use serde_json::{Value, json};
 
 use super::html::{CHROMIUM_FLAGS, find_chromium};
@@ -322,8 +322,7 @@ fn a_run_is_watched_live_from_another_node_written_as_junit_and_compared_with_a_
     // Once it ends, the page shows the run's whole report, as the node
     // reports it.
     assert_eq!(wait_child(&mut child, Duration::from_secs(60)), Some(0));
-    let report =
-        get_json(nodes[2].api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let report = super::runs::settled_report(nodes[2].api, &token, &id);
     let requests = report["summary"]["http"]["requests"].as_f64();
     assert_eq!(requests, Some(t.stats().requests as f64), "{report}");
     let started = Instant::now();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use fusi_testnet::{Mesh, MeshConfig, MeshNode, TargetConfig, TargetHandle, get_json};
 use serde_json::Value;
 
-use super::runs::{node_bin, phase, run_view, submit, wait_child, wait_for};
+use super::runs::{node_bin, phase, run_view, settled_report, submit, wait_child, wait_for};
 use super::{fusi_to, scenario, serial};
 
 /// Whether the nodes can get network namespaces of their own here; if not,
@@ -349,8 +349,7 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
             }
         );
         let code = wait_child(&mut child, Duration::from_secs(60));
-        let report =
-            get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+        let report = settled_report(watcher, &token, &id);
         let delivered = num(&report["load"]["delivered"]);
         eprintln!(
             "step {step}: exit {code:?}, delivered {delivered} of {}, outcome {}, lost {}",
@@ -439,7 +438,7 @@ fn a_frozen_worker_share_moves_to_the_others_and_it_sends_nothing_on_waking() {
     signal(victim.pid, "CONT");
     eprintln!("froze {} for 2.5 s in run {id}", victim.name);
     let code = wait_child(&mut child, Duration::from_secs(60));
-    let report = get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let report = settled_report(watcher, &token, &id);
     let frozen = report["nodes"]
         .as_array()
         .into_iter()
@@ -525,9 +524,7 @@ fn a_killed_worker_share_moves_to_the_others_or_with_continue_the_run_is_short()
         let survivors: Vec<_> = nodes.iter().filter(|n| n.index != victim).collect();
         let reports: Vec<Value> = survivors
             .iter()
-            .map(|n| {
-                get_json(n.api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null)
-            })
+            .map(|n| settled_report(n.api, &token, &id))
             .collect();
         let report = &reports[0];
         let delivered = num(&report["load"]["delivered"]);
@@ -602,7 +599,7 @@ fn a_killed_workers_share_of_every_scenario_moves_to_the_others() {
     let reports: Vec<Value> = nodes
         .iter()
         .filter(|n| n.index != victim)
-        .map(|n| get_json(n.api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null))
+        .map(|n| settled_report(n.api, &token, &id))
         .collect();
     let report = &reports[0];
     let moves = moves_from(report, &nodes[victim].peer_id);
@@ -669,7 +666,7 @@ fn a_killed_leader_is_replaced_and_its_share_moves_to_the_others() {
     let reports: Vec<Value> = nodes
         .iter()
         .filter(|n| n.index != leader)
-        .map(|n| get_json(n.api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null))
+        .map(|n| settled_report(n.api, &token, &id))
         .collect();
     let report = &reports[0];
     let delivered = num(&report["load"]["delivered"]);
@@ -717,7 +714,7 @@ fn a_worker_restarted_mid_run_reports_its_share_interrupted_and_the_others_take_
     let restarted_api = mesh.nodes()[victim].api;
     let report_of =
         |api| get_json(api, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
-    let report = report_of(watcher);
+    let report = settled_report(watcher, &token, &id);
     let delivered = num(&report["load"]["delivered"]);
     eprintln!(
         "restarted {}: exit {code:?}; delivered {delivered} of {}; outcome {}; lost {}",
@@ -778,7 +775,7 @@ fn with_on_loss_abort_a_killed_worker_stops_the_run_at_once() {
     let killed = std::time::Instant::now();
     let code = wait_child(&mut child, Duration::from_secs(60));
     let took = killed.elapsed();
-    let report = get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let report = settled_report(watcher, &token, &id);
     let view = run_view(watcher, &token, &id);
     eprintln!(
         "abort: the CLI ended {took:?} after the kill, exit {code:?}; delivered {} of {}; {}",

@@ -32,6 +32,21 @@ pub(super) fn run_view(api: SocketAddr, token: &str, id: &str) -> Value {
     get_json(api, token, &format!("/v1/runs/{id}")).unwrap_or(Value::Null)
 }
 
+/// A finished run's report from the node at `api`, once that node holds
+/// the shards of every node of the plan not lost (or after 20 s): shards go
+/// to the run's leader while it runs, and reach every other node by
+/// anti-entropy once it has ended.
+pub(super) fn settled_report(api: SocketAddr, token: &str, id: &str) -> Value {
+    let get = || get_json(api, token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let settled = |r: &Value| {
+        r["completeness"]["nodes_incomplete"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    };
+    wait_for(Duration::from_secs(20), || settled(&get()));
+    get()
+}
+
 pub(super) fn phase(api: SocketAddr, token: &str, id: &str) -> String {
     run_view(api, token, id)["phase"]
         .as_str()
@@ -497,8 +512,7 @@ fn killing_the_leader_or_a_worker_mid_run_leaves_a_short_run_that_accounts_for_i
             assert!(view["term"].as_u64().unwrap_or(0) > 0, "{view}");
         }
         // The report holds what the lost node measured before it died.
-        let report =
-            get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+        let report = settled_report(watcher, &token, &id);
         assert_eq!(
             report["summary"]["completeness"]["nodes"].as_u64(),
             Some(states.len() as u64),
@@ -750,7 +764,7 @@ fn a_killed_worker_of_a_closed_model_hands_its_vus_to_the_others() {
         .unwrap_or_else(|| panic!("no worker to kill"));
     mesh.kill(victim).expect("kill");
     let code = wait_child(&mut child, Duration::from_secs(60));
-    let report = get_json(watcher, &token, &format!("/v1/runs/{id}/report")).unwrap_or(Value::Null);
+    let report = settled_report(watcher, &token, &id);
     let moves: Vec<&Value> = report["moves"]
         .as_array()
         .into_iter()

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::Node;
 use crate::api::{
-    LivePart, LiveView, ReportSource, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView,
+    LiveView, ReportSource, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView,
 };
 use crate::core::allow::AllowList;
 use crate::core::module_name::{MAX_MODULE_BYTES, sha256_hex};
@@ -34,8 +34,8 @@ use crate::core::shard::Shard;
 use crate::core::spec::{OnLoss, RunSpec, Share};
 use crate::core::threshold::parse_all;
 use crate::core::wire::{
-    self, MAX_GOSSIP_BYTES, Outcome, PlanId, RUNS_TOPIC, Request, Response, RunEnvelope,
-    SHARDS_TOPIC,
+    self, MAX_SENT_SHARD_BYTES, Outcome, PlanId, RUNS_TOPIC, Request, Response, RunEnvelope,
+    RunMessage,
 };
 use crate::engine::http::ClientSettings;
 use crate::local::new_run_id;
@@ -132,7 +132,6 @@ pub(super) struct Runs {
     allow: Option<Arc<AllowList>>,
     source_ip: Option<std::net::IpAddr>,
     pub(super) runs_topic: gossipsub::IdentTopic,
-    pub(super) shards_topic: gossipsub::IdentTopic,
 }
 
 /// What this node holds of a run's shards, from its reports (or the names
@@ -181,7 +180,6 @@ impl Runs {
             allow: allow.map(Arc::new),
             source_ip,
             runs_topic: gossipsub::IdentTopic::new(RUNS_TOPIC),
-            shards_topic: gossipsub::IdentTopic::new(SHARDS_TOPIC),
         })
     }
 }
@@ -410,6 +408,22 @@ impl Node {
                 } else {
                     warn!(run = %run, "told to take over part of a share, but this node's share has ended");
                 }
+            }
+            RunAction::Live { run, mut live } => {
+                live.scopes = self
+                    .runs
+                    .reports
+                    .get(&run)
+                    .map(Report::live)
+                    .unwrap_or_else(|| Report::new(&run).live());
+                let env = RunEnvelope {
+                    protocol: wire::RUN_PROTOCOL,
+                    run,
+                    body: RunMessage::Live(live),
+                    sig: None,
+                };
+                let topic = self.runs.runs_topic.clone();
+                self.publish(topic, wire::encode(&env), "run message");
             }
             RunAction::Stop { run } => {
                 if self.runs.started.contains(&run) {
@@ -742,6 +756,7 @@ impl Node {
                 self.fetch_next(fetch, Some(reason))
             }
             Response::Clock { .. }
+            | Response::Kept
             | Response::Shards { .. }
             | Response::Runs { .. }
             | Response::Members { .. }
@@ -751,6 +766,7 @@ impl Node {
             }
             Response::Refused { .. }
             | Response::Clock { .. }
+            | Response::Kept
             | Response::Shards { .. }
             | Response::Runs { .. }
             | Response::Members { .. } => {}
@@ -851,18 +867,17 @@ impl Node {
                         return;
                     }
                 };
-                if bytes.len() > MAX_GOSSIP_BYTES {
+                if bytes.len() > MAX_SENT_SHARD_BYTES {
                     self.warn_once(format!("shard-size:{}", shard.run_id), || {
                         format!(
-                            "a shard of run {} is {} bytes, over the {MAX_GOSSIP_BYTES}-byte gossip limit; \
+                            "a shard of run {} is {} bytes, over the {MAX_SENT_SHARD_BYTES}-byte limit; \
                              it is kept here but not sent (too many tagged series)",
                             shard.run_id,
                             bytes.len()
                         )
                     });
                 } else {
-                    let topic = self.runs.shards_topic.clone();
-                    self.publish(topic, bytes.clone(), "shard");
+                    self.send_shard(&shard.run_id, &bytes);
                 }
                 self.keep_shard(&shard, &bytes);
             }
@@ -895,6 +910,62 @@ impl Node {
                 self.flush_core();
             }
         }
+    }
+
+    /// Sends a shard of this node's to the run's leader and the node next
+    /// in line, as the core says (none once the run ended: anti-entropy
+    /// spreads every shard then). Not retried: a shard the leader missed
+    /// reaches it with the rest.
+    fn send_shard(&mut self, run: &str, bytes: &[u8]) {
+        let at = self.at();
+        for to in self.core.runs().shard_to(run, &self.core.view(at.now)) {
+            let Ok(peer) = to.parse::<PeerId>() else {
+                continue;
+            };
+            self.swarm.behaviour_mut().rpc.send_request(
+                &peer,
+                Request::Shard {
+                    shard: serde_bytes::ByteBuf::from(bytes.to_vec()),
+                },
+            );
+        }
+    }
+
+    /// A shard a worker sent this node, its run's leader or the node next
+    /// in line: kept if it is that node's own, signed by it, of a run it
+    /// takes part in.
+    pub(super) fn take_sent_shard(
+        &mut self,
+        peer: PeerId,
+        bytes: &[u8],
+        channel: ResponseChannel<Response>,
+    ) {
+        let from = peer.to_string();
+        let problem = match Shard::decode(bytes) {
+            Err(e) => Err(e.to_string()),
+            Ok(shard) if shard.node != from => Err(format!("it claims to be from {}", shard.node)),
+            Ok(shard) => crate::net::sign::verify_shard(bytes, &shard.node)
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.shard_problem(&shard))
+                .map(|()| shard),
+        };
+        let response = match problem {
+            Ok(shard) => {
+                self.keep_shard(&shard, bytes);
+                Response::Kept
+            }
+            Err(reason) => {
+                self.warn_once(format!("sent-shard:{from}"), || {
+                    format!("refused a shard {from} sent: {reason}")
+                });
+                Response::Refused { reason }
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, response);
     }
 
     /// Stores and merges a shard; returns whether it was new here.
@@ -984,22 +1055,17 @@ impl Node {
     }
 
     /// Stops a run on every node once one of its `abortOnFail` thresholds
-    /// fails on the measurements merged here. Every node with a share
-    /// judges, at most once a second per run; the first to see a failure
-    /// stops the run, and a stop heard twice changes nothing.
+    /// fails on the measurements merged here. The run's leader judges (the
+    /// shards come to it while the run goes), at most once a second; a
+    /// stop heard twice changes nothing.
     fn judge_aborts(&mut self, id: &str) {
         let now = self.at().now;
+        if !self.core.runs().judges_aborts(id, &self.core.view(now)) {
+            return;
+        }
         let Some(run) = self.core.runs().get(id) else {
             return;
         };
-        let me = self.core.runs().me();
-        let has_share = run
-            .plan
-            .as_ref()
-            .is_some_and(|p| p.shares.iter().any(|a| a.node == me));
-        if !has_share || run.stop_by.is_some() || run.is_finished() {
-            return;
-        }
         if self
             .runs
             .abort_checked
@@ -1047,25 +1113,7 @@ impl Node {
         }
     }
 
-    /// A shard from `source`: kept if it is that node's, of a run it takes part in.
-    pub(super) fn on_shard(&mut self, source: PeerId, shard: Shard, bytes: Vec<u8>) {
-        let from = source.to_string();
-        let problem = if shard.node != from {
-            Err(format!("it claims to be from {}", shard.node))
-        } else {
-            self.shard_problem(&shard)
-        };
-        match problem {
-            Err(p) => self.warn_once(format!("shard:{from}"), || {
-                format!("refused a shard from {from}: {p}")
-            }),
-            Ok(()) => {
-                self.keep_shard(&shard, &bytes);
-            }
-        }
-    }
-
-    /// Why a shard, from gossip or from a peer's answer, cannot be kept.
+    /// Why a shard, sent by a worker or in a peer's answer, cannot be kept.
     pub(super) fn shard_problem(&self, shard: &Shard) -> Result<(), String> {
         match self.core.runs().get(&shard.run_id) {
             None => Err(format!("run {} is unknown here", shard.run_id)),
@@ -1170,31 +1218,25 @@ impl Node {
         self.runs.reports.get(id)
     }
 
-    /// A run's progress, from the shards merged so far.
+    /// A run's progress. While the run goes, its shards go to its leader:
+    /// the leader shows what it merged, another node what the leader last
+    /// sent (or, before that, its own shards). Once the run ended, every
+    /// node shows what it merged.
     pub(super) fn live_view(&self, id: &str) -> Option<LiveView> {
         let run = self.run_view(id)?;
-        let empty = Report::new(id);
-        let report = self.runs.reports.get(id).unwrap_or(&empty);
-        let part = |scope: &str, region: Option<&str>| {
-            let latest = report.latest(region);
-            let (requests, failed) = report.requests(region);
-            LivePart {
-                scope: scope.to_owned(),
-                t_s: latest.as_ref().map_or(0.0, |p| p.t_s),
-                vus: latest.as_ref().map_or(0, |p| p.vus),
-                rps: latest.as_ref().map_or(0.0, |p| p.rps),
-                p95_ms: latest.as_ref().map_or(0.0, |p| p.p95_ms),
-                requests,
-                failed,
-            }
+        let core_run = self.core.runs().get(id)?;
+        let leads = run.leader.as_deref() == Some(self.peer_id.to_string().as_str());
+        let mut scopes = match &core_run.live {
+            Some(live) if !leads && !core_run.is_finished() => live.scopes.clone(),
+            _ => self.runs.reports.get(id).unwrap_or(&Report::new(id)).live(),
         };
+        let regions = scopes.split_off(1.min(scopes.len()));
+        let total = scopes
+            .pop()
+            .unwrap_or_else(|| Report::new(id).live().remove(0));
         Some(LiveView {
-            total: part("all", None),
-            regions: report
-                .regions()
-                .into_iter()
-                .map(|r| part(r, Some(r)))
-                .collect(),
+            total,
+            regions,
             run,
         })
     }

@@ -224,6 +224,7 @@ impl Node {
                 (0, false)
             }
             Response::Clock { .. }
+            | Response::Kept
             | Response::Module { .. }
             | Response::Runs { .. }
             | Response::Members { .. } => (0, false),
