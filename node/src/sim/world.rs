@@ -20,7 +20,9 @@ use crate::core::rng::Rng;
 use crate::core::runs::{At, EndedRun, Run, RunAction};
 use crate::core::shard::Shard;
 use crate::core::spec::{Executor, RunSpec};
-use crate::core::sync::{Have, MAX_ANSWER_BYTES, MAX_ANSWER_SHARDS, have_of, missing};
+use crate::core::sync::{Have, MAX_ANSWER_BYTES, MAX_ANSWER_SHARDS};
+#[cfg(doc)]
+use crate::core::sync::{have_of, missing};
 use crate::core::wire::{self, PlanId, Request, Response, RunEnvelope};
 
 /// The wall clock at virtual time zero, ns since the Unix epoch.
@@ -126,7 +128,9 @@ enum Event {
     SyncAsk {
         from: usize,
         to: usize,
-        have: Vec<Have>,
+        /// What the asker held when it asked, per origin (as the ask's
+        /// `have` lists it).
+        have: Vec<u64>,
     },
     /// An answer to that ask arrives back at `to`: the shards, by origin
     /// and sequence, and whether the peer holds more; `None` if refused.
@@ -197,6 +201,8 @@ pub struct World {
     config: SimConfig,
     nodes: Vec<Node>,
     by_id: FxHashMap<String, usize>,
+    /// Node indices by id, as shard keys sort.
+    id_order: Vec<usize>,
     by_addr: FxHashMap<String, usize>,
     net: Network,
     rng: Rng,
@@ -275,8 +281,11 @@ impl World {
                 shard_bytes: 0,
             });
         }
+        let mut id_order: Vec<usize> = (0..n).collect();
+        id_order.sort_by(|a, b| ids[*a].cmp(&ids[*b]));
         let mut world = World {
             config: config.clone(),
+            id_order,
             by_id: ids
                 .iter()
                 .enumerate()
@@ -957,14 +966,45 @@ impl World {
     }
 
     /// The shard keys node `i` holds, as the runtime's report keeps them.
-    fn held_keys(&self, i: usize) -> BTreeSet<(String, u64)> {
-        let mut out = BTreeSet::new();
-        for (origin, bits) in self.nodes[i].held.iter().enumerate() {
-            let mut bits = *bits;
-            while bits != 0 {
-                let seq = bits.trailing_zeros();
+    /// What node `i` holds, as an ask for shards lists it ([`have_of`] of
+    /// its shard keys), built from its bits.
+    fn have_of(&self, i: usize) -> Vec<Have> {
+        let held = &self.nodes[i].held;
+        self.id_order
+            .iter()
+            .filter(|&&o| held[o] != 0)
+            .map(|&o| {
+                let mut ranges: Vec<(u64, u64)> = Vec::new();
+                let mut bits = held[o];
+                while bits != 0 {
+                    let seq = u64::from(bits.trailing_zeros());
+                    bits &= bits - 1;
+                    match ranges.last_mut() {
+                        Some(last) if last.1 + 1 == seq => last.1 = seq,
+                        _ => ranges.push((seq, seq)),
+                    }
+                }
+                Have {
+                    node: self.nodes[o].id.clone(),
+                    ranges,
+                }
+            })
+            .collect()
+    }
+
+    /// The shards `to` holds that `have` lacks, at most `limit`, in the
+    /// order [`missing`] gives them (by node id, then sequence number).
+    fn missing_bits(&self, to: usize, have: &[u64], limit: usize) -> Vec<(usize, u32)> {
+        let held = &self.nodes[to].held;
+        let mut out = Vec::new();
+        for &o in &self.id_order {
+            let mut bits = held[o] & !have[o];
+            while bits != 0 && out.len() < limit {
+                out.push((o, bits.trailing_zeros()));
                 bits &= bits - 1;
-                out.insert((self.nodes[origin].id.clone(), u64::from(seq)));
+            }
+            if out.len() >= limit {
+                break;
             }
         }
         out
@@ -975,15 +1015,12 @@ impl World {
         let (Some(run), Some(&to)) = (self.run.clone(), self.by_id.get(peer)) else {
             return;
         };
-        let have = have_of(&self.held_keys(i));
         let request = Request::Shards {
             run: run.to_string(),
-            have,
+            have: self.have_of(i),
         };
         let bytes = wire::encode(&request).len() + RPC_OVERHEAD;
-        let Request::Shards { have, .. } = request else {
-            return;
-        };
+        let have = self.nodes[i].held.clone();
         self.rpc(
             Kind::Sync,
             i,
@@ -996,30 +1033,26 @@ impl World {
     /// Node `to` answers an ask for shards, if its core lets it: each
     /// answer takes [`ANSWER_TAKES`] to prepare (reading the shards from
     /// disk).
-    fn answer_sync(&mut self, from: usize, to: usize, have: &[Have]) {
+    fn answer_sync(&mut self, from: usize, to: usize, have: &[u64]) {
         let Some(run) = self.run.clone() else {
             return;
         };
         let from_id = self.nodes[from].id.clone();
         let allowed = self.nodes[to].core.begin_shards_answer(&from_id, &run);
         let answer = allowed.is_ok().then(|| {
-            let held = self.held_keys(to);
-            let mut keys = missing(&held, have, MAX_ANSWER_SHARDS + 1);
+            let mut keys = self.missing_bits(to, have, MAX_ANSWER_SHARDS + 1);
             let mut more = keys.len() > MAX_ANSWER_SHARDS;
             keys.truncate(MAX_ANSWER_SHARDS);
             let mut shards = Vec::new();
             let mut bytes = 0;
-            for (node, seq) in keys {
-                let Some(&origin) = self.by_id.get(&node) else {
-                    continue;
-                };
+            for (origin, seq) in keys {
                 let size = self.nodes[origin].shard_bytes - GOSSIP_OVERHEAD;
                 if bytes + size > MAX_ANSWER_BYTES && !shards.is_empty() {
                     more = true;
                     break;
                 }
                 bytes += size;
-                shards.push((origin, seq as u32));
+                shards.push((origin, seq));
             }
             (shards, more, bytes)
         });
