@@ -119,6 +119,9 @@ fn traffic(apis: &[SocketAddr], token: &str) -> anyhow::Result<Vec<(f64, f64)>> 
         .collect()
 }
 
+/// How long after a run every node may take to hold every shard.
+const SETTLE_WITHIN: Duration = Duration::from_secs(30);
+
 /// Runs the benchmark.
 pub fn run(setup: &Setup) -> anyhow::Result<()> {
     let duration = setup.duration.unwrap_or(Duration::from_secs(60));
@@ -202,6 +205,35 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             .to_owned();
         let view = get_json(api, &token, &format!("/v1/runs/{id}"))?;
         let f = |name: &str| view.get(name).and_then(serde_json::Value::as_f64);
+        // Shards go to the run's leader while it runs and reach every
+        // other node by anti-entropy once it has ended: wait until every
+        // node holds every shard before comparing their reports.
+        let settle = Instant::now();
+        for node in &apis {
+            loop {
+                let r = get_json(*node, &token, &format!("/v1/runs/{id}/report"))?;
+                let settled = r
+                    .pointer("/completeness/nodes_incomplete")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(Vec::is_empty);
+                if settled {
+                    break;
+                }
+                if settle.elapsed() > SETTLE_WITHIN {
+                    bail!(
+                        "the node at {node} lacks shards {} s after the run: {}",
+                        SETTLE_WITHIN.as_secs(),
+                        r.get("completeness").cloned().unwrap_or_default()
+                    );
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+        println!(
+            "round {}: every node held every shard {:.2} s after the run's CLI returned",
+            round + 1,
+            settle.elapsed().as_secs_f64()
+        );
         let mut report_ms = Vec::new();
         let mut first_report: Option<serde_json::Value> = None;
         for node in &apis {
