@@ -61,7 +61,9 @@ enum Cmd {
     /// Stop a run on every node.
     #[command(after_long_help = runs::STOP_EXAMPLES)]
     Stop(runs::StopArgs),
-    /// Print a run's merged report; any node of the mesh can.
+    /// Print a run's merged report; any node of the mesh can. A node gets
+    /// the others' shards once the run has ended, so the report of a
+    /// finished run waits (up to 15 s) until the node holds them all.
     #[command(after_long_help = runs::REPORT_EXAMPLES)]
     Report(runs::ReportArgs),
     /// Compare two runs: the deltas, and whether B is slower than A beyond noise.

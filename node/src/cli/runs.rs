@@ -947,6 +947,15 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(ReportFormat::Text)
     };
     let source = ReportSource::find(&args.api, &args.run, args.local).await?;
+    if let ReportSource::Node(client) = &source {
+        // A node gets the others' shards of a run once it has ended (they
+        // go to the run's leader while it runs): a report of a finished
+        // run waits until the node holds them, as `run` does.
+        let run: RunView = client.get(&format!("/v1/runs/{}", args.run)).await?;
+        if matches!(run.phase.as_str(), "complete" | "stopped" | "failed") {
+            final_report(client, &args.run).await?;
+        }
+    }
     if args.out.is_empty() {
         let bytes = source.render(&args.run, format(None)).await?;
         std::io::stdout()
