@@ -630,6 +630,15 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
             }
             for s in &live.scopes {
                 check_len(WHAT, "a live scope", &s.scope, 64)?;
+                if [s.t_s, s.rps, s.p95_ms]
+                    .iter()
+                    .any(|v| !v.is_finite() || *v < 0.0)
+                {
+                    return Err(invalid(format!(
+                        "live scope {} has a negative or non-finite figure",
+                        s.scope
+                    )));
+                }
             }
             if live.started.len().max(live.done.len()) > MAX_CANDIDATES.div_ceil(8) {
                 return Err(invalid("a live bitmap longer than the most shares".into()));
@@ -1014,6 +1023,38 @@ mod tests {
             })),
             sig: None,
         })
+    }
+
+    #[test]
+    fn a_live_with_a_figure_that_is_not_a_number_is_refused() {
+        let live = |rps: f64| {
+            encode(&RunEnvelope {
+                protocol: RUN_PROTOCOL,
+                run: "r1".into(),
+                body: RunMessage::Live(Live {
+                    term: 0,
+                    scopes: vec![LiveScope {
+                        scope: "all".into(),
+                        t_s: 1.0,
+                        vus: 2,
+                        rps,
+                        p95_ms: 3.5,
+                        requests: 4,
+                        failed: 0,
+                    }],
+                    started: vec![1],
+                    done: Vec::new(),
+                }),
+                sig: None,
+            })
+        };
+        assert!(decode_run(&live(10.5)).is_ok());
+        for bad in [f64::NAN, f64::INFINITY, -1.0] {
+            assert!(
+                matches!(decode_run(&live(bad)), Err(WireError::Invalid { .. })),
+                "rps {bad}"
+            );
+        }
     }
 
     #[test]
