@@ -353,8 +353,9 @@ impl NodeCore {
     }
 
     /// This node's share of `id` ended with `shards` shards sealed.
-    pub fn finished(&mut self, id: &str, shards: u64, interrupted: bool) {
-        let actions = self.runs.finished(id, shards, interrupted);
+    pub fn finished(&mut self, id: &str, shards: u64, interrupted: bool, now: Duration) {
+        let view = View::new(&self.mesh, now);
+        let actions = self.runs.finished(id, shards, interrupted, &view);
         self.queue(actions);
     }
 

@@ -41,8 +41,8 @@ use crate::segment::ExecutionSegment;
 use crate::shard::Shard;
 use crate::spec::{OnLoss, Share};
 use crate::wire::{
-    self, Assigned, Finish, Handoff, Live, Outcome, Plan, PlanId, Proposal, RUN_PROTOCOL,
-    RunEnvelope, RunMessage, RunSignature, decode_run,
+    self, Assigned, Finish, Handoff, Live, NodeWords, Outcome, Plan, PlanId, Proposal,
+    RUN_PROTOCOL, RunEnvelope, RunMessage, RunSignature, decode_run,
 };
 
 /// Time a share may take past its executor and graceful stop: setup,
@@ -135,6 +135,16 @@ impl Default for RunsConfig {
 pub enum RunAction {
     /// Send a message on the runs topic.
     Publish(RunEnvelope),
+    /// Send a word of this node's (a `started` or a `done`) to these
+    /// nodes alone, the run's leader and the node next in line
+    /// ([`crate::wire::Request::Word`]): every node passing on every
+    /// other's words made a run's traffic grow with its nodes.
+    Tell {
+        /// Whom to tell.
+        to: Vec<String>,
+        /// The word.
+        env: RunEnvelope,
+    },
     /// Prepare this node's share: get the module (from these peers, in
     /// order, unless it is cached), compile it, check the targets, initialize
     /// the VUs; then call [`RunsCore::prepared`] or [`RunsCore::refused`].
@@ -610,8 +620,78 @@ impl Run {
         };
         plan.shares
             .iter()
-            .filter(|s| !self.done.contains_key(&s.node) && !view.alive(&s.node))
-            .map(|s| s.node.clone())
+            .enumerate()
+            .filter(|(i, s)| !self.heard(*i, &s.node).1 && !view.alive(&s.node))
+            .map(|(_, s)| s.node.clone())
+            .collect()
+    }
+
+    /// Whether this node knows that `node` of the plan has started, and
+    /// that it is done: from its own word, which only the leader and the
+    /// node next in line get while the run goes, or from the leader's
+    /// latest `live`.
+    pub fn heard_of(&self, node: &str) -> (bool, bool) {
+        let i = self
+            .plan
+            .as_ref()
+            .and_then(|p| p.shares.iter().position(|s| s.node == node));
+        match i {
+            Some(i) => self.heard(i, node),
+            None => (
+                self.started.contains_key(node),
+                self.done.contains_key(node),
+            ),
+        }
+    }
+
+    /// [`Run::heard_of`] the `i`th node of the plan, `node`. The bits of a
+    /// `live` are over the armed plan, and a run holds one only once armed
+    /// (when its plan is the armed one, for good).
+    fn heard(&self, i: usize, node: &str) -> (bool, bool) {
+        let live = self.live.as_ref();
+        (
+            self.started.contains_key(node) || live.is_some_and(|l| Live::has(&l.started, i)),
+            self.done.contains_key(node) || live.is_some_and(|l| Live::has(&l.done, i)),
+        )
+    }
+
+    /// Takes the words a finish carries, of the nodes of the armed plan
+    /// whose own words did not reach this node.
+    fn take_words(&mut self, words: &[NodeWords]) {
+        let Some(plan) = self
+            .plan
+            .as_ref()
+            .filter(|p| self.armed.as_ref().is_some_and(|a| a.plan == p.id))
+        else {
+            return;
+        };
+        if words.len() != plan.shares.len() {
+            return;
+        }
+        for (share, (started, done)) in plan.shares.iter().zip(words) {
+            if let Some(s) = started {
+                self.started.entry(share.node.clone()).or_insert(*s);
+            }
+            if let Some(d) = done {
+                self.done.entry(share.node.clone()).or_insert(*d);
+            }
+        }
+    }
+
+    /// The words this node holds of each node of the armed plan, in its
+    /// order, for a finish.
+    fn words(&self) -> Vec<NodeWords> {
+        let armed = self.armed.as_ref().map(|a| a.plan);
+        self.plan
+            .iter()
+            .filter(|p| Some(p.id) == armed)
+            .flat_map(|p| &p.shares)
+            .map(|s| {
+                (
+                    self.started.get(&s.node).copied(),
+                    self.done.get(&s.node).copied(),
+                )
+            })
             .collect()
     }
 
@@ -1105,6 +1185,7 @@ impl RunsCore {
                         .filter(|h| check_handoff(run, h).is_ok())
                         .map(|h| (h.from.clone(), h.clone()))
                         .collect();
+                    run.take_words(&finish.words);
                     run.finish = Some(finish);
                     run.finish_sig = sig;
                     true
@@ -1306,6 +1387,12 @@ impl RunsCore {
         let Some(run) = self.runs.get(id).filter(|r| !r.is_finished()) else {
             return Vec::new();
         };
+        self.leader_bound(run, view)
+    }
+
+    /// The run's leader and the candidate next in line, but this node:
+    /// where its shards and its words go while the run goes.
+    fn leader_bound(&self, run: &Run, view: &dyn MeshView) -> Vec<String> {
         let (leader, next) = run.leader_and_next(view);
         [leader, next]
             .into_iter()
@@ -1313,6 +1400,16 @@ impl RunsCore {
             .filter(|n| *n != self.me)
             .map(str::to_owned)
             .collect()
+    }
+
+    /// A word of this node's about `run`, told to its leader and the node
+    /// next in line (none while it sees neither).
+    fn tell(&self, run: &Run, view: &dyn MeshView, body: RunMessage) -> Option<RunAction> {
+        let to = self.leader_bound(run, view);
+        (!to.is_empty()).then(|| RunAction::Tell {
+            to,
+            env: run.envelope(body),
+        })
     }
 
     /// Whether this node judges run `id`'s `abortOnFail` thresholds now:
@@ -1442,14 +1539,24 @@ impl RunsCore {
         };
         run.started.insert(me, entry);
         self.dirty.insert(id.to_owned());
-        vec![RunAction::Publish(run.envelope(RunMessage::Started {
+        let Some(run) = self.runs.get(id) else {
+            return Vec::new();
+        };
+        let word = RunMessage::Started {
             at_ns: entry.0,
             bound_ns: entry.1,
-        }))]
+        };
+        self.tell(run, view, word).into_iter().collect()
     }
 
     /// This node's share ended, after sending `shards` shards.
-    pub fn finished(&mut self, id: &str, shards: u64, interrupted: bool) -> Vec<RunAction> {
+    pub fn finished(
+        &mut self,
+        id: &str,
+        shards: u64,
+        interrupted: bool,
+        view: &dyn MeshView,
+    ) -> Vec<RunAction> {
         let me = self.me.clone();
         let Some(run) = self.runs.get_mut(id) else {
             return Vec::new();
@@ -1464,10 +1571,14 @@ impl RunsCore {
         let interrupted = interrupted || run.handoffs.contains_key(&me);
         run.done.insert(me, (shards, interrupted));
         self.dirty.insert(id.to_owned());
-        vec![RunAction::Publish(run.envelope(RunMessage::Done {
+        let Some(run) = self.runs.get(id) else {
+            return Vec::new();
+        };
+        let word = RunMessage::Done {
             shards,
             interrupted,
-        }))]
+        };
+        self.tell(run, view, word).into_iter().collect()
     }
 
     /// Takes back a run stored before a restart. A share this node was
@@ -1712,12 +1823,17 @@ impl RunsCore {
             && run.armed.as_ref().is_some_and(|a| {
                 run.plan.as_ref().is_some_and(|p| {
                     p.id == a.plan
-                        && p.shares.iter().all(|s| {
-                            run.started.contains_key(&s.node) || run.done.contains_key(&s.node)
+                        && p.shares.iter().enumerate().all(|(i, s)| {
+                            let (started, done) = run.heard(i, &s.node);
+                            started || done
                         })
                 })
             });
-        if run.timers.progress != Some(progress) || !under_way {
+        // The finish, which carries every node's words, slows down the
+        // same way: its leader sends it again after 1, 2, then 4 s (a node
+        // still talking of the run is answered at once).
+        let quiets = under_way || (run.finish.is_some() && !run.timers.straggler);
+        if run.timers.progress != Some(progress) || !quiets {
             run.timers.quiet = 0;
         }
         let wait = self.config.republish * (1 << run.timers.quiet);
@@ -1772,7 +1888,7 @@ impl RunsCore {
             && (self.judging(at) || run.armed.as_ref().is_none_or(|a| a.by == self.me))
             && !(taking_over && self.cut_off(run, view, at));
         if resend {
-            self.resend(run, leads, under_way, at, out);
+            self.resend(run, leads, under_way, at, view, out);
         } else if hurry == Some(Hurry::Arm) {
             self.publish_arm(run, at, out);
         } else if matches!(hurry, Some(Hurry::Plan | Hurry::Proposal)) {
@@ -2325,6 +2441,7 @@ impl RunsCore {
             outcome,
             lost,
             handoffs: run.handoffs.values().cloned().collect(),
+            words: run.words(),
         };
         run.finish = Some(finish.clone());
         run.timers.finished_at = Some(at.now);
@@ -2462,10 +2579,13 @@ impl RunsCore {
         let others: Vec<&str> = plan
             .shares
             .iter()
-            .map(|s| s.node.as_str())
-            .filter(|n| {
-                *n != self.me && !run.done.contains_key(*n) && !run.handoffs.contains_key(*n)
+            .enumerate()
+            .filter(|(i, s)| {
+                s.node != self.me
+                    && !run.heard(*i, &s.node).1
+                    && !run.handoffs.contains_key(&s.node)
             })
+            .map(|(_, s)| s.node.as_str())
             .collect();
         let silent = others
             .iter()
@@ -2508,9 +2628,10 @@ impl RunsCore {
         leads: bool,
         under_way: bool,
         at: At,
+        view: &dyn MeshView,
         out: &mut Vec<RunAction>,
     ) {
-        self.resend_all(run, leads, under_way, at, out);
+        self.resend_all(run, leads, under_way, at, view, out);
         run.timers.unaware = false;
     }
 
@@ -2549,14 +2670,18 @@ impl RunsCore {
     /// proposal nor the arm (every node of the plan holds them; one that
     /// talks of another plan is passed the arm), and a node whose `started`
     /// or `done` the leader's latest `live` says it holds does not re-send
-    /// it (nor does the leader its own): at 1,000 simulated nodes those re-sends were most of a run's
-    /// traffic, each node passing on every other's every few seconds.
+    /// it (nor does the leader its own): at 1,000 simulated nodes those
+    /// re-sends were most of a run's traffic, each node passing on every
+    /// other's every few seconds. Those two words go to the leader and the
+    /// node next in line alone; a new leader whose `live` lacks one hears it
+    /// again.
     fn resend_all(
         &self,
         run: &Run,
         leads: bool,
         under_way: bool,
         at: At,
+        view: &dyn MeshView,
         out: &mut Vec<RunAction>,
     ) {
         // The proposal, until a plan exists (the proposer) or the run is
@@ -2601,18 +2726,20 @@ impl RunsCore {
         if let Some((at_ns, bound_ns)) = run.started.get(&self.me)
             && !acked(|l| &l.started)
         {
-            out.push(RunAction::Publish(run.envelope(RunMessage::Started {
+            let word = RunMessage::Started {
                 at_ns: *at_ns,
                 bound_ns: *bound_ns,
-            })));
+            };
+            out.extend(self.tell(run, view, word));
         }
         if let Some((shards, interrupted)) = run.done.get(&self.me)
             && !acked(|l| &l.done)
         {
-            out.push(RunAction::Publish(run.envelope(RunMessage::Done {
+            let word = RunMessage::Done {
                 shards: *shards,
                 interrupted: *interrupted,
-            })));
+            };
+            out.extend(self.tell(run, view, word));
         }
         if run.stop_by.as_deref() == Some(self.me.as_str()) {
             out.push(RunAction::Publish(run.envelope(RunMessage::Stop {

@@ -69,7 +69,7 @@ pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTE
 pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
 
 /// The version of the run messages; a node ignores other versions.
-pub const RUN_PROTOCOL: u32 = 4;
+pub const RUN_PROTOCOL: u32 = 5;
 
 /// The most candidates a proposal may name.
 pub const MAX_CANDIDATES: usize = 4096;
@@ -165,6 +165,14 @@ pub enum Request {
     Runs {
         /// The run ids the asker knows.
         known: Vec<String>,
+    },
+    /// Take this word of mine about a run: a [`RunEnvelope`] whose body is
+    /// a `started` or a `done` ([`RunMessage::is_word`]), encoded. A node
+    /// sends them to its run's leader and the node next in line, not to
+    /// every node; the sender is the connection's authenticated peer.
+    Word {
+        /// The envelope, as [`encode`] makes it.
+        message: serde_bytes::ByteBuf,
     },
     /// Take this shard of mine (encoded and signed as in an answer to
     /// [`Request::Shards`]): a worker sends each shard to its run's leader
@@ -275,6 +283,15 @@ impl RunEnvelope {
             body: self.body.clone(),
             sig: None,
         })
+    }
+
+    /// Whether this is a word a node sends its run's leader directly
+    /// ([`Request::Word`]) rather than to every node.
+    pub fn is_word(&self) -> bool {
+        matches!(
+            self.body,
+            RunMessage::Started { .. } | RunMessage::Done { .. }
+        )
     }
 
     /// Whether this is a leader's message that must be signed by the
@@ -482,7 +499,18 @@ pub struct Finish {
     /// every node once the run is over.
     #[serde(default)]
     pub handoffs: Vec<Handoff>,
+    /// The words the leader held of each node of the armed plan, in the
+    /// plan's order: `started` and `done` go to the leader alone while the
+    /// run goes, so this is how every other node learns them. Empty when
+    /// nothing was armed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<NodeWords>,
 }
+
+/// One node's words as a [`Finish`] carries them: its real start (in the
+/// arming leader's clock, and the error bound, ns) as its `started` said,
+/// and its shards and whether it was interrupted as its `done` said.
+pub type NodeWords = (Option<(i64, i64)>, Option<(u64, bool)>);
 
 /// The end of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -621,6 +649,9 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
             }
             for h in &f.handoffs {
                 check_handoff(h).map_err(invalid)?;
+            }
+            if f.words.len() > MAX_CANDIDATES {
+                return Err(invalid("words of more nodes than a plan holds".into()));
             }
         }
         RunMessage::Handoff(h) => check_handoff(h).map_err(invalid)?,

@@ -313,8 +313,14 @@ fn request(bytes: &[u8]) -> bool {
         Ok(&request),
         "an accepted request re-encodes to one that decodes the same"
     );
-    if let Request::Shard { shard: bytes } = request {
-        shard(&bytes);
+    match request {
+        Request::Shard { shard: bytes } => {
+            shard(&bytes);
+        }
+        Request::Word { message } => {
+            run_message(&message);
+        }
+        _ => {}
     }
     true
 }
@@ -786,6 +792,11 @@ fn run_messages() -> Vec<RunEnvelope> {
             outcome: Outcome::Complete,
             lost: vec![],
             handoffs: vec![],
+            words: vec![
+                (Some((AT.wall_ns, 1_000)), Some((3, false))),
+                (Some((AT.wall_ns + 2_000, 1_500)), Some((2, true))),
+                (None, None),
+            ],
         }),
         RunMessage::Finish(Finish {
             term: 1,
@@ -795,6 +806,7 @@ fn run_messages() -> Vec<RunEnvelope> {
             },
             lost: vec!["c".into()],
             handoffs: vec![handoff()],
+            words: vec![],
         }),
         RunMessage::Finish(Finish {
             term: 2,
@@ -803,6 +815,7 @@ fn run_messages() -> Vec<RunEnvelope> {
             },
             lost: vec![],
             handoffs: vec![],
+            words: vec![],
         }),
     ]);
     bodies
@@ -850,6 +863,17 @@ fn requests() -> Vec<Request> {
         Request::Shard {
             shard: serde_bytes::ByteBuf::from(shards()[0].encode()),
         },
+        Request::Word {
+            message: serde_bytes::ByteBuf::from(wire::encode(&RunEnvelope {
+                protocol: wire::RUN_PROTOCOL,
+                run: "r0".into(),
+                body: RunMessage::Done {
+                    shards: 4,
+                    interrupted: false,
+                },
+                sig: None,
+            })),
+        },
     ]
 }
 
@@ -872,6 +896,7 @@ fn ended_run() -> EndedRun {
             outcome: Outcome::Complete,
             lost: vec!["c".into()],
             handoffs: vec![handoff()],
+            words: vec![(None, Some((30, false))); 3],
         },
         // Signed by the node that leads run r0 at term 0 (the signature
         // itself is checked by the runtime, not by what is fuzzed here).

@@ -93,6 +93,9 @@ struct Sim {
     sent: u64,
     /// Every publish: when, by whom, and the message's kind.
     published: Vec<(Duration, usize, &'static str)>,
+    /// Words told directly (not in `published`): when, by whom, to whom,
+    /// which.
+    told: Vec<(Duration, usize, Vec<usize>, &'static str)>,
     by_id: std::collections::HashMap<String, usize>,
     /// Arms from the first to the second node are lost.
     blocked: BTreeSet<(usize, usize)>,
@@ -145,6 +148,7 @@ impl Sim {
             in_flight: Vec::new(),
             sent: 0,
             published: Vec::new(),
+            told: Vec::new(),
         }
     }
 
@@ -224,7 +228,32 @@ impl Sim {
     fn carry_out(&mut self, i: usize, actions: Vec<RunAction>) {
         for action in actions {
             match action {
-                RunAction::Publish(_) if self.muted.contains(&i) => {}
+                RunAction::Publish(_) | RunAction::Tell { .. } if self.muted.contains(&i) => {}
+                RunAction::Tell { to, env } => {
+                    // A word goes to the nodes named, as a request does.
+                    let bytes = wire::encode(&env);
+                    let env = wire::decode_run(&bytes).unwrap_or_else(|e| panic!("{e}: {env:?}"));
+                    assert!(env.is_word(), "{env:?}");
+                    self.sent += 1;
+                    let to: Vec<usize> = to.iter().filter_map(|t| self.index(t)).collect();
+                    self.told
+                        .push((self.now, i, to.clone(), kind_of(&env.body)));
+                    for j in to {
+                        if j == i || self.cut_since(i, j).is_some() {
+                            continue;
+                        }
+                        if self.rng.next_u64() % 100 < self.loss {
+                            continue;
+                        }
+                        let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
+                        self.in_flight.push((
+                            self.now + delay,
+                            j,
+                            self.nodes[i].id.clone(),
+                            env.clone(),
+                        ));
+                    }
+                }
                 RunAction::Publish(mut env) => {
                     // The runtime signs a leader's message it sends as
                     // itself (a relay carries the leader's signature).
@@ -365,7 +394,8 @@ impl Sim {
                 if let Some(w) = self.nodes[i].workers.get_mut(&run) {
                     w.finished = true;
                 }
-                let actions = self.nodes[i].core.finished(&run, 3, false);
+                let actions =
+                    self.with_core(i, |core, _, view| core.finished(&run, 3, false, view));
                 self.carry_out(i, actions);
             }
         }
@@ -901,16 +931,21 @@ fn a_run_survives_its_encoding_and_a_restart_hears_the_share_interrupted() {
     let mut fresh = RunsCore::new(sim.nodes[1].id.clone(), RunsConfig::default());
     let at = sim.at(1);
     assert_eq!(fresh.restore(back, at), Some(run.clone()));
-    let actions = fresh.finished(&run, 4, true);
+    let view = View { me: 1, sim: &sim };
+    let actions = fresh.finished(&run, 4, true, &view);
+    // The word goes to the leader and the next in line, not to every node.
     assert!(matches!(
         &actions[..],
-        [RunAction::Publish(RunEnvelope {
-            body: RunMessage::Done {
-                shards: 4,
-                interrupted: true
-            },
-            ..
-        })]
+        [RunAction::Tell {
+            to,
+            env: RunEnvelope {
+                body: RunMessage::Done {
+                    shards: 4,
+                    interrupted: true
+                },
+                ..
+            }
+        }] if to.len() == 1 && *to != [sim.nodes[1].id.clone()]
     ));
 }
 
@@ -972,7 +1007,15 @@ fn a_restarted_worker_anchors_t0_before_its_start_and_takes_over_nothing() {
         wall_ns: wall_ns + i64::try_from(ms).unwrap_or(0) * 1_000_000,
     };
     assert_eq!(fresh.restore(stored, at(0)), Some(run.clone()));
-    let mut published = fresh.finished(&run, 4, true);
+    let mut published = fresh.finished(
+        &run,
+        4,
+        true,
+        &JustRestarted {
+            me: me.clone(),
+            others: false,
+        },
+    );
     for ms in (10..=3000).step_by(10) {
         let view = JustRestarted {
             me: me.clone(),
@@ -1407,6 +1450,7 @@ fn finish(core: &mut RunsCore, id: &str) {
             outcome: Outcome::Complete,
             lost: Vec::new(),
             handoffs: Vec::new(),
+            words: Vec::new(),
         });
     }
 }
@@ -1869,6 +1913,7 @@ fn a_member_cannot_forge_a_leaders_arm_handoff_or_finish_by_passing_it_on() {
         },
         lost: Vec::new(),
         handoffs: Vec::new(),
+        words: Vec::new(),
     };
     let plan = r.plan.clone().unwrap_or_else(|| panic!("no plan"));
     let theirs = plan
@@ -2229,6 +2274,73 @@ fn shards_go_to_the_leader_which_alone_sends_the_progress_while_the_run_goes() {
     );
 }
 
+/// A node tells its `started` and `done` to the run's leader and the node
+/// next in line alone; the others see them in the leader's `live` while the
+/// run goes, and every node holds every node's words from the finish, so
+/// that every node says the same start skew and states afterwards.
+#[test]
+fn words_go_to_the_leader_and_the_next_and_every_node_learns_them_from_the_finish() {
+    let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 47);
+    let run = sim.submit(0, spec(10, 4), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let _ = sim.run_until(Duration::from_secs(2), |_| false);
+    let leader = sim.leader_index(&run);
+    let next = sim.rank(&run, 1);
+    let words: Vec<&(Duration, usize, Vec<usize>, &str)> = sim
+        .told
+        .iter()
+        .filter(|(_, _, _, kind)| *kind == "started")
+        .collect();
+    assert!(words.len() >= 5, "{words:?}");
+    for (_, by, to, _) in &words {
+        let mut expected: Vec<usize> = [leader, next].into_iter().filter(|n| n != by).collect();
+        expected.sort_unstable();
+        let mut to = to.clone();
+        to.sort_unstable();
+        assert_eq!(to, expected, "node {by}'s started");
+    }
+    let ids: Vec<String> = sim.nodes.iter().map(|n| n.id.clone()).collect();
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let r = n
+            .core
+            .get(&run)
+            .unwrap_or_else(|| panic!("node {i} has no run"));
+        if i == leader || i == next {
+            assert_eq!(r.started.len(), 5, "node {i} holds every start");
+        } else {
+            assert_eq!(
+                r.started.keys().collect::<Vec<_>>(),
+                vec![&ids[i]],
+                "node {i} holds its own start alone"
+            );
+            // What it shows of the others, from the leader's `live`.
+            for id in &ids {
+                assert_eq!(r.heard_of(id), (true, false), "node {i} on {id}");
+            }
+        }
+    }
+    assert!(sim.run_until(Duration::from_secs(15), |s| s.all_finished(&run)));
+    assert!(sim.reach(&run, Phase::Complete, Duration::from_secs(5)));
+    let holds = |n: &SimNode| {
+        let r = n.core.get(&run).unwrap_or_else(|| panic!("no run"));
+        (r.started.clone(), r.done.clone(), r.start_skew())
+    };
+    let leaders = holds(&sim.nodes[leader]);
+    assert_eq!((leaders.0.len(), leaders.1.len()), (5, 5));
+    assert!(leaders.2.is_some());
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert_eq!(holds(n), leaders, "node {i} holds the leader's words");
+    }
+    // A word is told, never gossiped; and only a word is told.
+    let words = ["started", "done"];
+    assert!(sim.told.iter().all(|(_, _, _, kind)| words.contains(kind)));
+    assert!(
+        !sim.published
+            .iter()
+            .any(|(_, _, kind)| words.contains(kind))
+    );
+}
+
 /// Once every node of the armed plan has started and the leader's `live`
 /// says it holds their `started`, nobody re-sends it, and the leader sends
 /// neither the proposal nor the arm again: what goes on while the run goes
@@ -2249,7 +2361,8 @@ fn a_run_under_way_re_sends_nothing_the_leader_holds() {
         .map(|(_, by, kind)| (*by, *kind))
         .collect();
     let count = |kind: &str| kinds.iter().filter(|(_, k)| *k == kind).count();
-    assert_eq!(count("started"), 0, "{kinds:?}");
+    let told: Vec<_> = sim.told.iter().filter(|(t, ..)| *t >= since).collect();
+    assert_eq!(told, Vec::<&(Duration, usize, Vec<usize>, &str)>::new());
     assert_eq!(count("propose") + count("arm"), 0, "{kinds:?}");
     assert!(
         (4..=6).contains(&count("live")) && kinds.iter().all(|(by, _)| *by == leader),

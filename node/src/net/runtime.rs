@@ -863,6 +863,11 @@ impl Node {
                 request: Request::Shard { shard },
                 channel,
             } => self.take_sent_shard(peer, &shard, channel),
+            Inbound::Request {
+                peer,
+                request: Request::Word { message },
+                channel,
+            } => self.take_word(peer, &message, channel),
             Inbound::Answer { channel, response } => {
                 self.core.shards_answer_sent();
                 let _ = self

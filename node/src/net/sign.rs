@@ -130,6 +130,7 @@ mod tests {
                 outcome: Outcome::Complete,
                 lost: Vec::new(),
                 handoffs: Vec::new(),
+                words: vec![(Some((1_700_000_000_000_000_000, 1_000)), Some((3, false)))],
             }),
             sig: None,
         }
@@ -161,7 +162,14 @@ mod tests {
             },
             lost: Vec::new(),
             handoffs: Vec::new(),
+            words: Vec::new(),
         });
+        assert!(matches!(verify_run(&forged), Err(SignError::Mismatch(_))));
+        // Or a node's words: when it started, or that it was interrupted.
+        let mut forged = back.clone();
+        if let RunMessage::Finish(f) = &mut forged.body {
+            f.words[0].1 = Some((3, true));
+        }
         assert!(matches!(verify_run(&forged), Err(SignError::Mismatch(_))));
         let mut claimed = finish_env();
         relay.sign_run(&mut claimed).expect("signs");

@@ -124,6 +124,13 @@ enum Event {
     Seal { node: usize, seq: u32 },
     /// Shard `seq` of `from`, sent to its leader, arrives at `to`.
     ShardSent { from: usize, to: usize, seq: u32 },
+    /// A word `from` told its run's leader (or the next in line) arrives
+    /// at `to`.
+    Word {
+        from: usize,
+        to: usize,
+        env: Arc<RunEnvelope>,
+    },
     /// An ask for missing shards arrives at `to`.
     SyncAsk {
         from: usize,
@@ -591,6 +598,16 @@ impl World {
                     self.hold(to, from, seq);
                 }
             }
+            Event::Word { from, to, env } => {
+                if self.nodes[to].up {
+                    let at = self.at(to);
+                    let from = self.nodes[from].id.clone();
+                    let _ = self.nodes[to]
+                        .core
+                        .runs_mut()
+                        .on_message(&from, (*env).clone(), at);
+                }
+            }
             Event::SyncAsk { from, to, have } => self.answer_sync(from, to, &have),
             Event::SyncAnswer { to, answer } => self.on_sync_answer(to, answer),
             Event::Answered(i) => self.nodes[i].core.shards_answer_sent(),
@@ -850,6 +867,32 @@ impl World {
     fn run_action(&mut self, i: usize, action: RunAction) {
         match action {
             RunAction::Publish(env) => self.publish_run(i, env),
+            RunAction::Tell { to, env } => {
+                let message = wire::encode(&env);
+                let bytes = wire::encode(&Request::Word {
+                    message: serde_bytes::ByteBuf::from(message),
+                })
+                .len()
+                    + RPC_OVERHEAD;
+                let env = Arc::new(env);
+                let to: Vec<usize> = to
+                    .iter()
+                    .filter_map(|t| self.by_id.get(t).copied())
+                    .collect();
+                for to in to {
+                    self.rpc(
+                        Kind::Runs,
+                        i,
+                        to,
+                        bytes,
+                        Event::Word {
+                            from: i,
+                            to,
+                            env: env.clone(),
+                        },
+                    );
+                }
+            }
             RunAction::Live { run, mut live } => {
                 // The progress as a leader merges it: the run and each
                 // region, with made-up figures of the real size.
@@ -960,7 +1003,10 @@ impl World {
             );
         }
         if seq == self.config.intervals {
-            self.nodes[i].core.finished(&run, u64::from(seq) + 1, false);
+            let now = self.at(i).now;
+            self.nodes[i]
+                .core
+                .finished(&run, u64::from(seq) + 1, false, now);
             self.carry_out(i);
         }
     }

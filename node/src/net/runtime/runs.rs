@@ -218,7 +218,8 @@ impl Node {
         }
         for (id, shards) in interrupted {
             info!(run = %id, "this node's share of run {id} was interrupted by a restart");
-            self.core.finished(&id, shards, true);
+            let now = self.at().now;
+            self.core.finished(&id, shards, true, now);
             self.flush_core();
         }
         if !self.core.runs().all().is_empty() {
@@ -371,6 +372,20 @@ impl Node {
                 }
                 let topic = self.runs.runs_topic.clone();
                 self.publish(topic, wire::encode(&env), "run message");
+            }
+            RunAction::Tell { to, env } => {
+                let message = serde_bytes::ByteBuf::from(wire::encode(&env));
+                for to in to {
+                    let Ok(peer) = to.parse::<PeerId>() else {
+                        continue;
+                    };
+                    self.swarm.behaviour_mut().rpc.send_request(
+                        &peer,
+                        Request::Word {
+                            message: message.clone(),
+                        },
+                    );
+                }
             }
             RunAction::Prepare {
                 run,
@@ -906,7 +921,8 @@ impl Node {
                 info!(run = %run, fenced, "share done ({shards} shards)");
                 self.runs.workers.remove(&run);
                 self.runs.started.remove(&run);
-                self.core.finished(&run, shards, fenced);
+                let now = self.at().now;
+                self.core.finished(&run, shards, fenced, now);
                 self.flush_core();
             }
         }
@@ -958,6 +974,43 @@ impl Node {
                 self.warn_once(format!("sent-shard:{from}"), || {
                     format!("refused a shard {from} sent: {reason}")
                 });
+                Response::Refused { reason }
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, response);
+    }
+
+    /// A word a node of a run told this node, as its leader or the node
+    /// next in line: a `started` or a `done`, from the sender itself (the
+    /// connection's peer). Anything else goes by gossip and is refused.
+    pub(super) fn take_word(
+        &mut self,
+        peer: PeerId,
+        bytes: &[u8],
+        channel: ResponseChannel<Response>,
+    ) {
+        let from = peer.to_string();
+        let problem = match wire::decode_run(bytes) {
+            Err(e) => Some(e.to_string()),
+            Ok(env) if !env.is_word() => {
+                Some("only a started or a done is told directly; the rest goes by gossip".into())
+            }
+            Ok(env) => {
+                let at = self.at();
+                match self.core.runs_mut().on_message(&from, env, at) {
+                    Ok(_) => None,
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+        };
+        let response = match problem {
+            None => Response::Kept,
+            Some(reason) => {
+                debug!(%peer, "refused a word: {reason}");
                 Response::Refused { reason }
             }
         };
@@ -1298,13 +1351,16 @@ impl Node {
                 .unwrap_or_default();
             let started = run.started.get(id);
             let done = run.done.get(id);
+            // While the run goes, a node other than the leader holds its
+            // own words only, and the others' as the leader's `live` says.
+            let (heard_started, heard_done) = run.heard_of(id);
             let state = if lost.iter().any(|l| l == id) {
                 "lost"
             } else if let Some((_, true)) = done {
                 "interrupted"
-            } else if done.is_some() {
+            } else if heard_done {
                 "done"
-            } else if started.is_some() {
+            } else if heard_started {
                 "started"
             } else if run.refused.contains_key(id) {
                 "refused"
