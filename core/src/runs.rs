@@ -41,7 +41,7 @@ use crate::segment::ExecutionSegment;
 use crate::shard::Shard;
 use crate::spec::{OnLoss, Share};
 use crate::wire::{
-    self, Assigned, Finish, Handoff, Live, NodeWords, Outcome, Plan, PlanId, Proposal,
+    self, Assigned, Finish, Handoff, Held, Live, NodeWords, Outcome, Plan, PlanId, Proposal,
     RUN_PROTOCOL, RunEnvelope, RunMessage, RunSignature, decode_run,
 };
 
@@ -135,7 +135,7 @@ impl Default for RunsConfig {
 pub enum RunAction {
     /// Send a message on the runs topic.
     Publish(RunEnvelope),
-    /// Send a word of this node's (a `started` or a `done`) to these
+    /// Send a word of this node's (a `ready`, a `started` or a `done`) to these
     /// nodes alone, the run's leader and the node next in line
     /// ([`crate::wire::Request::Word`]): every node passing on every
     /// other's words made a run's traffic grow with its nodes.
@@ -144,6 +144,15 @@ pub enum RunAction {
         to: Vec<String>,
         /// The word.
         env: RunEnvelope,
+    },
+    /// Ask `from` for what it holds of `run` ([`crate::wire::Request::Run`]):
+    /// its `held` named a proposal, plan or arm this node lacks. Take each
+    /// message of the answer as if `from` had gossiped it.
+    Pull {
+        /// The run.
+        run: String,
+        /// Whom to ask.
+        from: String,
     },
     /// Prepare this node's share: get the module (from these peers, in
     /// order, unless it is cached), compile it, check the targets, initialize
@@ -655,6 +664,24 @@ impl Run {
         )
     }
 
+    /// Whether a `held` names what this node lacks: an arm, when it holds
+    /// none (or the same plan armed at a lower term, by a leader that has
+    /// since been replaced); a later plan, while nothing is armed.
+    fn lacks(&self, held: &Held) -> bool {
+        let arm = held.armed.is_some_and(|(term, plan)| {
+            self.armed
+                .as_ref()
+                .is_none_or(|a| a.plan == plan && a.term < term)
+        });
+        let plan = self.armed.is_none()
+            && held.plan.is_some_and(|(term, id)| {
+                self.plan
+                    .as_ref()
+                    .is_none_or(|p| (term, id) > (p.term, p.id))
+            });
+        arm || plan
+    }
+
     /// Takes the words a finish carries, of the nodes of the armed plan
     /// whose own words did not reach this node.
     fn take_words(&mut self, words: &[NodeWords]) {
@@ -848,6 +875,12 @@ pub struct RunsCore {
     /// Refusals of proposals this node had no room for, to be sent (at
     /// most [`MAX_PENDING_REFUSALS`]), so their leaders plan without it.
     refusals: Vec<RunEnvelope>,
+    /// Asks to send for what a `held` named ([`RunAction::Pull`]), at most
+    /// [`MAX_PENDING_PULLS`].
+    pulls: Vec<(String, String)>,
+    /// When this node last asked about each run: at most once every
+    /// [`PULL_EVERY`] per run.
+    pulled: BTreeMap<String, Duration>,
     /// The last tick, and when a tick last came [`WAKE_GAP`] after the one
     /// before (this node was frozen or starved) or this process took back
     /// a run after a restart: until it has heard the others again, it
@@ -876,6 +909,13 @@ pub const MAX_OPEN_FROM_ONE: usize = 32;
 /// abandoned, and may be let go of.
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
+/// A node asks about one run at most this often after `held`s: they come
+/// four times a second while the leader hurries.
+const PULL_EVERY: Duration = Duration::from_millis(500);
+
+/// The most asks after `held`s waiting to go out.
+const MAX_PENDING_PULLS: usize = 64;
+
 /// The most refusals of runs without room waiting to be sent.
 const MAX_PENDING_REFUSALS: usize = 64;
 
@@ -896,6 +936,8 @@ impl RunsCore {
             early: Vec::new(),
             evicted: Vec::new(),
             refusals: Vec::new(),
+            pulls: Vec::new(),
+            pulled: BTreeMap::new(),
             last_tick: None,
             woke_at: None,
         }
@@ -994,6 +1036,10 @@ impl RunsCore {
             return Ok(new);
         }
         let id = env.run.clone();
+        if let RunMessage::Held(held) = env.body {
+            self.on_held(from, &id, held, at);
+            return Ok(false);
+        }
         let Some(run) = self.runs.get_mut(&id) else {
             self.early
                 .retain(|(t, _, _)| at.now.saturating_sub(*t) < EARLY_FOR);
@@ -1027,7 +1073,7 @@ impl RunsCore {
         let sig = env.sig;
         let author = sig.as_ref().map_or(from, |s| s.signer.as_str()).to_owned();
         let changed = match env.body {
-            RunMessage::Propose(_) => false,
+            RunMessage::Propose(_) | RunMessage::Held(_) => false,
             RunMessage::Live(live) => {
                 // Only first hand, from the leader of its term, while the
                 // run goes; it changes nothing of the run's state.
@@ -1311,7 +1357,88 @@ impl RunsCore {
         std::mem::take(&mut self.refusals)
             .into_iter()
             .map(RunAction::Publish)
+            .chain(
+                std::mem::take(&mut self.pulls)
+                    .into_iter()
+                    .map(|(run, from)| RunAction::Pull { run, from }),
+            )
             .collect()
+    }
+
+    /// A `held` from `from`: asks it for what this node lacks, if anything
+    /// (a run it does not know at all, a later plan, the arm), at most once
+    /// every [`PULL_EVERY`] per run.
+    fn on_held(&mut self, from: &str, id: &str, held: Held, at: At) {
+        let lacks = match self.runs.get_mut(id) {
+            None => true,
+            Some(run) if run.is_finished() => {
+                // The sender is behind: answer with the finish.
+                run.timers.straggler = true;
+                false
+            }
+            Some(run) => run.lacks(&held),
+        };
+        if !lacks
+            || self.pulls.len() >= MAX_PENDING_PULLS
+            || self
+                .pulled
+                .get(id)
+                .is_some_and(|t| at.now.saturating_sub(*t) < PULL_EVERY)
+        {
+            return;
+        }
+        if self.pulled.len() >= MAX_PENDING_PULLS * 4 {
+            self.pulled
+                .retain(|_, t| at.now.saturating_sub(*t) < PULL_EVERY);
+        }
+        self.pulled.insert(id.to_owned(), at.now);
+        self.pulls.push((id.to_owned(), from.to_owned()));
+    }
+
+    /// What this node holds of run `id` that another asked for after a
+    /// `held` of its own: the proposal; the plan, if this node made or
+    /// adopted it and nothing is armed; the arm, if this node made it or
+    /// holds its leader's signature; the finish, likewise. Its own arm and
+    /// finish go out unsigned here, like a publish: the driver signs them.
+    pub fn answer_run(&self, id: &str, at: At) -> Vec<RunEnvelope> {
+        let Some(run) = self.runs.get(id) else {
+            return Vec::new();
+        };
+        let mut out = vec![run.envelope(RunMessage::Propose(Box::new(run.proposal.clone())))];
+        if let Some(plan) = &run.plan
+            && run.armed.is_none()
+            && run.holder(plan.term) == Some(self.me.as_str())
+        {
+            out.push(run.envelope(RunMessage::Assign(plan.clone())));
+        }
+        out.extend(self.arm_envelope(run, at));
+        if let Some(f) = &run.finish {
+            let mine = run.holder(f.term) == Some(self.me.as_str());
+            let sig = if mine { None } else { run.finish_sig.clone() };
+            if mine || sig.is_some() {
+                let mut env = run.envelope(RunMessage::Finish(f.clone()));
+                env.sig = sig;
+                out.push(env);
+            }
+        }
+        out
+    }
+
+    /// What this node says it holds of `run`, in place of re-sending it.
+    fn held(&self, run: &Run) -> RunEnvelope {
+        run.envelope(RunMessage::Held(Held {
+            term: run.term,
+            plan: run
+                .plan
+                .as_ref()
+                .filter(|p| run.holder(p.term) == Some(self.me.as_str()))
+                .map(|p| (p.term, p.id)),
+            armed: run
+                .armed
+                .as_ref()
+                .filter(|a| a.by == self.me || a.sig.is_some())
+                .map(|a| (a.term, a.plan)),
+        }))
     }
 
     /// Keeps at most `keep_runs` runs: the oldest that may go (finished,
@@ -1468,7 +1595,13 @@ impl RunsCore {
         run.local = Local::Prepared(plan);
         run.ready.insert(me, plan);
         self.dirty.insert(id.to_owned());
-        let mut actions = vec![RunAction::Publish(run.envelope(RunMessage::Ready { plan }))];
+        let Some(run) = self.runs.get(id) else {
+            return Vec::new();
+        };
+        let mut actions: Vec<RunAction> = self
+            .tell(run, view, RunMessage::Ready { plan })
+            .into_iter()
+            .collect();
         actions.extend(self.tick(at, view));
         actions
     }
@@ -1889,13 +2022,10 @@ impl RunsCore {
             && !(taking_over && self.cut_off(run, view, at));
         if resend {
             self.resend(run, leads, under_way, at, view, out);
-        } else if hurry == Some(Hurry::Arm) {
-            self.publish_arm(run, at, out);
-        } else if matches!(hurry, Some(Hurry::Plan | Hurry::Proposal)) {
-            // A node that dropped the proposal cannot follow the plan.
-            out.push(RunAction::Publish(
-                run.envelope(RunMessage::Propose(Box::new(run.proposal.clone()))),
-            ));
+        } else if hurry.is_some() {
+            // Not the proposal, plan or arm itself: a node that missed one
+            // asks for it.
+            out.push(RunAction::Publish(self.held(run)));
         }
         if let Some((term, _)) = leader
             && leads
@@ -1926,8 +2056,7 @@ impl RunsCore {
                     },
                 });
             }
-            let resend_plan = resend || hurry == Some(Hurry::Plan);
-            self.lead(run, term, at, view, resend_plan, out);
+            self.lead(run, term, at, view, out);
         }
         self.work(run, view, at, out);
     }
@@ -2029,7 +2158,6 @@ impl RunsCore {
         term: u32,
         at: At,
         view: &dyn MeshView,
-        resend: bool,
         out: &mut Vec<RunAction>,
     ) {
         if let Some(by) = run.stop_by.clone()
@@ -2047,7 +2175,7 @@ impl RunsCore {
             return;
         }
         let Some(armed) = run.armed.clone() else {
-            self.plan_and_arm(run, term, at, view, resend, out);
+            self.plan_and_arm(run, term, at, view, out);
             return;
         };
         // After T0 the plan stays: wait until every node is done or lost.
@@ -2237,7 +2365,6 @@ impl RunsCore {
         term: u32,
         at: At,
         view: &dyn MeshView,
-        resend: bool,
         out: &mut Vec<RunAction>,
     ) {
         // Nodes that did not get ready in time are treated as refusing.
@@ -2382,9 +2509,6 @@ impl RunsCore {
             .iter()
             .all(|s| run.ready.get(&s.node) == Some(&plan.id));
         if !all_ready || !estimates || view.clock_settling() {
-            if resend {
-                out.push(RunAction::Publish(run.envelope(RunMessage::Assign(plan))));
-            }
             return;
         }
         // T0 far enough ahead for the arm to reach everyone: the lead, and
@@ -2638,8 +2762,16 @@ impl RunsCore {
     /// The arm, by the leader that made it, or passed on to a node that
     /// talks of another plan.
     fn publish_arm(&self, run: &Run, at: At, out: &mut Vec<RunAction>) {
+        if run.armed.as_ref().is_some_and(|a| a.by == self.me) || run.timers.unaware {
+            out.extend(self.arm_envelope(run, at).map(RunAction::Publish));
+        }
+    }
+
+    /// The arm this node holds, as it would send it: its own, with T0 in
+    /// its clock as it reads now (unsigned: the driver signs it), or
+    /// another leader's with that leader's signature (none without one).
+    fn arm_envelope(&self, run: &Run, at: At) -> Option<RunEnvelope> {
         if let Some(a) = &run.armed
-            && (a.by == self.me || run.timers.unaware)
             && let Some(plan) = run.plan.clone().filter(|p| p.id == a.plan)
         {
             // The leader that armed says T0 in its clock as it reads now
@@ -2660,9 +2792,10 @@ impl RunsCore {
                     t0_ns,
                 });
                 env.sig = sig;
-                out.push(RunAction::Publish(env));
+                return Some(env);
             }
         }
+        None
     }
 
     /// What this node re-sends at the usual pace. Once every node of the
@@ -2684,14 +2817,13 @@ impl RunsCore {
         view: &dyn MeshView,
         out: &mut Vec<RunAction>,
     ) {
-        // The proposal, until a plan exists (the proposer) or the run is
-        // under way (its leader), so a node that missed it can still follow.
+        // What it holds (the proposal, its plan, its arm), until a plan
+        // exists (the proposer) or the run is under way (its leader), so a
+        // node that missed one asks for it and can still follow.
         if (leads && !under_way) || (run.proposer == self.me && run.plan.is_none()) {
-            out.push(RunAction::Publish(
-                run.envelope(RunMessage::Propose(Box::new(run.proposal.clone()))),
-            ));
+            out.push(RunAction::Publish(self.held(run)));
         }
-        if !under_way || run.timers.unaware {
+        if run.timers.unaware {
             self.publish_arm(run, at, out);
         }
         let acked = |bits: fn(&Live) -> &[u8]| {
@@ -2712,9 +2844,7 @@ impl RunsCore {
         if let Some(plan) = run.ready.get(&self.me)
             && run.armed.is_none()
         {
-            out.push(RunAction::Publish(
-                run.envelope(RunMessage::Ready { plan: *plan }),
-            ));
+            out.extend(self.tell(run, view, RunMessage::Ready { plan: *plan }));
         }
         if let Some(reason) = run.refused.get(&self.me)
             && run.armed.is_none()

@@ -166,8 +166,14 @@ pub enum Request {
         /// The run ids the asker knows.
         known: Vec<String>,
     },
+    /// Send me what you hold of this run that a [`RunMessage::Held`] of
+    /// yours named: its proposal, plan, arm or finish.
+    Run {
+        /// The run.
+        run: String,
+    },
     /// Take this word of mine about a run: a [`RunEnvelope`] whose body is
-    /// a `started` or a `done` ([`RunMessage::is_word`]), encoded. A node
+    /// a `ready`, a `started` or a `done` ([`RunEnvelope::is_word`]), encoded. A node
     /// sends them to its run's leader and the node next in line, not to
     /// every node; the sender is the connection's authenticated peer.
     Word {
@@ -236,6 +242,12 @@ pub enum Response {
         /// The peer holds more that the asker lacks: ask again.
         more: bool,
     },
+    /// What the answerer holds of a run ([`Request::Run`]): run messages,
+    /// each encoded as on gossip (a leader's signed as it would send it).
+    Run {
+        /// The messages.
+        messages: Vec<serde_bytes::ByteBuf>,
+    },
     /// The shard sent is kept.
     Kept,
     /// The peer would not answer, and says why (for example: the asker is not
@@ -290,7 +302,7 @@ impl RunEnvelope {
     pub fn is_word(&self) -> bool {
         matches!(
             self.body,
-            RunMessage::Started { .. } | RunMessage::Done { .. }
+            RunMessage::Ready { .. } | RunMessage::Started { .. } | RunMessage::Done { .. }
         )
     }
 
@@ -366,11 +378,29 @@ pub enum RunMessage {
     Handoff(Handoff),
     /// From the leader: the run is over.
     Finish(Finish),
+    /// From the proposer or the leader, in place of sending its proposal,
+    /// plan or arm again: which of them it holds. A node that lacks one, or
+    /// holds an older one, asks the sender for them ([`Request::Run`]):
+    /// the plan and the arm are the large messages (about 100 KB each at
+    /// 1,000 nodes), and gossip has every node pass each copy on.
+    Held(Held),
     /// From the leader, about once a second while the run goes: the whole
     /// run's progress, from the shards its workers send it. Shards do not
     /// spread to every node until the run ends (anti-entropy spreads them
     /// then), so this is what the other nodes show meanwhile.
     Live(Live),
+}
+
+/// What the proposer or the leader of a run holds ([`RunMessage::Held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The term the sender is at.
+    pub term: u32,
+    /// The plan it made or adopted: its term and id.
+    pub plan: Option<(u32, PlanId)>,
+    /// The plan it armed (or holds the arming leader's signature of): the
+    /// arm's term and the plan's id.
+    pub armed: Option<(u32, PlanId)>,
 }
 
 /// The most scopes in a [`Live`]: every region, and the whole run.
@@ -681,6 +711,7 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
         RunMessage::Ready { .. }
         | RunMessage::Started { .. }
         | RunMessage::Done { .. }
+        | RunMessage::Held(_)
         | RunMessage::Stop { reason: None } => {}
     }
     Ok(env)
@@ -844,9 +875,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
     let mut response: Response = decode_bounded(bytes, "response", MAX_MODULE_RESPONSE_BYTES)?;
     let max = match response {
         Response::Module { .. } => MAX_MODULE_RESPONSE_BYTES,
-        Response::Shards { .. } | Response::Runs { .. } | Response::Members { .. } => {
-            MAX_SHARDS_RESPONSE_BYTES
-        }
+        Response::Shards { .. }
+        | Response::Runs { .. }
+        | Response::Members { .. }
+        | Response::Run { .. } => MAX_SHARDS_RESPONSE_BYTES,
         Response::Clock { .. } | Response::Refused { .. } | Response::Kept => MAX_RPC_BYTES,
     };
     if bytes.len() > max {

@@ -90,6 +90,8 @@ struct Sim {
     /// Node index → side, while a partition lasts, and since when.
     partition: Option<(Vec<u8>, Duration)>,
     in_flight: Vec<(Duration, usize, String, RunEnvelope)>,
+    /// Asks after a `held`: when they arrive, who asked, whom, which run.
+    asks: Vec<(Duration, usize, usize, String)>,
     sent: u64,
     /// Every publish: when, by whom, and the message's kind.
     published: Vec<(Duration, usize, &'static str)>,
@@ -146,6 +148,7 @@ impl Sim {
             loss: loss_percent,
             partition: None,
             in_flight: Vec::new(),
+            asks: Vec::new(),
             sent: 0,
             published: Vec::new(),
             told: Vec::new(),
@@ -229,6 +232,14 @@ impl Sim {
         for action in actions {
             match action {
                 RunAction::Publish(_) | RunAction::Tell { .. } if self.muted.contains(&i) => {}
+                RunAction::Pull { run, from } => {
+                    if let Some(j) = self.index(&from)
+                        && self.cut_since(i, j).is_none()
+                    {
+                        let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
+                        self.asks.push((self.now + delay, i, j, run));
+                    }
+                }
                 RunAction::Tell { to, env } => {
                     // A word goes to the nodes named, as a request does.
                     let bytes = wire::encode(&env);
@@ -335,6 +346,37 @@ impl Sim {
             }
             let at = self.at(j);
             let _ = self.nodes[j].core.on_message(&from, env, at);
+        }
+        let now = self.now;
+        let (asks, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.asks)
+            .into_iter()
+            .partition(|a| a.0 <= now);
+        self.asks = later;
+        for (_, asker, asked, run) in asks {
+            if self.nodes[asked].crashed_at.is_some() || self.muted.contains(&asked) {
+                continue;
+            }
+            let at = self.at(asked);
+            let answer = self.nodes[asked].core.answer_run(&run, at);
+            for mut env in answer {
+                // Signed by the driver as a publish is.
+                if env.sig.is_none() && env.is_leaders() {
+                    env.sig = Some(wire::RunSignature {
+                        signer: self.nodes[asked].id.clone(),
+                        bytes: Vec::new(),
+                    });
+                }
+                let bytes = wire::encode(&env);
+                let env = wire::decode_run(&bytes).unwrap_or_else(|e| panic!("{e}: {env:?}"));
+                self.published.push((self.now, asked, "answer"));
+                let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
+                self.in_flight.push((
+                    self.now + delay,
+                    asker,
+                    self.nodes[asked].id.clone(),
+                    env,
+                ));
+            }
         }
         for i in 0..self.nodes.len() {
             if self.nodes[i].crashed_at.is_some() {
@@ -492,6 +534,7 @@ fn kind_of(body: &RunMessage) -> &'static str {
         RunMessage::Handoff(_) => "handoff",
         RunMessage::Finish(_) => "finish",
         RunMessage::Live(_) => "live",
+        RunMessage::Held(_) => "held",
     }
 }
 
@@ -2137,11 +2180,13 @@ fn a_worker_cut_off_takes_nothing_over_and_after_a_partial_heal_hands_nothing_on
     assert!(w.stop_seen_at.is_none(), "the live worker was stopped");
 }
 
-/// A node that dropped the proposal or the plan hears it again within
-/// 250 ms while the leader waits for readiness, and the arm until T0; the
-/// hurried re-sends carry only those, and the plan's stop after 2 s.
+/// While the leader waits for readiness, and until T0 once it armed, it
+/// says four times a second what it holds (`held`), and sends the plan and
+/// the arm themselves once: a node that missed one asks for it. The hurry
+/// stops 2 s after the plan. A node whose gossip never brings the arm gets
+/// it by asking, and starts with the others.
 #[test]
-fn the_plan_and_the_arm_are_re_sent_four_times_a_second_while_they_are_awaited() {
+fn the_leader_says_what_it_holds_four_times_a_second_and_a_node_that_missed_the_arm_asks() {
     let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 37);
     let run = sim.submit(0, spec(6, 20), None);
     assert!(sim.run_until(Duration::from_secs(1), |s| {
@@ -2150,7 +2195,10 @@ fn the_plan_and_the_arm_are_re_sent_four_times_a_second_while_they_are_awaited()
     let leader = sim.leader_index(&run);
     // A worker whose words are lost: the leader waits for its readiness.
     let silent = (leader + 1) % 3;
+    // And one that never hears the arm by gossip.
+    let deaf = (leader + 2) % 3;
     sim.muted.insert(silent);
+    sim.blocked.insert((leader, deaf));
     sim.run_until(Duration::from_secs(4), |_| false);
     let by_leader = |sim: &Sim, kind: &str, from: Duration, to: Duration| {
         sim.published
@@ -2165,18 +2213,21 @@ fn the_plan_and_the_arm_are_re_sent_four_times_a_second_while_they_are_awaited()
         .map(|(t, _, _)| *t)
         .unwrap_or_else(|| panic!("no plan"));
     let first = plan_at + HURRY_PLAN_FOR;
-    assert!(
-        by_leader(&sim, "assign", plan_at, first) >= 7,
-        "{:?}",
-        sim.published
-    );
-    assert!(by_leader(&sim, "propose", plan_at, first) >= 7);
-    // Its own readiness keeps the one-second pace.
-    assert!(by_leader(&sim, "ready", plan_at, first) <= 3);
-    let after = by_leader(&sim, "assign", first + TICK, first + Duration::from_secs(2));
-    assert!((1..=3).contains(&after), "{after} plans in the 2 s after");
-    // Heard again, the worker is ready, the leader arms, and re-sends the
-    // arm until T0.
+    let four_a_second = by_leader(&sim, "held", plan_at, first);
+    assert!(four_a_second >= 7, "{:?}", sim.published);
+    assert_eq!(by_leader(&sim, "assign", plan_at, first), 1);
+    assert_eq!(by_leader(&sim, "propose", plan_at, first), 0);
+    // Its own readiness keeps the one-second pace, told to the next in line.
+    let told_ready = sim
+        .told
+        .iter()
+        .filter(|(t, i, _, k)| *i == leader && *k == "ready" && *t >= plan_at && *t < first)
+        .count();
+    assert!(told_ready <= 3, "{told_ready}");
+    let after = by_leader(&sim, "held", first + TICK, first + Duration::from_secs(2));
+    assert!((1..=3).contains(&after), "{after} helds in the 2 s after");
+    // Heard again, the worker is ready, the leader arms, and says so until
+    // T0.
     sim.muted.clear();
     assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     let arm_at = sim
@@ -2185,8 +2236,30 @@ fn the_plan_and_the_arm_are_re_sent_four_times_a_second_while_they_are_awaited()
         .find(|(_, i, k)| *i == leader && *k == "arm")
         .map(|(t, _, _)| *t)
         .unwrap_or_else(|| panic!("no arm"));
-    let arms = by_leader(&sim, "arm", arm_at, arm_at + Duration::from_millis(300));
-    assert!(arms >= 2, "{arms} arms before T0");
+    let helds = by_leader(&sim, "held", arm_at, arm_at + Duration::from_millis(300));
+    assert!(helds >= 1, "{helds} helds before T0");
+    assert_eq!(by_leader(&sim, "arm", arm_at, arm_at + Duration::from_secs(1)), 1);
+    // The node that never heard the arm asked for it, and started with
+    // the others.
+    assert!(
+        sim.published
+            .iter()
+            .any(|(t, i, k)| *i == leader && *k == "answer" && *t >= arm_at),
+        "the leader answered an ask"
+    );
+    assert!(sim.run_until(Duration::from_secs(2), |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.workers.get(&run).is_some_and(|w| w.started.is_some()))
+    }));
+    let starts: Vec<Duration> = sim
+        .nodes
+        .iter()
+        .filter_map(|n| n.workers.get(&run).and_then(|w| w.started))
+        .collect();
+    let spread = starts.iter().max().copied().unwrap_or_default()
+        - starts.iter().min().copied().unwrap_or_default();
+    assert!(spread <= Duration::from_millis(100), "starts {starts:?}");
 }
 
 /// While a run goes, a node sends its shards to the leader and the next in
@@ -2274,8 +2347,8 @@ fn shards_go_to_the_leader_which_alone_sends_the_progress_while_the_run_goes() {
     );
 }
 
-/// A node tells its `started` and `done` to the run's leader and the node
-/// next in line alone; the others see them in the leader's `live` while the
+/// A node tells its `ready`, `started` and `done` to the run's leader and
+/// the node next in line alone; the others see them in the leader's `live` while the
 /// run goes, and every node holds every node's words from the finish, so
 /// that every node says the same start skew and states afterwards.
 #[test]
@@ -2332,7 +2405,7 @@ fn words_go_to_the_leader_and_the_next_and_every_node_learns_them_from_the_finis
         assert_eq!(holds(n), leaders, "node {i} holds the leader's words");
     }
     // A word is told, never gossiped; and only a word is told.
-    let words = ["started", "done"];
+    let words = ["ready", "started", "done"];
     assert!(sim.told.iter().all(|(_, _, _, kind)| words.contains(kind)));
     assert!(
         !sim.published

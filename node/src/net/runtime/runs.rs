@@ -997,7 +997,7 @@ impl Node {
         let problem = match wire::decode_run(bytes) {
             Err(e) => Some(e.to_string()),
             Ok(env) if !env.is_word() => {
-                Some("only a started or a done is told directly; the rest goes by gossip".into())
+                Some("only a ready, a started or a done is told directly; the rest goes by gossip".into())
             }
             Ok(env) => {
                 let at = self.at();
