@@ -360,6 +360,11 @@ fn response(bytes: &[u8]) -> bool {
                 shard(&bytes);
             }
         }
+        Response::Run { messages } => {
+            for bytes in messages {
+                run_message(&bytes);
+            }
+        }
         Response::Members {
             members, complete, ..
         } => {
@@ -784,6 +789,11 @@ fn run_messages() -> Vec<RunEnvelope> {
             done: vec![0b0001],
         }),
         RunMessage::Handoff(handoff()),
+        RunMessage::Held(wire::Held {
+            term: 1,
+            plan: Some((1, (0, 1))),
+            armed: Some((1, (0, 1))),
+        }),
         RunMessage::Stop {
             reason: Some("http_req_failed: rate<0.01".into()),
         },
@@ -863,6 +873,7 @@ fn requests() -> Vec<Request> {
         Request::Shard {
             shard: serde_bytes::ByteBuf::from(shards()[0].encode()),
         },
+        Request::Run { run: "r0".into() },
         Request::Word {
             message: serde_bytes::ByteBuf::from(wire::encode(&RunEnvelope {
                 protocol: wire::RUN_PROTOCOL,
@@ -942,6 +953,13 @@ fn responses() -> Vec<Response> {
             more: true,
         },
         Response::Kept,
+        Response::Run {
+            messages: run_messages()
+                .iter()
+                .take(3)
+                .map(|env| serde_bytes::ByteBuf::from(wire::encode(env)))
+                .collect(),
+        },
         Response::Refused {
             reason: "not a member".into(),
         },

@@ -370,12 +370,8 @@ impl Sim {
                 let env = wire::decode_run(&bytes).unwrap_or_else(|e| panic!("{e}: {env:?}"));
                 self.published.push((self.now, asked, "answer"));
                 let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
-                self.in_flight.push((
-                    self.now + delay,
-                    asker,
-                    self.nodes[asked].id.clone(),
-                    env,
-                ));
+                self.in_flight
+                    .push((self.now + delay, asker, self.nodes[asked].id.clone(), env));
             }
         }
         for i in 0..self.nodes.len() {
@@ -2238,7 +2234,10 @@ fn the_leader_says_what_it_holds_four_times_a_second_and_a_node_that_missed_the_
         .unwrap_or_else(|| panic!("no arm"));
     let helds = by_leader(&sim, "held", arm_at, arm_at + Duration::from_millis(300));
     assert!(helds >= 1, "{helds} helds before T0");
-    assert_eq!(by_leader(&sim, "arm", arm_at, arm_at + Duration::from_secs(1)), 1);
+    assert_eq!(
+        by_leader(&sim, "arm", arm_at, arm_at + Duration::from_secs(1)),
+        1
+    );
     // The node that never heard the arm asked for it, and started with
     // the others.
     assert!(

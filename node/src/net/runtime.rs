@@ -868,6 +868,11 @@ impl Node {
                 request: Request::Word { message },
                 channel,
             } => self.take_word(peer, &message, channel),
+            Inbound::Request {
+                peer,
+                request: Request::Run { run },
+                channel,
+            } => self.answer_run(peer, &run, channel),
             Inbound::Answer { channel, response } => {
                 self.core.shards_answer_sent();
                 let _ = self
@@ -905,6 +910,10 @@ impl Node {
                 if self.on_sync_response(request_id, peer, &response)
                     || self.on_runs_response(request_id, &response)
                 {
+                    return;
+                }
+                if let Response::Run { messages } = &response {
+                    self.take_run_answer(peer, messages);
                     return;
                 }
                 let Some(response) = self.on_module_response(request_id, peer, response) else {
@@ -952,6 +961,7 @@ impl Node {
                     | Response::Kept
                     | Response::Shards { .. }
                     | Response::Runs { .. }
+                    | Response::Run { .. }
                     | Response::Members { .. } => {
                         debug!(%peer, "an answer nobody asked for")
                     }

@@ -124,6 +124,14 @@ enum Event {
     Seal { node: usize, seq: u32 },
     /// Shard `seq` of `from`, sent to its leader, arrives at `to`.
     ShardSent { from: usize, to: usize, seq: u32 },
+    /// An ask about a run, after a `held` of `to`'s, arrives at `to`.
+    RunAsk { from: usize, to: usize },
+    /// The answer arrives at `to`.
+    RunAnswer {
+        from: usize,
+        to: usize,
+        messages: Vec<Arc<RunEnvelope>>,
+    },
     /// A word `from` told its run's leader (or the next in line) arrives
     /// at `to`.
     Word {
@@ -598,6 +606,20 @@ impl World {
                     self.hold(to, from, seq);
                 }
             }
+            Event::RunAsk { from, to } => self.answer_run(from, to),
+            Event::RunAnswer { from, to, messages } => {
+                if self.nodes[to].up {
+                    let at = self.at(to);
+                    let from = self.nodes[from].id.clone();
+                    for env in messages {
+                        let _ =
+                            self.nodes[to]
+                                .core
+                                .runs_mut()
+                                .on_message(&from, (*env).clone(), at);
+                    }
+                }
+            }
             Event::Word { from, to, env } => {
                 if self.nodes[to].up {
                     let at = self.at(to);
@@ -867,6 +889,12 @@ impl World {
     fn run_action(&mut self, i: usize, action: RunAction) {
         match action {
             RunAction::Publish(env) => self.publish_run(i, env),
+            RunAction::Pull { run, from } => {
+                if let Some(to) = self.by_id.get(&from).copied() {
+                    let bytes = wire::encode(&Request::Run { run }).len() + RPC_OVERHEAD;
+                    self.rpc(Kind::Runs, i, to, bytes, Event::RunAsk { from: i, to });
+                }
+            }
             RunAction::Tell { to, env } => {
                 let message = wire::encode(&env);
                 let bytes = wire::encode(&Request::Word {
@@ -948,6 +976,44 @@ impl World {
             // part taken over adds none.
             RunAction::Stop { .. } | RunAction::TakeOver { .. } => {}
         }
+    }
+
+    /// Node `to` answers `from`'s ask about the run, as the runtime does:
+    /// its leader's messages signed (who signed, not the signature).
+    fn answer_run(&mut self, from: usize, to: usize) {
+        let Some(run) = self.run.clone() else {
+            return;
+        };
+        if !self.nodes[to].up {
+            return;
+        }
+        let at = self.at(to);
+        let mut bytes = RPC_OVERHEAD;
+        let mut messages = Vec::new();
+        for mut env in self.nodes[to].core.runs().answer_run(&run, at) {
+            if env.sig.is_none() && env.is_leaders() {
+                env.sig = Some(wire::RunSignature {
+                    signer: self.nodes[to].id.clone(),
+                    bytes: vec![0; 64],
+                });
+            }
+            let encoded = wire::encode(&env);
+            bytes += encoded.len() + 4;
+            if let Ok(env) = wire::decode_run(&encoded) {
+                messages.push(Arc::new(env));
+            }
+        }
+        self.rpc(
+            Kind::Runs,
+            to,
+            from,
+            bytes,
+            Event::RunAnswer {
+                from: to,
+                to: from,
+                messages,
+            },
+        );
     }
 
     fn start(&mut self, i: usize) {

@@ -373,6 +373,14 @@ impl Node {
                 let topic = self.runs.runs_topic.clone();
                 self.publish(topic, wire::encode(&env), "run message");
             }
+            RunAction::Pull { run, from } => {
+                if let Ok(peer) = from.parse::<PeerId>() {
+                    self.swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_request(&peer, Request::Run { run });
+                }
+            }
             RunAction::Tell { to, env } => {
                 let message = serde_bytes::ByteBuf::from(wire::encode(&env));
                 for to in to {
@@ -774,6 +782,7 @@ impl Node {
             | Response::Kept
             | Response::Shards { .. }
             | Response::Runs { .. }
+            | Response::Run { .. }
             | Response::Members { .. }
                 if self.core.runs().wants(&fetch.run, fetch.plan) =>
             {
@@ -784,6 +793,7 @@ impl Node {
             | Response::Kept
             | Response::Shards { .. }
             | Response::Runs { .. }
+            | Response::Run { .. }
             | Response::Members { .. } => {}
         }
         None
@@ -984,6 +994,62 @@ impl Node {
             .send_response(channel, response);
     }
 
+    /// Answers a member's ask about a run its `held` named: what this node
+    /// holds of it, its own leader's messages signed as a publish is.
+    pub(super) fn answer_run(
+        &mut self,
+        peer: PeerId,
+        run: &str,
+        channel: ResponseChannel<Response>,
+    ) {
+        let response = if self.core.mesh().region_of(&peer.to_string()).is_some() {
+            let at = self.at();
+            let mut messages = Vec::new();
+            for mut env in self.core.runs().answer_run(run, at) {
+                if env.is_leaders()
+                    && env.sig.is_none()
+                    && let Err(e) = self.signer.sign_run(&mut env)
+                {
+                    self.warn_once("sign-run".into(), || {
+                        format!("cannot sign a run message: {e}")
+                    });
+                    continue;
+                }
+                messages.push(serde_bytes::ByteBuf::from(wire::encode(&env)));
+            }
+            Response::Run { messages }
+        } else {
+            Response::Refused {
+                reason: "not a member here yet".into(),
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, response);
+    }
+
+    /// The answer to an ask about a run: each message is taken as if `peer`
+    /// had gossiped it (decoded, its signature checked).
+    pub(super) fn take_run_answer(&mut self, peer: PeerId, messages: &[serde_bytes::ByteBuf]) {
+        for bytes in messages {
+            let env = wire::decode_run(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|env| {
+                    crate::net::sign::verify_run(&env)
+                        .map(|()| env)
+                        .map_err(|e| e.to_string())
+                });
+            match env {
+                Ok(env) => self.on_run_message(peer, env),
+                Err(e) => self.warn_once(format!("run-answer:{peer}"), || {
+                    format!("refused a run message {peer} answered with: {e}")
+                }),
+            }
+        }
+    }
+
     /// A word a node of a run told this node, as its leader or the node
     /// next in line: a `started` or a `done`, from the sender itself (the
     /// connection's peer). Anything else goes by gossip and is refused.
@@ -996,9 +1062,10 @@ impl Node {
         let from = peer.to_string();
         let problem = match wire::decode_run(bytes) {
             Err(e) => Some(e.to_string()),
-            Ok(env) if !env.is_word() => {
-                Some("only a ready, a started or a done is told directly; the rest goes by gossip".into())
-            }
+            Ok(env) if !env.is_word() => Some(
+                "only a ready, a started or a done is told directly; the rest goes by gossip"
+                    .into(),
+            ),
             Ok(env) => {
                 let at = self.at();
                 match self.core.runs_mut().on_message(&from, env, at) {

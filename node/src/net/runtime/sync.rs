@@ -227,6 +227,7 @@ impl Node {
             | Response::Kept
             | Response::Module { .. }
             | Response::Runs { .. }
+            | Response::Run { .. }
             | Response::Members { .. } => (0, false),
         };
         if new > 0 {
