@@ -1352,7 +1352,10 @@ impl RunsCore {
         Ok(())
     }
 
-    /// The refusals of runs this node had no room for, to send.
+    /// The refusals of runs this node had no room for, to send, and the
+    /// asks after `held`s ([`RunAction::Pull`]): a driver takes them after
+    /// each tick, and may after each message, so that an ask goes out at
+    /// once.
     pub fn take_refusals(&mut self) -> Vec<RunAction> {
         std::mem::take(&mut self.refusals)
             .into_iter()
@@ -2022,8 +2025,13 @@ impl RunsCore {
             && !(taking_over && self.cut_off(run, view, at));
         if resend {
             self.resend(run, leads, under_way, at, view, out);
+        } else if hurry == Some(Hurry::Arm) {
+            // The arm itself, until T0: a node that missed it and asked
+            // after a `held` heard it up to a few hundred ms late (100
+            // simulated nodes, seed 2: starts over 202 ms, against 9 ms).
+            self.publish_arm(run, at, out);
         } else if hurry.is_some() {
-            // Not the proposal, plan or arm itself: a node that missed one
+            // Not the proposal or the plan itself: a node that missed one
             // asks for it.
             out.push(RunAction::Publish(self.held(run)));
         }

@@ -2176,11 +2176,11 @@ fn a_worker_cut_off_takes_nothing_over_and_after_a_partial_heal_hands_nothing_on
     assert!(w.stop_seen_at.is_none(), "the live worker was stopped");
 }
 
-/// While the leader waits for readiness, and until T0 once it armed, it
-/// says four times a second what it holds (`held`), and sends the plan and
-/// the arm themselves once: a node that missed one asks for it. The hurry
-/// stops 2 s after the plan. A node whose gossip never brings the arm gets
-/// it by asking, and starts with the others.
+/// While the leader waits for readiness it says four times a second what
+/// it holds (`held`), and sends the plan itself once: a node that missed it
+/// asks for it. The hurry stops 2 s after the plan. Until T0 it re-sends
+/// the arm itself; a node whose gossip never brings the arm gets it by
+/// asking after the next `held`, and starts.
 #[test]
 fn the_leader_says_what_it_holds_four_times_a_second_and_a_node_that_missed_the_arm_asks() {
     let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 37);
@@ -2222,8 +2222,9 @@ fn the_leader_says_what_it_holds_four_times_a_second_and_a_node_that_missed_the_
     assert!(told_ready <= 3, "{told_ready}");
     let after = by_leader(&sim, "held", first + TICK, first + Duration::from_secs(2));
     assert!((1..=3).contains(&after), "{after} helds in the 2 s after");
-    // Heard again, the worker is ready, the leader arms, and says so until
-    // T0.
+    // Heard again, the worker is ready, the leader arms, and re-sends the
+    // arm itself until T0 (asking after a `held` would start a node that
+    // missed it late).
     sim.muted.clear();
     assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     let arm_at = sim
@@ -2232,33 +2233,24 @@ fn the_leader_says_what_it_holds_four_times_a_second_and_a_node_that_missed_the_
         .find(|(_, i, k)| *i == leader && *k == "arm")
         .map(|(t, _, _)| *t)
         .unwrap_or_else(|| panic!("no arm"));
-    let helds = by_leader(&sim, "held", arm_at, arm_at + Duration::from_millis(300));
-    assert!(helds >= 1, "{helds} helds before T0");
-    assert_eq!(
-        by_leader(&sim, "arm", arm_at, arm_at + Duration::from_secs(1)),
-        1
-    );
-    // The node that never heard the arm asked for it, and started with
-    // the others.
+    let arms = by_leader(&sim, "arm", arm_at, arm_at + Duration::from_millis(300));
+    assert!(arms >= 2, "{arms} arms before T0");
+    // The node whose gossip never brings the arm asks for it after the
+    // leader's next `held`, and starts, late by about a second.
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.workers.get(&run).is_some_and(|w| w.started.is_some()))
+    }));
     assert!(
         sim.published
             .iter()
             .any(|(t, i, k)| *i == leader && *k == "answer" && *t >= arm_at),
         "the leader answered an ask"
     );
-    assert!(sim.run_until(Duration::from_secs(2), |s| {
-        s.nodes
-            .iter()
-            .all(|n| n.workers.get(&run).is_some_and(|w| w.started.is_some()))
-    }));
-    let starts: Vec<Duration> = sim
-        .nodes
-        .iter()
-        .filter_map(|n| n.workers.get(&run).and_then(|w| w.started))
-        .collect();
-    let spread = starts.iter().max().copied().unwrap_or_default()
-        - starts.iter().min().copied().unwrap_or_default();
-    assert!(spread <= Duration::from_millis(100), "starts {starts:?}");
+    let started = |i: usize| sim.nodes[i].workers[&run].started.unwrap_or_default();
+    let late = started(deaf).saturating_sub(started(leader));
+    assert!(late <= Duration::from_millis(1500), "{late:?} late");
 }
 
 /// While a run goes, a node sends its shards to the leader and the next in

@@ -831,6 +831,11 @@ impl World {
                     .core
                     .runs_mut()
                     .on_message(&from, (*env).clone(), at);
+                // An ask after a `held` goes out at once, as the runtime
+                // sends it.
+                for action in self.nodes[to].core.runs_mut().take_refusals() {
+                    self.run_action(to, action);
+                }
             }
         }
         let out = self.net.forward(d);

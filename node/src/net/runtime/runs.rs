@@ -1231,6 +1231,10 @@ impl Node {
                 format!("refused a run message from {from}: {e}")
             }),
         }
+        // An ask after a `held` goes out at once, not at the next tick.
+        for action in self.core.runs_mut().take_refusals() {
+            self.run_action(action);
+        }
     }
 
     /// Why a shard, sent by a worker or in a peer's answer, cannot be kept.
