@@ -793,6 +793,7 @@ fn run_messages() -> Vec<RunEnvelope> {
             term: 1,
             plan: Some((1, (0, 1))),
             armed: Some((1, (0, 1))),
+            t0_ns: Some(AT.wall_ns),
         }),
         RunMessage::Stop {
             reason: Some("http_req_failed: rate<0.01".into()),
