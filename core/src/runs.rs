@@ -1072,6 +1072,7 @@ impl RunsCore {
         // runtime checked the signature), or the gossip's signed source.
         let sig = env.sig;
         let author = sig.as_ref().map_or(from, |s| s.signer.as_str()).to_owned();
+        let mut pull_words = None;
         let changed = match env.body {
             RunMessage::Propose(_) | RunMessage::Held(_) => false,
             RunMessage::Live(live) => {
@@ -1217,9 +1218,24 @@ impl RunsCore {
                 {
                     return Err(RunRefused::NotLeader(author));
                 }
-                if run.finish.is_some() {
+                // A finish sent again carries no words; one that does, of
+                // the same term, takes the place of one kept without.
+                let words_now = run.finish.as_ref().is_some_and(|f| {
+                    f.words.is_empty() && f.term == finish.term && !finish.words.is_empty()
+                });
+                if words_now {
+                    run.take_words(&finish.words);
+                    run.finish = Some(finish);
+                    run.finish_sig = sig;
+                    true
+                } else if run.finish.is_some() {
                     false
                 } else {
+                    // Kept without the words (this node missed the first
+                    // copy, which alone carries them): ask the leader.
+                    if finish.words.is_empty() && run.armed.is_some() {
+                        pull_words = Some(author.clone());
+                    }
                     if finish.term <= MAX_TERM {
                         run.term = run.term.max(finish.term);
                     }
@@ -1238,6 +1254,9 @@ impl RunsCore {
                 }
             }
         };
+        if let Some(leader) = pull_words {
+            self.pull(&id, &leader, at);
+        }
         if changed {
             self.dirty.insert(id);
         }
@@ -1397,8 +1416,15 @@ impl RunsCore {
             }
             Some(run) => run.lacks(&held),
         };
-        if !lacks
-            || self.pulls.len() >= MAX_PENDING_PULLS
+        if lacks {
+            self.pull(id, from, at);
+        }
+    }
+
+    /// Queues an ask of `from` about run `id`, unless this node asked about
+    /// it less than [`PULL_EVERY`] ago.
+    fn pull(&mut self, id: &str, from: &str, at: At) {
+        if self.pulls.len() >= MAX_PENDING_PULLS
             || self
                 .pulled
                 .get(id)
@@ -2018,9 +2044,20 @@ impl RunsCore {
                 run.timers.straggler = false;
                 // This node's own finish is signed as it goes out; another
                 // leader's is passed on with that leader's signature.
+                // Its own goes again without the words (a word per node,
+                // 20 KB at 1,000 nodes): a node that missed the first copy
+                // asks for them.
                 let mine = run.holder(f.term) == Some(self.me.as_str());
                 let sig = if mine { None } else { run.finish_sig.clone() };
                 if mine || sig.is_some() {
+                    let f = if mine {
+                        Finish {
+                            words: Vec::new(),
+                            ..f
+                        }
+                    } else {
+                        f
+                    };
                     let mut env = run.envelope(RunMessage::Finish(f));
                     env.sig = sig;
                     out.push(RunAction::Publish(env));

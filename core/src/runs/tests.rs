@@ -101,6 +101,8 @@ struct Sim {
     by_id: std::collections::HashMap<String, usize>,
     /// Arms and plans from the first to the second node are lost.
     blocked: BTreeSet<(usize, usize)>,
+    /// The next finish from the first to the second node is lost.
+    lose_finish: BTreeSet<(usize, usize)>,
     /// The first node believes the second dead.
     suspects: BTreeSet<(usize, usize)>,
     /// Nodes alive but silent on the runs topic (broken or hostile).
@@ -139,6 +141,7 @@ impl Sim {
                 .collect(),
             nodes,
             blocked: BTreeSet::new(),
+            lose_finish: BTreeSet::new(),
             muted: BTreeSet::new(),
             dead_known: false,
             announced: BTreeMap::new(),
@@ -282,9 +285,11 @@ impl Sim {
                     for j in 0..self.nodes.len() {
                         let arm =
                             matches!(env.body, RunMessage::Arm { .. } | RunMessage::Assign(_));
+                        let finish = matches!(env.body, RunMessage::Finish(_));
                         if j == i
                             || self.cut_since(i, j).is_some()
                             || (arm && self.blocked.contains(&(i, j)))
+                            || (finish && self.lose_finish.remove(&(i, j)))
                         {
                             continue;
                         }
@@ -2412,6 +2417,34 @@ fn words_go_to_the_leader_and_the_next_and_every_node_learns_them_from_the_finis
     for (i, n) in sim.nodes.iter().enumerate() {
         assert_eq!(holds(n), leaders, "node {i} holds the leader's words");
     }
+    // A node that missed the finish's first copy, the only one with the
+    // words, asks the leader for them.
+    let run = sim.submit(0, spec(10, 2), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    let leader = sim.leader_index(&run);
+    let next = sim.rank(&run, 1);
+    let missed = (0..5).find(|i| *i != leader && *i != next).unwrap_or(0);
+    sim.lose_finish.insert((leader, missed));
+    assert!(sim.run_until(Duration::from_secs(15), |s| s.all_finished(&run)));
+    let finished_at = sim.now;
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.nodes[missed]
+            .core
+            .get(&run)
+            .is_some_and(|r| r.done.len() == 5)
+    }));
+    let holds = |n: &SimNode| {
+        let r = n.core.get(&run).unwrap_or_else(|| panic!("no run"));
+        (r.started.clone(), r.done.clone())
+    };
+    assert_eq!(holds(&sim.nodes[missed]), holds(&sim.nodes[leader]));
+    assert!(sim.lose_finish.is_empty(), "the first copy was lost");
+    assert!(
+        sim.published
+            .iter()
+            .any(|(t, i, k)| *i == leader && *k == "answer" && *t >= finished_at),
+        "{missed} asked the leader"
+    );
     // A word is told, never gossiped; and only a word is told.
     let words = ["ready", "started", "done"];
     assert!(sim.told.iter().all(|(_, _, _, kind)| words.contains(kind)));

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use fusi_testnet::{Mesh, MeshConfig, MeshNode, TargetConfig, TargetHandle, get_json};
 use serde_json::Value;
 
-use super::runs::{node_bin, phase, run_view, settled_report, submit, wait_child, wait_for};
+use super::runs::{
+    ended_view, node_bin, phase, run_view, settled_report, submit, wait_child, wait_for,
+};
 use super::{fusi_to, scenario, serial};
 
 /// Whether the nodes can get network namespaces of their own here; if not,
@@ -389,7 +391,7 @@ fn a_wall_clock_step_of_the_leader_mid_run_neither_ends_nor_shortens_the_run() {
             "step {step}: {}",
             run_view(watcher, &token, &id)
         );
-        let view = run_view(watcher, &token, &id);
+        let view = ended_view(watcher, &token, &id);
         let (skew, bound) = (num(&view["start_skew_ms"]), num(&view["clock_bound_ms"]));
         eprintln!("step {step}: start skew {skew} ms, clock bound {bound} ms");
         assert!(

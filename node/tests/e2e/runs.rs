@@ -47,6 +47,17 @@ pub(super) fn settled_report(api: SocketAddr, token: &str, id: &str) -> Value {
     get()
 }
 
+/// A run's view from the node at `api` once that node holds the run's
+/// finish (or after 15 s): while a run goes, only its leader and the node
+/// next in line hold every node's start, and the others learn them from
+/// the finish.
+pub(super) fn ended_view(api: SocketAddr, token: &str, id: &str) -> Value {
+    let ended =
+        |v: &Value| ["complete", "stopped", "failed"].contains(&v["phase"].as_str().unwrap_or(""));
+    wait_for(Duration::from_secs(15), || ended(&run_view(api, token, id)));
+    run_view(api, token, id)
+}
+
 pub(super) fn phase(api: SocketAddr, token: &str, id: &str) -> String {
     run_view(api, token, id)["phase"]
         .as_str()
@@ -168,7 +179,7 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     );
     assert!(run.output.status.success(), "{}", run.stderr());
     let id = run_id_of(&run.stderr());
-    let view = run_view(nodes[2].api, &token, &id);
+    let view = ended_view(nodes[2].api, &token, &id);
     assert_eq!(view["phase"], "complete", "{view}");
     let mut vus: Vec<u64> = vus_by_region(&view).iter().map(|(_, v)| *v).collect();
     vus.sort();
@@ -211,7 +222,7 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
         );
         assert!(more.output.status.success(), "{}", more.stderr());
         let id = run_id_of(&more.stderr());
-        let v = run_view(nodes[0].api, &token, &id);
+        let v = ended_view(nodes[0].api, &token, &id);
         skews.push(v["start_skew_ms"].as_f64().unwrap_or(f64::MAX));
     }
     eprintln!(
@@ -409,7 +420,7 @@ fn start_skew_across_120_ms_of_emulated_latency_stays_within_the_clock_bounds() 
     );
     assert!(run.output.status.success(), "{}", run.stderr());
     let id = run_id_of(&run.stderr());
-    let view = run_view(nodes[0].api, &token, &id);
+    let view = ended_view(nodes[0].api, &token, &id);
     let skew = view["start_skew_ms"].as_f64().unwrap_or(f64::MAX);
     let bound = view["clock_bound_ms"].as_f64().unwrap_or(0.0);
     eprintln!("start skew with 120 ms between regions: {skew} ms, clock bound {bound} ms: {view}");
