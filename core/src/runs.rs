@@ -1443,12 +1443,28 @@ impl RunsCore {
     /// What this node holds of run `id` that another asked for after a
     /// `held` of its own: the proposal; the plan, if this node made or
     /// adopted it and nothing is armed; the arm, if this node made it or
-    /// holds its leader's signature; the finish, likewise. Its own arm and
-    /// finish go out unsigned here, like a publish: the driver signs them.
+    /// holds its leader's signature; the finish, likewise. Of a run that
+    /// was armed and has ended, the finish alone, with the words (the
+    /// asker's lacked them). Its own arm and finish go out unsigned here,
+    /// like a publish: the driver signs them.
     pub fn answer_run(&self, id: &str, at: At) -> Vec<RunEnvelope> {
         let Some(run) = self.runs.get(id) else {
             return Vec::new();
         };
+        // A node that asks about an ended run holds the rest: it asks for
+        // the words its finish lacked.
+        if let Some(f) = &run.finish
+            && run.armed.is_some()
+        {
+            let mine = run.holder(f.term) == Some(self.me.as_str());
+            let sig = if mine { None } else { run.finish_sig.clone() };
+            if !mine && sig.is_none() {
+                return Vec::new();
+            }
+            let mut env = run.envelope(RunMessage::Finish(f.clone()));
+            env.sig = sig;
+            return vec![env];
+        }
         let mut out = vec![run.envelope(RunMessage::Propose(Box::new(run.proposal.clone())))];
         if let Some(plan) = &run.plan
             && run.armed.is_none()
@@ -2634,6 +2650,11 @@ impl RunsCore {
         };
         run.finish = Some(finish.clone());
         run.timers.finished_at = Some(at.now);
+        // The re-sends, without the words, count from this first copy:
+        // one sent at the next tick overtook it on the way to some nodes,
+        // which then asked for the words (1,000 simulated nodes: 1.43 MB
+        // of run messages per node after the arm, against 1.00 MB).
+        run.timers.last_publish = Some(at.now);
         out.push(RunAction::Publish(run.envelope(RunMessage::Finish(finish))));
     }
 
