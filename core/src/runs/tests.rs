@@ -253,19 +253,9 @@ impl Sim {
                     self.told
                         .push((self.now, i, to.clone(), kind_of(&env.body)));
                     for j in to {
-                        if j == i || self.cut_since(i, j).is_some() {
-                            continue;
+                        if j != i && self.cut_since(i, j).is_none() {
+                            self.send(i, j, &env);
                         }
-                        if self.rng.next_u64() % 100 < self.loss {
-                            continue;
-                        }
-                        let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
-                        self.in_flight.push((
-                            self.now + delay,
-                            j,
-                            self.nodes[i].id.clone(),
-                            env.clone(),
-                        ));
                     }
                 }
                 RunAction::Publish(mut env) => {
@@ -293,16 +283,7 @@ impl Sim {
                         {
                             continue;
                         }
-                        if self.rng.next_u64() % 100 < self.loss {
-                            continue;
-                        }
-                        let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
-                        self.in_flight.push((
-                            self.now + delay,
-                            j,
-                            self.nodes[i].id.clone(),
-                            env.clone(),
-                        ));
+                        self.send(i, j, &env);
                     }
                 }
                 RunAction::Prepare { run, plan, .. } => {
@@ -334,6 +315,17 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// `env` from node `i` to node `j`: lost at the sim's loss rate, else
+    /// there in 1 to 20 ms.
+    fn send(&mut self, i: usize, j: usize, env: &RunEnvelope) {
+        if self.rng.next_u64() % 100 < self.loss {
+            return;
+        }
+        let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
+        self.in_flight
+            .push((self.now + delay, j, self.nodes[i].id.clone(), env.clone()));
     }
 
     fn step(&mut self) {

@@ -1051,8 +1051,9 @@ impl Node {
     }
 
     /// A word a node of a run told this node, as its leader or the node
-    /// next in line: a `started` or a `done`, from the sender itself (the
-    /// connection's peer). Anything else goes by gossip and is refused.
+    /// next in line: a `ready`, a `started` or a `done`, from the sender
+    /// itself (the connection's peer). Anything else goes by gossip and is
+    /// refused.
     pub(super) fn take_word(
         &mut self,
         peer: PeerId,
