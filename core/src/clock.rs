@@ -8,11 +8,16 @@
 //! - delay `δ = (t4 − t1) − (t3 − t2)`, the round trip without the peer's work.
 //!
 //! Whatever the split of `δ` between the two directions, the true offset lies
-//! in `θ ± δ/2`. Queueing only ever adds delay, so the sample with the smallest
-//! `δ` among recent ones carries the least error (NTP's clock filter,
-//! Cristian's algorithm). [`ClockFilter`] keeps the recent samples of one peer
-//! and answers with that one. Samples older than its window age out, so the
-//! estimate follows drift when exchanges are repeated.
+//! in `θ ± δ/2`: between `θ* − b` and `θ* + f`, where `f` and `b` are the
+//! trips out and back. Every sample's interval holds the true offset, so
+//! [`ClockFilter`] keeps the recent samples of one peer and answers with the
+//! middle of where their intervals overlap. That overlap ends at the
+//! shortest trip out and the shortest trip back seen, even when they came in
+//! different exchanges, so it is narrower than the sample with the smallest
+//! `δ` alone (NTP's clock filter, Cristian's algorithm), which still holds
+//! half the difference of its own two trips. Each interval widens with its
+//! age at [`DRIFT_NS_PER_S`], and samples older than the window age out, so
+//! the estimate follows drift when exchanges are repeated.
 //!
 //! **Steps.** A wall clock can jump (NTP stepping it, a VM resumed, an
 //! operator's `date -s`). Without care the filter would go on preferring an
@@ -80,9 +85,10 @@ impl Exchange {
 pub struct Estimate {
     /// The peer's clock minus ours, ns.
     pub offset_ns: i64,
-    /// The true offset is within `offset_ns ± bound_ns` (half the delay).
+    /// The true offset is within `offset_ns ± bound_ns`: where the
+    /// samples' intervals overlap (see [`ClockFilter::estimate`]).
     pub bound_ns: i64,
-    /// The round trip of the sample used, ns.
+    /// The shortest round trip among the samples, ns.
     pub delay_ns: i64,
     /// Samples the estimate was chosen from.
     pub samples: usize,
@@ -94,10 +100,26 @@ pub struct Estimate {
 /// any step worth the name (NTP steps from 128 ms).
 pub const STEP_MARGIN_NS: i64 = 10_000_000;
 
-/// Recent samples of one peer, and the best of them.
+/// How fast two clocks are taken to drift apart at most, in ns per second
+/// (15 ppm, NTP's φ): a sample's interval widens by this much for every
+/// second of its age.
+pub const DRIFT_NS_PER_S: i64 = 15_000;
+
+/// How far two clocks may have drifted apart in `age`, ns.
+fn drift_of(age: Duration) -> i128 {
+    i128::try_from(age.as_nanos())
+        .unwrap_or(i128::MAX)
+        .saturating_mul(i128::from(DRIFT_NS_PER_S))
+        / 1_000_000_000
+}
+
+/// Recent samples of one peer, and what they say together.
 #[derive(Debug, Clone)]
 pub struct ClockFilter {
     samples: VecDeque<Sample>,
+    /// The peer's own estimate of this node's clock, turned round: the
+    /// peer's clock minus ours, its bound, and when it came.
+    told: Option<(i64, i64, Duration)>,
     capacity: usize,
     max_age: Duration,
     steps: u64,
@@ -108,6 +130,7 @@ impl ClockFilter {
     pub fn new(capacity: usize, max_age: Duration) -> ClockFilter {
         ClockFilter {
             samples: VecDeque::with_capacity(capacity.max(1)),
+            told: None,
             capacity: capacity.max(1),
             max_age,
             steps: 0,
@@ -126,7 +149,7 @@ impl ClockFilter {
             gap.abs() > allowed
         });
         if stepped {
-            self.samples.clear();
+            self.clear();
             self.steps += 1;
         }
         if self.samples.len() == self.capacity {
@@ -140,6 +163,20 @@ impl ClockFilter {
     /// describes the two clocks any more.
     pub fn clear(&mut self) {
         self.samples.clear();
+        self.told = None;
+    }
+
+    /// Takes what the peer estimates of this node's clock, received at
+    /// `at`: `offset_ns ± bound_ns`, our clock minus the peer's. The peer's
+    /// samples are exchanges it started, so they add trips each way that
+    /// this node never timed: the estimate narrows to where the two
+    /// overlap. The latest is kept; it never stands alone (see
+    /// [`ClockFilter::estimate`]). A negative bound is impossible and is
+    /// ignored.
+    pub fn told(&mut self, offset_ns: i64, bound_ns: i64, at: Duration) {
+        if bound_ns >= 0 {
+            self.told = Some((offset_ns.saturating_neg(), bound_ns, at));
+        }
     }
 
     /// How many clock steps the filter has seen.
@@ -157,18 +194,70 @@ impl ClockFilter {
         self.samples.is_empty()
     }
 
-    /// The minimum-delay sample among those not older than the window at
-    /// `now`, or `None` without any.
+    /// The estimate from the samples not older than the window at `now`,
+    /// or `None` without any.
+    ///
+    /// Each sample says the offset lies in `θ ± (δ/2 + φ·age)`: its round
+    /// trip's half, widened by [`DRIFT_NS_PER_S`] for every second since it
+    /// was taken, as the two clocks may have drifted apart since (NTP's
+    /// dispersion). All of them hold at once, so the estimate is the
+    /// middle of where they overlap, and its bound half that overlap. That
+    /// is never wider than the best sample alone, and often far narrower:
+    /// the overlap is bounded by the shortest trip out and the shortest
+    /// trip back among the samples, wherever each came from, where the
+    /// single sample with the shortest round trip still holds half the
+    /// difference of its two directions. If the samples do not overlap
+    /// (a clock drifted or slewed faster than φ), the one with the
+    /// narrowest interval alone is taken.
+    ///
+    /// What the peer [told](ClockFilter::told) of its own estimate narrows
+    /// this one further where the two overlap. Where they do not (a stale
+    /// estimate of the peer's from before a clock step, a peer that lies),
+    /// it is left out: this node's own samples always decide.
     pub fn estimate(&self, now: Duration) -> Option<Estimate> {
         let fresh = self
             .samples
             .iter()
             .filter(|s| now.saturating_sub(s.at) <= self.max_age);
-        let count = fresh.clone().count();
-        fresh.min_by_key(|s| s.delay_ns).map(|best| Estimate {
-            offset_ns: best.offset_ns,
-            bound_ns: (best.delay_ns + 1) / 2,
-            delay_ns: best.delay_ns,
+        let interval = |s: &Sample| {
+            let radius = (i128::from(s.delay_ns) + 1) / 2 + drift_of(now.saturating_sub(s.at));
+            let mid = i128::from(s.offset_ns);
+            (mid - radius, mid + radius)
+        };
+        let mut count = 0;
+        let mut delay_ns = i64::MAX;
+        let mut overlap = (i128::MIN, i128::MAX);
+        let mut narrowest: Option<(i128, i128)> = None;
+        for s in fresh {
+            count += 1;
+            delay_ns = delay_ns.min(s.delay_ns);
+            let (lo, hi) = interval(s);
+            overlap = (overlap.0.max(lo), overlap.1.min(hi));
+            if narrowest.is_none_or(|(l, h)| hi - lo < h - l) {
+                narrowest = Some((lo, hi));
+            }
+        }
+        let narrowest = narrowest?;
+        let (mut lo, mut hi) = if overlap.0 <= overlap.1 {
+            overlap
+        } else {
+            narrowest
+        };
+        if let Some((offset, bound, at)) = self.told {
+            let age = now.saturating_sub(at);
+            if age <= self.max_age {
+                let radius = i128::from(bound) + drift_of(age);
+                let (l, h) = (i128::from(offset) - radius, i128::from(offset) + radius);
+                if l <= hi && lo <= h {
+                    (lo, hi) = (lo.max(l), hi.min(h));
+                }
+            }
+        }
+        let half = (hi - lo + 1) / 2;
+        Some(Estimate {
+            offset_ns: i64::try_from(lo + (hi - lo) / 2).ok()?,
+            bound_ns: i64::try_from(half).ok()?,
+            delay_ns,
             samples: count,
         })
     }
@@ -245,17 +334,91 @@ mod tests {
     }
 
     #[test]
-    fn the_minimum_delay_sample_wins() {
+    fn the_overlap_of_the_samples_beats_the_best_one_alone() {
+        // 1 ms ahead; the shortest trip out (2 µs) and the shortest back
+        // (3 µs) come in different exchanges, 1 ms apart.
         let mut f = ClockFilter::new(8, Duration::from_secs(60));
-        for (i, (fwd, back)) in [(50, 5), (2, 2), (40, 1)].into_iter().enumerate() {
+        for (i, (fwd, back)) in [(2, 20), (20, 3), (50, 40)].into_iter().enumerate() {
             f.add(
-                exchange(0, 1_000, fwd * 1000, back * 1000, 0)
-                    .sample(Duration::from_secs(i as u64))
+                exchange(0, 1_000_000, fwd * 1000, back * 1000, 0)
+                    .sample(Duration::from_millis(i as u64))
                     .expect("valid"),
             );
         }
-        let e = f.estimate(Duration::from_secs(3)).expect("samples");
-        assert_eq!((e.offset_ns, e.delay_ns, e.samples), (1_000, 4_000, 3));
+        let e = f.estimate(Duration::from_millis(2)).expect("samples");
+        // The sample with the shortest round trip (22 µs) alone says
+        // 1 ms − 9 µs ± 11 µs; the overlap says 1 ms − 0.5 µs ± 2.5 µs.
+        assert!((e.offset_ns - 1_000_000).abs() <= 1_000, "{e:?}");
+        assert!(e.bound_ns <= 2_600, "{e:?}");
+        assert!((e.offset_ns - 1_000_000).abs() <= e.bound_ns, "{e:?}");
+        assert_eq!((e.delay_ns, e.samples), (22_000, 3));
+    }
+
+    #[test]
+    fn an_interval_widens_with_its_age_and_samples_that_do_not_overlap_leave_the_narrowest() {
+        let mut f = ClockFilter::new(8, Duration::from_secs(60));
+        f.add(
+            exchange(0, 0, 50_000, 50_000, 0)
+                .sample(Duration::ZERO)
+                .expect("valid"),
+        );
+        // 10 s later: 50 µs of half round trip and 150 µs of drift (15 ppm).
+        let e = f.estimate(Duration::from_secs(10)).expect("one sample");
+        assert_eq!((e.offset_ns, e.bound_ns), (0, 200_000));
+        // The peer's clock moved 2 ms, more than drift explains but less
+        // than a step: the two intervals do not overlap, and the newer,
+        // narrower one is taken alone.
+        let stepped = f.add(
+            exchange(0, 2_000_000, 50_000, 50_000, 0)
+                .sample(Duration::from_secs(10))
+                .expect("valid"),
+        );
+        assert!(!stepped);
+        let e = f.estimate(Duration::from_secs(10)).expect("samples");
+        assert_eq!((e.offset_ns, e.bound_ns, e.samples), (2_000_000, 50_000, 2));
+    }
+
+    #[test]
+    fn what_the_peer_told_narrows_the_estimate_only_where_it_overlaps_and_never_alone() {
+        let mut f = ClockFilter::new(8, Duration::from_secs(60));
+        f.told(-1_000_000, 10, Duration::ZERO);
+        assert!(
+            f.estimate(Duration::ZERO).is_none(),
+            "what a peer tells never stands alone"
+        );
+        // The peer is 1 ms ahead; our one exchange took 60 µs out, 20 back:
+        // 1.02 ms ± 40 µs.
+        f.add(
+            exchange(0, 1_000_000, 60_000, 20_000, 0)
+                .sample(Duration::ZERO)
+                .expect("valid"),
+        );
+        // The peer timed its own exchanges: our clock is 1 ms behind its,
+        // ± 5 µs. Turned round, 1 ms ± 5 µs, inside ours.
+        f.told(-1_000_000, 5_000, Duration::ZERO);
+        let e = f.estimate(Duration::ZERO).expect("samples");
+        assert_eq!((e.offset_ns, e.bound_ns, e.samples), (1_000_000, 5_000, 1));
+        // A telling that misses our own interval (a stale one, a lie) is
+        // left out, and a bound below zero is not taken at all.
+        f.told(-3_000_000, 5_000, Duration::ZERO);
+        let e = f.estimate(Duration::ZERO).expect("samples");
+        assert_eq!((e.offset_ns, e.bound_ns), (1_020_000, 40_000));
+        f.told(-1_000_000, -1, Duration::ZERO);
+        assert_eq!(
+            f.estimate(Duration::ZERO).expect("samples").bound_ns,
+            40_000
+        );
+        // A step drops what the peer told with the samples.
+        f.told(-1_000_000, 5_000, Duration::ZERO);
+        assert!(
+            f.add(
+                exchange(0, 900_000_000, 60_000, 20_000, 0)
+                    .sample(Duration::from_secs(1))
+                    .expect("valid")
+            )
+        );
+        let e = f.estimate(Duration::from_secs(1)).expect("samples");
+        assert_eq!((e.offset_ns, e.bound_ns), (900_020_000, 40_000));
     }
 
     #[test]

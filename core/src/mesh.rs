@@ -1134,9 +1134,17 @@ impl MeshCore {
         }
     }
 
-    /// Takes a completed clock exchange with `peer`. Returns `false` if its
-    /// timestamps are impossible (and so it was dropped).
-    pub fn on_clock_answer(&mut self, peer: &str, exchange: Exchange, now: Duration) -> bool {
+    /// Takes a completed clock exchange with `peer`, and what the peer told
+    /// of its own estimate of this node's clock (`(offset_ns, bound_ns)`,
+    /// this node's clock minus the peer's). Returns `false` if its
+    /// timestamps are impossible (and so it was dropped, with what it told).
+    pub fn on_clock_answer(
+        &mut self,
+        peer: &str,
+        exchange: Exchange,
+        told: Option<(i64, i64)>,
+        now: Duration,
+    ) -> bool {
         let Some(clock) = self.clocks.get_mut(peer) else {
             return true;
         };
@@ -1144,10 +1152,25 @@ impl MeshCore {
             Some(sample) => {
                 clock.last_rtt_ns = Some(sample.delay_ns);
                 clock.filter.add(sample);
+                if let Some((offset_ns, bound_ns)) = told {
+                    clock.filter.told(offset_ns, bound_ns, now);
+                }
                 true
             }
             None => false,
         }
+    }
+
+    /// What this node tells `asker` of its estimate of the asker's clock in
+    /// a clock answer: only to a peer whose clock it samples for a run
+    /// (its leader, or as the leader its workers), where the two sides'
+    /// samples together narrow a start's error; an idle watch's answers
+    /// stay as small as they were.
+    pub fn clock_to_tell(&self, asker: &str, now: Duration) -> Option<(i64, i64)> {
+        if !self.clock_peers.contains(asker) {
+            return None;
+        }
+        self.clock(asker, now).map(|e| (e.offset_ns, e.bound_ns))
     }
 
     /// A first connection to `peer` opened. The first connection of a node

@@ -423,6 +423,14 @@ enum Hurry {
     Arm,
 }
 
+/// Between two `held` of the arming leader from the arm until T0. The arm
+/// goes out about half a second before T0 at 1,000 nodes (the lead and
+/// twice the largest clock bound); at a quarter second, one `held` fitted
+/// in, and a node that lost both it and the arm (2 % each in the
+/// simulator) started 210 ms late (1,000 nodes, seed 3). Four or five fit
+/// in now: a `held` is about a hundred bytes.
+const ARM_HELD_EVERY: Duration = Duration::from_millis(100);
+
 /// How long after making a plan its leader re-sends it four times a
 /// second (while not every node is ready): what a node takes to get
 /// ready, fetching and compiling the module, is about a second.
@@ -910,7 +918,7 @@ pub const MAX_OPEN_FROM_ONE: usize = 32;
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 /// A node asks about one run at most this often after `held`s: they come
-/// four times a second while the leader hurries.
+/// four times a second or more while the leader hurries.
 const PULL_EVERY: Duration = Duration::from_millis(500);
 
 /// The most asks after `held`s waiting to go out.
@@ -2142,11 +2150,12 @@ impl RunsCore {
         self.work(run, view, at, out);
     }
 
-    /// What this node re-sends four times as often as the rest, if
-    /// anything: the arm it made, until T0 (a node that dropped it still
-    /// hears it before T0, where the one-second pace would have it start
-    /// late: 100 simulated nodes with 1 % of first copies dropped started
-    /// over up to 119 ms, against 4-6 ms with none dropped); the proposal
+    /// What this node says in a `held` between its one-second re-sends, if
+    /// anything: the arm it made, until T0, every [`ARM_HELD_EVERY`] (a
+    /// node that dropped the arm still hears it before T0, where the
+    /// one-second pace would have it start late: 100 simulated nodes with
+    /// 1 % of first copies dropped started over up to 119 ms, against 4-6
+    /// ms with none dropped); four times a second, the proposal
     /// it made, until there is a plan (the leader itself may have dropped
     /// it); the plan it made and the proposal, for [`HURRY_PLAN_FOR`] or
     /// until it arms (at 300 simulated nodes the last node ready had
@@ -2154,13 +2163,6 @@ impl RunsCore {
     /// it). Only those go out, not the node's other words. Marks the
     /// re-send done.
     fn hurry(&self, run: &mut Run, at: At, view: &dyn MeshView) -> Option<Hurry> {
-        if run
-            .timers
-            .last_hurried
-            .is_some_and(|t| at.now.saturating_sub(t) < self.config.republish / 4)
-        {
-            return None;
-        }
         let hurry = match &run.armed {
             Some(a) if a.by == self.me && run.timers.t0_at.is_some_and(|t0| at.now < t0) => {
                 Some(Hurry::Arm)
@@ -2179,9 +2181,18 @@ impl RunsCore {
             }
             _ => None,
         };
-        if hurry.is_some() {
-            run.timers.last_hurried = Some(at.now);
+        let pace = match hurry? {
+            Hurry::Arm => ARM_HELD_EVERY,
+            Hurry::Plan | Hurry::Proposal => self.config.republish / 4,
+        };
+        if run
+            .timers
+            .last_hurried
+            .is_some_and(|t| at.now.saturating_sub(t) < pace)
+        {
+            return None;
         }
+        run.timers.last_hurried = Some(at.now);
         hurry
     }
 

@@ -211,7 +211,13 @@ pub enum Response {
         t3: i64,
         /// The answerer is there, and its heartbeat if the asker's is old.
         #[serde(default)]
-        pulse: Option<Pulse>,
+        pulse: Option<Box<Pulse>>,
+        /// The answerer's own estimate of the asker's clock minus its own,
+        /// and its bound, ns: given to a node whose clock the answerer
+        /// samples for a run, so that the exchanges each side starts
+        /// narrow the other's estimate too (see `MeshCore::clock_to_tell`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        yours: Option<(i64, i64)>,
     },
     /// The members the answerer knows, its own heartbeat first; empty and
     /// `same` when it knows the nodes the asker does.
@@ -894,6 +900,17 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
             max,
         });
     }
+    if let Response::Clock {
+        yours: Some((_, bound)),
+        ..
+    } = response
+        && bound < 0
+    {
+        return Err(WireError::Invalid {
+            what: "response",
+            detail: format!("the clock bound told is {bound} ns, below zero"),
+        });
+    }
     match &mut response {
         Response::Refused { reason } => check_len("response", "reason", reason, 1024)?,
         Response::Clock {
@@ -998,18 +1015,27 @@ mod tests {
                 t2: 2,
                 t3: 3,
                 pulse: None,
+                yours: None,
             },
             Response::Clock {
                 t1: 1,
                 t2: 2,
                 t3: 3,
-                pulse: Some(Pulse {
+                pulse: None,
+                yours: Some((-4_000_000, 250_000)),
+            },
+            Response::Clock {
+                t1: 1,
+                t2: 2,
+                t3: 3,
+                yours: None,
+                pulse: Some(Box::new(Pulse {
                     boot: 1,
                     seq: 2,
                     cpu: 0.5,
                     sockets: 3,
                     heartbeat: Some(hb.clone()),
-                }),
+                })),
             },
             Response::Members {
                 members: vec![hb.clone(), hb.clone()],
@@ -1052,7 +1078,19 @@ mod tests {
             t2: 2,
             t3: 3,
             pulse: None,
+            yours: Some((1, 2)),
         });
+        let below_zero = encode(&Response::Clock {
+            t1: 1,
+            t2: 2,
+            t3: 3,
+            pulse: None,
+            yours: Some((1, -2)),
+        });
+        assert!(
+            matches!(decode_response(&below_zero), Err(WireError::Invalid { .. })),
+            "a clock bound below zero is refused"
+        );
         for cut in 0..resp.len() {
             assert!(decode_response(&resp[..cut]).is_err());
             assert!(decode_request(&resp[..cut]).is_err());

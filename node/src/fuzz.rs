@@ -29,6 +29,7 @@ use libp2p::request_response::Codec as _;
 
 use crate::api::SubmitRequest;
 use crate::core::assign::{Candidate, RegionWeight};
+use crate::core::clock::{ClockFilter, Exchange};
 use crate::core::data::{
     Cursor as DataCursor, DataFormat, DataMode, DataSpec, Draw, Exhausted, MAX_ROW_BYTES, MAX_ROWS,
     Rows,
@@ -373,16 +374,27 @@ fn response(bytes: &[u8]) -> bool {
             let _ = core.tick(AT.now + Duration::from_secs(10), Health::default());
         }
         Response::Clock {
-            pulse: Some(pulse), ..
+            t1,
+            t2,
+            t3,
+            pulse,
+            yours,
         } => {
             let mut core = mesh_core();
-            let _ = core.on_pulse("peer", pulse, AT.now);
-            let _ = core.tick(AT.now + Duration::from_secs(10), Health::default());
+            if let Some(pulse) = pulse {
+                let _ = core.on_pulse("peer", *pulse, AT.now);
+                let _ = core.tick(AT.now + Duration::from_secs(10), Health::default());
+            }
+            let mut filter = ClockFilter::new(8, Duration::from_secs(60));
+            if let Some(sample) = (Exchange { t1, t2, t3, t4: t3 }).sample(AT.now) {
+                filter.add(sample);
+            }
+            if let Some((offset_ns, bound_ns)) = yours {
+                filter.told(offset_ns, bound_ns, AT.now);
+            }
+            let _ = filter.estimate(AT.now + Duration::from_secs(1));
         }
-        Response::Clock { .. }
-        | Response::Kept
-        | Response::Module { .. }
-        | Response::Refused { .. } => {}
+        Response::Kept | Response::Module { .. } | Response::Refused { .. } => {}
     }
     true
 }
@@ -927,13 +939,14 @@ fn responses() -> Vec<Response> {
             t1: 1,
             t2: 2,
             t3: 3,
-            pulse: Some(membership::Pulse {
+            yours: Some((-3_000_000, 120_000)),
+            pulse: Some(Box::new(membership::Pulse {
                 boot: 1,
                 seq: 2,
                 cpu: 0.5,
                 sockets: 3,
                 heartbeat: Some(sample_heartbeat()),
-            }),
+            })),
         },
         Response::Members {
             members: vec![sample_heartbeat()],

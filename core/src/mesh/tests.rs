@@ -43,6 +43,7 @@ enum Msg {
         t2: i64,
         t3: i64,
         pulse: Pulse,
+        yours: Option<(i64, i64)>,
     },
     MembersReq {
         digest: u64,
@@ -58,6 +59,12 @@ struct Sim {
     side_b: Vec<bool>,
     partitioned: bool,
     loss: f64,
+    /// Each message's delay is its regions' plus up to this much, ns.
+    jitter: i64,
+    /// `(asker, answerer, filter)`: the asker's exchanges with the
+    /// answerer, also kept in a filter of their own, to tell what the
+    /// asker's samples alone say.
+    alone: Option<(usize, usize, ClockFilter)>,
     rng: Rng,
     queue: BinaryHeap<Reverse<(Duration, u64, usize, usize)>>,
     payloads: Vec<Option<Msg>>,
@@ -108,6 +115,8 @@ impl Sim {
             side_b: (0..n).map(|i| i % 2 == 1).collect(),
             partitioned: false,
             loss,
+            jitter: MS,
+            alone: None,
             rng,
             queue: BinaryHeap::new(),
             payloads: Vec::new(),
@@ -138,7 +147,8 @@ impl Sim {
         if !self.reachable(from, to) || self.rng.chance(loss) {
             return;
         }
-        let delay = base_delay_ns(&region(from), &region(to)) + self.rng.below(MS as u64) as i64;
+        let delay =
+            base_delay_ns(&region(from), &region(to)) + self.rng.below(self.jitter as u64) as i64;
         let at = self.now + Duration::from_nanos(delay as u64);
         self.seq += 1;
         self.payloads.push(Some(msg));
@@ -175,15 +185,35 @@ impl Sim {
                     let t2 = self.wall(to, now);
                     let t3 = t2 + 50_000;
                     let pulse = self.nodes[to].answer_clock(known, suspect, now);
-                    self.send(to, from, Msg::ClockResp { t1, t2, t3, pulse });
+                    let yours = self.nodes[to].clock_to_tell(&from_id, now);
+                    let msg = Msg::ClockResp {
+                        t1,
+                        t2,
+                        t3,
+                        pulse,
+                        yours,
+                    };
+                    self.send(to, from, msg);
                 }
             }
-            Msg::ClockResp { t1, t2, t3, pulse } => {
+            Msg::ClockResp {
+                t1,
+                t2,
+                t3,
+                pulse,
+                yours,
+            } => {
                 let t4 = self.wall(to, now);
                 self.nodes[to]
                     .on_pulse(&from_id, pulse, now)
                     .expect("valid pulse");
-                let ok = self.nodes[to].on_clock_answer(&from_id, Exchange { t1, t2, t3, t4 }, now);
+                let exchange = Exchange { t1, t2, t3, t4 };
+                if let Some((_, _, filter)) =
+                    self.alone.as_mut().filter(|a| (a.0, a.1) == (to, from))
+                {
+                    filter.add(exchange.sample(now).expect("valid"));
+                }
+                let ok = self.nodes[to].on_clock_answer(&from_id, exchange, yours, now);
                 assert!(ok, "a consistent exchange is taken");
             }
             Msg::MembersReq { digest, heartbeat } => {
@@ -746,6 +776,62 @@ fn a_stepped_clock_is_re_estimated_by_every_member_within_two_seconds() {
         }
         assert!(!sim.nodes[3].clock_settling(sim.now));
     }
+}
+
+#[test]
+fn two_nodes_that_sample_each_other_for_a_run_tell_each_other_and_narrow_their_estimates() {
+    let mut sim = Sim::new(6, 0.0, 0x7e11);
+    sim.jitter = 10 * MS;
+    let config = MeshConfig::default();
+    sim.alone = Some((
+        1,
+        0,
+        ClockFilter::new(config.clock_window, config.clock_max_age),
+    ));
+    sim.run_until(Duration::from_secs(12));
+    // Node 1 is not a clock peer of node 0 yet: nothing is told.
+    let (n0, n1, n2) = ("n0000", "n0001", "n0002");
+    assert_eq!(sim.nodes[0].clock_to_tell(n1, sim.now), None);
+    // A run: node 0 leads it and samples node 1; node 1 samples node 0.
+    sim.nodes[0].set_clock_peers([n1.to_owned()].into());
+    sim.nodes[1].set_clock_peers([n0.to_owned()].into());
+    sim.run_until(Duration::from_secs(20));
+    let now = sim.now;
+    let told = sim.nodes[0].clock_to_tell(n1, now).expect("node 1 is told");
+    assert_eq!(
+        sim.nodes[0].clock_to_tell(n2, now),
+        None,
+        "not a clock peer"
+    );
+    let of_1 = sim.nodes[0].clock(n1, now).expect("node 0's estimate");
+    assert_eq!(told, (of_1.offset_ns, of_1.bound_ns));
+    let of_0 = sim.nodes[1].clock(n0, now).expect("node 1's estimate");
+    let alone = sim
+        .alone
+        .as_ref()
+        .expect("kept")
+        .2
+        .estimate(now)
+        .expect("samples");
+    let truth = sim.offsets[0] - sim.offsets[1];
+    for (name, e) in [("told", of_0), ("alone", alone)] {
+        let error = e.offset_ns - truth;
+        assert!(error.abs() <= e.bound_ns, "{name}: {error} ns off, {e:?}");
+    }
+    assert_eq!(of_0.samples, alone.samples, "the same samples");
+    // Node 0's exchanges timed trips node 1 never did: node 1's estimate
+    // with what node 0 told is inside, and narrower than, its own alone.
+    assert!(
+        of_0.offset_ns - of_0.bound_ns >= alone.offset_ns - alone.bound_ns
+            && of_0.offset_ns + of_0.bound_ns <= alone.offset_ns + alone.bound_ns,
+        "{of_0:?} is not inside {alone:?}"
+    );
+    // The bound is 20 ms of asymmetric paths (30 ms out, 10 back), which
+    // nothing can narrow, and what the jitter of the shortest trips adds.
+    assert!(
+        alone.bound_ns - of_0.bound_ns >= 50_000,
+        "{of_0:?} is not narrower than {alone:?}"
+    );
 }
 
 #[test]

@@ -802,7 +802,8 @@ impl Node {
                         t1,
                         t2,
                         t3: wall_ns(),
-                        pulse: Some(pulse),
+                        pulse: Some(Box::new(pulse)),
+                        yours: self.core.mesh().clock_to_tell(&peer.to_string(), now),
                     }
                 } else {
                     self.core.mesh_mut().on_stranger(&peer.to_string());
@@ -939,15 +940,23 @@ impl Node {
                         debug!(%peer, "dropped a clock answer: this node's clock stepped meanwhile");
                     }
                     Response::Clock {
-                        t1, t2, t3, pulse, ..
+                        t1,
+                        t2,
+                        t3,
+                        pulse,
+                        yours,
                     } if t1 == sent_t1 => {
                         if let Some(pulse) = pulse {
                             let label = pulse.heartbeat.as_ref().map(label_of);
-                            let result = self.core.mesh_mut().on_pulse(&peer.to_string(), pulse, now);
+                            let result = self.core.mesh_mut().on_pulse(&peer.to_string(), *pulse, now);
                             self.after_heartbeat(&peer.to_string(), peer, label, result);
                         }
                         let exchange = Exchange { t1, t2, t3, t4 };
-                        if !self.core.mesh_mut().on_clock_answer(&peer.to_string(), exchange, now) {
+                        if !self
+                            .core
+                            .mesh_mut()
+                            .on_clock_answer(&peer.to_string(), exchange, yours, now)
+                        {
                             self.warn_once(format!("clock:{peer}"), || {
                                 format!("dropped a clock answer from {peer} with impossible timestamps")
                             });

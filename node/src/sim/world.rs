@@ -92,7 +92,7 @@ enum Event {
     ClockAnswer {
         from: usize,
         to: usize,
-        answer: Option<(i64, i64, i64, Pulse)>,
+        answer: Option<ClockReply>,
     },
     /// An ask for a member's list arrives at `to`.
     MembersAsk {
@@ -199,6 +199,17 @@ struct Node {
     started: bool,
     /// The size of its shards on the wire.
     shard_bytes: usize,
+}
+
+/// A clock answer on its way: the asker's `t1`, the answerer's receive and
+/// send time (one instant in the model), its pulse, and what it tells of
+/// the asker's clock.
+#[derive(Debug)]
+struct ClockReply {
+    t1: i64,
+    t2: i64,
+    pulse: Pulse,
+    yours: Option<(i64, i64)>,
 }
 
 /// Where the simulation is.
@@ -480,7 +491,13 @@ impl World {
                         .core
                         .mesh_mut()
                         .answer_clock(known, suspect, now);
-                    Some((t1, t2, t2, pulse))
+                    let yours = self.nodes[to].core.mesh().clock_to_tell(&asker, now);
+                    Some(ClockReply {
+                        t1,
+                        t2,
+                        pulse,
+                        yours,
+                    })
                 } else {
                     self.nodes[to].core.mesh_mut().on_stranger(&asker);
                     None
@@ -489,12 +506,13 @@ impl World {
                 // core's own actions (a refutation) go out at once.
                 self.carry_out(to);
                 let bytes = match &answer {
-                    Some((t1, t2, t3, pulse)) => {
+                    Some(reply) => {
                         wire::encode(&Response::Clock {
-                            t1: *t1,
-                            t2: *t2,
-                            t3: *t3,
-                            pulse: Some(pulse.clone()),
+                            t1: reply.t1,
+                            t2: reply.t2,
+                            t3: reply.t2,
+                            pulse: Some(Box::new(reply.pulse.clone())),
+                            yours: reply.yours,
                         })
                         .len()
                             + RPC_OVERHEAD
@@ -514,7 +532,13 @@ impl World {
                 );
             }
             Event::ClockAnswer { from, to, answer } => {
-                let Some((t1, t2, t3, pulse)) = answer else {
+                let Some(ClockReply {
+                    t1,
+                    t2,
+                    pulse,
+                    yours,
+                }) = answer
+                else {
                     return;
                 };
                 let t4 = self.wall_ns(to);
@@ -526,7 +550,8 @@ impl World {
                 }
                 self.nodes[to].core.mesh_mut().on_clock_answer(
                     &peer,
-                    Exchange { t1, t2, t3, t4 },
+                    Exchange { t1, t2, t3: t2, t4 },
+                    yours,
                     now,
                 );
             }
