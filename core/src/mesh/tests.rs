@@ -925,3 +925,64 @@ fn suspicions_of_this_node_are_refuted_at_most_once_a_second() {
     let _ = core.tick(at(3_100), Health::default());
     assert_eq!(seq(&core), last);
 }
+
+/// A suspicion of this node's own watch goes to the mesh three times, at
+/// 0, 1 and 3 s, while the member stays suspected: a node that lost the
+/// one telling held a frozen member live until the lists were compared,
+/// 30 s on. A member that refuted it in between is not told of again.
+#[test]
+fn a_suspicion_of_its_own_watch_is_told_again_after_one_and_three_seconds_unless_refuted() {
+    let mut core = lone("a", vec![]);
+    let at = Duration::from_millis;
+    for id in ["b", "c"] {
+        let mut hb = core.heartbeat(Health::default());
+        hb.id = id.into();
+        core.on_heartbeat(id, hb, at(0)).expect("a member");
+        core.on_connected(id, at(0));
+    }
+    let pulse = |core: &mut MeshCore, id: &str, t| {
+        let m = core.member(id).expect("known");
+        let pulse = Pulse {
+            boot: m.heartbeat.boot,
+            seq: m.heartbeat.seq,
+            cpu: 0.0,
+            sockets: 0,
+            heartbeat: None,
+        };
+        core.on_pulse(id, pulse, t).expect("a pulse");
+    };
+    // b and c fall silent at 0; ticked every 100 ms, the node suspects
+    // both, and tells each suspicion again at 1 and 3 s. c refutes it (a
+    // newer heartbeat) half a second after it was suspected, and answers
+    // from then on: it is not told of again.
+    let mut told: Vec<(u64, String)> = Vec::new();
+    let mut refuted = None;
+    for t in (0..=12_000).step_by(100) {
+        if let Some((first, _)) = told.first()
+            && t == first + 500
+        {
+            let mut hb = core.member("c").expect("c").heartbeat.clone();
+            hb.seq += 1;
+            core.on_heartbeat("c", hb, at(t)).expect("c refutes");
+            refuted = Some(t);
+        }
+        if refuted.is_some() {
+            pulse(&mut core, "c", at(t));
+        }
+        for action in core.tick(at(t), Health::default()) {
+            if let Action::Suspect { id, .. } = action {
+                told.push((t, id));
+            }
+        }
+    }
+    assert!(core.member("c").is_some_and(|m| !m.suspect));
+    let first = told.first().map_or(0, |(t, _)| *t);
+    let of = |who: &str| -> Vec<u64> {
+        told.iter()
+            .filter(|(_, id)| id == who)
+            .map(|(t, _)| t - first)
+            .collect()
+    };
+    assert_eq!(of("b"), vec![0, 1_000, 3_000], "{told:?}");
+    assert_eq!(of("c"), vec![0], "{told:?}");
+}

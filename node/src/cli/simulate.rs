@@ -18,9 +18,13 @@ What it measures, in virtual seconds and in messages and bytes per node
               estimate of each
   leader      a run is submitted to one node; done when every node names the
               same leader and holds the same armed plan
-  shards      every node runs its share for --intervals seconds, gossips a shard
-              a second and its last one; done when every node holds every
-              shard (anti-entropy asks peers for those gossip lost)
+  shards      every node runs its share for --intervals seconds, sends a shard a
+              second and its last one to the run's leader and the next in
+              line; done when every node holds every shard (anti-entropy
+              spreads them once the run ends)
+  frozen      one node, drawn by the seed, freezes as SIGSTOP would: it does
+              nothing and reads nothing; done when every other node holds it
+              as suspected
 and the real time the simulation took.
 
 The model: the real MeshCore and RunsCore of each node, the real wire types
@@ -221,6 +225,16 @@ pub fn render(r: &SimReport) -> String {
     if let Some(ms) = r.start_spread_ms {
         out.push_str(&format!(
             "  real start instants within {ms:.2} ms of each other\n"
+        ));
+    }
+    if let Some(f) = &r.frozen_node {
+        out.push('\n');
+        render_phase(&r.frozen, &mut out);
+        out.push_str(&format!(
+            "  one node of {} (watched by {}) froze; every other node held it as lost after {}\n",
+            f.region,
+            f.watchers,
+            secs(r.frozen.seconds)
         ));
     }
     out.push_str(&format!(

@@ -258,6 +258,15 @@ pub struct PhaseReport {
     pub by_kind: Vec<KindTraffic>,
 }
 
+/// The node frozen in the last phase.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrozenNode {
+    /// Its region.
+    pub region: String,
+    /// How many nodes watched it as it froze.
+    pub watchers: usize,
+}
+
 /// What a simulation found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimReport {
@@ -298,6 +307,11 @@ pub struct SimReport {
     pub shards_by_sync: u64,
     /// Largest gap between two nodes' real start instants, ms.
     pub start_spread_ms: Option<f64>,
+    /// Frozen: from one node's freeze (SIGSTOP, after the run) until every
+    /// other node holds it as suspected.
+    pub frozen: PhaseReport,
+    /// The node frozen.
+    pub frozen_node: Option<FrozenNode>,
     /// Members suspected after membership converged (false suspicions:
     /// no node fails here).
     pub suspicions: u64,

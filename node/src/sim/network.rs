@@ -241,6 +241,11 @@ impl Network {
         base + self.rng.below(base / 10 + 1)
     }
 
+    /// The region of node `a`, by index.
+    pub fn region(&self, a: usize) -> usize {
+        self.region[a]
+    }
+
     /// The one-way delay from `a` to `b`, without jitter.
     pub fn base_latency(&self, a: usize, b: usize) -> Micros {
         self.delay[self.region[a]][self.region[b]]

@@ -20,7 +20,7 @@ fn run(config: &SimConfig) -> SimReport {
 }
 
 #[test]
-fn forty_nodes_converge_agree_on_one_leader_and_hold_every_shard() {
+fn forty_nodes_converge_agree_on_one_leader_hold_every_shard_and_find_a_frozen_node() {
     let r = run(&small(40, 7));
     let all = |p: &PhaseReport| p.seconds.is_some();
     assert!(
@@ -38,6 +38,12 @@ fn forty_nodes_converge_agree_on_one_leader_and_hold_every_shard() {
         "no gap for anti-entropy to fill: {r:#?}"
     );
     assert_eq!(r.suspicions, 0, "{r:#?}");
+    // A node frozen after the run is held as lost by every other node
+    // within the 3.5 s of silence its watchers allow, the watch's pace
+    // and the gossip of the suspicion; and no other node is suspected.
+    let frozen = r.frozen_node.as_ref().unwrap_or_else(|| panic!("{r:#?}"));
+    assert!(frozen.watchers >= 3, "{r:#?}");
+    assert!(r.frozen.seconds.is_some_and(|s| s < 5.0), "{r:#?}");
     let kinds: Vec<&str> = r.shards.by_kind.iter().map(|k| k.kind).collect();
     for kind in ["clock", "runs", "shards", "sync"] {
         assert!(kinds.contains(&kind), "no {kind} traffic: {kinds:?}");

@@ -10,7 +10,9 @@ use rustc_hash::FxHashMap;
 
 use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
 use super::queue::Queue;
-use super::{GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport};
+use super::{
+    FrozenNode, GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport,
+};
 use crate::core::clock::Exchange;
 use crate::core::membership::{Event as MemberEvent, Heartbeat, Pulse};
 use crate::core::mesh::{Action, Health, LocalNode, Seed};
@@ -49,6 +51,8 @@ const LEADER_LIMIT: Micros = 60_000_000;
 /// traffic then is what a mesh costs between runs.
 const IDLE: Micros = 10_000_000;
 const SHARDS_LIMIT: Micros = 300_000_000;
+/// The most virtual time the mesh is given to find a frozen node lost.
+const FROZEN_LIMIT: Micros = 60_000_000;
 
 fn micros(d: Duration) -> Micros {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
@@ -171,6 +175,36 @@ enum Event {
     Check,
 }
 
+/// The node an event happens at: where it arrives, or whose timer it is.
+fn bound_for(event: &Event) -> Option<usize> {
+    match event {
+        Event::Boot(i)
+        | Event::Tick(i)
+        | Event::Gossipsub(i)
+        | Event::Start(i)
+        | Event::Answered(i)
+        | Event::Prepared { node: i, .. }
+        | Event::Seal { node: i, .. } => Some(*i),
+        Event::Gossip(d) => Some(d.to),
+        Event::Connect { to, .. }
+        | Event::ClockAsk { to, .. }
+        | Event::ClockAnswer { to, .. }
+        | Event::MembersAsk { to, .. }
+        | Event::MembersAnswer { to, .. }
+        | Event::ModuleAsk { to, .. }
+        | Event::ModuleAnswer { to, .. }
+        | Event::ShardSent { to, .. }
+        | Event::RunAsk { to, .. }
+        | Event::RunAnswer { to, .. }
+        | Event::Word { to, .. }
+        | Event::SyncAsk { to, .. }
+        | Event::SyncAnswer { to, .. }
+        | Event::RunsAsk { to, .. }
+        | Event::RunsAnswer { to, .. } => Some(*to),
+        Event::Check => None,
+    }
+}
+
 /// Whether a node holds every shard of the one run (the simulator's
 /// [`Holdings`]).
 struct Complete(bool);
@@ -219,6 +253,7 @@ enum Stage {
     Idle,
     Leader,
     Shards,
+    Frozen,
     Done,
 }
 
@@ -243,6 +278,13 @@ pub struct World {
     listed_at: Option<Micros>,
     leader_at: Option<Micros>,
     last_shard_at: Micros,
+    /// From the last shard sealed to every shard everywhere.
+    shards_settled: Option<Micros>,
+    /// The node frozen in the last phase: it does nothing, and what is
+    /// sent to it is not taken.
+    frozen: Option<usize>,
+    /// Its region and watchers as it froze.
+    frozen_node: Option<FrozenNode>,
     by_sync: u64,
     suspicions: u64,
     starts: Vec<i64>,
@@ -335,6 +377,9 @@ impl World {
             listed_at: None,
             leader_at: None,
             last_shard_at: 0,
+            shards_settled: None,
+            frozen: None,
+            frozen_node: None,
             by_sync: 0,
             suspicions: 0,
             starts: Vec::new(),
@@ -397,17 +442,17 @@ impl World {
                 by_kind: Vec::new(),
             })
         };
-        let (membership, idle, leader, shards) = (
+        let (membership, idle, leader, shards, frozen) = (
             phase("membership"),
             phase("idle"),
             phase("leader"),
             phase("shards"),
+            phase("frozen"),
         );
         let spread = match (self.starts.iter().min(), self.starts.iter().max()) {
             (Some(a), Some(b)) if self.starts.len() == n => Some((b - a) as f64 / 1e6),
             _ => None,
         };
-        let all_done = shards.seconds.is_some();
         SimReport {
             nodes: n,
             seed: self.config.seed,
@@ -422,9 +467,11 @@ impl World {
             leader_agreed_s: self.leader_at.map(seconds),
             shards,
             shards_total,
-            shards_after_last_s: all_done.then(|| seconds(self.now - self.last_shard_at)),
+            shards_after_last_s: self.shards_settled.map(seconds),
             shards_by_sync: self.by_sync,
             start_spread_ms: spread,
+            frozen,
+            frozen_node: self.frozen_node.take(),
             suspicions: self.suspicions,
             events: self.events,
             virtual_s: seconds(self.now),
@@ -433,6 +480,16 @@ impl World {
     }
 
     fn handle(&mut self, event: Event) {
+        if self.frozen.is_some() && self.frozen == bound_for(&event) {
+            // A frozen process: its timers do not fire, and what arrives
+            // waits in its socket, unread. Gossip's bookkeeping goes on.
+            if let Event::Gossip(d) = event
+                && self.net.arrive(d).is_some()
+            {
+                self.net.forget_if_done(d.msg);
+            }
+            return;
+        }
         match event {
             Event::Boot(i) => {
                 self.nodes[i].up = true;
@@ -819,7 +876,12 @@ impl World {
             MemberEvent::Left(_) | MemberEvent::Stopped(_) => {
                 self.nodes[i].members = self.nodes[i].members.saturating_sub(1);
             }
-            MemberEvent::Suspected(_) if self.stage != Stage::Membership => self.suspicions += 1,
+            MemberEvent::Suspected(id)
+                if self.stage != Stage::Membership
+                    && self.frozen.is_none_or(|f| self.nodes[f].id != *id) =>
+            {
+                self.suspicions += 1;
+            }
             _ => {}
         }
     }
@@ -1313,8 +1375,20 @@ impl World {
             Stage::Shards => {
                 let n = self.nodes.len();
                 let done = self.nodes.iter().all(|node| node.complete == n);
+                if done {
+                    self.shards_settled = Some(self.now - self.last_shard_at);
+                }
                 if done || elapsed >= SHARDS_LIMIT {
                     self.end_phase("shards", done, SHARDS_LIMIT);
+                    if done {
+                        self.freeze();
+                    }
+                }
+            }
+            Stage::Frozen => {
+                let done = self.frozen_lost();
+                if done || elapsed >= FROZEN_LIMIT {
+                    self.end_phase("frozen", done, FROZEN_LIMIT);
                 }
             }
             Stage::Done => {}
@@ -1339,6 +1413,7 @@ impl World {
             (Stage::Membership, true) => Stage::Idle,
             (Stage::Idle, true) => Stage::Leader,
             (Stage::Leader, true) => Stage::Shards,
+            (Stage::Shards, true) => Stage::Frozen,
             _ => Stage::Done,
         };
     }
@@ -1374,6 +1449,40 @@ impl World {
                     .iter()
                     .all(|id| mesh.clock(id, now).is_some())
             })
+    }
+
+    /// Freezes a node drawn at random, as SIGSTOP would: from now on it
+    /// does nothing and reads nothing.
+    fn freeze(&mut self) {
+        let n = self.nodes.len();
+        let f = self.rng.below(n as u64) as usize;
+        self.frozen = Some(f);
+        self.frozen_node = Some(FrozenNode {
+            region: region_name(self.net.region(f)),
+            watchers: self.watchers(f),
+        });
+    }
+
+    /// Every other node holds the frozen one as suspected, or no longer as
+    /// a member.
+    fn frozen_lost(&self) -> bool {
+        let Some(f) = self.frozen else {
+            return false;
+        };
+        let id = &self.nodes[f].id;
+        self.nodes
+            .iter()
+            .enumerate()
+            .all(|(i, node)| i == f || node.core.mesh().member(id).is_none_or(|m| m.suspect))
+    }
+
+    /// How many nodes watch node `f`.
+    fn watchers(&self, f: usize) -> usize {
+        let id = &self.nodes[f].id;
+        self.nodes
+            .iter()
+            .filter(|node| node.core.mesh().watched().contains(id))
+            .count()
     }
 
     /// Submits the run to a node (its core picks the candidates).
