@@ -95,7 +95,9 @@ pub struct Pulse {
     pub cpu: f32,
     /// Open sockets.
     pub sockets: u32,
-    /// Its heartbeat, when the asker holds another `(boot, seq)`.
+    /// Its heartbeat, when the asker holds another `(boot, seq)`; absent
+    /// otherwise (most answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Heartbeat>,
 }
 

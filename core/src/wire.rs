@@ -140,11 +140,14 @@ pub enum Request {
         #[serde(default)]
         known: Option<(u64, u64)>,
         /// The asker suspects the answerer, which should refute it.
-        #[serde(default)]
+        /// Absent when false, like every field here that is mostly empty:
+        /// a watch asks about once a second, so its bytes are the idle
+        /// mesh's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         suspect: bool,
         /// The asker's heartbeat, when it asks a node it heard of from
         /// another (which may not know it yet).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         introduce: Option<Box<Heartbeat>>,
     },
     /// Tell me the members you know, unless the nodes you know have this
@@ -998,6 +1001,16 @@ mod tests {
             introduce: Some(Box::new(hb.clone())),
         };
         assert_eq!(decode_request(&encode(&req)), Ok(req));
+        // A watch's ask leaves out what is empty, and still decodes.
+        let watch = Request::Clock {
+            t1: 1_800_000_000_000_000_000,
+            known: Some((1_800_000_000_000_000_000, 2)),
+            suspect: false,
+            introduce: None,
+        };
+        let bytes = encode(&watch);
+        assert_eq!(decode_request(&bytes), Ok(watch));
+        assert!(bytes.len() <= 45, "{} bytes", bytes.len());
         let req = Request::Members {
             digest: 7,
             heartbeat: hb.clone(),
@@ -1023,6 +1036,19 @@ mod tests {
                 t3: 3,
                 pulse: None,
                 yours: Some((-4_000_000, 250_000)),
+            },
+            Response::Clock {
+                t1: 1,
+                t2: 2,
+                t3: 3,
+                yours: None,
+                pulse: Some(Box::new(Pulse {
+                    boot: 1,
+                    seq: 2,
+                    cpu: 0.5,
+                    sockets: 3,
+                    heartbeat: None,
+                })),
             },
             Response::Clock {
                 t1: 1,
