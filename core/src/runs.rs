@@ -889,6 +889,9 @@ pub struct RunsCore {
     /// When this node last asked about each run: at most once every
     /// [`PULL_EVERY`] per run.
     pulled: BTreeMap<String, Duration>,
+    /// When this node last answered each (member, run) ask, at most
+    /// [`MAX_RUN_ANSWERS`] remembered.
+    answered: BTreeMap<(String, String), Duration>,
     /// The last tick, and when a tick last came [`WAKE_GAP`] after the one
     /// before (this node was frozen or starved) or this process took back
     /// a run after a restart: until it has heard the others again, it
@@ -921,6 +924,16 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 /// four times a second or more while the leader hurries.
 const PULL_EVERY: Duration = Duration::from_millis(500);
 
+/// A member is answered about one run at most this often: an ask of a few
+/// bytes is answered with the proposal, plan and arm, up to about 300 KB
+/// at 1,000 nodes, and an asker keeps itself to one ask every
+/// [`PULL_EVERY`].
+pub const ASK_AGAIN_AFTER: Duration = Duration::from_millis(250);
+
+/// The most (member, run) answers remembered; past it, asks are refused
+/// until older ones are forgotten.
+pub const MAX_RUN_ANSWERS: usize = 4096;
+
 /// The most asks after `held`s waiting to go out.
 const MAX_PENDING_PULLS: usize = 64;
 
@@ -946,6 +959,7 @@ impl RunsCore {
             refusals: Vec::new(),
             pulls: Vec::new(),
             pulled: BTreeMap::new(),
+            answered: BTreeMap::new(),
             last_tick: None,
             woke_at: None,
         }
@@ -1446,6 +1460,30 @@ impl RunsCore {
         }
         self.pulled.insert(id.to_owned(), at.now);
         self.pulls.push((id.to_owned(), from.to_owned()));
+    }
+
+    /// Whether to answer `asker`'s ask about run `id` now: not if this node
+    /// answered it about that run less than [`ASK_AGAIN_AFTER`] ago, nor
+    /// while it remembers [`MAX_RUN_ANSWERS`] recent answers. A `true`
+    /// counts as an answer. `Err` says why not, for the refusal.
+    pub fn may_answer_run(&mut self, asker: &str, id: &str, now: Duration) -> Result<(), String> {
+        if self.answered.len() >= MAX_RUN_ANSWERS {
+            self.answered
+                .retain(|_, t| now.saturating_sub(*t) < ASK_AGAIN_AFTER);
+        }
+        let key = (asker.to_owned(), id.to_owned());
+        let too_soon = self
+            .answered
+            .get(&key)
+            .is_some_and(|t| now.saturating_sub(*t) < ASK_AGAIN_AFTER);
+        if too_soon || self.answered.len() >= MAX_RUN_ANSWERS {
+            return Err(format!(
+                "asked about run {id} again within {} ms",
+                ASK_AGAIN_AFTER.as_millis()
+            ));
+        }
+        self.answered.insert(key, now);
+        Ok(())
     }
 
     /// What this node holds of run `id` that another asked for after a

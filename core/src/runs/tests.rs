@@ -2481,3 +2481,34 @@ fn a_run_under_way_re_sends_nothing_the_leader_holds() {
     assert!(sim.run_until(Duration::from_secs(15), |s| s.all_finished(&run)));
     assert_eq!(sim.finish_of(&run).outcome, Outcome::Complete);
 }
+
+/// An ask about a run of a few bytes is answered with up to a few hundred
+/// KB, so a member is answered about one run at most every 250 ms, and a
+/// node remembers at most 4,096 answers: past that, asks are refused until
+/// the older ones are 250 ms old. The runtime and the simulator both ask
+/// the core.
+#[test]
+fn a_member_is_answered_about_one_run_at_most_every_quarter_second() {
+    let mut core = RunsCore::new("me".into(), RunsConfig::default());
+    let ms = Duration::from_millis;
+    assert_eq!(core.may_answer_run("a", "r1", ms(1_000)), Ok(()));
+    let again = core.may_answer_run("a", "r1", ms(1_100));
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("r1") && e.contains("250 ms")),
+        "{again:?}"
+    );
+    // Another run, another member: their own pace.
+    assert_eq!(core.may_answer_run("a", "r2", ms(1_100)), Ok(()));
+    assert_eq!(core.may_answer_run("b", "r1", ms(1_100)), Ok(()));
+    // 250 ms after the answer, not after the refused ask.
+    assert_eq!(core.may_answer_run("a", "r1", ms(1_250)), Ok(()));
+    // A flood of (member, run) pairs fills the memory: then every ask is
+    // refused, however new, until the older answers are 250 ms old.
+    for i in 0..MAX_RUN_ANSWERS {
+        let _ = core.may_answer_run(&format!("m{i}"), "r", ms(2_000));
+    }
+    assert!(core.may_answer_run("new", "r", ms(2_100)).is_err());
+    assert_eq!(core.may_answer_run("new", "r", ms(2_250)), Ok(()));
+}

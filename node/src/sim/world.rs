@@ -1080,6 +1080,22 @@ impl World {
             return;
         }
         let at = self.at(to);
+        let asker = self.nodes[from].id.clone();
+        if let Err(reason) = self.nodes[to]
+            .core
+            .runs_mut()
+            .may_answer_run(&asker, &run, at.now)
+        {
+            let bytes = wire::encode(&Response::Refused { reason }).len() + RPC_OVERHEAD;
+            let messages = Vec::new();
+            let answer = Event::RunAnswer {
+                from: to,
+                to: from,
+                messages,
+            };
+            self.rpc(Kind::Runs, to, from, bytes, answer);
+            return;
+        }
         let mut bytes = RPC_OVERHEAD;
         let mut messages = Vec::new();
         for mut env in self.nodes[to].core.runs().answer_run(&run, at) {

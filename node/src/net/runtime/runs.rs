@@ -81,14 +81,6 @@ const FETCH_ROUNDS: u32 = 15;
 /// How often a node tries again to store what its data dir could not take.
 const STORE_RETRY: Duration = Duration::from_secs(2);
 
-/// A member is answered about one run at most this often (an asker keeps
-/// itself to one ask every 500 ms).
-const ASK_AGAIN_AFTER: Duration = Duration::from_millis(250);
-
-/// The most (member, run) answers remembered; past it, asks are refused
-/// until older ones are forgotten.
-const MAX_RUN_ANSWERS: usize = 4096;
-
 /// The most bytes of shards kept in memory for want of room in the data
 /// dir; beyond it, shards are not kept (and the run's status says so).
 const MAX_UNSAVED_BYTES: usize = 64 << 20;
@@ -133,10 +125,6 @@ pub(super) struct Runs {
     store_retry_at: Duration,
     /// When each run's abortOnFail thresholds were last judged.
     abort_checked: HashMap<String, Duration>,
-    /// When this node last answered each member's ask about each run: an
-    /// ask of a few bytes is answered with up to a few hundred KB, so a
-    /// member is answered about one run at most every [`ASK_AGAIN_AFTER`].
-    run_answers: HashMap<(PeerId, String), Duration>,
     fetches: HashMap<OutboundRequestId, Fetch>,
     /// Fetches waiting for their next round.
     retries: Vec<(Duration, Fetch)>,
@@ -186,7 +174,6 @@ impl Runs {
             storage: HashMap::new(),
             store_retry_at: Duration::ZERO,
             abort_checked: HashMap::new(),
-            run_answers: HashMap::new(),
             fetches: HashMap::new(),
             retries: Vec::new(),
             events,
@@ -1016,27 +1003,14 @@ impl Node {
         channel: ResponseChannel<Response>,
     ) {
         let at = self.at();
-        let key = (peer, run.to_owned());
-        if self.runs.run_answers.len() >= MAX_RUN_ANSWERS {
-            self.runs
-                .run_answers
-                .retain(|_, t| at.now.saturating_sub(*t) < ASK_AGAIN_AFTER);
-        }
-        let too_soon = self.runs.run_answers.len() >= MAX_RUN_ANSWERS
-            || self
-                .runs
-                .run_answers
-                .get(&key)
-                .is_some_and(|t| at.now.saturating_sub(*t) < ASK_AGAIN_AFTER);
-        let response = if too_soon {
+        let asker = peer.to_string();
+        let response = if self.core.mesh().region_of(&asker).is_none() {
             Response::Refused {
-                reason: format!(
-                    "asked about run {run} again within {} ms",
-                    ASK_AGAIN_AFTER.as_millis()
-                ),
+                reason: "not a member here yet".into(),
             }
-        } else if self.core.mesh().region_of(&peer.to_string()).is_some() {
-            self.runs.run_answers.insert(key, at.now);
+        } else if let Err(reason) = self.core.runs_mut().may_answer_run(&asker, run, at.now) {
+            Response::Refused { reason }
+        } else {
             let mut messages = Vec::new();
             for mut env in self.core.runs().answer_run(run, at) {
                 if env.is_leaders()
@@ -1051,10 +1025,6 @@ impl Node {
                 messages.push(serde_bytes::ByteBuf::from(wire::encode(&env)));
             }
             Response::Run { messages }
-        } else {
-            Response::Refused {
-                reason: "not a member here yet".into(),
-            }
         };
         let _ = self
             .swarm
