@@ -965,7 +965,10 @@ impl Node {
                     Response::Clock { .. } => self.warn_once(format!("clock-echo:{peer}"), || {
                         format!("dropped a clock answer from {peer} that echoes a time this node did not send")
                     }),
-                    Response::Refused { reason } => debug!(%peer, "clock question refused: {reason}"),
+                    Response::Refused { reason } => {
+                        debug!(%peer, "clock question refused: {reason}");
+                        self.core.mesh_mut().on_clock_refused(&peer.to_string());
+                    }
                     Response::Module { .. }
                     | Response::Kept
                     | Response::Shards { .. }

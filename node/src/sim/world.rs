@@ -596,6 +596,8 @@ impl World {
                     yours,
                 }) = answer
                 else {
+                    let peer = self.nodes[from].id.clone();
+                    self.nodes[to].core.mesh_mut().on_clock_refused(&peer);
                     return;
                 };
                 let t4 = self.wall_ns(to);
