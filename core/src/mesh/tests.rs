@@ -50,6 +50,7 @@ enum Msg {
         heartbeat: Heartbeat,
     },
     MembersResp(Vec<Heartbeat>, bool),
+    ClockRefused,
     Connect,
 }
 
@@ -181,6 +182,7 @@ impl Sim {
                 }
                 if !self.nodes[to].may_answer_clock(&from_id) {
                     self.nodes[to].on_stranger(&from_id);
+                    self.send(to, from, Msg::ClockRefused);
                 } else {
                     let t2 = self.wall(to, now);
                     let t3 = t2 + 50_000;
@@ -216,6 +218,7 @@ impl Sim {
                 let ok = self.nodes[to].on_clock_answer(&from_id, exchange, yours, now);
                 assert!(ok, "a consistent exchange is taken");
             }
+            Msg::ClockRefused => self.nodes[to].on_clock_refused(&from_id),
             Msg::MembersReq { digest, heartbeat } => {
                 self.nodes[to]
                     .on_heartbeat(&from_id, heartbeat, now)
@@ -985,4 +988,124 @@ fn a_suspicion_of_its_own_watch_is_told_again_after_one_and_three_seconds_unless
     };
     assert_eq!(of("b"), vec![0, 1_000, 3_000], "{told:?}");
     assert_eq!(of("c"), vec![0], "{told:?}");
+}
+
+/// A watcher that a member does not know yet (it missed the watcher's
+/// announcement, and its next ask for a list is seconds away) is refused
+/// its clock questions: it introduces itself in the next one, and is
+/// answered from then on. Were the refusal not heeded, the watcher would
+/// find the member silent and suspect it after 3.5 s, and the refutation
+/// would go to the whole mesh (eight such at 1,000 simulated nodes).
+#[test]
+fn a_watcher_a_member_does_not_know_introduces_itself_and_suspects_no_one() {
+    for heeded in [true, false] {
+        let mut a = lone("a", vec![]);
+        let mut b = lone("b", vec![]);
+        let at = Duration::from_millis;
+        let hb = b.heartbeat(Health::default());
+        a.on_heartbeat("b", hb, at(0)).expect("a member");
+        a.on_connected("b", at(0));
+        b.on_connected("a", at(0));
+        let (mut introduced, mut suspected) = (0, false);
+        for t in (0..8_000).step_by(50) {
+            let now = at(t);
+            // What b does of its own goes nowhere: only a's questions
+            // reach it.
+            let _ = b.tick(now, Health::default());
+            for action in a.tick(now, Health::default()) {
+                match action {
+                    Action::AskClock {
+                        peer,
+                        known,
+                        suspect,
+                        introduce,
+                    } if peer == "b" => {
+                        if let Some(hb) = introduce {
+                            introduced += 1;
+                            b.on_heartbeat("a", *hb, now).expect("valid heartbeat");
+                        }
+                        if b.may_answer_clock("a") {
+                            let pulse = b.answer_clock(known, suspect, now);
+                            a.on_pulse("b", pulse, now).expect("a pulse");
+                        } else {
+                            b.on_stranger("a");
+                            if heeded {
+                                a.on_clock_refused("b");
+                            }
+                        }
+                    }
+                    Action::Suspect { id, .. } if id == "b" => suspected = true,
+                    _ => {}
+                }
+            }
+        }
+        if heeded {
+            assert_eq!(introduced, 1);
+            assert!(!suspected);
+            assert!(b.member("a").is_some());
+        } else {
+            assert_eq!(introduced, 0);
+            assert!(suspected, "unheeded, the refusals end in a suspicion");
+        }
+    }
+}
+
+/// A member that a peer's full list lacked is doubted and asked whether it
+/// lives; once it answers, it is doubted no more and asked no more (its
+/// ring's watchers go on watching it). Held for 9 s, the doubts of a
+/// member suspected while the mesh formed had every node that compared
+/// lists meanwhile ask it every second.
+#[test]
+fn a_doubted_member_that_answers_is_asked_no_more() {
+    let mut core = lone("a", vec![]);
+    let at = Duration::from_millis;
+    let ids: Vec<String> = (0..12).map(|i| format!("m{i:02}")).collect();
+    for id in &ids {
+        let mut hb = core.heartbeat(Health::default());
+        hb.id = id.clone();
+        core.on_heartbeat(id, hb, at(0)).expect("a member");
+        core.on_connected(id, at(0));
+    }
+    let _ = core.tick(at(0), Health::default());
+    let x = ids
+        .iter()
+        .find(|id| !core.watched().contains(*id))
+        .expect("a member this node does not watch")
+        .clone();
+    let from = ids.iter().find(|id| **id != x).expect("another").clone();
+    let list: Vec<Heartbeat> = ids
+        .iter()
+        .filter(|id| **id != x)
+        .filter_map(|id| core.member(id).map(|m| m.heartbeat.clone()))
+        .collect();
+    for result in core.on_members(&from, list, true, at(100)) {
+        result.expect("valid members");
+    }
+    let asks = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::AskClock { peer, .. } if *peer == x))
+            .count()
+    };
+    assert_eq!(asks(&core.tick(at(100), Health::default())), 1);
+    assert!(core.watched().contains(&x));
+    let (boot, seq) = core
+        .member(&x)
+        .map(|m| (m.heartbeat.boot, m.heartbeat.seq))
+        .expect("known");
+    let pulse = Pulse {
+        boot,
+        seq,
+        cpu: 0.0,
+        sockets: 0,
+        heartbeat: None,
+    };
+    core.on_pulse(&x, pulse, at(150)).expect("a pulse");
+    let mut later = 0;
+    for t in (200..10_000).step_by(100) {
+        later += asks(&core.tick(at(t), Health::default()));
+    }
+    assert_eq!(later, 0);
+    assert!(!core.watched().contains(&x));
+    assert!(core.member(&x).is_some_and(|m| !m.suspect));
 }
