@@ -52,7 +52,11 @@ const MAX_DEPARTED: usize = 1024;
 /// After a heartbeat changes, it is announced again this long after the
 /// first time, and again after the second: an announcement made before the
 /// gossip mesh formed reaches no one.
-const ANNOUNCE_AGAIN: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+const ANNOUNCE_AGAIN: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(7),
+];
 
 /// A suspicion this node's own watch raised is told the mesh again this
 /// long after the first time, and again after the second, while the member
@@ -139,6 +143,13 @@ pub struct MeshConfig {
     pub clock_fast: Duration,
     /// How many samples are gathered at the fast pace.
     pub clock_fast_samples: u32,
+    /// Between clock exchanges with a run's leader or worker while its
+    /// first samples come in (the network layer must tick at least this
+    /// often).
+    pub run_clock_fast: Duration,
+    /// How many samples of a run's leader or worker are gathered at that
+    /// pace.
+    pub run_clock_fast_samples: u32,
     /// Between clock exchanges with a member after that.
     pub clock_every: Duration,
     /// Samples kept per member.
@@ -163,6 +174,8 @@ impl Default for MeshConfig {
             membership: MembershipConfig::default(),
             clock_fast: Duration::from_millis(200),
             clock_fast_samples: 8,
+            run_clock_fast: Duration::from_millis(100),
+            run_clock_fast_samples: 16,
             clock_every: Duration::from_secs(2),
             clock_window: 32,
             clock_max_age: Duration::from_secs(60),
@@ -648,7 +661,16 @@ impl MeshCore {
             // is not needed, and a list that lacked a dozen members would
             // have them asked five times a second for 9 s.
             let estimate = !self.doubted.contains_key(id) || self.clock_peers.contains(id);
-            let pace = if (estimate && clock.filter.len() < config.clock_fast_samples as usize)
+            // A run's leader and workers sample each other twice as fast,
+            // and twice as many times, before the start: the start instant
+            // is only as good as the workers' estimates of the leader's
+            // clock (at 1,000 simulated nodes, starts spread over 5.5 ms
+            // with 8 samples at 200 ms, and 1.6 ms with 16 at 100 ms).
+            let pace = if self.clock_peers.contains(id)
+                && clock.filter.len() < config.run_clock_fast_samples as usize
+            {
+                config.run_clock_fast
+            } else if (estimate && clock.filter.len() < config.clock_fast_samples as usize)
                 || (watched && missed)
             {
                 // Fast until enough answers came back (questions may be

@@ -795,7 +795,13 @@ fn two_nodes_that_sample_each_other_for_a_run_tell_each_other_and_narrow_their_e
     // Node 1 is not a clock peer of node 0 yet: nothing is told.
     let (n0, n1, n2) = ("n0000", "n0001", "n0002");
     assert_eq!(sim.nodes[0].clock_to_tell(n1, sim.now), None);
-    // A run: node 0 leads it and samples node 1; node 1 samples node 0.
+    // A run: node 0 leads it and samples node 1; node 1 samples node 0,
+    // here at the pace of any member (8 samples at 200 ms, then one every
+    // 2 s): with few samples each, what the other side's trips add shows.
+    for node in &mut sim.nodes[..2] {
+        node.config.run_clock_fast = config.clock_fast;
+        node.config.run_clock_fast_samples = config.clock_fast_samples;
+    }
     sim.nodes[0].set_clock_peers([n1.to_owned()].into());
     sim.nodes[1].set_clock_peers([n0.to_owned()].into());
     sim.run_until(Duration::from_secs(20));

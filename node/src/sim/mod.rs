@@ -36,11 +36,10 @@
 //!   time when its [`NodeCore::poll_timeout`] asks, from a phase of its own
 //!   so ticks do not all fall on one instant; its runs tick every
 //!   [`SimConfig::tick`] (100 ms) and its mesh every [`SimConfig::mesh_tick`]
-//!   (200 ms). The real event loop ticks both every 50 ms; the mesh core's timers are 200 ms and up (its fastest is the
-//!   clock exchanges of a new member), so a slower tick changes little,
-//!   and a mesh core's tick walks all its members: at 1,000 nodes it is
-//!   most of the simulator's work. A run's steps may wait up to a tick
-//!   longer than on a real node.
+//!   (100 ms). The real event loop ticks both every 50 ms; the mesh core's
+//!   fastest timer is 100 ms (the clock exchanges of a run's leader and
+//!   workers before the start), so a slower tick changes little. A run's
+//!   steps may wait up to a tick longer than on a real node.
 //! - **Clocks**: each node's wall clock is off by up to ±50 ms, so clock
 //!   exchanges and the start instant are tested against a real skew.
 //! - **Latency**: regions get one-way delays of 20 to 150 ms between them
@@ -147,7 +146,7 @@ impl Default for SimConfig {
             regions: 4,
             intervals: 10,
             tick: Duration::from_millis(100),
-            mesh_tick: Duration::from_millis(200),
+            mesh_tick: Duration::from_millis(100),
         }
     }
 }
