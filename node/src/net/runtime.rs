@@ -890,7 +890,9 @@ impl Node {
             } => {
                 let t4 = wall_ns();
                 if self.members_asks.remove(&request_id) {
-                    if let Response::Members {
+                    if let Response::Members { same: true, .. } = response {
+                        self.core.mesh_mut().on_members_same();
+                    } else if let Response::Members {
                         members,
                         same: false,
                         complete,

@@ -648,6 +648,7 @@ impl World {
             }
             Event::MembersAnswer { from, to, answer } => {
                 let Some((members, complete)) = answer else {
+                    self.nodes[to].core.mesh_mut().on_members_same();
                     return;
                 };
                 let peer = self.nodes[from].id.clone();
