@@ -388,6 +388,29 @@ fn lone(id: &str, bootstraps: Vec<Seed>) -> MeshCore {
     MeshCore::new(me, MeshConfig::default(), bootstraps, Duration::ZERO)
 }
 
+/// Makes `id` a member of `core`, heard and connected at `at`.
+fn add_member(core: &mut MeshCore, id: &str, at: Duration) {
+    let mut hb = core.heartbeat(Health::default());
+    hb.id = id.into();
+    core.on_heartbeat(id, hb, at).expect("a member");
+    core.on_connected(id, at);
+}
+
+/// The pulse with which `id` answers `core`: the heartbeat it holds.
+fn pulse_of(core: &MeshCore, id: &str) -> Pulse {
+    let (boot, seq) = core
+        .member(id)
+        .map(|m| (m.heartbeat.boot, m.heartbeat.seq))
+        .expect("a member");
+    Pulse {
+        boot,
+        seq,
+        cpu: 0.0,
+        sockets: 0,
+        heartbeat: None,
+    }
+}
+
 #[test]
 fn two_hundred_nodes_converge_estimate_clocks_and_survive_a_partition() {
     let n = 200;
@@ -854,14 +877,8 @@ fn two_nodes_that_sample_each_other_for_a_run_tell_each_other_and_narrow_their_e
 fn a_node_that_stood_still_suspects_no_one_and_its_own_watch_outweighs_anothers() {
     let mut core = lone("a", vec![]);
     let at = Duration::from_millis;
-    let mut member = |id: &str| {
-        let mut hb = core.heartbeat(Health::default());
-        hb.id = id.into();
-        core.on_heartbeat(id, hb, at(0)).expect("a member");
-        core.on_connected(id, at(0));
-    };
-    member("b");
-    member("c");
+    add_member(&mut core, "b", at(0));
+    add_member(&mut core, "c", at(0));
     let suspects = |actions: &[Action]| {
         actions
             .iter()
@@ -876,15 +893,7 @@ fn a_node_that_stood_still_suspects_no_one_and_its_own_watch_outweighs_anothers(
     assert_eq!(suspects(&core.tick(at(5_100), Health::default())), 0);
     // c answers; c says b is silent, but this node heard b 100 ms ago.
     let pulse = |core: &mut MeshCore, id: &str, t| {
-        let known = core.member(id).map(|m| (m.heartbeat.boot, m.heartbeat.seq));
-        let (boot, seq) = known.expect("known");
-        let pulse = Pulse {
-            boot,
-            seq,
-            cpu: 0.0,
-            sockets: 0,
-            heartbeat: None,
-        };
+        let pulse = pulse_of(core, id);
         core.on_pulse(id, pulse, t).expect("a pulse");
     };
     pulse(&mut core, "b", at(5_200));
@@ -905,10 +914,7 @@ fn a_node_that_stood_still_suspects_no_one_and_its_own_watch_outweighs_anothers(
 fn suspicions_of_this_node_are_refuted_at_most_once_a_second() {
     let mut core = lone("a", vec![]);
     let at = Duration::from_millis;
-    let mut hb = core.heartbeat(Health::default());
-    hb.id = "b".into();
-    core.on_heartbeat("b", hb, at(0)).expect("a member");
-    core.on_connected("b", at(0));
+    add_member(&mut core, "b", at(0));
     let _ = core.tick(at(0), Health::default());
     let announced = |actions: &[Action]| {
         actions
@@ -951,20 +957,10 @@ fn a_suspicion_of_its_own_watch_is_told_again_after_one_and_three_seconds_unless
     let mut core = lone("a", vec![]);
     let at = Duration::from_millis;
     for id in ["b", "c"] {
-        let mut hb = core.heartbeat(Health::default());
-        hb.id = id.into();
-        core.on_heartbeat(id, hb, at(0)).expect("a member");
-        core.on_connected(id, at(0));
+        add_member(&mut core, id, at(0));
     }
     let pulse = |core: &mut MeshCore, id: &str, t| {
-        let m = core.member(id).expect("known");
-        let pulse = Pulse {
-            boot: m.heartbeat.boot,
-            seq: m.heartbeat.seq,
-            cpu: 0.0,
-            sockets: 0,
-            heartbeat: None,
-        };
+        let pulse = pulse_of(core, id);
         core.on_pulse(id, pulse, t).expect("a pulse");
     };
     // b and c fall silent at 0; ticked every 100 ms, the node suspects
@@ -1074,10 +1070,7 @@ fn a_doubted_member_that_answers_is_asked_no_more() {
     let at = Duration::from_millis;
     let ids: Vec<String> = (0..12).map(|i| format!("m{i:02}")).collect();
     for id in &ids {
-        let mut hb = core.heartbeat(Health::default());
-        hb.id = id.clone();
-        core.on_heartbeat(id, hb, at(0)).expect("a member");
-        core.on_connected(id, at(0));
+        add_member(&mut core, id, at(0));
     }
     let _ = core.tick(at(0), Health::default());
     let x = ids
@@ -1102,17 +1095,7 @@ fn a_doubted_member_that_answers_is_asked_no_more() {
     };
     assert_eq!(asks(&core.tick(at(100), Health::default())), 1);
     assert!(core.watched().contains(&x));
-    let (boot, seq) = core
-        .member(&x)
-        .map(|m| (m.heartbeat.boot, m.heartbeat.seq))
-        .expect("known");
-    let pulse = Pulse {
-        boot,
-        seq,
-        cpu: 0.0,
-        sockets: 0,
-        heartbeat: None,
-    };
+    let pulse = pulse_of(&core, &x);
     core.on_pulse(&x, pulse, at(150)).expect("a pulse");
     let mut later = 0;
     for t in (200..10_000).step_by(100) {
@@ -1130,25 +1113,12 @@ fn a_doubted_member_that_answers_is_asked_no_more() {
 fn a_joining_node_compares_lists_every_five_seconds_until_they_agree() {
     let mut core = lone("a", vec![]);
     let at = Duration::from_millis;
-    let mut hb = core.heartbeat(Health::default());
-    hb.id = "b".into();
-    core.on_heartbeat("b", hb, at(0)).expect("a member");
-    core.on_connected("b", at(0));
+    add_member(&mut core, "b", at(0));
     let mut asks = Vec::new();
-    let mut agreed_at = None;
-    let (boot, seq) = core
-        .member("b")
-        .map(|m| (m.heartbeat.boot, m.heartbeat.seq))
-        .expect("known");
+    let mut agreed = false;
     for t in (0..50_000).step_by(100) {
         // b answers every question: it stays a member.
-        let pulse = Pulse {
-            boot,
-            seq,
-            cpu: 0.0,
-            sockets: 0,
-            heartbeat: None,
-        };
+        let pulse = pulse_of(&core, "b");
         core.on_pulse("b", pulse, at(t)).expect("a pulse");
         let n = core
             .tick(at(t), Health::default())
@@ -1159,9 +1129,9 @@ fn a_joining_node_compares_lists_every_five_seconds_until_they_agree() {
             asks.push(t);
         }
         // The third list agrees.
-        if asks.len() == 3 && agreed_at.is_none() {
+        if asks.len() == 3 && !agreed {
             core.on_members_same();
-            agreed_at = Some(t);
+            agreed = true;
         }
     }
     assert_eq!(asks, [0, 5_000, 10_000, 40_000], "asks at {asks:?} ms");
