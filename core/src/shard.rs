@@ -13,13 +13,13 @@
 //! compression makes it about a third. Decoding is bounded: a shard from a
 //! peer cannot make this node allocate much more than [`MAX_SHARD_BYTES`].
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 
-use flate2::Compression;
-use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
+use flate2::{Compression, Decompress, FlushDecompress, Status};
 use fusi_sdk::abi::MetricKind;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
@@ -420,6 +420,49 @@ enum Read<T> {
     Trend(T),
 }
 
+thread_local! {
+    /// A decompressor kept for the next shard: making one zeroes and copies
+    /// about 40 KiB of state, more than inflating a small shard costs.
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+}
+
+/// Inflates a shard's DEFLATE bytes, refusing what inflates past
+/// [`MAX_SHARD_BYTES`] (a bomb) and a stream that is cut short or broken.
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>, ShardError> {
+    let broken = |why: String| ShardError::Cbor(format!("its compression is broken: {why}"));
+    INFLATE.with_borrow_mut(|d| {
+        d.reset(false);
+        // About what a shard inflates to, never more than one byte past
+        // the limit: that byte tells a bomb from a shard at it.
+        let limit = MAX_SHARD_BYTES + 1;
+        let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
+        loop {
+            let consumed = usize::try_from(d.total_in()).unwrap_or(usize::MAX);
+            let rest = compressed.get(consumed..).unwrap_or_default();
+            let before = (consumed, out.len());
+            let status = d
+                .decompress_vec(rest, &mut out, FlushDecompress::None)
+                .map_err(|e| broken(e.to_string()))?;
+            if status == Status::StreamEnd {
+                return Ok(out);
+            }
+            if out.len() == out.capacity() {
+                if out.len() >= limit {
+                    return Err(ShardError::TooLarge(out.len()));
+                }
+                out.reserve_exact(out.capacity().max(4096).min(limit - out.len()));
+            } else if before
+                == (
+                    usize::try_from(d.total_in()).unwrap_or(usize::MAX),
+                    out.len(),
+                )
+            {
+                return Err(broken("the stream ends early".into()));
+            }
+        }
+    })
+}
+
 /// Reads and checks a shard, all but its series, which come back as sent.
 fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
     if bytes.len() > MAX_SHARD_BYTES {
@@ -437,18 +480,7 @@ fn read(bytes: &[u8]) -> Result<(Shard, Vec<WireSeries>), ShardError> {
     let compressed = bytes.first() == Some(&SHARD_MARKER);
     let cbor = match bytes.split_first() {
         Some((&SHARD_MARKER, compressed)) => {
-            // About what a shard inflates to, never more than the limit.
-            let mut out =
-                Vec::with_capacity(compressed.len().saturating_mul(4).min(MAX_SHARD_BYTES + 1));
-            // One byte past the limit tells a bomb from a shard at it.
-            DeflateDecoder::new(compressed)
-                .take(MAX_SHARD_BYTES as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| ShardError::Cbor(format!("its compression is broken: {e}")))?;
-            if out.len() > MAX_SHARD_BYTES {
-                return Err(ShardError::TooLarge(out.len()));
-            }
-            inflated = out;
+            inflated = inflate(compressed)?;
             &inflated[..]
         }
         // Not compressed: an older format, refused below with its number.

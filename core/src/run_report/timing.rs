@@ -50,11 +50,15 @@ fn trend(rng: &mut Rng, samples: u64, median_us: u64, zero_share: f64) -> Value 
     Value::Trend(h)
 }
 
-/// One node's interval, as its recorder would seal it.
-fn series(rng: &mut Rng) -> SeriesSet {
+/// One node's interval, as its recorder would seal it, with about
+/// `requests` requests.
+fn series(rng: &mut Rng, requests: u64) -> SeriesSet {
     let mut set = SeriesSet::new();
     let url = "http://10.0.0.9:8080/hello";
-    for (status, requests) in [("200", 2500 + rng.below(1000)), ("503", 5 + rng.below(30))] {
+    for (status, requests) in [
+        ("200", requests * 5 / 6 + rng.below(requests / 3 + 1)),
+        ("503", 1 + rng.below(requests / 100 + 1)),
+    ] {
         let tags = SeriesKey::new(
             "",
             [
@@ -101,7 +105,7 @@ fn series(rng: &mut Rng) -> SeriesSet {
         }
     }
     let vu = [("scenario".to_owned(), "default".to_owned())];
-    let iterations = 2500 + rng.below(1000);
+    let iterations = requests * 5 / 6 + rng.below(requests / 3 + 1);
     let _ = set.merge(
         &SeriesKey::new(names::ITERATIONS, vu.clone()),
         &Value::Counter(iterations as f64),
@@ -117,7 +121,7 @@ fn series(rng: &mut Rng) -> SeriesSet {
             ("scenario".to_owned(), "default".to_owned()),
         ],
     );
-    let fails = rng.below(30);
+    let fails = rng.below(iterations / 100 + 1);
     let _ = set.merge(
         &check,
         &Value::Rate {
@@ -142,8 +146,9 @@ fn node_id(n: u64) -> String {
     format!("12D3KooWNode{n:02}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
 }
 
-/// Every shard's bytes, in the order the store hands them out.
-fn stored_shards() -> Vec<Vec<u8>> {
+/// Every shard's bytes, in the order the store hands them out, with about
+/// `requests` requests per node and interval.
+fn stored_shards(requests: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut out = Vec::new();
     for n in 0..NODES {
@@ -158,7 +163,7 @@ fn stored_shards() -> Vec<Vec<u8>> {
                 start_ms: seq * 1000,
                 end_ms: (seq + 1) * 1000,
                 last: seq == INTERVALS - 1,
-                series: series(&mut rng),
+                series: series(&mut rng, requests),
             };
             out.push(shard.encode());
         }
@@ -225,10 +230,21 @@ fn build(report: &Report, meta: &RunMeta) -> Vec<u8> {
     RunReport::build(report, meta).to_json()
 }
 
+/// Requests per node and interval: `hello` at 50 VUs on one core, and the
+/// mesh bench's run (10 VUs over 10 nodes, each sleeping 100 ms).
+const CASES: [(&str, u64); 2] = [("hello at 50 VUs", 3000), ("the mesh bench", 10)];
+
 #[test]
 #[ignore = "a measurement: run it in a release build"]
 fn merge_timing() {
-    let shards = stored_shards();
+    for (name, requests) in CASES {
+        println!("{name}: about {requests} requests per node and interval");
+        measure(requests);
+    }
+}
+
+fn measure(requests: u64) {
+    let shards = stored_shards(requests);
     let bytes: usize = shards.iter().map(Vec::len).sum();
     let meta = meta();
     let mut runs: [Vec<f64>; 4] = Default::default();
