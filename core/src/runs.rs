@@ -357,6 +357,14 @@ pub struct Run {
     ranked: std::sync::OnceLock<Vec<String>>,
     #[serde(skip)]
     candidate_ids: std::sync::OnceLock<BTreeSet<String>>,
+    /// The digest of `plan` ([`Plan::digest`]), kept by [`Run::set_plan`];
+    /// computed when asked for a plan restored from the data dir.
+    #[serde(skip)]
+    plan_digest: Option<Vec<u8>>,
+    /// An arm of a plan this node lacks, and who sent it: followed once a
+    /// plan with its digest comes, from any node.
+    #[serde(skip)]
+    pending_arm: Option<(String, RunEnvelope)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -683,6 +691,29 @@ impl Run {
     /// Whether a `held` names what this node lacks: an arm, when it holds
     /// none (or the same plan armed at a lower term, by a leader that has
     /// since been replaced); a later plan, while nothing is armed.
+    /// Sets the plan this node follows, with its digest.
+    fn set_plan(&mut self, plan: Plan) {
+        self.plan_digest = Some(plan.digest());
+        self.plan = Some(plan);
+    }
+
+    /// The plan this node holds, if it is the one `id` and `digest` name.
+    fn plan_named(&self, id: PlanId, digest: &[u8]) -> Option<&Plan> {
+        let plan = self.plan.as_ref().filter(|p| p.id == id)?;
+        let same = match &self.plan_digest {
+            Some(d) => d == digest,
+            None => plan.digest() == digest,
+        };
+        same.then_some(plan)
+    }
+
+    /// The digest of the plan this node holds.
+    fn digest(&self) -> Option<Vec<u8>> {
+        self.plan_digest
+            .clone()
+            .or_else(|| self.plan.as_ref().map(Plan::digest))
+    }
+
     fn lacks(&self, held: &Held) -> bool {
         let arm = held.armed.is_some_and(|(term, plan)| {
             self.armed
@@ -1111,7 +1142,7 @@ impl RunsCore {
         // runtime checked the signature), or the gossip's signed source.
         let sig = env.sig;
         let author = sig.as_ref().map_or(from, |s| s.signer.as_str()).to_owned();
-        let mut pull_words = None;
+        let (mut pull_words, mut pull_plan, mut arm_now) = (None, None, None);
         let changed = match env.body {
             RunMessage::Propose(_) | RunMessage::Held(_) => false,
             RunMessage::Live(live) => {
@@ -1128,6 +1159,20 @@ impl RunsCore {
                 }
                 false
             }
+            // The plan of an arm this node keeps, from any node: its digest
+            // says it is the plan the leader armed.
+            RunMessage::Assign(plan)
+                if run.pending_arm.as_ref().is_some_and(|(_, arm)| {
+                    matches!(&arm.body, RunMessage::Arm { plan: id, digest, .. }
+                        if *id == plan.id && *digest == plan.digest())
+                }) =>
+            {
+                check_plan(run, &plan)?;
+                run.set_plan(plan);
+                run.timers.plan_at = at.now;
+                arm_now = run.pending_arm.take();
+                true
+            }
             RunMessage::Assign(plan) => {
                 if run.armed.as_ref().is_some_and(|a| a.plan != plan.id) {
                     run.timers.unaware = true;
@@ -1142,7 +1187,7 @@ impl RunsCore {
                         .as_ref()
                         .is_none_or(|p| (plan.term, plan.id) > (p.term, p.id));
                     if newer {
-                        run.plan = Some(plan);
+                        run.set_plan(plan);
                         run.timers.plan_at = at.now;
                     }
                     newer
@@ -1157,7 +1202,12 @@ impl RunsCore {
             RunMessage::Refuse { reason } => {
                 run.refused.insert(from.to_owned(), reason.clone()) != Some(reason)
             }
-            RunMessage::Arm { term, plan, t0_ns } => {
+            RunMessage::Arm {
+                term,
+                plan: plan_id,
+                digest,
+                t0_ns,
+            } => {
                 // An arm is final: obeyed from the node that holds its
                 // rank, even of a lower term than one seen, as long as
                 // nothing is armed here yet; and passed on by a candidate
@@ -1173,30 +1223,44 @@ impl RunsCore {
                 {
                     return Err(RunRefused::NotLeader(author));
                 }
-                check_plan(run, &plan)?;
-                let armed = Armed {
-                    term,
-                    plan: plan.id,
-                    t0_ns,
-                    by,
-                    sig,
-                };
-                match &run.armed {
-                    // A leader that took over re-arms the same plan, with
-                    // the same instant in its own clock.
-                    Some(a) if a.plan == plan.id && term > a.term => {
-                        run.term = run.term.max(term);
-                        run.plan = Some(plan);
-                        run.armed = Some(armed);
-                        true
+                // The first arm, or a leader that took over re-arming the
+                // same plan, with the same instant in its own clock.
+                let follows = run
+                    .armed
+                    .as_ref()
+                    .is_none_or(|a| a.plan == plan_id && term > a.term);
+                if run.plan_named(plan_id, &digest).is_none() {
+                    // This node lacks the plan, or holds another: it keeps
+                    // the arm and asks the sender, which holds the plan.
+                    if follows {
+                        let arm = RunEnvelope {
+                            protocol: RUN_PROTOCOL,
+                            run: id.clone(),
+                            body: RunMessage::Arm {
+                                term,
+                                plan: plan_id,
+                                digest,
+                                t0_ns,
+                            },
+                            sig,
+                        };
+                        run.pending_arm = Some((from.to_owned(), arm));
+                        pull_plan = Some(from.to_owned());
                     }
-                    Some(_) => false,
-                    None => {
-                        run.term = run.term.max(term);
-                        run.plan = Some(plan);
-                        run.armed = Some(armed);
-                        true
-                    }
+                    false
+                } else if follows {
+                    run.term = run.term.max(term);
+                    run.armed = Some(Armed {
+                        term,
+                        plan: plan_id,
+                        t0_ns,
+                        by,
+                        sig,
+                    });
+                    run.pending_arm = None;
+                    true
+                } else {
+                    false
                 }
             }
             RunMessage::Started { at_ns, bound_ns } => {
@@ -1293,11 +1357,14 @@ impl RunsCore {
                 }
             }
         };
-        if let Some(leader) = pull_words {
-            self.pull(&id, &leader, at);
+        if let Some(holder) = pull_words.or(pull_plan) {
+            self.pull(&id, &holder, at);
         }
         if changed {
-            self.dirty.insert(id);
+            self.dirty.insert(id.clone());
+        }
+        if let Some((from, arm)) = arm_now {
+            return Ok(self.on_message(&from, arm, at)? || changed);
         }
         Ok(changed)
     }
@@ -1376,6 +1443,8 @@ impl RunsCore {
                 },
                 ranked: std::sync::OnceLock::new(),
                 candidate_ids: std::sync::OnceLock::new(),
+                plan_digest: None,
+                pending_arm: None,
             },
         );
         self.forget_old(at.wall_ns);
@@ -1440,9 +1509,15 @@ impl RunsCore {
                 .armed
                 .as_ref()
                 .is_none_or(|a| a.plan == plan_id && a.term < term)
-            && let Some(plan) = run.plan.clone().filter(|p| p.id == plan_id)
+            && run.plan.as_ref().is_some_and(|p| p.id == plan_id)
+            && let Some(digest) = run.digest()
         {
-            let arm = run.envelope(RunMessage::Arm { term, plan, t0_ns });
+            let arm = run.envelope(RunMessage::Arm {
+                term,
+                plan: plan_id,
+                digest,
+                t0_ns,
+            });
             let _ = self.on_message(from, arm, at);
             return;
         }
@@ -1529,9 +1604,13 @@ impl RunsCore {
             return vec![env];
         }
         let mut out = vec![run.envelope(RunMessage::Propose(Box::new(run.proposal.clone())))];
+        // The plan: this node's own, before the arm; the armed one, from
+        // any node (the arm names it by its digest, which the asker checks).
         if let Some(plan) = &run.plan
-            && run.armed.is_none()
-            && run.holder(plan.term) == Some(self.me.as_str())
+            && match &run.armed {
+                None => run.holder(plan.term) == Some(self.me.as_str()),
+                Some(a) => a.plan == plan.id,
+            }
         {
             out.push(run.envelope(RunMessage::Assign(plan.clone())));
         }
@@ -1973,6 +2052,8 @@ impl RunsCore {
             },
             ranked: std::sync::OnceLock::new(),
             candidate_ids: std::sync::OnceLock::new(),
+            plan_digest: None,
+            pending_arm: None,
         };
         check_plan(&run, &ended.plan).map_err(|e| e.to_string())?;
         // Ended by the leader of its term, as that leader's signature says
@@ -1983,7 +2064,7 @@ impl RunsCore {
         }
         let mut run = run;
         run.finish_sig = ended.finish_sig;
-        run.plan = Some(ended.plan);
+        run.set_plan(ended.plan);
         if let Some(bad) = run
             .handoffs
             .values()
@@ -2356,19 +2437,23 @@ impl RunsCore {
             // node hears who leads now.
             let t0_ns = wall_of(t0_at, at);
             plan.term = term;
-            run.plan = Some(plan.clone());
+            let id = plan.id;
+            run.set_plan(plan.clone());
             run.armed = Some(Armed {
                 term,
-                plan: plan.id,
+                plan: id,
                 t0_ns,
                 by: self.me.clone(),
                 sig: None,
             });
-            out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
-                term,
-                plan: plan.clone(),
-                t0_ns,
-            })));
+            if let Some(digest) = run.digest() {
+                out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
+                    term,
+                    plan: id,
+                    digest,
+                    t0_ns,
+                })));
+            }
         }
         // A node that is gone is lost once the run should have ended (it
         // may only be cut off, and come back with its Done); one that is
@@ -2624,7 +2709,7 @@ impl RunsCore {
                     };
                     match plan {
                         Some(plan) => {
-                            run.plan = Some(plan.clone());
+                            run.set_plan(plan.clone());
                             run.timers.plan_at = at.now;
                             run.timers.last_hurried = Some(at.now);
                             out.push(RunAction::Publish(run.envelope(RunMessage::Assign(plan))));
@@ -2656,7 +2741,7 @@ impl RunsCore {
                 term,
                 ..plan.clone()
             };
-            run.plan = Some(adopted.clone());
+            run.set_plan(adopted.clone());
             out.push(RunAction::Publish(
                 run.envelope(RunMessage::Assign(adopted)),
             ));
@@ -2701,9 +2786,11 @@ impl RunsCore {
         run.timers.t0_bound = 0;
         // The hurried re-sends count from this first copy.
         run.timers.last_hurried = Some(at.now);
+        let digest = run.digest().unwrap_or_else(|| plan.digest());
         out.push(RunAction::Publish(run.envelope(RunMessage::Arm {
             term,
-            plan,
+            plan: plan.id,
+            digest,
             t0_ns,
         })));
     }
@@ -2939,7 +3026,8 @@ impl RunsCore {
     /// another leader's with that leader's signature (none without one).
     fn arm_envelope(&self, run: &Run, at: At) -> Option<RunEnvelope> {
         if let Some(a) = &run.armed
-            && let Some(plan) = run.plan.clone().filter(|p| p.id == a.plan)
+            && run.plan.as_ref().is_some_and(|p| p.id == a.plan)
+            && let Some(digest) = run.digest()
         {
             // The leader that armed says T0 in its clock as it reads now
             // (its clock may have stepped since; members sample it again
@@ -2955,7 +3043,8 @@ impl RunsCore {
             if a.by == self.me || sig.is_some() {
                 let mut env = run.envelope(RunMessage::Arm {
                     term: a.term,
-                    plan,
+                    plan: a.plan,
+                    digest,
                     t0_ns,
                 });
                 env.sig = sig;
@@ -3233,7 +3322,7 @@ fn select(run_id: &str, eligible: Vec<Candidate>, proposal: &Proposal) -> Vec<Ca
 /// messages (about 120 KB at 1,000 nodes).
 fn is_large(env: &RunEnvelope) -> bool {
     match &env.body {
-        RunMessage::Assign(plan) | RunMessage::Arm { plan, .. } => plan.shares.len() > 64,
+        RunMessage::Assign(plan) => plan.shares.len() > 64,
         _ => false,
     }
 }

@@ -69,7 +69,7 @@ pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTE
 pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
 
 /// The version of the run messages; a node ignores other versions.
-pub const RUN_PROTOCOL: u32 = 5;
+pub const RUN_PROTOCOL: u32 = 6;
 
 /// The most candidates a proposal may name.
 pub const MAX_CANDIDATES: usize = 4096;
@@ -348,14 +348,21 @@ pub enum RunMessage {
         reason: String,
     },
     /// From the leader: start the plan at `t0_ns`, in the leader's wall
-    /// clock (ns since the Unix epoch). It carries the whole plan: an arm is
-    /// final, and a node that missed the plan (or holds a later one that
-    /// was never armed) follows the arm.
+    /// clock (ns since the Unix epoch). An arm is final. It names its plan
+    /// by id and digest ([`Plan::digest`]), not the whole plan (about
+    /// 120 KB at 1,000 nodes, which gossip would have every node pass on):
+    /// every node of the plan holds it, since the leader arms once they all
+    /// said they were ready for it. A node that lacks the plan, or holds
+    /// another (a later one that was never armed), asks for it, and takes
+    /// it from any node whose copy has the digest.
     Arm {
         /// The leader's term.
         term: u32,
         /// The plan to start.
-        plan: Plan,
+        plan: PlanId,
+        /// The plan's digest.
+        #[serde(with = "serde_bytes")]
+        digest: Vec<u8>,
         /// The start instant.
         t0_ns: i64,
     },
@@ -520,6 +527,19 @@ pub struct Plan {
     pub shares: Vec<Assigned>,
 }
 
+impl Plan {
+    /// What names the plan's content in an arm: the sha256 of its id and
+    /// shares as CBOR, its term left out (a leader that takes over adopts
+    /// the plan under its own term, and re-arms the same plan).
+    pub fn digest(&self) -> Vec<u8> {
+        use sha2::{Digest as _, Sha256};
+        Sha256::digest(encode(&(self.id, &self.shares))).to_vec()
+    }
+}
+
+/// The length of a [`Plan::digest`].
+pub const PLAN_DIGEST_BYTES: usize = 32;
+
 /// One node's share in a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assigned {
@@ -651,7 +671,15 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
                 return Err(invalid("the module name is not a sha256".into()));
             }
         }
-        RunMessage::Assign(plan) | RunMessage::Arm { plan, .. } => {
+        RunMessage::Arm { digest, .. } => {
+            if digest.len() != PLAN_DIGEST_BYTES {
+                return Err(invalid(format!(
+                    "a plan digest of {} bytes, not {PLAN_DIGEST_BYTES}",
+                    digest.len()
+                )));
+            }
+        }
+        RunMessage::Assign(plan) => {
             if plan.shares.is_empty() || plan.shares.len() > MAX_CANDIDATES {
                 return Err(invalid(format!("{} shares", plan.shares.len())));
             }

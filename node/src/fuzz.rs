@@ -774,7 +774,8 @@ fn run_messages() -> Vec<RunEnvelope> {
         },
         RunMessage::Arm {
             term: 0,
-            plan: plan(),
+            plan: plan().id,
+            digest: plan().digest(),
             t0_ns: AT.wall_ns + 2_000_000_000,
         },
         RunMessage::Started {

@@ -1582,6 +1582,120 @@ fn a_large_plan_before_its_proposal_is_kept_and_few_are() {
     assert!(kept(&mut core, &runs[6]));
 }
 
+#[test]
+fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_any_holder() {
+    let at = At {
+        now: Duration::from_secs(1),
+        wall_ns: T,
+    };
+    let ids: Vec<String> = ["me", "n00", "n01", "n02"].map(str::to_owned).to_vec();
+    let run = "run-digest";
+    let leader = ranking(run, &ids)[0].clone();
+    let holder = ids
+        .iter()
+        .find(|id| **id != leader && *id != "me")
+        .cloned()
+        .unwrap_or_default();
+    let env = |body| RunEnvelope {
+        protocol: RUN_PROTOCOL,
+        run: run.to_owned(),
+        body,
+        sig: None,
+    };
+    let plan = |first_vu_id: u64| Plan {
+        term: 0,
+        id: (0, 1),
+        shares: ids
+            .iter()
+            .zip(ExecutionSegment::split(&vec![1; ids.len()]))
+            .enumerate()
+            .map(|(i, (node, segment))| Assigned {
+                node: node.clone(),
+                segment,
+                first_vu_id: first_vu_id + i as u64,
+            })
+            .collect(),
+    };
+    let armed = plan(0);
+    let arm = env(RunMessage::Arm {
+        term: 0,
+        plan: armed.id,
+        digest: armed.digest(),
+        t0_ns: T + 2_000_000_000,
+    });
+    let wire = wire::encode(&arm);
+    assert!(
+        wire.len() < 200,
+        "an arm of {} bytes: it carries the plan",
+        wire.len()
+    );
+    let mut core = RunsCore::new("me".into(), RunsConfig::default());
+    core.on_message(
+        "n00",
+        env(RunMessage::Propose(Box::new(Proposal {
+            proposer: "n00".into(),
+            spec: spec(4, 10),
+            weights: None,
+            nodes: None,
+            candidates: ids
+                .iter()
+                .map(|id| Candidate {
+                    id: id.clone(),
+                    region: "fra".into(),
+                    capacity: 100,
+                })
+                .collect(),
+        }))),
+        at,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = core.take_refusals();
+    // Without the plan, the arm is kept, not followed, and the leader is asked.
+    assert_eq!(core.on_message(&leader, arm.clone(), at), Ok(false));
+    assert!(core.get(run).is_some_and(|r| r.armed.is_none()));
+    let asks: Vec<String> = core
+        .take_refusals()
+        .into_iter()
+        .filter_map(|a| match a {
+            RunAction::Pull { run: r, from } if r == run => Some(from),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asks, std::slice::from_ref(&leader));
+    // Another plan under the same id, from a node that does not lead, is
+    // neither taken nor armed.
+    assert!(
+        core.on_message(&holder, env(RunMessage::Assign(plan(7))), at)
+            .is_err()
+    );
+    assert!(
+        core.get(run)
+            .is_some_and(|r| r.armed.is_none() && r.plan.is_none())
+    );
+    // The armed plan, from the same node: its digest matches, so it is
+    // taken and the kept arm followed.
+    assert_eq!(
+        core.on_message(&holder, env(RunMessage::Assign(armed.clone())), at),
+        Ok(true)
+    );
+    let state = core.get(run).map(|r| (r.plan.clone(), r.armed.clone()));
+    let Some((Some(held), Some(a))) = state else {
+        panic!("not armed: {state:?}");
+    };
+    assert_eq!(held, armed);
+    assert_eq!(
+        (a.plan, a.t0_ns, a.by.as_str()),
+        (armed.id, T + 2_000_000_000, leader.as_str())
+    );
+    // Asked now, this node answers with the armed plan besides the arm.
+    let answer: Vec<&'static str> = core
+        .answer_run(run, at)
+        .iter()
+        .map(|e| kind_of(&e.body))
+        .collect();
+    assert!(answer.contains(&"assign"), "{answer:?}");
+}
+
 /// A run `id` proposed to node "me" by `from`, naming `proposer` (one of
 /// the candidates, with `from` and "me").
 fn propose_to(
