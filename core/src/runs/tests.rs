@@ -1514,20 +1514,7 @@ fn a_large_plan_before_its_proposal_is_kept_and_few_are() {
     let proposal = |id: &str| RunEnvelope {
         protocol: RUN_PROTOCOL,
         run: id.to_owned(),
-        body: RunMessage::Propose(Box::new(Proposal {
-            proposer: "n00".into(),
-            spec: spec(100, 10),
-            weights: None,
-            nodes: None,
-            candidates: ids
-                .iter()
-                .map(|id| Candidate {
-                    id: id.clone(),
-                    region: "fra".into(),
-                    capacity: 100,
-                })
-                .collect(),
-        })),
+        body: RunMessage::Propose(proposed_by_n00(&ids, 100)),
         sig: None,
     };
     let plan = |id: &str| {
@@ -1632,20 +1619,7 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
     let mut core = RunsCore::new("me".into(), RunsConfig::default());
     core.on_message(
         "n00",
-        env(RunMessage::Propose(Box::new(Proposal {
-            proposer: "n00".into(),
-            spec: spec(4, 10),
-            weights: None,
-            nodes: None,
-            candidates: ids
-                .iter()
-                .map(|id| Candidate {
-                    id: id.clone(),
-                    region: "fra".into(),
-                    capacity: 100,
-                })
-                .collect(),
-        }))),
+        env(RunMessage::Propose(proposed_by_n00(&ids, 4))),
         at,
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -1694,6 +1668,24 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
         .map(|e| kind_of(&e.body))
         .collect();
     assert!(answer.contains(&"assign"), "{answer:?}");
+}
+
+/// A run of `vus` VUs for 10 s that "n00" proposes to `ids`, all in fra.
+fn proposed_by_n00(ids: &[String], vus: u32) -> Box<Proposal> {
+    Box::new(Proposal {
+        proposer: "n00".into(),
+        spec: spec(vus, 10),
+        weights: None,
+        nodes: None,
+        candidates: ids
+            .iter()
+            .map(|id| Candidate {
+                id: id.clone(),
+                region: "fra".into(),
+                capacity: 100,
+            })
+            .collect(),
+    })
 }
 
 /// A run `id` proposed to node "me" by `from`, naming `proposer` (one of
