@@ -691,6 +691,14 @@ impl Run {
     /// Whether a `held` names what this node lacks: an arm, when it holds
     /// none (or the same plan armed at a lower term, by a leader that has
     /// since been replaced); a later plan, while nothing is armed.
+    /// The `assign` of `plan`, its nodes named by their place among the
+    /// proposal's candidates (`None` for a plan of others, which no plan
+    /// made here is).
+    fn assign(&self, plan: &Plan) -> Option<RunEnvelope> {
+        let plan = plan.to_wire(&self.proposal.candidates)?;
+        Some(self.envelope(RunMessage::Assign(plan)))
+    }
+
     /// Sets the plan this node follows, with its digest.
     fn set_plan(&mut self, plan: Plan) {
         self.plan_digest = Some(plan.digest());
@@ -1159,38 +1167,41 @@ impl RunsCore {
                 }
                 false
             }
-            // The plan of an arm this node keeps, from any node: its digest
-            // says it is the plan the leader armed.
-            RunMessage::Assign(plan)
-                if run.pending_arm.as_ref().is_some_and(|(_, arm)| {
+            RunMessage::Assign(plan) => {
+                let plan = plan
+                    .resolve(&run.proposal.candidates)
+                    .map_err(RunRefused::BadPlan)?;
+                // The plan of an arm this node keeps, from any node: its
+                // digest says it is the plan the leader armed.
+                let armed_plan = run.pending_arm.as_ref().is_some_and(|(_, arm)| {
                     matches!(&arm.body, RunMessage::Arm { plan: id, digest, .. }
                         if *id == plan.id && *digest == plan.digest())
-                }) =>
-            {
-                check_plan(run, &plan)?;
-                run.set_plan(plan);
-                run.timers.plan_at = at.now;
-                arm_now = run.pending_arm.take();
-                true
-            }
-            RunMessage::Assign(plan) => {
-                if run.armed.as_ref().is_some_and(|a| a.plan != plan.id) {
-                    run.timers.unaware = true;
-                }
-                obey(run, plan.term, from)?;
-                check_plan(run, &plan)?;
-                if run.armed.is_some() || run.plan.as_ref() == Some(&plan) {
-                    false
+                });
+                if armed_plan {
+                    check_plan(run, &plan)?;
+                    run.set_plan(plan);
+                    run.timers.plan_at = at.now;
+                    arm_now = run.pending_arm.take();
+                    true
                 } else {
-                    let newer = run
-                        .plan
-                        .as_ref()
-                        .is_none_or(|p| (plan.term, plan.id) > (p.term, p.id));
-                    if newer {
-                        run.set_plan(plan);
-                        run.timers.plan_at = at.now;
+                    if run.armed.as_ref().is_some_and(|a| a.plan != plan.id) {
+                        run.timers.unaware = true;
                     }
-                    newer
+                    obey(run, plan.term, from)?;
+                    check_plan(run, &plan)?;
+                    if run.armed.is_some() || run.plan.as_ref() == Some(&plan) {
+                        false
+                    } else {
+                        let newer = run
+                            .plan
+                            .as_ref()
+                            .is_none_or(|p| (plan.term, plan.id) > (p.term, p.id));
+                        if newer {
+                            run.set_plan(plan);
+                            run.timers.plan_at = at.now;
+                        }
+                        newer
+                    }
                 }
             }
             RunMessage::Ready { plan } => {
@@ -1612,7 +1623,7 @@ impl RunsCore {
                 Some(a) => a.plan == plan.id,
             }
         {
-            out.push(run.envelope(RunMessage::Assign(plan.clone())));
+            out.extend(run.assign(plan));
         }
         out.extend(self.arm_envelope(run, at));
         if let Some(f) = &run.finish {
@@ -1980,7 +1991,12 @@ impl RunsCore {
                 .map_err(|e| e.to_string())
         };
         check(RunMessage::Propose(Box::new(ended.proposal.clone())))?;
-        check(RunMessage::Assign(ended.plan.clone()))?;
+        check(RunMessage::Assign(
+            ended
+                .plan
+                .to_wire(&ended.proposal.candidates)
+                .ok_or("its plan names a node that is not a candidate")?,
+        ))?;
         check(RunMessage::Finish(ended.finish.clone()))?;
         if ended.finish.term > MAX_TERM {
             return Err(format!("its finish has term {}", ended.finish.term));
@@ -2709,10 +2725,10 @@ impl RunsCore {
                     };
                     match plan {
                         Some(plan) => {
-                            run.set_plan(plan.clone());
                             run.timers.plan_at = at.now;
                             run.timers.last_hurried = Some(at.now);
-                            out.push(RunAction::Publish(run.envelope(RunMessage::Assign(plan))));
+                            out.extend(run.assign(&plan).map(RunAction::Publish));
+                            run.set_plan(plan);
                         }
                         None => self.fail(run, term, "no node can take a share".into(), at, out),
                     }
@@ -2741,10 +2757,8 @@ impl RunsCore {
                 term,
                 ..plan.clone()
             };
-            run.set_plan(adopted.clone());
-            out.push(RunAction::Publish(
-                run.envelope(RunMessage::Assign(adopted)),
-            ));
+            out.extend(run.assign(&adopted).map(RunAction::Publish));
+            run.set_plan(adopted);
             return;
         }
         // Ready, and with a clock estimate to translate T0 (given 10 s to

@@ -99,6 +99,12 @@ impl ExecutionSegment {
             && parts.windows(2).all(|w| w[0].adjoins(&w[1]))
     }
 
+    /// `(start, end, denominator)`: the segment is `[start/denominator,
+    /// end/denominator)`.
+    pub fn parts(&self) -> (u64, u64, u64) {
+        (self.start, self.end, self.denominator)
+    }
+
     /// Whether it starts at 0.
     pub fn starts_at_zero(&self) -> bool {
         self.start == 0

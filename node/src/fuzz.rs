@@ -767,7 +767,11 @@ fn run_messages() -> Vec<RunEnvelope> {
         .map(|e| RunMessage::Propose(Box::new(proposal(spec(e), &["a", "b", "c"]))))
         .collect();
     bodies.extend([
-        RunMessage::Assign(plan()),
+        RunMessage::Assign(
+            plan()
+                .to_wire(&proposal(spec(executors()[0].clone()), &["a", "b", "c"]).candidates)
+                .unwrap_or_else(|| panic!("a plan of candidates")),
+        ),
         RunMessage::Ready { plan: (0, 1) },
         RunMessage::Refuse {
             reason: "the module does not compile".into(),

@@ -928,10 +928,19 @@ fn orders_from_a_node_that_does_not_lead_are_refused() {
         .get(&run)
         .and_then(|r| r.plan.clone())
         .unwrap_or_else(|| panic!("no plan"));
+    let candidates = sim.nodes[target]
+        .core
+        .get(&run)
+        .map(|r| r.proposal.candidates.clone())
+        .unwrap_or_default();
     let assign = RunEnvelope {
         protocol: RUN_PROTOCOL,
         run: run.clone(),
-        body: RunMessage::Assign(Plan { term: 0, ..plan }),
+        body: RunMessage::Assign(
+            Plan { term: 0, ..plan }
+                .to_wire(&candidates)
+                .unwrap_or_else(|| panic!("a plan of candidates")),
+        ),
         sig: None,
     };
     let refused = sim.nodes[target].core.on_message(&rogue_id, assign, at);
@@ -1523,20 +1532,24 @@ fn a_large_plan_before_its_proposal_is_kept_and_few_are() {
         let env = RunEnvelope {
             protocol: RUN_PROTOCOL,
             run: id.to_owned(),
-            body: RunMessage::Assign(Plan {
-                term: 0,
-                id: (0, 1),
-                shares: ids
-                    .iter()
-                    .zip(segments)
-                    .enumerate()
-                    .map(|(i, (node, segment))| Assigned {
-                        node: node.clone(),
-                        segment,
-                        first_vu_id: i as u64,
-                    })
-                    .collect(),
-            }),
+            body: RunMessage::Assign(
+                Plan {
+                    term: 0,
+                    id: (0, 1),
+                    shares: ids
+                        .iter()
+                        .zip(segments)
+                        .enumerate()
+                        .map(|(i, (node, segment))| Assigned {
+                            node: node.clone(),
+                            segment,
+                            first_vu_id: i as u64,
+                        })
+                        .collect(),
+                }
+                .to_wire(&proposed_by_n00(&ids, 100).candidates)
+                .unwrap_or_else(|| panic!("a plan of candidates")),
+            ),
             sig: None,
         };
         (leader, env)
@@ -1603,6 +1616,10 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
             })
             .collect(),
     };
+    let on_wire = |plan: &Plan| {
+        plan.to_wire(&proposed_by_n00(&ids, 4).candidates)
+            .unwrap_or_else(|| panic!("a plan of candidates"))
+    };
     let armed = plan(0);
     let arm = env(RunMessage::Arm {
         term: 0,
@@ -1639,7 +1656,7 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
     // Another plan under the same id, from a node that does not lead, is
     // neither taken nor armed.
     assert!(
-        core.on_message(&holder, env(RunMessage::Assign(plan(7))), at)
+        core.on_message(&holder, env(RunMessage::Assign(on_wire(&plan(7)))), at)
             .is_err()
     );
     assert!(
@@ -1649,7 +1666,7 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
     // The armed plan, from the same node: its digest matches, so it is
     // taken and the kept arm followed.
     assert_eq!(
-        core.on_message(&holder, env(RunMessage::Assign(armed.clone())), at),
+        core.on_message(&holder, env(RunMessage::Assign(on_wire(&armed))), at),
         Ok(true)
     );
     let state = core.get(run).map(|r| (r.plan.clone(), r.armed.clone()));
