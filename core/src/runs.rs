@@ -688,9 +688,6 @@ impl Run {
         )
     }
 
-    /// Whether a `held` names what this node lacks: an arm, when it holds
-    /// none (or the same plan armed at a lower term, by a leader that has
-    /// since been replaced); a later plan, while nothing is armed.
     /// The `assign` of `plan`, its nodes named by their place among the
     /// proposal's candidates (`None` for a plan of others, which no plan
     /// made here is).
@@ -722,6 +719,9 @@ impl Run {
             .or_else(|| self.plan.as_ref().map(Plan::digest))
     }
 
+    /// Whether a `held` names what this node lacks: an arm, when it holds
+    /// none (or the same plan armed at a lower term, by a leader that has
+    /// since been replaced); a later plan, while nothing is armed.
     fn lacks(&self, held: &Held) -> bool {
         let arm = held.armed.is_some_and(|(term, plan)| {
             self.armed
