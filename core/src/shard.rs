@@ -444,6 +444,11 @@ fn inflate(compressed: &[u8]) -> Result<Vec<u8>, ShardError> {
                 .decompress_vec(rest, &mut out, FlushDecompress::None)
                 .map_err(|e| broken(e.to_string()))?;
             if status == Status::StreamEnd {
+                // `reserve_exact` may give more room than asked: the limit
+                // is checked here, not left to the room.
+                if out.len() > MAX_SHARD_BYTES {
+                    return Err(ShardError::TooLarge(out.len()));
+                }
                 return Ok(out);
             }
             if out.len() == out.capacity() {
