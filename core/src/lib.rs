@@ -19,6 +19,7 @@ pub mod membership;
 pub mod mesh;
 pub mod metrics;
 pub mod module_name;
+pub mod module_spread;
 pub mod node;
 pub mod printable;
 pub mod report;

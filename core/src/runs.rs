@@ -36,6 +36,7 @@ use crate::assign::{self, Candidate};
 #[cfg(doc)]
 use crate::leader::Leadership;
 use crate::leader::ranking;
+use crate::module_spread;
 use crate::run_report::{ExpectedNode, LoadPlan, Move, RunMeta};
 use crate::segment::ExecutionSegment;
 use crate::shard::Shard;
@@ -1782,14 +1783,22 @@ impl RunsCore {
             .is_some_and(|r| r.local == Local::Preparing(plan))
     }
 
-    /// The nodes that have a run's module: the proposer, then every node
-    /// ready for a plan (they fetched it).
+    /// The nodes to ask for a run's module, in order: this node's parent in
+    /// the plan's tree ([`crate::module_spread`]), the proposer, then every
+    /// node ready for a plan (they fetched it; only a leader hears who is).
     pub fn module_sources(&self, id: &str) -> Vec<String> {
-        let Some(run) = self.runs.get(id) else {
-            return Vec::new();
-        };
-        let mut sources = vec![run.proposer.clone()];
-        for node in run.ready.keys() {
+        self.runs
+            .get(id)
+            .map(|run| self.sources_of(run))
+            .unwrap_or_default()
+    }
+
+    fn sources_of(&self, run: &Run) -> Vec<String> {
+        let parent = run.plan.as_ref().and_then(|plan| {
+            module_spread::parent(plan, &run.proposal.candidates, &run.proposer, &self.me)
+        });
+        let mut sources: Vec<String> = parent.into_iter().map(str::to_owned).collect();
+        for node in std::iter::once(&run.proposer).chain(run.ready.keys()) {
             if !sources.contains(node) {
                 sources.push(node.clone());
             }
@@ -2991,14 +3000,7 @@ impl RunsCore {
             return;
         };
         run.local = Local::Preparing(plan);
-        // The proposer has the module; then anyone ready has it cached.
-        let mut sources = vec![run.proposer.clone()];
-        for node in run.ready.keys() {
-            if !sources.contains(node) {
-                sources.push(node.clone());
-            }
-        }
-        sources.retain(|s| *s != self.me);
+        let sources = self.sources_of(run);
         out.push(RunAction::Prepare {
             run: run.id.clone(),
             plan,

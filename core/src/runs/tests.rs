@@ -16,6 +16,8 @@ const PREPARE_TAKES: Duration = Duration::from_millis(150);
 #[derive(Default, Clone)]
 struct Worker {
     prepared_at: Option<(Duration, PlanId)>,
+    /// Whom its latest `Prepare` said to ask for the module, in order.
+    sources: Vec<String>,
     start_at: Option<Duration>,
     started: Option<Duration>,
     finished: bool,
@@ -287,9 +289,12 @@ impl Sim {
                         self.send(i, j, &env);
                     }
                 }
-                RunAction::Prepare { run, plan, .. } => {
+                RunAction::Prepare {
+                    run, plan, sources, ..
+                } => {
                     let w = self.nodes[i].workers.entry(run).or_default();
                     w.prepared_at = Some((self.now + PREPARE_TAKES, plan));
+                    w.sources = sources;
                 }
                 RunAction::Start { run, at_wall_ns } => {
                     let start = self.true_of_wall(i, at_wall_ns);
@@ -584,6 +589,57 @@ fn three_nodes_run_with_one_leader_one_plan_and_one_start() {
     assert!(sim.run_until(Duration::from_secs(10), |s| s.all_finished(&run)));
     assert_eq!(sim.finish_of(&run).outcome, Outcome::Complete);
     assert!(sim.finish_of(&run).lost.is_empty());
+}
+
+#[test]
+fn the_module_spreads_down_a_tree_per_region_with_the_proposer_asked_next() {
+    let mut sim = Sim::new(&[("fra", 30), ("nrt", 12), ("ewr", 1)], 0, 5);
+    let proposer = sim.nodes[3].id.clone();
+    let run = sim.submit(3, spec(430, 2), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(5)));
+    let region_of = |id: &str| sim.nodes[sim.index(id).unwrap_or(0)].region.clone();
+    let mut asked_first: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for node in &sim.nodes {
+        let sources = &node.workers[&run].sources;
+        if node.id == proposer {
+            assert!(
+                sources.is_empty(),
+                "the proposer fetches nothing: {sources:?}"
+            );
+            continue;
+        }
+        let first = sources
+            .first()
+            .unwrap_or_else(|| panic!("{} has no source", node.id));
+        asked_first
+            .entry(first.clone())
+            .or_default()
+            .push(node.id.clone());
+        if *first != proposer {
+            assert_eq!(
+                region_of(first),
+                node.region,
+                "{} asks out of its region",
+                node.id
+            );
+            assert_eq!(sources.get(1), Some(&proposer), "the proposer comes next");
+        }
+        assert!(!sources.contains(&node.id));
+    }
+    // The proposer feeds one node per region; every other sender at most
+    // FANOUT, all of its own region.
+    let fed: Vec<String> = asked_first[&proposer]
+        .iter()
+        .map(|n| region_of(n))
+        .collect();
+    assert_eq!(fed.len(), 3, "{fed:?}");
+    assert_eq!(fed.iter().collect::<BTreeSet<_>>().len(), 3);
+    assert!(
+        asked_first
+            .values()
+            .all(|c| c.len() <= module_spread::FANOUT)
+    );
+    assert!(asked_first.len() > 3, "a tree, not a star: {asked_first:?}");
 }
 
 #[test]

@@ -430,6 +430,7 @@ impl Node {
         let busy = self.runs_a_share();
         self.core.mesh_mut().set_busy(busy, at.now);
         self.retry_fetches(at);
+        self.refuse_kept_asks(at);
         self.core.handle_timeout(at, self.health, &self.runs);
         self.flush_core();
         self.after_runs_tick(at);

@@ -44,8 +44,9 @@
 //!   exchanges and the start instant are tested against a real skew.
 //! - **Latency**: regions get one-way delays of 20 to 150 ms between them
 //!   (drawn from the seed, symmetric), 0.5 ms within one, plus up to 10 %
-//!   jitter per message. There is no bandwidth limit and no queueing: a
-//!   1 MiB answer takes as long as a heartbeat.
+//!   jitter per message. Module answers, the one large transfer, leave a
+//!   node one at a time at [`UPLINK_BYTES_PER_S`] (1 Gbit/s) before that
+//!   delay; nothing else is limited by bandwidth or queued.
 //! - **Connections**: a dial takes two round trips (TCP, then the mesh key
 //!   and Noise handshakes) and always succeeds once the other node is up.
 //!   Connections are never lost.
@@ -70,9 +71,14 @@
 //!   duplicates, so the message is lost to that node for good, and only
 //!   anti-entropy brings a shard back. Request-response (a shard sent to
 //!   the leader among it) rides on TCP and is never lost.
-//! - **Preparing a share** fetches the module from the first source the core
-//!   names (the proposer) as one answer of [`MODULE_BYTES`], then compiles it
-//!   in 200 ms.
+//! - **Preparing a share** fetches the module from the sources the core
+//!   names, in order (the node's parent in the plan's tree, then the
+//!   proposer: [`crate::core::module_spread`]), as one answer of
+//!   [`MODULE_BYTES`], then compiles it in 200 ms. A node asked for the
+//!   module before it holds it keeps the ask with the core's
+//!   [`ModuleAsks`](crate::core::module_spread::ModuleAsks), as a node
+//!   does, and answers once its own fetch is done; one it refuses sends
+//!   the asker to its next source.
 //! - **Shards** are real [`Shard`]s encoded once per node to know their
 //!   size; what a node holds is kept as a bit per (node, sequence number).
 //!
@@ -81,8 +87,8 @@
 //! Lazy gossip (IHAVE/IWANT every gossipsub heartbeat, to max(6, 25 %) of
 //! the non-mesh peers) is not simulated, nor counted: in a full connection
 //! graph of N nodes it is another control flow that grows with N. Also left
-//! out: peer scoring, prune backoff and peer exchange, bandwidth and CPU
-//! limits beyond the core's own (it prepares 4 answers to shard asks at a
+//! out: peer scoring, prune backoff and peer exchange, bandwidth limits
+//! but on module answers, CPU limits beyond the core's own (it prepares 4 answers to shard asks at a
 //! time, each taking 20 ms here, and refuses more as busy), identify and
 //! ping, crashes and partitions (the core's tests cover those).
 
@@ -105,6 +111,8 @@ pub const GOSSIP_OVERHEAD: usize = 140;
 pub const RPC_OVERHEAD: usize = 60;
 /// The size of the scenario module every node fetches.
 pub const MODULE_BYTES: usize = 512 << 10;
+/// How fast a node sends module answers: 1 Gbit/s, one answer at a time.
+pub const UPLINK_BYTES_PER_S: u64 = 125_000_000;
 /// The most nodes a simulation takes.
 pub const MAX_NODES: usize = 5000;
 /// The most regions a simulation takes.

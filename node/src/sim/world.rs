@@ -12,11 +12,13 @@ use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
 use super::queue::Queue;
 use super::{
     FrozenNode, GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport,
+    UPLINK_BYTES_PER_S,
 };
 use crate::core::clock::Exchange;
 use crate::core::membership::{Event as MemberEvent, Heartbeat, Pulse};
 use crate::core::mesh::{Action, Health, LocalNode, Seed};
 use crate::core::metrics::{SeriesKey, SeriesSet};
+use crate::core::module_spread::ModuleAsks;
 use crate::core::node::{CoreConfig, Holdings, NodeCore, Output};
 use crate::core::rng::Rng;
 use crate::core::runs::{At, EndedRun, Run, RunAction};
@@ -118,8 +120,11 @@ enum Event {
         to: usize,
         plan: PlanId,
     },
-    /// The module arrives at `to` (or a refusal).
+    /// The module arrives at `to`, for its share of `plan`.
     ModuleAnswer { to: usize, plan: PlanId },
+    /// The node `to` asked neither holds the module nor fetches it: `to`
+    /// asks its next source.
+    ModuleRefused { to: usize },
     /// A node's share is prepared.
     Prepared { node: usize, plan: PlanId },
     /// A node's share starts.
@@ -193,6 +198,7 @@ fn bound_for(event: &Event) -> Option<usize> {
         | Event::MembersAnswer { to, .. }
         | Event::ModuleAsk { to, .. }
         | Event::ModuleAnswer { to, .. }
+        | Event::ModuleRefused { to }
         | Event::ShardSent { to, .. }
         | Event::RunAsk { to, .. }
         | Event::RunAnswer { to, .. }
@@ -233,6 +239,24 @@ struct Node {
     started: bool,
     /// The size of its shards on the wire.
     shard_bytes: usize,
+    /// The scenario module, as its runtime fetches and serves it.
+    module: ModuleFetch,
+    /// When its uplink is free again: it sends module answers one at a
+    /// time, at [`UPLINK_BYTES_PER_S`].
+    uplink_free: Micros,
+}
+
+/// The sha256 of the one module a simulation fetches.
+const SIM_MODULE: &str = "sim-module";
+
+/// A node's scenario module: whether it holds it; while it fetches it,
+/// for which plan and from which sources not asked yet; and the asks it
+/// keeps until it holds it, as the runtime does (who asked, for which plan).
+#[derive(Debug, Default)]
+struct ModuleFetch {
+    held: bool,
+    fetching: Option<(PlanId, Vec<usize>)>,
+    asks: ModuleAsks<(usize, PlanId)>,
 }
 
 /// A clock answer on its way: the asker's `t1`, the answerer's receive and
@@ -347,6 +371,8 @@ impl World {
                 complete: 0,
                 started: false,
                 shard_bytes: 0,
+                module: ModuleFetch::default(),
+                uplink_free: 0,
             });
         }
         let mut id_order: Vec<usize> = (0..n).collect();
@@ -662,16 +688,22 @@ impl World {
                 }
             }
             Event::ModuleAsk { from, to, plan } => {
-                let bytes = MODULE_BYTES + RPC_OVERHEAD;
-                self.rpc(
-                    Kind::Module,
-                    to,
-                    from,
-                    bytes,
-                    Event::ModuleAnswer { to: from, plan },
-                );
+                let now = duration(self.now);
+                let module = &mut self.nodes[to].module;
+                if module.held {
+                    self.send_module(to, from, plan);
+                } else if module.asks.keep(SIM_MODULE, (from, plan), now).is_err() {
+                    self.refuse_module(to, from);
+                }
             }
+            Event::ModuleRefused { to } => self.ask_module(to),
             Event::ModuleAnswer { to, plan } => {
+                let module = &mut self.nodes[to].module;
+                module.held = true;
+                module.fetching = None;
+                for (asker, their_plan) in module.asks.arrived(SIM_MODULE) {
+                    self.send_module(to, asker, their_plan);
+                }
                 self.schedule(self.now + COMPILE, Event::Prepared { node: to, plan });
             }
             Event::Prepared { node, plan } => {
@@ -737,8 +769,62 @@ impl World {
         self.schedule(at, then);
     }
 
+    /// Node `i` asks the next source of its module fetch. With none left
+    /// it stops: the proposer, which holds the module, is always a source.
+    fn ask_module(&mut self, i: usize) {
+        let Some((plan, left)) = &mut self.nodes[i].module.fetching else {
+            return;
+        };
+        let plan = *plan;
+        if left.is_empty() {
+            self.nodes[i].module.fetching = None;
+            return;
+        }
+        let to = left.remove(0);
+        let bytes = wire::encode(&Request::Module {
+            sha256: "ab".repeat(32),
+        })
+        .len()
+            + RPC_OVERHEAD;
+        self.rpc(
+            Kind::Module,
+            i,
+            to,
+            bytes,
+            Event::ModuleAsk { from: i, to, plan },
+        );
+    }
+
+    /// Node `from` refuses `to`'s ask for the module.
+    fn refuse_module(&mut self, from: usize, to: usize) {
+        let bytes = wire::encode(&Response::Refused {
+            reason: "this node does not hold that module, and is not fetching it".into(),
+        })
+        .len()
+            + RPC_OVERHEAD;
+        self.rpc(Kind::Module, from, to, bytes, Event::ModuleRefused { to });
+    }
+
+    /// Node `from` sends the module to `to`, once its uplink is free.
+    fn send_module(&mut self, from: usize, to: usize, plan: PlanId) {
+        let bytes = MODULE_BYTES + RPC_OVERHEAD;
+        self.net.counters.count(Kind::Module, from, to, bytes, true);
+        let begins = self.now.max(self.nodes[from].uplink_free);
+        let sent = begins + (bytes as u64 * 1_000_000).div_ceil(UPLINK_BYTES_PER_S);
+        self.nodes[from].uplink_free = sent;
+        let at = sent + self.net.latency(from, to);
+        self.schedule(at, Event::ModuleAnswer { to, plan });
+    }
+
     fn tick(&mut self, i: usize) {
         let at = self.at(i);
+        let module = &mut self.nodes[i].module;
+        if !module.asks.is_empty() {
+            let fetching = module.fetching.is_some();
+            for (asker, _) in module.asks.expired(at.now, |_| fetching) {
+                self.refuse_module(i, asker);
+            }
+        }
         let n = self.nodes.len();
         let node = &mut self.nodes[i];
         let complete = Complete(node.complete == n);
@@ -1040,26 +1126,15 @@ impl World {
                 self.publish_run(i, env);
             }
             RunAction::Prepare { plan, sources, .. } => {
-                match sources.first().and_then(|s| self.by_id.get(s)).copied() {
-                    Some(source) => {
-                        let bytes = wire::encode(&Request::Module {
-                            sha256: "ab".repeat(32),
-                        })
-                        .len()
-                            + RPC_OVERHEAD;
-                        self.rpc(
-                            Kind::Module,
-                            i,
-                            source,
-                            bytes,
-                            Event::ModuleAsk {
-                                from: i,
-                                to: source,
-                                plan,
-                            },
-                        );
-                    }
-                    None => self.schedule(self.now + COMPILE, Event::Prepared { node: i, plan }),
+                if self.nodes[i].module.held {
+                    self.schedule(self.now + COMPILE, Event::Prepared { node: i, plan });
+                } else {
+                    let left = sources
+                        .iter()
+                        .filter_map(|s| self.by_id.get(s).copied())
+                        .collect();
+                    self.nodes[i].module.fetching = Some((plan, left));
+                    self.ask_module(i);
                 }
             }
             RunAction::Start { at_wall_ns, .. } => {
@@ -1519,6 +1594,7 @@ impl World {
         spec.graceful_stop = Duration::from_secs(1);
         self.run = Some(Arc::from(run.as_str()));
         let at = self.at(i);
+        self.nodes[i].module.held = true;
         if self.nodes[i].core.submit(run, spec, None, None, at).is_ok() {
             self.carry_out(i);
         }

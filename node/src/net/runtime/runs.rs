@@ -26,6 +26,7 @@ use crate::api::{
 };
 use crate::core::allow::AllowList;
 use crate::core::module_name::{MAX_MODULE_BYTES, sha256_hex};
+use crate::core::module_spread::ModuleAsks;
 use crate::core::node::Holdings;
 use crate::core::report::Report;
 use crate::core::run_report::abort_verdict;
@@ -128,6 +129,9 @@ pub(super) struct Runs {
     fetches: HashMap<OutboundRequestId, Fetch>,
     /// Fetches waiting for their next round.
     retries: Vec<(Duration, Fetch)>,
+    /// Asks for a module or data file this node does not hold yet, answered
+    /// when it arrives ([`crate::core::module_spread`]).
+    module_asks: ModuleAsks<ResponseChannel<Response>>,
     events: mpsc::UnboundedSender<WorkerEvent>,
     allow: Option<Arc<AllowList>>,
     source_ip: Option<std::net::IpAddr>,
@@ -176,6 +180,7 @@ impl Runs {
             abort_checked: HashMap::new(),
             fetches: HashMap::new(),
             retries: Vec::new(),
+            module_asks: ModuleAsks::default(),
             events,
             allow: allow.map(Arc::new),
             source_ip,
@@ -227,6 +232,35 @@ impl Node {
                 "{} runs restored from the data dir",
                 self.core.runs().all().len()
             );
+        }
+    }
+
+    /// Refuses the asks for a module kept past their grace, for a module
+    /// this node is not fetching.
+    pub(super) fn refuse_kept_asks(&mut self, at: At) {
+        if self.runs.module_asks.is_empty() {
+            return;
+        }
+        let fetching: BTreeSet<String> = self
+            .runs
+            .fetches
+            .values()
+            .chain(self.runs.retries.iter().map(|(_, f)| f))
+            .flat_map(|f| f.wanted.iter().cloned())
+            .collect();
+        for channel in self
+            .runs
+            .module_asks
+            .expired(at.now, |sha| fetching.contains(sha))
+        {
+            let response = Response::Refused {
+                reason: "this node does not hold that module, and is not fetching it".into(),
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .rpc
+                .send_response(channel, response);
         }
     }
 
@@ -576,6 +610,16 @@ impl Node {
     fn cache_module(&mut self, sha256: &str, bytes: Arc<Vec<u8>>) {
         const KEEP: usize = 2 * (1 + crate::core::data::MAX_DATA_SETS);
         const KEEP_BYTES: usize = 2 * (MAX_MODULE_BYTES + crate::core::data::MAX_DATA_BYTES);
+        for channel in self.runs.module_asks.arrived(sha256) {
+            let response = Response::Module {
+                bytes: bytes.to_vec(),
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .rpc
+                .send_response(channel, response);
+        }
         let cache = &mut self.runs.module_cache;
         cache.retain(|(s, _)| s != sha256);
         cache.push((sha256.to_owned(), bytes));
@@ -833,9 +877,25 @@ impl Node {
                 Ok(Some(bytes)) => Response::Module {
                     bytes: bytes.to_vec(),
                 },
-                Ok(None) => Response::Refused {
-                    reason: format!("no module {sha256} here"),
-                },
+                Ok(None) => {
+                    // Its fetch, or the plan that starts it, may be on the
+                    // way: answer when the module is here.
+                    let now = self.now();
+                    match self.runs.module_asks.keep(sha256, channel, now) {
+                        Ok(()) => return,
+                        Err(channel) => {
+                            let response = Response::Refused {
+                                reason: format!("no module {sha256} here, and too many asks wait"),
+                            };
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .rpc
+                                .send_response(channel, response);
+                            return;
+                        }
+                    }
+                }
                 Err(e) => Response::Refused {
                     reason: e.to_string(),
                 },
