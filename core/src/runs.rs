@@ -42,8 +42,8 @@ use crate::segment::ExecutionSegment;
 use crate::shard::Shard;
 use crate::spec::{OnLoss, Share};
 use crate::wire::{
-    self, Assigned, Finish, Handoff, Held, Live, NodeWords, Outcome, Plan, PlanId, Proposal,
-    RUN_PROTOCOL, RunEnvelope, RunMessage, RunSignature, decode_run,
+    self, Assigned, Derivation, Finish, Handoff, Held, Live, NodeWords, Outcome, Plan, PlanId,
+    PlanOnWire, Proposal, RUN_PROTOCOL, RunEnvelope, RunMessage, RunSignature, decode_run,
 };
 
 /// Time a share may take past its executor and graceful stop: setup,
@@ -1169,9 +1169,16 @@ impl RunsCore {
                 false
             }
             RunMessage::Assign(plan) => {
-                let plan = plan
-                    .resolve(&run.proposal.candidates)
-                    .map_err(RunRefused::BadPlan)?;
+                let plan = match derive(&run.id, &run.proposal, &plan) {
+                    Ok(plan) => plan,
+                    // A derivation that does not give the leader's plan
+                    // here: ask the sender for its shares.
+                    Err(e) if plan.derivation.is_some() => {
+                        self.pull(&id, from, at);
+                        return Err(RunRefused::BadPlan(e));
+                    }
+                    Err(e) => return Err(RunRefused::BadPlan(e)),
+                };
                 // The plan of an arm this node keeps, from any node: its
                 // digest says it is the plan the leader armed.
                 let armed_plan = run.pending_arm.as_ref().is_some_and(|(_, arm)| {
@@ -2675,39 +2682,8 @@ impl RunsCore {
                     ..c.clone()
                 })
                 .collect();
-            let mut eligible = select(&run.id, eligible, &run.proposal);
-            let max_vus = u64::from(run.proposal.spec.max_vus());
-            // With fewer VUs than nodes, a node whose share has no VU of a
-            // scenario could run none of its iterations or arrivals: it takes no part (not
-            // with region weights, where a region's only node must stay).
-            if run.proposal.weights.is_none()
-                && let Ok(shares) = assign::assign(&run.id, &eligible, None, max_vus)
-            {
-                let spec = &run.proposal.spec;
-                let idle: BTreeSet<String> = shares
-                    .iter()
-                    .filter(|s| {
-                        // No VU at all; or none for work split apart from
-                        // the VUs (shared iterations, arrivals), which would
-                        // be left undone (a closed model's VUs carry their
-                        // own work).
-                        spec.share_vus(&s.segment) == 0
-                            || spec.scenarios.iter().any(|sc| {
-                                matches!(
-                                    sc.executor,
-                                    crate::spec::Executor::SharedIterations { .. }
-                                        | crate::spec::Executor::ConstantArrivalRate { .. }
-                                        | crate::spec::Executor::RampingArrivalRate { .. }
-                                ) && sc.executor.share_vus(&s.segment) == 0
-                            })
-                    })
-                    .map(|s| s.node.clone())
-                    .collect();
-                if !idle.is_empty() && idle.len() < shares.len() {
-                    eligible.retain(|c| !idle.contains(&c.id));
-                }
-            }
-            match assign::assign(&run.id, &eligible, run.proposal.weights.as_deref(), max_vus) {
+            let derivation = Derivation::of(&run.proposal.candidates, &eligible);
+            match shares_for(&run.id, &run.proposal, eligible) {
                 Ok(shares) => {
                     let version = run
                         .plan
@@ -2718,14 +2694,7 @@ impl RunsCore {
                     let plan = Plan {
                         term,
                         id: (term, version),
-                        shares: shares
-                            .into_iter()
-                            .map(|s| Assigned {
-                                node: s.node,
-                                segment: s.segment,
-                                first_vu_id: s.first_vu_id,
-                            })
-                            .collect(),
+                        shares,
                     };
                     let plan = if plan.shares.is_empty() {
                         None
@@ -2736,7 +2705,15 @@ impl RunsCore {
                         Some(plan) => {
                             run.timers.plan_at = at.now;
                             run.timers.last_hurried = Some(at.now);
-                            out.extend(run.assign(&plan).map(RunAction::Publish));
+                            let derived = PlanOnWire {
+                                term: plan.term,
+                                id: plan.id,
+                                shares: Vec::new(),
+                                derivation: Some(derivation.with_digest(plan.digest())),
+                            };
+                            out.push(RunAction::Publish(
+                                run.envelope(RunMessage::Assign(derived)),
+                            ));
                             run.set_plan(plan);
                         }
                         None => self.fail(run, term, "no node can take a share".into(), at, out),
@@ -3288,6 +3265,126 @@ fn check_handoff(run: &Run, h: &Handoff) -> Result<(), RunRefused> {
         return bad("a part goes back to the node, or to a node without a share");
     }
     Ok(())
+}
+
+/// The shares of a plan over `eligible` (the proposal's candidates a
+/// leader found usable, in the proposal's order, with the capacities it
+/// took): what a leader decides, and what every node works out again from
+/// a [`Derivation`].
+fn shares_for(
+    run_id: &str,
+    proposal: &Proposal,
+    eligible: Vec<Candidate>,
+) -> Result<Vec<Assigned>, assign::AssignError> {
+    let mut eligible = select(run_id, eligible, proposal);
+    let max_vus = u64::from(proposal.spec.max_vus());
+    // With fewer VUs than nodes, a node whose share has no VU of a
+    // scenario could run none of its iterations or arrivals: it takes no
+    // part (not with region weights, where a region's only node must stay).
+    if proposal.weights.is_none()
+        && let Ok(shares) = assign::assign(run_id, &eligible, None, max_vus)
+    {
+        let spec = &proposal.spec;
+        let idle: BTreeSet<String> = shares
+            .iter()
+            .filter(|s| {
+                // No VU at all; or none for work split apart from the VUs
+                // (shared iterations, arrivals), which would be left undone
+                // (a closed model's VUs carry their own work).
+                spec.share_vus(&s.segment) == 0
+                    || spec.scenarios.iter().any(|sc| {
+                        matches!(
+                            sc.executor,
+                            crate::spec::Executor::SharedIterations { .. }
+                                | crate::spec::Executor::ConstantArrivalRate { .. }
+                                | crate::spec::Executor::RampingArrivalRate { .. }
+                        ) && sc.executor.share_vus(&s.segment) == 0
+                    })
+            })
+            .map(|s| s.node.clone())
+            .collect();
+        if !idle.is_empty() && idle.len() < shares.len() {
+            eligible.retain(|c| !idle.contains(&c.id));
+        }
+    }
+    let shares = assign::assign(run_id, &eligible, proposal.weights.as_deref(), max_vus)?;
+    Ok(shares
+        .into_iter()
+        .map(|s| Assigned {
+            node: s.node,
+            segment: s.segment,
+            first_vu_id: s.first_vu_id,
+        })
+        .collect())
+}
+
+impl Derivation {
+    /// What sets `eligible` apart from the proposal's `candidates`: those
+    /// left out, and the capacities that differ (its digest still empty).
+    fn of(candidates: &[Candidate], eligible: &[Candidate]) -> Derivation {
+        let kept: BTreeMap<&str, u32> = eligible
+            .iter()
+            .map(|c| (c.id.as_str(), c.capacity))
+            .collect();
+        let mut derivation = Derivation {
+            out: Vec::new(),
+            capacities: Vec::new(),
+            digest: Vec::new(),
+        };
+        for (c, i) in candidates.iter().zip(0u32..) {
+            match kept.get(c.id.as_str()) {
+                None => derivation.out.push(i),
+                Some(capacity) if *capacity != c.capacity => {
+                    derivation.capacities.push((i, *capacity));
+                }
+                Some(_) => {}
+            }
+        }
+        derivation
+    }
+
+    fn with_digest(self, digest: Vec<u8>) -> Derivation {
+        Derivation { digest, ..self }
+    }
+}
+
+/// The plan a leader derived as `on_wire` says, worked out again from the
+/// proposal; an error if the candidates it names are not the proposal's,
+/// or the plan it gives is not the leader's (its digest differs).
+fn derive(run_id: &str, proposal: &Proposal, on_wire: &PlanOnWire) -> Result<Plan, String> {
+    let Some(d) = &on_wire.derivation else {
+        return on_wire.resolve(&proposal.candidates);
+    };
+    let places = proposal.candidates.len();
+    if let Some(far) = d
+        .out
+        .iter()
+        .chain(d.capacities.iter().map(|c| &c.0))
+        .find(|i| **i as usize >= places)
+    {
+        return Err(format!("candidate {far}, of {places} candidates"));
+    }
+    let capacities: BTreeMap<u32, u32> = d.capacities.iter().copied().collect();
+    let eligible = proposal
+        .candidates
+        .iter()
+        .zip(0u32..)
+        .filter(|(_, i)| d.out.binary_search(i).is_err())
+        .map(|(c, i)| Candidate {
+            capacity: capacities.get(&i).copied().unwrap_or(c.capacity),
+            ..c.clone()
+        })
+        .collect();
+    let shares = shares_for(run_id, proposal, eligible).map_err(|e| e.to_string())?;
+    let plan = Plan {
+        term: on_wire.term,
+        id: on_wire.id,
+        shares,
+    };
+    if plan.digest() != d.digest {
+        return Err("the plan worked out from the proposal is not the leader's".into());
+    }
+    Ok(plan)
 }
 
 /// With `--nodes N`, the N candidates that take part: one per weighted

@@ -71,7 +71,7 @@ pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTE
 pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
 
 /// The version of the run messages; a node ignores other versions.
-pub const RUN_PROTOCOL: u32 = 7;
+pub const RUN_PROTOCOL: u32 = 8;
 
 /// The most candidates a proposal may name.
 pub const MAX_CANDIDATES: usize = 4096;
@@ -543,14 +543,41 @@ impl Plan {
 /// named by its place among the proposal's candidates (which a node holds
 /// before it takes a plan) instead of by its 52-character id. At 1,000
 /// nodes that is 20 KB instead of 119, which gossip has every node pass on.
+///
+/// The leader floods its plan as a [`Derivation`] instead, with no share at
+/// all: every node works the shares out from the proposal it holds, as the
+/// leader did. The shares are listed where a node asks for the plan, and
+/// where a leader re-sends one it adopted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanOnWire {
     /// The term of the leader sending it.
     pub term: u32,
     /// Which plan this is.
     pub id: PlanId,
-    /// One share per node, tiling the load.
+    /// One share per node, tiling the load; empty with a `derivation`.
     pub shares: Vec<ShareOnWire>,
+    /// How to work the shares out instead of listing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation: Option<Derivation>,
+}
+
+/// What a node needs besides the proposal to work out a leader's plan as
+/// the leader did (`crate::runs`): which candidates it left out (dead,
+/// refused, not ready in time) and which capacities it took from the
+/// candidates' own announcements rather than from the proposal, by their
+/// places among the proposal's candidates; and the digest of the plan that
+/// gives ([`Plan::digest`]), which a node checks before it takes it. At
+/// 1,000 nodes with none left out, under 100 bytes instead of 20 KB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Derivation {
+    /// The candidates left out, ascending.
+    pub out: Vec<u32>,
+    /// `[candidate, capacity]` where the capacity is not the proposal's,
+    /// ascending by candidate.
+    pub capacities: Vec<(u32, u32)>,
+    /// The digest of the plan.
+    #[serde(with = "serde_bytes")]
+    pub digest: Vec<u8>,
 }
 
 /// One share of a [`PlanOnWire`]: `[candidate, start, end, denominator,
@@ -588,14 +615,19 @@ impl Plan {
             term: self.term,
             id: self.id,
             shares,
+            derivation: None,
         })
     }
 }
 
 impl PlanOnWire {
     /// The plan, its nodes looked up among `candidates` (the proposal's),
-    /// or why it names none.
+    /// or why it names none. A plan given by its derivation is worked out
+    /// by `crate::runs`, not here.
     pub fn resolve(&self, candidates: &[Candidate]) -> Result<Plan, String> {
+        if self.derivation.is_some() {
+            return Err("a plan to work out from the proposal, not a list of shares".into());
+        }
         let shares = self
             .shares
             .iter()
@@ -767,6 +799,28 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
                 return Err(invalid(format!(
                     "a plan digest of {} bytes, not {PLAN_DIGEST_BYTES}",
                     digest.len()
+                )));
+            }
+        }
+        RunMessage::Assign(PlanOnWire {
+            shares,
+            derivation: Some(d),
+            ..
+        }) => {
+            let ascending = |places: &[u32]| {
+                places.windows(2).all(|w| w[0] < w[1])
+                    && places.last().is_none_or(|l| (*l as usize) < MAX_CANDIDATES)
+            };
+            let with_capacities: Vec<u32> = d.capacities.iter().map(|c| c.0).collect();
+            if !shares.is_empty() || !ascending(&d.out) || !ascending(&with_capacities) {
+                return Err(invalid(
+                    "a derived plan with shares, or candidates out of order or range".into(),
+                ));
+            }
+            if d.digest.len() != PLAN_DIGEST_BYTES {
+                return Err(invalid(format!(
+                    "a plan digest of {} bytes, not {PLAN_DIGEST_BYTES}",
+                    d.digest.len()
                 )));
             }
         }

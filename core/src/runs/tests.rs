@@ -1743,6 +1743,126 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
     assert!(answer.contains(&"assign"), "{answer:?}");
 }
 
+#[test]
+fn a_plan_floods_as_what_sets_it_apart_from_the_proposal_and_every_node_works_it_out() {
+    let at = At {
+        now: Duration::from_secs(1),
+        wall_ns: T,
+    };
+    let ids: Vec<String> = std::iter::once("me".to_owned())
+        .chain((0..999).map(|i| format!("n{i:02}")))
+        .collect();
+    let run = "run-derived";
+    let leader = ranking(run, &ids)[0].clone();
+    let proposal = proposed_by_n00(&ids, 5000);
+    // The leader left out three candidates (one of them this node's
+    // neighbour in the list) and took two capacities from announcements.
+    let mut eligible: Vec<Candidate> = proposal.candidates.clone();
+    eligible.retain(|c| !["n05", "n500", "n998"].contains(&c.id.as_str()));
+    eligible[1].capacity = 40;
+    eligible[700].capacity = 0;
+    let derivation = Derivation::of(&proposal.candidates, &eligible);
+    assert_eq!(derivation.out, vec![6, 501, 999]);
+    assert_eq!(derivation.capacities, vec![(1, 40), (702, 0)]);
+    let shares = shares_for(run, &proposal, eligible).unwrap_or_else(|e| panic!("{e}"));
+    let plan = Plan {
+        term: 0,
+        id: (0, 1),
+        shares,
+    };
+    assert!(
+        !plan
+            .shares
+            .iter()
+            .any(|s| s.node == "n05" || s.node == "n701")
+    );
+    let env = |body| RunEnvelope {
+        protocol: RUN_PROTOCOL,
+        run: run.to_owned(),
+        body,
+        sig: None,
+    };
+    let derived = |digest: Vec<u8>, out: Vec<u32>| {
+        env(RunMessage::Assign(PlanOnWire {
+            term: 0,
+            id: (0, 1),
+            shares: Vec::new(),
+            derivation: Some(Derivation {
+                out,
+                capacities: derivation.capacities.clone(),
+                digest,
+            }),
+        }))
+    };
+    let flooded = derived(plan.digest(), derivation.out.clone());
+    let bytes = wire::encode(&flooded).len();
+    let listed = wire::encode(&env(RunMessage::Assign(
+        plan.to_wire(&proposal.candidates)
+            .unwrap_or_else(|| panic!("a plan of candidates")),
+    )))
+    .len();
+    assert!(bytes < 200, "{bytes} bytes against {listed} listed");
+    assert!(wire::decode_run(&wire::encode(&flooded)).is_ok());
+    let with_proposal = || {
+        let mut core = RunsCore::new("me".into(), RunsConfig::default());
+        core.on_message("n00", env(RunMessage::Propose(proposal.clone())), at)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = core.take_refusals();
+        core
+    };
+    // Worked out here, it is the leader's plan to the share.
+    let mut core = with_proposal();
+    assert_eq!(core.on_message(&leader, flooded, at), Ok(true));
+    assert_eq!(
+        core.get(run).and_then(|r| r.plan.clone()),
+        Some(plan.clone())
+    );
+    // One that gives another plan here (a node left out that the leader
+    // kept) is refused, and the sender is asked for the shares themselves.
+    let mut core = with_proposal();
+    let other = derived(plan.digest(), vec![6, 501]);
+    assert!(
+        core.on_message(&leader, other, at)
+            .is_err_and(|e| e.to_string().contains("not the leader's"))
+    );
+    assert!(core.get(run).is_some_and(|r| r.plan.is_none()));
+    let asked: Vec<String> = core
+        .take_refusals()
+        .into_iter()
+        .filter_map(|a| match a {
+            RunAction::Pull { from, .. } => Some(from),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![leader.clone()]);
+    // A candidate past the proposal's is named, not looked up.
+    let mut core = with_proposal();
+    assert!(
+        core.on_message(&leader, derived(plan.digest(), vec![1000]), at)
+            .is_err_and(|e| e.to_string().contains("candidate 1000, of 1000"))
+    );
+    // On the wire: shares beside a derivation, places out of order, or a
+    // digest of another length do not decode.
+    let mut both = PlanOnWire {
+        term: 0,
+        id: (0, 1),
+        shares: plan
+            .to_wire(&proposal.candidates)
+            .map(|p| p.shares)
+            .unwrap_or_default(),
+        derivation: Some(derivation.clone().with_digest(plan.digest())),
+    };
+    assert!(wire::decode_run(&wire::encode(&env(RunMessage::Assign(both.clone())))).is_err());
+    both.shares.clear();
+    both.derivation = Some(Derivation {
+        out: vec![9, 3],
+        ..derivation.clone().with_digest(plan.digest())
+    });
+    assert!(wire::decode_run(&wire::encode(&env(RunMessage::Assign(both.clone())))).is_err());
+    both.derivation = Some(derivation.clone().with_digest(vec![1; 31]));
+    assert!(wire::decode_run(&wire::encode(&env(RunMessage::Assign(both)))).is_err());
+}
+
 /// A run of `vus` VUs for 10 s that "n00" proposes to `ids`, all in fra.
 fn proposed_by_n00(ids: &[String], vus: u32) -> Box<Proposal> {
     Box::new(Proposal {
