@@ -377,6 +377,67 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     assert_eq!(wait_child(&mut child, Duration::from_secs(10)), Some(1));
 }
 
+/// The module comes down a tree per region: of three nodes of `nrt`, with
+/// the proposer in `fra`, the first in the plan's order (by id) fetches it
+/// from the proposer, and the other two from that one, which answers them
+/// once its own fetch is done (they ask at about the time it does).
+#[test]
+fn the_module_comes_down_a_tree_each_region_fetching_it_once_from_the_proposer() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let config = MeshConfig::new(node_bin(), &[("fra", 1), ("nrt", 3)]);
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
+    mesh.wait_converged(Duration::from_secs(10))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let run = fusi_to(
+        &token,
+        &[
+            "run",
+            &hello(),
+            "--vus",
+            "4",
+            "--duration",
+            "1s",
+            "--env",
+            &env,
+            "--api",
+            &nodes[0].api.to_string(),
+        ],
+    );
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let id = run_id_of(&run.stderr());
+    let view = ended_view(nodes[1].api, &token, &id);
+    assert_eq!(view["phase"], "complete", "{view}");
+    // Whom each nrt node fetched the module from, by its log.
+    let fetched_from = |i: usize| -> String {
+        let log = mesh.stderr_tail(i).join("\n");
+        log.lines()
+            .find(|l| l.contains("the scenario module fetched"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("peer=")))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("node {i} logged no fetch:\n{log}"))
+    };
+    let mut nrt: Vec<&fusi_testnet::MeshNode> =
+        nodes.iter().filter(|n| n.region == "nrt").collect();
+    nrt.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+    assert_eq!(
+        fetched_from(nrt[0].index),
+        nodes[0].peer_id,
+        "the root asks the proposer"
+    );
+    for child in &nrt[1..] {
+        assert_eq!(
+            fetched_from(child.index),
+            nrt[0].peer_id,
+            "{} fetched from the proposer, not from the first node of its region",
+            child.name
+        );
+    }
+}
+
 #[test]
 fn start_skew_across_120_ms_of_emulated_latency_stays_within_the_clock_bounds() {
     let _serial = serial();
