@@ -1168,33 +1168,44 @@ impl RunsCore {
                 }
                 false
             }
-            RunMessage::Assign(plan) => {
-                let plan = match derive(&run.id, &run.proposal, &plan) {
+            RunMessage::Assign(on_wire) => {
+                // The plan of an arm this node keeps, from any node: its
+                // digest says it is the plan the leader armed.
+                let kept_digest = run
+                    .pending_arm
+                    .as_ref()
+                    .and_then(|(_, arm)| match &arm.body {
+                        RunMessage::Arm { plan, digest, .. } if *plan == on_wire.id => {
+                            Some(digest.clone())
+                        }
+                        _ => None,
+                    });
+                if kept_digest.is_none() {
+                    if run.armed.as_ref().is_some_and(|a| a.plan != on_wire.id) {
+                        run.timers.unaware = true;
+                    }
+                    // Work out or look up only a plan this node would obey.
+                    if run.holder(on_wire.term) != Some(from) {
+                        return Err(RunRefused::NotLeader(from.to_owned()));
+                    }
+                }
+                let plan = match derive(&run.id, &run.proposal, &on_wire) {
                     Ok(plan) => plan,
                     // A derivation that does not give the leader's plan
                     // here: ask the sender for its shares.
-                    Err(e) if plan.derivation.is_some() => {
+                    Err(e) if on_wire.derivation.is_some() => {
                         self.pull(&id, from, at);
                         return Err(RunRefused::BadPlan(e));
                     }
                     Err(e) => return Err(RunRefused::BadPlan(e)),
                 };
-                // The plan of an arm this node keeps, from any node: its
-                // digest says it is the plan the leader armed.
-                let armed_plan = run.pending_arm.as_ref().is_some_and(|(_, arm)| {
-                    matches!(&arm.body, RunMessage::Arm { plan: id, digest, .. }
-                        if *id == plan.id && *digest == plan.digest())
-                });
-                if armed_plan {
+                if kept_digest.is_some_and(|d| d == plan.digest()) {
                     check_plan(run, &plan)?;
                     run.set_plan(plan);
                     run.timers.plan_at = at.now;
                     arm_now = run.pending_arm.take();
                     true
                 } else {
-                    if run.armed.as_ref().is_some_and(|a| a.plan != plan.id) {
-                        run.timers.unaware = true;
-                    }
                     obey(run, plan.term, from)?;
                     check_plan(run, &plan)?;
                     if run.armed.is_some() || run.plan.as_ref() == Some(&plan) {

@@ -1810,8 +1810,17 @@ fn a_plan_floods_as_what_sets_it_apart_from_the_proposal_and_every_node_works_it
         let _ = core.take_refusals();
         core
     };
-    // Worked out here, it is the leader's plan to the share.
+    // From a node that does not lead, it is not worked out, and no one is
+    // asked for it.
     let mut core = with_proposal();
+    let other_node = ids.iter().find(|n| **n != leader && *n != "me").cloned();
+    let other_node = other_node.unwrap_or_default();
+    assert_eq!(
+        core.on_message(&other_node, flooded.clone(), at),
+        Err(RunRefused::NotLeader(other_node.clone()))
+    );
+    assert!(core.take_refusals().is_empty());
+    // Worked out here, it is the leader's plan to the share.
     assert_eq!(core.on_message(&leader, flooded, at), Ok(true));
     assert_eq!(
         core.get(run).and_then(|r| r.plan.clone()),
