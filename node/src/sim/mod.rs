@@ -44,9 +44,10 @@
 //!   exchanges and the start instant are tested against a real skew.
 //! - **Latency**: regions get one-way delays of 20 to 150 ms between them
 //!   (drawn from the seed, symmetric), 0.5 ms within one, plus up to 10 %
-//!   jitter per message. Module answers, the one large transfer, leave a
-//!   node one at a time at [`UPLINK_BYTES_PER_S`] (1 Gbit/s) before that
-//!   delay; nothing else is limited by bandwidth or queued.
+//!   jitter per message. Answers to requests (a module, what a node holds
+//!   of a run, shards), the large transfers, leave a node one at a time at
+//!   [`UPLINK_BYTES_PER_S`] (1 Gbit/s) before that delay; gossip and asks
+//!   are not limited by bandwidth or queued.
 //! - **Connections**: a dial takes two round trips (TCP, then the mesh key
 //!   and Noise handshakes) and always succeeds once the other node is up.
 //!   Connections are never lost.
@@ -88,7 +89,7 @@
 //! the non-mesh peers) is not simulated, nor counted: in a full connection
 //! graph of N nodes it is another control flow that grows with N. Also left
 //! out: peer scoring, prune backoff and peer exchange, bandwidth limits
-//! but on module answers, CPU limits beyond the core's own (it prepares 4 answers to shard asks at a
+//! but on answers, CPU limits beyond the core's own (it prepares 4 answers to shard asks at a
 //! time, each taking 20 ms here, and refuses more as busy), identify and
 //! ping, crashes and partitions (the core's tests cover those).
 
@@ -111,7 +112,7 @@ pub const GOSSIP_OVERHEAD: usize = 140;
 pub const RPC_OVERHEAD: usize = 60;
 /// The size of the scenario module every node fetches.
 pub const MODULE_BYTES: usize = 512 << 10;
-/// How fast a node sends module answers: 1 Gbit/s, one answer at a time.
+/// How fast a node sends answers: 1 Gbit/s, one answer at a time.
 pub const UPLINK_BYTES_PER_S: u64 = 125_000_000;
 /// The most nodes a simulation takes.
 pub const MAX_NODES: usize = 5000;

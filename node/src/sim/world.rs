@@ -241,8 +241,8 @@ struct Node {
     shard_bytes: usize,
     /// The scenario module, as its runtime fetches and serves it.
     module: ModuleFetch,
-    /// When its uplink is free again: it sends module answers one at a
-    /// time, at [`UPLINK_BYTES_PER_S`].
+    /// When its uplink is free again: it sends answers (a module, a run,
+    /// shards) one at a time, at [`UPLINK_BYTES_PER_S`].
     uplink_free: Micros,
 }
 
@@ -808,12 +808,34 @@ impl World {
     /// Node `from` sends the module to `to`, once its uplink is free.
     fn send_module(&mut self, from: usize, to: usize, plan: PlanId) {
         let bytes = MODULE_BYTES + RPC_OVERHEAD;
-        self.net.counters.count(Kind::Module, from, to, bytes, true);
-        let begins = self.now.max(self.nodes[from].uplink_free);
+        self.answer(
+            Kind::Module,
+            from,
+            to,
+            bytes,
+            0,
+            Event::ModuleAnswer { to, plan },
+        );
+    }
+
+    /// Node `from` answers `to` with `bytes`, ready `after` from now: the
+    /// answer leaves once `from`'s uplink is free, at
+    /// [`UPLINK_BYTES_PER_S`], then takes the latency.
+    fn answer(
+        &mut self,
+        kind: Kind,
+        from: usize,
+        to: usize,
+        bytes: usize,
+        after: Micros,
+        then: Event,
+    ) {
+        self.net.counters.count(kind, from, to, bytes, true);
+        let begins = (self.now + after).max(self.nodes[from].uplink_free);
         let sent = begins + (bytes as u64 * 1_000_000).div_ceil(UPLINK_BYTES_PER_S);
         self.nodes[from].uplink_free = sent;
         let at = sent + self.net.latency(from, to);
-        self.schedule(at, Event::ModuleAnswer { to, plan });
+        self.schedule(at, then);
     }
 
     fn tick(&mut self, i: usize) {
@@ -1189,11 +1211,12 @@ impl World {
                 messages.push(Arc::new(env));
             }
         }
-        self.rpc(
+        self.answer(
             Kind::Runs,
             to,
             from,
             bytes,
+            0,
             Event::RunAnswer {
                 from: to,
                 to: from,
@@ -1365,9 +1388,14 @@ impl World {
         } else {
             0
         };
-        self.net.counters.count(Kind::Sync, to, from, bytes, true);
-        let at = self.now + takes + self.net.latency(to, from);
-        self.schedule(at, Event::SyncAnswer { to: from, answer });
+        self.answer(
+            Kind::Sync,
+            to,
+            from,
+            bytes,
+            takes,
+            Event::SyncAnswer { to: from, answer },
+        );
     }
 
     fn on_sync_answer(&mut self, to: usize, answer: Option<(Vec<(usize, u32)>, bool)>) {
