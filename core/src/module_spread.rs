@@ -45,6 +45,106 @@ pub const ASK_GRACE: Duration = Duration::from_secs(2);
 /// The most asks a node keeps at once (its children are [`FANOUT`]).
 pub const MAX_KEPT_ASKS: usize = 64;
 
+/// How many rounds a node asks around for a share's files, a round
+/// [`ROUND_EVERY`] after the last, before it refuses the run: a node that
+/// relayed the proposal may not have fetched the module itself yet.
+pub const FETCH_ROUNDS: u32 = 15;
+
+/// The wait between two rounds of a [`FileFetch`].
+pub const ROUND_EVERY: Duration = Duration::from_secs(1);
+
+/// A share's files (its module, then its data files) being fetched, one at
+/// a time: each from the sources the runs core names, in order
+/// ([`crate::runs::RunsCore::module_sources`]), and round after round while
+/// none gave it. A node's runtime and the simulator both drive it, and
+/// carry out its [`FetchStep`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFetch {
+    wanted: Vec<String>,
+    left: Vec<String>,
+    tried: Vec<String>,
+    rounds: u32,
+}
+
+/// What a [`FileFetch`] does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchStep {
+    /// Ask this peer for the file [`FileFetch::asked`].
+    Ask(String),
+    /// Ask around again in [`ROUND_EVERY`]: then call [`FileFetch::again`].
+    Wait,
+    /// Every file is here.
+    Done,
+    /// No node gave the file after [`FETCH_ROUNDS`] rounds: refuse the run.
+    GiveUp {
+        /// The nodes asked in the last round.
+        tried: Vec<String>,
+        /// What the last of them answered.
+        problem: Option<String>,
+    },
+}
+
+impl FileFetch {
+    /// A fetch of the files `wanted` (by sha256), from `sources`; then call
+    /// [`FileFetch::next`] for its first step.
+    pub fn new(wanted: Vec<String>, sources: Vec<String>) -> FileFetch {
+        FileFetch {
+            wanted,
+            left: sources,
+            tried: Vec::new(),
+            rounds: 1,
+        }
+    }
+
+    /// The sha256 of the file asked for now.
+    pub fn asked(&self) -> Option<&str> {
+        self.wanted.first().map(String::as_str)
+    }
+
+    /// The files still missing, the one asked for first.
+    pub fn wanted(&self) -> &[String] {
+        &self.wanted
+    }
+
+    /// The first step, or the next after an ask that brought no file
+    /// (`problem` says why): the next source, a wait for the next round,
+    /// or, past the last round, giving up.
+    pub fn next(&mut self, problem: Option<String>) -> FetchStep {
+        if self.wanted.is_empty() {
+            return FetchStep::Done;
+        }
+        if !self.left.is_empty() {
+            let peer = self.left.remove(0);
+            self.tried.push(peer.clone());
+            return FetchStep::Ask(peer);
+        }
+        if self.rounds < FETCH_ROUNDS {
+            self.rounds += 1;
+            return FetchStep::Wait;
+        }
+        FetchStep::GiveUp {
+            tried: self.tried.clone(),
+            problem,
+        }
+    }
+
+    /// The next round, after a [`FetchStep::Wait`]: from `sources`, as the
+    /// runs core names them now.
+    pub fn again(&mut self, sources: Vec<String>) -> FetchStep {
+        self.left = sources;
+        self.tried.clear();
+        self.next(None)
+    }
+
+    /// The file asked for arrived: the next file, from `sources`, or done.
+    pub fn arrived(&mut self, sources: Vec<String>) -> FetchStep {
+        if !self.wanted.is_empty() {
+            self.wanted.remove(0);
+        }
+        self.again(sources)
+    }
+}
+
 /// The node that `me` asks first for the module of a run planned as `plan`
 /// and proposed by `proposer` with `candidates`: its parent in the tree of
 /// its region (see the module docs). `None` for the proposer itself, and
@@ -215,6 +315,44 @@ mod tests {
         assert_eq!(parent(&plan, &candidates, "a", "z"), None);
         plan.shares.retain(|s| s.node != "c");
         assert_eq!(parent(&plan, &candidates, "a", "c"), None);
+    }
+
+    #[test]
+    fn a_fetch_asks_each_source_then_waits_a_round_and_gives_up_after_the_last() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut fetch = FileFetch::new(names(&["module", "data"]), names(&["parent", "proposer"]));
+        assert_eq!(fetch.asked(), Some("module"));
+        assert_eq!(fetch.next(None), FetchStep::Ask("parent".into()));
+        assert_eq!(
+            fetch.next(Some("no".into())),
+            FetchStep::Ask("proposer".into())
+        );
+        // The module came: the data file, from the sources named now.
+        assert_eq!(
+            fetch.arrived(names(&["proposer"])),
+            FetchStep::Ask("proposer".into())
+        );
+        assert_eq!(fetch.asked(), Some("data"));
+        // No source left: a round later, again; and so for every round.
+        for _ in 1..FETCH_ROUNDS {
+            assert_eq!(fetch.next(Some("busy".into())), FetchStep::Wait);
+            assert_eq!(
+                fetch.again(names(&["proposer"])),
+                FetchStep::Ask("proposer".into())
+            );
+        }
+        assert_eq!(
+            fetch.next(Some("busy".into())),
+            FetchStep::GiveUp {
+                tried: names(&["proposer"]),
+                problem: Some("busy".into())
+            }
+        );
+        let mut fetch = FileFetch::new(names(&["module"]), Vec::new());
+        assert_eq!(fetch.next(None), FetchStep::Wait);
+        assert_eq!(fetch.again(names(&["a"])), FetchStep::Ask("a".into()));
+        assert_eq!(fetch.arrived(names(&["a"])), FetchStep::Done);
+        assert_eq!(fetch.wanted(), &[] as &[String]);
     }
 
     #[test]

@@ -73,8 +73,10 @@
 //!   anti-entropy brings a shard back. Request-response (a shard sent to
 //!   the leader among it) rides on TCP and is never lost.
 //! - **Preparing a share** fetches the module from the sources the core
-//!   names, in order (the node's parent in the plan's tree, then the
-//!   proposer: [`crate::core::module_spread`]), as one answer of
+//!   names, in order and round after round, with the core's
+//!   [`FileFetch`](crate::core::module_spread::FileFetch), as a node does
+//!   (the node's parent in the plan's tree, then the proposer:
+//!   [`crate::core::module_spread`]), as one answer of
 //!   [`MODULE_BYTES`], then compiles it in 200 ms. A node asked for the
 //!   module before it holds it keeps the ask with the core's
 //!   [`ModuleAsks`](crate::core::module_spread::ModuleAsks), as a node

@@ -18,7 +18,7 @@ use crate::core::clock::Exchange;
 use crate::core::membership::{Event as MemberEvent, Heartbeat, Pulse};
 use crate::core::mesh::{Action, Health, LocalNode, Seed};
 use crate::core::metrics::{SeriesKey, SeriesSet};
-use crate::core::module_spread::ModuleAsks;
+use crate::core::module_spread::{FetchStep, FileFetch, ModuleAsks, ROUND_EVERY};
 use crate::core::node::{CoreConfig, Holdings, NodeCore, Output};
 use crate::core::rng::Rng;
 use crate::core::runs::{At, EndedRun, Run, RunAction};
@@ -125,6 +125,8 @@ enum Event {
     /// The node `to` asked neither holds the module nor fetches it: `to`
     /// asks its next source.
     ModuleRefused { to: usize },
+    /// A node's module fetch starts its next round.
+    FetchAgain(usize),
     /// A node's share is prepared.
     Prepared { node: usize, plan: PlanId },
     /// A node's share starts.
@@ -188,6 +190,7 @@ fn bound_for(event: &Event) -> Option<usize> {
         | Event::Gossipsub(i)
         | Event::Start(i)
         | Event::Answered(i)
+        | Event::FetchAgain(i)
         | Event::Prepared { node: i, .. }
         | Event::Seal { node: i, .. } => Some(*i),
         Event::Gossip(d) => Some(d.to),
@@ -255,7 +258,7 @@ const SIM_MODULE: &str = "sim-module";
 #[derive(Debug, Default)]
 struct ModuleFetch {
     held: bool,
-    fetching: Option<(PlanId, Vec<usize>)>,
+    fetching: Option<(PlanId, FileFetch)>,
     asks: ModuleAsks<(usize, PlanId)>,
 }
 
@@ -696,7 +699,18 @@ impl World {
                     self.refuse_module(to, from);
                 }
             }
-            Event::ModuleRefused { to } => self.ask_module(to),
+            Event::ModuleRefused { to } => self.fetch_module(to, Some("refused".into()), None),
+            Event::FetchAgain(i) => {
+                let Some(run) = self.run.clone() else {
+                    return;
+                };
+                let sources = self.nodes[i].core.runs().module_sources(&run);
+                let step = match &mut self.nodes[i].module.fetching {
+                    Some((_, fetch)) => fetch.again(sources),
+                    None => return,
+                };
+                self.fetch_module(i, None, Some(step));
+            }
             Event::ModuleAnswer { to, plan } => {
                 let module = &mut self.nodes[to].module;
                 module.held = true;
@@ -769,30 +783,40 @@ impl World {
         self.schedule(at, then);
     }
 
-    /// Node `i` asks the next source of its module fetch. With none left
-    /// it stops: the proposer, which holds the module, is always a source.
-    fn ask_module(&mut self, i: usize) {
-        let Some((plan, left)) = &mut self.nodes[i].module.fetching else {
+    /// Node `i` carries out its module fetch's next step, after an ask that
+    /// brought nothing (`problem`), or `step` when given.
+    fn fetch_module(&mut self, i: usize, problem: Option<String>, step: Option<FetchStep>) {
+        let Some((plan, fetch)) = &mut self.nodes[i].module.fetching else {
             return;
         };
         let plan = *plan;
-        if left.is_empty() {
-            self.nodes[i].module.fetching = None;
-            return;
+        match step.unwrap_or_else(|| fetch.next(problem)) {
+            FetchStep::Ask(peer) => {
+                let Some(&to) = self.by_id.get(&peer) else {
+                    return self.fetch_module(i, Some("not a node".into()), None);
+                };
+                let bytes = wire::encode(&Request::Module {
+                    sha256: "ab".repeat(32),
+                })
+                .len()
+                    + RPC_OVERHEAD;
+                self.rpc(
+                    Kind::Module,
+                    i,
+                    to,
+                    bytes,
+                    Event::ModuleAsk { from: i, to, plan },
+                );
+            }
+            FetchStep::Wait => {
+                let at = self.now + micros(ROUND_EVERY);
+                self.schedule(at, Event::FetchAgain(i));
+            }
+            // The simulator's fetch wants one file, which ends it; a node
+            // that gives up is left unprepared (the proposer, always a
+            // source, holds the module, so none does).
+            FetchStep::Done | FetchStep::GiveUp { .. } => self.nodes[i].module.fetching = None,
         }
-        let to = left.remove(0);
-        let bytes = wire::encode(&Request::Module {
-            sha256: "ab".repeat(32),
-        })
-        .len()
-            + RPC_OVERHEAD;
-        self.rpc(
-            Kind::Module,
-            i,
-            to,
-            bytes,
-            Event::ModuleAsk { from: i, to, plan },
-        );
     }
 
     /// Node `from` refuses `to`'s ask for the module.
@@ -1151,12 +1175,9 @@ impl World {
                 if self.nodes[i].module.held {
                     self.schedule(self.now + COMPILE, Event::Prepared { node: i, plan });
                 } else {
-                    let left = sources
-                        .iter()
-                        .filter_map(|s| self.by_id.get(s).copied())
-                        .collect();
-                    self.nodes[i].module.fetching = Some((plan, left));
-                    self.ask_module(i);
+                    let fetch = FileFetch::new(vec![SIM_MODULE.to_owned()], sources);
+                    self.nodes[i].module.fetching = Some((plan, fetch));
+                    self.fetch_module(i, None, None);
                 }
             }
             RunAction::Start { at_wall_ns, .. } => {

@@ -26,7 +26,7 @@ use crate::api::{
 };
 use crate::core::allow::AllowList;
 use crate::core::module_name::{MAX_MODULE_BYTES, sha256_hex};
-use crate::core::module_spread::ModuleAsks;
+use crate::core::module_spread::{FetchStep, FileFetch, ModuleAsks, ROUND_EVERY};
 use crate::core::node::Holdings;
 use crate::core::report::Report;
 use crate::core::run_report::abort_verdict;
@@ -52,17 +52,14 @@ struct Fetch {
     plan: PlanId,
     spec: Box<RunSpec>,
     share: Share,
-    /// The sha256 of each file still missing, the one asked for first.
-    wanted: Vec<String>,
-    left: Vec<String>,
-    tried: Vec<String>,
-    rounds: u32,
+    /// Which files, from whom, which round: the core's decisions.
+    files: FileFetch,
 }
 
 impl Fetch {
     /// What the file asked for now is, for messages.
     fn what(&self) -> String {
-        let sha = self.wanted.first().map_or("", String::as_str);
+        let sha = self.files.asked().unwrap_or("");
         match self.spec.data.iter().find(|d| d.sha256 == sha) {
             Some(set) if sha != self.spec.module_sha256 => format!("the data file of {}", set.name),
             _ => "the scenario module".to_owned(),
@@ -73,11 +70,6 @@ impl Fetch {
 /// The longest a run's `setup` may take where the run is submitted (the
 /// command that submitted it waits for the answer).
 const SETUP_LIMIT: Duration = Duration::from_secs(100);
-
-/// How many times a node asks around for a module (once a second) before
-/// it refuses the run: a node that relayed the proposal may not have
-/// fetched the module itself yet.
-const FETCH_ROUNDS: u32 = 15;
 
 /// How often a node tries again to store what its data dir could not take.
 const STORE_RETRY: Duration = Duration::from_secs(2);
@@ -246,7 +238,7 @@ impl Node {
             .fetches
             .values()
             .chain(self.runs.retries.iter().map(|(_, f)| f))
-            .flat_map(|f| f.wanted.iter().cloned())
+            .flat_map(|f| f.files.wanted().iter().cloned())
             .collect();
         for channel in self
             .runs
@@ -277,8 +269,10 @@ impl Node {
             if !self.core.runs().wants(&fetch.run, fetch.plan) {
                 continue;
             }
-            fetch.left = self.core.runs().module_sources(&fetch.run);
-            self.fetch_next(fetch, None);
+            let step = fetch
+                .files
+                .again(self.core.runs().module_sources(&fetch.run));
+            self.fetch_step(fetch, step);
         }
     }
 
@@ -524,10 +518,7 @@ impl Node {
                     plan,
                     spec,
                     share,
-                    wanted,
-                    left: sources,
-                    tried: Vec::new(),
-                    rounds: 1,
+                    files: FileFetch::new(wanted, sources),
                 };
                 self.fetch_next(fetch, None);
             }
@@ -636,43 +627,62 @@ impl Node {
         self.flush_core();
     }
 
-    /// Asks the next peer for a module; refuses the run when none is left.
+    /// After an ask that brought no file (or to begin): what the fetch
+    /// does next.
     fn fetch_next(&mut self, mut fetch: Fetch, problem: Option<String>) {
+        let step = fetch.files.next(problem);
+        self.fetch_step(fetch, step);
+    }
+
+    /// Carries out a fetch's step: asks a peer, waits for the next round,
+    /// hands the share to a worker, or refuses the run.
+    fn fetch_step(&mut self, mut fetch: Fetch, mut step: FetchStep) {
         loop {
-            if fetch.left.is_empty() && fetch.rounds < FETCH_ROUNDS {
-                fetch.rounds += 1;
-                let due = self.now() + Duration::from_secs(1);
-                self.runs.retries.push((due, fetch));
-                return;
+            match step {
+                FetchStep::Ask(peer) => {
+                    let Ok(peer_id) = peer.parse::<PeerId>() else {
+                        step = fetch.files.next(Some(format!("{peer} is not a peer id")));
+                        continue;
+                    };
+                    let sha256 = fetch.files.asked().unwrap_or_default().to_owned();
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_request(&peer_id, Request::Module { sha256 });
+                    debug!(run = %fetch.run, %peer, "fetching {}", fetch.what());
+                    self.runs.fetches.insert(id, fetch);
+                }
+                FetchStep::Wait => {
+                    let due = self.now() + ROUND_EVERY;
+                    self.runs.retries.push((due, fetch));
+                }
+                FetchStep::Done => {
+                    let Fetch {
+                        run,
+                        plan,
+                        spec,
+                        share,
+                        ..
+                    } = fetch;
+                    self.spawn_ready(run, plan, *spec, share);
+                }
+                FetchStep::GiveUp { tried, problem } => {
+                    let reason = format!(
+                        "cannot fetch {} {} from {}{}",
+                        fetch.what(),
+                        fetch.files.asked().unwrap_or(""),
+                        if tried.is_empty() {
+                            "any node (none has it)".to_owned()
+                        } else {
+                            tried.join(", ")
+                        },
+                        problem.map(|p| format!(": {p}")).unwrap_or_default()
+                    );
+                    let run = fetch.run.clone();
+                    self.refuse(&run, reason);
+                }
             }
-            let Some(peer) = (!fetch.left.is_empty()).then(|| fetch.left.remove(0)) else {
-                let reason = format!(
-                    "cannot fetch {} {} from {}{}",
-                    fetch.what(),
-                    fetch.wanted.first().map_or("", String::as_str),
-                    if fetch.tried.is_empty() {
-                        "any node (none has it)".to_owned()
-                    } else {
-                        fetch.tried.join(", ")
-                    },
-                    problem.map(|p| format!(": {p}")).unwrap_or_default()
-                );
-                let run = fetch.run.clone();
-                self.refuse(&run, reason);
-                return;
-            };
-            let Ok(peer_id) = peer.parse::<PeerId>() else {
-                continue;
-            };
-            fetch.tried.push(peer.clone());
-            let id = self.swarm.behaviour_mut().rpc.send_request(
-                &peer_id,
-                Request::Module {
-                    sha256: fetch.wanted.first().cloned().unwrap_or_default(),
-                },
-            );
-            debug!(run = %fetch.run, %peer, "fetching {}", fetch.what());
-            self.runs.fetches.insert(id, fetch);
             return;
         }
     }
@@ -778,7 +788,7 @@ impl Node {
         let Some(fetch) = self.runs.fetches.remove(&request_id) else {
             return Some(response);
         };
-        let asked = fetch.wanted.first().cloned().unwrap_or_default();
+        let asked = fetch.files.asked().unwrap_or_default().to_owned();
         match response {
             Response::Module { bytes } if sha256_hex(&bytes) == asked => {
                 let what = fetch.what();
@@ -793,23 +803,12 @@ impl Node {
                 info!(run = %fetch.run, %peer, "{what} fetched ({} bytes)", bytes.len());
                 self.cache_module(&asked, Arc::new(bytes));
                 let mut fetch = fetch;
-                fetch.wanted.remove(0);
                 // Still wanted? A stop or a new plan may have come meanwhile.
                 if self.core.runs().wants(&fetch.run, fetch.plan) {
-                    if fetch.wanted.is_empty() {
-                        let Fetch {
-                            run,
-                            plan,
-                            spec,
-                            share,
-                            ..
-                        } = fetch;
-                        self.spawn_ready(run, plan, *spec, share);
-                    } else {
-                        fetch.left = self.core.runs().module_sources(&fetch.run);
-                        fetch.tried.clear();
-                        self.fetch_next(fetch, None);
-                    }
+                    let step = fetch
+                        .files
+                        .arrived(self.core.runs().module_sources(&fetch.run));
+                    self.fetch_step(fetch, step);
                 }
             }
             Response::Module { .. } if !self.core.runs().wants(&fetch.run, fetch.plan) => {}
