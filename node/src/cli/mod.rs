@@ -63,7 +63,9 @@ enum Cmd {
     Stop(runs::StopArgs),
     /// Print a run's merged report; any node of the mesh can. A node gets
     /// the others' shards once the run has ended, so the report of a
-    /// finished run waits (up to 15 s) until the node holds them all.
+    /// finished run waits (up to 15 s) until the node holds them all, and
+    /// the report of a run past its end waits (as long) for the node to
+    /// hear that it ended.
     #[command(after_long_help = runs::REPORT_EXAMPLES)]
     Report(runs::ReportArgs),
     /// Compare two runs: the deltas, and whether B is slower than A beyond noise.

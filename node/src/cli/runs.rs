@@ -951,7 +951,19 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         // A node gets the others' shards of a run once it has ended (they
         // go to the run's leader while it runs): a report of a finished
         // run waits until the node holds them, as `run` does.
-        let run: RunView = client.get(&format!("/v1/runs/{}", args.run)).await?;
+        let path = format!("/v1/runs/{}", args.run);
+        let mut run: RunView = client.get(&path).await?;
+        // A node may hear that a run past its end is over a little after
+        // the node it was submitted to (the finish comes from the leader,
+        // perhaps a region away): wait for it, as for the shards.
+        let give_up = Instant::now() + SHARDS_SETTLE;
+        while run.phase == "running"
+            && run.elapsed_s.is_some_and(|e| e >= run.duration_s)
+            && Instant::now() < give_up
+        {
+            tokio::time::sleep(POLL_EVERY).await;
+            run = client.get(&path).await?;
+        }
         if matches!(run.phase.as_str(), "complete" | "stopped" | "failed") {
             final_report(client, &args.run).await?;
         }

@@ -377,6 +377,61 @@ fn runs_split_exactly_start_together_and_report_from_any_node() {
     assert_eq!(wait_child(&mut child, Duration::from_secs(10)), Some(1));
 }
 
+/// A report asked of a node a region away from the run's leader, as soon
+/// as the leader holds the run complete, is the whole run's: that node
+/// (neither the leader nor next in line, so it gets the others' shards only
+/// after the run) hears the finish 300 ms later (the emulated latency), and
+/// `report` waits for it and for the shards instead of printing a running
+/// run's part.
+#[test]
+fn a_report_asked_a_region_away_right_after_the_run_waits_for_its_end() {
+    let _serial = serial();
+    let t = target(TargetConfig::default());
+    let env = format!("TARGET={}", t.url());
+    let mut config = MeshConfig::new(node_bin(), &[("fra", 1), ("nrt", 1), ("ewr", 1)]);
+    config.latency = Some("fra-nrt=300ms,fra-ewr=300ms,nrt-ewr=300ms".into());
+    let mut mesh = Mesh::start(config).expect("the testnet starts");
+    let token = mesh.api_token().to_owned();
+    mesh.wait_converged(Duration::from_secs(30))
+        .expect("the mesh converges");
+    let nodes = mesh.nodes().to_vec();
+    let (mut child, id) = submit(
+        nodes[0].api,
+        &token,
+        &[&hello(), "--vus", "3", "--duration", "1s", "--env", &env],
+    );
+    let ids: Vec<String> = nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let ranked = fusi_node::core::leader::ranking(&id, &ids);
+    let (leader, far) = (node_of(&mesh, &ranked[0]), node_of(&mesh, &ranked[2]));
+    assert!(wait_for(Duration::from_secs(30), || phase(
+        nodes[leader].api,
+        &token,
+        &id
+    ) == "complete"));
+    let r = fusi_to(
+        &token,
+        &[
+            "report",
+            &id,
+            "--api",
+            &nodes[far].api.to_string(),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(r.output.status.success(), "{}", r.stderr());
+    let report: Value = serde_json::from_str(&r.stdout()).unwrap_or(Value::Null);
+    assert_eq!(
+        report["completeness"]["nodes_incomplete"]
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "{}",
+        report["completeness"]
+    );
+    assert_eq!(wait_child(&mut child, Duration::from_secs(30)), Some(0));
+}
+
 /// The module comes down a tree per region: of three nodes of `nrt`, with
 /// the proposer in `fra`, the first in the plan's order (by id) fetches it
 /// from the proposer, and the other two from that one, which answers them
