@@ -519,6 +519,17 @@ fn start_skew_across_120_ms_of_emulated_latency_stays_within_the_clock_bounds() 
                 .unwrap_or(false)
         }
     )));
+    // Every node's bound on a node of the other region reflects the 120 ms,
+    // the samples it took while the two did not know each other yet too.
+    for n in &nodes {
+        let peers = get_json(n.api, &token, "/v1/peers").expect("the peers answer");
+        for p in peers["peers"].as_array().into_iter().flatten() {
+            if p["region"].as_str() != Some(n.region.as_str()) {
+                let bound = p["bound_ms"].as_f64().unwrap_or(0.0);
+                assert!(bound > 50.0, "{} holds {p}", n.name);
+            }
+        }
+    }
     let run = fusi_to(
         &token,
         &[
