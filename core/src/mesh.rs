@@ -382,6 +382,10 @@ pub struct MeshCore {
     /// chosen at.
     watched: BTreeSet<String>,
     watched_at: Option<(u64, u64)>,
+    /// The members of this node's view (see [`MeshCore::kept`]).
+    view: BTreeSet<String>,
+    /// Counts changes of what this node keeps connections to.
+    view_changes: u64,
     /// Members whose clocks the runs need, besides the watched ones.
     clock_peers: BTreeSet<String>,
     /// When each lead is asked next.
@@ -448,6 +452,8 @@ impl MeshCore {
             suspect_again: Vec::new(),
             watched: BTreeSet::new(),
             watched_at: None,
+            view: BTreeSet::new(),
+            view_changes: 0,
             clock_peers: BTreeSet::new(),
             lead_asks: BTreeMap::new(),
             doubted: BTreeMap::new(),
@@ -499,9 +505,44 @@ impl MeshCore {
 
     /// The members whose clocks the runs need besides the watched ones (a
     /// leader's workers, a worker's leader): they are asked at the clock's
-    /// pace while they stay in the set.
+    /// pace while they stay in the set, and kept connected.
     pub fn set_clock_peers(&mut self, peers: BTreeSet<String>) {
+        if peers != self.clock_peers {
+            self.view_changes += 1;
+        }
+        // A run's leader and its workers are dialed at the next tick, not
+        // the next paced scan: their samples decide the start.
+        if !peers.is_subset(&self.clock_peers) {
+            self.redial_scan_at = None;
+        }
         self.clock_peers = peers;
+    }
+
+    /// Whether this node keeps a connection to `id` open, and dials it when
+    /// there is none: a member of its [view](Self::kept).
+    pub fn keeps(&self, id: &str) -> bool {
+        self.view.contains(id) || self.watched.contains(id) || self.clock_peers.contains(id)
+    }
+
+    /// The members this node keeps connections to, whatever the mesh's
+    /// size: its view (the [`MeshConfig::watch`] members either side of it
+    /// on the ring, and chords across it, see [`view_offsets`]), the
+    /// members it watches, and those whose clocks its runs need. Every
+    /// other connection (a request to a run's leader, a stranger's dial)
+    /// the network layer lets close once idle.
+    pub fn kept(&self) -> impl Iterator<Item = &String> {
+        let watched = self.watched.iter().filter(|id| !self.view.contains(*id));
+        let runs = self
+            .clock_peers
+            .iter()
+            .filter(|id| !self.view.contains(*id) && !self.watched.contains(*id));
+        self.view.iter().chain(watched).chain(runs)
+    }
+
+    /// Counts the changes of [`kept`](Self::kept), so the network layer
+    /// knows when to look again.
+    pub fn view_changes(&self) -> u64 {
+        self.view_changes
     }
 
     /// The members this node watches.
@@ -533,12 +574,21 @@ impl MeshCore {
             })
             .collect();
         before.sort_unstable();
+        // `before[k - 1]` is the k-th member before this node on the ring,
+        // `before[n - k]` the k-th after it.
+        let n = before.len();
+        self.view = view_offsets(n, self.config.watch)
+            .into_iter()
+            .flat_map(|k| [before[k - 1].1, before[n - k].1])
+            .map(str::to_owned)
+            .collect();
         self.watched = before
             .into_iter()
             .take(self.config.watch)
             .map(|(_, id)| id.to_owned())
             .chain(self.doubted.keys().cloned())
             .collect();
+        self.view_changes += 1;
         self.membership.set_watched(&self.watched, now);
     }
 
@@ -748,7 +798,11 @@ impl MeshCore {
         for member in self.membership.members() {
             let id = &member.heartbeat.id;
             while connected.next_if(|c| *c < id).is_some() {}
-            if connected.peek() != Some(&id) {
+            if connected.peek() != Some(&id)
+                && (self.view.contains(id)
+                    || self.watched.contains(id)
+                    || self.clock_peers.contains(id))
+            {
                 redial(
                     &mut self.redials,
                     &self.config,
@@ -1388,6 +1442,13 @@ impl MeshCore {
             .map(|m| m.heartbeat.region.as_str())
     }
 
+    /// The addresses a member announces.
+    pub fn addresses_of(&self, peer: &str) -> Option<&[String]> {
+        self.membership
+            .get(peer)
+            .map(|m| m.heartbeat.listen.as_slice())
+    }
+
     /// Whether a connection to `peer` is open.
     pub fn is_connected(&self, peer: &str) -> bool {
         self.connected.contains(peer)
@@ -1443,6 +1504,27 @@ fn redial(
             addrs: addrs.to_vec(),
         });
     }
+}
+
+/// Chords of the view beside the ring's neighbours: the members
+/// `n / 2`, `n / 4`, ... `n / 2^VIEW_CHORDS` places away either side.
+pub const VIEW_CHORDS: u32 = 4;
+
+/// The places away on the ring, either side, of the members a node of a
+/// mesh of `n` other members keeps in its view: `1..=watch`, and the
+/// chords `n / 2`, `n / 4`, `n / 8`, `n / 16` ([`VIEW_CHORDS`]).
+///
+/// The same offsets both ways make the view symmetric where two nodes know
+/// the same members: `b` is `k` places before `a` exactly when `a` is `k`
+/// places after `b`, so each keeps the connection the other keeps. The
+/// ring's neighbours join every node to the next; the chords halve the way
+/// across, so gossip crosses a mesh of 1,000 in a few hops over at most 16
+/// connections a node (2 × (4 + 4)).
+pub fn view_offsets(n: usize, watch: usize) -> BTreeSet<usize> {
+    (1..=watch.min(n))
+        .chain((1..=VIEW_CHORDS).map(|j| n >> j))
+        .filter(|k| (1..=n).contains(k))
+        .collect()
 }
 
 /// Where a node sits on the ring of watches: a hash of its id, the same

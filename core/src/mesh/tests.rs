@@ -442,6 +442,30 @@ fn two_hundred_nodes_converge_estimate_clocks_and_survive_a_partition() {
     }
     assert!(watchers.iter().all(|w| *w == 4), "{watchers:?}");
 
+    // A node keeps connections to at most 16 members (4 either side on the
+    // ring, and 4 chords each way), each of which keeps it in turn, and the
+    // views join every node to every other.
+    let index = |id: &String| id[1..].parse::<usize>().expect("sim id");
+    let kept: Vec<BTreeSet<usize>> = (0..n)
+        .map(|a| sim.nodes[a].kept().map(index).collect())
+        .collect();
+    for a in 0..n {
+        assert!(
+            (8..=16).contains(&kept[a].len()),
+            "node {a} keeps {:?}",
+            kept[a]
+        );
+        for b in &kept[a] {
+            assert!(kept[*b].contains(&a), "{a} keeps {b}, not the other way");
+        }
+    }
+    let mut reached = BTreeSet::from([0]);
+    let mut stack = vec![0];
+    while let Some(a) = stack.pop() {
+        stack.extend(kept[a].iter().filter(|b| reached.insert(**b)));
+    }
+    assert_eq!(reached.len(), n, "the views do not join every node");
+
     // Every clock estimate of a watched member holds the true offset
     // within its bound, and the asymmetric pair is off by half the
     // asymmetry, as NTP predicts.
@@ -1142,4 +1166,14 @@ fn a_joining_node_compares_lists_every_five_seconds_until_they_agree() {
         }
     }
     assert_eq!(asks, [0, 5_000, 10_000, 40_000], "asks at {asks:?} ms");
+}
+
+#[test]
+fn the_view_is_the_ring_neighbours_and_chords_halving_the_way_across() {
+    let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+    assert_eq!(view_offsets(0, 4), set(&[]));
+    assert_eq!(view_offsets(3, 4), set(&[1, 2, 3]));
+    assert_eq!(view_offsets(9, 4), set(&[1, 2, 3, 4]));
+    assert_eq!(view_offsets(39, 4), set(&[1, 2, 3, 4, 9, 19]));
+    assert_eq!(view_offsets(999, 4), set(&[1, 2, 3, 4, 62, 124, 249, 499]));
 }

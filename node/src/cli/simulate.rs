@@ -209,6 +209,12 @@ pub fn render(r: &SimReport) -> String {
         secs(r.members_listed_s)
     ));
     render_phase(&r.idle, &mut out);
+    if let Some(c) = &r.idle_connections {
+        out.push_str(&format!(
+            "  connections open per node at its end: {:.1} on average, {} at most\n",
+            c.mean, c.max
+        ));
+    }
     out.push('\n');
     render_phase(&r.leader, &mut out);
     out.push_str(&format!(

@@ -259,6 +259,8 @@ struct Node {
     suspects: gossipsub::IdentTopic,
     /// Bootstrap dials in flight: the seed's index and the address.
     bootstrap_dials: HashMap<ConnectionId, (usize, String)>,
+    /// The core's view changes the swarm was last told of.
+    view_changes: Option<u64>,
     /// Where resolved bootstrap names come back to the event loop.
     resolved: mpsc::Sender<Resolved>,
     labels: HashMap<String, String>,
@@ -377,6 +379,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         members_asks: HashSet::new(),
         suspects: gossipsub::IdentTopic::new(wire::SUSPECTS_TOPIC),
         bootstrap_dials: HashMap::new(),
+        view_changes: None,
         resolved: resolved_tx,
         labels: HashMap::new(),
         once: LogOnce(HashSet::new()),
@@ -472,6 +475,23 @@ impl Node {
         self.core.handle_timeout(at, self.health, &self.runs);
         self.flush_core();
         self.after_runs_tick(at);
+        self.keep_view();
+    }
+
+    /// Tells the swarm which connections to keep open while idle: those of
+    /// the core's [view](crate::core::mesh::MeshCore::kept), when it changed.
+    fn keep_view(&mut self) {
+        let changes = self.core.mesh().view_changes();
+        if self.view_changes.replace(changes) == Some(changes) {
+            return;
+        }
+        let kept = self
+            .core
+            .mesh()
+            .kept()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        self.swarm.behaviour_mut().keep.set(kept);
     }
 
     /// Carries out what the core decided.
@@ -549,11 +569,7 @@ impl Node {
                     suspect,
                     introduce,
                 };
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_request(&peer_id, request);
+                let id = self.ask(peer_id, request);
                 let sent_at = self.now();
                 self.pending.insert(id, (peer_id, t1, sent_at));
             }
@@ -565,30 +581,14 @@ impl Node {
                 let Ok(peer_id) = peer.parse::<PeerId>() else {
                     return;
                 };
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_request(&peer_id, Request::Members { digest, heartbeat });
+                let id = self.ask(peer_id, Request::Members { digest, heartbeat });
                 self.members_asks.insert(id);
             }
             Action::DialPeer { peer, addrs } => {
                 let Ok(peer_id) = peer.parse::<PeerId>() else {
                     return;
                 };
-                let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
-                // A new source port each dial: reusing the listen port can
-                // meet the 4-tuple of a connection still in TIME_WAIT, and
-                // the dial fails with `Address already in use` each time
-                // for a minute (seen once: a node never joined).
-                let opts = DialOpts::peer_id(peer_id)
-                    .addresses(addrs)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .allocate_new_port()
-                    .build();
-                if let Err(e) = self.swarm.dial(opts) {
-                    debug!(%peer, "dial: {e}");
-                }
+                self.dial(peer_id, &addrs);
             }
             Action::DialBootstrap { index, addr } => {
                 let Ok(ma) = addr.parse::<Multiaddr>() else {
@@ -761,6 +761,37 @@ impl Node {
                 self.labels.remove(&id);
             }
         }
+    }
+
+    /// Dials `peer` at `addrs` unless connected or dialing, from a new
+    /// source port: reusing the listen port can meet the 4-tuple of a
+    /// connection still in TIME_WAIT, and the dial fails with `Address
+    /// already in use` each time for a minute (seen once: a node never
+    /// joined). Connections to peers outside the view open and close as
+    /// requests need them, so the same pair of ports comes back often.
+    fn dial(&mut self, peer: PeerId, addrs: &[String]) {
+        let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .allocate_new_port()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, "dial: {e}");
+        }
+    }
+
+    /// Sends `request` to `peer`; with no connection open, dials the
+    /// addresses it announces first (see [`Node::dial`]), and
+    /// request-response sends it once connected.
+    fn ask(&mut self, peer: PeerId, request: Request) -> OutboundRequestId {
+        if !self.swarm.is_connected(&peer)
+            && let Some(addrs) = self.core.mesh().addresses_of(&peer.to_string())
+        {
+            let addrs = addrs.to_vec();
+            self.dial(peer, &addrs);
+        }
+        self.swarm.behaviour_mut().rpc.send_request(&peer, request)
     }
 
     /// A message emulation dropped: an answer that will never come is a

@@ -218,7 +218,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(values: impl Iterator<Item = u64>) -> Spread {
+    pub(crate) fn of(values: impl Iterator<Item = u64>) -> Spread {
         let (mut sum, mut n, mut max) = (0u64, 0u64, 0u64);
         for v in values {
             sum += v;
@@ -300,6 +300,8 @@ pub struct SimReport {
     pub members_listed_s: Option<f64>,
     /// Idle: 10 virtual seconds of the converged mesh before the run.
     pub idle: PhaseReport,
+    /// Connections open per node at the end of the idle phase.
+    pub idle_connections: Option<Spread>,
     /// Leader: from the submission until every node holds the same armed
     /// plan.
     pub leader: PhaseReport,

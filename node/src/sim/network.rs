@@ -205,6 +205,8 @@ pub struct Network {
     connected: Vec<Vec<usize>>,
     is_connected: Vec<Vec<u64>>,
     mesh: Vec<Vec<usize>>,
+    /// When each open connection opened, by `(lower, higher)` index.
+    opened: FxHashMap<(usize, usize), Micros>,
     messages: FxHashMap<u64, Message>,
     next_msg: u64,
     /// Every transmission, by node and kind.
@@ -229,6 +231,7 @@ impl Network {
             connected: vec![Vec::new(); nodes],
             is_connected: vec![vec![0; nodes.div_ceil(64)]; nodes],
             mesh: vec![Vec::new(); nodes],
+            opened: FxHashMap::default(),
             messages: FxHashMap::default(),
             next_msg: 0,
             counters: Counters::new(nodes),
@@ -256,8 +259,8 @@ impl Network {
         self.is_connected[a][b / 64] & (1 << (b % 64)) != 0
     }
 
-    /// Opens a connection; `false` if there was one.
-    pub fn connect(&mut self, a: usize, b: usize) -> bool {
+    /// Opens a connection at `now`; `false` if there was one.
+    pub fn connect(&mut self, a: usize, b: usize, now: Micros) -> bool {
         if a == b || self.connected(a, b) {
             return false;
         }
@@ -265,7 +268,46 @@ impl Network {
             self.is_connected[x][y / 64] |= 1 << (y % 64);
             self.connected[x].push(y);
         }
+        self.opened.insert((a.min(b), a.max(b)), now);
         true
+    }
+
+    /// Closes the connection of `a` and `b`, and takes each out of the
+    /// other's gossip mesh.
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        if !self.connected(a, b) {
+            return;
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            self.is_connected[x][y / 64] &= !(1 << (y % 64));
+            self.connected[x].retain(|p| *p != y);
+            self.mesh[x].retain(|p| *p != y);
+        }
+        self.opened.remove(&(a.min(b), a.max(b)));
+    }
+
+    /// How many connections node `a` has open.
+    pub fn connections(&self, a: usize) -> usize {
+        self.connected[a].len()
+    }
+
+    /// The peers of `a` whose connection opened `idle` or longer before
+    /// `now` and that are not in its gossip mesh: gossipsub keeps its mesh
+    /// peers' connections alive, and the simulator's requests need no
+    /// connection, so these are the connections libp2p's idle timeout
+    /// closes unless a side keeps them.
+    pub fn idle_peers(&self, a: usize, now: Micros, idle: Micros) -> Vec<usize> {
+        self.connected[a]
+            .iter()
+            .copied()
+            .filter(|b| {
+                !self.mesh[a].contains(b)
+                    && self
+                        .opened
+                        .get(&(a.min(*b), a.max(*b)))
+                        .is_some_and(|at| at + idle <= now)
+            })
+            .collect()
     }
 
     /// gossipsub's heartbeat at node `a`: graft up to [`MESH_N`] below

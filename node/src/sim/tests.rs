@@ -52,6 +52,17 @@ fn forty_nodes_converge_agree_on_one_leader_hold_every_shard_and_find_a_frozen_n
     let heartbeats = &r.membership.by_kind[0];
     assert_eq!(heartbeats.kind, "heartbeat");
     assert!(heartbeats.received.mean >= 39.0, "{heartbeats:?}");
+    // Idle, a node keeps the connections of its view (12 of the 39 others
+    // here: 4 either side on the ring and chords 9 and 19 away), and of
+    // gossipsub's mesh (at most 12), and no others: those of its joining
+    // closed.
+    let connections = r
+        .idle_connections
+        .as_ref()
+        .unwrap_or_else(|| panic!("{r:#?}"));
+    assert!(connections.max <= 24, "{connections:?}");
+    assert!(connections.mean < 30.0, "{connections:?}");
+    eprintln!("forty nodes, connections per node when idle: {connections:?}");
     // Idle, a node sends little: it asks the 4 members it watches and
     // answers its watchers, each about once a second.
     assert!(all(&r.idle), "{r:#?}");

@@ -12,7 +12,7 @@ use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
 use super::queue::Queue;
 use super::{
     FrozenNode, GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport,
-    UPLINK_BYTES_PER_S,
+    Spread, UPLINK_BYTES_PER_S,
 };
 use crate::core::clock::Exchange;
 use crate::core::membership::{Event as MemberEvent, Heartbeat, Pulse};
@@ -37,6 +37,10 @@ const START_WITHIN: Micros = 1_000_000;
 const SEEDS: usize = 3;
 /// gossipsub's heartbeat (`net/behaviour.rs`), and its first one.
 const GOSSIP_HEARTBEAT: Micros = 500_000;
+
+/// A connection no side keeps closes once this old (the network layer's
+/// idle timeout, [`crate::net::behaviour::IDLE_CLOSE`]).
+const IDLE_CLOSE: Micros = 10_000_000;
 const GOSSIP_FIRST: Micros = 100_000;
 /// Compiling the module and initializing VUs.
 const COMPILE: Micros = 200_000;
@@ -307,6 +311,8 @@ pub struct World {
     last_shard_at: Micros,
     /// From the last shard sealed to every shard everywhere.
     shards_settled: Option<Micros>,
+    /// Connections per node at the end of the idle phase.
+    idle_connections: Option<Spread>,
     /// The node frozen in the last phase: it does nothing, and what is
     /// sent to it is not taken.
     frozen: Option<usize>,
@@ -407,6 +413,7 @@ impl World {
             leader_at: None,
             last_shard_at: 0,
             shards_settled: None,
+            idle_connections: None,
             frozen: None,
             frozen_node: None,
             by_sync: 0,
@@ -492,6 +499,7 @@ impl World {
             membership,
             members_listed_s: self.listed_at.map(seconds),
             idle,
+            idle_connections: self.idle_connections.take(),
             leader,
             leader_agreed_s: self.leader_at.map(seconds),
             shards,
@@ -532,6 +540,7 @@ impl World {
                 self.schedule(next, Event::Tick(i));
             }
             Event::Gossipsub(i) => {
+                self.close_idle(i);
                 self.net.maintain_mesh(i);
                 self.schedule(self.now + GOSSIP_HEARTBEAT, Event::Gossipsub(i));
             }
@@ -544,7 +553,7 @@ impl World {
                 if !self.nodes[to].up {
                     return;
                 }
-                if self.net.connect(from, to) {
+                if self.net.connect(from, to, self.now) {
                     let (a, b) = (self.nodes[from].id.clone(), self.nodes[to].id.clone());
                     let now = duration(self.now);
                     self.nodes[from].core.mesh_mut().on_connected(&b, now);
@@ -989,6 +998,21 @@ impl World {
             // The simulated nodes bootstrap by address only.
             Action::Resolve { .. } => {}
             Action::Membership(event) => self.on_member_event(i, &event),
+        }
+    }
+
+    /// libp2p's idle timeout at node `i`: its connections that neither side
+    /// keeps ([`MeshCore::keeps`](crate::core::mesh::MeshCore::keeps)) close
+    /// once [`IDLE_CLOSE`] old.
+    fn close_idle(&mut self, i: usize) {
+        for b in self.net.idle_peers(i, self.now, IDLE_CLOSE) {
+            let (a_id, b_id) = (self.nodes[i].id.clone(), self.nodes[b].id.clone());
+            if self.nodes[i].core.mesh().keeps(&b_id) || self.nodes[b].core.mesh().keeps(&a_id) {
+                continue;
+            }
+            self.net.disconnect(i, b);
+            self.nodes[i].core.mesh_mut().on_disconnected(&b_id);
+            self.nodes[b].core.mesh_mut().on_disconnected(&a_id);
         }
     }
 
@@ -1551,6 +1575,11 @@ impl World {
         });
         self.stage_counters = self.net.counters.clone();
         self.stage_start = self.now;
+        if name == "idle" {
+            let n = self.nodes.len();
+            self.idle_connections =
+                Some(Spread::of((0..n).map(|i| self.net.connections(i) as u64)));
+        }
         self.stage = match (self.stage, done) {
             (_, false) => Stage::Done,
             (Stage::Membership, true) => Stage::Idle,

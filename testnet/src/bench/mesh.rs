@@ -3,6 +3,8 @@
 //! test of the hello scenario (10 VUs across the mesh, each pausing 100 ms
 //! per iteration, so the load itself stays small).
 //!
+//! - Connections per node: `connected` of every node's `/v1/status` at the
+//!   end of the idle seconds (a node keeps 16 at most, and gossipsub's mesh).
 //! - Idle CPU per node: each node process's user and system time
 //!   (`/proc/PID/stat`) over the 10 idle seconds before each run, as a
 //!   share of one core.
@@ -74,6 +76,8 @@ struct Round {
     idle_sent: Vec<f64>,
     /// Per node: CPU while idle, as a share of one core.
     idle_cpu: Vec<f64>,
+    /// Per node: connections open at the end of the idle seconds.
+    connections: Vec<f64>,
     /// Per node: ms to get the full report.
     report_ms: Vec<f64>,
     /// Shards in the report.
@@ -119,6 +123,18 @@ fn traffic(apis: &[SocketAddr], token: &str) -> anyhow::Result<Vec<(f64, f64)>> 
         .collect()
 }
 
+/// Every node's open connections.
+fn connections(apis: &[SocketAddr], token: &str) -> anyhow::Result<Vec<f64>> {
+    apis.iter()
+        .map(|api| {
+            get_json(*api, token, "/v1/status")?
+                .get("connected")
+                .and_then(serde_json::Value::as_f64)
+                .with_context(|| format!("the node at {api} reports no connections"))
+        })
+        .collect()
+}
+
 /// How long after a run every node may take to hold every shard.
 const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 
@@ -157,6 +173,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         thread::sleep(IDLE);
         let before = traffic(&apis, &token)?;
         let cpu_after = cpu();
+        let connections = connections(&apis, &token)?;
         let idle_secs = idle_start.elapsed().as_secs_f64();
         let idle_cpu = cpu_after
             .iter()
@@ -265,6 +282,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
                 .collect(),
             idle_sent,
             idle_cpu,
+            connections,
             report_ms,
             shards,
             first_request_ms: first - submitted,
@@ -274,7 +292,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         eprintln!(
             "round {}: mesh bytes/s per node sent {} (max {}), received {} (idle: sent {}); \
              report {} ms (median of {} nodes, {} shards); run→first request {} ms; \
-             skew {} ms (bound ±{} ms)",
+             skew {} ms (bound ±{} ms); connections per node {} (max {})",
             round + 1,
             num(mean(&r.run_sent), 0),
             num(max(&r.run_sent), 0),
@@ -289,6 +307,8 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             num(r.first_request_ms, 0),
             num(r.skew_ms, 3),
             num(r.clock_bound_ms, 3),
+            num(mean(&r.connections), 1),
+            num(max(&r.connections), 0),
         );
         rounds.push(r);
     }
@@ -296,7 +316,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     println!();
     println!("| measure | median (min–max) of {} rounds |", rounds.len());
     println!("|---|---|");
-    let rows: [(&str, Vec<f64>, usize); 12] = [
+    let rows: [(&str, Vec<f64>, usize); 14] = [
         (
             "mesh bytes/s sent per node, mean of nodes",
             col(&|r| mean(&r.run_sent)),
@@ -320,6 +340,16 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         (
             "mesh bytes/s sent per node while idle",
             col(&|r| mean(&r.idle_sent)),
+            0,
+        ),
+        (
+            "connections per node, mean of nodes",
+            col(&|r| mean(&r.connections)),
+            1,
+        ),
+        (
+            "connections, most of a node",
+            col(&|r| max(&r.connections)),
             0,
         ),
         (

@@ -403,10 +403,7 @@ impl Node {
             }
             RunAction::Pull { run, from } => {
                 if let Ok(peer) = from.parse::<PeerId>() {
-                    self.swarm
-                        .behaviour_mut()
-                        .rpc
-                        .send_request(&peer, Request::Run { run });
+                    self.ask(peer, Request::Run { run });
                 }
             }
             RunAction::Tell { to, env } => {
@@ -415,8 +412,8 @@ impl Node {
                     let Ok(peer) = to.parse::<PeerId>() else {
                         continue;
                     };
-                    self.swarm.behaviour_mut().rpc.send_request(
-                        &peer,
+                    self.ask(
+                        peer,
                         Request::Word {
                             message: message.clone(),
                         },
@@ -645,11 +642,7 @@ impl Node {
                         continue;
                     };
                     let sha256 = fetch.files.asked().unwrap_or_default().to_owned();
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .rpc
-                        .send_request(&peer_id, Request::Module { sha256 });
+                    let id = self.ask(peer_id, Request::Module { sha256 });
                     debug!(run = %fetch.run, %peer, "fetching {}", fetch.what());
                     self.runs.fetches.insert(id, fetch);
                 }
@@ -1007,8 +1000,8 @@ impl Node {
             let Ok(peer) = to.parse::<PeerId>() else {
                 continue;
             };
-            self.swarm.behaviour_mut().rpc.send_request(
-                &peer,
+            self.ask(
+                peer,
                 Request::Shard {
                     shard: serde_bytes::ByteBuf::from(bytes.to_vec()),
                 },

@@ -42,8 +42,8 @@ impl Node {
             return;
         };
         let have = self.runs_held(&run).map(have_of).unwrap_or_default();
-        let id = self.swarm.behaviour_mut().rpc.send_request(
-            &peer_id,
+        let id = self.ask(
+            peer_id,
             Request::Shards {
                 run: run.clone(),
                 have,
@@ -60,11 +60,7 @@ impl Node {
             self.core.runs_ask_failed();
             return;
         };
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .rpc
-            .send_request(&peer_id, Request::Runs { known });
+        let id = self.ask(peer_id, Request::Runs { known });
         self.sync.asking_runs.insert(id, peer_id);
     }
 
