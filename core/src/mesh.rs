@@ -336,6 +336,8 @@ struct PeerClock {
     /// When it was last asked; `None`: ask at once.
     asked_at: Option<Duration>,
     last_rtt_ns: Option<i64>,
+    /// It told an estimate of this node's clock.
+    holds_mine: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -384,8 +386,6 @@ pub struct MeshCore {
     watched_at: Option<(u64, u64)>,
     /// The members of this node's view (see [`MeshCore::kept`]).
     view: BTreeSet<String>,
-    /// Counts changes of what this node keeps connections to.
-    view_changes: u64,
     /// Members whose clocks the runs need, besides the watched ones.
     clock_peers: BTreeSet<String>,
     /// When each lead is asked next.
@@ -453,7 +453,6 @@ impl MeshCore {
             watched: BTreeSet::new(),
             watched_at: None,
             view: BTreeSet::new(),
-            view_changes: 0,
             clock_peers: BTreeSet::new(),
             lead_asks: BTreeMap::new(),
             doubted: BTreeMap::new(),
@@ -507,9 +506,6 @@ impl MeshCore {
     /// leader's workers, a worker's leader): they are asked at the clock's
     /// pace while they stay in the set, and kept connected.
     pub fn set_clock_peers(&mut self, peers: BTreeSet<String>) {
-        if peers != self.clock_peers {
-            self.view_changes += 1;
-        }
         // A run's leader and its workers are dialed at the next tick, not
         // the next paced scan: their samples decide the start.
         if !peers.is_subset(&self.clock_peers) {
@@ -539,10 +535,15 @@ impl MeshCore {
         self.view.iter().chain(watched).chain(runs)
     }
 
-    /// Counts the changes of [`kept`](Self::kept), so the network layer
-    /// knows when to look again.
-    pub fn view_changes(&self) -> u64 {
-        self.view_changes
+    /// Whether the connection to `peer`, unused for `idle`, is to be
+    /// closed: one this node does not keep, not in gossipsub's mesh (which
+    /// holds at most 12 peers a topic and re-grafts from the view), idle for
+    /// [`IDLE_CLOSE`]. A request opens such a connection (shards to a run's
+    /// leader, a module from a parent); a newcomer's dial does too.
+    /// gossipsub's streams keep every connection open whatever libp2p's own
+    /// idle timeout, so the network layer closes them on this word.
+    pub fn closes(&self, peer: &str, idle: Duration, in_gossip_mesh: bool) -> bool {
+        idle >= IDLE_CLOSE && !in_gossip_mesh && !self.keeps(peer)
     }
 
     /// The members this node watches.
@@ -588,7 +589,6 @@ impl MeshCore {
             .map(|(_, id)| id.to_owned())
             .chain(self.doubted.keys().cloned())
             .collect();
-        self.view_changes += 1;
         self.membership.set_watched(&self.watched, now);
     }
 
@@ -717,6 +717,7 @@ impl MeshCore {
                 filter: ClockFilter::new(config.clock_window, config.clock_max_age),
                 asked_at: None,
                 last_rtt_ns: None,
+                holds_mine: false,
             });
             // The pace follows what is known now, not when the last ask
             // left: a member that turned busy since is asked 250 ms after
@@ -1350,11 +1351,18 @@ impl MeshCore {
                 clock.filter.add(sample);
                 if let Some((offset_ns, bound_ns)) = told {
                     clock.filter.told(offset_ns, bound_ns, now);
+                    clock.holds_mine = true;
                 }
                 true
             }
             None => false,
         }
+    }
+
+    /// Whether `peer` told, in a clock answer, an estimate of this node's
+    /// clock: it samples this node for a run, and has a sample.
+    pub fn holds_my_clock(&self, peer: &str) -> bool {
+        self.clocks.get(peer).is_some_and(|c| c.holds_mine)
     }
 
     /// What this node tells `asker` of its estimate of the asker's clock in
@@ -1505,6 +1513,10 @@ fn redial(
         });
     }
 }
+
+/// How long a connection outside a node's view stays open unused (see
+/// [`MeshCore::closes`]): as long as a request may wait for its answer.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(10);
 
 /// Chords of the view beside the ring's neighbours: the members
 /// `n / 2`, `n / 4`, ... `n / 2^VIEW_CHORDS` places away either side.

@@ -131,6 +131,10 @@ impl MeshView for View<'_> {
         peer == self.mesh.me().id || self.mesh.member(peer).is_some_and(|m| !m.suspect)
     }
 
+    fn holds_my_clock(&self, peer: &str) -> bool {
+        peer == self.mesh.me().id || self.mesh.holds_my_clock(peer)
+    }
+
     fn offset(&self, peer: &str) -> Option<(i64, i64)> {
         if peer == self.mesh.me().id {
             return Some((0, 0));

@@ -64,6 +64,12 @@ pub trait MeshView {
     fn clock_settling(&self) -> bool {
         false
     }
+    /// Whether `peer` holds an estimate of this node's clock, as its clock
+    /// answers tell: a worker without one cannot translate its leader's T0.
+    /// By default, yes.
+    fn holds_my_clock(&self, _peer: &str) -> bool {
+        true
+    }
     /// Whether `peer` is known to be gone for good, not only silent: its
     /// connection closed and the redial was refused (its process is gone).
     fn dead(&self, _peer: &str) -> bool {
@@ -2758,10 +2764,16 @@ impl RunsCore {
             run.set_plan(adopted);
             return;
         }
-        // Ready, and with a clock estimate to translate T0 (given 10 s to
-        // arrive: without one a node starts at T0 of its own clock).
+        // Ready, and with a clock estimate each way to translate T0 (given
+        // 10 s to arrive: without one a node starts at T0 of its own clock).
+        // A worker that dialed this leader for the run may have sampled it
+        // only once this leader sampled it: armed then, it waited for its
+        // first sample, and started a few ms past T0 (40 real nodes).
         let estimates = at.now.saturating_sub(run.timers.plan_at) > Duration::from_secs(10)
-            || plan.shares.iter().all(|s| view.offset(&s.node).is_some());
+            || plan
+                .shares
+                .iter()
+                .all(|s| view.offset(&s.node).is_some() && view.holds_my_clock(&s.node));
         let all_ready = plan
             .shares
             .iter()

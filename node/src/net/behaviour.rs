@@ -20,11 +20,11 @@
 //! Every byte on the TCP connections is counted into a [`Traffic`], so a
 //! node can tell what the mesh costs it.
 //!
-//! A connection closes once idle for [`IDLE_CLOSE`], unless it is to a
-//! member of the node's view ([`keep`](crate::net::keep)) or gossipsub's
-//! mesh: so a node holds a bounded set of connections at any mesh size,
-//! and those a request opened (shards to a run's leader, a module from a
-//! parent) go when done. request-response and ping keep no connection alive.
+//! Connections stay open while idle (an hour): gossipsub's streams keep a
+//! connection open whatever libp2p's idle timeout, so the event loop closes
+//! those the node does not keep itself ([`MeshCore::closes`]).
+//!
+//! [`MeshCore::closes`]: crate::core::mesh::MeshCore::closes
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +40,6 @@ use libp2p::{
 
 use crate::core::wire::{MAX_GOSSIP_BYTES, RPC_PROTOCOL};
 use crate::net::codec::WireCodec;
-use crate::net::keep;
 use crate::net::traffic::{Counted, Traffic};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -58,12 +57,7 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// LAN discovery, when enabled.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Which idle connections stay open.
-    pub keep: keep::Behaviour,
 }
-
-/// How long a connection no behaviour keeps alive stays open idle.
-pub const IDLE_CLOSE: Duration = Duration::from_secs(10);
 
 /// Builds the swarm of a node with `key` as its identity.
 pub fn build_swarm(
@@ -139,10 +133,9 @@ pub fn build_swarm(
                 identify,
                 ping: ping::Behaviour::default(),
                 mdns: mdns.into(),
-                keep: keep::Behaviour::default(),
             })
         })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CLOSE))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     Ok(swarm)
 }

@@ -8,7 +8,6 @@
 //!
 //! - [`behaviour`]: the libp2p stack and its settings;
 //! - [`codec`]: request-response framing with a size bound;
-//! - [`keep`]: which idle connections stay open (the view's);
 //! - [`meshkey`]: the pre-shared key of a private mesh;
 //! - [`health`]: CPU and sockets, for heartbeats;
 //! - [`sign`]: signatures of shards and leaders' run messages, made and
@@ -18,7 +17,6 @@
 pub mod behaviour;
 pub mod codec;
 pub mod health;
-pub mod keep;
 pub mod meshkey;
 pub mod runtime;
 pub mod sign;

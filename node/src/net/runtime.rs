@@ -259,8 +259,10 @@ struct Node {
     suspects: gossipsub::IdentTopic,
     /// Bootstrap dials in flight: the seed's index and the address.
     bootstrap_dials: HashMap<ConnectionId, (usize, String)>,
-    /// The core's view changes the swarm was last told of.
-    view_changes: Option<u64>,
+    /// When each connected peer last sent or got a request, or connected.
+    last_used: HashMap<PeerId, Duration>,
+    /// When idle connections were last looked at.
+    closed_idle_at: Option<Duration>,
     /// Where resolved bootstrap names come back to the event loop.
     resolved: mpsc::Sender<Resolved>,
     labels: HashMap<String, String>,
@@ -379,7 +381,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         members_asks: HashSet::new(),
         suspects: gossipsub::IdentTopic::new(wire::SUSPECTS_TOPIC),
         bootstrap_dials: HashMap::new(),
-        view_changes: None,
+        last_used: HashMap::new(),
+        closed_idle_at: None,
         resolved: resolved_tx,
         labels: HashMap::new(),
         once: LogOnce(HashSet::new()),
@@ -475,23 +478,43 @@ impl Node {
         self.core.handle_timeout(at, self.health, &self.runs);
         self.flush_core();
         self.after_runs_tick(at);
-        self.keep_view();
+        self.close_idle(at.now);
     }
 
-    /// Tells the swarm which connections to keep open while idle: those of
-    /// the core's [view](crate::core::mesh::MeshCore::kept), when it changed.
-    fn keep_view(&mut self) {
-        let changes = self.core.mesh().view_changes();
-        if self.view_changes.replace(changes) == Some(changes) {
+    /// Closes the connections the core no longer wants, once a second
+    /// ([`MeshCore::closes`](crate::core::mesh::MeshCore::closes)).
+    fn close_idle(&mut self, now: Duration) {
+        if self
+            .closed_idle_at
+            .is_some_and(|at| now < at + Duration::from_secs(1))
+        {
             return;
         }
-        let kept = self
-            .core
-            .mesh()
-            .kept()
-            .filter_map(|id| id.parse().ok())
+        self.closed_idle_at = Some(now);
+        let in_mesh: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
             .collect();
-        self.swarm.behaviour_mut().keep.set(kept);
+        let idle: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|peer| {
+                let used = self.last_used.get(peer).copied().unwrap_or_default();
+                self.core.mesh().closes(
+                    &peer.to_string(),
+                    now.saturating_sub(used),
+                    in_mesh.contains(peer),
+                )
+            })
+            .copied()
+            .collect();
+        for peer in idle {
+            debug!(%peer, "closing an idle connection outside this node's view");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     /// Carries out what the core decided.
@@ -791,6 +814,8 @@ impl Node {
             let addrs = addrs.to_vec();
             self.dial(peer, &addrs);
         }
+        let now = self.now();
+        self.last_used.insert(peer, now);
         self.swarm.behaviour_mut().rpc.send_request(&peer, request)
     }
 
@@ -1127,6 +1152,7 @@ impl Node {
                 if num_established.get() == 1 {
                     debug!(peer = %peer_id, "connected");
                     let now = self.now();
+                    self.last_used.insert(peer_id, now);
                     self.core.mesh_mut().on_connected(&peer_id.to_string(), now);
                 }
             }
@@ -1139,6 +1165,7 @@ impl Node {
                 self.bootstrap_dials.remove(&connection_id);
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
+                    self.last_used.remove(&peer_id);
                     self.core.mesh_mut().on_disconnected(&peer_id.to_string());
                 }
             }
@@ -1329,6 +1356,8 @@ impl Node {
     fn on_rpc(&mut self, event: request_response::Event<Request, Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => {
+                let now = self.now();
+                self.last_used.insert(peer, now);
                 let region = self
                     .core
                     .mesh()

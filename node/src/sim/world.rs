@@ -38,9 +38,8 @@ const SEEDS: usize = 3;
 /// gossipsub's heartbeat (`net/behaviour.rs`), and its first one.
 const GOSSIP_HEARTBEAT: Micros = 500_000;
 
-/// A connection no side keeps closes once this old (the network layer's
-/// idle timeout, [`crate::net::behaviour::IDLE_CLOSE`]).
-const IDLE_CLOSE: Micros = 10_000_000;
+/// [`crate::core::mesh::IDLE_CLOSE`], in µs.
+const IDLE_CLOSE: Micros = crate::core::mesh::IDLE_CLOSE.as_micros() as Micros;
 const GOSSIP_FIRST: Micros = 100_000;
 /// Compiling the module and initializing VUs.
 const COMPILE: Micros = 200_000;
@@ -1001,15 +1000,22 @@ impl World {
         }
     }
 
-    /// libp2p's idle timeout at node `i`: its connections that neither side
-    /// keeps ([`MeshCore::keeps`](crate::core::mesh::MeshCore::keeps)) close
-    /// once [`IDLE_CLOSE`] old.
+    /// The network layer's close of idle connections at node `i`
+    /// ([`MeshCore::closes`](crate::core::mesh::MeshCore::closes)): one
+    /// outside gossipsub's mesh, open [`IDLE_CLOSE`] (the simulator's
+    /// requests need no connection, so none is used after it opens), that
+    /// the node does not keep.
     fn close_idle(&mut self, i: usize) {
         for b in self.net.idle_peers(i, self.now, IDLE_CLOSE) {
-            let (a_id, b_id) = (self.nodes[i].id.clone(), self.nodes[b].id.clone());
-            if self.nodes[i].core.mesh().keeps(&b_id) || self.nodes[b].core.mesh().keeps(&a_id) {
+            let b_id = self.nodes[b].id.clone();
+            if !self.nodes[i]
+                .core
+                .mesh()
+                .closes(&b_id, duration(IDLE_CLOSE), false)
+            {
                 continue;
             }
+            let a_id = self.nodes[i].id.clone();
             self.net.disconnect(i, b);
             self.nodes[i].core.mesh_mut().on_disconnected(&b_id);
             self.nodes[b].core.mesh_mut().on_disconnected(&a_id);
