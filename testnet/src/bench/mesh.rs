@@ -222,6 +222,25 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             .to_owned();
         let view = get_json(api, &token, &format!("/v1/runs/{id}"))?;
         let f = |name: &str| view.get(name).and_then(serde_json::Value::as_f64);
+        // Each node's start against T0, in the leader's clock, with its bound.
+        let starts: Vec<String> = view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| {
+                Some(format!(
+                    "{} {:+.3} (±{:.3})",
+                    n["name"].as_str()?,
+                    n["start_offset_ms"].as_f64()?,
+                    n["bound_ms"].as_f64()?
+                ))
+            })
+            .collect();
+        eprintln!(
+            "round {}: starts against T0, ms: {}",
+            round + 1,
+            starts.join(", ")
+        );
         // Shards go to the run's leader while it runs and reach every
         // other node by anti-entropy once it has ended: wait until every
         // node holds every shard before comparing their reports.
