@@ -384,7 +384,7 @@ pub struct MeshCore {
     /// chosen at.
     watched: BTreeSet<String>,
     watched_at: Option<(u64, u64)>,
-    /// The members of this node's view (see [`MeshCore::kept`]).
+    /// The members of this node's view (see [`MeshCore::keeps`]).
     view: BTreeSet<String>,
     /// Members whose clocks the runs need, besides the watched ones.
     clock_peers: BTreeSet<String>,
@@ -515,17 +515,17 @@ impl MeshCore {
     }
 
     /// Whether this node keeps a connection to `id` open, and dials it when
-    /// there is none: a member of its [view](Self::kept).
+    /// there is none, whatever the mesh's size: a member of its view (the
+    /// [`MeshConfig::watch`] members either side of it on the ring, and
+    /// chords across it, see [`view_offsets`]), one it watches, or one whose
+    /// clock its runs need. Any other connection (a request to a run's
+    /// leader, a stranger's dial) it closes once idle ([`Self::closes`]).
     pub fn keeps(&self, id: &str) -> bool {
         self.view.contains(id) || self.watched.contains(id) || self.clock_peers.contains(id)
     }
 
-    /// The members this node keeps connections to, whatever the mesh's
-    /// size: its view (the [`MeshConfig::watch`] members either side of it
-    /// on the ring, and chords across it, see [`view_offsets`]), the
-    /// members it watches, and those whose clocks its runs need. Every
-    /// other connection (a request to a run's leader, a stranger's dial)
-    /// the network layer lets close once idle.
+    /// The members this node [keeps](Self::keeps), for the tests.
+    #[cfg(test)]
     pub fn kept(&self) -> impl Iterator<Item = &String> {
         let watched = self.watched.iter().filter(|id| !self.view.contains(*id));
         let runs = self
@@ -799,11 +799,7 @@ impl MeshCore {
         for member in self.membership.members() {
             let id = &member.heartbeat.id;
             while connected.next_if(|c| *c < id).is_some() {}
-            if connected.peek() != Some(&id)
-                && (self.view.contains(id)
-                    || self.watched.contains(id)
-                    || self.clock_peers.contains(id))
-            {
+            if connected.peek() != Some(&id) && self.keeps(id) {
                 redial(
                     &mut self.redials,
                     &self.config,
