@@ -361,7 +361,8 @@ impl Sim {
                 continue;
             }
             let at = self.at(asked);
-            let answer = self.nodes[asked].core.answer_run(&run, at);
+            let asker_id = self.nodes[asker].id.clone();
+            let answer = self.nodes[asked].core.answer_run(&asker_id, &run, at);
             for mut env in answer {
                 // Signed by the driver as a publish is.
                 if env.sig.is_none() && env.is_leaders() {
@@ -1736,11 +1737,78 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
     );
     // Asked now, this node answers with the armed plan besides the arm.
     let answer: Vec<&'static str> = core
-        .answer_run(run, at)
+        .answer_run("n01", run, at)
         .iter()
         .map(|e| kind_of(&e.body))
         .collect();
     assert!(answer.contains(&"assign"), "{answer:?}");
+}
+
+#[test]
+fn a_node_without_the_proposal_asks_the_relay_of_the_held_first_which_tells_it_once_it_knows() {
+    let at = |ms: u64| At {
+        now: Duration::from_millis(1000 + ms),
+        wall_ns: T + ms as i64 * 1_000_000,
+    };
+    let ids: Vec<String> = ["me", "relay", "n00", "n01"].map(str::to_owned).to_vec();
+    let run = "run-relayed";
+    let env = |body| RunEnvelope {
+        protocol: RUN_PROTOCOL,
+        run: run.to_owned(),
+        body,
+        sig: None,
+    };
+    let held = env(RunMessage::Held(Held {
+        term: 0,
+        plan: None,
+        armed: None,
+        t0_ns: None,
+    }));
+    let pulls = |core: &mut RunsCore| -> Vec<(String, String)> {
+        core.take_refusals()
+            .into_iter()
+            .filter_map(|a| match a {
+                RunAction::Pull { run, from } => Some((run, from)),
+                _ => None,
+            })
+            .collect()
+    };
+    let asked = |from: &str| vec![(run.to_owned(), from.to_owned())];
+    let mut relay = RunsCore::new("relay".into(), RunsConfig::default());
+    let mut me = RunsCore::new("me".into(), RunsConfig::default());
+    // The relay heard the proposer's `held` first hand, and asks it.
+    assert_eq!(relay.on_message("n00", held.clone(), at(0)), Ok(false));
+    assert_eq!(pulls(&mut relay), asked("n00"));
+    // This node heard it from the relay, and asks the relay.
+    assert_eq!(me.on_gossip("n00", "relay", held.clone(), at(5)), Ok(false));
+    assert_eq!(pulls(&mut me), asked("relay"));
+    // The relay does not know the run yet: it keeps the ask. It keeps no
+    // ask about a run it is not asking about itself.
+    assert!(relay.answer_run("me", run, at(10)).is_empty());
+    assert!(relay.answer_run("n01", "run-unheard-of", at(10)).is_empty());
+    // Once it has the proposal, it tells this node, and no one else.
+    let proposal = env(RunMessage::Propose(proposed_by_n00(&ids, 4)));
+    assert_eq!(relay.on_message("n00", proposal, at(40)), Ok(true));
+    let tells: Vec<(Vec<String>, &str)> = relay
+        .take_refusals()
+        .into_iter()
+        .filter_map(|a| match a {
+            RunAction::Tell { to, env } => Some((to, kind_of(&env.body))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tells, vec![(vec!["me".to_owned()], "propose")]);
+    // Had that tell been lost, this node's next ask goes to the proposer.
+    assert_eq!(
+        me.on_gossip("n00", "relay", held.clone(), at(300)),
+        Ok(false)
+    );
+    assert!(
+        pulls(&mut me).is_empty(),
+        "asked again within {PULL_EVERY:?}"
+    );
+    assert_eq!(me.on_gossip("n00", "relay", held, at(600)), Ok(false));
+    assert_eq!(pulls(&mut me), asked("n00"));
 }
 
 #[test]

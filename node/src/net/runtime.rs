@@ -106,6 +106,8 @@ enum Inbound {
     },
     Run {
         source: PeerId,
+        /// The peer that passed it on (gossip's propagation source).
+        via: PeerId,
         env: wire::RunEnvelope,
     },
     /// An answer prepared off the event loop, to send.
@@ -977,7 +979,7 @@ impl Node {
                     .rpc
                     .send_response(channel, response);
             }
-            Inbound::Run { source, env } => self.on_run_message(source, env),
+            Inbound::Run { source, via, env } => self.on_run_message(source, via, env),
             Inbound::Response {
                 peer,
                 request_id,
@@ -1265,7 +1267,11 @@ impl Node {
             let decoded = wire::decode_run(&message.data)
                 .map_err(|e| e.to_string())
                 .and_then(|env| match sign::verify_run(&env) {
-                    Ok(()) => Ok(Inbound::Run { source, env }),
+                    Ok(()) => Ok(Inbound::Run {
+                        source,
+                        via: propagation_source,
+                        env,
+                    }),
                     Err(e) => Err(e.to_string()),
                 });
             return self.judge_member_gossip(propagation_source, source, "run message", decoded);

@@ -757,6 +757,7 @@ impl World {
                                 .runs_mut()
                                 .on_message(&from, (*env).clone(), at);
                     }
+                    self.take_refusals(to);
                 }
             }
             Event::Word { from, to, env } => {
@@ -767,6 +768,7 @@ impl World {
                         .core
                         .runs_mut()
                         .on_message(&from, (*env).clone(), at);
+                    self.take_refusals(to);
                 }
             }
             Event::SyncAsk { from, to, have } => self.answer_sync(from, to, &have),
@@ -1079,19 +1081,26 @@ impl World {
             Payload::Run(env) => {
                 let at = self.at(to);
                 let from = self.nodes[author].id.clone();
+                let via = self.nodes[d.from].id.clone();
                 let _ = self.nodes[to]
                     .core
                     .runs_mut()
-                    .on_message(&from, (*env).clone(), at);
+                    .on_gossip(&from, &via, (*env).clone(), at);
                 // An ask after a `held` goes out at once, as the runtime
                 // sends it.
-                for action in self.nodes[to].core.runs_mut().take_refusals() {
-                    self.run_action(to, action);
-                }
+                self.take_refusals(to);
             }
         }
         let out = self.net.forward(d);
         self.deliver_all(out);
+    }
+
+    /// What node `i`'s runs would send at once after a message: asks after
+    /// `held`s, proposals for members that waited for them, refusals.
+    fn take_refusals(&mut self, i: usize) {
+        for action in self.nodes[i].core.runs_mut().take_refusals() {
+            self.run_action(i, action);
+        }
     }
 
     /// Node `to` takes a heartbeat from `source` itself.
@@ -1249,7 +1258,7 @@ impl World {
         }
         let mut bytes = RPC_OVERHEAD;
         let mut messages = Vec::new();
-        for mut env in self.nodes[to].core.runs().answer_run(&run, at) {
+        for mut env in self.nodes[to].core.runs_mut().answer_run(&asker, &run, at) {
             if env.sig.is_none() && env.is_leaders() {
                 env.sig = Some(wire::RunSignature {
                     signer: self.nodes[to].id.clone(),

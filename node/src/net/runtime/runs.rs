@@ -1064,7 +1064,7 @@ impl Node {
             Response::Refused { reason }
         } else {
             let mut messages = Vec::new();
-            for mut env in self.core.runs().answer_run(run, at) {
+            for mut env in self.core.runs_mut().answer_run(&asker, run, at) {
                 if env.is_leaders()
                     && env.sig.is_none()
                     && let Err(e) = self.signer.sign_run(&mut env)
@@ -1097,7 +1097,7 @@ impl Node {
                         .map_err(|e| e.to_string())
                 });
             match env {
-                Ok(env) => self.on_run_message(peer, env),
+                Ok(env) => self.on_run_message(peer, peer, env),
                 Err(e) => self.warn_once(format!("run-answer:{peer}"), || {
                     format!("refused a run message {peer} answered with: {e}")
                 }),
@@ -1107,7 +1107,9 @@ impl Node {
 
     /// A word a node of a run told this node, as its leader or the node
     /// next in line: a `ready`, a `started` or a `done`, from the sender
-    /// itself (the connection's peer). Anything else goes by gossip and is
+    /// itself (the connection's peer); or a proposal this node asked the
+    /// sender about before the sender had it (`RunsCore::answer_run`),
+    /// taken as from an answer. Anything else goes by gossip and is
     /// refused.
     pub(super) fn take_word(
         &mut self,
@@ -1118,16 +1120,22 @@ impl Node {
         let from = peer.to_string();
         let problem = match wire::decode_run(bytes) {
             Err(e) => Some(e.to_string()),
-            Ok(env) if !env.is_word() => Some(
-                "only a ready, a started or a done is told directly; the rest goes by gossip"
+            Ok(env) if !env.is_word() && !matches!(env.body, wire::RunMessage::Propose(_)) => Some(
+                "only a ready, a started, a done or a proposal is told directly; the rest goes \
+                 by gossip"
                     .into(),
             ),
             Ok(env) => {
                 let at = self.at();
-                match self.core.runs_mut().on_message(&from, env, at) {
+                let problem = match self.core.runs_mut().on_message(&from, env, at) {
                     Ok(_) => None,
                     Err(e) => Some(e.to_string()),
+                };
+                // A proposal this node kept asks for goes on to them.
+                for action in self.core.runs_mut().take_refusals() {
+                    self.run_action(action);
                 }
+                problem
             }
         };
         let response = match problem {
@@ -1273,14 +1281,15 @@ impl Node {
     }
 
     /// A run message from `source` (gossip's signed author).
-    pub(super) fn on_run_message(&mut self, source: PeerId, env: RunEnvelope) {
+    pub(super) fn on_run_message(&mut self, source: PeerId, via: PeerId, env: RunEnvelope) {
         let at = self.at();
         let from = source.to_string();
+        let via = via.to_string();
         let kind = match &env.body {
             wire::RunMessage::Propose(_) => "propose",
             _ => "other",
         };
-        match self.core.runs_mut().on_message(&from, env, at) {
+        match self.core.runs_mut().on_gossip(&from, &via, env, at) {
             Ok(_) | Err(RunRefused::UnknownRun) => {}
             Err(e @ RunRefused::NotLeader(_)) => debug!("run message from {from} not obeyed: {e}"),
             Err(e) => self.warn_once(format!("run:{from}:{kind}"), || {
