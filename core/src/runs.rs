@@ -868,8 +868,9 @@ impl Run {
         self.finish.is_some()
     }
 
-    /// Whether this node's share is running (started, not yet done).
-    fn runs_here(&self) -> bool {
+    /// Whether this node's share is running (started, or due to start and
+    /// stopping, and not yet done).
+    pub fn runs_here(&self) -> bool {
         matches!(self.local, Local::Started | Local::Stopping)
     }
 
@@ -988,6 +989,12 @@ pub const MAX_OPEN_FROM_ONE: usize = 32;
 /// An unfinished run this long past the longest it could have lasted is
 /// abandoned, and may be let go of.
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// A worker hands its share the start instant this long before it, and
+/// until then translates T0 again with each tick: more than two ticks of
+/// the event loop (50 ms) and the simulator (100 ms), so a late tick
+/// still starts on time.
+const START_AHEAD: Duration = Duration::from_millis(250);
 
 /// A node asks about one run at most this often after `held`s: they come
 /// four times a second or more while the leader hurries.
@@ -2898,7 +2905,13 @@ impl RunsCore {
             return;
         }
         // T0 far enough ahead for the arm to reach everyone: the lead, and
-        // twice the largest clock bound (a bound is at least half the round trip).
+        // four times the largest clock bound (a bound is at least half the
+        // round trip): two round trips to the farthest worker for the arm
+        // to arrive, and two more of clock samples before it hands its
+        // share the start (`START_AHEAD`). With two, a worker 300 ms away
+        // held 4-5 samples of the leader and starts spread over 5.7 ms
+        // (1,000 simulated nodes, seed 2); with four, over 2.7 ms. On one
+        // site, where bounds are a millisecond, it adds a few ms.
         let slowest = plan
             .shares
             .iter()
@@ -2909,7 +2922,7 @@ impl RunsCore {
         let t0_ns = at
             .wall_ns
             .saturating_add(duration_ns(self.config.arm_lead))
-            .saturating_add(2 * slowest);
+            .saturating_add(4 * slowest);
         run.armed = Some(Armed {
             term,
             plan: plan.id,
@@ -2970,8 +2983,19 @@ impl RunsCore {
         let stop = RunAction::Stop {
             run: run.id.clone(),
         };
+        // Armed, and prepared for the armed plan: its share is due, though
+        // the start instant is handed to it only [`START_AHEAD`] before T0.
+        // Stopped or fenced meanwhile, it ends as a started share would,
+        // with a `done` of no shards (the runtime's share, stopped before
+        // its start, says it finished), so the run does not wait for it.
+        let due = matches!(run.local, Local::Prepared(p)
+            if run.armed.as_ref().is_some_and(|a| a.plan == p));
         if run.is_finished() || run.stop_by.is_some() {
             match run.local {
+                Local::Prepared(_) if due => {
+                    run.local = Local::Stopping;
+                    out.push(stop);
+                }
                 Local::Preparing(_) | Local::Prepared(_) => {
                     run.local = Local::Idle;
                     out.push(stop);
@@ -2993,7 +3017,7 @@ impl RunsCore {
         {
             return;
         }
-        if run.local == Local::Started {
+        if run.local == Local::Started || due {
             // Handed on, or cut off from every other node (whose side then
             // hands this share on): fenced, the share stops at once and
             // sends nothing more, so no load goes out twice.
@@ -3004,6 +3028,8 @@ impl RunsCore {
                 out.push(stop);
                 return;
             }
+        }
+        if run.local == Local::Started {
             for h in run.handoffs.values() {
                 if run.timers.taken.contains(&h.from) {
                     continue;
@@ -3042,6 +3068,25 @@ impl RunsCore {
                             at,
                         ) => {}
                 Local::Prepared(p) if p == id => {
+                    // A worker translates T0 again at each tick until
+                    // [`START_AHEAD`] before it: each sample of the leader's
+                    // clock narrows the estimate, and the far workers hold
+                    // few when the arm comes (4-5 across a 300 ms round
+                    // trip, against 12 near the leader: 1,000 simulated
+                    // nodes, seed 2). Without an estimate (its own clock
+                    // just stepped) it keeps the instant it anchored.
+                    if armed.by != self.me
+                        && let Some(t0) = run.timers.t0_at
+                        && t0.saturating_sub(at.now) > START_AHEAD
+                        && let Some((_, bound)) = view.offset(&armed.by)
+                    {
+                        let t0 = monotonic_of(run.local_t0(armed, view), at);
+                        run.timers.t0_at = Some(t0);
+                        run.timers.t0_bound = bound;
+                        if t0.saturating_sub(at.now) > START_AHEAD {
+                            return;
+                        }
+                    }
                     // T0 as anchored on the monotonic clock, read in this
                     // node's wall clock as it is now.
                     let at_wall_ns = match run.timers.t0_at {

@@ -29,6 +29,10 @@ use crate::engine::module::{LoadError, ScenarioModule};
 use crate::engine::recorder::{Recorder, ShardOrigin, seal_every};
 use crate::engine::vu::{RunContext, ScenarioContext, Vu};
 
+/// A share that starts this long past its start instant says so, and why:
+/// the skew goal on one machine is 1 ms.
+const LATE_START: Duration = Duration::from_millis(1);
+
 /// How often measurements are sealed into a shard.
 pub const SHARD_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -307,6 +311,7 @@ async fn work(
             Err(_) => return,
         },
     };
+    let given = Instant::now();
     // tokio's timer has a 1 ms grain: sleep with it until just before the
     // start, then sleep out the rest on this thread (the OS timer is finer,
     // and a sleeping thread leaves the cores to the other nodes).
@@ -329,13 +334,35 @@ async fn work(
             tokio::time::sleep_until(start).await;
         }
     }
+    let woke = Instant::now();
     let _ = events.send(WorkerEvent::Started {
         run: run_id.clone(),
         plan: job.plan,
         wall_ns: wall_ns(),
-        at: std::time::Instant::now(),
+        at: woke.into_std(),
     });
-    tracing::info!(run = %run_id, executor = spec.executor_name(), vus = prepared.vus(), "share starting");
+    let late = woke.saturating_duration_since(start);
+    tracing::info!(
+        run = %run_id,
+        executor = spec.executor_name(),
+        vus = prepared.vus(),
+        late_us = late.as_micros() as u64,
+        "share starting"
+    );
+    if late > LATE_START {
+        let why = if given > start {
+            "the start instant had passed when this node was told it (the arm came late)"
+        } else {
+            "this process was not scheduled in time (a busy machine: other processes, or \
+             more nodes than cores)"
+        };
+        tracing::warn!(
+            run = %run_id,
+            "this node started its share {:.1} ms past the start instant: {why}; the run's \
+             start skew counts it",
+            late.as_secs_f64() * 1e3
+        );
+    }
     let on_cancel = cancel.clone();
     let stop_run = stop.clone();
     tokio::spawn(async move {

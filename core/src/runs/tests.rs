@@ -65,8 +65,9 @@ impl MeshView for View<'_> {
         if j == self.me {
             return Some((0, 0));
         }
+        let off = self.sim.misjudged.get(&self.me).copied().unwrap_or(0);
         Some((
-            self.sim.nodes[j].skew_ns - self.sim.nodes[self.me].skew_ns,
+            self.sim.nodes[j].skew_ns - self.sim.nodes[self.me].skew_ns + off,
             1_000_000,
         ))
     }
@@ -116,6 +117,8 @@ struct Sim {
     /// VUs nodes announce in their own heartbeats, where they differ from
     /// what proposals claim.
     announced: BTreeMap<usize, u32>,
+    /// How far off a node's estimates of the others' clocks are, ns.
+    misjudged: BTreeMap<usize, i64>,
 }
 
 impl Sim {
@@ -148,6 +151,7 @@ impl Sim {
             muted: BTreeSet::new(),
             dead_known: false,
             announced: BTreeMap::new(),
+            misjudged: BTreeMap::new(),
             suspects: BTreeSet::new(),
             now: Duration::from_secs(100),
             rng,
@@ -430,9 +434,11 @@ impl Sim {
                 .get(&run)
                 .map(|r| r.proposal.spec.duration())
                 .unwrap_or_default();
-            // Stopped before its start, a worker ends with no shards.
-            let ended = w.started.is_some_and(|s| self.now >= s + duration)
-                || (w.stop_seen_at.is_some() && (w.started.is_some() || w.start_at.is_some()));
+            // Stopped before its start, a worker ends with no shards, as the
+            // runtime's does (the core takes it only from a share that was
+            // due to start).
+            let ended =
+                w.started.is_some_and(|s| self.now >= s + duration) || w.stop_seen_at.is_some();
             if ended && !w.finished {
                 if let Some(w) = self.nodes[i].workers.get_mut(&run) {
                     w.finished = true;
@@ -1277,6 +1283,46 @@ fn a_node_that_missed_the_arm_and_takes_over_follows_the_arm_instead_of_replanni
             .unwrap_or_else(|| panic!("{} did not run", n.id));
         assert!(w.finished, "{}", n.id);
     }
+}
+
+/// A worker's estimate of the leader's clock narrows with each sample; it
+/// translates T0 again until [`START_AHEAD`] before it, so the samples that
+/// come after the arm count (the far workers hold few when it comes).
+#[test]
+fn a_worker_translates_t0_again_until_shortly_before_it() {
+    let config = RunsConfig {
+        arm_lead: Duration::from_secs(2),
+        ..RunsConfig::default()
+    };
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 43).with_config(config);
+    let run = sim.submit(0, spec(30, 5), None);
+    let leader = sim.rank(&run, 0);
+    let worker = (leader + 1) % 3;
+    // Its estimate is 20 ms off when the arm comes.
+    sim.misjudged.insert(worker, 20_000_000);
+    assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(5)));
+    let t0 = sim.nodes[worker]
+        .core
+        .get(&run)
+        .and_then(|r| r.armed.as_ref().map(|a| a.t0_ns))
+        .unwrap_or_else(|| panic!("not armed"));
+    let true_t0 = sim.true_of_wall(leader, t0);
+    sim.run_until(Duration::from_millis(500), |_| false);
+    // Not handed its start yet, T0 being over a second away.
+    let start_at = |s: &Sim, i: usize| s.nodes[i].workers.get(&run).and_then(|w| w.start_at);
+    assert_eq!(start_at(&sim, worker), None);
+    // Its estimate is right well before T0, and it starts on time.
+    sim.misjudged.remove(&worker);
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        (0..3).all(|i| start_at(s, i).is_some())
+    }));
+    let handed = sim.nodes[worker]
+        .workers
+        .get(&run)
+        .and_then(|w| w.start_at)
+        .unwrap_or_else(|| panic!("no start"));
+    let off = handed.abs_diff(true_t0);
+    assert!(off < Duration::from_millis(1), "started {off:?} off T0");
 }
 
 #[test]

@@ -474,7 +474,11 @@ impl Node {
                 self.publish(topic, wire::encode(&env), "run message");
             }
             RunAction::Stop { run } => {
-                if self.runs.started.contains(&run) {
+                // A share due to start but not yet handed its start (the
+                // core hands it over shortly before T0) ends as a started
+                // one: its `Finished` says it is done.
+                let due = self.core.runs().get(&run).is_some_and(|r| r.runs_here());
+                if self.runs.started.contains(&run) || due {
                     if let Some((_, handle)) = self.runs.workers.get(&run) {
                         handle.stop();
                     }
