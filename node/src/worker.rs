@@ -201,6 +201,7 @@ async fn work(
     progress: Arc<Progress>,
 ) {
     let run_id = job.share.run_id.clone();
+    let began = Instant::now();
     let fail = |reason: String| WorkerEvent::Failed {
         run: run_id.clone(),
         plan: job.plan,
@@ -213,6 +214,7 @@ async fn work(
             return;
         }
     };
+    let compiled = began.elapsed();
     if let Err(e) = module.check_exec(&job.spec) {
         let _ = events.send(fail(e.to_string()));
         return;
@@ -289,6 +291,13 @@ async fn work(
             }
         },
     };
+    tracing::info!(
+        run = %run_id,
+        vus = prepared.vus(),
+        compile_ms = compiled.as_millis() as u64,
+        "share prepared in {} ms",
+        began.elapsed().as_millis()
+    );
     let _ = events.send(WorkerEvent::Prepared {
         run: run_id.clone(),
         plan: job.plan,
