@@ -733,8 +733,13 @@ impl MeshCore {
             // is only as good as the workers' estimates of the leader's
             // clock (at 1,000 simulated nodes, starts spread over 5.5 ms
             // with 8 samples at 200 ms, and 1.6 ms with 16 at 100 ms).
+            // Fast too until the peer has told this node its estimate of
+            // this node's clock: a run's leader arms only once every worker
+            // has, and a leader that held enough samples of a worker from
+            // before the run would otherwise ask it only every 2 s.
             let pace = if self.clock_peers.contains(id)
-                && clock.filter.len() < config.run_clock_fast_samples as usize
+                && (clock.filter.len() < config.run_clock_fast_samples as usize
+                    || !clock.holds_mine)
             {
                 config.run_clock_fast
             } else if (estimate && clock.filter.len() < config.clock_fast_samples as usize)
