@@ -3074,16 +3074,28 @@ impl RunsCore {
                     // few when the arm comes (4-5 across a 300 ms round
                     // trip, against 12 near the leader: 1,000 simulated
                     // nodes, seed 2). Without an estimate (its own clock
-                    // just stepped) it keeps the instant it anchored.
+                    // just stepped) it keeps the instant it anchored; and
+                    // it keeps it when the two translations cannot both
+                    // hold (they lie further apart than their bounds): the
+                    // leader's clock stepped since it said T0, and T0 is
+                    // in its clock from before.
                     if armed.by != self.me
-                        && let Some(t0) = run.timers.t0_at
-                        && t0.saturating_sub(at.now) > START_AHEAD
+                        && let Some(anchored) = run.timers.t0_at
+                        && anchored.saturating_sub(at.now) > START_AHEAD
                         && let Some((_, bound)) = view.offset(&armed.by)
                     {
                         let t0 = monotonic_of(run.local_t0(armed, view), at);
-                        run.timers.t0_at = Some(t0);
-                        run.timers.t0_bound = bound;
-                        if t0.saturating_sub(at.now) > START_AHEAD {
+                        let apart =
+                            i64::try_from(t0.abs_diff(anchored).as_nanos()).unwrap_or(i64::MAX);
+                        if apart <= run.timers.t0_bound.saturating_add(bound) {
+                            run.timers.t0_at = Some(t0);
+                            run.timers.t0_bound = bound;
+                        }
+                        if run
+                            .timers
+                            .t0_at
+                            .is_some_and(|t0| t0.saturating_sub(at.now) > START_AHEAD)
+                        {
                             return;
                         }
                     }

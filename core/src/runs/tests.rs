@@ -66,9 +66,10 @@ impl MeshView for View<'_> {
             return Some((0, 0));
         }
         let off = self.sim.misjudged.get(&self.me).copied().unwrap_or(0);
+        let step = self.sim.stepped.get(&self.me).copied().unwrap_or(0);
         Some((
-            self.sim.nodes[j].skew_ns - self.sim.nodes[self.me].skew_ns + off,
-            1_000_000,
+            self.sim.nodes[j].skew_ns - self.sim.nodes[self.me].skew_ns + off + step,
+            1_000_000 + off.abs(),
         ))
     }
 
@@ -117,8 +118,12 @@ struct Sim {
     /// VUs nodes announce in their own heartbeats, where they differ from
     /// what proposals claim.
     announced: BTreeMap<usize, u32>,
-    /// How far off a node's estimates of the others' clocks are, ns.
+    /// How far off a node's estimates of the others' clocks are, ns, with
+    /// bounds that hold it.
     misjudged: BTreeMap<usize, i64>,
+    /// How far off they are with the usual bound (the others' clocks
+    /// stepped since they said an instant), ns.
+    stepped: BTreeMap<usize, i64>,
 }
 
 impl Sim {
@@ -152,6 +157,7 @@ impl Sim {
             dead_known: false,
             announced: BTreeMap::new(),
             misjudged: BTreeMap::new(),
+            stepped: BTreeMap::new(),
             suspects: BTreeSet::new(),
             now: Duration::from_secs(100),
             rng,
@@ -1321,6 +1327,38 @@ fn a_worker_translates_t0_again_until_shortly_before_it() {
         .get(&run)
         .and_then(|w| w.start_at)
         .unwrap_or_else(|| panic!("no start"));
+    let off = handed.abs_diff(true_t0);
+    assert!(off < Duration::from_millis(1), "started {off:?} off T0");
+}
+
+/// A translation that cannot hold beside the first (further apart than
+/// both bounds) is the leader's clock stepped since it said T0: the worker
+/// keeps the instant it anchored.
+#[test]
+fn a_worker_keeps_its_t0_when_the_leaders_clock_steps_before_it() {
+    let config = RunsConfig {
+        arm_lead: Duration::from_secs(2),
+        ..RunsConfig::default()
+    };
+    let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 43).with_config(config);
+    let run = sim.submit(0, spec(30, 5), None);
+    let leader = sim.rank(&run, 0);
+    let worker = (leader + 1) % 3;
+    assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(5)));
+    let t0 = sim.nodes[worker]
+        .core
+        .get(&run)
+        .and_then(|r| r.armed.as_ref().map(|a| a.t0_ns))
+        .unwrap_or_else(|| panic!("not armed"));
+    let true_t0 = sim.true_of_wall(leader, t0);
+    sim.run_until(Duration::from_millis(300), |_| false);
+    // The worker's samples now say the leader's clock is 5 s ahead.
+    sim.stepped.insert(worker, 5_000_000_000);
+    let start_at = |s: &Sim, i: usize| s.nodes[i].workers.get(&run).and_then(|w| w.start_at);
+    assert!(sim.run_until(Duration::from_secs(3), |s| {
+        (0..3).all(|i| start_at(s, i).is_some())
+    }));
+    let handed = start_at(&sim, worker).unwrap_or_else(|| panic!("no start"));
     let off = handed.abs_diff(true_t0);
     assert!(off < Duration::from_millis(1), "started {off:?} off T0");
 }
