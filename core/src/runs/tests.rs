@@ -1291,11 +1291,10 @@ fn a_node_that_missed_the_arm_and_takes_over_follows_the_arm_instead_of_replanni
     }
 }
 
-/// A worker's estimate of the leader's clock narrows with each sample; it
-/// translates T0 again until [`START_AHEAD`] before it, so the samples that
-/// come after the arm count (the far workers hold few when it comes).
-#[test]
-fn a_worker_translates_t0_again_until_shortly_before_it() {
+/// Three nodes armed 2 s ahead, `misjudge` making a worker's estimates
+/// of the others' clocks that far off (with bounds that hold it) from
+/// before the arm: the sim, the run, the worker, and T0 in true time.
+fn armed_with_a_worker(misjudge: i64) -> (Sim, String, usize, Duration) {
     let config = RunsConfig {
         arm_lead: Duration::from_secs(2),
         ..RunsConfig::default()
@@ -1304,8 +1303,7 @@ fn a_worker_translates_t0_again_until_shortly_before_it() {
     let run = sim.submit(0, spec(30, 5), None);
     let leader = sim.rank(&run, 0);
     let worker = (leader + 1) % 3;
-    // Its estimate is 20 ms off when the arm comes.
-    sim.misjudged.insert(worker, 20_000_000);
+    sim.misjudged.insert(worker, misjudge);
     assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(5)));
     let t0 = sim.nodes[worker]
         .core
@@ -1313,22 +1311,37 @@ fn a_worker_translates_t0_again_until_shortly_before_it() {
         .and_then(|r| r.armed.as_ref().map(|a| a.t0_ns))
         .unwrap_or_else(|| panic!("not armed"));
     let true_t0 = sim.true_of_wall(leader, t0);
-    sim.run_until(Duration::from_millis(500), |_| false);
-    // Not handed its start yet, T0 being over a second away.
-    let start_at = |s: &Sim, i: usize| s.nodes[i].workers.get(&run).and_then(|w| w.start_at);
-    assert_eq!(start_at(&sim, worker), None);
-    // Its estimate is right well before T0, and it starts on time.
-    sim.misjudged.remove(&worker);
+    (sim, run, worker, true_t0)
+}
+
+/// Runs until every node was handed its start, and checks that `worker`'s
+/// is within 1 ms of `true_t0`.
+fn starts_on_time(sim: &mut Sim, run: &str, worker: usize, true_t0: Duration) {
+    let start_at = |s: &Sim, i: usize| s.nodes[i].workers.get(run).and_then(|w| w.start_at);
     assert!(sim.run_until(Duration::from_secs(3), |s| {
         (0..3).all(|i| start_at(s, i).is_some())
     }));
-    let handed = sim.nodes[worker]
-        .workers
-        .get(&run)
-        .and_then(|w| w.start_at)
-        .unwrap_or_else(|| panic!("no start"));
+    let handed = start_at(sim, worker).unwrap_or_else(|| panic!("no start"));
     let off = handed.abs_diff(true_t0);
     assert!(off < Duration::from_millis(1), "started {off:?} off T0");
+}
+
+/// A worker's estimate of the leader's clock narrows with each sample; it
+/// translates T0 again until [`START_AHEAD`] before it, so the samples that
+/// come after the arm count (the far workers hold few when it comes).
+#[test]
+fn a_worker_translates_t0_again_until_shortly_before_it() {
+    // Its estimate is 20 ms off when the arm comes.
+    let (mut sim, run, worker, true_t0) = armed_with_a_worker(20_000_000);
+    sim.run_until(Duration::from_millis(500), |_| false);
+    // Not handed its start yet, T0 being over a second away.
+    assert_eq!(
+        sim.nodes[worker].workers.get(&run).and_then(|w| w.start_at),
+        None
+    );
+    // Its estimate is right well before T0, and it starts on time.
+    sim.misjudged.remove(&worker);
+    starts_on_time(&mut sim, &run, worker, true_t0);
 }
 
 /// A translation that cannot hold beside the first (further apart than
@@ -1336,31 +1349,11 @@ fn a_worker_translates_t0_again_until_shortly_before_it() {
 /// keeps the instant it anchored.
 #[test]
 fn a_worker_keeps_its_t0_when_the_leaders_clock_steps_before_it() {
-    let config = RunsConfig {
-        arm_lead: Duration::from_secs(2),
-        ..RunsConfig::default()
-    };
-    let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 43).with_config(config);
-    let run = sim.submit(0, spec(30, 5), None);
-    let leader = sim.rank(&run, 0);
-    let worker = (leader + 1) % 3;
-    assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(5)));
-    let t0 = sim.nodes[worker]
-        .core
-        .get(&run)
-        .and_then(|r| r.armed.as_ref().map(|a| a.t0_ns))
-        .unwrap_or_else(|| panic!("not armed"));
-    let true_t0 = sim.true_of_wall(leader, t0);
+    let (mut sim, run, worker, true_t0) = armed_with_a_worker(0);
     sim.run_until(Duration::from_millis(300), |_| false);
     // The worker's samples now say the leader's clock is 5 s ahead.
     sim.stepped.insert(worker, 5_000_000_000);
-    let start_at = |s: &Sim, i: usize| s.nodes[i].workers.get(&run).and_then(|w| w.start_at);
-    assert!(sim.run_until(Duration::from_secs(3), |s| {
-        (0..3).all(|i| start_at(s, i).is_some())
-    }));
-    let handed = start_at(&sim, worker).unwrap_or_else(|| panic!("no start"));
-    let off = handed.abs_diff(true_t0);
-    assert!(off < Duration::from_millis(1), "started {off:?} off T0");
+    starts_on_time(&mut sim, &run, worker, true_t0);
 }
 
 #[test]
