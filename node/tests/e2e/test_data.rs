@@ -61,8 +61,14 @@ fn unique_test_data_logs_in_each_user_once_across_three_nodes() {
     let id = run_id_of(&run.stderr());
     assert_eq!(run.output.status.code(), Some(0), "{}", run.stderr());
     let report = run.report();
-    let iterations = num(report, &["summary", "iterations", "completed"]);
-    assert_eq!(iterations, 600.0, "{}", report["load"]);
+    // 150/s for 4 s is 600 iterations. On a loaded 2-core machine one may
+    // find no free VU and be dropped, as k6 would count it; every one that
+    // ran must have logged in its own user.
+    let completed = num(report, &["summary", "iterations", "completed"]);
+    let dropped = num(report, &["summary", "iterations", "dropped"]);
+    assert_eq!(completed + dropped, 600.0, "{}", report["load"]);
+    assert!(completed >= 594.0, "{}", report["load"]);
+    let completed = completed as u64;
     let mut logins = t.stats().logins;
     assert_eq!(
         logins.remove("setup-admin"),
@@ -72,10 +78,14 @@ fn unique_test_data_logs_in_each_user_once_across_three_nodes() {
     let reached = check(&report["summary"], "setup data reached the VU");
     assert_eq!(
         (reached["passes"].as_u64(), reached["fails"].as_u64()),
-        (Some(600), Some(0)),
+        (Some(completed), Some(0)),
         "what setup returned reached every iteration on every node"
     );
-    assert_eq!(logins.len(), 600, "600 different users logged in");
+    assert_eq!(
+        logins.len() as u64,
+        completed,
+        "each iteration logged in a user of its own"
+    );
     let twice: Vec<_> = logins.iter().filter(|(_, n)| **n != 1).collect();
     assert!(
         twice.is_empty(),
@@ -85,7 +95,7 @@ fn unique_test_data_logs_in_each_user_once_across_three_nodes() {
         report["data"],
         serde_json::json!([{
             "name": "users", "format": "csv", "mode": "unique", "exhausted": "stop",
-            "rows": 1000, "used": 600, "ran_out": 0
+            "rows": 1000, "used": completed, "ran_out": 0
         }])
     );
     let drew: Vec<f64> = report["nodes"]
