@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use crate::assign::Candidate;
 use crate::mesh::{Action, Health, LocalNode, MeshConfig, MeshCore, Seed};
-use crate::runs::{At, MeshView, Run, RunAction, RunsConfig, RunsCore};
+use crate::runs::{At, MeshView, Run, RunAction, RunRefused, RunsConfig, RunsCore};
 use crate::spec::RunSpec;
 use crate::sync::{SYNC_FOR, SyncState};
-use crate::wire::{Proposal, validate_run_id};
+use crate::wire::{Proposal, RunEnvelope, RunMessage, validate_run_id};
 
 /// The most VUs a candidate is credited with, whatever its heartbeat says.
 pub const MAX_CAPACITY: u32 = 1_000_000;
@@ -286,24 +286,19 @@ impl NodeCore {
         self.out.extend(actions.into_iter().map(Output::Run));
     }
 
-    /// Submits a run of `spec` here, as `id`: its candidates are this node
-    /// and every member it sees alive, each credited with the VUs its
-    /// heartbeat says (at most [`MAX_CAPACITY`]).
-    pub fn submit(
-        &mut self,
-        id: String,
-        spec: RunSpec,
-        weights: Option<Vec<crate::assign::RegionWeight>>,
-        nodes: Option<u32>,
-        at: At,
-    ) -> Result<(), String> {
+    /// The candidates of a run submitted here now: this node and every
+    /// member it holds alive, each credited with the VUs its heartbeat says
+    /// (at most [`MAX_CAPACITY`]), ascending by id. A node that holds the
+    /// same members alike lists the same, which is how it resolves a
+    /// proposal that names its candidates by digest.
+    fn candidates(&self, now: Duration) -> Vec<Candidate> {
         let me = self.mesh.me();
         let mut candidates = vec![Candidate {
             id: me.id.clone(),
             region: me.region.clone(),
             capacity: me.vu_limit.min(MAX_CAPACITY),
         }];
-        for p in self.mesh.peers(at.now) {
+        for p in self.mesh.peers(now) {
             if p.member.suspect {
                 continue;
             }
@@ -314,17 +309,58 @@ impl NodeCore {
                 capacity: hb.vu_limit.min(MAX_CAPACITY),
             });
         }
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        candidates
+    }
+
+    /// Submits a run of `spec` here, as `id`, with [`Self::candidates`].
+    pub fn submit(
+        &mut self,
+        id: String,
+        spec: RunSpec,
+        weights: Option<Vec<crate::assign::RegionWeight>>,
+        nodes: Option<u32>,
+        at: At,
+    ) -> Result<(), String> {
         let proposal = Proposal {
-            proposer: me.id.clone(),
+            proposer: self.mesh.me().id.clone(),
             spec,
             weights,
             nodes,
-            candidates,
+            candidates: self.candidates(at.now),
+            members: None,
         };
         let view = View::new(&self.mesh, at.now);
         let actions = self.runs.submit(id, proposal, at, &view)?;
         self.queue(actions);
         Ok(())
+    }
+
+    /// A run message `from` its author, passed on by `via`, as
+    /// [`RunsCore::on_gossip`] takes it; but a proposal that names its
+    /// candidates by digest is first resolved against this node's members.
+    /// Where they differ, or the run is known already, it is not taken:
+    /// this node asks `via`, then `from`, for the proposal, whose answer
+    /// lists them.
+    pub fn on_run_gossip(
+        &mut self,
+        from: &str,
+        via: &str,
+        mut env: RunEnvelope,
+        at: At,
+    ) -> Result<bool, RunRefused> {
+        if let RunMessage::Propose(proposal) = &mut env.body
+            && proposal.members.is_some()
+        {
+            if self.runs.get(&env.run).is_some() {
+                return Ok(false);
+            }
+            if !proposal.resolve(self.candidates(at.now)) {
+                self.runs.lacks_proposal(from, via, &env.run, at);
+                return Err(RunRefused::OtherMembers);
+            }
+        }
+        self.runs.on_gossip(from, via, env, at)
     }
 
     /// Stops a run, as asked here.

@@ -160,6 +160,9 @@ pub enum RunAction {
         run: String,
         /// Whom to ask.
         from: String,
+        /// Whether this node holds the run's proposal (the answer leaves
+        /// it out).
+        known: bool,
     },
     /// Prepare this node's share: get the module (from these peers, in
     /// order, unless it is cached), compile it, check the targets, initialize
@@ -914,6 +917,10 @@ pub enum RunRefused {
     /// A message about a run this node does not know (yet).
     #[error("unknown run (its proposal has not arrived)")]
     UnknownRun,
+    /// A proposal naming its candidates by a digest of members this node
+    /// does not hold alike: it asks for the list.
+    #[error("a proposal whose candidates are not the members held here (asked for their list)")]
+    OtherMembers,
     /// A proposal whose author is not among its candidates, or that
     /// conflicts with one already known.
     #[error("{0}")]
@@ -1088,6 +1095,12 @@ impl RunsCore {
         if !proposal.candidates.iter().any(|c| c.id == self.me) || proposal.proposer != self.me {
             return Err("this node must be the proposer, and among the candidates".into());
         }
+        let named = RunEnvelope {
+            protocol: RUN_PROTOCOL,
+            run: id.clone(),
+            body: RunMessage::Propose(Box::new(proposal.named())),
+            sig: None,
+        };
         let env = RunEnvelope {
             protocol: RUN_PROTOCOL,
             run: id,
@@ -1095,8 +1108,21 @@ impl RunsCore {
             sig: None,
         };
         let me = self.me.clone();
+        let run_id = env.run.clone();
         self.on_message(&me, env, at).map_err(|e| e.to_string())?;
-        Ok(self.tick(at, view))
+        // Flooded once, its candidates named: the nodes that hold the same
+        // members take it without an ask; the others, and those that missed
+        // it, ask after a `held`, and the answer lists them. So the first
+        // `held` waits for the hurried pace: sent at once, it beat the
+        // flood to many nodes, and each asked for the listed proposal
+        // (283 of 1,000 simulated nodes, 82 KB each).
+        if let Some(run) = self.runs.get_mut(&run_id) {
+            run.timers.last_publish = Some(at.now);
+            run.timers.last_hurried = Some(at.now);
+        }
+        let mut actions = vec![RunAction::Publish(named)];
+        actions.extend(self.tick(at, view));
+        Ok(actions)
     }
 
     /// Asks for a run to stop on every node; `reason` says why when it is
@@ -1465,6 +1491,11 @@ impl RunsCore {
         proposal: Proposal,
         at: At,
     ) -> Result<bool, RunRefused> {
+        if proposal.members.is_some() {
+            return Err(RunRefused::BadProposal(format!(
+                "proposal for run {id} names its candidates by digest; list them"
+            )));
+        }
         if let Some(run) = self.runs.get(&id) {
             return if run.proposal == proposal {
                 Ok(false)
@@ -1581,7 +1612,10 @@ impl RunsCore {
             .chain(
                 std::mem::take(&mut self.pulls)
                     .into_iter()
-                    .map(|(run, from)| RunAction::Pull { run, from }),
+                    .map(|(run, from)| {
+                        let known = self.runs.contains_key(&run);
+                        RunAction::Pull { run, from, known }
+                    }),
             )
             .collect()
     }
@@ -1619,18 +1653,8 @@ impl RunsCore {
         }
         let lacks = match self.runs.get_mut(id) {
             None => {
-                let relay = via != from
-                    && via != self.me
-                    && !self.asked_relay.contains_key(id)
-                    && self.pull(id, via, at);
-                if relay {
-                    if self.asked_relay.len() >= MAX_PENDING_PULLS * 4 {
-                        self.asked_relay
-                            .retain(|_, t| at.now.saturating_sub(*t) < EARLY_FOR);
-                    }
-                    self.asked_relay.insert(id.to_owned(), at.now);
-                }
-                !relay
+                self.lacks_proposal(from, via, id, at);
+                false
             }
             Some(run) if run.is_finished() => {
                 // The sender is behind: answer with the finish.
@@ -1640,6 +1664,28 @@ impl RunsCore {
             Some(run) => run.lacks(&held),
         };
         if lacks {
+            self.pull(id, from, at);
+        }
+    }
+
+    /// This node lacks the proposal of run `id`, which `from` holds and
+    /// `via` passed on word of: it asks `via` first (a gossip relay, which
+    /// holds it or soon will), and `from` after [`PULL_EVERY`].
+    pub fn lacks_proposal(&mut self, from: &str, via: &str, id: &str, at: At) {
+        if self.runs.contains_key(id) {
+            return;
+        }
+        let relay = via != from
+            && via != self.me
+            && !self.asked_relay.contains_key(id)
+            && self.pull(id, via, at);
+        if relay {
+            if self.asked_relay.len() >= MAX_PENDING_PULLS * 4 {
+                self.asked_relay
+                    .retain(|_, t| at.now.saturating_sub(*t) < EARLY_FOR);
+            }
+            self.asked_relay.insert(id.to_owned(), at.now);
+        } else {
             self.pull(id, from, at);
         }
     }
@@ -1721,7 +1767,7 @@ impl RunsCore {
     /// A node asked about a run it is asking about itself (it passed on the
     /// `held` of a run it does not know yet) keeps the ask, and tells the
     /// asker the proposal once it has it.
-    pub fn answer_run(&mut self, asker: &str, id: &str, at: At) -> Vec<RunEnvelope> {
+    pub fn answer_run(&mut self, asker: &str, id: &str, known: bool, at: At) -> Vec<RunEnvelope> {
         let Some(run) = self.runs.get(id) else {
             self.waiting
                 .retain(|(t, _, _)| at.now.saturating_sub(*t) < WAIT_FOR);
@@ -1751,7 +1797,10 @@ impl RunsCore {
             env.sig = sig;
             return vec![env];
         }
-        let mut out = vec![run.envelope(RunMessage::Propose(Box::new(run.proposal.clone())))];
+        let mut out = Vec::new();
+        if !known {
+            out.push(run.envelope(RunMessage::Propose(Box::new(run.proposal.clone()))));
+        }
         // The plan: this node's own, before the arm; the armed one, from
         // any node (the arm names it by its digest, which the asker checks).
         if let Some(plan) = &run.plan

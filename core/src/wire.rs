@@ -71,7 +71,7 @@ pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTE
 pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
 
 /// The version of the run messages; a node ignores other versions.
-pub const RUN_PROTOCOL: u32 = 8;
+pub const RUN_PROTOCOL: u32 = 9;
 
 /// The most candidates a proposal may name.
 pub const MAX_CANDIDATES: usize = 4096;
@@ -176,6 +176,10 @@ pub enum Request {
     Run {
         /// The run.
         run: String,
+        /// The asker holds the run's proposal already: leave it out (82 KB
+        /// at 1,000 nodes, where the asker lacks only the plan or the arm).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        known: bool,
     },
     /// Take this word of mine about a run: a [`RunEnvelope`] whose body is
     /// a `ready`, a `started` or a `done` ([`RunEnvelope::is_word`]), encoded. A node
@@ -513,9 +517,77 @@ pub struct Proposal {
     pub weights: Option<Vec<RegionWeight>>,
     /// `--nodes`.
     pub nodes: Option<u32>,
-    /// The members that may take part, fixed at submission: a node that
-    /// joins later does not take part.
+    /// The members that may take part, fixed at submission, ascending by
+    /// id: a node that joins later does not take part. Empty where
+    /// `members` names them instead.
     pub candidates: Vec<Candidate>,
+    /// The candidates named rather than listed: the proposer floods its
+    /// proposal this way, since every node that holds the same members
+    /// alike can list them itself ([`Proposal::named`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<NamedCandidates>,
+}
+
+/// The candidates of a [`Proposal`] by their count and digest
+/// ([`candidates_digest`]) instead of their list: 40 bytes where the list
+/// of 1,000 nodes is 82 KB, which gossip has every node receive about six
+/// times. A node resolves it against its own members: this node and every
+/// member it holds alive, each with the region and capacity its heartbeat
+/// says, ascending by id. Where that list has another count or digest (a
+/// member joined, left or is suspected here but not at the proposer), the
+/// node asks for the proposal, and the answer lists the candidates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedCandidates {
+    /// How many candidates.
+    pub count: u32,
+    /// Their digest.
+    #[serde(with = "serde_bytes")]
+    pub digest: Vec<u8>,
+}
+
+/// The length of a [`candidates_digest`].
+pub const CANDIDATES_DIGEST_BYTES: usize = 32;
+
+/// What names a list of candidates: the sha256 of the list as CBOR, in its
+/// order.
+pub fn candidates_digest(candidates: &[Candidate]) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(encode(&candidates)).to_vec()
+}
+
+impl Proposal {
+    /// This proposal with its candidates named by count and digest rather
+    /// than listed, as the proposer floods it.
+    pub fn named(&self) -> Proposal {
+        Proposal {
+            proposer: self.proposer.clone(),
+            spec: self.spec.clone(),
+            weights: self.weights.clone(),
+            nodes: self.nodes,
+            candidates: Vec::new(),
+            members: Some(NamedCandidates {
+                count: u32::try_from(self.candidates.len()).unwrap_or(u32::MAX),
+                digest: candidates_digest(&self.candidates),
+            }),
+        }
+    }
+
+    /// Lists the candidates of a proposal that names them, if `mine` (this
+    /// node's own list of its members, as [`NamedCandidates`] says) is the
+    /// list named; returns whether it did. A proposal that lists them is
+    /// left as it is.
+    pub fn resolve(&mut self, mine: Vec<Candidate>) -> bool {
+        let Some(named) = &self.members else {
+            return true;
+        };
+        let same = usize::try_from(named.count).is_ok_and(|n| n == mine.len())
+            && candidates_digest(&mine) == named.digest;
+        if same {
+            self.candidates = mine;
+            self.members = None;
+        }
+        same
+    }
 }
 
 /// Who runs what.
@@ -759,14 +831,36 @@ pub fn decode_run(bytes: &[u8]) -> Result<RunEnvelope, WireError> {
     match &env.body {
         RunMessage::Propose(p) => {
             p.spec.validate().map_err(|e| invalid(e.0))?;
-            if p.candidates.is_empty() || p.candidates.len() > MAX_CANDIDATES {
-                return Err(invalid(format!(
-                    "{} candidates (1 to {MAX_CANDIDATES})",
-                    p.candidates.len()
-                )));
-            }
-            if !p.candidates.iter().any(|c| c.id == p.proposer) {
-                return Err(invalid("the proposer is not among the candidates".into()));
+            check_len(WHAT, "the proposer", &p.proposer, 128)?;
+            match &p.members {
+                Some(named) => {
+                    if !p.candidates.is_empty() {
+                        return Err(invalid("candidates both listed and named by digest".into()));
+                    }
+                    if named.count == 0 || named.count as usize > MAX_CANDIDATES {
+                        return Err(invalid(format!(
+                            "{} candidates (1 to {MAX_CANDIDATES})",
+                            named.count
+                        )));
+                    }
+                    if named.digest.len() != CANDIDATES_DIGEST_BYTES {
+                        return Err(invalid(format!(
+                            "a candidates digest of {} bytes, not {CANDIDATES_DIGEST_BYTES}",
+                            named.digest.len()
+                        )));
+                    }
+                }
+                None => {
+                    if p.candidates.is_empty() || p.candidates.len() > MAX_CANDIDATES {
+                        return Err(invalid(format!(
+                            "{} candidates (1 to {MAX_CANDIDATES})",
+                            p.candidates.len()
+                        )));
+                    }
+                    if !p.candidates.iter().any(|c| c.id == p.proposer) {
+                        return Err(invalid("the proposer is not among the candidates".into()));
+                    }
+                }
             }
             let mut ids = std::collections::BTreeSet::new();
             for c in &p.candidates {
@@ -1326,6 +1420,7 @@ mod tests {
                     region: "fra".into(),
                     capacity: 10,
                 }],
+                members: None,
             })),
             sig: None,
         })
@@ -1361,6 +1456,59 @@ mod tests {
                 "rps {bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_proposal_names_its_candidates_or_lists_them_not_both_and_resolves_only_to_that_list() {
+        let spec = RunSpec::new(
+            "a".repeat(64),
+            crate::spec::Executor::ConstantVus {
+                vus: 1,
+                duration: std::time::Duration::from_secs(1),
+            },
+        );
+        let listed = match decode_run(&proposal_of(spec)).map(|e| e.body) {
+            Ok(RunMessage::Propose(p)) => *p,
+            other => panic!("not a proposal: {other:?}"),
+        };
+        let named = listed.named();
+        let envelope = |p: Proposal| {
+            encode(&RunEnvelope {
+                protocol: RUN_PROTOCOL,
+                run: "r1".into(),
+                body: RunMessage::Propose(Box::new(p)),
+                sig: None,
+            })
+        };
+        assert!(decode_run(&envelope(named.clone())).is_ok());
+        let refused = |p: Proposal| match decode_run(&envelope(p)) {
+            Err(WireError::Invalid { detail, .. }) => detail,
+            other => panic!("not refused: {other:?}"),
+        };
+        let both = Proposal {
+            candidates: listed.candidates.clone(),
+            ..named.clone()
+        };
+        assert!(refused(both).contains("both listed and named"));
+        let mut none = named.clone();
+        if let Some(m) = none.members.as_mut() {
+            m.count = 0;
+        }
+        assert!(refused(none).contains("0 candidates"));
+        let mut short = named.clone();
+        if let Some(m) = short.members.as_mut() {
+            m.digest.truncate(8);
+        }
+        assert!(refused(short).contains("digest of 8 bytes"));
+
+        // It resolves to the list it was made of, and to no other.
+        let mut other = listed.candidates.clone();
+        other[0].capacity += 1;
+        let mut p = named.clone();
+        assert!(!p.resolve(other));
+        assert_eq!(p, named);
+        assert!(p.resolve(listed.candidates.clone()));
+        assert_eq!(p, listed);
     }
 
     #[test]

@@ -729,6 +729,7 @@ fn proposal(spec: RunSpec, nodes: &[&str]) -> Proposal {
                 capacity: 100,
             })
             .collect(),
+        members: None,
     }
 }
 
@@ -891,7 +892,10 @@ fn requests() -> Vec<Request> {
         Request::Shard {
             shard: serde_bytes::ByteBuf::from(shards()[0].encode()),
         },
-        Request::Run { run: "r0".into() },
+        Request::Run {
+            run: "r0".into(),
+            known: true,
+        },
         Request::Word {
             message: serde_bytes::ByteBuf::from(wire::encode(&RunEnvelope {
                 protocol: wire::RUN_PROTOCOL,

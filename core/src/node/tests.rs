@@ -220,10 +220,103 @@ fn a_submitted_run_lists_this_node_and_its_live_members_with_capped_capacity() {
         .iter()
         .map(|c| (c.id.as_str(), c.capacity))
         .collect();
-    assert_eq!(candidates, vec![("b", MAX_CAPACITY), ("a", MAX_CAPACITY)]);
+    assert_eq!(candidates, vec![("a", MAX_CAPACITY), ("b", MAX_CAPACITY)]);
     assert!(
         outputs(&mut b)
             .iter()
             .any(|o| matches!(o, Output::Run(RunAction::Publish(_))))
     );
+}
+
+/// The heartbeat a new core announces on its first tick.
+fn first_heartbeat(core: &mut NodeCore) -> crate::membership::Heartbeat {
+    core.handle_timeout(at(Duration::ZERO), Health::default(), &Nothing);
+    outputs(core)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Mesh(Action::Publish(hb)) => Some(hb),
+            _ => None,
+        })
+        .expect("a heartbeat on the first tick")
+}
+
+/// `core` holds the node of `heartbeat` as a connected member.
+fn holds(core: &mut NodeCore, heartbeat: &crate::membership::Heartbeat) {
+    core.mesh_mut()
+        .on_heartbeat(&heartbeat.id, heartbeat.clone(), Duration::ZERO)
+        .expect("the heartbeat taken");
+    core.mesh_mut().on_connected(&heartbeat.id, Duration::ZERO);
+}
+
+#[test]
+fn a_proposal_flooded_with_its_candidates_named_is_listed_where_members_agree_and_asked_for_where_not()
+ {
+    let node =
+        |id: &str| NodeCore::new(local(id), CoreConfig::default(), Vec::new(), Duration::ZERO);
+    let (mut a, mut b, mut c) = (node("a"), node("b"), node("c"));
+    let (ha, hb) = (first_heartbeat(&mut a), first_heartbeat(&mut b));
+    holds(&mut a, &hb);
+    holds(&mut b, &ha);
+    // c holds a, but not b.
+    holds(&mut c, &ha);
+    let spec = RunSpec::new(
+        "ab".repeat(32),
+        crate::spec::Executor::ConstantVus {
+            vus: 10,
+            duration: Duration::from_secs(5),
+        },
+    );
+    let now = at(Duration::from_millis(100));
+    b.submit("r1".to_owned(), spec, None, None, now)
+        .expect("submitted");
+    let listed = b.runs().get("r1").expect("the run").proposal.clone();
+    let flooded: Vec<RunEnvelope> = outputs(&mut b)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Run(RunAction::Publish(env)) if matches!(env.body, RunMessage::Propose(_)) => {
+                Some(env)
+            }
+            _ => None,
+        })
+        .collect();
+    let [named] = flooded.as_slice() else {
+        panic!("one proposal flooded: {flooded:?}");
+    };
+    let RunMessage::Propose(p) = &named.body else {
+        unreachable!()
+    };
+    assert!(p.candidates.is_empty() && p.members.is_some(), "{p:?}");
+    let bytes = crate::wire::encode(named).len();
+    assert!(bytes < 600, "the flooded proposal is {bytes} bytes");
+
+    // a holds b and itself, as b does: it lists the candidates itself.
+    assert_eq!(a.on_run_gossip("b", "b", named.clone(), now), Ok(true));
+    assert_eq!(a.runs().get("r1").map(|r| &r.proposal), Some(&listed));
+
+    // c holds a and itself: not b's list. It asks the relay, a, whose
+    // answer lists them, and takes that.
+    assert_eq!(
+        c.on_run_gossip("b", "a", named.clone(), now),
+        Err(RunRefused::OtherMembers)
+    );
+    assert!(c.runs().get("r1").is_none());
+    let pulls = c.runs_mut().take_refusals();
+    assert_eq!(
+        pulls,
+        vec![RunAction::Pull {
+            run: "r1".to_owned(),
+            from: "a".to_owned(),
+            known: false
+        }]
+    );
+    let answer = a.runs_mut().answer_run("c", "r1", false, now);
+    let proposal = answer
+        .into_iter()
+        .find(|e| matches!(e.body, RunMessage::Propose(_)))
+        .expect("the answer holds the proposal");
+    assert_eq!(c.on_run_gossip("a", "a", proposal, now), Ok(true));
+    assert_eq!(c.runs().get("r1").map(|r| &r.proposal), Some(&listed));
+
+    // A named copy of a run known already changes nothing.
+    assert_eq!(c.on_run_gossip("b", "a", named.clone(), now), Ok(false));
 }

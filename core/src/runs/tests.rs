@@ -95,7 +95,7 @@ struct Sim {
     partition: Option<(Vec<u8>, Duration)>,
     in_flight: Vec<(Duration, usize, String, RunEnvelope)>,
     /// Asks after a `held`: when they arrive, who asked, whom, which run.
-    asks: Vec<(Duration, usize, usize, String)>,
+    asks: Vec<(Duration, usize, usize, String, bool)>,
     sent: u64,
     /// Every publish: when, by whom, and the message's kind.
     published: Vec<(Duration, usize, &'static str)>,
@@ -234,6 +234,7 @@ impl Sim {
             weights,
             nodes: None,
             candidates,
+            members: None,
         };
         let id = format!("r{}", self.rng.next_u64() % 1_000_000);
         let actions = self.with_core(i, |core, at, view| {
@@ -248,12 +249,12 @@ impl Sim {
         for action in actions {
             match action {
                 RunAction::Publish(_) | RunAction::Tell { .. } if self.muted.contains(&i) => {}
-                RunAction::Pull { run, from } => {
+                RunAction::Pull { run, from, known } => {
                     if let Some(j) = self.index(&from)
                         && self.cut_since(i, j).is_none()
                     {
                         let delay = Duration::from_millis(1 + self.rng.next_u64() % 20);
-                        self.asks.push((self.now + delay, i, j, run));
+                        self.asks.push((self.now + delay, i, j, run, known));
                     }
                 }
                 RunAction::Tell { to, env } => {
@@ -354,9 +355,28 @@ impl Sim {
             self.in_flight = later;
             due
         };
-        for (_, j, from, env) in due {
+        for (_, j, from, mut env) in due {
             if self.nodes[j].crashed_at.is_some() {
                 continue;
+            }
+            // Every node here holds the same members, so each lists the
+            // candidates of a flooded proposal as its proposer did
+            // (`NodeCore::on_run_gossip`).
+            if let RunMessage::Propose(p) = &mut env.body
+                && p.members.is_some()
+            {
+                if self.nodes[j].core.get(&env.run).is_some() {
+                    continue;
+                }
+                let listed = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == p.proposer)
+                    .and_then(|n| n.core.get(&env.run))
+                    .map(|r| r.proposal.candidates.clone());
+                if let Some(listed) = listed {
+                    assert!(p.resolve(listed), "a proposal that names other candidates");
+                }
             }
             let at = self.at(j);
             let _ = self.nodes[j].core.on_message(&from, env, at);
@@ -366,13 +386,15 @@ impl Sim {
             .into_iter()
             .partition(|a| a.0 <= now);
         self.asks = later;
-        for (_, asker, asked, run) in asks {
+        for (_, asker, asked, run, known) in asks {
             if self.nodes[asked].crashed_at.is_some() || self.muted.contains(&asked) {
                 continue;
             }
             let at = self.at(asked);
             let asker_id = self.nodes[asker].id.clone();
-            let answer = self.nodes[asked].core.answer_run(&asker_id, &run, at);
+            let answer = self.nodes[asked]
+                .core
+                .answer_run(&asker_id, &run, known, at);
             for mut env in answer {
                 // Signed by the driver as a publish is.
                 if env.sig.is_none() && env.is_leaders() {
@@ -1215,6 +1237,7 @@ fn nodes_n_keeps_n_candidates_one_per_weighted_region_first() {
         weights: assign::parse_region_weights("fra=80,nrt=20").ok(),
         nodes: Some(2),
         candidates: candidates.clone(),
+        members: None,
     };
     let chosen = select("r1", candidates.clone(), &proposal);
     let regions: BTreeSet<&str> = chosen.iter().map(|c| c.region.as_str()).collect();
@@ -1782,7 +1805,7 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
         .take_refusals()
         .into_iter()
         .filter_map(|a| match a {
-            RunAction::Pull { run: r, from } if r == run => Some(from),
+            RunAction::Pull { run: r, from, .. } if r == run => Some(from),
             _ => None,
         })
         .collect();
@@ -1812,13 +1835,20 @@ fn an_arm_names_its_plan_by_digest_and_a_node_without_it_asks_and_takes_it_from_
         (a.plan, a.t0_ns, a.by.as_str()),
         (armed.id, T + 2_000_000_000, leader.as_str())
     );
-    // Asked now, this node answers with the armed plan besides the arm.
-    let answer: Vec<&'static str> = core
-        .answer_run("n01", run, at)
-        .iter()
-        .map(|e| kind_of(&e.body))
-        .collect();
-    assert!(answer.contains(&"assign"), "{answer:?}");
+    // Asked now, this node answers with the armed plan besides the arm;
+    // with the proposal only where the asker says it lacks it.
+    let mut answer = |known: bool| -> Vec<&'static str> {
+        core.answer_run("n01", run, known, at)
+            .iter()
+            .map(|e| kind_of(&e.body))
+            .collect()
+    };
+    let lacking = answer(false);
+    assert!(lacking.contains(&"assign"), "{lacking:?}");
+    assert!(lacking.contains(&"propose"), "{lacking:?}");
+    let knowing = answer(true);
+    assert!(knowing.contains(&"assign"), "{knowing:?}");
+    assert!(!knowing.contains(&"propose"), "{knowing:?}");
 }
 
 #[test]
@@ -1845,7 +1875,7 @@ fn a_node_without_the_proposal_asks_the_relay_of_the_held_first_which_tells_it_o
         core.take_refusals()
             .into_iter()
             .filter_map(|a| match a {
-                RunAction::Pull { run, from } => Some((run, from)),
+                RunAction::Pull { run, from, .. } => Some((run, from)),
                 _ => None,
             })
             .collect()
@@ -1861,8 +1891,12 @@ fn a_node_without_the_proposal_asks_the_relay_of_the_held_first_which_tells_it_o
     assert_eq!(pulls(&mut me), asked("relay"));
     // The relay does not know the run yet: it keeps the ask. It keeps no
     // ask about a run it is not asking about itself.
-    assert!(relay.answer_run("me", run, at(10)).is_empty());
-    assert!(relay.answer_run("n01", "run-unheard-of", at(10)).is_empty());
+    assert!(relay.answer_run("me", run, false, at(10)).is_empty());
+    assert!(
+        relay
+            .answer_run("n01", "run-unheard-of", false, at(10))
+            .is_empty()
+    );
     // Once it has the proposal, it tells this node, and no one else.
     let proposal = env(RunMessage::Propose(proposed_by_n00(&ids, 4)));
     assert_eq!(relay.on_message("n00", proposal, at(40)), Ok(true));
@@ -2032,6 +2066,7 @@ fn proposed_by_n00(ids: &[String], vus: u32) -> Box<Proposal> {
                 capacity: 100,
             })
             .collect(),
+        members: None,
     })
 }
 
@@ -2063,6 +2098,7 @@ fn propose_to(
             weights: None,
             nodes: None,
             candidates,
+            members: None,
         })),
         sig: None,
     };
@@ -2154,6 +2190,7 @@ fn a_submission_to_a_full_node_is_refused_with_the_reason() {
             region: "fra".into(),
             capacity: 100,
         }],
+        members: None,
     };
     struct Alone;
     impl MeshView for Alone {
@@ -2780,10 +2817,13 @@ fn the_leader_says_what_it_holds_four_times_a_second_or_more_and_a_node_that_mis
     let leader = sim.rank(&run, 0);
     // A worker whose words are lost: the leader waits for its readiness.
     let silent = (leader + 1) % 3;
-    // And one that never hears the plan or the arm by gossip.
+    // And one that never hears the plan or the arm by gossip, and lost the
+    // flooded proposal (with it, it works the plan out itself).
     let deaf = (leader + 2) % 3;
     sim.muted.insert(silent);
     sim.blocked.insert((leader, deaf));
+    sim.in_flight
+        .retain(|m| m.1 != deaf || !matches!(m.3.body, RunMessage::Propose(_)));
     sim.run_until(Duration::from_secs(4), |_| false);
     let by_leader = |sim: &Sim, kind: &str, from: Duration, to: Duration| {
         sim.published
@@ -2808,7 +2848,13 @@ fn the_leader_says_what_it_holds_four_times_a_second_or_more_and_a_node_that_mis
         by_leader(&sim, "assign", first + TICK, first + Duration::from_secs(2)),
         0
     );
-    assert_eq!(by_leader(&sim, "propose", plan_at, first), 0);
+    // The proposal went out once, flooded at submission, and not again.
+    let proposals = sim
+        .published
+        .iter()
+        .filter(|(_, _, k)| *k == "propose")
+        .count();
+    assert_eq!(proposals, 1, "{:?}", sim.published);
     // The deaf node asked for the plan, and is ready for it.
     assert!(by_leader(&sim, "answer", plan_at, first) >= 1);
     let plan_id = sim.nodes[leader]

@@ -968,9 +968,9 @@ impl Node {
             } => self.take_word(peer, &message, channel),
             Inbound::Request {
                 peer,
-                request: Request::Run { run },
+                request: Request::Run { run, known },
                 channel,
-            } => self.answer_run(peer, &run, channel),
+            } => self.answer_run(peer, &run, known, channel),
             Inbound::Answer { channel, response } => {
                 self.core.shards_answer_sent();
                 let _ = self

@@ -139,7 +139,7 @@ enum Event {
     /// Shard `seq` of `from`, sent to its leader, arrives at `to`.
     ShardSent { from: usize, to: usize, seq: u32 },
     /// An ask about a run, after a `held` of `to`'s, arrives at `to`.
-    RunAsk { from: usize, to: usize },
+    RunAsk { from: usize, to: usize, known: bool },
     /// The answer arrives at `to`.
     RunAnswer {
         from: usize,
@@ -745,7 +745,7 @@ impl World {
                     self.hold(to, from, seq);
                 }
             }
-            Event::RunAsk { from, to } => self.answer_run(from, to),
+            Event::RunAsk { from, to, known } => self.answer_run(from, to, known),
             Event::RunAnswer { from, to, messages } => {
                 if self.nodes[to].up {
                     let at = self.at(to);
@@ -1084,8 +1084,7 @@ impl World {
                 let via = self.nodes[d.from].id.clone();
                 let _ = self.nodes[to]
                     .core
-                    .runs_mut()
-                    .on_gossip(&from, &via, (*env).clone(), at);
+                    .on_run_gossip(&from, &via, (*env).clone(), at);
                 // An ask after a `held` goes out at once, as the runtime
                 // sends it.
                 self.take_refusals(to);
@@ -1155,10 +1154,11 @@ impl World {
     fn run_action(&mut self, i: usize, action: RunAction) {
         match action {
             RunAction::Publish(env) => self.publish_run(i, env),
-            RunAction::Pull { run, from } => {
+            RunAction::Pull { run, from, known } => {
                 if let Some(to) = self.by_id.get(&from).copied() {
-                    let bytes = wire::encode(&Request::Run { run }).len() + RPC_OVERHEAD;
-                    self.rpc(Kind::Runs, i, to, bytes, Event::RunAsk { from: i, to });
+                    let bytes = wire::encode(&Request::Run { run, known }).len() + RPC_OVERHEAD;
+                    let ask = Event::RunAsk { from: i, to, known };
+                    self.rpc(Kind::Runs, i, to, bytes, ask);
                 }
             }
             RunAction::Tell { to, env } => {
@@ -1232,7 +1232,7 @@ impl World {
 
     /// Node `to` answers `from`'s ask about the run, as the runtime does:
     /// its leader's messages signed (who signed, not the signature).
-    fn answer_run(&mut self, from: usize, to: usize) {
+    fn answer_run(&mut self, from: usize, to: usize, known: bool) {
         let Some(run) = self.run.clone() else {
             return;
         };
@@ -1258,7 +1258,11 @@ impl World {
         }
         let mut bytes = RPC_OVERHEAD;
         let mut messages = Vec::new();
-        for mut env in self.nodes[to].core.runs_mut().answer_run(&asker, &run, at) {
+        for mut env in self.nodes[to]
+            .core
+            .runs_mut()
+            .answer_run(&asker, &run, known, at)
+        {
             if env.sig.is_none() && env.is_leaders() {
                 env.sig = Some(wire::RunSignature {
                     signer: self.nodes[to].id.clone(),

@@ -528,6 +528,7 @@ mod tests {
                     region: "fra".into(),
                     capacity: 1,
                 }],
+                members: None,
             })),
             sig: None,
         };

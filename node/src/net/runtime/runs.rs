@@ -401,9 +401,9 @@ impl Node {
                 let topic = self.runs.runs_topic.clone();
                 self.publish(topic, wire::encode(&env), "run message");
             }
-            RunAction::Pull { run, from } => {
+            RunAction::Pull { run, from, known } => {
                 if let Ok(peer) = from.parse::<PeerId>() {
-                    self.ask(peer, Request::Run { run });
+                    self.ask(peer, Request::Run { run, known });
                 }
             }
             RunAction::Tell { to, env } => {
@@ -1056,6 +1056,7 @@ impl Node {
         &mut self,
         peer: PeerId,
         run: &str,
+        known: bool,
         channel: ResponseChannel<Response>,
     ) {
         let at = self.at();
@@ -1068,7 +1069,7 @@ impl Node {
             Response::Refused { reason }
         } else {
             let mut messages = Vec::new();
-            for mut env in self.core.runs_mut().answer_run(&asker, run, at) {
+            for mut env in self.core.runs_mut().answer_run(&asker, run, known, at) {
                 if env.is_leaders()
                     && env.sig.is_none()
                     && let Err(e) = self.signer.sign_run(&mut env)
@@ -1293,9 +1294,11 @@ impl Node {
             wire::RunMessage::Propose(_) => "propose",
             _ => "other",
         };
-        match self.core.runs_mut().on_gossip(&from, &via, env, at) {
+        match self.core.on_run_gossip(&from, &via, env, at) {
             Ok(_) | Err(RunRefused::UnknownRun) => {}
-            Err(e @ RunRefused::NotLeader(_)) => debug!("run message from {from} not obeyed: {e}"),
+            Err(e @ (RunRefused::NotLeader(_) | RunRefused::OtherMembers)) => {
+                debug!("run message from {from} not obeyed: {e}")
+            }
             Err(e) => self.warn_once(format!("run:{from}:{kind}"), || {
                 format!("refused a run message from {from}: {e}")
             }),
