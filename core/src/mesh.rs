@@ -338,7 +338,18 @@ struct PeerClock {
     last_rtt_ns: Option<i64>,
     /// It told an estimate of this node's clock.
     holds_mine: bool,
+    /// Fast asks sent, with its first samples in, while it had not told
+    /// ([`MAX_UNTOLD_FAST_ASKS`]); counted again when it joins the clock
+    /// peers anew.
+    untold_asks: u32,
 }
+
+/// How many fast asks a run's leader or worker gets, once its first samples
+/// are in, while it has not told its estimate of this node's clock: 2 s at
+/// 100 ms. A worker that follows an arm by a node that no longer leads the
+/// run is never sampled by that node, so never told, and asked it ten times
+/// a second for as long as the run lasted (1.2 kB/s to one peer).
+const MAX_UNTOLD_FAST_ASKS: u32 = 20;
 
 #[derive(Debug, Clone)]
 struct Departed {
@@ -510,6 +521,11 @@ impl MeshCore {
         // the next paced scan: their samples decide the start.
         if !peers.is_subset(&self.clock_peers) {
             self.redial_scan_at = None;
+        }
+        for id in peers.difference(&self.clock_peers) {
+            if let Some(clock) = self.clocks.get_mut(id) {
+                clock.untold_asks = 0;
+            }
         }
         self.clock_peers = peers;
     }
@@ -718,6 +734,7 @@ impl MeshCore {
                 asked_at: None,
                 last_rtt_ns: None,
                 holds_mine: false,
+                untold_asks: 0,
             });
             // The pace follows what is known now, not when the last ask
             // left: a member that turned busy since is asked 250 ms after
@@ -737,9 +754,10 @@ impl MeshCore {
             // this node's clock: a run's leader arms only once every worker
             // has, and a leader that held enough samples of a worker from
             // before the run would otherwise ask it only every 2 s.
+            let sampled = clock.filter.len() >= config.run_clock_fast_samples as usize;
+            let untold = sampled && !clock.holds_mine;
             let pace = if self.clock_peers.contains(id)
-                && (clock.filter.len() < config.run_clock_fast_samples as usize
-                    || !clock.holds_mine)
+                && (!sampled || (untold && clock.untold_asks < MAX_UNTOLD_FAST_ASKS))
             {
                 config.run_clock_fast
             } else if (estimate && clock.filter.len() < config.clock_fast_samples as usize)
@@ -760,6 +778,9 @@ impl MeshCore {
             };
             if clock.asked_at.is_none_or(|at| now >= at + pace) {
                 clock.asked_at = Some(now);
+                if untold && pace == config.run_clock_fast {
+                    clock.untold_asks += 1;
+                }
                 actions.push(Action::AskClock {
                     peer: id.clone(),
                     known: Some((member.heartbeat.boot, member.heartbeat.seq)),

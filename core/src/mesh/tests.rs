@@ -1177,3 +1177,38 @@ fn the_view_is_the_ring_neighbours_and_chords_halving_the_way_across() {
     assert_eq!(view_offsets(39, 4), set(&[1, 2, 3, 4, 9, 19]));
     assert_eq!(view_offsets(999, 4), set(&[1, 2, 3, 4, 62, 124, 249, 499]));
 }
+
+/// A run's leader or worker is asked the time ten times a second until it
+/// has told its estimate of this node's clock, but for 2 s at most once its
+/// first samples are in: a node that never samples this one (it armed a
+/// run it no longer leads) is asked at the usual pace after that. Taken
+/// into the clock peers anew, it is asked fast again.
+#[test]
+fn a_clock_peer_that_never_tells_is_asked_fast_for_two_seconds_then_at_the_usual_pace() {
+    let mut sim = Sim::new(2, 0.0, 0x70_1d);
+    sim.run_until(Duration::from_secs(12));
+    let n0 = "n0000".to_owned();
+    // Node 1 samples node 0 for a run; node 0 does not sample node 1, so
+    // its answers never tell.
+    sim.nodes[1].set_clock_peers([n0.clone()].into());
+    let sent_in = |sim: &mut Sim, secs: u64| {
+        let before = sim.sent[1];
+        let until = sim.now + Duration::from_secs(secs);
+        sim.run_until(until);
+        sim.sent[1] - before
+    };
+    let fast = sent_in(&mut sim, 2);
+    assert!(fast >= 15, "{fast} messages in the first 2 s");
+    let _ = sent_in(&mut sim, 2);
+    let after = sent_in(&mut sim, 4);
+    assert!(after <= 12, "{after} messages in 4 s once it gave up");
+    assert!(!sim.nodes[1].holds_my_clock(&n0));
+    // A new run with the same peer: fast again.
+    sim.nodes[1].set_clock_peers(Default::default());
+    sim.nodes[1].set_clock_peers([n0].into());
+    let again = sent_in(&mut sim, 1);
+    assert!(
+        again >= 8,
+        "{again} messages in the first second of a new run"
+    );
+}
