@@ -1757,7 +1757,8 @@ impl RunsCore {
     }
 
     /// What this node holds of run `id` that another asked for after a
-    /// `held` of its own: the proposal; the plan, if this node made or
+    /// `held` of its own: the proposal, its candidates listed, unless the
+    /// asker holds it (`known`); the plan, if this node made or
     /// adopted it and nothing is armed; the arm, if this node made it or
     /// holds its leader's signature; the finish, likewise. Of a run that
     /// was armed and has ended, the finish alone, with the words (the
