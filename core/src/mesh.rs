@@ -1465,6 +1465,11 @@ impl MeshCore {
         self.membership.get(peer)
     }
 
+    /// Every member, without the clock estimates [`Self::peers`] works out.
+    pub fn members(&self) -> impl Iterator<Item = &crate::membership::Member> {
+        self.membership.members()
+    }
+
     /// The region of a member, if known.
     pub fn region_of(&self, peer: &str) -> Option<&str> {
         self.membership

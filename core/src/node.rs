@@ -291,18 +291,18 @@ impl NodeCore {
     /// (at most [`MAX_CAPACITY`]), ascending by id. A node that holds the
     /// same members alike lists the same, which is how it resolves a
     /// proposal that names its candidates by digest.
-    fn candidates(&self, now: Duration) -> Vec<Candidate> {
+    fn candidates(&self) -> Vec<Candidate> {
         let me = self.mesh.me();
         let mut candidates = vec![Candidate {
             id: me.id.clone(),
             region: me.region.clone(),
             capacity: me.vu_limit.min(MAX_CAPACITY),
         }];
-        for p in self.mesh.peers(now) {
-            if p.member.suspect {
+        for member in self.mesh.members() {
+            if member.suspect {
                 continue;
             }
-            let hb = &p.member.heartbeat;
+            let hb = &member.heartbeat;
             candidates.push(Candidate {
                 id: hb.id.clone(),
                 region: hb.region.clone(),
@@ -327,7 +327,7 @@ impl NodeCore {
             spec,
             weights,
             nodes,
-            candidates: self.candidates(at.now),
+            candidates: self.candidates(),
             members: None,
         };
         let view = View::new(&self.mesh, at.now);
@@ -355,7 +355,10 @@ impl NodeCore {
             if self.runs.get(&env.run).is_some() {
                 return Ok(false);
             }
-            if !proposal.resolve(self.candidates(at.now)) {
+            // The count first: a proposal of another size is not listed.
+            let alive = 1 + self.mesh.members().filter(|m| !m.suspect).count();
+            let named = proposal.members.as_ref().map(|m| m.count as usize);
+            if named != Some(alive) || !proposal.resolve(self.candidates()) {
                 self.runs.lacks_proposal(from, via, &env.run, at);
                 return Err(RunRefused::OtherMembers);
             }
