@@ -52,6 +52,7 @@ use crate::engine::cookies::{self, CookieJar, CookieUrl};
 use crate::engine::h1;
 use crate::net::codec::WireCodec;
 use fusi_sdk::abi::{HttpRequest, MetricKind, wire as abi_wire};
+use serde_bytes::ByteBuf;
 
 /// A decoder of bytes from outside, as a fuzz target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -821,11 +822,8 @@ fn run_messages() -> Vec<RunEnvelope> {
             outcome: Outcome::Complete,
             lost: vec![],
             handoffs: vec![],
-            words: vec![
-                (Some((AT.wall_ns, 1_000)), Some((3, false))),
-                (Some((AT.wall_ns + 2_000, 1_500)), Some((2, true))),
-                (None, None),
-            ],
+            words_digest: Some(ByteBuf::from(wire::words_digest(&words_of_three()))),
+            words: words_of_three(),
         }),
         RunMessage::Finish(Finish {
             term: 1,
@@ -836,6 +834,7 @@ fn run_messages() -> Vec<RunEnvelope> {
             lost: vec!["c".into()],
             handoffs: vec![handoff()],
             words: vec![],
+            words_digest: None,
         }),
         RunMessage::Finish(Finish {
             term: 2,
@@ -845,6 +844,7 @@ fn run_messages() -> Vec<RunEnvelope> {
             lost: vec![],
             handoffs: vec![],
             words: vec![],
+            words_digest: None,
         }),
     ]);
     bodies
@@ -930,6 +930,9 @@ fn ended_run() -> EndedRun {
             lost: vec!["c".into()],
             handoffs: vec![handoff()],
             words: vec![(None, Some((30, false))); 3],
+            words_digest: Some(ByteBuf::from(wire::words_digest(
+                &[(None, Some((30, false))); 3],
+            ))),
         },
         // Signed by the node that leads run r0 at term 0 (the signature
         // itself is checked by the runtime, not by what is fuzzed here).
@@ -940,6 +943,14 @@ fn ended_run() -> EndedRun {
                 bytes: vec![7; 64],
             }),
     }
+}
+
+fn words_of_three() -> Vec<wire::NodeWords> {
+    vec![
+        (Some((AT.wall_ns, 1_000)), Some((3, false))),
+        (Some((AT.wall_ns + 2_000, 1_500)), Some((2, true))),
+        (None, None),
+    ]
 }
 
 fn responses() -> Vec<Response> {

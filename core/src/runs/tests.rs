@@ -257,11 +257,23 @@ impl Sim {
                         self.asks.push((self.now + delay, i, j, run, known));
                     }
                 }
-                RunAction::Tell { to, env } => {
-                    // A word goes to the nodes named, as a request does.
+                RunAction::Tell { to, mut env } => {
+                    // A word goes to the nodes named, as a request does;
+                    // so do a proposal and a finish's words to the nodes
+                    // that waited for them, signed as a publish is.
+                    if env.sig.is_none() && env.is_leaders() {
+                        env.sig = Some(wire::RunSignature {
+                            signer: self.nodes[i].id.clone(),
+                            bytes: Vec::new(),
+                        });
+                    }
                     let bytes = wire::encode(&env);
                     let env = wire::decode_run(&bytes).unwrap_or_else(|e| panic!("{e}: {env:?}"));
-                    assert!(env.is_word(), "{env:?}");
+                    assert!(
+                        env.is_word()
+                            || matches!(env.body, RunMessage::Propose(_) | RunMessage::Finish(_)),
+                        "{env:?}"
+                    );
                     self.sent += 1;
                     let to: Vec<usize> = to.iter().filter_map(|t| self.index(t)).collect();
                     self.told
@@ -1448,10 +1460,11 @@ fn a_node_that_missed_the_finish_hears_it_when_it_speaks_and_a_restart_after_don
 }
 
 /// A word told after the finish (a node's re-send that crossed it) is
-/// answered by the finish's holder alone, without the words, while it is
-/// alive: the node next in line, told the same word, used to pass the
-/// leader's finish on with its words (19 KB at 1,000 nodes) to the whole
-/// mesh. Once the holder is gone, the next answers in its place.
+/// answered by the finish's holder alone while it is alive: the node next
+/// in line, told the same word, used to pass the leader's finish on with
+/// its words (19 KB at 1,000 nodes) to the whole mesh. Once the holder is
+/// gone, the next answers in its place, with the leader's signature and,
+/// as every copy goes, without the words.
 #[test]
 fn a_word_after_the_finish_is_answered_by_the_leader_alone_and_by_the_next_once_it_is_gone() {
     let mut sim = Sim::new(&[("fra", 5)], 0, 41);
@@ -1486,17 +1499,14 @@ fn a_word_after_the_finish_is_answered_by_the_leader_alone_and_by_the_next_once_
     sim.run_until(Duration::from_secs(3), |_| false);
     assert_eq!(finishes_since(&sim, since), vec![(leader, "finish")]);
 
-    // The leader gone, the next passes its finish on, words and all.
+    // The leader gone, the next passes its finish on.
     sim.nodes[leader].crashed_at = Some(sim.now);
     sim.run_until(SUSPECT_AFTER + Duration::from_secs(1), |_| false);
     let since = sim.now;
     let env = late();
     sim.send(teller, next, &env);
     sim.run_until(Duration::from_secs(3), |_| false);
-    assert_eq!(
-        finishes_since(&sim, since),
-        vec![(next, "finish with words")]
-    );
+    assert_eq!(finishes_since(&sim, since), vec![(next, "finish")]);
 }
 
 #[test]
@@ -2117,6 +2127,7 @@ fn finish(core: &mut RunsCore, id: &str) {
             lost: Vec::new(),
             handoffs: Vec::new(),
             words: Vec::new(),
+            words_digest: None,
         });
     }
 }
@@ -2581,6 +2592,7 @@ fn a_member_cannot_forge_a_leaders_arm_handoff_or_finish_by_passing_it_on() {
         lost: Vec::new(),
         handoffs: Vec::new(),
         words: Vec::new(),
+        words_digest: None,
     };
     let plan = r.plan.clone().unwrap_or_else(|| panic!("no plan"));
     let theirs = plan
@@ -3004,7 +3016,9 @@ fn shards_go_to_the_leader_which_alone_sends_the_progress_while_the_run_goes() {
 /// A node tells its `ready`, `started` and `done` to the run's leader and
 /// the node next in line alone; the others see them in the leader's `live` while the
 /// run goes, and every node holds every node's words from the finish, so
-/// that every node says the same start skew and states afterwards.
+/// that every node says the same start skew and states afterwards. The
+/// finish goes out without the words, which each node asks the node that
+/// passed it the finish for.
 #[test]
 fn words_go_to_the_leader_and_the_next_and_every_node_learns_them_from_the_finish() {
     let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 47);
@@ -3047,19 +3061,41 @@ fn words_go_to_the_leader_and_the_next_and_every_node_learns_them_from_the_finis
         }
     }
     assert!(sim.run_until(Duration::from_secs(15), |s| s.all_finished(&run)));
+    let finished_at = sim.now;
     assert!(sim.reach(&run, Phase::Complete, Duration::from_secs(5)));
+    assert!(sim.run_until(Duration::from_secs(5), |s| {
+        s.nodes.iter().all(|n| {
+            n.core
+                .get(&run)
+                .is_some_and(|r| r.finish.as_ref().is_some_and(|f| !f.words.is_empty()))
+        })
+    }));
     let holds = |n: &SimNode| {
         let r = n.core.get(&run).unwrap_or_else(|| panic!("no run"));
         (r.started.clone(), r.done.clone(), r.start_skew())
     };
+    // Published without the words, every copy; each node asked the
+    // leader, which passed each the finish, and was answered once.
+    assert!(
+        !sim.published
+            .iter()
+            .any(|(_, _, k)| *k == "finish with words"),
+        "a finish flooded with its words"
+    );
+    let answers = sim
+        .published
+        .iter()
+        .filter(|(t, i, k)| *i == leader && *k == "answer" && *t >= finished_at)
+        .count();
+    assert_eq!(answers, 4, "the leader answered each other node once");
     let leaders = holds(&sim.nodes[leader]);
     assert_eq!((leaders.0.len(), leaders.1.len()), (5, 5));
     assert!(leaders.2.is_some());
     for (i, n) in sim.nodes.iter().enumerate() {
         assert_eq!(holds(n), leaders, "node {i} holds the leader's words");
     }
-    // A node that missed the finish's first copy, the only one with the
-    // words, asks the leader for them.
+    // A node that missed the finish's first copy asks for the words when
+    // a later one comes.
     let run = sim.submit(0, spec(10, 2), None);
     assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     let leader = sim.leader_index(&run);

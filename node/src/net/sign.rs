@@ -122,6 +122,7 @@ mod tests {
     use crate::core::wire::{Finish, Outcome, RUN_PROTOCOL, RunMessage};
 
     fn finish_env() -> RunEnvelope {
+        let words = vec![(Some((1_700_000_000_000_000_000, 1_000)), Some((3, false)))];
         RunEnvelope {
             protocol: RUN_PROTOCOL,
             run: "r1".into(),
@@ -130,7 +131,10 @@ mod tests {
                 outcome: Outcome::Complete,
                 lost: Vec::new(),
                 handoffs: Vec::new(),
-                words: vec![(Some((1_700_000_000_000_000_000, 1_000)), Some((3, false)))],
+                words_digest: Some(serde_bytes::ByteBuf::from(crate::core::wire::words_digest(
+                    &words,
+                ))),
+                words,
             }),
             sig: None,
         }
@@ -163,13 +167,31 @@ mod tests {
             lost: Vec::new(),
             handoffs: Vec::new(),
             words: Vec::new(),
+            words_digest: None,
         });
         assert!(matches!(verify_run(&forged), Err(SignError::Mismatch(_))));
-        // Or a node's words: when it started, or that it was interrupted.
+        // The words go without the signature's help: the same signature
+        // serves the finish without them, as the gossip floods it.
+        let mut bare = back.clone();
+        if let RunMessage::Finish(f) = &mut bare.body {
+            f.words.clear();
+        }
+        assert_eq!(verify_run(&bare), Ok(()));
+        // Forged words (when a node started, or that it was interrupted)
+        // are not the ones the signed digest names: refused as they are
+        // decoded. A forged digest fails the signature.
         let mut forged = back.clone();
         if let RunMessage::Finish(f) = &mut forged.body {
             f.words[0].1 = Some((3, true));
         }
+        let bytes = crate::core::wire::encode(&forged);
+        assert!(crate::core::wire::decode_run(&bytes).is_err());
+        if let RunMessage::Finish(f) = &mut forged.body {
+            f.words_digest = Some(serde_bytes::ByteBuf::from(crate::core::wire::words_digest(
+                &f.words,
+            )));
+        }
+        assert!(crate::core::wire::decode_run(&crate::core::wire::encode(&forged)).is_ok());
         assert!(matches!(verify_run(&forged), Err(SignError::Mismatch(_))));
         let mut claimed = finish_env();
         relay.sign_run(&mut claimed).expect("signs");

@@ -406,7 +406,17 @@ impl Node {
                     self.ask(peer, Request::Run { run, known });
                 }
             }
-            RunAction::Tell { to, env } => {
+            RunAction::Tell { to, mut env } => {
+                // A finish's words go to the nodes that waited for them
+                // with the leader's signature (this node's own, if it led).
+                if env.is_leaders()
+                    && let Err(e) = self.signer.sign_run(&mut env)
+                {
+                    self.warn_once("sign-run".into(), || {
+                        format!("cannot sign a run message: {e}")
+                    });
+                    return;
+                }
                 let message = serde_bytes::ByteBuf::from(wire::encode(&env));
                 for to in to {
                     let Ok(peer) = to.parse::<PeerId>() else {
@@ -1125,11 +1135,20 @@ impl Node {
         let from = peer.to_string();
         let problem = match wire::decode_run(bytes) {
             Err(e) => Some(e.to_string()),
-            Ok(env) if !env.is_word() && !matches!(env.body, wire::RunMessage::Propose(_)) => Some(
-                "only a ready, a started, a done or a proposal is told directly; the rest goes \
-                 by gossip"
-                    .into(),
-            ),
+            Ok(env)
+                if !env.is_word()
+                    && !matches!(
+                        env.body,
+                        wire::RunMessage::Propose(_) | wire::RunMessage::Finish(_)
+                    ) =>
+            {
+                Some(
+                    "only a ready, a started, a done, a proposal or a finish is told directly; \
+                     the rest goes by gossip"
+                        .into(),
+                )
+            }
+            Ok(env) if let Err(e) = crate::net::sign::verify_run(&env) => Some(e.to_string()),
             Ok(env) => {
                 let at = self.at();
                 let problem = match self.core.runs_mut().on_message(&from, env, at) {
