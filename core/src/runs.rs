@@ -2602,11 +2602,12 @@ impl RunsCore {
     /// 1 % of first copies dropped started over up to 119 ms, against 4-6
     /// ms with none dropped); four times a second, the proposal
     /// it made, until there is a plan (the leader itself may have dropped
-    /// it); the plan it made and the proposal, for [`HURRY_PLAN_FOR`] or
-    /// until it arms (at 300 simulated nodes the last node ready had
-    /// dropped the plan and heard it a second later, so the arm waited for
-    /// it). Only those go out, not the node's other words. Marks the
-    /// re-send done.
+    /// it); twice a second, the plan it made, as its derivation, for
+    /// [`HURRY_PLAN_FOR`] or until it arms (at 300 simulated nodes the last
+    /// node ready had dropped the plan and heard it a second later, so the
+    /// arm waited for it; four times a second cost 3-4 kB more a node at
+    /// 1,000 simulated nodes for the same arm). Only those go out, not the
+    /// node's other words. Marks the re-send done.
     fn hurry(&self, run: &mut Run, at: At, view: &dyn MeshView) -> Option<Hurry> {
         let hurry = match &run.armed {
             Some(a) if a.by == self.me && run.timers.t0_at.is_some_and(|t0| at.now < t0) => {
@@ -2628,7 +2629,8 @@ impl RunsCore {
         };
         let pace = match hurry? {
             Hurry::Arm => ARM_HELD_EVERY,
-            Hurry::Plan | Hurry::Proposal => self.config.republish / 4,
+            Hurry::Proposal => self.config.republish / 4,
+            Hurry::Plan => self.config.republish / 2,
         };
         if run
             .timers

@@ -2817,15 +2817,14 @@ fn a_worker_cut_off_takes_nothing_over_and_after_a_partial_heal_hands_nothing_on
 }
 
 /// While the leader waits for readiness, and until T0 once it armed, it
-/// says four times a second what it holds, and sends the plan and the arm
-/// themselves once: while nodes get ready, it re-sends the plan's
-/// derivation, which stands for its `held`; once armed, its `held`. A node
+/// says what it holds, and sends the plan and the arm themselves once:
+/// while nodes get ready, it re-sends the plan's derivation, which stands
+/// for its `held`, twice a second; once armed, its `held`. A node
 /// whose gossip never brings them asks for the plan after a `held`,
 /// follows the `held`'s T0 as it would the arm, and starts with the others.
 /// The hurry stops 2 s after the plan.
 #[test]
-fn the_leader_says_what_it_holds_four_times_a_second_or_more_and_a_node_that_missed_the_plan_asks()
-{
+fn the_leader_says_what_it_holds_until_t0_and_a_node_that_missed_the_plan_asks() {
     let mut sim = Sim::new(&[("fra", 2), ("nrt", 1)], 0, 37);
     let run = sim.submit(0, spec(6, 20), None);
     let leader = sim.rank(&run, 0);
@@ -2852,11 +2851,14 @@ fn the_leader_says_what_it_holds_four_times_a_second_or_more_and_a_node_that_mis
         .map(|(t, _, _)| *t)
         .unwrap_or_else(|| panic!("no plan"));
     let first = plan_at + HURRY_PLAN_FOR;
-    // The plan goes again as its derivation four times a second, in place
-    // of a hurried `held` (the one-second re-sends still say `held`), and
-    // not after.
+    // The plan goes again as its derivation twice a second, in place of a
+    // hurried `held` (the one-second re-sends still say `held`), and not
+    // after.
     let assigns = by_leader(&sim, "assign", plan_at, first);
-    assert!(assigns >= 7, "{assigns} plans in {HURRY_PLAN_FOR:?}");
+    assert!(
+        (3..=5).contains(&assigns),
+        "{assigns} plans in {HURRY_PLAN_FOR:?}"
+    );
     let helds = by_leader(&sim, "held", plan_at, first);
     assert!(helds <= 2, "{:?}", sim.published);
     assert_eq!(
