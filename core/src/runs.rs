@@ -697,8 +697,8 @@ impl Run {
     fn heard(&self, i: usize, node: &str) -> (bool, bool) {
         let live = self.live.as_ref();
         (
-            self.started.contains_key(node) || live.is_some_and(|l| Live::has(&l.started, i)),
-            self.done.contains_key(node) || live.is_some_and(|l| Live::has(&l.done, i)),
+            self.started.contains_key(node) || live.is_some_and(|l| l.has_started(i)),
+            self.done.contains_key(node) || live.is_some_and(|l| l.has_done(i)),
         )
     }
 
@@ -2578,16 +2578,14 @@ impl RunsCore {
                     .as_ref()
                     .and_then(|a| run.plan.as_ref().filter(|p| p.id == a.plan))
                     .map_or(&[][..], |p| &p.shares[..]);
-                let heard =
-                    |has: &dyn Fn(&str) -> bool| Live::bits(shares.len(), |i| has(&shares[i].node));
                 out.push(RunAction::Live {
                     run: run.id.clone(),
-                    live: Live {
+                    live: Live::heard(
                         term,
-                        scopes: Vec::new(),
-                        started: heard(&|n| run.started.contains_key(n)),
-                        done: heard(&|n| run.done.contains_key(n)),
-                    },
+                        shares.len(),
+                        |i| run.started.contains_key(&shares[i].node),
+                        |i| run.done.contains_key(&shares[i].node),
+                    ),
                 });
             }
             self.lead(run, term, at, view, out);
@@ -3403,7 +3401,7 @@ impl RunsCore {
         if run.timers.unaware {
             self.publish_arm(run, at, out);
         }
-        let acked = |bits: fn(&Live) -> &[u8]| {
+        let acked = |has: fn(&Live, usize) -> bool| {
             let armed_plan = run.armed.as_ref().map(|a| a.plan);
             let index = run
                 .plan
@@ -3416,7 +3414,7 @@ impl RunsCore {
                     .live
                     .as_ref()
                     .zip(index)
-                    .is_some_and(|(live, i)| Live::has(bits(live), i))
+                    .is_some_and(|(live, i)| has(live, i))
         };
         if let Some(plan) = run.ready.get(&self.me)
             && run.armed.is_none()
@@ -3431,7 +3429,7 @@ impl RunsCore {
             })));
         }
         if let Some((at_ns, bound_ns)) = run.started.get(&self.me)
-            && !acked(|l| &l.started)
+            && !acked(Live::has_started)
         {
             let word = RunMessage::Started {
                 at_ns: *at_ns,
@@ -3440,7 +3438,7 @@ impl RunsCore {
             out.extend(self.tell(run, view, word));
         }
         if let Some((shards, interrupted)) = run.done.get(&self.me)
-            && !acked(|l| &l.done)
+            && !acked(Live::has_done)
         {
             let word = RunMessage::Done {
                 shards: *shards,

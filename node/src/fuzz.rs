@@ -804,9 +804,9 @@ fn run_messages() -> Vec<RunEnvelope> {
                 requests: 2851,
                 failed: 3,
             }],
-            started: vec![0b1011],
-            done: vec![0b0001],
+            ..wire::Live::heard(0, 4, |i| i != 2, |i| i == 0)
         }),
+        RunMessage::Live(wire::Live::heard(1, 3, |_| true, |_| true)),
         RunMessage::Handoff(handoff()),
         RunMessage::Held(wire::Held {
             term: 1,

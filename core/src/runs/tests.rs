@@ -2988,12 +2988,7 @@ fn shards_go_to_the_leader_which_alone_sends_the_progress_while_the_run_goes() {
     let forged = RunEnvelope {
         protocol: RUN_PROTOCOL,
         run: run.clone(),
-        body: RunMessage::Live(wire::Live {
-            term,
-            scopes: Vec::new(),
-            started: Vec::new(),
-            done: Vec::new(),
-        }),
+        body: RunMessage::Live(wire::Live::heard(term, 0, |_| false, |_| false)),
         sig: None,
     };
     let from = sim.nodes[worker].id.clone();
