@@ -11,7 +11,10 @@
 //!
 //! - a watched member is **suspected** after
 //!   [`MembershipConfig::suspect_after`] without an answer (3 missed
-//!   beats by default), and **removed** after
+//!   beats by default), once the caller got no second opinion that it is
+//!   alive within [`MembershipConfig::second_opinion_for`]
+//!   ([`Membership::take_doubts`], [`Membership::heard_of`]), and
+//!   **removed** after
 //!   [`MembershipConfig::remove_after`] (9 s of silence);
 //! - a member that another node's watch suspects ([`Membership::on_suspicion`])
 //!   is suspected here too, and removed
@@ -146,6 +149,10 @@ pub struct MembershipConfig {
     /// How long a member another node suspects stays suspected before it
     /// is removed, if it does not refute the suspicion.
     pub confirm_after: Duration,
+    /// How long a watched member silent past its `suspect_after` waits
+    /// for a second opinion (the caller asks others that watch it) before
+    /// it is suspected.
+    pub second_opinion_for: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -155,6 +162,7 @@ impl Default for MembershipConfig {
             busy_suspect_after: Duration::from_millis(1_200),
             remove_after: Duration::from_secs(9),
             confirm_after: Duration::from_millis(5_500),
+            second_opinion_for: Duration::from_millis(500),
         }
     }
 }
@@ -198,6 +206,11 @@ pub struct Membership {
     /// Counts the joins and departures, so a caller can tell that the
     /// members changed.
     changes: u64,
+    /// Watched members silent past their `suspect_after`, and since when
+    /// this node waits for a second opinion on them.
+    doubts: BTreeMap<String, Duration>,
+    /// Doubts raised by ticks, for the caller to ask about.
+    new_doubts: Vec<String>,
     /// The members a tick judges: those watched or suspected (a superset:
     /// one refuted since stays until the next tick). A tick looks up only
     /// these, so it costs the same whatever the size of the mesh.
@@ -215,6 +228,8 @@ impl Membership {
             removed: Vec::new(),
             leads: BTreeMap::new(),
             changes: 0,
+            doubts: BTreeMap::new(),
+            new_doubts: Vec::new(),
             judged: BTreeSet::new(),
         }
     }
@@ -303,6 +318,7 @@ impl Membership {
             .retain(|_, (_, at)| now.saturating_sub(*at) < config.remove_after);
         let mut removed = Vec::new();
         let members = &mut self.members;
+        let (doubts, new_doubts) = (&mut self.doubts, &mut self.new_doubts);
         self.judged.retain(|id| {
             let Some(m) = members.get_mut(id) else {
                 return false;
@@ -322,15 +338,58 @@ impl Membership {
                 config.suspect_after
             };
             if m.watched && silent > suspect_after && !m.suspect {
-                m.suspect = true;
-                m.suspected_at = Some(now);
-                events.push(Event::Suspected(id.clone()));
+                // First a second opinion: this node's link to the member
+                // may be what is silent.
+                let since = *doubts.entry(id.clone()).or_insert_with(|| {
+                    new_doubts.push(id.clone());
+                    now
+                });
+                if now.saturating_sub(since) >= config.second_opinion_for {
+                    doubts.remove(id);
+                    m.suspect = true;
+                    m.suspected_at = Some(now);
+                    events.push(Event::Suspected(id.clone()));
+                }
+            } else {
+                doubts.remove(id);
             }
             m.watched || m.suspect
         });
+        self.doubts.retain(|id, _| self.judged.contains(id));
         self.changes += removed.len() as u64;
         self.removed = removed;
         events
+    }
+
+    /// The watched members that went silent past their `suspect_after`
+    /// since the last call: the caller asks others that watch them whether
+    /// they hear them ([`Membership::heard_of`]), and says so where there
+    /// is no one to ask ([`Membership::no_second_opinion`]).
+    pub fn take_doubts(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.new_doubts)
+    }
+
+    /// Whether this node waits for a second opinion on `id`.
+    pub fn doubts(&self, id: &str) -> bool {
+        self.doubts.contains_key(id)
+    }
+
+    /// Others that watch `id` heard it at `heard_at`: it is alive, and only
+    /// this node's link to it is silent. Its silence counts from then.
+    pub fn heard_of(&mut self, id: &str, heard_at: Duration) {
+        if self.doubts.remove(id).is_some()
+            && let Some(m) = self.members.get_mut(id)
+        {
+            m.last_seen = m.last_seen.max(heard_at);
+        }
+    }
+
+    /// No second opinion on `id` will come (no one else to ask, or most of
+    /// those asked have not heard it either): the next tick suspects it.
+    pub fn no_second_opinion(&mut self, id: &str) {
+        if let Some(since) = self.doubts.get_mut(id) {
+            *since = Duration::ZERO;
+        }
     }
 
     /// Which members this node watches: those in `watched` are judged by
@@ -497,9 +556,50 @@ mod tests {
         ids.iter().map(|id| (*id).to_owned()).collect()
     }
 
+    /// Suspects as soon as the silence runs out, without waiting for a
+    /// second opinion.
+    fn without_opinions() -> MembershipConfig {
+        MembershipConfig {
+            second_opinion_for: Duration::ZERO,
+            ..MembershipConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_silent_member_is_doubted_first_and_suspected_without_a_second_opinion() {
+        let mut m = Membership::new("node-0", MembershipConfig::default());
+        for i in 1..=3 {
+            let _ = m.on_heartbeat(hb(i, 1, 1), secs(0.0));
+        }
+        m.set_watched(&ids(&["node-1", "node-2", "node-3"]), secs(0.0));
+        assert!(m.tick(secs(3.4)).is_empty());
+        // Silent past 3.5 s: doubted, told once, not yet suspected.
+        assert!(m.tick(secs(3.6)).is_empty());
+        assert_eq!(m.take_doubts().len(), 3);
+        assert!(m.take_doubts().is_empty(), "told once");
+        assert!((1..=3).all(|i| m.doubts(&format!("node-{i}"))));
+        // Others heard node-1 at 3.0 s: its silence counts from then.
+        m.heard_of("node-1", secs(3.0));
+        // Those asked have not heard node-2: suspected at the next tick.
+        m.no_second_opinion("node-2");
+        assert_eq!(m.tick(secs(3.7)), vec![Event::Suspected("node-2".into())]);
+        // No opinion on node-3 in half a second: suspected.
+        assert!(m.tick(secs(4.0)).is_empty());
+        assert_eq!(m.tick(secs(4.1)), vec![Event::Suspected("node-3".into())]);
+        // node-1, silent 3.5 s from 3.0 s, is doubted again.
+        assert!(m.tick(secs(6.4)).is_empty() && m.take_doubts().is_empty());
+        assert!(m.tick(secs(6.6)).is_empty());
+        assert_eq!(m.take_doubts(), vec!["node-1".to_owned()]);
+        // An answer of its own ends the doubt.
+        assert_eq!(m.on_heartbeat(hb(1, 1, 2), secs(6.7)), Ok(None));
+        assert!(m.tick(secs(6.8)).is_empty());
+        assert!(!m.doubts("node-1"));
+        assert!(m.tick(secs(7.5)).is_empty(), "not suspected");
+    }
+
     #[test]
     fn join_suspect_recover_leave_restart() {
-        let mut m = Membership::new("node-0", MembershipConfig::default());
+        let mut m = Membership::new("node-0", without_opinions());
         assert_eq!(
             m.on_heartbeat(hb(1, 1, 0), secs(0.0)),
             Ok(Some(Event::Joined("node-1".into())))
@@ -593,7 +693,7 @@ mod tests {
 
     #[test]
     fn an_unwatched_member_goes_on_a_suspicion_unless_it_refutes_it() {
-        let mut m = Membership::new("node-0", MembershipConfig::default());
+        let mut m = Membership::new("node-0", without_opinions());
         for i in 1..=3 {
             m.on_heartbeat(hb(i, 1, 4), secs(0.0)).unwrap();
         }

@@ -224,6 +224,15 @@ pub enum Action {
         /// This node's heartbeat, for a lead: it may not know this node.
         introduce: Option<Box<Heartbeat>>,
     },
+    /// Ask a member that watches `member` too whether it hears it
+    /// ([`MeshCore::answer_heard`]); hand the answer to
+    /// [`MeshCore::on_heard`].
+    AskHeard {
+        /// The member asked.
+        peer: String,
+        /// The member asked about.
+        member: String,
+    },
     /// Ask a member for the members it knows, unless its list has this
     /// digest ([`MeshCore::members_digest`]), telling it this node's
     /// heartbeat (it may not know this node yet).
@@ -397,6 +406,14 @@ pub struct MeshCore {
     watched_at: Option<(u64, u64)>,
     /// The members of this node's view (see [`MeshCore::keeps`]).
     view: BTreeSet<String>,
+    /// The [`MeshConfig::watch`] members just before this node on the
+    /// ring and just after it, nearest first: whom to ask for a second
+    /// opinion on a watched member.
+    ring_near: (Vec<String>, Vec<String>),
+    /// Second opinions asked for, by the member asked about: how many
+    /// were asked, how many heard it (and the latest they did), how many
+    /// did not.
+    opinions: BTreeMap<String, Opinions>,
     /// Members whose clocks the runs need, besides the watched ones.
     clock_peers: BTreeSet<String>,
     /// When each lead is asked next.
@@ -423,6 +440,15 @@ pub struct MeshCore {
     /// due once [`REFUTE_EVERY`] has passed.
     refuted_at: Option<Duration>,
     refute_due: bool,
+}
+
+/// The second opinions on one watched member gone silent here.
+#[derive(Debug, Clone, Default)]
+struct Opinions {
+    asked: BTreeSet<String>,
+    heard: usize,
+    heard_at: Duration,
+    not_heard: usize,
 }
 
 #[derive(Debug, Default)]
@@ -467,6 +493,8 @@ impl MeshCore {
             clock_peers: BTreeSet::new(),
             lead_asks: BTreeMap::new(),
             doubted: BTreeMap::new(),
+            ring_near: (Vec::new(), Vec::new()),
+            opinions: BTreeMap::new(),
             doubts: 0,
             unknown_to: BTreeSet::new(),
             sync: MembersSync {
@@ -599,6 +627,14 @@ impl MeshCore {
             .flat_map(|k| [before[k - 1].1, before[n - k].1])
             .map(str::to_owned)
             .collect();
+        let near = self.config.watch.min(n);
+        self.ring_near = (
+            before[..near]
+                .iter()
+                .map(|(_, id)| (*id).to_owned())
+                .collect(),
+            (1..=near).map(|k| before[n - k].1.to_owned()).collect(),
+        );
         self.watched = before
             .into_iter()
             .take(self.config.watch)
@@ -633,25 +669,12 @@ impl MeshCore {
         for event in self.membership.tick(now) {
             // A suspicion raised by this tick is this node's own watch:
             // the mesh hears of it.
-            if let Event::Suspected(id) = &event
-                && let Some(m) = self.membership.get(id)
-            {
-                let (boot, seq) = (m.heartbeat.boot, m.heartbeat.seq);
-                actions.push(Action::Suspect {
-                    id: id.clone(),
-                    boot,
-                    seq,
-                });
-                for after in SUSPECT_AGAIN {
-                    if self.suspect_again.len() >= MAX_SUSPECT_AGAIN {
-                        self.suspect_again.remove(0);
-                    }
-                    self.suspect_again
-                        .push((now + after, id.clone(), (boot, seq)));
-                }
+            if let Event::Suspected(id) = &event {
+                self.tell_suspicion(id, now, &mut actions);
             }
             events.push(event);
         }
+        self.ask_second_opinions(&mut actions);
         self.suspect_again_due(now, &mut actions);
         for member in self.membership.take_removed() {
             let id = &member.heartbeat.id;
@@ -792,6 +815,94 @@ impl MeshCore {
                     },
                 });
             }
+        }
+    }
+
+    /// Asks, of each watched member gone silent here, the other members
+    /// that watch it whether they hear it: a member that only this node's
+    /// link cannot reach (an asymmetric cut, a lossy route) is not
+    /// suspected by the whole mesh on one watcher's word, and a frozen one
+    /// is suspected one round trip later than it was. Those asked are the
+    /// members between it and this node on the ring and just after this
+    /// node: with this node, the [`MeshConfig::watch`] members after it,
+    /// which watch it.
+    fn ask_second_opinions(&mut self, actions: &mut Vec<Action>) {
+        let membership = &self.membership;
+        self.opinions.retain(|id, _| membership.doubts(id));
+        for id in self.membership.take_doubts() {
+            let (before, after) = &self.ring_near;
+            let asked: BTreeSet<String> = match before.iter().position(|b| *b == id) {
+                Some(k) => before[..k]
+                    .iter()
+                    .chain(after.iter().take(self.config.watch.saturating_sub(k + 1)))
+                    .filter(|p| self.connected.contains(*p) && **p != id)
+                    .cloned()
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+
+            if asked.is_empty() {
+                self.membership.no_second_opinion(&id);
+                continue;
+            }
+            for peer in &asked {
+                actions.push(Action::AskHeard {
+                    peer: peer.clone(),
+                    member: id.clone(),
+                });
+            }
+            self.opinions.insert(
+                id,
+                Opinions {
+                    asked,
+                    ..Opinions::default()
+                },
+            );
+        }
+    }
+
+    /// How long ago this node last heard `member`, for a watcher of it
+    /// that went without (`None`: not a member here).
+    pub fn answer_heard(&self, member: &str, now: Duration) -> Option<Duration> {
+        self.membership
+            .get(member)
+            .map(|m| now.saturating_sub(m.last_seen))
+    }
+
+    /// `peer`, asked for a second opinion on `member`, last heard it `ago`
+    /// (`None`: it does not know it). Most of those asked having heard it
+    /// within half its `suspect_after`, the member is alive and only this
+    /// node's link to it is silent; most of them not, it is suspected at
+    /// once. A peer not asked, or asked and answered, changes nothing.
+    pub fn on_heard(&mut self, peer: &str, member: &str, ago: Option<Duration>, now: Duration) {
+        let Some(opinions) = self.opinions.get_mut(member) else {
+            return;
+        };
+        if !opinions.asked.remove(peer) {
+            return;
+        }
+        let config = &self.config.membership;
+        let recent = match self.membership.get(member) {
+            Some(m) if m.heartbeat.busy => config.busy_suspect_after / 2,
+            _ => config.suspect_after / 2,
+        };
+
+        match ago {
+            Some(ago) if ago <= recent => {
+                opinions.heard += 1;
+                opinions.heard_at = opinions.heard_at.max(now.saturating_sub(ago));
+            }
+            _ => opinions.not_heard += 1,
+        }
+        let all = opinions.heard + opinions.not_heard + opinions.asked.len();
+        if opinions.heard * 2 > all {
+            let heard_at = opinions.heard_at;
+
+            self.opinions.remove(member);
+            self.membership.heard_of(member, heard_at);
+        } else if opinions.not_heard * 2 >= all {
+            self.opinions.remove(member);
+            self.membership.no_second_opinion(member);
         }
     }
 
@@ -1158,7 +1269,50 @@ impl MeshCore {
         {
             return None;
         }
-        self.membership.on_suspicion(id, boot, seq, now)
+        // This node watches it and has not heard it for half its silence
+        // either: it agrees, and tells the mesh as its own watch would
+        // (which would have suspected it within a second or two). Each
+        // watcher's word reaches the nodes that lost another's (1,000
+        // simulated nodes: with the one watcher's word, told again every
+        // second, a node lost it twice and held a frozen member live 2 s
+        // longer than the rest).
+        let agrees = self.membership.get(id).is_some_and(|m| {
+            let config = &self.config.membership;
+            let silence = if m.heartbeat.busy {
+                config.busy_suspect_after
+            } else {
+                config.suspect_after
+            };
+            m.watched && now.saturating_sub(m.last_seen) > silence / 2
+        });
+        let event = self.membership.on_suspicion(id, boot, seq, now);
+        if agrees && event.is_some() {
+            let mut actions = std::mem::take(&mut self.pending_actions);
+            self.tell_suspicion(id, now, &mut actions);
+            self.pending_actions = actions;
+        }
+        event
+    }
+
+    /// Tells the mesh this node's watch suspects `id`, now and again
+    /// after each of [`SUSPECT_AGAIN`] while it stays suspected.
+    fn tell_suspicion(&mut self, id: &str, now: Duration, actions: &mut Vec<Action>) {
+        let Some(m) = self.membership.get(id) else {
+            return;
+        };
+        let (boot, seq) = (m.heartbeat.boot, m.heartbeat.seq);
+        actions.push(Action::Suspect {
+            id: id.to_owned(),
+            boot,
+            seq,
+        });
+        for after in SUSPECT_AGAIN {
+            if self.suspect_again.len() >= MAX_SUSPECT_AGAIN {
+                self.suspect_again.remove(0);
+            }
+            self.suspect_again
+                .push((now + after, id.to_owned(), (boot, seq)));
+        }
     }
 
     fn heartbeat(&self, health: Health) -> Heartbeat {

@@ -204,6 +204,13 @@ pub enum Request {
         /// What the asker holds.
         have: Vec<crate::sync::Have>,
     },
+    /// When did you last hear this member? The asker watches it, as the
+    /// answerer does, and has not heard it for a while: a second opinion
+    /// before it suspects it (see `MeshCore::on_heard`).
+    Heard {
+        /// The member's peer id.
+        member: String,
+    },
 }
 
 /// An answer from one peer.
@@ -265,6 +272,13 @@ pub enum Response {
     },
     /// The shard sent is kept.
     Kept,
+    /// How long ago the answerer last heard the member asked about
+    /// ([`Request::Heard`]), ms; absent when it does not know it.
+    Heard {
+        /// Milliseconds since.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ago_ms: Option<u64>,
+    },
     /// The peer would not answer, and says why (for example: the asker is not
     /// yet a member it knows).
     Refused {
@@ -1253,6 +1267,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             introduce: Some(heartbeat),
             ..
         } => **heartbeat = check_heartbeat((**heartbeat).clone())?,
+        Request::Heard { member } => check_len("request", "member", member, 128)?,
         _ => {}
     }
     if !matches!(
@@ -1280,7 +1295,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
         | Response::Runs { .. }
         | Response::Members { .. }
         | Response::Run { .. } => MAX_SHARDS_RESPONSE_BYTES,
-        Response::Clock { .. } | Response::Refused { .. } | Response::Kept => MAX_RPC_BYTES,
+        Response::Clock { .. }
+        | Response::Refused { .. }
+        | Response::Kept
+        | Response::Heard { .. } => MAX_RPC_BYTES,
     };
     if bytes.len() > max {
         return Err(WireError::TooLarge {

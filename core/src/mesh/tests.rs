@@ -53,6 +53,8 @@ enum Msg {
     MembersSame,
     ClockRefused,
     Connect,
+    HeardReq(String),
+    HeardResp(String, Option<Duration>),
 }
 
 struct Sim {
@@ -78,6 +80,11 @@ struct Sim {
     /// Connected component of each node: gossip reaches the nodes of the
     /// publisher's component, relayed over connections.
     component: Vec<usize>,
+    /// Pairs of nodes whose messages to each other are all lost, though
+    /// both stay connected to the rest (a broken route between two hosts).
+    cut: BTreeSet<(usize, usize)>,
+    /// Suspicions published: by whom, of whom, when.
+    suspicions: Vec<(usize, String, Duration)>,
 }
 
 impl Sim {
@@ -127,6 +134,8 @@ impl Sim {
             now: Duration::ZERO,
             links: vec![vec![false; n]; n],
             component: (0..n).collect(),
+            cut: BTreeSet::new(),
+            suspicions: Vec::new(),
         }
     }
 
@@ -146,7 +155,10 @@ impl Sim {
             Msg::Heartbeat(_) | Msg::Suspect { .. } => self.loss.powi(3),
             _ => self.loss,
         };
-        if !self.reachable(from, to) || self.rng.chance(loss) {
+        if !self.reachable(from, to)
+            || self.cut.contains(&(from.min(to), from.max(to)))
+            || self.rng.chance(loss)
+        {
             return;
         }
         let delay =
@@ -220,6 +232,11 @@ impl Sim {
                 assert!(ok, "a consistent exchange is taken");
             }
             Msg::ClockRefused => self.nodes[to].on_clock_refused(&from_id),
+            Msg::HeardReq(member) => {
+                let ago = self.nodes[to].answer_heard(&member, now);
+                self.send(to, from, Msg::HeardResp(member, ago));
+            }
+            Msg::HeardResp(member, ago) => self.nodes[to].on_heard(&from_id, &member, ago, now),
             Msg::MembersSame => self.nodes[to].on_members_same(),
             Msg::MembersReq { digest, heartbeat } => {
                 self.nodes[to]
@@ -267,6 +284,7 @@ impl Sim {
                     }
                 }
                 Action::Suspect { id, boot, seq } => {
+                    self.suspicions.push((i, id.clone(), self.now));
                     for j in 0..self.nodes.len() {
                         if j != i && self.component[j] == self.component[i] {
                             let id = id.clone();
@@ -301,6 +319,10 @@ impl Sim {
                 Action::DialPeer { peer, .. } => {
                     let j: usize = peer[1..].parse().expect("sim id");
                     self.send(i, j, Msg::Connect);
+                }
+                Action::AskHeard { peer, member } => {
+                    let j: usize = peer[1..].parse().expect("sim id");
+                    self.send(i, j, Msg::HeardReq(member));
                 }
                 Action::DialBootstrap { .. } => self.send(i, 0, Msg::Connect),
                 Action::Resolve { .. } | Action::Membership(_) => {}
@@ -988,9 +1010,11 @@ fn a_suspicion_of_its_own_watch_is_told_again_every_second_until_removed_unless_
         core.on_pulse(id, pulse, t).expect("a pulse");
     };
     // b and c fall silent at 0; ticked every 100 ms, the node suspects
-    // both, and tells each suspicion again every second until it removes
-    // the member (9 s after its last answer, 5.5 s after the suspicion,
-    // so the last of five re-tellings 5 s after the first). c refutes it (a
+    // both (3.5 s of silence, and half a second for second opinions that
+    // do not come: each is the other's other watcher), and tells each
+    // suspicion again every second until it removes the member (9 s after
+    // its last answer, 5 s after the suspicion, so the last of four
+    // re-tellings 4 s after the first). c refutes it (a
     // newer heartbeat) half a second after it was suspected, and answers
     // from then on: it is not told of again.
     let mut told: Vec<(u64, String)> = Vec::new();
@@ -1021,11 +1045,7 @@ fn a_suspicion_of_its_own_watch_is_told_again_every_second_until_removed_unless_
             .map(|(t, _)| t - first)
             .collect()
     };
-    assert_eq!(
-        of("b"),
-        vec![0, 1_000, 2_000, 3_000, 4_000, 5_000],
-        "{told:?}"
-    );
+    assert_eq!(of("b"), vec![0, 1_000, 2_000, 3_000, 4_000], "{told:?}");
     assert!(core.member("b").is_none(), "b is removed");
     assert_eq!(of("c"), vec![0], "{told:?}");
 }
@@ -1210,5 +1230,87 @@ fn a_clock_peer_that_never_tells_is_asked_fast_for_two_seconds_then_at_the_usual
     assert!(
         again >= 8,
         "{again} messages in the first second of a new run"
+    );
+}
+
+/// A watcher whose route to a member is broken (every message between the
+/// two lost, both still connected to the rest) asks the member's other
+/// watchers before it suspects it: they hear it, so no one suspects it,
+/// where one watcher's word used to make the whole mesh suspect it until
+/// it refuted. A member that is frozen is still suspected by its watchers,
+/// about a round trip after its silence ran out, and each of them tells
+/// the mesh.
+#[test]
+fn a_watcher_cut_from_a_member_asks_its_other_watchers_first_and_a_frozen_member_is_still_found() {
+    let n = 24;
+    let mut sim = Sim::new(n, 0.01, 0x0b5e_4fed);
+    sim.run_until(Duration::from_secs(20));
+    assert!(
+        (0..n).all(|a| sim.nodes[a].peers(sim.now).len() == n - 1),
+        "not converged"
+    );
+    let target = 5;
+    let target_id = format!("n{target:04}");
+    let watchers: Vec<usize> = (0..n)
+        .filter(|&a| sim.nodes[a].watched().contains(&target_id))
+        .collect();
+    assert_eq!(watchers.len(), 4, "{watchers:?}");
+    let cut_off = watchers[0];
+    sim.suspicions.clear();
+    sim.cut.insert((cut_off.min(target), cut_off.max(target)));
+    let cut_at = sim.now;
+    sim.run_until(cut_at + Duration::from_secs(15));
+    let of_target: Vec<_> = sim
+        .suspicions
+        .iter()
+        .filter(|(_, id, _)| *id == target_id)
+        .collect();
+    assert!(of_target.is_empty(), "{of_target:?}");
+    assert!(
+        (0..n).all(|a| a == target || sim.nodes[a].member(&target_id).is_some_and(|m| !m.suspect)),
+        "someone holds the target suspected"
+    );
+
+    // Frozen: every message to or from it is lost. Its watchers suspect it
+    // once 3.5 s of silence and a round of opinions have passed, and every
+    // node holds it suspected within 5 s.
+    sim.cut.clear();
+    sim.run_until(sim.now + Duration::from_secs(5));
+    for other in 0..n {
+        if other != target {
+            sim.cut.insert((other.min(target), other.max(target)));
+        }
+    }
+    sim.suspicions.clear();
+    let frozen_at = sim.now;
+    let everyone = |sim: &Sim| {
+        (0..n).all(|a| a == target || sim.nodes[a].member(&target_id).is_none_or(|m| m.suspect))
+    };
+    while !everyone(&sim) && sim.now < frozen_at + Duration::from_secs(10) {
+        sim.run_until(sim.now + Duration::from_millis(100));
+    }
+    let found = sim.now - frozen_at;
+    assert!(everyone(&sim), "not found in 10 s");
+    assert!(found <= Duration::from_secs(5), "found after {found:?}");
+    let first = sim
+        .suspicions
+        .iter()
+        .find(|(_, id, _)| *id == target_id)
+        .map(|(by, _, at)| (*by, *at - frozen_at));
+    let (by, after) = first.expect("suspected");
+    assert!(watchers.contains(&by), "suspected by {by}, not a watcher");
+    // Its silence counts from its last answer, up to a second before.
+    assert!(after >= Duration::from_millis(2_500), "{after:?}");
+    // The other watchers, silent too, agree and tell the mesh themselves:
+    // a node that lost one word hears another.
+    let tellers: BTreeSet<usize> = sim
+        .suspicions
+        .iter()
+        .filter(|(_, id, _)| *id == target_id)
+        .map(|(by, _, _)| *by)
+        .collect();
+    assert!(
+        tellers.len() >= 3 && tellers.iter().all(|t| watchers.contains(t)),
+        "{tellers:?} of {watchers:?}"
     );
 }

@@ -257,6 +257,8 @@ struct Node {
     pending: HashMap<OutboundRequestId, (PeerId, i64, Duration)>,
     /// Asks for a member's list in flight.
     members_asks: HashSet<OutboundRequestId>,
+    /// Asks for a second opinion in flight: the member asked about.
+    heard_asks: HashMap<OutboundRequestId, String>,
     /// The gossipsub topic of suspicions.
     suspects: gossipsub::IdentTopic,
     /// Bootstrap dials in flight: the seed's index and the address.
@@ -381,6 +383,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         latency: config.emulate_latency.as_ref().map(|(_, map)| map.clone()),
         pending: HashMap::new(),
         members_asks: HashSet::new(),
+        heard_asks: HashMap::new(),
         suspects: gossipsub::IdentTopic::new(wire::SUSPECTS_TOPIC),
         bootstrap_dials: HashMap::new(),
         last_used: HashMap::new(),
@@ -608,6 +611,18 @@ impl Node {
                 };
                 let id = self.ask(peer_id, Request::Members { digest, heartbeat });
                 self.members_asks.insert(id);
+            }
+            Action::AskHeard { peer, member } => {
+                let Ok(peer_id) = peer.parse::<PeerId>() else {
+                    return;
+                };
+                let id = self.ask(
+                    peer_id,
+                    Request::Heard {
+                        member: member.clone(),
+                    },
+                );
+                self.heard_asks.insert(id, member);
             }
             Action::DialPeer { peer, addrs } => {
                 let Ok(peer_id) = peer.parse::<PeerId>() else {
@@ -942,6 +957,21 @@ impl Node {
                     .send_response(channel, response);
             }
             Inbound::Request {
+                request: Request::Heard { member },
+                channel,
+                ..
+            } => {
+                let ago = self.core.mesh().answer_heard(&member, now);
+                let response = Response::Heard {
+                    ago_ms: ago.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, response);
+            }
+            Inbound::Request {
                 peer,
                 request: Request::Module { sha256 },
                 channel,
@@ -986,6 +1016,16 @@ impl Node {
                 response,
             } => {
                 let t4 = wall_ns();
+                if let Some(member) = self.heard_asks.remove(&request_id) {
+                    let ago = match response {
+                        Response::Heard { ago_ms } => ago_ms.map(Duration::from_millis),
+                        _ => None,
+                    };
+                    self.core
+                        .mesh_mut()
+                        .on_heard(&peer.to_string(), &member, ago, now);
+                    return;
+                }
                 if self.members_asks.remove(&request_id) {
                     if let Response::Members { same: true, .. } = response {
                         self.core.mesh_mut().on_members_same();
@@ -1070,6 +1110,7 @@ impl Node {
                     }
                     Response::Module { .. }
                     | Response::Kept
+                    | Response::Heard { .. }
                     | Response::Shards { .. }
                     | Response::Runs { .. }
                     | Response::Run { .. }
@@ -1395,7 +1436,13 @@ impl Node {
                 error,
                 ..
             } => {
-                if !self.members_asks.remove(&request_id)
+                if let Some(member) = self.heard_asks.remove(&request_id) {
+                    // No opinion is one that did not hear the member.
+                    let now = self.now();
+                    self.core
+                        .mesh_mut()
+                        .on_heard(&peer.to_string(), &member, None, now);
+                } else if !self.members_asks.remove(&request_id)
                     && !self.on_sync_failure(request_id)
                     && !self.on_runs_failure(request_id)
                     && !self.on_fetch_failure(request_id, error.to_string())

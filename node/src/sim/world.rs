@@ -117,6 +117,19 @@ enum Event {
         to: usize,
         answer: Option<(Vec<Heartbeat>, bool)>,
     },
+    /// An ask for a second opinion on `member` arrives at `to`.
+    HeardAsk {
+        from: usize,
+        to: usize,
+        member: String,
+    },
+    /// The opinion arrives back at `to`, from `from`.
+    HeardAnswer {
+        from: usize,
+        to: usize,
+        member: String,
+        ago: Option<Duration>,
+    },
     /// An ask for the module arrives at `to`.
     ModuleAsk {
         from: usize,
@@ -202,6 +215,8 @@ fn bound_for(event: &Event) -> Option<usize> {
         | Event::ClockAnswer { to, .. }
         | Event::MembersAsk { to, .. }
         | Event::MembersAnswer { to, .. }
+        | Event::HeardAsk { to, .. }
+        | Event::HeardAnswer { to, .. }
         | Event::ModuleAsk { to, .. }
         | Event::ModuleAnswer { to, .. }
         | Event::ModuleRefused { to }
@@ -683,6 +698,40 @@ impl World {
                     },
                 );
             }
+            Event::HeardAsk { from, to, member } => {
+                let now = duration(self.now);
+                let ago = self.nodes[to].core.mesh().answer_heard(&member, now);
+                let bytes = wire::encode(&Response::Heard {
+                    ago_ms: ago.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+                })
+                .len()
+                    + RPC_OVERHEAD;
+                self.rpc(
+                    Kind::Members,
+                    to,
+                    from,
+                    bytes,
+                    Event::HeardAnswer {
+                        from: to,
+                        to: from,
+                        member,
+                        ago,
+                    },
+                );
+            }
+            Event::HeardAnswer {
+                from,
+                to,
+                member,
+                ago,
+            } => {
+                let peer = self.nodes[from].id.clone();
+                let now = duration(self.now);
+                self.nodes[to]
+                    .core
+                    .mesh_mut()
+                    .on_heard(&peer, &member, ago, now);
+            }
             Event::MembersAnswer { from, to, answer } => {
                 let Some((members, complete)) = answer else {
                     self.nodes[to].core.mesh_mut().on_members_same();
@@ -983,6 +1032,27 @@ impl World {
                         to,
                         digest,
                         heartbeat: Box::new(heartbeat),
+                    },
+                );
+            }
+            Action::AskHeard { peer, member } => {
+                let Some(&to) = self.by_id.get(&peer) else {
+                    return;
+                };
+                let bytes = wire::encode(&Request::Heard {
+                    member: member.clone(),
+                })
+                .len()
+                    + RPC_OVERHEAD;
+                self.rpc(
+                    Kind::Members,
+                    i,
+                    to,
+                    bytes,
+                    Event::HeardAsk {
+                        from: i,
+                        to,
+                        member,
                     },
                 );
             }

@@ -830,6 +830,7 @@ impl Node {
             }
             Response::Clock { .. }
             | Response::Kept
+            | Response::Heard { .. }
             | Response::Shards { .. }
             | Response::Runs { .. }
             | Response::Run { .. }
@@ -841,6 +842,7 @@ impl Node {
             Response::Refused { .. }
             | Response::Clock { .. }
             | Response::Kept
+            | Response::Heard { .. }
             | Response::Shards { .. }
             | Response::Runs { .. }
             | Response::Run { .. }

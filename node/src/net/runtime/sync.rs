@@ -221,6 +221,7 @@ impl Node {
             }
             Response::Clock { .. }
             | Response::Kept
+            | Response::Heard { .. }
             | Response::Module { .. }
             | Response::Runs { .. }
             | Response::Run { .. }
