@@ -3022,6 +3022,14 @@ fn shards_go_to_the_leader_which_alone_sends_the_progress_while_the_run_goes() {
 #[test]
 fn words_go_to_the_leader_and_the_next_and_every_node_learns_them_from_the_finish() {
     let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, 47);
+    // As in a mesh large enough that the words do not go in the flood.
+    for node in &mut sim.nodes {
+        let config = RunsConfig {
+            words_inline_bytes: 0,
+            ..RunsConfig::default()
+        };
+        node.core = RunsCore::new(node.id.clone(), config);
+    }
     let run = sim.submit(0, spec(10, 4), None);
     assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
     let _ = sim.run_until(Duration::from_secs(2), |_| false);
