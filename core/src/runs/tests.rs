@@ -3068,7 +3068,24 @@ fn words_go_to_the_leader_and_the_next_and_every_node_learns_them_from_the_finis
             }
         }
     }
-    assert!(sim.run_until(Duration::from_secs(15), |s| s.all_finished(&run)));
+    // A node that holds the finish without the words still shows the run
+    // going: its report would lack them.
+    let mut lacking = 0;
+    assert!(sim.run_until(Duration::from_secs(15), |s| {
+        let phases = s.phase_everywhere(&run);
+        for ((i, n), phase) in s.live().zip(phases) {
+            if n.core
+                .get(&run)
+                .and_then(|r| r.finish.as_ref())
+                .is_some_and(Finish::lacks_words)
+            {
+                lacking += 1;
+                assert_eq!(phase, Phase::Running, "node {i}");
+            }
+        }
+        s.all_finished(&run)
+    }));
+    assert!(lacking > 0, "no node held the finish without its words");
     let finished_at = sim.now;
     assert!(sim.reach(&run, Phase::Complete, Duration::from_secs(5)));
     assert!(sim.run_until(Duration::from_secs(5), |s| {
