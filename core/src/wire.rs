@@ -626,8 +626,14 @@ pub const CANDIDATES_DIGEST_BYTES: usize = 32;
 /// What names a list of candidates: the sha256 of the list as CBOR, in its
 /// order.
 pub fn candidates_digest(candidates: &[Candidate]) -> Vec<u8> {
+    digest_of(&candidates)
+}
+
+/// The sha256 of a value as CBOR: how the wire names a list by digest
+/// (the candidates, a plan, a finish's words) instead of carrying it.
+fn digest_of<T: Serialize>(value: &T) -> Vec<u8> {
     use sha2::{Digest as _, Sha256};
-    Sha256::digest(encode(&candidates)).to_vec()
+    Sha256::digest(encode(value)).to_vec()
 }
 
 impl Proposal {
@@ -681,8 +687,7 @@ impl Plan {
     /// shares as CBOR, its term left out (a leader that takes over adopts
     /// the plan under its own term, and re-arms the same plan).
     pub fn digest(&self) -> Vec<u8> {
-        use sha2::{Digest as _, Sha256};
-        Sha256::digest(encode(&(self.id, &self.shares))).to_vec()
+        digest_of(&(self.id, &self.shares))
     }
 }
 
@@ -858,8 +863,7 @@ pub const WORDS_DIGEST_BYTES: usize = 32;
 /// What names a finish's words: the sha256 of the list as CBOR, in the
 /// plan's order.
 pub fn words_digest(words: &[NodeWords]) -> Vec<u8> {
-    use sha2::{Digest as _, Sha256};
-    Sha256::digest(encode(&words)).to_vec()
+    digest_of(&words)
 }
 
 impl Finish {
