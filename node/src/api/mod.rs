@@ -38,6 +38,8 @@ pub mod dashboard;
 pub mod server;
 pub mod token;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -290,15 +292,26 @@ pub struct ReportSource {
     pub run_id: String,
     /// What the report needs besides the shards.
     pub meta: RunMeta,
+    /// Every shard the node holds of the run, decoded, in the canonical
+    /// order, when it kept them all (`net::runtime::decoded`): then the
+    /// store and `unsaved` are not read.
+    pub decoded: Option<Vec<Arc<SparseShard>>>,
     /// Shards the node holds in memory only, for want of room in its data
     /// dir.
     pub unsaved: Vec<Vec<u8>>,
 }
 
 impl ReportSource {
-    /// Reads the run's shards and merges them, with those waiting in memory.
+    /// Merges the run's shards: those kept decoded, or else those read
+    /// from the store with those waiting in memory.
     pub fn build(self) -> RunReport {
         let mut report = Report::new(&self.run_id);
+        if let Some(shards) = &self.decoded {
+            for s in shards {
+                report.add_sparse(s);
+            }
+            return RunReport::build(&report, &self.meta);
+        }
         let key = |s: &SparseShard| (s.head.node.clone(), s.head.seq);
         // Newest last, so the first in order is popped first.
         let mut waiting: Vec<SparseShard> = self
@@ -425,16 +438,30 @@ mod tests {
             assert_eq!(store.save_shard(s, &s.encode()).ok(), Some(true));
         }
         let source = ReportSource {
-            store,
+            store: store.clone(),
             run_id: "r1".into(),
             meta: meta(),
+            decoded: None,
             unsaved: unsaved.iter().rev().map(|(_, s)| s.encode()).collect(),
         };
         let all = Report::from_shards("r1", shards.clone());
-        assert_eq!(
-            source.build().to_json(),
-            RunReport::build(&all, &meta()).to_json()
-        );
+        let expected = RunReport::build(&all, &meta()).to_json();
+        assert_eq!(source.build().to_json(), expected);
+        // The same shards kept decoded, in the canonical order, give the
+        // same bytes, and the store is not read: it holds half of them.
+        let decoded = shards
+            .iter()
+            .map(|s| SparseShard::decode(&s.encode()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let source = ReportSource {
+            store,
+            run_id: "r1".into(),
+            meta: meta(),
+            decoded: Some(decoded),
+            unsaved: Vec::new(),
+        };
+        assert_eq!(source.build().to_json(), expected);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

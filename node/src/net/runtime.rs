@@ -220,6 +220,7 @@ impl LogOnce {
 
 use crate::worker::wall_ns;
 
+mod decoded;
 mod runs;
 mod sync;
 mod telemetry;

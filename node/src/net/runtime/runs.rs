@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Node;
+use super::decoded::DecodedShards;
 use crate::api::{
     LiveView, ReportSource, RunNodeView, RunView, RunsView, SubmitRequest, SubmitView,
 };
@@ -31,7 +32,7 @@ use crate::core::node::Holdings;
 use crate::core::report::Report;
 use crate::core::run_report::abort_verdict;
 use crate::core::runs::{At, EndedRun, Run, RunAction, RunRefused};
-use crate::core::shard::Shard;
+use crate::core::shard::{Shard, SparseShard};
 use crate::core::spec::{OnLoss, RunSpec, Share};
 use crate::core::threshold::parse_all;
 use crate::core::wire::{
@@ -107,6 +108,8 @@ pub(super) struct Runs {
     reports: HashMap<String, Report>,
     /// Runs restored from the data dir whose shards are not read yet.
     stored: HashMap<String, StoredShards>,
+    /// The shards of the runs in `reports`, decoded, for their full report.
+    decoded: DecodedShards,
     /// Shards waiting for room in the data dir, by run.
     unsaved: HashMap<String, Vec<Unsaved>>,
     unsaved_bytes: usize,
@@ -164,6 +167,7 @@ impl Runs {
             started: std::collections::HashSet::new(),
             reports: HashMap::new(),
             stored: HashMap::new(),
+            decoded: DecodedShards::default(),
             unsaved: HashMap::new(),
             unsaved_bytes: 0,
             unsaved_records: BTreeSet::new(),
@@ -283,6 +287,7 @@ impl Node {
         for id in self.core.runs_mut().take_evicted() {
             self.runs.reports.remove(&id);
             self.runs.stored.remove(&id);
+            self.runs.decoded.forget(&id);
             self.runs.abort_checked.remove(&id);
             if let Some(waiting) = self.runs.unsaved.remove(&id) {
                 self.runs.unsaved_bytes -= waiting.iter().map(|u| u.bytes.len()).sum::<usize>();
@@ -972,7 +977,14 @@ impl Node {
                 } else {
                     self.send_shard(&shard.run_id, &bytes);
                 }
-                self.keep_shard(&shard, &bytes);
+                match SparseShard::decode(&bytes) {
+                    Ok(decoded) => {
+                        self.keep_shard(decoded, &bytes);
+                    }
+                    Err(e) => self.warn_once(format!("own-shard:{}", shard.run_id), || {
+                        format!("a shard of run {} does not decode: {e}", shard.run_id)
+                    }),
+                }
             }
             WorkerEvent::SetupRan {
                 mut request,
@@ -1035,17 +1047,19 @@ impl Node {
         channel: ResponseChannel<Response>,
     ) {
         let from = peer.to_string();
-        let problem = match Shard::decode(bytes) {
+        let problem = match SparseShard::decode(bytes) {
             Err(e) => Err(e.to_string()),
-            Ok(shard) if shard.node != from => Err(format!("it claims to be from {}", shard.node)),
-            Ok(shard) => crate::net::sign::verify_shard(bytes, &shard.node)
+            Ok(shard) if shard.head.node != from => {
+                Err(format!("it claims to be from {}", shard.head.node))
+            }
+            Ok(shard) => crate::net::sign::verify_shard(bytes, &shard.head.node)
                 .map_err(|e| e.to_string())
-                .and_then(|()| self.shard_problem(&shard))
+                .and_then(|()| self.shard_problem(&shard.head))
                 .map(|()| shard),
         };
         let response = match problem {
             Ok(shard) => {
-                self.keep_shard(&shard, bytes);
+                self.keep_shard(shard, bytes);
                 Response::Kept
             }
             Err(reason) => {
@@ -1179,23 +1193,22 @@ impl Node {
     }
 
     /// Stores and merges a shard; returns whether it was new here.
-    pub(super) fn keep_shard(&mut self, shard: &Shard, bytes: &[u8]) -> bool {
-        let id = &shard.run_id;
-        if self
-            .runs
-            .stored
-            .get(id)
-            .is_some_and(|s| s.held().contains(&(shard.node.clone(), shard.seq)))
-        {
+    pub(super) fn keep_shard(&mut self, shard: SparseShard, bytes: &[u8]) -> bool {
+        let id = shard.head.run_id.clone();
+        if self.runs.stored.get(&id).is_some_and(|s| {
+            s.held()
+                .contains(&(shard.head.node.clone(), shard.head.seq))
+        }) {
             return false;
         }
-        if !self.report_mut(id).add(shard) {
+        if !self.report_mut(&id).add_sparse(&shard) {
             return false;
         }
-        if let Err(e) = self.runs.store.save_shard(shard, bytes) {
-            self.unsaved_shard(shard, bytes, e);
+        if let Err(e) = self.runs.store.save_shard(&shard.head, bytes) {
+            self.unsaved_shard(&shard.head, bytes, e);
         }
-        self.judge_aborts(id);
+        self.runs.decoded.keep(Arc::new(shard));
+        self.judge_aborts(&id);
         true
     }
 
@@ -1244,6 +1257,8 @@ impl Node {
             let report = self.read_report(id);
             debug!(run = %id, "read the stored shards of run {id}");
             self.runs.reports.insert(id.to_owned(), report);
+        } else if !self.runs.reports.contains_key(id) {
+            self.runs.decoded.begin(id);
         }
         self.runs
             .reports
@@ -1251,12 +1266,15 @@ impl Node {
             .or_insert_with(|| Report::new(id))
     }
 
-    /// A run's shards, as stored, merged (on the event loop: a run is read
-    /// once, when it is first needed after a restart).
-    fn read_report(&self, id: &str) -> Report {
+    /// A run's shards, as stored, merged, and kept decoded (on the event
+    /// loop: a run is read once, when it is first needed after a restart).
+    fn read_report(&mut self, id: &str) -> Report {
         let mut report = Report::new(id);
+        let decoded = &mut self.runs.decoded;
+        decoded.begin(id);
         let problems = self.runs.store.each_sparse_shard(id, |s| {
             report.add_sparse(&s);
+            decoded.keep(Arc::new(s));
         });
         for problem in problems {
             warn!(run = %id, "a stored shard was skipped: {problem}");
@@ -1417,6 +1435,7 @@ impl Node {
             store: self.runs.store.clone(),
             run_id: id.to_owned(),
             meta: run.report_meta(),
+            decoded: self.runs.decoded.all_of(id),
             unsaved: self
                 .runs
                 .unsaved

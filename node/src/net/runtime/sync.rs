@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use super::{Inbound, Node};
 use crate::core::node::MAX_RUNS_ANSWER;
-use crate::core::shard::Shard;
+use crate::core::shard::SparseShard;
 use crate::core::sync::{Have, MAX_ANSWER_BYTES, MAX_ANSWER_SHARDS, have_of, missing};
 use crate::core::wire::{Request, Response};
 
@@ -176,15 +176,15 @@ impl Node {
             Response::Shards { shards, more } => {
                 let mut new = 0;
                 for bytes in shards {
-                    let shard = match Shard::decode(bytes) {
+                    let shard = match SparseShard::decode(bytes) {
                         // Signed by the node that measured it, whoever
                         // relays it.
-                        Ok(s) if s.run_id == run => {
-                            match crate::net::sign::verify_shard(bytes, &s.node) {
+                        Ok(s) if s.head.run_id == run => {
+                            match crate::net::sign::verify_shard(bytes, &s.head.node) {
                                 Ok(()) => s,
                                 Err(e) => {
                                     self.warn_once(format!("sync-sig:{peer}"), || {
-                                    format!("refused a shard of {} that {peer} sent for run {run}: {e}", s.node)
+                                    format!("refused a shard of {} that {peer} sent for run {run}: {e}", s.head.node)
                                 });
                                     continue;
                                 }
@@ -194,7 +194,7 @@ impl Node {
                             self.warn_once(format!("sync-run:{peer}"), || {
                                 format!(
                                     "{peer} answered an ask for run {run} with a shard of run {}",
-                                    s.run_id
+                                    s.head.run_id
                                 )
                             });
                             continue;
@@ -206,8 +206,8 @@ impl Node {
                             continue;
                         }
                     };
-                    match self.shard_problem(&shard) {
-                        Ok(()) => new += usize::from(self.keep_shard(&shard, bytes)),
+                    match self.shard_problem(&shard.head) {
+                        Ok(()) => new += usize::from(self.keep_shard(shard, bytes)),
                         Err(p) => self.warn_once(format!("sync-shard:{peer}"), || {
                             format!("refused a shard {peer} sent for run {run}: {p}")
                         }),
