@@ -1207,7 +1207,7 @@ impl Node {
         if let Err(e) = self.runs.store.save_shard(&shard.head, bytes) {
             self.unsaved_shard(&shard.head, bytes, e);
         }
-        self.runs.decoded.keep(Arc::new(shard));
+        self.runs.decoded.keep(shard);
         self.judge_aborts(&id);
         true
     }
@@ -1274,7 +1274,7 @@ impl Node {
         decoded.begin(id);
         let problems = self.runs.store.each_sparse_shard(id, |s| {
             report.add_sparse(&s);
-            decoded.keep(Arc::new(s));
+            decoded.keep(s);
         });
         for problem in problems {
             warn!(run = %id, "a stored shard was skipped: {problem}");
