@@ -1,4 +1,5 @@
-//! Operating-system limits that bite at many VUs: open files and local ports.
+//! Operating-system limits that bite at many VUs: open files, local ports,
+//! memory mappings and memory.
 //!
 //! Every VU holds its own connection, so a node running 20,000 VUs needs
 //! more than 20,000 file descriptors and, against one target address, as
@@ -11,7 +12,11 @@
 //! the host says so in a log line that names the fix, rather than failing
 //! mid-run with "too many open files". The third limit is the kernel's
 //! `vm.max_map_count` (65,530 by default): every VU takes about 7 memory
-//! mappings, so about 9,300 VUs fill it. The node does not change kernel
+//! mappings, so about 9,300 VUs fill it. The last is memory: a VU of a
+//! small scenario holds about 40 KiB, so 100,000 VUs want about 4.6 GiB
+//! with the node's own, checked against the host's available memory and
+//! the node's cgroup, whichever is lower; past it the kernel's out-of-memory
+//! killer would end the node mid-run. The node does not change kernel
 //! settings itself; it says which one to raise.
 
 use std::io;
@@ -36,6 +41,19 @@ pub const MAPS_PER_VU: u64 = 8;
 
 /// Mappings a node takes besides its VUs.
 const RESERVED_MAPS: u64 = 2_000;
+
+/// Memory a VU of a small scenario holds while it sleeps with its
+/// connection open: 38-41 KiB measured for the hello scenario
+/// (docs/benchmarks.md, "Memory per VU"), rounded up; a scenario that keeps
+/// more data holds more.
+pub const MEMORY_PER_VU: u64 = 48 << 10;
+
+/// Memory a node takes besides its VUs: the runtime, the compiled module,
+/// the recorder, the mesh.
+const RESERVED_MEMORY: u64 = 64 << 20;
+
+/// What the kernel says is available without swapping.
+const MEMINFO: &str = "/proc/meminfo";
 
 /// The open-file limit before and after [`raise_open_files`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +149,59 @@ pub fn maps_needed(vus: u64) -> u64 {
         .saturating_add(RESERVED_MAPS)
 }
 
+/// The memory a node running `vus` VUs needs, by [`MEMORY_PER_VU`].
+pub fn memory_needed(vus: u64) -> u64 {
+    vus.saturating_mul(MEMORY_PER_VU)
+        .saturating_add(RESERVED_MEMORY)
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// What a cgroup v2 still lets its processes take: `memory.max` less
+/// `memory.current`; `None` without a limit (`max`).
+fn cgroup_room(max: &str, current: &str) -> Option<u64> {
+    let max = max.trim().parse::<u64>().ok()?;
+    let current = current.trim().parse::<u64>().ok()?;
+    Some(max.saturating_sub(current))
+}
+
+/// This process's cgroup (v2) directory.
+fn cgroup_dir() -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')))
+}
+
+/// The memory this process may still take, and what says so: the lower of
+/// the host's available memory and its cgroup's room, when either is
+/// readable.
+fn memory_room() -> Option<(u64, &'static str)> {
+    let host = std::fs::read_to_string(MEMINFO)
+        .ok()
+        .and_then(|m| mem_available(&m))
+        .map(|b| (b, "MemAvailable in /proc/meminfo"));
+    let cgroup = cgroup_dir().and_then(|dir| {
+        let max = std::fs::read_to_string(dir.join("memory.max")).ok()?;
+        let current = std::fs::read_to_string(dir.join("memory.current")).ok()?;
+        cgroup_room(&max, &current).map(|b| (b, "its cgroup's memory.max"))
+    });
+    match (host, cgroup) {
+        (Some(h), Some(c)) => Some(if c.0 < h.0 { c } else { h }),
+        (h, c) => h.or(c),
+    }
+}
+
 /// Whether an error reads like one of the limits [`check_vus`] warns of
 /// (out of files, memory or mappings), so the warnings belong with it.
 pub fn may_be_a_limit(error: &str) -> bool {
@@ -172,6 +243,18 @@ pub fn check_vus(vus: u64) -> Vec<String> {
              vm.max_map_count is {maps}; VUs beyond about {} fail to start with \
              \"Cannot allocate memory\". Raise it as root: `sysctl -w vm.max_map_count={needed}`",
             maps.saturating_sub(RESERVED_MAPS) / MAPS_PER_VU
+        ));
+    }
+    let needed = memory_needed(vus);
+    if let Some((room, source)) = memory_room()
+        && room < needed
+    {
+        warnings.push(format!(
+            "{vus} VUs need about {} MiB of memory (about {} KiB a VU of a small scenario,              more for one that keeps more data, and {} MiB for the node), but this process              may take only {} MiB more ({source}); past that the kernel's out-of-memory              killer ends the node. Run fewer VUs here (spread them over more nodes) or give              the node more memory",
+            needed >> 20,
+            MEMORY_PER_VU >> 10,
+            RESERVED_MEMORY >> 20,
+            room >> 20
         ));
     }
     if let Some(ports) = local_ports()
@@ -216,7 +299,26 @@ mod tests {
             warnings.iter().any(|w| w.contains("vm.max_map_count")),
             "{warnings:?}"
         );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("MiB of memory") && w.contains("more nodes")),
+            "{warnings:?}"
+        );
         assert!(warnings.iter().all(|w| w.contains("VUs")));
+    }
+
+    #[test]
+    fn available_memory_is_read_from_meminfo_and_the_cgroup() {
+        let meminfo = "MemTotal:       24683784 kB\nMemFree:         1000 kB\n\
+                       MemAvailable:   20000000 kB\nBuffers: 1 kB\n";
+        assert_eq!(mem_available(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(cgroup_room("4294967296\n", "1073741824\n"), Some(3 << 30));
+        assert_eq!(cgroup_room("max\n", "1073741824\n"), None);
+        assert_eq!(cgroup_room("100", "200"), Some(0));
+        // 100,000 VUs: about 4.6 GiB with the node's own.
+        assert_eq!(memory_needed(100_000) >> 20, 4751);
     }
 
     #[test]
