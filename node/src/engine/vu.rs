@@ -591,7 +591,7 @@ impl Vu {
     /// only with sockets open: closing is a large future (a WebSocket's
     /// closing handshake), and the futures that await it would be as
     /// large, an iteration's among them, which every VU holds as long as
-    /// it runs (3.6 KiB a VU before, 1.3 now).
+    /// it runs (a VU's task was 3.6 KiB with the close inline, and is 1.6).
     async fn close_left_open(&mut self) {
         if self.store.data().ws.open_count() > 0 {
             Box::pin(self.store.data_mut().close_sockets()).await;
