@@ -218,53 +218,116 @@ pub fn encode_response(resp: &HttpResponse, out: &mut Vec<u8>) {
 
 /// Decodes a response.
 pub fn decode_response(bytes: &[u8]) -> Result<HttpResponse, WireError> {
-    let mut r = Reader { bytes };
-    let status = r.u16("status")?;
-    let protocol = match r.u8("protocol")? {
-        0 => "",
-        1 => "HTTP/1.1",
-        2 => "HTTP/2",
-        code => return Err(WireError::BadCode("protocol", code)),
-    };
-    let kind = match r.u8("error kind")? {
-        0 => None,
-        code => Some(ErrorKind::from_code(code).ok_or(WireError::BadCode("error kind", code))?),
-    };
-    let mut t = [0u64; 8];
-    for slot in &mut t {
-        *slot = r.u64("timings")?;
-    }
-    let message = r.string("error message")?;
-    let resp = HttpResponse {
-        status,
-        protocol: protocol.to_owned(),
-        timings: Timings {
-            dns_us: t[0],
-            connect_us: t[1],
-            tls_us: t[2],
-            sending_us: t[3],
-            waiting_us: t[4],
-            receiving_us: t[5],
-            duration_us: t[6],
-            total_us: t[7],
-        },
-        error: kind.map(|kind| HttpError {
+    let view = ResponseView::parse(bytes)?;
+    Ok(HttpResponse {
+        status: view.status,
+        protocol: view.protocol.to_owned(),
+        headers: view
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        body: view.body.to_vec(),
+        timings: view.timings,
+        error: view.error.map(|(kind, message)| HttpError {
             kind,
             message: message.to_owned(),
         }),
-        headers: r.pairs("headers")?,
-        body: r.bytes("body")?.to_vec(),
-        url: None,
-    };
-    let url = r.optional_pairs("extras")?.and_then(|extras| {
-        extras
-            .into_iter()
-            .rev()
-            .find(|(k, _)| k == URL_EXTRA)
-            .map(|(_, v)| v)
-    });
-    r.end()?;
-    Ok(HttpResponse { url, ..resp })
+        url: view.url.map(str::to_owned),
+    })
+}
+
+/// A response read in place: what [`decode_response`] decodes, borrowed
+/// from the encoded bytes, so that reading one allocates nothing. The
+/// guest keeps its responses this way and makes strings of the headers
+/// only when asked for all of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResponseView<'a> {
+    /// The HTTP status, or 0 when no response arrived.
+    pub status: u16,
+    /// `HTTP/1.1`, `HTTP/2`, or empty.
+    pub protocol: &'static str,
+    /// Where the time went.
+    pub timings: Timings,
+    /// Why no response arrived, if none did: the kind and the message.
+    pub error: Option<(ErrorKind, &'a str)>,
+    /// The headers, as encoded: read with [`ResponseView::headers`].
+    headers: &'a [u8],
+    /// The body.
+    pub body: &'a [u8],
+    /// The URL of the last request made, when the host says it.
+    pub url: Option<&'a str>,
+}
+
+impl<'a> ResponseView<'a> {
+    /// Reads an encoded response, checking all of it.
+    ///
+    /// # Errors
+    ///
+    /// The bytes are not a response: cut short, a bad code, text that is
+    /// not UTF-8, or bytes left over.
+    pub fn parse(bytes: &'a [u8]) -> Result<ResponseView<'a>, WireError> {
+        let mut r = Reader { bytes };
+        let status = r.u16("status")?;
+        let protocol = match r.u8("protocol")? {
+            0 => "",
+            1 => "HTTP/1.1",
+            2 => "HTTP/2",
+            code => return Err(WireError::BadCode("protocol", code)),
+        };
+        let kind = match r.u8("error kind")? {
+            0 => None,
+            code => Some(ErrorKind::from_code(code).ok_or(WireError::BadCode("error kind", code))?),
+        };
+        let mut t = [0u64; 8];
+        for slot in &mut t {
+            *slot = r.u64("timings")?;
+        }
+        let message = r.string("error message")?;
+        let before = r.bytes;
+        r.skip_pairs("headers")?;
+        let headers = &before[..before.len() - r.bytes.len()];
+        let body = r.bytes("body")?;
+        let mut url = None;
+        if !r.bytes.is_empty() {
+            let count = r.u32("extras")?;
+            for _ in 0..count {
+                let k = r.string("extras")?;
+                let v = r.string("extras")?;
+                if k == URL_EXTRA {
+                    url = Some(v);
+                }
+            }
+        }
+        r.end()?;
+        Ok(ResponseView {
+            status,
+            protocol,
+            timings: Timings {
+                dns_us: t[0],
+                connect_us: t[1],
+                tls_us: t[2],
+                sending_us: t[3],
+                waiting_us: t[4],
+                receiving_us: t[5],
+                duration_us: t[6],
+                total_us: t[7],
+            },
+            error: kind.map(|kind| (kind, message)),
+            headers,
+            body,
+            url,
+        })
+    }
+
+    /// The headers, names and values, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        let mut r = Reader {
+            bytes: self.headers,
+        };
+        // Checked by `parse`: these reads do not fail.
+        let count = r.u32("headers").unwrap_or(0);
+        (0..count).map_while(move |_| Some((r.string("headers").ok()?, r.string("headers").ok()?)))
+    }
 }
 
 fn protocol_code(protocol: &str) -> u8 {
@@ -332,6 +395,16 @@ impl<'a> Reader<'a> {
             pairs.push((k.to_owned(), v.to_owned()));
         }
         Ok(pairs)
+    }
+
+    /// Reads past a list of pairs, checking its strings.
+    fn skip_pairs(&mut self, field: &'static str) -> Result<(), WireError> {
+        let count = self.u32(field)?;
+        for _ in 0..count {
+            self.string(field)?;
+            self.string(field)?;
+        }
+        Ok(())
     }
 
     /// A list of pairs that is the last field, when any bytes are left.
@@ -434,6 +507,40 @@ mod tests {
             encode_response(&resp, &mut bytes);
             assert_eq!(decode_response(&bytes), Ok(resp));
         }
+    }
+
+    #[test]
+    fn a_response_read_in_place_says_what_its_decoding_says() {
+        let mut resp = response();
+        resp.headers
+            .push(("Content-Type".into(), "text/plain".into()));
+        let mut bytes = Vec::new();
+        encode_response(&resp, &mut bytes);
+        let view = ResponseView::parse(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(view.status, 201);
+        assert_eq!(view.protocol, "HTTP/1.1");
+        assert_eq!(view.timings, resp.timings);
+        assert_eq!(view.error, Some((ErrorKind::Timeout, "slow")));
+        assert_eq!(
+            view.headers().collect::<Vec<_>>(),
+            [("a", "b"), ("Content-Type", "text/plain")]
+        );
+        assert_eq!(view.body, &resp.body[..]);
+        assert_eq!(view.url, Some("http://127.0.0.1:1/y"));
+        // The body and the URL lie in the bytes, copied nowhere.
+        let within = |part: &[u8]| {
+            let range = bytes.as_ptr_range();
+            range.contains(&part.as_ptr()) && part.len() <= bytes.len()
+        };
+        assert!(within(view.body) && within(view.url.unwrap_or_default().as_bytes()));
+        // A header that is not UTF-8 fails the whole response, as decoding does.
+        let at = bytes
+            .windows(10)
+            .position(|w| w == b"text/plain")
+            .unwrap_or_else(|| panic!("the header's value is in the bytes"));
+        bytes[at] = 0xff;
+        assert!(ResponseView::parse(&bytes).is_err());
+        assert!(decode_response(&bytes).is_err());
     }
 
     #[test]

@@ -22,12 +22,13 @@
 //!     .send();
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
+use std::ops::Range;
 use std::time::Duration;
 
 use super::sys;
 use crate::abi::wire::{self, NO_TIMEOUT};
-use crate::abi::{ErrorKind, HttpError, HttpRequest, HttpResponse, RequestOptions, Timings};
+use crate::abi::{ErrorKind, HttpError, HttpRequest, RequestOptions, Timings};
 pub use crate::body::Multipart;
 
 /// The response buffer's size before any response outgrew it. Small: the
@@ -215,7 +216,7 @@ impl Request {
         self.inner.options = Some(self.options.to_pairs());
         let mut req = Vec::with_capacity(64 + self.inner.url.len() + self.inner.body.len());
         wire::encode_request(&self.inner, &mut req);
-        let decoded = RESPONSES.with_borrow_mut(|buf| {
+        RESPONSES.with_borrow_mut(|buf| {
             buf.clear();
             // SAFETY: `req` is a live Vec; `buf` has room for `buf.capacity()`
             // bytes, which is all the host writes there.
@@ -226,91 +227,165 @@ impl Request {
             if n <= buf.capacity() {
                 // SAFETY: the host wrote the response's `n` bytes to `buf`.
                 unsafe { buf.set_len(n) };
-                wire::decode_response(buf)
+                Response::read(buf.to_vec())
             } else {
                 let raw = sys::take_result(n);
                 if n <= MAX_RESPONSE_BUFFER {
                     buf.reserve(n);
                 }
-                wire::decode_response(&raw)
+                Response::read(raw)
             }
-        });
-        let inner = decoded.unwrap_or_else(|e| HttpResponse {
-            error: Some(HttpError {
-                kind: ErrorKind::Protocol,
-                message: format!("the host's response did not decode: {e}"),
-            }),
-            ..HttpResponse::default()
-        });
-        Response { inner }
+        })
     }
 }
 
 /// A response, or the reason there is none.
+///
+/// It keeps the host's encoded response whole and reads it in place
+/// ([`wire::ResponseView`]): a request allocates one buffer for it, not a
+/// string per header and a vector for the body, and the headers become
+/// strings only if [`Response::headers`] asks for all of them.
 #[derive(Debug, Clone)]
 pub struct Response {
-    inner: HttpResponse,
+    /// The host's encoded response; empty when it did not decode.
+    raw: Vec<u8>,
+    status: u16,
+    protocol: &'static str,
+    timings: Timings,
+    error: Option<HttpError>,
+    /// Where the body lies in `raw`.
+    body: Range<usize>,
+    /// Where the URL of the last request lies in `raw`, when the host said.
+    url: Option<Range<usize>>,
+    /// Every header as strings, made when first asked for.
+    headers: OnceCell<Vec<(String, String)>>,
+}
+
+/// Where `part` lies in `whole`, of which it is a slice.
+fn range_of(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
 }
 
 impl Response {
+    /// A response read from the host's encoded bytes.
+    fn read(raw: Vec<u8>) -> Response {
+        let view = match wire::ResponseView::parse(&raw) {
+            Ok(view) => view,
+            Err(e) => {
+                return Response::failed(HttpError {
+                    kind: ErrorKind::Protocol,
+                    message: format!("the host's response did not decode: {e}"),
+                });
+            }
+        };
+        let body = range_of(&raw, view.body);
+        let url = view.url.map(|u| range_of(&raw, u.as_bytes()));
+        let (status, protocol, timings) = (view.status, view.protocol, view.timings);
+        let error = view.error.map(|(kind, message)| HttpError {
+            kind,
+            message: message.to_owned(),
+        });
+        Response {
+            raw,
+            status,
+            protocol,
+            timings,
+            error,
+            body,
+            url,
+            headers: OnceCell::new(),
+        }
+    }
+
+    /// No response, for `error`.
+    fn failed(error: HttpError) -> Response {
+        Response {
+            raw: Vec::new(),
+            status: 0,
+            protocol: "",
+            timings: Timings::default(),
+            error: Some(error),
+            body: 0..0,
+            url: None,
+            headers: OnceCell::new(),
+        }
+    }
+
+    /// The encoded response, read again: it decoded once, so it does again.
+    fn view(&self) -> Option<wire::ResponseView<'_>> {
+        wire::ResponseView::parse(&self.raw).ok()
+    }
+
     /// The status code; 0 when no response arrived.
     pub fn status(&self) -> u16 {
-        self.inner.status
+        self.status
     }
 
     /// The URL of the last request made: where the redirects led, or the
     /// request's own URL.
     pub fn url(&self) -> &str {
-        self.inner.url.as_deref().unwrap_or_default()
+        self.url
+            .clone()
+            .and_then(|r| self.raw.get(r))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
     }
 
     /// `HTTP/1.1` or `HTTP/2`.
     pub fn protocol(&self) -> &str {
-        &self.inner.protocol
+        self.protocol
     }
 
     /// The first value of a header (names are compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner
-            .headers
-            .iter()
+        self.view()?
+            .headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// All headers, names in lower case.
     pub fn headers(&self) -> &[(String, String)] {
-        &self.inner.headers
+        self.headers.get_or_init(|| {
+            self.view()
+                .map(|v| {
+                    v.headers()
+                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
     }
 
     /// The body bytes.
     pub fn body(&self) -> &[u8] {
-        &self.inner.body
+        self.raw.get(self.body.clone()).unwrap_or_default()
     }
 
     /// The body as text (invalid UTF-8 is replaced).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.inner.body).into_owned()
+        String::from_utf8_lossy(self.body()).into_owned()
     }
 
     /// The body parsed as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.inner.body)
+        serde_json::from_slice(self.body())
     }
 
     /// Where the time went.
     pub fn timings(&self) -> Timings {
-        self.inner.timings
+        self.timings
     }
 
     /// Why there is no response, if there is none.
     pub fn error(&self) -> Option<&HttpError> {
-        self.inner.error.as_ref()
+        self.error.as_ref()
     }
 
     /// True for a status in 200..=399, which is also what fusi counts as a
     /// non-failed request in `http_req_failed`.
     pub fn ok(&self) -> bool {
-        (200..400).contains(&self.inner.status)
+        (200..400).contains(&self.status)
     }
 }
