@@ -369,7 +369,12 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
     async fn head(&mut self) -> Result<(u16, u8, HeaderMap), Error> {
         let mut interim = 0;
         loop {
-            if let Some((len, status, version, headers)) = parse_head(&self.buf[self.pos..])? {
+            // Nothing read yet (the usual first turn): no parse, which
+            // clears its array of header slots each time.
+            let unread = &self.buf[self.pos..];
+            if !unread.is_empty()
+                && let Some((len, status, version, headers)) = parse_head(unread)?
+            {
                 self.pos += len;
                 if (100..200).contains(&status) && status != 101 {
                     interim += 1;
