@@ -1,5 +1,6 @@
-//! Fixed rate: a constant arrival rate of 5,000 iterations/s for 10 s (the
-//! arrival scenario, one request per iteration), against `oha -q 5000`.
+//! Fixed rate: a constant arrival rate of 5,000 iterations/s (or `--rate`)
+//! for 10 s (the arrival scenario, one request per iteration), against
+//! `oha -q` at the same rate.
 //!
 //! What counts is whether the rate is kept: the iterations started, within
 //! 0.5 % of rate × duration, none dropped, and the p99 of the requests no
@@ -11,7 +12,7 @@ use super::proc::TargetProc;
 use super::throughput::{Client, Figures, fusi_run, oha, rotation, secs};
 use super::{Setup, num, spread_cell};
 
-/// Iterations per second.
+/// Iterations per second, unless `--rate` says.
 const RATE: u32 = 5_000;
 
 /// One round of fusi-node.
@@ -27,12 +28,13 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     let duration = setup.duration.unwrap_or(Duration::from_secs(10));
     let vus = setup.vus.unwrap_or(200);
     let conns = setup.peer_connections.unwrap_or(50);
+    let rate = setup.rate.unwrap_or(RATE);
     let arrival = setup.scenario("arrival")?;
     let target = TargetProc::start(&setup.testnet_bin, &setup.pin, &[])?;
-    let expected = f64::from(RATE) * duration.as_secs_f64();
+    let expected = f64::from(rate) * duration.as_secs_f64();
     println!(
-        "rate: arrival.wasm at {RATE}/s for {} ({vus} pre-allocated VUs), \
-         oha -q {RATE} with {conns} connections, target {}",
+        "rate: arrival.wasm at {rate}/s for {} ({vus} pre-allocated VUs), \
+         oha -q {rate} with {conns} connections, target {}",
         secs(duration),
         target.url
     );
@@ -50,7 +52,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
                 Client::Fusi => {
                     let args = vec![
                         "--rate".to_owned(),
-                        format!("{RATE}/s"),
+                        format!("{rate}/s"),
                         "--duration".to_owned(),
                         secs(duration),
                         "--vus".to_owned(),
@@ -81,7 +83,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
                     row.0 = Some(r);
                 }
                 Client::Oha => {
-                    let f = oha(setup, &target.url, conns, duration, Some(RATE))?;
+                    let f = oha(setup, &target.url, conns, duration, Some(rate))?;
                     eprintln!(
                         "round {}: oha       {} req/s, p99 {} ms",
                         round + 1,
@@ -101,7 +103,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         "| round | fusi-node iterations/s | off target | dropped | fusi-node p99 ms | oha req/s | oha p99 ms | p99 fusi/oha |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let off = |r: FusiRate| (r.achieved / f64::from(RATE) - 1.0) * 100.0;
+    let off = |r: FusiRate| (r.achieved / f64::from(rate) - 1.0) * 100.0;
     for (i, (f, o)) in rows.iter().enumerate() {
         let dash = || "–".to_owned();
         println!(
