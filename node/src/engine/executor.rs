@@ -21,10 +21,10 @@
 //! Closed executors run one task per VU that loops. Arrival-rate executors
 //! run one dispatcher that starts each owned iteration at its due time on an
 //! idle VU, or counts it as dropped when none is idle (and initializes one
-//! more VU in the background, up to the share of `max_vus`). An iteration
-//! whose due time passed more than [`MAX_LATE`] ago (the node was frozen,
-//! or starved of CPU) is dropped too, not started late: a node that wakes
-//! up never sends the load it missed in one burst.
+//! more VU in the background, one at a time, up to the share of
+//! `max_vus`). An iteration whose due time passed more than [`MAX_LATE`]
+//! ago (the node was frozen, or starved of CPU) is dropped too, not started
+//! late: a node that wakes up never sends the load it missed in one burst.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -451,6 +451,18 @@ pub const MAX_LATE: Duration = Duration::from_secs(1);
 /// Starts each arrival of `share`'s segment due from `since` on at its due
 /// time, on an idle VU (adding VUs up to the segment's part of `max_vus`),
 /// then waits for the iterations it started.
+///
+/// Each VU waits in a task of its own ([`parked`]) for the starts the
+/// dispatcher hands it, so an arrival spawns no task and moves no VU: it
+/// sends an instant. The VU that finished last is the next one used, so
+/// a rate that needs few VUs keeps using the same few, whose memory and
+/// connections are warm.
+///
+/// An arrival that finds no idle VU is dropped and asks for one more VU.
+/// One [`grow`] task makes them, one at a time: making a VU takes CPU from
+/// the iterations in flight, so a start that ran short for a moment (new
+/// connections, a stall) used to set off hundreds of VUs made at once,
+/// which slowed every iteration and dropped more, until `max_vus`.
 async fn dispatch(
     runner: Arc<ScenarioRunner>,
     share: Share,
@@ -463,23 +475,44 @@ async fn dispatch(
     };
     let mut tasks = JoinSet::new();
     let max_vus = share.segment.scale(u64::from(runner.executor.max_vus()));
-    let mut total = vus.len() as u64;
-    let mut idle = vus;
-    let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vu>();
+    // VUs say here, by their place in `starts`, that they are idle.
+    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
+    let (made_tx, mut made_rx) = mpsc::unbounded_channel::<Vu>();
+    let (want_tx, want_rx) = mpsc::channel::<()>(1);
+    tasks.spawn(grow(
+        runner.clone(),
+        share.segment,
+        vus.len() as u64..max_vus,
+        want_rx,
+        made_tx,
+    ));
+    let mut starts = Vec::with_capacity(vus.len());
+    for vu in vus {
+        starts.push(park(&runner, vu, starts.len(), &idle_tx, &mut tasks));
+    }
+    // Pushed in order, popped from the end: the last one first.
+    let mut idle: Vec<usize> = (0..starts.len()).rev().collect();
     let dropped_key = runner.scenario.key(names::DROPPED_ITERATIONS, []);
     while let Some((index, due)) = schedule.next_due() {
         if due < since || !share.segment.owns(index) {
             continue;
         }
         let scheduled = start + due;
-        tokio::time::sleep_until(scheduled).await;
-        // Reap finished iterations so the set stays as small as the VU count.
-        while tasks.try_join_next().is_some() {}
+        if scheduled > Instant::now() {
+            tokio::time::sleep_until(scheduled).await;
+        } else {
+            // Behind: no timer, but the VUs get their turn.
+            tokio::task::consume_budget().await;
+        }
         if runner.run.stop.is_cancelled() || !runner.run.gate.open() || runner.run.data.ran_out() {
             break;
         }
-        while let Ok(vu) = back_rx.try_recv() {
-            idle.push(vu);
+        while let Ok(vu) = made_rx.try_recv() {
+            idle.push(starts.len());
+            starts.push(park(&runner, vu, starts.len(), &idle_tx, &mut tasks));
+        }
+        while let Ok(place) = idle_rx.try_recv() {
+            idle.push(place);
         }
         if Instant::now().saturating_duration_since(scheduled) > MAX_LATE {
             runner
@@ -488,41 +521,83 @@ async fn dispatch(
                 .add(0, dropped_key.clone(), MetricKind::Counter, 1.0);
             continue;
         }
+        // A VU whose task ended (it could not go on) never says it is idle.
         match idle.pop() {
-            Some(vu) => {
-                let back = back_tx.clone();
-                let progress = runner.progress.clone();
-                progress.active_vus.fetch_add(1, Ordering::Relaxed);
-                tasks.spawn(async move {
-                    let (vu, _) = vu.iterate(scheduled).await;
-                    progress.active_vus.fetch_sub(1, Ordering::Relaxed);
-                    if let Some(vu) = vu {
-                        let _ = back.send(vu);
-                    }
-                });
-            }
-            None => {
+            Some(place) if starts[place].try_send(scheduled).is_ok() => {}
+            _ => {
                 runner
                     .run
                     .recorder
                     .add(0, dropped_key.clone(), MetricKind::Counter, 1.0);
-                if total < max_vus {
-                    let index = total;
-                    total += 1;
-                    let back = back_tx.clone();
-                    let r = runner.clone();
-                    let segment = share.segment;
-                    tasks.spawn(async move {
-                        match r.new_vu(&segment, index).await {
-                            Ok(vu) => {
-                                let _ = back.send(vu);
-                            }
-                            Err(e) => tracing::error!("cannot add a VU: {e}"),
-                        }
-                    });
-                }
+                // Full: a VU is being made and one more is asked for.
+                let _ = want_tx.try_send(());
             }
         }
     }
+    // No more starts: each VU's task ends once its iteration has.
+    drop((starts, want_tx));
     while tasks.join_next().await.is_some() {}
+}
+
+/// Gives `vu` a task of its own that runs an iteration for each start it
+/// is sent, and says `place` on `idle` after each; returns where to send
+/// the starts.
+fn park(
+    runner: &Arc<ScenarioRunner>,
+    vu: Vu,
+    place: usize,
+    idle: &mpsc::UnboundedSender<usize>,
+    tasks: &mut JoinSet<()>,
+) -> mpsc::Sender<Instant> {
+    let (tx, rx) = mpsc::channel(1);
+    tasks.spawn(parked(runner.progress.clone(), vu, rx, place, idle.clone()));
+    tx
+}
+
+/// A VU of an arrival-rate executor: one iteration per start received,
+/// until the dispatcher sends no more or the VU cannot go on.
+async fn parked(
+    progress: Arc<Progress>,
+    vu: Vu,
+    mut starts: mpsc::Receiver<Instant>,
+    place: usize,
+    idle: mpsc::UnboundedSender<usize>,
+) {
+    let mut vu = vu;
+    while let Some(scheduled) = starts.recv().await {
+        progress.active_vus.fetch_add(1, Ordering::Relaxed);
+        let (next, _) = vu.iterate(scheduled).await;
+        progress.active_vus.fetch_sub(1, Ordering::Relaxed);
+        match next {
+            Some(next) => vu = next,
+            None => return,
+        }
+        if idle.send(place).is_err() {
+            return;
+        }
+    }
+}
+
+/// Makes the VUs `indices` of `segment`, one each time one is wanted,
+/// and hands each to the dispatcher through `back`.
+async fn grow(
+    runner: Arc<ScenarioRunner>,
+    segment: ExecutionSegment,
+    indices: std::ops::Range<u64>,
+    mut wants: mpsc::Receiver<()>,
+    back: mpsc::UnboundedSender<Vu>,
+) {
+    for index in indices {
+        if wants.recv().await.is_none() {
+            return;
+        }
+        match runner.new_vu(&segment, index).await {
+            Ok(vu) => {
+                if back.send(vu).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!("cannot add a VU: {e}"),
+        }
+    }
 }
