@@ -19,9 +19,11 @@
 //! with hyper (`super::http`).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Waker};
 
+use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -285,12 +287,17 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 
 /// A response head at the start of `bytes`: its length, status, HTTP minor
 /// version and header fields, or `None` while it is incomplete. Not async,
-/// so that the array of parsed fields (4 KiB) lives on the stack of this
-/// call only, never in a request's future.
+/// so that the array of parsed fields (4 KiB, left uninitialized) lives on
+/// the stack of this call only, never in a request's future. The values
+/// share one copy of the head: one allocation, however many fields.
 fn parse_head(bytes: &[u8]) -> Result<Option<(usize, u16, u8, HeaderMap)>, Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(bytes) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        bytes,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -300,12 +307,22 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(usize, u16, u8, HeaderMap)>, Error
         }
         Err(e) => return Err(Error::Protocol(e.to_string())),
     };
+    let head = Bytes::copy_from_slice(bytes.get(..len).unwrap_or(bytes));
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::Protocol(format!("invalid header name {:?}", field.name)))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| Error::Protocol(format!("invalid value of header {name}")))?;
+        // The value is a slice of `bytes`, and so at the same place in `head`.
+        let at = (field.value.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+        let end = at.saturating_add(field.value.len());
+        let invalid = || Error::Protocol(format!("invalid value of header {name}"));
+        let value = if field.value.is_empty() {
+            HeaderValue::from_static("")
+        } else if end <= head.len() {
+            HeaderValue::from_maybe_shared(head.slice(at..end)).map_err(|_| invalid())?
+        } else {
+            return Err(invalid());
+        };
         headers.append(name, value);
     }
     Ok(Some((
