@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use wasmtime::{Caller, Linker, Memory};
 
 use super::data::Drawn;
-use super::http::{Answer, Exchange, request_method, request_name};
+use super::http::{Answer, Exchange, Sent, request_method, request_name};
 use super::recorder::RequestTags;
 use super::redirects;
 use super::vu::{HostTrap, VuState};
@@ -165,25 +165,157 @@ fn record(state: &mut VuState, req: &abi::HttpRequest, answer: &Answer, exchange
         exchange,
         expected,
     );
-    if let Some(error) = &answer.error
-        && state.run.request_errors.note(error.kind.as_str())
-    {
-        let text = format!(
-            "{} {}: {}",
-            tags.method,
-            req.url.escape_debug(),
-            error.message
-        );
-        tracing::warn!(
-            "request failed ({}): {}",
-            error.kind.as_str(),
-            escape_controls(text.chars())
-        );
-        state
-            .run
-            .recorder
-            .note(format!("http:{}", error.kind.as_str()), text);
+    if let Some(error) = &answer.error {
+        note_request_error(state, tags.method, &req.url, error);
     }
+}
+
+/// Says a failed request in the log and the run's notes, the first few of
+/// each kind. Out of line: see [`http_hop`].
+#[cold]
+#[inline(never)]
+fn note_request_error(state: &VuState, method: &str, url: &str, error: &abi::HttpError) {
+    if !state.run.request_errors.note(error.kind.as_str()) {
+        return;
+    }
+    let text = format!("{} {}: {}", method, url.escape_debug(), error.message);
+    tracing::warn!(
+        "request failed ({}): {}",
+        error.kind.as_str(),
+        escape_controls(text.chars())
+    );
+    state
+        .run
+        .recorder
+        .note(format!("http:{}", error.kind.as_str()), text);
+}
+
+/// The deadlines and the redirect budget of an HTTP host call.
+struct Hops {
+    /// The iteration's deadline.
+    deadline: Instant,
+    /// Every hop's: the request's own timeout, from its first hop, within
+    /// the iteration's deadline (k6 shares it among hops too).
+    chain_deadline: Instant,
+    max_redirects: u32,
+}
+
+// The HTTP host call's steps before, between and after its sends. Each is
+// a function of its own, not inlined into the call's future: the future is
+// polled on the VU's fiber stack, a stack keeps every page it ever
+// touched, and a future's poll frame is as large as everything inlined
+// into it. Split so, the deepest a request takes the stack stays within
+// what a sleeping VU touches anyway (docs/benchmarks.md, memory).
+
+/// Reads and checks the guest's request; a bad request or response buffer
+/// traps before anything is sent.
+#[inline(never)]
+fn http_begin(
+    caller: &mut Caller<'_, VuState>,
+    req_ptr: u32,
+    req_len: u32,
+    buf_ptr: u32,
+    buf_len: u32,
+) -> HostResult<(abi::HttpRequest, Hops)> {
+    let memory = memory(caller)?;
+    let data = memory.data(&*caller);
+    let bytes = slice(data, req_ptr, req_len, MAX_REQUEST_BYTES, "the request")?;
+    let req = wire::decode_request(bytes)
+        .map_err(|e| abi_error(format!("the request does not decode: {e}")))?;
+    slice(data, buf_ptr, buf_len, u32::MAX, "the response buffer")?;
+    let state = caller.data();
+    if state.run.stop.is_cancelled() || !state.run.gate.open() {
+        return Err(wasmtime::Error::new(HostTrap::Stopped));
+    }
+    let deadline = state.deadline;
+    let max_redirects = match &req.options {
+        Some(pairs) => {
+            fusi_sdk::abi::RequestOptions::parse(pairs)
+                .map_err(|e| abi_error(format!("the request does not decode: {e}")))?
+                .max_redirects
+        }
+        None => 0,
+    };
+    let own = req
+        .timeout_ms
+        .map_or(super::http::DEFAULT_TIMEOUT, Duration::from_millis);
+    let hops = Hops {
+        deadline,
+        chain_deadline: deadline.min(Instant::now() + own),
+        max_redirects,
+    };
+    Ok((req, hops))
+}
+
+/// Records one hop's exchange and says where to go next, if anywhere.
+/// `first_url` is set when the first redirect is followed: a request that
+/// is not redirected copies nothing.
+#[inline(never)]
+fn http_hop(
+    state: &mut VuState,
+    done: &mut Sent,
+    hop: u32,
+    max_redirects: u32,
+    first_url: &mut Option<String>,
+) -> Option<abi::HttpRequest> {
+    let (_, req, answer, exchange) = &mut **done;
+    // A stopping run follows no more redirects: the scenario gets the
+    // redirect it has.
+    let stopping = state.run.stop.is_cancelled() || !state.run.gate.open();
+    let to = redirects::next_hop(req, answer, hop, max_redirects, stopping);
+    if to.is_some() {
+        first_url.get_or_insert_with(|| req.url.clone());
+    }
+    if let Some(first_url) = first_url
+        && let Some(error) = &mut answer.error
+    {
+        error.message = format!(
+            "redirect {hop} from {first_url}, to {}: {}",
+            req.url, error.message
+        );
+    }
+    record(state, req, answer, exchange);
+    to
+}
+
+/// Hands the guest its response: in its buffer when it fits, else in the
+/// result buffer for `result_read`; returns the response's length. A
+/// request cut by the iteration's deadline traps.
+#[inline(never)]
+fn http_end(
+    caller: &mut Caller<'_, VuState>,
+    deadline: Instant,
+    req: &abi::HttpRequest,
+    answer: &Answer,
+    buf_ptr: u32,
+    buf_len: u32,
+) -> HostResult<i32> {
+    let cut = answer
+        .error
+        .as_ref()
+        .is_some_and(|e| e.kind == ErrorKind::Timeout);
+    if cut && Instant::now() >= deadline {
+        return Err(wasmtime::Error::new(HostTrap::Timeout));
+    }
+    let mut out = std::mem::take(&mut caller.data_mut().result);
+    out.clear();
+    answer.encode(&mut out, req.options.is_some().then_some(req.url.as_str()));
+    let n = out.len();
+    if n <= buf_len as usize {
+        memory(caller)?
+            .write(&mut *caller, buf_ptr as usize, &out)
+            .map_err(|_| {
+                abi_error(format!(
+                    "the response buffer at {buf_ptr}+{n} is outside the module's memory"
+                ))
+            })?;
+        out.clear();
+        if out.capacity() > KEEP_RESULT_BYTES {
+            out = Vec::new();
+        }
+    }
+    caller.data_mut().result = out;
+    Ok(i32::try_from(n).unwrap_or(i32::MAX))
 }
 
 /// What a `ws_*` call returns to the guest for `result`, leaving what
@@ -361,85 +493,35 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, VuState>,
          (req_ptr, req_len, buf_ptr, buf_len): (u32, u32, u32, u32)| {
             Box::new(async move {
-                let memory = memory(&caller)?;
-                let data = memory.data(&caller);
-                let bytes = slice(data, req_ptr, req_len, MAX_REQUEST_BYTES, "the request")?;
-                let req = wire::decode_request(bytes)
-                    .map_err(|e| abi_error(format!("the request does not decode: {e}")))?;
-                // A bad response buffer traps before anything is sent.
-                slice(data, buf_ptr, buf_len, u32::MAX, "the response buffer")?;
-                let state = caller.data_mut();
-                if state.run.stop.is_cancelled() || !state.run.gate.open() {
-                    return Err(wasmtime::Error::new(HostTrap::Stopped));
-                }
-                let deadline = state.deadline;
-                let max_redirects = match &req.options {
-                    Some(pairs) => {
-                        fusi_sdk::abi::RequestOptions::parse(pairs)
-                            .map_err(|e| abi_error(format!("the request does not decode: {e}")))?
-                            .max_redirects
-                    }
-                    None => 0,
-                };
-                // Every hop shares the request's timeout, as k6's does.
-                let own = req
-                    .timeout_ms
-                    .map_or(super::http::DEFAULT_TIMEOUT, Duration::from_millis);
-                let chain_deadline = deadline.min(Instant::now() + own);
-                // Set when the first redirect is followed: a request that
-                // is not redirected copies nothing.
-                let mut first_url: Option<String> = None;
-                let mut next = req;
+                let (mut next, hops) = http_begin(&mut caller, req_ptr, req_len, buf_ptr, buf_len)?;
                 let mut hop = 0u32;
-                let (req, answer) = loop {
-                    let (req, mut answer, exchange) =
-                        state.http.send_on_task(next, chain_deadline).await;
-                    // A stopping run follows no more redirects: the scenario
-                    // gets the redirect it has.
-                    let stopping = state.run.stop.is_cancelled() || !state.run.gate.open();
-                    let to = redirects::next_hop(&req, &mut answer, hop, max_redirects, stopping);
-                    if to.is_some() {
-                        first_url.get_or_insert_with(|| req.url.clone());
-                    }
-                    if let Some(first_url) = &first_url
-                        && let Some(error) = &mut answer.error
-                    {
-                        error.message = format!(
-                            "redirect {hop} from {first_url}, to {}: {}",
-                            req.url, error.message
-                        );
-                    }
-                    record(state, &req, &answer, &exchange);
-                    match to {
+                let mut first_url: Option<String> = None;
+                let done = loop {
+                    let mut done = caller
+                        .data_mut()
+                        .http
+                        .send_on_task(next, hops.chain_deadline)
+                        .await;
+                    match http_hop(
+                        caller.data_mut(),
+                        &mut done,
+                        hop,
+                        hops.max_redirects,
+                        &mut first_url,
+                    ) {
                         Some(to) => next = to,
-                        None => break (req, answer),
+                        None => break done,
                     }
                     hop += 1;
                 };
-                let cut = answer
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.kind == ErrorKind::Timeout);
-                if cut && Instant::now() >= deadline {
-                    return Err(wasmtime::Error::new(HostTrap::Timeout));
-                }
-                let mut out = std::mem::take(&mut state.result);
-                out.clear();
-                answer.encode(&mut out, req.options.is_some().then_some(req.url.as_str()));
-                let n = out.len();
-                if n <= buf_len as usize {
-                    memory.write(&mut caller, buf_ptr as usize, &out).map_err(|_| {
-                        abi_error(format!(
-                            "the response buffer at {buf_ptr}+{n} is outside the module's memory"
-                        ))
-                    })?;
-                    out.clear();
-                    if out.capacity() > KEEP_RESULT_BYTES {
-                        out = Vec::new();
-                    }
-                }
-                caller.data_mut().result = out;
-                Ok(i32::try_from(n).unwrap_or(i32::MAX))
+                http_end(
+                    &mut caller,
+                    hops.deadline,
+                    &done.1,
+                    &done.2,
+                    buf_ptr,
+                    buf_len,
+                )
             })
         },
     )?;
@@ -465,6 +547,9 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         m,
         imports::SLEEP_MS,
         |caller: Caller<'_, VuState>, (ms,): (i64,)| {
+            if ms >= super::stack::RELEASE_SLEEP_MS {
+                super::stack::release_below();
+            }
             Box::new(async move {
                 let state = caller.data();
                 let stop = state.run.stop.clone();

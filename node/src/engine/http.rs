@@ -307,6 +307,41 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// What a request's task hands back: the client, the request, its answer
+/// and what the exchange measured.
+pub type Sent = Box<(HttpClient, HttpRequest, Answer, Exchange)>;
+
+/// What a request whose task failed comes back as.
+#[cold]
+#[inline(never)]
+fn task_failed(tls: ClientSettings, e: tokio::task::JoinError) -> Sent {
+    let answer = Answer {
+        error: Some(HttpError {
+            kind: ErrorKind::Reset,
+            message: format!("the request's task failed: {e}"),
+        }),
+        ..Answer::default()
+    };
+    Box::new((
+        HttpClient::new(tls),
+        HttpRequest::default(),
+        answer,
+        Exchange::default(),
+    ))
+}
+
+/// Spawns `req`'s exchange on a task of its own (see
+/// [`HttpClient::send_on_task`]). Not inlined: tokio's spawn path is deep,
+/// and it runs on the VU's fiber stack.
+#[inline(never)]
+fn spawn_send(client: &mut HttpClient, req: HttpRequest, deadline: Instant) -> AbortOnDrop<Sent> {
+    let mut client = std::mem::replace(client, HttpClient::new(client.tls.clone()));
+    AbortOnDrop(tokio::spawn(Box::pin(async move {
+        let (answer, exchange) = Box::pin(client.send(&req, deadline)).await;
+        Box::new((client, req, answer, exchange))
+    })))
+}
+
 /// One VU's HTTP client: its own connections, one per origin.
 pub struct HttpClient {
     tls: ClientSettings,
@@ -363,12 +398,7 @@ impl HttpClient {
     /// while it slept. On a task, it lives on the runtime's thread stacks,
     /// shared by every VU (docs/benchmarks.md, memory). The client and the
     /// request go to the task and come back.
-    pub async fn send_on_task(
-        &mut self,
-        req: HttpRequest,
-        deadline: Instant,
-    ) -> (HttpRequest, Answer, Exchange) {
-        let mut client = std::mem::replace(self, HttpClient::new(self.tls.clone()));
+    pub async fn send_on_task(&mut self, req: HttpRequest, deadline: Instant) -> Sent {
         // Aborted if this future is dropped (the VU stopped or was cut off
         // mid-request), so no request outlives its VU.
         // Both boxed: a task's future is passed by value down tokio's
@@ -377,30 +407,19 @@ impl HttpClient {
         // VU's fiber from 20 KiB to 8). Boxed, only a pointer travels, and
         // the request's state is made on the runtime's thread, when the
         // task first runs.
-        // The output is boxed too: tokio moves a task's output through
-        // its stages, and these four are almost 600 bytes.
-        let mut task = AbortOnDrop(tokio::spawn(Box::pin(async move {
-            let (answer, exchange) = Box::pin(client.send(&req, deadline)).await;
-            Box::new((client, req, answer, exchange))
-        })));
+        // The output is boxed too, and stays so: tokio moves a task's
+        // output through its stages, and these four are almost 600 bytes,
+        // which unboxed would also take that much of the fiber's stack.
+        let mut task = spawn_send(self, req, deadline);
         match (&mut task.0).await {
-            Ok(done) => {
-                let (client, req, answer, exchange) = *done;
-                *self = client;
-                (req, answer, exchange)
+            Ok(mut done) => {
+                // The client comes back; the placeholder goes with the box.
+                std::mem::swap(self, &mut done.0);
+                done
             }
             // Only a panic in hyper could get here; the request is lost
             // with its connections, and says so.
-            Err(e) => {
-                let answer = Answer {
-                    error: Some(HttpError {
-                        kind: ErrorKind::Reset,
-                        message: format!("the request's task failed: {e}"),
-                    }),
-                    ..Answer::default()
-                };
-                (HttpRequest::default(), answer, Exchange::default())
-            }
+            Err(e) => task_failed(self.tls.clone(), e),
         }
     }
 

@@ -13,6 +13,7 @@
 //! - [`gate`]: fence a share whose node was frozen, so it sends no load
 //!   that was handed on.
 //! - [`recorder`]: collect samples and seal them into per-interval shards.
+//! - [`stack`]: a sleeping VU gives back the deep pages of its fiber stack.
 
 pub mod cookies;
 pub mod data;
@@ -26,5 +27,6 @@ pub mod module;
 pub mod output;
 pub mod recorder;
 pub mod redirects;
+pub(crate) mod stack;
 pub mod vu;
 pub mod ws;

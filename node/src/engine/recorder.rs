@@ -122,6 +122,13 @@ struct HttpSeries {
     timings: Option<[Histogram<u64>; 7]>,
 }
 
+/// A series' first timings (see [`Recorder::new_http_series`]).
+#[cold]
+#[inline(never)]
+fn new_timings(slot: &mut Option<[Histogram<u64>; 7]>) -> &mut [Histogram<u64>; 7] {
+    slot.insert(std::array::from_fn(|_| new_histogram()))
+}
+
 const TIMING_METRICS: [&str; 7] = [
     names::HTTP_REQ_DURATION,
     names::HTTP_REQ_BLOCKED,
@@ -418,33 +425,18 @@ impl Recorder {
         let mut guard = self.lane(lane);
         let l = &mut *guard;
         let hash = probe.hash();
-        let h = if let Some((_, h)) = l.http.find_mut(hash, |(k, _)| probe.matches(k)) {
-            h
-        } else if self.overflowing(l) {
-            l.http_overflow.get_or_insert_with(HttpSeries::default)
-        } else {
-            let hasher = |(k, _): &(HttpKey, HttpSeries)| {
-                HttpProbe {
-                    base: &k.base,
-                    extra: &k.extra,
-                    method: &k.method,
-                    name: &k.name,
-                    status: k.status,
-                }
-                .hash()
-            };
-            let entry = l
-                .http
-                .insert_unique(hash, (probe.to_key(), HttpSeries::default()), hasher);
-            &mut entry.into_mut().1
+        let h = match l.http.find_mut(hash, |(k, _)| probe.matches(k)) {
+            Some((_, h)) => h,
+            None => self.new_http_series(l, hash, &probe),
         };
         h.requests += 1;
         h.failed += u64::from(failed);
         if resp.error.is_none() {
             let t = &resp.timings;
-            let hists = h
-                .timings
-                .get_or_insert_with(|| std::array::from_fn(|_| new_histogram()));
+            let hists = match &mut h.timings {
+                Some(hists) => hists,
+                None => new_timings(&mut h.timings),
+            };
             for (hist, us) in hists.iter_mut().zip([
                 t.duration_us,
                 t.dns_us,
@@ -466,6 +458,38 @@ impl Recorder {
         l.sent += ex.bytes_sent;
         l.received += ex.bytes_received;
         l.paced += u64::from(ex.paced);
+    }
+
+    /// The series of a request whose tag set this interval has not seen
+    /// yet (or the overflow series). Out of line, as is [`new_timings`]:
+    /// `http` runs on the VU's fiber stack, and a stack keeps every page
+    /// it touched, so the rare path's locals stay out of the common one's
+    /// frame.
+    #[cold]
+    #[inline(never)]
+    fn new_http_series<'l>(
+        &self,
+        l: &'l mut Lane,
+        hash: u64,
+        probe: &HttpProbe<'_>,
+    ) -> &'l mut HttpSeries {
+        if self.overflowing(l) {
+            return l.http_overflow.get_or_insert_with(HttpSeries::default);
+        }
+        let hasher = |(k, _): &(HttpKey, HttpSeries)| {
+            HttpProbe {
+                base: &k.base,
+                extra: &k.extra,
+                method: &k.method,
+                name: &k.name,
+                status: k.status,
+            }
+            .hash()
+        };
+        let entry = l
+            .http
+            .insert_unique(hash, (probe.to_key(), HttpSeries::default()), hasher);
+        &mut entry.into_mut().1
     }
 
     /// Adds one sample of a WebSocket trend (`ws_connecting`,
