@@ -548,7 +548,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         imports::SLEEP_MS,
         |caller: Caller<'_, VuState>, (ms,): (i64,)| {
             if ms >= super::stack::RELEASE_SLEEP_MS {
-                super::stack::release_below();
+                let _ = super::stack::release_below();
             }
             Box::new(async move {
                 let state = caller.data();
