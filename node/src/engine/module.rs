@@ -289,6 +289,11 @@ impl ScenarioModule {
         }
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // wasmtime's defaults, named: a scenario's frames stay within
+        // MAX_WASM_STACK of a fiber stack of FIBER_STACK, which is what lets
+        // a sleeping VU give back the pages below it (`engine::stack`).
+        config.max_wasm_stack(super::stack::MAX_WASM_STACK);
+        config.async_stack_size(super::stack::FIBER_STACK);
         let engine = Engine::new(&config).map_err(|e| LoadError::Compile(e.to_string()))?;
         let module =
             Module::new(&engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;

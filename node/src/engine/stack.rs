@@ -16,10 +16,18 @@
 //! pages released are entirely below the page that holds it, with at
 //! least [`MARGIN`] bytes left in that page for the frames of the call
 //! that releases them. They are within the fiber's stack: the host calls
-//! of a scenario run on its fiber (2 MiB), and wasmtime keeps the
-//! scenario's own frames within its 512 KiB `max_wasm_stack`, so the stack
-//! pointer of a host call is always far more than [`DEPTH`] above the
-//! stack's end.
+//! of a scenario run on its fiber ([`FIBER_STACK`]), and wasmtime keeps
+//! the scenario's own frames within [`MAX_WASM_STACK`] (both set on the
+//! engine by `ScenarioModule::compile`), so the stack pointer of a host
+//! call is always far more than [`DEPTH`] above the stack's end.
+
+/// The size of a VU's fiber stack (wasmtime's default, set explicitly).
+pub const FIBER_STACK: usize = 2 << 20;
+
+/// The most a scenario's own frames may take of it (wasmtime's default,
+/// set explicitly): the rest, 1.5 MiB, is the host calls' and this
+/// module's margin.
+pub const MAX_WASM_STACK: usize = 512 << 10;
 
 /// A sleep at least this long, in milliseconds, gives back the stack's
 /// deeper pages.
