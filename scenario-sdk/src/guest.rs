@@ -1,5 +1,7 @@
 //! The guest side of the ABI: safe, idiomatic wrappers over the host imports.
 
+#[cfg(feature = "allocator")]
+mod alloc;
 pub mod data;
 pub mod http;
 mod sys;

@@ -30,6 +30,8 @@
 
 pub mod abi;
 pub mod body;
+#[cfg(any(all(target_arch = "wasm32", feature = "allocator"), test))]
+mod heap;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;

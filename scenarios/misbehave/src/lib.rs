@@ -1,6 +1,7 @@
 //! Test scenario: misbehaves on purpose, as `MODE` says, so that tests can
 //! check that the node survives it. `MODE=loop` spins forever, `panic`
-//! panics, `oom` allocates without bound, `sleep` sleeps an hour (and
+//! panics, `oom` allocates without bound (`oom-small` in blocks of 1000
+//! bytes, which fusi-sdk's own heap hands out), `sleep` sleeps an hour (and
 //! `wasi-sleep` too, through WASI instead of the fusi host), `bad-request`
 //! hands `http_request` bytes that are no request, and `bad-buffer` a
 //! response buffer outside the memory; `print` writes terminal escape
@@ -49,6 +50,13 @@ fn iteration() {
                 let mut hog: Vec<Vec<u8>> = Vec::new();
                 loop {
                     hog.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hog);
+                }
+            }
+            Some("oom-small") => {
+                let mut hog: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hog.push(vec![1u8; 1000]);
                     std::hint::black_box(&hog);
                 }
             }
