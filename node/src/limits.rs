@@ -21,6 +21,8 @@
 
 use std::io;
 
+use crate::engine::module::{ADDRESS_SPACE, MemoryLayout};
+
 /// Descriptors a node keeps for itself beyond one per VU: the mesh, the
 /// API, the data directory, the runtime.
 const RESERVED_FDS: u64 = 256;
@@ -216,11 +218,41 @@ pub fn may_be_a_limit(error: &str) -> bool {
     .any(|sign| error.contains(sign))
 }
 
-/// What stands in the way of running `vus` VUs on this host: one warning
-/// per limit that is too low, each naming the limit and how to raise it.
-/// Empty when nothing does.
-pub fn check_vus(vus: u64) -> Vec<String> {
+/// The address space this process may map, and what says so: the
+/// architecture's user space, or `ulimit -v` (`RLIMIT_AS`) when lower.
+pub fn address_space() -> (u64, &'static str) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid, exclusive pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
+    if got && limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < ADDRESS_SPACE {
+        (limit.rlim_cur, "its `ulimit -v`")
+    } else {
+        (ADDRESS_SPACE, "a process on x86-64 Linux")
+    }
+}
+
+/// What stands in the way of running `vus` VUs laid out as `layout` on
+/// this host: one warning per limit that is too low, each naming the limit
+/// and how to raise it. Empty when nothing does.
+pub fn check_vus(vus: u64, layout: MemoryLayout) -> Vec<String> {
     let mut warnings = Vec::new();
+    let (space, source) = address_space();
+    if layout.address_space(vus) > space {
+        let per_vu = layout.address_space_per_vu();
+        warnings.push(format!(
+            "{vus} VUs reserve about {} GiB of address space ({} MiB each: the linear memory \
+             --vu-memory-mib allows, its guard pages and a fiber stack), but this process may \
+             map {} GiB ({source}); VUs beyond about {} fail to start with \"Cannot allocate \
+             memory\". Lower --vu-memory-mib, raise `ulimit -v`, or spread the VUs over more nodes",
+            layout.address_space(vus) >> 30,
+            per_vu >> 20,
+            space >> 30,
+            space.saturating_sub(MemoryLayout::RESERVED_ADDRESS_SPACE) / per_vu
+        ));
+    }
     let needed = vus.saturating_add(RESERVED_FDS);
     if let Ok(limit) = get_nofile()
         && limit.rlim_cur != libc::RLIM_INFINITY
@@ -250,7 +282,11 @@ pub fn check_vus(vus: u64) -> Vec<String> {
         && room < needed
     {
         warnings.push(format!(
-            "{vus} VUs need about {} MiB of memory (about {} KiB a VU of a small scenario,              more for one that keeps more data, and {} MiB for the node), but this process              may take only {} MiB more ({source}); past that the kernel's out-of-memory              killer ends the node. Run fewer VUs here (spread them over more nodes) or give              the node more memory",
+            "{vus} VUs need about {} MiB of memory (about {} KiB a VU of a small scenario, \
+             more for one that keeps more data, and {} MiB for the node), but this process \
+             may take only {} MiB more ({source}); past that the kernel's out-of-memory \
+             killer ends the node. Run fewer VUs here (spread them over more nodes) or give \
+             the node more memory",
             needed >> 20,
             MEMORY_PER_VU >> 10,
             RESERVED_MEMORY >> 20,
@@ -289,8 +325,9 @@ mod tests {
 
     #[test]
     fn a_small_run_fits_and_a_huge_one_is_reported_with_its_fix() {
-        assert!(check_vus(10).is_empty(), "{:?}", check_vus(10));
-        let warnings = check_vus(u64::MAX / 2);
+        let small = check_vus(10, MemoryLayout::Unchecked);
+        assert!(small.is_empty(), "{small:?}");
+        let warnings = check_vus(u64::MAX / 2, MemoryLayout::Bounded(64 << 20));
         assert!(
             warnings.iter().any(|w| w.contains("local ports")),
             "{warnings:?}"
@@ -305,7 +342,58 @@ mod tests {
                 .any(|w| w.contains("MiB of memory") && w.contains("more nodes")),
             "{warnings:?}"
         );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("address space") && w.contains("--vu-memory-mib")),
+            "{warnings:?}"
+        );
         assert!(warnings.iter().all(|w| w.contains("VUs")));
+        assert!(
+            warnings.iter().all(|w| !w.contains("  ")),
+            "one space between words: {warnings:?}"
+        );
+    }
+
+    #[test]
+    fn address_space_is_counted_by_the_layout_a_share_gets() {
+        let limit = 64 << 20;
+        let layout = |vus: u64| MemoryLayout::for_share(vus, limit, ADDRESS_SPACE);
+        assert_eq!(
+            layout(MemoryLayout::UNCHECKED_MAX_VUS),
+            MemoryLayout::Unchecked
+        );
+        assert_eq!(
+            layout(MemoryLayout::UNCHECKED_MAX_VUS + 1),
+            MemoryLayout::Bounded(limit)
+        );
+        // 4 GiB reserved a VU: 20,000 fit, 40,000 would not (VU 32,232
+        // failed to start, measured), so the layout changes before.
+        assert!(MemoryLayout::Unchecked.address_space(20_000) <= ADDRESS_SPACE);
+        assert!(MemoryLayout::Unchecked.address_space(40_000) > ADDRESS_SPACE);
+        for vus in [20_000, 100_000, 1_000_000] {
+            assert!(layout(vus).address_space(vus) <= ADDRESS_SPACE, "{vus}");
+        }
+        // Under `ulimit -v 16G`, even a few VUs get bounded memories.
+        let small = 16 << 30;
+        assert_eq!(
+            MemoryLayout::for_share(10, limit, small),
+            MemoryLayout::Bounded(limit)
+        );
+        assert!(MemoryLayout::Bounded(limit).address_space(10) <= small);
+        assert_eq!(
+            MemoryLayout::for_share(1, limit, small),
+            MemoryLayout::Unchecked
+        );
+        // A VU that may have 4 GiB reserves 4 GiB, whichever the layout.
+        let big = MemoryLayout::for_share(100_000, 4 << 30, ADDRESS_SPACE);
+        assert!(big.address_space(100_000) > ADDRESS_SPACE);
+        let said = check_vus(100_000, big);
+        assert!(
+            said.iter()
+                .any(|w| w.contains("address space") && w.contains("Lower --vu-memory-mib")),
+            "{said:?}"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::engine::executor::{Progress, ShareRunner, TakeOver};
 use crate::engine::first_errors::{FirstErrors, SHOWN};
 use crate::engine::gate::Gate;
 use crate::engine::http::ClientSettings;
-use crate::engine::module::{LoadError, ScenarioModule};
+use crate::engine::module::{LoadError, MemoryLayout, ScenarioModule};
 use crate::engine::recorder::{Recorder, ShardOrigin, seal_every};
 use crate::engine::vu::{RunContext, ScenarioContext, Vu};
 
@@ -161,9 +161,12 @@ pub fn wall_ns() -> i64 {
     }
 }
 
-/// Compiles a module off the async threads.
-pub async fn compile(wasm: Vec<u8>) -> Result<Arc<ScenarioModule>, LoadError> {
-    tokio::task::spawn_blocking(move || ScenarioModule::compile(&wasm))
+/// Compiles a module off the async threads, for VUs laid out as `layout`.
+pub async fn compile(
+    wasm: Vec<u8>,
+    layout: MemoryLayout,
+) -> Result<Arc<ScenarioModule>, LoadError> {
+    tokio::task::spawn_blocking(move || ScenarioModule::compile(&wasm, layout))
         .await
         .map_err(|e| LoadError::Start(format!("compiling the module panicked: {e}")))?
         .map(Arc::new)
@@ -207,7 +210,14 @@ async fn work(
         plan: job.plan,
         reason,
     };
-    let module = match compile(job.wasm).await {
+    let vus = job.spec.share_vus(&job.share.segment);
+    // The share's VUs and the instance that runs setup and teardown.
+    let layout = MemoryLayout::for_share(
+        vus.saturating_add(1),
+        job.spec.vu_memory_limit,
+        crate::limits::address_space().0,
+    );
+    let module = match compile(job.wasm, layout).await {
         Ok(m) => m,
         Err(e) => {
             let _ = events.send(fail(e.to_string()));
@@ -273,7 +283,7 @@ async fn work(
     );
     // Limits of the host that this share's VUs would exceed, said before
     // the VUs start, and again with the error should they fail for it.
-    let limits = crate::limits::check_vus(spec.share_vus(&job.share.segment));
+    let limits = crate::limits::check_vus(vus, layout);
     for warning in &limits {
         tracing::warn!(run = %run_id, "{warning}");
     }
@@ -295,6 +305,7 @@ async fn work(
         run = %run_id,
         vus = prepared.vus(),
         compile_ms = compiled.as_millis() as u64,
+        memory = ?layout,
         "share prepared in {} ms",
         began.elapsed().as_millis()
     );
@@ -510,7 +521,10 @@ pub async fn run_setup(
     files: Vec<Arc<Vec<u8>>>,
     settings: ClientSettings,
 ) -> Result<Option<Vec<u8>>, String> {
-    let module = compile(wasm).await.map_err(|e| e.to_string())?;
+    // One instance: setup's.
+    let space = crate::limits::address_space().0;
+    let layout = MemoryLayout::for_share(1, spec.vu_memory_limit, space);
+    let module = compile(wasm, layout).await.map_err(|e| e.to_string())?;
     module.check_exec(spec).map_err(|e| e.to_string())?;
     if !module.has_setup() {
         return Ok(None);

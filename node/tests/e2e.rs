@@ -160,7 +160,16 @@ fn fusi_out(args: &[&str], out_file: &Path) -> Run {
 
 /// `fusi-node ARGS`, with FUSI_API_TOKEN set to `token` or unset.
 fn fusi_cmd(token: Option<&str>, args: &[&str], out_file: &Path) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusi-node"));
+    fusi_cmd_with(
+        Command::new(env!("CARGO_BIN_EXE_fusi-node")),
+        token,
+        args,
+        out_file,
+    )
+}
+
+/// [`fusi_cmd`] on a prepared `cmd` (a `pre_exec`, say).
+fn fusi_cmd_with(mut cmd: Command, token: Option<&str>, args: &[&str], out_file: &Path) -> Run {
     cmd.args(args);
     match token {
         Some(token) => cmd.env("FUSI_API_TOKEN", token),
@@ -540,6 +549,7 @@ fn panics_and_memory_hogs_fail_iterations_not_the_node() {
     for (mode, reason) in [
         ("panic", "panic"),
         ("oom", "memory"),
+        ("oom-small", "memory"),
         ("bad-request", "abi"),
         ("bad-buffer", "abi"),
     ] {
@@ -576,6 +586,65 @@ fn panics_and_memory_hogs_fail_iterations_not_the_node() {
             "{mode}"
         );
     }
+}
+
+/// Under `ulimit -v 16G`, four VUs that each reserved 4 GiB of address space
+/// for their memory would not start: the node lays their memories out
+/// bounded (`--vu-memory-mib` reserved, every access checked), and the
+/// memory limit still holds.
+#[test]
+fn vus_start_with_bounded_memories_where_address_space_is_short() {
+    use std::os::unix::process::CommandExt;
+    let _g = serial();
+    let t = target(TargetConfig::default());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusi-node"));
+    // SAFETY: setrlimit is async-signal-safe and touches only its argument.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 16 << 30,
+                rlim_max: 16 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out_file = tempfile_path("summary.json");
+    let run = fusi_cmd_with(
+        cmd,
+        None,
+        &[
+            "run",
+            scenario("misbehave").to_str().unwrap_or_default(),
+            "--vus",
+            "4",
+            "--duration",
+            "1s",
+            "--vu-memory-mib",
+            "16",
+            "--env",
+            "MODE=oom",
+            "--env",
+            "EVERY=2",
+            "--env",
+            &format!("TARGET={}", t.url()),
+        ],
+        &out_file,
+    );
+    let _ = std::fs::remove_file(&out_file);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let s = run.summary();
+    assert_eq!(num(s, &["vus_max"]), 4.0, "{s}");
+    assert!(
+        num(s, &["iterations", "failed", "memory"]) >= 4.0,
+        "{}",
+        s["iterations"]
+    );
+    assert!(num(s, &["iterations", "completed"]) >= 4.0);
+    assert_eq!(check(s, "status is 200")["fails"].as_u64(), Some(0));
 }
 
 #[test]

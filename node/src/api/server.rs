@@ -35,7 +35,7 @@ use super::token::{
 use super::{HelloView, Query, SubmitRequest};
 use crate::core::data::MAX_DATA_BYTES;
 use crate::core::module_name::MAX_MODULE_BYTES;
-use crate::engine::module::ScenarioModule;
+use crate::engine::module::{MemoryLayout, ScenarioModule};
 
 /// The most API connections served at once: the CLI opens one at a time,
 /// so this bounds only what a misbehaving client can hold.
@@ -329,7 +329,8 @@ where
     };
     let module = std::mem::take(&mut request.module);
     let compiled = tokio::task::spawn_blocking(move || {
-        ScenarioModule::compile(&module).map(|m| (m.sha256().to_owned(), m.has_setup(), module))
+        ScenarioModule::compile(&module, MemoryLayout::Unchecked)
+            .map(|m| (m.sha256().to_owned(), m.has_setup(), module))
     })
     .await;
     let has_setup = match compiled {

@@ -25,6 +25,88 @@ use crate::core::module_name::sha256_hex;
 /// the time slices a CPU-bound scenario gets before it must yield.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Where a VU's linear memory lies in the node's address space, chosen
+/// for each share by how many VUs it runs.
+///
+/// wasmtime reserves, by default, 4 GiB of address space for each linear
+/// memory and 32 MiB of guard on either side of it. Every 32-bit address a
+/// scenario forms then lands inside the reservation, and one past the
+/// memory's end faults, so the compiled code checks no bounds. That costs
+/// 4.06 GiB of address space a VU, and a process on x86-64 Linux has
+/// 128 TiB: about 32,000 VUs, after which a VU fails to start with "mmap
+/// failed to reserve ... Cannot allocate memory" (measured: VU 32,232),
+/// whatever memory the host has. A share of more than
+/// [`MemoryLayout::UNCHECKED_MAX_VUS`] VUs therefore reserves only the
+/// memory a VU may have (`--vu-memory-mib`), fixed in place, and its code
+/// checks every access against that bound: about 1,700 more guest
+/// instructions for each request of the hello scenario, a quarter of its
+/// guest's and 5 % of the request's (docs/benchmarks.md, "100,000 VUs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLayout {
+    /// 4 GiB reserved a memory; no bounds checks.
+    Unchecked,
+    /// This many bytes reserved a memory, which never moves or grows past
+    /// them; every access checked.
+    Bounded(u64),
+}
+
+/// wasmtime's guard regions around a linear memory: 32 MiB before it and
+/// 32 MiB after it (its defaults, which this module leaves as they are).
+const MEMORY_GUARDS: u64 = 64 << 20;
+
+/// What one process may map on x86-64 Linux with 4-level page tables.
+pub const ADDRESS_SPACE: u64 = 1 << 47;
+
+impl MemoryLayout {
+    /// The most VUs of a share laid out [`MemoryLayout::Unchecked`]: 81 of
+    /// the 128 TiB, which leaves room for VUs taken over from a lost node
+    /// and for everything else the node maps.
+    pub const UNCHECKED_MAX_VUS: u64 = 20_000;
+
+    /// The address space a node keeps for itself beyond its VUs': its
+    /// binary, heap, allocator arenas and thread stacks, with room to spare.
+    pub const RESERVED_ADDRESS_SPACE: u64 = 8 << 30;
+
+    /// The layout for a share of `vus` VUs that may each have
+    /// `memory_limit` bytes of linear memory, in a process that may map
+    /// `space` bytes (less than [`ADDRESS_SPACE`] under `ulimit -v`):
+    /// unchecked while at most [`Self::UNCHECKED_MAX_VUS`] VUs fit so.
+    pub fn for_share(vus: u64, memory_limit: u64, space: u64) -> MemoryLayout {
+        let unchecked = MemoryLayout::Unchecked;
+        if vus <= Self::UNCHECKED_MAX_VUS && unchecked.address_space(vus) <= space {
+            unchecked
+        } else {
+            MemoryLayout::Bounded(memory_limit)
+        }
+    }
+
+    /// The address space `vus` VUs laid out so reserve, with the node's own.
+    pub fn address_space(self, vus: u64) -> u64 {
+        vus.saturating_mul(self.address_space_per_vu())
+            .saturating_add(Self::RESERVED_ADDRESS_SPACE)
+    }
+
+    /// The address space one VU reserves: its memory with its guards, and
+    /// its fiber stack.
+    pub fn address_space_per_vu(self) -> u64 {
+        let memory = match self {
+            MemoryLayout::Unchecked => 4 << 30,
+            MemoryLayout::Bounded(bytes) => bytes,
+        };
+        memory
+            .saturating_add(MEMORY_GUARDS)
+            .saturating_add(super::stack::FIBER_STACK as u64)
+    }
+
+    fn configure(self, config: &mut Config) {
+        if let MemoryLayout::Bounded(bytes) = self {
+            config.memory_reservation(bytes);
+            config.memory_may_move(false);
+            config.memory_reservation_for_growth(0);
+        }
+    }
+}
+
 /// Why a module cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -282,8 +364,9 @@ impl Drop for ScenarioModule {
 }
 
 impl ScenarioModule {
-    /// Validates and compiles a module. Does not run any of its code.
-    pub fn compile(bytes: &[u8]) -> Result<ScenarioModule, LoadError> {
+    /// Validates and compiles a module for VUs laid out as `layout`. Does
+    /// not run any of its code.
+    pub fn compile(bytes: &[u8], layout: MemoryLayout) -> Result<ScenarioModule, LoadError> {
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm);
         }
@@ -294,6 +377,7 @@ impl ScenarioModule {
         // a sleeping VU give back the pages below it (`engine::stack`).
         config.max_wasm_stack(super::stack::MAX_WASM_STACK);
         config.async_stack_size(super::stack::FIBER_STACK);
+        layout.configure(&mut config);
         let engine = Engine::new(&config).map_err(|e| LoadError::Compile(e.to_string()))?;
         let module =
             Module::new(&engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
