@@ -45,9 +45,10 @@ pub const MAPS_PER_VU: u64 = 8;
 const RESERVED_MAPS: u64 = 2_000;
 
 /// Memory a VU of a small scenario holds while it sleeps with its
-/// connection open: 38-41 KiB measured for the hello scenario
-/// (docs/benchmarks.md, "Memory per VU"), rounded up; a scenario that keeps
-/// more data holds more.
+/// connection open: about 30 KiB resident and 8.5 KiB of page tables
+/// measured for the hello scenario (docs/benchmarks.md, "100,000 VUs"),
+/// rounded up, with room for the kernel's side of the socket; a scenario
+/// that keeps more data holds more.
 pub const MEMORY_PER_VU: u64 = 48 << 10;
 
 /// Memory a node takes besides its VUs: the runtime, the compiled module,
