@@ -107,8 +107,16 @@ const SDK_FILES: &[(&str, &str)] = &[
         include_str!("../../../scenario-sdk/src/body.rs"),
     ),
     (
+        "src/heap.rs",
+        include_str!("../../../scenario-sdk/src/heap.rs"),
+    ),
+    (
         "src/guest.rs",
         include_str!("../../../scenario-sdk/src/guest.rs"),
+    ),
+    (
+        "src/guest/alloc.rs",
+        include_str!("../../../scenario-sdk/src/guest/alloc.rs"),
     ),
     (
         "src/guest/data.rs",
