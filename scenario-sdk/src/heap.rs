@@ -35,6 +35,7 @@ const CLASSES: usize = 8 + 4 * 8;
 
 /// The class of a block of `size` bytes, and the class's block size.
 /// `size` is at most [`MAX_SMALL`].
+#[inline]
 pub fn class_of(size: usize) -> (usize, usize) {
     if size <= 128 {
         let i = size.saturating_sub(1) / 16;
@@ -84,6 +85,7 @@ impl<P: Pages> Heap<P> {
     ///
     /// Every block on a free list must be one this heap handed out and that
     /// was given back with [`Heap::free`], untouched since.
+    #[inline]
     pub unsafe fn alloc(&mut self, size: usize) -> *mut u8 {
         let (class, block) = class_of(size);
         let head = self.free[class];
@@ -116,6 +118,7 @@ impl<P: Pages> Heap<P> {
     ///
     /// `ptr` came from [`Heap::alloc`] of this heap with a `size` of the
     /// same class, and is not used again until handed out again.
+    #[inline]
     pub unsafe fn free(&mut self, ptr: *mut u8, size: usize) {
         let (class, _) = class_of(size);
         // SAFETY: the block is at least 16 bytes, aligned, and ours again.
@@ -124,6 +127,7 @@ impl<P: Pages> Heap<P> {
     }
 
     /// Whether a block of `old` bytes also serves `new` bytes in place.
+    #[inline]
     pub fn same_class(old: usize, new: usize) -> bool {
         new <= MAX_SMALL && class_of(old).1 == class_of(new).1
     }
