@@ -344,6 +344,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], WireError> {
         if n > self.bytes.len() {
             return Err(WireError::Truncated(field));
@@ -353,6 +354,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
         let bytes = self.take(N, field)?;
         let mut out = [0u8; N];
@@ -360,22 +362,27 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
         self.array::<1>(field).map(|[b]| b)
     }
 
+    #[inline]
     fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
         self.array(field).map(u16::from_le_bytes)
     }
 
+    #[inline]
     fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
         self.array(field).map(u32::from_le_bytes)
     }
 
+    #[inline]
     fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
         self.array(field).map(u64::from_le_bytes)
     }
 
+    #[inline]
     fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
         let len = self.u32(field)?;
         self.take(len as usize, field)
