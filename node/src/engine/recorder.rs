@@ -5,8 +5,11 @@
 //! [`Shard`](crate::core::shard::Shard) and starts a fresh set, so memory is
 //! bounded by the series of one interval, never by the number of samples.
 //!
-//! Samples go to one of 16 lanes (by VU id), each behind its own short mutex,
-//! so VUs on different threads rarely wait for each other; a lock is never
+//! Samples go to one of a few lanes (by VU id), each behind its own short
+//! mutex, so VUs on different threads rarely wait for each other: twice as
+//! many lanes as the node has cores, from 4 to 16, since each lane keeps
+//! its own histograms for the interval (a histogram of nanoseconds that
+//! reaches a second is about 170 KB). A lock is never
 //! held across an await. The HTTP metrics of a request (count, failure,
 //! seven timings) live together under its tag set: one lookup per request.
 //! Requests, checks and iterations are looked up by borrowed parts of their
@@ -36,8 +39,14 @@ use crate::engine::http::{Answer, Exchange};
 /// one `overflow` series per metric (and a warning is logged once).
 pub const MAX_SERIES_PER_INTERVAL: usize = 10_000;
 
-/// Independent lanes, so VUs on different threads rarely share a lock.
-const LANES: usize = 16;
+/// The fewest and the most independent lanes, so VUs on different threads
+/// rarely share a lock (see [`lanes`]).
+const LANES: std::ops::RangeInclusive<usize> = 4..=16;
+
+/// Lanes for a node of `cores` cores: twice as many, within [`LANES`].
+fn lanes(cores: usize) -> usize {
+    cores.saturating_mul(2).clamp(*LANES.start(), *LANES.end())
+}
 
 /// What tells the HTTP series of a lane apart: the parts its tag set is made
 /// of, kept apart so a request can be looked up without building the set.
@@ -265,7 +274,9 @@ pub struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         Recorder {
-            lanes: (0..LANES).map(|_| Mutex::new(Lane::default())).collect(),
+            lanes: (0..lanes(std::thread::available_parallelism().map_or(1, |n| n.get())))
+                .map(|_| Mutex::new(Lane::default()))
+                .collect(),
             warned_overflow: AtomicBool::new(false),
             notes: Mutex::new(Vec::new()),
         }
@@ -303,14 +314,14 @@ impl Recorder {
     }
 
     fn lane(&self, lane: u64) -> std::sync::MutexGuard<'_, Lane> {
-        let i = (lane % LANES as u64) as usize;
+        let i = (lane % self.lanes.len() as u64) as usize;
         // A panic while holding the lock cannot leave a Lane invalid, so a
         // poisoned lock is still usable.
         self.lanes[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn overflowing(&self, lane: &Lane) -> bool {
-        if lane.series_count() < MAX_SERIES_PER_INTERVAL / LANES {
+        if lane.series_count() < MAX_SERIES_PER_INTERVAL / self.lanes.len() {
             return false;
         }
         if !self.warned_overflow.swap(true, Ordering::Relaxed) {
@@ -529,7 +540,7 @@ impl Recorder {
     /// Takes the current interval's series, leaving a fresh set.
     pub fn seal(&self) -> SeriesSet {
         let mut out = SeriesSet::new();
-        for lane in 0..LANES as u64 {
+        for lane in 0..self.lanes.len() as u64 {
             self.lane(lane).drain_into(&mut out);
         }
         out
@@ -620,6 +631,25 @@ pub async fn seal_every(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lanes_are_twice_the_cores_from_4_to_16() {
+        let cases = [
+            (0, 4),
+            (1, 4),
+            (2, 4),
+            (3, 6),
+            (4, 8),
+            (8, 16),
+            (16, 16),
+            (128, 16),
+        ];
+        for (cores, want) in cases {
+            assert_eq!(lanes(cores), want, "{cores} cores");
+        }
+        let recorder = Recorder::new();
+        assert!(LANES.contains(&recorder.lanes.len()));
+    }
     use crate::core::metrics::Value;
     use crate::engine::http::Answer;
     use fusi_sdk::abi::{ErrorKind, HttpError, Timings};
