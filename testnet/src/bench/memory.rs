@@ -3,10 +3,14 @@
 //! (`SLEEP_MS=1000`), as a k6 script with `sleep(1)` would.
 //!
 //! The figure per VU is the peak resident memory above the 10-VU run,
-//! divided by the VUs added. Each VU holds its wasm instance, its fiber
-//! stack, its tags and its keep-alive connection, so the runs also show
-//! which operating-system limit bites first (open files, local ports): the
-//! node's own warnings are passed on.
+//! divided by the VUs added; the page tables (`VmPTE`, which `VmRSS` leaves
+//! out) are counted the same way. Each VU holds its wasm instance, its
+//! fiber stack, its tags and its keep-alive connection, so the runs also
+//! show which operating-system limit bites first (open files, local
+//! ports): the node's own warnings are passed on. A run of more VUs than
+//! this process may open files (`--vus 100000` on a machine that allows
+//! 20,000) points its VUs at a closed port instead: each connect is
+//! refused, so no VU holds a connection, and the table says so.
 
 use std::process::Stdio;
 use std::thread;
@@ -25,6 +29,8 @@ const BASE_VUS: u32 = 10;
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     peak_kib: f64,
+    /// The peak of the page tables, in KiB.
+    pte_kib: f64,
     requests: f64,
     failed: f64,
     /// The highest requests/s of the report's intervals that start in the
@@ -54,6 +60,16 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         secs(duration),
         target.url
     );
+    let closed = closed_url()?;
+    let connects = |vus: u32| open_files().is_none_or(|n| u64::from(vus) + 256 <= n);
+    for vus in sizes.iter().filter(|v| !connects(**v)) {
+        println!(
+            "note: {} VUs need more open files than this process may have ({}), so their \
+             VUs connect to a closed port ({closed}) and hold no connection",
+            num(f64::from(*vus), 0),
+            open_files().map_or("?".to_owned(), |n| n.to_string())
+        );
+    }
     let tmp = std::env::temp_dir().join(format!("fusi-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let mut rounds: Vec<Vec<Sample>> = Vec::new();
@@ -62,7 +78,8 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
         for k in 0..sizes.len() {
             let i = (k + round) % sizes.len();
             let vus = sizes[i];
-            let s = measure(setup, &hello, &target.url, vus, duration, &tmp)?;
+            let url = if connects(vus) { &target.url } else { &closed };
+            let s = measure(setup, &hello, url, vus, duration, &tmp)?;
             eprintln!(
                 "round {}: {} VUs: peak RSS {} KiB, {} requests ({} failed), {} requests/s at best in the first 5 s",
                 round + 1,
@@ -79,14 +96,18 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     println!();
     println!(
-        "| VUs | peak RSS KiB, median (min–max) | KiB per VU above {BASE_VUS} VUs | requests/s | best requests/s in the first 5 s | failed |"
+        "| VUs | peak RSS KiB, median (min–max) | KiB per VU above {BASE_VUS} VUs | page tables, KiB per VU | connections | requests/s | best requests/s in the first 5 s | failed |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (i, vus) in sizes.iter().enumerate() {
         let peaks: Vec<f64> = rounds.iter().map(|r| r[i].peak_kib).collect();
         let per_vu: Vec<f64> = rounds
             .iter()
             .map(|r| (r[i].peak_kib - r[0].peak_kib) / f64::from(vus - BASE_VUS))
+            .collect();
+        let pte_per_vu: Vec<f64> = rounds
+            .iter()
+            .map(|r| (r[i].pte_kib - r[0].pte_kib) / f64::from(vus - BASE_VUS))
             .collect();
         let rps: Vec<f64> = rounds
             .iter()
@@ -94,14 +115,23 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             .collect();
         let failed: Vec<f64> = rounds.iter().map(|r| r[i].failed).collect();
         let early: Vec<f64> = rounds.iter().map(|r| r[i].early_rps).collect();
-        println!(
-            "| {} | {} | {} | {} | {} | {} |",
-            num(f64::from(*vus), 0),
-            spread_cell(&peaks, 0),
+        let above = |values: &[f64]| {
             if i == 0 {
                 "–".to_owned()
             } else {
-                spread_cell(&per_vu, 1)
+                spread_cell(values, 1)
+            }
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            num(f64::from(*vus), 0),
+            spread_cell(&peaks, 0),
+            above(&per_vu),
+            above(&pte_per_vu),
+            if connects(*vus) {
+                "one a VU"
+            } else {
+                "none (refused)"
             },
             spread_cell(&rps, 0),
             spread_cell(&early, 0),
@@ -140,13 +170,38 @@ fn raise_map_count(vus: u32) {
     }
 }
 
-/// `VmRSS` of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<f64> {
+/// `VmRSS` and `VmPTE` of a process, in KiB.
+fn rss_and_pte_kib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    let field = |name: &str| -> Option<f64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmPTE:").unwrap_or(0.0)))
+}
+
+/// This process's soft open-file limit (which the node inherits), if
+/// there is one.
+fn open_files() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid, exclusive pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (got && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// A URL on 127.0.0.1 where nothing listens: a port the kernel gave a
+/// listener that is closed again.
+fn closed_url() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("cannot find a free port on 127.0.0.1")?;
+    let port = listener.local_addr()?.port();
+    drop(listener);
+    Ok(format!("http://127.0.0.1:{port}"))
 }
 
 fn measure(
@@ -183,10 +238,11 @@ fn measure(
         text
     });
     let pid = child.id();
-    let mut peak = 0.0f64;
+    let (mut peak, mut pte) = (0.0f64, 0.0f64);
     let status = loop {
-        if let Some(rss) = rss_kib(pid) {
+        if let Some((rss, tables)) = rss_and_pte_kib(pid) {
             peak = peak.max(rss);
+            pte = pte.max(tables);
         }
         if let Some(status) = child.try_wait()? {
             break status;
@@ -229,6 +285,7 @@ fn measure(
         .fold(0.0, f64::max);
     Ok(Sample {
         peak_kib: peak,
+        pte_kib: pte,
         requests: run.requests,
         failed,
         early_rps,
