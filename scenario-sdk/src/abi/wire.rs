@@ -567,6 +567,27 @@ mod tests {
     }
 
     #[test]
+    fn the_url_extra_is_read_and_checked() {
+        for url in ["http://127.0.0.1:1/y", "http://h/café"] {
+            let resp = HttpResponse {
+                url: Some(url.to_owned()),
+                ..response()
+            };
+            let mut bytes = Vec::new();
+            encode_response(&resp, &mut bytes);
+            let view = ResponseView::parse(&bytes).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(view.url, Some(url));
+            let last = bytes.len() - 1;
+            bytes[last] = 0xff;
+            assert_eq!(
+                ResponseView::parse(&bytes),
+                Err(WireError::NotUtf8("extras")),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
     fn headers_are_checked_whether_or_not_they_are_ascii() {
         let long = "v".repeat(200);
         for headers in [
