@@ -383,8 +383,14 @@ mod tests {
         );
         assert!(MemoryLayout::Bounded(limit).address_space(10) <= small);
         assert_eq!(
+            MemoryLayout::for_share(0, limit, small),
+            MemoryLayout::Unchecked,
+            "setup's instance alone"
+        );
+        assert_eq!(
             MemoryLayout::for_share(1, limit, small),
-            MemoryLayout::Unchecked
+            MemoryLayout::Bounded(limit),
+            "a VU and setup's instance: 8 GiB reserved, and 8.1 for them"
         );
         // A VU that may have 4 GiB reserves 4 GiB, whichever the layout.
         let big = MemoryLayout::for_share(100_000, 4 << 30, ADDRESS_SPACE);

@@ -211,9 +211,8 @@ async fn work(
         reason,
     };
     let vus = job.spec.share_vus(&job.share.segment);
-    // The share's VUs and the instance that runs setup and teardown.
     let layout = MemoryLayout::for_share(
-        vus.saturating_add(1),
+        vus,
         job.spec.vu_memory_limit,
         crate::limits::address_space().0,
     );
@@ -521,9 +520,9 @@ pub async fn run_setup(
     files: Vec<Arc<Vec<u8>>>,
     settings: ClientSettings,
 ) -> Result<Option<Vec<u8>>, String> {
-    // One instance: setup's.
+    // No VUs: setup's instance alone.
     let space = crate::limits::address_space().0;
-    let layout = MemoryLayout::for_share(1, spec.vu_memory_limit, space);
+    let layout = MemoryLayout::for_share(0, spec.vu_memory_limit, space);
     let module = compile(wasm, layout).await.map_err(|e| e.to_string())?;
     module.check_exec(spec).map_err(|e| e.to_string())?;
     if !module.has_setup() {

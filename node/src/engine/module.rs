@@ -70,10 +70,12 @@ impl MemoryLayout {
     /// The layout for a share of `vus` VUs that may each have
     /// `memory_limit` bytes of linear memory, in a process that may map
     /// `space` bytes (less than [`ADDRESS_SPACE`] under `ulimit -v`):
-    /// unchecked while at most [`Self::UNCHECKED_MAX_VUS`] VUs fit so.
+    /// unchecked for at most [`Self::UNCHECKED_MAX_VUS`] VUs, when they and
+    /// the instance that runs `setup` and `teardown` fit so.
     pub fn for_share(vus: u64, memory_limit: u64, space: u64) -> MemoryLayout {
         let unchecked = MemoryLayout::Unchecked;
-        if vus <= Self::UNCHECKED_MAX_VUS && unchecked.address_space(vus) <= space {
+        if vus <= Self::UNCHECKED_MAX_VUS && unchecked.address_space(vus.saturating_add(1)) <= space
+        {
             unchecked
         } else {
             MemoryLayout::Bounded(memory_limit)
