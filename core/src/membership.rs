@@ -183,8 +183,12 @@ pub enum Refused {
 
 /// The most members a node keeps: a peer with the mesh key could otherwise
 /// announce identities without end. Heartbeats of new ids beyond it are
-/// refused.
-pub const MAX_MEMBERS: usize = 4096;
+/// refused. It is also the most nodes a run may take
+/// ([`crate::wire::MAX_CANDIDATES`]) and an ask for shards may list
+/// ([`crate::sync::MAX_HAVE_NODES`]): a mesh of 10,000 nodes fits. A member
+/// costs a node about 1 KiB (its heartbeat, its place on the ring), and at
+/// most 16 KiB with the largest heartbeat accepted.
+pub const MAX_MEMBERS: usize = 10_240;
 
 /// How long a member that said it stops is remembered, so that its older
 /// heartbeats, still travelling through gossip, do not bring it back.

@@ -1117,6 +1117,7 @@ impl RunsCore {
         if !proposal.candidates.iter().any(|c| c.id == self.me) || proposal.proposer != self.me {
             return Err("this node must be the proposer, and among the candidates".into());
         }
+        let candidates = proposal.candidates.len();
         let named = RunEnvelope {
             protocol: RUN_PROTOCOL,
             run: id.clone(),
@@ -1129,6 +1130,17 @@ impl RunsCore {
             body: RunMessage::Propose(Box::new(proposal)),
             sig: None,
         };
+        // Every node that asks gets the proposal listed: it must be one
+        // that every node accepts.
+        decode_run(&wire::encode(&env)).map_err(|e| match e {
+            wire::WireError::TooLarge { len, max, .. } => format!(
+                "the run's proposal, with its {} candidates listed, is {len} bytes, over \
+                 the {max}-byte limit of a run message: take fewer nodes (--nodes), or \
+                 give the nodes shorter region names",
+                candidates
+            ),
+            other => format!("the run's proposal would be refused by every node: {other}"),
+        })?;
         let me = self.me.clone();
         let run_id = env.run.clone();
         self.on_message(&me, env, at).map_err(|e| e.to_string())?;

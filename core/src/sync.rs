@@ -38,7 +38,7 @@ pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 /// The most ranges a request may carry, over all nodes.
 pub const MAX_HAVE_RANGES: usize = 100_000;
 /// The most nodes a request may list (a plan's most shares).
-pub const MAX_HAVE_NODES: usize = 4096;
+pub const MAX_HAVE_NODES: usize = crate::wire::MAX_CANDIDATES;
 /// An ask not answered within this long is given up, whatever happened to
 /// it, so one lost answer never stops a node from asking again.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(60);

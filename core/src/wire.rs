@@ -67,14 +67,18 @@ pub const MAX_SHARDS_RESPONSE_BYTES: usize = crate::sync::MAX_ANSWER_BYTES + (64
 /// The largest module answer accepted: the module bound and the envelope.
 pub const MAX_MODULE_RESPONSE_BYTES: usize = super::module_name::MAX_MODULE_BYTES + 4096;
 
-/// The largest run message accepted (a plan of 4096 nodes fits).
+/// The largest run message accepted. A proposal that lists 10,000
+/// candidates fits where their region names are up to 16 bytes (about 98
+/// bytes a candidate); a node refuses to submit one that does not
+/// (`RunsCore::submit`).
 pub const MAX_RUN_MESSAGE_BYTES: usize = 960 << 10;
 
 /// The version of the run messages; a node ignores other versions.
 pub const RUN_PROTOCOL: u32 = 10;
 
-/// The most candidates a proposal may name.
-pub const MAX_CANDIDATES: usize = 4096;
+/// The most candidates a proposal may name: a node and as many members as
+/// it keeps.
+pub const MAX_CANDIDATES: usize = crate::membership::MAX_MEMBERS + 1;
 
 /// Longest node name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -1691,6 +1695,93 @@ mod tests {
         assert_eq!(p, named);
         assert!(p.resolve(listed.candidates.clone()));
         assert_eq!(p, listed);
+    }
+
+    /// A run of 10,000 nodes: the run messages that grow with its nodes,
+    /// at their largest, are accepted; one more candidate than a node keeps
+    /// members is not, nor a proposal whose listed candidates outgrow a run
+    /// message.
+    #[test]
+    fn the_run_messages_of_ten_thousand_nodes_fit_their_bounds() {
+        let n = 10_000;
+        // A peer id as libp2p writes an Ed25519 key's: 52 characters.
+        let candidates = |n: usize, region: &str| -> Vec<Candidate> {
+            (0..n)
+                .map(|i| Candidate {
+                    id: format!("12D3KooW{i:044}"),
+                    region: region.into(),
+                    capacity: 1_000_000,
+                })
+                .collect()
+        };
+        let spec = RunSpec::new(
+            "a".repeat(64),
+            crate::spec::Executor::ConstantVus {
+                vus: 100_000,
+                duration: std::time::Duration::from_secs(60),
+            },
+        );
+        let envelope = |body: RunMessage| {
+            encode(&RunEnvelope {
+                protocol: RUN_PROTOCOL,
+                run: "r1".into(),
+                body,
+                sig: None,
+            })
+        };
+        let proposal = |candidates: Vec<Candidate>| {
+            envelope(RunMessage::Propose(Box::new(Proposal {
+                proposer: candidates[0].id.clone(),
+                spec: spec.clone(),
+                weights: None,
+                nodes: None,
+                candidates,
+                members: None,
+            })))
+        };
+        let fits = proposal(candidates(n, &"r".repeat(16)));
+        assert!(decode_run(&fits).is_ok(), "{} bytes", fits.len());
+        let long = proposal(candidates(n, &"r".repeat(MAX_REGION_LEN)));
+        assert!(
+            matches!(decode_run(&long), Err(WireError::TooLarge { .. })),
+            "{} bytes",
+            long.len()
+        );
+        let most = proposal(candidates(MAX_CANDIDATES, "fra"));
+        assert!(decode_run(&most).is_ok(), "{} bytes", most.len());
+        let over = proposal(candidates(MAX_CANDIDATES + 1, "fra"));
+        assert!(matches!(decode_run(&over), Err(WireError::Invalid { .. })));
+
+        // The plan listed, each share one n-th of the load.
+        let shares = (0..n as u64)
+            .map(|i| ShareOnWire(i as u32, i, i + 1, n as u64, i * 10))
+            .collect();
+        let plan = envelope(RunMessage::Assign(PlanOnWire {
+            term: 1,
+            id: (1, 1),
+            shares,
+            derivation: None,
+        }));
+        assert!(decode_run(&plan).is_ok(), "{} bytes", plan.len());
+        assert!(plan.len() < MAX_GOSSIP_BYTES - 64 * 1024);
+
+        // The finish with every node's words, and every node lost.
+        let words: Vec<NodeWords> = vec![
+            (
+                Some((1_700_000_000_000_000_000, 1_000_000)),
+                Some((61, true))
+            );
+            n
+        ];
+        let finish = envelope(RunMessage::Finish(Finish {
+            term: 1,
+            outcome: Outcome::Complete,
+            lost: candidates(n, "fra").into_iter().map(|c| c.id).collect(),
+            handoffs: Vec::new(),
+            words_digest: Some(serde_bytes::ByteBuf::from(words_digest(&words))),
+            words,
+        }));
+        assert!(decode_run(&finish).is_ok(), "{} bytes", finish.len());
     }
 
     #[test]

@@ -1668,7 +1668,7 @@ fn a_node_that_joins_later_adopts_an_ended_run_and_takes_no_part_in_it() {
         "a run from the future is not newer than now"
     );
     let mut bad = ended;
-    bad.finish.lost = vec!["x".into(); 5000];
+    bad.finish.lost = vec!["x".into(); wire::MAX_CANDIDATES + 1];
     assert!(fresh().adopt(bad, at).is_err());
 }
 
@@ -3217,4 +3217,55 @@ fn a_member_is_answered_about_one_run_at_most_every_quarter_second() {
     }
     assert!(core.may_answer_run("new", "r", ms(2_100)).is_err());
     assert_eq!(core.may_answer_run("new", "r", ms(2_250)), Ok(()));
+}
+
+#[test]
+fn a_proposal_that_no_node_would_accept_is_refused_at_submission_saying_what_to_change() {
+    let mut sim = Sim::new(&[("fra", 3)], 0, 17);
+    let me = sim.nodes[0].id.clone();
+    let many = |n: usize, region: &str| -> Proposal {
+        let mut candidates: Vec<Candidate> = (1..n)
+            .map(|i| Candidate {
+                id: format!("12D3KooW{i:044}"),
+                region: region.into(),
+                capacity: 100,
+            })
+            .collect();
+        candidates.push(Candidate {
+            id: me.clone(),
+            region: region.into(),
+            capacity: 100,
+        });
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        Proposal {
+            proposer: me.clone(),
+            spec: spec(10_000, 2),
+            weights: None,
+            nodes: None,
+            candidates,
+            members: None,
+        }
+    };
+    let mut submit = |id: &str, proposal: Proposal| {
+        sim.with_core(0, |core, at, view| {
+            core.submit(id.into(), proposal, at, view).map(|_| ())
+        })
+    };
+    // 10,000 nodes with the longest region names: the listed proposal,
+    // which every node that asks gets, is over a run message's bound.
+    let long = submit("r-long", many(10_000, &"r".repeat(wire::MAX_REGION_LEN)));
+    let Err(e) = long else {
+        panic!("a proposal over the bound was submitted");
+    };
+    assert!(
+        e.contains("10000 candidates") && e.contains("--nodes") && e.contains("shorter region"),
+        "{e}"
+    );
+    // More candidates than a node keeps members.
+    let Err(e) = submit("r-over", many(wire::MAX_CANDIDATES + 1, "fra")) else {
+        panic!("a proposal of too many candidates was submitted");
+    };
+    assert!(e.contains("refused by every node"), "{e}");
+    // 10,000 nodes with short region names go.
+    assert_eq!(submit("r-fits", many(10_000, "fra")), Ok(()));
 }

@@ -116,8 +116,9 @@ pub const RPC_OVERHEAD: usize = 60;
 pub const MODULE_BYTES: usize = 512 << 10;
 /// How fast a node sends answers: 1 Gbit/s, one answer at a time.
 pub const UPLINK_BYTES_PER_S: u64 = 125_000_000;
-/// The most nodes a simulation takes.
-pub const MAX_NODES: usize = 5000;
+/// The most nodes a simulation takes: the most a mesh holds, a node and
+/// [`MAX_MEMBERS`](crate::core::membership::MAX_MEMBERS) members.
+pub const MAX_NODES: usize = crate::core::membership::MAX_MEMBERS + 1;
 /// The most regions a simulation takes.
 pub const MAX_REGIONS: usize = 16;
 /// The most intervals a share may run (a node's shards are kept as bits of
@@ -338,7 +339,40 @@ pub struct SimReport {
 /// Runs a simulation.
 pub fn simulate(config: &SimConfig) -> Result<SimReport, SimError> {
     config.validate()?;
-    Ok(world::World::new(config).run())
+    Ok(world::World::new(config).run(None))
+}
+
+/// Where a simulation under way stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Real seconds since it started.
+    pub wall_s: f64,
+    /// Virtual seconds simulated.
+    pub virtual_s: f64,
+    /// The phase it is in.
+    pub phase: &'static str,
+    /// How many nodes.
+    pub nodes: usize,
+    /// The members a node lists, on average.
+    pub members_mean: f64,
+    /// Nodes that hold every shard (in the `shards` phase and after).
+    pub complete: usize,
+    /// Events processed.
+    pub events: u64,
+    /// The simulator's resident memory, where the system says it.
+    pub resident_bytes: Option<u64>,
+}
+
+/// Runs a simulation as [`simulate`] does, and hands `show` where it stands
+/// after every `every` of real time: a simulation of thousands of nodes
+/// takes minutes.
+pub fn simulate_showing(
+    config: &SimConfig,
+    every: Duration,
+    show: &mut dyn FnMut(&Progress),
+) -> Result<SimReport, SimError> {
+    config.validate()?;
+    Ok(world::World::new(config).run(Some((every, show))))
 }
 
 #[cfg(test)]

@@ -131,3 +131,35 @@ fn configurations_outside_the_bounds_are_refused_with_the_flag_named() {
         assert!(e.to_string().contains("give"), "{e}");
     }
 }
+
+#[test]
+fn a_simulation_under_way_says_where_it_stands_and_reports_the_same() {
+    let config = small(40, 7);
+    let mut seen: Vec<Progress> = Vec::new();
+    let report = simulate_showing(&config, Duration::ZERO, &mut |p| seen.push(p.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(seen.len() >= 2, "{} progress reports", seen.len());
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].events < w[1].events && w[0].virtual_s <= w[1].virtual_s)
+    );
+    let phases = ["membership", "idle", "leader", "shards", "frozen"];
+    assert!(
+        seen.iter()
+            .all(|p| p.nodes == 40 && phases.contains(&p.phase))
+    );
+    assert!(seen.iter().all(|p| p.members_mean <= 39.0));
+    let last = seen.last().map(|p| p.events).unwrap_or(0);
+    assert!(last <= report.events);
+    // Showing progress changes nothing of what is simulated.
+    assert_eq!(
+        SimReport {
+            wall_s: 0.0,
+            ..report
+        },
+        SimReport {
+            wall_s: 0.0,
+            ..run(&config)
+        }
+    );
+}

@@ -11,8 +11,8 @@ use rustc_hash::FxHashMap;
 use super::network::{Counters, Delivery, Kind, Micros, Network, Payload};
 use super::queue::Queue;
 use super::{
-    FrozenNode, GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, RPC_OVERHEAD, SimConfig, SimReport,
-    Spread, UPLINK_BYTES_PER_S,
+    FrozenNode, GOSSIP_OVERHEAD, MODULE_BYTES, PhaseReport, Progress, RPC_OVERHEAD, SimConfig,
+    SimReport, Spread, UPLINK_BYTES_PER_S,
 };
 use crate::core::clock::Exchange;
 use crate::core::membership::{Event as MemberEvent, Heartbeat, Pulse};
@@ -302,6 +302,9 @@ enum Stage {
     Done,
 }
 
+/// How often to show where a simulation stands (real time), and to what.
+pub type ShowProgress<'a> = (Duration, &'a mut dyn FnMut(&Progress));
+
 /// The whole simulation.
 pub struct World {
     config: SimConfig,
@@ -468,9 +471,11 @@ impl World {
         }
     }
 
-    /// Runs every phase, and reports.
-    pub fn run(mut self) -> SimReport {
+    /// Runs every phase, and reports; hands `progress` where it stands
+    /// after every period of real time it names.
+    pub fn run(mut self, mut progress: Option<ShowProgress<'_>>) -> SimReport {
         let wall = Instant::now();
+        let mut next_progress = progress.as_ref().map(|(every, _)| *every);
         while self.stage != Stage::Done {
             let Some((at, event)) = self.queue.pop() else {
                 break;
@@ -478,6 +483,13 @@ impl World {
             self.now = at;
             self.events += 1;
             self.handle(event);
+            if self.events.is_multiple_of(1024)
+                && let (Some((every, show)), Some(next)) = (progress.as_mut(), next_progress)
+                && wall.elapsed() >= next
+            {
+                show(&self.progress(wall));
+                next_progress = Some(next + *every);
+            }
         }
         let n = self.nodes.len();
         let shards_total = (n as u64) * u64::from(self.config.intervals + 1);
@@ -527,6 +539,28 @@ impl World {
             events: self.events,
             virtual_s: seconds(self.now),
             wall_s: wall.elapsed().as_secs_f64(),
+        }
+    }
+
+    fn progress(&self, wall: Instant) -> Progress {
+        let n = self.nodes.len();
+        let members: usize = self.nodes.iter().map(|node| node.members).sum();
+        Progress {
+            wall_s: wall.elapsed().as_secs_f64(),
+            virtual_s: seconds(self.now),
+            phase: match self.stage {
+                Stage::Membership => "membership",
+                Stage::Idle => "idle",
+                Stage::Leader => "leader",
+                Stage::Shards => "shards",
+                Stage::Frozen => "frozen",
+                Stage::Done => "done",
+            },
+            nodes: n,
+            members_mean: members as f64 / n as f64,
+            complete: self.nodes.iter().filter(|node| node.complete == n).count(),
+            events: self.events,
+            resident_bytes: resident_bytes(),
         }
     }
 
@@ -1861,4 +1895,12 @@ fn shard_size(run: &str, node: &Node) -> usize {
     }
     .encode()
     .len()
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
