@@ -512,6 +512,16 @@ impl Membership {
         self.members.values()
     }
 
+    /// The members whose ids sort after `after` (all, without it), in the
+    /// order of their ids.
+    pub fn members_after(&self, after: Option<&str>) -> impl Iterator<Item = &Member> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.members
+            .range::<str, _>((from, Unbounded))
+            .map(|(_, m)| m)
+    }
+
     /// One member.
     pub fn get(&self, id: &str) -> Option<&Member> {
         self.members.get(id)

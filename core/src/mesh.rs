@@ -243,6 +243,9 @@ pub enum Action {
         digest: u64,
         /// This node's heartbeat.
         heartbeat: Heartbeat,
+        /// List the members after this id: the member's last list was cut
+        /// there.
+        after: Option<String>,
     },
     /// Dial a member that this node is not connected to.
     DialPeer {
@@ -463,6 +466,11 @@ struct MembersSync {
     joining_until: Duration,
     /// Whether the last list asked for was the same as this node's.
     agreed: bool,
+    /// The last ask: whom, and after which id.
+    asked: Option<(String, Option<String>)>,
+    /// A member whose list was cut at [`MAX_MEMBERS_ANSWER`], and the id
+    /// to ask it to go on after, at the next tick.
+    next_page: Option<(String, String)>,
 }
 
 impl MeshCore {
@@ -1005,6 +1013,25 @@ impl MeshCore {
         {
             self.sync.next_at = self.sync.next_at.min(last + MEMBERS_SYNC_MIN);
         }
+        // The rest of a list that was cut: a mesh of more than
+        // MAX_MEMBERS_ANSWER nodes lists its members in pages. Without them,
+        // a node that missed the announcements of a member whose id sorted
+        // past the cut never heard of it (3,000 simulated nodes never
+        // converged).
+        if let Some((peer, after)) = self.sync.next_page.take()
+            && self.connected.contains(&peer)
+        {
+            self.sync.last_ask = Some(now);
+            self.sync.agreed = false;
+            self.sync.asked = Some((peer.clone(), Some(after.clone())));
+            actions.push(Action::AskMembers {
+                peer,
+                digest: self.members_digest(),
+                heartbeat: self.heartbeat(self.health),
+                after: Some(after),
+            });
+            return;
+        }
         let recent = self
             .sync
             .last_ask
@@ -1035,10 +1062,12 @@ impl MeshCore {
         if let Some(peer) = peer {
             self.sync.last_ask = Some(now);
             self.sync.agreed = false;
+            self.sync.asked = Some((peer.clone(), None));
             actions.push(Action::AskMembers {
                 peer,
                 digest: self.members_digest(),
                 heartbeat: self.heartbeat(self.health),
+                after: None,
             });
         }
     }
@@ -1064,7 +1093,8 @@ impl MeshCore {
 
     /// The answer to a members ask from `asker` whose digest is `digest`:
     /// `None` when this node knows the same nodes, else this node's
-    /// heartbeat and its members' but suspected ones (at most
+    /// heartbeat and its members' but suspected ones whose ids sort after
+    /// `after` (all, without it), in the order of their ids (at most
     /// [`MAX_MEMBERS_ANSWER`] and about 768 KiB), and whether that is all
     /// of them. Only members and connected peers are answered. Call
     /// [`MeshCore::on_heartbeat`] with the asker's heartbeat first: an ask
@@ -1073,6 +1103,7 @@ impl MeshCore {
         &self,
         asker: &str,
         digest: u64,
+        after: Option<&str>,
     ) -> Result<Option<(Vec<Heartbeat>, bool)>, &'static str> {
         if self.membership.get(asker).is_none() && !self.connected.contains(asker) {
             return Err("not a member yet: no heartbeat of yours has arrived");
@@ -1087,7 +1118,7 @@ impl MeshCore {
         let mut members = Vec::new();
         let all = std::iter::once(self.heartbeat(self.health)).chain(
             self.membership
-                .members()
+                .members_after(after)
                 .filter(|m| !m.suspect && m.heartbeat.id != asker)
                 .map(|m| m.heartbeat.clone()),
         );
@@ -1121,9 +1152,11 @@ impl MeshCore {
     /// A member's list, from `from`: its own heartbeat is its word; the
     /// others are leads until they answer themselves. When the list is
     /// `complete`, the members it lacks that this node does not watch are
-    /// doubted: watched for [`MembershipConfig::remove_after`], so that one
-    /// whose suspicion this node missed goes; one that answers is no longer
-    /// doubted.
+    /// doubted (those after the ask's `after`, for the rest of a list):
+    /// watched for [`MembershipConfig::remove_after`], so that one whose
+    /// suspicion this node missed goes; one that answers is no longer
+    /// doubted. A list that was cut is asked for again from where it was
+    /// cut, at the next tick.
     pub fn on_members(
         &mut self,
         from: &str,
@@ -1131,9 +1164,28 @@ impl MeshCore {
         complete: bool,
         now: Duration,
     ) -> Vec<Result<Option<Event>, HeartbeatRefused>> {
+        let after = match self.sync.asked.take() {
+            Some((peer, after)) if peer == from => after,
+            other => {
+                self.sync.asked = other;
+                None
+            }
+        };
         let mut out = Vec::new();
         let mut listed = BTreeSet::new();
         let mut new = false;
+        let last = members
+            .iter()
+            .take(MAX_MEMBERS_ANSWER)
+            .filter(|hb| hb.id != from)
+            .map(|hb| hb.id.clone())
+            .max();
+        if !complete
+            && let Some(last) = last
+            && after.as_ref().is_none_or(|a| last > *a)
+        {
+            self.sync.next_page = Some((from.to_owned(), last));
+        }
         for hb in members.into_iter().take(MAX_MEMBERS_ANSWER) {
             listed.insert(hb.id.clone());
             if hb.id == from {
@@ -1156,6 +1208,7 @@ impl MeshCore {
                 .map(|m| &m.heartbeat.id)
                 .filter(|id| {
                     !listed.contains(*id)
+                        && after.as_ref().is_none_or(|a| *id > a)
                         && *id != from
                         && !self.watched.contains(*id)
                         && self.doubted.len() < self.config.watch * 4

@@ -163,6 +163,11 @@ pub enum Request {
         digest: u64,
         /// The asker's heartbeat.
         heartbeat: Heartbeat,
+        /// List only the members whose ids sort after this one: the
+        /// answerer's last list to the asker was cut there (at
+        /// [`crate::mesh::MAX_MEMBERS_ANSWER`]). Absent: from the first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
     /// Send me the scenario module with this sha256 (lower-case hex).
     Module {
@@ -247,7 +252,7 @@ pub enum Response {
         /// The answerer knows the same nodes.
         same: bool,
         /// `members` is every member the answerer holds but suspected ones
-        /// (not cut at the answer's bound).
+        /// (after the ask's `after`), not cut at the answer's bound.
         complete: bool,
     },
     /// The module asked for; the asker checks its sha256.
@@ -1270,7 +1275,14 @@ fn check_heartbeat(hb: Heartbeat) -> Result<Heartbeat, WireError> {
 pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
     let mut request: Request = decode_bounded(bytes, "request", MAX_REQUEST_BYTES)?;
     match &mut request {
-        Request::Members { heartbeat, .. } => *heartbeat = check_heartbeat(heartbeat.clone())?,
+        Request::Members {
+            heartbeat, after, ..
+        } => {
+            *heartbeat = check_heartbeat(heartbeat.clone())?;
+            if let Some(after) = after {
+                check_len("request", "after", after, 128)?;
+            }
+        }
         Request::Clock {
             introduce: Some(heartbeat),
             ..
@@ -1426,8 +1438,21 @@ mod tests {
         let req = Request::Members {
             digest: 7,
             heartbeat: hb.clone(),
+            after: None,
         };
         assert_eq!(decode_request(&encode(&req)), Ok(req));
+        let page = Request::Members {
+            digest: 7,
+            heartbeat: hb.clone(),
+            after: Some("12D3KooW".repeat(6)),
+        };
+        assert_eq!(decode_request(&encode(&page)), Ok(page));
+        let long = Request::Members {
+            digest: 7,
+            heartbeat: hb.clone(),
+            after: Some("x".repeat(129)),
+        };
+        assert!(decode_request(&encode(&long)).is_err());
         let s = Suspicion {
             id: "a".into(),
             boot: 1,

@@ -875,6 +875,7 @@ fn requests() -> Vec<Request> {
         Request::Members {
             digest: 7,
             heartbeat: sample_heartbeat(),
+            after: Some("12D3KooWa".into()),
         },
         Request::Module {
             sha256: "ab".repeat(32),

@@ -48,6 +48,7 @@ enum Msg {
     MembersReq {
         digest: u64,
         heartbeat: Heartbeat,
+        after: Option<String>,
     },
     MembersResp(Vec<Heartbeat>, bool),
     MembersSame,
@@ -238,11 +239,15 @@ impl Sim {
             }
             Msg::HeardResp(member, ago) => self.nodes[to].on_heard(&from_id, &member, ago, now),
             Msg::MembersSame => self.nodes[to].on_members_same(),
-            Msg::MembersReq { digest, heartbeat } => {
+            Msg::MembersReq {
+                digest,
+                heartbeat,
+                after,
+            } => {
                 self.nodes[to]
                     .on_heartbeat(&from_id, heartbeat, now)
                     .expect("valid heartbeat");
-                match self.nodes[to].answer_members(&from_id, digest) {
+                match self.nodes[to].answer_members(&from_id, digest, after.as_deref()) {
                     Ok(Some((members, complete))) => {
                         self.send(to, from, Msg::MembersResp(members, complete));
                     }
@@ -312,9 +317,18 @@ impl Sim {
                     peer,
                     digest,
                     heartbeat,
+                    after,
                 } => {
                     let j: usize = peer[1..].parse().expect("sim id");
-                    self.send(i, j, Msg::MembersReq { digest, heartbeat });
+                    self.send(
+                        i,
+                        j,
+                        Msg::MembersReq {
+                            digest,
+                            heartbeat,
+                            after,
+                        },
+                    );
                 }
                 Action::DialPeer { peer, .. } => {
                     let j: usize = peer[1..].parse().expect("sim id");
@@ -1186,6 +1200,62 @@ fn a_joining_node_compares_lists_every_five_seconds_until_they_agree() {
         }
     }
     assert_eq!(asks, [0, 5_000, 10_000, 40_000], "asks at {asks:?} ms");
+}
+
+/// A mesh of more than [`MAX_MEMBERS_ANSWER`] nodes lists its members in
+/// pages: a list that was cut is asked for again from where it was cut, at
+/// the next tick. Before, the members sorted past the cut were in no list,
+/// and a node that missed their announcements never heard of them (3,000
+/// simulated nodes never converged).
+#[test]
+fn a_list_longer_than_one_answer_comes_in_pages_until_every_member_is_named() {
+    let at = Duration::from_millis;
+    let mut big = lone("m", vec![]);
+    let template = big.heartbeat(Health::default());
+    let n = 2 * MAX_MEMBERS_ANSWER + 100;
+    for i in 0..n {
+        let mut hb = template.clone();
+        hb.id = format!("n{i:05}");
+        big.on_heartbeat(&hb.id.clone(), hb, at(0))
+            .expect("a member");
+    }
+    let mut a = lone("a", vec![]);
+    add_member(&mut a, "m", at(0));
+    add_member(&mut big, "a", at(0));
+    let mut pages = Vec::new();
+    for t in (0..1_000).step_by(100) {
+        for action in a.tick(at(t), Health::default()) {
+            let Action::AskMembers {
+                peer,
+                digest,
+                after,
+                ..
+            } = action
+            else {
+                continue;
+            };
+            assert_eq!(peer, "m");
+            let (members, complete) = big
+                .answer_members("a", digest, after.as_deref())
+                .expect("an answer")
+                .expect("lists that differ");
+            assert!(members.len() <= MAX_MEMBERS_ANSWER);
+            pages.push((t, after, members.len(), complete));
+            for result in a.on_members("m", members, complete, at(t)) {
+                result.expect("valid members");
+            }
+        }
+    }
+    let named: BTreeSet<String> = a.membership.leads().map(|hb| hb.id.clone()).collect();
+    assert_eq!(named.len(), n, "{pages:?}");
+    // Three pages, each from the last id of the one before, one tick apart.
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert_eq!(pages[0].1, None);
+    assert_eq!(pages[1].1.as_deref(), Some("n02046"));
+    assert_eq!(pages[2].1.as_deref(), Some("n04093"));
+    assert!(!pages[0].3 && !pages[1].3 && pages[2].3, "{pages:?}");
+    assert_eq!(pages[1].0, pages[0].0 + 100);
+    assert_eq!(pages[2].0, pages[1].0 + 100);
 }
 
 #[test]

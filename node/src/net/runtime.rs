@@ -606,11 +606,19 @@ impl Node {
                 peer,
                 digest,
                 heartbeat,
+                after,
             } => {
                 let Ok(peer_id) = peer.parse::<PeerId>() else {
                     return;
                 };
-                let id = self.ask(peer_id, Request::Members { digest, heartbeat });
+                let id = self.ask(
+                    peer_id,
+                    Request::Members {
+                        digest,
+                        heartbeat,
+                        after,
+                    },
+                );
                 self.members_asks.insert(id);
             }
             Action::AskHeard { peer, member } => {
@@ -932,11 +940,20 @@ impl Node {
             }
             Inbound::Request {
                 peer,
-                request: Request::Members { digest, heartbeat },
+                request:
+                    Request::Members {
+                        digest,
+                        heartbeat,
+                        after,
+                    },
                 channel,
             } => {
                 self.take_heartbeat(peer, peer, heartbeat);
-                let response = match self.core.mesh().answer_members(&peer.to_string(), digest) {
+                let response = match self.core.mesh().answer_members(
+                    &peer.to_string(),
+                    digest,
+                    after.as_deref(),
+                ) {
                     Ok(None) => Response::Members {
                         members: Vec::new(),
                         same: true,

@@ -109,6 +109,7 @@ enum Event {
         to: usize,
         digest: u64,
         heartbeat: Box<Heartbeat>,
+        after: Option<String>,
     },
     /// The list arrives back at `to`, from `from`: the heartbeats and
     /// whether they are all; `None` when the lists were the same.
@@ -705,10 +706,16 @@ impl World {
                 to,
                 digest,
                 heartbeat,
+                after,
             } => {
                 let asker = self.nodes[from].id.clone();
                 self.take_heartbeat(to, &asker, *heartbeat);
-                let Ok(answer) = self.nodes[to].core.mesh().answer_members(&asker, digest) else {
+                let Ok(answer) =
+                    self.nodes[to]
+                        .core
+                        .mesh()
+                        .answer_members(&asker, digest, after.as_deref())
+                else {
                     return;
                 };
                 let bytes = match &answer {
@@ -1047,13 +1054,21 @@ impl World {
                 peer,
                 digest,
                 heartbeat,
+                after,
             } => {
                 let Some(&to) = self.by_id.get(&peer) else {
                     return;
                 };
-                let request = Request::Members { digest, heartbeat };
+                let request = Request::Members {
+                    digest,
+                    heartbeat,
+                    after,
+                };
                 let bytes = wire::encode(&request).len() + RPC_OVERHEAD;
-                let Request::Members { heartbeat, .. } = request else {
+                let Request::Members {
+                    heartbeat, after, ..
+                } = request
+                else {
                     return;
                 };
                 self.rpc(
@@ -1066,6 +1081,7 @@ impl World {
                         to,
                         digest,
                         heartbeat: Box::new(heartbeat),
+                        after,
                     },
                 );
             }
