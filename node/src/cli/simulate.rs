@@ -2,14 +2,13 @@
 //! ([`crate::sim`]), and what it costs them.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
-use std::time::Duration;
-
 use crate::sim::{
-    KindTraffic, MAX_INTERVALS, MAX_NODES, MAX_REGIONS, PhaseReport, Progress, SimConfig,
-    SimReport, Spread, simulate_showing,
+    BYTES_PER_PAIR, KindTraffic, MAX_INTERVALS, MAX_NODES, MAX_REGIONS, PhaseReport, Progress,
+    SimConfig, SimReport, Spread, memory_needed, simulate_showing,
 };
 
 pub const SIMULATE_HELP: &str = "\
@@ -47,7 +46,8 @@ Examples:
 pub struct SimulateArgs {
     /// How many nodes (2 to 10241, the most a mesh holds). The simulator
     /// holds every node's view of every other: about 1.6 KB of memory for
-    /// each pair, 6.5 GB at 2,000 nodes.
+    /// each pair, 6.5 GB at 2,000 nodes. It warns at the start when the
+    /// machine has less memory available than that.
     #[arg(long, default_value_t = 1000, value_parser = nodes_arg)]
     nodes: usize,
     /// The seed: one seed gives one run, event for event.
@@ -123,6 +123,9 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         intervals: args.intervals,
         ..SimConfig::default()
     };
+    if let Some(warning) = memory_warning(args.nodes, available_memory()) {
+        eprintln!("{warning}");
+    }
     // Thousands of nodes take minutes: say where it stands on stderr.
     let report = simulate_showing(&config, Duration::from_secs(10), &mut |p| {
         eprintln!("{}", progress_line(p));
@@ -145,6 +148,31 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A warning when a simulation of `nodes` needs more memory than is
+/// `available`: it would run for minutes and then fail to allocate.
+fn memory_warning(nodes: usize, available: Option<u64>) -> Option<String> {
+    let needed = memory_needed(nodes);
+    let available = available?;
+    (needed > available).then(|| {
+        format!(
+            "simulate: {nodes} nodes need about {} of memory ({:.1} KB for each pair of \
+             nodes); this machine has {} available, so the simulation will likely stop \
+             when it runs out: take fewer --nodes",
+            bytes(needed as f64),
+            BYTES_PER_PAIR as f64 / 1e3,
+            bytes(available as f64)
+        )
+    })
+}
+
+/// The memory available to a new process, from `/proc/meminfo` (Linux).
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// One line of where a simulation under way stands.
@@ -279,4 +307,25 @@ pub fn render(r: &SimReport) -> String {
         r.suspicions, r.events, r.virtual_s, r.wall_s
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_simulation_larger_than_the_memory_is_warned_of_with_what_it_needs() {
+        let here = Some(24_000_000_000);
+        let Some(warning) = memory_warning(10_000, here) else {
+            panic!("no warning for 10,000 nodes in 24 GB");
+        };
+        assert!(
+            warning.contains("10000 nodes need about 169.98 GB")
+                && warning.contains("24.00 GB available")
+                && warning.contains("fewer --nodes"),
+            "{warning}"
+        );
+        assert_eq!(memory_warning(1_000, here), None);
+        assert_eq!(memory_warning(10_000, None), None);
+    }
 }

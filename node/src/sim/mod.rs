@@ -119,6 +119,18 @@ pub const UPLINK_BYTES_PER_S: u64 = 125_000_000;
 /// The most nodes a simulation takes: the most a mesh holds, a node and
 /// [`MAX_MEMBERS`](crate::core::membership::MAX_MEMBERS) members.
 pub const MAX_NODES: usize = crate::core::membership::MAX_MEMBERS + 1;
+/// The simulator's memory for each pair of nodes: every node holds its
+/// view of every other (1.62-1.68 KB measured at 1,000 to 3,000 nodes,
+/// docs/benchmarks.md).
+pub const BYTES_PER_PAIR: u64 = 1_700;
+
+/// About how much memory a simulation of `nodes` takes at its peak.
+pub fn memory_needed(nodes: usize) -> u64 {
+    let n = nodes as u64;
+    n.saturating_mul(n.saturating_sub(1))
+        .saturating_mul(BYTES_PER_PAIR)
+}
+
 /// The most regions a simulation takes.
 pub const MAX_REGIONS: usize = 16;
 /// The most intervals a share may run (a node's shards are kept as bits of
