@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::module::ScenarioModule;
+use super::timer::FineTimer;
 use super::vu::{RunContext, ScenarioContext, Vu, VuError};
 use crate::core::metrics::names;
 use crate::core::schedule::{ArrivalSchedule, ramp_value};
@@ -493,13 +494,15 @@ async fn dispatch(
     // Pushed in order, popped from the end: the last one first.
     let mut idle: Vec<usize> = (0..starts.len()).rev().collect();
     let dropped_key = runner.scenario.key(names::DROPPED_ITERATIONS, []);
+    // Arrivals go out at their instants, not in tokio's 1 ms bursts.
+    let mut timer = FineTimer::new();
     while let Some((index, due)) = schedule.next_due() {
         if due < since || !share.segment.owns(index) {
             continue;
         }
         let scheduled = start + due;
         if scheduled > Instant::now() {
-            tokio::time::sleep_until(scheduled).await;
+            timer.sleep_until(scheduled).await;
         } else {
             // Behind: no timer, but the VUs get their turn.
             tokio::task::consume_budget().await;

@@ -14,6 +14,7 @@
 //!   that was handed on.
 //! - [`recorder`]: collect samples and seal them into per-interval shards.
 //! - [`stack`]: a sleeping VU gives back the deep pages of its fiber stack.
+//! - [`timer`]: a timer finer than tokio's 1 ms, for arrivals.
 
 pub mod cookies;
 pub mod data;
@@ -28,5 +29,6 @@ pub mod output;
 pub mod recorder;
 pub mod redirects;
 pub(crate) mod stack;
+pub mod timer;
 pub mod vu;
 pub mod ws;
