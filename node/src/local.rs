@@ -115,95 +115,35 @@ impl LocalRun {
 /// and at the end, each shard as it comes. The first write that fails ends
 /// the keeping (the run goes on) and removes what was kept of the run, since
 /// its report could no longer be printed again whole.
-///
-/// The writes are durable (each file synced), and a sync takes
-/// milliseconds: they are made in order on a thread of their own, so the
-/// run's load never waits for the disk. Where that thread cannot be
-/// started, they are made where they are asked for.
 pub struct Keeper {
     store: RunStore,
-    writer: Option<Writer>,
     failed: Option<StoreError>,
-}
-
-/// A write of the keeper: on the store, for the run it names.
-type Write = Box<dyn FnOnce(&RunStore) -> Result<(), StoreError> + Send>;
-
-/// The keeper's thread, and where its writes go.
-struct Writer {
-    writes: std::sync::mpsc::Sender<(String, Write)>,
-    thread: std::thread::JoinHandle<Option<StoreError>>,
 }
 
 impl Keeper {
     /// Keeps runs in `DATA_DIR/local-runs/`.
     pub fn new(data_dir: &Path) -> Keeper {
-        let store = RunStore::local(data_dir);
-        let (writes, pending) = std::sync::mpsc::channel::<(String, Write)>();
-        let on_thread = store.clone();
-        let writer = std::thread::Builder::new()
-            .name("fusi-keeper".to_owned())
-            .spawn(move || {
-                let mut failed = None;
-                for (id, write) in pending {
-                    if failed.is_none() {
-                        failed = attempt(&on_thread, &id, write);
-                    }
-                }
-                failed
-            })
-            .ok()
-            .map(|thread| Writer { writes, thread });
         Keeper {
-            store,
-            writer,
+            store: RunStore::local(data_dir),
             failed: None,
         }
     }
 
-    /// Writes to the store for run `id`, after the writes asked for before.
-    fn keep(
-        &mut self,
-        id: &str,
-        write: impl FnOnce(&RunStore) -> Result<(), StoreError> + Send + 'static,
-    ) {
-        let write: Write = Box::new(write);
-        let write = match &self.writer {
-            Some(writer) => match writer.writes.send((id.to_owned(), write)) {
-                Ok(()) => return,
-                Err(std::sync::mpsc::SendError((_, write))) => write,
-            },
-            None => write,
-        };
-        if self.failed.is_none() {
-            self.failed = attempt(&self.store, id, write);
+    fn keep(&mut self, id: &str, write: impl FnOnce(&RunStore) -> Result<(), StoreError>) {
+        if self.failed.is_some() {
+            return;
         }
-    }
-
-    /// Waits for the writes asked for; the first that failed, if one did.
-    fn settle(&mut self) -> Option<StoreError> {
-        if let Some(writer) = self.writer.take() {
-            drop(writer.writes);
-            let failed = writer
-                .thread
-                .join()
-                .unwrap_or_else(|_| Some(lost(self.store.dir())));
-            self.failed = self.failed.take().or(failed);
+        if let Err(e) = write(&self.store) {
+            self.store.remove_run(id);
+            self.failed = Some(e);
         }
-        self.failed.take()
-    }
-
-    /// Removes what was kept of run `id`, once the writes before are made.
-    fn forget(mut self, id: &str) {
-        let _ = self.settle();
-        self.store.remove_run(id);
     }
 
     /// How the keeping of run `id` ended: the run is kept and the oldest
     /// beyond [`KEEP_LOCAL_RUNS`] are removed, or the first write that
     /// failed, with nothing of the run left.
-    fn finish(mut self, id: &str) -> Result<(), StoreError> {
-        if let Some(e) = self.settle() {
+    fn finish(self, id: &str) -> Result<(), StoreError> {
+        if let Some(e) = self.failed {
             return Err(e);
         }
         for old in to_forget(&self.store.records::<LocalRun>(), KEEP_LOCAL_RUNS, id) {
@@ -211,23 +151,6 @@ impl Keeper {
         }
         Ok(())
     }
-}
-
-/// What a keeper says when its thread panicked: the run is not kept.
-fn lost(dir: &Path) -> StoreError {
-    StoreError::Io {
-        action: "cannot keep the run in",
-        path: dir.to_owned(),
-        source: std::io::Error::other("the keeper's thread panicked"),
-    }
-}
-
-/// Makes one write of a keeper; a failure removes what was kept of run
-/// `id`, and is returned.
-fn attempt(store: &RunStore, id: &str, write: Write) -> Option<StoreError> {
-    let e = write(store).err()?;
-    store.remove_run(id);
-    Some(e)
 }
 
 /// The runs to remove so that at most `keep` remain: the oldest by start
@@ -398,15 +321,13 @@ pub async fn run(
                 tracing::info!(run = %run_id, executor, "run starting");
                 if let Some(keeper) = &mut keeper {
                     record.started_unix_ms = unix_ms();
-                    let (id, record) = (run_id.clone(), record.clone());
-                    keeper.keep(&run_id, move |store| store.save_record(&id, &record));
+                    keeper.keep(&run_id, |store| store.save_record(&run_id, &record));
                 }
                 handle.start(Instant::now() + Duration::from_millis(20));
             }
             Some(WorkerEvent::Failed { reason, .. }) => {
-                if let Some(keeper) = keeper {
-                    let id = run_id.clone();
-                    let _ = tokio::task::spawn_blocking(move || keeper.forget(&id)).await;
+                if let Some(keeper) = &keeper {
+                    keeper.store.remove_run(&run_id);
                 }
                 return Err(RunError::Start(reason));
             }
@@ -419,14 +340,12 @@ pub async fn run(
                 match Shard::decode(&bytes) {
                     Ok(decoded) => {
                         report.add(&decoded);
-                        observer.on_shard(&decoded, &report, &progress);
                         if let Some(keeper) = &mut keeper {
-                            let (id, node, seq) =
-                                (run_id.clone(), decoded.node.clone(), decoded.seq);
-                            keeper.keep(&run_id, move |store| {
-                                store.save_shard_at(&id, &node, seq, &bytes).map(drop)
+                            keeper.keep(&run_id, |store| {
+                                store.save_shard(&decoded, &bytes).map(drop)
                             });
                         }
+                        observer.on_shard(&decoded, &report, &progress);
                         if aborted.is_none()
                             && let Some(failed) = abort_verdict(&thresholds, &report)
                         {
@@ -452,16 +371,10 @@ pub async fn run(
     .to_owned();
     record.aborted_by = aborted;
     record.ended_unix_ms = Some(unix_ms());
-    let kept = match keeper {
-        Some(mut keeper) => {
-            let (id, kept_record) = (run_id.clone(), record.clone());
-            keeper.keep(&run_id, move |store| store.save_record(&id, &kept_record));
-            let (id, dir) = (run_id.clone(), keeper.store.dir().to_owned());
-            let finished = tokio::task::spawn_blocking(move || keeper.finish(&id)).await;
-            Some(finished.unwrap_or_else(|_| Err(lost(&dir))))
-        }
-        None => None,
-    };
+    let kept = keeper.map(|mut keeper| {
+        keeper.keep(&run_id, |store| store.save_record(&run_id, &record));
+        keeper.finish(&run_id)
+    });
     Ok(Finished {
         report: RunReport::build(&report, &record.meta()),
         kept,
@@ -548,12 +461,10 @@ mod tests {
         record.outcome = "stopped".to_owned();
         record.aborted_by = Some("http_req_duration: p(95)<1ms".to_owned());
         let mut keeper = Keeper::new(&dir);
-        let first = record.clone();
-        keeper.keep("r1", move |store| store.save_record("r1", &first));
+        keeper.keep("r1", |store| store.save_record("r1", &record));
         // Shards kept in another order than they were merged.
         for s in shards.iter().rev() {
-            let (s, bytes) = (s.clone(), s.encode());
-            keeper.keep("r1", move |store| store.save_shard(&s, &bytes).map(drop));
+            keeper.keep("r1", |store| store.save_shard(s, &s.encode()).map(drop));
         }
         assert!(keeper.finish("r1").is_ok());
         let want = RunReport::build(&Report::from_shards("r1", shards), &record.meta()).to_json();
@@ -566,8 +477,9 @@ mod tests {
         for n in 0..KEEP_LOCAL_RUNS {
             let id = format!("r{n}x");
             let mut keeper = Keeper::new(&dir);
-            let kept = self::record(&id, 2_000 + n as u64);
-            keeper.keep(&id, move |store| store.save_record(&kept.id, &kept));
+            keeper.keep(&id, |store| {
+                store.save_record(&id, &self::record(&id, 2_000 + n as u64))
+            });
             assert!(keeper.finish(&id).is_ok());
         }
         let kept = kept_runs(&dir);
@@ -588,19 +500,13 @@ mod tests {
         std::fs::create_dir_all(dir.join("local-runs")).unwrap_or_else(|e| panic!("{e}"));
         let record = record("r1", 1);
         let mut keeper = Keeper::new(&dir);
-        let first = record.clone();
-        keeper.keep("r1", move |store| {
-            store.save_record("r1", &first)?;
-            // The shards' directory is taken by a file: the first shard fails.
-            std::fs::write(store.dir().join("r1/shards"), b"in the way")
-                .unwrap_or_else(|e| panic!("{e}"));
-            Ok(())
-        });
+        keeper.keep("r1", |store| store.save_record("r1", &record));
+        // The shards' directory is taken by a file: the first shard fails.
+        std::fs::write(dir.join("local-runs/r1/shards"), b"in the way")
+            .unwrap_or_else(|e| panic!("{e}"));
         let s = shard("r1", 0);
-        keeper.keep("r1", move |store| {
-            store.save_shard(&s, &s.encode()).map(drop)
-        });
-        keeper.keep("r1", move |store| store.save_record("r1", &record));
+        keeper.keep("r1", |store| store.save_shard(&s, &s.encode()).map(drop));
+        keeper.keep("r1", |store| store.save_record("r1", &record));
         let e = keeper.finish("r1").expect_err("not kept").to_string();
         assert!(e.contains("local-runs/r1/shards/local.0.cbor"), "{e}");
         assert!(!dir.join("local-runs/r1").exists(), "nothing half kept");
