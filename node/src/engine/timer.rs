@@ -18,8 +18,8 @@
 //! grain of each other go out together, at the last one's instant or
 //! after it, never before. Each wake costs system calls, and the runtime
 //! parks between wakes where it used to work through a burst. At 30,000
-//! arrivals a second the node took 1.07 times the CPU of tokio's timer
-//! with a 500 µs grain, 1.25 times with 250 µs, and at 20,000 a second 1.8
+//! arrivals a second the node took 1.08 times the CPU of tokio's timer
+//! with a 500 µs grain, 1.28 times with 250 µs, and at 20,000 a second 1.7
 //! times with 50 µs (docs/benchmarks.md, "Arrivals at their instants").
 //! Where no `timerfd` can be made, [`FineTimer`] sleeps with tokio's timer
 //! as before.
