@@ -236,15 +236,29 @@ impl FaultRun {
         panic!("the node the CLI talks to led eight runs in a row");
     }
 
-    /// Once the run has gone 3 s: a node that is neither its leader nor
-    /// the one the tests read from.
-    fn a_worker_at_3_s(&self) -> usize {
+    /// At 3.3 s of the run (by its start instant): a node that is neither
+    /// its leader nor the one the tests read from. Not at 3 s: a node
+    /// killed right at a second's end races the seal of that second's
+    /// shard, and when the kill won, a whole second of its share was lost
+    /// with it (1,887 of 2,000 once, in the two-scenario test).
+    fn a_worker_at_3_3_s(&self) -> usize {
         assert!(wait_for(Duration::from_secs(15), || phase(
             self.watcher,
             &self.token,
             &self.id
         ) == "running"));
-        std::thread::sleep(Duration::from_secs(3));
+        let t0_ms = run_view(self.watcher, &self.token, &self.id)["t0_unix_ms"]
+            .as_f64()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no start instant: {}",
+                    run_view(self.watcher, &self.token, &self.id)
+                )
+            });
+        let at = std::time::UNIX_EPOCH + Duration::from_secs_f64((t0_ms + 3_300.0) / 1e3);
+        if let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
+            std::thread::sleep(left);
+        }
         let leader = run_view(self.watcher, &self.token, &self.id)["leader"]
             .as_str()
             .unwrap_or_default()
@@ -412,7 +426,7 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
-/// A worker frozen (SIGSTOP) for 2.5 s at 3 s of a 10 s run at 300/s,
+/// A worker frozen (SIGSTOP) for 2.5 s at 3.3 s of a 10 s run at 300/s,
 /// with 300 VUs idle on each node. Within about a second of its silence the
 /// leader hands its share to the other two (`--on-loss redistribute`, the
 /// default), from then on; on waking, the frozen node sees the time it lost
@@ -424,7 +438,7 @@ fn signal(pid: u32, signal: &str) {
 fn a_frozen_worker_share_moves_to_the_others_and_it_sends_nothing_on_waking() {
     let _serial = serial();
     let run = FaultRun::start("900", "1200", "10s", &["--graceful-stop", "2s"]);
-    let victim = run.a_worker_at_3_s();
+    let victim = run.a_worker_at_3_3_s();
     let FaultRun {
         target: t,
         nodes,
@@ -494,7 +508,7 @@ fn a_frozen_worker_share_moves_to_the_others_and_it_sends_nothing_on_waking() {
     );
 }
 
-/// The case: one worker of three killed (SIGKILL) at 3 s of a 10 s
+/// The case: one worker of three killed (SIGKILL) at 3.3 s of a 10 s
 /// run at 300/s. By default its share moves to the two others as soon as
 /// its address refuses the redial (at once): the run delivers at least
 /// 2850 (the bar), both survivors print the same report, and the
@@ -511,7 +525,7 @@ fn a_killed_worker_share_moves_to_the_others_or_with_continue_the_run_is_short()
             &["--graceful-stop", "2s", "--on-loss", "continue"]
         };
         let run = FaultRun::start("20", "60", "10s", extra);
-        let victim = run.a_worker_at_3_s();
+        let victim = run.a_worker_at_3_3_s();
         let FaultRun {
             mut mesh,
             target: t,
@@ -564,7 +578,7 @@ fn a_killed_worker_share_moves_to_the_others_or_with_continue_the_run_is_short()
 }
 
 /// A run of two scenarios (200 arrivals a second, and 6 looping VUs that
-/// pause 100 ms), one worker of three killed at 3 s of 10: its part of
+/// pause 100 ms), one worker of three killed at 3.3 s of 10: its part of
 /// *each* scenario moves to the two others (more arrivals for the one,
 /// more VUs for the other), each scenario is weighed on its own samples,
 /// and both survivors print the same report.
@@ -587,7 +601,7 @@ fn a_killed_workers_share_of_every_scenario_moves_to_the_others() {
         fault_config(&[("fra", 2), ("nrt", 1)]),
         &["--config", &file, "--graceful-stop", "2s"],
     );
-    let victim = run.a_worker_at_3_s();
+    let victim = run.a_worker_at_3_3_s();
     let FaultRun {
         mut mesh,
         nodes,
@@ -706,7 +720,7 @@ fn a_killed_leader_is_replaced_and_its_share_moves_to_the_others() {
     assert_eq!(reports[0], reports[1], "the two survivors' reports differ");
 }
 
-/// A worker crashed (SIGKILL) at 3 s and restarted at once, with the same
+/// A worker crashed (SIGKILL) at 3.3 s and restarted at once, with the same
 /// data dir: it finds the run in its store, reports its share interrupted
 /// (it does not resume it), and the leader hands that share to the others.
 /// Once the restarted node has caught up on the shards, every node's report
@@ -715,7 +729,7 @@ fn a_killed_leader_is_replaced_and_its_share_moves_to_the_others() {
 fn a_worker_restarted_mid_run_reports_its_share_interrupted_and_the_others_take_it() {
     let _serial = serial();
     let run = FaultRun::start("20", "60", "10s", &["--graceful-stop", "2s"]);
-    let victim = run.a_worker_at_3_s();
+    let victim = run.a_worker_at_3_3_s();
     let FaultRun {
         mut mesh,
         nodes,
@@ -771,14 +785,14 @@ fn a_worker_restarted_mid_run_reports_its_share_interrupted_and_the_others_take_
     );
 }
 
-/// `--on-loss abort`: a worker killed at 3 s of a 20 s run stops the run on
+/// `--on-loss abort`: a worker killed at 3.3 s of a 20 s run stops the run on
 /// every node within seconds (not at its end), and the run exits 97 naming
 /// the lost node.
 #[test]
 fn with_on_loss_abort_a_killed_worker_stops_the_run_at_once() {
     let _serial = serial();
     let run = FaultRun::start("20", "60", "20s", &["--on-loss", "abort"]);
-    let victim = run.a_worker_at_3_s();
+    let victim = run.a_worker_at_3_3_s();
     let FaultRun {
         mut mesh,
         nodes,
@@ -813,7 +827,7 @@ fn with_on_loss_abort_a_killed_worker_stops_the_run_at_once() {
 }
 
 /// The partition: one worker of three (neither the leader nor the
-/// node the CLI talks to) cut off from the others for 4 s at 3 s of a
+/// node the CLI talks to) cut off from the others for 4 s at 3.3 s of a
 /// 10 s run at 300/s, then healed. In network namespaces its link goes
 /// down, so it reaches neither the mesh nor the target; on loopback the
 /// nodes drop every message across the cut. Alone, it hears both others
@@ -836,7 +850,7 @@ fn a_worker_cut_off_fences_itself_its_share_moves_and_after_the_heal_all_reports
         ];
     }
     let run = FaultRun::start_in(config, "20", "60", "10s", &["--graceful-stop", "2s"]);
-    let victim = run.a_worker_at_3_s();
+    let victim = run.a_worker_at_3_3_s();
     let FaultRun {
         mut mesh,
         target: t,
