@@ -4,13 +4,15 @@
 //!
 //! What counts is whether the rate is kept: the iterations started, within
 //! 0.5 % of rate × duration, none dropped, and the p99 of the requests no
-//! worse than oha's at the same rate.
+//! worse than oha's at the same rate. The median and the p90 are shown
+//! beside it: the p99 of a 10 s round moves with every stall of the
+//! machine, the body of the distribution with what the client adds.
 
 use std::time::Duration;
 
 use super::proc::TargetProc;
 use super::throughput::{Client, Figures, fusi_run, oha, rotation, secs};
-use super::{Setup, num, spread_cell};
+use super::{Setup, Spread, num, spread_cell};
 
 /// Iterations per second, unless `--rate` says.
 const RATE: u32 = 5_000;
@@ -20,7 +22,33 @@ const RATE: u32 = 5_000;
 struct FusiRate {
     achieved: f64,
     dropped: f64,
-    p99_ms: f64,
+    figures: Figures,
+}
+
+/// "p50 / p90 / p99" of a round, in ms.
+fn body(f: &Figures) -> String {
+    format!(
+        "{} / {} / {}",
+        num(f.p50_ms, 3),
+        num(f.p90_ms, 3),
+        num(f.p99_ms, 3)
+    )
+}
+
+/// The medians of the rounds' p50, p90 and p99, as [`body`] writes them.
+fn median_body(rounds: &[Figures]) -> String {
+    let of = |pick: fn(&Figures) -> f64| {
+        Spread::of(&rounds.iter().map(pick).collect::<Vec<_>>()).map(|s| s.median)
+    };
+    match (of(|f| f.p50_ms), of(|f| f.p90_ms), of(|f| f.p99_ms)) {
+        (Some(p50), Some(p90), Some(p99)) => body(&Figures {
+            rps: 0.0,
+            p50_ms: p50,
+            p90_ms: p90,
+            p99_ms: p99,
+        }),
+        _ => "–".to_owned(),
+    }
 }
 
 /// Runs the benchmark.
@@ -68,27 +96,27 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
                     let r = FusiRate {
                         achieved: run.iterations / duration.as_secs_f64(),
                         dropped: run.dropped,
-                        p99_ms: run.figures.p99_ms,
+                        figures: run.figures,
                     };
                     eprintln!(
                         "round {}: fusi-node {} iterations/s ({} of {} expected), {} dropped, \
-                         p99 {} ms",
+                         p50 / p90 / p99 {} ms",
                         round + 1,
                         num(r.achieved, 1),
                         num(run.iterations, 0),
                         num(expected, 0),
                         num(r.dropped, 0),
-                        num(r.p99_ms, 3)
+                        body(&r.figures)
                     );
                     row.0 = Some(r);
                 }
                 Client::Oha => {
                     let f = oha(setup, &target.url, conns, duration, Some(rate))?;
                     eprintln!(
-                        "round {}: oha       {} req/s, p99 {} ms",
+                        "round {}: oha       {} req/s, p50 / p90 / p99 {} ms",
                         round + 1,
                         num(f.rps, 1),
-                        num(f.p99_ms, 3)
+                        body(&f)
                     );
                     row.1 = Some(f);
                 }
@@ -100,7 +128,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     println!();
     println!(
-        "| round | fusi-node iterations/s | off target | dropped | fusi-node p99 ms | oha req/s | oha p99 ms | p99 fusi/oha |"
+        "| round | fusi-node iterations/s | off target | dropped | fusi-node p50 / p90 / p99 ms | oha req/s | oha p50 / p90 / p99 ms | p99 fusi/oha |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     let off = |r: FusiRate| (r.achieved / f64::from(rate) - 1.0) * 100.0;
@@ -112,11 +140,11 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
             f.map_or_else(dash, |f| num(f.achieved, 1)),
             f.map_or_else(dash, |f| format!("{:+.3} %", off(f))),
             f.map_or_else(dash, |f| num(f.dropped, 0)),
-            f.map_or_else(dash, |f| num(f.p99_ms, 3)),
+            f.map_or_else(dash, |f| body(&f.figures)),
             o.map_or_else(dash, |o| num(o.rps, 1)),
-            o.map_or_else(dash, |o| num(o.p99_ms, 3)),
+            o.map_or_else(dash, |o| body(&o)),
             match (f, o) {
-                (Some(f), Some(o)) => format!("{:.2}", f.p99_ms / o.p99_ms),
+                (Some(f), Some(o)) => format!("{:.2}", f.figures.p99_ms / o.p99_ms),
                 _ => dash(),
             }
         );
@@ -125,16 +153,16 @@ pub fn run(setup: &Setup) -> anyhow::Result<()> {
     let ohas: Vec<Figures> = rows.iter().filter_map(|r| r.1).collect();
     let p99_ratios: Vec<f64> = rows
         .iter()
-        .filter_map(|(f, o)| Some(f.as_ref()?.p99_ms / o.as_ref()?.p99_ms))
+        .filter_map(|(f, o)| Some(f.as_ref()?.figures.p99_ms / o.as_ref()?.p99_ms))
         .collect();
     println!(
         "| median (min–max) | {} | {} | {} | {} | {} | {} | {} |",
         spread_cell(&fusi.iter().map(|f| f.achieved).collect::<Vec<_>>(), 1),
         spread_cell(&fusi.iter().map(|f| off(*f)).collect::<Vec<_>>(), 3),
         spread_cell(&fusi.iter().map(|f| f.dropped).collect::<Vec<_>>(), 0),
-        spread_cell(&fusi.iter().map(|f| f.p99_ms).collect::<Vec<_>>(), 3),
+        median_body(&fusi.iter().map(|f| f.figures).collect::<Vec<_>>()),
         spread_cell(&ohas.iter().map(|o| o.rps).collect::<Vec<_>>(), 1),
-        spread_cell(&ohas.iter().map(|o| o.p99_ms).collect::<Vec<_>>(), 3),
+        median_body(&ohas),
         spread_cell(&p99_ratios, 2),
     );
     Ok(())

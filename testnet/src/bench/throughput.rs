@@ -15,6 +15,10 @@ use super::{Setup, num, spread_cell};
 pub struct Figures {
     /// Requests per second.
     pub rps: f64,
+    /// The median request duration, ms.
+    pub p50_ms: f64,
+    /// The 90th percentile of the request duration, ms.
+    pub p90_ms: f64,
     /// The 99th percentile of the request duration, ms.
     pub p99_ms: f64,
 }
@@ -202,6 +206,8 @@ pub fn read_report(report: &serde_json::Value) -> anyhow::Result<FusiRun> {
     Ok(FusiRun {
         figures: Figures {
             rps: field(&["summary", "http", "rps"])?,
+            p50_ms: field(&["summary", "http", "duration", "p50"])?,
+            p90_ms: field(&["summary", "http", "duration", "p90"])?,
             p99_ms: field(&["summary", "http", "duration", "p99"])?,
         },
         requests: field(&["summary", "http", "requests"])?,
@@ -283,7 +289,7 @@ fn wrk(setup: &Setup, url: &str, conns: u32, duration: Duration) -> anyhow::Resu
     parse_wrk(&done.stdout)
 }
 
-/// Requests/s and p99 from wrk's output (with `--latency`).
+/// Requests/s and percentiles from wrk's output (with `--latency`).
 ///
 /// # Errors
 ///
@@ -294,15 +300,21 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<Figures> {
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .context("wrk printed no Requests/sec")?;
-    let p99 = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .and_then(|v| wrk_ms(v.trim()))
-        .context("wrk printed no 99% latency")?;
+    let percentile = |p: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(p))
+            .and_then(|v| wrk_ms(v.trim()))
+            .with_context(|| format!("wrk printed no {p} latency"))
+    };
     if out.contains("Non-2xx or 3xx responses") || out.contains("Socket errors") {
         eprintln!("note: wrk saw errors:\n{out}");
     }
-    Ok(Figures { rps, p99_ms: p99 })
+    Ok(Figures {
+        rps,
+        p50_ms: percentile("50%")?,
+        p90_ms: percentile("90%")?,
+        p99_ms: percentile("99%")?,
+    })
 }
 
 /// `1.23ms`, `850.00us`, `1.20s` in milliseconds.
@@ -351,7 +363,7 @@ pub fn oha(
     parse_oha(&done.stdout)
 }
 
-/// Requests/s and p99 from oha's JSON output.
+/// Requests/s and percentiles from oha's JSON output.
 ///
 /// # Errors
 ///
@@ -362,10 +374,12 @@ pub fn parse_oha(out: &str) -> anyhow::Result<Figures> {
         .pointer("/summary/requestsPerSec")
         .and_then(serde_json::Value::as_f64)
         .context("oha's JSON has no summary.requestsPerSec")?;
-    let p99 = json
-        .pointer("/latencyPercentiles/p99")
-        .and_then(serde_json::Value::as_f64)
-        .context("oha's JSON has no latencyPercentiles.p99")?;
+    let ms = |p: &str| {
+        json.pointer(&format!("/latencyPercentiles/{p}"))
+            .and_then(serde_json::Value::as_f64)
+            .map(|s| s * 1000.0)
+            .with_context(|| format!("oha's JSON has no latencyPercentiles.{p}"))
+    };
     // Requests cut off by the end of the run are no errors of the target.
     if let Some(errors) = json.get("errorDistribution").and_then(|e| e.as_object()) {
         let real: Vec<_> = errors
@@ -378,7 +392,9 @@ pub fn parse_oha(out: &str) -> anyhow::Result<Figures> {
     }
     Ok(Figures {
         rps,
-        p99_ms: p99 * 1000.0,
+        p50_ms: ms("p50")?,
+        p90_ms: ms("p90")?,
+        p99_ms: ms("p99")?,
     })
 }
 
@@ -412,6 +428,8 @@ Transfer/sec:     14.00MB
 ";
         let f = parse_wrk(out).expect("figures");
         assert!((f.rps - 134021.55).abs() < 1e-6);
+        assert!((f.p50_ms - 0.35).abs() < 1e-9);
+        assert!((f.p90_ms - 0.5).abs() < 1e-9);
         assert!((f.p99_ms - 1.2).abs() < 1e-9);
         assert_eq!(wrk_ms("850.00us"), Some(0.85));
         assert_eq!(wrk_ms("2.00s"), Some(2000.0));
@@ -421,9 +439,11 @@ Transfer/sec:     14.00MB
     #[test]
     fn oha_json_is_read() {
         let out = r#"{"summary":{"successRate":1.0,"requestsPerSec":123000.5},
-            "latencyPercentiles":{"p50":0.0003,"p99":0.0012},"errorDistribution":{}}"#;
+            "latencyPercentiles":{"p50":0.0003,"p90":0.0007,"p99":0.0012},"errorDistribution":{}}"#;
         let f = parse_oha(out).expect("figures");
         assert!((f.rps - 123000.5).abs() < 1e-9);
+        assert!((f.p50_ms - 0.3).abs() < 1e-9);
+        assert!((f.p90_ms - 0.7).abs() < 1e-9);
         assert!((f.p99_ms - 1.2).abs() < 1e-9);
         assert!(parse_oha("{}").is_err());
     }
@@ -431,7 +451,8 @@ Transfer/sec:     14.00MB
     #[test]
     fn fusi_reports_are_read() {
         let report = serde_json::json!({"summary": {
-            "http": {"requests": 100, "rps": 10.0, "duration": {"p99": 1.5}},
+            "http": {"requests": 100, "rps": 10.0,
+                "duration": {"p50": 0.5, "p90": 0.9, "p99": 1.5}},
             "iterations": {"completed": 100, "dropped": 2},
             "checks": [{"name": "status is 200", "passes": 100, "fails": 0}]}});
         let run = read_report(&report).expect("figures");
@@ -439,7 +460,10 @@ Transfer/sec:     14.00MB
             (run.requests, run.dropped, run.check_passes),
             (100.0, 2.0, 100.0)
         );
-        assert_eq!(run.figures.p99_ms, 1.5);
+        assert_eq!(
+            (run.figures.p50_ms, run.figures.p90_ms, run.figures.p99_ms),
+            (0.5, 0.9, 1.5)
+        );
         assert!(read_report(&serde_json::json!({})).is_err());
     }
 }
