@@ -538,7 +538,7 @@ async fn dispatch(
         }
     }
     // No more starts: each VU's task ends once its iteration has.
-    drop((starts, want_tx));
+    drop((starts, want_tx, timer));
     while tasks.join_next().await.is_some() {}
 }
 
