@@ -236,6 +236,22 @@ impl FaultRun {
         panic!("the node the CLI talks to led eight runs in a row");
     }
 
+    /// Sleeps until `ms` past the run's start instant (its `t0_unix_ms`).
+    fn sleep_until_run_ms(&self, ms: f64) {
+        let t0_ms = run_view(self.watcher, &self.token, &self.id)["t0_unix_ms"]
+            .as_f64()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no start instant: {}",
+                    run_view(self.watcher, &self.token, &self.id)
+                )
+            });
+        let at = std::time::UNIX_EPOCH + Duration::from_secs_f64((t0_ms + ms) / 1e3);
+        if let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
+            std::thread::sleep(left);
+        }
+    }
+
     /// At 3.3 s of the run (by its start instant): a node that is neither
     /// its leader nor the one the tests read from. Not at 3 s: a node
     /// killed right at a second's end races the seal of that second's
@@ -247,18 +263,7 @@ impl FaultRun {
             &self.token,
             &self.id
         ) == "running"));
-        let t0_ms = run_view(self.watcher, &self.token, &self.id)["t0_unix_ms"]
-            .as_f64()
-            .unwrap_or_else(|| {
-                panic!(
-                    "no start instant: {}",
-                    run_view(self.watcher, &self.token, &self.id)
-                )
-            });
-        let at = std::time::UNIX_EPOCH + Duration::from_secs_f64((t0_ms + 3_300.0) / 1e3);
-        if let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
-            std::thread::sleep(left);
-        }
+        self.sleep_until_run_ms(3_300.0);
         let leader = run_view(self.watcher, &self.token, &self.id)["leader"]
             .as_str()
             .unwrap_or_default()
@@ -670,18 +675,7 @@ fn a_killed_leader_is_replaced_and_its_share_moves_to_the_others() {
     let mut run = FaultRun::start("20", "60", "10s", &["--graceful-stop", "2s"]);
     let leader = run.led_elsewhere();
     run.target.reset_stats();
-    let t0_ms = run_view(run.watcher, &run.token, &run.id)["t0_unix_ms"]
-        .as_f64()
-        .unwrap_or_else(|| {
-            panic!(
-                "no start instant: {}",
-                run_view(run.watcher, &run.token, &run.id)
-            )
-        });
-    let kill_at = std::time::UNIX_EPOCH + Duration::from_secs_f64((t0_ms + 3_300.0) / 1e3);
-    if let Ok(left) = kill_at.duration_since(std::time::SystemTime::now()) {
-        std::thread::sleep(left);
-    }
+    run.sleep_until_run_ms(3_300.0);
     let FaultRun {
         mut mesh,
         target: t,
