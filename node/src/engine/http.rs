@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::backstop::Backstop;
 use super::cookies::{CookieJar, CookieUrl};
 use super::h1;
 
@@ -257,6 +258,9 @@ struct Target {
     path: Uri,
     /// The URL's authority: the `host` header of HTTP/1.1.
     host: Option<HeaderValue>,
+    /// The header fields of an HTTP/1.1 request to this URL that names
+    /// none of its own (`host`, `user-agent`): made once, not per request.
+    h1_headers: HeaderMap,
 }
 
 impl Target {
@@ -270,11 +274,17 @@ impl Target {
             .map_err(|_| Failure(ErrorKind::InvalidRequest, "invalid path".into()))?;
         let host = uri.authority().map(|a| a.as_str()).unwrap_or(&origin.host);
         let host = HeaderValue::from_str(host).ok();
+        let mut h1_headers = HeaderMap::with_capacity(2);
+        if let Some(host) = &host {
+            h1_headers.insert(HOST, host.clone());
+        }
+        h1_headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         Ok(Target {
             origin,
             uri,
             path,
             host,
+            h1_headers,
         })
     }
 }
@@ -335,11 +345,7 @@ fn task_failed(tls: ClientSettings, e: tokio::task::JoinError) -> Sent {
 /// and it runs on the VU's fiber stack.
 #[inline(never)]
 fn spawn_send(client: &mut HttpClient, req: HttpRequest, deadline: Instant) -> AbortOnDrop<Sent> {
-    let mut client = std::mem::replace(client, HttpClient::new(client.tls.clone()));
-    AbortOnDrop(tokio::spawn(Box::pin(async move {
-        let (answer, exchange) = Box::pin(client.send(&req, deadline)).await;
-        Box::new((client, req, answer, exchange))
-    })))
+    AbortOnDrop(tokio::spawn(client.handed(req, deadline)))
 }
 
 /// One VU's HTTP client: its own connections, one per origin.
@@ -353,6 +359,8 @@ pub struct HttpClient {
     /// The VU's cookies: they live as long as the VU, across iterations,
     /// as k6's per-VU jar does.
     pub jar: CookieJar,
+    /// The one timer behind every request's deadline.
+    backstop: Backstop,
 }
 
 /// A failure with its class, before it becomes an ABI [`HttpError`].
@@ -366,6 +374,7 @@ impl HttpClient {
             connections: Vec::new(),
             last: None,
             jar: CookieJar::default(),
+            backstop: Backstop::default(),
         }
     }
 
@@ -414,13 +423,33 @@ impl HttpClient {
         match (&mut task.0).await {
             Ok(mut done) => {
                 // The client comes back; the placeholder goes with the box.
-                std::mem::swap(self, &mut done.0);
+                self.take_back(&mut done);
                 done
             }
             // Only a panic in hyper could get here; the request is lost
             // with its connections, and says so.
             Err(e) => task_failed(self.tls.clone(), e),
         }
+    }
+
+    /// `req`'s exchange as a future of its own, which takes the client
+    /// with it and hands it back in its [`Sent`]; this VU is left a client
+    /// with no connections meanwhile. Boxed: only a pointer travels, and
+    /// the request's state is made where it is first polled. For a task
+    /// ([`send_on_task`](Self::send_on_task)) or a
+    /// [`Courier`](super::courier::Courier).
+    #[inline(never)]
+    pub fn handed(&mut self, req: HttpRequest, deadline: Instant) -> super::courier::Request {
+        let mut client = std::mem::replace(self, HttpClient::new(self.tls.clone()));
+        Box::pin(async move {
+            let (answer, exchange) = Box::pin(client.send(&req, deadline)).await;
+            Box::new((client, req, answer, exchange))
+        })
+    }
+
+    /// Takes back the client that a [`handed`](Self::handed) request took.
+    pub fn take_back(&mut self, done: &mut Sent) {
+        std::mem::swap(self, &mut done.0);
     }
 
     /// Sends a request and reads the whole response, giving up at
@@ -438,14 +467,14 @@ impl HttpClient {
         let deadline = deadline.min(Instant::now() + own);
         let mut timings = Timings::default();
         let started = Instant::now();
-        let result = match tokio::time::timeout_at(
-            deadline,
-            self.exchange(req, &mut timings, &mut exchange),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Failure(
+        let mut backstop = std::mem::take(&mut self.backstop);
+        let result = backstop
+            .within(deadline, self.exchange(req, &mut timings, &mut exchange))
+            .await;
+        self.backstop = backstop;
+        let result = match result {
+            Some(r) => r,
+            None => Err(Failure(
                 ErrorKind::Timeout,
                 format!(
                     "no complete response within {} ms",
@@ -540,37 +569,18 @@ impl HttpClient {
         let (sent0, recv0) = conn.meter.totals();
 
         let is_h2 = matches!(conn.sender, Sender::H2(_));
-        let mut headers = HeaderMap::new();
-        if !is_h2 && let Some(host) = &target.host {
-            headers.insert(HOST, host.clone());
-        }
-        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        for (name, value) in &req.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                Failure(
-                    ErrorKind::InvalidRequest,
-                    format!("invalid header name {name:?}"),
-                )
-            })?;
-            let value = HeaderValue::from_str(value).map_err(|_| {
-                Failure(
-                    ErrorKind::InvalidRequest,
-                    format!("invalid value for header {name}"),
-                )
-            })?;
-            if name == HOST || name == USER_AGENT {
-                headers.insert(name, value);
-            } else {
-                headers.append(name, value);
-            }
-        }
-        if session.is_some()
-            && !self.jar.is_empty()
-            && !headers.contains_key(COOKIE)
-            && let Some(cookies) = self.jar.header(target.cookie_url(), unix_now())
-            && let Ok(value) = HeaderValue::from_str(&cookies)
-        {
-            headers.insert(COOKIE, value);
+        // An HTTP/1.1 request with no header fields of its own and no
+        // cookies to send has its URL's, made once.
+        let own_headers =
+            is_h2 || !req.headers.is_empty() || (session.is_some() && !self.jar.is_empty());
+        let mut headers = None;
+        if own_headers {
+            headers = Some(request_headers(
+                &target,
+                req,
+                is_h2,
+                session.is_some().then_some(&mut self.jar),
+            )?);
         }
 
         let discard = session.is_some_and(|o| o.discard_body);
@@ -580,7 +590,7 @@ impl HttpClient {
                 let request = h1::Request {
                     method: &method,
                     target: target.path.path_and_query().map_or("/", |p| p.as_str()),
-                    headers: &headers,
+                    headers: headers.as_ref().unwrap_or(&target.h1_headers),
                     body: &req.body,
                 };
                 // Boxed, as the connect is: the exchange's state would
@@ -601,7 +611,7 @@ impl HttpClient {
                 let mut request = http::Request::new(Full::new(Bytes::copy_from_slice(&req.body)));
                 *request.method_mut() = method;
                 *request.uri_mut() = target.uri.clone();
-                *request.headers_mut() = headers;
+                *request.headers_mut() = headers.take().unwrap_or_default();
                 let (parts, data, first_byte) =
                     read_response(tx.send_request(request), discard, slot).await?;
                 (
@@ -639,6 +649,50 @@ impl HttpClient {
             error: None,
         })
     }
+}
+
+/// The header fields of `req` to `target`: `host` (HTTP/1.1 only) and
+/// `user-agent`, unless the request names its own, then the request's,
+/// and the jar's cookies when `jar` is given and the request sets none.
+fn request_headers(
+    target: &Target,
+    req: &HttpRequest,
+    is_h2: bool,
+    jar: Option<&mut CookieJar>,
+) -> Result<HeaderMap, Failure> {
+    let mut headers = HeaderMap::new();
+    if !is_h2 && let Some(host) = &target.host {
+        headers.insert(HOST, host.clone());
+    }
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    for (name, value) in &req.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Failure(
+                ErrorKind::InvalidRequest,
+                format!("invalid header name {name:?}"),
+            )
+        })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            Failure(
+                ErrorKind::InvalidRequest,
+                format!("invalid value for header {name}"),
+            )
+        })?;
+        if name == HOST || name == USER_AGENT {
+            headers.insert(name, value);
+        } else {
+            headers.append(name, value);
+        }
+    }
+    if let Some(jar) = jar
+        && !jar.is_empty()
+        && !headers.contains_key(COOKIE)
+        && let Some(cookies) = jar.header(target.cookie_url(), unix_now())
+        && let Ok(value) = HeaderValue::from_str(&cookies)
+    {
+        headers.insert(COOKIE, value);
+    }
+    Ok(headers)
 }
 
 impl HttpClient {

@@ -4,6 +4,8 @@
 //! - [`host`]: the host functions a scenario imports.
 //! - [`vu`]: one virtual user: a Store, an instance, its connections.
 //! - [`http`]: the per-VU HTTP client.
+//! - [`backstop`]: one timer for a VU's many deadlines.
+//! - [`courier`]: a VU's requests, polled on its task rather than its fiber.
 //! - [`cookies`]: the per-VU cookie jar the client keeps.
 //! - [`data`]: the run's test data, parsed once per node, and its draws.
 //! - [`redirects`]: which answers are redirects and what the next hop is.
@@ -16,7 +18,9 @@
 //! - [`stack`]: a sleeping VU gives back the deep pages of its fiber stack.
 //! - [`timer`]: a timer finer than tokio's 1 ms, for arrivals.
 
+pub mod backstop;
 pub mod cookies;
+pub mod courier;
 pub mod data;
 pub mod executor;
 pub mod first_errors;

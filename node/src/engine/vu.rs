@@ -24,6 +24,7 @@ use wasmtime::{Instance, Memory, ResourceLimiter, Store, TypedFunc, UpdateDeadli
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use super::courier::{Courier, drive};
 use super::first_errors::FirstErrors;
 use super::http::{ClientSettings, HttpClient};
 use super::module::ScenarioModule;
@@ -182,6 +183,11 @@ pub struct VuState {
     /// sample the VU records carries them.
     base: Vec<(String, String)>,
     pub(super) http: HttpClient,
+    /// Where its HTTP host calls hand their requests while an iteration
+    /// runs ([`super::courier`]).
+    pub(super) courier: Arc<Courier>,
+    /// Whether the current call into the guest is driven with the courier.
+    pub(super) driven: bool,
     /// Its WebSockets, all closed at the end of each call into the guest.
     pub(super) ws: WsClient,
     /// Where its stdout and stderr go, escaped and rate-limited.
@@ -368,6 +374,8 @@ impl Vu {
             tags: scenario.tags.clone(),
             base: scenario.tags.clone().into_iter().collect(),
             http,
+            courier: Arc::default(),
+            driven: false,
             ws: WsClient::new(run.tls.clone()),
             output,
             memory: None,
@@ -499,14 +507,17 @@ impl Vu {
         // The epoch callback and fusi's own host calls honour the deadline
         // and the stop; a host call that does not (a WASI sleep) is cut here,
         // a moment later, by dropping the call, which wasmtime unwinds.
+        let courier = vu.store.data().courier.clone();
+        vu.store.data_mut().driven = true;
         let result = tokio::select! {
-            r = iteration_fn.call_async(&mut vu.store, ()) => Some(r),
+            r = drive(&courier, iteration_fn.call_async(&mut vu.store, ())) => Some(r),
             () = tokio::time::sleep_until(deadline + BACKSTOP) => None,
             () = async {
                 run.stop.cancelled().await;
                 tokio::time::sleep(BACKSTOP).await;
             } => None,
         };
+        vu.store.data_mut().driven = false;
         let outcome = match &result {
             Some(Ok(())) => Outcome::Completed,
             Some(Err(e)) => vu.classify(e),

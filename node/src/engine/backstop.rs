@@ -1,0 +1,126 @@
+//! A deadline that is almost never reached, armed for every request.
+//!
+//! Each request is given up at its deadline (its timeout, within its
+//! iteration's), and each iteration at its own. A tokio timer armed per
+//! request takes the timer driver's lock twice, to add the entry to the
+//! wheel and to take it out when the response came first, which it
+//! nearly always does: a few hundred instructions a request spent on a
+//! wake that never happens.
+//!
+//! A [`Backstop`] keeps one timer for all the deadlines of one VU, and
+//! moves it only when a deadline is earlier than the one it is set for.
+//! Deadlines mostly come later and later (each request's is its start plus
+//! the same timeout), so the timer stays where it is, and fires once in
+//! a timeout's time at the earliest deadline it was given. Then it is set
+//! again, for the deadline of the moment, if that has not passed. A
+//! timer that fires early wakes its task for nothing; the task was
+//! awake and busy anyway, once in a timeout.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::time::{Instant, Sleep};
+
+/// One timer that stands for every deadline a VU waits against.
+#[derive(Default)]
+pub struct Backstop {
+    /// Made on first use: a VU's placeholder clients never need one.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Backstop {
+    /// `Ready` once `deadline` has passed; until then, the task is woken
+    /// at or before it.
+    pub fn poll_passed(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if sleep.deadline() > deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            match sleep.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Set for this deadline, or an earlier one that has passed
+                // with it.
+                Poll::Ready(()) if sleep.deadline() >= deadline => return Poll::Ready(()),
+                // An earlier deadline passed: set it for this one.
+                Poll::Ready(()) => sleep.as_mut().reset(deadline),
+            }
+        }
+    }
+
+    /// Runs `future` until `deadline`: `None` if the deadline came first.
+    pub async fn within<F: Future>(&mut self, deadline: Instant, future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            self.poll_passed(deadline, cx).map(|()| None)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn armed_at(backstop: &Backstop) -> Option<Instant> {
+        backstop.sleep.as_ref().map(|s| s.deadline())
+    }
+
+    /// A request that is answered at its second poll.
+    async fn answered(n: u32) -> u32 {
+        tokio::task::yield_now().await;
+        n
+    }
+
+    #[tokio::test]
+    async fn a_later_deadline_keeps_the_timer_and_is_still_kept() {
+        let mut backstop = Backstop::default();
+        let first = Instant::now() + Duration::from_millis(200);
+        // Answered at the first poll, a request never arms the timer.
+        assert_eq!(backstop.within(first, async { 1 }).await, Some(1));
+        assert_eq!(armed_at(&backstop), None);
+        assert_eq!(backstop.within(first, answered(1)).await, Some(1));
+        assert_eq!(
+            armed_at(&backstop),
+            Some(first),
+            "armed at the first deadline"
+        );
+        // A later deadline leaves the timer where it is...
+        let second = first + Duration::from_millis(200);
+        assert_eq!(backstop.within(second, answered(2)).await, Some(2));
+        assert_eq!(armed_at(&backstop), Some(first));
+        // ...and a wait past the first deadline runs on to the second.
+        let waited = backstop.within(second, std::future::pending::<()>()).await;
+        assert_eq!(waited, None);
+        assert!(Instant::now() >= second, "given up before its deadline");
+        assert_eq!(
+            armed_at(&backstop),
+            Some(second),
+            "moved when it fired early"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_earlier_deadline_moves_the_timer() {
+        let mut backstop = Backstop::default();
+        let start = Instant::now();
+        let late = start + Duration::from_secs(60);
+        assert_eq!(backstop.within(late, answered(1)).await, Some(1));
+        assert_eq!(armed_at(&backstop), Some(late));
+        let short = start + Duration::from_millis(100);
+        let waited = backstop.within(short, std::future::pending::<()>()).await;
+        assert_eq!(waited, None);
+        let now = Instant::now();
+        assert!(now >= short, "given up before its deadline");
+        // Given up at the short deadline, not at the late one: a loaded
+        // machine may wake late, but not by most of a minute.
+        assert!(now < start + Duration::from_secs(30), "{:?}", now - start);
+    }
+}
