@@ -402,7 +402,8 @@ async fn looping(runner: Arc<ScenarioRunner>, vu: Vu, end: Instant, mut budget: 
     let mut vu = Some(vu);
     runner.progress.active_vus.fetch_add(1, Ordering::Relaxed);
     while let Some(v) = vu.take() {
-        if Instant::now() >= end
+        let now = Instant::now();
+        if now >= end
             || runner.run.stop.is_cancelled()
             || !runner.run.gate.open()
             || runner.run.data.ran_out()
@@ -410,7 +411,7 @@ async fn looping(runner: Arc<ScenarioRunner>, vu: Vu, end: Instant, mut budget: 
         {
             break;
         }
-        vu = v.iterate(Instant::now()).await.0;
+        vu = v.iterate(now).await.0;
     }
     runner.progress.active_vus.fetch_sub(1, Ordering::Relaxed);
 }

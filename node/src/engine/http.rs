@@ -464,9 +464,9 @@ impl HttpClient {
             .timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_TIMEOUT);
-        let deadline = deadline.min(Instant::now() + own);
-        let mut timings = Timings::default();
         let started = Instant::now();
+        let deadline = deadline.min(started + own);
+        let mut timings = Timings::default();
         let mut backstop = std::mem::take(&mut self.backstop);
         let result = backstop
             .within(deadline, self.exchange(req, &mut timings, &mut exchange))

@@ -14,16 +14,18 @@
 //! [`EPOCH_TICK`]: super::module::EPOCH_TICK
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fusi_sdk::abi::{MetricKind, exports};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use wasmtime::{Instance, Memory, ResourceLimiter, Store, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use super::backstop::Backstop;
 use super::courier::{Courier, drive};
 use super::first_errors::FirstErrors;
 use super::http::{ClientSettings, HttpClient};
@@ -317,6 +319,11 @@ pub struct Vu {
     instance: Instance,
     /// The scenario's `exec` function; `None` in the lifecycle instance.
     iteration_fn: Option<TypedFunc<(), ()>>,
+    /// The timer behind every iteration's deadline.
+    backstop: Backstop,
+    /// The run's stop, waited for across iterations: made once, not each
+    /// iteration.
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Vu {
@@ -413,12 +420,15 @@ impl Vu {
             ),
             None => None,
         };
+        let stopped = Box::pin(store.data().run.stop.clone().cancelled_owned());
         let mut vu = Vu {
             id,
             module: module.clone(),
             store,
             instance,
             iteration_fn,
+            backstop: Backstop::default(),
+            stopped,
         };
         if run_init && module.has_init() {
             let init = instance
@@ -509,11 +519,14 @@ impl Vu {
         // a moment later, by dropping the call, which wasmtime unwinds.
         let courier = vu.store.data().courier.clone();
         vu.store.data_mut().driven = true;
+        let backstop = &mut vu.backstop;
+        let stopped = &mut vu.stopped;
         let result = tokio::select! {
+            biased;
             r = drive(&courier, iteration_fn.call_async(&mut vu.store, ())) => Some(r),
-            () = tokio::time::sleep_until(deadline + BACKSTOP) => None,
+            () = std::future::poll_fn(|cx| backstop.poll_passed(deadline + BACKSTOP, cx)) => None,
             () = async {
-                run.stop.cancelled().await;
+                stopped.await;
                 tokio::time::sleep(BACKSTOP).await;
             } => None,
         };
