@@ -52,8 +52,13 @@ impl Backstop {
     }
 
     /// Runs `future` until `deadline`: `None` if the deadline came first.
-    pub async fn within<F: Future>(&mut self, deadline: Instant, future: F) -> Option<F::Output> {
-        let mut future = std::pin::pin!(future);
+    /// Pinned by the caller, so that a large future is not moved into
+    /// this one's state, and the state is not twice its size.
+    pub async fn within<F: Future>(
+        &mut self,
+        deadline: Instant,
+        mut future: Pin<&mut F>,
+    ) -> Option<F::Output> {
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = future.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
@@ -67,6 +72,7 @@ impl Backstop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::pin;
     use std::time::Duration;
 
     fn armed_at(backstop: &Backstop) -> Option<Instant> {
@@ -84,9 +90,9 @@ mod tests {
         let mut backstop = Backstop::default();
         let first = Instant::now() + Duration::from_millis(200);
         // Answered at the first poll, a request never arms the timer.
-        assert_eq!(backstop.within(first, async { 1 }).await, Some(1));
+        assert_eq!(backstop.within(first, pin!(async { 1 })).await, Some(1));
         assert_eq!(armed_at(&backstop), None);
-        assert_eq!(backstop.within(first, answered(1)).await, Some(1));
+        assert_eq!(backstop.within(first, pin!(answered(1))).await, Some(1));
         assert_eq!(
             armed_at(&backstop),
             Some(first),
@@ -94,10 +100,12 @@ mod tests {
         );
         // A later deadline leaves the timer where it is...
         let second = first + Duration::from_millis(200);
-        assert_eq!(backstop.within(second, answered(2)).await, Some(2));
+        assert_eq!(backstop.within(second, pin!(answered(2))).await, Some(2));
         assert_eq!(armed_at(&backstop), Some(first));
         // ...and a wait past the first deadline runs on to the second.
-        let waited = backstop.within(second, std::future::pending::<()>()).await;
+        let waited = backstop
+            .within(second, pin!(std::future::pending::<()>()))
+            .await;
         assert_eq!(waited, None);
         assert!(Instant::now() >= second, "given up before its deadline");
         assert_eq!(
@@ -112,10 +120,12 @@ mod tests {
         let mut backstop = Backstop::default();
         let start = Instant::now();
         let late = start + Duration::from_secs(60);
-        assert_eq!(backstop.within(late, answered(1)).await, Some(1));
+        assert_eq!(backstop.within(late, pin!(answered(1))).await, Some(1));
         assert_eq!(armed_at(&backstop), Some(late));
         let short = start + Duration::from_millis(100);
-        let waited = backstop.within(short, std::future::pending::<()>()).await;
+        let waited = backstop
+            .within(short, pin!(std::future::pending::<()>()))
+            .await;
         assert_eq!(waited, None);
         let now = Instant::now();
         assert!(now >= short, "given up before its deadline");

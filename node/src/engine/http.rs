@@ -442,7 +442,7 @@ impl HttpClient {
     pub fn handed(&mut self, req: HttpRequest, deadline: Instant) -> super::courier::Request {
         let mut client = std::mem::replace(self, HttpClient::new(self.tls.clone()));
         Box::pin(async move {
-            let (answer, exchange) = Box::pin(client.send(&req, deadline)).await;
+            let (answer, exchange) = client.send(&req, deadline).await;
             Box::new((client, req, answer, exchange))
         })
     }
@@ -468,9 +468,10 @@ impl HttpClient {
         let deadline = deadline.min(started + own);
         let mut timings = Timings::default();
         let mut backstop = std::mem::take(&mut self.backstop);
-        let result = backstop
-            .within(deadline, self.exchange(req, &mut timings, &mut exchange))
-            .await;
+        let result = {
+            let exchanging = std::pin::pin!(self.exchange(req, &mut timings, &mut exchange));
+            backstop.within(deadline, exchanging).await
+        };
         self.backstop = backstop;
         let result = match result {
             Some(r) => r,
@@ -612,8 +613,9 @@ impl HttpClient {
                 *request.method_mut() = method;
                 *request.uri_mut() = target.uri.clone();
                 *request.headers_mut() = headers.take().unwrap_or_default();
+                // Boxed, as the HTTP/1.1 exchange is.
                 let (parts, data, first_byte) =
-                    read_response(tx.send_request(request), discard, slot).await?;
+                    Box::pin(read_response(tx.send_request(request), discard, slot)).await?;
                 (
                     parts.status.as_u16(),
                     parts.headers,
