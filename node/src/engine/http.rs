@@ -324,7 +324,7 @@ pub type Sent = Box<(HttpClient, HttpRequest, Answer, Exchange)>;
 /// What a request whose task failed comes back as.
 #[cold]
 #[inline(never)]
-fn task_failed(tls: ClientSettings, e: tokio::task::JoinError) -> Sent {
+fn task_failed(tls: Arc<ClientSettings>, e: tokio::task::JoinError) -> Sent {
     let answer = Answer {
         error: Some(HttpError {
             kind: ErrorKind::Reset,
@@ -333,7 +333,7 @@ fn task_failed(tls: ClientSettings, e: tokio::task::JoinError) -> Sent {
         ..Answer::default()
     };
     Box::new((
-        HttpClient::new(tls),
+        HttpClient::sharing(tls),
         HttpRequest::default(),
         answer,
         Exchange::default(),
@@ -350,7 +350,9 @@ fn spawn_send(client: &mut HttpClient, req: HttpRequest, deadline: Instant) -> A
 
 /// One VU's HTTP client: its own connections, one per origin.
 pub struct HttpClient {
-    tls: ClientSettings,
+    /// Shared with the client a request leaves in its place: one count
+    /// to raise, not one for each of its parts.
+    tls: Arc<ClientSettings>,
     /// Open connections and their origins: a VU talks to a few origins, so
     /// a list, searched without hashing or allocating.
     connections: Vec<(Origin, Connection)>,
@@ -369,6 +371,10 @@ pub(super) struct Failure(pub(super) ErrorKind, pub(super) String);
 impl HttpClient {
     /// A client with no connections yet.
     pub fn new(tls: ClientSettings) -> HttpClient {
+        HttpClient::sharing(Arc::new(tls))
+    }
+
+    fn sharing(tls: Arc<ClientSettings>) -> HttpClient {
         HttpClient {
             tls,
             connections: Vec::new(),
@@ -440,7 +446,7 @@ impl HttpClient {
     /// [`Courier`](super::courier::Courier).
     #[inline(never)]
     pub fn handed(&mut self, req: HttpRequest, deadline: Instant) -> super::courier::Request {
-        let mut client = std::mem::replace(self, HttpClient::new(self.tls.clone()));
+        let mut client = std::mem::replace(self, HttpClient::sharing(self.tls.clone()));
         Box::pin(async move {
             let (answer, exchange) = client.send(&req, deadline).await;
             Box::new((client, req, answer, exchange))
