@@ -25,9 +25,11 @@ use std::task::{Context, Waker};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, Method};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
+
+use super::fields::Fields;
 
 /// The longest response head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 << 10;
@@ -76,7 +78,7 @@ pub(crate) struct Response {
     /// The status code.
     pub(crate) status: u16,
     /// The header fields, in the order they came (repeated names kept).
-    pub(crate) headers: HeaderMap,
+    pub(crate) headers: Fields,
     /// The body, at most `keep` bytes of it.
     pub(crate) body: Vec<u8>,
     /// When the request's last byte was written.
@@ -140,7 +142,13 @@ impl Request<'_> {
 
     /// Whether the request itself asks to close the connection after it.
     fn closes(&self) -> bool {
-        has_token(self.headers, "close")
+        lists_token(
+            self.headers
+                .get_all(CONNECTION)
+                .iter()
+                .map(|v| v.as_bytes()),
+            "close",
+        )
     }
 }
 
@@ -215,7 +223,7 @@ pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         && status != 101
         && !req.closes()
         && !matches!(framing, Framing::UntilClose)
-        && !(matches!(framing, Framing::Chunked) && headers.contains_key(CONTENT_LENGTH))
+        && !(matches!(framing, Framing::Chunked) && headers.contains("content-length"))
         && reader.pos == reader.buf.len();
     Ok(Response {
         status,
@@ -236,11 +244,11 @@ enum Framing {
 }
 
 /// The framing of a body from its head (RFC 9112, 6.3).
-fn framing(headers: &HeaderMap) -> Result<Framing, Error> {
-    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+fn framing(headers: &Fields) -> Result<Framing, Error> {
+    let mut codings = headers.get_all("transfer-encoding").peekable();
     if codings.peek().is_some() {
         let last = codings
-            .filter_map(|v| v.to_str().ok())
+            .filter_map(visible)
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .filter(|c| !c.is_empty())
@@ -251,8 +259,8 @@ fn framing(headers: &HeaderMap) -> Result<Framing, Error> {
         });
     }
     let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+    for value in headers.get_all("content-length") {
+        for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
             let n = std::str::from_utf8(part)
                 .ok()
@@ -261,7 +269,7 @@ fn framing(headers: &HeaderMap) -> Result<Framing, Error> {
                 .ok_or_else(|| {
                     Error::Protocol(format!(
                         "content-length {:?} is not a number",
-                        String::from_utf8_lossy(value.as_bytes())
+                        String::from_utf8_lossy(value)
                     ))
                 })?;
             if length.is_some_and(|l| l != n) {
@@ -275,12 +283,25 @@ fn framing(headers: &HeaderMap) -> Result<Framing, Error> {
     Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
-/// Whether a `Connection` header field lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(CONNECTION)
+/// A header value as text, if it is visible ASCII (and tabs), as
+/// `HeaderValue::to_str` has it.
+fn visible(value: &[u8]) -> Option<&str> {
+    value
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+/// Whether a `Connection` header field lists `token`.
+fn has_token(headers: &Fields, token: &str) -> bool {
+    lists_token(headers.get_all("connection"), token)
+}
+
+/// Whether one of `values`, lists of tokens, lists `token`.
+fn lists_token<'a>(values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
+    values
+        .filter_map(visible)
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
@@ -290,7 +311,7 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 /// so that the array of parsed fields (4 KiB, left uninitialized) lives on
 /// the stack of this call only, never in a request's future. The values
 /// share one copy of the head: one allocation, however many fields.
-fn parse_head(bytes: &[u8]) -> Result<Option<(usize, u16, u8, HeaderMap)>, Error> {
+fn parse_head(bytes: &[u8]) -> Result<Option<(usize, u16, u8, Fields)>, Error> {
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -308,23 +329,11 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(usize, u16, u8, HeaderMap)>, Error
         Err(e) => return Err(Error::Protocol(e.to_string())),
     };
     let head = Bytes::copy_from_slice(bytes.get(..len).unwrap_or(bytes));
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| Error::Protocol(format!("invalid header name {:?}", field.name)))?;
-        // The value is a slice of `bytes`, and so at the same place in `head`.
-        let at = (field.value.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
-        let end = at.saturating_add(field.value.len());
-        let invalid = || Error::Protocol(format!("invalid value of header {name}"));
-        let value = if field.value.is_empty() {
-            HeaderValue::from_static("")
-        } else if end <= head.len() {
-            HeaderValue::from_maybe_shared(head.slice(at..end)).map_err(|_| invalid())?
-        } else {
-            return Err(invalid());
-        };
-        headers.append(name, value);
-    }
+    // httparse checked every name (a token) and value (no control bytes
+    // but tab) as `HeaderName` and `HeaderValue` would.
+    let found = parsed.headers.iter().map(|f| (f.name.as_bytes(), f.value));
+    let headers = Fields::within(head, found, bytes)
+        .ok_or_else(|| Error::Protocol("a header field outside the head".into()))?;
     Ok(Some((
         len,
         parsed.code.unwrap_or(0),
@@ -383,7 +392,7 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
 
     /// The final response's status, HTTP minor version and header fields;
     /// interim (1xx) responses are read and skipped.
-    async fn head(&mut self) -> Result<(u16, u8, HeaderMap), Error> {
+    async fn head(&mut self) -> Result<(u16, u8, Fields), Error> {
         let mut interim = 0;
         loop {
             // Nothing read yet (the usual first turn): no parse, which
@@ -527,6 +536,7 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use tokio::io::duplex;
 
     fn get<'a>(headers: &'a HeaderMap) -> Request<'a> {
@@ -577,7 +587,7 @@ mod tests {
         );
         assert_eq!(r.status, 201);
         assert_eq!(r.body, b"ok");
-        assert_eq!(r.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(r.headers.get_all("x-a").count(), 2);
         assert!(r.reusable);
     }
 

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use fusi_sdk::abi::wire::{ResponseHead, ResponseWriter};
 use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, RequestOptions, Timings};
 use http::HeaderMap;
-use http::header::{COOKIE, HOST, HeaderName, HeaderValue, SET_COOKIE, USER_AGENT};
+use http::header::{COOKIE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use http::{Method, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
@@ -41,6 +41,7 @@ use tokio::time::Instant;
 
 use super::backstop::Backstop;
 use super::cookies::{CookieJar, CookieUrl};
+use super::fields::Fields;
 use super::h1;
 
 /// Requests without a timeout of their own give up after this long.
@@ -142,8 +143,8 @@ pub struct Answer {
     pub status: u16,
     /// `HTTP/1.1` or `HTTP/2`; empty when no response arrived.
     pub protocol: &'static str,
-    /// The response headers, as hyper read them.
-    pub headers: HeaderMap,
+    /// The response's header fields.
+    pub headers: Fields,
     /// The body, at most [`MAX_BODY`] bytes of it.
     pub body: Vec<u8>,
     /// Where the time went.
@@ -164,15 +165,38 @@ impl Answer {
             error: self.error.as_ref(),
         };
         let mut w = ResponseWriter::new(out, head);
-        for (name, value) in &self.headers {
+        let mut lower = String::new();
+        for (name, value) in self.headers.iter() {
+            // The guest gets names in lower case.
+            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                lower.clear();
+                lower.push_str(name);
+                lower.make_ascii_lowercase();
+                lower.as_str()
+            } else {
+                name
+            };
             // Visible ASCII, as nearly every value is, needs no check of
             // UTF-8 sequences.
-            match value.to_str() {
-                Ok(text) => w.header(name.as_str(), text),
-                Err(_) => w.header(name.as_str(), &String::from_utf8_lossy(value.as_bytes())),
+            match visible_ascii(value) {
+                Some(text) => w.header(name, text),
+                None => w.header(name, &String::from_utf8_lossy(value)),
             }
         }
         w.finish(&self.body, url);
+    }
+}
+
+/// `value` as text when it is visible ASCII (or tabs), as nearly every
+/// header value is: no UTF-8 sequences to check.
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
     }
 }
 
@@ -624,7 +648,7 @@ impl HttpClient {
                     Box::pin(read_response(tx.send_request(request), discard, slot)).await?;
                 (
                     parts.status.as_u16(),
-                    parts.headers,
+                    Fields::from_map(&parts.headers),
                     data,
                     started,
                     first_byte,
@@ -642,10 +666,10 @@ impl HttpClient {
         if !reusable {
             self.connections.swap_remove(i);
         }
-        if session.is_some() && headers.contains_key(SET_COOKIE) {
+        if session.is_some() && headers.contains("set-cookie") {
             let now = unix_now();
-            for header in headers.get_all(SET_COOKIE) {
-                self.jar.store(target.cookie_url(), header.as_bytes(), now);
+            for header in headers.get_all("set-cookie") {
+                self.jar.store(target.cookie_url(), header, now);
             }
         }
         Ok(Answer {

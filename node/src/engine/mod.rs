@@ -6,6 +6,7 @@
 //! - [`http`]: the per-VU HTTP client.
 //! - [`backstop`]: one timer for a VU's many deadlines.
 //! - [`courier`]: a VU's requests, polled on its task rather than its fiber.
+//! - [`fields`]: a response's header fields, kept as they came.
 //! - [`cookies`]: the per-VU cookie jar the client keeps.
 //! - [`data`]: the run's test data, parsed once per node, and its draws.
 //! - [`redirects`]: which answers are redirects and what the next hop is.
@@ -23,6 +24,7 @@ pub mod cookies;
 pub mod courier;
 pub mod data;
 pub mod executor;
+pub mod fields;
 pub mod first_errors;
 pub mod gate;
 pub(crate) mod h1;
