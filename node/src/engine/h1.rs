@@ -100,8 +100,9 @@ pub(crate) struct Request<'a> {
 }
 
 impl Request<'_> {
-    /// The head, and with it the body when that is small.
-    fn encode(&self) -> Vec<u8> {
+    /// The head, and with it the body when that is small, into `out`
+    /// (empty).
+    fn encode(&self, out: &mut Vec<u8>) {
         let mut size = self.method.as_str().len() + self.target.len() + 64;
         for (name, value) in self.headers {
             size += name.as_str().len() + value.len() + 4;
@@ -110,7 +111,7 @@ impl Request<'_> {
         if coalesce {
             size += self.body.len();
         }
-        let mut out = Vec::with_capacity(size);
+        out.reserve(size);
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
@@ -137,7 +138,6 @@ impl Request<'_> {
         if coalesce {
             out.extend_from_slice(self.body);
         }
-        out
     }
 
     /// Whether the request itself asks to close the connection after it.
@@ -173,18 +173,19 @@ pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     keep: usize,
     on_head: impl FnOnce(),
 ) -> Result<Response, Error> {
-    let head = req.encode();
+    let mut head = buffers::take();
+    req.encode(&mut head);
     io.write_all(&head).await.map_err(Error::Send)?;
     if req.body.len() > COALESCE {
         io.write_all(req.body).await.map_err(Error::Send)?;
     }
     io.flush().await.map_err(Error::Send)?;
-    drop(head);
+    buffers::give(head);
     let sent = Instant::now();
 
     let mut reader = Reader {
         io,
-        buf: Vec::with_capacity(HEAD_READ),
+        buf: buffers::take(),
         pos: 0,
         first_byte: None,
     };
@@ -362,6 +363,51 @@ struct Reader<'a, S> {
     buf: Vec<u8>,
     pos: usize,
     first_byte: Option<Instant>,
+}
+
+impl<S> Drop for Reader<'_, S> {
+    fn drop(&mut self) {
+        buffers::give(std::mem::take(&mut self.buf));
+    }
+}
+
+/// The buffers of requests' heads and of reads, kept by each runtime
+/// thread between requests. A read buffer (4 KiB or more) is past what
+/// the allocator keeps per thread, and its allocation and free took
+/// about 300 instructions a request; a buffer from here takes a few.
+mod buffers {
+    use std::cell::RefCell;
+
+    /// Buffers kept per thread, at most.
+    const KEEP: usize = 16;
+    /// A buffer that grew past this (a large body's reads) is freed.
+    const LARGEST: usize = super::BODY_READ + super::HEAD_READ;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer, with room if one was kept.
+    pub(super) fn take() -> Vec<u8> {
+        FREE.try_with(|free| free.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buf` for a later [`take`] on this thread, if there is room.
+    pub(super) fn give(mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > LARGEST {
+            return;
+        }
+        buf.clear();
+        let _ = FREE.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < KEEP {
+                free.push(buf);
+            }
+        });
+    }
 }
 
 impl<S: AsyncRead + Unpin> Reader<'_, S> {

@@ -624,9 +624,8 @@ impl HttpClient {
                     headers: headers.as_ref().unwrap_or(&target.h1_headers),
                     body: &req.body,
                 };
-                // Boxed, as the connect is: the exchange's state would
-                // otherwise be copied with every request's future.
-                let r = Box::pin(h1::exchange(io, &request, discard, MAX_BODY, || drop(slot)))
+                // Not boxed: the request's future is, once.
+                let r = h1::exchange(io, &request, discard, MAX_BODY, || drop(slot))
                     .await
                     .map_err(h1_failure)?;
                 (
