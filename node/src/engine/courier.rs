@@ -4,7 +4,8 @@
 //! it ever touched; a request's path is far deeper than a sleeping VU's,
 //! so the request must not run there ([`super::http::HttpClient::send_on_task`]
 //! spawns a task for it). A task a request costs a spawn, two more polls
-//! of a task and a wake between them: about a tenth of a request's CPU.
+//! of a task and a wake between them: about 1,200 instructions of the
+//! 31,700 a request took (callgrind, docs/benchmarks.md).
 //!
 //! While an iteration runs, its VU's task drives the call into the guest
 //! through [`drive`], which also polls the request the guest is waiting
