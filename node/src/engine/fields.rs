@@ -12,9 +12,12 @@
 //! [`Fields`] keeps the head's bytes (one copy, one allocation) and where
 //! each name and value lie in it. Names match without regard to case, as
 //! HTTP's do; the guest gets them in lower case, as it did from a
-//! `HeaderMap`.
+//! `HeaderMap`. A head is checked for UTF-8 once, as a whole, and kept as
+//! text when it is (nearly every head is ASCII): its names and values are
+//! then slices of that text, with no check of their own.
 
-use bytes::Bytes;
+use std::borrow::Cow;
+
 use http::HeaderMap;
 
 /// Where one field's name and value lie in the head.
@@ -28,20 +31,50 @@ struct Span {
 /// kept).
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
-    head: Bytes,
+    head: Head,
     spans: Vec<Span>,
 }
 
+/// A copy of the head.
+#[derive(Debug, Clone)]
+enum Head {
+    /// UTF-8, as nearly every head is.
+    Text(Box<str>),
+    /// Not UTF-8: some value has bytes past ASCII that are not.
+    Bytes(Box<[u8]>),
+}
+
+impl Default for Head {
+    fn default() -> Head {
+        Head::Text(Box::default())
+    }
+}
+
+impl Head {
+    fn of(bytes: &[u8]) -> Head {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Head::Text(Box::from(text)),
+            Err(_) => Head::Bytes(Box::from(bytes)),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Head::Text(text) => text.as_bytes(),
+            Head::Bytes(bytes) => bytes,
+        }
+    }
+}
+
 impl Fields {
-    /// Fields from `head` and the `(name, value)` slices of it that a
-    /// parser found; `None` if a slice is not within `head`, or a name is
-    /// not ASCII.
+    /// Fields from a copy of `head` and the `(name, value)` slices of it
+    /// that a parser found; `None` if a slice is not within `head`, or a
+    /// name is not ASCII.
     pub fn within<'a>(
-        head: Bytes,
+        head: &'a [u8],
         found: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
-        of: &'a [u8],
     ) -> Option<Fields> {
-        let base = of.as_ptr() as usize;
+        let base = head.as_ptr() as usize;
         let at = |part: &[u8]| -> Option<(u32, u32)> {
             let start = (part.as_ptr() as usize).checked_sub(base)?;
             let end = start.checked_add(part.len())?;
@@ -64,7 +97,10 @@ impl Fields {
                 value: value?,
             });
         }
-        Some(Fields { head, spans })
+        Some(Fields {
+            head: Head::of(head),
+            spans,
+        })
     }
 
     /// The fields of an HTTP/2 response, copied out of its map.
@@ -82,7 +118,7 @@ impl Fields {
             spans.push(Span { name, value });
         }
         Fields {
-            head: Bytes::from(head),
+            head: Head::of(&head),
             spans,
         }
     }
@@ -103,16 +139,27 @@ impl Fields {
 
     fn part(&self, (start, end): (u32, u32)) -> &[u8] {
         self.head
+            .bytes()
             .get(start as usize..end as usize)
             .unwrap_or_default()
     }
 
-    /// Every field: its name as it came (ASCII), and its value.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.spans.iter().map(|span| {
-            let name = std::str::from_utf8(self.part(span.name)).unwrap_or_default();
-            (name, self.part(span.value))
-        })
+    /// A part as text: a slice of the head when it is text (a name or a
+    /// value ends at ASCII, so at a character's boundary), else the part's
+    /// bytes with what is not UTF-8 replaced.
+    fn text(&self, (start, end): (u32, u32)) -> Cow<'_, str> {
+        match &self.head {
+            Head::Text(text) => Cow::Borrowed(text.get(start as usize..end as usize).unwrap_or("")),
+            Head::Bytes(_) => String::from_utf8_lossy(self.part((start, end))),
+        }
+    }
+
+    /// Every field: its name as it came (ASCII), and its value as text
+    /// (bytes that are not UTF-8 replaced).
+    pub fn iter(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+        self.spans
+            .iter()
+            .map(|span| (self.text(span.name), self.text(span.value)))
     }
 
     /// The values of every field called `name` (any case), in order.
@@ -154,7 +201,6 @@ mod tests {
     #[test]
     fn names_match_in_any_case_and_repeats_keep_their_order() {
         let raw = b"Content-Length: 5\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nX-Empty: \r\n";
-        let head = Bytes::copy_from_slice(raw);
         // The slices a parser would give, of `raw`.
         let found = [
             (&raw[0..14], &raw[16..17]),
@@ -162,7 +208,7 @@ mod tests {
             (&raw[36..46], &raw[48..51]),
             (&raw[53..60], &raw[0..0]),
         ];
-        let f = Fields::within(head, found.into_iter(), raw).expect("within the head");
+        let f = Fields::within(raw, found.into_iter()).expect("within the head");
         assert_eq!(f.len(), 4);
         assert_eq!(f.get("content-length"), Some(&b"5"[..]));
         assert_eq!(f.get("CONTENT-LENGTH"), Some(&b"5"[..]));
@@ -170,7 +216,7 @@ mod tests {
         assert_eq!(cookies, vec![&b"a=1"[..], &b"b=2"[..]]);
         assert_eq!(f.get("x-empty"), Some(&b""[..]));
         assert!(!f.contains("location"));
-        let names: Vec<&str> = f.iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = f.iter().map(|(n, _)| n.into_owned()).collect();
         assert_eq!(
             names,
             ["Content-Length", "Set-Cookie", "set-cookie", "X-Empty"]
@@ -182,7 +228,17 @@ mod tests {
         let raw = b"A: 1\r\n";
         let other = b"B: 2\r\n";
         let found = [(&raw[0..1], &other[3..4])];
-        assert!(Fields::within(Bytes::copy_from_slice(raw), found.into_iter(), raw).is_none());
+        assert!(Fields::within(raw, found.into_iter()).is_none());
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_reads_with_its_bytes_replaced() {
+        let raw = b"X-A: caf\xe9\r\nX-B: ok\r\n";
+        let found = [(&raw[0..3], &raw[5..9]), (&raw[11..14], &raw[16..18])];
+        let f = Fields::within(raw, found.into_iter()).expect("within the head");
+        assert_eq!(f.get("x-a"), Some(&b"caf\xe9"[..]));
+        let values: Vec<String> = f.iter().map(|(_, v)| v.into_owned()).collect();
+        assert_eq!(values, ["caf\u{fffd}", "ok"]);
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Waker};
 
-use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -263,16 +262,12 @@ fn framing(headers: &Fields) -> Result<Framing, Error> {
     for value in headers.get_all("content-length") {
         for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::Protocol(format!(
-                        "content-length {:?} is not a number",
-                        String::from_utf8_lossy(value)
-                    ))
-                })?;
+            let n = decimal(part).ok_or_else(|| {
+                Error::Protocol(format!(
+                    "content-length {:?} is not a number",
+                    String::from_utf8_lossy(value)
+                ))
+            })?;
             if length.is_some_and(|l| l != n) {
                 return Err(Error::Protocol(
                     "content-length given twice, with different values".into(),
@@ -282,6 +277,19 @@ fn framing(headers: &Fields) -> Result<Framing, Error> {
         }
     }
     Ok(length.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// The number `digits` writes in decimal: none if it is empty, has
+/// anything but digits, or does not fit a u64.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })
 }
 
 /// A header value as text, if it is visible ASCII (and tabs), as
@@ -329,11 +337,10 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(usize, u16, u8, Fields)>, Error> {
         }
         Err(e) => return Err(Error::Protocol(e.to_string())),
     };
-    let head = Bytes::copy_from_slice(bytes.get(..len).unwrap_or(bytes));
     // httparse checked every name (a token) and value (no control bytes
     // but tab) as `HeaderName` and `HeaderValue` would.
     let found = parsed.headers.iter().map(|f| (f.name.as_bytes(), f.value));
-    let headers = Fields::within(head, found, bytes)
+    let headers = Fields::within(bytes.get(..len).unwrap_or(bytes), found)
         .ok_or_else(|| Error::Protocol("a header field outside the head".into()))?;
     Ok(Some((
         len,

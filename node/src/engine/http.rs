@@ -170,33 +170,15 @@ impl Answer {
             // The guest gets names in lower case.
             let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
                 lower.clear();
-                lower.push_str(name);
+                lower.push_str(&name);
                 lower.make_ascii_lowercase();
                 lower.as_str()
             } else {
-                name
+                &name
             };
-            // Visible ASCII, as nearly every value is, needs no check of
-            // UTF-8 sequences.
-            match visible_ascii(value) {
-                Some(text) => w.header(name, text),
-                None => w.header(name, &String::from_utf8_lossy(value)),
-            }
+            w.header(name, &value);
         }
         w.finish(&self.body, url);
-    }
-}
-
-/// `value` as text when it is visible ASCII (or tabs), as nearly every
-/// header value is: no UTF-8 sequences to check.
-fn visible_ascii(value: &[u8]) -> Option<&str> {
-    if value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
-    {
-        std::str::from_utf8(value).ok()
-    } else {
-        None
     }
 }
 
