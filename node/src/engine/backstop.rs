@@ -40,7 +40,10 @@ impl Backstop {
             if sleep.deadline() > deadline {
                 sleep.as_mut().reset(deadline);
             }
-            match sleep.as_mut().poll(cx) {
+            // Outside tokio's budget, as `tokio::time::timeout` polls its
+            // timer once the future it guards has spent the task's budget:
+            // a response whose reads are always ready must still time out.
+            match std::pin::pin!(tokio::task::unconstrained(sleep.as_mut())).poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 // Set for this deadline, or an earlier one that has passed
                 // with it.
@@ -77,6 +80,31 @@ mod tests {
 
     fn armed_at(backstop: &Backstop) -> Option<Instant> {
         backstop.sleep.as_ref().map(|s| s.deadline())
+    }
+
+    /// A read that is always ready, as a fast server's endless body is:
+    /// each poll spends some of the task's budget.
+    async fn always_ready() {
+        loop {
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_future_that_spends_the_budget_still_meets_its_deadline() {
+        let mut backstop = Backstop::default();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(100);
+        // tokio's own timeout polls its timer past the budget: it fails
+        // this test where the backstop would wait for ever.
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            backstop.within(deadline, pin!(always_ready())),
+        )
+        .await
+        .expect("the backstop's timer was starved of the task's budget");
+        assert_eq!(waited, None);
+        assert!(Instant::now() >= deadline);
     }
 
     /// A request that is answered at its second poll.

@@ -19,6 +19,7 @@
 //! [`hand`]: Courier::hand
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -42,8 +43,9 @@ enum Slot {
     Empty,
     /// A request handed over, not yet answered.
     InFlight(Request),
-    /// The answer, for the fiber to take.
-    Done(Sent),
+    /// The answer, for the fiber to take, or what the request's panic
+    /// said.
+    Done(Result<Sent, String>),
 }
 
 impl Courier {
@@ -62,7 +64,7 @@ impl Courier {
     /// The answer to the request handed over, once it is there. Polled on
     /// the fiber, it never polls the request: [`drive`] does, and resumes
     /// the fiber when the answer is in.
-    pub fn take(&self) -> Poll<Sent> {
+    pub fn take(&self) -> Poll<Result<Sent, String>> {
         let mut slot = self.slot();
         match std::mem::take(&mut *slot) {
             Slot::Done(sent) => Poll::Ready(sent),
@@ -86,14 +88,26 @@ impl Courier {
             }
         };
         drop(slot);
-        match request.as_mut().poll(cx) {
-            Poll::Ready(sent) => {
-                *self.slot() = Slot::Done(sent);
+        // A panic in the request's path (hyper, h2, rustls) fails the
+        // request, as it failed the task a request had of its own, and
+        // never the VU that drives it.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| request.as_mut().poll(cx))) {
+            Ok(Poll::Ready(sent)) => {
+                *self.slot() = Slot::Done(Ok(sent));
                 Poll::Ready(())
             }
-            Poll::Pending => {
+            Ok(Poll::Pending) => {
                 *self.slot() = Slot::InFlight(request);
                 Poll::Pending
+            }
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                *self.slot() = Slot::Done(Err(why));
+                Poll::Ready(())
             }
         }
     }
@@ -180,7 +194,8 @@ mod tests {
                 polls.fetch_add(1, Ordering::Relaxed);
                 courier.take()
             })
-            .await;
+            .await
+            .expect("no panic");
             statuses.push(done.2.status);
         }
         statuses
@@ -195,6 +210,20 @@ mod tests {
         // Each wait is polled twice: once as the request is handed over,
         // once when its answer is in; never while it is in flight.
         assert_eq!(polls.load(Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_request_is_an_answer_not_the_end_of_the_vu() {
+        let courier = Courier::default();
+        let call = async {
+            courier.hand(Box::pin(async {
+                tokio::task::yield_now().await;
+                panic!("the request's path broke");
+            }));
+            std::future::poll_fn(|_| courier.take()).await
+        };
+        let done = drive(&courier, call).await;
+        assert_eq!(done.err().as_deref(), Some("the request's path broke"));
     }
 
     #[tokio::test]

@@ -502,9 +502,8 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     let state = caller.data_mut();
                     let mut done = if state.driven {
                         courier.hand(state.http.handed(next, hops.chain_deadline));
-                        let mut done = std::future::poll_fn(|_| courier.take()).await;
-                        caller.data_mut().http.take_back(&mut done);
-                        done
+                        let done = std::future::poll_fn(|_| courier.take()).await;
+                        caller.data_mut().http.take_back(done)
                     } else {
                         state.http.send_on_task(next, hops.chain_deadline).await
                     };

@@ -327,14 +327,15 @@ impl<T> Drop for AbortOnDrop<T> {
 /// and what the exchange measured.
 pub type Sent = Box<(HttpClient, HttpRequest, Answer, Exchange)>;
 
-/// What a request whose task failed comes back as.
+/// What a request whose task (or path) failed comes back as: `reset`,
+/// with a client that has no connections.
 #[cold]
 #[inline(never)]
-fn task_failed(tls: Arc<ClientSettings>, e: tokio::task::JoinError) -> Sent {
+fn task_failed(tls: Arc<ClientSettings>, why: impl std::fmt::Display) -> Sent {
     let answer = Answer {
         error: Some(HttpError {
             kind: ErrorKind::Reset,
-            message: format!("the request's task failed: {e}"),
+            message: format!("the request's task failed: {why}"),
         }),
         ..Answer::default()
     };
@@ -433,11 +434,8 @@ impl HttpClient {
         // which unboxed would also take that much of the fiber's stack.
         let mut task = spawn_send(self, req, deadline);
         match (&mut task.0).await {
-            Ok(mut done) => {
-                // The client comes back; the placeholder goes with the box.
-                self.take_back(&mut done);
-                done
-            }
+            // The client comes back; the placeholder goes with the box.
+            Ok(done) => self.take_back(Ok(done)),
             // Only a panic in hyper could get here; the request is lost
             // with its connections, and says so.
             Err(e) => task_failed(self.tls.clone(), e),
@@ -459,9 +457,17 @@ impl HttpClient {
         })
     }
 
-    /// Takes back the client that a [`handed`](Self::handed) request took.
-    pub fn take_back(&mut self, done: &mut Sent) {
-        std::mem::swap(self, &mut done.0);
+    /// Takes back the client that a [`handed`](Self::handed) request
+    /// took; a request whose path panicked (`Err`, what it said) comes
+    /// back failed, and this VU keeps a client with no connections.
+    pub fn take_back(&mut self, done: Result<Sent, String>) -> Sent {
+        match done {
+            Ok(mut done) => {
+                std::mem::swap(self, &mut done.0);
+                done
+            }
+            Err(why) => task_failed(self.tls.clone(), why),
+        }
     }
 
     /// Sends a request and reads the whole response, giving up at

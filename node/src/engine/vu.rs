@@ -525,10 +525,12 @@ impl Vu {
             biased;
             r = drive(&courier, iteration_fn.call_async(&mut vu.store, ())) => Some(r),
             () = std::future::poll_fn(|cx| backstop.poll_passed(deadline + BACKSTOP, cx)) => None,
-            () = async {
+            // Outside tokio's budget: a request in flight on this task may
+            // have spent it ([`super::backstop`]).
+            () = tokio::task::unconstrained(async {
                 stopped.await;
                 tokio::time::sleep(BACKSTOP).await;
-            } => None,
+            }) => None,
         };
         vu.store.data_mut().driven = false;
         let outcome = match &result {
