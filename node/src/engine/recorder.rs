@@ -129,6 +129,25 @@ struct HttpSeries {
     failed: u64,
     /// duration, blocked, connecting, tls, sending, waiting, receiving
     timings: Option<[Histogram<u64>; 7]>,
+    /// Samples of 0 µs of each timing not yet in its histogram: most
+    /// requests on a kept connection wait for none, open none and shake
+    /// no hands, and a count costs less than a histogram's record. They go
+    /// in when the series is drained ([`HttpSeries::into_timings`]).
+    zeros: [u64; 7],
+}
+
+impl HttpSeries {
+    /// The timings' histograms, with every sample of 0 in them.
+    fn into_timings(self) -> Option<[Histogram<u64>; 7]> {
+        let mut timings = self.timings?;
+        for (hist, zeros) in timings.iter_mut().zip(self.zeros) {
+            if zeros > 0 {
+                // 0 is within every histogram's range.
+                let _ = hist.record_n(0, zeros);
+            }
+        }
+        Some(timings)
+    }
 }
 
 /// A series' first timings (see [`Recorder::new_http_series`]).
@@ -207,7 +226,7 @@ impl Lane {
                     fails: h.requests - h.failed,
                 },
             );
-            if let Some(timings) = h.timings {
+            if let Some(timings) = h.into_timings() {
                 for (metric, hist) in TIMING_METRICS.iter().zip(timings) {
                     let _ = out.merge(&key(metric), &Value::Trend(hist));
                 }
@@ -448,7 +467,7 @@ impl Recorder {
                 Some(hists) => hists,
                 None => new_timings(&mut h.timings),
             };
-            for (hist, us) in hists.iter_mut().zip([
+            for ((hist, zeros), us) in hists.iter_mut().zip(&mut h.zeros).zip([
                 t.duration_us,
                 t.dns_us,
                 t.connect_us,
@@ -457,8 +476,10 @@ impl Recorder {
                 t.waiting_us,
                 t.receiving_us,
             ]) {
+                if us == 0 {
+                    *zeros += 1;
                 // Microseconds are the trend units of a millisecond metric.
-                if hist.record(us).is_err() {
+                } else if hist.record(us).is_err() {
                     hist.saturating_record(us);
                 }
             }
@@ -733,6 +754,58 @@ mod tests {
             Some(Value::Counter(400.0))
         );
         assert!(r.seal().is_empty(), "sealing starts a fresh interval");
+    }
+
+    #[test]
+    fn timings_of_zero_are_counted_in_their_trends_once_each() {
+        let r = Recorder::new();
+        let req = RequestTags {
+            method: "GET",
+            name: "http://h/x",
+            tags: &[],
+        };
+        let answer = |connect_us| Answer {
+            status: 200,
+            timings: Timings {
+                duration_us: 900,
+                connect_us,
+                ..Timings::default()
+            },
+            ..Answer::default()
+        };
+        let expected = ExpectedStatuses::default();
+        for connect_us in [1_500, 0, 0] {
+            r.http(
+                1,
+                &[],
+                req,
+                &answer(connect_us),
+                &Exchange::default(),
+                &expected,
+            );
+        }
+        let set = r.seal();
+        let trend = |metric| match set.fold(metric, |_| true) {
+            Some(Value::Trend(h)) => h,
+            other => panic!("{metric}: {other:?}"),
+        };
+        let connecting = trend(names::HTTP_REQ_CONNECTING);
+        assert_eq!(connecting.len(), 3);
+        assert_eq!(connecting.count_at(0), 2);
+        assert!(connecting.equivalent(connecting.max(), 1_500));
+        let blocked = trend(names::HTTP_REQ_BLOCKED);
+        assert_eq!((blocked.len(), blocked.max()), (3, 0));
+        assert_eq!(trend(names::HTTP_REQ_DURATION).count_at(0), 0);
+
+        r.http(1, &[], req, &answer(700), &Exchange::default(), &expected);
+        let Some(Value::Trend(next)) = r.seal().fold(names::HTTP_REQ_CONNECTING, |_| true) else {
+            panic!("trend expected")
+        };
+        assert_eq!(
+            (next.len(), next.count_at(0)),
+            (1, 0),
+            "the zeros went with the seal"
+        );
     }
 
     #[test]
