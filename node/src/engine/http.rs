@@ -768,7 +768,9 @@ impl Connection {
 }
 
 fn strip_query(url: &str) -> &str {
-    match url.bytes().position(|b| b == b'?' || b == b'#') {
+    // memchr's vector search: a byte at a time was 5 instructions a byte
+    // of every request's URL.
+    match memchr::memchr2(b'?', b'#', url.as_bytes()) {
         // Both are ASCII, so the cut falls between characters.
         Some(at) => url.get(..at).unwrap_or(url),
         None => url,
