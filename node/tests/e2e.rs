@@ -492,6 +492,72 @@ fn a_wasi_sleep_past_the_timeout_is_cut_too() {
     );
 }
 
+/// A server whose response never ends and is always ready to read, as a
+/// hostile page on a fast link is: it answers every connection with a
+/// chunked body it keeps writing, for at most 60 s in all.
+fn endless_body_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("its address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+        while started.elapsed() < Duration::from_secs(60) {
+            let Ok((mut conn, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let _ = conn.set_nonblocking(false);
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+            while started.elapsed() < Duration::from_secs(60) {
+                if conn.write_all(chunk.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// A response that never ends is cut at the iteration's timeout, each
+/// time, on a request polled on its VU's task (`engine::courier`): its
+/// reads never wait long, and the deadline's timer fires all the same.
+/// (Reads that spend the whole of tokio's budget, which this loopback
+/// does not make happen, are `engine::backstop`'s unit test.)
+#[test]
+fn an_endless_body_always_ready_is_cut_at_the_timeout() {
+    let _g = serial();
+    let addr = endless_body_server();
+    let target = format!("TARGET=http://{addr}");
+    let run = fusi(&[
+        "run",
+        scenario("hello").to_str().unwrap_or_default(),
+        "--vus",
+        "1",
+        "--iterations",
+        "2",
+        "--iteration-timeout",
+        "1s",
+        "--env",
+        &target,
+    ]);
+    let s = run.summary();
+    assert_eq!(
+        num(s, &["iterations", "failed", "timeout"]),
+        2.0,
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.took < Duration::from_secs(30),
+        "the run took {:?}",
+        run.took
+    );
+}
+
 #[test]
 fn ctrl_c_stops_the_run_and_still_reports() {
     let _g = serial();
