@@ -35,6 +35,18 @@ pub struct Courier {
     slot: Mutex<Slot>,
 }
 
+/// What [`Courier::poll_request`] found in the slot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Polled {
+    /// No request in flight: none handed over, or its answer is waiting.
+    Idle,
+    /// The request in flight is not answered yet; the task is woken when
+    /// it can go on.
+    Pending,
+    /// The request in flight was answered in this poll.
+    Answered,
+}
+
 /// What the courier holds.
 #[derive(Default)]
 enum Slot {
@@ -75,45 +87,30 @@ impl Courier {
         }
     }
 
-    /// Polls the request in flight, if any: `Pending` while it is not
-    /// answered, `Ready` when there is none or its answer just came.
-    fn poll_request(&self, cx: &mut Context<'_>) -> Poll<()> {
-        // Polled out of the slot, so the lock is not held across the poll.
+    /// Polls the request in flight, if any, where it lies in the slot:
+    /// one lock a poll, held across it. Nothing a request's future does
+    /// touches its courier, and a panic is caught before the lock is let
+    /// go, so the lock is never taken twice nor poisoned.
+    fn poll_request(&self, cx: &mut Context<'_>) -> Polled {
         let mut slot = self.slot();
-        let mut request = match std::mem::take(&mut *slot) {
-            Slot::InFlight(request) => request,
-            other => {
-                *slot = other;
-                return Poll::Ready(());
-            }
+        let Slot::InFlight(request) = &mut *slot else {
+            return Polled::Idle;
         };
-        drop(slot);
         // A panic in the request's path (hyper, h2, rustls) fails the
         // request, as it failed the task a request had of its own, and
         // never the VU that drives it.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| request.as_mut().poll(cx))) {
-            Ok(Poll::Ready(sent)) => {
-                *self.slot() = Slot::Done(Ok(sent));
-                Poll::Ready(())
-            }
-            Ok(Poll::Pending) => {
-                *self.slot() = Slot::InFlight(request);
-                Poll::Pending
-            }
-            Err(panic) => {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_owned());
-                *self.slot() = Slot::Done(Err(why));
-                Poll::Ready(())
-            }
-        }
-    }
-
-    fn in_flight(&self) -> bool {
-        matches!(*self.slot(), Slot::InFlight(_))
+        let answer = match std::panic::catch_unwind(AssertUnwindSafe(|| request.as_mut().poll(cx)))
+        {
+            Ok(Poll::Pending) => return Polled::Pending,
+            Ok(Poll::Ready(sent)) => Ok(sent),
+            Err(panic) => Err(panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned())),
+        };
+        *slot = Slot::Done(answer);
+        Polled::Answered
     }
 
     /// Drops whatever is left: a request whose call was cut off is
@@ -144,14 +141,18 @@ pub async fn drive<F: Future>(courier: &Courier, call: F) -> F::Output {
     let _clear = ClearOnDrop(courier);
     let mut call = std::pin::pin!(call);
     std::future::poll_fn(|cx| {
+        // Woken: the request in flight, if any, is what the guest waits on.
+        if courier.poll_request(cx) == Polled::Pending {
+            return Poll::Pending;
+        }
         loop {
-            if courier.poll_request(cx).is_pending() {
-                return Poll::Pending;
+            if let Poll::Ready(out) = call.as_mut().poll(cx) {
+                return Poll::Ready(out);
             }
-            match call.as_mut().poll(cx) {
-                Poll::Ready(out) => return Poll::Ready(out),
-                Poll::Pending if courier.in_flight() => {}
-                Poll::Pending => return Poll::Pending,
+            // A request handed over in that poll starts now; one answered
+            // at once lets the call go on in this poll.
+            if courier.poll_request(cx) != Polled::Answered {
+                return Poll::Pending;
             }
         }
     })

@@ -411,7 +411,7 @@ async fn looping(runner: Arc<ScenarioRunner>, vu: Vu, end: Instant, mut budget: 
         {
             break;
         }
-        vu = v.iterate(now).await.0;
+        vu = v.iterate(now, now).await.0;
     }
     runner.progress.active_vus.fetch_sub(1, Ordering::Relaxed);
 }
@@ -442,7 +442,8 @@ async fn ramped(
             break;
         }
         runner.progress.active_vus.fetch_add(1, Ordering::Relaxed);
-        vu = v.iterate(Instant::now()).await.0;
+        let now = Instant::now();
+        vu = v.iterate(now, now).await.0;
         runner.progress.active_vus.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -570,7 +571,7 @@ async fn parked(
     let mut vu = vu;
     while let Some(scheduled) = starts.recv().await {
         progress.active_vus.fetch_add(1, Ordering::Relaxed);
-        let (next, _) = vu.iterate(scheduled).await;
+        let (next, _) = vu.iterate(scheduled, Instant::now()).await;
         progress.active_vus.fetch_sub(1, Ordering::Relaxed);
         match next {
             Some(next) => vu = next,

@@ -261,8 +261,9 @@ fn http_hop(
 ) -> Option<abi::HttpRequest> {
     let (_, req, answer, exchange) = &mut **done;
     // A stopping run follows no more redirects: the scenario gets the
-    // redirect it has.
-    let stopping = state.run.stop.is_cancelled() || !state.run.gate.open();
+    // redirect it has. Asked only of a redirect.
+    let run = &state.run;
+    let stopping = || run.stop.is_cancelled() || !run.gate.open();
     let to = redirects::next_hop(req, answer, hop, max_redirects, stopping);
     if to.is_some() {
         first_url.get_or_insert_with(|| req.url.clone());

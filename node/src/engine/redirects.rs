@@ -26,9 +26,9 @@ pub fn next_hop(
     answer: &mut Answer,
     hop: u32,
     max: u32,
-    stopping: bool,
+    stopping: impl FnOnce() -> bool,
 ) -> Option<HttpRequest> {
-    if answer.error.is_some() || !is_redirect(answer.status) || stopping {
+    if answer.error.is_some() || !is_redirect(answer.status) || stopping() {
         return None;
     }
     let location = answer.headers.get("location")?;
@@ -195,13 +195,13 @@ mod tests {
     fn a_chain_stops_at_its_limit_with_too_many_redirects() {
         let r = req("GET", "http://h/a");
         let mut a = answer(302, Some("/b"));
-        let next = next_hop(&r, &mut a, 0, 2, false);
+        let next = next_hop(&r, &mut a, 0, 2, || false);
         assert_eq!(next.map(|n| n.url).as_deref(), Some("http://h/b"));
         assert!(a.error.is_none());
         let mut a = answer(302, Some("/b"));
-        assert!(next_hop(&r, &mut a, 1, 2, false).is_some());
+        assert!(next_hop(&r, &mut a, 1, 2, || false).is_some());
         let mut a = answer(302, Some("/b"));
-        assert!(next_hop(&r, &mut a, 2, 2, false).is_none());
+        assert!(next_hop(&r, &mut a, 2, 2, || false).is_none());
         let e = a.error.unwrap_or_else(|| panic!("no error past the limit"));
         assert_eq!(e.kind, ErrorKind::TooManyRedirects);
         assert!(
@@ -222,11 +222,11 @@ mod tests {
             (answer(304, Some("/b")), 10, false),
             (answer(200, Some("/b")), 10, false),
         ] {
-            assert!(next_hop(&r, &mut a, 0, max, stopping).is_none());
+            assert!(next_hop(&r, &mut a, 0, max, || stopping).is_none());
             assert!(a.error.is_none(), "{} max {max}", a.status);
         }
         let mut a = answer(301, Some("ftp://h/"));
-        assert!(next_hop(&r, &mut a, 0, 10, false).is_none());
+        assert!(next_hop(&r, &mut a, 0, 10, || false).is_none());
         assert_eq!(a.error.map(|e| e.kind), Some(ErrorKind::Protocol));
     }
 

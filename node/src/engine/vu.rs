@@ -463,9 +463,14 @@ impl Vu {
     }
 
     fn arm(&mut self) {
+        self.arm_at(Instant::now());
+    }
+
+    /// Arms the deadline of a call that starts at `now`.
+    fn arm_at(&mut self, now: Instant) {
         let timeout = self.store.data().run.iteration_timeout;
         let state = self.store.data_mut();
-        state.deadline = Instant::now() + timeout;
+        state.deadline = now + timeout;
         state.panic = None;
     }
 
@@ -503,14 +508,16 @@ impl Vu {
 
     /// Runs one iteration and records it. `scheduled` is when it was meant
     /// to start: iteration_duration counts from there, so waiting for a free
-    /// VU is not hidden.
-    pub async fn iterate(self, scheduled: Instant) -> (Option<Vu>, Outcome) {
+    /// VU is not hidden. `now` is the clock as the caller read it just
+    /// before (the executors read it anyway): the iteration's deadline
+    /// counts from there.
+    pub async fn iterate(self, scheduled: Instant, now: Instant) -> (Option<Vu>, Outcome) {
         let mut vu = self;
         let Some(iteration_fn) = vu.iteration_fn.clone() else {
             // Only the lifecycle instance has none, and it runs no iteration.
             return (Some(vu), Outcome::Failed("abi"));
         };
-        vu.arm();
+        vu.arm_at(now);
         let run = vu.store.data().run.clone();
         let scenario = vu.store.data().scenario.clone();
         let deadline = vu.store.data().deadline;
