@@ -560,9 +560,31 @@ impl Recorder {
 
     /// Takes the current interval's series, leaving a fresh set.
     pub fn seal(&self) -> SeriesSet {
+        self.take().into_series()
+    }
+
+    /// Ends the interval as [`Recorder::seal`] does, but leaves the
+    /// merging to the caller: each lane is held only to swap its samples
+    /// out, so the VUs that record meanwhile do not wait for a merge.
+    pub fn take(&self) -> Taken {
+        Taken(
+            (0..self.lanes.len() as u64)
+                .map(|lane| std::mem::take(&mut *self.lane(lane)))
+                .collect(),
+        )
+    }
+}
+
+/// An interval's samples taken out of a [`Recorder`] and not yet merged
+/// ([`Recorder::take`]).
+pub struct Taken(Vec<Lane>);
+
+impl Taken {
+    /// The samples as plain series.
+    pub fn into_series(self) -> SeriesSet {
         let mut out = SeriesSet::new();
-        for lane in 0..self.lanes.len() as u64 {
-            self.lane(lane).drain_into(&mut out);
+        for mut lane in self.0 {
+            lane.drain_into(&mut out);
         }
         out
     }
@@ -589,6 +611,13 @@ pub const MAX_SHARD_PART_BYTES: usize = MAX_GOSSIP_BYTES - (16 << 10);
 /// last one for the rest, with the VU gauges added to each. A shard that
 /// would encode to more than [`MAX_SHARD_PART_BYTES`] is sent as several,
 /// numbered in turn.
+///
+/// Only the swap of the lanes' samples ([`Recorder::take`]) runs here, on
+/// the runtime that runs the VUs. The merge of the lanes and the shard's
+/// encoding run on a blocking thread: they take a millisecond or more each
+/// interval, and on the VUs' thread they held back everything due
+/// meanwhile, so an arrival-rate run's arrivals went out late and all
+/// together, VUs ran short, and iterations were dropped every second.
 pub async fn seal_every(
     recorder: Arc<Recorder>,
     progress: Arc<Progress>,
@@ -614,28 +643,41 @@ pub async fn seal_every(
         } else {
             to
         };
-        let mut series = recorder.seal();
+        let taken = recorder.take();
         let active = progress.active_vus.load(Ordering::Relaxed) as f64;
         let initialized = progress.initialized_vus.load(Ordering::Relaxed) as f64;
-        let _ = series.add(&SeriesKey::new(names::VUS, []), MetricKind::Gauge, active);
-        let _ = series.add(
-            &SeriesKey::new(names::VUS_MAX, []),
-            MetricKind::Gauge,
-            initialized,
-        );
-        let shard = Shard {
-            notes: recorder.take_notes(),
-            run_id: origin.run_id.clone(),
-            node: origin.node.clone(),
-            name: origin.name.clone(),
-            region: origin.region.clone(),
-            seq,
-            start_ms: ms(from),
-            end_ms: ms(to),
-            last,
-            series,
+        let notes = recorder.take_notes();
+        let origin = origin.clone();
+        let (start_ms, end_ms) = (ms(from), ms(to));
+        let sealing = tokio::task::spawn_blocking(move || {
+            let mut series = taken.into_series();
+            let _ = series.add(&SeriesKey::new(names::VUS, []), MetricKind::Gauge, active);
+            let _ = series.add(
+                &SeriesKey::new(names::VUS_MAX, []),
+                MetricKind::Gauge,
+                initialized,
+            );
+            Shard {
+                notes,
+                run_id: origin.run_id,
+                node: origin.node,
+                name: origin.name,
+                region: origin.region,
+                seq: 0,
+                start_ms,
+                end_ms,
+                last,
+                series,
+            }
+            .split(MAX_SHARD_PART_BYTES)
+        });
+        let parts = match sealing.await {
+            Ok(parts) => parts,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: no one is left to send to.
+            Err(_) => return,
         };
-        for mut part in shard.split(MAX_SHARD_PART_BYTES) {
+        for mut part in parts {
             part.seq = seq;
             seq += 1;
             if shards.send(part).is_err() {
