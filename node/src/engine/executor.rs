@@ -479,8 +479,13 @@ impl CatchUp {
     }
 
     /// Whether to wait a grain before the arrival due at `due`, whose
-    /// instant has passed.
-    fn waits(&mut self, due: Duration) -> bool {
+    /// instant passed `late` ago. One more than [`MAX_LATE`] late is
+    /// dropped, not sent, so it never waits: a node that was frozen for
+    /// seconds walks past that part of its backlog at once.
+    fn waits(&mut self, due: Duration, late: Duration) -> bool {
+        if late > MAX_LATE {
+            return false;
+        }
         match self.from {
             Some(from) if due.saturating_sub(from) < CATCH_UP => false,
             Some(_) => {
@@ -552,7 +557,7 @@ async fn dispatch(
         if scheduled > now {
             catch_up.on_time();
             timer.sleep_until(scheduled).await;
-        } else if catch_up.waits(due) {
+        } else if catch_up.waits(due, now.saturating_duration_since(scheduled)) {
             // The VUs answer what went out before more does.
             timer.sleep_until(now + GRAIN).await;
         } else {
@@ -661,9 +666,12 @@ async fn grow(
 mod tests {
     use super::*;
 
-    /// The waits before each of `dues`, all late, after `on_time` ones.
+    /// A lateness well within [`MAX_LATE`].
+    const LATE: Duration = Duration::from_millis(5);
+
+    /// The waits before each of `dues`, all [`LATE`].
     fn waits(catch_up: &mut CatchUp, dues: impl Iterator<Item = Duration>) -> Vec<Duration> {
-        dues.filter(|&due| catch_up.waits(due)).collect()
+        dues.filter(|&due| catch_up.waits(due, LATE)).collect()
     }
 
     #[test]
@@ -685,11 +693,26 @@ mod tests {
     fn an_arrival_on_time_ends_the_catch_up() {
         let mut catch_up = CatchUp::default();
         let ms = Duration::from_millis;
-        assert!(!catch_up.waits(ms(0)));
+        assert!(!catch_up.waits(ms(0), LATE));
         catch_up.on_time();
         // A new backlog starts its own count: no wait for its first.
-        assert!(!catch_up.waits(ms(5)));
-        assert!(!catch_up.waits(ms(5) + Duration::from_micros(999)));
-        assert!(catch_up.waits(ms(6)));
+        assert!(!catch_up.waits(ms(5), LATE));
+        assert!(!catch_up.waits(ms(5) + Duration::from_micros(999), LATE));
+        assert!(catch_up.waits(ms(6), LATE));
+    }
+
+    #[test]
+    fn arrivals_past_max_late_are_walked_past_without_a_wait() {
+        let mut catch_up = CatchUp::default();
+        // A node frozen for 3 s at 50,000 a second: the first 2 s of its
+        // backlog are past saving.
+        let past = MAX_LATE + Duration::from_millis(1);
+        let dues = (0..100_000u64).map(|i| Duration::from_micros(20 * i));
+        assert_eq!(dues.filter(|&due| catch_up.waits(due, past)).count(), 0);
+        // The rest goes out a catch-up at a time, from its first.
+        let rest = (100_000..150_000u64).map(|i| Duration::from_micros(20 * i));
+        let waited = waits(&mut catch_up, rest);
+        assert_eq!(waited.len(), 999, "{:?}", waited.first());
+        assert_eq!(waited[0], Duration::from_secs(2) + CATCH_UP);
     }
 }
