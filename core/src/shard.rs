@@ -258,10 +258,13 @@ impl Shard {
     /// every part. A single series larger than `max_bytes` (none that fusi
     /// records comes near) gets a part of its own.
     pub fn split(self, max_bytes: usize) -> Vec<Shard> {
-        // Both limits: the wire's (compressed) and the reader's (inflated).
-        if self.series.len() <= 1
-            || (self.encode().len() <= max_bytes && self.encode_cbor().len() <= MAX_SHARD_BYTES / 2)
-        {
+        // Both limits: the reader's (inflated) and the wire's (compressed),
+        // from one encoding.
+        let fits = || {
+            let cbor = self.encode_cbor();
+            cbor.len() <= MAX_SHARD_BYTES / 2 && compress(&cbor).len() <= max_bytes
+        };
+        if self.series.len() <= 1 || fits() {
             return vec![self];
         }
         let mut entries: Vec<(SeriesKey, Value)> = self
