@@ -498,11 +498,13 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 let (mut next, hops) = http_begin(&mut caller, req_ptr, req_len, buf_ptr, buf_len)?;
                 let mut hop = 0u32;
                 let mut first_url: Option<String> = None;
-                let courier = caller.data().courier.clone();
                 let done = loop {
                     let state = caller.data_mut();
                     let mut done = if state.driven {
-                        courier.hand(state.http.handed(next, hops.chain_deadline));
+                        state
+                            .courier
+                            .hand(state.http.handed(next, hops.chain_deadline));
+                        let courier = &caller.data().courier;
                         let done = std::future::poll_fn(|_| courier.take()).await;
                         caller.data_mut().http.take_back(done)
                     } else {

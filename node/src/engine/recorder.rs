@@ -173,6 +173,15 @@ type IterationSeries = (u64, Histogram<u64>);
 /// Check results of one tag set: passes and failures.
 type CheckSeries = (u64, u64);
 
+/// Counts one check in its series: passed or failed.
+fn count_check(series: &mut CheckSeries, passed: bool) {
+    if passed {
+        series.0 += 1;
+    } else {
+        series.1 += 1;
+    }
+}
+
 /// One lane's samples of the current interval.
 #[derive(Default)]
 struct Lane {
@@ -397,32 +406,23 @@ impl Recorder {
     /// unique keys), to which the host adds `check=<name>`.
     pub fn check(&self, lane: u64, tags: &[(String, String)], name: &str, passed: bool) {
         let mut l = self.lane(lane);
-        let known = l
-            .checks
-            .get(tags)
-            .is_some_and(|checks| checks.contains_key(name));
-        if !known && self.overflowing(&l) {
+        // A check this interval has seen: one lookup of each map.
+        if let Some(entry) = l.checks.get_mut(tags).and_then(|c| c.get_mut(name)) {
+            count_check(entry, passed);
+            return;
+        }
+        if self.overflowing(&l) {
             let key = SeriesKey::new(names::CHECKS, [("overflow".to_owned(), "true".to_owned())]);
             let value = f64::from(u8::from(passed));
             self.add_to(&mut l, key, MetricKind::Rate, value);
             return;
         }
-        if !known {
-            l.check_series += 1;
-        }
+        l.check_series += 1;
         let checks = match l.checks.get_mut(tags) {
             Some(checks) => checks,
             None => l.checks.entry(tags.to_vec()).or_default(),
         };
-        let entry = match checks.get_mut(name) {
-            Some(entry) => entry,
-            None => checks.entry(name.to_owned()).or_default(),
-        };
-        if passed {
-            entry.0 += 1;
-        } else {
-            entry.1 += 1;
-        }
+        count_check(checks.entry(name.to_owned()).or_default(), passed);
     }
 
     /// Records one HTTP request with all its metrics: `base_tags` are the

@@ -324,6 +324,9 @@ pub struct Vu {
     /// The run's stop, waited for across iterations: made once, not each
     /// iteration.
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The store's courier, held here too: an iteration drives it while
+    /// the store is lent to the guest's call.
+    courier: Arc<Courier>,
 }
 
 impl Vu {
@@ -421,6 +424,7 @@ impl Vu {
             None => None,
         };
         let stopped = Box::pin(store.data().run.stop.clone().cancelled_owned());
+        let courier = store.data().courier.clone();
         let mut vu = Vu {
             id,
             module: module.clone(),
@@ -429,6 +433,7 @@ impl Vu {
             iteration_fn,
             backstop: Backstop::default(),
             stopped,
+            courier,
         };
         if run_init && module.has_init() {
             let init = instance
@@ -513,24 +518,29 @@ impl Vu {
     /// counts from there.
     pub async fn iterate(self, scheduled: Instant, now: Instant) -> (Option<Vu>, Outcome) {
         let mut vu = self;
-        let Some(iteration_fn) = vu.iteration_fn.clone() else {
+        vu.arm_at(now);
+        let deadline = vu.store.data().deadline;
+        // Borrowed, field by field: an `Arc` cloned each iteration is two
+        // atomic operations, and the function's type about eight.
+        let Vu {
+            store,
+            iteration_fn,
+            backstop,
+            stopped,
+            courier,
+            ..
+        } = &mut vu;
+        let Some(iteration_fn) = iteration_fn.as_ref() else {
             // Only the lifecycle instance has none, and it runs no iteration.
             return (Some(vu), Outcome::Failed("abi"));
         };
-        vu.arm_at(now);
-        let run = vu.store.data().run.clone();
-        let scenario = vu.store.data().scenario.clone();
-        let deadline = vu.store.data().deadline;
         // The epoch callback and fusi's own host calls honour the deadline
         // and the stop; a host call that does not (a WASI sleep) is cut here,
         // a moment later, by dropping the call, which wasmtime unwinds.
-        let courier = vu.store.data().courier.clone();
-        vu.store.data_mut().driven = true;
-        let backstop = &mut vu.backstop;
-        let stopped = &mut vu.stopped;
+        store.data_mut().driven = true;
         let result = tokio::select! {
             biased;
-            r = drive(&courier, iteration_fn.call_async(&mut vu.store, ())) => Some(r),
+            r = drive(courier, iteration_fn.call_async(&mut *store, ())) => Some(r),
             () = std::future::poll_fn(|cx| backstop.poll_passed(deadline + BACKSTOP, cx)) => None,
             // Outside tokio's budget: a request in flight on this task may
             // have spent it ([`super::backstop`]).
@@ -543,19 +553,20 @@ impl Vu {
         let outcome = match &result {
             Some(Ok(())) => Outcome::Completed,
             Some(Err(e)) => vu.classify(e),
-            None if run.stop.is_cancelled() => Outcome::Interrupted,
+            None if vu.store.data().run.stop.is_cancelled() => Outcome::Interrupted,
             None => Outcome::Failed("timeout"),
         };
         let lane = vu.id;
         // After the iteration's time is taken: closing what it left open
         // is the host's work, not the scenario's.
         vu.close_left_open().await;
+        let state = vu.store.data();
+        let (run, scenario) = (&state.run, &state.scenario);
         match outcome {
             Outcome::Completed => {
                 let ms = scheduled.elapsed().as_secs_f64() * 1000.0;
                 // Base tags are sorted and unique already.
-                run.recorder
-                    .iteration(lane, vu.store.data().base_tags(), ms);
+                run.recorder.iteration(lane, state.base_tags(), ms);
             }
             Outcome::Failed(_) | Outcome::Interrupted => {
                 let reason = match outcome {
@@ -591,7 +602,7 @@ impl Vu {
         if outcome == Outcome::Completed {
             return (Some(vu), outcome);
         }
-        if run.stop.is_cancelled() {
+        if vu.store.data().run.stop.is_cancelled() {
             return (None, outcome);
         }
         // The instance may be broken: start the VU afresh, keeping its connections.
