@@ -15,10 +15,16 @@
 //! again, for the deadline of the moment, if that has not passed. A
 //! timer that fires early wakes its task for nothing; the task was
 //! awake and busy anyway, once in a timeout.
+//!
+//! Nor is the timer polled at every wake of its task: a timer that holds
+//! the task's waker, and has not fired, wakes the task when it fires.
+//! Asking whether it fired is one load; a poll registered the waker
+//! again, a hundred instructions and atomic operations, two or three
+//! times a request.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::time::{Instant, Sleep};
 
@@ -27,6 +33,8 @@ use tokio::time::{Instant, Sleep};
 pub struct Backstop {
     /// Made on first use: a VU's placeholder clients never need one.
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The waker the timer was last polled with, since it was last set.
+    waker: Option<Waker>,
 }
 
 impl Backstop {
@@ -36,6 +44,15 @@ impl Backstop {
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() <= deadline
+            && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            && !sleep.is_elapsed()
+        {
+            // Set for this deadline or an earlier one, still in tokio's
+            // wheel, and holding this task's waker: it wakes the task when
+            // it fires.
+            return Poll::Pending;
+        }
         loop {
             if sleep.deadline() > deadline {
                 sleep.as_mut().reset(deadline);
@@ -44,7 +61,12 @@ impl Backstop {
             // timer once the future it guards has spent the task's budget:
             // a response whose reads are always ready must still time out.
             match std::pin::pin!(tokio::task::unconstrained(sleep.as_mut())).poll(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        self.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
                 // Set for this deadline, or an earlier one that has passed
                 // with it.
                 Poll::Ready(()) if sleep.deadline() >= deadline => return Poll::Ready(()),
@@ -140,6 +162,42 @@ mod tests {
             armed_at(&backstop),
             Some(second),
             "moved when it fired early"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timer_polled_by_one_task_wakes_the_next_that_waits_on_it() {
+        let backstop = Backstop::default();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        // One task waits on it, and gives up first.
+        let (mut backstop, gave_up) = tokio::spawn(async move {
+            let mut backstop = backstop;
+            let waited = tokio::time::timeout(
+                Duration::from_millis(10),
+                backstop.within(deadline, pin!(std::future::pending::<()>())),
+            )
+            .await;
+            (backstop, waited.is_err())
+        })
+        .await
+        .expect("the first task");
+        assert!(gave_up);
+        assert_eq!(armed_at(&backstop), Some(deadline));
+        // The timer held the first task's waker: this task must be woken.
+        // (tokio's timeout polls what it guards before its own timer, so
+        // a task never woken still ends, at the timeout.)
+        let waited = tokio::time::timeout(
+            Duration::from_secs(20),
+            backstop.within(deadline, pin!(std::future::pending::<()>())),
+        )
+        .await;
+        let now = Instant::now();
+        assert_eq!(waited, Ok(None));
+        assert!(now >= deadline);
+        assert!(
+            now < deadline + Duration::from_secs(10),
+            "woken {:?} past the deadline: the timer woke the task that left",
+            now - deadline
         );
     }
 
