@@ -32,8 +32,15 @@ use tokio::time::{Instant, Sleep};
 #[derive(Default)]
 pub struct Backstop {
     /// Made on first use: a VU's placeholder clients never need one.
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// The waker the timer was last polled with, since it was last set.
+    /// Boxed: a VU and a client are moved at each request, and a larger
+    /// one is moved by `memcpy`.
+    armed: Option<Box<Armed>>,
+}
+
+/// A [`Backstop`]'s timer, and the waker it last polled it with since it
+/// was last set.
+struct Armed {
+    sleep: Pin<Box<Sleep>>,
     waker: Option<Waker>,
 }
 
@@ -41,11 +48,14 @@ impl Backstop {
     /// `Ready` once `deadline` has passed; until then, the task is woken
     /// at or before it.
     pub fn poll_passed(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let Armed { sleep, waker } = &mut **self.armed.get_or_insert_with(|| {
+            Box::new(Armed {
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                waker: None,
+            })
+        });
         if sleep.deadline() <= deadline
-            && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            && waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
             && !sleep.is_elapsed()
         {
             // Set for this deadline or an earlier one, still in tokio's
@@ -62,8 +72,8 @@ impl Backstop {
             // a response whose reads are always ready must still time out.
             match std::pin::pin!(tokio::task::unconstrained(sleep.as_mut())).poll(cx) {
                 Poll::Pending => {
-                    if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        self.waker = Some(cx.waker().clone());
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
                     }
                     return Poll::Pending;
                 }
@@ -101,7 +111,7 @@ mod tests {
     use std::time::Duration;
 
     fn armed_at(backstop: &Backstop) -> Option<Instant> {
-        backstop.sleep.as_ref().map(|s| s.deadline())
+        backstop.armed.as_ref().map(|a| a.sleep.deadline())
     }
 
     /// A read that is always ready, as a fast server's endless body is:

@@ -18,6 +18,7 @@
 //! - [`recorder`]: collect samples and seal them into per-interval shards.
 //! - [`stack`]: a sleeping VU gives back the deep pages of its fiber stack.
 //! - [`timer`]: a timer finer than tokio's 1 ms, for arrivals.
+//! - [`woken`]: a future its task polls only once it woke.
 
 pub mod backstop;
 pub mod cookies;
@@ -37,4 +38,5 @@ pub mod redirects;
 pub(crate) mod stack;
 pub mod timer;
 pub mod vu;
+pub(crate) mod woken;
 pub mod ws;

@@ -32,6 +32,7 @@ use super::http::{ClientSettings, HttpClient};
 use super::module::ScenarioModule;
 use super::output::{Fd, VuOutput};
 use super::recorder::Recorder;
+use super::woken::Woken;
 use super::ws::{Meters, WsClient};
 use crate::core::metrics::{SeriesKey, names};
 use crate::core::printable::escape_controls;
@@ -322,8 +323,9 @@ pub struct Vu {
     /// The timer behind every iteration's deadline.
     backstop: Backstop,
     /// The run's stop, waited for across iterations: made once, not each
-    /// iteration.
-    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// iteration, and polled only once it woke. Boxed: a VU is moved at
+    /// each iteration, and a larger one is moved by `memcpy`.
+    stopped: Box<Woken<Pin<Box<WaitForCancellationFutureOwned>>>>,
     /// The store's courier, held here too: an iteration drives it while
     /// the store is lent to the guest's call.
     courier: Arc<Courier>,
@@ -423,7 +425,9 @@ impl Vu {
             ),
             None => None,
         };
-        let stopped = Box::pin(store.data().run.stop.clone().cancelled_owned());
+        let stopped = Box::new(Woken::new(Box::pin(
+            store.data().run.stop.clone().cancelled_owned(),
+        )));
         let courier = store.data().courier.clone();
         let mut vu = Vu {
             id,
