@@ -38,7 +38,9 @@ pub struct Backstop {
 }
 
 /// A [`Backstop`]'s timer, and the waker it last polled it with since it
-/// was last set.
+/// was last set. That waker counts as a reference to its task: a client's
+/// timer last polled by a request's own task (outside an iteration) keeps
+/// that finished task's small allocation until another task polls it.
 struct Armed {
     sleep: Pin<Box<Sleep>>,
     waker: Option<Waker>,
