@@ -376,7 +376,7 @@ fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         m,
         imports::WS_CONNECT,
         |mut caller: Caller<'_, VuState>, (req_ptr, req_len): (u32, u32)| {
-            Box::new(async move {
+            super::boxed::boxed(|| async move {
                 let memory = memory(&caller)?;
                 let bytes = slice(
                     memory.data(&caller),
@@ -412,7 +412,7 @@ fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         m,
         imports::WS_SEND,
         |mut caller: Caller<'_, VuState>, (handle, kind, ptr, len): (i32, i32, u32, u32)| {
-            Box::new(async move {
+            super::boxed::boxed(|| async move {
                 let data = read(&mut caller, ptr, len, u32::MAX, "the WebSocket message")?;
                 let state = caller.data_mut();
                 if stopping(state) {
@@ -434,7 +434,7 @@ fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         m,
         imports::WS_RECV,
         |mut caller: Caller<'_, VuState>, (handle, timeout_ms): (i32, i64)| {
-            Box::new(async move {
+            super::boxed::boxed(|| async move {
                 let state = caller.data_mut();
                 let run = state.run.clone();
                 let meters = Meters {
@@ -467,7 +467,7 @@ fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         m,
         imports::WS_CLOSE,
         |mut caller: Caller<'_, VuState>, (handle, code): (i32, i32)| {
-            Box::new(async move {
+            super::boxed::boxed(|| async move {
                 let state = caller.data_mut();
                 let run = state.run.clone();
                 let meters = Meters {
@@ -494,7 +494,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
         imports::HTTP_REQUEST,
         |mut caller: Caller<'_, VuState>,
          (req_ptr, req_len, buf_ptr, buf_len): (u32, u32, u32, u32)| {
-            Box::new(async move {
+            super::boxed::boxed(|| async move {
                 let (mut next, hops) = http_begin(&mut caller, req_ptr, req_len, buf_ptr, buf_len)?;
                 let mut hop = 0u32;
                 let mut first_url: Option<String> = None;
@@ -558,7 +558,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
             if ms >= super::stack::RELEASE_SLEEP_MS {
                 let _ = super::stack::release_below();
             }
-            Box::new(async move {
+            super::boxed::boxed(|| async move {
                 let state = caller.data();
                 let stop = state.run.stop.clone();
                 let deadline = state.deadline;

@@ -454,12 +454,13 @@ impl HttpClient {
         // The answer's box holds the client and the request while they are
         // used, so the request's future holds a pointer to them: small
         // enough (under 1 KiB) for the allocator's per-thread cache.
-        let mut sent: Sent = Box::new((client, req, Answer::default(), Exchange::default()));
-        Box::pin(async move {
+        let mut sent: Sent =
+            super::boxed::boxed(|| (client, req, Answer::default(), Exchange::default()));
+        Box::into_pin(super::boxed::boxed(|| async move {
             let (client, req, answer, exchange) = &mut *sent;
             client.send(req, deadline, answer, exchange).await;
             sent
-        })
+        }))
     }
 
     /// Takes back the client that a [`handed`](Self::handed) request

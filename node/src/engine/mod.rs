@@ -5,6 +5,7 @@
 //! - [`vu`]: one virtual user: a Store, an instance, its connections.
 //! - [`http`]: the per-VU HTTP client.
 //! - [`backstop`]: one timer for a VU's many deadlines.
+//! - [`boxed`]: boxes whose values are made in them, not copied in.
 //! - [`courier`]: a VU's requests, polled on its task rather than its fiber.
 //! - [`fields`]: a response's header fields, kept as they came.
 //! - [`cookies`]: the per-VU cookie jar the client keeps.
@@ -21,6 +22,7 @@
 //! - [`woken`]: a future its task polls only once it woke.
 
 pub mod backstop;
+pub(crate) mod boxed;
 pub mod cookies;
 pub mod courier;
 pub mod data;
