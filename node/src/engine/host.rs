@@ -283,6 +283,10 @@ fn http_hop(
 /// Hands the guest its response: in its buffer when it fits, else in the
 /// result buffer for `result_read`; returns the response's length. A
 /// request cut by the iteration's deadline traps.
+///
+/// The response is written straight into the guest's buffer: the result
+/// buffer, a VU's own and cold by its next request, is written only for a
+/// response that does not fit.
 #[inline(never)]
 fn http_end(
     caller: &mut Caller<'_, VuState>,
@@ -299,24 +303,35 @@ fn http_end(
     if cut && Instant::now() >= deadline {
         return Err(wasmtime::Error::new(HostTrap::Timeout));
     }
-    let mut out = std::mem::take(&mut caller.data_mut().result);
-    out.clear();
-    answer.encode(&mut out, req.options.is_some().then_some(req.url.as_str()));
-    let n = out.len();
-    if n <= buf_len as usize {
-        memory(caller)?
-            .write(&mut *caller, buf_ptr as usize, &out)
-            .map_err(|_| {
-                abi_error(format!(
-                    "the response buffer at {buf_ptr}+{n} is outside the module's memory"
-                ))
-            })?;
-        out.clear();
-        if out.capacity() > KEEP_RESULT_BYTES {
-            out = Vec::new();
+    let url = req.options.is_some().then_some(req.url.as_str());
+    let (data, state) = memory(caller)?.data_and_store_mut(&mut *caller);
+    let start = buf_ptr as usize;
+    let buf = data
+        .get_mut(start..start + buf_len as usize)
+        .ok_or_else(|| {
+            abi_error(format!(
+                "the response buffer at {buf_ptr}+{buf_len} is outside the module's memory"
+            ))
+        })?;
+    let mut filling = wire::Filling::new(buf);
+    answer.encode(&mut filling, url);
+    let n = match filling.written() {
+        Some(n) => {
+            state.result.clear();
+            if state.result.capacity() > KEEP_RESULT_BYTES {
+                state.result = Vec::new();
+            }
+            n
         }
-    }
-    caller.data_mut().result = out;
+        None => {
+            let mut out = std::mem::take(&mut state.result);
+            out.clear();
+            answer.encode(&mut out, url);
+            let n = out.len();
+            state.result = out;
+            n
+        }
+    };
     Ok(i32::try_from(n).unwrap_or(i32::MAX))
 }
 

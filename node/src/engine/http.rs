@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fusi_sdk::abi::wire::{ResponseHead, ResponseWriter};
+use fusi_sdk::abi::wire::{Out, ResponseHead, ResponseWriter};
 use fusi_sdk::abi::{ErrorKind, HttpError, HttpRequest, RequestOptions, Timings};
 use http::HeaderMap;
 use http::header::{COOKIE, HOST, HeaderName, HeaderValue, USER_AGENT};
@@ -157,7 +157,7 @@ impl Answer {
     /// Appends the answer in the ABI's encoding of a response (header
     /// values that are not UTF-8 get their invalid bytes replaced); with
     /// `url`, the final URL among its extras, for a request with options.
-    pub fn encode(&self, out: &mut Vec<u8>, url: Option<&str>) {
+    pub fn encode<O: Out + ?Sized>(&self, out: &mut O, url: Option<&str>) {
         let head = ResponseHead {
             status: self.status,
             protocol: self.protocol,

@@ -80,9 +80,90 @@ impl std::error::Error for WireError {}
 /// Appends a string or byte string: its `u32` length, then its bytes.
 /// Lengths over `u32::MAX` cannot occur in a 32-bit guest, and the host
 /// bounds what it encodes far below that.
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
+#[inline]
+fn put_bytes<O: Out + ?Sized>(out: &mut O, bytes: &[u8]) {
+    out.put(&(bytes.len() as u32).to_le_bytes());
+    out.put(bytes);
+}
+
+/// Where a [`ResponseWriter`] writes: a buffer that grows (`Vec<u8>`), or
+/// one of a fixed size that says when the response did not fit
+/// ([`Filling`]).
+pub trait Out {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+    /// How many bytes were appended so far.
+    fn position(&self) -> usize;
+    /// Overwrites the bytes at `at` with `bytes`, all of them appended
+    /// before; nothing happens where they were not.
+    fn patch(&mut self, at: usize, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn position(&self) -> usize {
+        self.len()
+    }
+
+    #[inline]
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        if let Some(slot) = self.get_mut(at..at + bytes.len()) {
+            slot.copy_from_slice(bytes);
+        }
+    }
+}
+
+/// A fixed buffer a response is written into where it lies (the host
+/// writes into the guest's response buffer so, with no copy in between).
+/// What does not fit is counted, not written: [`Filling::written`] says
+/// whether all of it fit.
+pub struct Filling<'a> {
+    buf: &'a mut [u8],
+    /// The bytes appended, written or not.
+    len: usize,
+}
+
+impl<'a> Filling<'a> {
+    /// Writes from the start of `buf`.
+    #[inline]
+    pub fn new(buf: &'a mut [u8]) -> Filling<'a> {
+        Filling { buf, len: 0 }
+    }
+
+    /// The length of what was written, or `None` when it did not all fit
+    /// (the buffer then holds a part of it).
+    #[inline]
+    pub fn written(&self) -> Option<usize> {
+        (self.len <= self.buf.len()).then_some(self.len)
+    }
+}
+
+impl Out for Filling<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if let Some(slot) = self.buf.get_mut(self.len..end) {
+            slot.copy_from_slice(bytes);
+        }
+        self.len = end;
+    }
+
+    #[inline]
+    fn position(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        if let Some(slot) = self.buf.get_mut(at..at + bytes.len()) {
+            slot.copy_from_slice(bytes);
+        }
+    }
 }
 
 fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
@@ -129,8 +210,8 @@ pub fn decode_request(bytes: &[u8]) -> Result<HttpRequest, WireError> {
 /// Writes a response in order: [`ResponseWriter::new`] with the fixed
 /// fields, then each header, then [`ResponseWriter::finish`] with the body.
 /// The host writes hyper's headers straight into the buffer this way.
-pub struct ResponseWriter<'a> {
-    out: &'a mut Vec<u8>,
+pub struct ResponseWriter<'a, O: Out + ?Sized = Vec<u8>> {
+    out: &'a mut O,
     /// Where the header count goes.
     count_at: usize,
     count: u32,
@@ -149,14 +230,15 @@ pub struct ResponseHead<'a> {
     pub error: Option<&'a HttpError>,
 }
 
-impl<'a> ResponseWriter<'a> {
+impl<'a, O: Out + ?Sized> ResponseWriter<'a, O> {
     /// Appends the fixed fields to `out`.
-    pub fn new(out: &'a mut Vec<u8>, head: ResponseHead<'_>) -> ResponseWriter<'a> {
-        out.extend_from_slice(&head.status.to_le_bytes());
-        out.push(protocol_code(head.protocol));
-        out.push(head.error.map_or(0, |e| e.kind.code()));
+    pub fn new(out: &'a mut O, head: ResponseHead<'_>) -> ResponseWriter<'a, O> {
         let t = head.timings;
-        for us in [
+        let mut fixed = [0u8; RESPONSE_HEAD_BYTES];
+        fixed[..2].copy_from_slice(&head.status.to_le_bytes());
+        fixed[2] = protocol_code(head.protocol);
+        fixed[3] = head.error.map_or(0, |e| e.kind.code());
+        for (i, us) in [
             t.dns_us,
             t.connect_us,
             t.tls_us,
@@ -165,12 +247,16 @@ impl<'a> ResponseWriter<'a> {
             t.receiving_us,
             t.duration_us,
             t.total_us,
-        ] {
-            out.extend_from_slice(&us.to_le_bytes());
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            fixed[4 + 8 * i..12 + 8 * i].copy_from_slice(&us.to_le_bytes());
         }
+        out.put(&fixed);
         put_bytes(out, head.error.map_or("", |e| &e.message).as_bytes());
-        let count_at = out.len();
-        out.extend_from_slice(&0u32.to_le_bytes());
+        let count_at = out.position();
+        out.put(&0u32.to_le_bytes());
         ResponseWriter {
             out,
             count_at,
@@ -188,13 +274,10 @@ impl<'a> ResponseWriter<'a> {
     /// Appends the body and fills in the header count; with `url`, the
     /// extras too (only in answer to a request with options).
     pub fn finish(self, body: &[u8], url: Option<&str>) {
-        let count = self.count.to_le_bytes();
-        if let Some(slot) = self.out.get_mut(self.count_at..self.count_at + 4) {
-            slot.copy_from_slice(&count);
-        }
+        self.out.patch(self.count_at, &self.count.to_le_bytes());
         put_bytes(self.out, body);
         if let Some(url) = url {
-            self.out.extend_from_slice(&1u32.to_le_bytes());
+            self.out.put(&1u32.to_le_bytes());
             put_bytes(self.out, URL_EXTRA.as_bytes());
             put_bytes(self.out, url.as_bytes());
         }
@@ -529,6 +612,52 @@ mod tests {
             let mut bytes = Vec::new();
             encode_response(&resp, &mut bytes);
             assert_eq!(decode_response(&bytes), Ok(resp));
+        }
+    }
+
+    /// `resp` written by a [`ResponseWriter`] into `out`.
+    fn write_into<O: Out>(resp: &HttpResponse, out: &mut O) {
+        let head = ResponseHead {
+            status: resp.status,
+            protocol: &resp.protocol,
+            timings: &resp.timings,
+            error: resp.error.as_ref(),
+        };
+        let mut w = ResponseWriter::new(out, head);
+        for (name, value) in &resp.headers {
+            w.header(name, value);
+        }
+        w.finish(&resp.body, resp.url.as_deref());
+    }
+
+    #[test]
+    fn a_response_filled_in_place_is_the_bytes_a_vec_gets_or_says_it_did_not_fit() {
+        let mut resp = response();
+        resp.headers.push(("c".into(), "d".into()));
+        let mut expected = Vec::new();
+        encode_response(&resp, &mut expected);
+        // Room to spare: the bytes are the same, and only they are written.
+        let mut buf = vec![0xEE; expected.len() + 7];
+        let mut filling = Filling::new(&mut buf);
+        write_into(&resp, &mut filling);
+        assert_eq!(filling.written(), Some(expected.len()));
+        assert_eq!(&buf[..expected.len()], &expected[..]);
+        assert!(buf[expected.len()..].iter().all(|&b| b == 0xEE));
+        assert_eq!(decode_response(&buf[..expected.len()]), Ok(resp.clone()));
+        // Exactly the room it needs.
+        let mut exact = vec![0; expected.len()];
+        let mut filling = Filling::new(&mut exact);
+        write_into(&resp, &mut filling);
+        assert_eq!(filling.written(), Some(expected.len()));
+        assert_eq!(exact, expected);
+        // A byte short anywhere, the header count's slot included: it
+        // says so, and nothing is written past the buffer.
+        for short in [0, 1, RESPONSE_HEAD_BYTES + 4, expected.len() - 1] {
+            let mut small = vec![0; short];
+            let mut filling = Filling::new(&mut small);
+            write_into(&resp, &mut filling);
+            assert_eq!(filling.written(), None, "{short} bytes");
+            assert_eq!(filling.position(), expected.len());
         }
     }
 
