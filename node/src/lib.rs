@@ -15,7 +15,6 @@
 //! - [`sim`]: the real cores of many nodes under virtual time, for what no
 //!   machine here can start (`fusi-node simulate`).
 //! - [`api`]: the local HTTP API the CLI talks to.
-//! - [`slice`]: a short CPU slice, so nodes sharing a host start together.
 //! - [`store`]: what a node keeps in its data directory.
 //! - [`telemetry`]: the node's metrics for Prometheus and OpenTelemetry.
 //! - [`cli`]: the command line; `main.rs` only calls it.
@@ -33,7 +32,6 @@ pub mod limits;
 pub mod local;
 pub mod net;
 pub mod sim;
-pub mod slice;
 pub mod store;
 pub mod summary;
 pub mod telemetry;

@@ -122,32 +122,6 @@ pub struct UpArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = otlp_interval_arg,
           requires = "otlp_endpoint")]
     otlp_interval: std::time::Duration,
-    /// How long this node's threads run, in µs, before a thread that woke on
-    /// a busy core takes it (Linux 6.12 or later; 100 to 100000). 100, the
-    /// shortest, lets nodes that share a host start a run together; 0 keeps
-    /// the kernel's own (0.75 ms × (1 + log2 CPUs)). Not a priority.
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 100, value_parser = cpu_slice_arg)]
-    cpu_slice: u32,
-}
-
-impl UpArgs {
-    /// `--cpu-slice`: the slice to ask for, or `None` for the kernel's.
-    pub(super) fn cpu_slice(&self) -> Option<u32> {
-        (self.cpu_slice != 0).then_some(self.cpu_slice)
-    }
-}
-
-fn cpu_slice_arg(s: &str) -> Result<u32, String> {
-    let us: u32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of microseconds"))?;
-    if us == 0 || crate::slice::SLICE_US.contains(&us) {
-        Ok(us)
-    } else {
-        Err(format!(
-            "{us} µs is outside what Linux allows: give 100 to 100000, or 0 for the kernel's own"
-        ))
-    }
 }
 
 /// `fusi-node keygen`.
@@ -694,12 +668,6 @@ mod tests {
         assert!(api_arg("localhost").is_err());
         assert!(region_arg("Frankfurt").is_err());
         assert!(name_arg(&"x".repeat(65)).is_err());
-        assert_eq!(cpu_slice_arg("0"), Ok(0));
-        assert_eq!(cpu_slice_arg("100"), Ok(100));
-        assert_eq!(cpu_slice_arg("100000"), Ok(100_000));
-        assert!(cpu_slice_arg("99").unwrap_err().contains("100 to 100000"));
-        assert!(cpu_slice_arg("100001").is_err());
-        assert!(cpu_slice_arg("1ms").is_err());
     }
 
     #[test]

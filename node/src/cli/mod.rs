@@ -1438,18 +1438,6 @@ pub fn main() -> ExitCode {
         ),
         Err(e) => tracing::debug!("cannot read the open-file limit: {e}"),
     }
-    // Before any thread starts: they inherit it.
-    if let Cmd::Up(args) = &cli.command
-        && let Some(us) = args.cpu_slice()
-    {
-        match crate::slice::shorten(us) {
-            Ok(slice) => tracing::debug!(?slice, "CPU slice"),
-            Err(e) => tracing::warn!(
-                "cannot ask for a {us} µs CPU slice ({e}); nodes sharing this host may start \
-                 a run up to a slice apart (--cpu-slice 0 stops asking)"
-            ),
-        }
-    }
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
