@@ -203,16 +203,46 @@ fn fusi_cmd_with(mut cmd: Command, token: Option<&str>, args: &[&str], out_file:
     }
 }
 
+/// This test process's own directory under the temporary one, where its
+/// files and data directories go. A test process has no end to clean up
+/// at, so the first call removes what earlier test processes left: every
+/// `fusi-e2e-PID` whose process is gone.
+fn test_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let temp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&temp) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("fusi-e2e-"))
+                    .and_then(|pid| pid.parse::<u32>().ok());
+                if let Some(pid) = pid
+                    && pid != std::process::id()
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let root = temp.join(format!("fusi-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&root)
+            .unwrap_or_else(|e| panic!("cannot make {}: {e}", root.display()));
+        root
+    })
+}
+
 /// The default data directory's parent for the commands of this test
-/// process: under the temporary directory, one per process.
+/// process: one per process, in [`test_root`].
 fn test_data_home() -> PathBuf {
-    std::env::temp_dir().join(format!("fusi-e2e-{}-data-home", std::process::id()))
+    test_root().join("data-home")
 }
 
 fn tempfile_path(name: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("fusi-e2e-{}-{n}-{name}", std::process::id()))
+    test_root().join(format!("{n}-{name}"))
 }
 
 /// SIGKILL to the process group `pgid` (a child started with

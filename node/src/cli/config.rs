@@ -393,6 +393,7 @@ iteration_timeout = "5s"
             out.windows(2).any(|w| w[0] == "--vus" && w[1] == "3"),
             "{out:?}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The spec of `fusi-node run --config FILE` plus `more` flags.
@@ -542,5 +543,6 @@ env = { ROOM = "lobby" }
             Ok(other),
             "only `run` reads a run file"
         );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
