@@ -285,7 +285,7 @@ impl<'a, O: Out + ?Sized> ResponseWriter<'a, O> {
 }
 
 /// Appends the encoding of a response to `out`.
-pub fn encode_response(resp: &HttpResponse, out: &mut Vec<u8>) {
+pub fn encode_response<O: Out + ?Sized>(resp: &HttpResponse, out: &mut O) {
     let head = ResponseHead {
         status: resp.status,
         protocol: &resp.protocol,
@@ -615,21 +615,6 @@ mod tests {
         }
     }
 
-    /// `resp` written by a [`ResponseWriter`] into `out`.
-    fn write_into<O: Out>(resp: &HttpResponse, out: &mut O) {
-        let head = ResponseHead {
-            status: resp.status,
-            protocol: &resp.protocol,
-            timings: &resp.timings,
-            error: resp.error.as_ref(),
-        };
-        let mut w = ResponseWriter::new(out, head);
-        for (name, value) in &resp.headers {
-            w.header(name, value);
-        }
-        w.finish(&resp.body, resp.url.as_deref());
-    }
-
     #[test]
     fn a_response_filled_in_place_is_the_bytes_a_vec_gets_or_says_it_did_not_fit() {
         let mut resp = response();
@@ -639,7 +624,7 @@ mod tests {
         // Room to spare: the bytes are the same, and only they are written.
         let mut buf = vec![0xEE; expected.len() + 7];
         let mut filling = Filling::new(&mut buf);
-        write_into(&resp, &mut filling);
+        encode_response(&resp, &mut filling);
         assert_eq!(filling.written(), Some(expected.len()));
         assert_eq!(&buf[..expected.len()], &expected[..]);
         assert!(buf[expected.len()..].iter().all(|&b| b == 0xEE));
@@ -647,7 +632,7 @@ mod tests {
         // Exactly the room it needs.
         let mut exact = vec![0; expected.len()];
         let mut filling = Filling::new(&mut exact);
-        write_into(&resp, &mut filling);
+        encode_response(&resp, &mut filling);
         assert_eq!(filling.written(), Some(expected.len()));
         assert_eq!(exact, expected);
         // A byte short anywhere, the header count's slot included: it
@@ -655,7 +640,7 @@ mod tests {
         for short in [0, 1, RESPONSE_HEAD_BYTES + 4, expected.len() - 1] {
             let mut small = vec![0; short];
             let mut filling = Filling::new(&mut small);
-            write_into(&resp, &mut filling);
+            encode_response(&resp, &mut filling);
             assert_eq!(filling.written(), None, "{short} bytes");
             assert_eq!(filling.position(), expected.len());
         }
