@@ -462,6 +462,17 @@ enum Hurry {
 /// in now: a `held` is about a hundred bytes.
 const ARM_HELD_EVERY: Duration = Duration::from_millis(100);
 
+/// The start's quiet: in the last `START_QUIET` before T0 the arming
+/// leader sends no `held`, and in the first after it the leader sends no
+/// progress and a node tells no one it started, so that at T0 the nodes'
+/// cores are left to the start itself. Measured on 10 nodes of one 2-core
+/// machine (docs/benchmarks.md, mesh): the arm's lead is three
+/// [`ARM_HELD_EVERY`], so its third `held` went out about a millisecond
+/// before T0, and the first progress went out at T0; each flood of the
+/// gossip mesh (every copy's signature checked) kept both cores busy for
+/// 10-20 ms, and the nodes that woke for T0 behind it started late.
+pub const START_QUIET: Duration = Duration::from_millis(50);
+
 /// How long a node that holds a finish without its words shows the run as
 /// still going, while it asks for them.
 const WORDS_WAIT: Duration = Duration::from_secs(5);
@@ -2600,7 +2611,10 @@ impl RunsCore {
         {
             run.term = run.term.max(term);
             if run.armed.is_some()
-                && run.timers.t0_at.is_some_and(|t0| at.now >= t0)
+                && run
+                    .timers
+                    .t0_at
+                    .is_some_and(|t0| at.now >= t0.saturating_add(START_QUIET))
                 && run
                     .timers
                     .live_at
@@ -2628,11 +2642,12 @@ impl RunsCore {
     }
 
     /// What this node says in a `held` between its one-second re-sends, if
-    /// anything: the arm it made, until T0, every [`ARM_HELD_EVERY`] (a
-    /// node that dropped the arm still hears it before T0, where the
-    /// one-second pace would have it start late: 100 simulated nodes with
-    /// 1 % of first copies dropped started over up to 119 ms, against 4-6
-    /// ms with none dropped); four times a second, the proposal
+    /// anything: the arm it made, until [`START_QUIET`] before T0, every
+    /// [`ARM_HELD_EVERY`] (a node that dropped the arm still hears it
+    /// before T0, where the one-second pace would have it start late: 100
+    /// simulated nodes with 1 % of first copies dropped started over up to
+    /// 119 ms, against 4-6 ms with none dropped); four times a second, the
+    /// proposal
     /// it made, until there is a plan (the leader itself may have dropped
     /// it); twice a second, the plan it made, as its derivation, for
     /// [`HURRY_PLAN_FOR`] or until it arms (at 300 simulated nodes the last
@@ -2642,7 +2657,13 @@ impl RunsCore {
     /// node's other words. Marks the re-send done.
     fn hurry(&self, run: &mut Run, at: At, view: &dyn MeshView) -> Option<Hurry> {
         let hurry = match &run.armed {
-            Some(a) if a.by == self.me && run.timers.t0_at.is_some_and(|t0| at.now < t0) => {
+            Some(a)
+                if a.by == self.me
+                    && run
+                        .timers
+                        .t0_at
+                        .is_some_and(|t0| at.now.saturating_add(START_QUIET) < t0) =>
+            {
                 Some(Hurry::Arm)
             }
             None if run.plan.is_some()

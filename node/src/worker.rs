@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::runs::START_QUIET;
 use crate::core::segment::ExecutionSegment;
 use crate::core::shard::Shard;
 use crate::core::spec::{RunSpec, Share};
@@ -354,12 +355,18 @@ async fn work(
         }
     }
     let woke = Instant::now();
-    let _ = events.send(WorkerEvent::Started {
+    // Told once the start's quiet is over, or before anything else this
+    // share says, whichever comes first (`START_QUIET`): telling it goes to
+    // the leader and into the run's record on disk, work that at T0 would
+    // take a core from the nodes of this machine still waking for it.
+    let mut started = Some(WorkerEvent::Started {
         run: run_id.clone(),
         plan: job.plan,
         wall_ns: wall_ns(),
         at: woke.into_std(),
     });
+    let quiet = tokio::time::sleep_until(woke + START_QUIET);
+    tokio::pin!(quiet);
     let late = woke.saturating_duration_since(start);
     tracing::info!(
         run = %run_id,
@@ -412,8 +419,10 @@ async fn work(
     let mut sent = 0u64;
     loop {
         tokio::select! {
+            () = &mut quiet, if started.is_some() => tell_started(&events, &mut started),
             shard = shard_rx.recv() => match shard {
                 Some(shard) => {
+                    tell_started(&events, &mut started);
                     sent += 1;
                     let _ = events.send(WorkerEvent::Shard(Box::new(shard)));
                 }
@@ -440,12 +449,20 @@ async fn work(
     }
     let _ = sealer.await;
     stop.cancel();
+    tell_started(&events, &mut started);
     let _ = events.send(WorkerEvent::Finished {
         run: run_id,
         plan: job.plan,
         shards: sent,
         fenced: gate.fenced(),
     });
+}
+
+/// Sends the share's `Started` if it is still held back.
+fn tell_started(events: &mpsc::UnboundedSender<WorkerEvent>, started: &mut Option<WorkerEvent>) {
+    if let Some(event) = started.take() {
+        let _ = events.send(event);
+    }
 }
 
 /// Parses the data files of `spec` for a share of `segment`, off the

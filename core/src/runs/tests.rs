@@ -1391,6 +1391,45 @@ fn a_worker_keeps_its_t0_when_the_leaders_clock_steps_before_it() {
     starts_on_time(&mut sim, &run, worker, true_t0);
 }
 
+/// The start's quiet ([`START_QUIET`]): the arming leader's `held`s stop
+/// before it, and its progress starts after it, so nothing of the run
+/// floods the mesh around T0. The arm's lead (300 ms) is three `held`
+/// paces, so the third went out just before T0.
+#[test]
+fn nothing_of_the_run_floods_the_mesh_in_the_starts_quiet() {
+    for seed in [47, 53, 59] {
+        let mut sim = Sim::new(&[("fra", 3), ("nrt", 2)], 0, seed);
+        let run = sim.submit(0, spec(10, 3), None);
+        assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(5)));
+        let leader = sim.leader_index(&run);
+        let t0_ns = sim.nodes[leader]
+            .core
+            .get(&run)
+            .and_then(|r| r.armed.as_ref().map(|a| a.t0_ns))
+            .unwrap_or_else(|| panic!("not armed"));
+        let t0 = sim.true_of_wall(leader, t0_ns);
+        sim.run_until(Duration::from_secs(2), |_| false);
+        let sent = |kind: &str| -> Vec<Duration> {
+            sim.published
+                .iter()
+                .filter(|(_, _, k)| *k == kind)
+                .map(|(t, _, _)| *t)
+                .collect()
+        };
+        let (held, live) = (sent("held"), sent("live"));
+        // Both went out, the `held`s before T0 and the progress after it.
+        assert!(held.iter().any(|t| *t < t0), "seed {seed}: {held:?}");
+        assert!(live.iter().any(|t| *t > t0), "seed {seed}: {live:?}");
+        let quiet = t0.saturating_sub(START_QUIET)..t0 + START_QUIET;
+        for t in held.iter().chain(&live) {
+            assert!(
+                !quiet.contains(t),
+                "seed {seed}: sent at {t:?}, T0 at {t0:?}: held {held:?}, live {live:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_stop_between_the_arm_and_t0_ends_the_run_at_once() {
     let config = RunsConfig {
