@@ -2647,9 +2647,8 @@ impl RunsCore {
     /// before T0, where the one-second pace would have it start late: 100
     /// simulated nodes with 1 % of first copies dropped started over up to
     /// 119 ms, against 4-6 ms with none dropped); four times a second, the
-    /// proposal
-    /// it made, until there is a plan (the leader itself may have dropped
-    /// it); twice a second, the plan it made, as its derivation, for
+    /// proposal it made, until there is a plan (the leader itself may have
+    /// dropped it); twice a second, the plan it made, as its derivation, for
     /// [`HURRY_PLAN_FOR`] or until it arms (at 300 simulated nodes the last
     /// node ready had dropped the plan and heard it a second later, so the
     /// arm waited for it; four times a second cost 3-4 kB more a node at
