@@ -541,6 +541,15 @@ impl Sim {
             .collect()
     }
 
+    /// T0 of `run`'s arm as node `i` holds it, in the arming leader's clock.
+    fn armed_t0_ns(&self, run: &str, i: usize) -> i64 {
+        self.nodes[i]
+            .core
+            .get(run)
+            .and_then(|r| r.armed.as_ref().map(|a| a.t0_ns))
+            .unwrap_or_else(|| panic!("not armed"))
+    }
+
     fn leader_index(&self, run: &str) -> usize {
         let leaders = self.leader_everywhere(run);
         let leader = leaders.iter().next().cloned().flatten().unwrap_or_default();
@@ -1340,12 +1349,7 @@ fn armed_with_a_worker(misjudge: i64) -> (Sim, String, usize, Duration) {
     let worker = (leader + 1) % 3;
     sim.misjudged.insert(worker, misjudge);
     assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(5)));
-    let t0 = sim.nodes[worker]
-        .core
-        .get(&run)
-        .and_then(|r| r.armed.as_ref().map(|a| a.t0_ns))
-        .unwrap_or_else(|| panic!("not armed"));
-    let true_t0 = sim.true_of_wall(leader, t0);
+    let true_t0 = sim.true_of_wall(leader, sim.armed_t0_ns(&run, worker));
     (sim, run, worker, true_t0)
 }
 
@@ -1402,12 +1406,7 @@ fn nothing_of_the_run_floods_the_mesh_in_the_starts_quiet() {
         let run = sim.submit(0, spec(10, 3), None);
         assert!(sim.reach(&run, Phase::Armed, Duration::from_secs(5)));
         let leader = sim.leader_index(&run);
-        let t0_ns = sim.nodes[leader]
-            .core
-            .get(&run)
-            .and_then(|r| r.armed.as_ref().map(|a| a.t0_ns))
-            .unwrap_or_else(|| panic!("not armed"));
-        let t0 = sim.true_of_wall(leader, t0_ns);
+        let t0 = sim.true_of_wall(leader, sim.armed_t0_ns(&run, leader));
         sim.run_until(Duration::from_secs(2), |_| false);
         let sent = |kind: &str| -> Vec<Duration> {
             sim.published
