@@ -225,7 +225,8 @@ Executors (k6 names). Without --executor, fusi picks one from the flags:
 
 Arrival-rate executors measure every iteration from the instant it was
 scheduled, so a slow target shows up as latency instead of hiding as a lower
-request rate; iterations with no free VU are counted as dropped_iterations.
+request rate; an iteration that finds no VU free within 1 ms is counted in
+dropped_iterations.
 
 Durations: 500ms, 30s, 5m, 1h, 1m30s. Rates: 500/s, 30/m, 10/100ms.
 

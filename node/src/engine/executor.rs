@@ -20,14 +20,16 @@
 //!
 //! Closed executors run one task per VU that loops. Arrival-rate executors
 //! run one dispatcher that starts each owned iteration at its due time on an
-//! idle VU, or counts it as dropped when none is idle (and initializes one
-//! more VU in the background, one at a time, up to the share of
-//! `max_vus`). An iteration whose due time passed more than [`MAX_LATE`]
-//! ago (the node was frozen, or starved of CPU) is dropped too, not started
-//! late: a node that wakes up never sends the load it missed in one burst.
+//! idle VU, or on the next VU to finish within [`VU_WAIT`], or counts it as
+//! dropped (and initializes one more VU in the background, one at a time,
+//! up to the share of `max_vus`). An iteration whose due time passed more
+//! than [`MAX_LATE`] ago (the node was frozen, or starved of CPU) is
+//! dropped too, not started late: a node that wakes up never sends the
+//! load it missed in one burst.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use fusi_sdk::abi::MetricKind;
@@ -331,6 +333,12 @@ impl ScenarioRunner {
         }
     }
 
+    /// Whether more iterations may start: the run is not stopped, the
+    /// share's gate is open, and its data has not run out.
+    fn may_go_on(&self) -> bool {
+        !self.run.stop.is_cancelled() && self.run.gate.open() && !self.run.data.ran_out()
+    }
+
     /// Waits until `at`; false when the run stopped first.
     async fn wait_for(&self, at: Instant) -> bool {
         tokio::select! {
@@ -451,6 +459,10 @@ async fn ramped(
 /// How late an arrival may start: past this, it is dropped.
 pub const MAX_LATE: Duration = Duration::from_secs(1);
 
+/// How long an arrival that finds every VU busy may wait for one to
+/// finish ([`Waiting`]); past this, it is dropped.
+pub const VU_WAIT: Duration = Duration::from_millis(1);
+
 /// How much of the schedule a dispatcher that fell behind sends at once
 /// before it waits a [`GRAIN`] ([`CatchUp`]).
 const CATCH_UP: Duration = Duration::from_millis(1);
@@ -500,6 +512,74 @@ impl CatchUp {
     }
 }
 
+/// Arrivals that found every VU busy, oldest first, each taken by the next
+/// VU to finish an iteration if that is within [`VU_WAIT`] of when it
+/// began to wait.
+///
+/// Dropped at once, a moment's shortage (a burst of responses, the node's
+/// core taken for a millisecond) dropped arrivals a VU was about to be
+/// free for, and each drop asked for one more VU: more requests in flight
+/// at the next burst, each waiting longer for the node's core to read its
+/// response. The finishing VU takes the arrival itself, with no round trip
+/// through the dispatcher.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Each arrival's instant, and until when it may wait.
+    queue: Mutex<VecDeque<(Instant, Instant)>>,
+    /// Arrivals that waited past [`VU_WAIT`], not yet counted as dropped.
+    expired: AtomicU64,
+}
+
+impl Waiting {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<(Instant, Instant)>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts an arrival due at `scheduled` at the back, to wait from `now`.
+    fn push(&self, scheduled: Instant, now: Instant) {
+        self.queue().push_back((scheduled, now + VU_WAIT));
+    }
+
+    /// The oldest arrival that may still start at `now`; those older than
+    /// [`VU_WAIT`] are taken out and counted as expired.
+    fn next(&self, now: Instant) -> Option<Instant> {
+        let mut queue = self.queue();
+        while let Some((scheduled, until)) = queue.pop_front() {
+            if now <= until {
+                return Some(scheduled);
+            }
+            self.expired.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+
+    /// Takes out the arrivals that waited past [`VU_WAIT`] at `now`, and
+    /// returns how many expired since the last call.
+    fn expire(&self, now: Instant) -> u64 {
+        let mut queue = self.queue();
+        while queue.front().is_some_and(|&(_, until)| now > until) {
+            queue.pop_front();
+            self.expired.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(queue);
+        self.expired.swap(0, Ordering::Relaxed)
+    }
+
+    /// Takes out everything, and returns how many arrivals never started
+    /// since the last [`Waiting::expire`].
+    fn drain(&self) -> u64 {
+        let mut queue = self.queue();
+        let left = queue.len() as u64;
+        queue.clear();
+        left + self.expired.swap(0, Ordering::Relaxed)
+    }
+
+    /// Forgets what waits: the run stopped.
+    fn clear(&self) {
+        self.queue().clear();
+    }
+}
+
 /// Starts each arrival of `share`'s segment due from `since` on at its due
 /// time, on an idle VU (adding VUs up to the segment's part of `max_vus`),
 /// then waits for the iterations it started.
@@ -510,11 +590,13 @@ impl CatchUp {
 /// a rate that needs few VUs keeps using the same few, whose memory and
 /// connections are warm.
 ///
-/// An arrival that finds no idle VU is dropped and asks for one more VU.
-/// One [`grow`] task makes them, one at a time: making a VU takes CPU from
-/// the iterations in flight, so a start that ran short for a moment (new
-/// connections, a stall) used to set off hundreds of VUs made at once,
-/// which slowed every iteration and dropped more, until `max_vus`.
+/// An arrival that finds no idle VU waits for the next to finish
+/// ([`Waiting`]); one that waited past [`VU_WAIT`] is dropped and asks for
+/// one more VU. One [`grow`] task makes them, one at a time: making a VU
+/// takes CPU from the iterations in flight, so a start that ran short for
+/// a moment (new connections, a stall) used to set off hundreds of VUs
+/// made at once, which slowed every iteration and dropped more, until
+/// `max_vus`.
 async fn dispatch(
     runner: Arc<ScenarioRunner>,
     share: Share,
@@ -538,9 +620,17 @@ async fn dispatch(
         want_rx,
         made_tx,
     ));
+    let waiting = Arc::new(Waiting::default());
     let mut starts = Vec::with_capacity(vus.len());
     for vu in vus {
-        starts.push(park(&runner, vu, starts.len(), &idle_tx, &mut tasks));
+        starts.push(park(
+            &runner,
+            vu,
+            starts.len(),
+            &idle_tx,
+            &waiting,
+            &mut tasks,
+        ));
     }
     // Pushed in order, popped from the end: the last one first.
     let mut idle: Vec<usize> = (0..starts.len()).rev().collect();
@@ -564,39 +654,69 @@ async fn dispatch(
             // Behind: no timer, but the VUs get their turn.
             tokio::task::consume_budget().await;
         }
-        if runner.run.stop.is_cancelled() || !runner.run.gate.open() || runner.run.data.ran_out() {
+        if !runner.may_go_on() {
+            waiting.clear();
             break;
         }
         while let Ok(vu) = made_rx.try_recv() {
             idle.push(starts.len());
-            starts.push(park(&runner, vu, starts.len(), &idle_tx, &mut tasks));
+            starts.push(park(
+                &runner,
+                vu,
+                starts.len(),
+                &idle_tx,
+                &waiting,
+                &mut tasks,
+            ));
         }
         while let Ok(place) = idle_rx.try_recv() {
             idle.push(place);
         }
-        if Instant::now().saturating_duration_since(scheduled) > MAX_LATE {
+        let now = Instant::now();
+        let expired = waiting.expire(now);
+        if expired > 0 {
+            runner
+                .run
+                .recorder
+                .add(0, dropped_key.clone(), MetricKind::Counter, expired as f64);
+            // Short of VUs for longer than a wait: one more is asked for.
+            let _ = want_tx.try_send(());
+        }
+        if now.saturating_duration_since(scheduled) > MAX_LATE {
             runner
                 .run
                 .recorder
                 .add(0, dropped_key.clone(), MetricKind::Counter, 1.0);
             continue;
         }
-        // A VU whose task ended (it could not go on) never says it is idle.
-        match idle.pop() {
-            Some(place) if starts[place].try_send(scheduled).is_ok() => {}
-            _ => {
+        // What waits goes first, on the VUs that came free since.
+        waiting.push(scheduled, now);
+        while let Some(&place) = idle.last() {
+            let Some(next) = waiting.next(now) else {
+                break;
+            };
+            idle.pop();
+            // A VU whose task ended (it could not go on) never says it is
+            // idle again; its arrival is lost.
+            if starts[place].try_send(next).is_err() {
                 runner
                     .run
                     .recorder
                     .add(0, dropped_key.clone(), MetricKind::Counter, 1.0);
-                // Full: a VU is being made and one more is asked for.
-                let _ = want_tx.try_send(());
             }
         }
     }
-    // No more starts: each VU's task ends once its iteration has.
+    // No more starts: each VU's task ends once its iteration has, and
+    // what still waits once every VU's has was never started.
     drop((starts, want_tx, timer));
     while tasks.join_next().await.is_some() {}
+    let left = waiting.drain();
+    if left > 0 {
+        runner
+            .run
+            .recorder
+            .add(0, dropped_key, MetricKind::Counter, left as f64);
+    }
 }
 
 /// Gives `vu` a task of its own that runs an iteration for each start it
@@ -607,30 +727,51 @@ fn park(
     vu: Vu,
     place: usize,
     idle: &mpsc::UnboundedSender<usize>,
+    waiting: &Arc<Waiting>,
     tasks: &mut JoinSet<()>,
 ) -> mpsc::Sender<Instant> {
     let (tx, rx) = mpsc::channel(1);
-    tasks.spawn(parked(runner.progress.clone(), vu, rx, place, idle.clone()));
+    tasks.spawn(parked(
+        runner.clone(),
+        vu,
+        rx,
+        place,
+        idle.clone(),
+        waiting.clone(),
+    ));
     tx
 }
 
 /// A VU of an arrival-rate executor: one iteration per start received,
-/// until the dispatcher sends no more or the VU cannot go on.
+/// and after each the oldest arrival [`Waiting`] for a VU, until the
+/// dispatcher sends no more or the VU cannot go on.
 async fn parked(
-    progress: Arc<Progress>,
+    runner: Arc<ScenarioRunner>,
     vu: Vu,
     mut starts: mpsc::Receiver<Instant>,
     place: usize,
     idle: mpsc::UnboundedSender<usize>,
+    waiting: Arc<Waiting>,
 ) {
+    let progress = &runner.progress;
     let mut vu = vu;
-    while let Some(scheduled) = starts.recv().await {
-        progress.active_vus.fetch_add(1, Ordering::Relaxed);
-        let (next, _) = vu.iterate(scheduled, Instant::now()).await;
-        progress.active_vus.fetch_sub(1, Ordering::Relaxed);
-        match next {
-            Some(next) => vu = next,
-            None => return,
+    while let Some(mut scheduled) = starts.recv().await {
+        loop {
+            progress.active_vus.fetch_add(1, Ordering::Relaxed);
+            let (next, _) = vu.iterate(scheduled, Instant::now()).await;
+            progress.active_vus.fetch_sub(1, Ordering::Relaxed);
+            match next {
+                Some(next) => vu = next,
+                None => return,
+            }
+            if !runner.may_go_on() {
+                waiting.clear();
+                break;
+            }
+            match waiting.next(Instant::now()) {
+                Some(next) => scheduled = next,
+                None => break,
+            }
         }
         if idle.send(place).is_err() {
             return;
@@ -714,5 +855,47 @@ mod tests {
         let waited = waits(&mut catch_up, rest);
         assert_eq!(waited.len(), 999, "{:?}", waited.first());
         assert_eq!(waited[0], Duration::from_secs(2) + CATCH_UP);
+    }
+
+    #[test]
+    fn a_finishing_vu_takes_the_oldest_arrival_still_within_its_wait() {
+        let waiting = Waiting::default();
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        // The first came to wait 2.5 ms late (the dispatcher was catching
+        // up): its wait counts from then.
+        waiting.push(t0, t0 + us(2_500));
+        waiting.push(t0 + us(100), t0 + us(100));
+        waiting.push(t0 + us(2_500), t0 + us(2_500));
+        // At 3.2 ms the second waited past VU_WAIT: dropped, not started.
+        let now = t0 + us(3_200);
+        assert_eq!(waiting.next(now), Some(t0));
+        assert_eq!(waiting.next(now), Some(t0 + us(2_500)));
+        assert_eq!(waiting.next(now), None);
+        assert_eq!(waiting.expire(now), 1, "the one that waited too long");
+        assert_eq!(waiting.expire(now), 0, "counted once");
+        assert_eq!(waiting.drain(), 0, "nothing left");
+    }
+
+    #[test]
+    fn arrivals_left_waiting_are_counted_once_as_expired_or_left() {
+        let waiting = Waiting::default();
+        let t0 = Instant::now();
+        for i in 0..10u32 {
+            let at = t0 + i * Duration::from_micros(250);
+            waiting.push(at, at);
+        }
+        // At 2 ms past the first, the first four waited more than 1 ms.
+        assert_eq!(waiting.expire(t0 + 2 * VU_WAIT), 4);
+        assert_eq!(
+            waiting.next(t0 + 2 * VU_WAIT),
+            Some(t0 + 4 * Duration::from_micros(250))
+        );
+        // Five never started: the dispatcher counts them dropped at the end.
+        assert_eq!(waiting.drain(), 5);
+        assert_eq!(waiting.drain(), 0);
+        waiting.push(t0, t0);
+        waiting.clear();
+        assert_eq!(waiting.drain(), 0, "a stopped run's waits are forgotten");
     }
 }

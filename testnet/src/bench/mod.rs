@@ -33,7 +33,7 @@ Examples:
   scripts/bench throughput                    # builds, then runs the line below
   fusi-testnet bench throughput
   fusi-testnet bench rate --rounds 5
-  fusi-testnet bench rate --rate 40000 --vus 400  # half of throughput's maximum
+  fusi-testnet bench rate --rate 90000            # half of throughput's maximum
   fusi-testnet bench memory
   fusi-testnet bench mesh
   fusi-testnet bench sim
@@ -86,12 +86,11 @@ pub struct BenchArgs {
     duration: Option<Duration>,
 
     /// VUs of fusi-node (throughput: 50; memory: the largest size, 20000;
-    /// mesh: 10 across the mesh; rate: pre-allocated, 200).
+    /// mesh: 10 across the mesh; rate: 50, pre-allocated and the most).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     vus: Option<u32>,
 
-    /// Connections of wrk and oha [default: as many as fusi-node's VUs;
-    /// rate: 50].
+    /// Connections of wrk and oha [default: as many as fusi-node's VUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     peer_connections: Option<u32>,
 
