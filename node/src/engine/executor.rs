@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use super::module::ScenarioModule;
 use super::timer::{FineTimer, GRAIN};
 use super::vu::{RunContext, ScenarioContext, Vu, VuError};
-use crate::core::metrics::names;
+use crate::core::metrics::{SeriesKey, names};
 use crate::core::schedule::{ArrivalSchedule, ramp_value};
 use crate::core::segment::ExecutionSegment;
 use crate::core::spec::{Executor, RunSpec, Share};
@@ -512,88 +512,173 @@ impl CatchUp {
     }
 }
 
-/// Arrivals that found every VU busy, oldest first, each taken by the next
-/// VU to finish an iteration if that is within [`VU_WAIT`] of when it
-/// began to wait.
+/// A dispatcher's idle VUs, and the arrivals that found none, under one
+/// lock: a VU that finishes either takes a waiting arrival or goes idle,
+/// and an arrival either takes an idle VU or waits, so neither misses the
+/// other on a runtime with several threads.
 ///
-/// Dropped at once, a moment's shortage (a burst of responses, the node's
-/// core taken for a millisecond) dropped arrivals a VU was about to be
-/// free for, and each drop asked for one more VU: more requests in flight
-/// at the next burst, each waiting longer for the node's core to read its
-/// response. The finishing VU takes the arrival itself, with no round trip
-/// through the dispatcher.
+/// An arrival waits at most [`VU_WAIT`] from when it began to, and the
+/// next VU to finish takes the oldest one still within its wait, itself,
+/// with no round trip through the dispatcher. Dropped at once, a moment's
+/// shortage (a burst of responses, the node's core taken for a
+/// millisecond) dropped arrivals a VU was about to be free for, and each
+/// drop asked for one more VU: more requests in flight at the next burst,
+/// each waiting longer for the node's core to read its response.
 #[derive(Debug, Default)]
-struct Waiting {
-    /// Each arrival's instant, and until when it may wait.
-    queue: Mutex<VecDeque<(Instant, Instant)>>,
+struct Pool {
+    inner: Mutex<PoolInner>,
     /// Arrivals that waited past [`VU_WAIT`], not yet counted as dropped.
     expired: AtomicU64,
 }
 
-impl Waiting {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<(Instant, Instant)>> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+#[derive(Debug, Default)]
+struct PoolInner {
+    /// Places of idle VUs in the dispatcher's `starts`; the last one to
+    /// go idle is the next one used. Never non-empty while `waiting` is.
+    idle: Vec<usize>,
+    /// Each waiting arrival's instant, and until when it may wait.
+    waiting: VecDeque<(Instant, Instant)>,
+}
 
-    /// Puts an arrival due at `scheduled` at the back, to wait from `now`.
-    fn push(&self, scheduled: Instant, now: Instant) {
-        self.queue().push_back((scheduled, now + VU_WAIT));
-    }
-
-    /// The oldest arrival that may still start at `now`; those older than
-    /// [`VU_WAIT`] are taken out and counted as expired.
-    fn next(&self, now: Instant) -> Option<Instant> {
-        self.first_within(&mut self.queue(), now)
-    }
-
-    /// [`Waiting::next`] for a VU that finished: the clock is read only
-    /// when an arrival waits, which is seldom.
-    fn next_now(&self) -> Option<Instant> {
-        let mut queue = self.queue();
-        if queue.is_empty() {
-            return None;
+impl Pool {
+    /// A pool whose VUs at `places` are idle, the last one first.
+    fn with_idle(places: impl DoubleEndedIterator<Item = usize>) -> Pool {
+        Pool {
+            inner: Mutex::new(PoolInner {
+                idle: places.rev().collect(),
+                waiting: VecDeque::new(),
+            }),
+            expired: AtomicU64::new(0),
         }
-        self.first_within(&mut queue, Instant::now())
     }
 
-    fn first_within(
-        &self,
-        queue: &mut VecDeque<(Instant, Instant)>,
-        now: Instant,
-    ) -> Option<Instant> {
-        while let Some((scheduled, until)) = queue.pop_front() {
-            if now <= until {
-                return Some(scheduled);
+    fn lock(&self) -> MutexGuard<'_, PoolInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An arrival due at `scheduled`, come at `now`: the idle VU to start
+    /// it on, or none, and it waits.
+    fn arrive(&self, scheduled: Instant, now: Instant) -> Option<usize> {
+        let mut inner = self.lock();
+        let place = inner.idle.pop();
+        if place.is_none() {
+            inner.waiting.push_back((scheduled, now + VU_WAIT));
+        }
+        place
+    }
+
+    /// The VU at `place` is free (it finished an iteration, or was just
+    /// made): the arrival it takes, the oldest still within its wait, or
+    /// none, and it is idle. The clock is read only when one waits.
+    fn free(&self, place: usize, now: impl FnOnce() -> Instant) -> Option<Instant> {
+        let mut inner = self.lock();
+        if !inner.waiting.is_empty() {
+            let now = now();
+            while let Some((scheduled, until)) = inner.waiting.pop_front() {
+                if now < until {
+                    return Some(scheduled);
+                }
+                self.expired.fetch_add(1, Ordering::Relaxed);
             }
-            self.expired.fetch_add(1, Ordering::Relaxed);
         }
+        inner.idle.push(place);
         None
     }
 
-    /// Takes out the arrivals that waited past [`VU_WAIT`] at `now`, and
-    /// returns how many expired since the last call.
+    /// Until when the oldest waiting arrival may wait.
+    fn first_deadline(&self) -> Option<Instant> {
+        self.lock().waiting.front().map(|&(_, until)| until)
+    }
+
+    /// Takes out the arrivals whose wait is over at `now`, and returns how
+    /// many expired since the last call.
     fn expire(&self, now: Instant) -> u64 {
-        let mut queue = self.queue();
-        while queue.front().is_some_and(|&(_, until)| now > until) {
-            queue.pop_front();
+        let mut inner = self.lock();
+        while inner
+            .waiting
+            .front()
+            .is_some_and(|&(_, until)| now >= until)
+        {
+            inner.waiting.pop_front();
             self.expired.fetch_add(1, Ordering::Relaxed);
         }
-        drop(queue);
+        drop(inner);
         self.expired.swap(0, Ordering::Relaxed)
     }
 
-    /// Takes out everything, and returns how many arrivals never started
-    /// since the last [`Waiting::expire`].
+    /// Takes out every waiting arrival, and returns how many never started
+    /// since the last [`Pool::expire`].
     fn drain(&self) -> u64 {
-        let mut queue = self.queue();
-        let left = queue.len() as u64;
-        queue.clear();
+        let left = std::mem::take(&mut self.lock().waiting).len() as u64;
         left + self.expired.swap(0, Ordering::Relaxed)
     }
 
-    /// Forgets what waits: the run stopped.
+    /// Forgets the waiting arrivals: the run stopped.
     fn clear(&self) {
-        self.queue().clear();
+        self.lock().waiting.clear();
+    }
+}
+
+/// What a dispatcher keeps between arrivals.
+struct Dispatcher {
+    runner: Arc<ScenarioRunner>,
+    pool: Arc<Pool>,
+    /// Where to send each VU its starts, by its place.
+    starts: Vec<mpsc::Sender<Instant>>,
+    tasks: JoinSet<()>,
+    /// VUs made by [`grow`].
+    made: mpsc::UnboundedReceiver<Vu>,
+    /// Asks [`grow`] for one more VU.
+    want: mpsc::Sender<()>,
+    dropped_key: SeriesKey,
+}
+
+impl Dispatcher {
+    fn dropped(&self, n: u64) {
+        if n > 0 {
+            self.runner.run.recorder.add(
+                0,
+                self.dropped_key.clone(),
+                MetricKind::Counter,
+                n as f64,
+            );
+        }
+    }
+
+    /// Starts an arrival due at `scheduled` on the VU at `place`. A VU
+    /// whose task ended (it could not go on) is never free again; should
+    /// one be sent a start, the arrival is lost.
+    fn start_on(&self, place: usize, scheduled: Instant) {
+        if self.starts[place].try_send(scheduled).is_err() {
+            self.dropped(1);
+        }
+    }
+
+    /// Gives each VU made since a task, and an arrival if one waits; counts
+    /// the arrivals whose wait is over at `now` as dropped, and then asks
+    /// for one more VU.
+    fn tend(&mut self, now: Instant) {
+        while let Ok(vu) = self.made.try_recv() {
+            let place = self.starts.len();
+            let (tx, rx) = mpsc::channel(1);
+            self.tasks.spawn(parked(
+                self.runner.clone(),
+                vu,
+                rx,
+                place,
+                self.pool.clone(),
+            ));
+            self.starts.push(tx);
+            if let Some(scheduled) = self.pool.free(place, || now) {
+                self.start_on(place, scheduled);
+            }
+        }
+        let expired = self.pool.expire(now);
+        if expired > 0 {
+            self.dropped(expired);
+            // Short of VUs for longer than a wait: one more is asked for.
+            let _ = self.want.try_send(());
+        }
     }
 }
 
@@ -608,8 +693,9 @@ impl Waiting {
 /// connections are warm.
 ///
 /// An arrival that finds no idle VU waits for the next to finish
-/// ([`Waiting`]); one that waited past [`VU_WAIT`] is dropped and asks for
-/// one more VU. One [`grow`] task makes them, one at a time: making a VU
+/// ([`Pool`]); one whose wait of [`VU_WAIT`] is over is dropped, and asks
+/// for one more VU, at once: the dispatcher wakes for it if no arrival is
+/// due first. One [`grow`] task makes the VUs, one at a time: making a VU
 /// takes CPU from the iterations in flight, so a start that ran short for
 /// a moment (new connections, a stall) used to set off hundreds of VUs
 /// made at once, which slowed every iteration and dropped more, until
@@ -624,34 +710,31 @@ async fn dispatch(
     let Some(mut schedule) = ArrivalSchedule::for_executor(&runner.executor) else {
         return;
     };
-    let mut tasks = JoinSet::new();
     let max_vus = share.segment.scale(u64::from(runner.executor.max_vus()));
-    // VUs say here, by their place in `starts`, that they are idle.
-    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
-    let (made_tx, mut made_rx) = mpsc::unbounded_channel::<Vu>();
+    let (made_tx, made_rx) = mpsc::unbounded_channel::<Vu>();
     let (want_tx, want_rx) = mpsc::channel::<()>(1);
-    tasks.spawn(grow(
-        runner.clone(),
+    let mut d = Dispatcher {
+        pool: Arc::new(Pool::with_idle(0..vus.len())),
+        starts: Vec::with_capacity(vus.len()),
+        tasks: JoinSet::new(),
+        made: made_rx,
+        want: want_tx,
+        dropped_key: runner.scenario.key(names::DROPPED_ITERATIONS, []),
+        runner,
+    };
+    d.tasks.spawn(grow(
+        d.runner.clone(),
         share.segment,
         vus.len() as u64..max_vus,
         want_rx,
         made_tx,
     ));
-    let waiting = Arc::new(Waiting::default());
-    let mut starts = Vec::with_capacity(vus.len());
-    for vu in vus {
-        starts.push(park(
-            &runner,
-            vu,
-            starts.len(),
-            &idle_tx,
-            &waiting,
-            &mut tasks,
-        ));
+    for (place, vu) in vus.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel(1);
+        d.tasks
+            .spawn(parked(d.runner.clone(), vu, rx, place, d.pool.clone()));
+        d.starts.push(tx);
     }
-    // Pushed in order, popped from the end: the last one first.
-    let mut idle: Vec<usize> = (0..starts.len()).rev().collect();
-    let dropped_key = runner.scenario.key(names::DROPPED_ITERATIONS, []);
     // Arrivals go out at their instants, not in tokio's 1 ms bursts.
     let mut timer = FineTimer::new();
     let mut catch_up = CatchUp::default();
@@ -660,6 +743,13 @@ async fn dispatch(
             continue;
         }
         let scheduled = start + due;
+        // A wait that is over before this arrival is due is ended then.
+        while let Some(deadline) = d.pool.first_deadline().filter(|&at| at < scheduled) {
+            if deadline > Instant::now() {
+                tokio::time::sleep_until(deadline).await;
+            }
+            d.tend(Instant::now().max(deadline));
+        }
         let now = Instant::now();
         if scheduled > now {
             catch_up.on_time();
@@ -671,63 +761,34 @@ async fn dispatch(
             // Behind: no timer, but the VUs get their turn.
             tokio::task::consume_budget().await;
         }
-        if !runner.may_go_on() {
-            waiting.clear();
+        if !d.runner.may_go_on() {
+            d.pool.clear();
             break;
         }
-        while let Ok(vu) = made_rx.try_recv() {
-            idle.push(starts.len());
-            starts.push(park(
-                &runner,
-                vu,
-                starts.len(),
-                &idle_tx,
-                &waiting,
-                &mut tasks,
-            ));
-        }
-        while let Ok(place) = idle_rx.try_recv() {
-            idle.push(place);
-        }
         let now = Instant::now();
-        let expired = waiting.expire(now);
-        if expired > 0 {
-            runner
-                .run
-                .recorder
-                .add(0, dropped_key.clone(), MetricKind::Counter, expired as f64);
-            // Short of VUs for longer than a wait: one more is asked for.
-            let _ = want_tx.try_send(());
-        }
+        d.tend(now);
         if now.saturating_duration_since(scheduled) > MAX_LATE {
-            runner
-                .run
-                .recorder
-                .add(0, dropped_key.clone(), MetricKind::Counter, 1.0);
+            d.dropped(1);
             continue;
         }
-        // What waits goes first, on the VUs that came free since.
-        waiting.push(scheduled, now);
-        while let Some(&place) = idle.last() {
-            let Some(next) = waiting.next(now) else {
-                break;
-            };
-            idle.pop();
-            // A VU whose task ended (it could not go on) never says it is
-            // idle again; its arrival is lost.
-            if starts[place].try_send(next).is_err() {
-                runner
-                    .run
-                    .recorder
-                    .add(0, dropped_key.clone(), MetricKind::Counter, 1.0);
-            }
+        if let Some(place) = d.pool.arrive(scheduled, now) {
+            d.start_on(place, scheduled);
         }
     }
     // No more starts: each VU's task ends once its iteration has, and
     // what still waits once every VU's has was never started.
-    drop((starts, want_tx, timer));
+    let Dispatcher {
+        runner,
+        pool,
+        starts,
+        mut tasks,
+        made,
+        want,
+        dropped_key,
+    } = d;
+    drop((starts, made, want, timer));
     while tasks.join_next().await.is_some() {}
-    let left = waiting.drain();
+    let left = pool.drain();
     if left > 0 {
         runner
             .run
@@ -736,39 +797,15 @@ async fn dispatch(
     }
 }
 
-/// Gives `vu` a task of its own that runs an iteration for each start it
-/// is sent, and says `place` on `idle` after each; returns where to send
-/// the starts.
-fn park(
-    runner: &Arc<ScenarioRunner>,
-    vu: Vu,
-    place: usize,
-    idle: &mpsc::UnboundedSender<usize>,
-    waiting: &Arc<Waiting>,
-    tasks: &mut JoinSet<()>,
-) -> mpsc::Sender<Instant> {
-    let (tx, rx) = mpsc::channel(1);
-    tasks.spawn(parked(
-        runner.clone(),
-        vu,
-        rx,
-        place,
-        idle.clone(),
-        waiting.clone(),
-    ));
-    tx
-}
-
 /// A VU of an arrival-rate executor: one iteration per start received,
-/// and after each the oldest arrival [`Waiting`] for a VU, until the
+/// and after each the oldest arrival waiting in the [`Pool`], until the
 /// dispatcher sends no more or the VU cannot go on.
 async fn parked(
     runner: Arc<ScenarioRunner>,
     vu: Vu,
     mut starts: mpsc::Receiver<Instant>,
     place: usize,
-    idle: mpsc::UnboundedSender<usize>,
-    waiting: Arc<Waiting>,
+    pool: Arc<Pool>,
 ) {
     let progress = &runner.progress;
     let mut vu = vu;
@@ -782,16 +819,13 @@ async fn parked(
                 None => return,
             }
             if !runner.may_go_on() {
-                waiting.clear();
+                pool.clear();
                 break;
             }
-            match waiting.next_now() {
+            match pool.free(place, Instant::now) {
                 Some(next) => scheduled = next,
                 None => break,
             }
-        }
-        if idle.send(place).is_err() {
-            return;
         }
     }
 }
@@ -875,51 +909,62 @@ mod tests {
     }
 
     #[test]
-    fn a_finishing_vu_takes_the_oldest_arrival_still_within_its_wait() {
-        let waiting = Waiting::default();
+    fn a_free_vu_takes_the_oldest_arrival_still_within_its_wait() {
+        let pool = Pool::with_idle(0..0);
         let t0 = Instant::now();
         let us = Duration::from_micros;
-        // The first came to wait 2.5 ms late (the dispatcher was catching
-        // up): its wait counts from then.
-        waiting.push(t0, t0 + us(2_500));
-        waiting.push(t0 + us(100), t0 + us(100));
-        waiting.push(t0 + us(2_500), t0 + us(2_500));
+        // The first came 2.5 ms late (the dispatcher was catching up): its
+        // wait counts from then.
+        assert_eq!(pool.arrive(t0, t0 + us(2_500)), None);
+        assert_eq!(pool.arrive(t0 + us(100), t0 + us(100)), None);
+        assert_eq!(pool.arrive(t0 + us(2_500), t0 + us(2_500)), None);
+        assert_eq!(pool.first_deadline(), Some(t0 + us(2_500) + VU_WAIT));
         // At 3.2 ms the second waited past VU_WAIT: dropped, not started.
-        let now = t0 + us(3_200);
-        assert_eq!(waiting.next(now), Some(t0));
-        assert_eq!(waiting.next(now), Some(t0 + us(2_500)));
-        assert_eq!(waiting.next(now), None);
-        assert_eq!(waiting.expire(now), 1, "the one that waited too long");
-        assert_eq!(waiting.expire(now), 0, "counted once");
-        assert_eq!(waiting.drain(), 0, "nothing left");
-        // A VU that finishes now takes one whose wait is not over (a
-        // minute of it, so that no stall of the test's machine ends it).
-        assert_eq!(waiting.next_now(), None);
-        let at = Instant::now();
-        waiting.push(at, at + Duration::from_secs(60));
-        assert_eq!(waiting.next_now(), Some(at));
-        assert_eq!(waiting.next_now(), None);
+        let now = || t0 + us(3_200);
+        assert_eq!(pool.free(7, now), Some(t0));
+        assert_eq!(pool.free(7, now), Some(t0 + us(2_500)));
+        assert_eq!(pool.free(7, now), None, "nothing waits: VU 7 is idle");
+        assert_eq!(pool.expire(now()), 1, "the one that waited too long");
+        assert_eq!(pool.expire(now()), 0, "counted once");
+        // The next arrival takes the idle VU, and a VU free with nothing
+        // waiting does not read the clock.
+        assert_eq!(pool.arrive(t0 + us(4_000), t0 + us(4_000)), Some(7));
+        assert_eq!(pool.free(7, || unreachable!("the clock read")), None);
+        assert_eq!(pool.first_deadline(), None);
     }
 
     #[test]
-    fn arrivals_left_waiting_are_counted_once_as_expired_or_left() {
-        let waiting = Waiting::default();
+    fn an_arrival_takes_the_vu_that_went_idle_last() {
+        let pool = Pool::with_idle(0..3);
+        let t0 = Instant::now();
+        assert_eq!(pool.arrive(t0, t0), Some(0));
+        assert_eq!(pool.arrive(t0, t0), Some(1));
+        assert_eq!(pool.free(0, || t0), None);
+        assert_eq!(pool.arrive(t0, t0), Some(0), "the warm one");
+        assert_eq!(pool.arrive(t0, t0), Some(2));
+        assert_eq!(pool.arrive(t0, t0), None, "all three busy: it waits");
+        assert_eq!(pool.free(1, || t0), Some(t0), "and the next free takes it");
+    }
+
+    #[test]
+    fn waiting_arrivals_are_counted_once_as_expired_or_left() {
+        let pool = Pool::with_idle(0..0);
         let t0 = Instant::now();
         for i in 0..10u32 {
             let at = t0 + i * Duration::from_micros(250);
-            waiting.push(at, at);
+            assert_eq!(pool.arrive(at, at), None);
         }
-        // At 2 ms past the first, the first four waited more than 1 ms.
-        assert_eq!(waiting.expire(t0 + 2 * VU_WAIT), 4);
-        assert_eq!(
-            waiting.next(t0 + 2 * VU_WAIT),
-            Some(t0 + 4 * Duration::from_micros(250))
-        );
-        // Five never started: the dispatcher counts them dropped at the end.
-        assert_eq!(waiting.drain(), 5);
-        assert_eq!(waiting.drain(), 0);
-        waiting.push(t0, t0);
-        waiting.clear();
-        assert_eq!(waiting.drain(), 0, "a stopped run's waits are forgotten");
+        // At 2 ms the waits of the first five (to 1 ms) are over.
+        let now = t0 + 2 * VU_WAIT;
+        assert_eq!(pool.expire(now), 5);
+        let sixth = t0 + 5 * Duration::from_micros(250);
+        assert_eq!(pool.first_deadline(), Some(sixth + VU_WAIT));
+        assert_eq!(pool.free(0, || now), Some(sixth));
+        // Four never started: the dispatcher counts them dropped at the end.
+        assert_eq!(pool.drain(), 4);
+        assert_eq!(pool.drain(), 0);
+        assert_eq!(pool.arrive(t0, t0), None);
+        pool.clear();
+        assert_eq!(pool.drain(), 0, "a stopped run's waits are forgotten");
     }
 }
