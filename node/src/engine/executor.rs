@@ -460,7 +460,7 @@ async fn ramped(
 pub const MAX_LATE: Duration = Duration::from_secs(1);
 
 /// How long an arrival that finds every VU busy may wait for one to
-/// finish ([`Waiting`]); past this, it is dropped.
+/// finish ([`Pool`]); past this, it is dropped.
 pub const VU_WAIT: Duration = Duration::from_millis(1);
 
 /// How much of the schedule a dispatcher that fell behind sends at once
