@@ -380,10 +380,18 @@ fn p50_matches_the_targets_added_latency() {
         &format!("TARGET={}", t.url()),
     ]);
     let s = run.summary();
+    // No request can take less than the latency the target adds. A
+    // histogram bucket at 50 ms is 32 us wide, so the floor is 49.9 ms.
+    let min = num(s, &["http", "duration", "min"]);
+    assert!(min >= 49.9, "min {min} ms is under the target's 50 ms");
+    // Over it, two processes' wake-ups: oha measures the same target at
+    // p50 52.1 ms on an idle 2-core VM (fusi 51.3-51.6 ms), and CI, loaded,
+    // saw fusi at 52.4 ms. 5 ms still fails a duration that counts anything
+    // but the request (a think time, the VU's wait, a reconnect).
     let p50 = num(s, &["http", "duration", "p50"]);
     assert!(
-        (p50 - 50.0).abs() <= 2.0,
-        "p50 {p50} ms is not within 2 ms of 50 ms"
+        p50 <= 55.0,
+        "p50 {p50} ms is more than 5 ms over the target's 50 ms"
     );
     let stats = t.stats();
     assert_eq!(
