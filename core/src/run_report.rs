@@ -266,6 +266,12 @@ pub struct LoadDelivery {
     /// scenario's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario: Option<String>,
+    /// For an arrival-rate scenario, the most VUs it may run across all
+    /// nodes (`--max-vus`, or `--vus` when more): set beside `vus_max` and
+    /// `dropped_iterations`, it tells a run short of VUs from one whose
+    /// nodes could not keep up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vus: Option<u64>,
 }
 
 /// What a report needs besides the shards.
@@ -765,6 +771,10 @@ fn deliveries(
                 min_ratio: plan.min_delivered,
                 short: ratio < plan.min_delivered || lost_unmoved,
                 scenario: None,
+                max_vus: sp
+                    .executor
+                    .is_arrival_rate()
+                    .then(|| u64::from(sp.executor.max_vus())),
             }
         })
         .collect()

@@ -314,6 +314,33 @@ pub fn observed_text(
     }
 }
 
+/// Why a run of one arrival-rate scenario dropped arrivals, when it
+/// dropped any: every VU it may run was busy, so `--max-vus` is the fix;
+/// or fewer were in use, and the nodes did not start more VUs or the
+/// iterations in time (an arrival waits up to 1 ms for a VU), which is
+/// their CPU at its limit. `None` for a closed model and for a run of
+/// several scenarios, whose summaries do not count VUs apart.
+pub fn dropped_why(r: &RunReport) -> Option<String> {
+    let max = r.load.max_vus?;
+    if r.load.scenario.is_some() || r.summary.iterations.dropped == 0 {
+        return None;
+    }
+    let (dropped, used) = (r.summary.iterations.dropped, r.summary.vus_max);
+    Some(if used >= max {
+        format!(
+            "{dropped} arrivals dropped: every VU was busy ({used} in use, --max-vus {max}); \
+             raise --max-vus (a VU has one iteration at a time: the rate times an \
+             iteration's duration is the VUs it needs)"
+        )
+    } else {
+        format!(
+            "{dropped} arrivals dropped with at most {used} of --max-vus {max} VUs in use: \
+             the nodes did not start VUs or iterations in time, so their CPU is the likely \
+             limit; lower the rate a node (more nodes), or start more VUs with --vus"
+        )
+    })
+}
+
 /// Planned against delivered load, when the report knows the plan; when
 /// the run fell short, one line per node that delivered less than its share.
 fn render_load(out: &mut String, r: &RunReport) {
@@ -347,6 +374,9 @@ fn render_load(out: &mut String, r: &RunReport) {
                 load.ratio * 100.0
             );
         }
+    }
+    if let Some(why) = dropped_why(r) {
+        let _ = writeln!(out, "    {why}");
     }
     let name_of = |id: &str| {
         r.nodes
@@ -703,6 +733,63 @@ mod tests {
             text.contains("c's share moved at 3.5 s to a (50 %), b (50 %)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn dropped_arrivals_say_whether_the_vus_or_the_nodes_were_the_limit() {
+        use crate::core::run_report::{LoadPlan, RunMeta, RunReport};
+        use crate::core::spec::{Executor, Rate, RunSpec};
+        let arrivals = Executor::ConstantArrivalRate {
+            rate: Rate {
+                iterations: 300.0,
+                per: std::time::Duration::from_secs(1),
+            },
+            duration: std::time::Duration::from_secs(10),
+            pre_allocated_vus: 4,
+            max_vus: 10,
+        };
+        let build = |executor: Executor| {
+            let meta = RunMeta {
+                data: Vec::new(),
+                scenario: "x.wasm".into(),
+                executor: "constant-arrival-rate".into(),
+                outcome: "complete".into(),
+                expected: Vec::new(),
+                lost: Vec::new(),
+                thresholds: Vec::new(),
+                aborted_by: None,
+                load: Some(LoadPlan::of(&RunSpec::new(String::new(), executor))),
+                moves: Vec::new(),
+            };
+            RunReport::build(&crate::core::report::Report::new("r"), &meta)
+        };
+        let mut r = build(arrivals.clone());
+        assert_eq!(r.load.max_vus, Some(10));
+        assert_eq!(dropped_why(&r), None, "nothing dropped");
+        r.summary.iterations.dropped = 120;
+        r.summary.vus_max = 10;
+        let text = render_report(&r);
+        assert!(
+            text.contains(
+                "120 arrivals dropped: every VU was busy (10 in use, --max-vus 10); raise --max-vus"
+            ),
+            "{text}"
+        );
+        r.summary.vus_max = 4;
+        let text = render_report(&r);
+        assert!(
+            text.contains("120 arrivals dropped with at most 4 of --max-vus 10 VUs in use"),
+            "{text}"
+        );
+        assert!(text.contains("CPU is the likely limit"), "{text}");
+        // A closed model drops nothing, and says nothing of it.
+        let mut closed = build(Executor::ConstantVus {
+            vus: 10,
+            duration: std::time::Duration::from_secs(10),
+        });
+        closed.summary.iterations.dropped = 120;
+        assert_eq!(closed.load.max_vus, None);
+        assert_eq!(dropped_why(&closed), None);
     }
 
     #[test]

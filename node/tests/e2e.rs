@@ -475,6 +475,15 @@ fn a_stall_shows_in_p99_and_drops_iterations() {
         done + dropped >= 390.0,
         "{done} done + {dropped} dropped should account for ~400 arrivals"
     );
+    // The drops were for want of VUs: the summary and the error that ends
+    // the short run say so, and what to raise.
+    assert_eq!(run.report()["load"]["max_vus"].as_u64(), Some(10));
+    assert_eq!(num(s, &["vus_max"]), 10.0);
+    let why = format!(
+        "{dropped} arrivals dropped: every VU was busy (10 in use, --max-vus 10); raise --max-vus"
+    );
+    assert!(run.stdout().contains(&why), "{why} in\n{}", run.stdout());
+    assert!(run.stderr().contains(&why), "{why} in\n{}", run.stderr());
 }
 
 #[test]

@@ -1350,9 +1350,12 @@ fn exit_for_verdict(report: &RunReport) -> Option<ExitCode> {
         } else {
             format!("; lost with their share: {}", lost.join(", "))
         };
+        let why = crate::summary::dropped_why(report)
+            .map(|why| format!("; {why}"))
+            .unwrap_or_default();
         eprintln!(
             "error: the run fell short of its planned load: delivered {:.0} of {:.0} {unit} \
-             ({:.1} %, --min-delivered {:.1} %){lost}",
+             ({:.1} %, --min-delivered {:.1} %){lost}{why}",
             load.delivered,
             load.planned,
             load.ratio * 100.0,
