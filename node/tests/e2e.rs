@@ -484,6 +484,9 @@ fn a_stall_shows_in_p99_and_drops_iterations() {
     );
     assert!(run.stdout().contains(&why), "{why} in\n{}", run.stdout());
     assert!(run.stderr().contains(&why), "{why} in\n{}", run.stderr());
+    // And the log said it while the run went on, once.
+    let live = "arrivals are being dropped: all 10 VUs this node may run";
+    assert_eq!(run.stderr().matches(live).count(), 1, "{}", run.stderr());
 }
 
 #[test]

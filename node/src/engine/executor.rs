@@ -631,6 +631,10 @@ struct Dispatcher {
     /// Asks [`grow`] for one more VU.
     want: mpsc::Sender<()>,
     dropped_key: SeriesKey,
+    /// The most VUs this share may run: its part of `max_vus`.
+    max_vus: u64,
+    /// Whether the log said that every VU it may run was busy.
+    said_full: bool,
 }
 
 impl Dispatcher {
@@ -678,6 +682,15 @@ impl Dispatcher {
             self.dropped(expired);
             // Short of VUs for longer than a wait: one more is asked for.
             let _ = self.want.try_send(());
+            // As k6 says it: once, while the run goes on.
+            if !self.said_full && self.starts.len() as u64 >= self.max_vus {
+                self.said_full = true;
+                tracing::warn!(
+                    "arrivals are being dropped: all {} VUs this node may run (its share of \
+                     --max-vus) are busy; raise --max-vus",
+                    self.max_vus
+                );
+            }
         }
     }
 }
@@ -721,6 +734,8 @@ async fn dispatch(
         want: want_tx,
         dropped_key: runner.scenario.key(names::DROPPED_ITERATIONS, []),
         runner,
+        max_vus,
+        said_full: false,
     };
     d.tasks.spawn(grow(
         d.runner.clone(),
@@ -785,6 +800,7 @@ async fn dispatch(
         made,
         want,
         dropped_key,
+        ..
     } = d;
     drop((starts, made, want, timer));
     while tasks.join_next().await.is_some() {}
