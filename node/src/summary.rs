@@ -315,10 +315,11 @@ pub fn observed_text(
 }
 
 /// Why a run of one arrival-rate scenario dropped arrivals, when it
-/// dropped any: every VU it may run was busy, so `--max-vus` is the fix;
-/// or fewer were in use, and the nodes did not start more VUs or the
-/// iterations in time (an arrival waits up to 1 ms for a VU), which is
-/// their CPU at its limit. `None` for a closed model and for a run of
+/// dropped any: every VU it may run was busy, for a slow target (more
+/// `--max-vus`) or a busy node (more nodes: the report cannot tell the
+/// two apart, so it names both); or fewer were in use, and the nodes did
+/// not start more VUs or the iterations in time (an arrival waits up to
+/// 1 ms for a VU), which is their CPU at its limit. `None` for a closed model and for a run of
 /// several scenarios, whose summaries do not count VUs apart.
 pub fn dropped_why(r: &RunReport) -> Option<String> {
     let max = r.load.max_vus?;
@@ -329,8 +330,9 @@ pub fn dropped_why(r: &RunReport) -> Option<String> {
     Some(if used >= max {
         format!(
             "{dropped} arrivals dropped: every VU was busy ({used} in use, --max-vus {max}); \
-             raise --max-vus (a VU has one iteration at a time: the rate times an \
-             iteration's duration is the VUs it needs)"
+             raise --max-vus if the target was slow (a VU has one iteration at a time: the \
+             rate times an iteration's duration is the VUs it needs), or spread the rate over \
+             more nodes if their CPU was busy (more VUs then only wait longer)"
         )
     } else {
         format!(
@@ -773,6 +775,10 @@ mod tests {
             text.contains(
                 "120 arrivals dropped: every VU was busy (10 in use, --max-vus 10); raise --max-vus"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("or spread the rate over more nodes"),
             "{text}"
         );
         r.summary.vus_max = 4;

@@ -480,7 +480,7 @@ fn a_stall_shows_in_p99_and_drops_iterations() {
     assert_eq!(run.report()["load"]["max_vus"].as_u64(), Some(10));
     assert_eq!(num(s, &["vus_max"]), 10.0);
     let why = format!(
-        "{dropped} arrivals dropped: every VU was busy (10 in use, --max-vus 10); raise --max-vus"
+        "{dropped} arrivals dropped: every VU was busy (10 in use, --max-vus 10); raise --max-vus if the target was slow"
     );
     assert!(run.stdout().contains(&why), "{why} in\n{}", run.stdout());
     assert!(run.stderr().contains(&why), "{why} in\n{}", run.stderr());

@@ -687,7 +687,8 @@ impl Dispatcher {
                 self.said_full = true;
                 tracing::warn!(
                     "arrivals are being dropped: all {} VUs this node may run (its share of \
-                     --max-vus) are busy; raise --max-vus",
+                     --max-vus) are busy; raise --max-vus, or spread the rate over more nodes \
+                     if this node's CPU is busy",
                     self.max_vus
                 );
             }
