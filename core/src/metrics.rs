@@ -18,7 +18,7 @@ use std::collections::btree_map::Entry;
 /// Built-in metric names, as k6 users know them.
 pub mod names {
     /// Every built-in metric.
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 29] = [
         HTTP_REQS,
         HTTP_REQ_DURATION,
         HTTP_REQ_BLOCKED,
@@ -39,6 +39,7 @@ pub mod names {
         GROUP_DURATION,
         VUS,
         VUS_MAX,
+        NODE_CPU,
         DATA_ROWS_USED,
         DATA_EXHAUSTED,
         WS_CONNECTING,
@@ -93,6 +94,10 @@ pub mod names {
     pub const VUS: &str = "vus";
     /// The most VUs initialized (gauge).
     pub const VUS_MAX: &str = "vus_max";
+    /// A node's CPU use in an interval: its process's CPU time, every
+    /// thread, over the time of the CPUs it may use, from 0 to 1 (gauge).
+    /// Near 1, the node's own wait for its CPU is in what it measures.
+    pub const NODE_CPU: &str = "node_cpu";
     /// Opening a WebSocket: connect, TLS and the upgrade, ms (trend).
     pub const WS_CONNECTING: &str = "ws_connecting";
     /// A WebSocket from the start of its connect to its close, ms (trend).

@@ -75,6 +75,32 @@ struct NodeTotals {
     announced: Option<u64>,
     /// The latest end of its intervals held, ms since its start.
     end_ms: u64,
+    /// How busy its CPUs were, from its shards' `node_cpu`.
+    cpu: Option<NodeCpu>,
+}
+
+/// The share of its CPUs at or above which a node counts as busy in an
+/// interval: near it, what the node measures includes its own wait to run.
+pub const CPU_BUSY: f64 = 0.9;
+
+/// How busy a node's CPUs were over the intervals its shards held here
+/// (`node_cpu`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeCpu {
+    /// Intervals with a measure.
+    pub intervals: u64,
+    /// Of them, those where it used [`CPU_BUSY`] of its CPUs or more.
+    pub busy: u64,
+    /// The most it used in one interval, from 0 to 1.
+    pub max: f64,
+}
+
+impl NodeCpu {
+    fn add(&mut self, used: f64) {
+        self.intervals += 1;
+        self.busy += u64::from(used >= CPU_BUSY);
+        self.max = self.max.max(used);
+    }
 }
 
 /// One interval of the timeline, per region.
@@ -354,6 +380,11 @@ impl Report {
         node.region.clone_from(&head.region);
         node.received += 1;
         node.end_ms = node.end_ms.max(head.end_ms);
+        if let Some(Value::Gauge { max, .. }) = fold(parts, names::NODE_CPU)
+            && (0.0..=1.0).contains(&max)
+        {
+            node.cpu.get_or_insert_default().add(max);
+        }
         if head.last {
             node.announced = Some(head.seq.saturating_add(1));
         }
@@ -491,6 +522,11 @@ impl Report {
             .get(node)
             .map(|n| (n.received, n.announced))
             .unwrap_or((0, None))
+    }
+
+    /// How busy a node's CPUs were, where its shards say.
+    pub fn cpu_of(&self, node: &str) -> Option<NodeCpu> {
+        self.nodes.get(node).and_then(|n| n.cpu)
     }
 
     /// How much of the run a node's shards held here cover: the latest end
@@ -1726,6 +1762,33 @@ mod tests {
         assert_eq!(summary.vus_max, 7);
         let vus: Vec<u64> = summary.timeline.iter().map(|p| p.vus).collect();
         assert_eq!(vus, vec![7, 4]);
+    }
+
+    #[test]
+    fn a_nodes_busy_intervals_are_counted_and_values_out_of_range_ignored() {
+        let mut r = Report::new("r");
+        let cpus = [
+            ("a", 0, 0.95),
+            ("a", 1, 0.5),
+            ("a", 2, 0.9),
+            // From a peer: nothing outside 0 to 1 counts.
+            ("a", 3, 1.5),
+            ("a", 4, f64::NAN),
+            ("b", 0, 0.2),
+        ];
+        for (node, seq, cpu) in cpus {
+            let mut s = shard(node, seq, false, &[1.0]);
+            let _ = s
+                .series
+                .add(&SeriesKey::new(names::NODE_CPU, []), MetricKind::Gauge, cpu);
+            r.add(&s);
+        }
+        r.add(&shard("c", 0, false, &[1.0]));
+        let a = r.cpu_of("a");
+        assert_eq!(a.map(|c| (c.intervals, c.busy)), Some((3, 2)));
+        assert!(a.is_some_and(|c| (c.max - 0.95).abs() < 1e-9), "{a:?}");
+        assert_eq!(r.cpu_of("b").map(|c| c.busy), Some(0));
+        assert_eq!(r.cpu_of("c"), None, "no measure, no claim");
     }
 
     #[test]

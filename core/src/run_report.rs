@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::data::{DataFormat, DataMode, DataSpec, Exhausted};
-use super::report::{Report, Scope, Summary};
+use super::report::{NodeCpu, Report, Scope, Summary};
 use super::schedule::{ArrivalSchedule, ramp_area};
 use super::segment::ExecutionSegment;
 use super::spec::{Executor, RunSpec, ScenarioSpec};
@@ -345,6 +345,9 @@ pub struct NodeReport {
     pub delivered: f64,
     /// What it measured (no timeline).
     pub summary: Summary,
+    /// How busy its CPUs were, where its shards say (`node_cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<NodeCpu>,
 }
 
 /// The full report of a run.
@@ -506,6 +509,7 @@ impl RunReport {
                 planned: 0.0,
                 delivered: 0.0,
                 summary,
+                cpu: report.cpu_of(id),
             });
         }
         let regions = report

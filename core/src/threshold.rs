@@ -354,7 +354,7 @@ pub fn builtin_kind(metric: &str) -> Option<MetricKind> {
         | WS_CONNECTING
         | WS_SESSION_DURATION => MetricKind::Trend,
         HTTP_REQ_FAILED | CHECKS => MetricKind::Rate,
-        VUS | VUS_MAX => MetricKind::Gauge,
+        VUS | VUS_MAX | NODE_CPU => MetricKind::Gauge,
         _ => return None,
     })
 }

@@ -401,6 +401,15 @@ fn p50_matches_the_targets_added_latency() {
     );
     assert_eq!(stats.connections, 10, "one keep-alive connection per VU");
     assert_eq!(num(s, &["http", "failed"]), 0.0);
+    // The node said how busy its CPUs were in each whole interval of the 3 s.
+    let cpu = &run.report()["nodes"][0]["cpu"];
+    let (intervals, busy, max) = (
+        cpu["intervals"].as_u64().unwrap_or(0),
+        cpu["busy"].as_u64().unwrap_or(u64::MAX),
+        cpu["max"].as_f64().unwrap_or(f64::NAN),
+    );
+    assert!((3..=4).contains(&intervals) && busy <= intervals, "{cpu}");
+    assert!((0.0..=1.0).contains(&max), "{cpu}");
 }
 
 #[test]

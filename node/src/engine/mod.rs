@@ -9,6 +9,7 @@
 //! - [`courier`]: a VU's requests, polled on its task rather than its fiber.
 //! - [`fields`]: a response's header fields, kept as they came.
 //! - [`cookies`]: the per-VU cookie jar the client keeps.
+//! - [`cpu`]: how busy the node's CPUs were, each interval.
 //! - [`data`]: the run's test data, parsed once per node, and its draws.
 //! - [`redirects`]: which answers are redirects and what the next hop is.
 //! - [`ws`]: the per-VU WebSocket client.
@@ -25,6 +26,7 @@ pub mod backstop;
 pub(crate) mod boxed;
 pub mod cookies;
 pub mod courier;
+pub mod cpu;
 pub mod data;
 pub mod executor;
 pub mod fields;

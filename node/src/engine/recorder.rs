@@ -631,6 +631,7 @@ pub async fn seal_every(
     let mut seq = 0u64;
     let mut sealed = 0u32;
     let mut from = Duration::ZERO;
+    let mut cpu = crate::engine::cpu::CpuUse::new();
     loop {
         sealed = sealed.saturating_add(1);
         let to = interval * sealed;
@@ -646,6 +647,11 @@ pub async fn seal_every(
         let taken = recorder.take();
         let active = progress.active_vus.load(Ordering::Relaxed) as f64;
         let initialized = progress.initialized_vus.load(Ordering::Relaxed) as f64;
+        // A last interval cut short holds the VUs' teardown more than
+        // their load: too little time to say how busy the load kept the CPUs.
+        let cpu_used = cpu
+            .since_last()
+            .filter(|_| to.saturating_sub(from) >= interval / 2);
         let notes = recorder.take_notes();
         let origin = origin.clone();
         let (start_ms, end_ms) = (ms(from), ms(to));
@@ -657,6 +663,13 @@ pub async fn seal_every(
                 MetricKind::Gauge,
                 initialized,
             );
+            if let Some(used) = cpu_used {
+                let _ = series.add(
+                    &SeriesKey::new(names::NODE_CPU, []),
+                    MetricKind::Gauge,
+                    used,
+                );
+            }
             Shard {
                 notes,
                 run_id: origin.run_id,
