@@ -392,16 +392,20 @@
       return;
     }
     var states = { complete: 'pass', incomplete: 'partial', lost: 'fail', silent: 'fail' };
-    table(section, ['Node', 'Region', 'State', 'Shards', 'Requests', 'Requests/s', 'p95', 'Failed'], list.map(function (n) {
+    table(section, ['Node', 'Region', 'State', 'Shards', 'Requests', 'Requests/s', 'p95', 'Failed', 'CPU (most)'], list.map(function (n) {
       var h = obj(obj(n.summary).http), id = str(n.id), name = el('span', '', str(n.name) || id);
       name.title = id;
       var announced = num(n.shards_announced);
+      // How busy its CPUs were (node_cpu): a node at its limit measured
+      // its own wait too, so its busy intervals are flagged.
+      var cpu = obj(n.cpu), busy = num(cpu.busy), most = fmtPct(cpu.max);
       return [
         name, n.region, badge(str(n.state) || '?', states[n.state] || 'neutral'),
         fmtInt(n.shards_received) + ' of ' + (announced === null ? '?' : fmtInt(announced)),
-        fmtInt(h.requests), fmtRate(h.rps), fmtMs(obj(h.duration).p95), fmtInt(h.failed)
+        fmtInt(h.requests), fmtRate(h.rps), fmtMs(obj(h.duration).p95), fmtInt(h.failed),
+        busy ? badge(most + ', busy in ' + fmtInt(busy) + ' of ' + fmtInt(cpu.intervals), 'fail') : most
       ];
-    }), [false, false, false, true, true, true, true, true]);
+    }), [false, false, false, true, true, true, true, true, true]);
   }
 
   // An element with its id set first (the order attributes appear in

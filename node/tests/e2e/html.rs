@@ -232,6 +232,16 @@ fn the_html_report_draws_its_charts_in_chromium() {
     }
     assert_eq!(series_paths(&dom, "latency").len(), 3, "p50, p95, p99");
     assert!(dom.contains("No custom metrics."), "{dom}");
+    // The node's row says how busy its CPUs were, as a percentage.
+    assert!(dom.contains("<th class=\"n\">CPU (most)</th>"), "{dom}");
+    let nodes = dom.split("CPU (most)").nth(1).unwrap_or_default();
+    let row = nodes.split("</tr>").nth(1).unwrap_or_default();
+    assert!(
+        row.rsplit("<td class=\"n\">")
+            .next()
+            .is_some_and(|cell| cell.contains('%')),
+        "{row}"
+    );
 
     // A scenario with groups and custom metrics: each is drawn, with the
     // checks made in each group.
