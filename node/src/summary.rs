@@ -500,14 +500,20 @@ fn render_parts(r: &RunReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "  {:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>5}",
-        "REGION / NODE", "REQS", "RPS", "P50", "P95", "P99", "FAILED", "VUS"
+        "  {:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>5} {:>5}",
+        "REGION / NODE", "REQS", "RPS", "P50", "P95", "P99", "FAILED", "VUS", "CPU"
     );
-    let row = |out: &mut String, label: &str, s: &Summary| {
+    // CPU: the most of the CPUs a node may use it used in one interval
+    // (`node_cpu`), `!` where it was busy in some.
+    let row = |out: &mut String, label: &str, s: &Summary, cpu: Option<NodeCpu>| {
         let h = &s.http;
+        let cpu = cpu.map_or_else(String::new, |c| {
+            let mark = if c.busy > 0 { "!" } else { "" };
+            format!("{:.0}%{mark}", c.max * 100.0)
+        });
         let _ = writeln!(
             out,
-            "  {:<24} {:>10} {:>10.1} {:>9} {:>9} {:>9} {:>7.2}% {:>5}",
+            "  {:<24} {:>10} {:>10.1} {:>9} {:>9} {:>9} {:>7.2}% {:>5} {:>5}",
             label,
             h.requests,
             h.rps,
@@ -515,11 +521,12 @@ fn render_parts(r: &RunReport) -> String {
             fmt_ms(h.duration.p95),
             fmt_ms(h.duration.p99),
             h.failed_rate * 100.0,
-            s.vus_max
+            s.vus_max,
+            cpu
         );
     };
     for (region, s) in &r.regions {
-        row(&mut out, region, s);
+        row(&mut out, region, s, None);
         for n in r.nodes.iter().filter(|n| &n.region == region) {
             let name = if n.name.is_empty() { &n.id } else { &n.name };
             let label = if n.state == "complete" {
@@ -527,7 +534,7 @@ fn render_parts(r: &RunReport) -> String {
             } else {
                 format!("  {name} ({})", n.state)
             };
-            row(&mut out, &label, &n.summary);
+            row(&mut out, &label, &n.summary, n.cpu);
         }
     }
     out
@@ -852,6 +859,27 @@ mod tests {
             text.contains("warning: fra-1's CPUs were busy, 90 % or more of them in 7 of 10 intervals (99 % at most)"),
             "{text}"
         );
+        // With two nodes, the table says how busy each one was at most.
+        let mut calm = r.nodes[0].clone();
+        calm.name = "fra-2".into();
+        calm.cpu = Some(NodeCpu {
+            intervals: 10,
+            busy: 0,
+            max: 0.42,
+        });
+        r.nodes.push(calm);
+        r.regions.insert("fra".into(), r.summary.clone());
+        let text = render_report(&r);
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(row("REGION / NODE").ends_with("VUS   CPU"), "{text}");
+        assert!(row("fra-1").ends_with(" 99%!"), "{text}");
+        assert!(row("fra-2").ends_with("   42%"), "{text}");
+        assert!(!text.contains("fra-2's CPUs"), "{text}");
         // A closed model drops nothing, and says nothing of it.
         let mut closed = build(Executor::ConstantVus {
             vus: 10,
