@@ -99,6 +99,18 @@ fn every_node_prints_the_same_report_and_thresholds_decide_the_exit() {
     );
     assert_eq!(fra + nrt, t.stats().requests);
     assert_eq!(report["nodes"].as_array().map(Vec::len), Some(3));
+    // Every node's shards said how busy its CPUs were, and every node
+    // merged the others' into the same report.
+    for node in report["nodes"].as_array().into_iter().flatten() {
+        let cpu = &node["cpu"];
+        assert!(
+            cpu["intervals"].as_u64().is_some_and(|n| n >= 1)
+                && cpu["max"]
+                    .as_f64()
+                    .is_some_and(|m| (0.0..=1.0).contains(&m)),
+            "{node}"
+        );
+    }
     assert!(
         report["thresholds"]
             .as_array()
