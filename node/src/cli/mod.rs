@@ -468,6 +468,11 @@ struct LoadArgs {
     #[arg(long, default_value_t = 0.0)]
     start: f64,
     /// The most VUs an arrival-rate executor may use [default: the larger of --vus and 100].
+    ///
+    /// An arrival that finds every VU busy for 1 ms is dropped
+    /// (dropped_iterations). The summary says why: every VU busy (raise
+    /// --max-vus for a slow target), or a node's CPUs busy (node_cpu: more
+    /// VUs would only wait longer; spread the rate over more nodes).
     #[arg(long)]
     max_vus: Option<u32>,
 }
