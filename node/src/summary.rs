@@ -726,6 +726,24 @@ pub fn progress_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::run_report::RunMeta;
+
+    /// A finished local run of `executor` with nothing else to it: each
+    /// test sets what it is about.
+    fn meta(executor: &str) -> RunMeta {
+        RunMeta {
+            data: Vec::new(),
+            scenario: "x.wasm".into(),
+            executor: executor.into(),
+            outcome: "complete".into(),
+            expected: Vec::new(),
+            lost: Vec::new(),
+            thresholds: Vec::new(),
+            aborted_by: None,
+            load: None,
+            moves: Vec::new(),
+        }
+    }
 
     #[test]
     fn units_read_well() {
@@ -738,7 +756,7 @@ mod tests {
 
     #[test]
     fn a_moved_share_is_said_with_where_each_part_went() {
-        use crate::core::run_report::{LoadPlan, Move, RunMeta, RunReport};
+        use crate::core::run_report::{LoadPlan, Move, RunReport};
         use crate::core::segment::ExecutionSegment;
         use crate::core::spec::{Executor, Rate, RunSpec};
         let half =
@@ -751,14 +769,7 @@ mod tests {
             planned: 0.0,
         };
         let meta = RunMeta {
-            data: Vec::new(),
-            scenario: "x.wasm".into(),
-            executor: "constant-arrival-rate".into(),
-            outcome: "complete".into(),
-            expected: Vec::new(),
             lost: vec!["c".into()],
-            thresholds: Vec::new(),
-            aborted_by: None,
             load: Some(LoadPlan::of(&RunSpec::new(
                 String::new(),
                 Executor::ConstantArrivalRate {
@@ -772,6 +783,7 @@ mod tests {
                 },
             ))),
             moves: vec![moved("a", 4), moved("b", 5)],
+            ..meta("constant-arrival-rate")
         };
         let report = RunReport::build(&crate::core::report::Report::new("r"), &meta);
         let text = render_report(&report);
@@ -783,7 +795,7 @@ mod tests {
 
     #[test]
     fn dropped_arrivals_say_whether_the_vus_or_the_nodes_were_the_limit() {
-        use crate::core::run_report::{LoadPlan, RunMeta, RunReport};
+        use crate::core::run_report::{LoadPlan, RunReport};
         use crate::core::spec::{Executor, Rate, RunSpec};
         let arrivals = Executor::ConstantArrivalRate {
             rate: Rate {
@@ -796,16 +808,8 @@ mod tests {
         };
         let build = |executor: Executor| {
             let meta = RunMeta {
-                data: Vec::new(),
-                scenario: "x.wasm".into(),
-                executor: "constant-arrival-rate".into(),
-                outcome: "complete".into(),
-                expected: Vec::new(),
-                lost: Vec::new(),
-                thresholds: Vec::new(),
-                aborted_by: None,
                 load: Some(LoadPlan::of(&RunSpec::new(String::new(), executor))),
-                moves: Vec::new(),
+                ..meta("constant-arrival-rate")
             };
             RunReport::build(&crate::core::report::Report::new("r"), &meta)
         };
@@ -892,18 +896,11 @@ mod tests {
 
     #[test]
     fn an_empty_report_renders_and_says_it_is_incomplete_first() {
-        use crate::core::run_report::{RunMeta, RunReport};
+        use crate::core::run_report::RunReport;
         let meta = RunMeta {
-            data: Vec::new(),
-            scenario: "x.wasm".into(),
-            executor: "constant-vus".into(),
             outcome: "running".into(),
-            expected: Vec::new(),
-            lost: Vec::new(),
             thresholds: vec!["http_reqs: count>0".into()],
-            aborted_by: None,
-            load: None,
-            moves: Vec::new(),
+            ..meta("constant-vus")
         };
         let report = RunReport::build(&crate::core::report::Report::new("r"), &meta);
         let text = render_report(&report);
@@ -918,18 +915,9 @@ mod tests {
     }
 
     fn report_with(thresholds: &[&str]) -> RunReport {
-        use crate::core::run_report::RunMeta;
         let meta = RunMeta {
-            data: Vec::new(),
-            scenario: "x.wasm".into(),
-            executor: "constant-vus".into(),
-            outcome: "complete".into(),
-            expected: Vec::new(),
-            lost: Vec::new(),
             thresholds: thresholds.iter().map(|t| t.to_string()).collect(),
-            aborted_by: None,
-            load: None,
-            moves: Vec::new(),
+            ..meta("constant-vus")
         };
         RunReport::build(&crate::core::report::Report::new("r"), &meta)
     }
