@@ -428,6 +428,12 @@ struct Timers {
     taken: BTreeSet<String>,
     /// When this node, leading, last sent the run's progress.
     live_at: Option<Duration>,
+    /// Whether this node found itself cut off at this tick
+    /// ([`RunsCore::cut_off`]).
+    cut_off: bool,
+    /// The others this node found silent while it was cut off in this
+    /// run, until it hears each again ([`RunsCore::mind_the_cut`]).
+    unheard_since_cut: BTreeSet<String>,
 }
 
 /// How far a run has come, as re-sending sees it: any change (a plan, an
@@ -2481,6 +2487,7 @@ impl RunsCore {
                 run.timers.t0_bound = view.offset(&armed.by).map_or(i64::MAX / 4, |o| o.1);
             }
         }
+        self.mind_the_cut(run, view, at);
         let progress: Progress = (
             run.term,
             run.plan.as_ref().map(|p| p.id),
@@ -2580,12 +2587,14 @@ impl RunsCore {
         // off, and once its link is back, with only some of the others
         // heard again, it would lead from its higher term and hand on the
         // share of a live node it has not heard yet (the e2e cut-off test
-        // caught that: a link back 3 s before the other).
+        // caught that: a link back 3 s before the other). Nor, once its
+        // link is back, until it has heard again each node it found
+        // silent while cut off ([`Self::judges`]).
         let taking_over = run.armed.as_ref().is_some_and(|a| a.by != self.me)
             && leader.as_ref().is_some_and(|(t, _)| *t > run.term);
         let leads = leader.as_ref().is_some_and(|(_, l)| *l == self.me)
-            && (self.judging(at) || run.armed.as_ref().is_none_or(|a| a.by == self.me))
-            && !(taking_over && self.cut_off(run, view, at));
+            && (self.judges(run, at) || run.armed.as_ref().is_none_or(|a| a.by == self.me))
+            && !(taking_over && run.timers.cut_off);
         if resend {
             self.resend(run, leads, under_way, at, view, out);
         } else if let Some(hurry) = hurry {
@@ -2738,6 +2747,57 @@ impl RunsCore {
             .is_none_or(|w| at.now.saturating_sub(w) > REJUDGE_AFTER)
     }
 
+    /// Whether this node judges the others in `run` now: it is awake
+    /// ([`Self::judging`]), and it has heard again every node it found
+    /// silent while it was cut off in this run
+    /// ([`Self::mind_the_cut`]), or the run is past its end (only the
+    /// finish is left to judge then, and a node that died during the cut
+    /// must not hold the run open).
+    fn judges(&self, run: &Run, at: At) -> bool {
+        self.judging(at)
+            && (run.timers.unheard_since_cut.is_empty()
+                || run.timers.t0_at.is_some_and(|t0| {
+                    let end = t0
+                        .saturating_add(run.proposal.spec.duration())
+                        .saturating_add(run.proposal.spec.graceful_stop);
+                    at.now > end
+                }))
+    }
+
+    /// Keeps what this node knows of its own cut in `run`: whether it is
+    /// cut off now ([`Self::cut_off`]), and which others it found silent
+    /// while it was, until it hears each again. Links come back one peer
+    /// at a time: after a cut of seconds, TCP retransmits on each
+    /// connection after its own backoff, seconds apart. A node that judged
+    /// the others by what it heard in between would take the ones not yet
+    /// heard for lost, lead in their place and hand their shares on while
+    /// they run (the e2e cut-off test caught it: the leader's share moved
+    /// 60 ms after the heal, and the leader ran on). Their silence was the
+    /// cut's, so until then this node judges no one lost ([`Self::judges`]).
+    fn mind_the_cut(&self, run: &mut Run, view: &dyn MeshView, at: At) {
+        run.timers.cut_off =
+            run.armed.is_some() && !run.is_finished() && self.cut_off(run, view, at);
+        if run.timers.cut_off {
+            let Some(plan) = &run.plan else {
+                return;
+            };
+            for s in &plan.shares {
+                if s.node != self.me
+                    && !view.heard_within(&s.node, CUT_OFF_AFTER)
+                    && !view.dead(&s.node)
+                    && !run.timers.unheard_since_cut.contains(&s.node)
+                {
+                    run.timers.unheard_since_cut.insert(s.node.clone());
+                }
+            }
+        } else if !run.timers.unheard_since_cut.is_empty() {
+            let done = &run.done;
+            run.timers.unheard_since_cut.retain(|n| {
+                !view.heard_within(n, CUT_OFF_AFTER) && !view.dead(n) && !done.contains_key(n)
+            });
+        }
+    }
+
     fn leads(&self, run: &Run, view: &dyn MeshView) -> bool {
         run.leader(view).as_deref() == Some(self.me.as_str())
     }
@@ -2834,7 +2894,7 @@ impl RunsCore {
             run.timers.gone_since.entry(node.clone()).or_insert(at.now);
         }
         let others = plan.shares.iter().filter(|s| s.node != self.me).count();
-        let judging = self.judging(at);
+        let judging = self.judges(run, at);
         if run.proposal.spec.on_loss == OnLoss::Redistribute && judging {
             self.hand_on(run, &plan, term, t0_at, end, at, view, out);
         }
@@ -3211,8 +3271,7 @@ impl RunsCore {
             // hands this share on): fenced, the share stops at once and
             // sends nothing more, so no load goes out twice.
             let redistributes = run.proposal.spec.on_loss == OnLoss::Redistribute;
-            if run.handoffs.contains_key(&self.me) || (redistributes && self.cut_off(run, view, at))
-            {
+            if run.handoffs.contains_key(&self.me) || (redistributes && run.timers.cut_off) {
                 run.local = Local::Stopping;
                 out.push(stop);
                 return;

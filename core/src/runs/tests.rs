@@ -2817,41 +2817,62 @@ fn a_leader_samples_every_candidates_clock_a_worker_only_its_leaders() {
     }
 }
 
-/// The e2e cut-off test's failure, in the state machine: a worker of three
+/// The e2e cut-off test's failures, in the state machine: a worker of three
 /// cut off for 4 s finds both others silent and fences its share. Its link
-/// comes back to the leader first and to the other worker 3 s later. It
-/// must not have taken the run over while cut off: leading from that
-/// higher term once it hears the leader again, it handed on the share of
-/// the other worker, live all along, which it had not heard yet.
+/// comes back to one of the others first and to the last one 3 s later.
+/// It must not have taken the run over while cut off (leading from that
+/// higher term once it heard the leader again, it handed on the share of
+/// the other worker, live all along, which it had not heard yet). Nor,
+/// once it hears only the other worker again, may it take over from the
+/// leader it has not heard yet and hand the leader's share on: the e2e
+/// test caught that too, the leader's share moved 60 ms after the heal
+/// while the leader ran on.
 #[test]
 fn a_worker_cut_off_takes_nothing_over_and_after_a_partial_heal_hands_nothing_on() {
-    let mut sim = Sim::new(&[("fra", 1), ("nrt", 1), ("ewr", 1)], 0, 29);
-    let run = sim.submit(0, spec(30, 30), None);
-    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
-    sim.run_until(Duration::from_secs(3), |_| false);
-    let leader = sim.leader_index(&run);
-    let victim = (leader + 1) % 3;
-    let other = (leader + 2) % 3;
-    let term = sim.nodes[leader].core.get(&run).map(|r| r.term);
-    let sides: Vec<u8> = (0..3).map(|i| u8::from(i == victim)).collect();
-    sim.partition = Some((sides, sim.now));
-    sim.run_until(Duration::from_secs(4), |_| false);
-    let victim_term = sim.nodes[victim].core.get(&run).map(|r| r.term);
-    assert_eq!(victim_term, term, "the cut-off node took the run over");
-    // Its link to the leader is back; the other worker it still believes
-    // gone for 3 s.
-    sim.partition = None;
-    sim.suspects.insert((victim, other));
-    sim.run_until(Duration::from_secs(3), |_| false);
-    sim.suspects.clear();
-    assert!(sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)));
-    let moved: Vec<String> = agreed_handoffs(&sim, &run)
-        .into_iter()
-        .map(|h| h.from)
-        .collect();
-    assert_eq!(moved, vec![sim.nodes[victim].id.clone()]);
-    let w = &sim.nodes[other].workers[&run];
-    assert!(w.stop_seen_at.is_none(), "the live worker was stopped");
+    for seed in [29, 30, 31, 32, 33, 34] {
+        for leader_heard_last in [false, true] {
+            let case = format!("seed {seed}, the leader heard last: {leader_heard_last}");
+            let mut sim = Sim::new(&[("fra", 1), ("nrt", 1), ("ewr", 1)], 0, seed);
+            let run = sim.submit(0, spec(30, 30), None);
+            assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+            sim.run_until(Duration::from_secs(3), |_| false);
+            let leader = sim.leader_index(&run);
+            let victim = (leader + 1) % 3;
+            let other = (leader + 2) % 3;
+            let term = sim.nodes[leader].core.get(&run).map(|r| r.term);
+            let sides: Vec<u8> = (0..3).map(|i| u8::from(i == victim)).collect();
+            sim.partition = Some((sides, sim.now));
+            sim.run_until(Duration::from_secs(4), |_| false);
+            let victim_term = sim.nodes[victim].core.get(&run).map(|r| r.term);
+            assert_eq!(
+                victim_term, term,
+                "{case}: the cut-off node took the run over"
+            );
+            // Its link to one of the others is back; the last one it still
+            // believes gone for 3 s.
+            let last = if leader_heard_last { leader } else { other };
+            sim.partition = None;
+            sim.suspects.insert((victim, last));
+            sim.run_until(Duration::from_secs(3), |_| false);
+            sim.suspects.clear();
+            assert!(
+                sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)),
+                "{case}"
+            );
+            let moved: Vec<String> = agreed_handoffs(&sim, &run)
+                .into_iter()
+                .map(|h| h.from)
+                .collect();
+            assert_eq!(moved, vec![sim.nodes[victim].id.clone()], "{case}");
+            for live in [leader, other] {
+                let w = &sim.nodes[live].workers[&run];
+                assert!(
+                    w.stop_seen_at.is_none(),
+                    "{case}: node {live}, live, was stopped"
+                );
+            }
+        }
+    }
 }
 
 /// While the leader waits for readiness, and until T0 once it armed, it
