@@ -2875,6 +2875,54 @@ fn a_worker_cut_off_takes_nothing_over_and_after_a_partial_heal_hands_nothing_on
     }
 }
 
+/// The same cut, of the leader: the other two pass it over, the next
+/// leader hands its share on, and it fences that share. Back, it hears one
+/// worker 3 s before the other. Until it hears the higher term, it still
+/// leads in its own view, and one of two looks gone: it must hand nothing
+/// on. Before it waited to hear both again, it handed on the share of the
+/// live worker it had not heard yet (seed 29), which then went out twice.
+#[test]
+fn a_leader_cut_off_fences_its_share_and_after_a_partial_heal_hands_nothing_on() {
+    for seed in [29, 30, 31, 32, 33, 34] {
+        for first in [1, 2] {
+            let case = format!("seed {seed}, heard first: the leader's +{first}");
+            let mut sim = Sim::new(&[("fra", 1), ("nrt", 1), ("ewr", 1)], 0, seed);
+            let run = sim.submit(0, spec(30, 30), None);
+            assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+            sim.run_until(Duration::from_secs(3), |_| false);
+            let victim = sim.leader_index(&run);
+            let last = (victim + 3 - first) % 3;
+            let sides: Vec<u8> = (0..3).map(|i| u8::from(i == victim)).collect();
+            sim.partition = Some((sides, sim.now));
+            sim.run_until(Duration::from_secs(4), |_| false);
+            assert!(
+                sim.nodes[victim].workers[&run].stop_seen_at.is_some(),
+                "{case}: the cut-off leader did not fence its share"
+            );
+            sim.partition = None;
+            sim.suspects.insert((victim, last));
+            sim.run_until(Duration::from_secs(3), |_| false);
+            sim.suspects.clear();
+            assert!(
+                sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)),
+                "{case}"
+            );
+            let moved: Vec<String> = agreed_handoffs(&sim, &run)
+                .into_iter()
+                .map(|h| h.from)
+                .collect();
+            assert_eq!(moved, vec![sim.nodes[victim].id.clone()], "{case}");
+            for live in (0..3).filter(|&i| i != victim) {
+                let w = &sim.nodes[live].workers[&run];
+                assert!(
+                    w.stop_seen_at.is_none(),
+                    "{case}: node {live}, live, was stopped"
+                );
+            }
+        }
+    }
+}
+
 /// While the leader waits for readiness, and until T0 once it armed, it
 /// says what it holds, and sends the plan and the arm themselves once:
 /// while nodes get ready, it re-sends the plan's derivation, which stands
