@@ -640,12 +640,10 @@ struct Dispatcher {
 impl Dispatcher {
     fn dropped(&self, n: u64) {
         if n > 0 {
-            self.runner.run.recorder.add(
-                0,
-                self.dropped_key.clone(),
-                MetricKind::Counter,
-                n as f64,
-            );
+            self.runner
+                .run
+                .recorder
+                .add(self.dropped_key.clone(), MetricKind::Counter, n as f64);
         }
     }
 
@@ -810,7 +808,7 @@ async fn dispatch(
         runner
             .run
             .recorder
-            .add(0, dropped_key, MetricKind::Counter, left as f64);
+            .add(dropped_key, MetricKind::Counter, left as f64);
     }
 }
 

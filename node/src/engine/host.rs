@@ -16,7 +16,7 @@ use super::http::{Answer, Exchange, Sent, request_method, request_name};
 use super::recorder::RequestTags;
 use super::redirects;
 use super::vu::{HostTrap, VuState};
-use super::ws::{Meters, Received, WsFailure};
+use super::ws::{Received, WsFailure};
 use crate::core::metrics::{SeriesKey, names, valid_metric_name};
 use crate::core::printable::escape_controls;
 
@@ -157,14 +157,10 @@ fn record(state: &mut VuState, req: &abi::HttpRequest, answer: &Answer, exchange
         .expected_statuses
         .as_ref()
         .unwrap_or(&state.run.expected_statuses);
-    state.run.recorder.http(
-        state.vu_id,
-        state.base_tags(),
-        tags,
-        answer,
-        exchange,
-        expected,
-    );
+    state
+        .run
+        .recorder
+        .http(state.base_tags(), tags, answer, exchange, expected);
     if let Some(error) = &answer.error {
         note_request_error(state, tags.method, &req.url, error);
     }
@@ -408,15 +404,11 @@ fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     return Err(wasmtime::Error::new(HostTrap::Stopped));
                 }
                 let run = state.run.clone();
-                let meters = Meters {
-                    recorder: &run.recorder,
-                    lane: state.vu_id,
-                };
                 let base = state.base_tags().to_vec();
                 let deadline = state.deadline;
                 let result = state
                     .ws
-                    .connect(&req, &base, &mut state.http.jar, deadline, meters)
+                    .connect(&req, &base, &mut state.http.jar, deadline, &run.recorder)
                     .await;
                 ws_answer(state, result, &req.url)
             })
@@ -434,12 +426,11 @@ fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                     return Err(wasmtime::Error::new(HostTrap::Stopped));
                 }
                 let run = state.run.clone();
-                let meters = Meters {
-                    recorder: &run.recorder,
-                    lane: state.vu_id,
-                };
                 let deadline = state.deadline;
-                let result = state.ws.send(handle, kind, data, deadline, meters).await;
+                let result = state
+                    .ws
+                    .send(handle, kind, data, deadline, &run.recorder)
+                    .await;
                 ws_answer(state, result.map(|()| 0), "")
             })
         },
@@ -452,16 +443,12 @@ fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
             super::boxed::boxed(|| async move {
                 let state = caller.data_mut();
                 let run = state.run.clone();
-                let meters = Meters {
-                    recorder: &run.recorder,
-                    lane: state.vu_id,
-                };
                 let timeout =
                     Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0).min(86_400_000));
                 let deadline = state.deadline;
                 let result = state
                     .ws
-                    .recv(handle, timeout, deadline, &run.stop, meters)
+                    .recv(handle, timeout, deadline, &run.stop, &run.recorder)
                     .await;
                 let result = result.map(|message| {
                     let (kind, payload): (i32, &[u8]) = match &message {
@@ -485,12 +472,8 @@ fn add_ws_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
             super::boxed::boxed(|| async move {
                 let state = caller.data_mut();
                 let run = state.run.clone();
-                let meters = Meters {
-                    recorder: &run.recorder,
-                    lane: state.vu_id,
-                };
                 let deadline = state.deadline;
-                state.ws.close(handle, code, deadline, meters).await;
+                state.ws.close(handle, code, deadline, &run.recorder).await;
                 Ok(())
             })
         },
@@ -604,7 +587,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
             state
                 .run
                 .recorder
-                .check(state.vu_id, state.base_tags(), name, passed != 0);
+                .check(state.base_tags(), name, passed != 0);
             Ok(())
         },
     )?;
@@ -635,7 +618,6 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
             let tags = state.tags_with_group(&path);
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             state.run.recorder.add(
-                state.vu_id,
                 SeriesKey::new(names::GROUP_DURATION, tags),
                 MetricKind::Trend,
                 ms,
@@ -698,7 +680,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
             state
                 .run
                 .recorder
-                .add(state.vu_id, SeriesKey::new(&name, state.base_tags().to_vec()), kind, value);
+                .add(SeriesKey::new(&name, state.base_tags().to_vec()), kind, value);
             Ok(())
         },
     )?;
@@ -744,10 +726,7 @@ pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
                 Drawn::RanOut => (names::DATA_EXHAUSTED, -2),
             };
             let key = SeriesKey::new(metric, [("data".to_owned(), name)]);
-            state
-                .run
-                .recorder
-                .add(state.vu_id, key, MetricKind::Counter, 1.0);
+            state.run.recorder.add(key, MetricKind::Counter, 1.0);
             Ok(answer)
         },
     )?;

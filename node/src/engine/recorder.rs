@@ -5,12 +5,18 @@
 //! [`Shard`](crate::core::shard::Shard) and starts a fresh set, so memory is
 //! bounded by the series of one interval, never by the number of samples.
 //!
-//! Samples go to one of a few lanes (by VU id), each behind its own short
-//! mutex, so VUs on different threads rarely wait for each other: twice as
-//! many lanes as the node has cores, from 4 to 16, since each lane keeps
+//! Samples go to one of a few lanes, each behind its own short mutex: twice
+//! as many lanes as the node has cores, from 4 to 16, since each lane keeps
 //! its own histograms for the interval (a histogram of nanoseconds that
-//! reaches a second is about 170 KB). A lock is never
-//! held across an await. The HTTP metrics of a request (count, failure,
+//! reaches a second is about 170 KB). A thread records into the same lane
+//! every time ([`thread_lane`]): the VUs of one thread then keep one
+//! lane's histograms and series warm in their core's cache, where VUs
+//! spread over the lanes by their ids found them cold (a thread of 50 VUs
+//! went round four lanes), and threads that took consecutive numbers (a
+//! runtime's workers, as they start) do not share one while there are as
+//! many lanes as threads: neither its lock nor its lines go back and forth
+//! between cores.
+//! A lock is never held across an await. The HTTP metrics of a request (count, failure,
 //! seven timings) live together under its tag set: one lookup per request.
 //! Requests, checks and iterations are looked up by borrowed parts of their
 //! tag sets, so a sample of a series seen before allocates nothing; the
@@ -18,7 +24,7 @@
 
 use crate::core::statuses::ExpectedStatuses;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +52,18 @@ const LANES: std::ops::RangeInclusive<usize> = 4..=16;
 /// Lanes for a node of `cores` cores: twice as many, within [`LANES`].
 fn lanes(cores: usize) -> usize {
     cores.saturating_mul(2).clamp(*LANES.start(), *LANES.end())
+}
+
+/// This thread's number among the threads that recorded anything: each
+/// takes the next the first time it records, so a runtime's worker
+/// threads, started together, take consecutive numbers, and a recorder of
+/// at least as many lanes gives each a lane of its own.
+fn thread_lane() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    MINE.with(|n| *n)
 }
 
 /// What tells the HTTP series of a lane apart: the parts its tag set is made
@@ -199,6 +217,8 @@ struct Lane {
     check_series: usize,
     /// `errors` by (kind, name).
     errors: FxHashMap<(&'static str, String), u64>,
+    /// Whether this lane is counted in [`Recorder::used`] this interval.
+    marked: bool,
     sent: u64,
     received: u64,
     /// New connections that waited for an opening slot.
@@ -294,6 +314,9 @@ pub struct RequestTags<'a> {
 /// Collects samples for the current interval.
 pub struct Recorder {
     lanes: Vec<Mutex<Lane>>,
+    /// The lanes recorded into this interval, one bit each: the series cap
+    /// is shared among them.
+    used: AtomicU32,
     warned_overflow: AtomicBool,
     /// Failure texts for the next shard (see [`Recorder::note`]).
     notes: Mutex<Vec<Note>>,
@@ -305,6 +328,7 @@ impl Default for Recorder {
             lanes: (0..lanes(std::thread::available_parallelism().map_or(1, |n| n.get())))
                 .map(|_| Mutex::new(Lane::default()))
                 .collect(),
+            used: AtomicU32::new(0),
             warned_overflow: AtomicBool::new(false),
             notes: Mutex::new(Vec::new()),
         }
@@ -341,15 +365,26 @@ impl Recorder {
         std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn lane(&self, lane: u64) -> std::sync::MutexGuard<'_, Lane> {
-        let i = (lane % self.lanes.len() as u64) as usize;
+    /// The calling thread's lane ([`thread_lane`]), locked.
+    fn lane(&self) -> std::sync::MutexGuard<'_, Lane> {
+        let i = thread_lane() % self.lanes.len();
         // A panic while holding the lock cannot leave a Lane invalid, so a
         // poisoned lock is still usable.
-        self.lanes[i].lock().unwrap_or_else(|p| p.into_inner())
+        let mut lane = self.lanes[i].lock().unwrap_or_else(|p| p.into_inner());
+        if !lane.marked {
+            lane.marked = true;
+            self.used.fetch_or(1 << i, Ordering::Relaxed);
+        }
+        lane
     }
 
+    /// Whether `lane` holds its part of [`MAX_SERIES_PER_INTERVAL`]: the
+    /// cap shared among the lanes recorded into this interval, so that
+    /// their series together stay within it (a node whose one thread
+    /// records has the whole cap in one lane).
     fn overflowing(&self, lane: &Lane) -> bool {
-        if lane.series_count() < MAX_SERIES_PER_INTERVAL / self.lanes.len() {
+        let used = self.used.load(Ordering::Relaxed).count_ones().max(1) as usize;
+        if lane.series_count() < MAX_SERIES_PER_INTERVAL / used {
             return false;
         }
         if !self.warned_overflow.swap(true, Ordering::Relaxed) {
@@ -361,9 +396,9 @@ impl Recorder {
         true
     }
 
-    /// Adds one sample; `lane` spreads VUs over locks (use the VU id).
-    pub fn add(&self, lane: u64, key: SeriesKey, kind: MetricKind, value: f64) {
-        let mut l = self.lane(lane);
+    /// Adds one sample.
+    pub fn add(&self, key: SeriesKey, kind: MetricKind, value: f64) {
+        let mut l = self.lane();
         self.add_to(&mut l, key, kind, value);
     }
 
@@ -380,8 +415,8 @@ impl Recorder {
 
     /// Records a completed iteration that took `ms` from its scheduled
     /// start; `tags` must be sorted with unique keys (a VU's base tags are).
-    pub fn iteration(&self, lane: u64, tags: &[(String, String)], ms: f64) {
-        let mut l = self.lane(lane);
+    pub fn iteration(&self, tags: &[(String, String)], ms: f64) {
+        let mut l = self.lane();
         let entry = match l.iterations.get_mut(tags) {
             Some(e) => e,
             None => {
@@ -404,8 +439,8 @@ impl Recorder {
 
     /// Records one check result; `tags` are the VU's base tags (sorted, with
     /// unique keys), to which the host adds `check=<name>`.
-    pub fn check(&self, lane: u64, tags: &[(String, String)], name: &str, passed: bool) {
-        let mut l = self.lane(lane);
+    pub fn check(&self, tags: &[(String, String)], name: &str, passed: bool) {
+        let mut l = self.lane();
         // A check this interval has seen: one lookup of each map.
         if let Some(entry) = l.checks.get_mut(tags).and_then(|c| c.get_mut(name)) {
             count_check(entry, passed);
@@ -431,7 +466,6 @@ impl Recorder {
     /// statuses count as success.
     pub fn http(
         &self,
-        lane: u64,
         base_tags: &[(String, String)],
         req: RequestTags<'_>,
         resp: &Answer,
@@ -452,7 +486,7 @@ impl Recorder {
             (None, 500..=599) if failed => Some("status_5xx"),
             _ => None,
         };
-        let mut guard = self.lane(lane);
+        let mut guard = self.lane();
         let l = &mut *guard;
         let hash = probe.hash();
         let h = match l.http.find_mut(hash, |(k, _)| probe.matches(k)) {
@@ -526,34 +560,34 @@ impl Recorder {
 
     /// Adds one sample of a WebSocket trend (`ws_connecting`,
     /// `ws_session_duration`, in ms); `tags` are the socket's, sorted.
-    pub fn ws_sample(&self, lane: u64, metric: &str, tags: &[(String, String)], ms: f64) {
+    pub fn ws_sample(&self, metric: &str, tags: &[(String, String)], ms: f64) {
         let key = SeriesKey {
             metric: metric.to_owned(),
             tags: tags.to_vec(),
         };
-        self.add(lane, key, MetricKind::Trend, ms);
+        self.add(key, MetricKind::Trend, ms);
     }
 
     /// Counts one of a WebSocket counter (`ws_sessions`, `ws_msgs_sent`,
     /// `ws_msgs_received`); `tags` are the socket's, sorted.
-    pub fn ws_count(&self, lane: u64, metric: &str, tags: &[(String, String)]) {
+    pub fn ws_count(&self, metric: &str, tags: &[(String, String)]) {
         let key = SeriesKey {
             metric: metric.to_owned(),
             tags: tags.to_vec(),
         };
-        self.add(lane, key, MetricKind::Counter, 1.0);
+        self.add(key, MetricKind::Counter, 1.0);
     }
 
     /// Counts a failed WebSocket connect or socket in `errors`, by `kind`
     /// and the socket's `name`, as a failed request is.
-    pub fn ws_error(&self, lane: u64, kind: &'static str, name: &str) {
-        let mut l = self.lane(lane);
+    pub fn ws_error(&self, kind: &'static str, name: &str) {
+        let mut l = self.lane();
         *l.errors.entry((kind, name.to_owned())).or_insert(0) += 1;
     }
 
     /// Adds bytes written and read to `data_sent` and `data_received`.
-    pub fn bytes(&self, lane: u64, sent: u64, received: u64) {
-        let mut l = self.lane(lane);
+    pub fn bytes(&self, sent: u64, received: u64) {
+        let mut l = self.lane();
         l.sent += sent;
         l.received += received;
     }
@@ -567,9 +601,13 @@ impl Recorder {
     /// merging to the caller: each lane is held only to swap its samples
     /// out, so the VUs that record meanwhile do not wait for a merge.
     pub fn take(&self) -> Taken {
+        // Cleared first: a lane recorded into while the others are taken
+        // stays counted (its next sample marks it again anyway).
+        self.used.store(0, Ordering::Relaxed);
         Taken(
-            (0..self.lanes.len() as u64)
-                .map(|lane| std::mem::take(&mut *self.lane(lane)))
+            self.lanes
+                .iter()
+                .map(|lane| std::mem::take(&mut *lane.lock().unwrap_or_else(|p| p.into_inner())))
                 .collect(),
         )
     }
@@ -762,10 +800,10 @@ mod tests {
             status: 503,
             ..Answer::default()
         };
-        r.http(1, &[], req, &ok, &ex, &ExpectedStatuses::default());
-        r.http(2, &[], req, &err, &ex, &ExpectedStatuses::default());
-        r.http(3, &[], req, &five, &ex, &ExpectedStatuses::default());
-        r.http(17, &[], req, &ok, &ex, &ExpectedStatuses::default());
+        r.http(&[], req, &ok, &ex, &ExpectedStatuses::default());
+        r.http(&[], req, &err, &ex, &ExpectedStatuses::default());
+        r.http(&[], req, &five, &ex, &ExpectedStatuses::default());
+        r.http(&[], req, &ok, &ex, &ExpectedStatuses::default());
         let set = r.seal();
         assert_eq!(
             set.fold(names::HTTP_REQS, |_| true),
@@ -831,7 +869,6 @@ mod tests {
         let expected = ExpectedStatuses::default();
         for connect_us in [1_500, 0, 0] {
             r.http(
-                1,
                 &[],
                 req,
                 &answer(connect_us),
@@ -852,7 +889,7 @@ mod tests {
         assert_eq!((blocked.len(), blocked.max()), (3, 0));
         assert_eq!(trend(names::HTTP_REQ_DURATION).count_at(0), 0);
 
-        r.http(1, &[], req, &answer(700), &Exchange::default(), &expected);
+        r.http(&[], req, &answer(700), &Exchange::default(), &expected);
         let Some(Value::Trend(next)) = r.seal().fold(names::HTTP_REQ_CONNECTING, |_| true) else {
             panic!("trend expected")
         };
@@ -884,8 +921,8 @@ mod tests {
             name: "items",
             tags: &tags,
         };
-        r.http(5, &base, req, &ok, &ex, &ExpectedStatuses::default());
-        r.http(5, &base, req, &ok, &ex, &ExpectedStatuses::default());
+        r.http(&base, req, &ok, &ex, &ExpectedStatuses::default());
+        r.http(&base, req, &ok, &ex, &ExpectedStatuses::default());
         let set = r.seal();
         let key = SeriesKey::new(
             names::HTTP_REQS,
@@ -904,11 +941,11 @@ mod tests {
     fn checks_count_passes_and_failures_per_name_and_tags() {
         let r = Recorder::new();
         let base = [("zone".to_owned(), "a".to_owned())];
-        r.check(1, &base, "ok", true);
-        r.check(1, &base, "ok", false);
-        r.check(17, &base, "ok", true);
-        r.check(1, &[], "ok", false);
-        r.check(1, &base, "other", true);
+        r.check(&base, "ok", true);
+        r.check(&base, "ok", false);
+        r.check(&base, "ok", true);
+        r.check(&[], "ok", false);
+        r.check(&base, "other", true);
         let set = r.seal();
         let key = |tags: &[(&str, &str)]| {
             SeriesKey::new(
@@ -933,12 +970,42 @@ mod tests {
         assert_eq!(set.len(), 3);
     }
 
+    /// A thread records into one lane, which then holds the whole series
+    /// cap; with another lane in use, each holds half of it; a seal starts
+    /// counting the lanes again.
+    #[test]
+    fn a_thread_records_into_one_lane_and_the_lanes_in_use_share_the_cap() {
+        let r = Recorder::new();
+        let key = |i: usize| SeriesKey::new("m", [("id".to_owned(), i.to_string())]);
+        for i in 0..100 {
+            r.add(key(i), MetricKind::Counter, 1.0);
+        }
+        let used = |r: &Recorder| r.used.load(Ordering::Relaxed);
+        assert_eq!(used(&r).count_ones(), 1, "one thread, one lane");
+        let lane = used(&r).trailing_zeros() as usize;
+        let held = r.lanes[lane].lock().map_or(0, |l| l.series_count());
+        assert_eq!(held, 100, "every series in the thread's lane");
+        assert_eq!(r.seal().len(), 100);
+        assert_eq!(used(&r), 0, "a seal starts counting again");
+
+        r.used
+            .store(1 << ((lane + 1) % r.lanes.len()), Ordering::Relaxed);
+        for i in 0..MAX_SERIES_PER_INTERVAL {
+            r.add(key(i), MetricKind::Counter, 1.0);
+        }
+        assert_eq!(used(&r).count_ones(), 2);
+        assert_eq!(
+            r.seal().len(),
+            MAX_SERIES_PER_INTERVAL / 2 + 1,
+            "half the cap, plus one overflow series"
+        );
+    }
+
     #[test]
     fn series_overflow_is_folded() {
         let r = Recorder::new();
         for i in 0..MAX_SERIES_PER_INTERVAL + 50 {
             r.add(
-                i as u64,
                 SeriesKey::new("m", [("id".to_owned(), i.to_string())]),
                 MetricKind::Counter,
                 1.0,

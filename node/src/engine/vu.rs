@@ -33,7 +33,7 @@ use super::module::ScenarioModule;
 use super::output::{Fd, VuOutput};
 use super::recorder::Recorder;
 use super::woken::Woken;
-use super::ws::{Meters, WsClient};
+use super::ws::WsClient;
 use crate::core::metrics::{SeriesKey, names};
 use crate::core::printable::escape_controls;
 use crate::core::spec::{RunSpec, SCENARIO_TAG, ScenarioSpec};
@@ -248,11 +248,7 @@ impl VuState {
             return;
         }
         let stopping = self.run.stop.is_cancelled();
-        let meters = Meters {
-            recorder: &self.run.recorder,
-            lane: self.vu_id,
-        };
-        self.ws.close_all(stopping, meters).await;
+        self.ws.close_all(stopping, &self.run.recorder).await;
     }
 
     /// Open groups.
@@ -560,7 +556,6 @@ impl Vu {
             None if vu.store.data().run.stop.is_cancelled() => Outcome::Interrupted,
             None => Outcome::Failed("timeout"),
         };
-        let lane = vu.id;
         // After the iteration's time is taken: closing what it left open
         // is the host's work, not the scenario's.
         vu.close_left_open().await;
@@ -570,7 +565,7 @@ impl Vu {
             Outcome::Completed => {
                 let ms = scheduled.elapsed().as_secs_f64() * 1000.0;
                 // Base tags are sorted and unique already.
-                run.recorder.iteration(lane, state.base_tags(), ms);
+                run.recorder.iteration(state.base_tags(), ms);
             }
             Outcome::Failed(_) | Outcome::Interrupted => {
                 let reason = match outcome {
@@ -578,7 +573,6 @@ impl Vu {
                     _ => "interrupted",
                 };
                 run.recorder.add(
-                    lane,
                     scenario.key(
                         names::ITERATIONS_FAILED,
                         [("reason".to_owned(), reason.to_owned())],

@@ -91,15 +91,6 @@ impl From<Failure> for WsFailure {
     }
 }
 
-/// Where a socket's metrics go: the run's recorder, the VU's lane.
-#[derive(Clone, Copy)]
-pub struct Meters<'a> {
-    /// The run's recorder.
-    pub recorder: &'a Recorder,
-    /// The VU's lane (its id).
-    pub lane: u64,
-}
-
 /// One open socket.
 struct Socket {
     handle: i32,
@@ -117,26 +108,24 @@ struct Socket {
 
 impl Socket {
     /// Records the bytes that crossed since the last call.
-    fn record_bytes(&mut self, m: Meters<'_>) {
+    fn record_bytes(&mut self, m: &Recorder) {
         let (sent, received) = self.meter.totals();
-        m.recorder
-            .bytes(m.lane, sent - self.recorded.0, received - self.recorded.1);
+        m.bytes(sent - self.recorded.0, received - self.recorded.1);
         self.recorded = (sent, received);
     }
 
     /// Records the end of the session (and any bytes left).
-    fn record_end(&mut self, m: Meters<'_>) {
+    fn record_end(&mut self, m: &Recorder) {
         self.record_bytes(m);
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        m.recorder
-            .ws_sample(m.lane, names::WS_SESSION_DURATION, &self.tags, ms);
+        m.ws_sample(names::WS_SESSION_DURATION, &self.tags, ms);
     }
 
     /// Sends a close frame with `code` and waits until `until` (at most
     /// [`CLOSE_WAIT`]) for the peer to close too. Messages that arrive
     /// meanwhile count in `ws_msgs_received` (they crossed the wire) but
     /// reach no scenario. Errors only mean the peer went first.
-    async fn close(&mut self, code: u16, until: Instant, m: Meters<'_>) {
+    async fn close(&mut self, code: u16, until: Instant, m: &Recorder) {
         let until = until.min(Instant::now() + CLOSE_WAIT);
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -148,8 +137,7 @@ impl Socket {
             }
             while let Some(Ok(message)) = self.stream.next().await {
                 if message.is_text() || message.is_binary() {
-                    m.recorder
-                        .ws_count(m.lane, names::WS_MSGS_RECEIVED, &self.tags);
+                    m.ws_count(names::WS_MSGS_RECEIVED, &self.tags);
                 }
             }
         })
@@ -194,12 +182,12 @@ impl WsClient {
         base: &[(String, String)],
         jar: &mut CookieJar,
         deadline: Instant,
-        m: Meters<'_>,
+        m: &Recorder,
     ) -> Result<i32, WsFailure> {
         let name = request_name(req).to_owned();
         let result = self.connect_inner(req, base, &name, jar, deadline, m).await;
         if let Err(WsFailure::Failed(kind, _)) = &result {
-            m.recorder.ws_error(m.lane, kind.as_str(), &name);
+            m.ws_error(kind.as_str(), &name);
         }
         result
     }
@@ -211,7 +199,7 @@ impl WsClient {
         name: &str,
         jar: &mut CookieJar,
         deadline: Instant,
-        m: Meters<'_>,
+        m: &Recorder,
     ) -> Result<i32, WsFailure> {
         if self.sockets.len() >= ws::MAX_SOCKETS {
             return Err(WsFailure::Failed(
@@ -302,7 +290,7 @@ impl WsClient {
             }
         };
         let (sent, received) = meter.totals();
-        m.recorder.bytes(m.lane, sent, received);
+        m.bytes(sent, received);
         let (stream, response) = handshake.map_err(|e| {
             let (kind, message) = classify(&e);
             WsFailure::Failed(
@@ -316,9 +304,8 @@ impl WsClient {
         }
         let connecting_ms = started.elapsed().as_secs_f64() * 1000.0;
         let tags = socket_tags(base, req, name);
-        m.recorder
-            .ws_sample(m.lane, names::WS_CONNECTING, &tags, connecting_ms);
-        m.recorder.ws_count(m.lane, names::WS_SESSIONS, &tags);
+        m.ws_sample(names::WS_CONNECTING, &tags, connecting_ms);
+        m.ws_count(names::WS_SESSIONS, &tags);
         let handle = self.next_handle;
         self.next_handle = self.next_handle.checked_add(1).unwrap_or(0);
         self.sockets.push(Socket {
@@ -341,7 +328,7 @@ impl WsClient {
         kind: i32,
         data: Vec<u8>,
         deadline: Instant,
-        m: Meters<'_>,
+        m: &Recorder,
     ) -> Result<(), WsFailure> {
         let Some(i) = self.find(handle) else {
             return Err(WsFailure::Closed(None));
@@ -378,8 +365,7 @@ impl WsClient {
         let socket = &mut self.sockets[i];
         match tokio::time::timeout_at(deadline, socket.stream.send(message)).await {
             Ok(Ok(())) => {
-                m.recorder
-                    .ws_count(m.lane, names::WS_MSGS_SENT, &socket.tags);
+                m.ws_count(names::WS_MSGS_SENT, &socket.tags);
                 socket.record_bytes(m);
                 Ok(())
             }
@@ -398,7 +384,7 @@ impl WsClient {
         timeout: Duration,
         deadline: Instant,
         stop: &tokio_util::sync::CancellationToken,
-        m: Meters<'_>,
+        m: &Recorder,
     ) -> Result<Received, WsFailure> {
         let Some(i) = self.find(handle) else {
             return Err(WsFailure::Closed(None));
@@ -432,8 +418,7 @@ impl WsClient {
         match got {
             Ok(Ok(message)) => {
                 let socket = &mut self.sockets[i];
-                m.recorder
-                    .ws_count(m.lane, names::WS_MSGS_RECEIVED, &socket.tags);
+                m.ws_count(names::WS_MSGS_RECEIVED, &socket.tags);
                 socket.record_bytes(m);
                 Ok(message)
             }
@@ -452,7 +437,7 @@ impl WsClient {
 
     /// Closes socket `handle` with close `code` (1000 when it is no code a
     /// scenario may send); a closed handle is ignored.
-    pub async fn close(&mut self, handle: i32, code: i32, deadline: Instant, m: Meters<'_>) {
+    pub async fn close(&mut self, handle: i32, code: i32, deadline: Instant, m: &Recorder) {
         let Some(i) = self.find(handle) else {
             return;
         };
@@ -468,7 +453,7 @@ impl WsClient {
     /// Closes every socket left open (close code 1001, "going away"),
     /// waiting at most [`CLOSE_WAIT`] for them all; with `stopping`, drops
     /// them without a close frame. Each session's end is recorded.
-    pub async fn close_all(&mut self, stopping: bool, m: Meters<'_>) {
+    pub async fn close_all(&mut self, stopping: bool, m: &Recorder) {
         if self.sockets.is_empty() {
             return;
         }
@@ -482,11 +467,11 @@ impl WsClient {
     }
 
     /// Drops socket `i` after `e`, recording it; the failure to return.
-    fn fail(&mut self, i: usize, e: &WsError, m: Meters<'_>) -> WsFailure {
+    fn fail(&mut self, i: usize, e: &WsError, m: &Recorder) -> WsFailure {
         let mut socket = self.sockets.swap_remove(i);
         socket.record_end(m);
         let (kind, message) = classify(e);
-        m.recorder.ws_error(m.lane, kind.as_str(), &socket.name);
+        m.ws_error(kind.as_str(), &socket.name);
         WsFailure::Failed(kind, message)
     }
 }
@@ -630,10 +615,7 @@ mod tests {
             }
         });
         let recorder = Recorder::new();
-        let m = Meters {
-            recorder: &recorder,
-            lane: 1,
-        };
+        let m = &recorder;
         let mut client = WsClient::new(ClientSettings::new(false).expect("tls"));
         let mut jar = CookieJar::default();
         let deadline = Instant::now() + Duration::from_secs(10);
