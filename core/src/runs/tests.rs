@@ -2817,6 +2817,50 @@ fn a_leader_samples_every_candidates_clock_a_worker_only_its_leaders() {
     }
 }
 
+/// A run of three at `seed`: `victim` (picked from the leader) cut off for
+/// 4 s, `during` checked then, and the cut healed but for `last` (picked
+/// from the leader and the victim), which the victim goes on believing
+/// gone for 3 s. Only the victim's share may move, and the two others run
+/// to the end.
+fn cut_off_and_healed_one_link_late(
+    seed: u64,
+    case: &str,
+    victim_of: impl Fn(usize) -> usize,
+    last_of: impl Fn(usize, usize) -> usize,
+    during: impl Fn(&Sim, &str, usize),
+) {
+    let mut sim = Sim::new(&[("fra", 1), ("nrt", 1), ("ewr", 1)], 0, seed);
+    let run = sim.submit(0, spec(30, 30), None);
+    assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
+    sim.run_until(Duration::from_secs(3), |_| false);
+    let leader = sim.leader_index(&run);
+    let victim = victim_of(leader);
+    let sides: Vec<u8> = (0..3).map(|i| u8::from(i == victim)).collect();
+    sim.partition = Some((sides, sim.now));
+    sim.run_until(Duration::from_secs(4), |_| false);
+    during(&sim, &run, leader);
+    sim.partition = None;
+    sim.suspects.insert((victim, last_of(leader, victim)));
+    sim.run_until(Duration::from_secs(3), |_| false);
+    sim.suspects.clear();
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)),
+        "{case}"
+    );
+    let moved: Vec<String> = agreed_handoffs(&sim, &run)
+        .into_iter()
+        .map(|h| h.from)
+        .collect();
+    assert_eq!(moved, vec![sim.nodes[victim].id.clone()], "{case}");
+    for live in (0..3).filter(|&i| i != victim) {
+        let w = &sim.nodes[live].workers[&run];
+        assert!(
+            w.stop_seen_at.is_none(),
+            "{case}: node {live}, live, was stopped"
+        );
+    }
+}
+
 /// The e2e cut-off test's failures, in the state machine: a worker of three
 /// cut off for 4 s finds both others silent and fences its share. Its link
 /// comes back to one of the others first and to the last one 3 s later.
@@ -2832,45 +2876,26 @@ fn a_worker_cut_off_takes_nothing_over_and_after_a_partial_heal_hands_nothing_on
     for seed in [29, 30, 31, 32, 33, 34] {
         for leader_heard_last in [false, true] {
             let case = format!("seed {seed}, the leader heard last: {leader_heard_last}");
-            let mut sim = Sim::new(&[("fra", 1), ("nrt", 1), ("ewr", 1)], 0, seed);
-            let run = sim.submit(0, spec(30, 30), None);
-            assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
-            sim.run_until(Duration::from_secs(3), |_| false);
-            let leader = sim.leader_index(&run);
-            let victim = (leader + 1) % 3;
-            let other = (leader + 2) % 3;
-            let term = sim.nodes[leader].core.get(&run).map(|r| r.term);
-            let sides: Vec<u8> = (0..3).map(|i| u8::from(i == victim)).collect();
-            sim.partition = Some((sides, sim.now));
-            sim.run_until(Duration::from_secs(4), |_| false);
-            let victim_term = sim.nodes[victim].core.get(&run).map(|r| r.term);
-            assert_eq!(
-                victim_term, term,
-                "{case}: the cut-off node took the run over"
+            cut_off_and_healed_one_link_late(
+                seed,
+                &case,
+                |leader| (leader + 1) % 3,
+                |leader, _| {
+                    if leader_heard_last {
+                        leader
+                    } else {
+                        (leader + 2) % 3
+                    }
+                },
+                |sim, run, leader| {
+                    let term = |i: usize| sim.nodes[i].core.get(run).map(|r| r.term);
+                    assert_eq!(
+                        term((leader + 1) % 3),
+                        term(leader),
+                        "{case}: the cut-off node took the run over"
+                    );
+                },
             );
-            // Its link to one of the others is back; the last one it still
-            // believes gone for 3 s.
-            let last = if leader_heard_last { leader } else { other };
-            sim.partition = None;
-            sim.suspects.insert((victim, last));
-            sim.run_until(Duration::from_secs(3), |_| false);
-            sim.suspects.clear();
-            assert!(
-                sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)),
-                "{case}"
-            );
-            let moved: Vec<String> = agreed_handoffs(&sim, &run)
-                .into_iter()
-                .map(|h| h.from)
-                .collect();
-            assert_eq!(moved, vec![sim.nodes[victim].id.clone()], "{case}");
-            for live in [leader, other] {
-                let w = &sim.nodes[live].workers[&run];
-                assert!(
-                    w.stop_seen_at.is_none(),
-                    "{case}: node {live}, live, was stopped"
-                );
-            }
         }
     }
 }
@@ -2886,39 +2911,18 @@ fn a_leader_cut_off_fences_its_share_and_after_a_partial_heal_hands_nothing_on()
     for seed in [29, 30, 31, 32, 33, 34] {
         for first in [1, 2] {
             let case = format!("seed {seed}, heard first: the leader's +{first}");
-            let mut sim = Sim::new(&[("fra", 1), ("nrt", 1), ("ewr", 1)], 0, seed);
-            let run = sim.submit(0, spec(30, 30), None);
-            assert!(sim.reach(&run, Phase::Running, Duration::from_secs(3)));
-            sim.run_until(Duration::from_secs(3), |_| false);
-            let victim = sim.leader_index(&run);
-            let last = (victim + 3 - first) % 3;
-            let sides: Vec<u8> = (0..3).map(|i| u8::from(i == victim)).collect();
-            sim.partition = Some((sides, sim.now));
-            sim.run_until(Duration::from_secs(4), |_| false);
-            assert!(
-                sim.nodes[victim].workers[&run].stop_seen_at.is_some(),
-                "{case}: the cut-off leader did not fence its share"
+            cut_off_and_healed_one_link_late(
+                seed,
+                &case,
+                |leader| leader,
+                |_, victim| (victim + 3 - first) % 3,
+                |sim, run, leader| {
+                    assert!(
+                        sim.nodes[leader].workers[run].stop_seen_at.is_some(),
+                        "{case}: the cut-off leader did not fence its share"
+                    );
+                },
             );
-            sim.partition = None;
-            sim.suspects.insert((victim, last));
-            sim.run_until(Duration::from_secs(3), |_| false);
-            sim.suspects.clear();
-            assert!(
-                sim.run_until(Duration::from_secs(60), |s| s.all_finished(&run)),
-                "{case}"
-            );
-            let moved: Vec<String> = agreed_handoffs(&sim, &run)
-                .into_iter()
-                .map(|h| h.from)
-                .collect();
-            assert_eq!(moved, vec![sim.nodes[victim].id.clone()], "{case}");
-            for live in (0..3).filter(|&i| i != victim) {
-                let w = &sim.nodes[live].workers[&run];
-                assert!(
-                    w.stop_seen_at.is_none(),
-                    "{case}: node {live}, live, was stopped"
-                );
-            }
         }
     }
 }
