@@ -887,11 +887,7 @@ impl Run {
         if shard.end_ms < shard.start_ms {
             return Err("its interval ends before it starts".into());
         }
-        let spec = &self.proposal.spec;
-        let longest = spec
-            .duration()
-            .saturating_add(spec.graceful_stop)
-            .saturating_add(SHARD_SLACK);
+        let longest = self.proposal.spec.longest().saturating_add(SHARD_SLACK);
         let longest_ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
         if shard.end_ms > longest_ms {
             return Err(format!(
@@ -920,10 +916,10 @@ impl Run {
     /// longest it could have lasted since this node learned of it (every
     /// node that could lead it went away): nothing will finish it.
     fn is_abandoned(&self, wall_ns: i64) -> bool {
-        let spec = &self.proposal.spec;
-        let longest = spec
-            .duration()
-            .saturating_add(spec.graceful_stop)
+        let longest = self
+            .proposal
+            .spec
+            .longest()
             .saturating_add(SHARD_SLACK)
             .saturating_add(ABANDONED_AFTER);
         !self.is_finished() && wall_ns > self.seen_wall_ns.saturating_add(duration_ns(longest))
@@ -2756,12 +2752,10 @@ impl RunsCore {
     fn judges(&self, run: &Run, at: At) -> bool {
         self.judging(at)
             && (run.timers.unheard_since_cut.is_empty()
-                || run.timers.t0_at.is_some_and(|t0| {
-                    let end = t0
-                        .saturating_add(run.proposal.spec.duration())
-                        .saturating_add(run.proposal.spec.graceful_stop);
-                    at.now > end
-                }))
+                || run
+                    .timers
+                    .t0_at
+                    .is_some_and(|t0| at.now > t0.saturating_add(run.proposal.spec.longest())))
     }
 
     /// Keeps what this node knows of its own cut in `run`: whether it is
@@ -2869,9 +2863,7 @@ impl RunsCore {
         // from T0 as anchored when the arm was known: a step of this
         // node's wall clock, either way, neither ends the run early nor
         // holds it open.
-        let end = t0_at
-            .saturating_add(run.proposal.spec.duration())
-            .saturating_add(run.proposal.spec.graceful_stop);
+        let end = t0_at.saturating_add(run.proposal.spec.longest());
         let stopped_for = run.timers.stop_at.map(|s| at.now.saturating_sub(s));
         let gone_is_lost = at.now > end.saturating_add(LOST_AFTER_END)
             || stopped_for.is_some_and(|d| d > LOST_AFTER_END);

@@ -435,6 +435,12 @@ impl RunSpec {
             .unwrap_or(Duration::ZERO)
     }
 
+    /// How long the run lasts at the most from its start: its scenarios'
+    /// work, then the graceful stop.
+    pub fn longest(&self) -> Duration {
+        self.duration().saturating_add(self.graceful_stop)
+    }
+
     /// The most VUs the run may use, across all nodes: its scenarios'
     /// together (they may overlap).
     pub fn max_vus(&self) -> u32 {
