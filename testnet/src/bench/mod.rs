@@ -230,7 +230,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `machine: N cores, M GiB, date YYYY-MM-DD; target on CPUS, clients on CPUS`.
+/// `machine: N cores, M GiB, CPU, date YYYY-MM-DD; target on CPUS, clients
+/// on CPUS`. The CPU is named because the ratios move with it: the same
+/// build measured 0.81-0.89× wrk on the VMs of 2026-12-07 and 0.92× on an
+/// AMD EPYC VM the next day (docs/benchmarks.md).
 fn machine_line(setup: &Setup) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
@@ -244,11 +247,33 @@ fn machine_line(setup: &Setup) -> String {
             || "? GiB".to_owned(),
             |kib| format!("{:.0} GiB", kib / 1048576.0),
         );
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| cpu_model(&info))
+        .unwrap_or_else(|| "CPU unknown".to_owned());
     format!(
-        "machine: {cores} cores, {mem_gib}, {}; {}",
+        "machine: {cores} cores, {mem_gib}, {cpu}, {}; {}",
         today(),
         setup.pin.describe()
     )
+}
+
+/// The first processor's model in `/proc/cpuinfo`, with its family and
+/// model numbers (a VM often shows only the brand, as `AMD EPYC`):
+/// `AMD EPYC (family 25, model 17)`. `None` when it names no model.
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    let processor = cpuinfo.split("\n\n").next()?;
+    let field = |name: &str| {
+        processor.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().to_owned())
+        })
+    };
+    let name = field("model name").filter(|n| !n.is_empty())?;
+    Some(match (field("cpu family"), field("model")) {
+        (Some(family), Some(model)) => format!("{name} (family {family}, model {model})"),
+        _ => name,
+    })
 }
 
 /// Today's UTC date, `YYYY-MM-DD`.
@@ -369,6 +394,23 @@ mod tests {
         assert_eq!(num(-1000.0, 0), "-1 000");
         assert_eq!(num(0.5, 3), "0.500");
         assert_eq!(num(999.0, 0), "999");
+    }
+
+    #[test]
+    fn the_cpu_is_named_by_its_first_processors_model() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\
+                    model\t\t: 17\nmodel name\t: AMD EPYC\n\n\
+                    processor\t: 1\nmodel name\t: Other\n";
+        assert_eq!(
+            cpu_model(info).as_deref(),
+            Some("AMD EPYC (family 25, model 17)")
+        );
+        assert_eq!(
+            cpu_model("model name\t: Some ARM core\n").as_deref(),
+            Some("Some ARM core")
+        );
+        assert_eq!(cpu_model("processor\t: 0\nBogoMIPS\t: 50.00\n"), None);
+        assert_eq!(cpu_model(""), None);
     }
 
     #[test]
