@@ -231,9 +231,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// `machine: N cores, M GiB, CPU, date YYYY-MM-DD; target on CPUS, clients
-/// on CPUS`. The CPU is named because the ratios move with it: the same
-/// build measured 0.81-0.89× wrk on the VMs of 2026-12-07 and 0.92× on an
-/// AMD EPYC VM the next day (docs/benchmarks.md).
+/// on CPUS`. The CPU is named because the ratios move with it: the engine
+/// of 5071dff made 0.84× and 0.87× wrk on the VM of 2026-12-07 and 0.92× on
+/// an AMD EPYC VM the next day (docs/benchmarks.md).
 fn machine_line(setup: &Setup) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
